@@ -1,0 +1,3 @@
+from pvoq.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The local admin socket: operator commands against a running appliance."""

@@ -1,0 +1,142 @@
+"""What the gateway and the manager share: one asyncio process per appliance.
+
+Owns the process-level wiring: data directory, mail_logs, ID counters, the
+CPQ TLS contexts, listeners, delivery queues, the admin socket and the
+operator commands common to both roles (`status`, `tophosts`, `delivernow`).
+The role modules (`gateway`, `manager`) add their handlers and commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+import time
+from typing import Any, TextIO
+
+from pvoq import __version__
+from pvoq.admin.protocol import AdminServer, CommandError
+from pvoq.config.model import Config, Listener
+from pvoq.cpq import tls
+from pvoq.delivery.queue import DeliveryQueues
+from pvoq.maillog import IdAllocator, MailLog
+from pvoq.smtp.server import BaseHandler, PvoqSMTP, ServerContext, start_listener
+from pvoq.spool.store import Spool
+
+
+class Appliance:
+    role = "appliance"
+
+    def __init__(self, config: Config, *, echo: TextIO | None = None) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.maillog = MailLog(config.logs_dir, appliance=f"{self.role} {config.hostname}",
+                               serial=config.serial_number, echo=echo)
+        self.ids = IdAllocator(config.data_dir / "ids.json")
+        self.context = ServerContext(self.maillog, self.ids, config.hostname)
+        self.server_tls: ssl.SSLContext = tls.server_context(
+            config.cpq_certificate, ciphers=config.ssl.inbound_ciphers)
+        self.client_tls: ssl.SSLContext = tls.client_context(
+            config.cpq_certificate, ciphers=config.ssl.outbound_ciphers)
+        self.spool = Spool(config.data_dir / "spool")
+        self.admin = AdminServer(config.admin_socket)
+        self.servers: dict[str, asyncio.AbstractServer] = {}
+        self.started = time.time()
+        self.received_messages = 0
+        self._stopping = asyncio.Event()
+        self.queues: DeliveryQueues  # set by the role
+        self.admin.register("status", self._cmd_status)
+        self.admin.register("tophosts", self._cmd_tophosts)
+        self.admin.register("delivernow", self._cmd_delivernow)
+
+    # -- wiring hooks for the roles -----------------------------------------
+    def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP], dict[str, Any]]:
+        raise NotImplementedError
+
+    async def recover(self) -> None:
+        """Bring back what was on disk when the process last stopped."""
+
+    def status_gauges(self) -> dict[str, int]:
+        return {}
+
+    # -- lifecycle -----------------------------------------------------------
+    def interface_ip(self, name: str) -> str:
+        interface = self.config.interface(name)
+        assert interface is not None, "the loader checks interface references"
+        return interface.ip
+
+    async def start(self) -> None:
+        self.maillog.info(f"pvoq {__version__} {self.role} {self.config.hostname} starting")
+        await self.recover()
+        self.queues.start()
+        for listener in self.config.listeners:
+            handler, protocol, kwargs = self.handler_for(listener)
+            ip = self.interface_ip(listener.interface_name)
+            try:
+                self.servers[listener.name] = await start_listener(
+                    listener, ip, handler, self.context, protocol=protocol, **kwargs)
+            except OSError as exc:
+                self.maillog.critical(f"Listener {listener.name} cannot bind {ip}:"
+                                      f"{listener.port}: {exc.strerror}")
+                raise
+            self.maillog.info(f"Listener {listener.name} ({listener.protocol}) listening on "
+                              f"{ip} port {listener.port}")
+        await self.admin.start()
+        self.maillog.info(f"{self.role} {self.config.hostname} ready")
+
+    async def stop(self) -> None:
+        await self.admin.stop()
+        for server in self.servers.values():
+            server.close()
+        for server in self.servers.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+        await self.queues.stop()
+        self.maillog.info(f"{self.role} {self.config.hostname} stopped")
+        self.maillog.close()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    # -- common operator commands ---------------------------------------------
+    async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
+        data = {
+            "status_as_of": time.time(),
+            "up_since": self.started,
+            "system_status": "Online",
+            "hostname": self.config.hostname,
+            "role": self.role,
+            "messages_received": self.received_messages,
+            "active_recipients": sum(self.queues.active_recipients(h) for h in self.queues.hosts),
+            **self.status_gauges(),
+        }
+        return {"data": data}
+
+    async def _cmd_tophosts(self, args: dict[str, Any]) -> dict[str, Any]:
+        rows = []
+        for name, host in self.queues.hosts.items():
+            s = host.stats
+            rows.append({"host": name, "down": s.down,
+                         "active_rcpts": self.queues.active_recipients(name),
+                         "conn_out": s.conn_out, "deliv_rcpts": s.delivered,
+                         "soft_bounces": s.soft_bounced, "hard_bounces": s.hard_bounced})
+        key = args.get("sort") or "active_rcpts"
+        if rows and key not in rows[0]:
+            raise CommandError(f"Unknown sort order: {key}")
+        rows.sort(key=lambda r: (-int(r[key]), r["host"]))
+        return {"data": {"status_as_of": time.time(), "hosts": rows}}
+
+    async def _cmd_delivernow(self, args: dict[str, Any]) -> dict[str, Any]:
+        host = args.get("host") or None
+        if host and host not in self.queues.hosts:
+            raise CommandError(f"No record of host: {host}")
+        self.queues.wake(host)
+        return {"text": f"Delivery rescheduled for {host or 'all hosts'}."}

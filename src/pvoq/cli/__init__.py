@@ -1,0 +1,1 @@
+"""The `pvoq` command."""

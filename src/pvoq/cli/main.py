@@ -1,0 +1,195 @@
+"""`pvoq`: init, run a role, operate it, and the demo.
+
+Exit codes: 0 success; 1 a check or command failed; 2 bad usage or bad
+configuration (one line naming the file, line and field).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from pvoq import __version__
+from pvoq.cli.operator import operator
+from pvoq.config.errors import ConfigError
+from pvoq.config.loader import load_config
+from pvoq.config.model import Config
+
+
+def load_or_exit(path: str) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"pvoq: configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pvoq")
+def main() -> None:
+    """pvoq: a centralized Policy, Virus and Outbreak email quarantine."""
+
+
+def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        return default_host, int(value)
+    return host or default_host, int(port)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--role", type=click.Choice(["gateway", "manager"]), required=True)
+@click.option("--hostname", required=True, help="This appliance's name (the CPQ certificate CN).")
+@click.option("--serial", default=None, help="Serial number (default: derived from hostname).")
+@click.option("--ca-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The deployment's CPQ CA directory (created if missing).")
+@click.option("--ip", default="127.0.0.1", show_default=True, help="Interface address.")
+@click.option("--cpq-port", type=int, default=7025, show_default=True)
+@click.option("--smtp-port", type=int, default=25, show_default=True, help="Gateway only.")
+@click.option("--domain", "domains", multiple=True, help="Accepted recipient domain (gateway).")
+@click.option("--route", "routes", multiple=True, metavar="DOMAIN=HOST:PORT",
+              help="SMTP route for clean mail (gateway); DOMAIN may be ALL.")
+@click.option("--manager", "manager", default="127.0.0.1:7025", show_default=True,
+              metavar="HOST:PORT", help="The manager's cpq_listener (gateway).")
+@click.option("--gateway", "gateways", multiple=True, metavar="HOSTNAME=IP:PORT",
+              help="A gateway this manager serves (manager).")
+@click.option("--outbreak-url", "outbreak_urls", multiple=True,
+              help="A URL host[/path] the outbreak filter quarantines (gateway).")
+@click.option("--retry-min", type=float, default=60.0, show_default=True)
+@click.option("--retry-max", type=float, default=3600.0, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing configuration.")
+def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: Path, ip: str,
+         cpq_port: int, smtp_port: int, domains: tuple[str, ...], routes: tuple[str, ...],
+         manager: str, gateways: tuple[str, ...], outbreak_urls: tuple[str, ...],
+         retry_min: float, retry_max: float, force: bool) -> None:
+    """Write a working configuration and certificates for one appliance."""
+    from pvoq.config.template import ApplianceSpec
+    from pvoq.deploy import init_appliance
+
+    try:
+        m_host, m_port = _host_port(manager)
+        gw = []
+        for g in gateways:
+            name, _, where = g.partition("=")
+            g_host, g_port = _host_port(where)
+            gw.append((name, g_host, g_port))
+        route_list = []
+        for r in routes:
+            dom, _, dest = r.partition("=")
+            if not dest:
+                raise ValueError(f"--route {r!r}: expected DOMAIN=HOST:PORT")
+            route_list.append((dom, dest))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    spec = ApplianceSpec(
+        role=role, hostname=hostname, serial=serial or f"PVOQ-{hostname.upper()}", ip=ip,
+        cpq_port=cpq_port, smtp_port=smtp_port, domains=list(domains) or ["example.com"],
+        routes=route_list, manager_address=m_host, manager_port=m_port,
+        outbreak_urls=list(outbreak_urls), gateways=gw, retry_min_seconds=retry_min,
+        retry_max_seconds=retry_max)
+    try:
+        path = init_appliance(directory, spec, ca_dir=ca_dir, force=force)
+    except FileExistsError as exc:
+        click.echo(f"pvoq: {exc}", err=True)
+        sys.exit(2)
+    load_or_exit(str(path))
+    click.echo(f"{role} {hostname} initialised: {path}")
+    click.echo(f"start it with: pvoq {role} run -c {path}")
+
+
+def _run_role(config_path: str, role: str, verbose: bool) -> None:
+    cfg = load_or_exit(config_path)
+    if cfg.role != role:
+        click.echo(f"pvoq: {config_path}: system.role: this is a {cfg.role} configuration, "
+                   f"not a {role} one", err=True)
+        sys.exit(2)
+    try:
+        if role == "gateway":
+            from pvoq.gateway import Gateway
+            app = Gateway(cfg, echo=sys.stdout if verbose else None)
+        else:
+            from pvoq.manager import Manager
+            app = Manager(cfg, echo=sys.stdout if verbose else None)
+        asyncio.run(app.run())
+    except ConfigError as exc:
+        click.echo(f"pvoq: configuration error: {exc.located(path=str(cfg.path))}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        click.echo(f"pvoq: {role} cannot start: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.group()
+def gateway() -> None:
+    """The gateway role: scan mail and ship what it catches to the manager."""
+
+
+@gateway.command("run")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path())
+@click.option("-v", "--verbose", is_flag=True, help="Also print mail_logs lines on stdout.")
+def gateway_run(config_path: str, verbose: bool) -> None:
+    """Run a gateway in the foreground until SIGTERM."""
+    _run_role(config_path, "gateway", verbose)
+
+
+@main.group()
+def manager() -> None:
+    """The manager role: keep the quarantines and release mail back."""
+
+
+@manager.command("run")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path())
+@click.option("-v", "--verbose", is_flag=True, help="Also print mail_logs lines on stdout.")
+def manager_run(config_path: str, verbose: bool) -> None:
+    """Run a manager in the foreground until SIGTERM."""
+    _run_role(config_path, "manager", verbose)
+
+
+@main.group("config")
+def config_group() -> None:
+    """Configuration files."""
+
+
+@config_group.command("check")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path())
+def config_check(config_path: str) -> None:
+    """Validate a configuration file (exit 2 with the file, line and field if broken)."""
+    cfg = load_or_exit(config_path)
+    from pvoq.cpq import tls
+    try:
+        tls.server_context(cfg.cpq_certificate, ciphers=cfg.ssl.inbound_ciphers)
+        tls.client_context(cfg.cpq_certificate, ciphers=cfg.ssl.outbound_ciphers)
+    except ConfigError as exc:
+        click.echo(f"pvoq: configuration error: {exc.located(path=str(cfg.path))}", err=True)
+        sys.exit(2)
+    click.echo(f"{cfg.path}: ok ({cfg.role} {cfg.hostname}, {len(cfg.listeners)} listeners)")
+
+
+@main.command()
+@click.option("--listen", default="127.0.0.1:2526", show_default=True, metavar="HOST:PORT")
+@click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))
+def sink(listen: str, directory: Path) -> None:
+    """A downstream SMTP server that stores what it receives (demo and tests)."""
+    from pvoq.sink import run_sink
+    host, port = _host_port(listen)
+    asyncio.run(run_sink(host, port, directory))
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Leave the deployment running and say how to reach it.")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+              help="Deployment directory (default: a new temporary one).")
+def demo(keep: bool, directory: Path | None) -> None:
+    """Run a whole deployment on localhost and follow mail through it."""
+    from pvoq.demo import run_demo
+    sys.exit(run_demo(keep=keep, directory=directory))
+
+
+main.add_command(operator)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

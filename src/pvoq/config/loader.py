@@ -1,0 +1,332 @@
+"""Read an appliance configuration file (AsyncOS-style XML) into `Config`.
+
+Every error is one `ConfigError` naming the file, the line and the field:
+`gw.xml:14: listeners.listener[2].port: not a port number: 'abc'`.
+The loader checks what can be checked without the network: types, ranges,
+references between sections (a listener's interface must exist), the HAT and
+RAT grammar, and that the CPQ certificate files exist.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from pvoq.config.errors import ConfigError
+from pvoq.config.hat import Hat, Rat, make_rat, parse_hat
+from pvoq.config.model import (
+    CPQ_DEFAULT_PORT,
+    CPQ_LISTENER_NAME,
+    ROLE_GATEWAY,
+    ROLE_MANAGER,
+    Config,
+    ContentFilter,
+    CpqCertificate,
+    DeliverySettings,
+    GatewayRecord,
+    Interface,
+    Listener,
+    PvoSettings,
+    Route,
+    ScanSettings,
+    SslConfig,
+)
+from pvoq.config.xmltree import Node, parse_xml
+
+T = TypeVar("T")
+
+_TRUE = {"true", "yes", "on", "1", "enabled"}
+_FALSE = {"false", "no", "off", "0", "disabled"}
+
+
+def load_config(path: str | Path) -> Config:
+    """Load and validate the configuration at *path*."""
+    path = Path(path).resolve()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", field="file", path=str(path)) from exc
+    try:
+        return _Loader(path).load(parse_xml(data, path=str(path)))
+    except ConfigError as exc:
+        raise exc.located(path=str(path)) from None
+
+
+def _text(node: Node | None) -> str | None:
+    return None if node is None else node.text.strip()
+
+
+def _value(parent: Node, tag: str, convert: Callable[[str], T], default: T | None = None,
+           *, required: bool = False) -> T:
+    node = parent.first(tag)
+    if node is None or not node.text.strip():
+        if required or default is None:
+            if required:
+                raise ConfigError(f"missing <{tag}>", field=f"{parent.path}.{tag}",
+                                  line=(node or parent).line)
+        return default  # type: ignore[return-value]
+    raw = node.text.strip()
+    try:
+        return convert(raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{exc}: {raw!r}" if str(exc) else f"invalid value {raw!r}",
+                          field=node.path, line=node.line) from None
+
+
+def _port(raw: str) -> int:
+    value = int(raw) if raw.isdigit() else -1
+    if not 1 <= value <= 65535:
+        raise ValueError("not a port number (1-65535)")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ValueError("not a positive integer")
+    return int(raw)
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("not a positive number of seconds")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ValueError("not a boolean (true/false)")
+
+
+def _ip(raw: str) -> str:
+    return str(ipaddress.ip_address(raw))
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        for c in choices:
+            if raw.lower() == c.lower():
+                return c
+        raise ValueError(f"must be one of {', '.join(choices)}")
+    return convert
+
+
+def _host_port(raw: str) -> tuple[str, int]:
+    host, sep, port = raw.rpartition(":")
+    if not sep:
+        return raw, 25
+    return host.strip("[]"), _port(port)
+
+
+class _Loader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+
+    def _path(self, parent: Node, tag: str, *, must_exist: bool = True) -> Path:
+        node = parent.require(tag)
+        raw = node.text.strip()
+        if not raw:
+            raise node.error("empty path")
+        p = Path(raw)
+        p = p if p.is_absolute() else (self.base / p)
+        if must_exist and not p.exists():
+            raise ConfigError(f"file not found: {p}", field=node.path, line=node.line)
+        return p.resolve()
+
+    def load(self, root: Node) -> Config:
+        if root.tag != "config":
+            raise root.error(f"root element must be <config>, not <{root.tag}>")
+        system = root.require("system")
+        role = _value(system, "role", _choice(ROLE_GATEWAY, ROLE_MANAGER), required=True)
+        hostname = _value(system, "hostname", str, required=True)
+        serial = _value(system, "serial_number", str, required=True)
+        data_dir = self._path(system, "data_dir", must_exist=False)
+
+        interfaces = self._interfaces(root)
+        pvo = self._pvo(root, role, interfaces)
+        listeners = self._listeners(root, interfaces)
+        if pvo.enabled and not any(lst.is_cpq for lst in listeners):
+            listeners = (*listeners, self._generated_cpq_listener(role, pvo))
+        cert_node = root.require("cpq_certificate")
+        certificate = CpqCertificate(
+            ca_certificate=self._path(cert_node, "ca_certificate"),
+            certificate=self._path(cert_node, "certificate"),
+            private_key=self._path(cert_node, "private_key"),
+        )
+        ssl_node = root.first("ssl_config")
+        ssl = SslConfig() if ssl_node is None else SslConfig(
+            inbound_ciphers=_value(ssl_node, "inbound_ciphers", str, SslConfig.inbound_ciphers),
+            outbound_ciphers=_value(ssl_node, "outbound_ciphers", str, SslConfig.outbound_ciphers),
+        )
+        store = root.first("quarantine_store")
+        database_url = None if store is None else _value(store, "database_url", str)
+        return Config(
+            path=self.path, role=role, hostname=hostname, serial_number=serial,
+            data_dir=data_dir, interfaces=interfaces, listeners=listeners, pvo=pvo,
+            cpq_certificate=certificate, ssl=ssl, delivery=self._delivery(root),
+            scan=self._scan(root), database_url=database_url,
+        )
+
+    def _interfaces(self, root: Node) -> tuple[Interface, ...]:
+        result: list[Interface] = []
+        section = root.require("interfaces")
+        for node in section.all("interface"):
+            name = _value(node, "interface_name", str, required=True)
+            if any(i.name == name for i in result):
+                raise ConfigError(f"duplicate interface {name!r}", field=node.path, line=node.line)
+            result.append(Interface(name, _value(node, "ip", _ip, required=True)))
+        if not result:
+            raise section.error("at least one <interface> is required")
+        return tuple(result)
+
+    def _check_interface(self, node: Node, name: str, interfaces: tuple[Interface, ...]) -> None:
+        if not any(i.name == name for i in interfaces):
+            where = node.first("interface_name") or node
+            known = ", ".join(repr(i.name) for i in interfaces)
+            raise ConfigError(f"no interface named {name!r} (known: {known})",
+                              field=where.path, line=where.line)
+
+    def _listeners(self, root: Node, interfaces: tuple[Interface, ...]) -> tuple[Listener, ...]:
+        section = root.first("listeners")
+        nodes = [] if section is None else section.all("listener")
+        result: list[Listener] = []
+        for node in nodes:
+            listener = self._listener(node)
+            self._check_interface(node, listener.interface_name, interfaces)
+            if any(x.name == listener.name for x in result):
+                raise ConfigError(f"duplicate listener {listener.name!r}", field=node.path,
+                                  line=node.line)
+            clash = [x for x in result if (x.interface_name, x.port) ==
+                     (listener.interface_name, listener.port)]
+            if clash:
+                raise ConfigError(f"port {listener.port} on {listener.interface_name!r} is "
+                                  f"already used by listener {clash[0].name!r}",
+                                  field=node.path, line=node.line)
+            result.append(listener)
+        return tuple(result)
+
+    def _listener(self, node: Node) -> Listener:
+        protocol = _value(node, "protocol", _choice("SMTP", "CPQ"), "SMTP")
+        hat_node = node.require("hat")
+        hat: Hat = parse_hat(hat_node.text, first_line=hat_node.line)
+        return Listener(
+            name=_value(node, "listener_name", str, required=True),
+            protocol=protocol,
+            interface_name=_value(node, "interface_name", str, required=True),
+            port=_value(node, "port", _port, CPQ_DEFAULT_PORT if protocol == "CPQ" else 25),
+            listen_queue_size=_value(node, "listen_queue_size", _positive_int, 50),
+            type=_value(node, "type", _choice("public", "private"), "public"),
+            hat=hat,
+            rat=self._rat(node.require("rat")),
+            max_message_size=_value(node, "max_message_size", _positive_int, 10 * 1024 * 1024),
+        )
+
+    def _rat(self, node: Node) -> Rat:
+        entries = []
+        for entry in node.all("rat_entry"):
+            entries.append((_value(entry, "rat_address", str, required=True),
+                            _value(entry, "access", str, required=True), entry.line))
+        return make_rat(entries)
+
+    def _generated_cpq_listener(self, role: str, pvo: PvoSettings) -> Listener:
+        """The hidden listener the PVO settings imply when the file does not spell it out."""
+        if role == ROLE_MANAGER:
+            allowed = [g.address for g in pvo.gateways]
+        else:
+            allowed = [pvo.manager_address] if pvo.manager_address else []
+        members = "\n".join(f"  {a}" for a in allowed) or "  127.0.0.1"
+        hat_text = ("$RELAYED\n  RELAY {}\n$BLOCKED\n  REJECT {}\nRELAYLIST:\n"
+                    f"{members}\n    $RELAYED (Only select hosts can relay from this box)\n"
+                    "ALL\n  $BLOCKED (Everyone else)\n")
+        return Listener(
+            name=CPQ_LISTENER_NAME, protocol="CPQ", interface_name=pvo.interface_name,
+            port=pvo.port, listen_queue_size=50, type="private", hat=parse_hat(hat_text),
+            rat=make_rat([("ALL", "ACCEPT", 0)]), generated=True,
+        )
+
+    def _pvo(self, root: Node, role: str, interfaces: tuple[Interface, ...]) -> PvoSettings:
+        node = root.require("pvo_quarantines")
+        interface_name = _value(node, "interface_name", str, interfaces[0].name)
+        self._check_interface(node, interface_name, interfaces)
+        gateways: list[GatewayRecord] = []
+        section = node.first("gateways")
+        for g in ([] if section is None else section.all("gateway")):
+            record = GatewayRecord(
+                hostname=_value(g, "hostname", str, required=True),
+                address=_value(g, "address", _ip, required=True),
+                cpq_port=_value(g, "cpq_port", _port, CPQ_DEFAULT_PORT),
+            )
+            if any(x.hostname.lower() == record.hostname.lower() for x in gateways):
+                raise ConfigError(f"duplicate gateway {record.hostname!r}", field=g.path,
+                                  line=g.line)
+            gateways.append(record)
+        manager_address = _value(node, "manager_address", str)
+        enabled = _value(node, "enabled", _bool, True)
+        if role == ROLE_GATEWAY and enabled and not manager_address:
+            raise ConfigError("a gateway with PVO enabled needs <manager_address>",
+                              field=f"{node.path}.manager_address", line=node.line)
+        return PvoSettings(
+            enabled=enabled, interface_name=interface_name,
+            port=_value(node, "port", _port, CPQ_DEFAULT_PORT),
+            manager_address=manager_address,
+            manager_port=_value(node, "manager_port", _port, CPQ_DEFAULT_PORT),
+            gateways=tuple(gateways),
+        )
+
+    def _delivery(self, root: Node) -> DeliverySettings:
+        node = root.first("delivery")
+        if node is None:
+            return DeliverySettings()
+        routes: list[Route] = []
+        section = node.first("smtp_routes")
+        for r in ([] if section is None else section.all("route")):
+            host, port = _value(r, "destination", _host_port, required=True)
+            routes.append(Route(_value(r, "domain", str, required=True), host, port))
+        settings = DeliverySettings(
+            routes=tuple(routes),
+            retry_min_seconds=_value(node, "retry_min_seconds", _seconds, 60.0),
+            retry_max_seconds=_value(node, "retry_max_seconds", _seconds, 3600.0),
+            max_queue_lifetime_seconds=_value(node, "max_queue_lifetime_seconds", _seconds,
+                                              3 * 24 * 3600.0),
+            timeout_seconds=_value(node, "timeout_seconds", _seconds, 60.0),
+        )
+        if settings.retry_max_seconds < settings.retry_min_seconds:
+            raise ConfigError("retry_max_seconds is smaller than retry_min_seconds",
+                              field=f"{node.path}.retry_max_seconds", line=node.line)
+        return settings
+
+    def _scan(self, root: Node) -> ScanSettings:
+        filters: list[ContentFilter] = []
+        section = root.first("content_filters")
+        for f in ([] if section is None else section.all("content_filter")):
+            filters.append(ContentFilter(
+                name=_value(f, "name", str, required=True),
+                header=_value(f, "header", str, "Subject"),
+                pattern=_value(f, "regex", _regex, required=True),
+                quarantine=_value(f, "quarantine", str, "Policy"),
+            ))
+        av = root.first("antivirus")
+        outbreak = root.first("outbreak_filters")
+        urls = () if outbreak is None else tuple(
+            u.text.strip().lower() for u in outbreak.all("url") if u.text.strip())
+        return ScanSettings(
+            content_filters=tuple(filters),
+            antivirus_enabled=True if av is None else _value(av, "enabled", _bool, True),
+            outbreak_enabled=True if outbreak is None else _value(outbreak, "enabled", _bool,
+                                                                   True),
+            outbreak_urls=urls,
+        )
+
+
+def _regex(raw: str) -> re.Pattern[str]:
+    try:
+        return re.compile(raw)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression ({exc})") from None

@@ -1,0 +1,183 @@
+"""The appliance configuration as typed, immutable values.
+
+`config.loader` builds these from the XML file; every other part of pvoq
+reads them and never parses XML itself. Paths are absolute once loaded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pvoq.config.hat import Hat, Rat
+
+CPQ_DEFAULT_PORT = 7025
+CPQ_LISTENER_NAME = "cpq_listener"
+THE_CPQ_HOST = "the.cpq.host"
+THE_CPQ_RELEASE_HOST = "the.cpq.release.host"
+DEFAULT_CIPHERS = "HIGH:MEDIUM:-aNULL"
+
+ROLE_GATEWAY = "gateway"
+ROLE_MANAGER = "manager"
+
+
+@dataclass(frozen=True)
+class Interface:
+    """A named IP interface (`Management`, `Incoming Mail`, ...)."""
+
+    name: str
+    ip: str
+
+
+@dataclass(frozen=True)
+class Listener:
+    """A public or private SMTP listener, or the hidden CPQ listener."""
+
+    name: str
+    protocol: str  # "SMTP" | "CPQ"
+    interface_name: str
+    port: int
+    listen_queue_size: int
+    type: str  # "public" | "private"
+    hat: Hat
+    rat: Rat
+    max_message_size: int = 10 * 1024 * 1024
+    generated: bool = False
+
+    @property
+    def is_cpq(self) -> bool:
+        return self.protocol == "CPQ"
+
+
+@dataclass(frozen=True)
+class GatewayRecord:
+    """The manager's record of one gateway whose quarantines it keeps."""
+
+    hostname: str
+    address: str
+    cpq_port: int = CPQ_DEFAULT_PORT
+
+
+@dataclass(frozen=True)
+class PvoSettings:
+    """Policy, Virus and Outbreak quarantine settings of either appliance.
+
+    On a gateway: where the manager listens (`manager_address`, `manager_port`).
+    On a manager: the gateways it serves. On both: the interface and port of
+    the local `cpq_listener`.
+    """
+
+    enabled: bool
+    interface_name: str
+    port: int = CPQ_DEFAULT_PORT
+    manager_address: str | None = None
+    manager_port: int = CPQ_DEFAULT_PORT
+    gateways: tuple[GatewayRecord, ...] = ()
+
+    def gateway(self, hostname: str) -> GatewayRecord | None:
+        for g in self.gateways:
+            if g.hostname.lower() == hostname.lower():
+                return g
+        return None
+
+
+@dataclass(frozen=True)
+class CpqCertificate:
+    """The hidden CPQ certificate: this appliance's key pair and the deployment CA."""
+
+    ca_certificate: Path
+    certificate: Path
+    private_key: Path
+
+
+@dataclass(frozen=True)
+class SslConfig:
+    """OpenSSL cipher lists, as `sslconfig` sets them on AsyncOS."""
+
+    inbound_ciphers: str = DEFAULT_CIPHERS
+    outbound_ciphers: str = DEFAULT_CIPHERS
+
+
+@dataclass(frozen=True)
+class Route:
+    """An SMTP route: mail for `domain` (or `ALL`) goes to host:port."""
+
+    domain: str
+    host: str
+    port: int = 25
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    routes: tuple[Route, ...] = ()
+    retry_min_seconds: float = 60.0
+    retry_max_seconds: float = 3600.0
+    max_queue_lifetime_seconds: float = 3 * 24 * 3600.0
+    timeout_seconds: float = 60.0
+
+    def route_for(self, domain: str) -> Route | None:
+        domain = domain.lower()
+        fallback = None
+        for r in self.routes:
+            if r.domain.lower() == domain:
+                return r
+            if r.domain.upper() == "ALL" and fallback is None:
+                fallback = r
+        return fallback
+
+
+@dataclass(frozen=True)
+class ContentFilter:
+    """A minimal content filter: a header matching a regex sends mail to a quarantine."""
+
+    name: str
+    header: str
+    pattern: re.Pattern[str]
+    quarantine: str = "Policy"
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    content_filters: tuple[ContentFilter, ...] = ()
+    antivirus_enabled: bool = True
+    outbreak_enabled: bool = True
+    outbreak_urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    role: str
+    hostname: str
+    serial_number: str
+    data_dir: Path
+    interfaces: tuple[Interface, ...]
+    listeners: tuple[Listener, ...]
+    pvo: PvoSettings
+    cpq_certificate: CpqCertificate
+    ssl: SslConfig = field(default_factory=SslConfig)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    scan: ScanSettings = field(default_factory=ScanSettings)
+    database_url: str | None = None
+
+    def interface(self, name: str) -> Interface | None:
+        for i in self.interfaces:
+            if i.name == name:
+                return i
+        return None
+
+    @property
+    def cpq_listener(self) -> Listener | None:
+        for listener in self.listeners:
+            if listener.is_cpq:
+                return listener
+        return None
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.data_dir / "admin.sock"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"

@@ -1,0 +1,131 @@
+"""Render a working appliance configuration (what `pvoq init` writes).
+
+The output is the same AsyncOS-style XML the loader reads, with the hidden
+`cpq_listener` spelled out as the seed shows it, so an operator sees and can
+edit every setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from xml.sax.saxutils import escape
+
+from pvoq.config.model import CPQ_DEFAULT_PORT, DEFAULT_CIPHERS, ROLE_GATEWAY
+
+
+@dataclass
+class ApplianceSpec:
+    role: str
+    hostname: str
+    serial: str
+    ip: str = "127.0.0.1"
+    cpq_port: int = CPQ_DEFAULT_PORT
+    # gateway
+    smtp_port: int = 25
+    domains: list[str] = field(default_factory=lambda: ["example.com"])
+    routes: list[tuple[str, str]] = field(default_factory=list)  # (domain, host:port)
+    manager_address: str = "127.0.0.1"
+    manager_port: int = CPQ_DEFAULT_PORT
+    outbreak_urls: list[str] = field(default_factory=list)
+    # manager
+    gateways: list[tuple[str, str, int]] = field(default_factory=list)  # (hostname, ip, port)
+    retry_min_seconds: float = 60.0
+    retry_max_seconds: float = 3600.0
+
+
+def _hat(relay_hosts: list[str], comment: str) -> str:
+    members = "\n".join(f"  {h}" for h in relay_hosts)
+    return (f"$RELAYED\n  RELAY {{}}\n$BLOCKED\n  REJECT {{}}\nRELAYLIST:\n{members}\n"
+            f"    $RELAYED ({comment})\nALL\n  $BLOCKED (Everyone else)\n")
+
+
+def _listener(name: str, protocol: str, interface: str, port: int, kind: str, hat: str,
+              rat: list[tuple[str, str]]) -> str:
+    rat_xml = "".join(
+        f"    <rat_entry>\n      <rat_address>{escape(a)}</rat_address>\n"
+        f"      <access>{acc}</access>\n    </rat_entry>\n" for a, acc in rat)
+    return (f"  <listener>\n    <listener_name>{escape(name)}</listener_name>\n"
+            f"    <protocol>{protocol}</protocol>\n"
+            f"    <interface_name>{escape(interface)}</interface_name>\n"
+            f"    <port>{port}</port>\n    <listen_queue_size>50</listen_queue_size>\n"
+            f"    <type>{kind}</type>\n  <hat>\n{escape(hat)}  </hat>\n"
+            f"  <rat>\n{rat_xml}  </rat>\n  </listener>\n")
+
+
+def render(spec: ApplianceSpec) -> str:
+    gateway = spec.role == ROLE_GATEWAY
+    interface = "Management"
+    listeners = ""
+    if gateway:
+        interface = "Incoming Mail"
+        listeners += _listener(
+            "IncomingMail", "SMTP", interface, spec.smtp_port, "public",
+            "$ACCEPTED\n  ACCEPT {}\nALL\n  $ACCEPTED (Accept everyone; the RAT decides)\n",
+            [(d, "ACCEPT") for d in spec.domains] + [("ALL", "REJECT")])
+        relay = [spec.manager_address]
+    else:
+        relay = sorted({ip for _, ip, _ in spec.gateways}) or ["127.0.0.1"]
+    listeners += _listener("cpq_listener", "CPQ", interface, spec.cpq_port, "private",
+                           _hat(relay, "Only select hosts can relay from this box"),
+                           [("ALL", "ACCEPT")])
+    if gateway:
+        pvo = (f"    <manager_address>{escape(spec.manager_address)}</manager_address>\n"
+               f"    <manager_port>{spec.manager_port}</manager_port>\n")
+    else:
+        pvo = "    <gateways>\n" + "".join(
+            f"      <gateway>\n        <hostname>{escape(h)}</hostname>\n"
+            f"        <address>{ip}</address>\n        <cpq_port>{port}</cpq_port>\n"
+            f"      </gateway>\n" for h, ip, port in spec.gateways) + "    </gateways>\n"
+    routes = "".join(
+        f"      <route><domain>{escape(d)}</domain><destination>{escape(dest)}</destination>"
+        f"</route>\n" for d, dest in spec.routes)
+    scan = ""
+    if gateway:
+        urls = "".join(f"    <url>{escape(u)}</url>\n" for u in spec.outbreak_urls)
+        scan = (
+            "  <content_filters>\n    <content_filter>\n"
+            "      <name>confidential_subject</name>\n      <header>Subject</header>\n"
+            "      <regex>(?i)\\bconfidential\\b</regex>\n      <quarantine>Policy</quarantine>\n"
+            "    </content_filter>\n  </content_filters>\n"
+            "  <antivirus>\n    <enabled>true</enabled>\n  </antivirus>\n"
+            f"  <outbreak_filters>\n    <enabled>true</enabled>\n{urls}  </outbreak_filters>\n")
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- pvoq {spec.role} configuration. Paths are relative to this file. -->
+<config>
+  <system>
+    <role>{spec.role}</role>
+    <hostname>{escape(spec.hostname)}</hostname>
+    <serial_number>{escape(spec.serial)}</serial_number>
+    <data_dir>data</data_dir>
+  </system>
+  <interfaces>
+    <interface>
+      <interface_name>{interface}</interface_name>
+      <ip>{spec.ip}</ip>
+    </interface>
+  </interfaces>
+  <listeners>
+{listeners}  </listeners>
+  <pvo_quarantines>
+    <enabled>true</enabled>
+    <interface_name>{interface}</interface_name>
+    <port>{spec.cpq_port}</port>
+{pvo}  </pvo_quarantines>
+  <cpq_certificate>
+    <ca_certificate>certs/cpq-ca.pem</ca_certificate>
+    <certificate>certs/cpq.pem</certificate>
+    <private_key>certs/cpq.key</private_key>
+  </cpq_certificate>
+  <ssl_config>
+    <inbound_ciphers>{DEFAULT_CIPHERS}</inbound_ciphers>
+    <outbound_ciphers>{DEFAULT_CIPHERS}</outbound_ciphers>
+  </ssl_config>
+  <delivery>
+    <retry_min_seconds>{spec.retry_min_seconds:g}</retry_min_seconds>
+    <retry_max_seconds>{spec.retry_max_seconds:g}</retry_max_seconds>
+    <timeout_seconds>60</timeout_seconds>
+    <smtp_routes>
+{routes}    </smtp_routes>
+  </delivery>
+{scan}</config>
+"""

@@ -1,0 +1,77 @@
+"""The sending side of CPQ: a delivery destination for `the.cpq.host` and
+`the.cpq.release.host`.
+
+Every connection requires STARTTLS with a verified CPQ certificate (see
+`smtp.client`) and the `XCPQ` EHLO keyword; each transaction sends the
+entry's metadata as `XCPQ META` chunks between RCPT and DATA.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+
+from pvoq.cpq.ca import peer_role
+from pvoq.cpq.metadata import encode_chunks
+from pvoq.delivery.queue import Destination, Target
+from pvoq.maillog import IdAllocator, MailLog
+from pvoq.smtp.client import DeliveryError, SmtpConnection, TlsPolicy
+from pvoq.spool.store import Entry
+
+START_NOTE = "to Centralized Policy Quarantine"
+DONE_NOTE = "(centralized policy quarantine)"
+
+
+class CpqConnection(SmtpConnection):
+    """An SMTP connection that is only usable once the peer proved it is CPQ."""
+
+    def __init__(self, *, expect_role: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(**kwargs)
+        self.expect_role = expect_role
+
+    async def open(self, host: str, port: int) -> None:
+        await super().open(host, port)
+        role = peer_role(self.peer_certificate)
+        if role != self.expect_role:
+            self.log.info(f"DCID {self.dcid} CPQ peer refused: certificate is for role "
+                          f"{role!r}, expected {self.expect_role!r}")
+            await self.close()
+            raise DeliveryError(f"CPQ peer at {host}:{port} is not a {self.expect_role}")
+        if not self.supports("xcpq"):
+            self.log.info(f"DCID {self.dcid} CPQ peer does not offer XCPQ")
+            await self.close()
+            raise DeliveryError(f"{host}:{port} does not speak CPQ (no XCPQ after STARTTLS)")
+
+
+class CpqDestination(Destination):
+    """`the.cpq.host` on a gateway, `the.cpq.release.host` on the manager."""
+
+    holds_on_permanent_failure = True
+
+    def __init__(self, name: str, *, resolve: Callable[[Entry], tuple[str, int] | None],
+                 expect_role: str, tls_context: ssl.SSLContext, maillog: MailLog,
+                 ids: IdAllocator, local_hostname: str, source_ip: str | None,
+                 timeout_s: float) -> None:
+        self.name = name
+        self.resolve = resolve
+        self.expect_role = expect_role
+        self.tls_context = tls_context
+        self.maillog = maillog
+        self.ids = ids
+        self.local_hostname = local_hostname
+        self.source_ip = source_ip
+        self.timeout_s = timeout_s
+
+    def target(self, entry: Entry) -> Target | None:
+        address = self.resolve(entry)
+        if address is None:
+            return None
+        chunks = encode_chunks(entry.meta["cpq"])
+        return Target(address[0], address[1], extra=[f"XCPQ META {c}" for c in chunks],
+                      start_note=START_NOTE, done_note=DONE_NOTE)
+
+    def connection(self) -> SmtpConnection:
+        return CpqConnection(expect_role=self.expect_role, maillog=self.maillog, ids=self.ids,
+                             local_hostname=self.local_hostname, label=self.name,
+                             tls=TlsPolicy(self.tls_context, required=True),
+                             timeout_s=self.timeout_s, source_ip=self.source_ip)

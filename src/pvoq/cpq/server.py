@@ -1,0 +1,108 @@
+"""The receiving side of CPQ: a `cpq_listener` session.
+
+A subclass of our SMTP session, the way aiosmtpd's LMTP is a subclass of its
+SMTP: STARTTLS is required before anything else (`530` otherwise), the peer
+must present a certificate of the CPQ CA (`554` otherwise), and one extra
+command, `XCPQ`, carries the metadata (`XCPQ META`) or asks a question
+(`XCPQ CHECK`). The `XCPQ` EHLO keyword is offered only after STARTTLS.
+
+What an accepted transfer becomes (a quarantined message on the manager, a
+released one on a gateway) is the handler's business (`CpqHandler.store`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiosmtpd.smtp import Session, syntax
+
+from pvoq.cpq.ca import peer_common_name
+from pvoq.cpq.metadata import MAX_CHUNKS, VERSION, MetadataError, decode_chunks
+from pvoq.smtp import replies
+from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
+
+EHLO_KEYWORD = f"XCPQ {VERSION}"
+
+
+class CpqSMTP(PvoqSMTP):
+    """SMTP + STARTTLS required + `XCPQ`."""
+
+    # "XCPQ META " + a chunk + CRLF stays within an SMTP text line (1,000 octets).
+    extra_command_size_limits = {"XCPQ": 1000}
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, require_starttls=True, **kwargs)
+
+    @syntax("XCPQ META <base64-chunk> | XCPQ CHECK")
+    async def smtp_XCPQ(self, arg: str | None) -> None:  # noqa: N802 (aiosmtpd naming)
+        verb, _, rest = (arg or "").partition(" ")
+        verb = verb.upper()
+        envelope = self.envelope
+        assert isinstance(envelope, PvoqEnvelope)
+        if verb == "META":
+            if not envelope.mail_from:
+                await self.push("503 5.5.1 Error: XCPQ META needs MAIL first")
+            elif not rest.strip():
+                await self.push("501 5.5.4 Syntax: XCPQ META <base64-chunk>")
+            elif len(envelope.cpq_chunks) >= MAX_CHUNKS:
+                await self.push("552 5.3.4 Too much metadata")
+            else:
+                envelope.cpq_chunks.append(rest.strip())
+                await self.push(f"250 2.0.0 Metadata chunk {len(envelope.cpq_chunks)} accepted")
+        elif verb == "CHECK":
+            status = await self._call_handler_hook("XCPQ_CHECK", rest.strip())
+            await self.push(status)
+        else:
+            await self.push("501 5.5.4 Syntax: XCPQ META <base64-chunk> | XCPQ CHECK")
+
+    async def smtp_DATA(self, arg: str) -> None:
+        envelope = self.envelope
+        assert isinstance(envelope, PvoqEnvelope)
+        if envelope.mail_from and envelope.rcpt_tos:
+            try:
+                decode_chunks(envelope.cpq_chunks)
+            except MetadataError as exc:
+                await self.push(f"554 5.6.0 CPQ metadata refused: {exc}")
+                return
+        await super().smtp_DATA(arg)
+
+
+class CpqHandler(BaseHandler):
+    """Hooks of a `cpq_listener`: the TLS peer check, XCPQ, and the store."""
+
+    async def handle_EHLO(self, server: PvoqSMTP, session: Session, envelope: Any,  # noqa: N802
+                          hostname: str, responses: list[str]) -> list[str]:
+        responses = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        if session.ssl is not None:
+            responses.insert(len(responses) - 1, f"250-{EHLO_KEYWORD}")
+        return responses
+
+    def handle_STARTTLS(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+                        envelope: Any) -> bool:
+        """Called by aiosmtpd after the handshake: refuse peers without a CPQ certificate."""
+        ssl_object = (session.ssl or {}).get("ssl_object")
+        cert = ssl_object.getpeercert() if ssl_object is not None else None
+        log = self.context.maillog
+        if not cert:
+            session.tls_failed = "no certificate from client"
+            log.info(f"ICID {session.icid} TLS failed: verify error: no certificate from client")
+            return False
+        session.peer_certificate = cert
+        protocol = ssl_object.version() if ssl_object is not None else "unknown"
+        cipher = ssl_object.cipher()[0] if ssl_object is not None and ssl_object.cipher() else "?"
+        log.info(f"ICID {session.icid} TLS success protocol {protocol} cipher {cipher} "
+                 f"peer {peer_common_name(cert)}")
+        return True
+
+    async def handle_XCPQ_CHECK(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+                                envelope: Any, arg: str) -> str:
+        return "250 2.0.0 ready"
+
+    async def accept(self, server: PvoqSMTP, session: PvoqSession, envelope: PvoqEnvelope,
+                     content: bytes, info: MessageInfo) -> str:
+        meta = decode_chunks(envelope.cpq_chunks)
+        return await self.store(session, envelope, meta, content, info)
+
+    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
+                    content: bytes, info: MessageInfo) -> str:
+        raise NotImplementedError

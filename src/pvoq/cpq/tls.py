@@ -1,0 +1,59 @@
+"""TLS contexts for CPQ, built once per process and reused.
+
+Building an `SSLContext` costs tens of milliseconds; one per connection would
+dominate CPQ throughput, so each role builds its server and client context at
+start (and again on reload). Both sides verify the peer against the CPQ CA;
+the name check is ours (the certificate's CN is the appliance's hostname),
+not the address-based one of the web PKI.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from pvoq.config.errors import ConfigError
+from pvoq.config.model import CpqCertificate
+
+
+def _apply_ciphers(ctx: ssl.SSLContext, ciphers: str, *, field: str) -> None:
+    try:
+        ctx.set_ciphers(ciphers)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"no usable cipher in {ciphers!r} ({exc.reason or exc})",
+                          field=field) from None
+
+
+def _load_chain(ctx: ssl.SSLContext, cert: CpqCertificate) -> None:
+    try:
+        ctx.load_cert_chain(str(cert.certificate), str(cert.private_key))
+        ctx.load_verify_locations(cafile=str(cert.ca_certificate))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"cannot load the CPQ certificate: {exc}",
+                          field="cpq_certificate") from None
+
+
+def server_context(cert: CpqCertificate, *, ciphers: str) -> ssl.SSLContext:
+    """The context of a `cpq_listener`: presents our certificate, asks for the peer's.
+
+    `CERT_OPTIONAL` rather than `CERT_REQUIRED`: a peer without a certificate
+    completes the handshake and is then refused with a readable SMTP reply
+    (`554`) instead of a bare TLS alert; a certificate from another CA still
+    fails the handshake.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    _load_chain(ctx, cert)
+    _apply_ciphers(ctx, ciphers, field="ssl_config.inbound_ciphers")
+    return ctx
+
+
+def client_context(cert: CpqCertificate, *, ciphers: str) -> ssl.SSLContext:
+    """The context of CPQ delivery: presents our certificate, requires the server's."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    _load_chain(ctx, cert)
+    _apply_ciphers(ctx, ciphers, field="ssl_config.outbound_ciphers")
+    return ctx

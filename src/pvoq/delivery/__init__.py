@@ -1,0 +1,1 @@
+"""Per-destination delivery queues with retries, and the operator view of them."""

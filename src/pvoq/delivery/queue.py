@@ -1,0 +1,261 @@
+"""Delivery queues: one worker per destination host, retries with back-off.
+
+A *host* is what `tophosts` lists: a recipient domain (`example.com`), or one
+of the special destinations `the.cpq.host` (gateway → manager) and
+`the.cpq.release.host` (manager → gateways). Each recipient of a spool entry
+names its host; the host's worker delivers every due recipient over as few
+connections as it can (one per target address, transactions reused), and
+records the outcome in the spool entry (write-fsync-rename) before moving on.
+
+Outcomes: 2xx delivered; 4xx or a failed connection: deferred with back-off
+(`delivery.backoff`), the host marked down; 5xx from a downstream host:
+bounced (hard). A CPQ destination never bounces quarantined or released mail:
+a 5xx there is a misconfiguration, so the message is held and retried at the
+maximum interval (nothing is lost, the log says why).
+
+Wake-ups are events, not polling: `add()` sets the host's event; a worker
+otherwise sleeps until its earliest retry time. The clock is injectable so
+tests control time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pvoq.delivery.backoff import retry_delay
+from pvoq.maillog import MailLog
+from pvoq.smtp.client import DeliveryError, Reply, SmtpConnection
+from pvoq.spool.store import BOUNCED, DELIVERED, Entry, Recipient, Spool
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one entry goes: an address to connect to and what to say."""
+
+    host: str
+    port: int
+    extra: Sequence[str] = ()      # extra commands inside the transaction (XCPQ META)
+    start_note: str = ""
+    done_note: str = ""
+
+
+class Destination:
+    """How to reach one host; subclasses for SMTP routes and for CPQ."""
+
+    name: str
+    holds_on_permanent_failure = False
+
+    def target(self, entry: Entry) -> Target | None:
+        raise NotImplementedError
+
+    def connection(self) -> SmtpConnection:
+        raise NotImplementedError
+
+
+@dataclass
+class HostStats:
+    """Counters and gauges for `tophosts` and `hoststatus`."""
+
+    name: str
+    down: bool = False
+    conn_out: int = 0
+    delivered: int = 0
+    soft_bounced: int = 0
+    hard_bounced: int = 0
+    last_activity: float = 0.0
+    last_error: str = ""
+
+
+@dataclass
+class _Host:
+    stats: HostStats
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+class DeliveryQueues:
+    def __init__(self, *, spool: Spool, maillog: MailLog,
+                 destination_for: Callable[[str], Destination],
+                 retry_min_s: float, retry_max_s: float,
+                 clock: Callable[[], float] = time.time,
+                 on_finished: Callable[[Entry], None] | None = None) -> None:
+        self.spool = spool
+        self.log = maillog
+        self.destination_for = destination_for
+        self.retry_min_s = retry_min_s
+        self.retry_max_s = retry_max_s
+        self.clock = clock
+        self.on_finished = on_finished
+        self.entries: dict[int, Entry] = {}
+        self.hosts: dict[str, _Host] = {}
+        self._running = False
+
+    # -- the queue ---------------------------------------------------------
+    def add(self, entry: Entry) -> None:
+        """Take a routed, durable entry and wake the workers of its hosts."""
+        self.entries[entry.mid] = entry
+        for host in {r.host for r in entry.recipients if r.pending and r.host}:
+            self._host(host).event.set()
+
+    def _host(self, name: str) -> _Host:
+        host = self.hosts.get(name)
+        if host is None:
+            host = self.hosts[name] = _Host(HostStats(name))
+            if self._running:
+                host.task = asyncio.create_task(self._worker(host), name=f"deliver:{name}")
+        return host
+
+    def wake(self, host: str | None = None) -> None:
+        """Deliver now: clear the back-off of *host* (or of every host)."""
+        for name, h in self.hosts.items():
+            if host is None or name == host:
+                for entry in self.entries.values():
+                    for r in entry.pending_for(name):
+                        r.next_attempt = 0.0
+                h.event.set()
+
+    def active_recipients(self, host: str) -> int:
+        return sum(len(e.pending_for(host)) for e in self.entries.values())
+
+    def start(self) -> None:
+        self._running = True
+        for host in self.hosts.values():
+            if host.task is None:
+                host.task = asyncio.create_task(self._worker(host),
+                                                name=f"deliver:{host.stats.name}")
+
+    async def stop(self) -> None:
+        self._running = False
+        tasks = [h.task for h in self.hosts.values() if h.task is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    # -- one host ----------------------------------------------------------
+    def _due(self, name: str) -> tuple[list[tuple[Entry, list[Recipient]]], float | None]:
+        now = self.clock()
+        due: list[tuple[Entry, list[Recipient]]] = []
+        earliest: float | None = None
+        for entry in sorted(self.entries.values(), key=lambda e: (e.received, e.mid)):
+            ready = [r for r in entry.pending_for(name) if r.next_attempt <= now]
+            waiting = [r.next_attempt for r in entry.pending_for(name) if r.next_attempt > now]
+            if ready:
+                due.append((entry, ready))
+            if waiting:
+                earliest = min([*waiting, earliest] if earliest is not None else waiting)
+        return due, earliest
+
+    async def _worker(self, host: _Host) -> None:
+        name = host.stats.name
+        while True:
+            host.event.clear()
+            due, earliest = self._due(name)
+            if not due:
+                timeout = None if earliest is None else max(0.05, earliest - self.clock())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(host.event.wait(), timeout)
+                continue
+            await self.deliver_host(name, due)
+
+    async def deliver_host(self, name: str, due: list[tuple[Entry, list[Recipient]]]) -> None:
+        """One pass over the due recipients of *name*; returns when each has an outcome."""
+        destination = self.destination_for(name)
+        host = self._host(name)
+        by_target: dict[tuple[str, int], list[tuple[Entry, list[Recipient], Target]]] = {}
+        for entry, rcpts in due:
+            target = destination.target(entry)
+            if target is None:
+                self._defer(entry, rcpts, None, f"no route to {name}", host.stats)
+                continue
+            by_target.setdefault((target.host, target.port), []).append((entry, rcpts, target))
+        for (addr, port), items in by_target.items():
+            conn = destination.connection()
+            host.stats.conn_out += 1
+            try:
+                await conn.open(addr, port)
+                host.stats.down = False
+                for index, (entry, rcpts, target) in enumerate(items):
+                    try:
+                        await self._deliver_one(conn, destination, entry, rcpts, target, host)
+                    except DeliveryError as exc:
+                        host.stats.down = True
+                        for e, r, _ in items[index:]:
+                            self._defer(e, r, conn.dcid, exc.reason, host.stats)
+                        break
+            except DeliveryError as exc:
+                host.stats.down = True
+                for entry, rcpts, _ in items:
+                    self._defer(entry, rcpts, conn.dcid or None, exc.reason, host.stats)
+            finally:
+                host.stats.conn_out -= 1
+                await conn.close()
+            host.stats.last_activity = self.clock()
+
+    async def _deliver_one(self, conn: SmtpConnection, destination: Destination, entry: Entry,
+                           rcpts: list[Recipient], target: Target, host: _Host) -> None:
+        body = self.spool.read_body(entry.mid)
+        results = await conn.send(mid=entry.mid, sender=entry.sender,
+                                  recipients=[(r.rid, r.address) for r in rcpts], body=body,
+                                  extra=target.extra, start_note=target.start_note,
+                                  done_note=target.done_note)
+        for r in rcpts:
+            self._record(entry, r, results[r.rid], conn.dcid, destination, host.stats)
+        self._commit(entry)
+
+    def _record(self, entry: Entry, r: Recipient, reply: Reply, dcid: int,
+                destination: Destination, stats: HostStats) -> None:
+        r.attempts += 1
+        if reply.ok:
+            r.status = DELIVERED
+            stats.delivered += 1
+            return
+        text = f"{reply.code} {reply.text}"
+        if reply.temporary or destination.holds_on_permanent_failure:
+            if not reply.temporary:
+                self.log.warning(f"MID {entry.mid} RID [{r.rid}] held: {stats.name} refused it "
+                                 f"permanently ('{text}'); it stays queued")
+            self._defer(entry, [r], dcid, text, stats, counted=True)
+            if not reply.temporary:
+                r.next_attempt = self.clock() + self.retry_max_s
+            return
+        r.status = BOUNCED
+        r.last_error = text
+        stats.hard_bounced += 1
+        self.log.info(f"Bounced: DCID {dcid} MID {entry.mid} to RID [{r.rid}] - {text}")
+
+    def _defer(self, entry: Entry, rcpts: list[Recipient], dcid: int | None, reason: str,
+               stats: HostStats, *, counted: bool = False) -> None:
+        now = self.clock()
+        for r in rcpts:
+            if not counted:
+                r.attempts += 1
+            r.last_error = reason
+            r.next_attempt = now + retry_delay(r.attempts, min_s=self.retry_min_s,
+                                               max_s=self.retry_max_s)
+            stats.soft_bounced += 1
+        stats.last_error = reason
+        rids = ", ".join(str(r.rid) for r in rcpts)
+        prefix = f"DCID {dcid} " if dcid else ""
+        self.log.info(f"Delayed: {prefix}MID {entry.mid} to RID [{rids}] - {reason}")
+        if not counted:
+            self._commit(entry)
+
+    def _commit(self, entry: Entry) -> None:
+        """Make the entry's new state durable; forget it once every recipient is final."""
+        if entry.finished:
+            self.spool.remove(entry.mid)
+            self.entries.pop(entry.mid, None)
+            self.log.info(f"Message finished MID {entry.mid} done")
+            if self.on_finished is not None:
+                self.on_finished(entry)
+        else:
+            self.spool.update(entry)
+
+    def remove(self, mid: int) -> Entry | None:
+        return self.entries.pop(mid, None)

@@ -1,0 +1,77 @@
+"""The mail_logs writer.
+
+Owns the on-disk log `<data>/logs/mail_logs`, one line per event, in the form
+administrators of AsyncOS grep every day::
+
+    Fri Sep 13 15:08:02 2013 Info: New SMTP DCID 12345 interface 10.10.20.1 address 10.10.10.1 port 7025
+
+The file starts with `Begin Logfile` and a `Version:` line. Lines are flushed
+at once (an operator tails this file while troubleshooting); they are not
+fsync'd: the log is evidence, the spool is the truth.
+
+This module must never decide anything about mail: it only writes lines.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TextIO
+
+from pvoq import __version__
+
+LEVELS = ("Critical", "Warning", "Info", "Debug")
+
+
+def format_time(epoch: float) -> str:
+    """Render *epoch* like AsyncOS: `Mon Apr 1 12:00:00 2014` (day not padded)."""
+    t = time.localtime(epoch)
+    return f"{time.strftime('%a %b', t)} {t.tm_mday} {time.strftime('%H:%M:%S %Y', t)}"
+
+
+def format_line(text: str, *, level: str = "Info", epoch: float | None = None) -> str:
+    """One mail_logs line, without the trailing newline."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}")
+    when = time.time() if epoch is None else epoch
+    # A line must stay one line whatever a peer sent us.
+    clean = text.replace("\r", "\\r").replace("\n", "\\n")
+    return f"{format_time(when)} {level}: {clean}"
+
+
+class MailLog:
+    """Appends AsyncOS-style lines to `<logs_dir>/mail_logs`."""
+
+    def __init__(self, logs_dir: Path, *, appliance: str, serial: str,
+                 echo: TextIO | None = None) -> None:
+        self.path = Path(logs_dir) / "mail_logs"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a", encoding="utf-8", errors="backslashreplace")
+        self._echo = echo
+        if fresh:
+            self.info("Begin Logfile")
+            self.info(f"Version: pvoq {__version__} SN: {serial}")
+            self.info(f"Time offset from UTC: {-time.timezone} seconds")
+        self.info(f"Logfile opened by {appliance} (pid {os.getpid()})")
+
+    def log(self, text: str, *, level: str = "Info") -> None:
+        line = format_line(text, level=level)
+        self._file.write(line + "\n")
+        self._file.flush()
+        if self._echo is not None:
+            print(line, file=self._echo, flush=True)
+
+    def info(self, text: str) -> None:
+        self.log(text, level="Info")
+
+    def warning(self, text: str) -> None:
+        self.log(text, level="Warning")
+
+    def critical(self, text: str) -> None:
+        self.log(text, level="Critical")
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()

@@ -1,0 +1,1 @@
+"""The manager's Policy, Virus and Outbreak quarantines."""

@@ -1,0 +1,1 @@
+"""The gateway's scanning pipeline: policy (content filters), virus, outbreak."""

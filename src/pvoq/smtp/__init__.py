@@ -1,0 +1,1 @@
+"""SMTP sessions on aiosmtpd (with HAT/RAT) and SMTP delivery on aiosmtplib."""

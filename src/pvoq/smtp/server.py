@@ -1,0 +1,230 @@
+"""SMTP server sessions: aiosmtpd plus what an AsyncOS listener does around it.
+
+Owns, for every listener (public, private and the CPQ one): ICIDs and their
+`New SMTP ICID` / `New CPQ ICID` lines, the HAT decision at connect time
+(REJECT answers 554 and closes, TCPREFUSE closes at once), the RAT at RCPT,
+MIDs from MAIL FROM on with AsyncOS tracking lines, and the `ICID close`
+line. What happens to an accepted message is the handler's `accept()`; this
+module never writes a spool or a quarantine itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from pvoq.config.hat import HatDecision, match_hat, match_rat
+from pvoq.config.model import Listener
+from pvoq.maillog import IdAllocator, MailLog
+from pvoq.smtp import replies
+
+
+@dataclass
+class ServerContext:
+    """What every session of an appliance shares."""
+
+    maillog: MailLog
+    ids: IdAllocator
+    hostname: str
+
+
+class PvoqSession(Session):
+    icid: int = 0
+    decision: HatDecision | None = None
+    peer_ip: str = ""
+    peer_certificate: dict[str, Any] | None = None
+    tls_failed: str = ""
+
+
+class PvoqEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.mid: int = 0
+        self.cpq_chunks: list[str] = []
+
+
+@dataclass
+class MessageInfo:
+    """Headers a handler and the log lines need, parsed once."""
+
+    subject: str = ""
+    message_id: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def message_info(content: bytes) -> MessageInfo:
+    head = BytesHeaderParser(policy=compat32).parsebytes(content)
+    return MessageInfo(subject=str(head.get("Subject", "") or ""),
+                       message_id=str(head.get("Message-ID", "") or "").strip())
+
+
+class PvoqSMTP(SMTP):
+    """An aiosmtpd session that logs and enforces like an AsyncOS listener."""
+
+    extra_command_size_limits: dict[str, int] = {}
+
+    def __init__(self, handler: Any, *, listener: Listener, interface_ip: str,
+                 context: ServerContext, **kwargs: Any) -> None:
+        self.listener = listener
+        self.interface_ip = interface_ip
+        self.context = context
+        super().__init__(handler, hostname=context.hostname, ident="pvoq ESMTP",
+                         data_size_limit=listener.max_message_size, **kwargs)
+        # aiosmtpd keeps these limits in a class-level dict that every EHLO
+        # grows; give each session its own (RFC 5321 4.5.3.1.4: 512 octets).
+        self.command_size_limits = collections.defaultdict(
+            lambda: self.command_size_limit, self.extra_command_size_limits)
+
+    def _create_session(self) -> Session:
+        fresh = PvoqSession(self.loop)
+        old = self.session
+        if isinstance(old, PvoqSession) and self._original_transport is not None:
+            # STARTTLS re-enters connection_made (RFC 3207 resets the SMTP
+            # state) but it is the same connection: keep its identity.
+            fresh.icid, fresh.decision, fresh.peer_ip = old.icid, old.decision, old.peer_ip
+        return fresh
+
+    def _create_envelope(self) -> Envelope:
+        return PvoqEnvelope()
+
+    def psession(self) -> PvoqSession:
+        assert isinstance(self.session, PvoqSession)
+        return self.session
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        starttls_reentry = self._original_transport is not None
+        super().connection_made(transport)
+        if starttls_reentry:
+            return
+        session = self.psession()
+        peer = transport.get_extra_info("peername") or ("", 0)
+        session.peer_ip = str(peer[0])
+        session.icid = self.context.ids.next("icid")
+        kind = "CPQ" if self.listener.is_cpq else "SMTP"
+        log = self.context.maillog
+        log.info(f"New {kind} ICID {session.icid} interface {self.listener.interface_name} "
+                 f"({self.interface_ip}) address {session.peer_ip} "
+                 "reverse dns host unknown verified no")
+        session.decision = match_hat(self.listener.hat, _plain_ip(session.peer_ip))
+        d = session.decision
+        log.info(f"ICID {session.icid} {d.action} SG {d.group} match {d.rule} SBRS none")
+
+    async def _handle_client(self) -> None:
+        decision = self.psession().decision
+        if decision is not None and decision.action == "TCPREFUSE":
+            assert self.transport is not None
+            self.transport.close()
+            return
+        if decision is not None and decision.action == "REJECT":
+            await self.push(f"{replies.ACCESS_DENIED} ({self.context.hostname})")
+            assert self.transport is not None
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    def connection_lost(self, error: Exception | None) -> None:
+        session = self.session
+        super().connection_lost(error)
+        if isinstance(session, PvoqSession) and session.icid:
+            self.context.maillog.info(f"ICID {session.icid} close")
+
+    async def handle_exception(self, error: Exception) -> str:
+        session = self.psession()
+        cause = error.__cause__ or error
+        if isinstance(cause, ssl.SSLError):
+            reason = getattr(cause, "reason", None) or str(cause)
+            session.tls_failed = reason
+            self.context.maillog.info(f"ICID {session.icid} TLS failed: {reason}")
+            return replies.WRONG_TLS
+        self.context.maillog.warning(
+            f"ICID {session.icid} application fault: {type(error).__name__}: {error}")
+        return replies.LOCAL_ERROR
+
+
+def _plain_ip(ip: str) -> str:
+    return ip[7:] if ip.startswith("::ffff:") else ip
+
+
+class BaseHandler:
+    """aiosmtpd hooks shared by every listener: MIDs, RAT, tracking lines.
+
+    Subclasses implement `accept()`, which must make the message durable
+    before it returns a 2xx reply.
+    """
+
+    def __init__(self, context: ServerContext) -> None:
+        self.context = context
+
+    async def handle_EHLO(self, server: PvoqSMTP, session: Session, envelope: Envelope,  # noqa: N802
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+                          envelope: PvoqEnvelope, address: str, options: list[str]) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        envelope.mid = self.context.ids.next("mid")
+        log = self.context.maillog
+        log.info(f"Start MID {envelope.mid} ICID {session.icid}")
+        log.info(f"MID {envelope.mid} ICID {session.icid} From: <{address}>")
+        return replies.SENDER_OK
+
+    async def handle_RCPT(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+                          envelope: PvoqEnvelope, address: str, options: list[str]) -> str:
+        log = self.context.maillog
+        entry = match_rat(server.listener.rat, address)
+        if entry is None or entry.access != "ACCEPT":
+            log.info(f"MID {envelope.mid} ICID {session.icid} To: <{address}> Rejected by RAT")
+            return replies.RCPT_REJECTED
+        rid = len(envelope.rcpt_tos)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        log.info(f"MID {envelope.mid} ICID {session.icid} RID {rid} To: <{address}>")
+        return replies.RCPT_OK
+
+    async def handle_RSET(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+                          envelope: PvoqEnvelope) -> str:
+        if envelope.mid:
+            self.context.maillog.info(f"Message finished MID {envelope.mid} aborted")
+        return "250 2.0.0 Ok"
+
+    async def handle_DATA(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+                          envelope: PvoqEnvelope) -> str:
+        content = envelope.original_content or b""
+        info = message_info(content)
+        log = self.context.maillog
+        mid = envelope.mid
+        if info.message_id:
+            log.info(f"MID {mid} Message-ID '{info.message_id}'")
+        log.info(f'MID {mid} Subject "{info.subject}"')
+        log.info(f"MID {mid} ready {len(content)} bytes from <{envelope.mail_from}>")
+        try:
+            return await self.accept(server, session, envelope, content, info)
+        except Exception as exc:  # the client must retry; nothing was acknowledged
+            log.warning(f"MID {mid} application fault: {type(exc).__name__}: {exc}")
+            return replies.LOCAL_ERROR
+
+    async def accept(self, server: PvoqSMTP, session: PvoqSession, envelope: PvoqEnvelope,
+                     content: bytes, info: MessageInfo) -> str:
+        raise NotImplementedError
+
+
+async def start_listener(listener: Listener, interface_ip: str, handler: BaseHandler,
+                         context: ServerContext, *, protocol: type[PvoqSMTP] = PvoqSMTP,
+                         **kwargs: Any) -> asyncio.AbstractServer:
+    """Bind *listener* on *interface_ip* and serve it with *handler*."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: protocol(handler, listener=listener, interface_ip=interface_ip,
+                         context=context, **kwargs),
+        host=interface_ip, port=listener.port, backlog=listener.listen_queue_size,
+        reuse_address=True,
+    )

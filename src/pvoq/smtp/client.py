@@ -215,6 +215,8 @@ async def _rset(smtp: aiosmtplib.SMTP) -> None:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return f"{exc.code} {exc.message}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"verify error: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
         return getattr(exc, "reason", None) or str(exc)
     cause = exc.__cause__

@@ -1,0 +1,195 @@
+"""A whole deployment on localhost: a manager, a gateway and a downstream sink,
+each its own process, on free ports, in one directory.
+
+Used by `pvoq demo` and by the end-to-end tests: both drive real processes
+over real sockets. Every process it starts it stops, by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from pvoq.admin.protocol import AdminUnavailable, call
+from pvoq.config.loader import load_config
+from pvoq.config.template import ApplianceSpec
+from pvoq.deploy import init_appliance
+
+MANAGER = "manager.pvoq.test"
+GATEWAY = "gw1.pvoq.test"
+OUTBREAK_HOST = "outbreak-demo.example"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class DeploymentError(Exception):
+    """A step of the local deployment did not happen in time."""
+
+
+def wait_for(what: str, predicate: Callable[[], Any], *, timeout_s: float = 30.0,
+             interval_s: float = 0.1) -> Any:
+    """Poll *predicate* until it returns a truthy value; bounded in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise DeploymentError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+@dataclass
+class Deployment:
+    root: Path
+    ip: str = "127.0.0.1"
+    retry_min_s: float = 1.0
+    retry_max_s: float = 5.0
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def manager_config(self) -> Path:
+        return self.root / "manager" / "pvoq.xml"
+
+    @property
+    def gateway_config(self) -> Path:
+        return self.root / "gateway" / "pvoq.xml"
+
+    @property
+    def sink_dir(self) -> Path:
+        return self.root / "sink"
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.ports = {name: free_port(self.ip) for name in ("manager_cpq", "gateway_cpq",
+                                                            "gateway_smtp", "sink")}
+        ca = self.root / "ca"
+        init_appliance(self.root / "manager", ApplianceSpec(
+            role="manager", hostname=MANAGER, serial="PVOQ-M-0001", ip=self.ip,
+            cpq_port=self.ports["manager_cpq"],
+            gateways=[(GATEWAY, self.ip, self.ports["gateway_cpq"])],
+            retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
+            ca_dir=ca)
+        init_appliance(self.root / "gateway", ApplianceSpec(
+            role="gateway", hostname=GATEWAY, serial="PVOQ-G-0001", ip=self.ip,
+            cpq_port=self.ports["gateway_cpq"], smtp_port=self.ports["gateway_smtp"],
+            domains=["example.com"], routes=[("ALL", f"{self.ip}:{self.ports['sink']}")],
+            manager_address=self.ip, manager_port=self.ports["manager_cpq"],
+            outbreak_urls=[OUTBREAK_HOST],
+            retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
+            ca_dir=ca)
+
+    # -- processes ---------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        out = open(self.root / f"{name}.out", "ab")  # noqa: SIM115 (closed in stop)
+        proc = subprocess.Popen([sys.executable, "-m", "pvoq", *args], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=self.root,
+                                start_new_session=True)
+        out.close()
+        self.procs[name] = proc
+        return proc
+
+    def start_sink(self) -> None:
+        self._spawn("sink", ["sink", "--listen", f"{self.ip}:{self.ports['sink']}",
+                             "--dir", str(self.sink_dir)])
+        wait_for("the sink to listen", lambda: self._port_open(self.ports["sink"]))
+
+    def start_manager(self) -> None:
+        self._spawn("manager", ["manager", "run", "-c", str(self.manager_config)])
+        wait_for("the manager to be ready", lambda: self._admin_ready(self.manager_config))
+
+    def start_gateway(self) -> None:
+        self._spawn("gateway", ["gateway", "run", "-c", str(self.gateway_config)])
+        wait_for("the gateway to be ready", lambda: self._admin_ready(self.gateway_config))
+
+    def start(self) -> None:
+        self.start_sink()
+        self.start_manager()
+        self.start_gateway()
+
+    def _port_open(self, port: int) -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            return s.connect_ex((self.ip, port)) == 0
+
+    def _admin_ready(self, config: Path) -> bool:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                out = (self.root / f"{name}.out").read_text(errors="replace")[-2000:]
+                raise DeploymentError(f"{name} exited with code {proc.returncode}:\n{out}")
+        try:
+            return bool(call(load_config(config).admin_socket, "status", timeout_s=2)["ok"])
+        except (AdminUnavailable, OSError):
+            return False
+
+    def stop(self, name: str, *, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int | None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, sig)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout_s)
+        return proc.returncode
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    # -- using it ------------------------------------------------------------------
+    def send(self, *, subject: str, body: str, sender: str = "alice@sender.example",
+             to: str = "bob@example.com", attachment: tuple[str, bytes] | None = None) -> bytes:
+        """Send one message to the gateway; return its bytes as they went over the wire."""
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+        msg["Message-ID"] = f"<{time.time_ns()}@sender.example>"
+        msg.set_content(body)
+        if attachment is not None:
+            msg.add_attachment(attachment[1], maintype="application", subtype="octet-stream",
+                               filename=attachment[0])
+        wire = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+        with smtplib.SMTP(self.ip, self.ports["gateway_smtp"], timeout=30) as smtp:
+            smtp.sendmail(sender, [to], wire)
+        return wire
+
+    def admin(self, config: Path, command: str, args: dict[str, Any] | None = None) -> Any:
+        response = call(load_config(config).admin_socket, command, args)
+        if not response.get("ok"):
+            raise DeploymentError(f"{command}: {response.get('error')}")
+        return response
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        return self.admin(self.manager_config, "quarantine.list")["data"]["messages"]
+
+    def delivered(self) -> list[tuple[dict[str, Any], bytes]]:
+        """What the sink received, oldest first: (envelope, message bytes)."""
+        if not self.sink_dir.exists():
+            return []
+        result = []
+        for meta in sorted(self.sink_dir.glob("*.json"), key=lambda p: int(p.stem)):
+            result.append((json.loads(meta.read_text()), meta.with_suffix(".eml").read_bytes()))
+        return result
+
+    def mail_logs(self, role: str) -> list[str]:
+        path = self.root / role / "data" / "logs" / "mail_logs"
+        return path.read_text(errors="replace").splitlines() if path.exists() else []

@@ -1,0 +1,141 @@
+"""Tests for pvoq.spool.store: the durable body + entry spool and its recovery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pvoq.spool.store import (
+    BOUNCED,
+    DELETED,
+    DELIVERED,
+    PENDING,
+    QUEUED,
+    Entry,
+    Recipient,
+    Spool,
+)
+
+BODY = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+def make_entry(mid: int, *, received: float = 1000.0, hosts: tuple[str | None, ...] = ("example.com",),
+               ) -> Entry:
+    """An entry of *mid* with one recipient per host in *hosts*."""
+    recipients = [Recipient(rid, f"user{rid}@{host or 'example.com'}", host=host)
+                  for rid, host in enumerate(hosts)]
+    return Entry(mid=mid, sender="a@example.org", recipients=recipients, received=received,
+                 size=len(BODY), icid=7, peer="10.1.2.3", meta={"subject": "hi"})
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool")
+
+
+class TestEntry:
+    def test_json_round_trip(self) -> None:
+        """An entry survives to_json/from_json unchanged, recipients included."""
+        entry = make_entry(5, hosts=("example.com", "the.cpq.host"))
+        entry.recipients[1].status = DELIVERED
+        entry.recipients[0].attempts = 2
+        entry.transfer_id = "t-123456789"
+        assert Entry.from_json(entry.to_json()) == entry
+
+    def test_json_is_readable(self) -> None:
+        """The entry on disk is plain JSON an operator can read."""
+        raw = json.loads(make_entry(5).to_json())
+        assert raw["mid"] == 5 and raw["recipients"][0]["address"] == "user0@example.com"
+
+    def test_pending_for_filters_host_and_status(self) -> None:
+        """pending_for lists only still-pending recipients routed to that host."""
+        entry = make_entry(1, hosts=("a.example", "b.example", "a.example"))
+        entry.recipients[2].status = DELIVERED
+        assert [r.rid for r in entry.pending_for("a.example")] == [0]
+        assert [r.rid for r in entry.pending_for("b.example")] == [1]
+        assert entry.pending_for("c.example") == []
+
+    def test_finished_only_when_all_final(self) -> None:
+        """An entry is finished once every recipient is delivered, bounced or deleted."""
+        entry = make_entry(1, hosts=("a", "b", "c"))
+        assert not entry.finished
+        entry.recipients[0].status = DELIVERED
+        entry.recipients[1].status = BOUNCED
+        assert not entry.finished
+        entry.recipients[2].status = DELETED
+        assert entry.finished
+
+    def test_recipient_pending_flag(self) -> None:
+        """A recipient is pending exactly while its status is `pending`."""
+        r = Recipient(0, "x@example.com")
+        assert r.status == PENDING and r.pending
+        r.status = DELIVERED
+        assert not r.pending
+
+
+class TestSpool:
+    def test_put_then_recover(self, spool: Spool) -> None:
+        """A stored message comes back from recovery with its entry and body."""
+        entry = make_entry(42)
+        spool.put(entry, BODY)
+        recovered = Spool(spool.dir).recover()
+        assert recovered == [entry]
+        assert spool.read_body(42) == BODY
+
+    def test_recover_orders_by_arrival(self, spool: Spool) -> None:
+        """Recovery returns entries oldest first, then by MID."""
+        spool.put(make_entry(3, received=20.0), BODY)
+        spool.put(make_entry(10, received=10.0), BODY)
+        spool.put(make_entry(2, received=20.0), BODY)
+        assert [e.mid for e in spool.recover()] == [10, 2, 3]
+
+    def test_body_without_entry_is_removed(self, spool: Spool) -> None:
+        """A body without an entry file (crash before the commit) is removed on recovery."""
+        spool.put(make_entry(1), BODY)
+        spool.body_path(2).write_bytes(BODY)
+        assert [e.mid for e in spool.recover()] == [1]
+        assert not spool.body_path(2).exists()
+        assert spool.body_path(1).exists()
+
+    def test_tmp_files_are_removed(self, spool: Spool) -> None:
+        """Temporary files left by a crash are removed on recovery."""
+        spool.put(make_entry(1), BODY)
+        leftover = spool.dir / ".3.json.999.tmp"
+        leftover.write_bytes(b"{half")
+        assert [e.mid for e in spool.recover()] == [1]
+        assert not leftover.exists()
+
+    def test_update_persists_recipient_state(self, spool: Spool) -> None:
+        """update() makes a recipient's new state durable."""
+        entry = make_entry(1, hosts=("a", "b"))
+        spool.put(entry, BODY)
+        entry.recipients[0].status = DELIVERED
+        entry.recipients[1].attempts = 3
+        entry.recipients[1].next_attempt = 1234.5
+        entry.recipients[1].last_error = "451 try later"
+        entry.state = QUEUED
+        spool.update(entry)
+        (again,) = Spool(spool.dir).recover()
+        assert again == entry
+        assert again.recipients[0].status == DELIVERED
+        assert again.recipients[1].last_error == "451 try later"
+
+    def test_remove_deletes_both_files(self, spool: Spool) -> None:
+        """remove() deletes the entry and the body."""
+        spool.put(make_entry(1), BODY)
+        spool.remove(1)
+        assert not spool.entry_path(1).exists()
+        assert not spool.body_path(1).exists()
+        assert spool.recover() == []
+
+    def test_remove_of_missing_message(self, spool: Spool) -> None:
+        """Removing a MID that is not spooled is harmless."""
+        spool.remove(99)
+        assert list(spool.dir.iterdir()) == []
+
+    def test_put_leaves_no_temporary_files(self, spool: Spool) -> None:
+        """After put() the spool holds exactly the body and the entry."""
+        spool.put(make_entry(7), BODY)
+        assert sorted(p.name for p in spool.dir.iterdir()) == ["7.eml", "7.json"]

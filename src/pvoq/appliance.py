@@ -131,7 +131,7 @@ class Appliance:
         key = args.get("sort") or "active_rcpts"
         if rows and key not in rows[0]:
             raise CommandError(f"Unknown sort order: {key}")
-        rows.sort(key=lambda r: (-int(r[key]), r["host"]))
+        rows.sort(key=lambda r: (-int(str(r[key])), str(r["host"])))
         return {"data": {"status_as_of": time.time(), "hosts": rows}}
 
     async def _cmd_delivernow(self, args: dict[str, Any]) -> dict[str, Any]:

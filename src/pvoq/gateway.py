@@ -13,14 +13,15 @@ import asyncio
 import hashlib
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
+from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_HOST, Listener
 from pvoq.cpq.ca import peer_role
 from pvoq.cpq.client import CpqDestination
 from pvoq.cpq.metadata import KIND_QUARANTINE, KIND_RELEASE, VERSION
 from pvoq.cpq.server import CpqHandler, CpqSMTP
-from pvoq.appliance import Appliance
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.delivery.routes import SmtpRouteDestination
 from pvoq.fsutil import atomic_write
@@ -117,10 +118,10 @@ class Gateway(Appliance):
         self._work: asyncio.Queue[Entry] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
 
-    def transfer_marker(self, transfer_id: str):  # type: ignore[no-untyped-def]
+    def transfer_marker(self, transfer_id: str) -> Path:
         return self.transfers_dir / hashlib.sha256(transfer_id.encode()).hexdigest()
 
-    def handler_for(self, listener: Listener):  # type: ignore[no-untyped-def]
+    def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP], dict[str, Any]]:
         if listener.is_cpq:
             return ReleaseHandler(self), CpqSMTP, {"tls_context": self.server_tls}
         return PublicHandler(self), PvoqSMTP, {}

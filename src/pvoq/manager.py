@@ -22,7 +22,7 @@ from pvoq.cpq.server import CpqHandler, CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.quarantine.store import DELETED, RELEASED, QuarantineError, QuarantineStore
 from pvoq.smtp import replies
-from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession
+from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
 from pvoq.spool.store import QUEUED, Entry, Recipient
 
 
@@ -81,7 +81,7 @@ class Manager(Appliance):
                               ("quarantine.delete", self._cmd_delete)):
             self.admin.register(name, command)
 
-    def handler_for(self, listener: Listener):  # type: ignore[no-untyped-def]
+    def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP], dict[str, Any]]:
         if not listener.is_cpq:
             raise ValueError(f"listener {listener.name}: the manager has only CPQ listeners")
         return QuarantineHandler(self), CpqSMTP, {"tls_context": self.server_tls}

@@ -56,11 +56,12 @@ class TestCpqListener:
                                    role="gateway")
         ca = running.root / "manager" / "certs" / "cpq-ca.pem"
         ctx = _client_context(ca, issued.certificate, issued.private_key)
-        with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):
-            with smtplib.SMTP("127.0.0.1", running.ports["manager_cpq"], timeout=10) as smtp:
-                smtp.starttls(context=ctx)
-                smtp.ehlo("rogue.example")
-                smtp.docmd("MAIL FROM:<a@b.example>")
+        refused = (ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)
+        with pytest.raises(refused), smtplib.SMTP(
+                "127.0.0.1", running.ports["manager_cpq"], timeout=10) as smtp:
+            smtp.starttls(context=ctx)
+            smtp.ehlo("rogue.example")
+            smtp.docmd("MAIL FROM:<a@b.example>")
         assert running.quarantined() == []
 
     def test_gateway_refuses_a_manager_with_a_foreign_certificate(
@@ -89,3 +90,16 @@ class TestCpqListener:
         dep.start_manager()
         rows = wait_for("quarantined by the real manager", dep.quarantined, timeout_s=60)
         assert [m["subject"] for m in rows] == ["confidential"]
+
+
+class TestHostAccessTable:
+    def test_host_outside_relaylist_is_rejected_at_connect(self, running: Deployment) -> None:
+        """A CPQ client not in RELAYLIST gets a 554 greeting, logged as REJECT by the HAT."""
+        with pytest.raises(smtplib.SMTPConnectError) as caught:
+            smtplib.SMTP("127.0.0.1", running.ports["manager_cpq"], timeout=10,
+                         source_address=("127.0.0.2", 0))
+        assert caught.value.smtp_code == 554
+        log = "\n".join(running.mail_logs("manager"))
+        assert re.search(r"New CPQ ICID (\d+) interface Management \(127\.0\.0\.1\) address "
+                         r"127\.0\.0\.2 ", log)
+        assert re.search(r"ICID \d+ REJECT SG ALL match ALL SBRS none", log)

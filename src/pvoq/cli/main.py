@@ -108,6 +108,8 @@ def _run_role(config_path: str, role: str, verbose: bool) -> None:
                    f"not a {role} one", err=True)
         sys.exit(2)
     try:
+        from pvoq.appliance import Appliance
+        app: Appliance
         if role == "gateway":
             from pvoq.gateway import Gateway
             app = Gateway(cfg, echo=sys.stdout if verbose else None)

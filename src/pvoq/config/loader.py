@@ -63,10 +63,9 @@ def _value(parent: Node, tag: str, convert: Callable[[str], T], default: T | Non
            *, required: bool = False) -> T:
     node = parent.first(tag)
     if node is None or not node.text.strip():
-        if required or default is None:
-            if required:
-                raise ConfigError(f"missing <{tag}>", field=f"{parent.path}.{tag}",
-                                  line=(node or parent).line)
+        if (required or default is None) and required:
+            raise ConfigError(f"missing <{tag}>", field=f"{parent.path}.{tag}",
+                              line=(node or parent).line)
         return default  # type: ignore[return-value]
     raw = node.text.strip()
     try:

@@ -62,7 +62,7 @@ class _Builder(ContentHandler):
         self.locator = locator
 
     def startElement(self, name: str, attrs) -> None:  # noqa: N802 (SAX API)
-        line = self.locator.getLineNumber() if self.locator else 0
+        line = (self.locator.getLineNumber() or 0) if self.locator else 0
         if self.stack:
             parent = self.stack[-1]
             index = len(parent.all(name))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 from pvoq.cpq.ca import peer_role
 from pvoq.cpq.metadata import encode_chunks
@@ -25,7 +26,7 @@ DONE_NOTE = "(centralized policy quarantine)"
 class CpqConnection(SmtpConnection):
     """An SMTP connection that is only usable once the peer proved it is CPQ."""
 
-    def __init__(self, *, expect_role: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *, expect_role: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.expect_role = expect_role
 

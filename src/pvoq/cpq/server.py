@@ -18,7 +18,6 @@ from aiosmtpd.smtp import Session, syntax
 
 from pvoq.cpq.ca import peer_common_name
 from pvoq.cpq.metadata import MAX_CHUNKS, VERSION, MetadataError, decode_chunks
-from pvoq.smtp import replies
 from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
 
 EHLO_KEYWORD = f"XCPQ {VERSION}"

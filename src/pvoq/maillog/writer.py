@@ -48,7 +48,8 @@ class MailLog:
         self.path = Path(logs_dir) / "mail_logs"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = open(self.path, "a", encoding="utf-8", errors="backslashreplace")
+        self._file = open(  # noqa: SIM115 (held open for the process's life; closed by close())
+            self.path, "a", encoding="utf-8", errors="backslashreplace")
         self._echo = echo
         if fresh:
             self.info("Begin Logfile")

@@ -16,6 +16,7 @@ This module never talks to the network.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 from dataclasses import dataclass
@@ -235,7 +236,7 @@ class QuarantineStore:
             return None
         return DELETED if DELETED in states else RELEASED
 
-    def unsettled(self) -> list[int]:
+    def unsettled(self) -> builtins.list[int]:
         """Messages no quarantine holds whose settlement did not finish (a crash)."""
         still_held = select(message_quarantines.c.message_id).where(
             message_quarantines.c.state == HELD)

@@ -9,6 +9,7 @@ connection as a whole failed.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -206,10 +207,8 @@ class SmtpConnection:
 
 
 async def _rset(smtp: aiosmtplib.SMTP) -> None:
-    try:
+    with contextlib.suppress(aiosmtplib.SMTPResponseException):
         await smtp.rset()
-    except aiosmtplib.SMTPResponseException:
-        pass
 
 
 def _describe(exc: BaseException) -> str:

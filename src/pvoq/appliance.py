@@ -13,10 +13,13 @@ import contextlib
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from pvoq import __version__
 from pvoq.admin.protocol import AdminServer, CommandError
+from pvoq.config.errors import ConfigError
+from pvoq.config.loader import load_config
 from pvoq.config.model import Config, Listener
 from pvoq.cpq import tls
 from pvoq.delivery.queue import DeliveryQueues
@@ -49,10 +52,18 @@ class Appliance:
         self.admin.register("status", self._cmd_status)
         self.admin.register("tophosts", self._cmd_tophosts)
         self.admin.register("delivernow", self._cmd_delivernow)
+        self.admin.register("reload", self._cmd_reload)
+        self._bound: dict[str, tuple[str, int]] = {}
+        self._background: set[asyncio.Future[None]] = set()
 
     # -- wiring hooks for the roles -----------------------------------------
-    def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP], dict[str, Any]]:
+    def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP]]:
         raise NotImplementedError
+
+    def apply_config(self, config: Config) -> None:
+        """Take a reloaded configuration into the role's parts (routes, filters...)."""
+        self.queues.retry_min_s = config.delivery.retry_min_seconds
+        self.queues.retry_max_s = config.delivery.retry_max_seconds
 
     async def recover(self) -> None:
         """Bring back what was on disk when the process last stopped."""
@@ -71,19 +82,77 @@ class Appliance:
         await self.recover()
         self.queues.start()
         for listener in self.config.listeners:
-            handler, protocol, kwargs = self.handler_for(listener)
-            ip = self.interface_ip(listener.interface_name)
-            try:
-                self.servers[listener.name] = await start_listener(
-                    listener, ip, handler, self.context, protocol=protocol, **kwargs)
-            except OSError as exc:
-                self.maillog.critical(f"Listener {listener.name} cannot bind {ip}:"
-                                      f"{listener.port}: {exc.strerror}")
-                raise
-            self.maillog.info(f"Listener {listener.name} ({listener.protocol}) listening on "
-                              f"{ip} port {listener.port}")
+            await self._bind(listener)
         await self.admin.start()
         self.maillog.info(f"{self.role} {self.config.hostname} ready")
+
+    def _session_factory(self, name: str, handler: BaseHandler,
+                         protocol: type[PvoqSMTP], ip: str) -> Callable[[], PvoqSMTP]:
+        def make() -> PvoqSMTP:
+            # Looked up per connection: a reload changes HAT, RAT and TLS at once.
+            listener = next(x for x in self.config.listeners if x.name == name)
+            extra: dict[str, Any] = {"tls_context": self.server_tls} if listener.is_cpq else {}
+            return protocol(handler, listener=listener, interface_ip=ip, context=self.context,
+                            **extra)
+        return make
+
+    async def _bind(self, listener: Listener) -> None:
+        handler, protocol = self.handler_for(listener)
+        ip = self.interface_ip(listener.interface_name)
+        try:
+            self.servers[listener.name] = await start_listener(
+                listener, ip, self._session_factory(listener.name, handler, protocol, ip))
+        except OSError as exc:
+            self.maillog.critical(f"Listener {listener.name} cannot bind {ip}:"
+                                  f"{listener.port}: {exc.strerror}")
+            raise
+        self._bound[listener.name] = (ip, listener.port)
+        self.maillog.info(f"Listener {listener.name} ({listener.protocol}) listening on "
+                          f"{ip} port {listener.port}")
+
+    async def _unbind(self, name: str) -> None:
+        server = self.servers.pop(name, None)
+        self._bound.pop(name, None)
+        if server is not None:
+            server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 2)
+            self.maillog.info(f"Listener {name} closed")
+
+    async def reload(self) -> str:
+        """Re-read the configuration file; a bad one is refused and the old one keeps running.
+
+        Certificates, cipher lists, HAT/RAT, PVO settings, routes and filters
+        take effect for the next connection or delivery; a listener whose
+        interface or port changed is rebound. Queued mail is untouched.
+        """
+        try:
+            new = load_config(self.config.path)
+            server_tls = tls.server_context(new.cpq_certificate, ciphers=new.ssl.inbound_ciphers)
+            client_tls = tls.client_context(new.cpq_certificate,
+                                            ciphers=new.ssl.outbound_ciphers)
+        except ConfigError as exc:
+            located = exc.located(path=str(self.config.path))
+            self.maillog.warning(f"Configuration reload refused: {located}")
+            raise CommandError(f"Configuration reload refused, the running one is kept: "
+                               f"{located}") from None
+        fixed = [f for f in ("role", "hostname", "serial_number", "data_dir")
+                 if getattr(new, f) != getattr(self.config, f)]
+        if fixed:
+            message = f"Configuration reload refused: {', '.join(fixed)} change needs a restart"
+            self.maillog.warning(message)
+            raise CommandError(message)
+        self.config, self.server_tls, self.client_tls = new, server_tls, client_tls
+        self.apply_config(new)
+        wanted = {x.name: (self.interface_ip(x.interface_name), x.port) for x in new.listeners}
+        for name in list(self._bound):
+            if wanted.get(name) != self._bound[name]:
+                await self._unbind(name)
+        for listener in new.listeners:
+            if listener.name not in self._bound:
+                await self._bind(listener)
+        self.maillog.info(f"Configuration reloaded from {new.path}")
+        return f"Configuration reloaded from {new.path}."
 
     async def stop(self) -> None:
         await self.admin.stop()
@@ -100,11 +169,19 @@ class Appliance:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         await self.start()
         try:
             await self._stopping.wait()
         finally:
             await self.stop()
+
+    def _reload_on_signal(self) -> None:
+        async def reload() -> None:
+            with contextlib.suppress(CommandError):  # already logged; the old config runs on
+                await self.reload()
+        self._background.add(task := asyncio.ensure_future(reload()))
+        task.add_done_callback(self._background.discard)
 
     # -- common operator commands ---------------------------------------------
     async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -133,6 +210,9 @@ class Appliance:
             raise CommandError(f"Unknown sort order: {key}")
         rows.sort(key=lambda r: (-int(str(r[key])), str(r["host"])))
         return {"data": {"status_as_of": time.time(), "hosts": rows}}
+
+    async def _cmd_reload(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"text": await self.reload()}
 
     async def _cmd_delivernow(self, args: dict[str, Any]) -> dict[str, Any]:
         host = args.get("host") or None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pvoq.appliance import Appliance
-from pvoq.config.model import THE_CPQ_HOST, Listener
+from pvoq.config.model import THE_CPQ_HOST, Config, Listener
 from pvoq.cpq.ca import peer_role
 from pvoq.cpq.client import CpqDestination
 from pvoq.cpq.metadata import KIND_QUARANTINE, KIND_RELEASE, VERSION
@@ -121,10 +121,15 @@ class Gateway(Appliance):
     def transfer_marker(self, transfer_id: str) -> Path:
         return self.transfers_dir / hashlib.sha256(transfer_id.encode()).hexdigest()
 
-    def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP], dict[str, Any]]:
+    def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP]]:
         if listener.is_cpq:
-            return ReleaseHandler(self), CpqSMTP, {"tls_context": self.server_tls}
-        return PublicHandler(self), PvoqSMTP, {}
+            return ReleaseHandler(self), CpqSMTP
+        return PublicHandler(self), PvoqSMTP
+
+    def apply_config(self, config: Config) -> None:
+        super().apply_config(config)
+        self.pipeline = Pipeline(config.scan)
+        self._destinations.clear()
 
     def _destination(self, host: str) -> Destination:
         found = self._destinations.get(host)

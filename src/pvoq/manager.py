@@ -14,7 +14,7 @@ from typing import Any
 
 from pvoq.admin.protocol import CommandError
 from pvoq.appliance import Appliance
-from pvoq.config.model import THE_CPQ_RELEASE_HOST, Listener
+from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config, Listener
 from pvoq.cpq.ca import peer_common_name, peer_role
 from pvoq.cpq.client import CpqDestination
 from pvoq.cpq.metadata import KIND_QUARANTINE, KIND_RELEASE, VERSION
@@ -81,10 +81,14 @@ class Manager(Appliance):
                               ("quarantine.delete", self._cmd_delete)):
             self.admin.register(name, command)
 
-    def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP], dict[str, Any]]:
+    def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP]]:
         if not listener.is_cpq:
             raise ValueError(f"listener {listener.name}: the manager has only CPQ listeners")
-        return QuarantineHandler(self), CpqSMTP, {"tls_context": self.server_tls}
+        return QuarantineHandler(self), CpqSMTP
+
+    def apply_config(self, config: Config) -> None:
+        super().apply_config(config)
+        self._release_destination = None
 
     def _gateway_address(self, entry: Entry) -> tuple[str, int] | None:
         record = self.config.pvo.gateway(entry.meta["gateway"])

@@ -100,6 +100,13 @@ def delivernow(ctx: click.Context, host: str | None) -> None:
     click.echo(_request(ctx, "delivernow", {"host": host})["text"])
 
 
+@operator.command()
+@click.pass_context
+def reload(ctx: click.Context) -> None:
+    """Re-read the configuration (as SIGHUP does); a bad file is refused, the old one runs on."""
+    click.echo(_request(ctx, "reload")["text"])
+
+
 @operator.group()
 def quarantine() -> None:
     """The manager's Policy, Virus and Outbreak quarantines."""

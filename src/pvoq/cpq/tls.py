@@ -16,11 +16,26 @@ from pvoq.config.model import CpqCertificate
 
 
 def _apply_ciphers(ctx: ssl.SSLContext, ciphers: str, *, field: str) -> None:
+    """Apply an OpenSSL cipher list.
+
+    TLS 1.3 has no anonymous suites and its suites are not governed by this
+    list: a list that admits anonymous (aNULL) suites therefore limits the
+    context to TLS 1.2, where those suites exist, so that the list means what
+    the operator wrote (and the seed's "no certificate from server" failure
+    can happen, and be refused, as it does on AsyncOS).
+    """
     try:
         ctx.set_ciphers(ciphers)
     except ssl.SSLError as exc:
-        raise ConfigError(f"no usable cipher in {ciphers!r} ({exc.reason or exc})",
-                          field=field) from None
+        reason = getattr(exc, "reason", None) or exc
+        raise ConfigError(f"no usable cipher in {ciphers!r} ({reason})", field=field) from None
+    if admits_anonymous(ctx):
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+
+def admits_anonymous(ctx: ssl.SSLContext) -> bool:
+    """True when the context's cipher list contains an anonymous (aNULL) suite."""
+    return any(c.get("auth") == "auth-null" for c in ctx.get_ciphers())
 
 
 def _load_chain(ctx: ssl.SSLContext, cert: CpqCertificate) -> None:

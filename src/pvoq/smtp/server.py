@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -217,14 +218,13 @@ class BaseHandler:
         raise NotImplementedError
 
 
-async def start_listener(listener: Listener, interface_ip: str, handler: BaseHandler,
-                         context: ServerContext, *, protocol: type[PvoqSMTP] = PvoqSMTP,
-                         **kwargs: Any) -> asyncio.AbstractServer:
-    """Bind *listener* on *interface_ip* and serve it with *handler*."""
+async def start_listener(listener: Listener, interface_ip: str,
+                         factory: Callable[[], asyncio.Protocol]) -> asyncio.AbstractServer:
+    """Bind *listener* on *interface_ip*; *factory* makes each connection's session.
+
+    The factory is called per connection, so it can pick up a reloaded
+    configuration (HAT, RAT, TLS context) without rebinding the socket.
+    """
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: protocol(handler, listener=listener, interface_ip=interface_ip,
-                         context=context, **kwargs),
-        host=interface_ip, port=listener.port, backlog=listener.listen_queue_size,
-        reuse_address=True,
-    )
+    return await loop.create_server(factory, host=interface_ip, port=listener.port,
+                                    backlog=listener.listen_queue_size, reuse_address=True)

@@ -12,6 +12,7 @@ from pvoq.config.loader import load_config
 from pvoq.config.model import CPQ_LISTENER_NAME, ROLE_GATEWAY, ROLE_MANAGER, Config
 from pvoq.config.template import ApplianceSpec, render
 from pvoq.config.xmltree import parse_xml
+from pvoq.cpq.ca import create_ca, issue_certificate
 
 SMTP_PORT = 2525
 GATEWAY_SPEC = ApplianceSpec(role=ROLE_GATEWAY, hostname="gw1.example.com", serial="GW1-SN",
@@ -182,8 +183,6 @@ class TestTemplateConfigsLoad:
 
     def test_real_certificates_are_accepted(self, tmp_path: Path, gateway_text: str) -> None:
         """A configuration pointing at a CA and certificate made by pvoq.cpq.ca loads."""
-        from pvoq.cpq.ca import create_ca, issue_certificate
-
         certs = tmp_path / "certs"
         create_ca(certs)
         issue_certificate(certs, certs, hostname=GATEWAY_SPEC.hostname, role=ROLE_GATEWAY)

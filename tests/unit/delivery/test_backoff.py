@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from pvoq.delivery.backoff import retry_delay
@@ -22,7 +24,7 @@ class TestRetryDelay:
     def test_doubles_each_attempt(self) -> None:
         """Each further failure doubles the wait while under the maximum."""
         waits = [delay(n) for n in range(1, 6)]
-        assert all(b == 2 * a for a, b in zip(waits, waits[1:]))
+        assert all(b == 2 * a for a, b in pairwise(waits))
         assert waits[-1] < MAX_S
 
     def test_clamped_to_maximum(self) -> None:

@@ -1,0 +1,401 @@
+"""Tests for pvoq.delivery.queue: outcomes, back-off and spool state, with fake connections."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pvoq.delivery.backoff import retry_delay
+from pvoq.delivery.queue import DeliveryQueues, Destination, Target
+from pvoq.maillog import MailLog
+from pvoq.smtp.client import DeliveryError, Reply
+from pvoq.spool.store import BOUNCED, DELIVERED, PENDING, Entry, Recipient, Spool
+
+HOST = "example.com"
+RETRY_MIN_S = 60.0
+RETRY_MAX_S = 3600.0
+START = 1_700_000_000.0
+BODY = b"From: alice@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+
+OK = Reply(250, "2.0.0 Ok: queued")
+LATER = Reply(451, "4.3.0 Try again later")
+BUSY = Reply(450, "4.2.1 Mailbox busy")
+NO_SUCH_USER = Reply(550, "5.1.1 No such user")
+
+# A reply script: called with (MID, RID) for each recipient sent, returns its Reply.
+Script = Callable[[int, int], Reply]
+
+
+class Clock:
+    """An injectable clock that moves only when told."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Sent:
+    mid: int
+    rids: list[int]
+    body: bytes
+
+
+class FakeConnection:
+    """Stands in for SmtpConnection: open/send/close and a DCID, no sockets."""
+
+    def __init__(self, destination: FakeDestination) -> None:
+        self.destination = destination
+        self.dcid = 0
+
+    async def open(self, host: str, port: int) -> None:
+        self.destination.opened.append((host, port))
+        self.dcid = next(self.destination.dcids)
+        if self.destination.refuse_connection is not None:
+            raise DeliveryError(self.destination.refuse_connection)
+
+    async def send(self, *, mid: int, sender: str, recipients: Sequence[tuple[int, str]],
+                   body: bytes, extra: Sequence[str] = (), start_note: str = "",
+                   done_note: str = "") -> dict[int, Reply]:
+        if self.destination.drop_during_send is not None:
+            raise DeliveryError(self.destination.drop_during_send)
+        self.destination.sent.append(Sent(mid, [rid for rid, _ in recipients], body))
+        return {rid: self.destination.script(mid, rid) for rid, _ in recipients}
+
+    async def close(self) -> None:
+        self.destination.closed += 1
+
+
+@dataclass
+class FakeDestination(Destination):
+    """A destination whose connections answer by a script."""
+
+    name: str = HOST
+    script: Script = lambda mid, rid: OK  # noqa: E731
+    holds: bool = False
+    route: Target | None = field(default_factory=lambda: Target("192.0.2.25", 25))
+    refuse_connection: str | None = None
+    drop_during_send: str | None = None
+    opened: list[tuple[str, int]] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
+    closed: int = 0
+    dcids: Iterator[int] = field(default_factory=lambda: itertools.count(500))
+
+    @property
+    def holds_on_permanent_failure(self) -> bool:  # type: ignore[override]
+        return self.holds
+
+    def target(self, entry: Entry) -> Target | None:
+        return self.route
+
+    def connection(self) -> FakeConnection:  # type: ignore[override]
+        return FakeConnection(self)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool")
+
+
+@pytest.fixture
+def maillog(tmp_path: Path) -> Iterator[MailLog]:
+    log = MailLog(tmp_path / "logs", appliance="test", serial="SN")
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def destination() -> FakeDestination:
+    return FakeDestination()
+
+
+@pytest.fixture
+def finished() -> list[int]:
+    return []
+
+
+@pytest.fixture
+def queues(spool: Spool, maillog: MailLog, destination: FakeDestination, clock: Clock,
+           finished: list[int]) -> DeliveryQueues:
+    return DeliveryQueues(spool=spool, maillog=maillog,
+                          destination_for=lambda name: destination,
+                          retry_min_s=RETRY_MIN_S, retry_max_s=RETRY_MAX_S, clock=clock,
+                          on_finished=lambda entry: finished.append(entry.mid))
+
+
+def queue_entry(queues: DeliveryQueues, mid: int, *rids: int, host: str = HOST) -> Entry:
+    """Spool an entry of *mid* with recipients *rids* routed to *host*, and queue it."""
+    entry = Entry(mid=mid, sender="alice@example.org",
+                  recipients=[Recipient(rid, f"user{rid}@{host}", host=host) for rid in rids],
+                  received=START - 100 + mid, size=len(BODY))
+    queues.spool.put(entry, BODY)
+    queues.add(entry)
+    return entry
+
+
+def deliver(queues: DeliveryQueues, host: str = HOST) -> None:
+    """Run one delivery pass over the due recipients of *host*."""
+    due, _ = queues._due(host)
+    asyncio.run(queues.deliver_host(host, due))
+
+
+def on_disk(spool: Spool, mid: int) -> Entry:
+    """The entry of *mid* as a restart would read it."""
+    return Entry.from_json(spool.entry_path(mid).read_bytes())
+
+
+def log_text(maillog: MailLog) -> str:
+    return maillog.path.read_text(encoding="utf-8")
+
+
+class TestDelivered:
+    def test_250_delivers_and_removes_entry(self, queues: DeliveryQueues, spool: Spool,
+                                            destination: FakeDestination,
+                                            finished: list[int]) -> None:
+        """A 250 marks the recipient delivered and removes the entry and body from the spool."""
+        entry = queue_entry(queues, 1, 0)
+        deliver(queues)
+        assert entry.recipients[0].status == DELIVERED
+        assert not spool.entry_path(1).exists() and not spool.body_path(1).exists()
+        assert 1 not in queues.entries
+        assert finished == [1]
+        assert queues.hosts[HOST].stats.delivered == 1
+        assert destination.sent == [Sent(1, [0], BODY)]
+
+    def test_one_connection_for_several_entries(self, queues: DeliveryQueues,
+                                                destination: FakeDestination) -> None:
+        """Due entries for one target share a connection, which is closed afterwards."""
+        queue_entry(queues, 1, 0)
+        queue_entry(queues, 2, 0, 1)
+        deliver(queues)
+        assert destination.opened == [("192.0.2.25", 25)]
+        assert destination.closed == 1
+        assert [(s.mid, s.rids) for s in destination.sent] == [(1, [0]), (2, [0, 1])]
+        assert queues.entries == {}
+
+    def test_nothing_due_after_delivery(self, queues: DeliveryQueues) -> None:
+        """Once delivered, a host has nothing due and nothing waiting."""
+        queue_entry(queues, 1, 0)
+        deliver(queues)
+        assert queues._due(HOST) == ([], None)
+        assert queues.active_recipients(HOST) == 0
+
+
+class TestTemporaryFailure:
+    def test_4xx_defers_with_backoff(self, queues: DeliveryQueues, spool: Spool,
+                                     destination: FakeDestination, clock: Clock) -> None:
+        """A 4xx keeps the recipient pending, retried after the back-off, and kept on disk."""
+        destination.script = lambda mid, rid: LATER
+        entry = queue_entry(queues, 1, 0)
+        deliver(queues)
+        r = entry.recipients[0]
+        assert r.status == PENDING and r.attempts == 1
+        assert r.next_attempt == clock.now + retry_delay(1, min_s=RETRY_MIN_S,
+                                                         max_s=RETRY_MAX_S)
+        assert "451" in r.last_error
+        assert on_disk(spool, 1) == entry
+        assert spool.body_path(1).exists()
+        assert queues.hosts[HOST].stats.soft_bounced == 1
+
+    def test_deferred_is_not_due_until_its_time(self, queues: DeliveryQueues,
+                                                destination: FakeDestination,
+                                                clock: Clock) -> None:
+        """A deferred recipient is due again only once the clock reaches its next attempt."""
+        destination.script = lambda mid, rid: LATER
+        entry = queue_entry(queues, 1, 0)
+        deliver(queues)
+        next_attempt = entry.recipients[0].next_attempt
+        assert queues._due(HOST) == ([], next_attempt)
+        clock.now = next_attempt
+        due, _ = queues._due(HOST)
+        assert [(e.mid, [r.rid for r in rs]) for e, rs in due] == [(1, [0])]
+
+    def test_backoff_doubles(self, queues: DeliveryQueues, destination: FakeDestination,
+                             clock: Clock) -> None:
+        """Each further temporary failure doubles the wait."""
+        destination.script = lambda mid, rid: LATER
+        entry = queue_entry(queues, 1, 0)
+        waits = []
+        for _ in range(3):
+            deliver(queues)
+            waits.append(entry.recipients[0].next_attempt - clock.now)
+            clock.now = entry.recipients[0].next_attempt
+        assert waits == [retry_delay(n, min_s=RETRY_MIN_S, max_s=RETRY_MAX_S)
+                         for n in (1, 2, 3)]
+        assert waits[1] == 2 * waits[0]
+
+    def test_retry_then_success(self, queues: DeliveryQueues, spool: Spool,
+                                destination: FakeDestination, clock: Clock) -> None:
+        """A deferred recipient delivered on retry finishes the entry."""
+        destination.script = lambda mid, rid: LATER
+        entry = queue_entry(queues, 1, 0)
+        deliver(queues)
+        destination.script = lambda mid, rid: OK
+        clock.now = entry.recipients[0].next_attempt
+        deliver(queues)
+        assert entry.recipients[0].status == DELIVERED and entry.recipients[0].attempts == 2
+        assert not spool.entry_path(1).exists()
+
+    def test_wake_clears_backoff(self, queues: DeliveryQueues,
+                                 destination: FakeDestination) -> None:
+        """wake() makes a deferred recipient due at once."""
+        destination.script = lambda mid, rid: LATER
+        queue_entry(queues, 1, 0)
+        deliver(queues)
+        assert queues._due(HOST)[0] == []
+        queues.wake(HOST)
+        assert [e.mid for e, _ in queues._due(HOST)[0]] == [1]
+
+
+class TestConnectionFailure:
+    def test_failed_connection_defers_all(self, queues: DeliveryQueues, spool: Spool,
+                                          destination: FakeDestination, clock: Clock,
+                                          maillog: MailLog) -> None:
+        """A connection that cannot open defers every due recipient and marks the host down."""
+        destination.refuse_connection = "connection to 192.0.2.25:25 failed: refused"
+        first = queue_entry(queues, 1, 0, 1)
+        second = queue_entry(queues, 2, 0)
+        deliver(queues)
+        stats = queues.hosts[HOST].stats
+        assert stats.down
+        assert stats.last_error == destination.refuse_connection
+        expected = clock.now + retry_delay(1, min_s=RETRY_MIN_S, max_s=RETRY_MAX_S)
+        for entry in (first, second):
+            for r in entry.recipients:
+                assert (r.status, r.attempts, r.next_attempt) == (PENDING, 1, expected)
+                assert r.last_error == destination.refuse_connection
+            assert on_disk(spool, entry.mid) == entry
+        assert destination.sent == []
+        assert destination.closed == 1
+        assert "MID 1 to RID [0, 1] - connection to 192.0.2.25:25 failed" in log_text(maillog)
+
+    def test_host_up_again_after_success(self, queues: DeliveryQueues,
+                                         destination: FakeDestination, clock: Clock) -> None:
+        """A host marked down is up again once a connection opens."""
+        destination.refuse_connection = "refused"
+        entry = queue_entry(queues, 1, 0)
+        deliver(queues)
+        assert queues.hosts[HOST].stats.down
+        destination.refuse_connection = None
+        clock.now = entry.recipients[0].next_attempt
+        deliver(queues)
+        assert not queues.hosts[HOST].stats.down
+        assert entry.recipients[0].status == DELIVERED
+
+    def test_connection_lost_during_send(self, queues: DeliveryQueues, spool: Spool,
+                                         destination: FakeDestination) -> None:
+        """A connection lost mid-transaction defers the entries not yet delivered."""
+        destination.drop_during_send = "connection lost"
+        entry = queue_entry(queues, 1, 0)
+        deliver(queues)
+        assert queues.hosts[HOST].stats.down
+        assert entry.recipients[0].status == PENDING
+        assert entry.recipients[0].last_error == "connection lost"
+        assert on_disk(spool, 1) == entry
+
+    def test_no_route_defers(self, queues: DeliveryQueues, destination: FakeDestination) -> None:
+        """An entry without a target is deferred without connecting."""
+        destination.route = None
+        entry = queue_entry(queues, 1, 0)
+        deliver(queues)
+        assert destination.opened == []
+        assert entry.recipients[0].status == PENDING
+        assert HOST in entry.recipients[0].last_error
+
+
+class TestPermanentFailure:
+    def test_5xx_bounces_downstream(self, queues: DeliveryQueues, spool: Spool,
+                                    destination: FakeDestination, maillog: MailLog,
+                                    finished: list[int]) -> None:
+        """A 5xx from a downstream host bounces the recipient and finishes the entry."""
+        destination.script = lambda mid, rid: NO_SUCH_USER
+        entry = queue_entry(queues, 1, 0)
+        deliver(queues)
+        assert entry.recipients[0].status == BOUNCED
+        assert "550" in entry.recipients[0].last_error
+        assert queues.hosts[HOST].stats.hard_bounced == 1
+        assert not spool.entry_path(1).exists()
+        assert finished == [1]
+        assert "Bounced: DCID" in log_text(maillog)
+
+    def test_5xx_is_held_on_cpq_destination(self, queues: DeliveryQueues, spool: Spool,
+                                            destination: FakeDestination, clock: Clock,
+                                            maillog: MailLog) -> None:
+        """A destination that holds on 5xx keeps the recipient pending, retried at the maximum."""
+        destination.holds = True
+        destination.script = lambda mid, rid: NO_SUCH_USER
+        entry = queue_entry(queues, 1, 0)
+        deliver(queues)
+        r = entry.recipients[0]
+        assert r.status == PENDING
+        assert r.next_attempt == clock.now + RETRY_MAX_S
+        assert "550" in r.last_error
+        assert on_disk(spool, 1) == entry
+        assert queues.hosts[HOST].stats.hard_bounced == 0
+        assert "held" in log_text(maillog)
+
+    def test_held_recipient_counts_one_attempt(self, queues: DeliveryQueues,
+                                               destination: FakeDestination) -> None:
+        """A held 5xx counts as one attempt, not two."""
+        destination.holds = True
+        destination.script = lambda mid, rid: NO_SUCH_USER
+        entry = queue_entry(queues, 1, 0)
+        deliver(queues)
+        assert entry.recipients[0].attempts == 1
+
+
+class TestPartialResults:
+    def test_only_failed_recipient_is_retried(self, queues: DeliveryQueues, spool: Spool,
+                                              destination: FakeDestination,
+                                              clock: Clock) -> None:
+        """With one 250 and one 450, only the 450 recipient is retried."""
+        destination.script = lambda mid, rid: OK if rid == 0 else BUSY
+        entry = queue_entry(queues, 1, 0, 1)
+        deliver(queues)
+        delivered, deferred = entry.recipients
+        assert delivered.status == DELIVERED
+        assert deferred.status == PENDING
+        stored = on_disk(spool, 1)
+        assert [r.status for r in stored.recipients] == [DELIVERED, PENDING]
+
+        clock.now = deferred.next_attempt
+        destination.script = lambda mid, rid: OK
+        deliver(queues)
+        assert [s.rids for s in destination.sent] == [[0, 1], [1]]
+        assert deferred.status == DELIVERED
+        assert not spool.entry_path(1).exists()
+
+    def test_partial_bounce_keeps_entry_for_the_rest(self, queues: DeliveryQueues, spool: Spool,
+                                                     destination: FakeDestination) -> None:
+        """A bounced recipient is final while a deferred one keeps the entry queued."""
+        destination.script = lambda mid, rid: NO_SUCH_USER if rid == 0 else LATER
+        entry = queue_entry(queues, 1, 0, 1)
+        deliver(queues)
+        assert [r.status for r in entry.recipients] == [BOUNCED, PENDING]
+        assert [r.status for r in on_disk(spool, 1).recipients] == [BOUNCED, PENDING]
+        assert queues.active_recipients(HOST) == 1
+
+    def test_other_hosts_are_untouched(self, queues: DeliveryQueues,
+                                       destination: FakeDestination) -> None:
+        """A pass over one host leaves recipients of other hosts pending."""
+        entry = Entry(mid=1, sender="alice@example.org", received=START, size=len(BODY),
+                      recipients=[Recipient(0, "a@example.com", host=HOST),
+                                  Recipient(1, "b@other.example", host="other.example")])
+        queues.spool.put(entry, BODY)
+        queues.add(entry)
+        deliver(queues, HOST)
+        assert [r.status for r in entry.recipients] == [DELIVERED, PENDING]
+        assert queues.active_recipients("other.example") == 1
+        assert destination.sent == [Sent(1, [0], BODY)]

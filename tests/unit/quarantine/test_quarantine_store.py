@@ -1,0 +1,197 @@
+"""Tests for pvoq.quarantine.store: quarantined messages in SQLite, bodies on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pvoq.quarantine.store import (
+    DELETED,
+    HELD,
+    RELEASED,
+    QuarantineError,
+    QuarantineStore,
+)
+
+BODY = b"From: alice@example.org\r\nSubject: Q3\r\n\r\nnumbers\r\n"
+
+
+def meta(transfer_id: str, *quarantines: str, origin_mid: int = 42) -> dict[str, Any]:
+    """CPQ metadata of a quarantine transfer held in *quarantines*."""
+    return {
+        "v": 1, "kind": "quarantine", "transfer_id": transfer_id,
+        "origin": {"hostname": "gw1.example.com", "serial": "GW1-SN", "mid": origin_mid},
+        "sender": "alice@example.org",
+        "recipients": [{"rid": 0, "address": "bob@example.com"}],
+        "quarantines": [{"name": q, "reason": f"reason for {q}", "stage": "content_filters"}
+                        for q in quarantines],
+        "received": 1700000000.0, "size": len(BODY),
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[QuarantineStore]:
+    s = QuarantineStore(f"sqlite:///{tmp_path / 'quarantine.db'}", tmp_path / "bodies")
+    yield s
+    s.close()
+
+
+def add(store: QuarantineStore, mid: int, *quarantines: str, transfer_id: str | None = None,
+        body: bytes = BODY) -> tuple[int, bool]:
+    return store.add(mid=mid, meta=meta(transfer_id or f"transfer-{mid:08d}", *quarantines),
+                     body=body, origin_ip="10.1.2.1", subject="Q3")
+
+
+class TestAdd:
+    def test_add_stores_message_and_body(self, store: QuarantineStore) -> None:
+        """A new transfer is stored under its MID with its body on disk."""
+        assert add(store, 1001, "Policy") == (1001, False)
+        row = store.get(1001)
+        assert row is not None
+        assert row["state"] == HELD
+        assert row["origin_host"] == "gw1.example.com" and row["origin_mid"] == 42
+        assert row["recipients"] == [{"rid": 0, "address": "bob@example.com"}]
+        assert [q["quarantine"] for q in row["quarantines"]] == ["Policy"]
+        assert store.read_body(1001) == BODY
+
+    def test_duplicate_transfer_is_stored_once(self, store: QuarantineStore) -> None:
+        """A retried transfer returns the first MID, flagged duplicate, and stores no second row."""
+        add(store, 1001, "Policy", transfer_id="transfer-retried")
+        assert add(store, 1002, "Policy", transfer_id="transfer-retried") == (1001, True)
+        rows, total = store.list()
+        assert total == 1 and [r["id"] for r in rows] == [1001]
+        assert store.get(1002) is None
+        assert store.find_transfer("transfer-retried") == 1001
+
+    def test_unknown_transfer(self, store: QuarantineStore) -> None:
+        """find_transfer of an unseen transfer id is None."""
+        assert store.find_transfer("never-sent") is None
+
+    def test_persists_across_reopen(self, tmp_path: Path, store: QuarantineStore) -> None:
+        """A stored message is there after the store is reopened."""
+        add(store, 1001, "Virus")
+        store.close()
+        again = QuarantineStore(f"sqlite:///{tmp_path / 'quarantine.db'}", tmp_path / "bodies")
+        try:
+            assert again.find_transfer("transfer-00001001") == 1001
+        finally:
+            again.close()
+
+
+class TestViews:
+    def test_list_and_counts(self, store: QuarantineStore) -> None:
+        """list() filters by quarantine; counts() gives messages and bytes per quarantine."""
+        add(store, 1, "Policy", body=b"a" * 10)
+        add(store, 2, "Policy", "Virus", body=b"b" * 20)
+        add(store, 3, "Outbreak", body=b"c" * 40)
+        rows, total = store.list()
+        assert total == 3 and {r["id"] for r in rows} == {1, 2, 3}
+        rows, total = store.list(quarantine="Policy")
+        assert total == 2 and {r["id"] for r in rows} == {1, 2}
+        assert store.counts() == {"Policy": (2, 30), "Virus": (1, 20), "Outbreak": (1, 40)}
+
+    def test_list_pages_with_total(self, store: QuarantineStore) -> None:
+        """A page of the list still reports the total count."""
+        for mid in range(1, 6):
+            add(store, mid, "Policy")
+        rows, total = store.list(limit=2, offset=1)
+        assert total == 5 and len(rows) == 2
+
+    def test_acted_messages_leave_the_views(self, store: QuarantineStore) -> None:
+        """A message no longer held in a quarantine disappears from its list and counts."""
+        add(store, 1, "Policy", "Virus")
+        store.act(1, RELEASED, "Policy")
+        assert store.list(quarantine="Policy") == ([], 0)
+        assert store.counts() == {"Virus": (1, len(BODY))}
+
+    def test_get_unknown(self, store: QuarantineStore) -> None:
+        """get() of an unknown MID is None."""
+        assert store.get(404) is None
+
+
+class TestActions:
+    def test_release_from_one_of_two_keeps_it_held(self, store: QuarantineStore) -> None:
+        """Releasing from one of two quarantines leaves the message held in the other."""
+        add(store, 1, "Policy", "Virus")
+        outcome = store.act(1, RELEASED, "Policy")
+        assert outcome.acted_on == ("Policy",)
+        assert outcome.settled is None
+        assert store.settlement(1) is None
+
+    def test_release_from_both_settles_released(self, store: QuarantineStore) -> None:
+        """Released from every quarantine, the message settles as released."""
+        add(store, 1, "Policy", "Virus")
+        store.act(1, RELEASED, "Policy")
+        outcome = store.act(1, RELEASED, "Virus")
+        assert outcome.settled == RELEASED
+
+    def test_delete_wins_over_release(self, store: QuarantineStore) -> None:
+        """Deleted from one quarantine, the message settles deleted even if released elsewhere."""
+        add(store, 1, "Policy", "Virus")
+        store.act(1, RELEASED, "Policy")
+        assert store.act(1, DELETED, "Virus").settled == DELETED
+
+    def test_delete_first_then_release(self, store: QuarantineStore) -> None:
+        """A delete from one quarantine is not undone by a later release from the other."""
+        add(store, 1, "Policy", "Virus")
+        assert store.act(1, DELETED, "Policy").settled is None
+        assert store.act(1, RELEASED, "Virus").settled == DELETED
+
+    def test_act_on_all_quarantines(self, store: QuarantineStore) -> None:
+        """Without a quarantine name the action applies to every one holding the message."""
+        add(store, 1, "Policy", "Virus")
+        outcome = store.act(1, RELEASED)
+        assert sorted(outcome.acted_on) == ["Policy", "Virus"]
+        assert outcome.settled == RELEASED
+
+    def test_unknown_mid(self, store: QuarantineStore) -> None:
+        """Acting on an unknown MID raises QuarantineError naming it."""
+        with pytest.raises(QuarantineError, match="404"):
+            store.act(404, RELEASED)
+
+    def test_not_held_in_that_quarantine(self, store: QuarantineStore) -> None:
+        """Acting on a quarantine that does not hold the message raises QuarantineError."""
+        add(store, 1, "Policy")
+        with pytest.raises(QuarantineError, match="Virus"):
+            store.act(1, RELEASED, "Virus")
+
+    def test_already_acted_on(self, store: QuarantineStore) -> None:
+        """A second action on a quarantine already acted on raises QuarantineError."""
+        add(store, 1, "Policy", "Virus")
+        store.act(1, RELEASED, "Policy")
+        with pytest.raises(QuarantineError):
+            store.act(1, DELETED, "Policy")
+        assert store.settlement(1) is None
+
+    def test_unknown_action(self, store: QuarantineStore) -> None:
+        """An action other than release or delete is a ValueError."""
+        add(store, 1, "Policy")
+        with pytest.raises(ValueError, match="held"):
+            store.act(1, HELD)
+
+
+class TestSettlement:
+    def test_unsettled_lists_fully_acted_messages(self, store: QuarantineStore) -> None:
+        """unsettled() lists messages no quarantine holds whose settlement has not finished."""
+        add(store, 1, "Policy")
+        add(store, 2, "Policy", "Virus")
+        add(store, 3, "Virus")
+        store.act(1, RELEASED)
+        store.act(2, RELEASED, "Policy")
+        store.act(3, DELETED)
+        assert sorted(store.unsettled()) == [1, 3]
+
+    def test_finish_removes_body_and_unsettled(self, store: QuarantineStore) -> None:
+        """finish() records the settlement, removes the body and leaves unsettled()."""
+        add(store, 1, "Policy")
+        body_path = Path(store.get(1)["body_path"])
+        assert body_path.exists()
+        store.act(1, DELETED)
+        store.finish(1, DELETED)
+        assert not body_path.exists()
+        assert store.unsettled() == []
+        row = store.get(1)
+        assert row["state"] == DELETED and row["settled_at"] is not None

@@ -1,7 +1,7 @@
 """Read an appliance configuration file (AsyncOS-style XML) into `Config`.
 
 Every error is one `ConfigError` naming the file, the line and the field:
-`gw.xml:14: listeners.listener[2].port: not a port number: 'abc'`.
+`gw.xml:14: config.listeners.listener[2].port: not a port number (1-65535): 'abc'`.
 The loader checks what can be checked without the network: types, ranges,
 references between sections (a listener's interface must exist), the HAT and
 RAT grammar, and that the CPQ certificate files exist.

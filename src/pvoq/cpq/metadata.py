@@ -44,6 +44,8 @@ def decode_chunks(chunks: list[str]) -> dict[str, Any]:
 def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in obj:
         raise MetadataError(f"missing field {where}{key}")
+    if isinstance(obj[key], bool) and kind is not bool:  # JSON true is not a number
+        raise MetadataError(f"field {where}{key} has the wrong type")
     if not isinstance(obj[key], kind):
         raise MetadataError(f"field {where}{key} has the wrong type")
     return obj[key]

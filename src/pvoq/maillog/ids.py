@@ -26,14 +26,18 @@ class IdAllocator:
         if self.path.exists():
             stored = json.loads(self.path.read_text(encoding="utf-8"))
             for kind, mark in stored.items():
-                self._next[kind] = int(mark)
-                self._reserved[kind] = int(mark)
+                start = int(mark) if 1 <= int(mark) < _WRAP else 1
+                self._next[kind] = start
+                self._reserved[kind] = start
 
     def next(self, kind: str) -> int:
         value = self._next.get(kind, 1)
         if value >= self._reserved.get(kind, 0):
-            self._reserved[kind] = value + _BLOCK
+            self._reserved[kind] = min(value + _BLOCK, _WRAP)
             atomic_write(self.path, json.dumps(self._reserved, sort_keys=True).encode())
         following = value + 1
-        self._next[kind] = 1 if following >= _WRAP else following
+        if following >= _WRAP:
+            # Wrapped: the next call must write a new, small high-water mark.
+            following, self._reserved[kind] = 1, 0
+        self._next[kind] = following
         return value

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email import message_from_bytes
+from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
 
@@ -27,7 +28,8 @@ OUTBREAK_FILTERS = "outbreak_filters"
 STAGES = (CONTENT_FILTERS, ANTIVIRUS, OUTBREAK_FILTERS)
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
-_URL = re.compile(rb"https?://([A-Za-z0-9.\-]+)(/[^\s\"'<>]*)?", re.IGNORECASE)
+_URL = re.compile(rb"https?://(?:[^\s/?#@\"'<>]*@)?([A-Za-z0-9.\-]+)(?::\d+)?(/[^\s\"'<>]*)?",
+                  re.IGNORECASE)
 
 
 class ScanError(Exception):
@@ -42,6 +44,15 @@ class Verdict:
     quarantine: str
     reason: str  # "content filter:NAME", "a/v verdict:VIRAL", "VOF rule:..."
     detail: str = ""
+
+
+def _decoded(value: object) -> str:
+    """A header as a person reads it: RFC 2047 encoded-words decoded."""
+    raw = str(value)
+    try:
+        return str(make_header(decode_header(raw)))
+    except (ValueError, LookupError, UnicodeError):
+        return raw
 
 
 def _parts(message: Message) -> Iterator[bytes]:
@@ -88,7 +99,7 @@ class Pipeline:
     def _content_filters(self, body: bytes, message: Message) -> list[Verdict]:
         for f in self.settings.content_filters:
             for value in message.get_all(f.header, []) or []:
-                if f.pattern.search(str(value)):
+                if f.pattern.search(_decoded(value)):
                     return [Verdict(CONTENT_FILTERS, f.quarantine, f"content filter:{f.name}",
                                     f"{f.header} matched {f.pattern.pattern!r}")]
         return []

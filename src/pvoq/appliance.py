@@ -72,6 +72,11 @@ class Appliance:
         return {}
 
     # -- lifecycle -----------------------------------------------------------
+    def listeners_suspended(self) -> bool:
+        """True when no CPQ listener accepts connections (suspended or not bound)."""
+        cpq = self.config.cpq_listener
+        return cpq is None or cpq.name not in self.servers
+
     def interface_ip(self, name: str) -> str:
         interface = self.config.interface(name)
         assert interface is not None, "the loader checks interface references"

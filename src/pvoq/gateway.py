@@ -16,9 +16,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from pvoq.admin.protocol import CommandError
 from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_HOST, Config, Listener
-from pvoq.cpq.ca import peer_role
+from pvoq.cpq.ca import certificate_problem, peer_role
 from pvoq.cpq.client import CpqDestination
 from pvoq.cpq.metadata import KIND_QUARANTINE, KIND_RELEASE, VERSION
 from pvoq.cpq.server import CpqHandler, CpqSMTP
@@ -27,6 +28,7 @@ from pvoq.delivery.routes import SmtpRouteDestination
 from pvoq.fsutil import atomic_write
 from pvoq.scan.pipeline import Pipeline, ScanError
 from pvoq.smtp import replies
+from pvoq.smtp.client import DeliveryError
 from pvoq.smtp.server import (
     BaseHandler,
     MessageInfo,
@@ -117,6 +119,7 @@ class Gateway(Appliance):
         self._destinations: dict[str, Destination] = {}
         self._work: asyncio.Queue[Entry] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self.admin.register("pvo.check", self._cmd_pvo_check)
 
     def transfer_marker(self, transfer_id: str) -> Path:
         return self.transfers_dir / hashlib.sha256(transfer_id.encode()).hexdigest()
@@ -150,6 +153,31 @@ class Gateway(Appliance):
                                          source_ip=None)
         self._destinations[host] = found
         return found
+
+    # -- the "Enable" readiness check -------------------------------------------
+    async def _cmd_pvo_check(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Ask the manager over CPQ whether centralized PVO can be enabled here."""
+        cfg = self.config
+        where = f"{cfg.pvo.manager_address}:{cfg.pvo.manager_port}"
+        if not cfg.pvo.enabled:
+            raise CommandError("Not ready: centralized PVO quarantines are disabled in this "
+                               "gateway's configuration (pvo_quarantines.enabled)")
+        own = certificate_problem(cfg.cpq_certificate.certificate)
+        if own:
+            raise CommandError(f"Not ready: gateway: {own}")
+        destination = self._destination(THE_CPQ_HOST)
+        conn = destination.connection()
+        try:
+            await conn.open(cfg.pvo.manager_address or "", cfg.pvo.manager_port)
+            reply = await conn.command("XCPQ CHECK")
+        except DeliveryError as exc:
+            raise CommandError(f"Not ready: the manager at {where} cannot be used: "
+                               f"{exc.reason}") from None
+        finally:
+            await conn.close()
+        if not reply.ok:
+            raise CommandError(f"Not ready: the manager at {where} answered: {reply.text}")
+        return {"text": f"Ready: the manager at {where} answered: {reply.text}"}
 
     # -- the pipeline ----------------------------------------------------------
     def submit(self, entry: Entry) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from pvoq.admin.protocol import CommandError
 from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config, Listener
-from pvoq.cpq.ca import peer_common_name, peer_role
+from pvoq.cpq.ca import certificate_problem, peer_common_name, peer_role
 from pvoq.cpq.client import CpqDestination
 from pvoq.cpq.metadata import KIND_QUARANTINE, KIND_RELEASE, VERSION
 from pvoq.cpq.server import CpqHandler, CpqSMTP
@@ -32,6 +32,24 @@ class QuarantineHandler(CpqHandler):
     def __init__(self, manager: Manager) -> None:
         super().__init__(manager.context)
         self.manager = manager
+
+    def readiness(self, session: PvoqSession) -> list[str]:
+        cfg = self.manager.config
+        cert = session.peer_certificate
+        name = peer_common_name(cert) or "?"
+        problems = []
+        if not cfg.pvo.enabled:
+            problems.append("the centralized PVO quarantine service is disabled on the manager")
+        if peer_role(cert) != "gateway":
+            problems.append(f"the peer certificate is for a {peer_role(cert)!r}, not a gateway")
+        elif cfg.pvo.gateway(name) is None:
+            problems.append(f"gateway {name} is not registered on this manager")
+        own = certificate_problem(cfg.cpq_certificate.certificate)
+        if own:
+            problems.append(f"manager: {own}")
+        if self.manager.listeners_suspended():
+            problems.append("the manager's cpq_listener is suspended")
+        return problems
 
     async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
                     content: bytes, info: MessageInfo) -> str:

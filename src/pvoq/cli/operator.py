@@ -108,6 +108,18 @@ def reload(ctx: click.Context) -> None:
 
 
 @operator.group()
+def pvo() -> None:
+    """Centralized Policy, Virus and Outbreak quarantine settings (gateway)."""
+
+
+@pvo.command("check")
+@click.pass_context
+def pvo_check(ctx: click.Context) -> None:
+    """Can centralized PVO be enabled? (what greys out the gateway's Enable button)"""
+    click.echo(_request(ctx, "pvo.check")["text"])
+
+
+@operator.group()
 def quarantine() -> None:
     """The manager's Policy, Virus and Outbreak quarantines."""
 

@@ -110,6 +110,20 @@ def issue_certificate(ca_dir: Path, out_dir: Path, *, hostname: str, role: str,
     return IssuedCertificate(cert_path, key_path)
 
 
+def certificate_problem(path: Path, *, now: dt.datetime | None = None) -> str | None:
+    """Why the certificate at *path* cannot be used now, or None when it can."""
+    try:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        return f"the CPQ certificate {path} cannot be read ({exc})"
+    now = now or _now()
+    if cert.not_valid_after_utc <= now:
+        return f"the CPQ certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}"
+    if cert.not_valid_before_utc > now:
+        return f"the CPQ certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d}"
+    return None
+
+
 def _subject_field(peercert: dict | None, name: str) -> str | None:
     if not peercert:
         return None

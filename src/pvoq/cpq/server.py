@@ -95,7 +95,20 @@ class CpqHandler(BaseHandler):
 
     async def handle_XCPQ_CHECK(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
                                 envelope: Any, arg: str) -> str:
-        return "250 2.0.0 ready"
+        """The readiness check behind the gateway's "Enable" button."""
+        peer = peer_common_name(session.peer_certificate) or "unknown peer"
+        problems = self.readiness(session)
+        log = self.context.maillog
+        if problems:
+            log.info(f"ICID {session.icid} CPQ readiness check for {peer}: not ready: "
+                     + "; ".join(problems))
+            return "550 5.7.0 Not ready: " + "; ".join(problems)
+        log.info(f"ICID {session.icid} CPQ readiness check for {peer}: ready")
+        return f"250 2.0.0 Ready: centralized PVO quarantines can be enabled for {peer}"
+
+    def readiness(self, session: PvoqSession) -> list[str]:
+        """What stops the peer from using this appliance over CPQ (empty: ready)."""
+        return []
 
     async def accept(self, server: PvoqSMTP, session: PvoqSession, envelope: PvoqEnvelope,
                      content: bytes, info: MessageInfo) -> str:

@@ -23,8 +23,15 @@ from pvoq.config.loader import load_config
 from pvoq.config.model import Config, Listener
 from pvoq.cpq import tls
 from pvoq.delivery.queue import DeliveryQueues
+from pvoq.fsutil import remove_leftovers
 from pvoq.maillog import IdAllocator, MailLog
-from pvoq.smtp.server import BaseHandler, PvoqSMTP, ServerContext, start_listener
+from pvoq.smtp.server import (
+    BaseHandler,
+    ConnectionGate,
+    PvoqSMTP,
+    ServerContext,
+    start_listener,
+)
 from pvoq.spool.store import Spool
 
 
@@ -34,6 +41,7 @@ class Appliance:
     def __init__(self, config: Config, *, echo: TextIO | None = None) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(config.data_dir)  # a crash mid-write of ids.json and the like
         self.maillog = MailLog(config.logs_dir, appliance=f"{self.role} {config.hostname}",
                                serial=config.serial_number, echo=echo)
         self.ids = IdAllocator(config.data_dir / "ids.json")
@@ -93,12 +101,14 @@ class Appliance:
 
     def _session_factory(self, name: str, handler: BaseHandler,
                          protocol: type[PvoqSMTP], ip: str) -> Callable[[], PvoqSMTP]:
+        gate = ConnectionGate()
+
         def make() -> PvoqSMTP:
             # Looked up per connection: a reload changes HAT, RAT and TLS at once.
             listener = next(x for x in self.config.listeners if x.name == name)
             extra: dict[str, Any] = {"tls_context": self.server_tls} if listener.is_cpq else {}
             return protocol(handler, listener=listener, interface_ip=ip, context=self.context,
-                            **extra)
+                            gate=gate, **extra)
         return make
 
     async def _bind(self, listener: Listener) -> None:

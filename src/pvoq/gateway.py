@@ -19,13 +19,13 @@ from typing import Any
 from pvoq.admin.protocol import CommandError
 from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_HOST, Config, Listener
-from pvoq.cpq.ca import certificate_problem, peer_role
+from pvoq.cpq.ca import certificate_problem, peer_common_name, peer_role
 from pvoq.cpq.client import CpqDestination
 from pvoq.cpq.metadata import KIND_QUARANTINE, KIND_RELEASE, VERSION
 from pvoq.cpq.server import CpqHandler, CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.delivery.routes import SmtpRouteDestination
-from pvoq.fsutil import atomic_write
+from pvoq.fsutil import atomic_write, remove_leftovers
 from pvoq.scan.pipeline import Pipeline, ScanError
 from pvoq.smtp import replies
 from pvoq.smtp.client import DeliveryError
@@ -82,6 +82,17 @@ class ReleaseHandler(CpqHandler):
             log.info(f"ICID {session.icid} CPQ release refused: peer certificate role {role!r}")
             return "554 5.7.1 Only the manager may release mail to this gateway"
         gw = self.gateway
+        expected = gw.config.pvo.manager_hostname
+        name = peer_common_name(session.peer_certificate)
+        if expected and (name or "").lower() != expected.lower():
+            log.info(f"ICID {session.icid} CPQ release refused: certificate of {name!r}, "
+                     f"this gateway's manager is {expected!r}")
+            return f"554 5.7.1 {name} is not this gateway's manager"
+        target = meta["origin"]["hostname"]
+        if target.lower() != gw.config.hostname.lower():
+            log.info(f"ICID {session.icid} CPQ release refused: MID originally on {target}, "
+                     f"this is {gw.config.hostname}")
+            return f"554 5.7.1 This release belongs to gateway {target}, not {gw.config.hostname}"
         marker = gw.transfer_marker(meta["transfer_id"])
         if marker.exists():
             log.info(f"MID {envelope.mid} duplicate CPQ transfer {meta['transfer_id']} "
@@ -112,6 +123,7 @@ class Gateway(Appliance):
         self.pipeline = Pipeline(config.scan)
         self.transfers_dir = config.data_dir / "cpq_transfers"
         self.transfers_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.transfers_dir)
         self.queues = DeliveryQueues(
             spool=self.spool, maillog=self.maillog, destination_for=self._destination,
             retry_min_s=config.delivery.retry_min_seconds,
@@ -144,6 +156,7 @@ class Gateway(Appliance):
             manager = (cfg.pvo.manager_address or "", cfg.pvo.manager_port)
             found = CpqDestination(
                 THE_CPQ_HOST, resolve=lambda entry: manager, expect_role="manager",
+                expect_name=cfg.pvo.manager_hostname,
                 tls_context=self.client_tls, maillog=self.maillog, ids=self.ids,
                 local_hostname=cfg.hostname, source_ip=pvo_ip,
                 timeout_s=cfg.delivery.timeout_seconds)

@@ -91,6 +91,7 @@ class Deployment:
             cpq_port=self.ports["gateway_cpq"], smtp_port=self.ports["gateway_smtp"],
             domains=["example.com"], routes=[("ALL", f"{self.ip}:{self.ports['sink']}")],
             manager_address=self.ip, manager_port=self.ports["manager_cpq"],
+            manager_hostname=MANAGER,
             outbreak_urls=[OUTBREAK_HOST],
             retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
             ca_dir=ca)

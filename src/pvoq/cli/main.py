@@ -55,6 +55,8 @@ def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
               help="SMTP route for clean mail (gateway); DOMAIN may be ALL.")
 @click.option("--manager", "manager", default="127.0.0.1:7025", show_default=True,
               metavar="HOST:PORT", help="The manager's cpq_listener (gateway).")
+@click.option("--manager-hostname", default=None,
+              help="The manager's hostname; its CPQ certificate must name it (gateway).")
 @click.option("--gateway", "gateways", multiple=True, metavar="HOSTNAME=IP:PORT",
               help="A gateway this manager serves (manager).")
 @click.option("--outbreak-url", "outbreak_urls", multiple=True,
@@ -64,7 +66,7 @@ def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
 @click.option("--force", is_flag=True, help="Overwrite an existing configuration.")
 def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: Path, ip: str,
          cpq_port: int, smtp_port: int, domains: tuple[str, ...], routes: tuple[str, ...],
-         manager: str, gateways: tuple[str, ...], outbreak_urls: tuple[str, ...],
+         manager: str, manager_hostname: str | None, gateways: tuple[str, ...], outbreak_urls: tuple[str, ...],
          retry_min: float, retry_max: float, force: bool) -> None:
     """Write a working configuration and certificates for one appliance."""
     from pvoq.config.template import ApplianceSpec
@@ -89,6 +91,7 @@ def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: 
         role=role, hostname=hostname, serial=serial or f"PVOQ-{hostname.upper()}", ip=ip,
         cpq_port=cpq_port, smtp_port=smtp_port, domains=list(domains) or ["example.com"],
         routes=route_list, manager_address=m_host, manager_port=m_port,
+        manager_hostname=manager_hostname,
         outbreak_urls=list(outbreak_urls), gateways=gw, retry_min_seconds=retry_min,
         retry_max_seconds=retry_max)
     try:

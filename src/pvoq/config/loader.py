@@ -225,6 +225,8 @@ class _Loader:
             hat=hat,
             rat=self._rat(node.require("rat")),
             max_message_size=_value(node, "max_message_size", _positive_int, 10 * 1024 * 1024),
+            max_connections=_value(node, "max_connections", _positive_int, 300),
+            timeout_seconds=_value(node, "timeout_seconds", _seconds, 300.0),
         )
 
     def _rat(self, node: Node) -> Rat:
@@ -276,6 +278,7 @@ class _Loader:
             port=_value(node, "port", _port, CPQ_DEFAULT_PORT),
             manager_address=manager_address,
             manager_port=_value(node, "manager_port", _port, CPQ_DEFAULT_PORT),
+            manager_hostname=_value(node, "manager_hostname", str),
             gateways=tuple(gateways),
         )
 

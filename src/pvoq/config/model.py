@@ -43,6 +43,8 @@ class Listener:
     hat: Hat
     rat: Rat
     max_message_size: int = 10 * 1024 * 1024
+    max_connections: int = 300          # concurrent sessions; more get 421
+    timeout_seconds: float = 300.0      # idle time allowed per SMTP stage (RFC 5321 4.5.3.2)
     generated: bool = False
 
     @property
@@ -73,6 +75,7 @@ class PvoSettings:
     port: int = CPQ_DEFAULT_PORT
     manager_address: str | None = None
     manager_port: int = CPQ_DEFAULT_PORT
+    manager_hostname: str | None = None  # when set, the manager's certificate must name it
     gateways: tuple[GatewayRecord, ...] = ()
 
     def gateway(self, hostname: str) -> GatewayRecord | None:

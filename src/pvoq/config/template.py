@@ -26,6 +26,7 @@ class ApplianceSpec:
     routes: list[tuple[str, str]] = field(default_factory=list)  # (domain, host:port)
     manager_address: str = "127.0.0.1"
     manager_port: int = CPQ_DEFAULT_PORT
+    manager_hostname: str | None = None
     outbreak_urls: list[str] = field(default_factory=list)
     # manager
     gateways: list[tuple[str, str, int]] = field(default_factory=list)  # (hostname, ip, port)
@@ -71,6 +72,8 @@ def render(spec: ApplianceSpec) -> str:
     if gateway:
         pvo = (f"    <manager_address>{escape(spec.manager_address)}</manager_address>\n"
                f"    <manager_port>{spec.manager_port}</manager_port>\n")
+        if spec.manager_hostname:
+            pvo += f"    <manager_hostname>{escape(spec.manager_hostname)}</manager_hostname>\n"
     else:
         pvo = "    <gateways>\n" + "".join(
             f"      <gateway>\n        <hostname>{escape(h)}</hostname>\n"

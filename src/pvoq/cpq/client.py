@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from pvoq.cpq.ca import peer_role
+from pvoq.cpq.ca import peer_common_name, peer_role
 from pvoq.cpq.metadata import encode_chunks
 from pvoq.delivery.queue import Destination, Target
 from pvoq.maillog import IdAllocator, MailLog
@@ -26,13 +26,21 @@ DONE_NOTE = "(centralized policy quarantine)"
 class CpqConnection(SmtpConnection):
     """An SMTP connection that is only usable once the peer proved it is CPQ."""
 
-    def __init__(self, *, expect_role: str, **kwargs: Any) -> None:
+    def __init__(self, *, expect_role: str, expect_name: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.expect_role = expect_role
+        self.expect_name = expect_name
 
     async def open(self, host: str, port: int) -> None:
         await super().open(host, port)
         role = peer_role(self.peer_certificate)
+        name = peer_common_name(self.peer_certificate)
+        if self.expect_name is not None and (name or "").lower() != self.expect_name.lower():
+            self.log.info(f"DCID {self.dcid} CPQ peer refused: certificate names {name!r}, "
+                          f"expected {self.expect_name!r}")
+            await self.close()
+            raise DeliveryError(f"CPQ peer at {host}:{port} is {name!r}, not {self.expect_name}")
         if role != self.expect_role:
             self.log.info(f"DCID {self.dcid} CPQ peer refused: certificate is for role "
                           f"{role!r}, expected {self.expect_role!r}")
@@ -52,10 +60,11 @@ class CpqDestination(Destination):
     def __init__(self, name: str, *, resolve: Callable[[Entry], tuple[str, int] | None],
                  expect_role: str, tls_context: ssl.SSLContext, maillog: MailLog,
                  ids: IdAllocator, local_hostname: str, source_ip: str | None,
-                 timeout_s: float) -> None:
+                 timeout_s: float, expect_name: str | None = None) -> None:
         self.name = name
         self.resolve = resolve
         self.expect_role = expect_role
+        self.expect_name = expect_name
         self.tls_context = tls_context
         self.maillog = maillog
         self.ids = ids
@@ -72,7 +81,8 @@ class CpqDestination(Destination):
                       start_note=START_NOTE, done_note=DONE_NOTE)
 
     def connection(self) -> SmtpConnection:
-        return CpqConnection(expect_role=self.expect_role, maillog=self.maillog, ids=self.ids,
+        return CpqConnection(expect_role=self.expect_role, expect_name=self.expect_name,
+                             maillog=self.maillog, ids=self.ids,
                              local_hostname=self.local_hostname, label=self.name,
                              tls=TlsPolicy(self.tls_context, required=True),
                              timeout_s=self.timeout_s, source_ip=self.source_ip)

@@ -17,7 +17,7 @@ VERSION = 1
 KIND_QUARANTINE = "quarantine"
 KIND_RELEASE = "release"
 CHUNK_CHARS = 900          # an SMTP command line stays under 1,000 octets
-MAX_CHUNKS = 1024          # ~900 KB of metadata per message at most
+MAX_CHUNKS = 1024          # ~690 KB of JSON (921,600 base64 characters) at most
 
 
 class MetadataError(ValueError):

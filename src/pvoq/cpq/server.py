@@ -61,6 +61,9 @@ class CpqSMTP(PvoqSMTP):
             try:
                 decode_chunks(envelope.cpq_chunks)
             except MetadataError as exc:
+                self.context.maillog.info(f"MID {envelope.mid} CPQ metadata refused: {exc}")
+                self.context.maillog.info(f"Message finished MID {envelope.mid} aborted")
+                self._set_post_data_state()  # the transaction is over, as after any DATA
                 await self.push(f"554 5.6.0 CPQ metadata refused: {exc}")
                 return
         await super().smtp_DATA(arg)

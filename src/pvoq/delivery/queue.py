@@ -8,8 +8,9 @@ connections as it can (one per target address, transactions reused), and
 records the outcome in the spool entry (write-fsync-rename) before moving on.
 
 Outcomes: 2xx delivered; 4xx or a failed connection: deferred with back-off
-(`delivery.backoff`), the host marked down; 5xx from a downstream host:
-bounced (hard). A CPQ destination never bounces quarantined or released mail:
+(`delivery.backoff`); a failed connection (or TLS) also marks the host down
+(the `*` of `tophosts`) until a connection succeeds; 5xx from a downstream
+host: bounced (hard). A CPQ destination never bounces quarantined or released mail:
 a 5xx there is a misconfiguration, so the message is held and retried at the
 maximum interval (nothing is lost, the log says why).
 

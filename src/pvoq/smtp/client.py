@@ -181,6 +181,7 @@ class SmtpConnection:
                 final = Reply(response.code, response.message)
             except aiosmtplib.SMTPDataError as exc:
                 final = Reply(exc.code, exc.message)
+                await _rset(smtp)  # leave the connection clean for the next message
             for rid in accepted:
                 results[rid] = final
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:

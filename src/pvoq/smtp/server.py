@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,18 @@ class ServerContext:
     maillog: MailLog
     ids: IdAllocator
     hostname: str
+
+
+class ConnectionGate:
+    """Counts a listener's open sessions against its `max_connections`."""
+
+    def __init__(self) -> None:
+        self.active = 0
+
+
+# RFC 5321 2.3.8: CR and LF only as CRLF. A bare one is how SMTP smuggling
+# hides a second message inside the first; refuse the message outright.
+_BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 
 class PvoqSession(Session):
@@ -72,12 +85,16 @@ class PvoqSMTP(SMTP):
     extra_command_size_limits: dict[str, int] = {}
 
     def __init__(self, handler: Any, *, listener: Listener, interface_ip: str,
-                 context: ServerContext, **kwargs: Any) -> None:
+                 context: ServerContext, gate: ConnectionGate | None = None,
+                 **kwargs: Any) -> None:
         self.listener = listener
         self.interface_ip = interface_ip
         self.context = context
+        self.gate = gate or ConnectionGate()
+        self._counted = False
         super().__init__(handler, hostname=context.hostname, ident="pvoq ESMTP",
-                         data_size_limit=listener.max_message_size, **kwargs)
+                         data_size_limit=listener.max_message_size,
+                         timeout=listener.timeout_seconds, **kwargs)
         # aiosmtpd keeps these limits in a class-level dict that every EHLO
         # grows; give each session its own (RFC 5321 4.5.3.1.4: 512 octets).
         self.command_size_limits = collections.defaultdict(
@@ -113,11 +130,22 @@ class PvoqSMTP(SMTP):
         log.info(f"New {kind} ICID {session.icid} interface {self.listener.interface_name} "
                  f"({self.interface_ip}) address {session.peer_ip} "
                  "reverse dns host unknown verified no")
+        if self.gate.active >= self.listener.max_connections:
+            log.info(f"ICID {session.icid} refused: {self.listener.max_connections} concurrent "
+                     f"connections on listener {self.listener.name}")
+            return
+        self.gate.active += 1
+        self._counted = True
         session.decision = match_hat(self.listener.hat, _plain_ip(session.peer_ip))
         d = session.decision
         log.info(f"ICID {session.icid} {d.action} SG {d.group} match {d.rule} SBRS none")
 
     async def _handle_client(self) -> None:
+        if not self._counted:
+            await self.push(replies.TOO_MANY_CONNECTIONS)
+            assert self.transport is not None
+            self.transport.close()
+            return
         decision = self.psession().decision
         if decision is not None and decision.action == "TCPREFUSE":
             assert self.transport is not None
@@ -132,9 +160,19 @@ class PvoqSMTP(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         session = self.session
+        if self._counted:
+            self._counted = False
+            self.gate.active -= 1
         super().connection_lost(error)
         if isinstance(session, PvoqSession) and session.icid:
             self.context.maillog.info(f"ICID {session.icid} close")
+
+    async def smtp_RSET(self, arg: str) -> None:
+        envelope = self.envelope
+        if not arg and isinstance(envelope, PvoqEnvelope) and envelope.mid:
+            # aiosmtpd forgets the envelope before its RSET hook runs: log here.
+            self.context.maillog.info(f"Message finished MID {envelope.mid} aborted")
+        await super().smtp_RSET(arg)
 
     async def handle_exception(self, error: Exception) -> str:
         session = self.psession()
@@ -166,7 +204,11 @@ class BaseHandler:
     async def handle_EHLO(self, server: PvoqSMTP, session: Session, envelope: Envelope,  # noqa: N802
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
-        return responses
+        # aiosmtpd reads one command line at a time, so pipelined commands
+        # (RFC 2920) are answered in order; say so.
+        responses.insert(len(responses) - 1, "250-PIPELINING")
+        # No SMTP AUTH: listeners decide by the HAT (and CPQ by certificate).
+        return [r for r in responses if not r.startswith("250-AUTH")]
 
     async def handle_MAIL(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
                           envelope: PvoqEnvelope, address: str, options: list[str]) -> str:
@@ -193,16 +235,18 @@ class BaseHandler:
 
     async def handle_RSET(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
                           envelope: PvoqEnvelope) -> str:
-        if envelope.mid:
-            self.context.maillog.info(f"Message finished MID {envelope.mid} aborted")
         return "250 2.0.0 Ok"
 
     async def handle_DATA(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
                           envelope: PvoqEnvelope) -> str:
         content = envelope.original_content or b""
-        info = message_info(content)
         log = self.context.maillog
         mid = envelope.mid
+        if _BARE_NEWLINE.search(content):
+            log.info(f"MID {mid} ICID {session.icid} refused: bare CR or LF in DATA")
+            log.info(f"Message finished MID {mid} aborted")
+            return replies.BARE_NEWLINE
+        info = message_info(content)
         if info.message_id:
             log.info(f"MID {mid} Message-ID '{info.message_id}'")
         log.info(f'MID {mid} Subject "{info.subject}"')

@@ -18,6 +18,7 @@ from typing import Any
 
 from pvoq.admin.protocol import CommandError
 from pvoq.appliance import Appliance
+from pvoq.config.hat import match_hat
 from pvoq.config.model import THE_CPQ_HOST, Config, Listener
 from pvoq.cpq.ca import certificate_problem, peer_common_name, peer_role
 from pvoq.cpq.client import CpqDestination
@@ -26,7 +27,19 @@ from pvoq.cpq.server import CpqHandler, CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.delivery.routes import SmtpRouteDestination
 from pvoq.fsutil import atomic_write, remove_leftovers
-from pvoq.scan.pipeline import Pipeline, ScanError
+from pvoq.scan.message import Envelope
+from pvoq.scan.outbreak import RulesError
+from pvoq.scan.pipeline import ANTIVIRUS, OUTBREAK_FILTERS, Pipeline, ScanError
+from pvoq.scan.rescan import (
+    RELEASE,
+    Decision,
+    NoticeOutbox,
+    OutbreakCopies,
+    OutbreakCopy,
+    decide,
+    notice,
+)
+from pvoq.scan.verdict import BOUNCE, DROP, ScanResult, StageTrace, Verdict
 from pvoq.smtp import replies
 from pvoq.smtp.client import DeliveryError
 from pvoq.smtp.server import (
@@ -36,9 +49,7 @@ from pvoq.smtp.server import (
     PvoqSession,
     PvoqSMTP,
 )
-from pvoq.spool.store import INCOMING, QUEUED, Entry, Recipient
-
-SCAN_RETRY_S = 30.0
+from pvoq.spool.store import BOUNCED, DELETED, INCOMING, QUEUED, Entry, Recipient
 
 
 def _domain(address: str) -> str:
@@ -121,6 +132,11 @@ class Gateway(Appliance):
     def __init__(self, config: Any, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.pipeline = Pipeline(config.scan)
+        self.outbreak_copies = OutbreakCopies(config.data_dir / "outbreak_copies")
+        self.outbreak_notices = NoticeOutbox(config.data_dir / "outbreak_notices")
+        self.admin.register("pipeline.show", self._cmd_pipeline_show)
+        self.admin.register("outbreak.reload", self._cmd_outbreak_reload)
+        self.admin.register("outbreak.rescan", self._cmd_outbreak_rescan)
         self.transfers_dir = config.data_dir / "cpq_transfers"
         self.transfers_dir.mkdir(parents=True, exist_ok=True)
         remove_leftovers(self.transfers_dir)
@@ -143,7 +159,8 @@ class Gateway(Appliance):
 
     def apply_config(self, config: Config) -> None:
         super().apply_config(config)
-        self.pipeline = Pipeline(config.scan)
+        old, self.pipeline = self.pipeline, Pipeline(config.scan)
+        old.close()
         self._destinations.clear()
 
     def _destination(self, host: str) -> Destination:
@@ -197,41 +214,134 @@ class Gateway(Appliance):
         self._work.put_nowait(entry)
 
     async def _process_forever(self) -> None:
-        while True:
-            entry = await self._work.get()
-            try:
-                self.process(entry)
-            except ScanError as exc:
-                self.maillog.warning(f"MID {entry.mid} scan failed, kept for retry in "
-                                     f"{SCAN_RETRY_S:.0f}s: {exc}")
-                asyncio.get_running_loop().call_later(SCAN_RETRY_S, self.submit, entry)
-            except Exception as exc:  # keep the message; never lose it to a bug
-                self.maillog.critical(f"MID {entry.mid} application fault in the pipeline: "
-                                      f"{type(exc).__name__}: {exc}; message kept in the spool")
+        watcher = asyncio.create_task(self._watch_outbreak_rules(), name="outbreak-rules")
+        try:
+            while True:
+                entry = await self._work.get()
+                try:
+                    await self.process(entry)
+                except ScanError as exc:
+                    # Fail closed: the entry stays INCOMING in the spool and is scanned again.
+                    retry_s = self.config.scan.retry_seconds
+                    self.maillog.warning(
+                        f"MID {entry.mid} temporary failure in {exc.stage or 'the pipeline'}: "
+                        f"{exc}; message kept in the spool, retry in {retry_s:g}s")
+                    asyncio.get_running_loop().call_later(retry_s, self.submit, entry)
+                except Exception as exc:  # keep the message; never lose it to a bug
+                    self.maillog.critical(f"MID {entry.mid} application fault in the pipeline: "
+                                          f"{type(exc).__name__}: {exc}; message kept in the "
+                                          "spool")
+        finally:
+            watcher.cancel()
 
-    def process(self, entry: Entry) -> None:
-        """Run the pipeline on an incoming entry and route it (durably)."""
+    def _envelope(self, entry: Entry) -> Envelope:
+        group = ""
+        public = [x for x in self.config.listeners if not x.is_cpq]
+        if public and entry.peer:
+            try:
+                group = match_hat(public[0].hat, entry.peer).group
+            except ValueError:
+                group = ""
+        return Envelope(entry.sender, tuple(r.address for r in entry.recipients), entry.peer,
+                        group)
+
+    async def process(self, entry: Entry) -> None:
+        """Scan an incoming entry (in a worker thread) and route it durably.
+
+        A ScanError (a stage erred or timed out) propagates: the entry stays
+        INCOMING in the spool, untouched, and is scanned again later.
+        """
         released = entry.meta.get("released")
-        verdicts = self.pipeline.run(self.spool.read_body(entry.mid),
-                                     resume_after=released["resume_after"] if released else None)
+        resume_after = released["resume_after"] if released else None
+        body = self.spool.read_body(entry.mid)
+        result = await asyncio.to_thread(self.pipeline.run, body, envelope=self._envelope(entry),
+                                         resume_after=resume_after)
+        if released and self.outbreak_copies.forget(int(released["origin_mid"])):
+            self.maillog.info(f"MID {released['origin_mid']} outbreak copy discarded: "
+                              f"released as MID {entry.mid}")
+        self.route(entry, result)
+
+    def route(self, entry: Entry, result: ScanResult) -> None:
+        """Act on a scan result; every change is on disk before the entry is queued."""
         log = self.maillog
-        if verdicts:
-            for v in verdicts:
-                log.info(f'MID {entry.mid} quarantined to "{v.quarantine}" ({v.reason})')
-                log.info(f'MID {entry.mid} enqueued for transfer to centralized quarantine '
+        mid = entry.mid
+        for trace in result.trace:
+            self._log_trace(mid, trace)
+        if result.action in (DROP, BOUNCE):
+            self._finish_unqueued(entry, result)
+            return
+        if result.body is not None:
+            entry.size = len(result.body)
+            self.spool.put(entry, result.body)  # the modified message replaces the original
+            log.info(f"MID {mid} rewritten by the pipeline ({entry.size} bytes)")
+        body = result.body if result.body is not None else None
+        for dup in result.duplicates:
+            self._duplicate(entry, dup, body)
+        if result.verdicts:
+            for v in result.verdicts:
+                log.info(f'MID {mid} quarantined to "{v.quarantine}" ({v.reason})')
+                log.info(f'MID {mid} enqueued for transfer to centralized quarantine '
                          f'"{v.quarantine}" ({v.reason})')
             for r in entry.recipients:
                 r.host = THE_CPQ_HOST
-            entry.meta["cpq"] = self._quarantine_meta(entry, verdicts)
+            entry.meta["cpq"] = self._quarantine_meta(entry, result.verdicts)
+            self._keep_outbreak_copy(entry, result.verdicts, body)
         else:
             for r in entry.recipients:
                 r.host = _domain(r.address)
-            log.info(f"MID {entry.mid} queued for delivery")
+            log.info(f"MID {mid} queued for delivery")
         entry.state = QUEUED
         self.spool.update(entry)
         self.queues.add(entry)
 
-    def _quarantine_meta(self, entry: Entry, verdicts: list[Any]) -> dict[str, Any]:
+    def _log_trace(self, mid: int, trace: StageTrace) -> None:
+        if trace.stage == ANTIVIRUS and trace.outcome != "skipped":
+            hit = trace.hits[0] if trace.hits else ""
+            if "VIRAL" in hit:
+                self.maillog.info(f"MID {mid} antivirus positive '{hit.split()[-1]}'")
+            elif hit:
+                self.maillog.info(f"MID {mid} antivirus {hit.split(':', 1)[1].split()[0].lower()}")
+            elif trace.misses and "disabled" not in trace.misses[0]:
+                self.maillog.info(f"MID {mid} antivirus negative")
+        elif trace.stage == OUTBREAK_FILTERS and trace.outcome != "skipped":
+            verdict = "positive" if trace.hits else "negative"
+            self.maillog.info(f"MID {mid} Outbreak Filters: verdict {verdict}"
+                              + (f" ({', '.join(trace.hits)})" if trace.hits else ""))
+        elif trace.hits:
+            self.maillog.info(f"MID {mid} {trace.stage.replace('_', ' ')} matched: "
+                              f"{', '.join(trace.hits)}")
+
+    def _finish_unqueued(self, entry: Entry, result: ScanResult) -> None:
+        """Drop or bounce: every recipient reaches a final state and the entry goes."""
+        if result.action == DROP:
+            self.maillog.info(f"MID {entry.mid} dropped by {result.reason}")
+        for r in entry.recipients:
+            r.status = DELETED if result.action == DROP else BOUNCED
+            r.last_error = result.reason
+            if result.action == BOUNCE:
+                self.maillog.info(f"Bounced: MID {entry.mid} to RID [{r.rid}] - 5.7.1 "
+                                  f"message bounced by {result.reason}")
+        self.spool.remove(entry.mid)
+        self.maillog.info(f"Message finished MID {entry.mid} done")
+
+    def _duplicate(self, entry: Entry, verdict: Verdict, body: bytes | None) -> None:
+        """A copy of the message, as its own MID, to a quarantine (duplicate-quarantine)."""
+        new_mid = self.ids.next("mid")
+        copy = Entry(mid=new_mid, sender=entry.sender,
+                     recipients=[Recipient(r.rid, r.address, host=THE_CPQ_HOST)
+                                 for r in entry.recipients],
+                     received=entry.received, size=entry.size, icid=entry.icid, peer=entry.peer,
+                     state=QUEUED, meta={"subject": entry.meta.get("subject", ""),
+                                         "duplicate_of": entry.mid})
+        copy.meta["cpq"] = self._quarantine_meta(copy, [verdict])
+        self.spool.put(copy, body if body is not None else self.spool.read_body(entry.mid))
+        self.maillog.info(f"MID {new_mid} was generated based on MID {entry.mid} by "
+                          f"duplicate-quarantine ({verdict.reason})")
+        self.maillog.info(f'MID {new_mid} enqueued for transfer to centralized quarantine '
+                          f'"{verdict.quarantine}" ({verdict.reason})')
+        self.queues.add(copy)
+
+    def _quarantine_meta(self, entry: Entry, verdicts: list[Verdict]) -> dict[str, Any]:
         return {
             "v": VERSION, "kind": KIND_QUARANTINE,
             "transfer_id": f"q-{self.config.serial_number}-{entry.mid}-{uuid.uuid4().hex[:12]}",
@@ -239,10 +349,112 @@ class Gateway(Appliance):
                        "mid": entry.mid, "icid": entry.icid, "peer": entry.peer},
             "sender": entry.sender,
             "recipients": [{"rid": r.rid, "address": r.address} for r in entry.recipients],
-            "quarantines": [{"name": v.quarantine, "reason": v.reason, "stage": v.stage,
-                             "detail": v.detail} for v in verdicts],
+            "quarantines": [v.metadata() for v in verdicts],
             "received": entry.received, "size": entry.size,
         }
+
+    # -- outbreak copies and rescans ----------------------------------------------
+    def _keep_outbreak_copy(self, entry: Entry, verdicts: list[Verdict],
+                            body: bytes | None) -> None:
+        outbreak = next((v for v in verdicts if v.stage == OUTBREAK_FILTERS), None)
+        if outbreak is None:
+            return
+        self.outbreak_copies.keep(OutbreakCopy(
+            mid=entry.mid, transfer_id=entry.meta["cpq"]["transfer_id"], sender=entry.sender,
+            recipients=[r.address for r in entry.recipients],
+            rule=outbreak.reason.removeprefix("VOF rule:"),
+            threat_level=outbreak.threat_level or 0, quarantined_at=time.time(),
+            retention_s=outbreak.retention_s or 0.0),
+            body if body is not None else self.spool.read_body(entry.mid))
+
+    async def _watch_outbreak_rules(self) -> None:
+        """Reload the rules file when it changes, and rescan the kept copies."""
+        while True:
+            await asyncio.sleep(self.config.scan.outbreak.check_interval_seconds)
+            try:
+                if self.pipeline.rules.changed():
+                    await self.reload_outbreak_rules()
+            except Exception as exc:  # the watcher must outlive a bad file or a bug
+                self.maillog.warning(f"Outbreak rules watcher: {type(exc).__name__}: {exc}")
+
+    async def reload_outbreak_rules(self) -> str:
+        pipeline = self.pipeline
+        try:
+            changed = pipeline.reload_rules()
+        except RulesError as exc:
+            self.maillog.warning(f"Outbreak rules update refused, the rules in force are "
+                                 f"kept: {exc}")
+            raise CommandError(f"Outbreak rules update refused: {exc}") from None
+        current = pipeline.rules.current
+        if not changed:
+            return f"Outbreak rules unchanged (version {current.version or '-'})."
+        self.maillog.info(f"Outbreak rules updated from {pipeline.rules.path}: version "
+                          f"{current.version or '-'}, {len(current.rules)} rules")
+        decisions = await self.rescan_outbreak_copies()
+        return (f"Outbreak rules updated to version {current.version or '-'}; "
+                f"{len(decisions)} kept messages rescanned.")
+
+    async def rescan_outbreak_copies(self) -> list[Decision]:
+        """Rescan every kept copy against the rules in force; tell the manager what to do."""
+        pipeline = self.pipeline
+        settings = self.config.scan
+        engine = pipeline.engine if settings.antivirus_enabled else None
+        decisions: list[Decision] = []
+        for copy in self.outbreak_copies.all():
+            body = self.outbreak_copies.body(copy.mid)
+            try:
+                decision = await asyncio.to_thread(
+                    decide, copy, body, pipeline.rules.current,
+                    threshold=settings.outbreak.quarantine_threat_level,
+                    retention_viral_s=settings.outbreak.retention_viral_seconds,
+                    retention_other_s=settings.outbreak.retention_other_seconds, engine=engine)
+            except ScanError as exc:
+                self.maillog.warning(f"MID {copy.mid} outbreak rescan failed, kept for the next "
+                                     f"one: {exc}")
+                continue
+            self.tell_manager(copy, decision)
+            decisions.append(decision)
+        return decisions
+
+    def tell_manager(self, copy: OutbreakCopy, decision: Decision) -> None:
+        """Record a rescan decision durably for the manager, log it, and update the copy.
+
+        The notice waits in `<data>/outbreak_notices/` (see scan.rescan.notice for its
+        shape) until a CPQ transfer kind for it exists on the manager.
+        """
+        self.outbreak_notices.put(notice(decision, copy, hostname=self.config.hostname,
+                                         serial=self.config.serial_number))
+        log = self.maillog
+        if decision.action == RELEASE:
+            log.info(f'MID {copy.mid} rescanned: {decision.reason}; release from centralized '
+                     f'quarantine "Outbreak" requested (rescanned)')
+            self.outbreak_copies.forget(copy.mid)
+        elif decision.action == "extend":
+            retention = decision.retention_s or copy.retention_s
+            copy.quarantined_at, copy.retention_s = time.time(), retention
+            copy.rule = decision.rule
+            self.outbreak_copies.update(copy)
+            log.info(f'MID {copy.mid} rescanned: {decision.reason}; retention in centralized '
+                     f'quarantine "Outbreak" extended by {retention:g}s')
+        else:
+            log.info(f'MID {copy.mid} rescanned: {decision.reason}; deletion from centralized '
+                     f'quarantine "Outbreak" requested (rescanned)')
+            self.outbreak_copies.forget(copy.mid)
+
+    # -- operator commands of the pipeline ------------------------------------------
+    async def _cmd_pipeline_show(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"data": {"hostname": self.config.hostname,
+                         "stages": self.pipeline.describe()}}
+
+    async def _cmd_outbreak_reload(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"text": await self.reload_outbreak_rules()}
+
+    async def _cmd_outbreak_rescan(self, args: dict[str, Any]) -> dict[str, Any]:
+        decisions = await self.rescan_outbreak_copies()
+        counts = {a: sum(d.action == a for d in decisions) for a in ("release", "extend",
+                                                                     "delete")}
+        return {"text": f"{len(decisions)} kept messages rescanned: " + ", ".join(
+            f"{n} {a}" for a, n in counts.items()) + "."}
 
     async def recover(self) -> None:
         entries = self.spool.recover()

@@ -22,6 +22,8 @@ from pvoq.config.model import (
     CPQ_LISTENER_NAME,
     ROLE_GATEWAY,
     ROLE_MANAGER,
+    UNSCANNABLE_ACTIONS,
+    AntivirusSettings,
     Config,
     ContentFilter,
     CpqCertificate,
@@ -29,12 +31,14 @@ from pvoq.config.model import (
     GatewayRecord,
     Interface,
     Listener,
+    OutbreakSettings,
     PvoSettings,
     Route,
     ScanSettings,
     SslConfig,
 )
 from pvoq.config.xmltree import Node, parse_xml
+from pvoq.scan.filterlang import BUILTIN_QUARANTINES, Filter, FilterSyntaxError, parse_filters
 
 T = TypeVar("T")
 
@@ -305,26 +309,99 @@ class _Loader:
         return settings
 
     def _scan(self, root: Node) -> ScanSettings:
+        named = root.first("policy_quarantines")
+        custom = () if named is None else tuple(
+            q.text.strip() for q in named.all("quarantine") if q.text.strip())
+        quarantines = (*BUILTIN_QUARANTINES, *custom)
         filters: list[ContentFilter] = []
         section = root.first("content_filters")
         for f in ([] if section is None else section.all("content_filter")):
-            filters.append(ContentFilter(
+            flt = ContentFilter(
                 name=_value(f, "name", str, required=True),
                 header=_value(f, "header", str, "Subject"),
                 pattern=_value(f, "regex", _regex, required=True),
                 quarantine=_value(f, "quarantine", str, "Policy"),
-            ))
+            )
+            if flt.quarantine.lower() not in {q.lower() for q in quarantines}:
+                where = f.first("quarantine") or f
+                raise ConfigError(f"unknown quarantine {flt.quarantine!r} (known: "
+                                  f"{', '.join(quarantines)})", field=where.path,
+                                  line=where.line)
+            filters.append(flt)
+        rules_node = None if section is None else section.first("rules")
         av = root.first("antivirus")
         outbreak = root.first("outbreak_filters")
         urls = () if outbreak is None else tuple(
             u.text.strip().lower() for u in outbreak.all("url") if u.text.strip())
+        pipeline = root.first("scan_pipeline")
         return ScanSettings(
             content_filters=tuple(filters),
             antivirus_enabled=True if av is None else _value(av, "enabled", _bool, True),
             outbreak_enabled=True if outbreak is None else _value(outbreak, "enabled", _bool,
                                                                    True),
             outbreak_urls=urls,
+            message_filters=_filter_text(root.first("message_filters"), quarantines),
+            content_filter_rules=_filter_text(rules_node, quarantines),
+            antivirus=self._antivirus(av),
+            outbreak=self._outbreak(outbreak),
+            quarantines=quarantines,
+            stage_timeout_seconds=10.0 if pipeline is None else _value(
+                pipeline, "stage_timeout_seconds", _seconds, 10.0),
+            retry_seconds=30.0 if pipeline is None else _value(
+                pipeline, "retry_seconds", _seconds, 30.0),
         )
+
+    def _antivirus(self, node: Node | None) -> AntivirusSettings:
+        if node is None:
+            return AntivirusSettings()
+        socket_path = _value(node, "clamd_socket", str)
+        if socket_path and not Path(socket_path).is_absolute():
+            socket_path = str(self.base / socket_path)
+        settings = AntivirusSettings(
+            clamd_socket=socket_path,
+            clamd_host=_value(node, "clamd_host", str),
+            clamd_port=_value(node, "clamd_port", _port, 3310),
+            timeout_seconds=_value(node, "timeout_seconds", _seconds, 30.0),
+            unscannable_action=_value(node, "unscannable_action",
+                                      _choice(*UNSCANNABLE_ACTIONS), "deliver"),
+        )
+        if settings.clamd_socket and settings.clamd_host:
+            where = node.first("clamd_host") or node
+            raise ConfigError("set clamd_socket or clamd_host, not both", field=where.path,
+                              line=where.line)
+        return settings
+
+    def _outbreak(self, node: Node | None) -> OutbreakSettings:
+        if node is None:
+            return OutbreakSettings()
+        rules_file = (self._path(node, "rules_file", must_exist=False)
+                      if node.first("rules_file") is not None else None)
+        return OutbreakSettings(
+            rules_file=rules_file,
+            quarantine_threat_level=_value(node, "quarantine_threat_level", _threat_level, 3),
+            retention_viral_seconds=_value(node, "retention_viral_seconds", _seconds,
+                                           24 * 3600.0),
+            retention_other_seconds=_value(node, "retention_other_seconds", _seconds,
+                                           4 * 3600.0),
+            check_interval_seconds=_value(node, "check_interval_seconds", _seconds, 5.0),
+        )
+
+
+def _threat_level(raw: str) -> int:
+    if raw not in ("1", "2", "3", "4", "5"):
+        raise ValueError("not a threat level (1-5)")
+    return int(raw)
+
+
+def _filter_text(node: Node | None, quarantines: tuple[str, ...]) -> tuple[Filter, ...]:
+    """Filters in the filter language; an error names the file line and the column."""
+    if node is None:
+        return ()
+    try:
+        return tuple(parse_filters(node.text, quarantines=quarantines))
+    except FilterSyntaxError as exc:
+        raise ConfigError(f"column {exc.column}: {exc.message}", field=node.path,
+                          line=node.line + exc.line - 1) from None
 
 
 def _regex(raw: str) -> re.Pattern[str]:

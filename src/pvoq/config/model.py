@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pvoq.config.hat import Hat, Rat
+from pvoq.scan.filterlang import BUILTIN_QUARANTINES, Filter
 
 CPQ_DEFAULT_PORT = 7025
 CPQ_LISTENER_NAME = "cpq_listener"
@@ -140,12 +141,50 @@ class ContentFilter:
     quarantine: str = "Policy"
 
 
+UNSCANNABLE_ACTIONS = ("deliver", "quarantine", "drop", "bounce")
+
+
+@dataclass(frozen=True)
+class AntivirusSettings:
+    """Where clamd listens (Unix socket or TCP); none set means the built-in EICAR check."""
+
+    clamd_socket: str | None = None
+    clamd_host: str | None = None
+    clamd_port: int = 3310
+    timeout_seconds: float = 30.0
+    unscannable_action: str = "deliver"  # for UNSCANNABLE and ENCRYPTED verdicts
+
+    @property
+    def uses_clamd(self) -> bool:
+        return bool(self.clamd_socket or self.clamd_host)
+
+
+@dataclass(frozen=True)
+class OutbreakSettings:
+    """The outbreak rules file and what a threat level means (AsyncOS defaults)."""
+
+    rules_file: Path | None = None
+    quarantine_threat_level: int = 3
+    retention_viral_seconds: float = 24 * 3600.0
+    retention_other_seconds: float = 4 * 3600.0
+    check_interval_seconds: float = 5.0
+
+
 @dataclass(frozen=True)
 class ScanSettings:
+    """The gateway's pipeline: filters (parsed), anti-virus, outbreak rules, timeouts."""
+
     content_filters: tuple[ContentFilter, ...] = ()
     antivirus_enabled: bool = True
     outbreak_enabled: bool = True
     outbreak_urls: tuple[str, ...] = ()
+    message_filters: tuple[Filter, ...] = ()
+    content_filter_rules: tuple[Filter, ...] = ()
+    antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
+    outbreak: OutbreakSettings = field(default_factory=OutbreakSettings)
+    quarantines: tuple[str, ...] = BUILTIN_QUARANTINES
+    stage_timeout_seconds: float = 10.0
+    retry_seconds: float = 30.0
 
 
 @dataclass(frozen=True)

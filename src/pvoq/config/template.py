@@ -28,6 +28,8 @@ class ApplianceSpec:
     manager_port: int = CPQ_DEFAULT_PORT
     manager_hostname: str | None = None
     outbreak_urls: list[str] = field(default_factory=list)
+    clamd_socket: str | None = None       # None: the built-in EICAR check
+    outbreak_rules_file: str | None = None
     # manager
     gateways: list[tuple[str, str, int]] = field(default_factory=list)  # (hostname, ip, port)
     retry_min_seconds: float = 60.0
@@ -85,13 +87,24 @@ def render(spec: ApplianceSpec) -> str:
     scan = ""
     if gateway:
         urls = "".join(f"    <url>{escape(u)}</url>\n" for u in spec.outbreak_urls)
+        clamd = (f"    <clamd_socket>{escape(spec.clamd_socket)}</clamd_socket>\n"
+                 "    <timeout_seconds>30</timeout_seconds>\n" if spec.clamd_socket else "")
+        rules = (f"    <rules_file>{escape(spec.outbreak_rules_file)}</rules_file>\n"
+                 "    <quarantine_threat_level>3</quarantine_threat_level>\n"
+                 if spec.outbreak_rules_file else "")
         scan = (
+            "  <message_filters>\n"
+            '    no_exe: if (attachment-filename == "\\\\.(exe|scr|pif)$") '
+            '{ quarantine("Policy"); }\n'
+            "  </message_filters>\n"
             "  <content_filters>\n    <content_filter>\n"
             "      <name>confidential_subject</name>\n      <header>Subject</header>\n"
             "      <regex>(?i)\\bconfidential\\b</regex>\n      <quarantine>Policy</quarantine>\n"
             "    </content_filter>\n  </content_filters>\n"
-            "  <antivirus>\n    <enabled>true</enabled>\n  </antivirus>\n"
-            f"  <outbreak_filters>\n    <enabled>true</enabled>\n{urls}  </outbreak_filters>\n")
+            f"  <antivirus>\n    <enabled>true</enabled>\n{clamd}"
+            "    <unscannable_action>deliver</unscannable_action>\n  </antivirus>\n"
+            f"  <outbreak_filters>\n    <enabled>true</enabled>\n{rules}{urls}"
+            "  </outbreak_filters>\n")
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <!-- pvoq {spec.role} configuration. Paths are relative to this file. -->
 <config>

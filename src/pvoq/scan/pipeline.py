@@ -1,127 +1,284 @@
-"""The gateway's scanning pipeline, as data.
+"""The gateway's scanning pipeline, as data: stages, their order, and where a release resumes.
 
-Stages run in a fixed, printable order (`STAGES`). Each returns verdicts as
-values; a message caught by several stages goes to every quarantine they
-name. A released message re-enters the pipeline *after* the last stage that
-quarantined it, so it is never quarantined twice for the same reason (a
-Policy release is still virus-scanned; a Virus release is not scanned again).
+Stages run in one fixed, printable order (`ORDER`, `Pipeline.describe()`):
 
-A check that fails raises `ScanError`: the caller keeps the message and
-retries (fail closed, never a silent pass).
+    message_filters → antivirus → content_filters → outbreak_filters → delivery
+
+Each stage is a check that returns a `CheckResult` value (pass, quarantine,
+drop, bounce, or a modified message) with the rules it hit and missed, under
+its own timeout. A check that raises, or does not answer in time, makes the
+whole scan fail with `ScanError`: a temporary failure, the message stays in
+the spool and is scanned again later; it never passes. A message caught by
+several stages goes to every quarantine they name; drop and bounce end the
+pipeline at once.
+
+Release semantics (docs/architecture.md, "Release semantics"): a released
+message re-enters the pipeline after the latest stage that quarantined it
+(`resume_point`), so it is never quarantined twice for the same reason:
+
+- message_filters (Policy) → resumes at antivirus: still virus-scanned;
+- antivirus (Virus)         → resumes at content_filters: not scanned again;
+- content_filters (Policy)  → resumes at outbreak_filters;
+- outbreak_filters (Outbreak) → anti-virus runs again (`RESCAN_ON_RELEASE`),
+  unless the message was also released from Virus; then delivery.
+
+This module never does I/O itself (the anti-virus engine does) and never
+decides where mail is delivered: that is the gateway's routing.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from email import message_from_bytes
-from email.header import decode_header, make_header
-from email.message import Message
-from email.policy import compat32
+from typing import Any
 
 from pvoq.config.model import ScanSettings
+from pvoq.scan.antivirus import (
+    CLEAN,
+    EICAR,
+    VIRAL,
+    AvEngine,
+    ClamdEngine,
+    EicarEngine,
+)
+from pvoq.scan.filters import FilterSet, legacy_filter
+from pvoq.scan.message import Envelope, ScanMessage
+from pvoq.scan.outbreak import VIRAL as VIRAL_CATEGORY
+from pvoq.scan.outbreak import RulesError, RulesFile, legacy_rules
+from pvoq.scan.verdict import (
+    BOUNCE,
+    DROP,
+    PASS,
+    QUARANTINE,
+    CheckResult,
+    ScanError,
+    ScanResult,
+    StageTrace,
+    Verdict,
+)
 
-CONTENT_FILTERS = "content_filters"
+__all__ = [
+    "ANTIVIRUS", "CONTENT_FILTERS", "DELIVERY", "EICAR", "MESSAGE_FILTERS", "OUTBREAK_FILTERS",
+    "ORDER", "RESCAN_ON_RELEASE", "STAGES", "Pipeline", "RulesError", "ScanError", "ScanResult",
+    "StageTrace", "Verdict",
+]
+
+MESSAGE_FILTERS = "message_filters"
 ANTIVIRUS = "antivirus"
+CONTENT_FILTERS = "content_filters"
 OUTBREAK_FILTERS = "outbreak_filters"
-STAGES = (CONTENT_FILTERS, ANTIVIRUS, OUTBREAK_FILTERS)
-
-EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
-_URL = re.compile(rb"https?://(?:[^\s/?#@\"'<>]*@)?([A-Za-z0-9.\-]+)(?::\d+)?(/[^\s\"'<>]*)?",
-                  re.IGNORECASE)
-
-
-class ScanError(Exception):
-    """A stage could not decide; the message must stay queued."""
+DELIVERY = "delivery"
+STAGES = (MESSAGE_FILTERS, ANTIVIRUS, CONTENT_FILTERS, OUTBREAK_FILTERS)  # the checks
+ORDER = (*STAGES, DELIVERY)
+# A release from the key stage also re-runs these earlier stages (AsyncOS:
+# released outbreak mail is rescanned by anti-virus).
+RESCAN_ON_RELEASE: dict[str, tuple[str, ...]] = {OUTBREAK_FILTERS: (ANTIVIRUS,)}
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """A stage's decision to quarantine, with the reason shown to administrators."""
-
-    stage: str
-    quarantine: str
-    reason: str  # "content filter:NAME", "a/v verdict:VIRAL", "VOF rule:..."
-    detail: str = ""
+class StageInfo:
+    name: str
+    title: str
+    pvo: str          # which of Policy, Virus, Outbreak it decides
+    quarantine: str   # where its catches usually go
 
 
-def _decoded(value: object) -> str:
-    """A header as a person reads it: RFC 2047 encoded-words decoded."""
-    raw = str(value)
-    try:
-        return str(make_header(decode_header(raw)))
-    except (ValueError, LookupError, UnicodeError):
-        return raw
+STAGE_INFO = {
+    MESSAGE_FILTERS: StageInfo(MESSAGE_FILTERS, "Message filters", "P", "Policy"),
+    ANTIVIRUS: StageInfo(ANTIVIRUS, "Anti-virus", "V", "Virus"),
+    CONTENT_FILTERS: StageInfo(CONTENT_FILTERS, "Content filters", "P", "Policy"),
+    OUTBREAK_FILTERS: StageInfo(OUTBREAK_FILTERS, "Outbreak filters", "O", "Outbreak"),
+    DELIVERY: StageInfo(DELIVERY, "Delivery", "-", "-"),
+}
 
 
-def _parts(message: Message) -> Iterator[bytes]:
-    """Every leaf part's decoded payload (base64, quoted-printable undone)."""
-    for part in message.walk():
-        if part.is_multipart():
-            continue
-        payload = part.get_payload(decode=True)
-        if isinstance(payload, bytes):
-            yield payload
+def build_engine(settings: ScanSettings) -> AvEngine:
+    """clamd when one is configured, else the built-in EICAR check."""
+    av = settings.antivirus
+    if av.clamd_socket:
+        return ClamdEngine(socket_path=av.clamd_socket, timeout_s=av.timeout_seconds)
+    if av.clamd_host:
+        return ClamdEngine(host=av.clamd_host, port=av.clamd_port, timeout_s=av.timeout_seconds)
+    return EicarEngine()
 
 
 class Pipeline:
-    def __init__(self, settings: ScanSettings) -> None:
+    def __init__(self, settings: ScanSettings, *, engine: AvEngine | None = None) -> None:
         self.settings = settings
-        self._checks: dict[str, Callable[[bytes, Message], list[Verdict]]] = {
-            CONTENT_FILTERS: self._content_filters,
+        self.message_filters = FilterSet(MESSAGE_FILTERS, "message filter",
+                                         settings.message_filters,
+                                         skip_on_skip_filters=(CONTENT_FILTERS,))
+        self.content_filters = FilterSet(
+            CONTENT_FILTERS, "content filter",
+            [*(legacy_filter(f) for f in settings.content_filters),
+             *settings.content_filter_rules])
+        self.engine = engine or build_engine(settings)
+        self.rules = RulesFile(settings.outbreak.rules_file, legacy_rules(settings.outbreak_urls))
+        self._checks: dict[str, Callable[[ScanMessage], CheckResult]] = {
+            MESSAGE_FILTERS: self.message_filters.check,
             ANTIVIRUS: self._antivirus,
+            CONTENT_FILTERS: self.content_filters.check,
             OUTBREAK_FILTERS: self._outbreak,
         }
+        self.timeouts = {stage: settings.stage_timeout_seconds for stage in STAGES}
+        self.timeouts[ANTIVIRUS] = settings.antivirus.timeout_seconds
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scan")
 
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- release semantics -------------------------------------------------------
     @staticmethod
     def resume_point(stages: list[str]) -> str | None:
-        """The last of *stages* in pipeline order (where a release continues after)."""
+        """Where a release from *stages* continues: the latest of them, in pipeline order,
+        with `+stage` for each earlier stage that must run again (RESCAN_ON_RELEASE).
+
+        `["outbreak_filters"]` → `"outbreak_filters+antivirus"`;
+        `["antivirus", "outbreak_filters"]` → `"outbreak_filters"` (a virus release
+        is not scanned again); unknown stages only → None (scan everything).
+        """
         known = [s for s in STAGES if s in stages]
-        return known[-1] if known else None
+        if not known:
+            return None
+        last = known[-1]
+        again = [r for s in known for r in RESCAN_ON_RELEASE.get(s, ())
+                 if r not in known and STAGES.index(r) < STAGES.index(last)]
+        return "+".join([last, *dict.fromkeys(again)])
 
-    def run(self, body: bytes, *, resume_after: str | None = None) -> list[Verdict]:
-        start = STAGES.index(resume_after) + 1 if resume_after in STAGES else 0
+    @staticmethod
+    def stages_for(resume_after: str | None) -> list[str]:
+        """The stages a message runs through, given its resume point (None: all)."""
+        if not resume_after:
+            return list(STAGES)
+        last, *again = resume_after.split("+")
+        if last not in STAGES or any(s not in STAGES for s in again):
+            return list(STAGES)  # unknown resume point: scan everything (fail closed)
+        after = STAGES[STAGES.index(last) + 1:]
+        return [s for s in STAGES if s in after or s in again]
+
+    # -- running -------------------------------------------------------------------
+    def run(self, body: bytes, *, envelope: Envelope | None = None,
+            resume_after: str | None = None) -> ScanResult:
+        """Scan one message; raise ScanError if any stage cannot decide."""
+        msg = ScanMessage(body, envelope)
+        result = ScanResult()
+        skipped: set[str] = set()
+        for stage in self.stages_for(resume_after):
+            if stage in skipped:
+                result.trace.append(StageTrace(stage, "skipped"))
+                continue
+            check = self._timed(stage, msg)
+            result.trace.append(StageTrace(stage, check.outcome, tuple(check.hits),
+                                           tuple(check.misses)))
+            for v in check.verdicts:
+                (result.duplicates if v.duplicate else result.verdicts).append(v)
+            if check.body is not None:
+                result.body = check.body
+                msg = ScanMessage(check.body, envelope)
+            skipped.update(check.skip)
+            if check.action in (DROP, BOUNCE):
+                result.action, result.reason = check.action, check.reason
+                result.verdicts, result.duplicates = [], []
+                return result
+        result.action = QUARANTINE if result.verdicts else PASS
+        return result
+
+    def _timed(self, stage: str, msg: ScanMessage) -> CheckResult:
+        timeout = self.timeouts[stage]
         try:
-            message = message_from_bytes(body, policy=compat32)
-        except Exception as exc:  # pragma: no cover - compat32 parsing is lenient
-            raise ScanError(f"unparseable message: {exc}") from exc
-        verdicts: list[Verdict] = []
-        for stage in STAGES[start:]:
-            try:
-                verdicts.extend(self._checks[stage](body, message))
-            except ScanError:
-                raise
-            except Exception as exc:
-                raise ScanError(f"{stage} failed: {type(exc).__name__}: {exc}") from exc
-        return verdicts
+            future = self._executor.submit(self._checks[stage], msg)
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            raise ScanError(f"{stage} timed out after {timeout:g}s", stage=stage) from None
+        except ScanError as exc:
+            exc.stage = exc.stage or stage
+            raise
+        except Exception as exc:
+            raise ScanError(f"{stage} failed: {type(exc).__name__}: {exc}", stage=stage) from exc
 
-    def _content_filters(self, body: bytes, message: Message) -> list[Verdict]:
-        for f in self.settings.content_filters:
-            for value in message.get_all(f.header, []) or []:
-                if f.pattern.search(_decoded(value)):
-                    return [Verdict(CONTENT_FILTERS, f.quarantine, f"content filter:{f.name}",
-                                    f"{f.header} matched {f.pattern.pattern!r}")]
-        return []
-
-    def _antivirus(self, body: bytes, message: Message) -> list[Verdict]:
+    # -- the checks that are not filter sets ---------------------------------------
+    def _antivirus(self, msg: ScanMessage) -> CheckResult:
         if not self.settings.antivirus_enabled:
-            return []
-        if EICAR in body or any(EICAR in p for p in _parts(message)):
-            return [Verdict(ANTIVIRUS, "Virus", "a/v verdict:VIRAL", "Eicar-Test-Signature")]
-        return []
+            return CheckResult(misses=["a/v disabled"])
+        found = self.engine.scan(msg.body)
+        reason = f"a/v verdict:{found.verdict}"
+        if found.verdict == CLEAN:
+            return CheckResult(misses=[reason])
+        if found.verdict == VIRAL:
+            reason = f"{reason} {' '.join(found.names)}"
+            return CheckResult(verdicts=[Verdict(ANTIVIRUS, "Virus", reason,
+                                                 f"{self.engine.describe()}")], hits=[reason])
+        action = self.settings.antivirus.unscannable_action  # ENCRYPTED or UNSCANNABLE
+        detail = found.detail or found.verdict.lower()
+        if action == "quarantine":
+            return CheckResult(verdicts=[Verdict(ANTIVIRUS, "Virus", reason, detail)],
+                               hits=[reason])
+        if action in (DROP, BOUNCE):
+            return CheckResult(action=action, reason=reason, hits=[reason])
+        return CheckResult(hits=[f"{reason} (delivered: unscannable_action deliver)"])
 
-    def _outbreak(self, body: bytes, message: Message) -> list[Verdict]:
-        if not self.settings.outbreak_enabled or not self.settings.outbreak_urls:
-            return []
-        for payload in [body, *_parts(message)]:
-            for m in _URL.finditer(payload):
-                host = m.group(1).decode("ascii", "replace").lower().rstrip(".")
-                path = (m.group(2) or b"/").decode("ascii", "replace")
-                for rule in self.settings.outbreak_urls:
-                    rule_host, _, rule_path = rule.partition("/")
-                    host_hit = host == rule_host or host.endswith("." + rule_host)
-                    if host_hit and path.startswith("/" + rule_path):
-                        return [Verdict(OUTBREAK_FILTERS, "Outbreak", f"VOF rule:url:{rule}",
-                                        f"URL {host}{path}")]
-        return []
+    def reload_rules(self) -> bool:
+        """Re-read the outbreak rules file; True if the rules changed (RulesError if bad)."""
+        return self.rules.reload()
+
+    def _outbreak(self, msg: ScanMessage) -> CheckResult:
+        if not self.settings.outbreak_enabled:
+            return CheckResult(misses=["outbreak filters disabled"])
+        if self.rules.path is not None and not self.rules.loaded:
+            raise ScanError(f"no valid outbreak rules: {self.rules.error}")
+        ruleset = self.rules.current
+        matches = ruleset.matches(msg)
+        if not matches:
+            return CheckResult(misses=[f"VOF rules version {ruleset.version or '-'}: no match"])
+        rule, what = max(matches, key=lambda m: m[0].threat_level)
+        settings = self.settings.outbreak
+        hits = [f"VOF rule:{r.id} level {r.threat_level}" for r, _ in matches]
+        if rule.threat_level < settings.quarantine_threat_level:
+            return CheckResult(hits=hits)
+        retention = (settings.retention_viral_seconds if rule.category == VIRAL_CATEGORY
+                     else settings.retention_other_seconds)
+        detail = f"{what}; threat level {rule.threat_level}; {rule.description}".strip("; ")
+        return CheckResult(hits=hits, verdicts=[Verdict(
+            OUTBREAK_FILTERS, "Outbreak", f"VOF rule:{rule.id}", detail,
+            retention_s=retention, threat_level=rule.threat_level)])
+
+    # -- what `pipeline show` prints -------------------------------------------------
+    def describe(self) -> list[dict[str, Any]]:
+        s = self.settings
+        engines = {
+            MESSAGE_FILTERS: _names(self.message_filters.filters),
+            ANTIVIRUS: (self.engine.describe() + f"; unscannable: {s.antivirus.unscannable_action}"
+                        if s.antivirus_enabled else "disabled"),
+            CONTENT_FILTERS: _names(self.content_filters.filters),
+            OUTBREAK_FILTERS: self._describe_rules() if s.outbreak_enabled else "disabled",
+            DELIVERY: "per-recipient routes (clean mail) or the.cpq.host (quarantined)",
+        }
+        rows = []
+        for n, stage in enumerate(ORDER, 1):
+            info = STAGE_INFO[stage]
+            resume = self.stages_for(self.resume_point([stage])) if stage in STAGES else []
+            rows.append({
+                "n": n, "stage": stage, "title": info.title, "pvo": info.pvo,
+                "quarantine": info.quarantine, "engine": engines[stage],
+                "timeout_s": self.timeouts.get(stage),
+                "release_runs": [*resume, DELIVERY] if stage in STAGES else [],
+            })
+        return rows
+
+    def _describe_rules(self) -> str:
+        o = self.settings.outbreak
+        current = self.rules.current
+        where = str(o.rules_file) if o.rules_file else "configuration <url> rules"
+        text = (f"{where}: {len(current.rules)} rules, version {current.version or '-'}; "
+                f"quarantine at threat level >= {o.quarantine_threat_level}")
+        return text + (f"; ERROR {self.rules.error}" if self.rules.error else "")
+
+
+def _names(filters: tuple[Any, ...]) -> str:
+    if not filters:
+        return "no filters"
+    return f"{len(filters)} filter{'s' if len(filters) != 1 else ''}: " + ", ".join(
+        f.name for f in filters)
+

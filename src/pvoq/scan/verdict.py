@@ -1,0 +1,103 @@
+"""What a check decides, as values: verdicts, check results, the scan result.
+
+Owns the vocabulary every stage speaks: a check returns a `CheckResult`
+(pass, quarantine, drop, bounce, or a modified message) together with the
+rules it hit and missed; the pipeline folds them into one `ScanResult`.
+A check that cannot decide raises `ScanError` (a temporary failure: the
+message stays in the spool and is retried), never returns a pass.
+
+This module never scans anything and never does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PASS = "pass"
+QUARANTINE = "quarantine"
+DROP = "drop"
+BOUNCE = "bounce"
+MODIFY = "modify"
+
+
+class ScanError(Exception):
+    """A stage could not decide (error, engine down, timeout): a temporary failure.
+
+    The message stays queued and is scanned again later; it never passes.
+    """
+
+    def __init__(self, message: str, *, stage: str = "") -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision to quarantine, with the reason shown to administrators.
+
+    `reason` is AsyncOS-shaped: `message filter:NAME`, `content filter:NAME`,
+    `a/v verdict:VIRAL Eicar-Test-Signature`, `VOF rule:OF-2026-1`.
+    `duplicate` marks a copy (duplicate-quarantine): the message itself goes on.
+    """
+
+    stage: str
+    quarantine: str
+    reason: str
+    detail: str = ""
+    duplicate: bool = False
+    retention_s: float | None = None
+    threat_level: int | None = None
+
+    def metadata(self) -> dict[str, Any]:
+        """The entry of CPQ metadata `quarantines[]` for this verdict."""
+        meta: dict[str, Any] = {"name": self.quarantine, "reason": self.reason,
+                                "stage": self.stage, "detail": self.detail}
+        if self.retention_s is not None:
+            meta["retention_s"] = self.retention_s
+        if self.threat_level is not None:
+            meta["threat_level"] = self.threat_level
+        return meta
+
+
+@dataclass
+class CheckResult:
+    """One check's outcome: an action, its quarantine verdicts, and the why."""
+
+    action: str = PASS                      # PASS, DROP or BOUNCE (final actions)
+    verdicts: list[Verdict] = field(default_factory=list)
+    hits: list[str] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
+    body: bytes | None = None               # the modified message, if the check changed it
+    reason: str = ""                        # why a DROP or BOUNCE
+    skip: tuple[str, ...] = ()              # later stages to skip (skip-filters)
+
+    @property
+    def outcome(self) -> str:
+        if self.action != PASS:
+            return self.action
+        if any(not v.duplicate for v in self.verdicts):
+            return QUARANTINE
+        return MODIFY if self.body is not None else PASS
+
+
+@dataclass(frozen=True)
+class StageTrace:
+    """What one stage did to one message (for logs and `pipeline` diagnostics)."""
+
+    stage: str
+    outcome: str
+    hits: tuple[str, ...] = ()
+    misses: tuple[str, ...] = ()
+
+
+@dataclass
+class ScanResult:
+    """The pipeline's decision for one message."""
+
+    action: str = PASS                      # PASS (deliver), QUARANTINE, DROP, BOUNCE
+    verdicts: list[Verdict] = field(default_factory=list)     # quarantines of the message
+    duplicates: list[Verdict] = field(default_factory=list)   # copies to quarantine
+    body: bytes | None = None               # set when a stage modified the message
+    reason: str = ""
+    trace: list[StageTrace] = field(default_factory=list)

@@ -9,10 +9,11 @@ from, at the address the manager's record of that gateway gives.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
-from pvoq.admin.protocol import CommandError
 from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config, Listener
 from pvoq.cpq.ca import certificate_problem, peer_common_name, peer_role
@@ -20,7 +21,16 @@ from pvoq.cpq.client import CpqDestination
 from pvoq.cpq.metadata import KIND_QUARANTINE, KIND_RELEASE, VERSION
 from pvoq.cpq.server import CpqHandler, CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
-from pvoq.quarantine.store import DELETED, RELEASED, QuarantineError, QuarantineStore
+from pvoq.quarantine.commands import QuarantineCommands
+from pvoq.quarantine.mime import apply_early_release
+from pvoq.quarantine.service import SPACE_FULL, QuarantineService
+from pvoq.quarantine.settings import (
+    EarlyRelease,
+    QuarantineSettings,
+    merge_settings,
+    quarantine_for,
+)
+from pvoq.quarantine.store import RELEASED, QuarantineStore
 from pvoq.smtp import replies
 from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
 from pvoq.spool.store import QUEUED, Entry, Recipient
@@ -67,6 +77,12 @@ class QuarantineHandler(CpqHandler):
             log.info(f"ICID {session.icid} CPQ transfer refused: unknown gateway {origin}")
             return f"554 5.7.1 Gateway {origin} is not registered on this manager"
         store = self.manager.store
+        if store.find_transfer(meta["transfer_id"]) is None:
+            names = [quarantine_for(q["name"], store.settings) for q in meta["quarantines"]]
+            if not self.manager.service.make_room(len(content), names):
+                log.info(f"MID {envelope.mid} refused: quarantine space full "
+                         f"({meta['transfer_id']} stays on {origin})")
+                return SPACE_FULL
         mid, duplicate = store.add(mid=envelope.mid, meta=meta, body=content,
                                    origin_ip=session.peer_ip, subject=info.subject)
         if duplicate:
@@ -86,18 +102,22 @@ class Manager(Appliance):
 
     def __init__(self, config: Any, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        url = config.database_url or f"sqlite:///{config.data_dir / 'quarantine.db'}"
-        self.store = QuarantineStore(url, config.data_dir / "quarantine" / "bodies")
+        qs = config.quarantine_store
+        url = (qs.database_url or config.database_url
+               or f"sqlite:///{config.data_dir / 'quarantine.db'}")
+        self.store = QuarantineStore(url, config.data_dir / "quarantine" / "bodies",
+                                     bodies=qs.bodies, node=qs.node_name or config.hostname,
+                                     settings=quarantine_settings(config))
+        self.service = QuarantineService(self.store, self, self.maillog.info,
+                                         quota_bytes=qs.max_size_mb * 1024 * 1024)
+        self._expiry_task: asyncio.Task[None] | None = None
+        self._expiry_wake = asyncio.Event()
         self.queues = DeliveryQueues(
             spool=self.spool, maillog=self.maillog, destination_for=self._destination,
             retry_min_s=config.delivery.retry_min_seconds,
             retry_max_s=config.delivery.retry_max_seconds)
         self._release_destination: Destination | None = None
-        for name, command in (("quarantine.list", self._cmd_list),
-                              ("quarantine.show", self._cmd_show),
-                              ("quarantine.release", self._cmd_release),
-                              ("quarantine.delete", self._cmd_delete)):
-            self.admin.register(name, command)
+        QuarantineCommands(self.service).register(self.admin)
 
     def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP]]:
         if not listener.is_cpq:
@@ -127,7 +147,11 @@ class Manager(Appliance):
     # -- settlement --------------------------------------------------------------
     def settle(self, mid: int, state: str, how: str = "manual",
                names: tuple[str, ...] | None = None) -> None:
-        """Finish a message no quarantine holds any more: queue its release or drop it."""
+        """Finish a message no quarantine holds any more: queue its release or drop it.
+
+        The caller has claimed the settlement (`QuarantineStore.claim_settlement`),
+        so of several manager processes exactly one gets here for a message.
+        """
         record = self.store.get(mid)
         assert record is not None
         held_for = time.time() - record["received_at"]
@@ -135,7 +159,11 @@ class Manager(Appliance):
             names = tuple(q["quarantine"] for q in record["quarantines"])
         if state == RELEASED:
             if not self.spool.entry_path(mid).exists():
-                self.spool.put(self._release_entry(record), self.store.read_body(mid))
+                body = self.store.read_body(mid)
+                if how != "expired":
+                    for option in self._early_release(names):
+                        body = apply_early_release(body, option)
+                self.spool.put(self._release_entry(record, len(body)), body)
             self.queues.add(self._release_entry(record))
             self.maillog.info(f"MID {mid} released from all quarantines")
         self.store.finish(mid, state)
@@ -143,35 +171,87 @@ class Manager(Appliance):
         for name in names:
             self.maillog.info(f'MID {mid} {verb} quarantine "{name}" ({how}) t={held_for:.0f}')
 
-    def _release_entry(self, record: dict[str, Any]) -> Entry:
+    def _early_release(self, names: tuple[str, ...]) -> list[EarlyRelease]:
+        """The early-release options of the release-by-default quarantines in *names*."""
+        result = []
+        for name in names:
+            settings = self.store.settings.get(name)
+            if settings and settings.default_action == "release" and \
+                    settings.early_release.active:
+                result.append(settings.early_release)
+        return result
+
+    def send_copy(self, mid: int, address: str) -> int:
+        """Spool a copy of *mid* for *address*, delivered by the originating gateway."""
+        record = self.store.get(mid)
+        assert record is not None
+        copy_mid = self.ids.next("mid")
+        body = self.store.read_body(mid)
+        entry = self._release_entry(record, len(body), copy_mid=copy_mid, to=address)
+        self.spool.put(entry, body)
+        self.queues.add(entry)
+        return copy_mid
+
+    def _release_entry(self, record: dict[str, Any], size: int | None = None, *,
+                       copy_mid: int | None = None, to: str | None = None) -> Entry:
         meta = record["meta"]
-        mid = record["id"]
+        mid = copy_mid or record["id"]
+        recipients: list[dict[str, Any]] = (meta["recipients"] if to is None
+                                            else [{"rid": 0, "address": to}])
         release_meta = {
             "v": VERSION, "kind": KIND_RELEASE,
             "transfer_id": f"r-{self.config.serial_number}-{mid}",
             "origin": meta["origin"], "sender": meta["sender"],
-            "recipients": meta["recipients"], "quarantines": meta["quarantines"],
-            "received": meta["received"], "size": meta["size"],
+            "recipients": recipients, "quarantines": meta["quarantines"],
+            "received": meta["received"], "size": size or meta["size"],
             "release": {"entry": mid, "stages": [q["stage"] for q in meta["quarantines"]],
                         "quarantines": [q["quarantine"] for q in record["quarantines"]]},
         }
         return Entry(
             mid=mid, sender=meta["sender"],
             recipients=[Recipient(r["rid"], r["address"], host=THE_CPQ_RELEASE_HOST)
-                        for r in meta["recipients"]],
-            received=record["received_at"], size=record["size"], state=QUEUED,
+                        for r in recipients],
+            received=record["received_at"], size=size or record["size"], state=QUEUED,
             meta={"cpq": release_meta, "gateway": meta["origin"]["hostname"]})
 
     async def recover(self) -> None:
         entries = self.spool.recover()
         for entry in entries:
             self.queues.add(entry)
+        pending = self.store.sync_quarantines(quarantine_settings(self.config))
+        if pending:
+            self.service.apply_deleted_quarantines(pending)
         for mid in self.store.unsettled():
-            state = self.store.settlement(mid)
+            state = self.store.reclaim(mid)
             if state is not None:
                 self.settle(mid, state, how="recovered")
         if entries:
             self.maillog.info(f"Recovered {len(entries)} releases from the spool")
+
+    async def start(self) -> None:
+        await super().start()
+        self._expiry_task = asyncio.ensure_future(self._expiry_loop())
+
+    async def stop(self) -> None:
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+        await super().stop()
+        self.store.close()
+
+    async def _expiry_loop(self) -> None:
+        """Apply default actions at scheduled exits, a batch at a time, between waits."""
+        while True:
+            try:
+                while self.service.expire(batch=200, max_batches=1) > 0:
+                    await asyncio.sleep(0)
+            except Exception as exc:  # a database hiccup must not end expiry for good
+                self.maillog.warning(f"Quarantine expiry failed, will retry: {exc}")
+            self._expiry_wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._expiry_wake.wait(),
+                                       self.config.quarantine_store.expiry_interval_seconds)
 
     def status_gauges(self) -> dict[str, int]:
         counts = self.store.counts()
@@ -179,47 +259,11 @@ class Manager(Appliance):
                 "kilobytes_in_quarantine": sum(b for _, b in counts.values()) // 1024,
                 "messages_in_release_host": len(self.queues.entries)}
 
-    # -- operator commands ---------------------------------------------------------
-    async def _cmd_list(self, args: dict[str, Any]) -> dict[str, Any]:
-        rows, total = self.store.list(quarantine=args.get("quarantine"),
-                                      limit=int(args.get("limit", 100)),
-                                      offset=int(args.get("offset", 0)))
-        return {"data": {"messages": rows, "total": total, "counts": self.store.counts()}}
 
-    async def _cmd_show(self, args: dict[str, Any]) -> dict[str, Any]:
-        mid = int(args["mid"])
-        record = self.store.get(mid)
-        if record is None:
-            raise CommandError(f"No message with MID {mid} in the quarantines.")
-        body = b""
-        if record["state"] == "held":
-            body = self.store.read_body(mid)
-        record["body"] = body.decode("utf-8", "replace")
-        return {"data": record}
-
-    async def _act(self, args: dict[str, Any], action: str) -> dict[str, Any]:
-        mid = int(args["mid"])
-        try:
-            outcome = self.store.act(mid, action, args.get("quarantine"))
-        except QuarantineError as exc:
-            raise CommandError(str(exc)) from None
-        if outcome.settled is not None:
-            self.settle(mid, outcome.settled, names=outcome.acted_on)
-        else:
-            verb = "released from" if action == RELEASED else "deleted from"
-            for name in outcome.acted_on:
-                self.maillog.info(f'MID {mid} {verb} quarantine "{name}" (manual)')
-        what = "released" if action == RELEASED else "deleted"
-        text = f"MID {mid} {what} from {', '.join(outcome.acted_on)}."
-        if outcome.settled == RELEASED:
-            text += f" Queued for delivery on {THE_CPQ_RELEASE_HOST}."
-        elif outcome.settled is None:
-            text += " Still held in another quarantine."
-        return {"text": text, "data": {"mid": mid, "acted_on": list(outcome.acted_on),
-                                       "settled": outcome.settled}}
-
-    async def _cmd_release(self, args: dict[str, Any]) -> dict[str, Any]:
-        return await self._act(args, RELEASED)
-
-    async def _cmd_delete(self, args: dict[str, Any]) -> dict[str, Any]:
-        return await self._act(args, DELETED)
+def quarantine_settings(config: Config) -> dict[str, QuarantineSettings]:
+    """The effective quarantines: built-ins, overridden or added to by `<quarantines>`."""
+    return merge_settings(
+        QuarantineSettings(
+            d.name, d.retention_seconds, d.default_action, d.free_up_space,
+            EarlyRelease(d.subject_tag, d.subject_position, d.x_header, d.strip_attachments))
+        for d in config.quarantines)

@@ -13,7 +13,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pvoq.config.errors import ConfigError
 from pvoq.config.hat import Hat, Rat, make_rat, parse_hat
@@ -24,6 +24,8 @@ from pvoq.config.model import (
     ROLE_MANAGER,
     UNSCANNABLE_ACTIONS,
     AntivirusSettings,
+    ApiSettings,
+    ApiToken,
     Config,
     ContentFilter,
     CpqCertificate,
@@ -33,6 +35,8 @@ from pvoq.config.model import (
     Listener,
     OutbreakSettings,
     PvoSettings,
+    QuarantineDefinition,
+    QuarantineStoreSettings,
     Route,
     ScanSettings,
     SslConfig,
@@ -89,6 +93,12 @@ def _port(raw: str) -> int:
 def _positive_int(raw: str) -> int:
     if not raw.isdigit() or int(raw) <= 0:
         raise ValueError("not a positive integer")
+    return int(raw)
+
+
+def _non_negative_int(raw: str) -> int:
+    if not raw.isdigit():
+        raise ValueError("not a non-negative integer")
     return int(raw)
 
 
@@ -175,7 +185,75 @@ class _Loader:
             data_dir=data_dir, interfaces=interfaces, listeners=listeners, pvo=pvo,
             cpq_certificate=certificate, ssl=ssl, delivery=self._delivery(root),
             scan=self._scan(root), database_url=database_url,
+            **self._quarantines(root),
         )
+
+    def _quarantines(self, root: Node) -> dict[str, Any]:
+        """`<quarantines>`, `<quarantine_store>` and `<api>` of a manager."""
+        definitions: list[QuarantineDefinition] = []
+        section = root.first("quarantines")
+        for q in ([] if section is None else section.all("quarantine")):
+            name = _value(q, "name", str, required=True)
+            if any(d.name == name for d in definitions):
+                raise ConfigError(f"duplicate quarantine {name!r}", field=q.path, line=q.line)
+            unit = _value(q, "retention_unit", _choice("minutes", "hours", "days"), "days")
+            amount = _value(q, "retention", _seconds, 10.0)
+            early = q.first("early_release")
+            definitions.append(QuarantineDefinition(
+                name=name,
+                retention_seconds=amount * {"minutes": 60, "hours": 3600, "days": 86400}[unit],
+                default_action=_value(q, "default_action", _choice("release", "delete"),
+                                      "delete"),
+                free_up_space=_value(q, "free_up_space", _bool, False),
+                subject_tag="" if early is None else _value(early, "subject_tag", str, ""),
+                subject_position="prepend" if early is None else _value(
+                    early, "subject_position", _choice("prepend", "append"), "prepend"),
+                x_header="" if early is None else _value(early, "x_header", str, ""),
+                strip_attachments=False if early is None else _value(
+                    early, "strip_attachments", _bool, False),
+            ))
+            last = definitions[-1]
+            if early is not None and last.default_action != "release" and (
+                    last.subject_tag or last.x_header or last.strip_attachments):
+                raise ConfigError("early-release options need default_action release",
+                                  field=early.path, line=early.line)
+        frees = dict.fromkeys(("Policy", "Virus", "Outbreak", "Unclassified"), True)
+        frees.update((d.name, d.free_up_space) for d in definitions)
+        if not any(frees.values()):
+            raise ConfigError("at least one quarantine must free up space on overflow",
+                              field=section.path if section else "config.quarantines",
+                              line=section.line if section else 0)
+        store = root.first("quarantine_store")
+        store_settings = QuarantineStoreSettings() if store is None else QuarantineStoreSettings(
+            database_url=_value(store, "database_url", str),
+            bodies=_value(store, "bodies", _choice("disk", "database"), "disk"),
+            max_size_mb=_value(store, "max_size_mb", _non_negative_int, 0),
+            expiry_interval_seconds=_value(store, "expiry_interval_seconds", _seconds, 60.0),
+            node_name=_value(store, "node_name", str),
+        )
+        api = root.first("api")
+        api_settings = ApiSettings()
+        if api is not None:
+            tokens: list[ApiToken] = []
+            for t in api.all("token"):
+                granted = _value(t, "quarantines", str, "")
+                tokens.append(ApiToken(
+                    token=_value(t, "value", str, required=True),
+                    user=_value(t, "user", str, required=True),
+                    role=_value(t, "role", _choice("admin", "operator", "helpdesk",
+                                                   "read-only", "custom"), "read-only"),
+                    quarantines=tuple(x.strip() for x in granted.split(",") if x.strip())
+                    or None))
+                if tokens[-1].role == "custom" and tokens[-1].quarantines is None:
+                    raise ConfigError("a custom role needs <quarantines>", field=t.path,
+                                      line=t.line)
+            api_settings = ApiSettings(
+                enabled=_value(api, "enabled", _bool, True),
+                address=_value(api, "address", _ip, "127.0.0.1"),
+                port=_value(api, "port", _port, required=True),
+                tokens=tuple(tokens))
+        return {"quarantines": tuple(definitions), "quarantine_store": store_settings,
+                "api": api_settings}
 
     def _interfaces(self, root: Node) -> tuple[Interface, ...]:
         result: list[Interface] = []

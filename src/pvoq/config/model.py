@@ -188,6 +188,51 @@ class ScanSettings:
 
 
 @dataclass(frozen=True)
+class QuarantineDefinition:
+    """One `<quarantine>` of the manager: retention, default action, overflow, early release."""
+
+    name: str
+    retention_seconds: float
+    default_action: str = "delete"          # release | delete
+    free_up_space: bool = False
+    subject_tag: str = ""
+    subject_position: str = "prepend"       # prepend | append
+    x_header: str = ""
+    strip_attachments: bool = False
+
+
+@dataclass(frozen=True)
+class QuarantineStoreSettings:
+    """`<quarantine_store>`: where the manager keeps the quarantines."""
+
+    database_url: str | None = None         # default: SQLite in the data directory
+    bodies: str = "disk"                    # disk | database
+    max_size_mb: int = 0                    # 0: no quota
+    expiry_interval_seconds: float = 60.0
+    node_name: str | None = None            # several managers on one database: unique names
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """A REST API bearer token: who it is, its role, and (custom roles) its quarantines."""
+
+    token: str
+    user: str
+    role: str = "read-only"
+    quarantines: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """`<api>`: the manager's REST API on 127.0.0.1 (or `address`)."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1"
+    port: int = 0
+    tokens: tuple[ApiToken, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     role: str
@@ -202,6 +247,10 @@ class Config:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     scan: ScanSettings = field(default_factory=ScanSettings)
     database_url: str | None = None
+    quarantines: tuple[QuarantineDefinition, ...] = ()
+    quarantine_store: QuarantineStoreSettings = field(
+        default_factory=QuarantineStoreSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     def interface(self, name: str) -> Interface | None:
         for i in self.interfaces:

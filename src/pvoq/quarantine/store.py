@@ -1,17 +1,21 @@
-"""The quarantine store: metadata in SQL (SQLAlchemy Core), bodies on disk.
+"""The quarantine store: metadata in SQL (SQLAlchemy Core), bodies on disk or in SQL.
 
 A message arrives once per transfer id (`messages.transfer_id` is unique: a
 retry after a lost `250` finds the row and stores nothing). Its body is
-written and fsync'd before the row is committed, and the row is committed
-(SQLite WAL, `synchronous=FULL`) before CPQ answers `250`.
+written and fsync'd (or inserted in the same transaction) before the row is
+committed, and the row is committed before CPQ answers `250`.
 
 A message sits in one or more quarantines (`message_quarantines`). AsyncOS
 semantics: it is delivered only once released from all of them, and never
-once deleted from one. When no quarantine holds it any more the message is
-*settled*: released (the caller queues its delivery, then calls
-`mark_released`) or deleted (its body is removed).
+once deleted from one. Every state change is a conditional `UPDATE ...
+WHERE state = 'held'`, so when several manager processes share one
+PostgreSQL database an action (or an expiry) is applied by exactly one of
+them; the message's settlement is then *claimed* (`held` → `settling`) by
+exactly one process, which queues the release or drops the body and calls
+`finish`.
 
-This module never talks to the network.
+This module never talks to the network and never reads the wall clock
+directly: the clock is injected.
 """
 
 from __future__ import annotations
@@ -19,100 +23,115 @@ from __future__ import annotations
 import builtins
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Float,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-    func,
-    select,
-)
-from sqlalchemy.engine import Engine
+from sqlalchemy import and_, delete, exists, func, not_, or_, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from pvoq.fsutil import atomic_write, remove_durably
+from pvoq.quarantine import search as qsearch
+from pvoq.quarantine.mime import attachments_of
+from pvoq.quarantine.schema import (
+    attachments,
+    create_schema,
+    make_engine,
+    message_bodies,
+    message_quarantines,
+    message_recipients,
+    messages,
+    quarantines,
+)
+from pvoq.quarantine.settings import (
+    DELETE,
+    RELEASE,
+    UNCLASSIFIED,
+    OverflowCandidate,
+    QuarantineSettings,
+    builtin_defaults,
+    quarantine_for,
+)
 
 HELD = "held"
+SETTLING = "settling"
 RELEASED = "released"
 DELETED = "deleted"
 BUILTIN_QUARANTINES = ("Policy", "Virus", "Outbreak", "Unclassified")
-
-metadata = MetaData()
-
-messages = Table(
-    "messages", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),  # the manager's MID
-    Column("transfer_id", String(128), nullable=False, unique=True),
-    Column("origin_host", String(255), nullable=False, index=True),
-    Column("origin_serial", String(64), nullable=False),
-    Column("origin_mid", Integer, nullable=False),
-    Column("origin_ip", String(64), nullable=False),
-    Column("sender", String(512), nullable=False),
-    Column("recipients", Text, nullable=False),   # JSON list of {rid, address}
-    Column("subject", Text, nullable=False),
-    Column("received_at", Float, nullable=False, index=True),
-    Column("size", Integer, nullable=False),
-    Column("body_path", Text, nullable=False),
-    Column("state", String(16), nullable=False, index=True),
-    Column("settled_at", Float),
-    Column("meta", Text, nullable=False),          # the CPQ metadata as received
-)
-
-message_quarantines = Table(
-    "message_quarantines", metadata,
-    Column("message_id", Integer, ForeignKey("messages.id"), primary_key=True),
-    Column("quarantine", String(64), primary_key=True),
-    Column("reason", Text, nullable=False),
-    Column("stage", String(64), nullable=False),
-    Column("scheduled_exit", Float),
-    Column("state", String(16), nullable=False, index=True),
-    Column("acted_at", Float),
-)
+ACTION_STATE = {RELEASE: RELEASED, DELETE: DELETED}
+STALE_CLAIM_S = 300.0
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What an action did: from which quarantines, and whether the message settled."""
+    """What an action did: from which quarantines, and whether this process settles it."""
 
     mid: int
     acted_on: tuple[str, ...]
-    settled: str | None  # RELEASED, DELETED or None (still held somewhere)
+    settled: str | None  # RELEASED or DELETED when this process claimed the settlement
 
 
 class QuarantineError(Exception):
     """An action names a message or quarantine that does not hold it."""
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.close()
-
-
 class QuarantineStore:
-    def __init__(self, url: str, bodies_dir: Path) -> None:
-        self.engine: Engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+    def __init__(self, url: str, bodies_dir: Path, *, bodies: str = "disk",
+                 node: str = "manager", clock: Callable[[], float] = time.time,
+                 settings: dict[str, QuarantineSettings] | None = None,
+                 create: bool = True) -> None:
+        self.engine: Engine = make_engine(url)
+        if create:
+            create_schema(self.engine)
         self.bodies = Path(bodies_dir)
-        self.bodies.mkdir(parents=True, exist_ok=True)
+        self.bodies_in_db = bodies == "database"
+        if not self.bodies_in_db:
+            self.bodies.mkdir(parents=True, exist_ok=True)
+        self.node = node
+        self.clock = clock
+        self.settings: dict[str, QuarantineSettings] = settings or builtin_defaults()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # -- quarantine definitions ------------------------------------------------
+    def sync_quarantines(self, settings: dict[str, QuarantineSettings]
+                         ) -> builtins.list[tuple[int, str, str]]:
+        """Record *settings*; a quarantine no longer configured is deleted.
+
+        Returns `(mid, quarantine, default action)` for each message held in a
+        deleted quarantine: the caller applies that action (AsyncOS applies the
+        default action to the messages of a deleted quarantine).
+        """
+        self.settings = dict(settings)
+        pending: list[tuple[int, str, str]] = []
+        with self.engine.begin() as conn:
+            known = {r.name: r for r in conn.execute(select(quarantines))}
+            for name, q in settings.items():
+                values = dict(builtin=q.builtin, retention_s=q.retention_s,
+                              default_action=q.default_action, overflow=q.overflow,
+                              settings=q.to_json(), deleted=False)
+                if name in known:
+                    conn.execute(update(quarantines).where(quarantines.c.name == name)
+                                 .values(**values))
+                else:
+                    conn.execute(quarantines.insert().values(name=name, **values))
+            for name, row in known.items():
+                if name in settings or row.deleted:
+                    continue
+                conn.execute(update(quarantines).where(quarantines.c.name == name)
+                             .values(deleted=True))
+                for (mid,) in conn.execute(select(message_quarantines.c.message_id).where(
+                        message_quarantines.c.quarantine == name,
+                        message_quarantines.c.state == HELD)):
+                    pending.append((int(mid), name, row.default_action))
+        return pending
 
     # -- arrival -----------------------------------------------------------
     def find_transfer(self, transfer_id: str) -> int | None:
@@ -127,9 +146,20 @@ class QuarantineStore:
         if existing is not None:
             return existing, True
         path = self.bodies / f"{mid}.eml"
-        atomic_write(path, body)
-        now = time.time()
+        if not self.bodies_in_db:
+            atomic_write(path, body)
+        now = self.clock()
         origin = meta["origin"]
+        files = attachments_of(body)
+        held: dict[str, dict[str, Any]] = {}
+        for q in meta["quarantines"]:
+            name = quarantine_for(q["name"], self.settings)
+            if name in held:
+                continue
+            keep = retention_s if retention_s is not None else self.settings[name].retention_s
+            held[name] = dict(message_id=mid, quarantine=name, reason=q["reason"],
+                              stage=q["stage"], state=HELD, received_at=now,
+                              scheduled_exit=now + keep)
         try:
             with self.engine.begin() as conn:
                 conn.execute(messages.insert().values(
@@ -137,15 +167,22 @@ class QuarantineStore:
                     origin_serial=origin["serial"], origin_mid=origin["mid"],
                     origin_ip=origin_ip, sender=meta["sender"],
                     recipients=json.dumps(meta["recipients"]), subject=subject,
-                    received_at=now, size=len(body), body_path=str(path), state=HELD,
+                    received_at=now, size=len(body),
+                    body_path="" if self.bodies_in_db else str(path), state=HELD,
                     meta=json.dumps(meta)))
-                for q in meta["quarantines"]:
-                    conn.execute(message_quarantines.insert().values(
-                        message_id=mid, quarantine=q["name"], reason=q["reason"],
-                        stage=q["stage"], state=HELD,
-                        scheduled_exit=None if retention_s is None else now + retention_s))
+                conn.execute(message_quarantines.insert(), list(held.values()))
+                conn.execute(message_recipients.insert(), [
+                    dict(message_id=mid, rid=r["rid"], address=r["address"])
+                    for r in meta["recipients"]])
+                if files:
+                    conn.execute(attachments.insert(), [
+                        dict(message_id=mid, n=i, name=n, size=s)
+                        for i, (n, s) in enumerate(files)])
+                if self.bodies_in_db:
+                    conn.execute(message_bodies.insert().values(message_id=mid, body=body))
         except IntegrityError:
-            remove_durably(path)
+            if not self.bodies_in_db:
+                remove_durably(path)
             again = self.find_transfer(meta["transfer_id"])
             if again is None:
                 raise
@@ -153,36 +190,53 @@ class QuarantineStore:
         return mid, False
 
     # -- views -------------------------------------------------------------
-    def _quarantines_of(self, conn: Any, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    def _quarantines_of(self, conn: Connection, ids: builtins.list[int]
+                        ) -> dict[int, builtins.list[dict[str, Any]]]:
         result: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
         if not ids:
             return result
         rows = conn.execute(select(message_quarantines).where(
-            message_quarantines.c.message_id.in_(ids))).mappings()
+            message_quarantines.c.message_id.in_(ids))
+            .order_by(message_quarantines.c.quarantine)).mappings()
         for row in rows:
             result[row["message_id"]].append(dict(row))
         return result
 
-    def list(self, *, quarantine: str | None = None, limit: int = 100,
-             offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """Held messages, newest first, with a total count."""
-        held = select(message_quarantines.c.message_id).where(
-            message_quarantines.c.state == HELD)
-        if quarantine:
-            held = held.where(message_quarantines.c.quarantine == quarantine)
-        where = messages.c.id.in_(held)
+    def search(self, query: qsearch.SearchQuery) -> tuple[builtins.list[dict[str, Any]], int]:
+        """The page of held messages matching *query*, and how many match in all."""
+        ids_stmt, count_stmt = qsearch.compile_query(query, self.dialect)
         with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(messages).where(where)).scalar()
-            rows = [dict(r) for r in conn.execute(
-                select(messages).where(where).order_by(messages.c.received_at.desc(),
-                                                       messages.c.id.desc())
-                .limit(limit).offset(offset)).mappings()]
-            qs = self._quarantines_of(conn, [r["id"] for r in rows])
-        for r in rows:
-            r["quarantines"] = qs[r["id"]]
+            total = int(conn.execute(count_stmt).scalar() or 0) if query.with_total else -1
+            ids = [int(i) for (i,) in conn.execute(ids_stmt)]
+            rows = self._rows(conn, ids)
+        return rows, total
+
+    def search_ids(self, query: qsearch.SearchQuery) -> builtins.list[int]:
+        """Every MID matching *query* (no paging): what a bulk action acts on."""
+        stmt = qsearch.compile_all_ids(query, self.dialect)
+        with self.engine.connect() as conn:
+            return [int(i) for (i,) in conn.execute(stmt)]
+
+    def _rows(self, conn: Connection, ids: builtins.list[int]) -> builtins.list[dict[str, Any]]:
+        if not ids:
+            return []
+        by_id = {r["id"]: dict(r) for r in conn.execute(
+            select(messages).where(messages.c.id.in_(ids))).mappings()}
+        qs = self._quarantines_of(conn, ids)
+        result = []
+        for i in ids:
+            r = by_id[i]
+            r["quarantines"] = qs[i]
             r["recipients"] = json.loads(r["recipients"])
             r.pop("meta", None)
-        return rows, int(total or 0)
+            result.append(r)
+        return result
+
+    def list(self, *, quarantine: str | None = None, limit: int = 100,
+             offset: int = 0) -> tuple[builtins.list[dict[str, Any]], int]:
+        """Held messages, newest first, with a total count."""
+        return self.search(qsearch.SearchQuery(
+            quarantines=(quarantine,) if quarantine else (), limit=limit, offset=offset))
 
     def get(self, mid: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -191,6 +245,9 @@ class QuarantineStore:
                 return None
             result = dict(row)
             result["quarantines"] = self._quarantines_of(conn, [mid])[mid]
+            result["attachments"] = [dict(name=n, size=s) for n, s in conn.execute(
+                select(attachments.c.name, attachments.c.size)
+                .where(attachments.c.message_id == mid).order_by(attachments.c.n))]
         result["recipients"] = json.loads(result["recipients"])
         result["meta"] = json.loads(result["meta"])
         return result
@@ -205,27 +262,40 @@ class QuarantineStore:
                 .group_by(message_quarantines.c.quarantine)).all()
         return {q: (int(n), int(size or 0)) for q, n, size in rows}
 
+    def used_bytes(self) -> int:
+        """Bytes of every message still held (or being settled) in any quarantine."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.sum(messages.c.size), 0)).where(
+                messages.c.state.in_((HELD, SETTLING)))).scalar() or 0)
+
     # -- actions -----------------------------------------------------------
-    def act(self, mid: int, action: str, quarantine: str | None = None) -> Outcome:
-        """Release or delete *mid* from *quarantine* (or from all that hold it)."""
+    def act(self, mid: int, action: str, quarantine: str | None = None, *,
+            how: str = "manual", quarantines_in: Iterable[str] | None = None) -> Outcome:
+        """Release or delete *mid* from *quarantine* (or from all that hold it).
+
+        Only rows still `held` change (a conditional update), so of two
+        processes acting at once exactly one acts; the other gets
+        QuarantineError. *quarantines_in* limits "all" to those quarantines
+        (a role allowed only some of them).
+        """
         if action not in (RELEASED, DELETED):
             raise ValueError(f"unknown action {action!r}")
-        now = time.time()
+        now = self.clock()
+        mq = message_quarantines.c
         with self.engine.begin() as conn:
-            state = conn.execute(select(messages.c.state).where(messages.c.id == mid)).scalar()
-            if state is None:
+            if conn.execute(select(messages.c.id).where(messages.c.id == mid)).scalar() is None:
                 raise QuarantineError(f"No message with MID {mid} in the quarantines.")
-            rows = conn.execute(select(message_quarantines).where(
-                message_quarantines.c.message_id == mid)).mappings().all()
-            targets = [r["quarantine"] for r in rows if r["state"] == HELD
-                       and (quarantine is None or r["quarantine"] == quarantine)]
-            if not targets:
-                where = f' "{quarantine}"' if quarantine else " any quarantine"
-                raise QuarantineError(f"MID {mid} is not held in{where}.")
-            conn.execute(message_quarantines.update().where(
-                message_quarantines.c.message_id == mid,
-                message_quarantines.c.quarantine.in_(targets)).values(state=action, acted_at=now))
-        return Outcome(mid, tuple(targets), self.settlement(mid))
+            stmt = update(message_quarantines).where(mq.message_id == mid, mq.state == HELD)
+            if quarantine is not None:
+                stmt = stmt.where(mq.quarantine == quarantine)
+            if quarantines_in is not None:
+                stmt = stmt.where(mq.quarantine.in_(builtins.list(quarantines_in)))
+            acted = sorted(q for (q,) in conn.execute(
+                stmt.values(state=action, acted_at=now, how=how).returning(mq.quarantine)))
+        if not acted:
+            where = f' "{quarantine}"' if quarantine else " any quarantine"
+            raise QuarantineError(f"MID {mid} is not held in{where}.")
+        return Outcome(mid, tuple(acted), self.claim_settlement(mid))
 
     def settlement(self, mid: int) -> str | None:
         """RELEASED or DELETED once no quarantine holds *mid*; None while one does."""
@@ -236,22 +306,133 @@ class QuarantineStore:
             return None
         return DELETED if DELETED in states else RELEASED
 
+    def claim_settlement(self, mid: int) -> str | None:
+        """Claim the settlement of *mid* for this process; its state if claimed, else None."""
+        mq = message_quarantines.c
+        still_held = exists().where(mq.message_id == mid, mq.state == HELD)
+        with self.engine.begin() as conn:
+            claimed = conn.execute(update(messages).where(
+                messages.c.id == mid, messages.c.state == HELD, not_(still_held))
+                .values(state=SETTLING, claimed_by=self.node, claimed_at=self.clock())
+                .returning(messages.c.id)).first()
+        return self.settlement(mid) if claimed is not None else None
+
     def unsettled(self) -> builtins.list[int]:
-        """Messages no quarantine holds whose settlement did not finish (a crash)."""
-        still_held = select(message_quarantines.c.message_id).where(
-            message_quarantines.c.state == HELD)
+        """Messages to settle after a crash: unclaimed with no quarantine holding them,
+        claimed by this process, or claimed by another long ago."""
+        mq = message_quarantines.c
+        still_held = exists().where(mq.message_id == messages.c.id, mq.state == HELD)
+        stale = self.clock() - STALE_CLAIM_S
         with self.engine.connect() as conn:
-            return [i for (i,) in conn.execute(select(messages.c.id).where(
-                messages.c.state == HELD, messages.c.id.not_in(still_held)))]
+            return [i for (i,) in conn.execute(select(messages.c.id).where(or_(
+                and_(messages.c.state == HELD, not_(still_held)),
+                and_(messages.c.state == SETTLING,
+                     or_(messages.c.claimed_by == self.node, messages.c.claimed_at < stale))))
+                .order_by(messages.c.id))]
+
+    def reclaim(self, mid: int) -> str | None:
+        """Take over an unfinished settlement found by `unsettled()`; its state or None."""
+        state = self.claim_settlement(mid)
+        if state is not None:
+            return state
+        stale = self.clock() - STALE_CLAIM_S
+        with self.engine.begin() as conn:
+            took = conn.execute(update(messages).where(
+                messages.c.id == mid, messages.c.state == SETTLING,
+                or_(messages.c.claimed_by == self.node, messages.c.claimed_at < stale))
+                .values(claimed_by=self.node, claimed_at=self.clock())
+                .returning(messages.c.id)).first()
+        return self.settlement(mid) if took is not None else None
 
     def finish(self, mid: int, state: str) -> None:
         """Record the settlement and drop the body (a release is already spooled)."""
         with self.engine.begin() as conn:
             path = conn.execute(select(messages.c.body_path).where(messages.c.id == mid)).scalar()
             conn.execute(messages.update().where(messages.c.id == mid).values(
-                state=state, settled_at=time.time()))
+                state=state, settled_at=self.clock()))
+            if self.bodies_in_db:
+                conn.execute(delete(message_bodies).where(message_bodies.c.message_id == mid))
         if path:
             remove_durably(Path(path))
 
     def read_body(self, mid: int) -> bytes:
+        if self.bodies_in_db:
+            with self.engine.connect() as conn:
+                body = conn.execute(select(message_bodies.c.body).where(
+                    message_bodies.c.message_id == mid)).scalar()
+            if body is None:
+                raise FileNotFoundError(f"no body for MID {mid}")
+            return bytes(body)
         return (self.bodies / f"{mid}.eml").read_bytes()
+
+    def delay(self, mid: int, seconds: float, quarantine: str | None = None
+              ) -> builtins.list[str]:
+        """Delay the scheduled exit of *mid* by *seconds*; the quarantines changed."""
+        mq = message_quarantines.c
+        stmt = update(message_quarantines).where(mq.message_id == mid, mq.state == HELD)
+        if quarantine is not None:
+            stmt = stmt.where(mq.quarantine == quarantine)
+        with self.engine.begin() as conn:
+            changed = sorted(q for (q,) in conn.execute(
+                stmt.values(scheduled_exit=mq.scheduled_exit + seconds).returning(mq.quarantine)))
+        if not changed:
+            where = f' "{quarantine}"' if quarantine else " any quarantine"
+            raise QuarantineError(f"MID {mid} is not held in{where}.")
+        return changed
+
+    def move(self, mid: int, source: str, target: str) -> None:
+        """Move *mid* from *source* to *target*, keeping its scheduled exit and reason."""
+        if target not in self.settings:
+            raise QuarantineError(f'No quarantine "{target}".')
+        if target in ("Virus", "Outbreak", UNCLASSIFIED):
+            raise QuarantineError(f'Messages can be moved only to policy quarantines, '
+                                  f'not "{target}".')
+        mq = message_quarantines.c
+        with self.engine.begin() as conn:
+            if conn.execute(select(mq.message_id).where(
+                    mq.message_id == mid, mq.quarantine == target)).first() is not None:
+                raise QuarantineError(f'MID {mid} is already in quarantine "{target}".')
+            moved = conn.execute(update(message_quarantines).where(
+                mq.message_id == mid, mq.quarantine == source, mq.state == HELD)
+                .values(quarantine=target).returning(mq.message_id)).first()
+        if moved is None:
+            raise QuarantineError(f'MID {mid} is not held in "{source}".')
+
+    # -- expiry and overflow -------------------------------------------------
+    def due(self, now: float, limit: int = 1000) -> builtins.list[tuple[int, str, str]]:
+        """Held (MID, quarantine, default action) whose scheduled exit has passed."""
+        mq = message_quarantines.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(mq.message_id, mq.quarantine).where(
+                mq.state == HELD, mq.scheduled_exit <= now)
+                .order_by(mq.scheduled_exit).limit(limit)).all()
+        return [(int(m), q, self.default_action(q)) for m, q in rows]
+
+    def default_action(self, name: str) -> str:
+        settings = self.settings.get(name)
+        if settings is None:
+            with self.engine.connect() as conn:
+                action = conn.execute(select(quarantines.c.default_action).where(
+                    quarantines.c.name == name)).scalar()
+            return str(action or DELETE)
+        return settings.default_action
+
+    def overflow_candidates(self, limit: int = 10000) -> builtins.list[OverflowCandidate]:
+        """Oldest held messages whose every holding quarantine frees space on overflow."""
+        allowed = [n for n, s in self.settings.items() if s.overflow]
+        mq = message_quarantines.c
+        blocked = exists().where(mq.message_id == messages.c.id, mq.state == HELD,
+                                 mq.quarantine.not_in(allowed))
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(messages.c.id, messages.c.received_at, messages.c.size)
+                                .where(messages.c.state == HELD, not_(blocked))
+                                .order_by(messages.c.received_at, messages.c.id)
+                                .limit(limit)).all()
+        return [OverflowCandidate(int(i), float(r), int(s)) for i, r, s in rows]
+
+    def held_in(self, mid: int) -> builtins.list[str]:
+        """The quarantines that still hold *mid*."""
+        mq = message_quarantines.c
+        with self.engine.connect() as conn:
+            return [q for (q,) in conn.execute(select(mq.quarantine).where(
+                mq.message_id == mid, mq.state == HELD).order_by(mq.quarantine))]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,8 @@ from pvoq.quarantine.store import (
     QuarantineError,
     QuarantineStore,
 )
+
+StoreFactory = Callable[..., QuarantineStore]
 
 BODY = b"From: alice@example.org\r\nSubject: Q3\r\n\r\nnumbers\r\n"
 
@@ -30,13 +32,6 @@ def meta(transfer_id: str, *quarantines: str, origin_mid: int = 42) -> dict[str,
                         for q in quarantines],
         "received": 1700000000.0, "size": len(BODY),
     }
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[QuarantineStore]:
-    s = QuarantineStore(f"sqlite:///{tmp_path / 'quarantine.db'}", tmp_path / "bodies")
-    yield s
-    s.close()
 
 
 def add(store: QuarantineStore, mid: int, *quarantines: str, transfer_id: str | None = None,
@@ -70,15 +65,12 @@ class TestAdd:
         """find_transfer of an unseen transfer id is None."""
         assert store.find_transfer("never-sent") is None
 
-    def test_persists_across_reopen(self, tmp_path: Path, store: QuarantineStore) -> None:
+    def test_persists_across_reopen(self, make_store: StoreFactory,
+                                    store: QuarantineStore) -> None:
         """A stored message is there after the store is reopened."""
         add(store, 1001, "Virus")
         store.close()
-        again = QuarantineStore(f"sqlite:///{tmp_path / 'quarantine.db'}", tmp_path / "bodies")
-        try:
-            assert again.find_transfer("transfer-00001001") == 1001
-        finally:
-            again.close()
+        assert make_store().find_transfer("transfer-00001001") == 1001
 
 
 class TestViews:

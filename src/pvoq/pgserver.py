@@ -1,0 +1,137 @@
+"""A throwaway PostgreSQL server for tests and benchmarks.
+
+`initdb` + `pg_ctl` in a temporary directory, listening on a free 127.0.0.1
+port with trust authentication, stopped and removed by `stop()`. PostgreSQL
+refuses to run as root: when we are root the server runs as the `postgres`
+user (or `nobody`) through `runuser`. Missing binaries are an error
+(`PostgresUnavailable`), never a reason to skip.
+
+This module never touches a system cluster or any state outside its
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+class PostgresUnavailable(Exception):
+    """The PostgreSQL server binaries are not installed or the server did not start."""
+
+
+def find_bindir() -> Path:
+    """The directory holding `initdb` and `pg_ctl` (newest Debian version first)."""
+    env = os.environ.get("PVOQ_PG_BINDIR")
+    candidates = [env] if env else []
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                         key=lambda p: int(p.split("/")[-2]) if p.split("/")[-2].isdigit() else 0,
+                         reverse=True)
+    which = shutil.which("initdb")
+    if which:
+        candidates.append(str(Path(which).parent))
+    for c in candidates:
+        if c and (Path(c) / "initdb").exists() and (Path(c) / "pg_ctl").exists():
+            return Path(c)
+    raise PostgresUnavailable("PostgreSQL server binaries (initdb, pg_ctl) not found; "
+                              "install Debian's postgresql package")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run_as() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    for user in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(user)
+            return user
+    raise PostgresUnavailable("running as root and no unprivileged user to run PostgreSQL")
+
+
+class PostgresServer:
+    """One private PostgreSQL server; `url(db)` gives a SQLAlchemy URL to a database."""
+
+    def __init__(self, *, fsync: bool = False) -> None:
+        self.bindir = find_bindir()
+        self.user = _run_as()
+        self.root = Path(tempfile.mkdtemp(prefix="pvoq-pg-"))
+        self.datadir = self.root / "data"
+        self.port = _free_port()
+        self.fsync = fsync
+        self._started = False
+
+    def _cmd(self, *argv: str) -> list[str]:
+        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        return [*prefix, *argv]
+
+    def start(self) -> PostgresServer:
+        if self.user:
+            pw = pwd.getpwnam(self.user)
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        os.chmod(self.root, 0o700)
+        try:
+            subprocess.run(self._cmd(str(self.bindir / "initdb"), "-D", str(self.datadir),
+                                     "-A", "trust", "-U", "pvoq", "-E", "UTF8",
+                                     "--locale=C.UTF-8" if self._has_c_utf8() else "--locale=C"),
+                           check=True, capture_output=True, timeout=120)
+            opts = (f"-c port={self.port} -c listen_addresses=127.0.0.1 "
+                    f"-c unix_socket_directories={self.root} -c max_connections=100 "
+                    f"-c fsync={'on' if self.fsync else 'off'} "
+                    f"-c synchronous_commit={'on' if self.fsync else 'off'} "
+                    "-c full_page_writes=off -c shared_buffers=256MB")
+            subprocess.run(self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir),
+                                     "-o", opts, "-l", str(self.root / "server.log"),
+                                     "-w", "-t", "60", "start"),
+                           check=True, capture_output=True, timeout=90)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            log = self.root / "server.log"
+            detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            stderr = getattr(exc, "stderr", b"") or b""
+            self.stop()
+            raise PostgresUnavailable(f"PostgreSQL did not start: {exc}: "
+                                      f"{stderr.decode(errors='replace')} {detail}") from exc
+        self._started = True
+        return self
+
+    @staticmethod
+    def _has_c_utf8() -> bool:
+        try:
+            out = subprocess.run(["locale", "-a"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return any(x.lower() in ("c.utf8", "c.utf-8") for x in out.stdout.split())
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://pvoq@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create database *name* (with pg_trgm) and return its URL."""
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=pvoq dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=pvoq dbname={name}",
+                             autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self._started:
+            subprocess.run(self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir),
+                                     "-m", "immediate", "-w", "stop"),
+                           capture_output=True, timeout=60)
+            self._started = False
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,166 @@
+"""The manager's quarantine operator commands on the admin socket.
+
+`quarantine.*`, `audit.*`: each turns the JSON arguments `pvoq cli` sends
+into one call of the `QuarantineService` and its answer into
+`{"text": ..., "data": ...}`. Whoever can open the admin socket (mode 0600)
+is the appliance's administrator; the CLI passes the operating system user
+so that the audit trail says who.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pvoq.admin.protocol import AdminServer, CommandError
+from pvoq.quarantine.roles import ADMIN, Caller, PermissionDenied
+from pvoq.quarantine.search import SearchError, SearchQuery
+from pvoq.quarantine.service import QuarantineService
+from pvoq.quarantine.settings import SettingsError
+from pvoq.quarantine.store import QuarantineError
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _caller(args: dict[str, Any]) -> Caller:
+    return Caller(str(args.get("user") or "admin"), "admin-socket", ADMIN)
+
+
+def _guard(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Handler:
+    async def run(args: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return fn(args)
+        except (QuarantineError, SearchError, SettingsError, PermissionDenied, ValueError,
+                KeyError) as exc:
+            raise CommandError(str(exc).strip("'\"")) from None
+    return run
+
+
+def _query(args: dict[str, Any]) -> SearchQuery:
+    return SearchQuery.from_dict(dict(args.get("query") or {}))
+
+
+class QuarantineCommands:
+    def __init__(self, service: QuarantineService) -> None:
+        self.service = service
+
+    def register(self, admin: AdminServer) -> None:
+        for name, fn in (("quarantine.list", self.list), ("quarantine.show", self.show),
+                         ("quarantine.release", self.release),
+                         ("quarantine.delete", self.delete), ("quarantine.delay", self.delay),
+                         ("quarantine.move", self.move), ("quarantine.copy", self.copy),
+                         ("quarantine.search", self.search), ("quarantine.bulk", self.bulk),
+                         ("quarantine.saved", self.saved), ("quarantine.expire", self.expire),
+                         ("quarantine.config", self.config),
+                         ("audit.verify", self.audit_verify), ("audit.tail", self.audit_tail)):
+            admin.register(name, _guard(fn))
+
+    def list(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = args.get("quarantine")
+        query = SearchQuery(quarantines=(name,) if name else (),
+                            limit=int(args.get("limit", 100)), offset=int(args.get("offset", 0)))
+        rows, total = self.service.search(_caller(args), query)
+        return {"data": {"messages": rows, "total": total,
+                         "counts": self.service.store.counts()}}
+
+    def show(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"data": self.service.details(_caller(args), int(args["mid"]))}
+
+    def _act(self, args: dict[str, Any], action: str) -> dict[str, Any]:
+        result = self.service.act(_caller(args), action, int(args["mid"]),
+                                  args.get("quarantine"))
+        if not result.ok:
+            raise CommandError(result.text)
+        return {"text": result.text, "data": result.as_dict()}
+
+    def release(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._act(args, "release")
+
+    def delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._act(args, "delete")
+
+    def delay(self, args: dict[str, Any]) -> dict[str, Any]:
+        result = self.service.delay(_caller(args), int(args["mid"]), str(args["delay"]),
+                                    args.get("quarantine"))
+        if not result.ok:
+            raise CommandError(result.text)
+        return {"text": result.text, "data": result.as_dict()}
+
+    def move(self, args: dict[str, Any]) -> dict[str, Any]:
+        result = self.service.move(_caller(args), int(args["mid"]), str(args["source"]),
+                                   str(args["target"]))
+        if not result.ok:
+            raise CommandError(result.text)
+        return {"text": result.text, "data": result.as_dict()}
+
+    def copy(self, args: dict[str, Any]) -> dict[str, Any]:
+        result = self.service.copy(_caller(args), int(args["mid"]), str(args["address"]))
+        if not result.ok:
+            raise CommandError(result.text)
+        return {"text": result.text, "data": result.as_dict()}
+
+    def search(self, args: dict[str, Any]) -> dict[str, Any]:
+        caller = _caller(args)
+        if args.get("saved"):
+            saved = self.service.saved_searches(caller)
+            if args["saved"] not in saved:
+                raise CommandError(f"No saved search named {args['saved']!r}.")
+            query = saved[args["saved"]].page(int(args.get("limit", 20)),
+                                              int(args.get("offset", 0)))
+        else:
+            query = _query(args)
+        rows, total = self.service.search(caller, query)
+        return {"data": {"messages": rows, "total": total, "limit": query.limit,
+                         "offset": query.offset}}
+
+    def bulk(self, args: dict[str, Any]) -> dict[str, Any]:
+        caller = _caller(args)
+        query = _query(args)
+        if args.get("saved"):
+            query = self.service.saved_searches(caller)[args["saved"]]
+        data = self.service.bulk(caller, query, str(args["action"]),
+                                 dry_run=bool(args.get("dry_run")),
+                                 quarantine=args.get("quarantine"), delay=args.get("delay"),
+                                 target=args.get("target"), address=args.get("address"))
+        verb = "would" if data["dry_run"] else "did"
+        text = f"{data['action']}: {verb} act on {data['count']} messages"
+        if not data["dry_run"]:
+            text += f" ({data['done']} done)"
+        return {"text": text + ".", "data": data}
+
+    def saved(self, args: dict[str, Any]) -> dict[str, Any]:
+        caller = _caller(args)
+        op = args.get("op", "list")
+        if op == "save":
+            self.service.save_search(caller, str(args["name"]), _query(args))
+            return {"text": f"Saved search {args['name']!r}."}
+        if op == "delete":
+            if not self.service.delete_search(caller, str(args["name"])):
+                raise CommandError(f"No saved search named {args['name']!r}.")
+            return {"text": f"Deleted saved search {args['name']!r}."}
+        saved = self.service.saved_searches(caller)
+        return {"data": {name: q.to_json() for name, q in saved.items()}}
+
+    def expire(self, args: dict[str, Any]) -> dict[str, Any]:
+        n = self.service.expire()
+        return {"text": f"{n} quarantine entries expired.", "data": {"expired": n}}
+
+    def config(self, args: dict[str, Any]) -> dict[str, Any]:
+        settings = self.service.store.settings
+        return {"data": {name: {"retention_s": s.retention_s,
+                                "default_action": s.default_action,
+                                "free_up_space": s.overflow, "builtin": s.builtin,
+                                "early_release": s.early_release.__dict__}
+                         for name, s in settings.items()},
+                "quota_bytes": self.service.quota_bytes}
+
+    def audit_verify(self, args: dict[str, Any]) -> dict[str, Any]:
+        verdict = self.service.audit.verify()
+        if not verdict.ok:
+            raise CommandError(f"Audit trail BROKEN at record {verdict.broken_at}: "
+                               f"{verdict.problem} ({verdict.records} records verified before)")
+        return {"text": f"Audit trail intact: {verdict.records} records.",
+                "data": {"records": verdict.records}}
+
+    def audit_tail(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"data": self.service.audit.tail(int(args.get("limit", 50)))}

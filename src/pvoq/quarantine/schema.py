@@ -1,0 +1,189 @@
+"""The quarantine database schema (SQLAlchemy Core) and engine setup.
+
+One schema for SQLite (the embedded default: WAL, `synchronous=FULL`) and
+PostgreSQL (psycopg 3; trigram indexes for text search). Tables:
+
+- `quarantines`: the settings of each quarantine as the database knows them
+  (so that several manager processes and a deleted quarantine agree).
+- `messages`: one row per quarantined message (the manager's MID); `state`
+  is `held` while any quarantine holds it, `settling` once one manager
+  process has claimed its settlement, then `released` or `deleted`.
+- `message_quarantines`: which quarantines hold a message, why, until when.
+- `message_recipients`, `attachments`: what searches look at.
+- `message_bodies`: bodies when they live in the database (`bodies=database`).
+- `audit`, `audit_head`: the hash-chained audit trail.
+- `saved_searches`.
+
+Schema changes go through Alembic (`pvoq/quarantine/migrations`); the
+`create_all` here creates a fresh database at the current revision.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+quarantines = Table(
+    "quarantines", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("builtin", Boolean, nullable=False),
+    Column("retention_s", Float, nullable=False),
+    Column("default_action", String(16), nullable=False),
+    Column("overflow", Boolean, nullable=False),
+    Column("settings", Text, nullable=False),     # JSON of the whole QuarantineSettings
+    Column("deleted", Boolean, nullable=False, default=False),
+)
+
+messages = Table(
+    "messages", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # the manager's MID
+    Column("transfer_id", String(128), nullable=False, unique=True),
+    Column("origin_host", String(255), nullable=False),
+    Column("origin_serial", String(64), nullable=False),
+    Column("origin_mid", Integer, nullable=False),
+    Column("origin_ip", String(64), nullable=False),
+    Column("sender", String(512), nullable=False),
+    Column("recipients", Text, nullable=False),   # JSON list of {rid, address}
+    Column("subject", Text, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("body_path", Text, nullable=False),    # "" when the body is in the database
+    Column("state", String(16), nullable=False),
+    Column("claimed_by", String(128)),
+    Column("claimed_at", Float),
+    Column("settled_at", Float),
+    Column("meta", Text, nullable=False),         # the CPQ metadata as received
+    Index("ix_messages_received", "received_at"),
+    Index("ix_messages_state", "state"),
+    Index("ix_messages_origin", "origin_host"),
+    Index("ix_messages_sender", "sender"),
+    Index("ix_messages_size", "size"),
+)
+
+message_quarantines = Table(
+    "message_quarantines", metadata,
+    Column("message_id", Integer, ForeignKey("messages.id"), primary_key=True),
+    Column("quarantine", String(64), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("stage", String(64), nullable=False),
+    Column("received_at", Float, nullable=False),  # copied: time-ordered scans per quarantine
+    Column("scheduled_exit", Float),
+    Column("state", String(16), nullable=False),
+    Column("acted_at", Float),
+    Column("how", String(32)),
+    Index("ix_mq_held", "quarantine", "state", "received_at"),
+    Index("ix_mq_exit", "state", "scheduled_exit"),
+    Index("ix_mq_state_received", "state", "received_at"),
+)
+
+message_recipients = Table(
+    "message_recipients", metadata,
+    Column("message_id", Integer, ForeignKey("messages.id"), primary_key=True),
+    Column("rid", Integer, primary_key=True),
+    Column("address", String(512), nullable=False),
+    Index("ix_recipients_address", "address"),
+)
+
+attachments = Table(
+    "attachments", metadata,
+    Column("message_id", Integer, ForeignKey("messages.id"), primary_key=True),
+    Column("n", Integer, primary_key=True),
+    Column("name", String(512), nullable=False),
+    Column("size", Integer, nullable=False),
+    Index("ix_attachments_name", "name"),
+)
+
+message_bodies = Table(
+    "message_bodies", metadata,
+    Column("message_id", Integer, primary_key=True, autoincrement=False),
+    Column("body", LargeBinary, nullable=False),
+)
+
+audit = Table(
+    "audit", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("origin", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("detail", Text, nullable=False),       # canonical JSON
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_head = Table(
+    "audit_head", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+saved_searches = Table(
+    "saved_searches", metadata,
+    Column("owner", String(128), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("query", Text, nullable=False),        # JSON of a SearchQuery
+    Column("created_at", Float, nullable=False),
+)
+
+GENESIS = "0" * 64
+
+# Trigram indexes make contains/starts/ends-with searches indexable on PostgreSQL.
+_PG_TRGM = [
+    ("ix_messages_subject_trgm", "messages", "subject"),
+    ("ix_messages_sender_trgm", "messages", "sender"),
+    ("ix_recipients_address_trgm", "message_recipients", "address"),
+    ("ix_mq_reason_trgm", "message_quarantines", "reason"),
+    ("ix_attachments_name_trgm", "attachments", "name"),
+]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA cache_size=-65536")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for *url* with this project's per-dialect settings."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table and index that is missing (a fresh database, or tests)."""
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+            for name, table, column in _PG_TRGM:
+                conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {table} "
+                                  f"USING gin (lower({column}) gin_trgm_ops)"))
+        if conn.execute(audit_head.select()).first() is None:
+            conn.execute(audit_head.insert().values(id=1, seq=0, hash=GENESIS))

@@ -1,0 +1,303 @@
+"""The quarantine service: what the CLI, the REST API and the scheduler call.
+
+It checks the caller's role, applies an action through the store, hands a
+settled message to the `Settler` (the manager: spool the release or drop
+the body), writes the mail_logs lines and the audit record. Expiry and the
+overflow rule live here too, with the clock injected.
+
+It never talks to the network itself; delivery is the Settler's job.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import delete, select
+
+from pvoq.quarantine import roles
+from pvoq.quarantine.audit import AuditTrail
+from pvoq.quarantine.roles import SYSTEM, Caller, PermissionDenied
+from pvoq.quarantine.schema import saved_searches
+from pvoq.quarantine.search import SearchQuery
+from pvoq.quarantine.settings import (
+    RELEASE,
+    choose_overflow,
+    crossed_threshold,
+    delay_seconds,
+    percent_full,
+)
+from pvoq.quarantine.store import (
+    DELETED,
+    HELD,
+    RELEASED,
+    QuarantineError,
+    QuarantineStore,
+)
+
+ACTIONS = {"release": RELEASED, "delete": DELETED}
+SPACE_FULL = "452 4.3.1 Quarantine space full, try again later"
+
+
+class Settler(Protocol):
+    def settle(self, mid: int, state: str, how: str = "manual",
+               names: tuple[str, ...] | None = None) -> None: ...
+
+    def send_copy(self, mid: int, address: str) -> int: ...
+
+
+@dataclass
+class ActionResult:
+    """One message's result in a (bulk) action."""
+
+    mid: int
+    ok: bool
+    acted_on: tuple[str, ...] = ()
+    settled: str | None = None
+    text: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mid": self.mid, "ok": self.ok, "acted_on": list(self.acted_on),
+                "settled": self.settled, "text": self.text}
+
+
+@dataclass
+class QuarantineService:
+    store: QuarantineStore
+    settler: Settler
+    log: Callable[[str], None]
+    clock: Callable[[], float] = time.time
+    quota_bytes: int = 0
+    audit: AuditTrail = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.audit = AuditTrail(self.store.engine, self.clock)
+
+    # -- views ---------------------------------------------------------------
+    def search(self, caller: Caller, query: SearchQuery) -> tuple[list[dict[str, Any]], int]:
+        roles.check(caller, "search")
+        query = SearchQuery.from_dict({**json.loads(query.to_json()),
+                                       "quarantines": roles.visible(caller, query.quarantines)})
+        rows, total = self.store.search(query)
+        self.audit.append(caller.actor, caller.origin, "search",
+                          {"query": json.loads(query.to_json()), "total": total})
+        return rows, total
+
+    def details(self, caller: Caller, mid: int, *, with_body: bool = True) -> dict[str, Any]:
+        roles.check(caller, "view")
+        record = self.store.get(mid)
+        if record is None:
+            raise QuarantineError(f"No message with MID {mid} in the quarantines.")
+        self._check_quarantines(caller, [q["quarantine"] for q in record["quarantines"]])
+        record["body"] = ""
+        if with_body and record["state"] == HELD:
+            record["body"] = self.store.read_body(mid).decode("utf-8", "replace")
+        self.audit.append(caller.actor, caller.origin, "view", {"mid": mid})
+        return record
+
+    def _check_quarantines(self, caller: Caller, names: list[str]) -> None:
+        if caller.quarantines is not None and not set(names) & set(caller.quarantines):
+            raise PermissionDenied("no access to the quarantines holding this message")
+
+    # -- actions ---------------------------------------------------------------
+    def act(self, caller: Caller, action: str, mid: int, quarantine: str | None = None,
+            *, how: str = "manual") -> ActionResult:
+        """Release or delete one message (from one quarantine or all it is in)."""
+        roles.check(caller, action)
+        if quarantine is not None:
+            roles.visible(caller, (quarantine,))
+        state = ACTIONS[action]
+        received = self._received_at(mid)
+        try:
+            outcome = self.store.act(mid, state, quarantine, how=how,
+                                     quarantines_in=caller.quarantines)
+        except QuarantineError as exc:
+            return ActionResult(mid, False, text=str(exc))
+        self.audit.append(caller.actor, caller.origin, action,
+                          {"mid": mid, "quarantines": list(outcome.acted_on), "how": how})
+        self._after(mid, state, outcome.acted_on, outcome.settled, how, received)
+        verb = "released" if state == RELEASED else "deleted"
+        text = f"MID {mid} {verb} from {', '.join(outcome.acted_on)}."
+        if outcome.settled == RELEASED:
+            text += " Queued for delivery on the.cpq.release.host."
+        elif outcome.settled is None and state == RELEASED and self.store.held_in(mid):
+            text += " Still held in another quarantine."
+        return ActionResult(mid, True, outcome.acted_on, outcome.settled, text)
+
+    def _received_at(self, mid: int) -> float | None:
+        record = self.store.get(mid)
+        return None if record is None else float(record["received_at"])
+
+    def _after(self, mid: int, state: str, acted: tuple[str, ...], settled: str | None,
+               how: str, received: float | None) -> None:
+        if settled is not None:
+            self.settler.settle(mid, settled, how, acted)
+            return
+        held_for = self.clock() - (received or self.clock())
+        verb = "released from" if state == RELEASED else "deleted from"
+        for name in acted:
+            self.log(f'MID {mid} {verb} quarantine "{name}" ({how}) t={held_for:.0f}')
+
+    def delay(self, caller: Caller, mid: int, delay: str, quarantine: str | None = None
+              ) -> ActionResult:
+        """Delay Scheduled Exit by 8h, 24h, 48h or 1w."""
+        roles.check(caller, "delay")
+        seconds = delay_seconds(delay)
+        try:
+            changed = self.store.delay(mid, seconds, quarantine)
+        except QuarantineError as exc:
+            return ActionResult(mid, False, text=str(exc))
+        self.audit.append(caller.actor, caller.origin, "delay",
+                          {"mid": mid, "quarantines": changed, "delay": delay})
+        return ActionResult(mid, True, tuple(changed),
+                            text=f"MID {mid}: scheduled exit delayed by {delay} in "
+                                 f"{', '.join(changed)}.")
+
+    def move(self, caller: Caller, mid: int, source: str, target: str) -> ActionResult:
+        """Move to another policy quarantine, keeping the scheduled exit and reason."""
+        roles.check(caller, "move")
+        roles.visible(caller, (source, target))
+        try:
+            self.store.move(mid, source, target)
+        except QuarantineError as exc:
+            return ActionResult(mid, False, text=str(exc))
+        self.audit.append(caller.actor, caller.origin, "move",
+                          {"mid": mid, "from": source, "to": target})
+        self.log(f'MID {mid} moved from quarantine "{source}" to "{target}"')
+        return ActionResult(mid, True, (source,), text=f'MID {mid} moved to "{target}".')
+
+    def copy(self, caller: Caller, mid: int, address: str) -> ActionResult:
+        """Send a copy to *address* through the originating gateway (admins only)."""
+        roles.check(caller, "copy")
+        if "@" not in address:
+            return ActionResult(mid, False, text=f"not an address: {address!r}")
+        record = self.store.get(mid)
+        if record is None or record["state"] != HELD:
+            return ActionResult(mid, False, text=f"No message with MID {mid} in the quarantines.")
+        copy_mid = self.settler.send_copy(mid, address)
+        self.audit.append(caller.actor, caller.origin, "copy",
+                          {"mid": mid, "to": address, "copy_mid": copy_mid})
+        self.log(f"MID {mid} copy sent to {address} as MID {copy_mid}")
+        return ActionResult(mid, True, text=f"MID {mid}: copy queued to {address} "
+                                            f"as MID {copy_mid}.")
+
+    def bulk(self, caller: Caller, query: SearchQuery, action: str, *, dry_run: bool,
+             quarantine: str | None = None, delay: str | None = None,
+             target: str | None = None, address: str | None = None) -> dict[str, Any]:
+        """Apply *action* to every message *query* finds; with dry_run, only list them."""
+        roles.check(caller, action)
+        query = SearchQuery.from_dict({**json.loads(query.to_json()),
+                                       "quarantines": roles.visible(caller, query.quarantines)})
+        mids = self.store.search_ids(query)
+        self.audit.append(caller.actor, caller.origin, "bulk-dry-run" if dry_run else "bulk",
+                          {"action": action, "query": json.loads(query.to_json()),
+                           "count": len(mids)})
+        if dry_run:
+            return {"dry_run": True, "action": action, "count": len(mids), "mids": mids}
+        results = []
+        for mid in mids:
+            if action in ACTIONS:
+                results.append(self.act(caller, action, mid, quarantine))
+            elif action == "delay":
+                results.append(self.delay(caller, mid, delay or "24h", quarantine))
+            elif action == "move":
+                if not quarantine or not target:
+                    raise QuarantineError("move needs a source and a target quarantine")
+                results.append(self.move(caller, mid, quarantine, target))
+            elif action == "copy":
+                results.append(self.copy(caller, mid, address or ""))
+            else:
+                raise QuarantineError(f"unknown action {action!r}")
+        return {"dry_run": False, "action": action, "count": len(mids),
+                "done": sum(1 for r in results if r.ok),
+                "results": [r.as_dict() for r in results]}
+
+    # -- saved searches -----------------------------------------------------
+    def save_search(self, caller: Caller, name: str, query: SearchQuery) -> None:
+        roles.check(caller, "saved_search")
+        with self.store.engine.begin() as conn:
+            conn.execute(delete(saved_searches).where(saved_searches.c.owner == caller.actor,
+                                                      saved_searches.c.name == name))
+            conn.execute(saved_searches.insert().values(owner=caller.actor, name=name,
+                                                        query=query.to_json(),
+                                                        created_at=self.clock()))
+        self.audit.append(caller.actor, caller.origin, "save-search", {"name": name})
+
+    def saved_searches(self, caller: Caller) -> dict[str, SearchQuery]:
+        roles.check(caller, "saved_search")
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(saved_searches.c.name, saved_searches.c.query)
+                                .where(saved_searches.c.owner == caller.actor)
+                                .order_by(saved_searches.c.name)).all()
+        return {n: SearchQuery.from_json(q) for n, q in rows}
+
+    def delete_search(self, caller: Caller, name: str) -> bool:
+        roles.check(caller, "saved_search")
+        with self.store.engine.begin() as conn:
+            gone = conn.execute(delete(saved_searches).where(
+                saved_searches.c.owner == caller.actor, saved_searches.c.name == name)).rowcount
+        return bool(gone)
+
+    # -- expiry, deleted quarantines, overflow ----------------------------------
+    def apply_default(self, mid: int, quarantine: str, default_action: str, how: str) -> bool:
+        """Apply a quarantine's default action to *mid* (one manager process wins)."""
+        state = RELEASED if default_action == RELEASE else DELETED
+        received = self._received_at(mid)
+        try:
+            outcome = self.store.act(mid, state, quarantine, how=how)
+        except QuarantineError:
+            return False  # another manager process got there first
+        self.audit.append(SYSTEM.actor, SYSTEM.origin, default_action,
+                          {"mid": mid, "quarantines": list(outcome.acted_on), "how": how})
+        self._after(mid, state, outcome.acted_on, outcome.settled, how, received)
+        return True
+
+    def expire(self, now: float | None = None, *, batch: int = 1000,
+               max_batches: int | None = None) -> int:
+        """Apply the default action to every message past its scheduled exit."""
+        now = self.clock() if now is None else now
+        done = 0
+        batches = 0
+        while True:
+            due = self.store.due(now, limit=batch)
+            acted = sum(self.apply_default(mid, q, action, "expired") for mid, q, action in due)
+            done += acted
+            batches += 1
+            if len(due) < batch or acted == 0 or (max_batches and batches >= max_batches):
+                return done
+
+    def apply_deleted_quarantines(self, pending: list[tuple[int, str, str]]) -> int:
+        """The default action for the messages of quarantines that were deleted."""
+        return sum(self.apply_default(mid, q, action, "quarantine deleted")
+                   for mid, q, action in pending)
+
+    def make_room(self, size: int, quarantines: list[str]) -> bool:
+        """Room for a message of *size* bytes, freeing space by the overflow rule if needed.
+
+        False when the quota would be exceeded and nothing may be freed: the
+        caller answers CPQ with a temporary error and the gateway keeps the mail.
+        """
+        if self.quota_bytes <= 0:
+            return True
+        used = self.store.used_bytes()
+        need = used + size - self.quota_bytes
+        if need > 0:
+            chosen = choose_overflow(self.store.overflow_candidates(), need)
+            if chosen is None:
+                self.log(f"Quarantine space full: {used} of {self.quota_bytes} bytes used, "
+                         f"nothing may be freed; a message of {size} bytes must wait")
+                return False
+            for mid in chosen:
+                for name in self.store.held_in(mid):
+                    self.apply_default(mid, name, self.store.default_action(name),
+                                       "queue full")
+            used = self.store.used_bytes()
+        after = percent_full(used + size, self.quota_bytes)
+        crossed = crossed_threshold(percent_full(used, self.quota_bytes), after)
+        if crossed is not None:
+            for name in quarantines:
+                self.log(f'Quarantine "{name}" is {after}% full')
+        return True

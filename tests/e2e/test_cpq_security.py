@@ -85,7 +85,7 @@ class TestCpqListener:
             "TLS was required but could not be successfully negotiated" in line
             for line in dep.mail_logs("gateway")))
         log = "\n".join(dep.mail_logs("gateway"))
-        assert re.search(r"DCID \d+ TLS failed: verify error: \w", log)
+        assert re.search(r"DCID \d+ TLS failed: verify error: \w", log), log
         dep.stop("rogue")
         dep.start_manager()
         rows = wait_for("quarantined by the real manager", dep.quarantined, timeout_s=60)

@@ -107,10 +107,11 @@ def _values(m: Match, msg: ScanMessage) -> Sequence[str]:
 
 # -- modifications (on the raw bytes, so untouched parts stay byte-identical) -----
 def _split(body: bytes) -> tuple[bytes, bytes, bytes]:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        head, found, rest = body.partition(sep)
-        if found:
-            return head, sep, rest
+    """(header lines each with its line end, the blank line, the rest)."""
+    for eol in (b"\r\n", b"\n"):
+        at = body.find(eol + eol)
+        if at >= 0:
+            return body[:at + len(eol)], eol, body[at + 2 * len(eol):]
     return body, b"", b""
 
 

@@ -1,96 +1,176 @@
-"""Tests for pvoq.scan.pipeline: content filters, antivirus, outbreak filters, resume."""
+"""Tests for pvoq.scan.pipeline: order, verdicts, fail-closed stages, release resume rules."""
 
 from __future__ import annotations
 
 import re
-from email.header import Header
-from email.mime.application import MIMEApplication
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
+import threading
 
 import pytest
+from scanhelpers import message, with_attachment
 
-from pvoq.config.model import ContentFilter, ScanSettings
+from pvoq.config.model import AntivirusSettings, ContentFilter, ScanSettings
+from pvoq.scan.antivirus import EICAR, AvResult, ScannerUnavailable
+from pvoq.scan.filterlang import parse_filters
 from pvoq.scan.pipeline import (
     ANTIVIRUS,
     CONTENT_FILTERS,
-    EICAR,
+    DELIVERY,
+    MESSAGE_FILTERS,
+    ORDER,
     OUTBREAK_FILTERS,
     STAGES,
     Pipeline,
     ScanError,
-    Verdict,
 )
+from pvoq.scan.verdict import BOUNCE, DROP, PASS, QUARANTINE, ScanResult
 
 CONFIDENTIAL = ContentFilter("confidential_subject", "Subject",
                              re.compile(r"(?i)\bconfidential\b"), "Policy")
-OUTBREAK_URLS = ("bad.example/phish", "evil.test")
+MESSAGE_FILTER_TEXT = 'no_exe: if attachment-filename == "\\.exe$" { quarantine("Policy"); }'
 
 
 def settings(**changes: object) -> ScanSettings:
-    """Scan settings with one Subject filter and two outbreak rules, plus *changes*."""
-    base = dict(content_filters=(CONFIDENTIAL,), antivirus_enabled=True, outbreak_enabled=True,
-                outbreak_urls=OUTBREAK_URLS)
+    """A message filter, a legacy content filter, the built-in EICAR check, one URL rule."""
+    base: dict[str, object] = dict(
+        message_filters=tuple(parse_filters(MESSAGE_FILTER_TEXT)),
+        content_filters=(CONFIDENTIAL,), outbreak_urls=("evil.test",))
     base.update(changes)
     return ScanSettings(**base)  # type: ignore[arg-type]
 
 
-def message(subject: str = "Lunch", body: str = "See you at noon.", *,
-            headers: dict[str, str] | None = None) -> bytes:
-    """A plain-text message with CRLF line ends."""
-    lines = ["From: alice@example.org", "To: bob@example.com", f"Subject: {subject}"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode()
+def run(body: bytes, *, resume_after: str | None = None, **changes: object) -> ScanResult:
+    pipeline = Pipeline(settings(**changes))
+    try:
+        return pipeline.run(body, resume_after=resume_after)
+    finally:
+        pipeline.close()
 
 
-def with_attachment(payload: bytes, *, subject: str = "Report") -> bytes:
-    """A multipart message carrying *payload* as a base64 attachment."""
-    msg = MIMEMultipart()
-    msg["From"], msg["To"], msg["Subject"] = "alice@example.org", "bob@example.com", subject
-    msg.attach(MIMEText("Please see the attachment."))
-    msg.attach(MIMEApplication(payload, Name="file.bin"))
-    return msg.as_bytes()
+def stages_of(result: ScanResult) -> list[str]:
+    return [v.stage for v in result.verdicts]
 
 
-def run(body: bytes, **changes: object) -> list[Verdict]:
-    return Pipeline(settings(**changes)).run(body)
+EVERYTHING = with_attachment(EICAR, filename="tool.exe", subject="confidential",
+                             text="see http://evil.test/x")
 
 
-def stages_of(verdicts: list[Verdict]) -> list[str]:
-    return [v.stage for v in verdicts]
+class TestOrder:
+    def test_fixed_printable_order(self) -> None:
+        """Message filters, anti-virus, content filters, outbreak filters, then delivery."""
+        assert ORDER == (MESSAGE_FILTERS, ANTIVIRUS, CONTENT_FILTERS, OUTBREAK_FILTERS,
+                         DELIVERY)
+        pipeline = Pipeline(settings())
+        rows = pipeline.describe()
+        pipeline.close()
+        assert [r["stage"] for r in rows] == list(ORDER)
+        assert [r["pvo"] for r in rows] == ["P", "V", "P", "O", "-"]
+        assert "1 filter: no_exe" in rows[0]["engine"]
+        assert "built-in EICAR" in rows[1]["engine"]
+
+    def test_clean_message_passes_every_stage(self) -> None:
+        """A clean message passes, and the trace shows every stage it went through."""
+        result = run(message())
+        assert (result.action, result.verdicts) == (PASS, [])
+        assert [t.stage for t in result.trace] == list(STAGES)
+        assert all(t.outcome == PASS for t in result.trace)
+
+    def test_caught_by_every_stage_goes_to_every_quarantine(self) -> None:
+        """A message caught by several stages yields one verdict per stage, in order."""
+        result = run(EVERYTHING)
+        assert result.action == QUARANTINE
+        assert stages_of(result) == list(STAGES)
+        assert [v.quarantine for v in result.verdicts] == ["Policy", "Virus", "Policy",
+                                                           "Outbreak"]
+        assert result.verdicts[1].reason == "a/v verdict:VIRAL Eicar-Test-Signature"
+        assert result.verdicts[3].reason == "VOF rule:url:evil.test"
+
+    def test_drop_ends_the_pipeline(self) -> None:
+        """A drop in message filters ends the scan: no stage after it runs, no quarantine."""
+        filters = parse_filters('d: if subject == "confidential" { drop(); }')
+        result = run(EVERYTHING, message_filters=tuple(filters))
+        assert (result.action, result.reason, result.verdicts) == (DROP, "message filter:d", [])
+        assert [t.stage for t in result.trace] == [MESSAGE_FILTERS]
+
+    def test_skip_filters_skips_content_filters_only(self) -> None:
+        """skip-filters() in message filters skips content filters; AV still runs."""
+        filters = parse_filters('s: if true { skip-filters(); }')
+        result = run(EVERYTHING, message_filters=tuple(filters))
+        assert stages_of(result) == [ANTIVIRUS, OUTBREAK_FILTERS]
+        assert [t.outcome for t in result.trace][2] == "skipped"
+
+    def test_modified_message_is_scanned_by_later_stages(self) -> None:
+        """A message filter's modification is what the later stages see."""
+        filters = parse_filters('s: if true { strip-attachment-by-name("\\.exe$"); }')
+        result = run(EVERYTHING, message_filters=tuple(filters))
+        assert result.body is not None and b"removed" in result.body
+        assert ANTIVIRUS not in stages_of(result)
+
+    def test_unscannable_action(self) -> None:
+        """An unscannable verdict follows the configured action."""
+        class Unscannable:
+            name = "test"
+
+            def describe(self) -> str:
+                return "test engine"
+
+            def scan(self, data: bytes) -> AvResult:
+                return AvResult("UNSCANNABLE", (), "size limit exceeded")
+
+        outcomes = {}
+        for action in ("deliver", "quarantine", "drop", "bounce"):
+            p = Pipeline(settings(antivirus=AntivirusSettings(unscannable_action=action)),
+                         engine=Unscannable())
+            outcomes[action] = p.run(message())
+            p.close()
+        assert outcomes["deliver"].action == PASS
+        assert [v.reason for v in outcomes["quarantine"].verdicts] == [
+            "a/v verdict:UNSCANNABLE"]
+        assert (outcomes["drop"].action, outcomes["bounce"].action) == (DROP, BOUNCE)
 
 
-class TestContentFilters:
-    def test_subject_match_quarantines_to_policy(self) -> None:
-        """A Subject matching a filter's regex gives a Policy verdict naming the filter."""
-        (verdict,) = run(message(subject="Confidential: Q3 numbers"))
-        assert verdict.stage == CONTENT_FILTERS
-        assert verdict.quarantine == "Policy"
-        assert verdict.reason == "content filter:confidential_subject"
+class TestFailClosed:
+    def test_engine_down_is_a_temporary_failure(self) -> None:
+        """An anti-virus engine that cannot answer fails the scan; it never passes."""
+        class Down:
+            name = "down"
 
-    def test_no_match(self) -> None:
-        """A Subject that does not match gives no verdict."""
-        assert run(message(subject="Non-confidentiality is not a word")) == []
+            def describe(self) -> str:
+                return "down"
 
-    def test_other_header_and_quarantine(self) -> None:
-        """A filter can look at any header and name any quarantine."""
-        flt = ContentFilter("bulk", "X-Mailer", re.compile("MassMailer"), "Bulk")
-        (verdict,) = run(message(headers={"X-Mailer": "MassMailer 2.0"}),
-                         content_filters=(flt,))
-        assert (verdict.quarantine, verdict.reason) == ("Bulk", "content filter:bulk")
+            def scan(self, data: bytes) -> AvResult:
+                raise ScannerUnavailable("clamd unavailable: connection refused")
 
-    def test_encoded_subject_is_matched_decoded(self) -> None:
-        """An RFC 2047 encoded Subject is matched on its decoded text."""
-        subject = Header("Confidential \u2013 Q3 numbers", "utf-8").encode()
-        assert "Confidential " not in subject  # as sent by a mail client: encoded-word
-        assert stages_of(run(message(subject=subject))) == [CONTENT_FILTERS]
+        pipeline = Pipeline(settings(), engine=Down())
+        with pytest.raises(ScanError, match="connection refused") as info:
+            pipeline.run(message())
+        pipeline.close()
+        assert info.value.stage == ANTIVIRUS
 
-    def test_body_is_not_a_header(self) -> None:
-        """A Subject filter does not look at the body."""
-        assert run(message(body="This is confidential.")) == []
+    def test_stage_timeout_is_a_temporary_failure(self) -> None:
+        """A stage that does not answer within its timeout fails the scan."""
+        release = threading.Event()
 
-    def test_failing_filter_fails_closed(self) -> None:
-        """A filter that raises makes the scan fail with ScanError, never pass."""
+        class Slow:
+            name = "slow"
+
+            def describe(self) -> str:
+                return "slow"
+
+            def scan(self, data: bytes) -> AvResult:
+                release.wait(10)
+                return AvResult("CLEAN")
+
+        pipeline = Pipeline(settings(antivirus=AntivirusSettings(timeout_seconds=0.2)),
+                            engine=Slow())
+        try:
+            with pytest.raises(ScanError, match="antivirus timed out after 0.2s"):
+                pipeline.run(message())
+        finally:
+            release.set()
+            pipeline.close()
+
+    def test_check_that_raises_is_a_temporary_failure(self) -> None:
+        """A filter that raises fails the scan with ScanError naming the stage."""
         class Broken:
             pattern = "broken"
 
@@ -98,141 +178,74 @@ class TestContentFilters:
                 raise RuntimeError("regex engine exploded")
 
         flt = ContentFilter("broken", "Subject", Broken(), "Policy")  # type: ignore[arg-type]
-        with pytest.raises(ScanError, match=CONTENT_FILTERS):
+        with pytest.raises(ScanError, match="content_filters failed: RuntimeError"):
             run(message(), content_filters=(flt,))
 
+    def test_missing_rules_file_fails_closed(self, tmp_path: object) -> None:
+        """A configured outbreak rules file that never loaded fails outbreak scanning."""
+        from pathlib import Path
 
-class TestAntivirus:
-    def test_eicar_in_body(self) -> None:
-        """EICAR in a plain body gives a Virus verdict."""
-        (verdict,) = run(message(body=EICAR.decode()))
-        assert (verdict.stage, verdict.quarantine) == (ANTIVIRUS, "Virus")
-        assert verdict.reason == "a/v verdict:VIRAL"
-
-    def test_eicar_in_base64_attachment(self) -> None:
-        """EICAR hidden in a base64 attachment is found after decoding."""
-        body = with_attachment(EICAR)
-        assert EICAR not in body  # only the decoded part contains it
-        assert [(v.stage, v.quarantine) for v in run(body)] == [(ANTIVIRUS, "Virus")]
-
-    def test_disabled(self) -> None:
-        """With antivirus disabled EICAR passes this stage."""
-        assert run(message(body=EICAR.decode()), antivirus_enabled=False) == []
+        from pvoq.config.model import OutbreakSettings
+        missing = Path(str(tmp_path)) / "absent.json"
+        with pytest.raises(ScanError, match="no valid outbreak rules"):
+            run(message(), outbreak=OutbreakSettings(rules_file=missing))
 
 
-class TestOutbreakFilters:
-    @pytest.mark.parametrize("url", [
-        "http://bad.example/phish",
-        "https://bad.example/phish/login?id=1",
-        "http://www.bad.example/phishing",
-        "HTTP://Login.Bad.Example/phish",
-        "http://evil.test",
-        "https://cdn.evil.test/any/path",
+class TestReleaseSemantics:
+    @pytest.mark.parametrize(("released_from", "runs"), [
+        ([MESSAGE_FILTERS], [ANTIVIRUS, CONTENT_FILTERS, OUTBREAK_FILTERS]),
+        ([ANTIVIRUS], [CONTENT_FILTERS, OUTBREAK_FILTERS]),
+        ([CONTENT_FILTERS], [OUTBREAK_FILTERS]),
+        ([OUTBREAK_FILTERS], [ANTIVIRUS]),
+        ([MESSAGE_FILTERS, OUTBREAK_FILTERS], [ANTIVIRUS]),
+        ([ANTIVIRUS, OUTBREAK_FILTERS], []),
+        ([OUTBREAK_FILTERS, MESSAGE_FILTERS, ANTIVIRUS, CONTENT_FILTERS], []),
+        (["bogus"], list(STAGES)),
+        ([], list(STAGES)),
     ])
-    def test_listed_url_is_caught(self, url: str) -> None:
-        """A URL on a listed host or subdomain, under the rule's path prefix, is an outbreak."""
-        (verdict,) = run(message(body=f"Click {url} now"))
-        assert (verdict.stage, verdict.quarantine) == (OUTBREAK_FILTERS, "Outbreak")
-        assert verdict.reason.startswith("VOF rule:url:")
+    def test_stages_a_release_runs(self, released_from: list[str], runs: list[str]) -> None:
+        """A release resumes after its latest stage; an Outbreak release re-runs anti-virus."""
+        assert Pipeline.stages_for(Pipeline.resume_point(released_from)) == runs
 
-    def test_reason_names_the_rule(self) -> None:
-        """The verdict reason names the rule that matched."""
-        (verdict,) = run(message(body="http://a.bad.example/phish"))
-        assert verdict.reason == "VOF rule:url:bad.example/phish"
-
-    @pytest.mark.parametrize("url", [
-        "http://bad.example/",
-        "http://bad.example/other/phish",
-        "http://notbad.example/phish",
-        "http://bad.example.attacker.test/phish",
-        "http://notevil.test/",
-    ])
-    def test_other_url_passes(self, url: str) -> None:
-        """A URL outside the rule's path, or on a host only resembling it, is not caught."""
-        assert run(message(body=f"Click {url} now")) == []
-
-    def test_userinfo_and_port_do_not_hide_the_url(self) -> None:
-        """A URL's userinfo or port does not hide its host and path from the rules."""
-        urls = ["http://user@evil.test/", "https://x:y@login.bad.example/phish",
-                "http://bad.example:8080/phish"]
-        missed = [u for u in urls if stages_of(run(message(body=f"Click {u} now")))
-                  != [OUTBREAK_FILTERS]]
-        assert missed == []
-
-    def test_url_in_encoded_part(self) -> None:
-        """A URL inside a base64 part is found after decoding."""
-        body = with_attachment(b"<a href='http://evil.test/x'>x</a>")
-        assert b"evil.test" not in body
-        assert stages_of(run(body)) == [OUTBREAK_FILTERS]
-
-    def test_disabled(self) -> None:
-        """With outbreak filters disabled listed URLs pass."""
-        assert run(message(body="http://evil.test/"), outbreak_enabled=False) == []
-
-    def test_no_rules(self) -> None:
-        """Without URL rules nothing is an outbreak."""
-        assert run(message(body="http://evil.test/"), outbreak_urls=()) == []
-
-
-class TestPipeline:
-    def test_clean_message(self) -> None:
-        """A clean message gives no verdicts."""
-        assert run(message()) == []
-
-    def test_two_stages_give_two_verdicts(self) -> None:
-        """A message caught by two stages yields both verdicts, in pipeline order."""
-        verdicts = run(message(subject="confidential", body=EICAR.decode()))
-        assert stages_of(verdicts) == [CONTENT_FILTERS, ANTIVIRUS]
-        assert [v.quarantine for v in verdicts] == ["Policy", "Virus"]
-
-    def test_all_stages(self) -> None:
-        """A message caught by every stage yields one verdict per stage."""
-        body = message(subject="confidential", body=f"{EICAR.decode()} http://evil.test/")
-        assert stages_of(run(body)) == list(STAGES)
-
-    def test_resume_after_content_filters(self) -> None:
-        """Resuming after content filters skips them but still runs antivirus."""
-        body = message(subject="confidential", body=EICAR.decode())
-        verdicts = Pipeline(settings()).run(body, resume_after=CONTENT_FILTERS)
-        assert stages_of(verdicts) == [ANTIVIRUS]
-
-    def test_resume_after_antivirus(self) -> None:
-        """Resuming after antivirus runs only the outbreak filters."""
-        body = message(subject="confidential", body=f"{EICAR.decode()} http://evil.test/")
-        verdicts = Pipeline(settings()).run(body, resume_after=ANTIVIRUS)
-        assert stages_of(verdicts) == [OUTBREAK_FILTERS]
-
-    def test_resume_after_last_stage(self) -> None:
-        """Resuming after the last stage scans nothing."""
-        body = message(subject="confidential", body=f"{EICAR.decode()} http://evil.test/")
-        assert Pipeline(settings()).run(body, resume_after=OUTBREAK_FILTERS) == []
+    def test_resume_point_values(self) -> None:
+        """The resume point names the latest stage, plus the stages to run again."""
+        assert Pipeline.resume_point([OUTBREAK_FILTERS]) == "outbreak_filters+antivirus"
+        assert Pipeline.resume_point([ANTIVIRUS, OUTBREAK_FILTERS]) == "outbreak_filters"
+        assert Pipeline.resume_point([ANTIVIRUS, MESSAGE_FILTERS]) == "antivirus"
+        assert Pipeline.resume_point(["bogus"]) is None
 
     def test_unknown_resume_point_scans_everything(self) -> None:
         """An unknown resume point scans from the first stage (fail closed)."""
-        body = message(subject="confidential")
-        assert stages_of(Pipeline(settings()).run(body, resume_after="bogus")) == \
-            [CONTENT_FILTERS]
+        assert Pipeline.stages_for("bogus+antivirus") == list(STAGES)
+        assert Pipeline.stages_for("antivirus+bogus") == list(STAGES)
 
+    def test_policy_release_is_still_virus_scanned(self) -> None:
+        """A message-filter (Policy) release is scanned by anti-virus and caught again there."""
+        first = run(EVERYTHING)
+        policy = [v.stage for v in first.verdicts if v.stage == MESSAGE_FILTERS]
+        again = run(EVERYTHING, resume_after=Pipeline.resume_point(policy))
+        assert stages_of(again) == [ANTIVIRUS, CONTENT_FILTERS, OUTBREAK_FILTERS]
 
-class TestResumePoint:
-    def test_last_stage_in_pipeline_order(self) -> None:
-        """The resume point is the latest of the stages in pipeline order, not list order."""
-        assert Pipeline.resume_point([ANTIVIRUS, CONTENT_FILTERS]) == ANTIVIRUS
-        assert Pipeline.resume_point([OUTBREAK_FILTERS, CONTENT_FILTERS]) == OUTBREAK_FILTERS
+    def test_virus_release_is_not_scanned_again(self) -> None:
+        """A release from every quarantine it was in quarantines it nowhere again."""
+        first = run(EVERYTHING)
+        again = run(EVERYTHING, resume_after=Pipeline.resume_point(
+            [v.stage for v in first.verdicts]))
+        assert (again.action, again.verdicts) == (PASS, [])
 
-    def test_single_stage(self) -> None:
-        """One stage is its own resume point."""
-        assert Pipeline.resume_point([CONTENT_FILTERS]) == CONTENT_FILTERS
+    def test_outbreak_release_is_rescanned_by_antivirus(self) -> None:
+        """An Outbreak release runs anti-virus again, and only anti-virus."""
+        body = with_attachment(EICAR, text="http://evil.test/")
+        result = run(body, resume_after=Pipeline.resume_point([OUTBREAK_FILTERS]))
+        assert stages_of(result) == [ANTIVIRUS]
+        assert [t.stage for t in result.trace] == [ANTIVIRUS]
 
-    def test_none(self) -> None:
-        """No known stage means no resume point."""
-        assert Pipeline.resume_point([]) is None
-        assert Pipeline.resume_point(["bogus"]) is None
-
-    def test_resume_point_round_trip(self) -> None:
-        """A released Policy message, resumed at its resume point, is still virus-scanned."""
-        body = message(subject="confidential", body=EICAR.decode())
+    def test_describe_prints_the_release_path(self) -> None:
+        """`pipeline show` data says what a release from each stage runs."""
         pipeline = Pipeline(settings())
-        first = pipeline.run(body)
-        resume = Pipeline.resume_point([v.stage for v in first if v.quarantine == "Policy"])
-        assert stages_of(pipeline.run(body, resume_after=resume)) == [ANTIVIRUS]
+        rows = {r["stage"]: r["release_runs"] for r in pipeline.describe()}
+        pipeline.close()
+        assert rows[MESSAGE_FILTERS] == [ANTIVIRUS, CONTENT_FILTERS, OUTBREAK_FILTERS, DELIVERY]
+        assert rows[ANTIVIRUS] == [CONTENT_FILTERS, OUTBREAK_FILTERS, DELIVERY]
+        assert rows[OUTBREAK_FILTERS] == [ANTIVIRUS, DELIVERY]
+        assert rows[DELIVERY] == []

@@ -1,0 +1,151 @@
+"""The gateway's pipeline end to end: real clamd, temporary failures, outbreak rescans."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+
+from pvoq.localdeploy import Deployment, wait_for
+from pvoq.scan.antivirus import EICAR
+from pvoq.scan.clamdproc import SIGNATURE_NAME, ClamdProcess, ClamdUnavailable
+
+RULES_V1 = {"version": "1", "rules": [
+    {"id": "OF-PARCEL", "description": "Parcel phishing wave", "threat_level": 4,
+     "urls": ["parcel-track.example/track"]},
+    {"id": "OF-LOW", "description": "Low threat", "threat_level": 2, "urls": ["low.example"]},
+]}
+
+
+def configure_gateway(dep: Deployment, *, antivirus: str = "", outbreak: str = "") -> None:
+    """Add settings to the gateway's <antivirus> and <outbreak_filters>, retry scans fast."""
+    path = dep.gateway_config
+    text = path.read_text()
+    text = text.replace("<antivirus>\n", f"<antivirus>\n{antivirus}", 1)
+    text = text.replace("<outbreak_filters>\n", f"<outbreak_filters>\n{outbreak}", 1)
+    text = text.replace("</config>", "  <scan_pipeline>\n    <retry_seconds>0.3</retry_seconds>\n"
+                        "  </scan_pipeline>\n</config>")
+    path.write_text(text)
+
+
+def gateway_lines(dep: Deployment, pattern: str) -> list[str]:
+    return [line for line in dep.mail_logs("gateway") if re.search(pattern, line)]
+
+
+@pytest.fixture
+def clamd(tmp_path: Path) -> Iterator[ClamdProcess]:
+    """A real clamd with the test's own EICAR signatures; a missing clamd fails the test."""
+    proc = ClamdProcess(tmp_path / "clamd")
+    try:
+        proc.start()
+    except ClamdUnavailable as exc:
+        pytest.fail(f"a real clamd is required (Debian package clamav-daemon): {exc}")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def with_clamd(deployment: Deployment, clamd: ClamdProcess) -> Deployment:
+    """The deployment, its gateway scanning with that clamd, started."""
+    configure_gateway(deployment, antivirus=f"<clamd_socket>{clamd.socket_path}</clamd_socket>\n"
+                      "<timeout_seconds>5</timeout_seconds>\n")
+    deployment.start()
+    return deployment
+
+
+class TestClamdEndToEnd:
+    def test_eicar_attachment_is_quarantined_in_virus_with_the_signature_name(
+            self, with_clamd: Deployment) -> None:
+        """EICAR in a base64 MIME attachment lands in Virus, the signature name as reason."""
+        wire = with_clamd.send(subject="invoice", body="see attachment",
+                               attachment=("invoice.com", EICAR))
+        assert EICAR not in wire  # base64-encoded on the wire
+        with_clamd.send(subject="hello", body="clean")
+        (record,) = wait_for("the virus in quarantine", with_clamd.quarantined)
+        (q,) = record["quarantines"]
+        assert q["quarantine"] == "Virus"
+        assert q["reason"].startswith(f"a/v verdict:VIRAL {SIGNATURE_NAME}")
+        delivered = wait_for("the clean message", with_clamd.delivered)
+        assert [message_from_bytes(c)["Subject"] for _, c in delivered] == ["hello"]
+        assert gateway_lines(with_clamd, rf'MID \d+ quarantined to "Virus" \(a/v verdict:'
+                             rf'VIRAL {SIGNATURE_NAME}\S*\)$')
+        assert gateway_lines(with_clamd, rf"MID \d+ antivirus positive '{SIGNATURE_NAME}")
+        assert gateway_lines(with_clamd, r"MID \d+ antivirus negative$")
+
+    def test_clamd_down_holds_mail_until_it_is_back(self, with_clamd: Deployment,
+                                                    clamd: ClamdProcess) -> None:
+        """With clamd stopped mail is held (temporary failure); once back it is scanned."""
+        clamd.stop()
+        with_clamd.send(subject="held clean", body="clean")
+        with_clamd.send(subject="held virus", body="x", attachment=("a.com", EICAR))
+        wait_for("two temporary failures", lambda: len({
+            m.group(1) for line in with_clamd.mail_logs("gateway")
+            if (m := re.search(r"MID (\d+) temporary failure in antivirus: clamd unix:\S+ "
+                               r"unavailable: .*; message kept in the spool, retry in", line))
+        }) == 2)
+        spool = with_clamd.root / "gateway" / "data" / "spool"
+        assert len(list(spool.glob("*.json"))) == 2
+        assert with_clamd.delivered() == [] and with_clamd.quarantined() == []
+
+        clamd.start()
+        (record,) = wait_for("the virus in quarantine", with_clamd.quarantined)
+        assert record["subject"] == "held virus"
+        assert record["quarantines"][0]["quarantine"] == "Virus"
+        (delivered,) = wait_for("the clean message", with_clamd.delivered)
+        assert message_from_bytes(delivered[1])["Subject"] == "held clean"
+
+
+class TestOutbreakRescan:
+    def test_removed_rule_releases_the_kept_copy_with_the_reason(
+            self, deployment: Deployment) -> None:
+        """When its rule is removed, the gateway rescans its copy and asks for a release."""
+        rules = deployment.root / "gateway" / "outbreak-rules.json"
+        rules.write_text(json.dumps(RULES_V1))
+        configure_gateway(deployment, outbreak=f"<rules_file>{rules}</rules_file>\n"
+                          "<quarantine_threat_level>3</quarantine_threat_level>\n"
+                          "<check_interval_seconds>0.2</check_interval_seconds>\n")
+        deployment.start()
+        deployment.send(subject="parcel", body="Track: http://www.parcel-track.example/track/1")
+        deployment.send(subject="low", body="http://low.example/ below the threshold")
+        (record,) = wait_for("the outbreak message in quarantine", deployment.quarantined)
+        (q,) = record["quarantines"]
+        assert (q["quarantine"], q["reason"]) == ("Outbreak", "VOF rule:OF-PARCEL")
+        wait_for("the low-threat message delivered", deployment.delivered)
+        copies = deployment.root / "gateway" / "data" / "outbreak_copies"
+        assert [p.stem for p in copies.glob("*.json")] == [str(record["origin_mid"])]
+
+        rules.write_text(json.dumps({"version": "2", "rules": RULES_V1["rules"][1:]}))
+        mid = record["origin_mid"]
+        (line,) = wait_for("the rescan in mail_logs", lambda: gateway_lines(
+            deployment, rf"MID {mid} rescanned: "))
+        assert line.endswith(f"MID {mid} rescanned: VOF rule:OF-PARCEL no longer matches at "
+                             "threat level >= 3 (rules version 2); release from centralized "
+                             'quarantine "Outbreak" requested (rescanned)')
+        assert gateway_lines(deployment, r"Outbreak rules updated from .*: version 2, 2 rules$")
+        notices = list((deployment.root / "gateway" / "data" / "outbreak_notices").glob("*.json"))
+        (notice,) = [json.loads(p.read_text()) for p in notices]
+        assert (notice["kind"], notice["action"], notice["origin"]["mid"]) == (
+            "outbreak_rescan", "release", mid)
+        assert notice["quarantine_transfer_id"].startswith("q-")
+        assert list(copies.glob("*.json")) == []
+
+    def test_bad_rules_file_keeps_the_rules_in_force(self, deployment: Deployment) -> None:
+        """A broken rules update is refused and logged; the old rules keep catching."""
+        rules = deployment.root / "gateway" / "outbreak-rules.json"
+        rules.write_text(json.dumps(RULES_V1))
+        configure_gateway(deployment, outbreak=f"<rules_file>{rules}</rules_file>\n"
+                          "<check_interval_seconds>0.2</check_interval_seconds>\n")
+        deployment.start()
+        rules.write_text('{"rules": [{"id": "X", "threat_level": 9, "urls": ["a"]}]}')
+        wait_for("the refusal", lambda: gateway_lines(
+            deployment, r"Outbreak rules update refused, the rules in force are kept: .*"
+                        r"threat_level must be an integer from 1 to 5"))
+        deployment.send(subject="parcel", body="http://parcel-track.example/track")
+        (record,) = wait_for("the outbreak message in quarantine", deployment.quarantined)
+        assert record["quarantines"][0]["reason"] == "VOF rule:OF-PARCEL"

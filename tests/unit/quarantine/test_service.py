@@ -1,0 +1,375 @@
+"""Tests for pvoq.quarantine.service: actions, expiry, overflow, roles, audit, races.
+
+Every test runs on SQLite and on a real PostgreSQL server; time is a
+controlled clock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from qhelpers import RecordingSettler, put
+from sqlalchemy import delete, update
+
+from pvoq.quarantine.roles import ADMIN, CUSTOM, OPERATOR, READONLY, Caller, PermissionDenied
+from pvoq.quarantine.schema import audit
+from pvoq.quarantine.search import SearchQuery, TextFilter
+from pvoq.quarantine.service import QuarantineService
+from pvoq.quarantine.settings import (
+    DAY,
+    DELETE,
+    RELEASE,
+    EarlyRelease,
+    QuarantineSettings,
+    merge_settings,
+)
+from pvoq.quarantine.store import DELETED, HELD, RELEASED, QuarantineError, QuarantineStore
+
+ADMIN_CALLER = Caller("alice", "10.0.0.5", ADMIN)
+SETTINGS = merge_settings([
+    QuarantineSettings("Policy", 10 * DAY, DELETE, True),
+    QuarantineSettings("HR", 2 * DAY, RELEASE, False,
+                       EarlyRelease(subject_tag="[EARLY]")),
+    QuarantineSettings("Legal", 3 * DAY, RELEASE, False),
+])
+
+
+class Env:
+    """A store, its service and what was logged and settled."""
+
+    def __init__(self, store: QuarantineStore, clock: Any, quota_bytes: int = 0) -> None:
+        self.store = store
+        self.clock = clock
+        self.settler = RecordingSettler(store)
+        self.lines: list[str] = []
+        self.service = QuarantineService(store, self.settler, self.lines.append, clock=clock,
+                                         quota_bytes=quota_bytes)
+
+
+@pytest.fixture
+def make_env(make_store: Callable[..., QuarantineStore], clock: Any) -> Callable[..., Env]:
+    def make(settings: dict[str, QuarantineSettings] = SETTINGS, quota_bytes: int = 0) -> Env:
+        store = make_store(settings=settings)
+        store.sync_quarantines(settings)
+        return Env(store, clock, quota_bytes)
+    return make
+
+
+@pytest.fixture
+def env(make_env: Callable[..., Env]) -> Env:
+    return make_env()
+
+
+class TestMultiQuarantine:
+    def test_delivered_only_when_released_from_all(self, env: Env) -> None:
+        """A message in two quarantines is released only after both release it."""
+        put(env.store, 1, "Policy", "HR")
+        first = env.service.act(ADMIN_CALLER, "release", 1, "Policy")
+        assert first.ok and first.settled is None and "Still held" in first.text
+        assert env.settler.settled == []
+        second = env.service.act(ADMIN_CALLER, "release", 1, "HR")
+        assert second.settled == RELEASED
+        assert env.settler.settled == [(1, RELEASED, "manual", ("HR",))]
+
+    def test_deleted_from_one_never_delivered(self, env: Env) -> None:
+        """Deleted from one quarantine, the message is never released."""
+        put(env.store, 1, "Policy", "HR")
+        env.service.act(ADMIN_CALLER, "delete", 1, "HR")
+        result = env.service.act(ADMIN_CALLER, "release", 1, "Policy")
+        assert result.settled == DELETED
+        assert [s[1] for s in env.settler.settled] == [DELETED]
+
+    def test_partial_action_is_logged(self, env: Env, clock: Any) -> None:
+        """An action that does not settle the message writes its mail_logs line with t=."""
+        put(env.store, 1, "Policy", "HR")
+        clock.advance(42)
+        env.service.act(ADMIN_CALLER, "release", 1, "Policy")
+        assert env.lines == ['MID 1 released from quarantine "Policy" (manual) t=42']
+
+    def test_unknown_quarantine_lands_in_unclassified(self, env: Env) -> None:
+        """Mail for a quarantine the manager does not know is held in Unclassified."""
+        put(env.store, 1, "NoSuchQuarantine")
+        assert env.store.held_in(1) == ["Unclassified"]
+
+    def test_action_on_missing_message(self, env: Env) -> None:
+        """Acting on an unknown MID fails without settling anything."""
+        result = env.service.act(ADMIN_CALLER, "release", 404)
+        assert not result.ok and "404" in result.text
+
+
+class TestOtherActions:
+    def test_delay_scheduled_exit(self, env: Env, clock: Any) -> None:
+        """Delay Scheduled Exit moves the exit by the chosen period."""
+        put(env.store, 1, "HR")
+        before = env.store.get(1)["quarantines"][0]["scheduled_exit"]
+        assert env.service.delay(ADMIN_CALLER, 1, "48h").ok
+        after = env.store.get(1)["quarantines"][0]["scheduled_exit"]
+        assert after - before == 2 * DAY
+
+    def test_move_keeps_exit_and_reason(self, env: Env) -> None:
+        """Moving to another policy quarantine keeps the scheduled exit and the reason."""
+        put(env.store, 1, ("HR", "content filter:salary"))
+        before = env.store.get(1)["quarantines"][0]
+        assert env.service.move(ADMIN_CALLER, 1, "HR", "Legal").ok
+        after = env.store.get(1)["quarantines"][0]
+        assert after["quarantine"] == "Legal"
+        assert after["reason"] == before["reason"]
+        assert after["scheduled_exit"] == before["scheduled_exit"]
+
+    def test_move_only_to_policy_quarantines(self, env: Env) -> None:
+        """A message cannot be moved into Virus or Outbreak."""
+        put(env.store, 1, "HR")
+        assert not env.service.move(ADMIN_CALLER, 1, "HR", "Virus").ok
+
+    def test_send_copy_admin_only(self, env: Env) -> None:
+        """Only an administrator may send a copy; the message stays held."""
+        put(env.store, 1, "Policy")
+        with pytest.raises(PermissionDenied):
+            env.service.copy(Caller("op", "x", OPERATOR), 1, "legal@example.com")
+        assert env.service.copy(ADMIN_CALLER, 1, "legal@example.com").ok
+        assert env.settler.copies == [(1, "legal@example.com")]
+        assert env.store.held_in(1) == ["Policy"]
+
+
+class TestExpiry:
+    def test_default_actions_at_scheduled_exit(self, env: Env, clock: Any) -> None:
+        """At its scheduled exit each message gets its quarantine's default action."""
+        put(env.store, 1, "HR")        # release after 2 days
+        put(env.store, 2, "Policy")    # delete after 10 days
+        clock.advance(2 * DAY - 1)
+        assert env.service.expire() == 0
+        clock.advance(1)
+        assert env.service.expire() == 1
+        assert env.settler.settled == [(1, RELEASED, "expired", ("HR",))]
+        clock.advance(8 * DAY)
+        assert env.service.expire() == 1
+        assert env.settler.settled[-1] == (2, DELETED, "expired", ("Policy",))
+
+    def test_expired_line(self, env: Env, clock: Any) -> None:
+        """An expiry that leaves the message held elsewhere logs the AsyncOS line."""
+        put(env.store, 1, "HR", "Policy")
+        clock.advance(2 * DAY)
+        env.service.expire()
+        assert env.lines == [f'MID 1 released from quarantine "HR" (expired) t={2 * 86400}']
+
+    def test_delayed_message_expires_later(self, env: Env, clock: Any) -> None:
+        """A delayed exit is respected by the scheduler."""
+        put(env.store, 1, "HR")
+        env.service.delay(ADMIN_CALLER, 1, "8h")
+        clock.advance(2 * DAY)
+        assert env.service.expire() == 0
+        clock.advance(8 * 3600)
+        assert env.service.expire() == 1
+
+    def test_deleted_quarantine_applies_default_action(self, env: Env) -> None:
+        """Deleting a non-empty quarantine applies its default action to its messages."""
+        put(env.store, 1, "HR")
+        put(env.store, 2, "Legal", "Policy")
+        reduced = {k: v for k, v in SETTINGS.items() if k not in ("HR", "Legal")}
+        pending = env.store.sync_quarantines(reduced)
+        assert sorted(pending) == [(1, "HR", RELEASE), (2, "Legal", RELEASE)]
+        assert env.service.apply_deleted_quarantines(pending) == 2
+        assert env.settler.settled == [(1, RELEASED, "quarantine deleted", ("HR",))]
+        assert env.store.held_in(2) == ["Policy"]
+
+
+class TestOverflow:
+    def test_frees_oldest_in_overflow_quarantines(self, make_env: Callable[..., Env],
+                                                  clock: Any) -> None:
+        """When full, the oldest messages of free-able quarantines get their default action."""
+        env = make_env(quota_bytes=3000)
+        put(env.store, 1, "Policy")
+        clock.advance(1)
+        put(env.store, 2, "HR")            # HR does not free space
+        clock.advance(1)
+        put(env.store, 3, "Policy")
+        size = env.store.get(1)["size"]
+        assert env.service.make_room(3000 - 2 * size, ["Policy"])
+        assert env.settler.settled == [(1, DELETED, "queue full", ("Policy",))]
+        assert env.store.held_in(2) == ["HR"]
+
+    def test_full_and_nothing_freeable(self, make_env: Callable[..., Env]) -> None:
+        """When nothing may be freed, there is no room: the gateway must keep the mail."""
+        env = make_env(quota_bytes=1000)
+        put(env.store, 1, "HR")
+        assert not env.service.make_room(1000, ["HR"])
+        assert env.settler.settled == []
+        assert any("space full" in line for line in env.lines)
+
+    def test_percent_full_line(self, make_env: Callable[..., Env]) -> None:
+        """Crossing a fill threshold logs 'Quarantine "X" is NN% full'."""
+        env = make_env(quota_bytes=10_000)
+        assert env.service.make_room(8_000, ["Policy"])
+        assert env.lines == ['Quarantine "Policy" is 80% full']
+
+
+class TestRoles:
+    def test_read_only_cannot_act(self, env: Env) -> None:
+        """A read-only operator may search but not release."""
+        put(env.store, 1, "Policy")
+        viewer = Caller("ro", "x", READONLY)
+        assert env.service.search(viewer, SearchQuery())[1] == 1
+        with pytest.raises(PermissionDenied):
+            env.service.act(viewer, "release", 1)
+
+    def test_custom_role_limited_to_its_quarantines(self, env: Env) -> None:
+        """A custom role sees and acts only in the quarantines granted to it."""
+        put(env.store, 1, "Policy")
+        put(env.store, 2, "HR")
+        put(env.store, 3, "Policy", "HR")
+        hr = Caller("hr", "x", CUSTOM, ("HR",))
+        rows, total = env.service.search(hr, SearchQuery())
+        assert total == 2 and {r["id"] for r in rows} == {2, 3}
+        with pytest.raises(PermissionDenied):
+            env.service.search(hr, SearchQuery(quarantines=("Policy",)))
+        result = env.service.act(hr, "release", 3)
+        assert result.acted_on == ("HR",) and env.store.held_in(3) == ["Policy"]
+        assert not env.service.act(hr, "release", 1).ok
+        with pytest.raises(PermissionDenied):
+            env.service.details(hr, 1)
+
+
+class TestBulkAndSaved:
+    def test_dry_run_lists_without_acting(self, env: Env) -> None:
+        """A dry run lists what a bulk action would act on and changes nothing."""
+        for mid in range(1, 6):
+            put(env.store, mid, "Policy", subject=f"offer {mid}" if mid % 2 else "hello")
+        query = SearchQuery(subject=TextFilter("starts_with", "offer"))
+        plan = env.service.bulk(ADMIN_CALLER, query, "delete", dry_run=True)
+        assert plan["count"] == 3 and plan["mids"] == [1, 3, 5]
+        assert env.store.search(SearchQuery())[1] == 5
+        done = env.service.bulk(ADMIN_CALLER, query, "delete", dry_run=False)
+        assert done["done"] == 3
+        assert env.store.search(SearchQuery())[1] == 2
+
+    def test_saved_searches(self, env: Env) -> None:
+        """A saved search is stored per user and comes back equal."""
+        query = SearchQuery(quarantines=("HR",), sender=TextFilter("ends_with", ".org"))
+        env.service.save_search(ADMIN_CALLER, "hr-org", query)
+        assert env.service.saved_searches(ADMIN_CALLER) == {"hr-org": query}
+        assert env.service.saved_searches(Caller("bob", "x", ADMIN)) == {}
+        assert env.service.delete_search(ADMIN_CALLER, "hr-org")
+        assert env.service.saved_searches(ADMIN_CALLER) == {}
+
+
+class TestAudit:
+    def test_actions_and_views_are_recorded(self, env: Env) -> None:
+        """Every action and view is in the trail with who, from where and what."""
+        put(env.store, 1, "Policy")
+        env.service.details(ADMIN_CALLER, 1)
+        env.service.act(ADMIN_CALLER, "release", 1)
+        records = env.service.audit.tail()
+        assert [(r["actor"], r["origin"], r["action"]) for r in records] == [
+            ("alice", "10.0.0.5", "view"), ("alice", "10.0.0.5", "release")]
+        assert records[1]["detail"]["mid"] == 1
+        assert env.service.audit.verify().ok
+
+    def _trail(self, env: Env, n: int = 5) -> None:
+        for i in range(n):
+            env.service.audit.append("alice", "cli", "search", {"i": i})
+
+    def test_edited_record_detected(self, env: Env) -> None:
+        """Editing a record breaks the chain at that record."""
+        self._trail(env)
+        with env.store.engine.begin() as conn:
+            conn.execute(update(audit).where(audit.c.seq == 3).values(actor="mallory"))
+        verdict = env.service.audit.verify()
+        assert not verdict.ok and verdict.broken_at == 3
+
+    def test_removed_record_detected(self, env: Env) -> None:
+        """Removing a record in the middle is detected."""
+        self._trail(env)
+        with env.store.engine.begin() as conn:
+            conn.execute(delete(audit).where(audit.c.seq == 2))
+        verdict = env.service.audit.verify()
+        assert not verdict.ok and verdict.broken_at == 2
+
+    def test_removed_tail_detected(self, env: Env) -> None:
+        """Removing the last records is detected through the chain head."""
+        self._trail(env)
+        with env.store.engine.begin() as conn:
+            conn.execute(delete(audit).where(audit.c.seq >= 4))
+        assert not env.service.audit.verify().ok
+
+
+class TestRaces:
+    def test_two_managers_one_release(self, make_env: Callable[..., Env]) -> None:
+        """Two manager processes releasing the same messages at once: each wins some,
+        every message is released exactly once."""
+        a, b = make_env(), make_env()
+        mids = list(range(1, 41))
+        for mid in mids:
+            put(a.store, mid, "Policy", "HR")
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def run(env: Env) -> None:
+            try:
+                barrier.wait()
+                for mid in mids:
+                    env.service.act(ADMIN_CALLER, "release", mid)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(e,)) for e in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        won_a = {s[0] for s in a.settler.settled}
+        won_b = {s[0] for s in b.settler.settled}
+        assert won_a | won_b == set(mids) and not won_a & won_b
+        assert all(a.store.get(m)["state"] == RELEASED for m in mids)
+
+    def test_claim_settlement_once(self, make_store: Callable[..., QuarantineStore]) -> None:
+        """Released from its two quarantines by two processes, the settlement is claimed once."""
+        a, b = make_store(settings=SETTINGS), make_store(settings=SETTINGS)
+        put(a, 1, "Policy", "HR")
+        first = a.act(1, RELEASED, "Policy")
+        second = b.act(1, RELEASED, "HR")
+        assert first.settled is None and second.settled == RELEASED
+        assert a.claim_settlement(1) is None and b.claim_settlement(1) is None
+
+    def test_expiry_races(self, make_env: Callable[..., Env], clock: Any) -> None:
+        """Two schedulers expiring at once apply each default action exactly once."""
+        a, b = make_env(), make_env()
+        for mid in range(1, 31):
+            put(a.store, mid, "HR")
+        clock.advance(3 * DAY)
+        barrier = threading.Barrier(2)
+        counts: list[int] = []
+
+        def run(env: Env) -> None:
+            barrier.wait()
+            counts.append(env.service.expire(batch=7))
+
+        threads = [threading.Thread(target=run, args=(e,)) for e in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(counts) == 30
+        assert len(a.settler.settled) + len(b.settler.settled) == 30
+
+    def test_stale_claim_recovered(self, make_store: Callable[..., QuarantineStore],
+                                   clock: Any) -> None:
+        """A settlement claimed by a process that died is taken over after the lease."""
+        a, b = make_store(settings=SETTINGS), make_store(settings=SETTINGS)
+        put(a, 1, "Policy")
+        assert a.act(1, RELEASED).settled == RELEASED   # a crashes before finishing
+        assert b.unsettled() == []
+        clock.advance(301)
+        assert b.unsettled() == [1]
+        assert b.reclaim(1) == RELEASED
+        assert a.get(1)["state"] != HELD
+
+    def test_second_action_refused(self, env: Env) -> None:
+        """An action on a quarantine already acted on is refused."""
+        put(env.store, 1, "Policy")
+        env.store.act(1, DELETED)
+        with pytest.raises(QuarantineError):
+            env.store.act(1, RELEASED)

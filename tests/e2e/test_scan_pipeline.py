@@ -149,3 +149,45 @@ class TestOutbreakRescan:
         deployment.send(subject="parcel", body="http://parcel-track.example/track")
         (record,) = wait_for("the outbreak message in quarantine", deployment.quarantined)
         assert record["quarantines"][0]["reason"] == "VOF rule:OF-PARCEL"
+
+
+class TestReleaseRescan:
+    def test_outbreak_release_is_rescanned_by_antivirus(self, deployment: Deployment,
+                                                        tmp_path: Path) -> None:
+        """Released from Outbreak after the virus got a signature, a message lands in Virus."""
+        clamd = ClamdProcess(tmp_path / "clamd-late", eicar=False)
+        try:
+            clamd.start()
+        except ClamdUnavailable as exc:
+            pytest.fail(f"a real clamd is required (Debian package clamav-daemon): {exc}")
+        try:
+            rules = deployment.root / "gateway" / "outbreak-rules.json"
+            rules.write_text(json.dumps(RULES_V1))
+            configure_gateway(
+                deployment,
+                antivirus=f"<clamd_socket>{clamd.socket_path}</clamd_socket>\n",
+                outbreak=f"<rules_file>{rules}</rules_file>\n")
+            deployment.start()
+            deployment.send(subject="parcel", body="http://parcel-track.example/track",
+                            attachment=("label.com", EICAR))
+            (first,) = wait_for("the message in Outbreak", deployment.quarantined)
+            assert [q["quarantine"] for q in first["quarantines"]] == ["Outbreak"]
+
+            clamd.stop()
+            clamd.eicar = True  # the signature arrives
+            clamd.start()
+            deployment.admin(deployment.manager_config, "quarantine.release",
+                             {"mid": first["id"]})
+            (second,) = wait_for("the release caught by anti-virus", lambda: [
+                m for m in deployment.quarantined() if m["id"] != first["id"]])
+            (q,) = second["quarantines"]
+            assert q["quarantine"] == "Virus"
+            assert q["reason"].startswith(f"a/v verdict:VIRAL {SIGNATURE_NAME}")
+            released = gateway_lines(deployment, rf"MID (\d+) received from the SMA .* \(MID "
+                                     rf"originally {first['origin_mid']}\)")
+            new_mid = re.search(r"MID (\d+) received", released[0]).group(1)  # type: ignore
+            assert not gateway_lines(deployment, rf'MID {new_mid} quarantined to "Outbreak"')
+            assert not gateway_lines(deployment, rf"MID {new_mid} Outbreak Filters")
+            assert deployment.delivered() == []
+        finally:
+            clamd.stop()

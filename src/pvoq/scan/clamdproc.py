@@ -37,9 +37,19 @@ def clamd_binary() -> str:
     return found
 
 
-def write_signatures(directory: Path) -> None:
-    """The EICAR test file as an MD5 (`.hdb`) and a body (`.ndb`) signature."""
+def write_signatures(directory: Path, *, eicar: bool = True) -> None:
+    """The EICAR test file as an MD5 (`.hdb`) and a body (`.ndb`) signature.
+
+    With *eicar* false, only a signature that matches nothing: clamd refuses an
+    empty database, and a test can then play "the signature arrived later".
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("pvoq-test.*"):
+        old.unlink()
+    if not eicar:
+        (directory / "pvoq-test.ndb").write_text(
+            f"Pvoq.Placeholder:0:*:{b'pvoq placeholder signature 7f3a'.hex()}\n")
+        return
     (directory / "pvoq-test.hdb").write_text(
         f"{hashlib.md5(EICAR).hexdigest()}:{len(EICAR)}:{SIGNATURE_NAME}\n")
     (directory / "pvoq-test.ndb").write_text(f"{SIGNATURE_NAME}:0:*:{_EICAR_BODY.hex()}\n")
@@ -49,8 +59,9 @@ class ClamdProcess:
     """One clamd listening on `<root>/clamd.sock` (or a TCP port on 127.0.0.1)."""
 
     def __init__(self, root: Path, *, tcp_port: int | None = None,
-                 stream_max_bytes: int | None = None) -> None:
+                 stream_max_bytes: int | None = None, eicar: bool = True) -> None:
         self.root = Path(root)
+        self.eicar = eicar
         self.tcp_port = tcp_port
         self.stream_max_bytes = stream_max_bytes
         self.proc: subprocess.Popen[bytes] | None = None
@@ -70,7 +81,7 @@ class ClamdProcess:
 
     def write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        write_signatures(self.root / "db")
+        write_signatures(self.root / "db", eicar=self.eicar)
         lines = [
             f"DatabaseDirectory {self.root / 'db'}",
             f"TemporaryDirectory {self.root}",

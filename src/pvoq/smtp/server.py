@@ -74,7 +74,10 @@ class MessageInfo:
 
 
 def message_info(content: bytes) -> MessageInfo:
-    head = BytesHeaderParser(policy=compat32).parsebytes(content)
+    # Only the header block: the parser would otherwise walk every body line.
+    end = content.find(b"\r\n\r\n")
+    head = BytesHeaderParser(policy=compat32).parsebytes(
+        content if end < 0 else content[:end + 2])
     return MessageInfo(subject=str(head.get("Subject", "") or ""),
                        message_id=str(head.get("Message-ID", "") or "").strip())
 

@@ -1,0 +1,135 @@
+"""CPQ throughput: quarantine transfers per second into a real manager.
+
+The client is pvoq's own CPQ sender (mutual TLS, connections reused,
+`XCPQ META` + DATA per message), driving N messages of 10 KB over C
+connections into:
+
+- the reference: a bare aiosmtpd server with the same TLS context that answers
+  250 and stores nothing (`bench/tls_sink.py`, its own process);
+- a real `pvoq manager` process whose cpq_listener stores each message
+  durably (body fsync'd, SQLite commit) before its 250.
+
+Both run in the same invocation on the same machine; the ratio is what
+counts. Bounded: N messages, a deadline per phase. Loopback only.
+
+Last line: `RESULT cpq_throughput <msgs/s> msgs/s ratio=<pvoq ÷ reference>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from pvoq.config.loader import load_config
+from pvoq.cpq import tls
+from pvoq.cpq.client import CpqConnection
+from pvoq.cpq.metadata import encode_chunks
+from pvoq.localdeploy import GATEWAY, Deployment, free_port, wait_for
+from pvoq.maillog import IdAllocator, MailLog
+from pvoq.smtp.client import SmtpConnection, TlsPolicy
+
+DEADLINE_S = 300.0
+
+
+def message(i: int, size: int) -> bytes:
+    head = (f"From: alice@sender.example\r\nTo: bob@example.com\r\n"
+            f"Subject: benchmark {i}\r\nMessage-ID: <{i}.{uuid.uuid4().hex}@bench>\r\n\r\n")
+    line = b"x" * 76 + b"\r\n"
+    return head.encode() + line * max(1, (size - len(head)) // len(line))
+
+
+def meta(i: int, size: int) -> dict:
+    return {"v": 1, "kind": "quarantine", "transfer_id": f"bench-{uuid.uuid4().hex}",
+            "origin": {"hostname": GATEWAY, "serial": "PVOQ-G-0001", "mid": i},
+            "sender": "alice@sender.example",
+            "recipients": [{"rid": 0, "address": "bob@example.com"}],
+            "quarantines": [{"name": "Policy", "reason": "content filter:bench",
+                             "stage": "content_filters"}],
+            "received": time.time(), "size": size}
+
+
+async def drive(make_conn, port: int, total: int, conns: int, size: int, cpq: bool) -> float:
+    bodies = [message(i, size) for i in range(total)]
+
+    async def worker(indices: list[int]) -> None:
+        conn = make_conn()
+        await conn.open("127.0.0.1", port)
+        try:
+            for i in indices:
+                extra = [f"XCPQ META {c}" for c in encode_chunks(meta(i, size))] if cpq else []
+                result = await conn.send(mid=i, sender="alice@sender.example",
+                                         recipients=[(0, "bob@example.com")], body=bodies[i],
+                                         extra=extra)
+                if not result[0].ok:
+                    raise RuntimeError(f"message {i} refused: {result[0]}")
+        finally:
+            await conn.close()
+
+    start = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(worker(list(range(k, total, conns)))
+                                            for k in range(conns))), DEADLINE_S)
+    return total / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--size", type=int, default=10_240)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="pvoq-bench-cpq-"))
+    dep = Deployment(root / "deploy")
+    dep.init()
+    gw_cfg = load_config(dep.gateway_config)
+    client_tls = tls.client_context(gw_cfg.cpq_certificate, ciphers=gw_cfg.ssl.outbound_ciphers)
+    log = MailLog(root / "client-logs", appliance="bench client", serial="BENCH")
+    ids = IdAllocator(root / "client-ids.json")
+    sink_port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
+    sink = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tls_sink.py")),
+                             str(dep.manager_config), str(sink_port)], stdout=subprocess.PIPE,
+                            env=env)
+    try:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == b"ready"
+        dep.start_manager()
+
+        def plain() -> SmtpConnection:
+            return SmtpConnection(maillog=log, ids=ids, local_hostname=GATEWAY, label="bench",
+                                  tls=TlsPolicy(client_tls, required=True), timeout_s=60)
+
+        def cpq() -> CpqConnection:
+            return CpqConnection(expect_role="manager", maillog=log, ids=ids,
+                                 local_hostname=GATEWAY, label="the.cpq.host",
+                                 tls=TlsPolicy(client_tls, required=True), timeout_s=60)
+
+        print(f"{args.messages} messages of {args.size} bytes over {args.connections} "
+              "TLS connections (reused), one machine, loopback")
+        reference = asyncio.run(drive(plain, sink_port, args.messages, args.connections,
+                                      args.size, cpq=False))
+        print(f"reference: bare aiosmtpd, same TLS, stores nothing: {reference:8.1f} msgs/s")
+        ours = asyncio.run(drive(cpq, dep.ports["manager_cpq"], args.messages,
+                                 args.connections, args.size, cpq=True))
+        stored = wait_for("the count", lambda: dep.admin(dep.manager_config, "quarantine.list",
+                                                         {"limit": 1})["data"]["total"])
+        print(f"pvoq manager cpq_listener, XCPQ META, fsync + SQLite commit before 250: "
+              f"{ours:8.1f} msgs/s ({stored} stored)")
+        if stored != args.messages:
+            raise SystemExit(f"expected {args.messages} stored, found {stored}")
+        print(f"RESULT cpq_throughput {ours:.1f} msgs/s ratio={ours / reference:.2f}")
+    finally:
+        dep.stop_all()
+        sink.terminate()
+        sink.wait(10)
+        log.close()
+
+
+if __name__ == "__main__":
+    main()

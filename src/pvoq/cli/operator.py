@@ -249,3 +249,8 @@ def outbreak_reload(ctx: click.Context) -> None:
 def outbreak_rescan(ctx: click.Context) -> None:
     """Rescan every kept copy against the rules in force and tell the manager."""
     click.echo(_request(ctx, "outbreak.rescan")["text"])
+
+
+# The search, bulk, saved-search, delay/move/copy and audit commands register themselves
+# on the groups above.
+from pvoq.cli import quarantine_search as _quarantine_search  # noqa: E402,F401,I001

@@ -147,12 +147,12 @@ class QuarantineCommands:
 
     def config(self, args: dict[str, Any]) -> dict[str, Any]:
         settings = self.service.store.settings
-        return {"data": {name: {"retention_s": s.retention_s,
-                                "default_action": s.default_action,
-                                "free_up_space": s.overflow, "builtin": s.builtin,
-                                "early_release": s.early_release.__dict__}
-                         for name, s in settings.items()},
-                "quota_bytes": self.service.quota_bytes}
+        return {"data": {"quarantines": {
+            name: {"retention_s": s.retention_s, "default_action": s.default_action,
+                   "free_up_space": s.overflow, "builtin": s.builtin,
+                   "early_release": s.early_release.__dict__}
+            for name, s in sorted(settings.items())},
+            "quota_bytes": self.service.quota_bytes}}
 
     def audit_verify(self, args: dict[str, Any]) -> dict[str, Any]:
         verdict = self.service.audit.verify()

@@ -1,0 +1,303 @@
+"""`pvoq cli -c MANAGER quarantine search|bulk|saved|delay|move|copy|expire|config`
+and `pvoq cli -c MANAGER audit verify|tail`.
+
+Search filters as AsyncOS names them: `--sender contains:alice`,
+`--subject does-not-start-with:RE:`, `--recipient ends-with:@example.com`,
+`--reason contains:Eicar`, `--attachment ends-with:.exe`, attachment size
+bounds, `--gateway`, a received range (`--from/--to` dates or `--last 7d`);
+sorted and paged (20, 50, 100 or 250 a page) with a total count. A bulk
+action acts on everything a search finds; `--dry-run` lists it and changes
+nothing. Every command goes through the manager's quarantine service (and
+so into its audit trail).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from pvoq.cli.operator import _reasons, _request, operator, quarantine
+from pvoq.maillog.writer import format_time
+
+OPS = ("contains", "does-not-contain", "starts-with", "does-not-start-with", "ends-with",
+       "does-not-end-with", "is", "is-not")
+UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry for this uid
+        return "admin"
+
+
+def _text_filter(value: str | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    op, sep, text = value.partition(":")
+    if not sep or op not in OPS:
+        raise click.BadParameter(f"expected OPERATOR:VALUE with OPERATOR one of "
+                                 f"{', '.join(OPS)}; got {value!r}")
+    return {"op": op.replace("-", "_"), "value": text}
+
+
+def _when(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"not a date (YYYY-MM-DD[THH:MM]): {value!r}") from None
+
+
+def _last(value: str | None) -> float | None:
+    if value is None:
+        return None
+    if value == "today":
+        now = time.localtime()
+        return time.mktime((now.tm_year, now.tm_mon, now.tm_mday, 0, 0, 0, 0, 0, -1))
+    if len(value) < 2 or value[-1] not in UNITS or not value[:-1].isdigit():
+        raise click.BadParameter(f"expected today or N followed by m, h, d or w: {value!r}")
+    return time.time() - int(value[:-1]) * UNITS[value[-1]]
+
+
+def filter_options(fn: Any) -> Any:
+    """The search filters shared by `search` and `bulk`."""
+    options = [
+        click.option("-q", "--quarantine", "quarantines", multiple=True,
+                     help="Search this quarantine (repeatable; default all)."),
+        click.option("--from", "received_from", help="Received on or after (YYYY-MM-DD[THH:MM])."),
+        click.option("--to", "received_to", help="Received before (YYYY-MM-DD[THH:MM])."),
+        click.option("--last", help="Received in the last N m/h/d/w, or today."),
+        click.option("--sender", metavar="OP:VALUE", help="Envelope sender filter."),
+        click.option("--recipient", metavar="OP:VALUE", help="Envelope recipient filter."),
+        click.option("--subject", metavar="OP:VALUE", help="Subject filter."),
+        click.option("--reason", metavar="OP:VALUE",
+                     help="Quarantine reason (virus name, outbreak rule, filter name)."),
+        click.option("--attachment", metavar="OP:VALUE", help="Attachment name filter."),
+        click.option("--attachment-min", type=click.IntRange(0), help="Attachment bytes >= N."),
+        click.option("--attachment-max", type=click.IntRange(0), help="Attachment bytes <= N."),
+        click.option("--gateway", help="Originating gateway (host name or IP)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def build_query(kw: dict[str, Any], *, sort: str = "received", order: str = "desc",
+                page_size: int = 100, page: int = 1) -> dict[str, Any]:
+    received_from = _when(kw.get("received_from"))
+    last = _last(kw.get("last"))
+    if last is not None:
+        received_from = max(received_from or 0.0, last)
+    return {
+        "quarantines": list(kw.get("quarantines") or ()),
+        "received_from": received_from, "received_to": _when(kw.get("received_to")),
+        "sender": _text_filter(kw.get("sender")),
+        "recipient": _text_filter(kw.get("recipient")),
+        "subject": _text_filter(kw.get("subject")), "reason": _text_filter(kw.get("reason")),
+        "attachment_name": _text_filter(kw.get("attachment")),
+        "attachment_min_size": kw.get("attachment_min"),
+        "attachment_max_size": kw.get("attachment_max"), "gateway": kw.get("gateway"),
+        "order_by": sort.replace("-", "_"), "order_dir": order,
+        "limit": page_size, "offset": (page - 1) * page_size,
+    }
+
+
+def _exit_of(m: dict[str, Any]) -> str:
+    exits = [q["scheduled_exit"] for q in m["quarantines"]
+             if q["state"] == "held" and q["scheduled_exit"]]
+    return format_time(min(exits)) if exits else "-"
+
+
+@quarantine.command("search")
+@filter_options
+@click.option("--sort", type=click.Choice(["received", "sender", "subject", "scheduled-exit",
+                                           "size"]), default="received", show_default=True)
+@click.option("--asc", "order", flag_value="asc", help="Ascending order.")
+@click.option("--desc", "order", flag_value="desc", default=True, help="Descending (default).")
+@click.option("--page-size", type=click.Choice(["20", "50", "100", "250"]), default="20",
+              show_default=True)
+@click.option("--page", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--saved", metavar="NAME", help="Run a saved search instead of the filters.")
+@click.option("--save", metavar="NAME", help="Save these filters under NAME.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def quarantine_search(ctx: click.Context, sort: str, order: str, page_size: str, page: int,
+                      saved: str | None, save: str | None, as_json: bool, **kw: Any) -> None:
+    """Search held messages: filters, sort, a page of results and the total."""
+    query = build_query(kw, sort=sort, order=order, page_size=int(page_size), page=page)
+    if save:
+        click.echo(_request(ctx, "quarantine.saved", {"op": "save", "name": save,
+                                                      "query": query, "user": _user()})["text"])
+    args: dict[str, Any] = {"query": query, "user": _user()}
+    if saved:
+        args = {"saved": saved, "limit": int(page_size), "offset": (page - 1) * int(page_size),
+                "user": _user()}
+    data = _request(ctx, "quarantine.search", args)["data"]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    first = data["offset"] + 1 if data["messages"] else 0
+    last = data["offset"] + len(data["messages"])
+    table = Table(title=f"{data['total']} messages found, showing {first}-{last}",
+                  title_justify="left")
+    for col in ("MID", "Received", "Scheduled Exit", "Sender", "Subject", "Size",
+                "Gateway", "In quarantines (reason)"):
+        table.add_column(col, overflow="fold")
+    for m in data["messages"]:
+        table.add_row(str(m["id"]), format_time(m["received_at"]), _exit_of(m), m["sender"],
+                      m["subject"], f"{m['size'] / 1024:.1f}K", m["origin_host"],
+                      _reasons(m["quarantines"]))
+    Console(width=max(160, Console().width)).print(table)
+
+
+@quarantine.command("bulk")
+@click.argument("action", type=click.Choice(["release", "delete", "delay", "move", "copy"]))
+@filter_options
+@click.option("--saved", metavar="NAME", help="Act on what a saved search finds.")
+@click.option("--dry-run", is_flag=True, help="List what would be done; change nothing.")
+@click.option("--in", "only_in", metavar="QUARANTINE",
+              help="Act in this quarantine only (release/delete/delay; move: the source).")
+@click.option("--by", "delay", type=click.Choice(["8h", "24h", "48h", "1w"]), default="24h",
+              show_default=True, help="delay: by how much.")
+@click.option("--target", metavar="QUARANTINE", help="move: the target policy quarantine.")
+@click.option("--address", metavar="ADDRESS", help="copy: where to send copies.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def quarantine_bulk(ctx: click.Context, action: str, saved: str | None, dry_run: bool,
+                    only_in: str | None, delay: str, target: str | None, address: str | None,
+                    as_json: bool, **kw: Any) -> None:
+    """Apply ACTION to every message a search finds (see --dry-run)."""
+    response = _request(ctx, "quarantine.bulk", {
+        "query": build_query(kw), "saved": saved, "action": action, "dry_run": dry_run,
+        "quarantine": only_in, "delay": delay, "target": target, "address": address,
+        "user": _user()})
+    data = response["data"]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if data["dry_run"]:
+        click.echo(f"Dry run: {action} would act on {data['count']} messages:")
+        for mid in data["mids"]:
+            click.echo(f"  would {action} MID {mid}")
+        return
+    for r in data["results"]:
+        click.echo(r["text"])
+    click.echo(response["text"])
+
+
+@quarantine.command("saved")
+@click.argument("op", type=click.Choice(["list", "delete"]), default="list")
+@click.argument("name", required=False)
+@click.pass_context
+def quarantine_saved(ctx: click.Context, op: str, name: str | None) -> None:
+    """List saved searches, or delete one (save with `search --save NAME`)."""
+    if op == "delete":
+        if not name:
+            raise click.UsageError("delete needs a NAME")
+        click.echo(_request(ctx, "quarantine.saved", {"op": "delete", "name": name,
+                                                      "user": _user()})["text"])
+        return
+    data = _request(ctx, "quarantine.saved", {"op": "list", "user": _user()})["data"]
+    if not data:
+        click.echo("No saved searches.")
+    for saved_name, query in data.items():
+        click.echo(f"{saved_name}: {query}")
+
+
+@quarantine.command("delay")
+@click.argument("mids", type=int, nargs=-1, required=True)
+@click.option("--by", "delay", type=click.Choice(["8h", "24h", "48h", "1w"]), required=True)
+@click.option("-q", "--quarantine", "name", default=None)
+@click.pass_context
+def quarantine_delay(ctx: click.Context, mids: tuple[int, ...], delay: str,
+                     name: str | None) -> None:
+    """Delay the scheduled exit of messages."""
+    for mid in mids:
+        click.echo(_request(ctx, "quarantine.delay", {"mid": mid, "delay": delay,
+                                                      "quarantine": name,
+                                                      "user": _user()})["text"])
+
+
+@quarantine.command("move")
+@click.argument("mids", type=int, nargs=-1, required=True)
+@click.option("--from", "source", required=True, metavar="QUARANTINE")
+@click.option("--to", "target", required=True, metavar="QUARANTINE")
+@click.pass_context
+def quarantine_move(ctx: click.Context, mids: tuple[int, ...], source: str,
+                    target: str) -> None:
+    """Move messages to another policy quarantine (exit and reason are kept)."""
+    for mid in mids:
+        click.echo(_request(ctx, "quarantine.move", {"mid": mid, "source": source,
+                                                     "target": target,
+                                                     "user": _user()})["text"])
+
+
+@quarantine.command("copy")
+@click.argument("mids", type=int, nargs=-1, required=True)
+@click.option("--to", "address", required=True, metavar="ADDRESS")
+@click.pass_context
+def quarantine_copy(ctx: click.Context, mids: tuple[int, ...], address: str) -> None:
+    """Send a copy to ADDRESS through the originating gateway; the message stays held."""
+    for mid in mids:
+        click.echo(_request(ctx, "quarantine.copy", {"mid": mid, "address": address,
+                                                     "user": _user()})["text"])
+
+
+@quarantine.command("expire")
+@click.pass_context
+def quarantine_expire(ctx: click.Context) -> None:
+    """Apply default actions to every message past its scheduled exit, now."""
+    click.echo(_request(ctx, "quarantine.expire", {"user": _user()})["text"])
+
+
+@quarantine.command("config")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def quarantine_config(ctx: click.Context, as_json: bool) -> None:
+    """The quarantines and their settings (quarantineconfig)."""
+    data = _request(ctx, "quarantine.config")["data"]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"{'Name':<16}{'Type':<9}{'Retention':<12}{'Default':<9}Free up space")
+    for name, q in data["quarantines"].items():
+        days = q["retention_s"] / 86400
+        retention = f"{days:g} days" if days >= 1 else f"{q['retention_s'] / 3600:g} hours"
+        click.echo(f"{name:<16}{'builtin' if q['builtin'] else 'custom':<9}{retention:<12}"
+                   f"{q['default_action']:<9}{'yes' if q['free_up_space'] else 'no'}")
+
+
+@operator.group()
+def audit() -> None:
+    """The manager's audit trail of quarantine actions and views."""
+
+
+@audit.command("verify")
+@click.pass_context
+def audit_verify(ctx: click.Context) -> None:
+    """Check the hash chain; exit 1 if a record was removed, edited or inserted."""
+    click.echo(_request(ctx, "audit.verify")["text"])
+
+
+@audit.command("tail")
+@click.option("-n", "--lines", "limit", type=click.IntRange(1, 10000), default=20)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit_tail(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """The latest audit records."""
+    data = _request(ctx, "audit.tail", {"limit": limit})["data"]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for r in data:
+        click.echo(f"{r['seq']:>6} {format_time(r['at'])} {r['actor']}@{r['origin']} "
+                   f"{r['action']} {json.dumps(r['detail'], sort_keys=True)}")

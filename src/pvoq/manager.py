@@ -109,7 +109,7 @@ class Manager(Appliance):
                                      bodies=qs.bodies, node=qs.node_name or config.hostname,
                                      settings=quarantine_settings(config))
         self.service = QuarantineService(self.store, self, self.maillog.info,
-                                         quota_bytes=qs.max_size_mb * 1024 * 1024)
+                                         quota_bytes=int(qs.max_size_mb * 1024 * 1024))
         self._expiry_task: asyncio.Task[None] | None = None
         self._expiry_wake = asyncio.Event()
         self.queues = DeliveryQueues(

@@ -96,10 +96,11 @@ def _positive_int(raw: str) -> int:
     return int(raw)
 
 
-def _non_negative_int(raw: str) -> int:
-    if not raw.isdigit():
-        raise ValueError("not a non-negative integer")
-    return int(raw)
+def _non_negative(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("not a non-negative number")
+    return value
 
 
 def _seconds(raw: str) -> float:
@@ -227,7 +228,7 @@ class _Loader:
         store_settings = QuarantineStoreSettings() if store is None else QuarantineStoreSettings(
             database_url=_value(store, "database_url", str),
             bodies=_value(store, "bodies", _choice("disk", "database"), "disk"),
-            max_size_mb=_value(store, "max_size_mb", _non_negative_int, 0),
+            max_size_mb=_value(store, "max_size_mb", _non_negative, 0.0),
             expiry_interval_seconds=_value(store, "expiry_interval_seconds", _seconds, 60.0),
             node_name=_value(store, "node_name", str),
         )

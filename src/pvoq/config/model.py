@@ -207,7 +207,7 @@ class QuarantineStoreSettings:
 
     database_url: str | None = None         # default: SQLite in the data directory
     bodies: str = "disk"                    # disk | database
-    max_size_mb: int = 0                    # 0: no quota
+    max_size_mb: float = 0.0                # 0: no quota
     expiry_interval_seconds: float = 60.0
     node_name: str | None = None            # several managers on one database: unique names
 

@@ -109,9 +109,10 @@ class Manager(Appliance):
                                      bodies=qs.bodies, node=qs.node_name or config.hostname,
                                      settings=quarantine_settings(config))
         self.service = QuarantineService(self.store, self, self.maillog.info,
-                                         quota_bytes=int(qs.max_size_mb * 1024 * 1024))
+                                         quota_bytes=int(qs.max_size_mb * 2**20))
         self._expiry_task: asyncio.Task[None] | None = None
         self._expiry_wake = asyncio.Event()
+        self.api: Any = None
         self.queues = DeliveryQueues(
             spool=self.spool, maillog=self.maillog, destination_for=self._destination,
             retry_min_s=config.delivery.retry_min_seconds,
@@ -231,8 +232,18 @@ class Manager(Appliance):
     async def start(self) -> None:
         await super().start()
         self._expiry_task = asyncio.ensure_future(self._expiry_loop())
+        api = self.config.api
+        if api.enabled and api.port:
+            from pvoq.web.api import create_app
+            from pvoq.web.server import ApiServer
+
+            self.api = ApiServer(create_app(self.service, api.tokens), api.address, api.port)
+            self.api.start()
+            self.maillog.info(f"REST API listening on {api.address} port {api.port}")
 
     async def stop(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
         if self._expiry_task is not None:
             self._expiry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,212 @@
+"""Tests for pvoq.web.api over real HTTP: uvicorn on a free 127.0.0.1 port, httpx as client."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "quarantine"))
+from qhelpers import RecordingSettler, put  # noqa: E402
+
+from pvoq.config.model import ApiToken  # noqa: E402
+from pvoq.quarantine.service import QuarantineService  # noqa: E402
+from pvoq.quarantine.settings import DAY, RELEASE, QuarantineSettings, merge_settings  # noqa: E402
+from pvoq.quarantine.store import QuarantineStore  # noqa: E402
+from pvoq.web.api import create_app  # noqa: E402
+from pvoq.web.server import ApiServer  # noqa: E402
+
+TOKENS = (
+    ApiToken("t-admin", "alice", "admin"),
+    ApiToken("t-operator", "oscar", "operator"),
+    ApiToken("t-helpdesk", "hannah", "helpdesk"),
+    ApiToken("t-readonly", "rita", "read-only"),
+    ApiToken("t-hr", "harry", "custom", ("HR",)),
+)
+SETTINGS = merge_settings([QuarantineSettings("HR", 2 * DAY, RELEASE, False)])
+API = "/api/v2.0/quarantine/messages"
+
+
+class Api:
+    """A running API server and what its service settled."""
+
+    def __init__(self, base: str, store: QuarantineStore, settler: RecordingSettler) -> None:
+        self.base = base
+        self.store = store
+        self.settler = settler
+
+    def client(self, token: str | None = "t-admin") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base, headers=headers, timeout=30)
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    store = QuarantineStore(f"sqlite:///{tmp_path / 'q.db'}", tmp_path / "bodies",
+                            settings=SETTINGS)
+    store.sync_quarantines(SETTINGS)
+    settler = RecordingSettler(store)
+    service = QuarantineService(store, settler, lambda line: None)
+    server = ApiServer(create_app(service, TOKENS), "127.0.0.1", 0)
+    thread = threading.Thread(target=asyncio.run,
+                              args=(server.server.serve(sockets=[server.socket]),))
+    thread.start()
+    try:
+        yield Api(f"http://127.0.0.1:{server.port}", store, settler)
+    finally:
+        server.server.should_exit = True
+        thread.join(timeout=30)
+        server.socket.close()
+        store.close()
+
+
+def fill(store: QuarantineStore) -> None:
+    put(store, 1, "Policy", sender="alice@example.org", subject="Quarterly report")
+    put(store, 2, ("Virus", "a/v verdict:VIRAL Eicar-Test-Signature"),
+        sender="mallory@evil.example", subject="Invoice", attachment=("invoice.exe", 100))
+    put(store, 3, "HR", "Policy", sender="bob@example.com", subject="Salary review")
+
+
+class TestAuthentication:
+    def test_no_token_is_401(self, api: Api) -> None:
+        """Without a bearer token the API answers 401."""
+        with api.client(None) as c:
+            assert c.get(API).status_code == 401
+
+    def test_unknown_token_is_401(self, api: Api) -> None:
+        """An unknown token is refused."""
+        with api.client("guess") as c:
+            assert c.get(API).status_code == 401
+
+    def test_openapi_lists_the_routes(self, api: Api) -> None:
+        """The OpenAPI document describes the quarantine routes."""
+        with api.client(None) as c:
+            spec = c.get("/openapi.json").json()
+        assert {API, f"{API}/details", f"{API}/bulk"} <= set(spec["paths"])
+        assert {"get", "post", "delete"} <= set(spec["paths"][API])
+
+
+class TestSearch:
+    def test_search_with_filters_and_total(self, api: Api) -> None:
+        """AsyncOS parameter names filter, and meta.totalCount counts every match."""
+        fill(api.store)
+        with api.client() as c:
+            body = c.get(API, params={"quarantineType": "pvo", "quarantines": "Policy",
+                                      "envelopeSenderFilterBy": "ends_with",
+                                      "envelopeSenderFilterValue": ".org"}).json()
+            assert body["meta"]["totalCount"] == 1
+            entry = body["data"][0]
+            assert entry["mid"] == 1
+            assert entry["attributes"]["esaHostName"] == "gw1.example.com"
+            assert entry["attributes"]["quarantineForReasonDict"][0]["quarantineName"] \
+                == "Policy"
+            page = c.get(API, params={"limit": 2, "offset": 0, "orderBy": "received",
+                                      "orderDir": "asc"}).json()
+            assert page["meta"]["totalCount"] == 3 and [d["mid"] for d in page["data"]] == [1, 2]
+            why = c.get(API, params={"reasonFilterBy": "contains",
+                                     "reasonFilterValue": "eicar"}).json()
+            assert [d["mid"] for d in why["data"]] == [2]
+
+    def test_bad_filter_is_400(self, api: Api) -> None:
+        """An unknown filter operator is a 400 with a message."""
+        with api.client() as c:
+            r = c.get(API, params={"subjectFilterBy": "near", "subjectFilterValue": "x"})
+        assert r.status_code == 400
+
+    def test_details_with_body(self, api: Api) -> None:
+        """details returns the message, its attachments and its body."""
+        fill(api.store)
+        with api.client() as c:
+            data = c.get(f"{API}/details", params={"mid": 2}).json()["data"]
+        assert data["attributes"]["attachments"] == ["invoice.exe"]
+        assert "Subject: Invoice" in data["attributes"]["messageBody"]
+
+    def test_details_unknown_is_404(self, api: Api) -> None:
+        """details of an unknown MID is 404."""
+        with api.client() as c:
+            assert c.get(f"{API}/details", params={"mid": 99}).status_code == 404
+
+
+class TestActions:
+    def test_release_and_delete(self, api: Api) -> None:
+        """POST release and DELETE act on the listed MIDs."""
+        fill(api.store)
+        with api.client("t-operator") as c:
+            released = c.post(API, json={"action": "release", "quarantineType": "pvo",
+                                         "mids": [1]}).json()
+            assert released["data"]["mids"] == [1]
+            deleted = c.request("DELETE", API, json={"quarantineType": "pvo",
+                                                     "mids": [2]}).json()
+            assert deleted["data"]["totalCount"] == 1
+        assert [s[:2] for s in api.settler.settled] == [(1, "released"), (2, "deleted")]
+
+    def test_delay_and_move(self, api: Api) -> None:
+        """POST delay and move change the exit and the quarantine."""
+        fill(api.store)
+        before = api.store.get(1)["quarantines"][0]["scheduled_exit"]
+        with api.client("t-helpdesk") as c:
+            c.post(API, json={"action": "delay", "mids": [1], "delay": "1w"})
+            r = c.post(API, json={"action": "move", "mids": [1], "quarantineName": "Policy",
+                                  "destinationQuarantineName": "HR"}).json()
+        assert r["data"]["mids"] == [1]
+        q = api.store.get(1)["quarantines"][0]
+        assert q["quarantine"] == "HR" and q["scheduled_exit"] == before + 7 * DAY
+
+    def test_only_admin_sends_copies(self, api: Api) -> None:
+        """sendcopy is refused to an operator (403) and allowed to an admin."""
+        fill(api.store)
+        body = {"action": "sendcopy", "mids": [1], "recipientAddresses": ["x@example.com"]}
+        with api.client("t-operator") as c:
+            assert c.post(API, json=body).status_code == 403
+        with api.client("t-admin") as c:
+            assert c.post(API, json=body).json()["data"]["mids"] == [1]
+        assert api.settler.copies == [(1, "x@example.com")]
+
+    def test_read_only_cannot_release(self, api: Api) -> None:
+        """A read-only token may search but not release."""
+        fill(api.store)
+        with api.client("t-readonly") as c:
+            assert c.get(API).status_code == 200
+            assert c.post(API, json={"action": "release", "mids": [1]}).status_code == 403
+
+    def test_custom_role_sees_its_quarantines(self, api: Api) -> None:
+        """A custom role's search covers only its quarantines; others are 403."""
+        fill(api.store)
+        with api.client("t-hr") as c:
+            body = c.get(API).json()
+            assert [d["mid"] for d in body["data"]] == [3]
+            assert c.get(API, params={"quarantines": "Virus"}).status_code == 403
+
+    def test_bulk_dry_run(self, api: Api) -> None:
+        """A bulk action with dryRun lists the MIDs and changes nothing."""
+        fill(api.store)
+        search: dict[str, Any] = {"quarantines": "Policy"}
+        with api.client() as c:
+            plan = c.post(f"{API}/bulk", json={"action": "delete", "search": search,
+                                               "dryRun": True}).json()["data"]
+            assert plan["mids"] == [1, 3]
+            assert c.get(API).json()["meta"]["totalCount"] == 3
+            done = c.post(f"{API}/bulk", json={"action": "delete", "search": search,
+                                               "dryRun": False,
+                                               "quarantineName": "Policy"}).json()["data"]
+        assert done["done"] == 2
+
+    def test_audit_verify_admin_only(self, api: Api) -> None:
+        """The audit verification is for administrators and reports the chain intact."""
+        fill(api.store)
+        with api.client() as c:
+            c.get(API)
+            assert c.get("/api/v2.0/audit/verify").json()["data"]["ok"] is True
+        with api.client("t-operator") as c:
+            assert c.get("/api/v2.0/audit/verify").status_code == 403
+
+    def test_sma_prefix(self, api: Api) -> None:
+        """The same routes answer under /sma/api/v2.0 as on AsyncOS."""
+        with api.client() as c:
+            assert c.get("/sma/api/v2.0/quarantine/messages").status_code == 200

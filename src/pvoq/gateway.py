@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ from pvoq.delivery.routes import SmtpRouteDestination
 from pvoq.fsutil import atomic_write, remove_leftovers
 from pvoq.scan.message import Envelope
 from pvoq.scan.outbreak import RulesError
-from pvoq.scan.pipeline import ANTIVIRUS, OUTBREAK_FILTERS, Pipeline, ScanError
+from pvoq.scan.pipeline import (
+    ANTIVIRUS,
+    MESSAGE_FILTERS,
+    OUTBREAK_FILTERS,
+    Pipeline,
+    ScanError,
+)
 from pvoq.scan.rescan import (
     RELEASE,
     Decision,
@@ -39,7 +46,7 @@ from pvoq.scan.rescan import (
     decide,
     notice,
 )
-from pvoq.scan.verdict import BOUNCE, DROP, ScanResult, StageTrace, Verdict
+from pvoq.scan.verdict import BOUNCE, DROP, QUARANTINE, ScanResult, StageTrace, Verdict
 from pvoq.smtp import replies
 from pvoq.smtp.client import DeliveryError
 from pvoq.smtp.server import (
@@ -50,6 +57,8 @@ from pvoq.smtp.server import (
     PvoqSMTP,
 )
 from pvoq.spool.store import BOUNCED, DELETED, INCOMING, QUEUED, Entry, Recipient
+
+DEFAULT_POLICY = "DEFAULT"
 
 
 def _domain(address: str) -> str:
@@ -132,6 +141,7 @@ class Gateway(Appliance):
     def __init__(self, config: Any, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.pipeline = Pipeline(config.scan)
+        self._policy_pipelines: dict[str, Pipeline] = {}
         self.outbreak_copies = OutbreakCopies(config.data_dir / "outbreak_copies")
         self.outbreak_notices = NoticeOutbox(config.data_dir / "outbreak_notices")
         self.admin.register("pipeline.show", self._cmd_pipeline_show)
@@ -161,6 +171,9 @@ class Gateway(Appliance):
         super().apply_config(config)
         old, self.pipeline = self.pipeline, Pipeline(config.scan)
         old.close()
+        for pipeline in self._policy_pipelines.values():
+            pipeline.close()
+        self._policy_pipelines.clear()
         self._destinations.clear()
 
     def _destination(self, host: str) -> Destination:
@@ -248,18 +261,88 @@ class Gateway(Appliance):
     async def process(self, entry: Entry) -> None:
         """Scan an incoming entry (in a worker thread) and route it durably.
 
-        A ScanError (a stage erred or timed out) propagates: the entry stays
+        Recipients under different per-recipient policies split the message:
+        message filters run on the whole message, then each policy's part gets a
+        new MID and runs the later stages with that policy's settings. A
+        ScanError (a stage erred or timed out) propagates: the entry stays
         INCOMING in the spool, untouched, and is scanned again later.
         """
         released = entry.meta.get("released")
-        resume_after = released["resume_after"] if released else None
+        resume_after = released["resume_after"] if released else entry.meta.get("resume_after")
         body = self.spool.read_body(entry.mid)
-        result = await asyncio.to_thread(self.pipeline.run, body, envelope=self._envelope(entry),
-                                         resume_after=resume_after)
+        envelope = self._envelope(entry)
+        if not released and "policy" not in entry.meta:
+            groups = self._policy_groups(entry)
+            if len(groups) > 1:
+                first = await asyncio.to_thread(self.pipeline.run, body, envelope=envelope,
+                                                stop_after=MESSAGE_FILTERS)
+                if first.action in (DROP, BOUNCE):
+                    self.route(entry, first)
+                else:
+                    self._split(entry, groups, first, body)
+                return
+            self.maillog.info(f"MID {entry.mid} matched all recipients for per-recipient "
+                              f"policy {next(iter(groups))} in the inbound table")
+        result = await asyncio.to_thread(
+            self._pipeline_for(entry).run, body, envelope=envelope, resume_after=resume_after,
+            skip=tuple(entry.meta.get("skip", ())))
+        prior = [Verdict(**v) for v in entry.meta.get("prior_verdicts", [])]
+        if prior and result.action not in (DROP, BOUNCE):
+            result.verdicts[:0] = prior
+            result.action = QUARANTINE
         if released and self.outbreak_copies.forget(int(released["origin_mid"])):
             self.maillog.info(f"MID {released['origin_mid']} outbreak copy discarded: "
                               f"released as MID {entry.mid}")
         self.route(entry, result)
+
+    # -- per-recipient mail policies -------------------------------------------------
+    def _policy_groups(self, entry: Entry) -> dict[str, list[Recipient]]:
+        groups: dict[str, list[Recipient]] = {}
+        for r in entry.recipients:
+            policy = self.config.scan.policy_for(r.address)
+            groups.setdefault(policy.name if policy else DEFAULT_POLICY, []).append(r)
+        return groups
+
+    def _pipeline_for(self, entry: Entry) -> Pipeline:
+        name = entry.meta.get("policy")
+        if name is None:
+            policy = self.config.scan.policy_for(entry.recipients[0].address)
+        else:
+            policy = next((p for p in self.config.scan.policies if p.name == name), None)
+        if policy is None:
+            return self.pipeline
+        found = self._policy_pipelines.get(policy.name)
+        if found is None:
+            found = self._policy_pipelines[policy.name] = self.pipeline.for_policy(policy)
+        return found
+
+    def _split(self, entry: Entry, groups: dict[str, list[Recipient]], first: ScanResult,
+               body: bytes) -> None:
+        """One new MID per policy, each spooled durably before the original goes."""
+        for trace in first.trace:
+            self._log_trace(entry.mid, trace)
+        part_body = first.body if first.body is not None else body
+        for dup in first.duplicates:
+            self._duplicate(entry, dup, part_body)
+        skip = list(first.skip)  # skip-filters() on the whole message holds for every part
+        parts: list[tuple[str, Entry]] = []
+        for name, rcpts in groups.items():
+            part = Entry(
+                mid=self.ids.next("mid"), sender=entry.sender,
+                recipients=[Recipient(r.rid, r.address) for r in rcpts],
+                received=entry.received, size=len(part_body), icid=entry.icid, peer=entry.peer,
+                meta={"subject": entry.meta.get("subject", ""), "policy": name,
+                      "split_from": entry.mid, "resume_after": MESSAGE_FILTERS,
+                      "prior_verdicts": [asdict(v) for v in first.verdicts], "skip": skip})
+            self.spool.put(part, part_body)
+            parts.append((name, part))
+        for name, part in parts:
+            rids = ", ".join(str(r.rid) for r in part.recipients)
+            self.maillog.info(f"MID {entry.mid} rewritten to MID {part.mid} by per-recipient "
+                              f"policy {name} (RID [{rids}])")
+        self.spool.remove(entry.mid)
+        for _, part in parts:
+            self.submit(part)
 
     def route(self, entry: Entry, result: ScanResult) -> None:
         """Act on a scan result; every change is on disk before the entry is queued."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import smtplib
 from collections.abc import Iterator
 from email import message_from_bytes
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,40 @@ class TestReleaseRescan:
             assert deployment.delivered() == []
         finally:
             clamd.stop()
+
+
+class TestPerRecipientPolicies:
+    def test_recipients_of_different_policies_split_the_message(
+            self, deployment: Deployment) -> None:
+        """Recipients under two policies get two MIDs, each scanned with its policy."""
+        configure_gateway(deployment)
+        path = deployment.gateway_config
+        path.write_text(path.read_text().replace("</config>", (
+            "  <mail_policies>\n    <policy>\n      <name>Executives</name>\n"
+            "      <recipient>^ceo@example\\.com$</recipient>\n"
+            "      <antivirus>false</antivirus>\n    </policy>\n  </mail_policies>\n"
+            "</config>")))
+        deployment.start()
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = ("alice@sender.example",
+                                                  "bob@example.com, ceo@example.com", "split")
+        msg.set_content("see attachment")
+        msg.add_attachment(EICAR, maintype="application", subtype="octet-stream",
+                           filename="a.com")
+        with smtplib.SMTP(deployment.ip, deployment.ports["gateway_smtp"], timeout=30) as smtp:
+            smtp.sendmail("alice@sender.example", ["bob@example.com", "ceo@example.com"],
+                          msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
+        (record,) = wait_for("bob's part in Virus", deployment.quarantined)
+        shown = deployment.admin(deployment.manager_config, "quarantine.show",
+                                 {"mid": record["id"]})["data"]
+        assert [r["address"] for r in shown["recipients"]] == ["bob@example.com"]
+        assert record["quarantines"][0]["quarantine"] == "Virus"
+        ((envelope, _),) = wait_for("the CEO's part delivered", deployment.delivered)
+        assert envelope["rcpt_tos"] == ["ceo@example.com"]
+        split = gateway_lines(deployment, r"MID \d+ rewritten to MID \d+ by per-recipient "
+                              r"policy (DEFAULT|Executives) \(RID \[\d\]\)$")
+        assert [re.search(r"policy (\S+) \(RID \[(\d)\]", s).groups() for s in split  # type: ignore[union-attr]
+                ] == [("DEFAULT", "0"), ("Executives", "1")]
+        original = {re.search(r"MID (\d+) rewritten", s).group(1) for s in split}  # type: ignore[union-attr]
+        assert len(original) == 1
+        assert record["origin_mid"] not in {int(m) for m in original}

@@ -33,6 +33,7 @@ from pvoq.config.model import (
     GatewayRecord,
     Interface,
     Listener,
+    MailPolicy,
     OutbreakSettings,
     PvoSettings,
     QuarantineDefinition,
@@ -428,7 +429,28 @@ class _Loader:
                 pipeline, "stage_timeout_seconds", _seconds, 10.0),
             retry_seconds=30.0 if pipeline is None else _value(
                 pipeline, "retry_seconds", _seconds, 30.0),
+            policies=self._mail_policies(root, quarantines),
         )
+
+    def _mail_policies(self, root: Node, quarantines: tuple[str, ...]) -> tuple[MailPolicy, ...]:
+        section = root.first("mail_policies")
+        result: list[MailPolicy] = []
+        for node in ([] if section is None else section.all("policy")):
+            name = _value(node, "name", str, required=True)
+            if name.upper() == "DEFAULT" or any(p.name == name for p in result):
+                raise ConfigError(f"duplicate or reserved policy name {name!r}",
+                                  field=node.path, line=node.line)
+            recipients = tuple(_regex_node(r) for r in node.all("recipient"))
+            if not recipients:
+                raise node.error("a mail policy needs at least one <recipient> (a regex)")
+            result.append(MailPolicy(
+                name=name, recipients=recipients,
+                antivirus_enabled=_value(node, "antivirus", _bool),
+                outbreak_enabled=_value(node, "outbreak_filters", _bool),
+                content_filter_rules=(None if node.first("content_filters") is None else
+                                      _filter_text(node.first("content_filters"), quarantines)),
+            ))
+        return tuple(result)
 
     def _antivirus(self, node: Node | None) -> AntivirusSettings:
         if node is None:
@@ -464,6 +486,14 @@ class _Loader:
                                            4 * 3600.0),
             check_interval_seconds=_value(node, "check_interval_seconds", _seconds, 5.0),
         )
+
+
+def _regex_node(node: Node) -> re.Pattern[str]:
+    try:
+        return re.compile(node.text.strip(), re.IGNORECASE)
+    except re.error as exc:
+        raise ConfigError(f"bad regular expression ({exc}): {node.text.strip()!r}",
+                          field=node.path, line=node.line) from None
 
 
 def _threat_level(raw: str) -> int:

@@ -171,6 +171,23 @@ class OutbreakSettings:
 
 
 @dataclass(frozen=True)
+class MailPolicy:
+    """A per-recipient mail policy: recipients matching it get its scanning settings.
+
+    None means "as the default policy" (the top-level settings).
+    """
+
+    name: str
+    recipients: tuple[re.Pattern[str], ...]
+    antivirus_enabled: bool | None = None
+    outbreak_enabled: bool | None = None
+    content_filter_rules: tuple[Filter, ...] | None = None
+
+    def matches(self, address: str) -> bool:
+        return any(p.search(address) for p in self.recipients)
+
+
+@dataclass(frozen=True)
 class ScanSettings:
     """The gateway's pipeline: filters (parsed), anti-virus, outbreak rules, timeouts."""
 
@@ -185,6 +202,11 @@ class ScanSettings:
     quarantines: tuple[str, ...] = BUILTIN_QUARANTINES
     stage_timeout_seconds: float = 10.0
     retry_seconds: float = 30.0
+    policies: tuple[MailPolicy, ...] = ()
+
+    def policy_for(self, address: str) -> MailPolicy | None:
+        """The first per-recipient policy *address* matches (None: the default policy)."""
+        return next((p for p in self.policies if p.matches(address)), None)
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from pvoq.config.model import ScanSettings
+from pvoq.config.model import MailPolicy, ScanSettings
 from pvoq.scan.antivirus import (
     CLEAN,
     EICAR,
@@ -105,7 +105,8 @@ def build_engine(settings: ScanSettings) -> AvEngine:
 
 
 class Pipeline:
-    def __init__(self, settings: ScanSettings, *, engine: AvEngine | None = None) -> None:
+    def __init__(self, settings: ScanSettings, *, engine: AvEngine | None = None,
+                 rules: RulesFile | None = None) -> None:
         self.settings = settings
         self.message_filters = FilterSet(MESSAGE_FILTERS, "message filter",
                                          settings.message_filters,
@@ -115,7 +116,8 @@ class Pipeline:
             [*(legacy_filter(f) for f in settings.content_filters),
              *settings.content_filter_rules])
         self.engine = engine or build_engine(settings)
-        self.rules = RulesFile(settings.outbreak.rules_file, legacy_rules(settings.outbreak_urls))
+        self.rules = rules or RulesFile(settings.outbreak.rules_file,
+                                        legacy_rules(settings.outbreak_urls))
         self._checks: dict[str, Callable[[ScanMessage], CheckResult]] = {
             MESSAGE_FILTERS: self.message_filters.check,
             ANTIVIRUS: self._antivirus,
@@ -128,6 +130,21 @@ class Pipeline:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def for_policy(self, policy: MailPolicy) -> Pipeline:
+        """The pipeline of a per-recipient policy: its own anti-virus, outbreak and content
+        filter settings, the same engine and the same outbreak rules file."""
+        s = self.settings
+        settings = replace(
+            s,
+            antivirus_enabled=(s.antivirus_enabled if policy.antivirus_enabled is None
+                               else policy.antivirus_enabled),
+            outbreak_enabled=(s.outbreak_enabled if policy.outbreak_enabled is None
+                              else policy.outbreak_enabled),
+            content_filters=s.content_filters if policy.content_filter_rules is None else (),
+            content_filter_rules=(s.content_filter_rules if policy.content_filter_rules is None
+                                  else policy.content_filter_rules))
+        return Pipeline(settings, engine=self.engine, rules=self.rules)
 
     # -- release semantics -------------------------------------------------------
     @staticmethod
@@ -160,12 +177,20 @@ class Pipeline:
 
     # -- running -------------------------------------------------------------------
     def run(self, body: bytes, *, envelope: Envelope | None = None,
-            resume_after: str | None = None) -> ScanResult:
-        """Scan one message; raise ScanError if any stage cannot decide."""
+            resume_after: str | None = None, stop_after: str | None = None,
+            skip: tuple[str, ...] = ()) -> ScanResult:
+        """Scan one message; raise ScanError if any stage cannot decide.
+
+        *stop_after* ends the run after that stage (message filters run on the whole
+        message before a per-recipient split; the parts resume after them).
+        """
         msg = ScanMessage(body, envelope)
         result = ScanResult()
-        skipped: set[str] = set()
-        for stage in self.stages_for(resume_after):
+        skipped: set[str] = set(skip)
+        stages = self.stages_for(resume_after)
+        if stop_after in stages:
+            stages = stages[:stages.index(stop_after) + 1]
+        for stage in stages:
             if stage in skipped:
                 result.trace.append(StageTrace(stage, "skipped"))
                 continue
@@ -178,6 +203,7 @@ class Pipeline:
                 result.body = check.body
                 msg = ScanMessage(check.body, envelope)
             skipped.update(check.skip)
+            result.skip = tuple(sorted(skipped))
             if check.action in (DROP, BOUNCE):
                 result.action, result.reason = check.action, check.reason
                 result.verdicts, result.duplicates = [], []

@@ -101,3 +101,4 @@ class ScanResult:
     body: bytes | None = None               # set when a stage modified the message
     reason: str = ""
     trace: list[StageTrace] = field(default_factory=list)
+    skip: tuple[str, ...] = ()              # stages skipped at a check's request

@@ -249,3 +249,36 @@ class TestReleaseSemantics:
         assert rows[ANTIVIRUS] == [CONTENT_FILTERS, OUTBREAK_FILTERS, DELIVERY]
         assert rows[OUTBREAK_FILTERS] == [ANTIVIRUS, DELIVERY]
         assert rows[DELIVERY] == []
+
+
+class TestPolicies:
+    def test_policy_pipeline_overrides_and_shares(self) -> None:
+        """A policy's pipeline takes its own switches and filters, the same engine and rules."""
+        from pvoq.config.model import MailPolicy
+
+        base = Pipeline(settings())
+        policy = MailPolicy("Execs", (re.compile("^ceo@"),), antivirus_enabled=False,
+                            content_filter_rules=tuple(parse_filters(
+                                'x: if subject == "secret" { quarantine("Policy"); }')))
+        execs = base.for_policy(policy)
+        try:
+            assert (execs.engine, execs.rules) == (base.engine, base.rules)
+            result = execs.run(EVERYTHING)
+            assert stages_of(result) == [MESSAGE_FILTERS, OUTBREAK_FILTERS]
+            assert [f.name for f in execs.content_filters.filters] == ["x"]
+        finally:
+            base.close()
+            execs.close()
+
+    def test_stop_after_and_skip(self) -> None:
+        """stop_after ends the run early; skip carries skip-filters() to a later run."""
+        pipeline = Pipeline(settings(message_filters=tuple(parse_filters(
+            's: if true { skip-filters(); }'))))
+        try:
+            first = pipeline.run(EVERYTHING, stop_after=MESSAGE_FILTERS)
+            assert [t.stage for t in first.trace] == [MESSAGE_FILTERS]
+            assert first.skip == (CONTENT_FILTERS,)
+            rest = pipeline.run(EVERYTHING, resume_after=MESSAGE_FILTERS, skip=first.skip)
+            assert stages_of(rest) == [ANTIVIRUS, OUTBREAK_FILTERS]
+        finally:
+            pipeline.close()

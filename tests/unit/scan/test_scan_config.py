@@ -91,3 +91,24 @@ class TestScanConfig:
         err, line = error_with(gateway_xml, old, new)
         assert err.field.endswith(field)
         assert err.line == line
+
+    def test_mail_policies(self, gateway_xml: Path) -> None:
+        """<mail_policies> load in order; a recipient gets the first policy it matches."""
+        cfg = load_with(gateway_xml, "</config>", (
+            "<mail_policies><policy><name>Execs</name><recipient>^CEO@</recipient>"
+            "<antivirus>false</antivirus><content_filters>x: if true { deliver(); }"
+            "</content_filters></policy></mail_policies></config>"))
+        (policy,) = cfg.scan.policies
+        assert (policy.name, policy.antivirus_enabled, policy.outbreak_enabled) == (
+            "Execs", False, None)
+        assert [f.name for f in policy.content_filter_rules or ()] == ["x"]
+        assert cfg.scan.policy_for("ceo@example.com") is policy
+        assert cfg.scan.policy_for("bob@example.com") is None
+
+    def test_bad_mail_policy_recipient(self, gateway_xml: Path) -> None:
+        """A policy recipient that is not a regex is refused on its line."""
+        err, line = error_with(gateway_xml, "</config>",
+                               "<mail_policies><policy><name>A</name><recipient>(</recipient>"
+                               "</policy></mail_policies></config>")
+        assert err.field.endswith("mail_policies.policy.recipient")
+        assert err.line == line

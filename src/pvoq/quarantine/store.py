@@ -34,10 +34,10 @@ from sqlalchemy.exc import IntegrityError
 
 from pvoq.fsutil import atomic_write, remove_durably
 from pvoq.quarantine import search as qsearch
+from pvoq.quarantine.migrate import migrate
 from pvoq.quarantine.mime import attachments_of
 from pvoq.quarantine.schema import (
     attachments,
-    create_schema,
     make_engine,
     message_bodies,
     message_quarantines,
@@ -84,7 +84,7 @@ class QuarantineStore:
                  create: bool = True) -> None:
         self.engine: Engine = make_engine(url)
         if create:
-            create_schema(self.engine)
+            migrate(self.engine)
         self.bodies = Path(bodies_dir)
         self.bodies_in_db = bodies == "database"
         if not self.bodies_in_db:

@@ -1,0 +1,1 @@
+"""Alembic migrations of the quarantine database (see `pvoq.quarantine.migrate`)."""

@@ -1,0 +1,143 @@
+"""The quarantine redesign: settings, claims, search tables, bodies, audit, saved searches.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-29
+
+Recipients are copied from each message's JSON into `message_recipients`;
+attachment names of messages quarantined before this revision are not
+indexed (their bodies are not read during the upgrade).
+"""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+GENESIS = "0" * 64
+TRGM = [
+    ("ix_messages_subject_trgm", "messages", "subject"),
+    ("ix_messages_sender_trgm", "messages", "sender"),
+    ("ix_recipients_address_trgm", "message_recipients", "address"),
+    ("ix_mq_reason_trgm", "message_quarantines", "reason"),
+    ("ix_attachments_name_trgm", "attachments", "name"),
+]
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    with op.batch_alter_table("messages") as t:
+        t.add_column(sa.Column("claimed_by", sa.String(128)))
+        t.add_column(sa.Column("claimed_at", sa.Float))
+        t.drop_index("ix_messages_origin_host")
+        t.drop_index("ix_messages_received_at")
+        t.create_index("ix_messages_received", ["received_at"])
+        t.create_index("ix_messages_origin", ["origin_host"])
+        t.create_index("ix_messages_sender", ["sender"])
+        t.create_index("ix_messages_size", ["size"])
+    with op.batch_alter_table("message_quarantines") as t:
+        t.add_column(sa.Column("received_at", sa.Float, nullable=False, server_default="0"))
+        t.add_column(sa.Column("how", sa.String(32)))
+        t.drop_index("ix_message_quarantines_state")
+    op.execute("UPDATE message_quarantines SET received_at = (SELECT received_at FROM messages "
+               "WHERE messages.id = message_quarantines.message_id)")
+    op.create_index("ix_mq_held", "message_quarantines", ["quarantine", "state", "received_at"])
+    op.create_index("ix_mq_exit", "message_quarantines", ["state", "scheduled_exit"])
+    op.create_index("ix_mq_state_received", "message_quarantines", ["state", "received_at"])
+
+    op.create_table(
+        "quarantines",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("builtin", sa.Boolean, nullable=False),
+        sa.Column("retention_s", sa.Float, nullable=False),
+        sa.Column("default_action", sa.String(16), nullable=False),
+        sa.Column("overflow", sa.Boolean, nullable=False),
+        sa.Column("settings", sa.Text, nullable=False),
+        sa.Column("deleted", sa.Boolean, nullable=False),
+    )
+    recipients = op.create_table(
+        "message_recipients",
+        sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id"), primary_key=True),
+        sa.Column("rid", sa.Integer, primary_key=True),
+        sa.Column("address", sa.String(512), nullable=False),
+    )
+    op.create_index("ix_recipients_address", "message_recipients", ["address"])
+    op.create_table(
+        "attachments",
+        sa.Column("message_id", sa.Integer, sa.ForeignKey("messages.id"), primary_key=True),
+        sa.Column("n", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(512), nullable=False),
+        sa.Column("size", sa.Integer, nullable=False),
+    )
+    op.create_index("ix_attachments_name", "attachments", ["name"])
+    op.create_table(
+        "message_bodies",
+        sa.Column("message_id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("body", sa.LargeBinary, nullable=False),
+    )
+    op.create_table(
+        "audit",
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("at", sa.Float, nullable=False),
+        sa.Column("actor", sa.String(128), nullable=False),
+        sa.Column("origin", sa.String(128), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("prev_hash", sa.String(64), nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+    )
+    head = op.create_table(
+        "audit_head",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+    )
+    op.bulk_insert(head, [{"id": 1, "seq": 0, "hash": GENESIS}])
+    op.create_table(
+        "saved_searches",
+        sa.Column("owner", sa.String(128), primary_key=True),
+        sa.Column("name", sa.String(128), primary_key=True),
+        sa.Column("query", sa.Text, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+
+    rows = bind.execute(sa.text("SELECT id, recipients FROM messages")).all()
+    copied = [{"message_id": mid, "rid": r["rid"], "address": r["address"]}
+              for mid, raw in rows for r in json.loads(raw)]
+    if copied:
+        op.bulk_insert(recipients, copied)
+
+    if bind.dialect.name == "postgresql":
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        for name, table, column in TRGM:
+            op.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} "
+                       f"USING gin (lower({column}) gin_trgm_ops)")
+
+
+def downgrade() -> None:
+    for table in ("saved_searches", "audit_head", "audit", "message_bodies", "attachments",
+                  "message_recipients", "quarantines"):
+        op.drop_table(table)
+    op.drop_index("ix_mq_state_received", "message_quarantines")
+    op.drop_index("ix_mq_exit", "message_quarantines")
+    op.drop_index("ix_mq_held", "message_quarantines")
+    with op.batch_alter_table("message_quarantines") as t:
+        t.drop_column("how")
+        t.drop_column("received_at")
+        t.create_index("ix_message_quarantines_state", ["state"])
+    with op.batch_alter_table("messages") as t:
+        t.drop_index("ix_messages_size")
+        t.drop_index("ix_messages_sender")
+        t.drop_index("ix_messages_origin")
+        t.drop_index("ix_messages_received")
+        t.create_index("ix_messages_received_at", ["received_at"])
+        t.create_index("ix_messages_origin_host", ["origin_host"])
+        t.drop_column("claimed_at")
+        t.drop_column("claimed_by")

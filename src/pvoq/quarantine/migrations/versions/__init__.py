@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first: 0001 the foundation schema, 0002 the quarantine redesign."""

@@ -1,0 +1,88 @@
+"""Tests for pvoq.quarantine.migrate: Alembic revisions on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+
+from pvoq.quarantine.migrate import alembic_config, current, head, migrate
+from pvoq.quarantine.schema import make_engine, metadata
+from pvoq.quarantine.search import SearchQuery, TextFilter
+from pvoq.quarantine.store import RELEASED, QuarantineStore
+
+
+def schema_differences(url: str) -> list[Any]:
+    """What differs between the database and the schema the code expects."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+    finally:
+        engine.dispose()
+    # The PostgreSQL trigram indexes are expression indexes outside the metadata.
+    return [d for d in diffs if not (d[0] == "remove_index" and d[1].name.endswith("_trgm"))
+            and d[0] != "remove_table"]
+
+
+def foundation_database(url: str) -> None:
+    """A database as the first release left it: revision 0001 and one held message."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0001")
+        meta = {"transfer_id": "t-1", "sender": "alice@example.org",
+                "origin": {"hostname": "gw1", "serial": "S", "mid": 7},
+                "recipients": [{"rid": 0, "address": "bob@example.com"}],
+                "quarantines": [{"name": "Policy", "reason": "content filter:x",
+                                 "stage": "content_filters"}]}
+        conn.execute(text(
+            "INSERT INTO messages (id, transfer_id, origin_host, origin_serial, origin_mid, "
+            "origin_ip, sender, recipients, subject, received_at, size, body_path, state, meta) "
+            "VALUES (1, 't-1', 'gw1', 'S', 7, '10.0.0.1', 'alice@example.org', :r, 'Old one', "
+            "1000.0, 10, '', 'held', :m)"),
+            {"r": json.dumps(meta["recipients"]), "m": json.dumps(meta)})
+        conn.execute(text(
+            "INSERT INTO message_quarantines (message_id, quarantine, reason, stage, "
+            "scheduled_exit, state) VALUES (1, 'Policy', 'content filter:x', "
+            "'content_filters', 5000.0, 'held')"))
+        # Legacy databases have no alembic_version table: they predate migrations.
+        conn.execute(text("DROP TABLE alembic_version"))
+    engine.dispose()
+
+
+class TestMigrations:
+    def test_fresh_database_is_at_head(self, database_url: str, tmp_path: Path) -> None:
+        """A new database gets the current schema and the head revision."""
+        store = QuarantineStore(database_url, tmp_path / "bodies")
+        try:
+            assert current(store.engine) == head() == "0002"
+        finally:
+            store.close()
+        assert schema_differences(database_url) == []
+
+    def test_foundation_database_is_upgraded(self, database_url: str, tmp_path: Path,
+                                             make_store: Callable[..., QuarantineStore]) -> None:
+        """A database of the first release is upgraded and its messages stay usable."""
+        foundation_database(database_url)
+        assert schema_differences(database_url) != []
+        store = make_store()
+        assert current(store.engine) == "0002"
+        assert schema_differences(database_url) == []
+        rows, total = store.search(SearchQuery(recipient=TextFilter("is", "bob@example.com")))
+        assert total == 1 and rows[0]["subject"] == "Old one"
+        assert rows[0]["quarantines"][0]["received_at"] == 1000.0
+        assert store.act(1, RELEASED).settled == RELEASED
+
+    def test_upgrade_is_idempotent(self, database_url: str) -> None:
+        """Running the migration again changes nothing."""
+        engine = make_engine(database_url)
+        try:
+            assert migrate(engine) == migrate(engine) == "0002"
+        finally:
+            engine.dispose()

@@ -18,9 +18,11 @@ from typing import Any, TextIO
 
 from pvoq import __version__
 from pvoq.admin.protocol import AdminServer, CommandError
+from pvoq.commands import register_common_commands
 from pvoq.config.errors import ConfigError
 from pvoq.config.loader import load_config
 from pvoq.config.model import Config, Listener
+from pvoq.counters import Counters
 from pvoq.cpq import tls
 from pvoq.delivery.queue import DeliveryQueues
 from pvoq.fsutil import remove_leftovers
@@ -57,11 +59,12 @@ class Appliance:
         self.received_messages = 0
         self._stopping = asyncio.Event()
         self.queues: DeliveryQueues  # set by the role
-        self.admin.register("status", self._cmd_status)
-        self.admin.register("tophosts", self._cmd_tophosts)
-        self.admin.register("delivernow", self._cmd_delivernow)
-        self.admin.register("reload", self._cmd_reload)
         self._bound: dict[str, tuple[str, int]] = {}
+        self.gates: dict[str, ConnectionGate] = {}
+        self.suspended: set[str] = set()
+        self.counters = Counters(config.data_dir / "counters.json")
+        self.context.counters = self.counters
+        register_common_commands(self)
         self._background: set[asyncio.Future[None]] = set()
 
     # -- wiring hooks for the roles -----------------------------------------
@@ -101,7 +104,7 @@ class Appliance:
 
     def _session_factory(self, name: str, handler: BaseHandler,
                          protocol: type[PvoqSMTP], ip: str) -> Callable[[], PvoqSMTP]:
-        gate = ConnectionGate()
+        gate = self.gates[name] = ConnectionGate()
 
         def make() -> PvoqSMTP:
             # Looked up per connection: a reload changes HAT, RAT and TLS at once.
@@ -164,12 +167,62 @@ class Appliance:
             if wanted.get(name) != self._bound[name]:
                 await self._unbind(name)
         for listener in new.listeners:
-            if listener.name not in self._bound:
+            if listener.name not in self._bound and listener.name not in self.suspended:
                 await self._bind(listener)
         self.maillog.info(f"Configuration reloaded from {new.path}")
         return f"Configuration reloaded from {new.path}."
 
+    # -- suspend / resume (suspendlisteners, resumelisteners, suspenddel, ...) -----
+    def listener_names(self, which: str) -> list[str]:
+        """`all` or one listener's name (the cpq_listener included) → names; unknown raises."""
+        names = [x.name for x in self.config.listeners]
+        if which == "all":
+            return names
+        if which not in names:
+            raise CommandError(f"Unknown listener: {which} (listeners: {', '.join(names)})")
+        return [which]
+
+    async def suspend_listeners(self, names: list[str], *, delay_s: float = 0.0) -> list[str]:
+        """Stop accepting on *names*; open sessions get *delay_s* seconds, then are closed."""
+        done = []
+        for name in names:
+            if name in self.suspended:
+                continue
+            self.suspended.add(name)
+            await self._unbind(name)
+            done.append(name)
+            self.maillog.info(f"Listener {name} suspended by operator")
+        gates = [self.gates[n] for n in done if n in self.gates]
+
+        async def close_later() -> None:
+            await asyncio.sleep(delay_s)
+            closed = sum(g.close_all() for g in gates)
+            if closed:
+                self.maillog.info(f"{closed} sessions closed on suspended listeners")
+        if gates:
+            self._background.add(task := asyncio.ensure_future(close_later()))
+            task.add_done_callback(self._background.discard)
+        return done
+
+    async def resume_listeners(self, names: list[str]) -> list[str]:
+        done = []
+        for name in names:
+            if name not in self.suspended:
+                continue
+            listener = next(x for x in self.config.listeners if x.name == name)
+            await self._bind(listener)
+            self.suspended.discard(name)
+            done.append(name)
+            self.maillog.info(f"Listener {name} resumed by operator")
+        return done
+
+    @property
+    def online(self) -> bool:
+        """AsyncOS's "System status: Online": receiving is not suspended everywhere."""
+        return any(x.name not in self.suspended for x in self.config.listeners)
+
     async def stop(self) -> None:
+        self.counters.save()
         await self.admin.stop()
         for server in self.servers.values():
             server.close()
@@ -197,41 +250,3 @@ class Appliance:
                 await self.reload()
         self._background.add(task := asyncio.ensure_future(reload()))
         task.add_done_callback(self._background.discard)
-
-    # -- common operator commands ---------------------------------------------
-    async def _cmd_status(self, args: dict[str, Any]) -> dict[str, Any]:
-        data = {
-            "status_as_of": time.time(),
-            "up_since": self.started,
-            "system_status": "Online",
-            "hostname": self.config.hostname,
-            "role": self.role,
-            "messages_received": self.received_messages,
-            "active_recipients": sum(self.queues.active_recipients(h) for h in self.queues.hosts),
-            **self.status_gauges(),
-        }
-        return {"data": data}
-
-    async def _cmd_tophosts(self, args: dict[str, Any]) -> dict[str, Any]:
-        rows = []
-        for name, host in self.queues.hosts.items():
-            s = host.stats
-            rows.append({"host": name, "down": s.down,
-                         "active_rcpts": self.queues.active_recipients(name),
-                         "conn_out": s.conn_out, "deliv_rcpts": s.delivered,
-                         "soft_bounces": s.soft_bounced, "hard_bounces": s.hard_bounced})
-        key = args.get("sort") or "active_rcpts"
-        if rows and key not in rows[0]:
-            raise CommandError(f"Unknown sort order: {key}")
-        rows.sort(key=lambda r: (-int(str(r[key])), str(r["host"])))
-        return {"data": {"status_as_of": time.time(), "hosts": rows}}
-
-    async def _cmd_reload(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"text": await self.reload()}
-
-    async def _cmd_delivernow(self, args: dict[str, Any]) -> dict[str, Any]:
-        host = args.get("host") or None
-        if host and host not in self.queues.hosts:
-            raise CommandError(f"No record of host: {host}")
-        self.queues.wake(host)
-        return {"text": f"Delivery rescheduled for {host or 'all hosts'}."}

@@ -27,6 +27,7 @@ from pvoq.cpq.metadata import KIND_QUARANTINE, KIND_RELEASE, VERSION
 from pvoq.cpq.server import CpqHandler, CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.delivery.routes import SmtpRouteDestination
+from pvoq.delivery.dsn import build_dsn, status_of
 from pvoq.fsutil import atomic_write, remove_leftovers
 from pvoq.scan.message import Envelope
 from pvoq.scan.outbreak import RulesError
@@ -153,7 +154,9 @@ class Gateway(Appliance):
         self.queues = DeliveryQueues(
             spool=self.spool, maillog=self.maillog, destination_for=self._destination,
             retry_min_s=config.delivery.retry_min_seconds,
-            retry_max_s=config.delivery.retry_max_seconds)
+            retry_max_s=config.delivery.retry_max_seconds,
+            max_queue_lifetime_s=config.delivery.max_queue_lifetime_seconds,
+            on_bounce=self._bounce, counters=self.counters)
         self._destinations: dict[str, Destination] = {}
         self._work: asyncio.Queue[Entry] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -196,6 +199,27 @@ class Gateway(Appliance):
                                          source_ip=None)
         self._destinations[host] = found
         return found
+
+    # -- bounces ----------------------------------------------------------------
+    def _bounce(self, entry: Entry, rcpts: list[Recipient], reason: str) -> None:
+        """Queue a DSN (RFC 3464) to the envelope sender; never for a DSN (null sender)."""
+        if not entry.sender:
+            self.maillog.info(f"MID {entry.mid} bounce not sent: null sender")
+            return
+        body = build_dsn(reporting_host=self.config.hostname, sender=entry.sender,
+                         original_mid=entry.mid, received=entry.received,
+                         failures=[(r.address, status_of(r.last_error or reason, "5.0.0"),
+                                    r.last_error or reason) for r in rcpts],
+                         original=self.spool.read_body(entry.mid))
+        dsn = Entry(mid=self.ids.next("mid"), sender="",
+                    recipients=[Recipient(0, entry.sender, host=_domain(entry.sender))],
+                    received=time.time(), size=len(body), state=QUEUED,
+                    meta={"subject": "Delivery Status Notification (Failure)",
+                          "dsn_for": entry.mid})
+        self.spool.put(dsn, body)
+        self.maillog.info(f"MID {dsn.mid} DSN for MID {entry.mid} to <{entry.sender}> "
+                          f"queued for delivery")
+        self.queues.add(dsn)
 
     # -- the "Enable" readiness check -------------------------------------------
     async def _cmd_pvo_check(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -116,7 +116,7 @@ class Manager(Appliance):
         self.queues = DeliveryQueues(
             spool=self.spool, maillog=self.maillog, destination_for=self._destination,
             retry_min_s=config.delivery.retry_min_seconds,
-            retry_max_s=config.delivery.retry_max_seconds)
+            retry_max_s=config.delivery.retry_max_seconds, counters=self.counters)
         self._release_destination: Destination | None = None
         QuarantineCommands(self.service).register(self.admin)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
 from pvoq.admin.protocol import AdminUnavailable, call
@@ -42,31 +43,84 @@ def operator(ctx: click.Context, config_path: str) -> None:
     ctx.obj = {"config": config_path}
 
 
+def _age(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "",
+             f"{minutes}m" if minutes else "", f"{secs}s"]
+    return " ".join(p for p in parts if p)
+
+
+def _when(epoch: float | None) -> str:
+    return "Never" if not epoch else f"{format_time(epoch)} ({_age(time.time() - epoch)} ago)"
+
+
+COUNTER_LINES = (
+    ("Receiving", None, 0), ("Messages Received", "messages_received", 2),
+    ("Recipients Received", "recipients_received", 2),
+    ("Queue", None, 0), ("Soft Bounced Events", "soft_bounced_events", 2),
+    ("Completion", None, 0), ("Completed Recipients", "completed_recipients", 2),
+    ("Hard Bounced Recipients", "hard_bounced_recipients", 4),
+    ("5XX Hard Bounces", "hard_bounced_5xx", 6), ("Expired Hard Bounces", "expired_recipients", 6),
+    ("Delivered Recipients", "delivered_recipients", 4),
+    ("Deleted Recipients", "deleted_recipients", 4),
+)
+
+
 @operator.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """System status, counters and gauges."""
+    """System status, counters (reset, uptime, lifetime) and gauges."""
     data = _request(ctx, "status")["data"]
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"Status as of:                  {format_time(data['status_as_of'])}")
-    click.echo(f"Up since:                      {format_time(data['up_since'])}")
+    zone = time.strftime("%Z")
+    click.echo(f"Status as of:                  {format_time(data['status_as_of'])} {zone}")
+    click.echo(f"Up since:                      {format_time(data['up_since'])} {zone} "
+               f"({_age(data['status_as_of'] - data['up_since'])})")
+    click.echo(f"Last counter reset:            {format_time(data['counters_reset'])} {zone}")
     click.echo(f"System status: {data['system_status']}")
+    if data["receiving_suspended"]:
+        click.echo(f"Receiving suspended:           {', '.join(data['receiving_suspended'])}")
+    if data["delivery_suspended"]:
+        click.echo("Delivery suspended:            yes")
+    oldest = data["oldest_message"]
+    click.echo("Oldest Message:                "
+               + ("No Messages" if not oldest else _age(data["status_as_of"] - oldest)))
     click.echo(f"Appliance:                     {data['role']} {data['hostname']}")
     click.echo("")
-    click.echo(f"Messages Received              {data['messages_received']:>10}")
-    click.echo(f"Active Recipients              {data['active_recipients']:>10}")
+    click.echo(f"{'Counters:':<34}{'Reset':>12}{'Uptime':>12}{'Lifetime':>12}")
+    for label, key, indent in COUNTER_LINES:
+        if key is None:
+            click.echo(f"  {label}")
+            continue
+        reset, uptime, lifetime = data["counters"][key]
+        click.echo(f"{' ' * (indent + 2)}{label:<{32 - indent}}{reset:>12}{uptime:>12}"
+                   f"{lifetime:>12}")
+    click.echo("")
+    click.echo(f"{'Gauges:':<34}{'Current':>12}")
+    click.echo("  Queue")
+    for label, key in (("Active Recipients", "active_recipients"),
+                       ("Unattempted Recipients", "unattempted_recipients"),
+                       ("Attempted Recipients", "attempted_recipients"),
+                       ("Messages In Queue", "messages_in_queue"),
+                       ("Destinations In Memory", "destinations_in_memory")):
+        click.echo(f"    {label:<30}{data[key]:>12}")
     if data["role"] == "manager":
-        click.echo("Messages In Quarantine")
-        click.echo(f"  Policy, Virus and Outbreak   {data['messages_in_quarantine']:>10}")
-        click.echo("Kilobytes In Quarantine")
-        click.echo(f"  Policy, Virus and Outbreak   {data['kilobytes_in_quarantine']:>10}")
+        click.echo("  Messages In Quarantine")
+        click.echo(f"    {'Policy, Virus and Outbreak':<30}{data['messages_in_quarantine']:>12}")
+        click.echo("  Kilobytes In Quarantine")
+        click.echo(f"    {'Policy, Virus and Outbreak':<30}{data['kilobytes_in_quarantine']:>12}")
+        click.echo(f"  {'Messages In the.cpq.release.host':<32}"
+                   f"{data.get('messages_in_release_host', 0):>12}")
     else:
-        click.echo(f"Messages In Work Queue         {data['messages_in_work_queue']:>10}")
-        click.echo(f"Messages In the.cpq.host       {data['messages_in_cpq_host']:>10}")
-        click.echo(f"Kilobytes In the.cpq.host      {data['kilobytes_in_cpq_host']:>10}")
+        click.echo(f"    {'Messages In Work Queue':<30}{data['messages_in_work_queue']:>12}")
+        click.echo(f"  {'Messages In the.cpq.host':<32}{data['messages_in_cpq_host']:>12}")
+        click.echo(f"  {'Kilobytes In the.cpq.host':<32}{data['kilobytes_in_cpq_host']:>12}")
 
 
 @operator.command()
@@ -90,6 +144,184 @@ def tophosts(ctx: click.Context, sort: str | None, as_json: bool) -> None:
         name = ("*" if h["down"] else "") + h["host"]
         click.echo(f"{i:<4}{name:<26}{h['active_rcpts']:<8}{h['conn_out']:<7}"
                    f"{h['deliv_rcpts']:<8}{h['soft_bounces']:<9}{h['hard_bounces']}")
+
+
+@operator.command()
+@click.argument("host")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def hoststatus(ctx: click.Context, host: str, as_json: bool) -> None:
+    """One delivery host, `the.cpq.host` and `the.cpq.release.host` included."""
+    d = _request(ctx, "hoststatus", {"host": host})["data"]
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    click.echo(f"Host mail status for: '{d['host']}'")
+    click.echo(f"Status as of:                {format_time(d['status_as_of'])}")
+    click.echo(f"Host up/down:                {'down' if d['down'] else 'up'}")
+    if d["delivery_suspended"]:
+        click.echo("Delivery:                    suspended (suspenddel)")
+    click.echo("")
+    click.echo("Counters:")
+    for label, key in (("Delivered Recipients", "delivered_recipients"),
+                       ("Hard Bounced Recipients", "hard_bounced"),
+                       ("Soft Bounced Events", "soft_bounced"),
+                       ("Deleted Recipients", "deleted_recipients"),
+                       ("Outbound Connections", "connections")):
+        click.echo(f"  {label:<30}{d[key]:>10}")
+    click.echo("Gauges:")
+    for label, key in (("Active Recipients", "active_recipients"),
+                       ("Unattempted Recipients", "unattempted_recipients"),
+                       ("Attempted Recipients", "attempted_recipients"),
+                       ("Current Outbound Connections", "current_outbound_connections")):
+        click.echo(f"  {label:<30}{d[key]:>10}")
+    oldest = d["oldest_message"]
+    click.echo(f"  {'Oldest Message':<30}{'No Messages' if not oldest else _age(time.time() - oldest):>10}")
+    click.echo(f"  {'Last Activity':<30}{_when(d['last_activity'])}")
+    if d["last_error"]:
+        click.echo(f"  {'Last Error':<30}{d['last_error']}")
+
+
+def _selection(by_host: str | None, by_sender: str | None) -> dict[str, str]:
+    if by_host and by_sender:
+        raise click.UsageError("choose --host or --sender, not both")
+    if by_host:
+        return {"by": "host", "value": by_host}
+    if by_sender:
+        return {"by": "sender", "value": by_sender}
+    return {"by": "all"}
+
+
+@operator.command()
+@click.option("--host", "by_host", help="Recipient host (the.cpq.host included).")
+@click.option("--sender", "by_sender", help="Envelope sender.")
+@click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def showrecipients(ctx: click.Context, by_host: str | None, by_sender: str | None, limit: int,
+                   as_json: bool) -> None:
+    """Messages in the delivery queues, by recipient host, by envelope sender, or all."""
+    d = _request(ctx, "showrecipients", {**_selection(by_host, by_sender), "limit": limit})["data"]
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    if not d["messages"]:
+        click.echo("No messages found.")
+        return
+    click.echo(f"{'Message ID':<12}{'Bytes':<10}{'Sender':<32}Subject")
+    click.echo(f"  {'[RID]':<8}{'[Atmps]':<9}Recipient")
+    for m in d["messages"]:
+        click.echo(f"{m['mid']:<12}{m['size']:<10}{m['sender'] or '<>':<32}{m['subject']}")
+        for r in m["recipients"]:
+            click.echo(f"  {('[' + str(r['rid']) + ']'):<8}{('[' + str(r['attempts']) + ']'):<9}"
+                       f"{r['address']}")
+    if d["total"] > len(d["messages"]):
+        click.echo(f"({d['total']} messages in all; {len(d['messages'])} shown)")
+
+
+@operator.command()
+@click.option("--host", "by_host", help="Recipient host (the.cpq.host included).")
+@click.option("--sender", "by_sender", help="Envelope sender.")
+@click.option("--all", "everything", is_flag=True, help="Every queued message.")
+@click.pass_context
+def deleterecipients(ctx: click.Context, by_host: str | None, by_sender: str | None,
+                     everything: bool) -> None:
+    """Delete queued messages by recipient host, envelope sender, or all of them."""
+    selection = _selection(by_host, by_sender)
+    if selection["by"] == "all" and not everything:
+        raise click.UsageError("say --host HOST, --sender ADDRESS or --all")
+    total = _request(ctx, "showrecipients", {**selection, "limit": 1})["data"]["total"]
+    deleted = 0
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("deleting"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("delete", total=total)
+        while True:
+            step = _request(ctx, "deleterecipients", {**selection, "limit": 5000})
+            count = step["data"]["deleted"]
+            deleted += count
+            bar.update(task, completed=deleted)
+            if count < 5000:
+                break
+    click.echo(f"{deleted} messages deleted." if deleted else "No messages deleted.")
+
+
+@operator.command()
+@click.argument("listener", required=False, default="all")
+@click.option("--delay", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds open sessions may go on before they are closed.")
+@click.pass_context
+def suspendlisteners(ctx: click.Context, listener: str, delay: float) -> None:
+    """Stop accepting connections on LISTENER (or all; the cpq_listener included)."""
+    click.echo(_request(ctx, "suspendlisteners", {"listener": listener, "delay": delay})["text"])
+
+
+@operator.command()
+@click.argument("listener", required=False, default="all")
+@click.pass_context
+def resumelisteners(ctx: click.Context, listener: str) -> None:
+    """Accept connections again on LISTENER (or all)."""
+    click.echo(_request(ctx, "resumelisteners", {"listener": listener})["text"])
+
+
+@operator.command()
+@click.option("--delay", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.pass_context
+def suspend(ctx: click.Context, delay: float) -> None:
+    """Suspend receiving on every listener and all delivery (System status: Offline)."""
+    click.echo(_request(ctx, "suspend", {"delay": delay})["text"])
+
+
+@operator.command()
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    """Resume receiving on every listener and delivery."""
+    click.echo(_request(ctx, "resume")["text"])
+
+
+@operator.command()
+@click.pass_context
+def suspenddel(ctx: click.Context) -> None:
+    """Suspend delivery (queued mail stays queued)."""
+    click.echo(_request(ctx, "suspenddel")["text"])
+
+
+@operator.command()
+@click.pass_context
+def resumedel(ctx: click.Context) -> None:
+    """Resume delivery."""
+    click.echo(_request(ctx, "resumedel")["text"])
+
+
+@operator.command()
+@click.pass_context
+def resetcounters(ctx: click.Context) -> None:
+    """Reset the "Reset" column of the counters."""
+    click.echo(_request(ctx, "resetcounters")["text"])
+
+
+@operator.command()
+@click.argument("interval", type=click.FloatRange(0.1), default=10.0, required=False)
+@click.option("--count", type=click.IntRange(1), default=6, show_default=True,
+              help="Lines to print before stopping.")
+@click.pass_context
+def rate(ctx: click.Context, interval: float, count: int) -> None:
+    """Activity every INTERVAL seconds: connections, recipients received and completed."""
+    click.echo(f"{'':9}{'Connections':>14}{'Recipients':>22}{'':>14}{'Queue':>9}")
+    click.echo(f"{'Time':<9}{'In':>7}{'Out':>7}{'Received':>11}{'Delta':>7}"
+               f"{'Completed':>11}{'Delta':>7}{'Msgs':>9}")
+    before = _request(ctx, "rate")["data"]
+    for _ in range(count):
+        time.sleep(interval)
+        now = _request(ctx, "rate")["data"]
+        rcvd, done = (now["counters"]["recipients_received"],
+                      now["counters"]["completed_recipients"])
+        click.echo(f"{time.strftime('%H:%M:%S', time.localtime(now['time'])):<9}"
+                   f"{now['connections_in']:>7}{now['connections_out']:>7}{rcvd:>11}"
+                   f"{rcvd - before['counters']['recipients_received']:>7}{done:>11}"
+                   f"{done - before['counters']['completed_recipients']:>7}"
+                   f"{now['messages_in_queue']:>9}")
+        before = now
 
 
 @operator.command()

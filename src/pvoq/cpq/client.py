@@ -56,6 +56,7 @@ class CpqDestination(Destination):
     """`the.cpq.host` on a gateway, `the.cpq.release.host` on the manager."""
 
     holds_on_permanent_failure = True
+    expires = False  # quarantined and released mail is never bounced for its age
 
     def __init__(self, name: str, *, resolve: Callable[[Entry], tuple[str, int] | None],
                  expect_role: str, tls_context: ssl.SSLContext, maillog: MailLog,

@@ -27,10 +27,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pvoq.counters import Counters
 from pvoq.delivery.backoff import retry_delay
 from pvoq.maillog import MailLog
 from pvoq.smtp.client import DeliveryError, Reply, SmtpConnection
-from pvoq.spool.store import BOUNCED, DELIVERED, Entry, Recipient, Spool
+from pvoq.spool.store import BOUNCED, DELETED, DELIVERED, Entry, Recipient, Spool
+
+Selector = Callable[[Entry, Recipient], bool]
+MESSAGES_PER_CONNECTION = 20
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Destination:
 
     name: str
     holds_on_permanent_failure = False
+    expires = True  # False: mail for this host is never bounced for its age
 
     def target(self, entry: Entry) -> Target | None:
         raise NotImplementedError
@@ -69,6 +74,9 @@ class HostStats:
     hard_bounced: int = 0
     last_activity: float = 0.0
     last_error: str = ""
+    first_seen: float = 0.0
+    connections: int = 0
+    deleted: int = 0
 
 
 @dataclass
@@ -78,22 +86,46 @@ class _Host:
     task: asyncio.Task[None] | None = None
 
 
+BounceHook = Callable[[Entry, list[Recipient], str], None]
+
+
 class DeliveryQueues:
     def __init__(self, *, spool: Spool, maillog: MailLog,
                  destination_for: Callable[[str], Destination],
                  retry_min_s: float, retry_max_s: float,
+                 max_queue_lifetime_s: float | None = None,
+                 max_connections_per_host: int = 10,
                  clock: Callable[[], float] = time.time,
-                 on_finished: Callable[[Entry], None] | None = None) -> None:
+                 on_finished: Callable[[Entry], None] | None = None,
+                 on_bounce: BounceHook | None = None,
+                 counters: Counters | None = None) -> None:
         self.spool = spool
         self.log = maillog
         self.destination_for = destination_for
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
+        self.max_queue_lifetime_s = max_queue_lifetime_s
+        self.max_connections_per_host = max_connections_per_host
         self.clock = clock
         self.on_finished = on_finished
+        self.on_bounce = on_bounce
+        self.counters = counters or Counters()
         self.entries: dict[int, Entry] = {}
         self.hosts: dict[str, _Host] = {}
         self._running = False
+        self._open = asyncio.Event()  # cleared by suspenddel
+        self._open.set()
+
+    # -- suspend / resume delivery (suspenddel, resumedel) -------------------
+    @property
+    def suspended(self) -> bool:
+        return not self._open.is_set()
+
+    def suspend(self) -> None:
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
 
     # -- the queue ---------------------------------------------------------
     def add(self, entry: Entry) -> None:
@@ -105,7 +137,7 @@ class DeliveryQueues:
     def _host(self, name: str) -> _Host:
         host = self.hosts.get(name)
         if host is None:
-            host = self.hosts[name] = _Host(HostStats(name))
+            host = self.hosts[name] = _Host(HostStats(name, first_seen=self.clock()))
             if self._running:
                 host.task = asyncio.create_task(self._worker(host), name=f"deliver:{name}")
         return host
@@ -121,6 +153,35 @@ class DeliveryQueues:
 
     def active_recipients(self, host: str) -> int:
         return sum(len(e.pending_for(host)) for e in self.entries.values())
+
+    def matching(self, select: Selector) -> list[tuple[Entry, list[Recipient]]]:
+        """Queued messages and their pending recipients chosen by *select*, oldest first."""
+        found = []
+        for entry in sorted(self.entries.values(), key=lambda e: (e.received, e.mid)):
+            rcpts = [r for r in entry.recipients if r.pending and select(entry, r)]
+            if rcpts:
+                found.append((entry, rcpts))
+        return found
+
+    def delete(self, select: Selector, *, why: str = "deleterecipients",
+               limit: int | None = None) -> int:
+        """Delete the pending recipients *select* chooses (at most *limit* messages)."""
+        touched = 0
+        for entry, rcpts in self.matching(select)[:limit]:
+            for r in rcpts:
+                r.status = DELETED
+                self._host(r.host or "?").stats.deleted += 1
+                self.counters.inc("deleted_recipients")
+            rids = ", ".join(str(r.rid) for r in rcpts)
+            self.log.info(f"MID {entry.mid} RID [{rids}] deleted by {why}")
+            self._commit(entry, outcome="aborted")
+            touched += 1
+        return touched
+
+    def oldest(self, host: str | None = None) -> float | None:
+        times = [e.received for e in self.entries.values()
+                 if (e.pending_for(host) if host else any(r.pending for r in e.recipients))]
+        return min(times) if times else None
 
     def start(self) -> None:
         self._running = True
@@ -152,10 +213,36 @@ class DeliveryQueues:
                 earliest = min([*waiting, earliest] if earliest is not None else waiting)
         return due, earliest
 
+    def expire(self, name: str) -> None:
+        """Bounce what waited longer than the maximum time in queue (not for CPQ hosts)."""
+        lifetime = self.max_queue_lifetime_s
+        if lifetime is None or not self.destination_for(name).expires:
+            return
+        limit = self.clock() - lifetime
+        for entry in [e for e in self.entries.values() if e.received < limit]:
+            rcpts = entry.pending_for(name)
+            if not rcpts:
+                continue
+            reason = (f"5.4.7 - Delivery expired (message too old) "
+                      f"{rcpts[0].last_error or 'never attempted'}")
+            for r in rcpts:
+                r.status = BOUNCED
+                r.last_error = reason
+                self._host(name).stats.hard_bounced += 1
+                self.counters.inc("hard_bounced_recipients")
+                self.counters.inc("expired_recipients")
+            rids = ", ".join(str(r.rid) for r in rcpts)
+            self.log.info(f"Bounced: MID {entry.mid} to RID [{rids}] - {reason}")
+            if self.on_bounce is not None:
+                self.on_bounce(entry, rcpts, reason)
+            self._commit(entry)
+
     async def _worker(self, host: _Host) -> None:
         name = host.stats.name
         while True:
+            await self._open.wait()
             host.event.clear()
+            self.expire(name)
             due, earliest = self._due(name)
             if not due:
                 timeout = None if earliest is None else max(0.05, earliest - self.clock())
@@ -175,27 +262,42 @@ class DeliveryQueues:
                 self._defer(entry, rcpts, None, f"no route to {name}", host.stats)
                 continue
             by_target.setdefault((target.host, target.port), []).append((entry, rcpts, target))
+        batches = []
         for (addr, port), items in by_target.items():
-            conn = destination.connection()
-            host.stats.conn_out += 1
-            try:
-                await conn.open(addr, port)
-                host.stats.down = False
-                for index, (entry, rcpts, target) in enumerate(items):
-                    try:
-                        await self._deliver_one(conn, destination, entry, rcpts, target, host)
-                    except DeliveryError as exc:
-                        host.stats.down = True
-                        for e, r, _ in items[index:]:
-                            self._defer(e, r, conn.dcid, exc.reason, host.stats)
-                        break
-            except DeliveryError as exc:
-                host.stats.down = True
-                for entry, rcpts, _ in items:
-                    self._defer(entry, rcpts, conn.dcid or None, exc.reason, host.stats)
-            finally:
-                host.stats.conn_out -= 1
-                await conn.close()
+            # One connection per MESSAGES_PER_CONNECTION due messages, up to
+            # max_connections_per_host: a handshake is dear, a backlog is dearer.
+            wanted = -(-len(items) // MESSAGES_PER_CONNECTION)
+            width = max(1, min(self.max_connections_per_host, wanted))
+            batches += [(addr, port, items[k::width]) for k in range(width)]
+        await asyncio.gather(*(self._deliver_batch(destination, host, addr, port, items)
+                               for addr, port, items in batches))
+
+    async def _deliver_batch(self, destination: Destination, host: _Host, addr: str, port: int,
+                             items: list[tuple[Entry, list[Recipient], Target]]) -> None:
+        """One connection carrying *items* in turn; a broken link defers the rest."""
+        conn = destination.connection()
+        host.stats.conn_out += 1
+        host.stats.connections += 1
+        try:
+            await conn.open(addr, port)
+            host.stats.down = False
+            for index, (entry, rcpts, target) in enumerate(items):
+                if self.suspended:  # suspenddel: stop between messages, keep the rest queued
+                    break
+                try:
+                    await self._deliver_one(conn, destination, entry, rcpts, target, host)
+                except DeliveryError as exc:
+                    host.stats.down = True
+                    for e, r, _ in items[index:]:
+                        self._defer(e, r, conn.dcid, exc.reason, host.stats)
+                    break
+        except DeliveryError as exc:
+            host.stats.down = True
+            for entry, rcpts, _ in items:
+                self._defer(entry, rcpts, conn.dcid or None, exc.reason, host.stats)
+        finally:
+            host.stats.conn_out -= 1
+            await conn.close()
             host.stats.last_activity = self.clock()
 
     async def _deliver_one(self, conn: SmtpConnection, destination: Destination, entry: Entry,
@@ -215,6 +317,7 @@ class DeliveryQueues:
         if reply.ok:
             r.status = DELIVERED
             stats.delivered += 1
+            self.counters.inc("delivered_recipients")
             return
         text = f"{reply.code} {reply.text}"
         if reply.temporary or destination.holds_on_permanent_failure:
@@ -228,7 +331,11 @@ class DeliveryQueues:
         r.status = BOUNCED
         r.last_error = text
         stats.hard_bounced += 1
+        self.counters.inc("hard_bounced_recipients")
+        self.counters.inc("hard_bounced_5xx")
         self.log.info(f"Bounced: DCID {dcid} MID {entry.mid} to RID [{r.rid}] - {text}")
+        if self.on_bounce is not None:
+            self.on_bounce(entry, [r], text)
 
     def _defer(self, entry: Entry, rcpts: list[Recipient], dcid: int | None, reason: str,
                stats: HostStats, *, counted: bool = False) -> None:
@@ -240,6 +347,7 @@ class DeliveryQueues:
             r.next_attempt = now + retry_delay(r.attempts, min_s=self.retry_min_s,
                                                max_s=self.retry_max_s)
             stats.soft_bounced += 1
+            self.counters.inc("soft_bounced_events")
         stats.last_error = reason
         rids = ", ".join(str(r.rid) for r in rcpts)
         prefix = f"DCID {dcid} " if dcid else ""
@@ -247,12 +355,14 @@ class DeliveryQueues:
         if not counted:
             self._commit(entry)
 
-    def _commit(self, entry: Entry) -> None:
+    def _commit(self, entry: Entry, *, outcome: str = "done") -> None:
         """Make the entry's new state durable; forget it once every recipient is final."""
         if entry.finished:
             self.spool.remove(entry.mid)
             self.entries.pop(entry.mid, None)
-            self.log.info(f"Message finished MID {entry.mid} done")
+            self.counters.inc("completed_recipients",
+                              sum(1 for r in entry.recipients if r.status != DELETED))
+            self.log.info(f"Message finished MID {entry.mid} {outcome}")
             if self.on_finished is not None:
                 self.on_finished(entry)
         else:

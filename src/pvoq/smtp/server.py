@@ -24,6 +24,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from pvoq.config.hat import HatDecision, match_hat, match_rat
 from pvoq.config.model import Listener
+from pvoq.counters import Counters
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp import replies
 
@@ -35,13 +36,26 @@ class ServerContext:
     maillog: MailLog
     ids: IdAllocator
     hostname: str
+    counters: Counters | None = None
 
 
 class ConnectionGate:
-    """Counts a listener's open sessions against its `max_connections`."""
+    """A listener's open sessions, counted against its `max_connections`."""
 
     def __init__(self) -> None:
-        self.active = 0
+        self.sessions: set[PvoqSMTP] = set()
+
+    @property
+    def active(self) -> int:
+        return len(self.sessions)
+
+    def close_all(self) -> int:
+        """Close every open session (suspendlisteners after its delay); return how many."""
+        closing = [s for s in self.sessions if s.transport is not None]
+        for session in closing:
+            assert session.transport is not None
+            session.transport.close()
+        return len(closing)
 
 
 # RFC 5321 2.3.8: CR and LF only as CRLF. A bare one is how SMTP smuggling
@@ -137,7 +151,7 @@ class PvoqSMTP(SMTP):
             log.info(f"ICID {session.icid} refused: {self.listener.max_connections} concurrent "
                      f"connections on listener {self.listener.name}")
             return
-        self.gate.active += 1
+        self.gate.sessions.add(self)
         self._counted = True
         session.decision = match_hat(self.listener.hat, _plain_ip(session.peer_ip))
         d = session.decision
@@ -165,7 +179,7 @@ class PvoqSMTP(SMTP):
         session = self.session
         if self._counted:
             self._counted = False
-            self.gate.active -= 1
+            self.gate.sessions.discard(self)
         super().connection_lost(error)
         if isinstance(session, PvoqSession) and session.icid:
             self.context.maillog.info(f"ICID {session.icid} close")
@@ -255,10 +269,14 @@ class BaseHandler:
         log.info(f'MID {mid} Subject "{info.subject}"')
         log.info(f"MID {mid} ready {len(content)} bytes from <{envelope.mail_from}>")
         try:
-            return await self.accept(server, session, envelope, content, info)
+            reply = await self.accept(server, session, envelope, content, info)
         except Exception as exc:  # the client must retry; nothing was acknowledged
             log.warning(f"MID {mid} application fault: {type(exc).__name__}: {exc}")
             return replies.LOCAL_ERROR
+        if reply.startswith("2") and self.context.counters is not None:
+            self.context.counters.inc("messages_received")
+            self.context.counters.inc("recipients_received", len(envelope.rcpt_tos))
+        return reply
 
     async def accept(self, server: PvoqSMTP, session: PvoqSession, envelope: PvoqEnvelope,
                      content: bytes, info: MessageInfo) -> str:

@@ -399,3 +399,110 @@ class TestPartialResults:
         assert [r.status for r in entry.recipients] == [DELIVERED, PENDING]
         assert queues.active_recipients("other.example") == 1
         assert destination.sent == [Sent(1, [0], BODY)]
+
+
+class TestMaximumTimeInQueue:
+    def test_expired_recipients_bounce_and_call_the_bounce_hook(
+            self, spool: Spool, maillog: MailLog, destination: FakeDestination,
+            clock: Clock) -> None:
+        """Past the maximum time in queue a pending recipient bounces (5.4.7) and a DSN is asked for."""
+        bounced: list[tuple[int, list[int], str]] = []
+        queues = DeliveryQueues(
+            spool=spool, maillog=maillog, destination_for=lambda name: destination,
+            retry_min_s=RETRY_MIN_S, retry_max_s=RETRY_MAX_S, max_queue_lifetime_s=3600,
+            clock=clock,
+            on_bounce=lambda e, rs, why: bounced.append((e.mid, [r.rid for r in rs], why)))
+        destination.refuse_connection = "connection refused"
+        entry = queue_entry(queues, 1, 0, 1)
+        deliver(queues)
+        clock.now += 1800
+        queues.expire(HOST)
+        assert all(r.pending for r in entry.recipients)
+        clock.now += 3600
+        queues.expire(HOST)
+        assert [r.status for r in entry.recipients] == [BOUNCED, BOUNCED]
+        assert bounced and bounced[0][0] == 1 and bounced[0][1] == [0, 1]
+        assert bounced[0][2].startswith("5.4.7 - Delivery expired")
+        assert not spool.entry_path(1).exists()
+        assert queues.counters.row("expired_recipients")[1] == 2
+        assert "Bounced: MID 1 to RID [0, 1] - 5.4.7" in log_text(maillog)
+
+    def test_a_destination_that_does_not_expire_keeps_its_mail(
+            self, spool: Spool, maillog: MailLog, destination: FakeDestination,
+            clock: Clock) -> None:
+        """Mail for a non-expiring destination (CPQ) stays queued however old it is."""
+        destination.expires = False
+        queues = DeliveryQueues(
+            spool=spool, maillog=maillog, destination_for=lambda name: destination,
+            retry_min_s=RETRY_MIN_S, retry_max_s=RETRY_MAX_S, max_queue_lifetime_s=60,
+            clock=clock)
+        entry = queue_entry(queues, 1, 0)
+        clock.now += 10 * 86400
+        queues.expire(HOST)
+        assert entry.recipients[0].pending
+        assert spool.entry_path(1).exists()
+
+
+class TestHardBounceHook:
+    def test_5xx_calls_the_bounce_hook_with_the_reply(
+            self, spool: Spool, maillog: MailLog, destination: FakeDestination,
+            clock: Clock) -> None:
+        """A 5xx from a downstream host asks for a DSN naming the reply."""
+        bounced: list[tuple[int, list[int], str]] = []
+        destination.script = lambda mid, rid: NO_SUCH_USER if rid == 1 else OK
+        queues = DeliveryQueues(
+            spool=spool, maillog=maillog, destination_for=lambda name: destination,
+            retry_min_s=RETRY_MIN_S, retry_max_s=RETRY_MAX_S, clock=clock,
+            on_bounce=lambda e, rs, why: bounced.append((e.mid, [r.rid for r in rs], why)))
+        queue_entry(queues, 1, 0, 1)
+        deliver(queues)
+        assert bounced == [(1, [1], "550 5.1.1 No such user")]
+        assert queues.counters.row("delivered_recipients")[1] == 1
+        assert queues.counters.row("hard_bounced_recipients")[1] == 1
+
+
+class TestOperatorActions:
+    def test_delete_by_host_removes_messages_that_are_then_never_delivered(
+            self, queues: DeliveryQueues, spool: Spool, destination: FakeDestination,
+            maillog: MailLog) -> None:
+        """deleterecipients on a host marks its recipients deleted and drops finished messages."""
+        queue_entry(queues, 1, 0)
+        queue_entry(queues, 2, 0, host="other.example")
+        count = queues.delete(lambda e, r: r.host == HOST)
+        assert count == 1
+        assert not spool.entry_path(1).exists() and spool.entry_path(2).exists()
+        deliver(queues)
+        assert destination.sent == []
+        assert "MID 1 RID [0] deleted by deleterecipients" in log_text(maillog)
+        assert "Message finished MID 1 aborted" in log_text(maillog)
+        assert queues.delete(lambda e, r: r.host == HOST) == 0
+
+    def test_delete_by_sender_touches_only_that_sender(
+            self, queues: DeliveryQueues) -> None:
+        """Selecting by envelope sender leaves other senders' mail queued."""
+        queue_entry(queues, 1, 0)
+        other = queue_entry(queues, 2, 0)
+        other.sender = "bob@example.net"
+        assert [e.mid for e, _ in queues.matching(lambda e, r: e.sender == "bob@example.net")] == [2]
+        assert queues.delete(lambda e, r: e.sender == "alice@example.org") == 1
+        assert list(queues.entries) == [2]
+
+    def test_suspended_delivery_sends_nothing_until_resumed(
+            self, queues: DeliveryQueues, destination: FakeDestination) -> None:
+        """suspenddel stops a delivery pass between messages; resumedel lets it go on."""
+        queue_entry(queues, 1, 0)
+        queues.suspend()
+        deliver(queues)
+        assert destination.sent == [] and queues.entries[1].recipients[0].pending
+        queues.resume()
+        deliver(queues)
+        assert [s.mid for s in destination.sent] == [1]
+
+    def test_a_backlog_opens_several_connections(
+            self, queues: DeliveryQueues, destination: FakeDestination) -> None:
+        """Many due messages for one host are spread over more than one connection."""
+        for mid in range(1, 62):
+            queue_entry(queues, mid, 0)
+        deliver(queues)
+        assert len(destination.opened) == 4  # 61 messages, 20 a connection
+        assert sorted(s.mid for s in destination.sent) == list(range(1, 62))

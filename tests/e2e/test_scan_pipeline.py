@@ -230,3 +230,41 @@ class TestPerRecipientPolicies:
         original = {re.search(r"MID (\d+) rewritten", s).group(1) for s in split}  # type: ignore[union-attr]
         assert len(original) == 1
         assert record["origin_mid"] not in {int(m) for m in original}
+
+
+FILTERS = """
+drop_it: if subject == "^drop me$" { drop(); }
+bounce_it: if subject == "^bounce me$" { bounce(); }
+copy_it: if subject == "^copy me$" { duplicate-quarantine("Policy"); }
+tag: if true { insert-header("X-Pvoq-Scanned", "yes"); strip-header("X-Internal"); }
+"""
+
+
+class TestMessageFilterActions:
+    def test_drop_bounce_duplicate_and_modify(self, deployment: Deployment) -> None:
+        """Drop and bounce end a message; a duplicate is quarantined while the original goes on;
+        header changes reach the recipient."""
+        configure_gateway(deployment)
+        path = deployment.gateway_config
+        text = path.read_text()
+        start = text.index("<message_filters>") + len("<message_filters>")
+        path.write_text(text[:start] + FILTERS + text[text.index("</message_filters>"):])
+        deployment.start()
+        for subject in ("drop me", "bounce me", "copy me"):
+            deployment.send(subject=subject, body="x")
+        deployment.send(subject="last", body="marker")
+        (record,) = wait_for("the duplicate in Policy", deployment.quarantined)
+        assert (record["subject"], record["quarantines"][0]["reason"]) == (
+            "copy me", "message filter:copy_it")
+        delivered = wait_for("two deliveries", lambda: len(deployment.delivered()) == 2
+                             and deployment.delivered())
+        messages = [message_from_bytes(c) for _, c in delivered]
+        assert sorted(m["Subject"] for m in messages) == ["copy me", "last"]
+        assert all(m["X-Pvoq-Scanned"] == "yes" for m in messages)
+        assert gateway_lines(deployment, r"MID \d+ dropped by message filter:drop_it$")
+        assert gateway_lines(deployment, r"Bounced: MID \d+ to RID \[0\] - 5\.7\.1 message "
+                             r"bounced by message filter:bounce_it$")
+        assert gateway_lines(deployment, r"MID \d+ was generated based on MID \d+ by "
+                             r"duplicate-quarantine \(message filter:copy_it\)$")
+        spool = deployment.root / "gateway" / "data" / "spool"
+        wait_for("an empty spool", lambda: not list(spool.glob("*.json")))

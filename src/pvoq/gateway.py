@@ -25,10 +25,12 @@ from pvoq.cpq.ca import certificate_problem, peer_common_name, peer_role
 from pvoq.cpq.client import CpqDestination
 from pvoq.cpq.metadata import KIND_QUARANTINE, KIND_RELEASE, VERSION
 from pvoq.cpq.server import CpqHandler, CpqSMTP
+from pvoq.delivery.dsn import build_dsn, status_of
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.delivery.routes import SmtpRouteDestination
-from pvoq.delivery.dsn import build_dsn, status_of
 from pvoq.fsutil import atomic_write, remove_leftovers
+from pvoq.remote.commands import register_gateway, register_listeners
+from pvoq.remote.service import CommandService
 from pvoq.scan.message import Envelope
 from pvoq.scan.outbreak import RulesError
 from pvoq.scan.pipeline import (
@@ -578,7 +580,24 @@ class Gateway(Appliance):
             self.maillog.info(f"Recovered {len(entries)} messages from the spool")
         self._worker = asyncio.create_task(self._process_forever(), name="pipeline")
 
+    async def start(self) -> None:
+        cfg = self.config
+        self.ssh_service: CommandService | None = None
+        if cfg.ssh.enabled:
+            self.ssh_service = CommandService(
+                data_dir=cfg.data_dir, hostname=cfg.hostname,
+                host=self.interface_ip(cfg.ssh.interface_name or cfg.pvo.interface_name),
+                port=cfg.ssh.port, maillog=self.maillog, commands=self.admin.commands)
+        register_gateway(self.admin, lambda: self.config, self.ssh_service)
+        register_listeners(self.admin, lambda: self.config)
+        await super().start()
+        if self.ssh_service is not None:
+            await self.ssh_service.start()
+
     async def stop(self) -> None:
+        service: CommandService | None = getattr(self, "ssh_service", None)
+        if service is not None:
+            await service.stop()
         if self._worker is not None:
             self._worker.cancel()
         await super().stop()

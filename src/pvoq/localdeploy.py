@@ -60,6 +60,7 @@ class Deployment:
     ip: str = "127.0.0.1"
     retry_min_s: float = 1.0
     retry_max_s: float = 5.0
+    ssh: bool = False  # the gateway runs its SSH command service on ports["gateway_ssh"]
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -79,6 +80,8 @@ class Deployment:
         self.root.mkdir(parents=True, exist_ok=True)
         self.ports = {name: free_port(self.ip) for name in ("manager_cpq", "gateway_cpq",
                                                             "gateway_smtp", "sink")}
+        if self.ssh:
+            self.ports["gateway_ssh"] = free_port(self.ip)
         ca = self.root / "ca"
         init_appliance(self.root / "manager", ApplianceSpec(
             role="manager", hostname=MANAGER, serial="PVOQ-M-0001", ip=self.ip,
@@ -93,6 +96,7 @@ class Deployment:
             manager_address=self.ip, manager_port=self.ports["manager_cpq"],
             manager_hostname=MANAGER,
             outbreak_urls=[OUTBREAK_HOST],
+            ssh_port=self.ports.get("gateway_ssh"),
             retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
             ca_dir=ca)
 

@@ -486,3 +486,4 @@ def outbreak_rescan(ctx: click.Context) -> None:
 # The search, bulk, saved-search, delay/move/copy and audit commands register themselves
 # on the groups above.
 from pvoq.cli import quarantine_search as _quarantine_search  # noqa: E402,F401,I001
+from pvoq.cli import remote as _remote  # noqa: E402,F401,I001

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pvoq.config.cluster import ClusterInfo, effective_root, parse_layout
 from pvoq.config.errors import ConfigError
 from pvoq.config.hat import Hat, Rat, make_rat, parse_hat
 from pvoq.config.model import (
@@ -40,6 +41,7 @@ from pvoq.config.model import (
     QuarantineStoreSettings,
     Route,
     ScanSettings,
+    SshSettings,
     SslConfig,
 )
 from pvoq.config.xmltree import Node, parse_xml
@@ -158,6 +160,7 @@ class _Loader:
     def load(self, root: Node) -> Config:
         if root.tag != "config":
             raise root.error(f"root element must be <config>, not <{root.tag}>")
+        root, cluster = self._cluster(root)
         system = root.require("system")
         role = _value(system, "role", _choice(ROLE_GATEWAY, ROLE_MANAGER), required=True)
         hostname = _value(system, "hostname", str, required=True)
@@ -188,6 +191,7 @@ class _Loader:
             cpq_certificate=certificate, ssl=ssl, delivery=self._delivery(root),
             scan=self._scan(root), database_url=database_url,
             **self._quarantines(root),
+            ssh=self._ssh(root, interfaces), cluster=cluster,
         )
 
     def _quarantines(self, root: Node) -> dict[str, Any]:
@@ -336,6 +340,27 @@ class _Loader:
             rat=make_rat([("ALL", "ACCEPT", 0)]), generated=True,
         )
 
+    def _cluster(self, root: Node) -> tuple[Node, ClusterInfo | None]:
+        """This machine's sections if the file describes a cluster (see `config.cluster`)."""
+        layout = parse_layout(root)
+        if layout is None:
+            return root, None
+        return effective_root(root, layout)
+
+    def _ssh(self, root: Node, interfaces: tuple[Interface, ...]) -> SshSettings:
+        """`<ssh>`: the gateway's SSH command service, the manager's lookup timeout."""
+        node = root.first("ssh")
+        if node is None:
+            return SshSettings()
+        interface_name = _value(node, "interface_name", str, interfaces[0].name)
+        self._check_interface(node, interface_name, interfaces)
+        return SshSettings(
+            enabled=_value(node, "enabled", _bool, True),
+            interface_name=interface_name,
+            port=_value(node, "port", _port, 22),
+            timeout_seconds=_value(node, "timeout_seconds", _seconds, 10.0),
+        )
+
     def _pvo(self, root: Node, role: str, interfaces: tuple[Interface, ...]) -> PvoSettings:
         node = root.require("pvo_quarantines")
         interface_name = _value(node, "interface_name", str, interfaces[0].name)
@@ -347,6 +372,7 @@ class _Loader:
                 hostname=_value(g, "hostname", str, required=True),
                 address=_value(g, "address", _ip, required=True),
                 cpq_port=_value(g, "cpq_port", _port, CPQ_DEFAULT_PORT),
+                ssh_port=_value(g, "ssh_port", _port),
             )
             if any(x.hostname.lower() == record.hostname.lower() for x in gateways):
                 raise ConfigError(f"duplicate gateway {record.hostname!r}", field=g.path,

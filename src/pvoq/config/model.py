@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pvoq.config.cluster import ClusterInfo
 from pvoq.config.hat import Hat, Rat
 from pvoq.scan.filterlang import BUILTIN_QUARANTINES, Filter
 
@@ -60,6 +61,7 @@ class GatewayRecord:
     hostname: str
     address: str
     cpq_port: int = CPQ_DEFAULT_PORT
+    ssh_port: int | None = None       # default for `gateway add --ssh-port`
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,16 @@ class PvoSettings:
             if g.hostname.lower() == hostname.lower():
                 return g
         return None
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    """`<ssh>`: the gateway's SSH command service; the manager's lookup timeout."""
+
+    enabled: bool = False
+    interface_name: str | None = None
+    port: int = 22
+    timeout_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -273,6 +285,8 @@ class Config:
     quarantine_store: QuarantineStoreSettings = field(
         default_factory=QuarantineStoreSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    ssh: SshSettings = field(default_factory=SshSettings)
+    cluster: ClusterInfo | None = None
 
     def interface(self, name: str) -> Interface | None:
         for i in self.interfaces:

@@ -32,6 +32,8 @@ class ApplianceSpec:
     outbreak_rules_file: str | None = None
     # manager
     gateways: list[tuple[str, str, int]] = field(default_factory=list)  # (hostname, ip, port)
+    ssh_port: int | None = None          # gateway: the SSH command service (None: off)
+    ssh_timeout_seconds: float = 10.0    # manager: SSH lookups of the gateways
     retry_min_seconds: float = 60.0
     retry_max_seconds: float = 3600.0
 
@@ -81,6 +83,13 @@ def render(spec: ApplianceSpec) -> str:
             f"      <gateway>\n        <hostname>{escape(h)}</hostname>\n"
             f"        <address>{ip}</address>\n        <cpq_port>{port}</cpq_port>\n"
             f"      </gateway>\n" for h, ip, port in spec.gateways) + "    </gateways>\n"
+    ssh = ""
+    if gateway and spec.ssh_port:
+        ssh = (f"  <ssh>\n    <enabled>true</enabled>\n    <interface_name>{interface}"
+               f"</interface_name>\n    <port>{spec.ssh_port}</port>\n  </ssh>\n")
+    elif not gateway:
+        ssh = (f"  <ssh>\n    <timeout_seconds>{spec.ssh_timeout_seconds:g}</timeout_seconds>\n"
+               "  </ssh>\n")
     routes = "".join(
         f"      <route><domain>{escape(d)}</domain><destination>{escape(dest)}</destination>"
         f"</route>\n" for d, dest in spec.routes)
@@ -127,7 +136,7 @@ def render(spec: ApplianceSpec) -> str:
     <interface_name>{interface}</interface_name>
     <port>{spec.cpq_port}</port>
 {pvo}  </pvo_quarantines>
-  <cpq_certificate>
+{ssh}  <cpq_certificate>
     <ca_certificate>certs/cpq-ca.pem</ca_certificate>
     <certificate>certs/cpq.pem</certificate>
     <private_key>certs/cpq.key</private_key>

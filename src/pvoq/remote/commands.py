@@ -1,0 +1,173 @@
+"""Operator commands of the SSH link and of the listener list, on the admin socket.
+
+Gateway: `pvo.listener` (what the manager asks over SSH), `ssh.token`,
+`ssh.authorize`, `ssh.show`. Manager: `gateway.add`, `gateway.list`,
+`gateway.remove`, `gateway.test`, `gateway.pubkey`. Both: `listeners`
+(the hidden `cpq_listener` only with `all`). Each returns the admin
+protocol's `{"text": ..., "data": ...}`; a failure is a `CommandError`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from pvoq.admin.protocol import AdminServer, CommandError
+from pvoq.config.model import Config
+from pvoq.remote.keys import SshFault, fingerprint, parse_public_key, public_line
+
+if TYPE_CHECKING:
+    from pvoq.remote.client import SshClient
+    from pvoq.remote.lookup import GatewayLocator
+    from pvoq.remote.service import CommandService
+
+
+def listener_rows(config: Config, *, include_hidden: bool) -> list[dict[str, Any]]:
+    """The listeners as `listenerconfig` shows them; the cpq_listener is hidden by default."""
+    rows = []
+    for lst in config.listeners:
+        if lst.is_cpq and not include_hidden:
+            continue
+        interface = config.interface(lst.interface_name)
+        rows.append({"name": lst.name, "protocol": lst.protocol, "type": lst.type,
+                     "interface": lst.interface_name,
+                     "address": interface.ip if interface else "?", "port": lst.port,
+                     "hidden": lst.is_cpq, "generated": lst.generated,
+                     "sender_groups": [g.name for g in lst.hat.groups]})
+    return rows
+
+
+def register_listeners(admin: AdminServer, config: Any) -> None:
+    """`listeners [all]` on either appliance; *config* is a callable giving the current one."""
+    async def listeners(args: dict[str, Any]) -> dict[str, Any]:
+        return {"data": {"listeners": listener_rows(config(), include_hidden=bool(
+            args.get("all")))}}
+    admin.register("listeners", listeners)
+
+
+def register_gateway(admin: AdminServer, config: Any,
+                     service: CommandService | None) -> None:
+    """The gateway's commands; *config* is a callable giving the running configuration."""
+    async def pvo_listener(args: dict[str, Any]) -> dict[str, Any]:
+        cfg: Config = config()
+        cpq = cfg.cpq_listener
+        if not cfg.pvo.enabled or cpq is None:
+            raise CommandError("centralized PVO quarantines are disabled on this gateway")
+        interface = cfg.interface(cpq.interface_name)
+        return {"data": {"hostname": cfg.hostname, "interface": cpq.interface_name,
+                         "address": interface.ip if interface else "", "port": cpq.port}}
+
+    def need_service() -> CommandService:
+        if service is None:
+            raise CommandError("the SSH command service is not enabled (<ssh><enabled>)")
+        return service
+
+    async def token(args: dict[str, Any]) -> dict[str, Any]:
+        svc = need_service()
+        ttl = float(args.get("ttl_s") or 3600)
+        value = svc.tokens.issue(ttl)
+        return {"text": f"One-time enrolment token (valid {ttl:g}s): {value}\n"
+                        f"SSH host key of this gateway: {svc.fingerprint}",
+                "data": {"token": value, "fingerprint": svc.fingerprint,
+                         "expires": time.time() + ttl}}
+
+    async def authorize(args: dict[str, Any]) -> dict[str, Any]:
+        svc = need_service()
+        try:
+            key = parse_public_key(str(args.get("key", "")))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        name = str(args.get("name") or "").strip() or "manager"
+        added = svc.authorized.add(key, name)
+        svc.log.info(f"SSH key {fingerprint(key)} of {name} "
+                     f"{'installed' if added else 'already installed'} from a key file")
+        return {"text": f"Key {fingerprint(key)} ({name}) "
+                        f"{'authorized' if added else 'was already authorized'}."}
+
+    async def show(args: dict[str, Any]) -> dict[str, Any]:
+        svc = need_service()
+        keys = [{"fingerprint": fingerprint(k), "name": c} for k, c in svc.authorized.entries()]
+        return {"data": {"address": svc.host, "port": svc.port,
+                         "fingerprint": svc.fingerprint, "authorized_keys": keys}}
+
+    admin.register("pvo.listener", pvo_listener)
+    admin.register("ssh.token", token)
+    admin.register("ssh.authorize", authorize)
+    admin.register("ssh.show", show)
+
+
+def register_manager(admin: AdminServer, config: Any, client: SshClient,
+                     locator: GatewayLocator, wake: Any) -> None:
+    """The manager's `gateway ...` commands."""
+    async def add(args: dict[str, Any]) -> dict[str, Any]:
+        cfg: Config = config()
+        name = str(args.get("name") or "")
+        record = cfg.pvo.gateway(name)
+        if record is None:
+            raise CommandError(f"gateway {name} is not in <pvo_quarantines><gateways>; "
+                               "add its record there first")
+        host = str(args.get("host") or record.address)
+        port = int(args.get("ssh_port") or record.ssh_port or 22)
+        try:
+            result = await client.add(record.hostname, host, port,
+                                      token=args.get("token") or None,
+                                      replace=bool(args.get("replace")),
+                                      expect_fingerprint=args.get("fingerprint") or None)
+        except SshFault as exc:
+            locator.log.critical(f"SSH add of gateway {record.hostname} failed: {exc}")
+            raise CommandError(f"gateway add {record.hostname} failed: {exc}") from None
+        locator.reset(record.hostname)
+        wake()
+        how = ("first use: pinned" if result["first_use"] else
+               "replaced the pinned key" if result["replaced"] else "unchanged")
+        where = result["listener"]
+        text = (f"Gateway {record.hostname} at {host} port {port}\n"
+                f"Host key fingerprint: {result['fingerprint']} ({how})\n"
+                + ("The manager's key was installed with the one-time token.\n"
+                   if result["key_installed"] else "")
+                + f"PVO listener: interface {where['interface']} ({where['address']}) "
+                  f"port {where['port']}")
+        locator.log.info(f"SSH gateway {record.hostname} added at {host} port {port}, host key "
+                         f"{result['fingerprint']} ({how})")
+        return {"text": text, "data": result}
+
+    async def list_(args: dict[str, Any]) -> dict[str, Any]:
+        cfg: Config = config()
+        pins = client.pins.all()
+        rows = []
+        for g in cfg.pvo.gateways:
+            pin = pins.get(g.hostname.lower())
+            cached = locator._cache.get(g.hostname.lower())
+            rows.append({"name": g.hostname, "cpq_address": g.address, "cpq_port": g.cpq_port,
+                         "ssh": None if pin is None else f"{pin.host}:{pin.port}",
+                         "fingerprint": None if pin is None else pin.fingerprint,
+                         "looked_up": None if cached is None else f"{cached[0]}:{cached[1]}",
+                         "fault": locator.fault(g.hostname)})
+        return {"data": {"gateways": rows}}
+
+    async def remove(args: dict[str, Any]) -> dict[str, Any]:
+        name = str(args.get("name") or "")
+        if not client.pins.remove(name):
+            raise CommandError(f"gateway {name} has no SSH pin")
+        locator.forget(name)
+        return {"text": f"Gateway {name}: SSH pin removed; releases use the configured "
+                        "address."}
+
+    async def test(args: dict[str, Any]) -> dict[str, Any]:
+        name = str(args.get("name") or "")
+        if not locator.enrolled(name):
+            raise CommandError(f"gateway {name} has not been added (gateway add)")
+        try:
+            host, port = await locator.lookup_now(name)
+        except SshFault as exc:
+            raise CommandError(f"SSH lookup of {name} failed: {exc}") from None
+        return {"text": f"Gateway {name}: PVO listener at {host} port {port}."}
+
+    async def pubkey(args: dict[str, Any]) -> dict[str, Any]:
+        return {"text": public_line(client.key, client.hostname)}
+
+    admin.register("gateway.add", add)
+    admin.register("gateway.list", list_)
+    admin.register("gateway.remove", remove)
+    admin.register("gateway.test", test)
+    admin.register("gateway.pubkey", pubkey)

@@ -174,6 +174,48 @@ def config_check(config_path: str) -> None:
     click.echo(f"{cfg.path}: ok ({cfg.role} {cfg.hostname}, {len(cfg.listeners)} listeners)")
 
 
+@main.group("cluster")
+def cluster_group() -> None:
+    """Clustered gateways: settings at cluster, group and machine level."""
+
+
+@cluster_group.command("check")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path())
+def cluster_check(config_path: str) -> None:
+    """Does the interface named for PVO at cluster level exist on every machine? (exit 1 if not)"""
+    from pvoq.config.cluster import check_pvo_interface, machine_views, parse_layout
+    from pvoq.config.xmltree import parse_xml
+
+    path = Path(config_path).resolve()
+    try:
+        layout = parse_layout(parse_xml(path.read_bytes(), path=str(path)))
+    except OSError as exc:
+        click.echo(f"pvoq: configuration error: {path}: file: cannot read: {exc.strerror}",
+                   err=True)
+        sys.exit(2)
+    except ConfigError as exc:
+        click.echo(f"pvoq: configuration error: {exc.located(path=str(path))}", err=True)
+        sys.exit(2)
+    if layout is None:
+        click.echo(f"pvoq: configuration error: {path}: config.cluster: not a clustered "
+                   "configuration (no <cluster>)", err=True)
+        sys.exit(2)
+    views = machine_views(layout)
+    problems = check_pvo_interface(views)
+    click.echo(f"Cluster {layout.name}: {len(views)} machines")
+    for view in views:
+        state = "ok" if view.pvo_interface in (None, *view.interfaces) else "MISSING"
+        click.echo(f"  {view.name}: PVO interface {view.pvo_interface or '(default)'!r} "
+                   f"({view.pvo_level} level): {state}")
+    for problem in problems:
+        click.echo(f"Error: {problem}", err=True)
+    if problems:
+        click.echo("The PVO settings do not apply until every machine has the interface "
+                   "(Network > IP Interfaces).", err=True)
+        sys.exit(1)
+    click.echo("The PVO interface exists on every machine.")
+
+
 @main.command()
 @click.option("--listen", default="127.0.0.1:2526", show_default=True, metavar="HOST:PORT")
 @click.option("--dir", "directory", required=True, type=click.Path(path_type=Path))

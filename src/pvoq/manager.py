@@ -10,6 +10,7 @@ from, at the address the manager's record of that gateway gives.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from typing import Any
@@ -17,7 +18,6 @@ from typing import Any
 from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config, Listener
 from pvoq.cpq.ca import certificate_problem, peer_common_name, peer_role
-from pvoq.cpq.client import CpqDestination
 from pvoq.cpq.metadata import KIND_QUARANTINE, KIND_RELEASE, VERSION
 from pvoq.cpq.server import CpqHandler, CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
@@ -31,6 +31,9 @@ from pvoq.quarantine.settings import (
     quarantine_for,
 )
 from pvoq.quarantine.store import RELEASED, QuarantineStore
+from pvoq.remote.client import SshClient
+from pvoq.remote.commands import register_listeners, register_manager
+from pvoq.remote.lookup import GatewayLocator, LookupCpqDestination
 from pvoq.smtp import replies
 from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
 from pvoq.spool.store import QUEUED, Entry, Recipient
@@ -113,12 +116,21 @@ class Manager(Appliance):
         self._expiry_task: asyncio.Task[None] | None = None
         self._expiry_wake = asyncio.Event()
         self.api: Any = None
+        self._backlog: collections.deque[tuple[int, str, str, tuple[str, ...]]] = \
+            collections.deque()
+        self._settler_task: asyncio.Task[None] | None = None
         self.queues = DeliveryQueues(
             spool=self.spool, maillog=self.maillog, destination_for=self._destination,
             retry_min_s=config.delivery.retry_min_seconds,
             retry_max_s=config.delivery.retry_max_seconds, counters=self.counters)
         self._release_destination: Destination | None = None
         QuarantineCommands(self.service).register(self.admin)
+        self.ssh = SshClient(config.data_dir, hostname=config.hostname,
+                             timeout_s=config.ssh.timeout_seconds)
+        self.locator = GatewayLocator(self.ssh, self.maillog, self._wake_releases)
+        register_manager(self.admin, lambda: self.config, self.ssh, self.locator,
+                         self._wake_releases)
+        register_listeners(self.admin, lambda: self.config)
 
     def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP]]:
         if not listener.is_cpq:
@@ -128,18 +140,29 @@ class Manager(Appliance):
     def apply_config(self, config: Config) -> None:
         super().apply_config(config)
         self._release_destination = None
+        self.ssh.timeout_s = config.ssh.timeout_seconds
+
+    def _wake_releases(self) -> None:
+        self.queues.wake(THE_CPQ_RELEASE_HOST)
 
     def _gateway_address(self, entry: Entry) -> tuple[str, int] | None:
+        """Where a release goes: for a gateway added over SSH, what it last said (a miss
+        starts a lookup and defers the release); otherwise the configured address."""
         record = self.config.pvo.gateway(entry.meta["gateway"])
-        return None if record is None else (record.address, record.cpq_port)
+        if record is None:
+            return None
+        if self.locator.enrolled(record.hostname):
+            return self.locator.address(record.hostname)
+        return (record.address, record.cpq_port)
 
     def _destination(self, host: str) -> Destination:
         if host != THE_CPQ_RELEASE_HOST:
             raise ValueError(f"the manager delivers only to {THE_CPQ_RELEASE_HOST}, not {host}")
         if self._release_destination is None:
             cfg = self.config
-            self._release_destination = CpqDestination(
-                THE_CPQ_RELEASE_HOST, resolve=self._gateway_address, expect_role="gateway",
+            self._release_destination = LookupCpqDestination(
+                THE_CPQ_RELEASE_HOST, locator=self.locator, resolve=self._gateway_address,
+                expect_role="gateway",
                 tls_context=self.client_tls, maillog=self.maillog, ids=self.ids,
                 local_hostname=cfg.hostname, source_ip=self.interface_ip(cfg.pvo.interface_name),
                 timeout_s=cfg.delivery.timeout_seconds)
@@ -171,6 +194,25 @@ class Manager(Appliance):
         verb = "released from" if state == RELEASED else "deleted from"
         for name in names:
             self.maillog.info(f'MID {mid} {verb} quarantine "{name}" ({how}) t={held_for:.0f}')
+
+    def settle_many(self, settled: list[tuple[int, str, tuple[str, ...]]], how: str) -> None:
+        """Settle claimed messages in the background, yielding to the loop between them.
+
+        They are claimed by this process in the database: if it stops first,
+        `recover()` settles the rest on the next start.
+        """
+        self._backlog.extend((mid, state, how, names) for mid, state, names in settled)
+        if self._settler_task is None or self._settler_task.done():
+            self._settler_task = asyncio.ensure_future(self._drain_backlog())
+
+    async def _drain_backlog(self) -> None:
+        while self._backlog:
+            mid, state, how, names = self._backlog.popleft()
+            try:
+                self.settle(mid, state, how, names)
+            except Exception as exc:  # recovered on the next start: the claim stays
+                self.maillog.warning(f"MID {mid} settlement failed, left for recovery: {exc}")
+            await asyncio.sleep(0)
 
     def _early_release(self, names: tuple[str, ...]) -> list[EarlyRelease]:
         """The early-release options of the release-by-default quarantines in *names*."""
@@ -242,8 +284,14 @@ class Manager(Appliance):
             self.maillog.info(f"REST API listening on {api.address} port {api.port}")
 
     async def stop(self) -> None:
+        await self.locator.stop()
         if self.api is not None:
             await self.api.stop()
+        for task in (self._expiry_task, self._settler_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._expiry_task is not None:
             self._expiry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -34,8 +34,10 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    column,
     create_engine,
     event,
+    table,
     text,
 )
 from sqlalchemy.engine import Engine
@@ -157,6 +159,15 @@ _PG_TRGM = [
 ]
 
 
+# SQLite: one FTS5 trigram row per message (rowid = MID) with every searchable text;
+# substring searches use it as a prefilter, the exact condition is then checked on
+# the real columns. Written by the store when a message arrives.
+search_text = table("search_text", column("rowid"), column("subject"), column("sender"),
+                    column("recipients"), column("reasons"), column("attachments"))
+SQLITE_FTS = ("CREATE VIRTUAL TABLE IF NOT EXISTS search_text USING fts5("
+              "subject, sender, recipients, reasons, attachments, tokenize='trigram')")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -185,5 +196,7 @@ def create_schema(engine: Engine) -> None:
             for name, table, column in _PG_TRGM:
                 conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {table} "
                                   f"USING gin (lower({column}) gin_trgm_ops)"))
+        if engine.dialect.name == "sqlite":
+            conn.execute(text(SQLITE_FTS))
         if conn.execute(audit_head.select()).first() is None:
             conn.execute(audit_head.insert().values(id=1, seq=0, hash=GENESIS))

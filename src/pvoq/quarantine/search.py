@@ -21,7 +21,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, select
 
-from pvoq.quarantine.schema import attachments, message_quarantines, message_recipients, messages
+from pvoq.quarantine.schema import (
+    attachments,
+    message_quarantines,
+    message_recipients,
+    messages,
+    search_text,
+)
 
 HELD = "held"
 TEXT_OPS = ("contains", "starts_with", "ends_with", "is")
@@ -119,6 +125,18 @@ def text_condition(column: Any, flt: TextFilter, dialect: str) -> ColumnElement[
     return func.lower(column).like(pattern.lower(), escape="\\")
 
 
+def fts_prefilter(column_name: str, flt: TextFilter) -> ColumnElement[bool] | None:
+    """SQLite: MIDs whose trigram index row contains the value (a superset of the matches).
+
+    Only for positive operators with at least three characters and no LIKE
+    wildcards in the value (the trigram index cannot serve anything else).
+    """
+    if flt.op in NEGATED or len(flt.value) < 3 or any(c in flt.value for c in "%_\\"):
+        return None
+    col = search_text.c[column_name]
+    return messages.c.id.in_(select(search_text.c.rowid).where(col.like(f"%{flt.value}%")))
+
+
 def _negated(flt: TextFilter) -> bool:
     return flt.op in NEGATED
 
@@ -138,6 +156,13 @@ def where_clause(q: SearchQuery, dialect: str) -> list[ColumnElement[bool]]:
         conds.append(m.received_at >= q.received_from)
     if q.received_to is not None:
         conds.append(m.received_at < q.received_to)
+    if dialect == "sqlite":
+        for name, flt in (("sender", q.sender), ("subject", q.subject),
+                          ("recipients", q.recipient), ("reasons", q.reason),
+                          ("attachments", q.attachment_name)):
+            pre = None if flt is None else fts_prefilter(name, flt)
+            if pre is not None:
+                conds.append(pre)
     if q.sender is not None:
         conds.append(_maybe_not(text_condition(m.sender, q.sender, dialect), q.sender))
     if q.subject is not None:

@@ -48,6 +48,9 @@ class Settler(Protocol):
 
     def send_copy(self, mid: int, address: str) -> int: ...
 
+    def settle_many(self, settled: list[tuple[int, str, tuple[str, ...]]], how: str) -> None:
+        """Settle claimed messages (mid, state, quarantines acted on); may finish later."""
+
 
 @dataclass
 class ActionResult:
@@ -127,6 +130,35 @@ class QuarantineService:
             text += " Still held in another quarantine."
         return ActionResult(mid, True, outcome.acted_on, outcome.settled, text)
 
+    def act_many(self, caller: Caller, action: str, mids: list[int],
+                 quarantine: str | None = None, *, how: str = "manual",
+                 chunk: int = 500) -> list[ActionResult]:
+        """Release or delete many messages: a transaction per chunk, one audit record each."""
+        roles.check(caller, action)
+        if quarantine is not None:
+            roles.visible(caller, (quarantine,))
+        state = ACTIONS[action]
+        results: list[ActionResult] = []
+        for start in range(0, len(mids), chunk):
+            part = mids[start:start + chunk]
+            outcomes = self.store.act_many(part, state, quarantine, how=how,
+                                           quarantines_in=caller.quarantines)
+            self.audit.append(caller.actor, caller.origin, action, {
+                "mids": [o.mid for o in outcomes], "how": how,
+                "quarantines": sorted({q for o in outcomes for q in o.acted_on})})
+            done = {o.mid for o in outcomes}
+            settled = [(o.mid, o.settled, o.acted_on) for o in outcomes if o.settled]
+            if settled:
+                self.settler.settle_many(settled, how)
+            for o in outcomes:
+                if o.settled is None:
+                    self._after(o.mid, state, o.acted_on, None, how, self._received_at(o.mid))
+                results.append(ActionResult(o.mid, True, o.acted_on, o.settled,
+                                            f"MID {o.mid} {action}d."))
+            results += [ActionResult(m, False, text=f"MID {m} is not held there.")
+                        for m in part if m not in done]
+        return results
+
     def _received_at(self, mid: int) -> float | None:
         record = self.store.get(mid)
         return None if record is None else float(record["received_at"])
@@ -197,11 +229,11 @@ class QuarantineService:
                            "count": len(mids)})
         if dry_run:
             return {"dry_run": True, "action": action, "count": len(mids), "mids": mids}
-        results = []
-        for mid in mids:
-            if action in ACTIONS:
-                results.append(self.act(caller, action, mid, quarantine))
-            elif action == "delay":
+        results: list[ActionResult] = []
+        if action in ACTIONS:
+            results = self.act_many(caller, action, mids, quarantine)
+        for mid in mids if action not in ACTIONS else ():
+            if action == "delay":
                 results.append(self.delay(caller, mid, delay or "24h", quarantine))
             elif action == "move":
                 if not quarantine or not target:

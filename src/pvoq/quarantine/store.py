@@ -44,6 +44,7 @@ from pvoq.quarantine.schema import (
     message_recipients,
     messages,
     quarantines,
+    search_text,
 )
 from pvoq.quarantine.settings import (
     DELETE,
@@ -180,6 +181,12 @@ class QuarantineStore:
                         for i, (n, s) in enumerate(files)])
                 if self.bodies_in_db:
                     conn.execute(message_bodies.insert().values(message_id=mid, body=body))
+                if self.dialect == "sqlite":
+                    conn.execute(search_text.insert().values(
+                        rowid=mid, subject=subject, sender=meta["sender"],
+                        recipients=" ".join(r["address"] for r in meta["recipients"]),
+                        reasons=" ".join(h["reason"] for h in held.values()),
+                        attachments=" ".join(n for n, _ in files)))
         except IntegrityError:
             if not self.bodies_in_db:
                 remove_durably(path)
@@ -296,6 +303,53 @@ class QuarantineStore:
             where = f' "{quarantine}"' if quarantine else " any quarantine"
             raise QuarantineError(f"MID {mid} is not held in{where}.")
         return Outcome(mid, tuple(acted), self.claim_settlement(mid))
+
+    def act_many(self, mids: Iterable[int], action: str, quarantine: str | None = None, *,
+                 how: str = "manual", quarantines_in: Iterable[str] | None = None
+                 ) -> builtins.list[Outcome]:
+        """`act` on many messages: one transaction for the actions, one for the claims.
+
+        The claims follow the commit of the actions (as in `act`), so that when
+        two processes act on different quarantines of one message, the later
+        of the two claims sees both actions and settles it.
+        """
+        if action not in (RELEASED, DELETED):
+            raise ValueError(f"unknown action {action!r}")
+        ids = builtins.list(mids)
+        if not ids:
+            return []
+        mq = message_quarantines.c
+        conds = [mq.message_id.in_(ids), mq.state == HELD]
+        if quarantine is not None:
+            conds.append(mq.quarantine == quarantine)
+        if quarantines_in is not None:
+            conds.append(mq.quarantine.in_(builtins.list(quarantines_in)))
+        stmt = update(message_quarantines).where(*conds)
+        acted: dict[int, list[str]] = {}
+        with self.engine.begin() as conn:
+            # Lock the rows in one order first: two processes acting on overlapping
+            # sets then queue behind each other instead of deadlocking (PostgreSQL).
+            conn.execute(select(mq.message_id).where(*conds)
+                         .order_by(mq.message_id, mq.quarantine).with_for_update())
+            for mid, name in conn.execute(stmt.values(state=action, acted_at=self.clock(),
+                                                      how=how)
+                                          .returning(mq.message_id, mq.quarantine)):
+                acted.setdefault(int(mid), []).append(name)
+        if not acted:
+            return []
+        held = select(mq.message_id).where(mq.message_id == messages.c.id, mq.state == HELD)
+        with self.engine.begin() as conn:
+            claimed = {int(i) for (i,) in conn.execute(update(messages).where(
+                messages.c.id.in_(builtins.list(acted)), messages.c.state == HELD,
+                not_(held.exists())).values(state=SETTLING, claimed_by=self.node,
+                                            claimed_at=self.clock())
+                .returning(messages.c.id))}
+            deleted = {int(i) for (i,) in conn.execute(select(mq.message_id).where(
+                mq.message_id.in_(builtins.list(claimed)), mq.state == DELETED).distinct())
+            } if claimed else set()
+        return [Outcome(mid, tuple(sorted(names)),
+                        (DELETED if mid in deleted else RELEASED) if mid in claimed else None)
+                for mid, names in sorted(acted.items())]
 
     def settlement(self, mid: int) -> str | None:
         """RELEASED or DELETED once no quarantine holds *mid*; None while one does."""

@@ -64,6 +64,10 @@ class RecordingSettler:
         self.settled.append((mid, state, how, names or ()))
         self.store.finish(mid, state)
 
+    def settle_many(self, settled: list[tuple[int, str, tuple[str, ...]]], how: str) -> None:
+        for mid, state, names in settled:
+            self.settle(mid, state, how, names)
+
     def send_copy(self, mid: int, address: str) -> int:
         self.copies.append((mid, address))
         return 90000 + len(self.copies)

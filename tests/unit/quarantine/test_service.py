@@ -325,6 +325,25 @@ class TestRaces:
         assert won_a | won_b == set(mids) and not won_a & won_b
         assert all(a.store.get(m)["state"] == RELEASED for m in mids)
 
+    def test_two_managers_bulk_release(self, make_env: Callable[..., Env]) -> None:
+        """Two bulk releases of the same search at once settle every message exactly once."""
+        a, b = make_env(), make_env()
+        for mid in range(1, 201):
+            put(a.store, mid, "Policy", "HR")
+        barrier = threading.Barrier(2)
+
+        def run(env: Env) -> None:
+            barrier.wait()
+            env.service.bulk(ADMIN_CALLER, SearchQuery(), "release", dry_run=False)
+
+        threads = [threading.Thread(target=run, args=(e,)) for e in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        settled = [s[0] for s in a.settler.settled + b.settler.settled]
+        assert sorted(settled) == list(range(1, 201))
+
     def test_claim_settlement_once(self, make_store: Callable[..., QuarantineStore]) -> None:
         """Released from its two quarantines by two processes, the settlement is claimed once."""
         a, b = make_store(settings=SETTINGS), make_store(settings=SETTINGS)

@@ -114,6 +114,15 @@ def upgrade() -> None:
     if copied:
         op.bulk_insert(recipients, copied)
 
+    if bind.dialect.name == "sqlite":
+        op.execute("CREATE VIRTUAL TABLE IF NOT EXISTS search_text USING fts5(subject, sender, "
+                   "recipients, reasons, attachments, tokenize='trigram')")
+        op.execute("INSERT INTO search_text (rowid, subject, sender, recipients, reasons, "
+                   "attachments) SELECT m.id, m.subject, m.sender, "
+                   "(SELECT group_concat(address, ' ') FROM message_recipients r "
+                   "WHERE r.message_id = m.id), "
+                   "(SELECT group_concat(reason, ' ') FROM message_quarantines q "
+                   "WHERE q.message_id = m.id), '' FROM messages m")
     if bind.dialect.name == "postgresql":
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         for name, table, column in TRGM:
@@ -122,6 +131,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("DROP TABLE IF EXISTS search_text")
     for table in ("saved_searches", "audit_head", "audit", "message_bodies", "attachments",
                   "message_recipients", "quarantines"):
         op.drop_table(table)

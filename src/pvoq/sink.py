@@ -2,7 +2,9 @@
 
 For the demo and the end-to-end tests: it stores every message it accepts as
 `<n>.eml` plus `<n>.json` (envelope) in a directory, fsync'd before `250`,
-so a test can read exactly what arrived.
+so a test can read exactly what arrived. Recipients whose local part starts
+with `reject` are refused with `550 5.1.1` and those starting with `defer`
+with `450 4.2.1`, so that bounces and retries can be shown.
 """
 
 from __future__ import annotations
@@ -24,6 +26,16 @@ class SinkHandler:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.count = len(list(self.dir.glob("*.json")))
+
+    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any,  # noqa: N802
+                          address: str, options: list[str]) -> str:
+        local = address.partition("@")[0].lower()
+        if local.startswith("reject"):
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        if local.startswith("defer"):
+            return "450 4.2.1 <%s>: Mailbox busy, try again later" % address
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:  # noqa: N802
         self.count += 1

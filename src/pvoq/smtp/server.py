@@ -58,6 +58,12 @@ class ConnectionGate:
         return len(closing)
 
 
+# Replies of the HAT policy parameters (RFC 5321 4.5.3.1.10 for the recipient limit).
+TOO_MANY_FROM_HOST = "421 4.7.0 Too many concurrent connections from your host, try again later"
+TOO_MANY_FOR_POLICY = "421 4.7.0 Too many concurrent connections, try again later"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+
 # RFC 5321 2.3.8: CR and LF only as CRLF. A bare one is how SMTP smuggling
 # hides a second message inside the first; refuse the message outright.
 _BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
@@ -109,6 +115,8 @@ class PvoqSMTP(SMTP):
         self.context = context
         self.gate = gate or ConnectionGate()
         self._counted = False
+        self._refusal = ""              # a policy limit refuses the connection with this reply
+        self.tls_unavailable = False    # TLS required by the policy, no certificate to offer
         super().__init__(handler, hostname=context.hostname, ident="pvoq ESMTP",
                          data_size_limit=listener.max_message_size,
                          timeout=listener.timeout_seconds, **kwargs)
@@ -156,8 +164,55 @@ class PvoqSMTP(SMTP):
         session.decision = match_hat(self.listener.hat, _plain_ip(session.peer_ip))
         d = session.decision
         log.info(f"ICID {session.icid} {d.action} SG {d.group} match {d.rule} SBRS none")
+        if d.action in ("ACCEPT", "RELAY"):
+            self._apply_policy(session, d)
+
+    def _apply_policy(self, session: PvoqSession, decision: HatDecision) -> None:
+        """The mail-flow policy's parameters: connection limits, message size, TLS."""
+        params = decision.policy.params
+        log = self.context.maillog
+        others = [x for x in self.gate.sessions if x is not self]
+        per_ip = params.get("max_conn_per_ip")
+        if per_ip is not None:
+            same = sum(1 for x in others if x.psession().peer_ip == session.peer_ip)
+            if same >= int(per_ip):
+                log.info(f"ICID {session.icid} refused: {same} concurrent connections from "
+                         f"{session.peer_ip} (policy {decision.policy.name} max_conn_per_ip "
+                         f"{per_ip})")
+                self._refusal = TOO_MANY_FROM_HOST
+                return
+        concurrency = params.get("max_concurrency")
+        if concurrency is not None:
+            same = sum(1 for x in others if (xd := x.psession().decision) is not None
+                       and xd.policy.name == decision.policy.name)
+            if same >= int(concurrency):
+                log.info(f"ICID {session.icid} refused: {same} concurrent connections with "
+                         f"policy {decision.policy.name} (max_concurrency {concurrency})")
+                self._refusal = TOO_MANY_FOR_POLICY
+                return
+        size = params.get("max_msg_size")
+        if size is not None:
+            self.data_size_limit = min(self.data_size_limit or int(size), int(size))
+        tls = params.get("tls")
+        if self.listener.is_cpq:
+            return  # CPQ requires TLS whatever the policy says
+        if tls == "off":
+            self.tls_context = None
+            self.require_starttls = False
+        elif tls == "required":
+            if self.tls_context is not None:
+                self.require_starttls = True
+            else:
+                self.tls_unavailable = True
+                log.info(f"ICID {session.icid} TLS required by policy {decision.policy.name} "
+                         f"but listener {self.listener.name} has no certificate")
 
     async def _handle_client(self) -> None:
+        if self._refusal:
+            await self.push(self._refusal)
+            assert self.transport is not None
+            self.transport.close()
+            return
         if not self._counted:
             await self.push(replies.TOO_MANY_CONNECTIONS)
             assert self.transport is not None
@@ -229,6 +284,8 @@ class BaseHandler:
 
     async def handle_MAIL(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
                           envelope: PvoqEnvelope, address: str, options: list[str]) -> str:
+        if server.tls_unavailable:
+            return MUST_STARTTLS
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         envelope.mid = self.context.ids.next("mid")
@@ -244,6 +301,12 @@ class BaseHandler:
         if entry is None or entry.access != "ACCEPT":
             log.info(f"MID {envelope.mid} ICID {session.icid} To: <{address}> Rejected by RAT")
             return replies.RCPT_REJECTED
+        policy = session.decision.policy if session.decision is not None else None
+        limit = policy.params.get("max_rcpts_per_msg") if policy is not None else None
+        if policy is not None and limit is not None and len(envelope.rcpt_tos) >= int(limit):
+            log.info(f"MID {envelope.mid} ICID {session.icid} To: <{address}> Rejected: "
+                     f"max_rcpts_per_msg {limit} reached (policy {policy.name})")
+            return TOO_MANY_RECIPIENTS
         rid = len(envelope.rcpt_tos)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)

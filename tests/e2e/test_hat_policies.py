@@ -1,0 +1,106 @@
+"""Mail-flow policy parameters of the HAT, enforced on a running gateway's public listener."""
+
+from __future__ import annotations
+
+import signal
+import smtplib
+import subprocess
+import sys
+
+import pytest
+
+from pvoq.localdeploy import Deployment, wait_for
+
+
+def _set_policy(dep: Deployment, params: str) -> None:
+    """Give the public listener's $ACCEPTED policy *params* and reload the gateway."""
+    text = dep.gateway_config.read_text()
+    marker = "$ACCEPTED\n  ACCEPT {"
+    start = text.index(marker) + len(marker) - 1
+    end = text.index("}", start) + 1
+    dep.gateway_config.write_text(text[:start] + "{" + params + "}" + text[end:])
+    done = subprocess.run([sys.executable, "-m", "pvoq", "cli", "-c", str(dep.gateway_config),
+                           "reload"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture
+def gateway(deployment: Deployment) -> Deployment:
+    deployment.start_sink()
+    deployment.start_gateway()
+    return deployment
+
+
+def _smtp(dep: Deployment) -> smtplib.SMTP:
+    return smtplib.SMTP(dep.ip, dep.ports["gateway_smtp"], timeout=10)
+
+
+def _log(dep: Deployment) -> str:
+    return "\n".join(dep.mail_logs("gateway"))
+
+
+class TestPolicyParameters:
+    def test_max_rcpts_per_msg_defers_the_extra_recipient(self, gateway: Deployment) -> None:
+        """The recipient beyond max_rcpts_per_msg gets 452 and a log line."""
+        _set_policy(gateway, "max_rcpts_per_msg = 2")
+        with _smtp(gateway) as smtp:
+            smtp.ehlo("client.example")
+            assert smtp.mail("a@sender.example")[0] == 250
+            assert smtp.rcpt("b1@example.com")[0] == 250
+            assert smtp.rcpt("b2@example.com")[0] == 250
+            code, text = smtp.rcpt("b3@example.com")
+            assert (code, text) == (452, b"4.5.3 Too many recipients")
+        assert "To: <b3@example.com> Rejected: max_rcpts_per_msg 2 reached (policy " \
+               "$ACCEPTED)" in _log(gateway)
+
+    def test_max_msg_size_is_advertised_and_enforced(self, gateway: Deployment) -> None:
+        """EHLO announces the policy's SIZE and a larger message is refused with 552."""
+        _set_policy(gateway, "max_msg_size = 2000")
+        with _smtp(gateway) as smtp:
+            smtp.ehlo("client.example")
+            assert smtp.esmtp_features["size"] == "2000"
+            with pytest.raises(smtplib.SMTPSenderRefused) as caught:
+                smtp.sendmail("a@sender.example", ["b@example.com"],
+                              b"Subject: big\r\n\r\n" + b"x" * 5000 + b"\r\n")
+            assert caught.value.smtp_code == 552
+
+    def test_max_conn_per_ip_refuses_a_second_connection(self, gateway: Deployment) -> None:
+        """With max_conn_per_ip 1, a second concurrent connection gets 421 and is logged."""
+        _set_policy(gateway, "max_conn_per_ip = 1")
+        with _smtp(gateway) as first:
+            assert first.ehlo("one.example")[0] == 250
+            with pytest.raises(smtplib.SMTPConnectError) as caught:
+                _smtp(gateway)
+            assert caught.value.smtp_code == 421
+        assert "concurrent connections from 127.0.0.1 (policy $ACCEPTED max_conn_per_ip 1)" \
+            in _log(gateway)
+        wait_for("the first connection to close", lambda: _log(gateway).count(" close") >= 2)
+        with _smtp(gateway) as again:
+            assert again.ehlo("two.example")[0] == 250
+
+    def test_tls_required_without_a_certificate_refuses_mail(self, gateway: Deployment) -> None:
+        """A policy requiring TLS on a listener without a certificate never takes mail."""
+        _set_policy(gateway, "tls = required")
+        with _smtp(gateway) as smtp:
+            smtp.ehlo("client.example")
+            assert not smtp.has_extn("starttls")
+            code, _ = smtp.mail("a@sender.example")
+            assert code == 530
+        assert "TLS required by policy $ACCEPTED but listener IncomingMail has no certificate" \
+            in _log(gateway)
+
+    def test_a_bad_parameter_is_refused_on_sighup(self, gateway: Deployment) -> None:
+        """`max_rcpts_per_msg = none` is refused with its line; the old policy keeps running."""
+        _set_policy(gateway, "max_rcpts_per_msg = 2")
+        text = gateway.gateway_config.read_text()
+        gateway.gateway_config.write_text(text.replace("max_rcpts_per_msg = 2",
+                                                       "max_rcpts_per_msg = none"))
+        gateway.procs["gateway"].send_signal(signal.SIGHUP)
+        line = wait_for("the refusal", lambda: next(
+            (x for x in gateway.mail_logs("gateway") if "reload refused" in x), None))
+        assert "hat.$ACCEPTED.max_rcpts_per_msg: max_rcpts_per_msg must be a positive " \
+               "integer, not 'none'" in line
+        with _smtp(gateway) as smtp:
+            smtp.ehlo("client.example")
+            smtp.mail("a@sender.example")
+            assert [smtp.rcpt(f"b{n}@example.com")[0] for n in range(3)] == [250, 250, 452]

@@ -510,6 +510,10 @@ class Gateway(Appliance):
         engine = pipeline.engine if settings.antivirus_enabled else None
         decisions: list[Decision] = []
         for copy in self.outbreak_copies.all():
+            if copy.expires_at < time.time():  # the manager's retention has run out too
+                self.outbreak_copies.forget(copy.mid)
+                self.maillog.info(f"MID {copy.mid} outbreak copy discarded: retention expired")
+                continue
             body = self.outbreak_copies.body(copy.mid)
             try:
                 decision = await asyncio.to_thread(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import smtplib
+import subprocess
+import sys
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -268,3 +270,19 @@ class TestMessageFilterActions:
                              r"duplicate-quarantine \(message filter:copy_it\)$")
         spool = deployment.root / "gateway" / "data" / "spool"
         wait_for("an empty spool", lambda: not list(spool.glob("*.json")))
+
+
+class TestPipelineShow:
+    def test_cli_prints_the_stages_in_order_with_the_release_path(
+            self, running: Deployment) -> None:
+        """`pvoq cli pipeline show` prints the five stages in order and where releases resume."""
+        out = subprocess.run(
+            [sys.executable, "-m", "pvoq", "cli", "-c", str(running.gateway_config), "pipeline",
+             "show"], capture_output=True, text=True, timeout=60, check=True).stdout
+        rows = [line.split()[1] for line in out.splitlines() if re.match(r"\d  ", line)]
+        assert rows == ["message_filters", "antivirus", "content_filters", "outbreak_filters",
+                        "delivery"]
+        assert re.search(r"^2  antivirus +V +Virus +30s +built-in EICAR", out, re.M)
+        assert ("released from outbreak_filters  runs: antivirus -> delivery" in out)
+        assert ("released from message_filters   runs: antivirus -> content_filters -> "
+                "outbreak_filters -> delivery" in out)

@@ -74,3 +74,25 @@ class TestRelaylistWithCertificate:
             assert smtp.has_extn("xcpq")
         assert "RELAY SG RELAYLIST match 127.0.0.2 SBRS none" in "\n".join(
             manager.mail_logs("manager"))
+
+
+class TestListenerListing:
+    def test_cpq_listener_is_hidden_unless_all(self, deployment: Deployment) -> None:
+        """`listeners` omits the hidden cpq_listener; `listeners --all` shows it with RELAYLIST."""
+        deployment.start_sink()
+        deployment.start_gateway()
+
+        def listeners(*extra: str) -> str:
+            done = subprocess.run([sys.executable, "-m", "pvoq", "cli", "-c",
+                                   str(deployment.gateway_config), "listeners", *extra],
+                                  capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        plain = listeners()
+        assert "IncomingMail (Incoming Mail: 127.0.0.1/" in plain
+        assert "cpq_listener" not in plain
+        everything = listeners("--all")
+        port = deployment.ports["gateway_cpq"]
+        assert (f"cpq_listener (Incoming Mail: 127.0.0.1/{port}) CPQ private (hidden)  "
+                "sender groups: RELAYLIST, ALL") in everything

@@ -31,6 +31,7 @@ from pvoq.delivery.routes import SmtpRouteDestination
 from pvoq.fsutil import atomic_write, remove_leftovers
 from pvoq.remote.commands import register_gateway, register_listeners
 from pvoq.remote.service import CommandService
+from pvoq.scan.keeper import OutbreakKeeper
 from pvoq.scan.message import Envelope
 from pvoq.scan.outbreak import RulesError
 from pvoq.scan.pipeline import (
@@ -40,15 +41,7 @@ from pvoq.scan.pipeline import (
     Pipeline,
     ScanError,
 )
-from pvoq.scan.rescan import (
-    RELEASE,
-    Decision,
-    NoticeOutbox,
-    OutbreakCopies,
-    OutbreakCopy,
-    decide,
-    notice,
-)
+from pvoq.scan.rescan import Decision
 from pvoq.scan.verdict import BOUNCE, DROP, QUARANTINE, ScanResult, StageTrace, Verdict
 from pvoq.smtp import replies
 from pvoq.smtp.client import DeliveryError
@@ -145,8 +138,8 @@ class Gateway(Appliance):
         super().__init__(config, **kwargs)
         self.pipeline = Pipeline(config.scan)
         self._policy_pipelines: dict[str, Pipeline] = {}
-        self.outbreak_copies = OutbreakCopies(config.data_dir / "outbreak_copies")
-        self.outbreak_notices = NoticeOutbox(config.data_dir / "outbreak_notices")
+        self.outbreak = OutbreakKeeper(config.data_dir, self.maillog, hostname=config.hostname,
+                                       serial=config.serial_number)
         self.admin.register("pipeline.show", self._cmd_pipeline_show)
         self.admin.register("outbreak.reload", self._cmd_outbreak_reload)
         self.admin.register("outbreak.rescan", self._cmd_outbreak_rescan)
@@ -176,6 +169,12 @@ class Gateway(Appliance):
         super().apply_config(config)
         old, self.pipeline = self.pipeline, Pipeline(config.scan)
         old.close()
+        if self.pipeline.rules.current != old.rules.current:  # new rules: rescan the copies
+            async def rescan() -> None:
+                await self.rescan_outbreak_copies()
+            task = asyncio.ensure_future(rescan())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         for pipeline in self._policy_pipelines.values():
             pipeline.close()
         self._policy_pipelines.clear()
@@ -316,9 +315,8 @@ class Gateway(Appliance):
         if prior and result.action not in (DROP, BOUNCE):
             result.verdicts[:0] = prior
             result.action = QUARANTINE
-        if released and self.outbreak_copies.forget(int(released["origin_mid"])):
-            self.maillog.info(f"MID {released['origin_mid']} outbreak copy discarded: "
-                              f"released as MID {entry.mid}")
+        if released:
+            self.outbreak.released(int(released["origin_mid"]), entry.mid)
         self.route(entry, result)
 
     # -- per-recipient mail policies -------------------------------------------------
@@ -394,7 +392,11 @@ class Gateway(Appliance):
             for r in entry.recipients:
                 r.host = THE_CPQ_HOST
             entry.meta["cpq"] = self._quarantine_meta(entry, result.verdicts)
-            self._keep_outbreak_copy(entry, result.verdicts, body)
+            self.outbreak.keep(mid=entry.mid, transfer_id=entry.meta["cpq"]["transfer_id"],
+                               sender=entry.sender,
+                               recipients=[r.address for r in entry.recipients],
+                               verdicts=result.verdicts,
+                               body=body if body is not None else self.spool.read_body(entry.mid))
         else:
             for r in entry.recipients:
                 r.host = _domain(r.address)
@@ -462,20 +464,7 @@ class Gateway(Appliance):
             "received": entry.received, "size": entry.size,
         }
 
-    # -- outbreak copies and rescans ----------------------------------------------
-    def _keep_outbreak_copy(self, entry: Entry, verdicts: list[Verdict],
-                            body: bytes | None) -> None:
-        outbreak = next((v for v in verdicts if v.stage == OUTBREAK_FILTERS), None)
-        if outbreak is None:
-            return
-        self.outbreak_copies.keep(OutbreakCopy(
-            mid=entry.mid, transfer_id=entry.meta["cpq"]["transfer_id"], sender=entry.sender,
-            recipients=[r.address for r in entry.recipients],
-            rule=outbreak.reason.removeprefix("VOF rule:"),
-            threat_level=outbreak.threat_level or 0, quarantined_at=time.time(),
-            retention_s=outbreak.retention_s or 0.0),
-            body if body is not None else self.spool.read_body(entry.mid))
-
+    # -- outbreak rules and rescans -------------------------------------------------
     async def _watch_outbreak_rules(self) -> None:
         """Reload the rules file when it changes, and rescan the kept copies."""
         while True:
@@ -504,55 +493,8 @@ class Gateway(Appliance):
                 f"{len(decisions)} kept messages rescanned.")
 
     async def rescan_outbreak_copies(self) -> list[Decision]:
-        """Rescan every kept copy against the rules in force; tell the manager what to do."""
-        pipeline = self.pipeline
-        settings = self.config.scan
-        engine = pipeline.engine if settings.antivirus_enabled else None
-        decisions: list[Decision] = []
-        for copy in self.outbreak_copies.all():
-            if copy.expires_at < time.time():  # the manager's retention has run out too
-                self.outbreak_copies.forget(copy.mid)
-                self.maillog.info(f"MID {copy.mid} outbreak copy discarded: retention expired")
-                continue
-            body = self.outbreak_copies.body(copy.mid)
-            try:
-                decision = await asyncio.to_thread(
-                    decide, copy, body, pipeline.rules.current,
-                    threshold=settings.outbreak.quarantine_threat_level,
-                    retention_viral_s=settings.outbreak.retention_viral_seconds,
-                    retention_other_s=settings.outbreak.retention_other_seconds, engine=engine)
-            except ScanError as exc:
-                self.maillog.warning(f"MID {copy.mid} outbreak rescan failed, kept for the next "
-                                     f"one: {exc}")
-                continue
-            self.tell_manager(copy, decision)
-            decisions.append(decision)
-        return decisions
-
-    def tell_manager(self, copy: OutbreakCopy, decision: Decision) -> None:
-        """Record a rescan decision durably for the manager, log it, and update the copy.
-
-        The notice waits in `<data>/outbreak_notices/` (see scan.rescan.notice for its
-        shape) until a CPQ transfer kind for it exists on the manager.
-        """
-        self.outbreak_notices.put(notice(decision, copy, hostname=self.config.hostname,
-                                         serial=self.config.serial_number))
-        log = self.maillog
-        if decision.action == RELEASE:
-            log.info(f'MID {copy.mid} rescanned: {decision.reason}; release from centralized '
-                     f'quarantine "Outbreak" requested (rescanned)')
-            self.outbreak_copies.forget(copy.mid)
-        elif decision.action == "extend":
-            retention = decision.retention_s or copy.retention_s
-            copy.quarantined_at, copy.retention_s = time.time(), retention
-            copy.rule = decision.rule
-            self.outbreak_copies.update(copy)
-            log.info(f'MID {copy.mid} rescanned: {decision.reason}; retention in centralized '
-                     f'quarantine "Outbreak" extended by {retention:g}s')
-        else:
-            log.info(f'MID {copy.mid} rescanned: {decision.reason}; deletion from centralized '
-                     f'quarantine "Outbreak" requested (rescanned)')
-            self.outbreak_copies.forget(copy.mid)
+        """Rescan the kept outbreak copies against the rules in force (scan.keeper)."""
+        return await self.outbreak.rescan(self.pipeline, self.config.scan)
 
     # -- operator commands of the pipeline ------------------------------------------
     async def _cmd_pipeline_show(self, args: dict[str, Any]) -> dict[str, Any]:

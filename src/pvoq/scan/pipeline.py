@@ -129,7 +129,8 @@ class Pipeline:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scan")
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Let checks in flight finish; a scan started after this fails (and is retried)."""
+        self._executor.shutdown(wait=False)
 
     def for_policy(self, policy: MailPolicy) -> Pipeline:
         """The pipeline of a per-recipient policy: its own anti-virus, outbreak and content

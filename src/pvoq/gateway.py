@@ -391,7 +391,7 @@ class Gateway(Appliance):
                          f'"{v.quarantine}" ({v.reason})')
             for r in entry.recipients:
                 r.host = THE_CPQ_HOST
-            entry.meta["cpq"] = self._quarantine_meta(entry, result.verdicts)
+            entry.meta["cpq"] = self._quarantine_meta(entry, result.verdicts, result.trace)
             self.outbreak.keep(mid=entry.mid, transfer_id=entry.meta["cpq"]["transfer_id"],
                                sender=entry.sender,
                                recipients=[r.address for r in entry.recipients],
@@ -452,8 +452,9 @@ class Gateway(Appliance):
                           f'"{verdict.quarantine}" ({verdict.reason})')
         self.queues.add(copy)
 
-    def _quarantine_meta(self, entry: Entry, verdicts: list[Verdict]) -> dict[str, Any]:
-        return {
+    def _quarantine_meta(self, entry: Entry, verdicts: list[Verdict],
+                         trace: list[StageTrace] | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {
             "v": VERSION, "kind": KIND_QUARANTINE,
             "transfer_id": f"q-{self.config.serial_number}-{entry.mid}-{uuid.uuid4().hex[:12]}",
             "origin": {"hostname": self.config.hostname, "serial": self.config.serial_number,
@@ -463,6 +464,10 @@ class Gateway(Appliance):
             "quarantines": [v.metadata() for v in verdicts],
             "received": entry.received, "size": entry.size,
         }
+        if trace:  # the why: every stage's hits and misses (the manager may show it)
+            meta["scan_trace"] = [{"stage": t.stage, "outcome": t.outcome, "hits": list(t.hits),
+                                   "misses": list(t.misses)} for t in trace]
+        return meta
 
     # -- outbreak rules and rescans -------------------------------------------------
     async def _watch_outbreak_rules(self) -> None:

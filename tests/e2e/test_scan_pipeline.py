@@ -286,3 +286,41 @@ class TestPipelineShow:
         assert ("released from outbreak_filters  runs: antivirus -> delivery" in out)
         assert ("released from message_filters   runs: antivirus -> content_filters -> "
                 "outbreak_filters -> delivery" in out)
+
+
+class TestQuarantineMetadata:
+    def test_transfer_metadata_carries_every_verdict_and_the_why(
+            self, deployment: Deployment) -> None:
+        """A message caught twice is queued once for the.cpq.host with both quarantines,
+        the outbreak retention, and every stage's hits and misses."""
+        rules = deployment.root / "gateway" / "outbreak-rules.json"
+        rules.write_text(json.dumps(RULES_V1))
+        configure_gateway(deployment, outbreak=f"<rules_file>{rules}</rules_file>\n"
+                          "<retention_other_seconds>600</retention_other_seconds>\n")
+        deployment.start_sink()
+        deployment.start_gateway()  # no manager: the transfer waits in the spool
+        deployment.send(subject="confidential parcel",
+                        body="http://parcel-track.example/track")
+        spool = deployment.root / "gateway" / "data" / "spool"
+
+        def queued() -> dict | None:
+            for path in spool.glob("*.json"):
+                entry = json.loads(path.read_text())
+                if entry["state"] == "queued":
+                    return entry
+            return None
+
+        entry = wait_for("the entry queued for the.cpq.host", queued)
+        assert {r["host"] for r in entry["recipients"]} == {"the.cpq.host"}
+        meta = entry["meta"]["cpq"]
+        assert [(q["name"], q["stage"], q["reason"]) for q in meta["quarantines"]] == [
+            ("Policy", "content_filters", "content filter:confidential_subject"),
+            ("Outbreak", "outbreak_filters", "VOF rule:OF-PARCEL")]
+        assert (meta["quarantines"][1]["retention_s"], meta["quarantines"][1]["threat_level"]
+                ) == (600, 4)
+        trace = {t["stage"]: t for t in meta["scan_trace"]}
+        assert list(trace) == ["message_filters", "antivirus", "content_filters",
+                               "outbreak_filters"]
+        assert trace["message_filters"]["misses"] == ["message filter:no_exe"]
+        assert trace["antivirus"]["outcome"] == "pass"
+        assert trace["content_filters"]["hits"] == ["content filter:confidential_subject"]

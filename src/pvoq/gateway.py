@@ -423,15 +423,19 @@ class Gateway(Appliance):
                               f"{', '.join(trace.hits)}")
 
     def _finish_unqueued(self, entry: Entry, result: ScanResult) -> None:
-        """Drop or bounce: every recipient reaches a final state and the entry goes."""
+        """Drop or bounce: every recipient reaches a final state and the entry goes.
+
+        A bounce's DSN is spooled (by `_bounce`) before the original is removed.
+        """
         if result.action == DROP:
             self.maillog.info(f"MID {entry.mid} dropped by {result.reason}")
         for r in entry.recipients:
             r.status = DELETED if result.action == DROP else BOUNCED
-            r.last_error = result.reason
+            r.last_error = f"5.7.1 message bounced by {result.reason}"
             if result.action == BOUNCE:
-                self.maillog.info(f"Bounced: MID {entry.mid} to RID [{r.rid}] - 5.7.1 "
-                                  f"message bounced by {result.reason}")
+                self.maillog.info(f"Bounced: MID {entry.mid} to RID [{r.rid}] - {r.last_error}")
+        if result.action == BOUNCE:
+            self._bounce(entry, entry.recipients, f"5.7.1 message bounced by {result.reason}")
         self.spool.remove(entry.mid)
         self.maillog.info(f"Message finished MID {entry.mid} done")
 

@@ -244,8 +244,8 @@ tag: if true { insert-header("X-Pvoq-Scanned", "yes"); strip-header("X-Internal"
 
 class TestMessageFilterActions:
     def test_drop_bounce_duplicate_and_modify(self, deployment: Deployment) -> None:
-        """Drop and bounce end a message; a duplicate is quarantined while the original goes on;
-        header changes reach the recipient."""
+        """Drop and bounce end a message (a bounce sends a DSN); a duplicate is quarantined
+        while the original goes on; header changes reach the recipient."""
         configure_gateway(deployment)
         path = deployment.gateway_config
         text = path.read_text()
@@ -258,11 +258,15 @@ class TestMessageFilterActions:
         (record,) = wait_for("the duplicate in Policy", deployment.quarantined)
         assert (record["subject"], record["quarantines"][0]["reason"]) == (
             "copy me", "message filter:copy_it")
-        delivered = wait_for("two deliveries", lambda: len(deployment.delivered()) == 2
+        delivered = wait_for("three deliveries", lambda: len(deployment.delivered()) == 3
                              and deployment.delivered())
-        messages = [message_from_bytes(c) for _, c in delivered]
-        assert sorted(m["Subject"] for m in messages) == ["copy me", "last"]
-        assert all(m["X-Pvoq-Scanned"] == "yes" for m in messages)
+        messages = {m["Subject"]: (env, m) for env, c in delivered
+                    if (m := message_from_bytes(c))}
+        assert sorted(messages) == ["Delivery Status Notification (Failure)", "copy me", "last"]
+        assert all(messages[s][1]["X-Pvoq-Scanned"] == "yes" for s in ("copy me", "last"))
+        dsn_envelope, dsn = messages["Delivery Status Notification (Failure)"]
+        assert dsn_envelope["rcpt_tos"] == ["alice@sender.example"]
+        assert b"Status: 5.7.1" in dsn.as_bytes()
         assert gateway_lines(deployment, r"MID \d+ dropped by message filter:drop_it$")
         assert gateway_lines(deployment, r"Bounced: MID \d+ to RID \[0\] - 5\.7\.1 message "
                              r"bounced by message filter:bounce_it$")

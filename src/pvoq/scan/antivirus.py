@@ -6,7 +6,9 @@ a Unix or TCP socket, and the mapping of its replies to AsyncOS verdicts:
 CLEAN, VIRAL (with the signature names), ENCRYPTED, UNSCANNABLE. Any failure
 to get an answer (clamd down, slow, or answering an error) raises
 `ScannerUnavailable`, a `ScanError`: the message is kept and retried, never
-passed. The built-in engine knows only the EICAR test string; it is the
+passed. ENCRYPTED needs clamd's `AlertEncrypted yes` (without it an encrypted
+archive scans as clean, as clamd cannot look inside). The built-in engine
+knows only the EICAR test string; it is the
 fallback when no clamd is configured (so a demo runs without clamd).
 
 This module never decides where mail goes and never logs.

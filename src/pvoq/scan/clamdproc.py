@@ -89,6 +89,7 @@ class ClamdProcess:
             "Foreground yes",
             "ConcurrentDatabaseReload no",
             "SelfCheck 0",
+            "AlertEncrypted yes",  # encrypted archives and documents: ENCRYPTED, not clean
         ]
         if self.tcp_port:
             lines += ["TCPAddr 127.0.0.1", f"TCPSocket {self.tcp_port}"]

@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from scanhelpers import message, start_clamd, with_attachment
+from scanhelpers import encrypted_zip, message, start_clamd, with_attachment
 
 from pvoq.config.model import AntivirusSettings, ScanSettings
 from pvoq.localdeploy import free_port
@@ -72,6 +72,20 @@ class TestClamd:
         finally:
             proc.stop()
         assert result.verdict == UNSCANNABLE
+
+    def test_encrypted_archive_follows_the_unscannable_action(self, clamd: ClamdProcess
+                                                              ) -> None:
+        """An encrypted zip attachment is ENCRYPTED, and the configured action applies."""
+        archive = encrypted_zip("payload.txt", b"secret " * 50, b"password")
+        body = with_attachment(archive, filename="payload.zip", subtype="zip")
+        result = clamd.engine().scan(body)
+        assert (result.verdict, result.names) == (ENCRYPTED, ("Heuristics.Encrypted.Zip",))
+        settings = ScanSettings(antivirus=AntivirusSettings(
+            clamd_socket=str(clamd.socket_path), unscannable_action="quarantine"))
+        pipeline = Pipeline(settings)
+        (verdict,) = pipeline.run(body).verdicts
+        pipeline.close()
+        assert (verdict.quarantine, verdict.reason) == ("Virus", "a/v verdict:ENCRYPTED")
 
     def test_stopped_clamd_is_unavailable(self, tmp_path: Path) -> None:
         """A clamd that is not running raises ScannerUnavailable (a temporary failure)."""

@@ -74,11 +74,10 @@ messages = Table(
     Column("claimed_at", Float),
     Column("settled_at", Float),
     Column("meta", Text, nullable=False),         # the CPQ metadata as received
-    Index("ix_messages_received", "received_at"),
-    Index("ix_messages_state", "state"),
+    Index("ix_messages_held", "state", "received_at", "size"),
+    Index("ix_messages_held_size", "state", "size"),
     Index("ix_messages_origin", "origin_host"),
     Index("ix_messages_sender", "sender"),
-    Index("ix_messages_size", "size"),
 )
 
 message_quarantines = Table(
@@ -139,6 +138,15 @@ audit_head = Table(
     Column("hash", String(64), nullable=False),
 )
 
+# Messages held, per quarantine and in all ("*"): kept in step by the store in the
+# transactions that change them, so the commonest views need no count(*).
+held_counts = Table(
+    "held_counts", metadata,
+    Column("quarantine", String(64), primary_key=True),
+    Column("n", Integer, nullable=False),
+)
+ALL_HELD = "*"
+
 saved_searches = Table(
     "saved_searches", metadata,
     Column("owner", String(128), primary_key=True),
@@ -159,13 +167,18 @@ _PG_TRGM = [
 ]
 
 
-# SQLite: one FTS5 trigram row per message (rowid = MID) with every searchable text;
-# substring searches use it as a prefilter, the exact condition is then checked on
-# the real columns. Written by the store when a message arrives.
-search_text = table("search_text", column("rowid"), column("subject"), column("sender"),
-                    column("recipients"), column("reasons"), column("attachments"))
-SQLITE_FTS = ("CREATE VIRTUAL TABLE IF NOT EXISTS search_text USING fts5("
-              "subject, sender, recipients, reasons, attachments, tokenize='trigram')")
+# SQLite: one FTS5 trigram table per searchable text, rowid = MID, rows only for
+# messages still held (removed when a settlement is claimed). A quoted phrase of
+# three or more characters matches exactly the case-insensitive substrings.
+FTS_COLUMNS = ("subject", "sender", "recipients", "reasons", "attachments")
+fts = {name: table(f"fts_{name}", column("rowid"), column(name)) for name in FTS_COLUMNS}
+SQLITE_DDL = [
+    *(f"CREATE VIRTUAL TABLE IF NOT EXISTS fts_{name} USING fts5({name}, tokenize='trigram')"
+      for name in FTS_COLUMNS),
+    "CREATE INDEX IF NOT EXISTS ix_recipients_address_nocase "
+    "ON message_recipients (address COLLATE NOCASE)",
+    "CREATE INDEX IF NOT EXISTS ix_messages_sender_nocase ON messages (sender COLLATE NOCASE)",
+]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -197,6 +210,7 @@ def create_schema(engine: Engine) -> None:
                 conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {table} "
                                   f"USING gin (lower({column}) gin_trgm_ops)"))
         if engine.dialect.name == "sqlite":
-            conn.execute(text(SQLITE_FTS))
+            for ddl in SQLITE_DDL:
+                conn.execute(text(ddl))
         if conn.execute(audit_head.select()).first() is None:
             conn.execute(audit_head.insert().values(id=1, seq=0, hash=GENESIS))

@@ -23,10 +23,10 @@ from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, select
 
 from pvoq.quarantine.schema import (
     attachments,
+    fts,
     message_quarantines,
     message_recipients,
     messages,
-    search_text,
 )
 
 HELD = "held"
@@ -125,16 +125,61 @@ def text_condition(column: Any, flt: TextFilter, dialect: str) -> ColumnElement[
     return func.lower(column).like(pattern.lower(), escape="\\")
 
 
-def fts_prefilter(column_name: str, flt: TextFilter) -> ColumnElement[bool] | None:
-    """SQLite: MIDs whose trigram index row contains the value (a superset of the matches).
+def fts_phrase(value: str, op: str) -> str | None:
+    """The FTS5 trigram query matching exactly *op* (contains, starts_with) of *value*.
 
-    Only for positive operators with at least three characters and no LIKE
-    wildcards in the value (the trigram index cannot serve anything else).
+    None when the trigram index cannot answer exactly (fewer than three
+    characters, or another operator).
     """
-    if flt.op in NEGATED or len(flt.value) < 3 or any(c in flt.value for c in "%_\\"):
+    if len(value) < 3 or op not in ("contains", "starts_with"):
         return None
-    col = search_text.c[column_name]
-    return messages.c.id.in_(select(search_text.c.rowid).where(col.like(f"%{flt.value}%")))
+    phrase = '"' + value.replace('"', '""') + '"'
+    return phrase if op == "contains" else "^" + phrase
+
+
+def _fts_ids(name: str, query: str) -> Any:
+    t = fts[name]
+    return select(t.c.rowid).where(text_match(t, query))
+
+
+def text_match(t: Any, query: str) -> ColumnElement[bool]:
+    from sqlalchemy import literal_column
+
+    return literal_column(t.name).op("MATCH")(query)
+
+
+def fts_prefilter(name: str, flt: TextFilter) -> ColumnElement[bool] | None:
+    """SQLite: MIDs whose trigram row contains the value: a superset of the matches."""
+    if flt.op in NEGATED:
+        return None
+    query = fts_phrase(flt.value, "contains")
+    return None if query is None else messages.c.id.in_(_fts_ids(name, query))
+
+
+def _exact_fts(name: str, flt: TextFilter) -> ColumnElement[bool] | None:
+    """SQLite: subject and sender contains/starts-with (and negations) answered by FTS."""
+    query = fts_phrase(flt.value, NEGATED.get(flt.op, flt.op))
+    if query is None:
+        return None
+    cond = messages.c.id.in_(_fts_ids(name, query))
+    return not_(cond) if flt.op in NEGATED else cond
+
+
+def _sqlite_text(name: str, column: Any, flt: TextFilter) -> list[ColumnElement[bool]]:
+    """Conditions for a subject or sender filter on SQLite, using the indexes."""
+    exact = _exact_fts(name, flt)
+    if exact is not None:
+        return [exact]
+    op = NEGATED.get(flt.op, flt.op)
+    if op == "is" and name == "sender":
+        cond = column.collate("NOCASE") == flt.value
+        return [not_(cond) if flt.op in NEGATED else cond]
+    conds: list[ColumnElement[bool]] = []
+    pre = fts_prefilter(name, flt)
+    if pre is not None:
+        conds.append(pre)
+    conds.append(_maybe_not(text_condition(column, flt, "sqlite"), flt))
+    return conds
 
 
 def _negated(flt: TextFilter) -> bool:
@@ -151,29 +196,42 @@ def where_clause(q: SearchQuery, dialect: str) -> list[ColumnElement[bool]]:
     held = [mq.message_id == m.id, mq.state == HELD]
     if q.quarantines:
         held.append(mq.quarantine.in_(q.quarantines))
-    conds: list[ColumnElement[bool]] = [m.state == HELD, exists().where(*held)]
+    conds: list[ColumnElement[bool]] = [m.state == HELD]
+    if q.quarantines:
+        # `held` alone is every message some quarantine holds (or, briefly, one
+        # whose settlement is about to be claimed).
+        conds.append(m.id.in_(select(mq.message_id).where(*held[1:])))
     if q.received_from is not None:
         conds.append(m.received_at >= q.received_from)
     if q.received_to is not None:
         conds.append(m.received_at < q.received_to)
     if dialect == "sqlite":
-        for name, flt in (("sender", q.sender), ("subject", q.subject),
-                          ("recipients", q.recipient), ("reasons", q.reason),
+        for name, col, flt in (("sender", m.sender, q.sender), ("subject", m.subject, q.subject)):
+            if flt is not None:
+                conds += _sqlite_text(name, col, flt)
+        for name, flt in (("recipients", q.recipient), ("reasons", q.reason),
                           ("attachments", q.attachment_name)):
             pre = None if flt is None else fts_prefilter(name, flt)
-            if pre is not None:
+            if pre is not None and not (name == "reasons" and q.quarantines):
                 conds.append(pre)
-    if q.sender is not None:
-        conds.append(_maybe_not(text_condition(m.sender, q.sender, dialect), q.sender))
-    if q.subject is not None:
-        conds.append(_maybe_not(text_condition(m.subject, q.subject, dialect), q.subject))
+    else:
+        if q.sender is not None:
+            conds.append(_maybe_not(text_condition(m.sender, q.sender, dialect), q.sender))
+        if q.subject is not None:
+            conds.append(_maybe_not(text_condition(m.subject, q.subject, dialect), q.subject))
     if q.recipient is not None:
         r = message_recipients.c
-        any_rcpt = exists().where(r.message_id == m.id,
-                                  text_condition(r.address, q.recipient, dialect))
+        if dialect == "sqlite" and NEGATED.get(q.recipient.op, q.recipient.op) == "is":
+            match: ColumnElement[bool] = r.address.collate("NOCASE") == q.recipient.value
+        else:
+            match = text_condition(r.address, q.recipient, dialect)
+        any_rcpt = m.id.in_(select(r.message_id).where(match))
         conds.append(_maybe_not(any_rcpt, q.recipient))
     if q.reason is not None:
-        why = exists().where(*held, text_condition(mq.reason, q.reason, dialect))
+        reason_rows = [mq.state == HELD, text_condition(mq.reason, q.reason, dialect)]
+        if q.quarantines:
+            reason_rows.append(mq.quarantine.in_(q.quarantines))
+        why = m.id.in_(select(mq.message_id).where(*reason_rows))
         conds.append(_maybe_not(why, q.reason))
     if (q.attachment_name is not None or q.attachment_min_size is not None
             or q.attachment_max_size is not None):
@@ -195,8 +253,12 @@ def where_clause(q: SearchQuery, dialect: str) -> list[ColumnElement[bool]]:
     return conds
 
 
-def _sort_key(q: SearchQuery) -> Any:
+def _sort_key(q: SearchQuery, dialect: str) -> Any:
     m, mq = messages.c, message_quarantines.c
+    if q.order_by == "received" and dialect == "sqlite":
+        # One manager process writes an embedded database and allocates MIDs in
+        # arrival order: MID order is arrival order, and the primary key serves it.
+        return m.id
     if q.order_by == "scheduled_exit":
         return (select(func.min(mq.scheduled_exit))
                 .where(mq.message_id == m.id, mq.state == HELD).scalar_subquery())
@@ -207,13 +269,25 @@ def _sort_key(q: SearchQuery) -> Any:
 def compile_query(q: SearchQuery, dialect: str) -> tuple[Select[Any], Select[Any]]:
     """(the page of MIDs in order, the total count) for *q*."""
     conds = where_clause(q, dialect)
-    key = _sort_key(q)
+    key = _sort_key(q, dialect)
     direction = (lambda c: c.desc()) if q.order_dir == "desc" else (lambda c: c.asc())
     ids = (select(messages.c.id).where(and_(*conds))
            .order_by(direction(key), direction(messages.c.id))
            .limit(q.limit).offset(q.offset))
     count = select(func.count()).select_from(messages).where(and_(*conds))
     return ids, count
+
+
+def counter_for(q: SearchQuery) -> str | None:
+    """The maintained counter that answers *q*'s total, if one does (pure).
+
+    `*` when nothing is filtered, a quarantine's name when only that one is.
+    """
+    filtered = (q.received_from, q.received_to, q.sender, q.recipient, q.subject, q.reason,
+                q.attachment_name, q.attachment_min_size, q.attachment_max_size, q.gateway)
+    if any(f is not None and f != "" for f in filtered) or len(q.quarantines) > 1:
+        return None
+    return q.quarantines[0] if q.quarantines else "*"
 
 
 def compile_all_ids(q: SearchQuery, dialect: str) -> Select[Any]:

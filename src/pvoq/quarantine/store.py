@@ -37,14 +37,16 @@ from pvoq.quarantine import search as qsearch
 from pvoq.quarantine.migrate import migrate
 from pvoq.quarantine.mime import attachments_of
 from pvoq.quarantine.schema import (
+    ALL_HELD,
     attachments,
+    fts,
+    held_counts,
     make_engine,
     message_bodies,
     message_quarantines,
     message_recipients,
     messages,
     quarantines,
-    search_text,
 )
 from pvoq.quarantine.settings import (
     DELETE,
@@ -123,6 +125,10 @@ class QuarantineStore:
                                  .values(**values))
                 else:
                     conn.execute(quarantines.insert().values(name=name, **values))
+            have = {q for (q,) in conn.execute(select(held_counts.c.quarantine))}
+            for name in [*settings, ALL_HELD]:
+                if name not in have:
+                    conn.execute(held_counts.insert().values(quarantine=name, n=0))
             for name, row in known.items():
                 if name in settings or row.deleted:
                     continue
@@ -181,12 +187,11 @@ class QuarantineStore:
                         for i, (n, s) in enumerate(files)])
                 if self.bodies_in_db:
                     conn.execute(message_bodies.insert().values(message_id=mid, body=body))
-                if self.dialect == "sqlite":
-                    conn.execute(search_text.insert().values(
-                        rowid=mid, subject=subject, sender=meta["sender"],
-                        recipients=" ".join(r["address"] for r in meta["recipients"]),
-                        reasons=" ".join(h["reason"] for h in held.values()),
-                        attachments=" ".join(n for n, _ in files)))
+                self._count(conn, {**dict.fromkeys(held, 1), ALL_HELD: 1})
+                self._index(conn, mid, subject=subject, sender=meta["sender"],
+                            recipients=" ".join(r["address"] for r in meta["recipients"]),
+                            reasons=" ".join(h["reason"] for h in held.values()),
+                            attachments=" ".join(n for n, _ in files))
         except IntegrityError:
             if not self.bodies_in_db:
                 remove_durably(path)
@@ -195,6 +200,35 @@ class QuarantineStore:
                 raise
             return again, True
         return mid, False
+
+    def _index(self, conn: Connection, mid: int, **texts: str) -> None:
+        """SQLite: the message's searchable texts in the trigram tables."""
+        if self.dialect != "sqlite":
+            return
+        for name, value in texts.items():
+            if value:
+                conn.execute(fts[name].insert().values(rowid=mid, **{name: value}))
+
+    def _unindex(self, conn: Connection, mids: builtins.list[int]) -> None:
+        """SQLite: a settled message leaves the trigram tables (they hold held mail only)."""
+        if self.dialect != "sqlite" or not mids:
+            return
+        for t in fts.values():
+            conn.execute(delete(t).where(t.c.rowid.in_(mids)))
+
+    def _count(self, conn: Connection, deltas: dict[str, int]) -> None:
+        for name, delta in deltas.items():
+            if delta and conn.execute(update(held_counts).where(
+                    held_counts.c.quarantine == name)
+                    .values(n=held_counts.c.n + delta)).rowcount == 0:
+                conn.execute(held_counts.insert().values(quarantine=name, n=delta))
+
+    def held_count(self, quarantine: str | None = None) -> int:
+        """Messages held in *quarantine* (None: in any), from the maintained counters."""
+        with self.engine.connect() as conn:
+            n = conn.execute(select(held_counts.c.n).where(
+                held_counts.c.quarantine == (quarantine or ALL_HELD))).scalar()
+        return int(n or 0)
 
     # -- views -------------------------------------------------------------
     def _quarantines_of(self, conn: Connection, ids: builtins.list[int]
@@ -212,6 +246,9 @@ class QuarantineStore:
     def search(self, query: qsearch.SearchQuery) -> tuple[builtins.list[dict[str, Any]], int]:
         """The page of held messages matching *query*, and how many match in all."""
         ids_stmt, count_stmt = qsearch.compile_query(query, self.dialect)
+        counter = qsearch.counter_for(query)
+        if counter is not None:
+            count_stmt = select(held_counts.c.n).where(held_counts.c.quarantine == counter)
         with self.engine.connect() as conn:
             total = int(conn.execute(count_stmt).scalar() or 0) if query.with_total else -1
             ids = [int(i) for (i,) in conn.execute(ids_stmt)]
@@ -299,6 +336,7 @@ class QuarantineStore:
                 stmt = stmt.where(mq.quarantine.in_(builtins.list(quarantines_in)))
             acted = sorted(q for (q,) in conn.execute(
                 stmt.values(state=action, acted_at=now, how=how).returning(mq.quarantine)))
+            self._count(conn, dict.fromkeys(acted, -1))
         if not acted:
             where = f' "{quarantine}"' if quarantine else " any quarantine"
             raise QuarantineError(f"MID {mid} is not held in{where}.")
@@ -335,6 +373,11 @@ class QuarantineStore:
                                                       how=how)
                                           .returning(mq.message_id, mq.quarantine)):
                 acted.setdefault(int(mid), []).append(name)
+            lost: dict[str, int] = {}
+            for names in acted.values():
+                for name in names:
+                    lost[name] = lost.get(name, 0) - 1
+            self._count(conn, lost)
         if not acted:
             return []
         held = select(mq.message_id).where(mq.message_id == messages.c.id, mq.state == HELD)
@@ -344,6 +387,8 @@ class QuarantineStore:
                 not_(held.exists())).values(state=SETTLING, claimed_by=self.node,
                                             claimed_at=self.clock())
                 .returning(messages.c.id))}
+            self._count(conn, {ALL_HELD: -len(claimed)})
+            self._unindex(conn, sorted(claimed))
             deleted = {int(i) for (i,) in conn.execute(select(mq.message_id).where(
                 mq.message_id.in_(builtins.list(claimed)), mq.state == DELETED).distinct())
             } if claimed else set()
@@ -369,6 +414,9 @@ class QuarantineStore:
                 messages.c.id == mid, messages.c.state == HELD, not_(still_held))
                 .values(state=SETTLING, claimed_by=self.node, claimed_at=self.clock())
                 .returning(messages.c.id)).first()
+            if claimed is not None:
+                self._count(conn, {ALL_HELD: -1})
+                self._unindex(conn, [mid])
         return self.settlement(mid) if claimed is not None else None
 
     def unsettled(self) -> builtins.list[int]:
@@ -449,6 +497,8 @@ class QuarantineStore:
             moved = conn.execute(update(message_quarantines).where(
                 mq.message_id == mid, mq.quarantine == source, mq.state == HELD)
                 .values(quarantine=target).returning(mq.message_id)).first()
+            if moved is not None:
+                self._count(conn, {source: -1, target: 1})
         if moved is None:
             raise QuarantineError(f'MID {mid} is not held in "{source}".')
 

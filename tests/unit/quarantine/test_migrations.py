@@ -18,6 +18,9 @@ from pvoq.quarantine.search import SearchQuery, TextFilter
 from pvoq.quarantine.store import RELEASED, QuarantineStore
 
 
+EXTRA = ("_trgm", "_nocase")
+
+
 def schema_differences(url: str) -> list[Any]:
     """What differs between the database and the schema the code expects."""
     engine = make_engine(url)
@@ -26,8 +29,8 @@ def schema_differences(url: str) -> list[Any]:
             diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     finally:
         engine.dispose()
-    # The PostgreSQL trigram indexes are expression indexes outside the metadata.
-    return [d for d in diffs if not (d[0] == "remove_index" and d[1].name.endswith("_trgm"))
+    # Trigram (PostgreSQL) and NOCASE (SQLite) expression indexes are outside the metadata.
+    return [d for d in diffs if not (d[0] == "remove_index" and d[1].name.endswith(EXTRA))
             and d[0] != "remove_table"]
 
 

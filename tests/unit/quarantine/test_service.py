@@ -206,6 +206,25 @@ class TestOverflow:
         assert env.lines == ['Quarantine "Policy" is 80% full']
 
 
+class TestCounters:
+    def test_counters_follow_every_change(self, env: Env) -> None:
+        """The maintained held counters equal real counts after adds, actions, moves, bulk."""
+        for mid in range(1, 11):
+            put(env.store, mid, "Policy", *(["HR"] if mid % 3 == 0 else []))
+        env.service.act(ADMIN_CALLER, "release", 1)
+        env.service.act(ADMIN_CALLER, "delete", 3, "HR")
+        env.service.move(ADMIN_CALLER, 2, "Policy", "Legal")
+        env.service.bulk(ADMIN_CALLER, SearchQuery(quarantines=("HR",)), "release",
+                         dry_run=False)
+        counts = env.store.counts()
+        for name in ("Policy", "HR", "Legal"):
+            assert env.store.held_count(name) == counts.get(name, (0, 0))[0]
+        rows, total = env.store.search(SearchQuery(limit=250))
+        assert env.store.held_count() == total == len(rows) == 7
+        _, policy_total = env.store.search(SearchQuery(quarantines=("Policy",)))
+        assert policy_total == counts["Policy"][0]
+
+
 class TestRoles:
     def test_read_only_cannot_act(self, env: Env) -> None:
         """A read-only operator may search but not release."""

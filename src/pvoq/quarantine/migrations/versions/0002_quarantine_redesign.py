@@ -22,6 +22,7 @@ branch_labels = None
 depends_on = None
 
 GENESIS = "0" * 64
+FTS_COLUMNS = ("subject", "sender", "recipients", "reasons", "attachments")
 TRGM = [
     ("ix_messages_subject_trgm", "messages", "subject"),
     ("ix_messages_sender_trgm", "messages", "sender"),
@@ -38,10 +39,11 @@ def upgrade() -> None:
         t.add_column(sa.Column("claimed_at", sa.Float))
         t.drop_index("ix_messages_origin_host")
         t.drop_index("ix_messages_received_at")
-        t.create_index("ix_messages_received", ["received_at"])
+        t.drop_index("ix_messages_state")
+        t.create_index("ix_messages_held", ["state", "received_at", "size"])
+        t.create_index("ix_messages_held_size", ["state", "size"])
         t.create_index("ix_messages_origin", ["origin_host"])
         t.create_index("ix_messages_sender", ["sender"])
-        t.create_index("ix_messages_size", ["size"])
     with op.batch_alter_table("message_quarantines") as t:
         t.add_column(sa.Column("received_at", sa.Float, nullable=False, server_default="0"))
         t.add_column(sa.Column("how", sa.String(32)))
@@ -100,6 +102,17 @@ def upgrade() -> None:
         sa.Column("hash", sa.String(64), nullable=False),
     )
     op.bulk_insert(head, [{"id": 1, "seq": 0, "hash": GENESIS}])
+    counts = op.create_table(
+        "held_counts",
+        sa.Column("quarantine", sa.String(64), primary_key=True),
+        sa.Column("n", sa.Integer, nullable=False),
+    )
+    held = bind.execute(sa.text(
+        "SELECT quarantine, count(*) FROM message_quarantines WHERE state = 'held' "
+        "GROUP BY quarantine")).all()
+    total = bind.execute(sa.text("SELECT count(*) FROM messages WHERE state = 'held'")).scalar()
+    op.bulk_insert(counts, [{"quarantine": q, "n": n} for q, n in held]
+                   + [{"quarantine": "*", "n": total or 0}])
     op.create_table(
         "saved_searches",
         sa.Column("owner", sa.String(128), primary_key=True),
@@ -115,14 +128,24 @@ def upgrade() -> None:
         op.bulk_insert(recipients, copied)
 
     if bind.dialect.name == "sqlite":
-        op.execute("CREATE VIRTUAL TABLE IF NOT EXISTS search_text USING fts5(subject, sender, "
-                   "recipients, reasons, attachments, tokenize='trigram')")
-        op.execute("INSERT INTO search_text (rowid, subject, sender, recipients, reasons, "
-                   "attachments) SELECT m.id, m.subject, m.sender, "
-                   "(SELECT group_concat(address, ' ') FROM message_recipients r "
-                   "WHERE r.message_id = m.id), "
-                   "(SELECT group_concat(reason, ' ') FROM message_quarantines q "
-                   "WHERE q.message_id = m.id), '' FROM messages m")
+        for name in FTS_COLUMNS:
+            op.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS fts_{name} USING fts5({name}, "
+                       "tokenize='trigram')")
+        op.execute("CREATE INDEX IF NOT EXISTS ix_recipients_address_nocase "
+                   "ON message_recipients (address COLLATE NOCASE)")
+        op.execute("CREATE INDEX IF NOT EXISTS ix_messages_sender_nocase "
+                   "ON messages (sender COLLATE NOCASE)")
+        held_ids = "SELECT id FROM messages WHERE state = 'held'"
+        op.execute(f"INSERT INTO fts_subject (rowid, subject) SELECT id, subject FROM messages "
+                   f"WHERE id IN ({held_ids})")
+        op.execute(f"INSERT INTO fts_sender (rowid, sender) SELECT id, sender FROM messages "
+                   f"WHERE id IN ({held_ids})")
+        op.execute(f"INSERT INTO fts_recipients (rowid, recipients) SELECT message_id, "
+                   f"group_concat(address, ' ') FROM message_recipients WHERE message_id IN "
+                   f"({held_ids}) GROUP BY message_id")
+        op.execute(f"INSERT INTO fts_reasons (rowid, reasons) SELECT message_id, "
+                   f"group_concat(reason, ' ') FROM message_quarantines WHERE message_id IN "
+                   f"({held_ids}) GROUP BY message_id")
     if bind.dialect.name == "postgresql":
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         for name, table, column in TRGM:
@@ -132,8 +155,11 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        op.execute("DROP TABLE IF EXISTS search_text")
-    for table in ("saved_searches", "audit_head", "audit", "message_bodies", "attachments",
+        for name in FTS_COLUMNS:
+            op.execute(f"DROP TABLE IF EXISTS fts_{name}")
+        op.execute("DROP INDEX IF EXISTS ix_recipients_address_nocase")
+        op.execute("DROP INDEX IF EXISTS ix_messages_sender_nocase")
+    for table in ("saved_searches", "held_counts", "audit_head", "audit", "message_bodies", "attachments",
                   "message_recipients", "quarantines"):
         op.drop_table(table)
     op.drop_index("ix_mq_state_received", "message_quarantines")
@@ -144,10 +170,11 @@ def downgrade() -> None:
         t.drop_column("received_at")
         t.create_index("ix_message_quarantines_state", ["state"])
     with op.batch_alter_table("messages") as t:
-        t.drop_index("ix_messages_size")
         t.drop_index("ix_messages_sender")
         t.drop_index("ix_messages_origin")
-        t.drop_index("ix_messages_received")
+        t.drop_index("ix_messages_held_size")
+        t.drop_index("ix_messages_held")
+        t.create_index("ix_messages_state", ["state"])
         t.create_index("ix_messages_received_at", ["received_at"])
         t.create_index("ix_messages_origin_host", ["origin_host"])
         t.drop_column("claimed_at")

@@ -17,7 +17,6 @@ from pvoq.quarantine.schema import make_engine, metadata
 from pvoq.quarantine.search import SearchQuery, TextFilter
 from pvoq.quarantine.store import RELEASED, QuarantineStore
 
-
 EXTRA = ("_trgm", "_nocase")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,9 +63,14 @@ TOO_MANY_FOR_POLICY = "421 4.7.0 Too many concurrent connections, try again late
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
 
-# RFC 5321 2.3.8: CR and LF only as CRLF. A bare one is how SMTP smuggling
-# hides a second message inside the first; refuse the message outright.
-_BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+def _has_bare_newline(content: bytes) -> bool:
+    """RFC 5321 2.3.8: CR and LF only as CRLF.
+
+    A bare one is how SMTP smuggling hides a second message inside the first;
+    the message is refused outright. Counting (C speed) beats a regex here.
+    """
+    pairs = content.count(b"\r\n")
+    return content.count(b"\r") != pairs or content.count(b"\n") != pairs
 
 
 class PvoqSession(Session):
@@ -322,7 +326,7 @@ class BaseHandler:
         content = envelope.original_content or b""
         log = self.context.maillog
         mid = envelope.mid
-        if _BARE_NEWLINE.search(content):
+        if _has_bare_newline(content):
             log.info(f"MID {mid} ICID {session.icid} refused: bare CR or LF in DATA")
             log.info(f"Message finished MID {mid} aborted")
             return replies.BARE_NEWLINE

@@ -1,0 +1,98 @@
+"""Ingest: public SMTP → fsync'd spool → filters → queued, against a bare aiosmtpd sink.
+
+Postfix's `smtp-source` sends N messages of 10 KB over C concurrent
+connections (a new connection per message, as mail arrives from the
+Internet) to:
+
+- the reference: a bare aiosmtpd server that answers 250 and keeps nothing
+  (`bench/bare_sink.py`, its own process);
+- a real `pvoq gateway` process: each message is written and fsync'd to the
+  spool before its 250, then runs through the scan pipeline and is routed to
+  its delivery queue (delivery is suspended, so the figure is ingest alone).
+  The clock stops when smtp-source is done *and* the pipeline has routed
+  every message.
+
+Both in one run, same machine. Last line:
+`RESULT ingest <msgs/s> msgs/s ratio=<pvoq ÷ bare sink>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pvoq.localdeploy import Deployment, free_port, wait_for
+
+DEADLINE_S = 600
+
+
+def smtp_source() -> str:
+    for candidate in (shutil.which("smtp-source"), "/usr/sbin/smtp-source"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise SystemExit("smtp-source not found: apt-get install postfix (see .ci/run)")
+
+
+def run_source(port: int, messages: int, sessions: int, size: int) -> float:
+    start = time.perf_counter()
+    subprocess.run([smtp_source(), "-s", str(sessions), "-m", str(messages), "-l", str(size),
+                    "-f", "alice@sender.example", "-t", "bob@example.com",
+                    f"127.0.0.1:{port}"], check=True, timeout=DEADLINE_S)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--size", type=int, default=10_240)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="pvoq-bench-ingest-"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
+    sink_port = free_port()
+    sink = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_sink.py")),
+                             str(sink_port)], stdout=subprocess.PIPE, env=env)
+    dep = Deployment(root / "deploy")
+    dep.init()
+    try:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == b"ready"
+        print(f"smtp-source: {args.messages} messages of {args.size} bytes, "
+              f"{args.sessions} sessions, a new connection per message")
+        elapsed = run_source(sink_port, args.messages, args.sessions, args.size)
+        reference = args.messages / elapsed
+        print(f"reference: bare aiosmtpd sink, keeps nothing:          {reference:8.1f} msgs/s")
+
+        dep.start_gateway()
+        dep.admin(dep.gateway_config, "suspenddel")
+        start = time.perf_counter()
+        received_s = run_source(dep.ports["gateway_smtp"], args.messages, args.sessions,
+                                args.size)
+
+        def routed() -> bool:
+            status = dep.admin(dep.gateway_config, "status")["data"]
+            return (status["messages_in_work_queue"] == 0
+                    and status["messages_in_queue"] >= args.messages)
+
+        wait_for("the pipeline to route every message", routed, timeout_s=DEADLINE_S,
+                 interval_s=0.05)
+        ours = args.messages / (time.perf_counter() - start)
+        queued = dep.admin(dep.gateway_config, "status")["data"]["messages_in_queue"]
+        print(f"pvoq gateway: fsync'd spool, filters, routed to a queue: {ours:8.1f} msgs/s "
+              f"({queued} queued; SMTP alone {args.messages / received_s:.1f} msgs/s)")
+        print(f"RESULT ingest {ours:.1f} msgs/s ratio={ours / reference:.2f}")
+    finally:
+        dep.stop_all()
+        sink.terminate()
+        sink.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -75,7 +75,7 @@ class PublicHandler(BaseHandler):
             recipients=[Recipient(i, a) for i, a in enumerate(envelope.rcpt_tos)],
             received=time.time(), size=len(content), icid=session.icid,
             peer=session.peer_ip, meta={"subject": info.subject})
-        self.gateway.spool.put(entry, content)
+        await self.gateway.spool.put_async(entry, content)
         self.gateway.received_messages += 1
         self.gateway.submit(entry)
         return replies.accepted(entry.mid)
@@ -123,7 +123,7 @@ class ReleaseHandler(CpqHandler):
             meta={"subject": info.subject, "released": {
                 "origin_mid": meta["origin"]["mid"], "manager_mid": release["entry"],
                 "resume_after": Pipeline.resume_point(release["stages"])}})
-        gw.spool.put(entry, content)
+        await gw.spool.put_async(entry, content)
         atomic_write(marker, str(entry.mid).encode())
         log.info(f"MID {entry.mid} received from the SMA {session.peer_ip} "
                  f"(MID originally {meta['origin']['mid']}) on release from central quarantine")

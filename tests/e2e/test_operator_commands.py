@@ -154,3 +154,20 @@ class TestJsonForms:
         status = json.loads(cli(running.gateway_config, "status", "--json").stdout)
         assert status["system_status"] == "Online"
         assert status["counters"]["delivered_recipients"][1] == 1
+
+
+class TestLogCommands:
+    def test_grep_finds_cpq_lines_and_says_when_nothing_matches(
+            self, running: Deployment) -> None:
+        """`grep -e "CPQ ICID" mail_logs` finds CPQ connections; no match says so."""
+        running.send(subject="confidential", body="x")
+        wait_for("quarantined", running.quarantined)
+        out = cli(running.manager_config, "grep", "-e", "CPQ ICID", "mail_logs")
+        assert out.returncode == 0
+        assert all("New CPQ ICID" in line for line in out.stdout.splitlines())
+        count = cli(running.gateway_config, "grep", "-c", "-e", "port 7025|port \\d+$")
+        assert int(count.stdout) >= 1
+        none = cli(running.gateway_config, "grep", "-e", "no such thing here")
+        assert none.returncode == 1 and none.stdout.strip() == "No results were found"
+        tail = cli(running.gateway_config, "tail", "-n", "3")
+        assert len(tail.stdout.splitlines()) == 3

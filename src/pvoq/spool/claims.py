@@ -1,0 +1,63 @@
+"""Poison-message protection: count how often processing a message crashed.
+
+Before the pipeline works on a batch of messages, their MIDs are written
+(write-fsync-rename) to `claims.json` with a count; a clean pass leaves the
+file behind harmlessly (those messages are no longer INCOMING). After a
+crash, the recovery finds the count of each claimed message raised: a
+message claimed `MAX_ATTEMPTS` times without ever finishing crashed the
+process that often, and moves to `bad/` instead of crashing it again
+(Mailman's switchboard does the same). Suspects are then processed one at a
+time, so an innocent neighbour of a poison message is not blamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pvoq.fsutil import atomic_write, fsync_dir
+
+MAX_ATTEMPTS = 3
+
+
+class Claims:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.counts: dict[int, int] = {}
+        if self.path.exists():
+            try:
+                raw = json.loads(self.path.read_text())
+                self.counts = {int(k): int(v) for k, v in raw.items()}
+            except (ValueError, AttributeError):
+                self.counts = {}
+
+    def suspects(self) -> set[int]:
+        """MIDs that were being processed when the process last died."""
+        return set(self.counts)
+
+    def claim(self, mids: list[int]) -> None:
+        """Record, durably, that *mids* are about to be processed."""
+        fresh = {mid: self.counts.get(mid, 0) + 1 for mid in mids}
+        self.counts = fresh
+        atomic_write(self.path, json.dumps(fresh).encode())
+
+    def attempts(self, mid: int) -> int:
+        return self.counts.get(mid, 0)
+
+    def done(self) -> None:
+        """Forget the claims in memory (the file is rewritten at the next claim)."""
+        self.counts = {}
+
+
+def move_to_bad(spool_dir: Path, mid: int) -> Path:
+    """Move a message's files out of the spool into `bad/` (kept for an operator)."""
+    bad = Path(spool_dir) / "bad"
+    bad.mkdir(exist_ok=True)
+    for suffix in (".json", ".eml"):
+        src = Path(spool_dir) / f"{mid}{suffix}"
+        if src.exists():
+            os.replace(src, bad / src.name)
+    fsync_dir(bad)
+    fsync_dir(Path(spool_dir))
+    return bad

@@ -74,7 +74,9 @@ messages = Table(
     Column("claimed_at", Float),
     Column("settled_at", Float),
     Column("meta", Text, nullable=False),         # the CPQ metadata as received
+    Column("sender_rev", String(512), nullable=False, server_default=""),  # lower, reversed
     Index("ix_messages_held", "state", "received_at", "size"),
+    Index("ix_messages_sender_rev", "sender_rev"),
     Index("ix_messages_held_size", "state", "size"),
     Index("ix_messages_origin", "origin_host"),
     Index("ix_messages_sender", "sender"),
@@ -91,7 +93,10 @@ message_quarantines = Table(
     Column("state", String(16), nullable=False),
     Column("acted_at", Float),
     Column("how", String(32)),
+    Column("reason_id", Integer),                 # reasons.id: searches scan the few reasons
     Index("ix_mq_held", "quarantine", "state", "received_at"),
+    Index("ix_mq_held_mid", "quarantine", "state", "message_id"),
+    Index("ix_mq_reason", "reason_id", "state", "quarantine", "message_id"),
     Index("ix_mq_exit", "state", "scheduled_exit"),
     Index("ix_mq_state_received", "state", "received_at"),
 )
@@ -110,7 +115,17 @@ attachments = Table(
     Column("n", Integer, primary_key=True),
     Column("name", String(512), nullable=False),
     Column("size", Integer, nullable=False),
+    Column("name_rev", String(512), nullable=False, server_default=""),  # lower, reversed
     Index("ix_attachments_name", "name"),
+    Index("ix_attachments_name_rev", "name_rev", "message_id"),
+)
+
+# The distinct reasons (virus names, outbreak rules, filter names): far fewer than
+# messages, so a reason search scans these and then follows an index.
+reasons = Table(
+    "reasons", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("text", Text, nullable=False, unique=True),
 )
 
 message_bodies = Table(
@@ -162,7 +177,7 @@ _PG_TRGM = [
     ("ix_messages_subject_trgm", "messages", "subject"),
     ("ix_messages_sender_trgm", "messages", "sender"),
     ("ix_recipients_address_trgm", "message_recipients", "address"),
-    ("ix_mq_reason_trgm", "message_quarantines", "reason"),
+    ("ix_reasons_text_trgm", "reasons", "text"),
     ("ix_attachments_name_trgm", "attachments", "name"),
 ]
 

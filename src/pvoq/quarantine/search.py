@@ -19,7 +19,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, not_, select
+from sqlalchemy import ColumnElement, Select, and_, func, intersect, literal_column, not_, select
 
 from pvoq.quarantine.schema import (
     attachments,
@@ -27,6 +27,7 @@ from pvoq.quarantine.schema import (
     message_quarantines,
     message_recipients,
     messages,
+    reasons,
 )
 
 HELD = "held"
@@ -137,49 +138,9 @@ def fts_phrase(value: str, op: str) -> str | None:
     return phrase if op == "contains" else "^" + phrase
 
 
-def _fts_ids(name: str, query: str) -> Any:
+def _fts_ids(name: str, query: str) -> Select[Any]:
     t = fts[name]
-    return select(t.c.rowid).where(text_match(t, query))
-
-
-def text_match(t: Any, query: str) -> ColumnElement[bool]:
-    from sqlalchemy import literal_column
-
-    return literal_column(t.name).op("MATCH")(query)
-
-
-def fts_prefilter(name: str, flt: TextFilter) -> ColumnElement[bool] | None:
-    """SQLite: MIDs whose trigram row contains the value: a superset of the matches."""
-    if flt.op in NEGATED:
-        return None
-    query = fts_phrase(flt.value, "contains")
-    return None if query is None else messages.c.id.in_(_fts_ids(name, query))
-
-
-def _exact_fts(name: str, flt: TextFilter) -> ColumnElement[bool] | None:
-    """SQLite: subject and sender contains/starts-with (and negations) answered by FTS."""
-    query = fts_phrase(flt.value, NEGATED.get(flt.op, flt.op))
-    if query is None:
-        return None
-    cond = messages.c.id.in_(_fts_ids(name, query))
-    return not_(cond) if flt.op in NEGATED else cond
-
-
-def _sqlite_text(name: str, column: Any, flt: TextFilter) -> list[ColumnElement[bool]]:
-    """Conditions for a subject or sender filter on SQLite, using the indexes."""
-    exact = _exact_fts(name, flt)
-    if exact is not None:
-        return [exact]
-    op = NEGATED.get(flt.op, flt.op)
-    if op == "is" and name == "sender":
-        cond = column.collate("NOCASE") == flt.value
-        return [not_(cond) if flt.op in NEGATED else cond]
-    conds: list[ColumnElement[bool]] = []
-    pre = fts_prefilter(name, flt)
-    if pre is not None:
-        conds.append(pre)
-    conds.append(_maybe_not(text_condition(column, flt, "sqlite"), flt))
-    return conds
+    return select(t.c.rowid).where(literal_column(t.name).op("MATCH")(query))
 
 
 def _negated(flt: TextFilter) -> bool:
@@ -190,66 +151,109 @@ def _maybe_not(cond: ColumnElement[bool], flt: TextFilter) -> ColumnElement[bool
     return not_(cond) if _negated(flt) else cond
 
 
-def where_clause(q: SearchQuery, dialect: str) -> list[ColumnElement[bool]]:
-    """The conditions on `messages` that select the held messages *q* asks for."""
+def _reverse_range(column: Any, value: str) -> ColumnElement[bool]:
+    """`ends with value` as a range on a lowercased, reversed column (B-tree friendly)."""
+    low = value.lower()[::-1]
+    return and_(column >= low, column < low + "\U0010ffff")
+
+
+@dataclass
+class Plan:
+    """A search as conditions on `messages` rows plus sets of MIDs to intersect.
+
+    Every set holds held messages only (held quarantine rows, or the search
+    tables, from which a message leaves when its settlement is claimed), so
+    with at least one set the `state = 'held'` test is implied.
+    """
+
+    rows: list[ColumnElement[bool]] = field(default_factory=list)
+    sets: list[Select[Any]] = field(default_factory=list)
+
+
+def plan(q: SearchQuery, dialect: str) -> Plan:
+    """How to find what *q* asks for on *dialect* (a pure function)."""
     m, mq = messages.c, message_quarantines.c
-    held = [mq.message_id == m.id, mq.state == HELD]
+    r, a = message_recipients.c, attachments.c
+    lite = dialect == "sqlite"
+    p = Plan()
     if q.quarantines:
-        held.append(mq.quarantine.in_(q.quarantines))
-    conds: list[ColumnElement[bool]] = [m.state == HELD]
-    if q.quarantines:
-        # `held` alone is every message some quarantine holds (or, briefly, one
-        # whose settlement is about to be claimed).
-        conds.append(m.id.in_(select(mq.message_id).where(*held[1:])))
+        p.sets.append(select(mq.message_id).where(mq.quarantine.in_(q.quarantines),
+                                                  mq.state == HELD))
     if q.received_from is not None:
-        conds.append(m.received_at >= q.received_from)
+        p.rows.append(m.received_at >= q.received_from)
     if q.received_to is not None:
-        conds.append(m.received_at < q.received_to)
-    if dialect == "sqlite":
-        for name, col, flt in (("sender", m.sender, q.sender), ("subject", m.subject, q.subject)):
-            if flt is not None:
-                conds += _sqlite_text(name, col, flt)
-        for name, flt in (("recipients", q.recipient), ("reasons", q.reason),
-                          ("attachments", q.attachment_name)):
-            pre = None if flt is None else fts_prefilter(name, flt)
-            if pre is not None and not (name == "reasons" and q.quarantines):
-                conds.append(pre)
-    else:
-        if q.sender is not None:
-            conds.append(_maybe_not(text_condition(m.sender, q.sender, dialect), q.sender))
-        if q.subject is not None:
-            conds.append(_maybe_not(text_condition(m.subject, q.subject, dialect), q.subject))
+        p.rows.append(m.received_at < q.received_to)
+    for name, column, flt in (("sender", m.sender, q.sender), ("subject", m.subject, q.subject)):
+        if flt is None:
+            continue
+        op = NEGATED.get(flt.op, flt.op)
+        phrase = fts_phrase(flt.value, op) if lite else None
+        if phrase is not None and not _negated(flt):
+            p.sets.append(_fts_ids(name, phrase))
+        elif phrase is not None:
+            p.rows.append(m.id.not_in(_fts_ids(name, phrase)))
+        elif lite and name == "sender" and op == "is":
+            p.rows.append(_maybe_not(column.collate("NOCASE") == flt.value, flt))
+        elif lite and name == "sender" and op == "ends_with":
+            p.rows.append(_maybe_not(_reverse_range(m.sender_rev, flt.value), flt))
+        else:
+            p.rows.append(_maybe_not(text_condition(column, flt, dialect), flt))
     if q.recipient is not None:
-        r = message_recipients.c
-        if dialect == "sqlite" and NEGATED.get(q.recipient.op, q.recipient.op) == "is":
+        op = NEGATED.get(q.recipient.op, q.recipient.op)
+        if lite and op == "is":
             match: ColumnElement[bool] = r.address.collate("NOCASE") == q.recipient.value
         else:
             match = text_condition(r.address, q.recipient, dialect)
-        any_rcpt = m.id.in_(select(r.message_id).where(match))
-        conds.append(_maybe_not(any_rcpt, q.recipient))
+        rcpt = select(r.message_id).where(match)
+        phrase = fts_phrase(q.recipient.value, "contains") if lite and op != "is" else None
+        if phrase is not None:
+            rcpt = rcpt.where(r.message_id.in_(_fts_ids("recipients", phrase)))
+        if _negated(q.recipient):
+            p.rows.append(m.id.not_in(rcpt))
+        else:
+            p.sets.append(rcpt)
     if q.reason is not None:
-        reason_rows = [mq.state == HELD, text_condition(mq.reason, q.reason, dialect)]
+        ids = select(reasons.c.id).where(
+            text_condition(reasons.c.text, TextFilter(NEGATED.get(q.reason.op, q.reason.op),
+                                                      q.reason.value), dialect))
+        why = select(mq.message_id).where(mq.reason_id.in_(ids), mq.state == HELD)
         if q.quarantines:
-            reason_rows.append(mq.quarantine.in_(q.quarantines))
-        why = m.id.in_(select(mq.message_id).where(*reason_rows))
-        conds.append(_maybe_not(why, q.reason))
+            why = why.where(mq.quarantine.in_(q.quarantines))
+        if _negated(q.reason):
+            p.rows.append(m.id.not_in(why))
+        else:
+            p.sets.append(why)
     if (q.attachment_name is not None or q.attachment_min_size is not None
             or q.attachment_max_size is not None):
-        a = attachments.c
-        acond: list[ColumnElement[bool]] = [a.message_id == m.id]
-        if q.attachment_name is not None and not _negated(q.attachment_name):
-            acond.append(text_condition(a.name, q.attachment_name, dialect))
+        files = select(a.message_id)
+        flt = q.attachment_name
+        if flt is not None and not _negated(flt):
+            if lite and flt.op == "ends_with":
+                files = files.where(_reverse_range(a.name_rev, flt.value))
+            elif lite and flt.op == "is":
+                files = files.where(a.name_rev == flt.value.lower()[::-1])
+            else:
+                files = files.where(text_condition(a.name, flt, dialect))
         if q.attachment_min_size is not None:
-            acond.append(a.size >= q.attachment_min_size)
+            files = files.where(a.size >= q.attachment_min_size)
         if q.attachment_max_size is not None:
-            acond.append(a.size <= q.attachment_max_size)
-        conds.append(exists().where(*acond))
-        if q.attachment_name is not None and _negated(q.attachment_name):
-            conds.append(not_(exists().where(
-                a.message_id == m.id, text_condition(a.name, q.attachment_name, dialect))))
+            files = files.where(a.size <= q.attachment_max_size)
+        p.sets.append(files)
+        if flt is not None and _negated(flt):
+            p.rows.append(m.id.not_in(select(a.message_id).where(
+                text_condition(a.name, flt, dialect))))
     if q.gateway:
-        conds.append((func.lower(m.origin_host) == q.gateway.lower())
-                     | (m.origin_ip == q.gateway))
+        p.rows.append((func.lower(m.origin_host) == q.gateway.lower())
+                      | (m.origin_ip == q.gateway))
+    return p
+
+
+def where_clause(q: SearchQuery, dialect: str) -> list[ColumnElement[bool]]:
+    """The conditions on `messages` that select the held messages *q* asks for."""
+    p = plan(q, dialect)
+    conds = list(p.rows) + [messages.c.id.in_(s) for s in p.sets]
+    if not p.sets:
+        conds.insert(0, messages.c.state == HELD)
     return conds
 
 
@@ -266,16 +270,32 @@ def _sort_key(q: SearchQuery, dialect: str) -> Any:
             "size": m.size}[q.order_by]
 
 
+def _matching_ids(p: Plan) -> Any:
+    """The MIDs in every set of *p*, each once (a subquery with one column, `id`)."""
+    if len(p.sets) == 1:
+        only = p.sets[0]
+        return only.with_only_columns(only.selected_columns[0].label("id")).distinct().subquery()
+    labelled = [s.with_only_columns(s.selected_columns[0].label("id")) for s in p.sets]
+    return intersect(*labelled).subquery()
+
+
 def compile_query(q: SearchQuery, dialect: str) -> tuple[Select[Any], Select[Any]]:
     """(the page of MIDs in order, the total count) for *q*."""
-    conds = where_clause(q, dialect)
-    key = _sort_key(q, dialect)
+    p = plan(q, dialect)
     direction = (lambda c: c.desc()) if q.order_dir == "desc" else (lambda c: c.asc())
-    ids = (select(messages.c.id).where(and_(*conds))
-           .order_by(direction(key), direction(messages.c.id))
-           .limit(q.limit).offset(q.offset))
-    count = select(func.count()).select_from(messages).where(and_(*conds))
-    return ids, count
+    if p.sets and not p.rows:
+        ids = _matching_ids(p)
+        count = select(func.count()).select_from(ids)
+        if q.order_by == "received" and dialect == "sqlite":
+            page = (select(ids.c.id).order_by(direction(ids.c.id))
+                    .limit(q.limit).offset(q.offset))
+            return page, count
+    else:
+        count = select(func.count()).select_from(messages).where(*where_clause(q, dialect))
+    page = (select(messages.c.id).where(*where_clause(q, dialect))
+            .order_by(direction(_sort_key(q, dialect)), direction(messages.c.id))
+            .limit(q.limit).offset(q.offset))
+    return page, count
 
 
 def counter_for(q: SearchQuery) -> str | None:

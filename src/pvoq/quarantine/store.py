@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, not_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -47,6 +49,7 @@ from pvoq.quarantine.schema import (
     message_recipients,
     messages,
     quarantines,
+    reasons,
 )
 from pvoq.quarantine.settings import (
     DELETE,
@@ -164,7 +167,7 @@ class QuarantineStore:
             if name in held:
                 continue
             keep = retention_s if retention_s is not None else self.settings[name].retention_s
-            held[name] = dict(message_id=mid, quarantine=name, reason=q["reason"],
+            held[name] = dict(message_id=mid, quarantine=name, reason=q["reason"], reason_id=None,
                               stage=q["stage"], state=HELD, received_at=now,
                               scheduled_exit=now + keep)
         try:
@@ -176,14 +179,17 @@ class QuarantineStore:
                     recipients=json.dumps(meta["recipients"]), subject=subject,
                     received_at=now, size=len(body),
                     body_path="" if self.bodies_in_db else str(path), state=HELD,
-                    meta=json.dumps(meta)))
+                    meta=json.dumps(meta), sender_rev=meta["sender"].lower()[::-1]))
+                ids = self._reason_ids(conn, sorted({h["reason"] for h in held.values()}))
+                for h in held.values():
+                    h["reason_id"] = ids[h["reason"]]
                 conn.execute(message_quarantines.insert(), list(held.values()))
                 conn.execute(message_recipients.insert(), [
                     dict(message_id=mid, rid=r["rid"], address=r["address"])
                     for r in meta["recipients"]])
                 if files:
                     conn.execute(attachments.insert(), [
-                        dict(message_id=mid, n=i, name=n, size=s)
+                        dict(message_id=mid, n=i, name=n, size=s, name_rev=n.lower()[::-1])
                         for i, (n, s) in enumerate(files)])
                 if self.bodies_in_db:
                     conn.execute(message_bodies.insert().values(message_id=mid, body=body))
@@ -210,11 +216,28 @@ class QuarantineStore:
                 conn.execute(fts[name].insert().values(rowid=mid, **{name: value}))
 
     def _unindex(self, conn: Connection, mids: builtins.list[int]) -> None:
-        """SQLite: a settled message leaves the trigram tables (they hold held mail only)."""
-        if self.dialect != "sqlite" or not mids:
+        """A message whose settlement is claimed leaves the search tables: they hold
+        held mail only, so a match there needs no look at `messages.state`."""
+        if not mids:
             return
-        for t in fts.values():
-            conn.execute(delete(t).where(t.c.rowid.in_(mids)))
+        conn.execute(delete(message_recipients).where(message_recipients.c.message_id.in_(mids)))
+        conn.execute(delete(attachments).where(attachments.c.message_id.in_(mids)))
+        if self.dialect == "sqlite":
+            for t in fts.values():
+                conn.execute(delete(t).where(t.c.rowid.in_(mids)))
+
+    def _reason_ids(self, conn: Connection, texts: builtins.list[str]) -> dict[str, int]:
+        """The ids of *texts* in the reasons dictionary, adding the new ones."""
+        found = {t: int(i) for t, i in conn.execute(
+            select(reasons.c.text, reasons.c.id).where(reasons.c.text.in_(texts)))}
+        missing = [t for t in texts if t not in found]
+        if missing:
+            insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
+            conn.execute(insert(reasons).values([{"text": t} for t in missing])
+                         .on_conflict_do_nothing())
+            found.update({t: int(i) for t, i in conn.execute(
+                select(reasons.c.text, reasons.c.id).where(reasons.c.text.in_(missing)))})
+        return found
 
     def _count(self, conn: Connection, deltas: dict[str, int]) -> None:
         for name, delta in deltas.items():

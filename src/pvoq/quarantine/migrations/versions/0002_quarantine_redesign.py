@@ -27,7 +27,7 @@ TRGM = [
     ("ix_messages_subject_trgm", "messages", "subject"),
     ("ix_messages_sender_trgm", "messages", "sender"),
     ("ix_recipients_address_trgm", "message_recipients", "address"),
-    ("ix_mq_reason_trgm", "message_quarantines", "reason"),
+    ("ix_reasons_text_trgm", "reasons", "text"),
     ("ix_attachments_name_trgm", "attachments", "name"),
 ]
 
@@ -36,6 +36,7 @@ def upgrade() -> None:
     bind = op.get_bind()
     with op.batch_alter_table("messages") as t:
         t.add_column(sa.Column("claimed_by", sa.String(128)))
+        t.add_column(sa.Column("sender_rev", sa.String(512), nullable=False, server_default=""))
         t.add_column(sa.Column("claimed_at", sa.Float))
         t.drop_index("ix_messages_origin_host")
         t.drop_index("ix_messages_received_at")
@@ -44,13 +45,18 @@ def upgrade() -> None:
         t.create_index("ix_messages_held_size", ["state", "size"])
         t.create_index("ix_messages_origin", ["origin_host"])
         t.create_index("ix_messages_sender", ["sender"])
+        t.create_index("ix_messages_sender_rev", ["sender_rev"])
     with op.batch_alter_table("message_quarantines") as t:
         t.add_column(sa.Column("received_at", sa.Float, nullable=False, server_default="0"))
         t.add_column(sa.Column("how", sa.String(32)))
+        t.add_column(sa.Column("reason_id", sa.Integer))
         t.drop_index("ix_message_quarantines_state")
     op.execute("UPDATE message_quarantines SET received_at = (SELECT received_at FROM messages "
                "WHERE messages.id = message_quarantines.message_id)")
     op.create_index("ix_mq_held", "message_quarantines", ["quarantine", "state", "received_at"])
+    op.create_index("ix_mq_held_mid", "message_quarantines", ["quarantine", "state", "message_id"])
+    op.create_index("ix_mq_reason", "message_quarantines",
+                    ["reason_id", "state", "quarantine", "message_id"])
     op.create_index("ix_mq_exit", "message_quarantines", ["state", "scheduled_exit"])
     op.create_index("ix_mq_state_received", "message_quarantines", ["state", "received_at"])
 
@@ -77,8 +83,25 @@ def upgrade() -> None:
         sa.Column("n", sa.Integer, primary_key=True),
         sa.Column("name", sa.String(512), nullable=False),
         sa.Column("size", sa.Integer, nullable=False),
+        sa.Column("name_rev", sa.String(512), nullable=False, server_default=""),
     )
     op.create_index("ix_attachments_name", "attachments", ["name"])
+    op.create_index("ix_attachments_name_rev", "attachments", ["name_rev", "message_id"])
+    reasons = op.create_table(
+        "reasons",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("text", sa.Text, nullable=False, unique=True),
+    )
+    distinct = [r for (r,) in bind.execute(sa.text(
+        "SELECT DISTINCT reason FROM message_quarantines ORDER BY reason"))]
+    if distinct:
+        op.bulk_insert(reasons, [{"text": r} for r in distinct])
+        op.execute("UPDATE message_quarantines SET reason_id = (SELECT id FROM reasons "
+                   "WHERE reasons.text = message_quarantines.reason)")
+    senders = bind.execute(sa.text("SELECT id, sender FROM messages")).all()
+    for mid, sender in senders:
+        bind.execute(sa.text("UPDATE messages SET sender_rev = :rev WHERE id = :id"),
+                     {"rev": sender.lower()[::-1], "id": mid})
     op.create_table(
         "message_bodies",
         sa.Column("message_id", sa.Integer, primary_key=True, autoincrement=False),
@@ -121,7 +144,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.Float, nullable=False),
     )
 
-    rows = bind.execute(sa.text("SELECT id, recipients FROM messages")).all()
+    # The search tables hold held messages only.
+    rows = bind.execute(sa.text("SELECT id, recipients FROM messages "
+                                "WHERE state = 'held'")).all()
     copied = [{"message_id": mid, "rid": r["rid"], "address": r["address"]}
               for mid, raw in rows for r in json.loads(raw)]
     if copied:
@@ -159,17 +184,22 @@ def downgrade() -> None:
             op.execute(f"DROP TABLE IF EXISTS fts_{name}")
         op.execute("DROP INDEX IF EXISTS ix_recipients_address_nocase")
         op.execute("DROP INDEX IF EXISTS ix_messages_sender_nocase")
-    for table in ("saved_searches", "held_counts", "audit_head", "audit", "message_bodies", "attachments",
+    for table in ("saved_searches", "held_counts", "reasons", "audit_head", "audit",
+                  "message_bodies", "attachments",
                   "message_recipients", "quarantines"):
         op.drop_table(table)
     op.drop_index("ix_mq_state_received", "message_quarantines")
+    op.drop_index("ix_mq_reason", "message_quarantines")
+    op.drop_index("ix_mq_held_mid", "message_quarantines")
     op.drop_index("ix_mq_exit", "message_quarantines")
     op.drop_index("ix_mq_held", "message_quarantines")
     with op.batch_alter_table("message_quarantines") as t:
+        t.drop_column("reason_id")
         t.drop_column("how")
         t.drop_column("received_at")
         t.create_index("ix_message_quarantines_state", ["state"])
     with op.batch_alter_table("messages") as t:
+        t.drop_index("ix_messages_sender_rev")
         t.drop_index("ix_messages_sender")
         t.drop_index("ix_messages_origin")
         t.drop_index("ix_messages_held_size")
@@ -177,5 +207,6 @@ def downgrade() -> None:
         t.create_index("ix_messages_state", ["state"])
         t.create_index("ix_messages_received_at", ["received_at"])
         t.create_index("ix_messages_origin_host", ["origin_host"])
+        t.drop_column("sender_rev")
         t.drop_column("claimed_at")
         t.drop_column("claimed_by")

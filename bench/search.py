@@ -86,6 +86,7 @@ def generate(n: int, seed: int = 7) -> Iterator[tuple[tuple[Any, ...], list[tupl
     users = [f"{rnd.choice(FIRST)}.{rnd.choice(LAST)}@{rnd.choice(LOCAL_DOMAINS)}"
              for _ in range(20_000)]
     span = 30 * DAY
+    reason_ids: dict[str, int] = {}
     for mid in range(1, n + 1):
         received = NOW - span + span * (mid / n) + rnd.random()
         sender = rnd.choice(senders)
@@ -109,15 +110,17 @@ def generate(n: int, seed: int = 7) -> Iterator[tuple[tuple[Any, ...], list[tupl
             else:
                 reason = f"content filter:{rnd.choice(FILTERS)}"
             exit_at = received + SETTINGS[q].retention_s
-            mq.append((mid, q, reason, "content_filters", received, exit_at, "held"))
+            rid = reason_ids.setdefault(reason, len(reason_ids) + 1)
+            mq.append((mid, q, reason, "content_filters", received, exit_at, "held", rid))
         files = []
         if rnd.random() < 0.3:
-            files = [(mid, 0, rnd.choice(ATTACH), rnd.randrange(1000, 5_000_000))]
+            name = rnd.choice(ATTACH)
+            files = [(mid, 0, name, rnd.randrange(1000, 5_000_000), name.lower()[::-1])]
         meta = {"origin": {"hostname": f"gw{mid % 4 + 1}.example.com"}}
         gw = mid % 4 + 1
         yield ((mid, f"t-{mid}", f"gw{gw}.example.com", f"SN{gw}", mid, f"10.0.0.{gw}", sender,
                 json.dumps([{"rid": i, "address": a} for i, a in enumerate(rcpts)]), subject,
-                received, size, "", "held", json.dumps(meta)),
+                received, size, "", "held", json.dumps(meta), sender.lower()[::-1]),
                mq, [(mid, i, a) for i, a in enumerate(rcpts)], files,
                (mid, subject, sender, " ".join(rcpts), " ".join(r[2] for r in mq),
                 " ".join(f[2] for f in files)))
@@ -131,8 +134,13 @@ INSERT INTO held_counts (quarantine, n) SELECT quarantine, count(*) FROM message
 INSERT INTO held_counts (quarantine, n) SELECT '*', count(*) FROM messages WHERE state = 'held';
 """
 MSG_COLS = ("id, transfer_id, origin_host, origin_serial, origin_mid, origin_ip, sender, "
-            "recipients, subject, received_at, size, body_path, state, meta")
-MQ_COLS = "message_id, quarantine, reason, stage, received_at, scheduled_exit, state"
+            "recipients, subject, received_at, size, body_path, state, meta, sender_rev")
+MQ_COLS = ("message_id, quarantine, reason, stage, received_at, scheduled_exit, state, "
+           "reason_id")
+REASONS = """
+INSERT INTO reasons (id, text) SELECT reason_id, min(reason) FROM message_quarantines
+    GROUP BY reason_id;
+"""
 
 
 def load_sqlite(path: Path, n: int, batch: int = 20_000) -> float:
@@ -146,12 +154,13 @@ def load_sqlite(path: Path, n: int, batch: int = 20_000) -> float:
     rows: list[list[Any]] = [[], [], [], [], []]
 
     def flush() -> None:
-        conn.executemany(f"INSERT INTO messages ({MSG_COLS}) VALUES ({','.join('?' * 14)})",
+        conn.executemany(f"INSERT INTO messages ({MSG_COLS}) VALUES ({','.join('?' * 15)})",
                          rows[0])
-        conn.executemany(f"INSERT INTO message_quarantines ({MQ_COLS}) VALUES (?,?,?,?,?,?,?)",
-                         rows[1])
+        conn.executemany(f"INSERT INTO message_quarantines ({MQ_COLS}) VALUES "
+                         "(?,?,?,?,?,?,?,?)", rows[1])
         conn.executemany("INSERT INTO message_recipients VALUES (?,?,?)", rows[2])
-        conn.executemany("INSERT INTO attachments VALUES (?,?,?,?)", rows[3])
+        conn.executemany("INSERT INTO attachments (message_id, n, name, size, name_rev) "
+                         "VALUES (?,?,?,?,?)", rows[3])
         for i, name in enumerate(("subject", "sender", "recipients", "reasons",
                                   "attachments"), start=1):
             conn.executemany(f"INSERT INTO fts_{name} (rowid, {name}) VALUES (?, ?)",
@@ -169,7 +178,7 @@ def load_sqlite(path: Path, n: int, batch: int = 20_000) -> float:
         if len(rows[0]) >= batch:
             flush()
     flush()
-    conn.executescript(COUNTS)
+    conn.executescript(COUNTS + REASONS)
     conn.execute("ANALYZE")
     conn.commit()
     conn.close()
@@ -193,7 +202,8 @@ def load_postgres(url: str, n: int, batch: int = 50_000) -> float:
                                           ("message_quarantines", MQ_COLS, rows[1]),
                                           ("message_recipients", "message_id, rid, address",
                                            rows[2]),
-                                          ("attachments", "message_id, n, name, size", rows[3])):
+                                          ("attachments", "message_id, n, name, size, name_rev",
+                                           rows[3])):
                     with cur.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
                         for row in data:
                             copy.write_row(row)
@@ -210,7 +220,9 @@ def load_postgres(url: str, n: int, batch: int = 50_000) -> float:
                 flush()
         flush()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for statement in COUNTS.strip().split(";"):
+        for statement in (COUNTS + REASONS
+                          + "SELECT setval('reasons_id_seq', (SELECT max(id) FROM reasons));"
+                          ).strip().split(";"):
             if statement.strip():
                 conn.execute(statement)
         conn.execute("VACUUM ANALYZE")

@@ -254,10 +254,9 @@ def searches(rnd: random.Random) -> list[tuple[str, Callable[[], SearchQuery]]]:
         ("attachment ends with .exe", lambda: SearchQuery(
             attachment_name=TextFilter("ends_with", rnd.choice([".exe", ".js", ".zip"])),
             limit=20)),
-        ("gateway + subject starts with", lambda: SearchQuery(
+        ("gateway + sender contains name", lambda: SearchQuery(
             gateway=f"gw{rnd.randrange(1, 5)}.example.com",
-            subject=TextFilter("starts_with", rnd.choice(["RE:", "FW:", "Your", "[External]"])),
-            limit=20)),
+            sender=TextFilter("contains", rnd.choice(senders)), limit=20)),
     ]
 
 

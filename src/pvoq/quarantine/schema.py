@@ -193,6 +193,8 @@ SQLITE_DDL = [
     "CREATE INDEX IF NOT EXISTS ix_recipients_address_nocase "
     "ON message_recipients (address COLLATE NOCASE)",
     "CREATE INDEX IF NOT EXISTS ix_messages_sender_nocase ON messages (sender COLLATE NOCASE)",
+    "CREATE INDEX IF NOT EXISTS ix_messages_origin_nocase "
+    "ON messages (origin_host COLLATE NOCASE)",
 ]
 
 

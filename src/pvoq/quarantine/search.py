@@ -168,6 +168,11 @@ class Plan:
 
     rows: list[ColumnElement[bool]] = field(default_factory=list)
     sets: list[Select[Any]] = field(default_factory=list)
+    unique: list[bool] = field(default_factory=list)   # per set: no MID twice
+
+    def add(self, ids: Select[Any], unique: bool) -> None:
+        self.sets.append(ids)
+        self.unique.append(unique)
 
 
 def plan(q: SearchQuery, dialect: str) -> Plan:
@@ -176,9 +181,11 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
     r, a = message_recipients.c, attachments.c
     lite = dialect == "sqlite"
     p = Plan()
-    if q.quarantines:
-        p.sets.append(select(mq.message_id).where(mq.quarantine.in_(q.quarantines),
-                                                  mq.state == HELD))
+    one_quarantine = len(q.quarantines) == 1
+    if q.quarantines and (q.reason is None or _negated(q.reason)):
+        # (a positive reason filter is restricted to these quarantines itself)
+        p.add(select(mq.message_id).where(mq.quarantine.in_(q.quarantines), mq.state == HELD),
+              one_quarantine)
     if q.received_from is not None:
         p.rows.append(m.received_at >= q.received_from)
     if q.received_to is not None:
@@ -189,7 +196,7 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
         op = NEGATED.get(flt.op, flt.op)
         phrase = fts_phrase(flt.value, op) if lite else None
         if phrase is not None and not _negated(flt):
-            p.sets.append(_fts_ids(name, phrase))
+            p.add(_fts_ids(name, phrase), True)
         elif phrase is not None:
             p.rows.append(m.id.not_in(_fts_ids(name, phrase)))
         elif lite and name == "sender" and op == "is":
@@ -211,7 +218,7 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
         if _negated(q.recipient):
             p.rows.append(m.id.not_in(rcpt))
         else:
-            p.sets.append(rcpt)
+            p.add(rcpt, False)
     if q.reason is not None:
         ids = select(reasons.c.id).where(
             text_condition(reasons.c.text, TextFilter(NEGATED.get(q.reason.op, q.reason.op),
@@ -222,7 +229,7 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
         if _negated(q.reason):
             p.rows.append(m.id.not_in(why))
         else:
-            p.sets.append(why)
+            p.add(why, one_quarantine)
     if (q.attachment_name is not None or q.attachment_min_size is not None
             or q.attachment_max_size is not None):
         files = select(a.message_id)
@@ -238,11 +245,13 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
             files = files.where(a.size >= q.attachment_min_size)
         if q.attachment_max_size is not None:
             files = files.where(a.size <= q.attachment_max_size)
-        p.sets.append(files)
+        p.add(files, False)
         if flt is not None and _negated(flt):
             p.rows.append(m.id.not_in(select(a.message_id).where(
                 text_condition(a.name, flt, dialect))))
-    if q.gateway:
+    if q.gateway and lite:
+        p.rows.append((m.origin_host.collate("NOCASE") == q.gateway) | (m.origin_ip == q.gateway))
+    elif q.gateway:
         p.rows.append((func.lower(m.origin_host) == q.gateway.lower())
                       | (m.origin_ip == q.gateway))
     return p
@@ -274,7 +283,8 @@ def _matching_ids(p: Plan) -> Any:
     """The MIDs in every set of *p*, each once (a subquery with one column, `id`)."""
     if len(p.sets) == 1:
         only = p.sets[0]
-        return only.with_only_columns(only.selected_columns[0].label("id")).distinct().subquery()
+        only = only.with_only_columns(only.selected_columns[0].label("id"))
+        return (only if p.unique[0] else only.distinct()).subquery()
     labelled = [s.with_only_columns(s.selected_columns[0].label("id")) for s in p.sets]
     return intersect(*labelled).subquery()
 

@@ -160,6 +160,8 @@ def upgrade() -> None:
                    "ON message_recipients (address COLLATE NOCASE)")
         op.execute("CREATE INDEX IF NOT EXISTS ix_messages_sender_nocase "
                    "ON messages (sender COLLATE NOCASE)")
+        op.execute("CREATE INDEX IF NOT EXISTS ix_messages_origin_nocase "
+                   "ON messages (origin_host COLLATE NOCASE)")
         held_ids = "SELECT id FROM messages WHERE state = 'held'"
         op.execute(f"INSERT INTO fts_subject (rowid, subject) SELECT id, subject FROM messages "
                    f"WHERE id IN ({held_ids})")
@@ -184,6 +186,7 @@ def downgrade() -> None:
             op.execute(f"DROP TABLE IF EXISTS fts_{name}")
         op.execute("DROP INDEX IF EXISTS ix_recipients_address_nocase")
         op.execute("DROP INDEX IF EXISTS ix_messages_sender_nocase")
+        op.execute("DROP INDEX IF EXISTS ix_messages_origin_nocase")
     for table in ("saved_searches", "held_counts", "reasons", "audit_head", "audit",
                   "message_bodies", "attachments",
                   "message_recipients", "quarantines"):

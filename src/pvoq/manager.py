@@ -140,6 +140,12 @@ class Manager(Appliance):
     def apply_config(self, config: Config) -> None:
         super().apply_config(config)
         self._release_destination = None
+        # Quarantine settings and the space quota take effect at once; a quarantine
+        # removed from the configuration is deleted (its default action applied).
+        pending = self.store.sync_quarantines(quarantine_settings(config))
+        if pending:
+            self.service.apply_deleted_quarantines(pending)
+        self.service.quota_bytes = int(config.quarantine_store.max_size_mb * 2**20)
         self.ssh.timeout_s = config.ssh.timeout_seconds
 
     def _wake_releases(self) -> None:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pvoq.localdeploy import Deployment
+from pvoq.localdeploy import Deployment, wait_for
 
 
 def _gateway_tls(dep: Deployment) -> ssl.SSLContext:
@@ -50,10 +50,12 @@ class TestRelaylistWithCertificate:
             smtp.starttls(context=_gateway_tls(manager))
         assert caught.value.smtp_code == 554
         assert b"5.7.1 Access denied" in caught.value.smtp_error
-        log = "\n".join(manager.mail_logs("manager"))
-        icid = re.search(r"New CPQ ICID (\d+) interface Management \(127\.0\.0\.1\) address "
-                         r"127\.0\.0\.2 reverse dns host unknown verified no", log)
-        assert icid is not None
+        icid = wait_for("the CPQ ICID", lambda: re.search(
+            r"New CPQ ICID (\d+) interface Management \(127\.0\.0\.1\) address "
+            r"127\.0\.0\.2 reverse dns host unknown verified no",
+            "\n".join(manager.mail_logs("manager"))))
+        log = wait_for("the ICID closed", lambda: (text := "\n".join(
+            manager.mail_logs("manager"))) and f"ICID {icid[1]} close" in text and text)
         assert f"ICID {icid[1]} REJECT SG ALL match ALL SBRS none" in log
         assert f"ICID {icid[1]} TLS" not in log
         assert manager.quarantined() == []
@@ -72,8 +74,8 @@ class TestRelaylistWithCertificate:
             smtp.starttls(context=_gateway_tls(manager))
             smtp.ehlo("gw1.pvoq.test")
             assert smtp.has_extn("xcpq")
-        assert "RELAY SG RELAYLIST match 127.0.0.2 SBRS none" in "\n".join(
-            manager.mail_logs("manager"))
+        assert wait_for("the RELAY decision", lambda: "RELAY SG RELAYLIST match 127.0.0.2 "
+                        "SBRS none" in "\n".join(manager.mail_logs("manager")))
 
 
 class TestListenerListing:

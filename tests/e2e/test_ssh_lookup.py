@@ -50,6 +50,11 @@ def _log(dep: Deployment, role: str) -> str:
     return "\n".join(dep.mail_logs(role))
 
 
+def _logged(dep: Deployment, role: str, text: str) -> bool:
+    """Wait (bounded) until *text* is in *role*'s mail_logs: lines are flushed per turn."""
+    return bool(wait_for(f"{text!r} in mail_logs", lambda: text in _log(dep, role)))
+
+
 class TestListenerLookup:
     def test_release_follows_the_cpq_listener_to_its_new_port(
             self, ssh_running: Deployment) -> None:
@@ -64,8 +69,8 @@ class TestListenerLookup:
 
         _quarantine_and_release(dep, "first")
         wait_for("the first release at the sink", lambda: len(dep.delivered()) == 1)
-        assert (f"SSH lookup of {GATEWAY}: PVO listener on interface Incoming Mail "
-                f"(127.0.0.1) port {old_port}") in _log(dep, "manager")
+        assert _logged(dep, "manager", f"SSH lookup of {GATEWAY}: PVO listener on interface "
+                       f"Incoming Mail (127.0.0.1) port {old_port}")
 
         new_port = free_port()
         text = dep.gateway_config.read_text()
@@ -74,16 +79,16 @@ class TestListenerLookup:
                                                    f"<port>{new_port}</port>"))
         reloaded = _cli(dep.gateway_config, "reload")
         assert reloaded.returncode == 0, reloaded.stderr
-        assert (f"Listener cpq_listener (CPQ) listening on 127.0.0.1 port {new_port}"
-                in _log(dep, "gateway"))
+        assert _logged(dep, "gateway",
+                       f"Listener cpq_listener (CPQ) listening on 127.0.0.1 port {new_port}")
 
         _quarantine_and_release(dep, "second")
         wait_for("the second release at the sink", lambda: len(dep.delivered()) == 2)
-        log = _log(dep, "manager")
-        assert f"delivery to 127.0.0.1 port {old_port} failed, asking the gateway again" in log
-        assert (f"SSH lookup of {GATEWAY}: PVO listener on interface Incoming Mail "
-                f"(127.0.0.1) port {new_port}") in log
-        assert "application fault" not in log
+        assert _logged(dep, "manager", f"delivery to 127.0.0.1 port {old_port} failed, "
+                       "asking the gateway again")
+        assert _logged(dep, "manager", f"SSH lookup of {GATEWAY}: PVO listener on interface "
+                       f"Incoming Mail (127.0.0.1) port {new_port}")
+        assert "application fault" not in _log(dep, "manager")
 
 
 class TestLookupFailure:
@@ -122,5 +127,5 @@ class TestLookupFailure:
         assert fixed.returncode == 0, fixed.stderr
         assert f"{new_fp} (replaced the pinned key)" in fixed.stdout
         wait_for("the release at the sink", lambda: len(dep.delivered()) == 1)
-        assert (f"SSH lookup of {GATEWAY} succeeded: application fault cleared"
-                in _log(dep, "manager"))
+        assert _logged(dep, "manager",
+                       f"SSH lookup of {GATEWAY} succeeded: application fault cleared")

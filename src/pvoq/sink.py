@@ -31,9 +31,9 @@ class SinkHandler:
                           address: str, options: list[str]) -> str:
         local = address.partition("@")[0].lower()
         if local.startswith("reject"):
-            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if local.startswith("defer"):
-            return "450 4.2.1 <%s>: Mailbox busy, try again later" % address
+            return f"450 4.2.1 <{address}>: Mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Ok"
 

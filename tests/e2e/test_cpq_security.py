@@ -99,7 +99,8 @@ class TestHostAccessTable:
             smtplib.SMTP("127.0.0.1", running.ports["manager_cpq"], timeout=10,
                          source_address=("127.0.0.2", 0))
         assert caught.value.smtp_code == 554
-        log = "\n".join(running.mail_logs("manager"))
+        log = wait_for("the REJECT line", lambda: (text := "\n".join(
+            running.mail_logs("manager"))) and "REJECT SG" in text and text)
         assert re.search(r"New CPQ ICID (\d+) interface Management \(127\.0\.0\.1\) address "
                          r"127\.0\.0\.2 ", log)
         assert re.search(r"ICID \d+ REJECT SG ALL match ALL SBRS none", log)

@@ -9,6 +9,7 @@ be quarantined on the manager exactly once, or delivered downstream.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -67,20 +68,16 @@ class Sender(threading.Thread):
                         self.ambiguous.add(tag)
                     # refused, reset or 4xx: the gateway is down or restarting; try again
                     if smtp is not None:
-                        try:
+                        with contextlib.suppress(OSError):
                             smtp.close()
-                        except OSError:
-                            pass
                     smtp = None
                     time.sleep(0.05)
         except BaseException as exc:  # surfaced by the test
             self.error = exc
         finally:
             if smtp is not None:
-                try:
+                with contextlib.suppress(OSError, smtplib.SMTPException):
                     smtp.quit()
-                except (OSError, smtplib.SMTPException):
-                    pass
 
 
 def _tag(content: bytes) -> str:

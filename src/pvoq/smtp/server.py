@@ -276,6 +276,18 @@ class BaseHandler:
 
     def __init__(self, context: ServerContext) -> None:
         self.context = context
+        self._storing: set[asyncio.Future[str]] = set()
+
+    def _after_disconnect(self, task: asyncio.Future[str], mid: int) -> None:
+        log = self.context.maillog
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            exc = task.exception()
+            log.warning(f"MID {mid} application fault: {type(exc).__name__}: {exc}")
+        else:
+            log.info(f"MID {mid} stored, but the client left before the reply "
+                     f"('{task.result()}'); a retry will be recognised")
 
     async def handle_EHLO(self, server: PvoqSMTP, session: Session, envelope: Envelope,  # noqa: N802
                           hostname: str, responses: list[str]) -> list[str]:
@@ -335,8 +347,18 @@ class BaseHandler:
             log.info(f"MID {mid} Message-ID '{info.message_id}'")
         log.info(f'MID {mid} Subject "{info.subject}"')
         log.info(f"MID {mid} ready {len(content)} bytes from <{envelope.mail_from}>")
+        # A client that drops the connection now cancels this coroutine; the
+        # store must still finish as one piece (files, markers, queueing), or
+        # a message could sit half-handled until the next restart. So it runs
+        # as its own task, shielded; the client's retry is recognised later.
+        task = asyncio.ensure_future(self.accept(server, session, envelope, content, info))
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
         try:
-            reply = await self.accept(server, session, envelope, content, info)
+            reply = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: self._after_disconnect(t, mid))
+            raise
         except Exception as exc:  # the client must retry; nothing was acknowledged
             log.warning(f"MID {mid} application fault: {type(exc).__name__}: {exc}")
             return replies.LOCAL_ERROR

@@ -296,6 +296,15 @@ def resumedel(ctx: click.Context) -> None:
 
 
 @operator.command()
+@click.argument("action", type=click.Choice(["status", "pause", "resume"]),
+                default="status", required=False)
+@click.pass_context
+def workqueue(ctx: click.Context, action: str) -> None:
+    """The gateway's work queue (mail waiting to be scanned): status, pause, resume."""
+    click.echo(_request(ctx, f"workqueue.{action}")["text"])
+
+
+@operator.command()
 @click.pass_context
 def resetcounters(ctx: click.Context) -> None:
     """Reset the "Reset" column of the counters."""

@@ -121,6 +121,14 @@ class Spool:
     def _write_entry(self, mid: int, data: bytes) -> None:
         atomic_write(self.entry_path(mid), data, sync_dir=False)
 
+    async def remove_async(self, mid: int) -> None:
+        await self._in_pool(self._remove_files, mid)
+        await self._dirsync.sync()
+
+    def _remove_files(self, mid: int) -> None:
+        remove_durably(self.entry_path(mid), sync_dir=False)
+        remove_durably(self.body_path(mid), sync_dir=False)
+
     def _write_new(self, mid: int, body: bytes, data: bytes) -> None:
         atomic_write(self.body_path(mid), body, sync_dir=False)
         atomic_write(self.entry_path(mid), data, sync_dir=False)

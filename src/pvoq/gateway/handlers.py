@@ -1,0 +1,105 @@
+"""The gateway's SMTP handlers: its public listeners and its `cpq_listener`.
+
+A public listener accepts mail into the spool (fsync before `250`) and hands
+it to the pipeline; the `cpq_listener` accepts releases from the manager,
+checks who sends them and for whom, recognises a retried transfer, and
+spools them for the stages after the one that quarantined them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pvoq.cpq.ca import peer_common_name, peer_role
+from pvoq.cpq.metadata import KIND_RELEASE
+from pvoq.cpq.server import CpqHandler
+from pvoq.fsutil import atomic_write
+from pvoq.scan.pipeline import Pipeline
+from pvoq.smtp import replies
+from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
+from pvoq.spool.store import Entry, Recipient
+
+if TYPE_CHECKING:
+    from pvoq.gateway.role import Gateway  # noqa: F401 (annotations only)
+
+
+def transfer_marker(directory: Path, transfer_id: str) -> Path:
+    """The file that says a CPQ transfer was received (exactly once across retries)."""
+    return directory / hashlib.sha256(transfer_id.encode()).hexdigest()
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower() or "localhost"
+
+
+class PublicHandler(BaseHandler):
+    """A public/private SMTP listener of the gateway: accept into the spool."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway.context)
+        self.gateway = gateway
+
+    async def accept(self, server: PvoqSMTP, session: PvoqSession, envelope: PvoqEnvelope,
+                     content: bytes, info: MessageInfo) -> str:
+        entry = Entry(
+            mid=envelope.mid, sender=envelope.mail_from or "",
+            recipients=[Recipient(i, a) for i, a in enumerate(envelope.rcpt_tos)],
+            received=time.time(), size=len(content), icid=session.icid,
+            peer=session.peer_ip, meta={"subject": info.subject})
+        await self.gateway.spool.put_async(entry, content)
+        self.gateway.received_messages += 1
+        self.gateway.submit(entry)
+        return replies.accepted(entry.mid)
+
+
+class ReleaseHandler(CpqHandler):
+    """The gateway's `cpq_listener`: released mail from the manager."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__(gateway.context)
+        self.gateway = gateway
+
+    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
+                    content: bytes, info: MessageInfo) -> str:
+        log = self.context.maillog
+        if meta["kind"] != KIND_RELEASE:
+            return "554 5.7.0 This gateway accepts only releases over CPQ"
+        role = peer_role(session.peer_certificate)
+        if role != "manager":
+            log.info(f"ICID {session.icid} CPQ release refused: peer certificate role {role!r}")
+            return "554 5.7.1 Only the manager may release mail to this gateway"
+        gw = self.gateway
+        expected = gw.config.pvo.manager_hostname
+        name = peer_common_name(session.peer_certificate)
+        if expected and (name or "").lower() != expected.lower():
+            log.info(f"ICID {session.icid} CPQ release refused: certificate of {name!r}, "
+                     f"this gateway's manager is {expected!r}")
+            return f"554 5.7.1 {name} is not this gateway's manager"
+        target = meta["origin"]["hostname"]
+        if target.lower() != gw.config.hostname.lower():
+            log.info(f"ICID {session.icid} CPQ release refused: MID originally on {target}, "
+                     f"this is {gw.config.hostname}")
+            return f"554 5.7.1 This release belongs to gateway {target}, not {gw.config.hostname}"
+        marker = gw.transfer_marker(meta["transfer_id"])
+        if marker.exists():
+            log.info(f"MID {envelope.mid} duplicate CPQ transfer {meta['transfer_id']} "
+                     "acknowledged, not stored again")
+            return f"250 2.0.0 Ok: transfer {meta['transfer_id']} already received"
+        release = meta["release"]
+        entry = Entry(
+            mid=envelope.mid, sender=meta["sender"],
+            recipients=[Recipient(r["rid"], r["address"]) for r in meta["recipients"]],
+            received=time.time(), size=len(content), icid=session.icid, peer=session.peer_ip,
+            transfer_id=meta["transfer_id"],
+            meta={"subject": info.subject, "released": {
+                "origin_mid": meta["origin"]["mid"], "manager_mid": release["entry"],
+                "resume_after": Pipeline.resume_point(release["stages"])}})
+        await gw.spool.put_async(entry, content)
+        atomic_write(marker, str(entry.mid).encode())
+        log.info(f"MID {entry.mid} received from the SMA {session.peer_ip} "
+                 f"(MID originally {meta['origin']['mid']}) on release from central quarantine")
+        gw.submit(entry)
+        return replies.accepted(entry.mid)

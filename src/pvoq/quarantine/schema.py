@@ -198,6 +198,19 @@ SQLITE_DDL = [
 ]
 
 
+# PostgreSQL: exact (case-insensitive) matches and ends-with ranges on B-trees.
+PG_DDL = [
+    "CREATE INDEX IF NOT EXISTS ix_recipients_address_lower "
+    "ON message_recipients (lower(address))",
+    "CREATE INDEX IF NOT EXISTS ix_messages_sender_lower ON messages (lower(sender))",
+    "CREATE INDEX IF NOT EXISTS ix_messages_origin_lower ON messages (lower(origin_host))",
+    "CREATE INDEX IF NOT EXISTS ix_messages_sender_rev_pattern "
+    "ON messages (sender_rev text_pattern_ops)",
+    "CREATE INDEX IF NOT EXISTS ix_attachments_name_rev_pattern "
+    "ON attachments (name_rev text_pattern_ops)",
+]
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -226,6 +239,8 @@ def create_schema(engine: Engine) -> None:
             for name, table, column in _PG_TRGM:
                 conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {table} "
                                   f"USING gin (lower({column}) gin_trgm_ops)"))
+            for ddl in PG_DDL:
+                conn.execute(text(ddl))
         if engine.dialect.name == "sqlite":
             for ddl in SQLITE_DDL:
                 conn.execute(text(ddl))

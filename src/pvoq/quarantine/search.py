@@ -151,10 +151,13 @@ def _maybe_not(cond: ColumnElement[bool], flt: TextFilter) -> ColumnElement[bool
     return not_(cond) if _negated(flt) else cond
 
 
-def _reverse_range(column: Any, value: str) -> ColumnElement[bool]:
-    """`ends with value` as a range on a lowercased, reversed column (B-tree friendly)."""
+def _reversed_suffix(column: Any, value: str, dialect: str) -> ColumnElement[bool]:
+    """`ends with value` as a prefix of a lowercased, reversed column (B-tree friendly):
+    a range on SQLite, `LIKE 'prefix%'` on PostgreSQL (text_pattern_ops index)."""
     low = value.lower()[::-1]
-    return and_(column >= low, column < low + "\U0010ffff")
+    if dialect == "sqlite":
+        return and_(column >= low, column < low + "\U0010ffff")
+    return column.like(like_pattern("starts_with", low), escape="\\")
 
 
 @dataclass
@@ -169,6 +172,9 @@ class Plan:
     rows: list[ColumnElement[bool]] = field(default_factory=list)
     sets: list[Select[Any]] = field(default_factory=list)
     unique: list[bool] = field(default_factory=list)   # per set: no MID twice
+
+    held_rows: list[ColumnElement[bool]] | None = None  # one quarantine's held rows, if any
+    held_set: int | None = None                        # ... and which set they are
 
     def add(self, ids: Select[Any], unique: bool) -> None:
         self.sets.append(ids)
@@ -186,6 +192,9 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
         # (a positive reason filter is restricted to these quarantines itself)
         p.add(select(mq.message_id).where(mq.quarantine.in_(q.quarantines), mq.state == HELD),
               one_quarantine)
+        if one_quarantine:
+            p.held_rows = [mq.quarantine == q.quarantines[0], mq.state == HELD]
+            p.held_set = len(p.sets) - 1
     if q.received_from is not None:
         p.rows.append(m.received_at >= q.received_from)
     if q.received_to is not None:
@@ -199,16 +208,20 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
             p.add(_fts_ids(name, phrase), True)
         elif phrase is not None:
             p.rows.append(m.id.not_in(_fts_ids(name, phrase)))
-        elif lite and name == "sender" and op == "is":
-            p.rows.append(_maybe_not(column.collate("NOCASE") == flt.value, flt))
-        elif lite and name == "sender" and op == "ends_with":
-            p.rows.append(_maybe_not(_reverse_range(m.sender_rev, flt.value), flt))
+        elif name == "sender" and op == "is":
+            same = (column.collate("NOCASE") == flt.value if lite
+                    else func.lower(column) == flt.value.lower())
+            p.rows.append(_maybe_not(same, flt))
+        elif name == "sender" and op == "ends_with":
+            p.rows.append(_maybe_not(_reversed_suffix(m.sender_rev, flt.value, dialect), flt))
         else:
             p.rows.append(_maybe_not(text_condition(column, flt, dialect), flt))
     if q.recipient is not None:
         op = NEGATED.get(q.recipient.op, q.recipient.op)
         if lite and op == "is":
             match: ColumnElement[bool] = r.address.collate("NOCASE") == q.recipient.value
+        elif op == "is":
+            match = func.lower(r.address) == q.recipient.value.lower()
         else:
             match = text_condition(r.address, q.recipient, dialect)
         rcpt = select(r.message_id).where(match)
@@ -230,14 +243,18 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
             p.rows.append(m.id.not_in(why))
         else:
             p.add(why, one_quarantine)
+            if one_quarantine:
+                p.held_rows = [mq.reason_id.in_(ids), mq.state == HELD,
+                               mq.quarantine == q.quarantines[0]]
+                p.held_set = len(p.sets) - 1
     if (q.attachment_name is not None or q.attachment_min_size is not None
             or q.attachment_max_size is not None):
         files = select(a.message_id)
         flt = q.attachment_name
         if flt is not None and not _negated(flt):
-            if lite and flt.op == "ends_with":
-                files = files.where(_reverse_range(a.name_rev, flt.value))
-            elif lite and flt.op == "is":
+            if flt.op == "ends_with":
+                files = files.where(_reversed_suffix(a.name_rev, flt.value, dialect))
+            elif flt.op == "is":
                 files = files.where(a.name_rev == flt.value.lower()[::-1])
             else:
                 files = files.where(text_condition(a.name, flt, dialect))
@@ -289,8 +306,16 @@ def _matching_ids(p: Plan) -> Any:
     return intersect(*labelled).subquery()
 
 
-def compile_query(q: SearchQuery, dialect: str) -> tuple[Select[Any], Select[Any]]:
-    """(the page of MIDs in order, the total count) for *q*."""
+WALK_INDEX_ABOVE = 2000
+
+
+def compile_query(q: SearchQuery, dialect: str, total: int | None = None
+                  ) -> tuple[Select[Any], Select[Any]]:
+    """(the page of MIDs in order, the total count) for *q*.
+
+    *total*, when known, chooses the page plan on PostgreSQL: many matches are
+    found fastest by walking the received-time index, few by sorting them.
+    """
     p = plan(q, dialect)
     direction = (lambda c: c.desc()) if q.order_dir == "desc" else (lambda c: c.asc())
     if p.sets and not p.rows:
@@ -300,9 +325,23 @@ def compile_query(q: SearchQuery, dialect: str) -> tuple[Select[Any], Select[Any
             page = (select(ids.c.id).order_by(direction(ids.c.id))
                     .limit(q.limit).offset(q.offset))
             return page, count
+        if q.order_by in ("received", "scheduled_exit") and p.held_rows is not None:
+            # Held rows of one quarantine carry the received time and the exit.
+            mq = message_quarantines.c
+            key = mq.received_at if q.order_by == "received" else mq.scheduled_exit
+            others = [mq.message_id.in_(s) for i, s in enumerate(p.sets) if i != p.held_set]
+            page = (select(mq.message_id).where(*p.held_rows, *others)
+                    .order_by(direction(key), direction(mq.message_id))
+                    .limit(q.limit).offset(q.offset))
+            return page, count
     else:
         count = select(func.count()).select_from(messages).where(*where_clause(q, dialect))
-    page = (select(messages.c.id).where(*where_clause(q, dialect))
+    conds = where_clause(q, dialect)
+    if dialect != "sqlite" and p.sets and (total is None or total > WALK_INDEX_ABOVE):
+        # Redundant with the sets, but it lets PostgreSQL walk the (state, received_at)
+        # index newest first and stop at a page instead of hashing every match.
+        conds.append(messages.c.state == HELD)
+    page = (select(messages.c.id).where(*conds)
             .order_by(direction(_sort_key(q, dialect)), direction(messages.c.id))
             .limit(q.limit).offset(q.offset))
     return page, count

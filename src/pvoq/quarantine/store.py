@@ -268,12 +268,14 @@ class QuarantineStore:
 
     def search(self, query: qsearch.SearchQuery) -> tuple[builtins.list[dict[str, Any]], int]:
         """The page of held messages matching *query*, and how many match in all."""
-        ids_stmt, count_stmt = qsearch.compile_query(query, self.dialect)
+        _, count_stmt = qsearch.compile_query(query, self.dialect)
         counter = qsearch.counter_for(query)
         if counter is not None:
             count_stmt = select(held_counts.c.n).where(held_counts.c.quarantine == counter)
         with self.engine.connect() as conn:
             total = int(conn.execute(count_stmt).scalar() or 0) if query.with_total else -1
+            ids_stmt, _ = qsearch.compile_query(query, self.dialect,
+                                                total if query.with_total else None)
             ids = [int(i) for (i,) in conn.execute(ids_stmt)]
             rows = self._rows(conn, ids)
         return rows, total

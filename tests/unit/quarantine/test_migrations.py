@@ -17,7 +17,7 @@ from pvoq.quarantine.schema import make_engine, metadata
 from pvoq.quarantine.search import SearchQuery, TextFilter
 from pvoq.quarantine.store import RELEASED, QuarantineStore
 
-EXTRA = ("_trgm", "_nocase")
+EXTRA = ("_trgm", "_nocase", "_lower", "_pattern")
 
 
 def schema_differences(url: str) -> list[Any]:

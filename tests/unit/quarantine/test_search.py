@@ -139,6 +139,16 @@ class TestSortAndPage:
         assert mids(filled, order_by="scheduled_exit", order_dir="asc")[:2] == [3, 5]
         assert mids(filled, order_by="subject", order_dir="asc")[0] == 2
 
+    def test_one_quarantine_sorted_by_exit_and_received(self, filled: QuarantineStore) -> None:
+        """Within one quarantine, pages follow the scheduled exit or the received time."""
+        filled.delay(1, 7 * 86400.0, "Policy")
+        assert mids(filled, quarantines=("Policy",), order_by="scheduled_exit",
+                    order_dir="asc") == [4, 6, 1]
+        assert mids(filled, quarantines=("Policy",), order_by="received",
+                    order_dir="asc", limit=2, offset=1) == [4, 6]
+        assert mids(filled, quarantines=("Virus",),
+                    reason=TextFilter("contains", "viral"), order_by="received") == [2]
+
     def test_pages_cover_everything_once(self, filled: QuarantineStore) -> None:
         """Consecutive pages give every result exactly once and the same total."""
         seen: list[int] = []

@@ -178,6 +178,16 @@ def upgrade() -> None:
         for name, table, column in TRGM:
             op.execute(f"CREATE INDEX IF NOT EXISTS {name} ON {table} "
                        f"USING gin (lower({column}) gin_trgm_ops)")
+        op.execute("CREATE INDEX IF NOT EXISTS ix_recipients_address_lower "
+                   "ON message_recipients (lower(address))")
+        op.execute("CREATE INDEX IF NOT EXISTS ix_messages_sender_lower ON messages "
+                   "(lower(sender))")
+        op.execute("CREATE INDEX IF NOT EXISTS ix_messages_origin_lower ON messages "
+                   "(lower(origin_host))")
+        op.execute("CREATE INDEX IF NOT EXISTS ix_messages_sender_rev_pattern "
+                   "ON messages (sender_rev text_pattern_ops)")
+        op.execute("CREATE INDEX IF NOT EXISTS ix_attachments_name_rev_pattern "
+                   "ON attachments (name_rev text_pattern_ops)")
 
 
 def downgrade() -> None:

@@ -51,7 +51,7 @@ class PublicHandler(BaseHandler):
             peer=session.peer_ip, meta={"subject": info.subject})
         await self.gateway.spool.put_async(entry, content)
         self.gateway.received_messages += 1
-        self.gateway.submit(entry)
+        self.gateway.submit(entry, content)
         return replies.accepted(entry.mid)
 
 
@@ -101,5 +101,5 @@ class ReleaseHandler(CpqHandler):
         atomic_write(marker, str(entry.mid).encode())
         log.info(f"MID {entry.mid} received from the SMA {session.peer_ip} "
                  f"(MID originally {meta['origin']['mid']}) on release from central quarantine")
-        gw.submit(entry)
+        gw.submit(entry, content)
         return replies.accepted(entry.mid)

@@ -35,6 +35,7 @@ else:
 
 DEFAULT_POLICY = "DEFAULT"
 BATCH = 16  # messages scanned side by side (the scanner's threads overlap their I/O)
+BODY_CACHE = 512  # bodies of queued messages kept in memory (the spool has them anyway)
 
 
 class Processing(_Base):
@@ -45,6 +46,7 @@ class Processing(_Base):
     _policy_pipelines: dict[str, Pipeline]
     _work: asyncio.Queue[Entry]
     _suspects: list[Entry]
+    _bodies: dict[int, bytes]
     _in_work: int
     claims: Claims
     workqueue_open: asyncio.Event
@@ -71,7 +73,10 @@ class Processing(_Base):
         self.queues.add(dsn)
 
     # -- the pipeline ----------------------------------------------------------
-    def submit(self, entry: Entry) -> None:
+    def submit(self, entry: Entry, body: bytes | None = None) -> None:
+        """Queue *entry* for scanning; *body*, when given, saves reading it back from disk."""
+        if body is not None and len(self._bodies) < BODY_CACHE:
+            self._bodies[entry.mid] = body
         self._work.put_nowait(entry)
 
     async def _process_forever(self) -> None:
@@ -133,7 +138,7 @@ class Processing(_Base):
         """
         released = entry.meta.get("released")
         resume_after = released["resume_after"] if released else entry.meta.get("resume_after")
-        body = self.spool.read_body(entry.mid)
+        body = self._bodies.pop(entry.mid, None) or self.spool.read_body(entry.mid)
         envelope = self._envelope(entry)
         if not released and "policy" not in entry.meta:
             groups = self._policy_groups(entry)

@@ -68,6 +68,7 @@ class Gateway(Processing, Appliance):
         self._worker: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._suspects: list[Entry] = []
+        self._bodies: dict[int, bytes] = {}
         self._in_work = 0
         self.claims = Claims(config.data_dir / "claims.json")
         self.workqueue_open = asyncio.Event()

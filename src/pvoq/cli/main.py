@@ -61,12 +61,22 @@ def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
               help="A gateway this manager serves (manager).")
 @click.option("--outbreak-url", "outbreak_urls", multiple=True,
               help="A URL host[/path] the outbreak filter quarantines (gateway).")
+@click.option("--clamd-socket", default=None, metavar="PATH",
+              help="Scan with the clamd listening on this Unix socket (gateway; default: "
+                   "the built-in EICAR check only).")
+@click.option("--outbreak-rules", default=None, metavar="FILE",
+              help="Outbreak rules file, JSON (gateway; reloaded when it changes).")
+@click.option("--ssh-port", type=int, default=None,
+              help="Run the SSH command service the manager asks for the PVO listener "
+                   "(gateway).")
 @click.option("--retry-min", type=float, default=60.0, show_default=True)
 @click.option("--retry-max", type=float, default=3600.0, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing configuration.")
 def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: Path, ip: str,
          cpq_port: int, smtp_port: int, domains: tuple[str, ...], routes: tuple[str, ...],
-         manager: str, manager_hostname: str | None, gateways: tuple[str, ...], outbreak_urls: tuple[str, ...],
+         manager: str, manager_hostname: str | None, gateways: tuple[str, ...],
+         clamd_socket: str | None, outbreak_rules: str | None, ssh_port: int | None,
+         outbreak_urls: tuple[str, ...],
          retry_min: float, retry_max: float, force: bool) -> None:
     """Write a working configuration and certificates for one appliance."""
     from pvoq.config.template import ApplianceSpec
@@ -91,7 +101,8 @@ def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: 
         role=role, hostname=hostname, serial=serial or f"PVOQ-{hostname.upper()}", ip=ip,
         cpq_port=cpq_port, smtp_port=smtp_port, domains=list(domains) or ["example.com"],
         routes=route_list, manager_address=m_host, manager_port=m_port,
-        manager_hostname=manager_hostname,
+        manager_hostname=manager_hostname, clamd_socket=clamd_socket,
+        outbreak_rules_file=outbreak_rules, ssh_port=ssh_port,
         outbreak_urls=list(outbreak_urls), gateways=gw, retry_min_seconds=retry_min,
         retry_max_seconds=retry_max)
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -188,7 +189,8 @@ def load_sqlite(path: Path, n: int, batch: int = 20_000) -> float:
 def load_postgres(url: str, n: int, batch: int = 50_000) -> float:
     import psycopg
 
-    store = QuarantineStore(url, Path(tempfile.mkdtemp()) / "bodies", settings=SETTINGS)
+    store = QuarantineStore(url, Path(tempfile.gettempdir()) / "pvoq-bench-unused",
+                            settings=SETTINGS, bodies="database")
     store.sync_quarantines(SETTINGS)
     store.close()
     start = time.perf_counter()
@@ -352,6 +354,13 @@ def main() -> int:
     args = ap.parse_args()
     backends = args.backends.split(",")
     work = Path(tempfile.mkdtemp(prefix="pvoq-bench-search-"))
+    try:
+        return run(args, backends, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, backends: list[str], work: Path) -> int:
     p95: dict[str, float] = {}
     print(f"{args.rows:,} quarantined messages, {args.reps} runs of each of ten searches "
           "(a page and the total count)")
@@ -371,6 +380,7 @@ def main() -> int:
         server = PostgresServer(fsync=True).start()
         try:
             url = server.create_database("bench")
+            (work / "pg").mkdir()
             load_s = load_postgres(url, args.rows)
             store = QuarantineStore(url, work / "pg" / "bodies", settings=SETTINGS)
             results, everything = measure(store, args.reps)

@@ -37,6 +37,20 @@ from pvoq.smtp.server import (
 from pvoq.spool.store import Spool
 
 
+def listener_contexts(config: Config) -> dict[str, ssl.SSLContext]:
+    """A TLS context of its own for each CPQ listener that sets `<ssl_ciphers>`."""
+    contexts = {}
+    for listener in config.listeners:
+        if listener.is_cpq and listener.ssl_ciphers:
+            try:
+                contexts[listener.name] = tls.server_context(config.cpq_certificate,
+                                                             ciphers=listener.ssl_ciphers)
+            except ConfigError as exc:
+                raise ConfigError(exc.message, field=f"listener {listener.name}: ssl_ciphers",
+                                  path=str(config.path)) from None
+    return contexts
+
+
 class Appliance:
     role = "appliance"
 
@@ -50,6 +64,7 @@ class Appliance:
         self.context = ServerContext(self.maillog, self.ids, config.hostname)
         self.server_tls: ssl.SSLContext = tls.server_context(
             config.cpq_certificate, ciphers=config.ssl.inbound_ciphers)
+        self.listener_tls = listener_contexts(config)
         self.client_tls: ssl.SSLContext = tls.client_context(
             config.cpq_certificate, ciphers=config.ssl.outbound_ciphers)
         self.spool = Spool(config.data_dir / "spool")
@@ -109,7 +124,8 @@ class Appliance:
         def make() -> PvoqSMTP:
             # Looked up per connection: a reload changes HAT, RAT and TLS at once.
             listener = next(x for x in self.config.listeners if x.name == name)
-            extra: dict[str, Any] = {"tls_context": self.server_tls} if listener.is_cpq else {}
+            context = self.listener_tls.get(name, self.server_tls)
+            extra: dict[str, Any] = {"tls_context": context} if listener.is_cpq else {}
             return protocol(handler, listener=listener, interface_ip=ip, context=self.context,
                             gate=gate, **extra)
         return make
@@ -147,6 +163,7 @@ class Appliance:
         try:
             new = load_config(self.config.path)
             server_tls = tls.server_context(new.cpq_certificate, ciphers=new.ssl.inbound_ciphers)
+            listener_tls = listener_contexts(new)
             client_tls = tls.client_context(new.cpq_certificate,
                                             ciphers=new.ssl.outbound_ciphers)
         except ConfigError as exc:
@@ -161,6 +178,7 @@ class Appliance:
             self.maillog.warning(message)
             raise CommandError(message)
         self.config, self.server_tls, self.client_tls = new, server_tls, client_tls
+        self.listener_tls = listener_tls
         self.apply_config(new)
         wanted = {x.name: (self.interface_ip(x.interface_name), x.port) for x in new.listeners}
         for name in list(self._bound):

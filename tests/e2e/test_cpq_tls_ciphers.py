@@ -64,3 +64,23 @@ class TestAnonymousCiphers:
                    for line in running.mail_logs("gateway"))
         running.send(subject="confidential", body="still flows")
         assert wait_for("quarantined", running.quarantined)
+
+
+class TestListenerCiphers:
+    def test_a_listener_cipher_list_overrides_the_inbound_one(
+            self, deployment: Deployment) -> None:
+        """`<ssl_ciphers>` on the cpq_listener alone makes the seed's anonymous failure happen."""
+        dep = deployment
+        config = dep.manager_config
+        marker = "<listener_name>cpq_listener</listener_name>\n"
+        text = config.read_text()
+        assert marker in text
+        config.write_text(text.replace(
+            marker, marker + f"    <ssl_ciphers>{ANONYMOUS_FIRST}</ssl_ciphers>\n", 1))
+        set_ciphers(dep.gateway_config, "outbound_ciphers", ANONYMOUS_FIRST)
+        dep.start()
+        dep.send(subject="confidential", body="x")
+        assert wait_for("the refusal", lambda: any(
+            "TLS failed: verify error: no certificate from server" in line
+            for line in dep.mail_logs("gateway")))
+        assert dep.quarantined() == []

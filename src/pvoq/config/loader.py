@@ -315,6 +315,7 @@ class _Loader:
             max_message_size=_value(node, "max_message_size", _positive_int, 10 * 1024 * 1024),
             max_connections=_value(node, "max_connections", _positive_int, 300),
             timeout_seconds=_value(node, "timeout_seconds", _seconds, 300.0),
+            ssl_ciphers=_value(node, "ssl_ciphers", str),
         )
 
     def _rat(self, node: Node) -> Rat:

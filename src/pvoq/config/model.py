@@ -47,6 +47,7 @@ class Listener:
     max_message_size: int = 10 * 1024 * 1024
     max_connections: int = 300          # concurrent sessions; more get 421
     timeout_seconds: float = 300.0      # idle time allowed per SMTP stage (RFC 5321 4.5.3.2)
+    ssl_ciphers: str | None = None      # this listener's cipher list (default: inbound_ciphers)
     generated: bool = False
 
     @property

@@ -187,3 +187,18 @@ class TestSettlement:
         assert store.unsettled() == []
         row = store.get(1)
         assert row["state"] == DELETED and row["settled_at"] is not None
+
+
+class TestBodiesInDatabase:
+    def test_body_kept_in_the_database(self, make_store: StoreFactory, tmp_path: Path) -> None:
+        """With bodies=database the body is stored with the row, read back, and dropped
+        when the message settles; nothing is written to the bodies directory."""
+        s = make_store(bodies="database")
+        add(s, 1, "Policy")
+        assert s.read_body(1) == BODY
+        assert s.get(1)["body_path"] == ""
+        assert not (tmp_path / "bodies" / "1.eml").exists()
+        s.act(1, DELETED)
+        s.finish(1, DELETED)
+        with pytest.raises(FileNotFoundError):
+            s.read_body(1)

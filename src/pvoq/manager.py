@@ -230,6 +230,10 @@ class Manager(Appliance):
                 result.append(settings.early_release)
         return result
 
+    def allocate_mid(self) -> int:
+        """A new MID (a per-recipient action splits a message in two)."""
+        return self.ids.next("mid")
+
     def send_copy(self, mid: int, address: str) -> int:
         """Spool a copy of *mid* for *address*, delivered by the originating gateway."""
         record = self.store.get(mid)

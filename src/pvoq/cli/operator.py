@@ -494,22 +494,30 @@ def quarantine_show(ctx: click.Context, mid: int, as_json: bool) -> None:
 @click.argument("mids", type=int, nargs=-1, required=True)
 @click.option("-q", "--quarantine", "name", default=None,
               help="Release from this quarantine only (default: from all).")
+@click.option("--recipient", "recipients", multiple=True, metavar="ADDRESS",
+              help="Release for this envelope recipient only (repeatable).")
 @click.pass_context
-def quarantine_release(ctx: click.Context, mids: tuple[int, ...], name: str | None) -> None:
+def quarantine_release(ctx: click.Context, mids: tuple[int, ...], name: str | None,
+                       recipients: tuple[str, ...]) -> None:
     """Release messages; each goes back to the gateway it came from."""
     for mid in mids:
-        click.echo(_request(ctx, "quarantine.release", {"mid": mid, "quarantine": name})["text"])
+        click.echo(_request(ctx, "quarantine.release", {"mid": mid, "quarantine": name,
+                                                        "recipients": list(recipients)})["text"])
 
 
 @quarantine.command("delete")
 @click.argument("mids", type=int, nargs=-1, required=True)
 @click.option("-q", "--quarantine", "name", default=None,
               help="Delete from this quarantine only (the message is then never delivered).")
+@click.option("--recipient", "recipients", multiple=True, metavar="ADDRESS",
+              help="Delete for this envelope recipient only (repeatable).")
 @click.pass_context
-def quarantine_delete(ctx: click.Context, mids: tuple[int, ...], name: str | None) -> None:
+def quarantine_delete(ctx: click.Context, mids: tuple[int, ...], name: str | None,
+                      recipients: tuple[str, ...]) -> None:
     """Delete messages."""
     for mid in mids:
-        click.echo(_request(ctx, "quarantine.delete", {"mid": mid, "quarantine": name})["text"])
+        click.echo(_request(ctx, "quarantine.delete", {"mid": mid, "quarantine": name,
+                                                       "recipients": list(recipients)})["text"])
 
 
 @operator.group()

@@ -68,7 +68,8 @@ class QuarantineCommands:
 
     def _act(self, args: dict[str, Any], action: str) -> dict[str, Any]:
         result = self.service.act(_caller(args), action, int(args["mid"]),
-                                  args.get("quarantine"))
+                                  args.get("quarantine"),
+                                  recipients=list(args.get("recipients") or []) or None)
         if not result.ok:
             raise CommandError(result.text)
         return {"text": result.text, "data": result.as_dict()}

@@ -20,6 +20,7 @@ from sqlalchemy import delete, select
 
 from pvoq.quarantine import roles
 from pvoq.quarantine.audit import AuditTrail
+from pvoq.quarantine.recipients import split
 from pvoq.quarantine.roles import SYSTEM, Caller, PermissionDenied
 from pvoq.quarantine.schema import saved_searches
 from pvoq.quarantine.search import SearchQuery
@@ -47,6 +48,8 @@ class Settler(Protocol):
                names: tuple[str, ...] | None = None) -> None: ...
 
     def send_copy(self, mid: int, address: str) -> int: ...
+
+    def allocate_mid(self) -> int: ...
 
     def settle_many(self, settled: list[tuple[int, str, tuple[str, ...]]], how: str) -> None:
         """Settle claimed messages (mid, state, quarantines acted on); may finish later."""
@@ -107,12 +110,30 @@ class QuarantineService:
 
     # -- actions ---------------------------------------------------------------
     def act(self, caller: Caller, action: str, mid: int, quarantine: str | None = None,
-            *, how: str = "manual") -> ActionResult:
-        """Release or delete one message (from one quarantine or all it is in)."""
+            *, how: str = "manual", recipients: list[str] | None = None) -> ActionResult:
+        """Release or delete one message (from one quarantine or all it is in).
+
+        With *recipients*, for those recipients only: they are split off into a
+        new message (same body, quarantines and exits) and the action applies to it.
+        """
         roles.check(caller, action)
         if quarantine is not None:
             roles.visible(caller, (quarantine,))
         state = ACTIONS[action]
+        if recipients:
+            record = self.store.get(mid)
+            if record is not None:
+                self._check_quarantines(caller, [q["quarantine"] for q in record["quarantines"]])
+            try:
+                part = split(self.store, mid, recipients, self.settler.allocate_mid())
+            except QuarantineError as exc:
+                return ActionResult(mid, False, text=str(exc))
+            if part != mid:
+                self.audit.append(caller.actor, caller.origin, "split",
+                                  {"mid": mid, "new_mid": part, "recipients": recipients})
+                self.log(f"MID {mid} rewritten to MID {part} by per-recipient {action} "
+                         f"({', '.join(recipients)})")
+                mid = part
         received = self._received_at(mid)
         try:
             outcome = self.store.act(mid, state, quarantine, how=how,

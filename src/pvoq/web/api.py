@@ -58,6 +58,8 @@ class ActionBody(BaseModel):
     delay: str | None = Field(None, description="8h, 24h, 48h or 1w (action delay)")
     destinationQuarantineName: str | None = None  # noqa: N815
     recipientAddresses: list[str] = []  # noqa: N815
+    recipients: list[str] = Field(default_factory=list,
+                                  description="release for these envelope recipients only")
 
 
 class DeleteBody(BaseModel):
@@ -66,6 +68,8 @@ class DeleteBody(BaseModel):
     quarantineType: str = "pvo"  # noqa: N815
     quarantineName: str | None = None  # noqa: N815
     mids: list[int]
+    recipients: list[str] = Field(default_factory=list,
+                                  description="delete for these envelope recipients only")
 
 
 class BulkBody(BaseModel):
@@ -202,7 +206,8 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...]) -> Fast
     async def act(body: ActionBody, who: Who) -> dict[str, Any]:
         name = body.quarantineName
         if body.action == "release":
-            results = [service.act(who, "release", mid, name) for mid in body.mids]
+            results = [service.act(who, "release", mid, name, recipients=body.recipients or None)
+                       for mid in body.mids]
         elif body.action == "delay":
             results = [service.delay(who, mid, body.delay or "", name) for mid in body.mids]
         elif body.action == "move":
@@ -220,7 +225,8 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...]) -> Fast
 
     @router.delete("/quarantine/messages", summary="Delete messages")
     async def delete(body: DeleteBody, who: Who) -> dict[str, Any]:
-        return _results("delete", [service.act(who, "delete", mid, body.quarantineName)
+        return _results("delete", [service.act(who, "delete", mid, body.quarantineName,
+                                               recipients=body.recipients or None)
                                    for mid in body.mids])
 
     @router.post("/quarantine/messages/bulk", summary="An action on a search result")

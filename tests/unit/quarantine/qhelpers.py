@@ -68,6 +68,10 @@ class RecordingSettler:
         for mid, state, names in settled:
             self.settle(mid, state, how, names)
 
+    def allocate_mid(self) -> int:
+        self.next_mid = getattr(self, "next_mid", 50000) + 1
+        return self.next_mid
+
     def send_copy(self, mid: int, address: str) -> int:
         self.copies.append((mid, address))
         return 90000 + len(self.copies)

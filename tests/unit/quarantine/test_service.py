@@ -100,6 +100,48 @@ class TestMultiQuarantine:
         assert not result.ok and "404" in result.text
 
 
+class TestPerRecipient:
+    def test_release_for_one_recipient(self, env: Env) -> None:
+        """Released for one recipient, that recipient's copy settles; the others stay held."""
+        put(env.store, 1, "Policy", "HR", recipients=("bob@example.com", "carol@example.com"))
+        result = env.service.act(ADMIN_CALLER, "release", 1, recipients=["BOB@example.com"])
+        assert result.ok and result.settled == RELEASED
+        child = env.store.get(result.mid)
+        assert result.mid != 1 and [r["address"] for r in child["recipients"]] == [
+            "bob@example.com"]
+        parent = env.store.get(1)
+        assert [r["address"] for r in parent["recipients"]] == ["carol@example.com"]
+        assert env.store.held_in(1) == ["HR", "Policy"]
+        rows, total = env.store.search(SearchQuery(recipient=TextFilter("is",
+                                                                        "bob@example.com")))
+        assert total == 0
+        assert env.store.held_count() == 1 and env.store.held_count("HR") == 1
+        assert any("rewritten to MID" in line for line in env.lines)
+
+    def test_per_recipient_keeps_multi_quarantine_rules(self, env: Env) -> None:
+        """A recipient's part released from one of two quarantines is still held in the other."""
+        put(env.store, 1, "Policy", "HR", recipients=("bob@example.com", "carol@example.com"))
+        result = env.service.act(ADMIN_CALLER, "release", 1, "Policy",
+                                 recipients=["bob@example.com"])
+        assert result.settled is None and env.store.held_in(result.mid) == ["HR"]
+        assert env.store.held_in(1) == ["HR", "Policy"]
+        assert env.store.read_body(result.mid) == env.store.read_body(1)
+        done = env.service.act(ADMIN_CALLER, "delete", result.mid, "HR")
+        assert done.settled == DELETED
+
+    def test_all_recipients_is_the_message(self, env: Env) -> None:
+        """Naming every recipient acts on the message itself, without a split."""
+        put(env.store, 1, "Policy")
+        result = env.service.act(ADMIN_CALLER, "delete", 1, recipients=["bob@example.com"])
+        assert result.mid == 1 and result.settled == DELETED
+
+    def test_unknown_recipient(self, env: Env) -> None:
+        """A recipient the message does not have is refused."""
+        put(env.store, 1, "Policy")
+        result = env.service.act(ADMIN_CALLER, "release", 1, recipients=["eve@example.com"])
+        assert not result.ok and "eve@example.com" in result.text
+
+
 class TestOtherActions:
     def test_delay_scheduled_exit(self, env: Env, clock: Any) -> None:
         """Delay Scheduled Exit moves the exit by the chosen period."""

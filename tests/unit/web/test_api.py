@@ -146,6 +146,16 @@ class TestActions:
             assert deleted["data"]["totalCount"] == 1
         assert [s[:2] for s in api.settler.settled] == [(1, "released"), (2, "deleted")]
 
+    def test_release_for_one_recipient(self, api: Api) -> None:
+        """A release naming recipients releases a split-off copy for them only."""
+        put(api.store, 7, "Policy", recipients=("bob@example.com", "carol@example.com"))
+        with api.client() as c:
+            r = c.post(API, json={"action": "release", "mids": [7],
+                                  "recipients": ["carol@example.com"]}).json()
+        [child] = r["data"]["mids"]
+        assert child != 7 and api.settler.settled[0][:2] == (child, "released")
+        assert [x["address"] for x in api.store.get(7)["recipients"]] == ["bob@example.com"]
+
     def test_delay_and_move(self, api: Api) -> None:
         """POST delay and move change the exit and the quarantine."""
         fill(api.store)

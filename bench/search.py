@@ -133,6 +133,8 @@ DELETE FROM held_counts;
 INSERT INTO held_counts (quarantine, n) SELECT quarantine, count(*) FROM message_quarantines
     WHERE state = 'held' GROUP BY quarantine;
 INSERT INTO held_counts (quarantine, n) SELECT '*', count(*) FROM messages WHERE state = 'held';
+INSERT INTO held_counts (quarantine, n) SELECT '*bytes', sum(size) FROM messages
+    WHERE state = 'held';
 """
 MSG_COLS = ("id, transfer_id, origin_host, origin_serial, origin_mid, origin_ip, sender, "
             "recipients, subject, received_at, size, body_path, state, meta, sender_rev")

@@ -17,6 +17,7 @@ from sqlalchemy import delete, literal, select, update
 from pvoq.fsutil import atomic_write
 from pvoq.quarantine.schema import (
     ALL_HELD,
+    HELD_BYTES,
     attachments,
     fts,
     message_bodies,
@@ -78,7 +79,7 @@ def split(store: QuarantineStore, mid: int, addresses: Iterable[str], new_mid: i
         if files:
             conn.execute(attachments.insert(), [{**f, "message_id": new_mid} for f in files])
         held = [r["quarantine"] for r in rows if r["state"] == HELD]
-        store._count(conn, {**dict.fromkeys(held, 1), ALL_HELD: 1})
+        store._count(conn, {**dict.fromkeys(held, 1), ALL_HELD: 1, HELD_BYTES: row["size"]})
         if store.dialect == "sqlite":
             t = fts["recipients"]
             conn.execute(delete(t).where(t.c.rowid == mid))

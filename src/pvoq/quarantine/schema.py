@@ -161,6 +161,7 @@ held_counts = Table(
     Column("n", Integer, nullable=False),
 )
 ALL_HELD = "*"
+HELD_BYTES = "*bytes"   # the bytes of the messages held: what the space quota counts
 
 saved_searches = Table(
     "saved_searches", metadata,

@@ -40,6 +40,7 @@ from pvoq.quarantine.migrate import migrate
 from pvoq.quarantine.mime import attachments_of
 from pvoq.quarantine.schema import (
     ALL_HELD,
+    HELD_BYTES,
     attachments,
     fts,
     held_counts,
@@ -129,7 +130,7 @@ class QuarantineStore:
                 else:
                     conn.execute(quarantines.insert().values(name=name, **values))
             have = {q for (q,) in conn.execute(select(held_counts.c.quarantine))}
-            for name in [*settings, ALL_HELD]:
+            for name in [*settings, ALL_HELD, HELD_BYTES]:
                 if name not in have:
                     conn.execute(held_counts.insert().values(quarantine=name, n=0))
             for name, row in known.items():
@@ -193,7 +194,8 @@ class QuarantineStore:
                         for i, (n, s) in enumerate(files)])
                 if self.bodies_in_db:
                     conn.execute(message_bodies.insert().values(message_id=mid, body=body))
-                self._count(conn, {**dict.fromkeys(held, 1), ALL_HELD: 1})
+                self._count(conn, {**dict.fromkeys(held, 1), ALL_HELD: 1,
+                                   HELD_BYTES: len(body)})
                 self._index(conn, mid, subject=subject, sender=meta["sender"],
                             recipients=" ".join(r["address"] for r in meta["recipients"]),
                             reasons=" ".join(h["reason"] for h in held.values()),
@@ -332,10 +334,10 @@ class QuarantineStore:
         return {q: (int(n), int(size or 0)) for q, n, size in rows}
 
     def used_bytes(self) -> int:
-        """Bytes of every message still held (or being settled) in any quarantine."""
+        """Bytes of every message still held in any quarantine (a maintained counter)."""
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.coalesce(func.sum(messages.c.size), 0)).where(
-                messages.c.state.in_((HELD, SETTLING)))).scalar() or 0)
+            return int(conn.execute(select(held_counts.c.n).where(
+                held_counts.c.quarantine == HELD_BYTES)).scalar() or 0)
 
     # -- actions -----------------------------------------------------------
     def act(self, mid: int, action: str, quarantine: str | None = None, *,
@@ -407,12 +409,13 @@ class QuarantineStore:
             return []
         held = select(mq.message_id).where(mq.message_id == messages.c.id, mq.state == HELD)
         with self.engine.begin() as conn:
-            claimed = {int(i) for (i,) in conn.execute(update(messages).where(
+            sizes = {int(i): int(n) for i, n in conn.execute(update(messages).where(
                 messages.c.id.in_(builtins.list(acted)), messages.c.state == HELD,
                 not_(held.exists())).values(state=SETTLING, claimed_by=self.node,
                                             claimed_at=self.clock())
-                .returning(messages.c.id))}
-            self._count(conn, {ALL_HELD: -len(claimed)})
+                .returning(messages.c.id, messages.c.size))}
+            claimed = set(sizes)
+            self._count(conn, {ALL_HELD: -len(claimed), HELD_BYTES: -sum(sizes.values())})
             self._unindex(conn, sorted(claimed))
             deleted = {int(i) for (i,) in conn.execute(select(mq.message_id).where(
                 mq.message_id.in_(builtins.list(claimed)), mq.state == DELETED).distinct())
@@ -438,9 +441,9 @@ class QuarantineStore:
             claimed = conn.execute(update(messages).where(
                 messages.c.id == mid, messages.c.state == HELD, not_(still_held))
                 .values(state=SETTLING, claimed_by=self.node, claimed_at=self.clock())
-                .returning(messages.c.id)).first()
+                .returning(messages.c.id, messages.c.size)).first()
             if claimed is not None:
-                self._count(conn, {ALL_HELD: -1})
+                self._count(conn, {ALL_HELD: -1, HELD_BYTES: -int(claimed[1])})
                 self._unindex(conn, [mid])
         return self.settlement(mid) if claimed is not None else None
 

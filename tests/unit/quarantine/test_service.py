@@ -265,6 +265,7 @@ class TestCounters:
         assert env.store.held_count() == total == len(rows) == 7
         _, policy_total = env.store.search(SearchQuery(quarantines=("Policy",)))
         assert policy_total == counts["Policy"][0]
+        assert env.store.used_bytes() == sum(r["size"] for r in rows)
 
 
 class TestRoles:

@@ -134,8 +134,11 @@ def upgrade() -> None:
         "SELECT quarantine, count(*) FROM message_quarantines WHERE state = 'held' "
         "GROUP BY quarantine")).all()
     total = bind.execute(sa.text("SELECT count(*) FROM messages WHERE state = 'held'")).scalar()
+    size = bind.execute(sa.text("SELECT coalesce(sum(size), 0) FROM messages "
+                                "WHERE state = 'held'")).scalar()
     op.bulk_insert(counts, [{"quarantine": q, "n": n} for q, n in held]
-                   + [{"quarantine": "*", "n": total or 0}])
+                   + [{"quarantine": "*", "n": total or 0},
+                      {"quarantine": "*bytes", "n": int(size or 0)}])
     op.create_table(
         "saved_searches",
         sa.Column("owner", sa.String(128), primary_key=True),

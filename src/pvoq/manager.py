@@ -18,11 +18,12 @@ from typing import Any
 from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config, Listener
 from pvoq.cpq.ca import certificate_problem, peer_common_name, peer_role
-from pvoq.cpq.metadata import KIND_QUARANTINE, KIND_RELEASE, VERSION
+from pvoq.cpq.metadata import KIND_OUTBREAK_RESCAN, KIND_QUARANTINE, KIND_RELEASE, VERSION
 from pvoq.cpq.server import CpqHandler, CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.quarantine.commands import QuarantineCommands
 from pvoq.quarantine.mime import apply_early_release
+from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.service import SPACE_FULL, QuarantineService
 from pvoq.quarantine.settings import (
     EarlyRelease,
@@ -67,7 +68,7 @@ class QuarantineHandler(CpqHandler):
     async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
                     content: bytes, info: MessageInfo) -> str:
         log = self.context.maillog
-        if meta["kind"] != KIND_QUARANTINE:
+        if meta["kind"] not in (KIND_QUARANTINE, KIND_OUTBREAK_RESCAN):
             return "554 5.7.0 The manager accepts only quarantine transfers over CPQ"
         origin = meta["origin"]["hostname"]
         cert = session.peer_certificate
@@ -79,6 +80,8 @@ class QuarantineHandler(CpqHandler):
         if self.manager.config.pvo.gateway(origin) is None:
             log.info(f"ICID {session.icid} CPQ transfer refused: unknown gateway {origin}")
             return f"554 5.7.1 Gateway {origin} is not registered on this manager"
+        if meta["kind"] == KIND_OUTBREAK_RESCAN:
+            return self.rescan_notice(session, meta)
         store = self.manager.store
         if store.find_transfer(meta["transfer_id"]) is None:
             names = [quarantine_for(q["name"], store.settings) for q in meta["quarantines"]]
@@ -98,6 +101,43 @@ class QuarantineHandler(CpqHandler):
         for q in meta["quarantines"]:
             log.info(f'MID {mid} quarantined to "{q["name"]}" ({q["reason"]})')
         return replies.accepted(mid)
+
+
+    def rescan_notice(self, session: PvoqSession, meta: dict[str, Any]) -> str:
+        """A gateway rescanned a message it sent to "Outbreak": release, extend or delete it.
+
+        Idempotent by nature, so a retried notice needs no record of its own:
+        release and delete of a message no longer held do nothing, and an
+        extension sets the scheduled exit to an absolute time.
+        """
+        log = self.context.maillog
+        origin = meta["origin"]
+        quarantine = meta["quarantine"]
+        store = self.manager.store
+        mid = store.find_transfer(meta["quarantine_transfer_id"])
+        tid = meta["transfer_id"]
+        if mid is None:
+            log.info(f"Outbreak rescan notice {tid} from {origin['hostname']} for ESA MID "
+                     f"{origin['mid']}: no such message here, nothing to do")
+            return f"250 2.0.0 Ok: notice {tid} noted, no such message"
+        log.info(f"MID {mid} outbreak rescan by {origin['hostname']} (ESA MID {origin['mid']}): "
+                 f"{meta['reason']}; {meta['action']}")
+        action = meta["action"]
+        if action in ("release", "delete"):
+            result = self.manager.service.act(SYSTEM, action, mid, quarantine=quarantine,
+                                              how="rescanned")
+            if not result.ok:
+                log.info(f"MID {mid} outbreak rescan {action}: {result.text}")
+            return f"250 2.0.0 Ok: notice {tid}: MID {mid} {action} done"
+        record = store.get(mid)
+        current = next((q.get("scheduled_exit") for q in (record or {}).get("quarantines", [])
+                        if q["quarantine"] == quarantine and q["state"] == "held"), None)
+        wanted = float(meta["rescanned_at"]) + float(meta["retention_s"])
+        if current is not None and wanted > float(current):
+            store.delay(mid, wanted - float(current), quarantine)
+            log.info(f'MID {mid} scheduled exit in quarantine "{quarantine}" extended to '
+                     f"{time.ctime(wanted)} (rescanned)")
+        return f"250 2.0.0 Ok: notice {tid}: MID {mid} extend done"
 
 
 class Manager(Appliance):

@@ -132,12 +132,21 @@ class TestOutbreakRescan:
                              "threat level >= 3 (rules version 2); release from centralized "
                              'quarantine "Outbreak" requested (rescanned)')
         assert gateway_lines(deployment, r"Outbreak rules updated from .*: version 2, 2 rules$")
-        notices = list((deployment.root / "gateway" / "data" / "outbreak_notices").glob("*.json"))
-        (notice,) = [json.loads(p.read_text()) for p in notices]
-        assert (notice["kind"], notice["action"], notice["origin"]["mid"]) == (
-            "outbreak_rescan", "release", mid)
-        assert notice["quarantine_transfer_id"].startswith("q-")
         assert list(copies.glob("*.json")) == []
+        # The notice travels over CPQ; the manager releases the message "(rescanned)",
+        # and the gateway delivers it downstream.
+        (notice_line,) = wait_for("the notice queued", lambda: gateway_lines(
+            deployment, rf"MID \d+ outbreak rescan notice for MID {mid} \(release\) queued"))
+        delivered = wait_for("the released message downstream", lambda: [
+            c for _, c in deployment.delivered() if b"parcel-track" in c])
+        assert len(delivered) == 1
+        manager_log = "\n".join(deployment.mail_logs("manager"))
+        assert f"MID {record['id']} outbreak rescan by gw1.pvoq.test (ESA MID {mid})" in manager_log
+        assert re.search(rf'MID {record["id"]} released from quarantine "Outbreak" '
+                         rf"\(rescanned\) t=\d+", manager_log)
+        assert deployment.quarantined() == []
+        assert list((deployment.root / "gateway" / "data" / "outbreak_notices")
+                    .glob("*.json")) == []
 
     def test_bad_rules_file_keeps_the_rules_in_force(self, deployment: Deployment) -> None:
         """A broken rules update is refused and logged; the old rules keep catching."""

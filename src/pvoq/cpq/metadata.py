@@ -16,6 +16,8 @@ from typing import Any
 VERSION = 1
 KIND_QUARANTINE = "quarantine"
 KIND_RELEASE = "release"
+KIND_OUTBREAK_RESCAN = "outbreak_rescan"  # a gateway's rescan decision on an Outbreak message
+RESCAN_ACTIONS = ("release", "extend", "delete")
 CHUNK_CHARS = 900          # an SMTP command line stays under 1,000 octets
 MAX_CHUNKS = 1024          # ~690 KB of JSON (921,600 base64 characters) at most
 
@@ -59,7 +61,7 @@ def validate(meta: Any) -> None:
     if version != VERSION:
         raise MetadataError(f"unsupported metadata version {version} (this side speaks {VERSION})")
     kind = _require(meta, "kind", str, "")
-    if kind not in (KIND_QUARANTINE, KIND_RELEASE):
+    if kind not in (KIND_QUARANTINE, KIND_RELEASE, KIND_OUTBREAK_RESCAN):
         raise MetadataError(f"unknown kind {kind!r}")
     transfer_id = _require(meta, "transfer_id", str, "")
     if not 8 <= len(transfer_id) <= 128:
@@ -68,6 +70,9 @@ def validate(meta: Any) -> None:
     _require(origin, "hostname", str, "origin.")
     _require(origin, "serial", str, "origin.")
     _require(origin, "mid", int, "origin.")
+    if kind == KIND_OUTBREAK_RESCAN:
+        _validate_rescan(meta)
+        return
     _require(meta, "sender", str, "")
     recipients = _require(meta, "recipients", list, "")
     if not recipients:
@@ -94,3 +99,16 @@ def validate(meta: Any) -> None:
         stages = _require(release, "stages", list, "release.")
         if not all(isinstance(s, str) for s in stages):
             raise MetadataError("release.stages[] must be strings")
+
+
+def _validate_rescan(meta: dict[str, Any]) -> None:
+    """An outbreak rescan notice: which quarantined message, and what to do with it."""
+    _require(meta, "quarantine_transfer_id", str, "")
+    _require(meta, "quarantine", str, "")
+    action = _require(meta, "action", str, "")
+    if action not in RESCAN_ACTIONS:
+        raise MetadataError(f"unknown rescan action {action!r}")
+    _require(meta, "reason", str, "")
+    _require(meta, "rescanned_at", (int, float), "")
+    if action == "extend":
+        _require(meta, "retention_s", (int, float), "")

@@ -11,6 +11,7 @@ quarantined them and go downstream.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,9 @@ from pvoq.smtp.server import (
     PvoqSMTP,
 )
 from pvoq.spool.claims import MAX_ATTEMPTS, Claims, move_to_bad
-from pvoq.spool.store import INCOMING, Entry
+from pvoq.spool.store import INCOMING, QUEUED, Entry, Recipient
+
+NOTICE_RECIPIENT = "outbreak-notices@pvoq.invalid"  # the manager reads the metadata, not this
 
 
 class Gateway(Processing, Appliance):
@@ -178,7 +181,39 @@ class Gateway(Processing, Appliance):
 
     async def rescan_outbreak_copies(self) -> list[Decision]:
         """Rescan the kept outbreak copies against the rules in force (scan.keeper)."""
-        return await self.outbreak.rescan(self.pipeline, self.config.scan)
+        decisions = await self.outbreak.rescan(self.pipeline, self.config.scan)
+        await self.ship_notices()
+        return decisions
+
+    async def ship_notices(self) -> int:
+        """Queue each pending rescan notice for the manager on `the.cpq.host`.
+
+        A notice travels like a quarantined message (spooled, retried, exactly
+        once by its transfer id) with `kind: outbreak_rescan` metadata and a
+        short explanatory body. It leaves the outbox only once spooled; a
+        crash in between spools it twice, and the manager recognises the
+        second by its transfer id.
+        """
+        shipped = 0
+        for meta in self.outbreak.notices.pending():
+            tid = meta["transfer_id"]
+            body = (f"From: MAILER-DAEMON@{self.config.hostname}\r\n"
+                    f"To: {NOTICE_RECIPIENT}\r\n"
+                    f"Subject: Outbreak rescan: {meta['action']} MID {meta['origin']['mid']}\r\n"
+                    f"X-Pvoq-Notice: {tid}\r\n\r\n{meta['reason']}\r\n").encode()
+            entry = Entry(mid=self.ids.next("mid"), sender="",
+                          recipients=[Recipient(0, NOTICE_RECIPIENT, host=THE_CPQ_HOST)],
+                          received=time.time(), size=len(body), state=QUEUED,
+                          meta={"cpq": meta, "subject": f"outbreak rescan {meta['action']}",
+                                "notice_for": meta["origin"]["mid"]})
+            await self.spool.put_async(entry, body)
+            self.outbreak.notices.done(tid)
+            self.maillog.info(f"MID {entry.mid} outbreak rescan notice for MID "
+                              f"{meta['origin']['mid']} ({meta['action']}) queued for "
+                              f"{THE_CPQ_HOST}")
+            self.queues.add(entry)
+            shipped += 1
+        return shipped
 
     # -- operator commands of the pipeline ------------------------------------------
     async def _cmd_pipeline_show(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -238,6 +273,7 @@ class Gateway(Processing, Appliance):
                 self.submit(entry)
         if entries:
             self.maillog.info(f"Recovered {len(entries)} messages from the spool")
+        await self.ship_notices()  # decisions a crash left in the outbox
         self._worker = asyncio.create_task(self._process_forever(), name="pipeline")
         self._watcher = asyncio.create_task(self._watch_outbreak_rules(), name="outbreak-rules")
 

@@ -5,7 +5,7 @@ The client is pvoq's own CPQ sender (mutual TLS, connections reused,
 connections into:
 
 - the reference: a bare aiosmtpd server with the same TLS context that answers
-  250 and stores nothing (`bench/tls_sink.py`, its own process);
+  250 and stores nothing (`bench/reference_sink.py --tls`, its own process);
 - a real `pvoq manager` process whose cpq_listener stores each message
   durably (body fsync'd, SQLite commit) before its 250.
 
@@ -94,9 +94,9 @@ def main() -> None:
     ids = IdAllocator(root / "client-ids.json")
     sink_port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
-    sink = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tls_sink.py")),
-                             str(dep.manager_config), str(sink_port)], stdout=subprocess.PIPE,
-                            env=env)
+    sink = subprocess.Popen([sys.executable, str(Path(__file__).with_name("reference_sink.py")),
+                             str(sink_port), "--tls", str(dep.manager_config)],
+                            stdout=subprocess.PIPE, env=env)
     try:
         assert sink.stdout is not None and sink.stdout.readline().strip() == b"ready"
         dep.start_manager()

@@ -5,7 +5,7 @@ connections (a new connection per message, as mail arrives from the
 Internet) to:
 
 - the reference: a bare aiosmtpd server that answers 250 and keeps nothing
-  (`bench/bare_sink.py`, its own process);
+  (`bench/reference_sink.py`, its own process);
 - a real `pvoq gateway` process: each message is written and fsync'd to the
   spool before its 250, then runs through the scan pipeline and is routed to
   its delivery queue (delivery is suspended, so the figure is ingest alone).
@@ -57,7 +57,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="pvoq-bench-ingest-"))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
     sink_port = free_port()
-    sink = subprocess.Popen([sys.executable, str(Path(__file__).with_name("bare_sink.py")),
+    sink = subprocess.Popen([sys.executable, str(Path(__file__).with_name("reference_sink.py")),
                              str(sink_port)], stdout=subprocess.PIPE, env=env)
     dep = Deployment(root / "deploy")
     dep.init()

@@ -3,22 +3,8 @@ quarantined there, found, released and delivered through the gateway."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from pvoq.localdeploy import Deployment, wait_for
 from pvoq.pgserver import PostgresServer
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    """A private PostgreSQL server (the tests fail, never skip, without one)."""
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class TestManagerOnPostgres:

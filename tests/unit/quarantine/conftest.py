@@ -19,16 +19,6 @@ from pvoq.quarantine.store import QuarantineStore
 _counter = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """A private PostgreSQL server for the whole session."""
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 class Clock:
     """A controlled clock: tests move time forward explicitly."""
 

@@ -1,0 +1,48 @@
+"""The reference of the benchmarks: a bare aiosmtpd server that answers 250 and keeps nothing.
+
+Usage: python bench/reference_sink.py PORT [--tls CONFIG]
+With `--tls`, STARTTLS is required and served with the CPQ certificate and
+cipher list of the appliance configuration CONFIG, as a cpq_listener would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import ssl
+
+from aiosmtpd.smtp import SMTP
+
+from pvoq.config.loader import load_config
+from pvoq.cpq import tls
+
+
+class Accept:
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        return "250 2.0.0 Ok"
+
+
+async def main(port: int, context: ssl.SSLContext | None) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(Accept(), hostname="reference.sink", tls_context=context,
+                     require_starttls=context is not None),
+        host="127.0.0.1", port=port, backlog=128)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    server.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("port", type=int)
+    parser.add_argument("--tls", metavar="CONFIG", default=None)
+    args = parser.parse_args()
+    ctx = None
+    if args.tls:
+        cfg = load_config(args.tls)
+        ctx = tls.server_context(cfg.cpq_certificate, ciphers=cfg.ssl.inbound_ciphers)
+    asyncio.run(main(args.port, ctx))

@@ -38,16 +38,21 @@ from pvoq.spool.store import Spool
 
 
 def listener_contexts(config: Config) -> dict[str, ssl.SSLContext]:
-    """A TLS context of its own for each CPQ listener that sets `<ssl_ciphers>`."""
+    """TLS contexts of their own: a CPQ listener with `<ssl_ciphers>`, a public one with a
+    `<certificate>` (STARTTLS offered as its HAT policies say)."""
     contexts = {}
     for listener in config.listeners:
-        if listener.is_cpq and listener.ssl_ciphers:
-            try:
+        ciphers = listener.ssl_ciphers or config.ssl.inbound_ciphers
+        try:
+            if listener.is_cpq and listener.ssl_ciphers:
                 contexts[listener.name] = tls.server_context(config.cpq_certificate,
-                                                             ciphers=listener.ssl_ciphers)
-            except ConfigError as exc:
-                raise ConfigError(exc.message, field=f"listener {listener.name}: ssl_ciphers",
-                                  path=str(config.path)) from None
+                                                             ciphers=ciphers)
+            elif not listener.is_cpq and listener.certificate and listener.private_key:
+                contexts[listener.name] = tls.public_server_context(
+                    listener.certificate, listener.private_key, ciphers=ciphers)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, field=f"listener {listener.name}: {exc.field}",
+                              path=str(config.path)) from None
     return contexts
 
 
@@ -91,6 +96,9 @@ class Appliance:
         self.queues.retry_min_s = config.delivery.retry_min_seconds
         self.queues.retry_max_s = config.delivery.retry_max_seconds
 
+    async def after_reload(self, old: Config, new: Config) -> None:
+        """What a reload must do that needs the event loop (services to rebind)."""
+
     async def recover(self) -> None:
         """Bring back what was on disk when the process last stopped."""
 
@@ -124,8 +132,8 @@ class Appliance:
         def make() -> PvoqSMTP:
             # Looked up per connection: a reload changes HAT, RAT and TLS at once.
             listener = next(x for x in self.config.listeners if x.name == name)
-            context = self.listener_tls.get(name, self.server_tls)
-            extra: dict[str, Any] = {"tls_context": context} if listener.is_cpq else {}
+            context = self.listener_tls.get(name, self.server_tls if listener.is_cpq else None)
+            extra: dict[str, Any] = {"tls_context": context} if context is not None else {}
             return protocol(handler, listener=listener, interface_ip=ip, context=self.context,
                             gate=gate, **extra)
         return make
@@ -177,9 +185,11 @@ class Appliance:
             message = f"Configuration reload refused: {', '.join(fixed)} change needs a restart"
             self.maillog.warning(message)
             raise CommandError(message)
+        old = self.config
         self.config, self.server_tls, self.client_tls = new, server_tls, client_tls
         self.listener_tls = listener_tls
         self.apply_config(new)
+        await self.after_reload(old, new)
         wanted = {x.name: (self.interface_ip(x.interface_name), x.port) for x in new.listeners}
         for name in list(self._bound):
             if wanted.get(name) != self._bound[name]:

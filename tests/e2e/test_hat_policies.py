@@ -109,3 +109,32 @@ class TestPolicyParameters:
             smtp.ehlo("client.example")
             smtp.mail("a@sender.example")
             assert [smtp.rcpt(f"b{n}@example.com")[0] for n in range(3)] == [250, 250, 452]
+
+
+class TestPublicStartTls:
+    def test_a_listener_with_a_certificate_offers_starttls_and_policy_can_require_it(
+            self, deployment: Deployment) -> None:
+        """With <certificate>, STARTTLS is offered; `tls = required` then means 530 until it."""
+        import ssl
+        certs = deployment.root / "gateway" / "certs"
+        marker = "<listener_name>IncomingMail</listener_name>\n"
+        text = deployment.gateway_config.read_text()
+        deployment.gateway_config.write_text(text.replace(
+            marker, marker + f"    <certificate>{certs / 'cpq.pem'}</certificate>\n"
+            f"    <private_key>{certs / 'cpq.key'}</private_key>\n", 1))
+        deployment.start_sink()
+        deployment.start_gateway()
+        _set_policy(deployment, "tls = required")
+        client = ssl.create_default_context(cafile=str(certs / "cpq-ca.pem"))
+        client.check_hostname = False
+        with _smtp(deployment) as smtp:
+            smtp.ehlo("client.example")
+            assert smtp.has_extn("starttls")
+            assert smtp.mail("a@sender.example")[0] == 530
+            smtp.rset()
+            smtp.starttls(context=client)
+            smtp.ehlo("client.example")
+            smtp.sendmail("a@sender.example", ["bob@example.com"],
+                          b"Subject: over tls\r\n\r\nencrypted\r\n")
+        delivered = wait_for("the message", deployment.delivered)
+        assert b"Subject: over tls" in delivered[0][1]

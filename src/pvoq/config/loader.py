@@ -286,6 +286,10 @@ class _Loader:
         result: list[Listener] = []
         for node in nodes:
             listener = self._listener(node)
+            if (listener.certificate is None) != (listener.private_key is None):
+                raise ConfigError("a listener certificate needs both <certificate> and "
+                                  "<private_key>", field=f"{node.path}.certificate",
+                                  line=node.line)
             self._check_interface(node, listener.interface_name, interfaces)
             if any(x.name == listener.name for x in result):
                 raise ConfigError(f"duplicate listener {listener.name!r}", field=node.path,
@@ -316,6 +320,10 @@ class _Loader:
             max_connections=_value(node, "max_connections", _positive_int, 300),
             timeout_seconds=_value(node, "timeout_seconds", _seconds, 300.0),
             ssl_ciphers=_value(node, "ssl_ciphers", str),
+            certificate=(self._path(node, "certificate")
+                         if node.first("certificate") is not None else None),
+            private_key=(self._path(node, "private_key")
+                         if node.first("private_key") is not None else None),
         )
 
     def _rat(self, node: Node) -> Rat:

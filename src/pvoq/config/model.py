@@ -48,6 +48,8 @@ class Listener:
     max_connections: int = 300          # concurrent sessions; more get 421
     timeout_seconds: float = 300.0      # idle time allowed per SMTP stage (RFC 5321 4.5.3.2)
     ssl_ciphers: str | None = None      # this listener's cipher list (default: inbound_ciphers)
+    certificate: Path | None = None     # a public listener's STARTTLS certificate (PEM)
+    private_key: Path | None = None
     generated: bool = False
 
     @property

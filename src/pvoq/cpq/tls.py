@@ -10,6 +10,7 @@ not the address-based one of the web PKI.
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 from pvoq.config.errors import ConfigError
 from pvoq.config.model import CpqCertificate
@@ -60,6 +61,21 @@ def server_context(cert: CpqCertificate, *, ciphers: str) -> ssl.SSLContext:
     ctx.verify_mode = ssl.CERT_OPTIONAL
     _load_chain(ctx, cert)
     _apply_ciphers(ctx, ciphers, field="ssl_config.inbound_ciphers")
+    return ctx
+
+
+def public_server_context(certificate: Path, private_key: Path, *,
+                          ciphers: str) -> ssl.SSLContext:
+    """STARTTLS on a public listener: our certificate, no client certificate asked for."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ctx.load_cert_chain(str(certificate), str(private_key))
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"cannot load the listener certificate: {exc}",
+                          field="listener.certificate") from None
+    _apply_ciphers(ctx, ciphers, field="listener.ssl_ciphers")
     return ctx
 
 

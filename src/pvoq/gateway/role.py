@@ -277,17 +277,29 @@ class Gateway(Processing, Appliance):
         self._worker = asyncio.create_task(self._process_forever(), name="pipeline")
         self._watcher = asyncio.create_task(self._watch_outbreak_rules(), name="outbreak-rules")
 
+    def _make_ssh_service(self, cfg: Config) -> CommandService | None:
+        if not cfg.ssh.enabled:
+            return None
+        return CommandService(
+            data_dir=cfg.data_dir, hostname=cfg.hostname,
+            host=self.interface_ip(cfg.ssh.interface_name or cfg.pvo.interface_name),
+            port=cfg.ssh.port, maillog=self.maillog, commands=self.admin.commands)
+
     async def start(self) -> None:
-        cfg = self.config
-        self.ssh_service: CommandService | None = None
-        if cfg.ssh.enabled:
-            self.ssh_service = CommandService(
-                data_dir=cfg.data_dir, hostname=cfg.hostname,
-                host=self.interface_ip(cfg.ssh.interface_name or cfg.pvo.interface_name),
-                port=cfg.ssh.port, maillog=self.maillog, commands=self.admin.commands)
-        register_gateway(self.admin, lambda: self.config, self.ssh_service)
+        self.ssh_service: CommandService | None = self._make_ssh_service(self.config)
+        register_gateway(self.admin, lambda: self.config, lambda: self.ssh_service)
         register_listeners(self.admin, lambda: self.config)
         await super().start()
+        if self.ssh_service is not None:
+            await self.ssh_service.start()
+
+    async def after_reload(self, old: Config, new: Config) -> None:
+        """A changed `<ssh>` section restarts the SSH command service on its new address."""
+        if old.ssh == new.ssh:
+            return
+        if self.ssh_service is not None:
+            await self.ssh_service.stop()
+        self.ssh_service = self._make_ssh_service(new)
         if self.ssh_service is not None:
             await self.ssh_service.start()
 

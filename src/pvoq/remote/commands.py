@@ -10,6 +10,7 @@ protocol's `{"text": ..., "data": ...}`; a failure is a `CommandError`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pvoq.admin.protocol import AdminServer, CommandError
@@ -46,8 +47,9 @@ def register_listeners(admin: AdminServer, config: Any) -> None:
 
 
 def register_gateway(admin: AdminServer, config: Any,
-                     service: CommandService | None) -> None:
-    """The gateway's commands; *config* is a callable giving the running configuration."""
+                     service: Callable[[], CommandService | None]) -> None:
+    """The gateway's commands; *config* and *service* are callables giving the running
+    configuration and SSH command service (both change on a reload)."""
     async def pvo_listener(args: dict[str, Any]) -> dict[str, Any]:
         cfg: Config = config()
         cpq = cfg.cpq_listener
@@ -58,9 +60,10 @@ def register_gateway(admin: AdminServer, config: Any,
                          "address": interface.ip if interface else "", "port": cpq.port}}
 
     def need_service() -> CommandService:
-        if service is None:
+        running = service()
+        if running is None:
             raise CommandError("the SSH command service is not enabled (<ssh><enabled>)")
-        return service
+        return running
 
     async def token(args: dict[str, Any]) -> dict[str, Any]:
         svc = need_service()

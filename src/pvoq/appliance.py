@@ -95,6 +95,8 @@ class Appliance:
         """Take a reloaded configuration into the role's parts (routes, filters...)."""
         self.queues.retry_min_s = config.delivery.retry_min_seconds
         self.queues.retry_max_s = config.delivery.retry_max_seconds
+        self.queues.max_queue_lifetime_s = config.delivery.max_queue_lifetime_seconds
+        self.queues.max_connections_per_host = config.delivery.max_connections_per_host
 
     async def after_reload(self, old: Config, new: Config) -> None:
         """What a reload must do that needs the event loop (services to rebind)."""

@@ -162,7 +162,8 @@ class Manager(Appliance):
         self.queues = DeliveryQueues(
             spool=self.spool, maillog=self.maillog, destination_for=self._destination,
             retry_min_s=config.delivery.retry_min_seconds,
-            retry_max_s=config.delivery.retry_max_seconds, counters=self.counters)
+            retry_max_s=config.delivery.retry_max_seconds, counters=self.counters,
+            max_connections_per_host=config.delivery.max_connections_per_host)
         self._release_destination: Destination | None = None
         QuarantineCommands(self.service).register(self.admin)
         self.ssh = SshClient(config.data_dir, hostname=config.hostname,

@@ -417,6 +417,7 @@ class _Loader:
             max_queue_lifetime_seconds=_value(node, "max_queue_lifetime_seconds", _seconds,
                                               3 * 24 * 3600.0),
             timeout_seconds=_value(node, "timeout_seconds", _seconds, 60.0),
+            max_connections_per_host=_value(node, "max_connections_per_host", _positive_int, 10),
         )
         if settings.retry_max_seconds < settings.retry_min_seconds:
             raise ConfigError("retry_max_seconds is smaller than retry_min_seconds",

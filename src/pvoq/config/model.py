@@ -134,6 +134,7 @@ class DeliverySettings:
     retry_max_seconds: float = 3600.0
     max_queue_lifetime_seconds: float = 3 * 24 * 3600.0
     timeout_seconds: float = 60.0
+    max_connections_per_host: int = 10
 
     def route_for(self, domain: str) -> Route | None:
         domain = domain.lower()

@@ -65,6 +65,7 @@ class Gateway(Processing, Appliance):
             retry_min_s=config.delivery.retry_min_seconds,
             retry_max_s=config.delivery.retry_max_seconds,
             max_queue_lifetime_s=config.delivery.max_queue_lifetime_seconds,
+            max_connections_per_host=config.delivery.max_connections_per_host,
             on_bounce=self._bounce, counters=self.counters)
         self._destinations: dict[str, Destination] = {}
         self._work: asyncio.Queue[Entry] = asyncio.Queue()

@@ -138,3 +138,22 @@ class TestPublicStartTls:
                           b"Subject: over tls\r\n\r\nencrypted\r\n")
         delivered = wait_for("the message", deployment.delivered)
         assert b"Subject: over tls" in delivered[0][1]
+
+
+class TestReverseDns:
+    def test_a_hostname_sender_group_matches_a_verified_reverse_name(
+            self, deployment: Deployment) -> None:
+        """With a hostname member, the connection's PTR name is looked up, verified and used."""
+        text = deployment.gateway_config.read_text()
+        start = text.index("<listener_name>IncomingMail</listener_name>")
+        hat_start = text.index("<hat>", start) + len("<hat>")
+        hat_end = text.index("</hat>", hat_start)
+        hat = ("\n$ACCEPTED\n  ACCEPT {}\n$BLOCKED\n  REJECT {}\nLOCALNAMES:\n  localhost\n"
+               "    $ACCEPTED (By verified name)\nALL\n  $BLOCKED (Everyone else)\n  ")
+        deployment.gateway_config.write_text(text[:hat_start] + hat + text[hat_end:])
+        deployment.start_sink()
+        deployment.start_gateway()
+        with _smtp(deployment) as smtp:
+            assert smtp.ehlo("client.example")[0] == 250
+        assert _logged(deployment, "address 127.0.0.1 reverse dns host localhost verified yes")
+        assert _logged(deployment, "ACCEPT SG LOCALNAMES match localhost SBRS none")

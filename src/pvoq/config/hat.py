@@ -21,7 +21,7 @@ from pvoq.config.errors import ConfigError
 
 __all__ = [
     "ACTIONS", "Hat", "HatDecision", "MailFlowPolicy", "Rat", "RatEntry", "SenderGroup",
-    "make_rat", "match_hat", "match_rat", "parse_hat",
+    "make_rat", "match_hat", "match_rat", "names_hosts", "parse_hat",
 ]
 
 ACTIONS = frozenset({"RELAY", "ACCEPT", "REJECT", "TCPREFUSE", "CONTINUE"})
@@ -380,3 +380,8 @@ def make_rat(entries: Iterable[tuple[str, str, int]]) -> Rat:
 def match_rat(rat: Rat, recipient: str) -> RatEntry | None:
     """Return the first entry covering *recipient*, or None (the caller rejects)."""
     return next((e for e in rat.entries if e.matches(recipient)), None)
+
+
+def names_hosts(hat: Hat) -> bool:
+    """Whether *hat* has hostname or partial-domain members (matching them needs rDNS)."""
+    return any(m != "ALL" and _compile_ip(m) is None for g in hat.groups for m in g.members)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from pvoq.config.hat import HatDecision, match_hat, match_rat
+from pvoq.config.hat import HatDecision, match_hat, match_rat, names_hosts
 from pvoq.config.model import Listener
 from pvoq.counters import Counters
 from pvoq.maillog import IdAllocator, MailLog
@@ -154,18 +155,29 @@ class PvoqSMTP(SMTP):
         peer = transport.get_extra_info("peername") or ("", 0)
         session.peer_ip = str(peer[0])
         session.icid = self.context.ids.next("icid")
-        kind = "CPQ" if self.listener.is_cpq else "SMTP"
+        # Counted here, at once, so that concurrent arrivals see each other.
+        if self.gate.active < self.listener.max_connections:
+            self.gate.sessions.add(self)
+            self._counted = True
+
+    async def _admit(self) -> None:
+        """The connection's first lines: who it is (reverse DNS if the HAT needs names),
+        then the HAT's decision and the mail-flow policy's parameters."""
+        session = self.psession()
         log = self.context.maillog
+        host, verified = None, False
+        if names_hosts(self.listener.hat):
+            host, verified = await reverse_dns(_plain_ip(session.peer_ip))
+        kind = "CPQ" if self.listener.is_cpq else "SMTP"
         log.info(f"New {kind} ICID {session.icid} interface {self.listener.interface_name} "
                  f"({self.interface_ip}) address {session.peer_ip} "
-                 "reverse dns host unknown verified no")
-        if self.gate.active >= self.listener.max_connections:
+                 f"reverse dns host {host or 'unknown'} verified {'yes' if verified else 'no'}")
+        if not self._counted:
             log.info(f"ICID {session.icid} refused: {self.listener.max_connections} concurrent "
                      f"connections on listener {self.listener.name}")
             return
-        self.gate.sessions.add(self)
-        self._counted = True
-        session.decision = match_hat(self.listener.hat, _plain_ip(session.peer_ip))
+        session.decision = match_hat(self.listener.hat, _plain_ip(session.peer_ip),
+                                     host if verified else None)
         d = session.decision
         log.info(f"ICID {session.icid} {d.action} SG {d.group} match {d.rule} SBRS none")
         if d.action in ("ACCEPT", "RELAY"):
@@ -212,6 +224,7 @@ class PvoqSMTP(SMTP):
                          f"but listener {self.listener.name} has no certificate")
 
     async def _handle_client(self) -> None:
+        await self._admit()
         if self._refusal:
             await self.push(self._refusal)
             assert self.transport is not None
@@ -261,6 +274,21 @@ class PvoqSMTP(SMTP):
         self.context.maillog.warning(
             f"ICID {session.icid} application fault: {type(error).__name__}: {error}")
         return replies.LOCAL_ERROR
+
+
+async def reverse_dns(ip: str, *, timeout_s: float = 2.0) -> tuple[str | None, bool]:
+    """(PTR name, verified): verified when the name resolves back to *ip* (FCrDNS)."""
+    loop = asyncio.get_running_loop()
+    try:
+        name, _ = await asyncio.wait_for(
+            loop.getnameinfo((ip, 0), socket.NI_NAMEREQD), timeout_s)
+    except (TimeoutError, OSError):
+        return None, False
+    try:
+        infos = await asyncio.wait_for(loop.getaddrinfo(name, None), timeout_s)
+    except (TimeoutError, OSError):
+        return name, False
+    return name, any(info[4][0] == ip for info in infos)
 
 
 def _plain_ip(ip: str) -> str:

@@ -15,6 +15,7 @@ from pvoq.config.hat import (
     make_rat,
     match_hat,
     match_rat,
+    names_hosts,
     parse_hat,
 )
 
@@ -418,3 +419,12 @@ class TestRat:
     def test_entry_normalises_access(self) -> None:
         """RatEntry upper-cases access and strips the address as written."""
         assert RatEntry(" example.com ", "accept") == RatEntry("example.com", "ACCEPT", 0)
+
+
+class TestNamesHosts:
+    def test_only_tables_with_hostname_members_need_reverse_dns(self) -> None:
+        """A HAT of addresses needs no lookup; one with a hostname or .domain member does."""
+        ips = parse_hat("$A\n  ACCEPT {}\nG:\n  10.0.0.0/8, 192.0.2.1-5\n    $A\nALL\n  $A\n")
+        names = parse_hat("$A\n  ACCEPT {}\nG:\n  .example.com\n    $A\nALL\n  $A\n")
+        assert not names_hosts(ips)
+        assert names_hosts(names)

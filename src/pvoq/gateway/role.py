@@ -43,6 +43,9 @@ from pvoq.spool.claims import MAX_ATTEMPTS, Claims, move_to_bad
 from pvoq.spool.store import INCOMING, QUEUED, Entry, Recipient
 
 NOTICE_RECIPIENT = "outbreak-notices@pvoq.invalid"  # the manager reads the metadata, not this
+# A release is retried for as long as the manager keeps it queued; after 30 days
+# its transfer id cannot come again, so its marker may go.
+MARKER_LIFETIME_S = 30 * 86400.0
 
 
 class Gateway(Processing, Appliance):
@@ -60,6 +63,7 @@ class Gateway(Processing, Appliance):
         self.transfers_dir = config.data_dir / "cpq_transfers"
         self.transfers_dir.mkdir(parents=True, exist_ok=True)
         remove_leftovers(self.transfers_dir)
+        self._prune_transfer_markers()
         self.queues = DeliveryQueues(
             spool=self.spool, maillog=self.maillog, destination_for=self._destination,
             retry_min_s=config.delivery.retry_min_seconds,
@@ -82,6 +86,16 @@ class Gateway(Processing, Appliance):
                               ("workqueue.resume", self._cmd_workqueue_resume)):
             self.admin.register(name, command)
         self.admin.register("pvo.check", self._cmd_pvo_check)
+
+    def _prune_transfer_markers(self, *, older_than_s: float = MARKER_LIFETIME_S) -> int:
+        """Forget received transfer ids older than any sender's retry window."""
+        limit = time.time() - older_than_s
+        pruned = 0
+        for marker in self.transfers_dir.iterdir():
+            if marker.is_file() and marker.stat().st_mtime < limit:
+                marker.unlink()
+                pruned += 1
+        return pruned
 
     def transfer_marker(self, transfer_id: str) -> Path:
         return transfer_marker(self.transfers_dir, transfer_id)

@@ -76,7 +76,6 @@ class Appliance:
         self.admin = AdminServer(config.admin_socket)
         self.servers: dict[str, asyncio.AbstractServer] = {}
         self.started = time.time()
-        self.received_messages = 0
         self._stopping = asyncio.Event()
         self.queues: DeliveryQueues  # set by the role
         self._bound: dict[str, tuple[str, int]] = {}

@@ -95,7 +95,6 @@ class QuarantineHandler(CpqHandler):
             log.info(f"MID {envelope.mid} duplicate CPQ transfer {meta['transfer_id']} of "
                      f"MID {mid}: acknowledged, not stored again")
             return f"250 2.0.0 Ok: transfer {meta['transfer_id']} already stored as MID {mid}"
-        self.manager.received_messages += 1
         log.info(f"MID {mid} received from the ESA {session.peer_ip} for centralized "
                  f"quarantine (ESA {origin} MID {meta['origin']['mid']})")
         for q in meta["quarantines"]:

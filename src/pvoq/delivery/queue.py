@@ -367,6 +367,3 @@ class DeliveryQueues:
                 self.on_finished(entry)
         else:
             self.spool.update(entry)
-
-    def remove(self, mid: int) -> Entry | None:
-        return self.entries.pop(mid, None)

@@ -50,7 +50,6 @@ class PublicHandler(BaseHandler):
             received=time.time(), size=len(content), icid=session.icid,
             peer=session.peer_ip, meta={"subject": info.subject})
         await self.gateway.spool.put_async(entry, content)
-        self.gateway.received_messages += 1
         self.gateway.submit(entry, content)
         return replies.accepted(entry.mid)
 

@@ -100,7 +100,7 @@ class Processing(_Base):
                 await asyncio.gather(*(self._process_one(e) for e in batch))
             finally:
                 self._in_work = 0
-                self.claims.done()
+                self.claims.done([e.mid for e in batch])
 
     async def _process_one(self, entry: Entry) -> None:
         try:

@@ -43,9 +43,10 @@ from pvoq.spool.claims import MAX_ATTEMPTS, Claims, move_to_bad
 from pvoq.spool.store import INCOMING, QUEUED, Entry, Recipient
 
 NOTICE_RECIPIENT = "outbreak-notices@pvoq.invalid"  # the manager reads the metadata, not this
-# A release is retried for as long as the manager keeps it queued; after 30 days
-# its transfer id cannot come again, so its marker may go.
-MARKER_LIFETIME_S = 30 * 86400.0
+# A received release's id comes again only if its 250 was lost, at the manager's
+# next retry: within its back-off, or when this gateway is back after an outage.
+# A year covers any outage worth waiting out; the markers are empty files.
+MARKER_LIFETIME_S = 365 * 86400.0
 
 
 class Gateway(Processing, Appliance):
@@ -88,7 +89,7 @@ class Gateway(Processing, Appliance):
         self.admin.register("pvo.check", self._cmd_pvo_check)
 
     def _prune_transfer_markers(self, *, older_than_s: float = MARKER_LIFETIME_S) -> int:
-        """Forget received transfer ids older than any sender's retry window."""
+        """Forget received transfer ids older than a year (see MARKER_LIFETIME_S)."""
         limit = time.time() - older_than_s
         pruned = 0
         for marker in self.transfers_dir.iterdir():
@@ -203,11 +204,11 @@ class Gateway(Processing, Appliance):
     async def ship_notices(self) -> int:
         """Queue each pending rescan notice for the manager on `the.cpq.host`.
 
-        A notice travels like a quarantined message (spooled, retried, exactly
-        once by its transfer id) with `kind: outbreak_rescan` metadata and a
-        short explanatory body. It leaves the outbox only once spooled; a
-        crash in between spools it twice, and the manager recognises the
-        second by its transfer id.
+        A notice travels like a quarantined message (spooled, retried) with
+        `kind: outbreak_rescan` metadata and a short explanatory body. It
+        leaves the outbox only once spooled; a crash in between spools it
+        twice, which does no harm: what the manager does with a notice
+        (release, delete, set an exit time) is idempotent.
         """
         shipped = 0
         for meta in self.outbreak.notices.pending():
@@ -269,6 +270,7 @@ class Gateway(Processing, Appliance):
 
     async def recover(self) -> None:
         entries = self.spool.recover()
+        self.claims.keep_only({e.mid for e in entries if e.state == INCOMING})
         suspects = self.claims.suspects()
         for entry in entries:
             if entry.transfer_id:  # a crash between the spool commit and its marker

@@ -106,7 +106,8 @@ class SshClient:
             raise SshFault(f"SSH error: {exc.reason}") from None
         if result.exit_status != 0:
             detail = str(result.stderr or result.stdout or "").strip()
-            raise SshFault(f"command {command!r} failed (exit {result.exit_status}): {detail}")
+            shown = "enrol <token> ..." if command.startswith("enrol ") else command
+            raise SshFault(f"command {shown!r} failed (exit {result.exit_status}): {detail}")
         return str(result.stdout or ""), client.offered
 
     async def run(self, name: str, command: str) -> str:

@@ -6,8 +6,8 @@ its release comes back (or its retention has run out), rescanned whenever
 the outbreak rules change, each rescan decision logged in mail_logs and
 recorded as a durable notice for the manager (`scan.rescan` has the file
 formats and the pure decision). It never sends anything over the network
-and never changes the spool: delivering the notices needs a CPQ transfer
-kind the manager understands.
+and never changes the spool: the gateway ships the notices to the manager
+over CPQ (kind `outbreak_rescan`, `Gateway.ship_notices`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class OutbreakKeeper:
         """Record a decision durably for the manager, log it, and update or drop the copy.
 
         The notice waits in `<data>/outbreak_notices/` (`scan.rescan.notice` has its
-        shape) until a CPQ transfer kind for it exists on the manager.
+        shape) until the gateway has spooled it for `the.cpq.host`.
         """
         self.notices.put(notice(decision, copy, hostname=self.hostname, serial=self.serial))
         if decision.action == RELEASE:

@@ -12,8 +12,8 @@ and rescans the copies whenever the outbreak rules change. This module owns:
   the outbreak turned out to be a known virus);
 - `NoticeOutbox`: the durable outbox of what the manager must be told,
   `<data>/outbreak_notices/<id>.json`, one JSON object per decision in the
-  shape documented in `notice()`. Sending these to the manager needs a CPQ
-  metadata kind the manager understands; until then they wait here.
+  shape documented in `notice()`; the gateway spools each for the manager
+  (CPQ kind `outbreak_rescan`) and then drops it from here.
 
 This module never talks to the network and never logs: the gateway does.
 """

@@ -315,7 +315,7 @@ class BaseHandler:
             log.warning(f"MID {mid} application fault: {type(exc).__name__}: {exc}")
         else:
             log.info(f"MID {mid} stored, but the client left before the reply "
-                     f"('{task.result()}'); a retry will be recognised")
+                     f"('{task.result()}')")
 
     async def handle_EHLO(self, server: PvoqSMTP, session: Session, envelope: Envelope,  # noqa: N802
                           hostname: str, responses: list[str]) -> list[str]:

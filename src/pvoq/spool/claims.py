@@ -37,17 +37,30 @@ class Claims:
         return set(self.counts)
 
     def claim(self, mids: list[int]) -> None:
-        """Record, durably, that *mids* are about to be processed."""
-        fresh = {mid: self.counts.get(mid, 0) + 1 for mid in mids}
-        self.counts = fresh
-        atomic_write(self.path, json.dumps(fresh).encode())
+        """Record, durably, that *mids* are about to be processed.
+
+        The file holds this batch with its counts, plus the suspects of the last
+        crash still waiting their turn: a second crash before they are processed
+        must not forget how often they already crashed the gateway.
+        """
+        for mid in mids:
+            self.counts[mid] = self.counts.get(mid, 0) + 1
+        atomic_write(self.path, json.dumps(self.counts).encode())
+
+    def keep_only(self, mids: set[int]) -> None:
+        """Forget the counts of messages that are no longer waiting to be processed."""
+        self.counts = {mid: n for mid, n in self.counts.items() if mid in mids}
 
     def attempts(self, mid: int) -> int:
         return self.counts.get(mid, 0)
 
-    def done(self) -> None:
-        """Forget the claims in memory (the file is rewritten at the next claim)."""
-        self.counts = {}
+    def done(self, mids: list[int]) -> None:
+        """*mids* were processed (or handed back for a later retry): forget their counts.
+
+        Only memory changes; the next claim rewrites the file.
+        """
+        for mid in mids:
+            self.counts.pop(mid, None)
 
 
 def move_to_bad(spool_dir: Path, mid: int) -> Path:

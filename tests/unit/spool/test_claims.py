@@ -10,16 +10,33 @@ from pvoq.spool.store import Entry, Recipient, Spool
 
 class TestClaims:
     def test_counts_grow_across_restarts_until_cleared(self, tmp_path: Path) -> None:
-        """A MID claimed again after a restart has its count raised; others start at one."""
+        """A MID claimed again after a restart has its count raised; waiting suspects keep theirs."""
         path = tmp_path / "claims.json"
         Claims(path).claim([1, 2])
         after_crash = Claims(path)
         assert after_crash.suspects() == {1, 2}
         after_crash.claim([1])
         again = Claims(path)
-        assert again.attempts(1) == 2 and again.attempts(2) == 0
+        assert again.attempts(1) == 2 and again.attempts(2) == 1
         again.claim([1])
         assert Claims(path).attempts(1) == MAX_ATTEMPTS
+
+    def test_a_processed_message_is_forgotten_at_the_next_claim(self, tmp_path: Path) -> None:
+        """done() drops a message's count; the next claim no longer lists it."""
+        path = tmp_path / "claims.json"
+        claims = Claims(path)
+        claims.claim([1, 2])
+        claims.done([1, 2])
+        claims.claim([3])
+        assert Claims(path).suspects() == {3}
+
+    def test_keep_only_forgets_messages_no_longer_waiting(self, tmp_path: Path) -> None:
+        """Counts of messages that finished before the crash are dropped at recovery."""
+        path = tmp_path / "claims.json"
+        Claims(path).claim([1, 2, 3])
+        claims = Claims(path)
+        claims.keep_only({2})
+        assert claims.suspects() == {2}
 
     def test_a_corrupt_file_counts_nothing(self, tmp_path: Path) -> None:
         """An unreadable claims file is ignored rather than stopping the gateway."""

@@ -28,10 +28,10 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
+from pvoq.config.filterlang import parse_filters
 from pvoq.config.model import AntivirusSettings, ContentFilter, OutbreakSettings, ScanSettings
 from pvoq.scan.antivirus import EICAR
 from pvoq.scan.clamdproc import ClamdProcess, ClamdUnavailable
-from pvoq.scan.filterlang import parse_filters
 from pvoq.scan.message import Envelope
 from pvoq.scan.pipeline import Pipeline, ScanResult
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from pvoq.config.cluster import ClusterInfo, effective_root, parse_layout
 from pvoq.config.errors import ConfigError
+from pvoq.config.filterlang import BUILTIN_QUARANTINES, Filter, FilterSyntaxError, parse_filters
 from pvoq.config.hat import Hat, Rat, make_rat, parse_hat
 from pvoq.config.model import (
     CPQ_DEFAULT_PORT,
@@ -45,7 +46,6 @@ from pvoq.config.model import (
     SslConfig,
 )
 from pvoq.config.xmltree import Node, parse_xml
-from pvoq.scan.filterlang import BUILTIN_QUARANTINES, Filter, FilterSyntaxError, parse_filters
 
 T = TypeVar("T")
 

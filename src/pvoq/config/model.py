@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pvoq.config.cluster import ClusterInfo
+from pvoq.config.filterlang import BUILTIN_QUARANTINES, Filter
 from pvoq.config.hat import Hat, Rat
-from pvoq.scan.filterlang import BUILTIN_QUARANTINES, Filter
 
 CPQ_DEFAULT_PORT = 7025
 CPQ_LISTENER_NAME = "cpq_listener"

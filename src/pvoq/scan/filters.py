@@ -1,4 +1,4 @@
-"""Evaluating message and content filters (the language of `scan.filterlang`).
+"""Evaluating message and content filters (the language of `config.filterlang`).
 
 Owns what a filter *does*: its condition against a `ScanMessage`, then its
 actions in order. Final actions (`quarantine`, `drop`, `bounce`, `deliver`,
@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from email import message_from_bytes
 from email.policy import compat32
 
-from pvoq.config.model import ContentFilter
-from pvoq.scan.filterlang import (
+from pvoq.config.filterlang import (
     Action,
     All,
     Any_,
@@ -34,6 +33,7 @@ from pvoq.scan.filterlang import (
     Match,
     Not,
 )
+from pvoq.config.model import ContentFilter
 from pvoq.scan.message import ScanMessage
 from pvoq.scan.verdict import BOUNCE, DROP, CheckResult, Verdict
 

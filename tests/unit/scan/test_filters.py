@@ -7,7 +7,7 @@ from email import message_from_bytes
 import pytest
 from scanhelpers import message, with_attachment
 
-from pvoq.scan.filterlang import parse_filters
+from pvoq.config.filterlang import parse_filters
 from pvoq.scan.filters import FilterSet
 from pvoq.scan.message import Envelope, ScanMessage
 from pvoq.scan.verdict import BOUNCE, DROP, PASS, CheckResult

@@ -8,9 +8,9 @@ import threading
 import pytest
 from scanhelpers import message, with_attachment
 
+from pvoq.config.filterlang import parse_filters
 from pvoq.config.model import AntivirusSettings, ContentFilter, ScanSettings
 from pvoq.scan.antivirus import EICAR, AvResult, ScannerUnavailable
-from pvoq.scan.filterlang import parse_filters
 from pvoq.scan.pipeline import (
     ANTIVIRUS,
     CONTENT_FILTERS,

@@ -1,10 +1,10 @@
-"""Tests for pvoq.scan.filterlang: parsing the filter language, and error positions."""
+"""Tests for pvoq.config.filterlang: parsing the filter language, and error positions."""
 
 from __future__ import annotations
 
 import pytest
 
-from pvoq.scan.filterlang import (
+from pvoq.config.filterlang import (
     BUILTIN_QUARANTINES,
     All,
     Any_,

@@ -68,6 +68,7 @@ class DirSync:
         self._run = run  # e.g. a thread-pool runner: the fsync must not block the loop
         self._requested = 0
         self._completed = 0
+        self._failed: dict[int, BaseException] = {}  # generation -> the error that hit it
         self._changed: asyncio.Condition | None = None
         self._worker: asyncio.Task[None] | None = None
 
@@ -80,12 +81,20 @@ class DirSync:
             self._worker = asyncio.ensure_future(self._loop())
         async with self._changed:
             await self._changed.wait_for(lambda: self._completed >= wanted)
+        for generation, error in list(self._failed.items()):
+            if generation >= wanted:
+                raise OSError(f"fsync of {self.directory} failed: {error}") from error
 
     async def _loop(self) -> None:
         assert self._changed is not None
         while self._completed < self._requested:
             target = self._requested
-            await self._run(fsync_dir, self.directory)
+            try:
+                await self._run(fsync_dir, self.directory)
+            except Exception as exc:  # every writer of this generation must hear of it
+                self._failed = {target: exc}
+            else:
+                self._failed = {}
             async with self._changed:
                 self._completed = target
                 self._changed.notify_all()

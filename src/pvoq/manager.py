@@ -228,13 +228,18 @@ class Manager(Appliance):
         if names is None:
             names = tuple(q["quarantine"] for q in record["quarantines"])
         if state == RELEASED:
-            if not self.spool.entry_path(mid).exists():
+            if self.spool.entry_path(mid).exists():
+                # Spooled before a crash: keep that entry, its attempts and back-off.
+                entry = self.queues.entries.get(mid) or Entry.from_json(
+                    self.spool.entry_path(mid).read_bytes())
+            else:
                 body = self.store.read_body(mid)
                 if how != "expired":
                     for option in self._early_release(names):
                         body = apply_early_release(body, option)
-                self.spool.put(self._release_entry(record, len(body)), body)
-            self.queues.add(self._release_entry(record))
+                entry = self._release_entry(record, len(body))
+                self.spool.put(entry, body)
+            self.queues.add(entry)
             self.maillog.info(f"MID {mid} released from all quarantines")
         self.store.finish(mid, state)
         verb = "released from" if state == RELEASED else "deleted from"

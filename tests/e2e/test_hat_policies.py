@@ -90,7 +90,7 @@ class TestPolicyParameters:
             smtp.ehlo("client.example")
             assert not smtp.has_extn("starttls")
             code, _ = smtp.mail("a@sender.example")
-            assert code == 530
+            assert code == 454  # temporary: the sender keeps the mail until TLS is fixed
         assert _logged(gateway, "TLS required by policy $ACCEPTED but listener IncomingMail "
                                 "has no certificate")
 

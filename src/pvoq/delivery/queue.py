@@ -196,7 +196,7 @@ class DeliveryQueues:
         for t in tasks:
             t.cancel()
         for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
 
     # -- one host ----------------------------------------------------------
@@ -242,14 +242,28 @@ class DeliveryQueues:
         while True:
             await self._open.wait()
             host.event.clear()
-            self.expire(name)
-            due, earliest = self._due(name)
-            if not due:
-                timeout = None if earliest is None else max(0.05, earliest - self.clock())
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(host.event.wait(), timeout)
-                continue
-            await self.deliver_host(name, due)
+            due: list[tuple[Entry, list[Recipient]]] = []
+            try:
+                self.expire(name)
+                due, earliest = self._due(name)
+                if not due:
+                    timeout = None if earliest is None else max(0.05, earliest - self.clock())
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(host.event.wait(), timeout)
+                    continue
+                await self.deliver_host(name, due)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A bug or a disk error must not silence a destination: log it,
+                # put what was due back at the retry interval, and go on.
+                self.log.critical(f"Delivery to {name}: application fault: "
+                                  f"{type(exc).__name__}: {exc}; its mail stays queued")
+                for _, rcpts in due:
+                    for r in rcpts:
+                        if r.pending:
+                            r.next_attempt = self.clock() + self.retry_min_s
+                await asyncio.sleep(min(self.retry_min_s, 5.0))
 
     async def deliver_host(self, name: str, due: list[tuple[Entry, list[Recipient]]]) -> None:
         """One pass over the due recipients of *name*; returns when each has an outcome."""
@@ -284,6 +298,10 @@ class DeliveryQueues:
             for index, (entry, rcpts, target) in enumerate(items):
                 if self.suspended:  # suspenddel: stop between messages, keep the rest queued
                     break
+                # Deleted (deleterecipients) or finished since the pass began?
+                rcpts = [r for r in rcpts if r.pending]
+                if entry.mid not in self.entries or not rcpts:
+                    continue
                 try:
                     await self._deliver_one(conn, destination, entry, rcpts, target, host)
                 except DeliveryError as exc:
@@ -307,8 +325,11 @@ class DeliveryQueues:
                                   recipients=[(r.rid, r.address) for r in rcpts], body=body,
                                   extra=target.extra, start_note=target.start_note,
                                   done_note=target.done_note)
+        if entry.mid not in self.entries:
+            return  # deleted by an operator while it was on the wire: nothing left to record
         for r in rcpts:
-            self._record(entry, r, results[r.rid], conn.dcid, destination, host.stats)
+            if r.pending:  # deleterecipients may have taken it meanwhile
+                self._record(entry, r, results[r.rid], conn.dcid, destination, host.stats)
         self._commit(entry)
 
     def _record(self, entry: Entry, r: Recipient, reply: Reply, dcid: int,

@@ -95,7 +95,16 @@ class Processing(_Base):
                     batch.append(self._work.get_nowait())
             self._in_work = len(batch)
             await self.workqueue_open.wait()  # paused while this batch was being taken
-            await asyncio.to_thread(self.claims.claim, [e.mid for e in batch])
+            try:
+                await asyncio.to_thread(self.claims.claim, [e.mid for e in batch])
+            except OSError as exc:  # e.g. a full disk: keep the batch, try again shortly
+                self.maillog.critical(f"Work queue: cannot record claims ({exc}); "
+                                      f"{len(batch)} messages wait in the spool")
+                self._in_work = 0
+                for entry in batch:
+                    self.submit(entry)
+                await asyncio.sleep(self.config.scan.retry_seconds)
+                continue
             try:
                 await asyncio.gather(*(self._process_one(e) for e in batch))
             finally:
@@ -113,8 +122,11 @@ class Processing(_Base):
                 f"{exc}; message kept in the spool, retry in {retry_s:g}s")
             asyncio.get_running_loop().call_later(retry_s, self.submit, entry)
         except Exception as exc:  # keep the message; never lose it to a bug
+            retry_s = max(self.config.scan.retry_seconds, 60.0)
             self.maillog.critical(f"MID {entry.mid} application fault in the pipeline: "
-                                  f"{type(exc).__name__}: {exc}; message kept in the spool")
+                                  f"{type(exc).__name__}: {exc}; message kept in the spool, "
+                                  f"retry in {retry_s:g}s")
+            asyncio.get_running_loop().call_later(retry_s, self.submit, entry)
 
     def _envelope(self, entry: Entry) -> Envelope:
         group = ""

@@ -208,7 +208,9 @@ class SmtpConnection:
 
 
 async def _rset(smtp: aiosmtplib.SMTP) -> None:
-    with contextlib.suppress(aiosmtplib.SMTPResponseException):
+    # A server that refused and hung up leaves the replies already received
+    # valid; the next message on this connection finds the link closed.
+    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
         await smtp.rset()
 
 

@@ -62,7 +62,9 @@ class ConnectionGate:
 TOO_MANY_FROM_HOST = "421 4.7.0 Too many concurrent connections from your host, try again later"
 TOO_MANY_FOR_POLICY = "421 4.7.0 Too many concurrent connections, try again later"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
-MUST_STARTTLS = "530 5.7.0 Must issue a STARTTLS command first"
+# TLS required by the HAT but no certificate to offer it with: the fault is
+# ours, so a temporary reply (the sender keeps the mail), not a bounce.
+TLS_UNAVAILABLE = "454 4.7.0 TLS required but not available, try again later"
 
 def _has_bare_newline(content: bytes) -> bool:
     """RFC 5321 2.3.8: CR and LF only as CRLF.
@@ -329,7 +331,7 @@ class BaseHandler:
     async def handle_MAIL(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
                           envelope: PvoqEnvelope, address: str, options: list[str]) -> str:
         if server.tls_unavailable:
-            return MUST_STARTTLS
+            return TLS_UNAVAILABLE
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         envelope.mid = self.context.ids.next("mid")

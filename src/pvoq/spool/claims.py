@@ -67,7 +67,9 @@ def move_to_bad(spool_dir: Path, mid: int) -> Path:
     """Move a message's files out of the spool into `bad/` (kept for an operator)."""
     bad = Path(spool_dir) / "bad"
     bad.mkdir(exist_ok=True)
-    for suffix in (".json", ".eml"):
+    # The body first: a crash between the two moves leaves the entry in the
+    # spool with its body already in bad/, never an entry without a body.
+    for suffix in (".eml", ".json"):
         src = Path(spool_dir) / f"{mid}{suffix}"
         if src.exists():
             os.replace(src, bad / src.name)

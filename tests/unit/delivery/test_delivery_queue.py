@@ -506,3 +506,51 @@ class TestOperatorActions:
         deliver(queues)
         assert len(destination.opened) == 4  # 61 messages, 20 a connection
         assert sorted(s.mid for s in destination.sent) == list(range(1, 62))
+
+
+class TestRobustness:
+    def test_recipients_deleted_while_on_the_wire_stay_deleted(
+            self, queues: DeliveryQueues, destination: FakeDestination, spool: Spool) -> None:
+        """deleterecipients during a delivery pass: the deleted recipient is not marked delivered."""
+        queue_entry(queues, 1, 0)
+        queue_entry(queues, 2, 0)
+        script = destination.script
+
+        def delete_mid_2_then_answer(mid: int, rid: int) -> Reply:
+            if mid == 1:
+                queues.delete(lambda e, r: e.mid == 2)
+            return script(mid, rid)
+
+        destination.script = delete_mid_2_then_answer
+        deliver(queues)
+        assert [s.mid for s in destination.sent] == [1]
+        assert not spool.entry_path(2).exists() and 2 not in queues.entries
+
+    def test_a_worker_survives_an_unexpected_error_and_delivers_later(
+            self, spool: Spool, maillog: MailLog, destination: FakeDestination) -> None:
+        """A bug in one delivery pass is logged; the host's worker goes on and delivers."""
+        failures = [RuntimeError("boom")]
+
+        def flaky(mid: int, rid: int) -> Reply:
+            if failures:
+                raise failures.pop()
+            return OK
+
+        destination.script = flaky
+
+        async def main() -> list[int]:
+            queues = DeliveryQueues(spool=spool, maillog=maillog,
+                                    destination_for=lambda name: destination,
+                                    retry_min_s=0.05, retry_max_s=0.1)
+            queues.start()
+            queue_entry(queues, 1, 0)
+            for _ in range(200):
+                if not spool.entry_path(1).exists():
+                    break
+                await asyncio.sleep(0.05)
+            await queues.stop()
+            return [s.mid for s in destination.sent]
+
+        assert asyncio.run(main()) == [1, 1]  # the failed pass, then the delivery
+        assert not spool.entry_path(1).exists()
+        assert "application fault: RuntimeError: boom" in log_text(maillog)

@@ -60,6 +60,7 @@ class ReleaseHandler(CpqHandler):
     def __init__(self, gateway: Gateway) -> None:
         super().__init__(gateway.context)
         self.gateway = gateway
+        self._receiving: set[str] = set()  # transfer ids being stored right now
 
     async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
                     content: bytes, info: MessageInfo) -> str:
@@ -82,7 +83,12 @@ class ReleaseHandler(CpqHandler):
             log.info(f"ICID {session.icid} CPQ release refused: MID originally on {target}, "
                      f"this is {gw.config.hostname}")
             return f"554 5.7.1 This release belongs to gateway {target}, not {gw.config.hostname}"
-        marker = gw.transfer_marker(meta["transfer_id"])
+        tid = meta["transfer_id"]
+        if tid in self._receiving:  # the same transfer, retried while its first copy is stored
+            log.info(f"MID {envelope.mid} CPQ transfer {tid} is being stored by another "
+                     "session: deferred")
+            return f"451 4.3.0 Transfer {tid} is being stored, try again later"
+        marker = gw.transfer_marker(tid)
         if marker.exists():
             log.info(f"MID {envelope.mid} duplicate CPQ transfer {meta['transfer_id']} "
                      "acknowledged, not stored again")
@@ -96,8 +102,12 @@ class ReleaseHandler(CpqHandler):
             meta={"subject": info.subject, "released": {
                 "origin_mid": meta["origin"]["mid"], "manager_mid": release["entry"],
                 "resume_after": Pipeline.resume_point(release["stages"])}})
-        await gw.spool.put_async(entry, content)
-        atomic_write(marker, str(entry.mid).encode())
+        self._receiving.add(tid)
+        try:
+            await gw.spool.put_async(entry, content)
+            atomic_write(marker, str(entry.mid).encode())
+        finally:
+            self._receiving.discard(tid)
         log.info(f"MID {entry.mid} received from the SMA {session.peer_ip} "
                  f"(MID originally {meta['origin']['mid']}) on release from central quarantine")
         gw.submit(entry, content)

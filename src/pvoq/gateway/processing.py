@@ -52,17 +52,24 @@ class Processing(_Base):
     workqueue_open: asyncio.Event
 
     # -- bounces ----------------------------------------------------------------
-    def _bounce(self, entry: Entry, rcpts: list[Recipient], reason: str) -> None:
-        """Queue a DSN (RFC 3464) to the envelope sender; never for a DSN (null sender)."""
+    def _bounce(self, entry: Entry, rcpts: list[Recipient], reason: str,
+                dsn_mid: int | None = None) -> None:
+        """Queue a DSN (RFC 3464) to the envelope sender; never for a DSN (null sender).
+
+        With *dsn_mid* (planned before a crash could repeat this), a DSN already
+        spooled under that MID is not made again.
+        """
         if not entry.sender:
             self.maillog.info(f"MID {entry.mid} bounce not sent: null sender")
+            return
+        if dsn_mid is not None and self.spool.entry_path(dsn_mid).exists():
             return
         body = build_dsn(reporting_host=self.config.hostname, sender=entry.sender,
                          original_mid=entry.mid, received=entry.received,
                          failures=[(r.address, status_of(r.last_error or reason, "5.0.0"),
                                     r.last_error or reason) for r in rcpts],
                          original=self.spool.read_body(entry.mid))
-        dsn = Entry(mid=self.ids.next("mid"), sender="",
+        dsn = Entry(mid=dsn_mid if dsn_mid is not None else self.ids.next("mid"), sender="",
                     recipients=[Recipient(0, entry.sender, host=_domain(entry.sender))],
                     received=time.time(), size=len(body), state=QUEUED,
                     meta={"subject": "Delivery Status Notification (Failure)",
@@ -205,10 +212,17 @@ class Processing(_Base):
         for dup in first.duplicates:
             await self._duplicate(entry, dup, part_body)
         skip = list(first.skip)  # skip-filters() on the whole message holds for every part
+        plan = await self._plan(entry, "split", list(groups))
         parts: list[tuple[str, Entry]] = []
+        fresh: list[Entry] = []
         for name, rcpts in groups.items():
+            if self.spool.entry_path(plan[name]).exists():
+                # Written before a crash (and queued again by the recovery): keep it.
+                parts.append((name, Entry.from_json(self.spool.entry_path(plan[name])
+                                                    .read_bytes())))
+                continue
             part = Entry(
-                mid=self.ids.next("mid"), sender=entry.sender,
+                mid=plan[name], sender=entry.sender,
                 recipients=[Recipient(r.rid, r.address) for r in rcpts],
                 received=entry.received, size=len(part_body), icid=entry.icid, peer=entry.peer,
                 meta={"subject": entry.meta.get("subject", ""), "policy": name,
@@ -216,12 +230,13 @@ class Processing(_Base):
                       "prior_verdicts": [asdict(v) for v in first.verdicts], "skip": skip})
             await self.spool.put_async(part, part_body)
             parts.append((name, part))
+            fresh.append(part)
         for name, part in parts:
             rids = ", ".join(str(r.rid) for r in part.recipients)
             self.maillog.info(f"MID {entry.mid} rewritten to MID {part.mid} by per-recipient "
                               f"policy {name} (RID [{rids}])")
         await self.spool.remove_async(entry.mid)
-        for _, part in parts:
+        for part in fresh:
             self.submit(part)
 
     async def route(self, entry: Entry, result: ScanResult) -> None:
@@ -291,13 +306,32 @@ class Processing(_Base):
             if result.action == BOUNCE:
                 self.maillog.info(f"Bounced: MID {entry.mid} to RID [{r.rid}] - {r.last_error}")
         if result.action == BOUNCE:
-            self._bounce(entry, entry.recipients, f"5.7.1 message bounced by {result.reason}")
+            planned = (await self._plan(entry, "dsn", ["dsn"]))["dsn"] if entry.sender else None
+            self._bounce(entry, entry.recipients, f"5.7.1 message bounced by {result.reason}",
+                         dsn_mid=planned)
         await self.spool.remove_async(entry.mid)
         self.maillog.info(f"Message finished MID {entry.mid} done")
 
+    async def _plan(self, entry: Entry, key: str, names: list[str]) -> dict[str, int]:
+        """MIDs for the messages *entry* is about to give rise to, chosen once.
+
+        They are recorded in the entry (durably) before any of those messages is
+        written, so that processing the entry again after a crash rebuilds the
+        same messages under the same MIDs instead of making more of them.
+        """
+        plans = entry.meta.setdefault("plans", {})
+        plan = plans.get(key)
+        if plan is None or set(plan) != set(names):
+            plan = plans[key] = {name: self.ids.next("mid") for name in names}
+            await self.spool.update_async(entry)
+        return {name: int(mid) for name, mid in plan.items()}
+
     async def _duplicate(self, entry: Entry, verdict: Verdict, body: bytes | None) -> None:
         """A copy of the message, as its own MID, to a quarantine (duplicate-quarantine)."""
-        new_mid = self.ids.next("mid")
+        key = f"duplicate:{verdict.quarantine}:{verdict.reason}"
+        new_mid = (await self._plan(entry, key, ["copy"]))["copy"]
+        if self.spool.entry_path(new_mid).exists():
+            return  # made before a crash; the recovery queued it
         copy = Entry(mid=new_mid, sender=entry.sender,
                      recipients=[Recipient(r.rid, r.address, host=THE_CPQ_HOST)
                                  for r in entry.recipients],

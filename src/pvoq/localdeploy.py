@@ -78,10 +78,15 @@ class Deployment:
 
     def init(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.ports = {name: free_port(self.ip) for name in ("manager_cpq", "gateway_cpq",
-                                                            "gateway_smtp", "sink")}
+        names = ["manager_cpq", "gateway_cpq", "gateway_smtp", "sink"]
         if self.ssh:
-            self.ports["gateway_ssh"] = free_port(self.ip)
+            names.append("gateway_ssh")
+        self.ports = {}
+        for name in names:
+            port = free_port(self.ip)
+            while port in self.ports.values():  # the kernel may hand a released port out again
+                port = free_port(self.ip)
+            self.ports[name] = port
         ca = self.root / "ca"
         init_appliance(self.root / "manager", ApplianceSpec(
             role="manager", hostname=MANAGER, serial="PVOQ-M-0001", ip=self.ip,

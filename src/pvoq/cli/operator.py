@@ -42,6 +42,13 @@ def operator(ctx: click.Context, config_path: str) -> None:
     ctx.obj = {"config": config_path}
 
 
+def _as_json(as_json: bool, data: Any) -> bool:
+    """Print *data* as JSON (for scripts) when `--json` was given; say whether it was."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    return as_json
+
+
 def _age(seconds: float) -> str:
     seconds = int(max(0, seconds))
     days, rest = divmod(seconds, 86400)
@@ -74,8 +81,7 @@ COUNTER_LINES = (
 def status(ctx: click.Context, as_json: bool) -> None:
     """System status, counters (reset, uptime, lifetime) and gauges."""
     data = _request(ctx, "status")["data"]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
+    if _as_json(as_json, data):
         return
     zone = time.strftime("%Z")
     click.echo(f"Status as of:                  {format_time(data['status_as_of'])} {zone}")
@@ -131,8 +137,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def tophosts(ctx: click.Context, sort: str | None, as_json: bool) -> None:
     """Delivery hosts, `the.cpq.host` and `the.cpq.release.host` included."""
     data = _request(ctx, "tophosts", {"sort": sort})["data"]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
+    if _as_json(as_json, data):
         return
     click.echo(f"Status as of: {format_time(data['status_as_of'])} {time.strftime('%Z')}")
     click.echo("Hosts marked with '*' were down as of the last delivery attempt.")
@@ -152,8 +157,7 @@ def tophosts(ctx: click.Context, sort: str | None, as_json: bool) -> None:
 def hoststatus(ctx: click.Context, host: str, as_json: bool) -> None:
     """One delivery host, `the.cpq.host` and `the.cpq.release.host` included."""
     d = _request(ctx, "hoststatus", {"host": host})["data"]
-    if as_json:
-        click.echo(json.dumps(d, indent=2))
+    if _as_json(as_json, d):
         return
     click.echo(f"Host mail status for: '{d['host']}'")
     click.echo(f"Status as of:                {format_time(d['status_as_of'])}")
@@ -221,8 +225,7 @@ def quarantine_list(ctx: click.Context, name: str | None, limit: int, offset: in
     """Messages held, newest first."""
     data = _request(ctx, "quarantine.list",
                     {"quarantine": name, "limit": limit, "offset": offset})["data"]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
+    if _as_json(as_json, data):
         return
     table = Table(title=f"PVO quarantines: {data['total']} messages"
                   + (f" in {name}" if name else ""), title_justify="left")
@@ -243,8 +246,7 @@ def quarantine_list(ctx: click.Context, name: str | None, limit: int, offset: in
 def quarantine_show(ctx: click.Context, mid: int, as_json: bool) -> None:
     """One message: envelope, reasons, and the message itself."""
     m = _request(ctx, "quarantine.show", {"mid": mid})["data"]
-    if as_json:
-        click.echo(json.dumps(m, indent=2))
+    if _as_json(as_json, m):
         return
     click.echo(f"MID:               {m['id']}")
     click.echo(f"State:             {m['state']}")

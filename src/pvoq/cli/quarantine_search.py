@@ -23,7 +23,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pvoq.cli.operator import _reasons, _request, operator, quarantine
+from pvoq.cli.operator import _as_json, _reasons, _request, operator, quarantine
 from pvoq.maillog.writer import format_time
 
 OPS = ("contains", "does-not-contain", "starts-with", "does-not-start-with", "ends-with",
@@ -142,8 +142,7 @@ def quarantine_search(ctx: click.Context, sort: str, order: str, page_size: str,
         args = {"saved": saved, "limit": int(page_size), "offset": (page - 1) * int(page_size),
                 "user": _user()}
     data = _request(ctx, "quarantine.search", args)["data"]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
+    if _as_json(as_json, data):
         return
     first = data["offset"] + 1 if data["messages"] else 0
     last = data["offset"] + len(data["messages"])
@@ -181,8 +180,7 @@ def quarantine_bulk(ctx: click.Context, action: str, saved: str | None, dry_run:
         "quarantine": only_in, "delay": delay, "target": target, "address": address,
         "user": _user()})
     data = response["data"]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
+    if _as_json(as_json, data):
         return
     if data["dry_run"]:
         click.echo(f"Dry run: {action} would act on {data['count']} messages:")
@@ -265,8 +263,7 @@ def quarantine_expire(ctx: click.Context) -> None:
 def quarantine_config(ctx: click.Context, as_json: bool) -> None:
     """The quarantines and their settings (quarantineconfig)."""
     data = _request(ctx, "quarantine.config")["data"]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
+    if _as_json(as_json, data):
         return
     click.echo(f"{'Name':<16}{'Type':<9}{'Retention':<12}{'Default':<9}Free up space")
     for name, q in data["quarantines"].items():
@@ -295,8 +292,7 @@ def audit_verify(ctx: click.Context) -> None:
 def audit_tail(ctx: click.Context, limit: int, as_json: bool) -> None:
     """The latest audit records."""
     data = _request(ctx, "audit.tail", {"limit": limit})["data"]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
+    if _as_json(as_json, data):
         return
     for r in data:
         click.echo(f"{r['seq']:>6} {format_time(r['at'])} {r['actor']}@{r['origin']} "

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-from pvoq.cli.operator import _request, operator
+from pvoq.cli.operator import _as_json, _request, operator
 
 
 def _selection(by_host: str | None, by_sender: str | None) -> dict[str, str]:
@@ -32,8 +31,7 @@ def showrecipients(ctx: click.Context, by_host: str | None, by_sender: str | Non
                    as_json: bool) -> None:
     """Messages in the delivery queues, by recipient host, by envelope sender, or all."""
     d = _request(ctx, "showrecipients", {**_selection(by_host, by_sender), "limit": limit})["data"]
-    if as_json:
-        click.echo(json.dumps(d, indent=2))
+    if _as_json(as_json, d):
         return
     if not d["messages"]:
         click.echo("No messages found.")

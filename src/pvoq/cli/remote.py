@@ -7,12 +7,11 @@ They register themselves on the `operator` group.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from pvoq.cli.operator import _request, operator
+from pvoq.cli.operator import _as_json, _request, operator
 
 
 @operator.command("listeners")
@@ -22,8 +21,7 @@ from pvoq.cli.operator import _request, operator
 def listeners(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """Listeners with interface, port and sender groups (as `listenerconfig` lists them)."""
     rows = _request(ctx, "listeners", {"all": show_all})["data"]["listeners"]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if _as_json(as_json, rows):
         return
     click.echo("Currently configured listeners:")
     for i, r in enumerate(rows, 1):
@@ -61,8 +59,7 @@ def gateway_add(ctx: click.Context, name: str, host: str | None, ssh_port: int |
 def gateway_list(ctx: click.Context, as_json: bool) -> None:
     """Gateways, their SSH pins, the last lookup and any application fault."""
     rows = _request(ctx, "gateway.list")["data"]["gateways"]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if _as_json(as_json, rows):
         return
     for r in rows:
         click.echo(f"{r['name']}: CPQ {r['cpq_address']}:{r['cpq_port']}  "

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from pvoq.cli.operator import _request, operator
+from pvoq.cli.operator import _as_json, _request, operator
 
 
 @operator.group()
@@ -20,8 +18,7 @@ def pipeline() -> None:
 def pipeline_show(ctx: click.Context, as_json: bool) -> None:
     """The stages in the order they run, and where a release from each resumes."""
     data = _request(ctx, "pipeline.show")["data"]
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
+    if _as_json(as_json, data):
         return
     click.echo(f"Scanning pipeline of {data['hostname']} (stages run in this order):")
     click.echo(f"{'#':<3}{'Stage':<18}{'PVO':<5}{'Quarantine':<12}{'Timeout':<9}Engine / rules")

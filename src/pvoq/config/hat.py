@@ -383,5 +383,15 @@ def match_rat(rat: Rat, recipient: str) -> RatEntry | None:
 
 
 def names_hosts(hat: Hat) -> bool:
-    """Whether *hat* has hostname or partial-domain members (matching them needs rDNS)."""
-    return any(m != "ALL" and _compile_ip(m) is None for g in hat.groups for m in g.members)
+    """Whether *hat* has hostname or partial-domain members (matching them needs rDNS).
+
+    Asked at every connection, answered once per table (a table is its text).
+    """
+    found = _NAMES_HOSTS.get(hat.text)
+    if found is None:
+        found = _NAMES_HOSTS[hat.text] = any(
+            m != "ALL" and _compile_ip(m) is None for g in hat.groups for m in g.members)
+    return found
+
+
+_NAMES_HOSTS: dict[str, bool] = {}

@@ -96,19 +96,24 @@ class SshClient:
         except asyncssh.PermissionDenied:
             raise SshFault("authentication failed: the manager's key is not authorized "
                            "on the gateway") from None
-        except TimeoutError:
-            raise SshFault(f"timed out after {self.timeout_s:g}s") from None
-        except ConnectionRefusedError:
-            raise SshFault("connection refused") from None
-        except OSError as exc:
-            raise SshFault(f"connection failed: {exc.strerror or exc}") from None
-        except asyncssh.Error as exc:
-            raise SshFault(f"SSH error: {exc.reason}") from None
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
+            raise self._link_fault(exc) from None
         if result.exit_status != 0:
             detail = str(result.stderr or result.stdout or "").strip()
             shown = "enrol <token> ..." if command.startswith("enrol ") else command
             raise SshFault(f"command {shown!r} failed (exit {result.exit_status}): {detail}")
         return str(result.stdout or ""), client.offered
+
+    def _link_fault(self, exc: BaseException) -> SshFault:
+        """What an operator reads when the SSH link itself failed."""
+        if isinstance(exc, TimeoutError):
+            return SshFault(f"timed out after {self.timeout_s:g}s")
+        if isinstance(exc, ConnectionRefusedError):
+            return SshFault("connection refused")
+        if isinstance(exc, OSError):
+            return SshFault(f"connection failed: {exc.strerror or exc}")
+        assert isinstance(exc, asyncssh.Error)
+        return SshFault(f"SSH error: {exc.reason}")
 
     async def run(self, name: str, command: str) -> str:
         """Run *command* on the pinned gateway *name*; its standard output."""
@@ -137,14 +142,8 @@ class SshClient:
                 conn.close()
         except asyncssh.PermissionDenied:
             pass  # the host key is known by now; authorization comes below
-        except TimeoutError:
-            raise SshFault(f"timed out after {self.timeout_s:g}s") from None
-        except ConnectionRefusedError:
-            raise SshFault("connection refused") from None
-        except OSError as exc:
-            raise SshFault(f"connection failed: {exc.strerror or exc}") from None
-        except asyncssh.Error as exc:
-            raise SshFault(f"SSH error: {exc.reason}") from None
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
+            raise self._link_fault(exc) from None
         if probe.offered is None:
             raise SshFault("the gateway offered no host key")
         offered = probe.offered

@@ -144,8 +144,8 @@ class Spool:
 
     def put(self, entry: Entry, body: bytes) -> None:
         """Store a new message durably; return only once it survives a crash."""
-        atomic_write(self.body_path(entry.mid), body, sync_dir=False)
-        atomic_write(self.entry_path(entry.mid), entry.to_json())  # the commit; syncs the dir
+        self._write_new(entry.mid, body, entry.to_json())  # the entry is the commit
+        fsync_dir(self.dir)
 
     def update(self, entry: Entry) -> None:
         atomic_write(self.entry_path(entry.mid), entry.to_json())
@@ -154,8 +154,7 @@ class Spool:
         return self.body_path(mid).read_bytes()
 
     def remove(self, mid: int) -> None:
-        remove_durably(self.entry_path(mid), sync_dir=False)
-        remove_durably(self.body_path(mid), sync_dir=False)
+        self._remove_files(mid)
         fsync_dir(self.dir)
 
     def recover(self) -> list[Entry]:

@@ -73,6 +73,8 @@ class Appliance:
         self.client_tls: ssl.SSLContext = tls.client_context(
             config.cpq_certificate, ciphers=config.ssl.outbound_ciphers)
         self.spool = Spool(config.data_dir / "spool")
+        for problem in self.spool.damaged:
+            self.maillog.warning(f"Spool log: {problem}")
         self.admin = AdminServer(config.admin_socket)
         self.servers: dict[str, asyncio.AbstractServer] = {}
         self.started = time.time()

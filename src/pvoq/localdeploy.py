@@ -26,6 +26,7 @@ from pvoq.admin.protocol import AdminUnavailable, call
 from pvoq.config.loader import load_config
 from pvoq.config.template import ApplianceSpec
 from pvoq.deploy import init_appliance
+from pvoq.spool.store import Entry, Spool
 
 MANAGER = "manager.pvoq.test"
 GATEWAY = "gw1.pvoq.test"
@@ -199,6 +200,17 @@ class Deployment:
         for meta in sorted(self.sink_dir.glob("*.json"), key=lambda p: int(p.stem)):
             result.append((json.loads(meta.read_text()), meta.with_suffix(".eml").read_bytes()))
         return result
+
+    def spooled(self, role: str = "gateway") -> list[Entry]:
+        """The messages in *role*'s spool as committed now (a read-only view of its log)."""
+        directory = self.root / role / "data" / "spool"
+        if not directory.is_dir():
+            return []
+        spool = Spool(directory, readonly=True)
+        try:
+            return spool.recover()
+        finally:
+            spool.close()
 
     def mail_logs(self, role: str) -> list[str]:
         path = self.root / role / "data" / "logs" / "mail_logs"

@@ -228,10 +228,10 @@ class Manager(Appliance):
         if names is None:
             names = tuple(q["quarantine"] for q in record["quarantines"])
         if state == RELEASED:
-            if self.spool.entry_path(mid).exists():
+            spooled = self.queues.entries.get(mid) or self.spool.get(mid)
+            if spooled is not None:
                 # Spooled before a crash: keep that entry, its attempts and back-off.
-                entry = self.queues.entries.get(mid) or Entry.from_json(
-                    self.spool.entry_path(mid).read_bytes())
+                entry = spooled
             else:
                 body = self.store.read_body(mid)
                 if how != "expired":

@@ -93,8 +93,7 @@ class TestClamdEndToEnd:
             if (m := re.search(r"MID (\d+) temporary failure in antivirus: clamd unix:\S+ "
                                r"unavailable: .*; message kept in the spool, retry in", line))
         }) == 2)
-        spool = with_clamd.root / "gateway" / "data" / "spool"
-        assert len(list(spool.glob("*.json"))) == 2
+        assert len(with_clamd.spooled("gateway")) == 2
         assert with_clamd.delivered() == [] and with_clamd.quarantined() == []
 
         clamd.start()
@@ -281,8 +280,7 @@ class TestMessageFilterActions:
                              r"bounced by message filter:bounce_it$")
         assert gateway_lines(deployment, r"MID \d+ was generated based on MID \d+ by "
                              r"duplicate-quarantine \(message filter:copy_it\)$")
-        spool = deployment.root / "gateway" / "data" / "spool"
-        wait_for("an empty spool", lambda: not list(spool.glob("*.json")))
+        wait_for("an empty spool", lambda: not deployment.spooled("gateway"))
 
 
 class TestPipelineShow:
@@ -314,13 +312,11 @@ class TestQuarantineMetadata:
         deployment.start_gateway()  # no manager: the transfer waits in the spool
         deployment.send(subject="confidential parcel",
                         body="http://parcel-track.example/track")
-        spool = deployment.root / "gateway" / "data" / "spool"
 
         def queued() -> dict | None:
-            for path in spool.glob("*.json"):
-                entry = json.loads(path.read_text())
-                if entry["state"] == "queued":
-                    return entry
+            for found in deployment.spooled("gateway"):
+                if found.state == "queued":
+                    return json.loads(found.to_json())
             return None
 
         entry = wait_for("the entry queued for the.cpq.host", queued)

@@ -93,22 +93,3 @@ class TestRemoveLeftovers:
         assert not target.exists()
         assert remove_leftovers(tmp_path) == 1
         assert list(tmp_path.iterdir()) == []
-
-
-class TestDirSyncFailure:
-    def test_a_failed_directory_fsync_reaches_every_waiter(self, tmp_path) -> None:
-        """When the directory fsync fails, the writers waiting on it get the error, not a hang."""
-        import asyncio
-
-        from pvoq.fsutil import DirSync
-
-        async def failing(fn, *args):  # noqa: ANN001, ANN202 (test stub of a pool runner)
-            raise OSError(5, "Input/output error")
-
-        async def main() -> None:
-            sync = DirSync(tmp_path, run=failing)
-            results = await asyncio.wait_for(
-                asyncio.gather(sync.sync(), sync.sync(), return_exceptions=True), 5)
-            assert all(isinstance(r, OSError) for r in results)
-
-        asyncio.run(main())

@@ -299,3 +299,4 @@ from pvoq.cli import remote as _remote  # noqa: E402,F401,I001
 from pvoq.cli import logs as _logs  # noqa: E402,F401,I001
 from pvoq.cli import queues as _queues  # noqa: E402,F401,I001
 from pvoq.cli import scanning as _scanning  # noqa: E402,F401,I001
+from pvoq.cli import spool as _spool  # noqa: E402,F401,I001

@@ -62,7 +62,7 @@ class Processing(_Base):
         if not entry.sender:
             self.maillog.info(f"MID {entry.mid} bounce not sent: null sender")
             return
-        if dsn_mid is not None and self.spool.entry_path(dsn_mid).exists():
+        if dsn_mid is not None and dsn_mid in self.spool:
             return
         body = build_dsn(reporting_host=self.config.hostname, sender=entry.sender,
                          original_mid=entry.mid, received=entry.received,
@@ -103,7 +103,7 @@ class Processing(_Base):
             self._in_work = len(batch)
             await self.workqueue_open.wait()  # paused while this batch was being taken
             try:
-                await asyncio.to_thread(self.claims.claim, [e.mid for e in batch])
+                await self.claims.claim_async([e.mid for e in batch])
             except OSError as exc:  # e.g. a full disk: keep the batch, try again shortly
                 self.maillog.critical(f"Work queue: cannot record claims ({exc}); "
                                       f"{len(batch)} messages wait in the spool")
@@ -216,10 +216,10 @@ class Processing(_Base):
         parts: list[tuple[str, Entry]] = []
         fresh: list[Entry] = []
         for name, rcpts in groups.items():
-            if self.spool.entry_path(plan[name]).exists():
+            made = self.spool.get(plan[name])
+            if made is not None:
                 # Written before a crash (and queued again by the recovery): keep it.
-                parts.append((name, Entry.from_json(self.spool.entry_path(plan[name])
-                                                    .read_bytes())))
+                parts.append((name, made))
                 continue
             part = Entry(
                 mid=plan[name], sender=entry.sender,
@@ -330,7 +330,7 @@ class Processing(_Base):
         """A copy of the message, as its own MID, to a quarantine (duplicate-quarantine)."""
         key = f"duplicate:{verdict.quarantine}:{verdict.reason}"
         new_mid = (await self._plan(entry, key, ["copy"]))["copy"]
-        if self.spool.entry_path(new_mid).exists():
+        if new_mid in self.spool:
             return  # made before a crash; the recovery queued it
         copy = Entry(mid=new_mid, sender=entry.sender,
                      recipients=[Recipient(r.rid, r.address, host=THE_CPQ_HOST)

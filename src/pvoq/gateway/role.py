@@ -39,7 +39,7 @@ from pvoq.smtp.server import (
     BaseHandler,
     PvoqSMTP,
 )
-from pvoq.spool.claims import MAX_ATTEMPTS, Claims, move_to_bad
+from pvoq.spool.claims import MAX_ATTEMPTS, Claims
 from pvoq.spool.store import INCOMING, QUEUED, Entry, Recipient
 
 NOTICE_RECIPIENT = "outbreak-notices@pvoq.invalid"  # the manager reads the metadata, not this
@@ -79,7 +79,7 @@ class Gateway(Processing, Appliance):
         self._suspects: list[Entry] = []
         self._bodies: dict[int, bytes] = {}
         self._in_work = 0
-        self.claims = Claims(config.data_dir / "claims.json")
+        self.claims = Claims(self.spool)
         self.workqueue_open = asyncio.Event()
         self.workqueue_open.set()
         for name, command in (("workqueue.status", self._cmd_workqueue_status),
@@ -280,7 +280,7 @@ class Gateway(Processing, Appliance):
             if entry.state != INCOMING:
                 self.queues.add(entry)
             elif self.claims.attempts(entry.mid) >= MAX_ATTEMPTS:
-                bad = move_to_bad(self.spool.dir, entry.mid)
+                bad = self.spool.move_to_bad(entry.mid)
                 self.maillog.critical(
                     f"MID {entry.mid} moved to {bad}: processing it stopped the gateway "
                     f"{self.claims.attempts(entry.mid)} times; kept there for an operator")

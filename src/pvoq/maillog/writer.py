@@ -5,9 +5,10 @@ administrators of AsyncOS grep every day::
 
     Fri Sep 13 15:08:02 2013 Info: New SMTP DCID 12345 interface 10.10.20.1 address 10.10.10.1 port 7025
 
-The file starts with `Begin Logfile` and a `Version:` line. Lines are flushed
-at once (an operator tails this file while troubleshooting); they are not
-fsync'd: the log is evidence, the spool is the truth.
+The file starts with `Begin Logfile` and a `Version:` line. Lines are written
+and flushed by a writer thread as soon as they are logged (an operator tails
+this file while troubleshooting); they are not fsync'd: the log is evidence,
+the spool is the truth.
 
 This module must never decide anything about mail: it only writes lines.
 """
@@ -15,6 +16,8 @@ This module must never decide anything about mail: it only writes lines.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import TextIO
@@ -41,7 +44,15 @@ def format_line(text: str, *, level: str = "Info", epoch: float | None = None) -
 
 
 class MailLog:
-    """Appends AsyncOS-style lines to `<logs_dir>/mail_logs`."""
+    """Appends AsyncOS-style lines to `<logs_dir>/mail_logs`.
+
+    `log` formats the line (its time is the event's) and hands it to a writer
+    thread, which writes and flushes whatever lines are waiting, in order. An
+    operator tailing the file sees each event within milliseconds, and the
+    event loop never waits on the disk: an append to a file can stall while
+    the filesystem commits its journal for the spool's fsyncs. `flush` waits
+    until every line handed in so far is in the file; `close` does too.
+    """
 
     def __init__(self, logs_dir: Path, *, appliance: str, serial: str,
                  echo: TextIO | None = None) -> None:
@@ -51,6 +62,10 @@ class MailLog:
         self._file = open(  # noqa: SIM115 (held open for the process's life; closed by close())
             self.path, "a", encoding="utf-8", errors="backslashreplace")
         self._echo = echo
+        self._lines: queue.SimpleQueue[str | threading.Event | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_forever, daemon=True,
+                                        name="mail_logs")
+        self._writer.start()
         if fresh:
             self.info("Begin Logfile")
             self.info(f"Version: pvoq {__version__} SN: {serial}")
@@ -58,13 +73,44 @@ class MailLog:
         self.info(f"Logfile opened by {appliance} (pid {os.getpid()})")
 
     def log(self, text: str, *, level: str = "Info") -> None:
-        line = format_line(text, level=level)
-        self._file.write(line + "\n")
-        # Flushed line by line: whoever tails or greps the file (an operator, a
-        # test) sees an event as soon as it happened, in order with the replies.
-        self._file.flush()
-        if self._echo is not None:
-            print(line, file=self._echo, flush=True)
+        if self._file.closed:
+            raise ValueError("mail_logs is closed")
+        self._lines.put(format_line(text, level=level))
+
+    def _write_forever(self) -> None:
+        while True:
+            item = self._lines.get()
+            lines: list[str] = []
+            marks: list[threading.Event] = []
+            stop = False
+            while True:
+                if item is None:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    marks.append(item)
+                else:
+                    lines.append(item)
+                try:
+                    item = self._lines.get_nowait()
+                except queue.Empty:
+                    break
+            if lines:
+                self._file.write("\n".join(lines) + "\n")
+                self._file.flush()
+                if self._echo is not None:
+                    print("\n".join(lines), file=self._echo, flush=True)
+            for mark in marks:
+                mark.set()
+            if stop:
+                return
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Return once every line logged so far is in the file."""
+        if not self._writer.is_alive():
+            return
+        mark = threading.Event()
+        self._lines.put(mark)
+        mark.wait(timeout)
 
     def info(self, text: str) -> None:
         self.log(text, level="Info")
@@ -77,4 +123,7 @@ class MailLog:
 
     def close(self) -> None:
         if not self._file.closed:
+            if self._writer.is_alive():
+                self._lines.put(None)
+                self._writer.join(10)
             self._file.close()

@@ -1,34 +1,36 @@
 """Poison-message protection: count how often processing a message crashed.
 
-Before the pipeline works on a batch of messages, their MIDs are written
-(write-fsync-rename) to `claims.json` with a count; a clean pass leaves the
-file behind harmlessly (those messages are no longer INCOMING). After a
-crash, the recovery finds the count of each claimed message raised: a
-message claimed `MAX_ATTEMPTS` times without ever finishing crashed the
-process that often, and moves to `bad/` instead of crashing it again
-(Mailman's switchboard does the same). Suspects are then processed one at a
-time, so an innocent neighbour of a poison message is not blamed.
+Before the pipeline works on a batch of messages, their MIDs are recorded
+durably with a count (the spool's `claims` state, committed with the spool's
+other changes); a clean pass leaves the record behind harmlessly (those
+messages are no longer INCOMING). After a crash, the recovery finds the count
+of each claimed message raised: a message claimed `MAX_ATTEMPTS` times without
+ever finishing crashed the process that often, and moves to `bad/` instead of
+crashing it again (Mailman's switchboard does the same). Suspects are then
+processed one at a time, so an innocent neighbour of a poison message is not
+blamed.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pvoq.fsutil import atomic_write, fsync_dir
+if TYPE_CHECKING:
+    from pvoq.spool.store import Spool
 
 MAX_ATTEMPTS = 3
+STATE_NAME = "claims"
 
 
 class Claims:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
         self.counts: dict[int, int] = {}
-        if self.path.exists():
+        raw = spool.state(STATE_NAME)
+        if raw is not None:
             try:
-                raw = json.loads(self.path.read_text())
-                self.counts = {int(k): int(v) for k, v in raw.items()}
+                self.counts = {int(k): int(v) for k, v in json.loads(raw).items()}
             except (ValueError, AttributeError):
                 self.counts = {}
 
@@ -39,13 +41,20 @@ class Claims:
     def claim(self, mids: list[int]) -> None:
         """Record, durably, that *mids* are about to be processed.
 
-        The file holds this batch with its counts, plus the suspects of the last
-        crash still waiting their turn: a second crash before they are processed
-        must not forget how often they already crashed the gateway.
+        The record holds this batch with its counts, plus the suspects of the
+        last crash still waiting their turn: a second crash before they are
+        processed must not forget how often they already crashed the gateway.
         """
+        self.spool.put_state(STATE_NAME, self._counted(mids))
+
+    async def claim_async(self, mids: list[int]) -> None:
+        """`claim`, without blocking the event loop."""
+        await self.spool.put_state_async(STATE_NAME, self._counted(mids))
+
+    def _counted(self, mids: list[int]) -> bytes:
         for mid in mids:
             self.counts[mid] = self.counts.get(mid, 0) + 1
-        atomic_write(self.path, json.dumps(self.counts).encode())
+        return json.dumps(self.counts).encode()
 
     def keep_only(self, mids: set[int]) -> None:
         """Forget the counts of messages that are no longer waiting to be processed."""
@@ -57,22 +66,7 @@ class Claims:
     def done(self, mids: list[int]) -> None:
         """*mids* were processed (or handed back for a later retry): forget their counts.
 
-        Only memory changes; the next claim rewrites the file.
+        Only memory changes; the next claim rewrites the record.
         """
         for mid in mids:
             self.counts.pop(mid, None)
-
-
-def move_to_bad(spool_dir: Path, mid: int) -> Path:
-    """Move a message's files out of the spool into `bad/` (kept for an operator)."""
-    bad = Path(spool_dir) / "bad"
-    bad.mkdir(exist_ok=True)
-    # The body first: a crash between the two moves leaves the entry in the
-    # spool with its body already in bad/, never an entry without a body.
-    for suffix in (".eml", ".json"):
-        src = Path(spool_dir) / f"{mid}{suffix}"
-        if src.exists():
-            os.replace(src, bad / src.name)
-    fsync_dir(bad)
-    fsync_dir(Path(spool_dir))
-    return bad

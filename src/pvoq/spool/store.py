@@ -1,33 +1,25 @@
-"""The durable spool: one message = a body file and an entry file.
+"""The durable spool: every message's entry and body, in an append-only log.
 
-On-disk format, in `<data>/spool/`:
-
-- `<MID>.eml` — the message exactly as received (CRLF line ends), written
-  first and fsync'd;
-- `<MID>.json` — the entry: envelope, per-recipient delivery state, metadata.
-  Written by write-fsync-rename; **its appearance is the commit**. A body
-  without an entry is a leftover of a crash before the commit and is removed
-  on start; `*.tmp` files likewise.
-
-A state change rewrites the entry atomically. When every recipient has
-reached a final state, the entry is removed first, then the body.
-Nothing here is pickled: entries are JSON so an operator can read them.
+A message is an *entry* (envelope, per-recipient delivery state, metadata;
+JSON, so an operator can read it with `pvoq spool show`) and a *body* (the
+message exactly as received, CRLF line ends). Both are written by one PUT
+record of the spool log (`spool.log`): **the message exists once that record
+is durable**, and only then does the SMTP client get its 250. A state change
+appends a new version of the entry; when every recipient has reached a final
+state the message is removed. `recover` returns every message still there.
 
 This module never talks to the network and never decides where mail goes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pvoq.fsutil import DirSync, atomic_write, fsync_dir, remove_durably, remove_leftovers
+from pvoq.fsutil import atomic_write, remove_leftovers
+from pvoq.spool.log import ENTRY, PUT, REMOVE, SEGMENT_BYTES, STATE, Record, SpoolLog
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -91,83 +83,116 @@ _ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 
 
 class Spool:
-    """Messages on disk, by MID.
+    """Messages on disk, by MID, in the spool log (`spool.log.SpoolLog`).
 
-    The `*_async` methods do the same durable writes on a thread pool, with
-    the directory fsyncs of concurrent writers coalesced (`DirSync`): the
-    event loop keeps serving other sessions while the disk works, and the
-    filesystem commits many messages in one journal transaction.
+    The `*_async` methods return once the change is durable without blocking
+    the event loop; changes of concurrent sessions share one disk flush. The
+    plain methods block their caller until the same is true.
     """
 
-    def __init__(self, directory: Path, *, writers: int = 16) -> None:
+    def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES,
+                 readonly: bool = False) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="spool")
-        self._dirsync = DirSync(self.dir, run=self._in_pool)
+        self.log = SpoolLog(self.dir, segment_bytes=segment_bytes, readonly=readonly)
+        if not readonly:
+            self._import_files()
 
-    async def _in_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    def _import_files(self) -> None:
+        """Take in the `<MID>.json` + `<MID>.eml` pairs of a spool written by pvoq 0.1.
+
+        Each pair becomes a PUT record; its files go once the record is durable.
+        A body without its entry was never acknowledged and is dropped.
+        """
+        remove_leftovers(self.dir)
+        for path in sorted(self.dir.glob("*.json")):
+            body = path.with_suffix(".eml")
+            if path.stem.isdigit() and body.exists():
+                entry = Entry.from_json(path.read_bytes())
+                self.put(entry, body.read_bytes())
+                path.unlink()
+                body.unlink()
+        for body in self.dir.glob("*.eml"):
+            if body.stem.isdigit():
+                body.unlink()
+
+    @property
+    def damaged(self) -> list[str]:
+        """What replaying the log had to cut at start (for the caller to log)."""
+        return self.log.damaged
+
+    # -- changes ----------------------------------------------------------------
+    def put(self, entry: Entry, body: bytes) -> None:
+        """Store a message durably; return only once it survives a crash."""
+        self.log.commit([Record(PUT, entry.mid, entry.to_json(), body)])
 
     async def put_async(self, entry: Entry, body: bytes) -> None:
-        """`put`, off the event loop; returns once the message survives a crash."""
-        data = entry.to_json()
-        await self._in_pool(self._write_new, entry.mid, body, data)
-        await self._dirsync.sync()
-
-    async def update_async(self, entry: Entry) -> None:
-        await self._in_pool(self._write_entry, entry.mid, entry.to_json())
-        await self._dirsync.sync()
-
-    def _write_entry(self, mid: int, data: bytes) -> None:
-        atomic_write(self.entry_path(mid), data, sync_dir=False)
-
-    async def remove_async(self, mid: int) -> None:
-        await self._in_pool(self._remove_files, mid)
-        await self._dirsync.sync()
-
-    def _remove_files(self, mid: int) -> None:
-        remove_durably(self.entry_path(mid), sync_dir=False)
-        remove_durably(self.body_path(mid), sync_dir=False)
-
-    def _write_new(self, mid: int, body: bytes, data: bytes) -> None:
-        atomic_write(self.body_path(mid), body, sync_dir=False)
-        atomic_write(self.entry_path(mid), data, sync_dir=False)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-    def body_path(self, mid: int) -> Path:
-        return self.dir / f"{mid}.eml"
-
-    def entry_path(self, mid: int) -> Path:
-        return self.dir / f"{mid}.json"
-
-    def put(self, entry: Entry, body: bytes) -> None:
-        """Store a new message durably; return only once it survives a crash."""
-        self._write_new(entry.mid, body, entry.to_json())  # the entry is the commit
-        fsync_dir(self.dir)
+        await self.log.commit_async([Record(PUT, entry.mid, entry.to_json(), body)])
 
     def update(self, entry: Entry) -> None:
-        atomic_write(self.entry_path(entry.mid), entry.to_json())
+        """Record *entry*'s new state durably (its body is unchanged)."""
+        self.log.commit([Record(ENTRY, entry.mid, entry.to_json())])
 
-    def read_body(self, mid: int) -> bytes:
-        return self.body_path(mid).read_bytes()
+    async def update_async(self, entry: Entry) -> None:
+        await self.log.commit_async([Record(ENTRY, entry.mid, entry.to_json())])
 
     def remove(self, mid: int) -> None:
-        self._remove_files(mid)
-        fsync_dir(self.dir)
+        self.log.commit([Record(REMOVE, mid)])
+
+    async def remove_async(self, mid: int) -> None:
+        await self.log.commit_async([Record(REMOVE, mid)])
+
+    def put_state(self, name: str, value: bytes) -> None:
+        """Keep a small named value of the appliance durably (the last one wins)."""
+        self.log.commit([_state(name, value)])
+
+    async def put_state_async(self, name: str, value: bytes) -> None:
+        await self.log.commit_async([_state(name, value)])
+
+    def state(self, name: str) -> bytes | None:
+        return self.log.state(name)
+
+    def close(self) -> None:
+        self.log.close()
+
+    # -- reading ----------------------------------------------------------------
+    def __contains__(self, mid: int) -> bool:
+        return mid in self.log
+
+    def mids(self) -> list[int]:
+        return self.log.mids()
+
+    def get(self, mid: int) -> Entry | None:
+        """The last committed version of *mid*'s entry, or None."""
+        data = self.log.entry(mid)
+        return None if data is None else Entry.from_json(data)
+
+    def read_body(self, mid: int) -> bytes:
+        return self.log.body(mid)
 
     def recover(self) -> list[Entry]:
-        """Load every committed entry, and clear what a crash left half-done."""
-        remove_leftovers(self.dir)
-        entries: list[Entry] = []
-        committed: set[str] = set()
-        for item in sorted(os.scandir(self.dir), key=lambda e: e.name):
-            if item.name.endswith(".json"):
-                entries.append(Entry.from_json(Path(item.path).read_bytes()))
-                committed.add(item.name[:-5])
-        for item in os.scandir(self.dir):
-            if item.name.endswith(".eml") and item.name[:-4] not in committed:
-                os.unlink(item.path)  # body of a transaction that never got its 250
+        """Every message in the spool, oldest first (then by MID)."""
+        entries = [Entry.from_json(data) for _mid, data in self.log.entries()]
         entries.sort(key=lambda e: (e.received, e.mid))
         return entries
+
+    def move_to_bad(self, mid: int) -> Path:
+        """Take a message out of the spool into `bad/<MID>.eml|.json`, kept for an operator.
+
+        The files are written (and fsync'd) before the message leaves the log:
+        a crash in between leaves it in both places, never in neither.
+        """
+        bad = self.dir / "bad"
+        bad.mkdir(exist_ok=True)
+        data = self.log.entry(mid)
+        if data is not None:
+            atomic_write(bad / f"{mid}.eml", self.read_body(mid), sync_dir=False)
+            atomic_write(bad / f"{mid}.json", data)
+            self.remove(mid)
+        return bad
+
+
+def _state(name: str, value: bytes) -> Record:
+    if "\n" in name:
+        raise ValueError(f"a spool state name has no newline: {name!r}")
+    return Record(STATE, 0, name.encode() + b"\n" + value)

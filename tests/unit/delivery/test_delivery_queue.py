@@ -153,7 +153,9 @@ def deliver(queues: DeliveryQueues, host: str = HOST) -> None:
 
 def on_disk(spool: Spool, mid: int) -> Entry:
     """The entry of *mid* as a restart would read it."""
-    return Entry.from_json(spool.entry_path(mid).read_bytes())
+    found = spool.get(mid)
+    assert found is not None
+    return found
 
 
 def log_text(maillog: MailLog) -> str:
@@ -168,7 +170,7 @@ class TestDelivered:
         entry = queue_entry(queues, 1, 0)
         deliver(queues)
         assert entry.recipients[0].status == DELIVERED
-        assert not spool.entry_path(1).exists() and not spool.body_path(1).exists()
+        assert 1 not in spool and spool.get(1) is None
         assert 1 not in queues.entries
         assert finished == [1]
         assert queues.hosts[HOST].stats.delivered == 1
@@ -206,7 +208,7 @@ class TestTemporaryFailure:
                                                          max_s=RETRY_MAX_S)
         assert "451" in r.last_error
         assert on_disk(spool, 1) == entry
-        assert spool.body_path(1).exists()
+        assert spool.read_body(1)
         assert queues.hosts[HOST].stats.soft_bounced == 1
 
     def test_deferred_is_not_due_until_its_time(self, queues: DeliveryQueues,
@@ -246,7 +248,7 @@ class TestTemporaryFailure:
         clock.now = entry.recipients[0].next_attempt
         deliver(queues)
         assert entry.recipients[0].status == DELIVERED and entry.recipients[0].attempts == 2
-        assert not spool.entry_path(1).exists()
+        assert 1 not in spool
 
     def test_wake_clears_backoff(self, queues: DeliveryQueues,
                                  destination: FakeDestination) -> None:
@@ -326,7 +328,7 @@ class TestPermanentFailure:
         assert entry.recipients[0].status == BOUNCED
         assert "550" in entry.recipients[0].last_error
         assert queues.hosts[HOST].stats.hard_bounced == 1
-        assert not spool.entry_path(1).exists()
+        assert 1 not in spool
         assert finished == [1]
         assert "Bounced: DCID" in log_text(maillog)
 
@@ -375,7 +377,7 @@ class TestPartialResults:
         deliver(queues)
         assert [s.rids for s in destination.sent] == [[0, 1], [1]]
         assert deferred.status == DELIVERED
-        assert not spool.entry_path(1).exists()
+        assert 1 not in spool
 
     def test_partial_bounce_keeps_entry_for_the_rest(self, queues: DeliveryQueues, spool: Spool,
                                                      destination: FakeDestination) -> None:
@@ -423,7 +425,7 @@ class TestMaximumTimeInQueue:
         assert [r.status for r in entry.recipients] == [BOUNCED, BOUNCED]
         assert bounced and bounced[0][0] == 1 and bounced[0][1] == [0, 1]
         assert bounced[0][2].startswith("5.4.7 - Delivery expired")
-        assert not spool.entry_path(1).exists()
+        assert 1 not in spool
         assert queues.counters.row("expired_recipients")[1] == 2
         assert "Bounced: MID 1 to RID [0, 1] - 5.4.7" in log_text(maillog)
 
@@ -440,7 +442,7 @@ class TestMaximumTimeInQueue:
         clock.now += 10 * 86400
         queues.expire(HOST)
         assert entry.recipients[0].pending
-        assert spool.entry_path(1).exists()
+        assert 1 in spool
 
 
 class TestHardBounceHook:
@@ -470,7 +472,7 @@ class TestOperatorActions:
         queue_entry(queues, 2, 0, host="other.example")
         count = queues.delete(lambda e, r: r.host == HOST)
         assert count == 1
-        assert not spool.entry_path(1).exists() and spool.entry_path(2).exists()
+        assert 1 not in spool and 2 in spool
         deliver(queues)
         assert destination.sent == []
         assert "MID 1 RID [0] deleted by deleterecipients" in log_text(maillog)
@@ -524,7 +526,7 @@ class TestRobustness:
         destination.script = delete_mid_2_then_answer
         deliver(queues)
         assert [s.mid for s in destination.sent] == [1]
-        assert not spool.entry_path(2).exists() and 2 not in queues.entries
+        assert 2 not in spool and 2 not in queues.entries
 
     def test_a_worker_survives_an_unexpected_error_and_delivers_later(
             self, spool: Spool, maillog: MailLog, destination: FakeDestination) -> None:
@@ -545,12 +547,12 @@ class TestRobustness:
             queues.start()
             queue_entry(queues, 1, 0)
             for _ in range(200):
-                if not spool.entry_path(1).exists():
+                if 1 not in spool:
                     break
                 await asyncio.sleep(0.05)
             await queues.stop()
             return [s.mid for s in destination.sent]
 
         assert asyncio.run(main()) == [1, 1]  # the failed pass, then the delivery
-        assert not spool.entry_path(1).exists()
+        assert 1 not in spool
         assert "application fault: RuntimeError: boom" in log_text(maillog)

@@ -31,7 +31,7 @@ def gateway(tmp_path: Path):  # noqa: ANN201
 
 
 def spooled_mids(gw: Gateway) -> set[int]:
-    return {int(p.stem) for p in gw.spool.dir.glob("*.json")}
+    return set(gw.spool.mids())
 
 
 def incoming(gw: Gateway) -> Entry:
@@ -58,7 +58,7 @@ class TestCrashWindows:
             with pytest.raises(Crash):
                 await gateway._split(entry, groups, ScanResult(), BODY)
             gateway.spool.remove_async = real_remove  # type: ignore[method-assign]
-            after_crash = Entry.from_json(gateway.spool.entry_path(entry.mid).read_bytes())
+            after_crash = gateway.spool.get(entry.mid)
             planned = set(after_crash.meta["plans"]["split"].values())
             before = spooled_mids(gateway)
             regroup = {"A": [after_crash.recipients[0]], "B": [after_crash.recipients[1]]}
@@ -77,7 +77,7 @@ class TestCrashWindows:
 
         async def twice() -> None:
             await gateway._duplicate(entry, verdict, BODY)
-            again = Entry.from_json(gateway.spool.entry_path(entry.mid).read_bytes())
+            again = gateway.spool.get(entry.mid)
             await gateway._duplicate(again, verdict, BODY)
 
         asyncio.run(twice())

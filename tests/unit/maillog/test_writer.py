@@ -28,6 +28,7 @@ def expected_stamp(epoch: float) -> str:
 
 def read_lines(log: MailLog) -> list[str]:
     """The lines written so far to *log*'s file."""
+    log.flush()
     return log.path.read_text(encoding="utf-8").splitlines()
 
 

@@ -49,6 +49,7 @@ class Harness:
             await task
 
     def lines(self) -> list[str]:
+        self.log.flush()
         return self.path.read_text().splitlines()
 
 

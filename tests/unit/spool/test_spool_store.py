@@ -91,21 +91,20 @@ class TestSpool:
         spool.put(make_entry(2, received=20.0), BODY)
         assert [e.mid for e in spool.recover()] == [10, 2, 3]
 
-    def test_body_without_entry_is_removed(self, spool: Spool) -> None:
-        """A body without an entry file (crash before the commit) is removed on recovery."""
-        spool.put(make_entry(1), BODY)
-        spool.body_path(2).write_bytes(BODY)
+    def test_files_of_an_older_spool_are_taken_in(self, tmp_path: Path) -> None:
+        """A spool of per-message files (pvoq 0.1) is imported; a body without entry is dropped."""
+        old = tmp_path / "old"
+        old.mkdir()
+        (old / "1.json").write_bytes(make_entry(1).to_json())
+        (old / "1.eml").write_bytes(BODY)
+        (old / "2.eml").write_bytes(BODY)  # its entry was never committed
+        (old / ".3.json.999.tmp").write_bytes(b"{half")
+        spool = Spool(old)
         assert [e.mid for e in spool.recover()] == [1]
-        assert not spool.body_path(2).exists()
-        assert spool.body_path(1).exists()
-
-    def test_tmp_files_are_removed(self, spool: Spool) -> None:
-        """Temporary files left by a crash are removed on recovery."""
-        spool.put(make_entry(1), BODY)
-        leftover = spool.dir / ".3.json.999.tmp"
-        leftover.write_bytes(b"{half")
-        assert [e.mid for e in spool.recover()] == [1]
-        assert not leftover.exists()
+        assert spool.read_body(1) == BODY
+        assert not list(old.glob("*.json")) and not list(old.glob("*.eml"))
+        assert not list(old.glob("*.tmp"))
+        spool.close()
 
     def test_update_persists_recipient_state(self, spool: Spool) -> None:
         """update() makes a recipient's new state durable."""
@@ -122,20 +121,48 @@ class TestSpool:
         assert again.recipients[0].status == DELIVERED
         assert again.recipients[1].last_error == "451 try later"
 
-    def test_remove_deletes_both_files(self, spool: Spool) -> None:
-        """remove() deletes the entry and the body."""
+    def test_remove_forgets_the_message(self, spool: Spool) -> None:
+        """remove() takes the message out for good, also for a restarted spool."""
         spool.put(make_entry(1), BODY)
         spool.remove(1)
-        assert not spool.entry_path(1).exists()
-        assert not spool.body_path(1).exists()
-        assert spool.recover() == []
+        assert 1 not in spool and spool.get(1) is None
+        with pytest.raises(FileNotFoundError):
+            spool.read_body(1)
+        spool.close()
+        assert Spool(spool.dir).recover() == []
 
     def test_remove_of_missing_message(self, spool: Spool) -> None:
         """Removing a MID that is not spooled is harmless."""
         spool.remove(99)
-        assert list(spool.dir.iterdir()) == []
+        assert spool.recover() == []
 
-    def test_put_leaves_no_temporary_files(self, spool: Spool) -> None:
-        """After put() the spool holds exactly the body and the entry."""
-        spool.put(make_entry(7), BODY)
-        assert sorted(p.name for p in spool.dir.iterdir()) == ["7.eml", "7.json"]
+    def test_get_returns_the_last_committed_entry(self, spool: Spool) -> None:
+        """get() reads the latest version of an entry; an unknown MID gives None."""
+        entry = make_entry(4)
+        spool.put(entry, BODY)
+        entry.state = QUEUED
+        spool.update(entry)
+        assert spool.get(4) == entry and spool.get(5) is None
+        assert 4 in spool and spool.mids() == [4]
+
+    def test_async_changes_are_committed_together(self, spool: Spool) -> None:
+        """Concurrent put/update/remove from the event loop all land, in order per message."""
+        import asyncio
+
+        async def one(mid: int) -> None:
+            entry = make_entry(mid)
+            await spool.put_async(entry, BODY + str(mid).encode())
+            entry.state = QUEUED
+            await spool.update_async(entry)
+            if mid % 2:
+                await spool.remove_async(mid)
+
+        async def main() -> None:
+            await asyncio.gather(*(one(mid) for mid in range(1, 41)))
+
+        asyncio.run(main())
+        spool.close()
+        again = Spool(spool.dir)
+        assert again.mids() == list(range(2, 41, 2))
+        assert all(e.state == QUEUED for e in again.recover())
+        assert again.read_body(8) == BODY + b"8"

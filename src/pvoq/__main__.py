@@ -1,3 +1,4 @@
 from pvoq.cli.main import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -261,6 +261,7 @@ class Appliance:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
         await self.queues.stop()
+        self.spool.close()
         self.maillog.info(f"{self.role} {self.config.hostname} stopped")
         self.maillog.close()
 

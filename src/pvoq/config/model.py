@@ -218,6 +218,7 @@ class ScanSettings:
     quarantines: tuple[str, ...] = BUILTIN_QUARANTINES
     stage_timeout_seconds: float = 10.0
     retry_seconds: float = 30.0
+    processes: int = 2  # scanner processes (scan.workers)
     policies: tuple[MailPolicy, ...] = ()
 
     def policy_for(self, address: str) -> MailPolicy | None:

@@ -24,6 +24,7 @@ from pvoq.gateway.handlers import _domain
 from pvoq.scan.message import Envelope
 from pvoq.scan.pipeline import ANTIVIRUS, MESSAGE_FILTERS, OUTBREAK_FILTERS, Pipeline, ScanError
 from pvoq.scan.verdict import BOUNCE, DROP, QUARANTINE, ScanResult, StageTrace, Verdict
+from pvoq.scan.workers import ScanWorkers
 from pvoq.spool.claims import Claims
 from pvoq.spool.store import BOUNCED, DELETED, QUEUED, Entry, Recipient
 
@@ -42,8 +43,8 @@ class Processing(_Base):
     """The pipeline side of `Gateway` (which sets these attributes)."""
 
     pipeline: Pipeline
+    scanners: ScanWorkers
     outbreak: OutbreakKeeper
-    _policy_pipelines: dict[str, Pipeline]
     _work: asyncio.Queue[Entry]
     _suspects: list[Entry]
     _bodies: dict[int, bytes]
@@ -162,7 +163,7 @@ class Processing(_Base):
         if not released and "policy" not in entry.meta:
             groups = self._policy_groups(entry)
             if len(groups) > 1:
-                first = await asyncio.to_thread(self.pipeline.run, body, envelope=envelope,
+                first = await self.scanners.run(body, envelope=envelope,
                                                 stop_after=MESSAGE_FILTERS)
                 if first.action in (DROP, BOUNCE):
                     await self.route(entry, first)
@@ -171,8 +172,8 @@ class Processing(_Base):
                 return
             self.maillog.info(f"MID {entry.mid} matched all recipients for per-recipient "
                               f"policy {next(iter(groups))} in the inbound table")
-        result = await asyncio.to_thread(
-            self._pipeline_for(entry).run, body, envelope=envelope, resume_after=resume_after,
+        result = await self.scanners.run(
+            body, envelope=envelope, policy=self._policy_name(entry), resume_after=resume_after,
             skip=tuple(entry.meta.get("skip", ())))
         prior = [Verdict(**v) for v in entry.meta.get("prior_verdicts", [])]
         if prior and result.action not in (DROP, BOUNCE):
@@ -190,18 +191,17 @@ class Processing(_Base):
             groups.setdefault(policy.name if policy else DEFAULT_POLICY, []).append(r)
         return groups
 
-    def _pipeline_for(self, entry: Entry) -> Pipeline:
+    def _policy_name(self, entry: Entry) -> str | None:
+        """The per-recipient policy whose settings scan *entry* (None: the default policy).
+
+        A split part names its policy; a message that was not split has one
+        policy for all its recipients, the first recipient's.
+        """
         name = entry.meta.get("policy")
         if name is None:
             policy = self.config.scan.policy_for(entry.recipients[0].address)
-        else:
-            policy = next((p for p in self.config.scan.policies if p.name == name), None)
-        if policy is None:
-            return self.pipeline
-        found = self._policy_pipelines.get(policy.name)
-        if found is None:
-            found = self._policy_pipelines[policy.name] = self.pipeline.for_policy(policy)
-        return found
+            return policy.name if policy else None
+        return str(name)
 
     async def _split(self, entry: Entry, groups: dict[str, list[Recipient]], first: ScanResult,
                body: bytes) -> None:

@@ -34,6 +34,7 @@ from pvoq.scan.pipeline import (
     Pipeline,
 )
 from pvoq.scan.rescan import Decision
+from pvoq.scan.workers import ScanWorkers
 from pvoq.smtp.client import DeliveryError
 from pvoq.smtp.server import (
     BaseHandler,
@@ -54,8 +55,8 @@ class Gateway(Processing, Appliance):
 
     def __init__(self, config: Any, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
-        self.pipeline = Pipeline(config.scan)
-        self._policy_pipelines: dict[str, Pipeline] = {}
+        self.pipeline = Pipeline(config.scan)  # pipeline show, rescans of outbreak copies
+        self.scanners = ScanWorkers(config.scan, processes=config.scan.processes)
         self.outbreak = OutbreakKeeper(config.data_dir, self.maillog, hostname=config.hostname,
                                        serial=config.serial_number)
         self.admin.register("pipeline.show", self._cmd_pipeline_show)
@@ -110,15 +111,15 @@ class Gateway(Processing, Appliance):
         super().apply_config(config)
         old, self.pipeline = self.pipeline, Pipeline(config.scan)
         old.close()
+        old_scanners, self.scanners = self.scanners, ScanWorkers(
+            config.scan, processes=config.scan.processes)
+        old_scanners.close()
         if self.pipeline.rules.current != old.rules.current:  # new rules: rescan the copies
             async def rescan() -> None:
                 await self.rescan_outbreak_copies()
             task = asyncio.ensure_future(rescan())
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-        for pipeline in self._policy_pipelines.values():
-            pipeline.close()
-        self._policy_pipelines.clear()
         self._destinations.clear()
 
     def _destination(self, host: str) -> Destination:
@@ -189,6 +190,7 @@ class Gateway(Processing, Appliance):
         current = pipeline.rules.current
         if not changed:
             return f"Outbreak rules unchanged (version {current.version or '-'})."
+        self.scanners.rules_changed()
         self.maillog.info(f"Outbreak rules updated from {pipeline.rules.path}: version "
                           f"{current.version or '-'}, {len(current.rules)} rules")
         decisions = await self.rescan_outbreak_copies()
@@ -291,6 +293,8 @@ class Gateway(Processing, Appliance):
         if entries:
             self.maillog.info(f"Recovered {len(entries)} messages from the spool")
         await self.ship_notices()  # decisions a crash left in the outbox
+        pids = await self.scanners.start()
+        self.maillog.info(f"Scanner processes started: pids {', '.join(map(str, pids))}")
         self._worker = asyncio.create_task(self._process_forever(), name="pipeline")
         self._watcher = asyncio.create_task(self._watch_outbreak_rules(), name="outbreak-rules")
 
@@ -327,6 +331,7 @@ class Gateway(Processing, Appliance):
         for task in (self._worker, self._watcher):
             if task is not None:
                 task.cancel()
+        self.scanners.close()
         await super().stop()
 
     def status_gauges(self) -> dict[str, int]:

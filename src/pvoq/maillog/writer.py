@@ -15,6 +15,7 @@ This module must never decide anything about mail: it only writes lines.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -29,7 +30,13 @@ LEVELS = ("Critical", "Warning", "Info", "Debug")
 
 def format_time(epoch: float) -> str:
     """Render *epoch* like AsyncOS: `Mon Apr 1 12:00:00 2014` (day not padded)."""
-    t = time.localtime(epoch)
+    return _format_second(int(epoch))
+
+
+@functools.lru_cache(maxsize=4)
+def _format_second(second: int) -> str:
+    # A busy appliance logs many lines a second: each second is rendered once.
+    t = time.localtime(second)
     return f"{time.strftime('%a %b', t)} {t.tm_mday} {time.strftime('%H:%M:%S %Y', t)}"
 
 

@@ -1,0 +1,159 @@
+"""Scanning in worker processes: the same results as in-process, rules reloads, dead workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from scanhelpers import message, with_attachment
+
+from pvoq.config.model import MailPolicy, OutbreakSettings, ScanSettings
+from pvoq.scan.antivirus import EICAR
+from pvoq.scan.message import Envelope
+from pvoq.scan.pipeline import ANTIVIRUS, OUTBREAK_FILTERS, Pipeline
+from pvoq.scan.verdict import PASS, QUARANTINE, ScanError
+from pvoq.scan.workers import ScanWorkers
+
+ENVELOPE = Envelope("alice@example.org", ("bob@example.com",), "192.0.2.7", "UNKNOWNLIST")
+PARCEL = message("Your parcel", "Track it: http://parcel.example/track?id=1")
+
+
+def rules(path: Path, urls: list[str], version: str) -> Path:
+    path.write_text(json.dumps({"version": version, "rules": [
+        {"id": "OF-URL", "threat_level": 4, "urls": urls}]}))
+    return path
+
+
+def settings(tmp_path: Path, **changes: object) -> ScanSettings:
+    base = ScanSettings(outbreak=OutbreakSettings(
+        rules_file=rules(tmp_path / "rules.json", ["parcel.example/track"], "1")))
+    return ScanSettings(**{**base.__dict__, **changes})
+
+
+def run(workers: ScanWorkers, *bodies: bytes, **options: object) -> list[object]:
+    async def main() -> list[object]:
+        try:
+            return await asyncio.gather(*(workers.run(b, envelope=ENVELOPE, **options)
+                                          for b in bodies), return_exceptions=True)
+        finally:
+            workers.close()
+    return asyncio.run(main())
+
+
+class TestResults:
+    def test_a_worker_decides_as_the_pipeline_does_in_process(self, tmp_path: Path) -> None:
+        """Clean, viral and outbreak messages get the verdicts and traces of the pipeline."""
+        cfg = settings(tmp_path)
+        bodies = [message(), with_attachment(EICAR, filename="a.com"), PARCEL]
+        here = Pipeline(cfg)
+        expected = [here.run(b, envelope=ENVELOPE) for b in bodies]
+        here.close()
+        got = run(ScanWorkers(cfg, processes=2), *bodies)
+        assert got == expected
+        assert [r.action for r in got] == [PASS, QUARANTINE, QUARANTINE]  # type: ignore[attr-defined]
+
+    def test_a_policy_is_scanned_with_its_own_settings(self, tmp_path: Path) -> None:
+        """A named per-recipient policy without anti-virus lets EICAR through; the default not."""
+        cfg = settings(tmp_path, policies=(
+            MailPolicy("NoAV", (re.compile("@lab.example$"),), antivirus_enabled=False),))
+        body = with_attachment(EICAR, filename="a.com")
+        (default,) = run(ScanWorkers(cfg, processes=1), body)
+        (lab,) = run(ScanWorkers(cfg, processes=1), body, policy="NoAV")
+        assert default.action == QUARANTINE  # type: ignore[attr-defined]
+        assert lab.action == PASS  # type: ignore[attr-defined]
+
+    def test_a_stage_that_cannot_decide_is_a_scan_error_with_its_stage(
+            self, tmp_path: Path) -> None:
+        """A broken outbreak rules file fails closed in the worker as it would in-process."""
+        bad = tmp_path / "bad.json"
+        bad.write_text("{not json")
+        cfg = settings(tmp_path, outbreak=OutbreakSettings(rules_file=bad))
+        (outcome,) = run(ScanWorkers(cfg, processes=1), message())
+        assert isinstance(outcome, ScanError)
+        assert outcome.stage == OUTBREAK_FILTERS and "no valid outbreak rules" in str(outcome)
+
+    def test_resume_and_skip_reach_the_worker(self, tmp_path: Path) -> None:
+        """A release resumed after the anti-virus stage is not scanned for viruses again."""
+        body = with_attachment(EICAR, filename="a.com")
+        (resumed,) = run(ScanWorkers(settings(tmp_path), processes=1), body,
+                         resume_after=ANTIVIRUS)
+        assert resumed.action == PASS  # type: ignore[attr-defined]
+
+
+class TestRulesReload:
+    def test_workers_take_the_new_rules_once_told(self, tmp_path: Path) -> None:
+        """After rules_changed, the next scan in every worker uses the rules file as it is now."""
+        cfg = settings(tmp_path)
+        workers = ScanWorkers(cfg, processes=2)
+
+        async def main() -> tuple[list[str], list[str]]:
+            await workers.start()
+            before = await asyncio.gather(*(workers.run(PARCEL) for _ in range(4)))
+            rules(tmp_path / "rules.json", ["elsewhere.example/"], "2")
+            workers.rules_changed()
+            after = await asyncio.gather(*(workers.run(PARCEL) for _ in range(4)))
+            workers.close()
+            return [r.action for r in before], [r.action for r in after]
+
+        before, after = asyncio.run(main())
+        assert before == [QUARANTINE] * 4 and after == [PASS] * 4
+
+
+class TestDeadWorkers:
+    def test_a_killed_worker_is_a_temporary_failure_then_the_pool_comes_back(
+            self, tmp_path: Path) -> None:
+        """Scans lost with a killed worker fail as ScanError; the next scans get a fresh pool."""
+        workers = ScanWorkers(settings(tmp_path), processes=1)
+
+        async def main() -> tuple[object, object]:
+            (pid,) = await workers.start()
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.5)
+            lost = (await asyncio.gather(workers.run(message()), return_exceptions=True))[0]
+            again = await workers.run(message())
+            workers.close()
+            return lost, again
+
+        lost, again = asyncio.run(main())
+        assert isinstance(lost, ScanError) and "scanner process died" in str(lost)
+        assert again.action == PASS  # type: ignore[attr-defined]
+
+    def test_workers_exit_when_their_gateway_is_killed(self, tmp_path: Path) -> None:
+        """A gateway killed with SIGKILL leaves no scanner behind."""
+        script = (
+            "import asyncio, os, sys\n"
+            "from pvoq.config.model import ScanSettings\n"
+            "from pvoq.scan.workers import ScanWorkers\n"
+            "async def main():\n"
+            "    pids = await ScanWorkers(ScanSettings(), processes=2).start()\n"
+            "    print(' '.join(map(str, pids)), flush=True)\n"
+            "    await asyncio.sleep(60)\n"
+            "asyncio.run(main())\n")
+        parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                  text=True)
+        try:
+            assert parent.stdout is not None
+            pids = [int(p) for p in parent.stdout.readline().split()]
+            assert len(pids) == 2 and all(_alive(p) for p in pids)
+        finally:
+            parent.kill()
+            parent.wait(10)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -16,6 +16,8 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from email._header_value_parser import get_addr_spec, get_angle_addr
+from email.errors import HeaderParseError
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
@@ -147,6 +149,7 @@ class PvoqSMTP(HookNames, SMTP):
         self._counted = False
         self._refusal = ""              # a policy limit refuses the connection with this reply
         self.tls_unavailable = False    # TLS required by the policy, no certificate to offer
+        self._reply_lines: list[bytes] = []  # a multi-line reply being gathered (push)
         super().__init__(handler, hostname=context.hostname, ident="pvoq ESMTP",
                          data_size_limit=listener.max_message_size,
                          timeout=listener.timeout_seconds, **kwargs)
@@ -280,6 +283,39 @@ class PvoqSMTP(HookNames, SMTP):
         super().connection_lost(error)
         if isinstance(session, PvoqSession) and session.icid:
             self.context.maillog.info(f"ICID {session.icid} close")
+
+    async def push(self, status: str | bytes) -> None:
+        """Send a reply; the lines of a multi-line reply (`250-…`) leave in one write.
+
+        aiosmtpd writes each line on its own, and on a busy listener every
+        write is a system call that wakes the client: EHLO alone was seven.
+        """
+        line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") \
+            if isinstance(status, str) else status
+        if line[3:4] == b"-":
+            self._reply_lines.append(line)
+            return
+        if self._reply_lines:
+            line = b"\r\n".join([*self._reply_lines, line])
+            self._reply_lines.clear()
+        await super().push(line)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parsing, without the class it defines at every call."""
+        if not arg:
+            return "", ""
+        address: Any
+        try:
+            if arg.lstrip().startswith("<"):
+                address, rest = get_angle_addr(arg)
+            else:
+                address, rest = get_addr_spec(arg)
+        except HeaderParseError:
+            return None, None
+        addr = address.addr_spec
+        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return addr, rest
 
     async def smtp_RSET(self, arg: str) -> None:
         envelope = self.envelope

@@ -38,6 +38,8 @@ def _domain(address: str) -> str:
 class PublicHandler(BaseHandler):
     """A public/private SMTP listener of the gateway: accept into the spool."""
 
+    commits_whole = True  # the work queue gets the message from the spool commit itself
+
     def __init__(self, gateway: Gateway) -> None:
         super().__init__(gateway.context)
         self.gateway = gateway
@@ -49,8 +51,9 @@ class PublicHandler(BaseHandler):
             recipients=[Recipient(i, a) for i, a in enumerate(envelope.rcpt_tos)],
             received=time.time(), size=len(content), icid=session.icid,
             peer=session.peer_ip, meta={"subject": info.subject})
-        await self.gateway.spool.put_async(entry, content)
-        self.gateway.submit(entry, content)
+        gateway = self.gateway
+        await gateway.spool.put_async(entry, content,
+                                      then=lambda: gateway.submit(entry, content))
         return replies.accepted(entry.mid)
 
 

@@ -363,6 +363,11 @@ class BaseHandler(HookNames):
     before it returns a 2xx reply.
     """
 
+    # True when `accept` can be abandoned at any await (a client that leaves) and
+    # still finish what it must: it hands its follow-up to the spool commit.
+    # Otherwise it runs as a task of its own, shielded from the session.
+    commits_whole = False
+
     def __init__(self, context: ServerContext) -> None:
         self.context = context
         self._storing: set[asyncio.Future[str]] = set()
@@ -436,17 +441,9 @@ class BaseHandler(HookNames):
             log.info(f"MID {mid} Message-ID '{info.message_id}'")
         log.info(f'MID {mid} Subject "{info.subject}"')
         log.info(f"MID {mid} ready {len(content)} bytes from <{envelope.mail_from}>")
-        # A client that drops the connection now cancels this coroutine; the
-        # store must still finish as one piece (files, markers, queueing), or
-        # a message could sit half-handled until the next restart. So it runs
-        # as its own task, shielded; the client's retry is recognised later.
-        task = asyncio.ensure_future(self.accept(server, session, envelope, content, info))
-        self._storing.add(task)
-        task.add_done_callback(self._storing.discard)
         try:
-            reply = await asyncio.shield(task)
+            reply = await self._store(server, session, envelope, content, info)
         except asyncio.CancelledError:
-            task.add_done_callback(lambda t: self._after_disconnect(t, mid))
             raise
         except Exception as exc:  # the client must retry; nothing was acknowledged
             log.warning(f"MID {mid} application fault: {type(exc).__name__}: {exc}")
@@ -455,6 +452,30 @@ class BaseHandler(HookNames):
             self.context.counters.inc("messages_received")
             self.context.counters.inc("recipients_received", len(envelope.rcpt_tos))
         return reply
+
+    async def _store(self, server: PvoqSMTP, session: PvoqSession, envelope: PvoqEnvelope,
+                     content: bytes, info: MessageInfo) -> str:
+        """`accept`, so that a client dropping the connection now cannot leave a
+        message half-handled (stored but never queued) until the next restart."""
+        mid = envelope.mid
+        if self.commits_whole:
+            try:
+                return await self.accept(server, session, envelope, content, info)
+            except asyncio.CancelledError:
+                self.context.maillog.info(
+                    f"MID {mid} client left before the reply; the message is kept if its "
+                    f"spool commit completes")
+                raise
+        # The store (files, markers, queueing) runs as its own task, shielded; the
+        # client's retry is recognised later.
+        task = asyncio.ensure_future(self.accept(server, session, envelope, content, info))
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(lambda t: self._after_disconnect(t, mid))
+            raise
 
     async def accept(self, server: PvoqSMTP, session: PvoqSession, envelope: PvoqEnvelope,
                      content: bytes, info: MessageInfo) -> str:

@@ -45,7 +45,7 @@ import struct
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,9 +98,12 @@ class _Change:
     records: list[Record]
     done: asyncio.Future[None] | threading.Event
     loop: asyncio.AbstractEventLoop | None = None
+    then: Callable[[], None] | None = None
     error: BaseException | None = None
 
     def settle(self) -> None:
+        if self.then is not None and self.error is None:
+            self.then()  # whether or not its caller still waits
         if isinstance(self.done, threading.Event):
             self.done.set()
         elif not self.done.done():
@@ -116,6 +119,11 @@ class _Segment:
     path: Path
     size: int = 0
     live: Counter[str] = field(default_factory=Counter)  # "refs", "bytes"
+
+
+def _settle_all(changes: list[_Change]) -> None:
+    for change in changes:
+        change.settle()
 
 
 def decode(data: bytes, offset: int) -> tuple[Record, int, int] | None:
@@ -201,13 +209,20 @@ class SpoolLog:
         return data
 
     # -- writing ----------------------------------------------------------------
-    async def commit_async(self, records: list[Record]) -> None:
-        """Append *records*; return once they survive a crash (group-committed)."""
+    async def commit_async(self, records: list[Record], *,
+                           then: Callable[[], None] | None = None) -> None:
+        """Append *records*; return once they survive a crash (group-committed).
+
+        *then* runs on the event loop as soon as the records are durable, even
+        if the caller was cancelled meanwhile (a client that left): what must
+        follow a commit cannot be forgotten. Cancelling the caller only ends
+        its wait; the writer makes the change all the same.
+        """
         loop = asyncio.get_running_loop()
-        change = _Change(records, loop.create_future(), loop)
+        change = _Change(records, loop.create_future(), loop, then)
         self._submit(change)
         assert isinstance(change.done, asyncio.Future)
-        await asyncio.shield(change.done)  # a cancelled caller does not undo the change
+        await change.done
 
     def commit(self, records: list[Record]) -> None:
         """`commit_async` for a caller that may block (start-up, tests, rare paths)."""
@@ -260,12 +275,18 @@ class SpoolLog:
                     break
                 batch.append(item)
             self._write_batch(batch)
+            # One wake-up per event loop for the whole batch: each call_soon_threadsafe
+            # is a system call, after which this thread waits for the interpreter lock
+            # again while the busy event loop holds it.
+            by_loop: dict[asyncio.AbstractEventLoop, list[_Change]] = {}
             for change in batch:
                 if change.loop is None:
                     change.settle()
                 else:
-                    with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                        change.loop.call_soon_threadsafe(change.settle)
+                    by_loop.setdefault(change.loop, []).append(change)
+            for loop, changes in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                    loop.call_soon_threadsafe(_settle_all, changes)
             if not stop:
                 self._maintain()
             else:

@@ -14,6 +14,7 @@ This module never talks to the network and never decides where mail goes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -126,8 +127,11 @@ class Spool:
         """Store a message durably; return only once it survives a crash."""
         self.log.commit([Record(PUT, entry.mid, entry.to_json(), body)])
 
-    async def put_async(self, entry: Entry, body: bytes) -> None:
-        await self.log.commit_async([Record(PUT, entry.mid, entry.to_json(), body)])
+    async def put_async(self, entry: Entry, body: bytes, *,
+                        then: Callable[[], None] | None = None) -> None:
+        """`put` without blocking the event loop; *then* runs once it is durable (see
+        `SpoolLog.commit_async`)."""
+        await self.log.commit_async([Record(PUT, entry.mid, entry.to_json(), body)], then=then)
 
     def update(self, entry: Entry) -> None:
         """Record *entry*'s new state durably (its body is unchanged)."""

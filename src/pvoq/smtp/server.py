@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import socket
 import ssl
 from collections.abc import Callable
@@ -122,9 +123,17 @@ class HookNames:
     hooks with `dir()` and `inspect.getmembers()` on the session and on the
     handler, which fetches every attribute of both: on a busy listener that
     was a tenth of the gateway's CPU. `dir()` of these objects lists only the
-    names that lookup wants (computed once per class); attribute access
-    itself is unchanged.
+    names that lookup wants (computed once per class), and the EHLO hook
+    carries its signature; attribute access itself is unchanged.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # aiosmtpd also reads the EHLO hook's signature at every session:
+        # computed once here, inspect.signature() finds it at once.
+        hook = cls.__dict__.get("handle_EHLO")
+        if hook is not None and "__signature__" not in hook.__dict__:
+            hook.__signature__ = inspect.signature(hook)
 
     def __dir__(self) -> list[str]:
         cls = type(self)

@@ -6,7 +6,7 @@ administrators of AsyncOS grep every day::
     Fri Sep 13 15:08:02 2013 Info: New SMTP DCID 12345 interface 10.10.20.1 address 10.10.10.1 port 7025
 
 The file starts with `Begin Logfile` and a `Version:` line. Lines are written
-and flushed by a writer thread as soon as they are logged (an operator tails
+and flushed within the event loop's turn that logged them (an operator tails
 this file while troubleshooting); they are not fsync'd: the log is evidence,
 the spool is the truth.
 
@@ -15,9 +15,9 @@ This module must never decide anything about mail: it only writes lines.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
-import queue
 import threading
 import time
 from pathlib import Path
@@ -53,12 +53,13 @@ def format_line(text: str, *, level: str = "Info", epoch: float | None = None) -
 class MailLog:
     """Appends AsyncOS-style lines to `<logs_dir>/mail_logs`.
 
-    `log` formats the line (its time is the event's) and hands it to a writer
-    thread, which writes and flushes whatever lines are waiting, in order. An
-    operator tailing the file sees each event within milliseconds, and the
-    event loop never waits on the disk: an append to a file can stall while
-    the filesystem commits its journal for the spool's fsyncs. `flush` waits
-    until every line handed in so far is in the file; `close` does too.
+    `log` formats the line (its time is the event's) and keeps it; lines
+    logged during one turn of the event loop are written and flushed together
+    at the end of that turn (a busy gateway logs a dozen lines per message:
+    one write a turn instead of one a line, and no thread to hand them to).
+    An operator tailing the file sees each event within milliseconds. Outside
+    an event loop (start-up, a worker thread with nothing scheduled) a line is
+    written at once. `flush` writes whatever waits; `close` does too.
     """
 
     def __init__(self, logs_dir: Path, *, appliance: str, serial: str,
@@ -69,10 +70,9 @@ class MailLog:
         self._file = open(  # noqa: SIM115 (held open for the process's life; closed by close())
             self.path, "a", encoding="utf-8", errors="backslashreplace")
         self._echo = echo
-        self._lines: queue.SimpleQueue[str | threading.Event | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_forever, daemon=True,
-                                        name="mail_logs")
-        self._writer.start()
+        self._pending: list[str] = []
+        self._scheduled = False
+        self._lock = threading.Lock()  # lines may come from other threads too
         if fresh:
             self.info("Begin Logfile")
             self.info(f"Version: pvoq {__version__} SN: {serial}")
@@ -82,42 +82,33 @@ class MailLog:
     def log(self, text: str, *, level: str = "Info") -> None:
         if self._file.closed:
             raise ValueError("mail_logs is closed")
-        self._lines.put(format_line(text, level=level))
-
-    def _write_forever(self) -> None:
-        while True:
-            item = self._lines.get()
-            lines: list[str] = []
-            marks: list[threading.Event] = []
-            stop = False
-            while True:
-                if item is None:
-                    stop = True
-                elif isinstance(item, threading.Event):
-                    marks.append(item)
-                else:
-                    lines.append(item)
-                try:
-                    item = self._lines.get_nowait()
-                except queue.Empty:
-                    break
-            if lines:
-                self._file.write("\n".join(lines) + "\n")
-                self._file.flush()
-                if self._echo is not None:
-                    print("\n".join(lines), file=self._echo, flush=True)
-            for mark in marks:
-                mark.set()
-            if stop:
+        line = format_line(text, level=level)
+        loop: asyncio.AbstractEventLoop | None = None
+        with self._lock:
+            self._pending.append(line)
+            if self._scheduled:
                 return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            self._scheduled = loop is not None
+        if loop is None:
+            self.flush()
+        else:
+            loop.call_soon(self.flush)
 
-    def flush(self, timeout: float = 10.0) -> None:
-        """Return once every line logged so far is in the file."""
-        if not self._writer.is_alive():
-            return
-        mark = threading.Event()
-        self._lines.put(mark)
-        mark.wait(timeout)
+    def flush(self) -> None:
+        """Write and flush every line logged so far."""
+        with self._lock:
+            lines, self._pending, self._scheduled = self._pending, [], False
+            if not lines or self._file.closed:
+                return
+            text = "\n".join(lines)
+            self._file.write(text + "\n")
+            self._file.flush()
+            if self._echo is not None:
+                print(text, file=self._echo, flush=True)
 
     def info(self, text: str) -> None:
         self.log(text, level="Info")
@@ -130,7 +121,5 @@ class MailLog:
 
     def close(self) -> None:
         if not self._file.closed:
-            if self._writer.is_alive():
-                self._lines.put(None)
-                self._writer.join(10)
+            self.flush()
             self._file.close()

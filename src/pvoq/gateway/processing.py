@@ -35,7 +35,8 @@ else:
     _Base = object
 
 DEFAULT_POLICY = "DEFAULT"
-BATCH = 16  # messages scanned side by side (the scanner's threads overlap their I/O)
+BATCH = 16  # messages taken from the work queue together (one claim, one round trip)
+IN_FLIGHT = 4  # batches under way at once
 BODY_CACHE = 512  # bodies of queued messages kept in memory (the spool has them anyway)
 
 
@@ -90,34 +91,54 @@ class Processing(_Base):
     async def _process_forever(self) -> None:
         """Take batches from the work queue: claim them, scan them side by side, route them.
 
-        Suspects of a crash (claimed when the process last died) go one at a
-        time, each claim raising its count; see `spool.claims`.
+        Up to `IN_FLIGHT` batches are under way at once, so that one batch's
+        scans overlap another's spool commits. Suspects of a crash (claimed
+        when the process last died) go one at a time, alone, each claim
+        raising its count; see `spool.claims`.
         """
-        while True:
-            await self.workqueue_open.wait()
-            if self._suspects:
-                batch = [self._suspects.pop(0)]
-            else:
+        slots = asyncio.Semaphore(IN_FLIGHT)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await self.workqueue_open.wait()
+                if self._suspects:
+                    if running:
+                        await asyncio.wait(running)  # a suspect is processed alone
+                    batch = [self._suspects.pop(0)]
+                    self._in_work += 1
+                    await self._process_batch(batch)
+                    continue
                 batch = [await self._work.get()]
                 while len(batch) < BATCH and not self._work.empty():
                     batch.append(self._work.get_nowait())
-            self._in_work = len(batch)
-            await self.workqueue_open.wait()  # paused while this batch was being taken
-            try:
-                await self.claims.claim_async([e.mid for e in batch])
-            except OSError as exc:  # e.g. a full disk: keep the batch, try again shortly
-                self.maillog.critical(f"Work queue: cannot record claims ({exc}); "
-                                      f"{len(batch)} messages wait in the spool")
-                self._in_work = 0
-                for entry in batch:
-                    self.submit(entry)
-                await asyncio.sleep(self.config.scan.retry_seconds)
-                continue
-            try:
-                await asyncio.gather(*(self._process_one(e) for e in batch))
-            finally:
-                self._in_work = 0
-                self.claims.done([e.mid for e in batch])
+                self._in_work += len(batch)
+                await self.workqueue_open.wait()  # paused while this batch was being taken
+                await slots.acquire()
+                task = asyncio.ensure_future(self._process_batch(batch))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: slots.release())
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _process_batch(self, batch: list[Entry]) -> None:
+        mids = [e.mid for e in batch]
+        try:
+            await self.claims.claim_async(mids)
+        except OSError as exc:  # e.g. a full disk: keep the batch, try again shortly
+            self.maillog.critical(f"Work queue: cannot record claims ({exc}); "
+                                  f"{len(batch)} messages wait in the spool")
+            self._in_work -= len(batch)
+            for entry in batch:
+                self.submit(entry)
+            await asyncio.sleep(self.config.scan.retry_seconds)
+            return
+        try:
+            await asyncio.gather(*(self._process_one(e) for e in batch))
+        finally:
+            self._in_work -= len(batch)
+            self.claims.done(mids)
 
     async def _process_one(self, entry: Entry) -> None:
         try:

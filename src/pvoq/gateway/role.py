@@ -113,7 +113,9 @@ class Gateway(Processing, Appliance):
         old.close()
         old_scanners, self.scanners = self.scanners, ScanWorkers(
             config.scan, processes=config.scan.processes)
-        old_scanners.close()
+        stopping = asyncio.ensure_future(old_scanners.aclose())  # after their last answers
+        self._background.add(stopping)
+        stopping.add_done_callback(self._background.discard)
         if self.pipeline.rules.current != old.rules.current:  # new rules: rescan the copies
             async def rescan() -> None:
                 await self.rescan_outbreak_copies()
@@ -331,7 +333,7 @@ class Gateway(Processing, Appliance):
         for task in (self._worker, self._watcher):
             if task is not None:
                 task.cancel()
-        self.scanners.close()
+        await self.scanners.aclose()
         await super().stop()
 
     def status_gauges(self) -> dict[str, int]:

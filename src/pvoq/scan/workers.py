@@ -3,38 +3,41 @@
 The gateway's event loop serves every SMTP session, commits the spool and
 routes mail; the checks (MIME parsing, filters, URL extraction, outbreak
 rules, the clamd client) are Python too. In threads of the same process they
-hold the same interpreter lock, and every session then waits for them: the
-gateway ingested mail at a third of a bare SMTP sink's rate with a core idle.
-Here each scan runs in a worker process of its own (`ScanWorkers.run`), which
+hold the same interpreter lock, and every session then waits for them. Here
+each scan runs in a worker process (`python -m pvoq.scan.workers`), which
 builds its pipelines from the same `ScanSettings` and gives back the
 `ScanResult` (or the `ScanError`) the pipeline would have given in-process.
 
+The gateway talks to each worker over its stdin and stdout with the event
+loop's own pipes: frames of a 4-byte length and a pickle, a batch of scans
+out, their results back in the same order. No thread of the gateway takes
+part (threads handing the interpreter lock to and fro cost every session).
+
+- **Batches**: the scans asked for in one turn of the event loop travel
+  together, a share for each worker: one round trip per batch.
 - **Per-stage timeouts** are the pipeline's own, inside the worker.
 - **Outbreak rules**: the gateway reloads its rules file (watcher, `outbreak
   reload`) and then calls `rules_changed`; each worker reloads its own copy
-  before its next scan, keeping the rules in force if the file is bad, as the
-  gateway does.
+  before its next batch, keeping the rules in force if the file is bad, as
+  the gateway does.
 - **Per-recipient policies** are named; a worker builds each policy's
   pipeline once (`Pipeline.for_policy`).
 - **A worker that dies** (killed, out of memory, a crash in a C library)
   fails the scans it had as a temporary failure (`ScanError`: the messages
-  stay in the spool and are scanned again); the pool is started afresh.
-- **The gateway killed**: each worker watches its parent and exits when it
-  is gone, so no scanner outlives its gateway.
+  stay in the spool and are scanned again); a new worker is started.
+- **The gateway killed**: a worker's stdin ends, and it exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import functools
-import multiprocessing
 import os
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+import pickle
+import struct
+import sys
+from typing import Any, BinaryIO
 
 from pvoq.config.model import ScanSettings
 from pvoq.scan.message import Envelope
@@ -43,97 +46,169 @@ from pvoq.scan.pipeline import Pipeline
 from pvoq.scan.verdict import ScanError, ScanResult
 
 DEFAULT_PROCESSES = 2
-
-# -- the worker side (module state of each worker process) --------------------------
-_worker: dict[str, Any] = {}
-
-
-def _init_worker(settings: ScanSettings, parent: int) -> None:
-    _worker.update(settings=settings, pipelines={}, generation=0)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
-                     name="parent-watch").start()
-
-
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)  # the gateway is gone: nobody will read what this worker does
-
-
-def _pipeline(policy: str | None) -> Pipeline:
-    pipelines: dict[str | None, Pipeline] = _worker["pipelines"]
-    found = pipelines.get(policy)
-    if found is None:
-        if None not in pipelines:
-            pipelines[None] = Pipeline(_worker["settings"])
-        base = pipelines[None]
-        if policy is None:
-            return base
-        settings: ScanSettings = _worker["settings"]
-        match = next((p for p in settings.policies if p.name == policy), None)
-        found = pipelines[policy] = base if match is None else base.for_policy(match)
-    return found
-
+FRAME = struct.Struct(">I")
 
 # body, envelope, policy, resume_after, stop_after, skip
 Job = tuple[bytes, Envelope | None, str | None, str | None, str | None, tuple[str, ...]]
 
 
-def _scan_many(jobs: list[Job], generation: int) -> list[ScanResult | Exception]:
-    """Scan several messages (one round trip for a batch); each gives a result or its error."""
-    base = _pipeline(None)
-    if generation != _worker["generation"]:
-        _worker["generation"] = generation
-        # The policies' pipelines share these rules. A RulesError: the gateway
-        # refused this file too, and the rules in force stay.
-        with contextlib.suppress(RulesError):
-            base.reload_rules()
-    results: list[ScanResult | Exception] = []
-    for body, envelope, policy, resume_after, stop_after, skip in jobs:
-        try:
-            results.append(_pipeline(policy).run(body, envelope=envelope,
-                                                 resume_after=resume_after,
-                                                 stop_after=stop_after, skip=skip))
-        except ScanError as exc:
-            results.append(exc)
-        except Exception as exc:  # a bug: the gateway logs it as an application fault
-            results.append(RuntimeError(f"{type(exc).__name__}: {exc}"))
-    return results
+# -- the worker side ------------------------------------------------------------------
+class _Scanner:
+    """A worker's pipelines: the default one and one per named policy, built on demand."""
+
+    def __init__(self, settings: ScanSettings) -> None:
+        self.settings = settings
+        self.generation = 0
+        self.base = Pipeline(settings)
+        self.pipelines: dict[str, Pipeline] = {}
+
+    def pipeline(self, policy: str | None) -> Pipeline:
+        if policy is None:
+            return self.base
+        found = self.pipelines.get(policy)
+        if found is None:
+            match = next((p for p in self.settings.policies if p.name == policy), None)
+            found = self.pipelines[policy] = (self.base if match is None
+                                              else self.base.for_policy(match))
+        return found
+
+    def scan_many(self, jobs: list[Job], generation: int) -> list[ScanResult | Exception]:
+        """Scan a batch; each message gives its result or its error."""
+        if generation != self.generation:
+            self.generation = generation
+            # The policies' pipelines share these rules. A RulesError: the gateway
+            # refused this file too, and the rules in force stay.
+            with contextlib.suppress(RulesError):
+                self.base.reload_rules()
+        results: list[ScanResult | Exception] = []
+        for body, envelope, policy, resume_after, stop_after, skip in jobs:
+            try:
+                results.append(self.pipeline(policy).run(
+                    body, envelope=envelope, resume_after=resume_after,
+                    stop_after=stop_after, skip=skip))
+            except ScanError as exc:
+                results.append(exc)
+            except Exception as exc:  # a bug: the gateway logs it as an application fault
+                results.append(RuntimeError(f"{type(exc).__name__}: {exc}"))
+        return results
 
 
-def _ready() -> int:
-    _pipeline(None)
-    return os.getpid()
+def _read_frame(stream: BinaryIO) -> Any:
+    head = stream.read(FRAME.size)
+    if len(head) < FRAME.size:
+        raise EOFError
+    data = stream.read(FRAME.unpack(head)[0])
+    return pickle.loads(data)  # noqa: S301 (our own parent, over our own pipe)
 
 
-# -- the gateway side ---------------------------------------------------------------
+def _write_frame(stream: BinaryIO, obj: object) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(FRAME.pack(len(data)) + data)
+    stream.flush()
+
+
+def worker_main() -> None:
+    """`python -m pvoq.scan.workers`: serve batches on stdin/stdout until stdin ends."""
+    requests, replies = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but frames on the pipe to the gateway
+    try:
+        scanner = _Scanner(_read_frame(requests))
+        _write_frame(replies, os.getpid())
+        while True:
+            jobs, generation = _read_frame(requests)
+            _write_frame(replies, scanner.scan_many(jobs, generation))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        return  # the gateway is gone (or stopping): so is this worker
+
+
+# -- the gateway side -----------------------------------------------------------------
+Waiter = tuple[Job, "asyncio.Future[ScanResult]"]
+
+
+class _Worker:
+    """One worker process and the batches it has not answered yet (in order)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.pending: collections.deque[list[Waiter]] = collections.deque()
+        self.reader: asyncio.Task[None] | None = None
+        self.alive = True
+
+    @property
+    def load(self) -> int:
+        return sum(len(batch) for batch in self.pending)
+
+
 class ScanWorkers:
-    """A pool of scanner processes for one `ScanSettings` (a reload makes a new pool)."""
+    """Scanner processes for one `ScanSettings` (a reload makes a new set)."""
 
     def __init__(self, settings: ScanSettings, *, processes: int = DEFAULT_PROCESSES) -> None:
         self.settings = settings
         self.processes = max(1, processes)
         self._generation = 0
-        self._pool: ProcessPoolExecutor | None = None
-        self._waiting: list[tuple[Job, asyncio.Future[ScanResult]]] = []
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.processes, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self.settings, os.getpid()))
-        return self._pool
+        self._workers: list[_Worker] = []
+        self._starting: asyncio.Future[None] | None = None
+        self._waiting: list[Waiter] = []
+        self._closed = False
 
     async def start(self) -> list[int]:
-        """Start the workers now (not at the first message); return their PIDs."""
-        loop = asyncio.get_running_loop()
-        pool = self._executor()
-        answered = await asyncio.gather(*(loop.run_in_executor(pool, _ready)
-                                          for _ in range(self.processes)))
-        # Every worker was started by those calls, though one may have answered
-        # several of them: the pool's own table names them all.
-        started = getattr(pool, "_processes", None) or {}
-        return sorted(set(answered) | set(started))
+        """Start the workers (each has built its pipeline when this returns); their PIDs."""
+        missing = self.processes - len([w for w in self._workers if w.alive])
+        await asyncio.gather(*(self._spawn() for _ in range(missing)))
+        return [w.process.pid for w in self._workers if w.alive]
+
+    async def _spawn(self) -> None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pvoq.scan.workers", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        worker = _Worker(process)
+        self._workers.append(worker)
+        assert process.stdin is not None and process.stdout is not None
+        data = pickle.dumps(self.settings, protocol=pickle.HIGHEST_PROTOCOL)
+        process.stdin.write(FRAME.pack(len(data)) + data)
+        try:
+            await self._read(worker)  # its PID: the pipeline is built
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            worker.alive = False
+            self._workers.remove(worker)
+            raise ScanError(f"a scanner process could not start: {exc}") from None
+        worker.reader = asyncio.ensure_future(self._answers(worker))
+
+    async def _read(self, worker: _Worker) -> Any:
+        stdout = worker.process.stdout
+        assert stdout is not None
+        size = FRAME.unpack(await stdout.readexactly(FRAME.size))[0]
+        return pickle.loads(await stdout.readexactly(size))  # noqa: S301 (our own child)
+
+    async def _answers(self, worker: _Worker) -> None:
+        try:
+            while True:
+                results = await self._read(worker)
+                batch = worker.pending.popleft()
+                for (_, future), outcome in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, Exception):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError) as exc:
+            self._lost(worker, exc)
+
+    def _lost(self, worker: _Worker, exc: BaseException | None) -> None:
+        """A worker died: a temporary failure for its scans; a new one starts on demand."""
+        worker.alive = False
+        with contextlib.suppress(ValueError):
+            self._workers.remove(worker)
+        code = worker.process.returncode
+        why = f"exit code {code}" if code is not None else (str(exc) or type(exc).__name__)
+        while worker.pending:
+            for _, future in worker.pending.popleft():
+                if not future.done():
+                    future.set_exception(ScanError(
+                        f"a scanner process died ({why}); it is started again"))
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()
 
     def rules_changed(self) -> None:
         """The gateway reloaded its outbreak rules: the workers reload theirs."""
@@ -142,60 +217,73 @@ class ScanWorkers:
     async def run(self, body: bytes, *, envelope: Envelope | None = None,
                   policy: str | None = None, resume_after: str | None = None,
                   stop_after: str | None = None, skip: tuple[str, ...] = ()) -> ScanResult:
-        """Scan one message in a worker; ScanError if a stage (or the worker) could not decide.
-
-        The scans asked for in one turn of the event loop travel together, a
-        share for each worker: one round trip per batch, not per message.
-        """
+        """Scan one message in a worker; ScanError if a stage (or the worker) could not decide."""
+        if self._closed:
+            raise ScanError("the scanner processes were stopped (a reload); retried later")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ScanResult] = loop.create_future()
-        self._waiting.append(((body, envelope, policy, resume_after, stop_after, tuple(skip)),
-                              future))
+        self._waiting.append(((body, envelope, policy, resume_after, stop_after,
+                               tuple(skip)), future))
         if len(self._waiting) == 1:
             loop.call_soon(self._send)
         return await future
 
     def _send(self) -> None:
+        alive = [w for w in self._workers if w.alive]
+        if len(alive) < self.processes:
+            if self._starting is None or self._starting.done():
+                self._starting = asyncio.ensure_future(self._restart())
+            if not alive:
+                return  # sent once a worker is up (_restart calls _send again)
         waiting, self._waiting = self._waiting, []
-        pool = self._executor()
-        share = -(-len(waiting) // self.processes)
+        share = -(-len(waiting) // len(alive))
         for start in range(0, len(waiting), share):
-            part = waiting[start:start + share]
+            worker = min(alive, key=lambda w: w.load)
+            batch = waiting[start:start + share]
+            stdin = worker.process.stdin
+            assert stdin is not None
+            data = pickle.dumps(([job for job, _ in batch], self._generation),
+                                protocol=pickle.HIGHEST_PROTOCOL)
+            worker.pending.append(batch)
             try:
-                done = pool.submit(_scan_many, [job for job, _ in part], self._generation)
-            except (BrokenProcessPool, RuntimeError) as exc:
-                self._failed(pool, part, exc)
-                continue
-            asyncio.wrap_future(done).add_done_callback(
-                functools.partial(self._settle, part=part, pool=pool))
+                stdin.write(FRAME.pack(len(data)) + data)
+            except (ConnectionError, RuntimeError) as exc:
+                self._lost(worker, exc)
 
-    def _settle(self, done: asyncio.Future[list[ScanResult | Exception]], *,
-                part: list[tuple[Job, asyncio.Future[ScanResult]]],
-                pool: ProcessPoolExecutor) -> None:
-        if done.cancelled() or done.exception() is not None:
-            self._failed(pool, part, done.exception() or RuntimeError("cancelled"))
+    async def _restart(self) -> None:
+        try:
+            await self.start()
+        except (ScanError, OSError) as exc:
+            waiting, self._waiting = self._waiting, []
+            for _, future in waiting:
+                if not future.done():
+                    future.set_exception(ScanError(str(exc)))
             return
-        for (_, future), outcome in zip(part, done.result(), strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, Exception):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
-
-    def _failed(self, pool: ProcessPoolExecutor, part: list[tuple[Job, asyncio.Future[ScanResult]]],
-                exc: BaseException) -> None:
-        """A worker died (or the pool was shut down): a temporary failure for these scans."""
-        if self._pool is pool:  # the first to hear of it starts a fresh pool
-            self._pool = None
-            pool.shutdown(wait=False, cancel_futures=True)
-        for _, future in part:
-            if not future.done():
-                future.set_exception(ScanError(f"a scanner process died ({exc or 'killed'}); "
-                                               f"it is started again"))
+        if self._waiting:
+            self._send()
 
     def close(self) -> None:
-        """Let the scans in flight finish in the background; start no more."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=False)
+        """Stop the workers once they answered what they have; start no more."""
+        self._closed = True
+        for worker in self._workers:
+            stdin = worker.process.stdin
+            if stdin is not None and not stdin.is_closing():
+                stdin.close()  # the worker finishes its batch, then sees the end
+
+    async def aclose(self, timeout_s: float = 10.0) -> None:
+        """`close`, then wait for the workers to exit (killed after *timeout_s*)."""
+        self.close()
+        for worker in list(self._workers):
+            try:
+                await asyncio.wait_for(worker.process.wait(), timeout_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.kill()
+                await worker.process.wait()
+            if worker.reader is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.reader
+
+
+if __name__ == "__main__":
+    worker_main()

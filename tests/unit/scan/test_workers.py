@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from scanhelpers import message, with_attachment
 
-from pvoq.config.model import MailPolicy, OutbreakSettings, ScanSettings
+from pvoq.config.model import AntivirusSettings, MailPolicy, OutbreakSettings, ScanSettings
 from pvoq.scan.antivirus import EICAR
 from pvoq.scan.message import Envelope
 from pvoq.scan.pipeline import ANTIVIRUS, OUTBREAK_FILTERS, Pipeline
@@ -43,7 +44,7 @@ def run(workers: ScanWorkers, *bodies: bytes, **options: object) -> list[object]
             return await asyncio.gather(*(workers.run(b, envelope=ENVELOPE, **options)
                                           for b in bodies), return_exceptions=True)
         finally:
-            workers.close()
+            await workers.aclose()
     return asyncio.run(main())
 
 
@@ -99,7 +100,7 @@ class TestRulesReload:
             rules(tmp_path / "rules.json", ["elsewhere.example/"], "2")
             workers.rules_changed()
             after = await asyncio.gather(*(workers.run(PARCEL) for _ in range(4)))
-            workers.close()
+            await workers.aclose()
             return [r.action for r in before], [r.action for r in after]
 
         before, after = asyncio.run(main())
@@ -107,28 +108,41 @@ class TestRulesReload:
 
 
 class TestDeadWorkers:
-    def test_a_killed_worker_is_a_temporary_failure_then_the_pool_comes_back(
+    def test_scans_lost_with_a_killed_worker_fail_and_a_new_worker_takes_over(
             self, tmp_path: Path) -> None:
-        """Scans lost with a killed worker fail as ScanError; the next scans get a fresh pool."""
-        workers = ScanWorkers(settings(tmp_path), processes=1)
+        """A scan in a worker that dies is a ScanError (retried later); the next one is served."""
+        hung = socket.socket()
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(4)  # accepts connections, never answers: a scanner stuck on a message
+        cfg = settings(tmp_path, antivirus=AntivirusSettings(
+            clamd_host="127.0.0.1", clamd_port=hung.getsockname()[1], timeout_seconds=60),
+            policies=(MailPolicy("NoAV", (re.compile("@lab.example$"),),
+                                 antivirus_enabled=False),))
+        workers = ScanWorkers(cfg, processes=1)
 
-        async def main() -> tuple[object, object]:
-            (pid,) = await workers.start()
-            os.kill(pid, signal.SIGKILL)
-            await asyncio.sleep(0.5)
-            lost = (await asyncio.gather(workers.run(message()), return_exceptions=True))[0]
-            again = await workers.run(message())
-            workers.close()
-            return lost, again
+        async def main() -> tuple[object, object, list[int], list[int]]:
+            first = await workers.start()
+            stuck = asyncio.ensure_future(workers.run(message()))
+            await asyncio.sleep(1.0)  # the worker is waiting on the hung scanner
+            os.kill(first[0], signal.SIGKILL)
+            lost = (await asyncio.gather(stuck, return_exceptions=True))[0]
+            again = await asyncio.wait_for(workers.run(message(), policy="NoAV"), 30)
+            now = await workers.start()
+            await workers.aclose()
+            return lost, again, first, now
 
-        lost, again = asyncio.run(main())
+        try:
+            lost, again, first, now = asyncio.run(main())
+        finally:
+            hung.close()
         assert isinstance(lost, ScanError) and "scanner process died" in str(lost)
         assert again.action == PASS  # type: ignore[attr-defined]
+        assert now != first and not _alive(first[0])
 
     def test_workers_exit_when_their_gateway_is_killed(self, tmp_path: Path) -> None:
         """A gateway killed with SIGKILL leaves no scanner behind."""
         script = (
-            "import asyncio, os, sys\n"
+            "import asyncio\n"
             "from pvoq.config.model import ScanSettings\n"
             "from pvoq.scan.workers import ScanWorkers\n"
             "async def main():\n"

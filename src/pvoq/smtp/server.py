@@ -23,13 +23,14 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from pvoq.config.hat import HatDecision, match_hat, match_rat, names_hosts
 from pvoq.config.model import Listener
 from pvoq.counters import Counters
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp import replies
+from pvoq.smtp.data import NOMINAL, TOO_LONG, read_data
 
 
 @dataclass
@@ -308,6 +309,35 @@ class PvoqSMTP(HookNames, SMTP):
             line = b"\r\n".join([*self._reply_lines, line])
             self._reply_lines.clear()
         await super().push(line)
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+        """aiosmtpd's DATA, with the message read as a block (`smtp.data`)."""
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        block = await read_data(self._reader, size_limit=self.data_size_limit,
+                                line_limit=self.line_length_limit)
+        if block is None:
+            return  # the connection ended in the middle of the data
+        if block.state != NOMINAL:
+            self._set_post_data_state()
+            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)" if block.state == TOO_LONG
+                            else "552 Error: Too much mail data")
+            return
+        self.envelope.content = self.envelope.original_content = block.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parsing, without the class it defines at every call."""

@@ -75,7 +75,7 @@ class Appliance:
         self.spool = Spool(config.data_dir / "spool")
         for problem in self.spool.damaged:
             self.maillog.warning(f"Spool log: {problem}")
-        self.admin = AdminServer(config.admin_socket)
+        self.admin = AdminServer(config.admin_socket, before_reply=self.maillog.flush)
         self.servers: dict[str, asyncio.AbstractServer] = {}
         self.started = time.time()
         self._stopping = asyncio.Event()

@@ -28,10 +28,12 @@ class CommandError(Exception):
 
 
 class AdminServer:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, before_reply: Callable[[], None] | None = None) -> None:
         self.path = Path(path)
         self.commands: dict[str, Command] = {}
         self._server: asyncio.AbstractServer | None = None
+        # e.g. flushing mail_logs: whoever ran a command finds its log lines written
+        self._before_reply = before_reply
 
     def register(self, name: str, command: Command) -> None:
         if name in self.commands:
@@ -59,7 +61,10 @@ class AdminServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
-                writer.write(json.dumps(await self._dispatch(line)).encode() + b"\n")
+                reply = await self._dispatch(line)
+                if self._before_reply is not None:
+                    self._before_reply()
+                writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass

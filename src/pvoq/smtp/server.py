@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
+import re
 import socket
 import ssl
 from collections.abc import Callable
@@ -113,6 +114,10 @@ def message_info(content: bytes) -> MessageInfo:
                        message_id=str(head.get("Message-ID", "") or "").strip())
 
 
+# `<dot-atom@domain>` and its parameters: the paths nearly every client sends.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
+                          r"(?:[ \t]+(.*?))?[ \t]*\Z", re.S)
 _HOOK_PREFIXES = ("smtp_", "auth_", "handle_")
 _HOOK_NAMES: dict[type, list[str]] = {}
 
@@ -337,12 +342,21 @@ class PvoqSMTP(HookNames, SMTP):
         self.envelope.content = self.envelope.original_content = block.content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
+        self.context.maillog.flush()  # the client hears of its message after the log does
         await self.push("250 OK" if status is MISSING else status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """aiosmtpd's address parsing, without the class it defines at every call."""
+        """aiosmtpd's address parsing: a plain `<local@domain>` at once, anything else
+        by the email package's parser, as aiosmtpd does (without the class it
+        defines at every call)."""
         if not arg:
             return "", ""
+        simple = _SIMPLE_PATH.match(arg.lstrip())
+        if simple is not None:
+            addr, rest = simple.group(1), simple.group(2) or ""
+            if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+                return None, None
+            return addr, rest
         address: Any
         try:
             if arg.lstrip().startswith("<"):

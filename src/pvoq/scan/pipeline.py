@@ -30,6 +30,7 @@ decides where mail is delivered: that is the gateway's routing.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -106,10 +107,23 @@ def build_engine(settings: ScanSettings) -> AvEngine:
     return EicarEngine()
 
 
+class _StageTimeout(BaseException):
+    """Raised by SIGALRM in a stage that ran out of time (not an Exception: checks
+    that catch their own errors must not swallow it)."""
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise _StageTimeout
+
+
 class Pipeline:
     def __init__(self, settings: ScanSettings, *, engine: AvEngine | None = None,
-                 rules: RulesFile | None = None) -> None:
+                 rules: RulesFile | None = None, alarm_timeouts: bool = False) -> None:
+        """*alarm_timeouts*: time each stage with SIGALRM in the calling thread, which
+        must be a process's main thread (a scanner process), instead of running it
+        in a thread of a pool; the stage is interrupted, not abandoned."""
         self.settings = settings
+        self.alarm_timeouts = alarm_timeouts
         self.message_filters = FilterSet(MESSAGE_FILTERS, "message filter",
                                          settings.message_filters,
                                          skip_on_skip_filters=(CONTENT_FILTERS,))
@@ -147,7 +161,8 @@ class Pipeline:
             content_filters=s.content_filters if policy.content_filter_rules is None else (),
             content_filter_rules=(s.content_filter_rules if policy.content_filter_rules is None
                                   else policy.content_filter_rules))
-        return Pipeline(settings, engine=self.engine, rules=self.rules)
+        return Pipeline(settings, engine=self.engine, rules=self.rules,
+                        alarm_timeouts=self.alarm_timeouts)
 
     # -- release semantics -------------------------------------------------------
     @staticmethod
@@ -217,15 +232,28 @@ class Pipeline:
     def _timed(self, stage: str, msg: ScanMessage) -> CheckResult:
         timeout = self.timeouts[stage]
         try:
+            if self.alarm_timeouts:
+                return self._under_alarm(self._checks[stage], msg, timeout)
             future = self._executor.submit(self._checks[stage], msg)
             return future.result(timeout=timeout)
-        except FutureTimeout:
+        except (FutureTimeout, _StageTimeout):
             raise ScanError(f"{stage} timed out after {timeout:g}s", stage=stage) from None
         except ScanError as exc:
             exc.stage = exc.stage or stage
             raise
         except Exception as exc:
             raise ScanError(f"{stage} failed: {type(exc).__name__}: {exc}", stage=stage) from exc
+
+    @staticmethod
+    def _under_alarm(check: Callable[[ScanMessage], CheckResult], msg: ScanMessage,
+                     timeout: float) -> CheckResult:
+        if signal.getsignal(signal.SIGALRM) is not _alarm:
+            signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            return check(msg)
+        finally:  # an alarm in the instant before this still reads as a timeout
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
     # -- the checks that are not filter sets ---------------------------------------
     def _antivirus(self, msg: ScanMessage) -> CheckResult:

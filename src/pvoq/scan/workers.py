@@ -15,7 +15,9 @@ part (threads handing the interpreter lock to and fro cost every session).
 
 - **Batches**: the scans asked for in one turn of the event loop travel
   together, a share for each worker: one round trip per batch.
-- **Per-stage timeouts** are the pipeline's own, inside the worker.
+- **Per-stage timeouts** are the pipeline's, timed in the worker with
+  SIGALRM (its main thread): a stage out of time is interrupted, not left
+  running in a thread.
 - **Outbreak rules**: the gateway reloads its rules file (watcher, `outbreak
   reload`) and then calls `rules_changed`; each worker reloads its own copy
   before its next batch, keeping the rules in force if the file is bad, as
@@ -25,6 +27,9 @@ part (threads handing the interpreter lock to and fro cost every session).
 - **A worker that dies** (killed, out of memory, a crash in a C library)
   fails the scans it had as a temporary failure (`ScanError`: the messages
   stay in the spool and are scanned again); a new worker is started.
+- **A worker stuck** where no stage timeout reaches (a C call that never
+  returns) is stopped once a batch has taken longer than all its stages'
+  timeouts allow, plus a margin; same outcome.
 - **The gateway killed**: a worker's stdin ends, and it exits.
 """
 
@@ -46,6 +51,7 @@ from pvoq.scan.pipeline import Pipeline
 from pvoq.scan.verdict import ScanError, ScanResult
 
 DEFAULT_PROCESSES = 2
+OVERDUE_MARGIN_S = 10.0  # beyond the sum of a batch's stage timeouts, before a worker is stopped
 FRAME = struct.Struct(">I")
 
 # body, envelope, policy, resume_after, stop_after, skip
@@ -59,7 +65,7 @@ class _Scanner:
     def __init__(self, settings: ScanSettings) -> None:
         self.settings = settings
         self.generation = 0
-        self.base = Pipeline(settings)
+        self.base = Pipeline(settings, alarm_timeouts=True)
         self.pipelines: dict[str, Pipeline] = {}
 
     def pipeline(self, policy: str | None) -> Pipeline:
@@ -130,13 +136,15 @@ class _Worker:
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
-        self.pending: collections.deque[list[Waiter]] = collections.deque()
+        self.pending: collections.deque[tuple[list[Waiter], asyncio.TimerHandle]] = \
+            collections.deque()
         self.reader: asyncio.Task[None] | None = None
         self.alive = True
+        self.stopped_because = ""  # set when the gateway stopped it (an overdue batch)
 
     @property
     def load(self) -> int:
-        return sum(len(batch) for batch in self.pending)
+        return sum(len(batch) for batch, _ in self.pending)
 
 
 class ScanWorkers:
@@ -150,6 +158,9 @@ class ScanWorkers:
         self._starting: asyncio.Future[None] | None = None
         self._waiting: list[Waiter] = []
         self._closed = False
+        # What one scan may take at most: every stage's timeout.
+        self._scan_allowance = (3 * settings.stage_timeout_seconds
+                                + settings.antivirus.timeout_seconds)
 
     async def start(self) -> list[int]:
         """Start the workers (each has built its pipeline when this returns); their PIDs."""
@@ -184,7 +195,8 @@ class ScanWorkers:
         try:
             while True:
                 results = await self._read(worker)
-                batch = worker.pending.popleft()
+                batch, overdue = worker.pending.popleft()
+                overdue.cancel()
                 for (_, future), outcome in zip(batch, results, strict=True):
                     if future.done():
                         continue
@@ -201,9 +213,12 @@ class ScanWorkers:
         with contextlib.suppress(ValueError):
             self._workers.remove(worker)
         code = worker.process.returncode
-        why = f"exit code {code}" if code is not None else (str(exc) or type(exc).__name__)
+        why = worker.stopped_because or (
+            f"exit code {code}" if code is not None else (str(exc) or type(exc).__name__))
         while worker.pending:
-            for _, future in worker.pending.popleft():
+            batch, overdue = worker.pending.popleft()
+            overdue.cancel()
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(ScanError(
                         f"a scanner process died ({why}); it is started again"))
@@ -244,11 +259,23 @@ class ScanWorkers:
             assert stdin is not None
             data = pickle.dumps(([job for job, _ in batch], self._generation),
                                 protocol=pickle.HIGHEST_PROTOCOL)
-            worker.pending.append(batch)
+            allowed = len(batch) * self._scan_allowance + OVERDUE_MARGIN_S
+            worker.pending.append((batch, asyncio.get_running_loop().call_later(
+                allowed, self._overdue, worker, batch, allowed)))
             try:
                 stdin.write(FRAME.pack(len(data)) + data)
             except (ConnectionError, RuntimeError) as exc:
                 self._lost(worker, exc)
+
+    def _overdue(self, worker: _Worker, batch: list[Waiter], allowed: float) -> None:
+        """A batch took longer than all its stages' timeouts allow: something in the worker
+        is stuck where a timeout cannot reach (C code). Stop the worker; its scans fail as
+        temporary failures and are retried; a fresh worker takes over."""
+        if worker.alive and any(b is batch for b, _ in worker.pending):
+            worker.stopped_because = (f"no answer within {allowed:g}s, stopped by the "
+                                      f"gateway")
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.kill()
 
     async def _restart(self) -> None:
         try:

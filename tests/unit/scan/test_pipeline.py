@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import signal
 import threading
+import time
 
 import pytest
 from scanhelpers import message, with_attachment
@@ -168,6 +170,32 @@ class TestFailClosed:
         finally:
             release.set()
             pipeline.close()
+
+    def test_a_stage_timed_by_alarm_is_interrupted(self) -> None:
+        """In a scanner process's main thread a stage out of time is stopped, not abandoned,
+        and the next stage and the next scan run as usual."""
+        calls: list[str] = []
+
+        class Stuck:
+            name = "stuck"
+
+            def describe(self) -> str:
+                return "stuck"
+
+            def scan(self, data: bytes) -> AvResult:
+                calls.append("scan")
+                if len(calls) == 1:
+                    time.sleep(30)  # interrupted by the alarm after 0.2 s
+                return AvResult("CLEAN")
+
+        pipeline = Pipeline(settings(antivirus=AntivirusSettings(timeout_seconds=0.2)),
+                            engine=Stuck(), alarm_timeouts=True)
+        started = time.monotonic()
+        with pytest.raises(ScanError, match="antivirus timed out after 0.2s") as info:
+            pipeline.run(message())
+        assert info.value.stage == ANTIVIRUS and time.monotonic() - started < 5
+        assert pipeline.run(message()).action == PASS
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # no alarm left armed
 
     def test_check_that_raises_is_a_temporary_failure(self) -> None:
         """A filter that raises fails the scan with ScanError naming the stage."""

@@ -13,9 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from scanhelpers import message, with_attachment
 
 from pvoq.config.model import AntivirusSettings, MailPolicy, OutbreakSettings, ScanSettings
+from pvoq.scan import workers as workers_module
 from pvoq.scan.antivirus import EICAR
 from pvoq.scan.message import Envelope
 from pvoq.scan.pipeline import ANTIVIRUS, OUTBREAK_FILTERS, Pipeline
@@ -138,6 +140,29 @@ class TestDeadWorkers:
         assert isinstance(lost, ScanError) and "scanner process died" in str(lost)
         assert again.action == PASS  # type: ignore[attr-defined]
         assert now != first and not _alive(first[0])
+
+    def test_a_worker_that_stops_answering_is_replaced(self, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        """A worker stuck past every stage timeout (here: stopped) is killed; its scan is a
+        ScanError and a fresh worker serves the next one."""
+        monkeypatch.setattr(workers_module, "OVERDUE_MARGIN_S", 1.0)
+        cfg = settings(tmp_path, stage_timeout_seconds=0.1,
+                       antivirus=AntivirusSettings(timeout_seconds=0.1))
+        workers = ScanWorkers(cfg, processes=1)
+
+        async def main() -> tuple[object, object, int]:
+            (pid,) = await workers.start()
+            os.kill(pid, signal.SIGSTOP)
+            lost = (await asyncio.gather(asyncio.wait_for(workers.run(message()), 20),
+                                         return_exceptions=True))[0]
+            again = await asyncio.wait_for(workers.run(message()), 30)
+            await workers.aclose()
+            return lost, again, pid
+
+        lost, again, pid = asyncio.run(main())
+        assert isinstance(lost, ScanError) and "no answer within 1.4s" in str(lost)
+        assert again.action == PASS  # type: ignore[attr-defined]
+        assert not _alive(pid)
 
     def test_workers_exit_when_their_gateway_is_killed(self, tmp_path: Path) -> None:
         """A gateway killed with SIGKILL leaves no scanner behind."""

@@ -465,7 +465,8 @@ class _Loader:
                 pipeline, "stage_timeout_seconds", _seconds, 10.0),
             retry_seconds=30.0 if pipeline is None else _value(
                 pipeline, "retry_seconds", _seconds, 30.0),
-            processes=2 if pipeline is None else _value(pipeline, "processes", _positive_int, 2),
+            processes=None if pipeline is None else _value(pipeline, "processes", _positive_int,
+                                                            None),
             policies=self._mail_policies(root, quarantines),
         )
 

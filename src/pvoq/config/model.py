@@ -218,7 +218,7 @@ class ScanSettings:
     quarantines: tuple[str, ...] = BUILTIN_QUARANTINES
     stage_timeout_seconds: float = 10.0
     retry_seconds: float = 30.0
-    processes: int = 2  # scanner processes (scan.workers)
+    processes: int | None = None  # scanner processes (scan.workers); None: by the CPUs
     policies: tuple[MailPolicy, ...] = ()
 
     def policy_for(self, address: str) -> MailPolicy | None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import os
 import pickle
 import struct
@@ -50,7 +51,8 @@ from pvoq.scan.outbreak import RulesError
 from pvoq.scan.pipeline import Pipeline
 from pvoq.scan.verdict import ScanError, ScanResult
 
-DEFAULT_PROCESSES = 2
+MAX_DEFAULT_PROCESSES = 4
+PIPE_BYTES = 1 << 20  # the pipe to a worker (Linux's default maximum for a user)
 OVERDUE_MARGIN_S = 10.0  # beyond the sum of a batch's stage timeouts, before a worker is stopped
 FRAME = struct.Struct(">I")
 
@@ -128,6 +130,13 @@ def worker_main() -> None:
 
 
 # -- the gateway side -----------------------------------------------------------------
+def default_processes() -> int:
+    """One scanner per CPU beside the one the gateway's event loop keeps busy (at least
+    one, at most four): on two CPUs a second scanner only competes with the gateway."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_DEFAULT_PROCESSES, (cpus or 2) - 1))
+
+
 Waiter = tuple[Job, "asyncio.Future[ScanResult]"]
 
 
@@ -150,9 +159,9 @@ class _Worker:
 class ScanWorkers:
     """Scanner processes for one `ScanSettings` (a reload makes a new set)."""
 
-    def __init__(self, settings: ScanSettings, *, processes: int = DEFAULT_PROCESSES) -> None:
+    def __init__(self, settings: ScanSettings, *, processes: int | None = None) -> None:
         self.settings = settings
-        self.processes = max(1, processes)
+        self.processes = max(1, processes or default_processes())
         self._generation = 0
         self._workers: list[_Worker] = []
         self._starting: asyncio.Future[None] | None = None
@@ -175,6 +184,11 @@ class ScanWorkers:
         worker = _Worker(process)
         self._workers.append(worker)
         assert process.stdin is not None and process.stdout is not None
+        pipe = process.stdin.transport.get_extra_info("pipe")
+        if pipe is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
+            # A batch of messages in one write, not in 64 KiB pieces.
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         data = pickle.dumps(self.settings, protocol=pickle.HIGHEST_PROTOCOL)
         process.stdin.write(FRAME.pack(len(data)) + data)
         try:

@@ -50,6 +50,15 @@ class TestScanConfig:
         assert scan.outbreak.quarantine_threat_level == 3
         assert [f.name for f in scan.content_filters] == ["confidential_subject"]
 
+    def test_scanner_processes_are_automatic_unless_set(self, gateway_xml: Path) -> None:
+        """`<scan_pipeline><processes>` sets the scanner processes; absent, it is left to the
+        CPUs; zero is an error naming the field."""
+        assert load_config(gateway_xml).scan.processes is None
+        section = "  <scan_pipeline>\n    <processes>3</processes>\n  </scan_pipeline>\n</config>"
+        assert load_with(gateway_xml, "</config>", section).scan.processes == 3
+        err, _ = error_with(gateway_xml, "</config>", section.replace(">3<", ">0<"))
+        assert err.field == "config.scan_pipeline.processes"
+
     def test_filter_parse_error_names_file_line_and_column(self, gateway_xml: Path) -> None:
         """A filter syntax error is a ConfigError at the file line, with the column."""
         bad = '  <message_filters>\n    ok: if true { deliver(); }\n    x: if subjekt == "a" {}\n'

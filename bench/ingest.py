@@ -13,7 +13,7 @@ Internet) to:
   every message.
 
 Both in one run, same machine, in alternating rounds (the sink, then a fresh
-gateway; three rounds by default) because this machine's speed drifts by a
+gateway; five rounds by default) because this machine's speed drifts by a
 quarter within a minute. Last line, medians over the rounds:
 `RESULT ingest <msgs/s> msgs/s ratio=<pvoq ÷ bare sink of the same round>`.
 """
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--size", type=int, default=10_240)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="pvoq-bench-ingest-"))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 END = b"\r\n.\r\n"
 EMPTY_END = b".\r\n"
 NOMINAL, TOO_LONG, TOO_MUCH = "nominal", "too_long", "too_much"
+DATA_READ_LIMIT = 256 * 1024  # what may wait in the reader, unread, during DATA
 
 
 @dataclass
@@ -38,6 +39,19 @@ class DataBlock:
 async def read_data(reader: asyncio.StreamReader, *, size_limit: int | None,
                     line_limit: int) -> DataBlock | None:
     """The data up to its end, or None if the connection ended first."""
+    # The reader's limit is a command line's (1001 octets): above twice that it
+    # pauses the socket, and every packet of a message would pause and resume it.
+    # While the data comes, the limit is a block's; this function bounds memory.
+    limit = reader._limit  # type: ignore[attr-defined]
+    reader._limit = max(limit, DATA_READ_LIMIT)  # type: ignore[attr-defined]
+    try:
+        return await _read_data(reader, size_limit=size_limit, line_limit=line_limit)
+    finally:
+        reader._limit = limit  # type: ignore[attr-defined]
+
+
+async def _read_data(reader: asyncio.StreamReader, *, size_limit: int | None,
+                     line_limit: int) -> DataBlock | None:
     buf: bytearray = reader._buffer  # type: ignore[attr-defined]
     state = NOMINAL
     discarded = 0    # bytes dropped while too much (only the end is looked for then)

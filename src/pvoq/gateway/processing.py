@@ -24,8 +24,8 @@ from pvoq.gateway.handlers import _domain
 from pvoq.scan.message import Envelope
 from pvoq.scan.pipeline import ANTIVIRUS, MESSAGE_FILTERS, OUTBREAK_FILTERS, Pipeline, ScanError
 from pvoq.scan.verdict import BOUNCE, DROP, QUARANTINE, ScanResult, StageTrace, Verdict
-from pvoq.scan.workers import ScanWorkers
-from pvoq.spool.claims import Claims
+from pvoq.scan.workers import ScannerLost, ScanWorkers
+from pvoq.spool.claims import MAX_ATTEMPTS, Claims
 from pvoq.spool.store import BOUNCED, DELETED, QUEUED, Entry, Recipient
 
 if TYPE_CHECKING:
@@ -46,7 +46,8 @@ class Processing(_Base):
     pipeline: Pipeline
     scanners: ScanWorkers
     outbreak: OutbreakKeeper
-    _work: asyncio.Queue[Entry]
+    _work: asyncio.Queue[Entry | None]  # None: a wake-up for suspects
+    _scanner_losses: dict[int, int]
     _suspects: list[Entry]
     _bodies: dict[int, bytes]
     _in_work: int
@@ -108,9 +109,14 @@ class Processing(_Base):
                     self._in_work += 1
                     await self._process_batch(batch)
                     continue
-                batch = [await self._work.get()]
+                first = await self._work.get()
+                if first is None:
+                    continue  # a wake-up: suspects are waiting
+                batch = [first]
                 while len(batch) < BATCH and not self._work.empty():
-                    batch.append(self._work.get_nowait())
+                    item = self._work.get_nowait()
+                    if item is not None:
+                        batch.append(item)
                 self._in_work += len(batch)
                 await self.workqueue_open.wait()  # paused while this batch was being taken
                 await slots.acquire()
@@ -143,6 +149,9 @@ class Processing(_Base):
     async def _process_one(self, entry: Entry) -> None:
         try:
             await self.process(entry)
+            self._scanner_losses.pop(entry.mid, None)
+        except ScannerLost as exc:
+            self._scanner_lost(entry, exc)
         except ScanError as exc:
             # Fail closed: the entry stays INCOMING in the spool and is scanned again.
             retry_s = self.config.scan.retry_seconds
@@ -156,6 +165,27 @@ class Processing(_Base):
                                   f"{type(exc).__name__}: {exc}; message kept in the spool, "
                                   f"retry in {retry_s:g}s")
             asyncio.get_running_loop().call_later(retry_s, self.submit, entry)
+
+    def _scanner_lost(self, entry: Entry, exc: ScannerLost) -> None:
+        """A scanner process died with *entry* in its batch: scan it again alone.
+
+        Every message of that batch is a suspect: each is scanned again on its
+        own (as after a crash of the gateway), so an innocent neighbour passes,
+        and a message that has now stopped a scanner `MAX_ATTEMPTS` times moves
+        to `spool/bad/` instead of stopping the next one.
+        """
+        mid = entry.mid
+        lost = self._scanner_losses[mid] = self._scanner_losses.get(mid, 0) + 1
+        if lost >= MAX_ATTEMPTS:
+            self._scanner_losses.pop(mid, None)
+            bad = self.spool.move_to_bad(mid)
+            self.maillog.critical(f"MID {mid} moved to {bad}: scanning it stopped a scanner "
+                                  f"process {lost} times; kept there for an operator")
+            return
+        self.maillog.warning(f"MID {mid} temporary failure in the pipeline: {exc}; message "
+                             f"kept in the spool, scanned again alone")
+        self._suspects.append(entry)
+        self._work.put_nowait(None)  # wakes the work queue if it waits for mail
 
     def _envelope(self, entry: Entry) -> Envelope:
         group = ""

@@ -74,7 +74,8 @@ class Gateway(Processing, Appliance):
             max_connections_per_host=config.delivery.max_connections_per_host,
             on_bounce=self._bounce, counters=self.counters)
         self._destinations: dict[str, Destination] = {}
-        self._work: asyncio.Queue[Entry] = asyncio.Queue()
+        self._work: asyncio.Queue[Entry | None] = asyncio.Queue()
+        self._scanner_losses: dict[int, int] = {}
         self._worker: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._suspects: list[Entry] = []

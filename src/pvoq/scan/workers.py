@@ -60,6 +60,10 @@ FRAME = struct.Struct(">I")
 Job = tuple[bytes, Envelope | None, str | None, str | None, str | None, tuple[str, ...]]
 
 
+class ScannerLost(ScanError):
+    """The scanner process died (or was stopped) with this message in its batch."""
+
+
 # -- the worker side ------------------------------------------------------------------
 class _Scanner:
     """A worker's pipelines: the default one and one per named policy, built on demand."""
@@ -234,7 +238,7 @@ class ScanWorkers:
             overdue.cancel()
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(ScanError(
+                    future.set_exception(ScannerLost(
                         f"a scanner process died ({why}); it is started again"))
         with contextlib.suppress(ProcessLookupError):
             worker.process.kill()

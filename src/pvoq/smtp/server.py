@@ -496,8 +496,6 @@ class BaseHandler(HookNames):
         log.info(f"MID {mid} ready {len(content)} bytes from <{envelope.mail_from}>")
         try:
             reply = await self._store(server, session, envelope, content, info)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # the client must retry; nothing was acknowledged
             log.warning(f"MID {mid} application fault: {type(exc).__name__}: {exc}")
             return replies.LOCAL_ERROR

@@ -299,13 +299,12 @@ class Processing(_Base):
         if result.action in (DROP, BOUNCE):
             await self._finish_unqueued(entry, result)
             return
-        if result.body is not None:
-            entry.size = len(result.body)
-            await self.spool.put_async(entry, result.body)  # the modified message replaces it
-            log.info(f"MID {mid} rewritten by the pipeline ({entry.size} bytes)")
-        body = result.body if result.body is not None else None
+        body = result.body  # the message as the pipeline rewrote it, or None
         for dup in result.duplicates:
             await self._duplicate(entry, dup, body)
+        if body is not None:
+            entry.size = len(body)
+            log.info(f"MID {mid} rewritten by the pipeline ({entry.size} bytes)")
         if result.verdicts:
             for v in result.verdicts:
                 log.info(f'MID {mid} quarantined to "{v.quarantine}" ({v.reason})')
@@ -324,7 +323,12 @@ class Processing(_Base):
                 r.host = _domain(r.address)
             log.info(f"MID {mid} queued for delivery")
         entry.state = QUEUED
-        await self.spool.update_async(entry)
+        if body is None:
+            await self.spool.update_async(entry)
+        else:
+            # The rewritten message and its routing in one record: a crash before it
+            # leaves the original, which is scanned again, never the rewrite unrouted.
+            await self.spool.put_async(entry, body)
         self.queues.add(entry)
 
     def _log_trace(self, mid: int, trace: StageTrace) -> None:
@@ -386,9 +390,9 @@ class Processing(_Base):
         copy = Entry(mid=new_mid, sender=entry.sender,
                      recipients=[Recipient(r.rid, r.address, host=THE_CPQ_HOST)
                                  for r in entry.recipients],
-                     received=entry.received, size=entry.size, icid=entry.icid, peer=entry.peer,
-                     state=QUEUED, meta={"subject": entry.meta.get("subject", ""),
-                                         "duplicate_of": entry.mid})
+                     received=entry.received, size=entry.size if body is None else len(body),
+                     icid=entry.icid, peer=entry.peer, state=QUEUED,
+                     meta={"subject": entry.meta.get("subject", ""), "duplicate_of": entry.mid})
         copy.meta["cpq"] = self._quarantine_meta(copy, [verdict])
         await self.spool.put_async(
             copy, body if body is not None else self.spool.read_body(entry.mid))

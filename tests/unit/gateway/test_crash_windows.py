@@ -11,8 +11,8 @@ from pvoq.config.loader import load_config
 from pvoq.config.template import ApplianceSpec
 from pvoq.deploy import init_appliance
 from pvoq.gateway import Gateway
-from pvoq.scan.verdict import ScanResult, Verdict
-from pvoq.spool.store import Entry, Recipient
+from pvoq.scan.verdict import PASS, ScanResult, Verdict
+from pvoq.spool.store import INCOMING, QUEUED, Entry, Recipient
 
 BODY = b"From: a@sender.example\r\nSubject: two policies\r\n\r\nhello\r\n"
 
@@ -82,3 +82,43 @@ class TestCrashWindows:
 
         asyncio.run(twice())
         assert len(spooled_mids(gateway) - {entry.mid}) == 1
+
+
+class TestRewrittenBody:
+    def test_a_rewrite_reaches_the_disk_only_with_its_routing(self, gateway: Gateway) -> None:
+        """A crash before the routed entry is written leaves the original message, incoming,
+        to be scanned again; never the rewritten body without its routing."""
+        entry = incoming(gateway)
+        result = ScanResult(action=PASS, body=b"Subject: [EXTERNAL] two policies\r\n\r\nhi\r\n")
+        real = gateway.spool.put_async
+
+        async def crash(*args: object, **kwargs: object) -> None:
+            raise Crash
+
+        gateway.spool.put_async = crash  # type: ignore[method-assign,assignment]
+        with pytest.raises(Crash):
+            asyncio.run(gateway.route(entry, result))
+        gateway.spool.put_async = real  # type: ignore[method-assign]
+        after_crash = gateway.spool.get(entry.mid)
+        assert after_crash is not None and after_crash.state == INCOMING
+        assert gateway.spool.read_body(entry.mid) == BODY
+
+        writes: list[tuple[str, bytes | None]] = []  # (state, body) of each spool write
+
+        async def put(e: Entry, body: bytes, **kwargs: object) -> None:
+            writes.append((e.state, body))
+            await real(e, body, **kwargs)
+
+        async def update(e: Entry) -> None:
+            writes.append((e.state, None))
+            await real_update(e)
+
+        real_update = gateway.spool.update_async
+        gateway.spool.put_async = put  # type: ignore[method-assign,assignment]
+        gateway.spool.update_async = update  # type: ignore[method-assign]
+        asyncio.run(gateway.route(after_crash, result))
+        assert writes == [(QUEUED, result.body)]  # one record: the rewrite with its routing
+        routed = gateway.spool.get(entry.mid)
+        assert routed is not None and routed.state == QUEUED
+        assert routed.size == len(result.body or b"")
+        assert gateway.spool.read_body(entry.mid) == result.body

@@ -30,10 +30,9 @@ from pvoq.remote.commands import register_gateway, register_listeners
 from pvoq.remote.service import CommandService
 from pvoq.scan.keeper import OutbreakKeeper
 from pvoq.scan.outbreak import RulesError
-from pvoq.scan.pipeline import (
-    Pipeline,
-)
+from pvoq.scan.pipeline import Pipeline
 from pvoq.scan.rescan import Decision
+from pvoq.scan.verdict import ScanError
 from pvoq.scan.workers import ScanWorkers
 from pvoq.smtp.client import DeliveryError
 from pvoq.smtp.server import (
@@ -296,8 +295,12 @@ class Gateway(Processing, Appliance):
         if entries:
             self.maillog.info(f"Recovered {len(entries)} messages from the spool")
         await self.ship_notices()  # decisions a crash left in the outbox
-        pids = await self.scanners.start()
-        self.maillog.info(f"Scanner processes started: pids {', '.join(map(str, pids))}")
+        try:
+            pids = await self.scanners.start()
+            self.maillog.info(f"Scanner processes started: pids {', '.join(map(str, pids))}")
+        except (ScanError, OSError) as exc:  # scans wait in the spool; each batch retries
+            self.maillog.critical(f"Scanner processes could not start: {exc}; received mail "
+                                  f"waits in the spool")
         self._worker = asyncio.create_task(self._process_forever(), name="pipeline")
         self._watcher = asyncio.create_task(self._watch_outbreak_rules(), name="outbreak-rules")
 

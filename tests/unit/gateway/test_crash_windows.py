@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
-from pvoq.config.loader import load_config
-from pvoq.config.template import ApplianceSpec
-from pvoq.deploy import init_appliance
 from pvoq.gateway import Gateway
 from pvoq.scan.verdict import PASS, ScanResult, Verdict
 from pvoq.spool.store import INCOMING, QUEUED, Entry, Recipient
@@ -19,15 +15,6 @@ BODY = b"From: a@sender.example\r\nSubject: two policies\r\n\r\nhello\r\n"
 
 class Crash(Exception):
     """Stands for the process dying at this point."""
-
-
-@pytest.fixture
-def gateway(tmp_path: Path):  # noqa: ANN201
-    path = init_appliance(tmp_path / "gw", ApplianceSpec(role="gateway", hostname="gw.test",
-                                                        serial="SN"), ca_dir=tmp_path / "ca")
-    gw = Gateway(load_config(path))
-    yield gw
-    gw.maillog.close()
 
 
 def spooled_mids(gw: Gateway) -> set[int]:

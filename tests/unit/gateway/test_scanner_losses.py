@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
-import pytest
-
-from pvoq.config.loader import load_config
-from pvoq.config.template import ApplianceSpec
-from pvoq.deploy import init_appliance
 from pvoq.gateway import Gateway
 from pvoq.scan.verdict import PASS, ScanResult
 from pvoq.scan.workers import ScannerLost
@@ -38,16 +32,6 @@ class PoisonScanners:
         if POISON in batch:
             raise ScannerLost("a scanner process died (exit code -11); it is started again")
         return ScanResult(action=PASS)
-
-
-@pytest.fixture
-def gateway(tmp_path: Path):  # noqa: ANN201
-    path = init_appliance(tmp_path / "gw", ApplianceSpec(role="gateway", hostname="gw.test",
-                                                        serial="SN"), ca_dir=tmp_path / "ca")
-    gw = Gateway(load_config(path))
-    yield gw
-    gw.spool.close()
-    gw.maillog.close()
 
 
 def spooled(gw: Gateway, body: bytes) -> Entry:

@@ -83,7 +83,11 @@ class TestWorkqueue:
         assert re.search(r"^ +\d+  incoming +\d+s +\d+  <[^>]+> -> \S+ \(-, pending\)$",
                          listing, re.M), listing
         assert listing.rstrip().endswith("1 messages in the spool.")
-        (mid,) = [e.mid for e in running.spooled("gateway")]
+        (spooled,) = running.spooled("gateway")
+        mid = spooled.mid
+        accepted = [line for line in running.mail_logs("gateway")
+                    if f"ICID {spooled.icid} ACCEPT SG " in line]
+        assert accepted and f" SG {spooled.meta['sender_group']} " in accepted[0]
         shown = spool_cli(running, "show", str(mid), "--body")
         assert f'"mid": {mid},' in shown and "waits for the work queue" in shown
         assert cli_text(running, "workqueue.resume") == "Work queue resumed."

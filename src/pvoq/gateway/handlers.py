@@ -51,6 +51,8 @@ class PublicHandler(BaseHandler):
             recipients=[Recipient(i, a) for i, a in enumerate(envelope.rcpt_tos)],
             received=time.time(), size=len(content), icid=session.icid,
             peer=session.peer_ip, meta={"subject": info.subject})
+        if session.decision is not None:
+            entry.meta["sender_group"] = session.decision.group
         gateway = self.gateway
         await gateway.spool.put_async(entry, content,
                                       then=lambda: gateway.submit(entry, content))

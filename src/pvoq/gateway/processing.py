@@ -188,6 +188,12 @@ class Processing(_Base):
         self._work.put_nowait(None)  # wakes the work queue if it waits for mail
 
     def _envelope(self, entry: Entry) -> Envelope:
+        """The envelope the filters see; the sender group is the one the listener's HAT
+        matched when the message arrived (older entries: the first public listener's)."""
+        group = entry.meta.get("sender_group")
+        if group is not None:
+            return Envelope(entry.sender, tuple(r.address for r in entry.recipients),
+                            entry.peer, str(group))
         group = ""
         public = [x for x in self.config.listeners if not x.is_cpq]
         if public and entry.peer:

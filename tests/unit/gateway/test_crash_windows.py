@@ -109,3 +109,18 @@ class TestRewrittenBody:
         assert routed is not None and routed.state == QUEUED
         assert routed.size == len(result.body or b"")
         assert gateway.spool.read_body(entry.mid) == result.body
+
+
+class TestSenderGroup:
+    def test_filters_see_the_group_the_listener_matched_at_arrival(
+            self, gateway: Gateway) -> None:
+        """An entry that carries its arrival's sender group keeps it (a later HAT, or another
+        listener's, does not change it); an older entry without it is matched again."""
+        from pvoq.config.hat import match_hat
+
+        entry = incoming(gateway)
+        entry.peer = "192.0.2.7"
+        public = [x for x in gateway.config.listeners if not x.is_cpq][0]
+        assert gateway._envelope(entry).sender_group == match_hat(public.hat, "192.0.2.7").group
+        entry.meta["sender_group"] = "PARTNERS"
+        assert gateway._envelope(entry).sender_group == "PARTNERS"

@@ -354,18 +354,16 @@ class PvoqSMTP(HookNames, SMTP):
         simple = _SIMPLE_PATH.match(arg.lstrip())
         if simple is not None:
             addr, rest = simple.group(1), simple.group(2) or ""
-            if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+        else:
+            address: Any
+            try:
+                if arg.lstrip().startswith("<"):
+                    address, rest = get_angle_addr(arg)
+                else:
+                    address, rest = get_addr_spec(arg)
+            except HeaderParseError:
                 return None, None
-            return addr, rest
-        address: Any
-        try:
-            if arg.lstrip().startswith("<"):
-                address, rest = get_angle_addr(arg)
-            else:
-                address, rest = get_addr_spec(arg)
-        except HeaderParseError:
-            return None, None
-        addr = address.addr_spec
+            addr = address.addr_spec
         if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
             return None, None
         return addr, rest

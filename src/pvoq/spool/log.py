@@ -195,10 +195,6 @@ class SpoolLog:
             found = self._states.get(name)
             return None if found is None else found[0]
 
-    def segment_paths(self) -> list[Path]:
-        with self._lock:
-            return [s.path for _, s in sorted(self._segments.items())]
-
     def _read(self, place: Place) -> bytes:
         fd = self._readers.get(place.seg)
         if fd is None:

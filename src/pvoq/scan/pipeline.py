@@ -8,9 +8,10 @@ runs in one fixed, printable order (`ORDER`, `Pipeline.describe()`):
 
 Each stage is a check that returns a `CheckResult` value (pass, quarantine,
 drop, bounce, or a modified message) with the rules it hit and missed, under
-its own timeout (the check's `timeout_s`). A check that raises, or does not answer in time, makes the
-whole scan fail with `ScanError`: a temporary failure, the message stays in
-the spool and is scanned again later; it never passes. (Python cannot stop a
+its own timeout (the check's `timeout_s`). A check that raises, or does not
+answer in time, makes the whole scan fail with `ScanError`: a temporary
+failure, the message stays in the spool and is scanned again later; it
+never passes. (Python cannot stop a
 thread: a check that timed out runs on in its worker, one of four; should
 all four be stuck, every scan times out and mail is held, never passed.)
 A message caught by several stages goes to every quarantine they name; drop

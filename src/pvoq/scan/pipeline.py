@@ -100,7 +100,8 @@ def standard_checks(settings: ScanSettings, *, engine: AvEngine | None = None,
     """The checks of the configuration, in `STAGES` order: message filters, anti-virus
     (*engine*, or the one configured), content filters (the `<content_filter>`s as
     filters, then the filter rules), outbreak filters (*rules*, or the configured file
-    and `<url>` rules)."""
+    and `<url>` rules). A new standard check goes here and in `STAGES`, whose order
+    releases follow (`Pipeline.resume_point`)."""
     timeout = settings.stage_timeout_seconds
     av, outbreak = settings.antivirus, settings.outbreak
     return [

@@ -1,4 +1,4 @@
-"""Anti-virus engines: clamd over its INSTREAM protocol, and a built-in EICAR check.
+"""Anti-virus: the pipeline's anti-virus check, and its engines (clamd, a built-in EICAR check).
 
 Owns the clamd wire protocol (`zINSTREAM\\0`, chunks each prefixed with a
 4-byte big-endian length, a zero-length chunk, one NUL-terminated reply) over
@@ -11,6 +11,11 @@ archive scans as clean, as clamd cannot look inside). The built-in engine
 knows only the EICAR test string; it is the
 fallback when no clamd is configured (so a demo runs without clamd).
 
+`AntivirusCheck` is the pipeline's `antivirus` stage (a `scan.check.Check`):
+it asks its engine and maps the engine's `AvVerdict` to a `CheckResult`:
+VIRAL to the Virus quarantine, ENCRYPTED and UNSCANNABLE to the configured
+unscannable action.
+
 This module never decides where mail goes and never logs.
 """
 
@@ -21,14 +26,27 @@ import struct
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.policy import compat32
-from typing import Protocol
+from enum import StrEnum
+from typing import Any, Final, Protocol
 
-from pvoq.scan.verdict import ScanError
+from pvoq.scan.check import Pvo, Stage, row
+from pvoq.scan.message import ScanMessage
+from pvoq.scan.verdict import BOUNCE, DROP, CheckAction, CheckResult, ScanError, Verdict
 
-CLEAN = "CLEAN"
-VIRAL = "VIRAL"
-ENCRYPTED = "ENCRYPTED"
-UNSCANNABLE = "UNSCANNABLE"
+
+class AvVerdict(StrEnum):
+    """What an anti-virus engine found (AsyncOS's anti-virus verdicts, as it spells them)."""
+
+    CLEAN = "CLEAN"
+    VIRAL = "VIRAL"              # a virus: the signature names say which
+    ENCRYPTED = "ENCRYPTED"      # an encrypted archive or document, not looked into
+    UNSCANNABLE = "UNSCANNABLE"  # beyond the engine's limits
+
+
+CLEAN: Final = AvVerdict.CLEAN
+VIRAL: Final = AvVerdict.VIRAL
+ENCRYPTED: Final = AvVerdict.ENCRYPTED
+UNSCANNABLE: Final = AvVerdict.UNSCANNABLE
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 EICAR_NAME = "Eicar-Test-Signature"
@@ -42,7 +60,7 @@ class ScannerUnavailable(ScanError):
 
 @dataclass(frozen=True)
 class AvResult:
-    verdict: str                 # CLEAN, VIRAL, ENCRYPTED, UNSCANNABLE
+    verdict: str                 # an AvVerdict
     names: tuple[str, ...] = ()  # signature names, for VIRAL (and heuristic ENCRYPTED)
     detail: str = ""
 
@@ -180,3 +198,49 @@ class EicarEngine:
             if isinstance(payload, bytes) and EICAR in payload:
                 return AvResult(VIRAL, (EICAR_NAME,))
         return AvResult(CLEAN)
+
+
+class AntivirusCheck:
+    """The `antivirus` stage: the engine's verdict as a check (quarantine `Virus`).
+
+    *unscannable_action* (`deliver`, `quarantine`, `drop`, `bounce`) is what
+    becomes of an ENCRYPTED or UNSCANNABLE message. Disabled, the check passes
+    everything and says so in its misses.
+    """
+
+    name: str = Stage.ANTIVIRUS
+    title = "Anti-virus"
+    pvo: str = Pvo.VIRUS
+    quarantine = "Virus"
+
+    def __init__(self, engine: AvEngine, *, unscannable_action: str, timeout_s: float,
+                 enabled: bool = True) -> None:
+        self.engine = engine
+        self.unscannable_action = unscannable_action
+        self.timeout_s = timeout_s
+        self.enabled = enabled
+
+    def describe(self) -> dict[str, Any]:
+        engine = (f"{self.engine.describe()}; unscannable: {self.unscannable_action}"
+                  if self.enabled else "disabled")
+        return row(self, engine)
+
+    def check(self, msg: ScanMessage) -> CheckResult:
+        if not self.enabled:
+            return CheckResult(misses=["a/v disabled"])
+        found = self.engine.scan(msg.body)
+        reason = f"a/v verdict:{found.verdict}"
+        if found.verdict == CLEAN:
+            return CheckResult(misses=[reason])
+        if found.verdict == VIRAL:
+            reason = f"{reason} {' '.join(found.names)}"
+            return CheckResult(verdicts=[Verdict(self.name, self.quarantine, reason,
+                                                 f"{self.engine.describe()}")], hits=[reason])
+        action = self.unscannable_action  # ENCRYPTED or UNSCANNABLE
+        detail = found.detail or found.verdict.lower()
+        if action == "quarantine":
+            return CheckResult(verdicts=[Verdict(self.name, self.quarantine, reason, detail)],
+                               hits=[reason])
+        if action in (DROP, BOUNCE):
+            return CheckResult(action=CheckAction(action), reason=reason, hits=[reason])
+        return CheckResult(hits=[f"{reason} (delivered: unscannable_action deliver)"])

@@ -7,6 +7,7 @@ actions in order. Final actions (`quarantine`, `drop`, `bounce`, `deliver`,
 filter run, on the modified message. Every filter is recorded as a hit or a
 miss, so a quarantine can show why. Drop and bounce end the whole pipeline;
 `skip-filters()` also skips the later filter stages named by the caller.
+A `FilterSet` is one filter stage of the pipeline (a `scan.check.Check`).
 
 Pure: bytes in, `CheckResult` out; no I/O, no logging.
 """
@@ -18,6 +19,7 @@ import re
 from collections.abc import Sequence
 from email import message_from_bytes
 from email.policy import compat32
+from typing import Any
 
 from pvoq.config.filterlang import (
     Action,
@@ -34,6 +36,7 @@ from pvoq.config.filterlang import (
     Not,
 )
 from pvoq.config.model import ContentFilter
+from pvoq.scan.check import Pvo, row
 from pvoq.scan.message import ScanMessage
 from pvoq.scan.verdict import BOUNCE, DROP, CheckResult, Verdict
 
@@ -155,14 +158,32 @@ def strip_attachments(body: bytes, pattern: re.Pattern[str]) -> tuple[bytes, lis
 
 
 class FilterSet:
-    """An ordered list of filters run as one stage."""
+    """An ordered list of filters run as one stage, the check named *stage*.
+
+    *kind* is the prefix of the reasons (`message filter`, `content filter`);
+    the title is its plural unless given. `skip-filters()` skips the stages
+    in *skip_on_skip_filters*.
+    """
+
+    pvo: str = Pvo.POLICY
 
     def __init__(self, stage: str, kind: str, filters: Sequence[Filter], *,
-                 skip_on_skip_filters: tuple[str, ...] = ()) -> None:
-        self.stage = stage
+                 skip_on_skip_filters: tuple[str, ...] = (), title: str = "",
+                 quarantine: str = "Policy", timeout_s: float = 10.0) -> None:
+        self.name = stage
         self.kind = kind  # "message filter" | "content filter" (the reason's prefix)
         self.filters = tuple(filters)
         self.skip_on_skip_filters = skip_on_skip_filters
+        self.title = title or f"{kind.capitalize()}s"
+        self.quarantine = quarantine  # where its catches usually go
+        self.timeout_s = timeout_s
+
+    def describe(self) -> dict[str, Any]:
+        if not self.filters:
+            return row(self, "no filters")
+        count = len(self.filters)
+        return row(self, f"{count} filter{'s' if count != 1 else ''}: "
+                   + ", ".join(f.name for f in self.filters))
 
     def check(self, msg: ScanMessage) -> CheckResult:
         result = CheckResult()
@@ -185,7 +206,7 @@ class FilterSet:
         name, args = action.name, action.args
         if name in ("quarantine", "duplicate-quarantine"):
             duplicate = name == "duplicate-quarantine"
-            result.verdicts.append(Verdict(self.stage, args[0], reason, f.source,
+            result.verdicts.append(Verdict(self.name, args[0], reason, f.source,
                                            duplicate=duplicate))
             return msg, not duplicate
         if name in ("drop", "bounce"):

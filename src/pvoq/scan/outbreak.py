@@ -1,4 +1,4 @@
-"""Outbreak filter rules: a JSON rules file, reloaded when it changes.
+"""Outbreak filters: the pipeline's outbreak check, over a JSON rules file reloaded when it changes.
 
 Owns the rules file format, its validation, matching a message against the
 rules, and the threat-dependent retention. The file:
@@ -13,11 +13,16 @@ rules, and the threat-dependent retention. The file:
 
 A rule matches when any of its matchers does: a URL whose host is the
 rule's host or a subdomain of it, under the path prefix if one is given; an
-attachment's extension, MIME type or SHA-256. `category` is `viral` (a
-threat carried by attachments; the default when the rule matches
-attachments) or `other`; it selects the retention, as AsyncOS keeps
-viral-attachment outbreaks and other threats for different times. A message
-at or above the quarantine threat level goes to `Outbreak`.
+attachment's extension, MIME type or SHA-256. `category` (an
+`OutbreakCategory`) is `viral` (viral attachments: a threat carried by
+attachments; the default when the rule matches attachments) or `other`
+(other threats); it selects the retention, as AsyncOS keeps viral-attachment
+outbreaks and other threats for different times. It is not an anti-virus
+verdict (`scan.antivirus.AvVerdict`): no engine has found a virus.
+
+`OutbreakCheck` is the pipeline's `outbreak_filters` stage (a
+`scan.check.Check`): the highest rule a message matches decides, and a
+message at or above the quarantine threat level goes to `Outbreak`.
 
 A bad file is refused with `RulesError` and the rules in force stay.
 This module never talks to the network and never logs.
@@ -30,13 +35,24 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from pvoq.scan.check import Pvo, Stage, row
 from pvoq.scan.message import ScanMessage
+from pvoq.scan.verdict import CheckResult, ScanError, Verdict
 
-VIRAL = "viral"
-OTHER = "other"
+
+class OutbreakCategory(StrEnum):
+    """The kind of threat an outbreak rule is about (it selects the retention)."""
+
+    VIRAL_ATTACHMENTS = "viral"  # carried by attachments
+    OTHER_THREATS = "other"      # phishing links, scams...
+
+
+VIRAL: Final = OutbreakCategory.VIRAL_ATTACHMENTS
+OTHER: Final = OutbreakCategory.OTHER_THREATS
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -49,7 +65,7 @@ class Rule:
     id: str
     description: str
     threat_level: int
-    category: str
+    category: OutbreakCategory
     urls: tuple[str, ...] = ()
     extensions: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
@@ -125,10 +141,10 @@ def parse_rules(data: bytes | str, *, source: str = "rules") -> RuleSet:
             raise RulesError(f"{where}: no matcher (urls, attachment_extensions, "
                              "attachment_types, attachment_sha256)")
         category = r.get("category", VIRAL if (exts or types or hashes) else OTHER)
-        if category not in (VIRAL, OTHER):
+        if category not in tuple(OutbreakCategory):
             raise RulesError(f"{where}: category must be 'viral' or 'other'")
-        rules.append(Rule(rule_id, str(r.get("description", "")), level, category,
-                          urls, exts, types, hashes))
+        rules.append(Rule(rule_id, str(r.get("description", "")), level,
+                          OutbreakCategory(category), urls, exts, types, hashes))
     return RuleSet(str(raw.get("version", "")), tuple(rules))
 
 
@@ -182,3 +198,55 @@ class RulesFile:
         changed = new != self.current
         self.current = new
         return changed
+
+
+class OutbreakCheck:
+    """The `outbreak_filters` stage: the rules in force against a message (quarantine
+    `Outbreak`, kept for the retention of the deciding rule's category).
+
+    A configured rules file that never loaded fails the check (fail closed).
+    Disabled, the check passes everything and says so in its misses.
+    """
+
+    name: str = Stage.OUTBREAK_FILTERS
+    title = "Outbreak filters"
+    pvo: str = Pvo.OUTBREAK
+    quarantine = "Outbreak"
+
+    def __init__(self, rules: RulesFile, *, threshold: int, retention_viral_s: float,
+                 retention_other_s: float, timeout_s: float, enabled: bool = True) -> None:
+        self.rules = rules
+        self.threshold = threshold  # the quarantine threat level
+        self.retention_viral_s = retention_viral_s
+        self.retention_other_s = retention_other_s
+        self.timeout_s = timeout_s
+        self.enabled = enabled
+
+    def describe(self) -> dict[str, Any]:
+        if not self.enabled:
+            return row(self, "disabled")
+        current = self.rules.current
+        where = str(self.rules.path) if self.rules.path else "configuration <url> rules"
+        text = (f"{where}: {len(current.rules)} rules, version {current.version or '-'}; "
+                f"quarantine at threat level >= {self.threshold}")
+        return row(self, text + (f"; ERROR {self.rules.error}" if self.rules.error else ""))
+
+    def check(self, msg: ScanMessage) -> CheckResult:
+        if not self.enabled:
+            return CheckResult(misses=["outbreak filters disabled"])
+        if self.rules.path is not None and not self.rules.loaded:
+            raise ScanError(f"no valid outbreak rules: {self.rules.error}")
+        ruleset = self.rules.current
+        matches = ruleset.matches(msg)
+        if not matches:
+            return CheckResult(misses=[f"VOF rules version {ruleset.version or '-'}: no match"])
+        rule, what = max(matches, key=lambda m: m[0].threat_level)
+        hits = [f"VOF rule:{r.id} level {r.threat_level}" for r, _ in matches]
+        if rule.threat_level < self.threshold:
+            return CheckResult(hits=hits)
+        retention = (self.retention_viral_s if rule.category == VIRAL
+                     else self.retention_other_s)
+        detail = f"{what}; threat level {rule.threat_level}; {rule.description}".strip("; ")
+        return CheckResult(hits=hits, verdicts=[Verdict(
+            self.name, self.quarantine, f"VOF rule:{rule.id}", detail,
+            retention_s=retention, threat_level=rule.threat_level)])

@@ -1,14 +1,17 @@
 """The gateway's scanning pipeline, as data: stages, their order, and where a release resumes.
 
-Stages run in one fixed, printable order (`ORDER`, `Pipeline.describe()`):
+A pipeline is a list of checks (`scan.check.Check`), run in the list's
+order; the standard list, built from the configuration by `standard_checks`,
+runs in one fixed, printable order (`ORDER`, `Pipeline.describe()`):
 
     message_filters → antivirus → content_filters → outbreak_filters → delivery
 
 Each stage is a check that returns a `CheckResult` value (pass, quarantine,
 drop, bounce, or a modified message) with the rules it hit and missed, under
-its own timeout. A check that raises, or does not answer in time, makes the
-whole scan fail with `ScanError`: a temporary failure, the message stays in
-the spool and is scanned again later; it never passes. (Python cannot stop a
+its own timeout (the check's `timeout_s`). A check that raises, or does not
+answer in time, makes the whole scan fail with `ScanError`: a temporary
+failure, the message stays in the spool and is scanned again later; it
+never passes. (Python cannot stop a
 thread: a check that timed out runs on in its worker, one of four; should
 all four be stuck, every scan times out and mail is held, never passed.)
 A message caught by several stages goes to every quarantine they name; drop
@@ -31,30 +34,24 @@ decides where mail is delivered: that is the gateway's routing.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, Final, TypeVar
 
 from pvoq.config.model import MailPolicy, ScanSettings
-from pvoq.scan.antivirus import (
-    CLEAN,
-    EICAR,
-    VIRAL,
-    AvEngine,
-    ClamdEngine,
-    EicarEngine,
-)
+from pvoq.scan.antivirus import EICAR, AntivirusCheck, AvEngine, ClamdEngine, EicarEngine
+from pvoq.scan.check import Check, Pvo, Stage
 from pvoq.scan.filters import FilterSet, legacy_filter
 from pvoq.scan.message import Envelope, ScanMessage
-from pvoq.scan.outbreak import VIRAL as VIRAL_CATEGORY
-from pvoq.scan.outbreak import RulesError, RulesFile, legacy_rules
+from pvoq.scan.outbreak import OutbreakCheck, RulesError, RulesFile, legacy_rules
 from pvoq.scan.verdict import (
     BOUNCE,
     DROP,
     PASS,
     QUARANTINE,
+    SKIPPED,
     CheckResult,
     ScanError,
     ScanResult,
@@ -64,37 +61,28 @@ from pvoq.scan.verdict import (
 
 __all__ = [
     "ANTIVIRUS", "CONTENT_FILTERS", "DELIVERY", "EICAR", "MESSAGE_FILTERS", "OUTBREAK_FILTERS",
-    "ORDER", "RESCAN_ON_RELEASE", "STAGES", "Pipeline", "RulesError", "ScanError", "ScanResult",
-    "StageTrace", "Verdict",
+    "ORDER", "RESCAN_ON_RELEASE", "STAGES", "Check", "Pipeline", "RulesError", "ScanError",
+    "ScanResult", "Stage", "StageTrace", "Verdict", "resume_point", "stages_for",
+    "standard_checks",
 ]
 
-MESSAGE_FILTERS = "message_filters"
-ANTIVIRUS = "antivirus"
-CONTENT_FILTERS = "content_filters"
-OUTBREAK_FILTERS = "outbreak_filters"
-DELIVERY = "delivery"
-STAGES = (MESSAGE_FILTERS, ANTIVIRUS, CONTENT_FILTERS, OUTBREAK_FILTERS)  # the checks
-ORDER = (*STAGES, DELIVERY)
+MESSAGE_FILTERS: Final = Stage.MESSAGE_FILTERS
+ANTIVIRUS: Final = Stage.ANTIVIRUS
+CONTENT_FILTERS: Final = Stage.CONTENT_FILTERS
+OUTBREAK_FILTERS: Final = Stage.OUTBREAK_FILTERS
+DELIVERY: Final = Stage.DELIVERY
+STAGES: tuple[str, ...] = (MESSAGE_FILTERS, ANTIVIRUS, CONTENT_FILTERS, OUTBREAK_FILTERS)
+ORDER: tuple[str, ...] = (*STAGES, DELIVERY)
 # A release from the key stage also re-runs these earlier stages (AsyncOS:
 # released outbreak mail is rescanned by anti-virus).
 RESCAN_ON_RELEASE: dict[str, tuple[str, ...]] = {OUTBREAK_FILTERS: (ANTIVIRUS,)}
+# The last row of `pipeline show`: not a check, where the pipeline's mail goes.
+DELIVERY_ROW: dict[str, Any] = {
+    "stage": DELIVERY, "title": "Delivery", "pvo": Pvo.NONE, "quarantine": "-",
+    "engine": "per-recipient routes (clean mail) or the.cpq.host (quarantined)",
+    "timeout_s": None}
 
-
-@dataclass(frozen=True)
-class StageInfo:
-    name: str
-    title: str
-    pvo: str          # which of Policy, Virus, Outbreak it decides
-    quarantine: str   # where its catches usually go
-
-
-STAGE_INFO = {
-    MESSAGE_FILTERS: StageInfo(MESSAGE_FILTERS, "Message filters", "P", "Policy"),
-    ANTIVIRUS: StageInfo(ANTIVIRUS, "Anti-virus", "V", "Virus"),
-    CONTENT_FILTERS: StageInfo(CONTENT_FILTERS, "Content filters", "P", "Policy"),
-    OUTBREAK_FILTERS: StageInfo(OUTBREAK_FILTERS, "Outbreak filters", "O", "Outbreak"),
-    DELIVERY: StageInfo(DELIVERY, "Delivery", "-", "-"),
-}
+C = TypeVar("C")
 
 
 def build_engine(settings: ScanSettings) -> AvEngine:
@@ -107,6 +95,64 @@ def build_engine(settings: ScanSettings) -> AvEngine:
     return EicarEngine()
 
 
+def standard_checks(settings: ScanSettings, *, engine: AvEngine | None = None,
+                    rules: RulesFile | None = None) -> list[Check]:
+    """The checks of the configuration, in `STAGES` order: message filters, anti-virus
+    (*engine*, or the one configured), content filters (the `<content_filter>`s as
+    filters, then the filter rules), outbreak filters (*rules*, or the configured file
+    and `<url>` rules). A new standard check goes here and in `STAGES`, whose order
+    releases follow (`Pipeline.resume_point`)."""
+    timeout = settings.stage_timeout_seconds
+    av, outbreak = settings.antivirus, settings.outbreak
+    return [
+        FilterSet(MESSAGE_FILTERS, "message filter", settings.message_filters,
+                  skip_on_skip_filters=(CONTENT_FILTERS,), timeout_s=timeout),
+        AntivirusCheck(engine or build_engine(settings), enabled=settings.antivirus_enabled,
+                       unscannable_action=av.unscannable_action, timeout_s=av.timeout_seconds),
+        FilterSet(CONTENT_FILTERS, "content filter",
+                  [*(legacy_filter(f) for f in settings.content_filters),
+                   *settings.content_filter_rules], timeout_s=timeout),
+        OutbreakCheck(rules or RulesFile(outbreak.rules_file,
+                                         legacy_rules(settings.outbreak_urls)),
+                      enabled=settings.outbreak_enabled,
+                      threshold=outbreak.quarantine_threat_level,
+                      retention_viral_s=outbreak.retention_viral_seconds,
+                      retention_other_s=outbreak.retention_other_seconds, timeout_s=timeout),
+    ]
+
+
+# -- release semantics -------------------------------------------------------------
+def resume_point(stages: Iterable[str], order: Sequence[str] = STAGES,
+                 rescan_on_release: Mapping[str, tuple[str, ...]] = RESCAN_ON_RELEASE
+                 ) -> str | None:
+    """Where a release from *stages* continues: the latest of them in *order*, with
+    `+stage` for each earlier stage that must run again (*rescan_on_release*).
+
+    `["outbreak_filters"]` → `"outbreak_filters+antivirus"`;
+    `["antivirus", "outbreak_filters"]` → `"outbreak_filters"` (a virus release
+    is not scanned again); unknown stages only → None (scan everything).
+    """
+    released = list(stages)
+    known = [s for s in order if s in released]
+    if not known:
+        return None
+    last = known[-1]
+    again = [r for s in known for r in rescan_on_release.get(s, ())
+             if r not in known and r in order and order.index(r) < order.index(last)]
+    return "+".join([last, *dict.fromkeys(again)])
+
+
+def stages_for(resume_after: str | None, order: Sequence[str] = STAGES) -> list[str]:
+    """The stages of *order* a message runs through, given its resume point (None: all)."""
+    if not resume_after:
+        return list(order)
+    last, *again = resume_after.split("+")
+    if last not in order or any(s not in order for s in again):
+        return list(order)  # unknown resume point: scan everything (fail closed)
+    after = order[order.index(last) + 1:]
+    return [s for s in order if s in after or s in again]
+
+
 class _StageTimeout(BaseException):
     """Raised by SIGALRM in a stage that ran out of time (not an Exception: checks
     that catch their own errors must not swallow it)."""
@@ -117,41 +163,84 @@ def _alarm(signum: int, frame: object) -> None:
 
 
 class Pipeline:
-    def __init__(self, settings: ScanSettings, *, engine: AvEngine | None = None,
-                 rules: RulesFile | None = None, alarm_timeouts: bool = False) -> None:
-        """*alarm_timeouts*: time each stage with SIGALRM in the calling thread, which
-        must be a process's main thread (a scanner process), instead of running it
-        in a thread of a pool; the stage is interrupted, not abandoned."""
+    """A list of checks run in order over one message at a time, folded into a `ScanResult`.
+
+    `Pipeline(settings)` runs the configuration's `standard_checks` (with
+    *engine* and *rules* if given: a policy's pipeline shares them);
+    `Pipeline(checks=[...])` runs the checks given, in their order. Each
+    check runs under its own `timeout_s`: in a thread of a pool (the thread
+    is abandoned when out of time), or with *alarm_timeouts* under SIGALRM
+    in the calling thread, which must be a process's main thread (a scanner
+    process); the check is then interrupted. A check that raises or runs
+    out of time fails the scan with `ScanError` naming its stage.
+
+    `run` takes a resume point (`resume_point`: a release resumes after the
+    stage that quarantined it, re-running what *rescan_on_release* says),
+    a stage to stop after, and stages to skip (skip-filters()).
+    `describe` is what `pipeline show` prints: each check's row, with what
+    a release from it runs, then delivery.
+    """
+
+    def __init__(self, settings: ScanSettings | None = None, *,
+                 checks: Sequence[Check] | None = None, engine: AvEngine | None = None,
+                 rules: RulesFile | None = None, alarm_timeouts: bool = False,
+                 rescan_on_release: Mapping[str, tuple[str, ...]] = RESCAN_ON_RELEASE) -> None:
+        if (settings is None) == (checks is None):
+            raise TypeError("a pipeline is built from its settings or from its checks")
+        if checks is None:
+            assert settings is not None
+            checks = standard_checks(settings, engine=engine, rules=rules)
+        elif engine is not None or rules is not None:
+            raise TypeError("engine and rules are for the checks built from settings")
+        names = [c.name for c in checks]
+        if len(set(names)) != len(names) or DELIVERY in names:
+            raise ValueError(f"stage names must be distinct and not {DELIVERY!s}: {names}")
         self.settings = settings
+        self.checks: tuple[Check, ...] = tuple(checks)
+        self.stages: tuple[str, ...] = tuple(names)
+        self.rescan_on_release = dict(rescan_on_release)
         self.alarm_timeouts = alarm_timeouts
-        self.message_filters = FilterSet(MESSAGE_FILTERS, "message filter",
-                                         settings.message_filters,
-                                         skip_on_skip_filters=(CONTENT_FILTERS,))
-        self.content_filters = FilterSet(
-            CONTENT_FILTERS, "content filter",
-            [*(legacy_filter(f) for f in settings.content_filters),
-             *settings.content_filter_rules])
-        self.engine = engine or build_engine(settings)
-        self.rules = rules or RulesFile(settings.outbreak.rules_file,
-                                        legacy_rules(settings.outbreak_urls))
-        self._checks: dict[str, Callable[[ScanMessage], CheckResult]] = {
-            MESSAGE_FILTERS: self.message_filters.check,
-            ANTIVIRUS: self._antivirus,
-            CONTENT_FILTERS: self.content_filters.check,
-            OUTBREAK_FILTERS: self._outbreak,
-        }
-        self.timeouts = {stage: settings.stage_timeout_seconds for stage in STAGES}
-        self.timeouts[ANTIVIRUS] = settings.antivirus.timeout_seconds
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scan")
 
     def close(self) -> None:
         """Let checks in flight finish; a scan started after this fails (and is retried)."""
         self._executor.shutdown(wait=False)
 
+    # -- the checks that others share or ask about -------------------------------
+    def _find(self, kind: type[C], name: str | None = None) -> C:
+        for check in self.checks:
+            if isinstance(check, kind) and name in (None, check.name):
+                return check
+        raise LookupError(f"this pipeline has no {name or kind.__name__} check")
+
+    @property
+    def engine(self) -> AvEngine:
+        """The anti-virus check's engine (shared by policies' pipelines and rescans)."""
+        return self._find(AntivirusCheck).engine
+
+    @property
+    def rules(self) -> RulesFile:
+        """The outbreak check's rules file (shared by policies' pipelines)."""
+        return self._find(OutbreakCheck).rules
+
+    @property
+    def message_filters(self) -> FilterSet:
+        return self._find(FilterSet, MESSAGE_FILTERS)
+
+    @property
+    def content_filters(self) -> FilterSet:
+        return self._find(FilterSet, CONTENT_FILTERS)
+
+    def reload_rules(self) -> bool:
+        """Re-read the outbreak rules file; True if the rules changed (RulesError if bad)."""
+        return self.rules.reload()
+
     def for_policy(self, policy: MailPolicy) -> Pipeline:
         """The pipeline of a per-recipient policy: its own anti-virus, outbreak and content
         filter settings, the same engine and the same outbreak rules file."""
         s = self.settings
+        if s is None:
+            raise ValueError("a pipeline built from its checks has no per-recipient policies")
         settings = replace(
             s,
             antivirus_enabled=(s.antivirus_enabled if policy.antivirus_enabled is None
@@ -162,36 +251,24 @@ class Pipeline:
             content_filter_rules=(s.content_filter_rules if policy.content_filter_rules is None
                                   else policy.content_filter_rules))
         return Pipeline(settings, engine=self.engine, rules=self.rules,
-                        alarm_timeouts=self.alarm_timeouts)
+                        alarm_timeouts=self.alarm_timeouts,
+                        rescan_on_release=self.rescan_on_release)
 
-    # -- release semantics -------------------------------------------------------
+    # -- release semantics (of the standard order; a pipeline's own in `run`) ------
     @staticmethod
     def resume_point(stages: list[str]) -> str | None:
-        """Where a release from *stages* continues: the latest of them, in pipeline order,
-        with `+stage` for each earlier stage that must run again (RESCAN_ON_RELEASE).
+        """Where a release from *stages* continues in the standard order (`resume_point`).
 
         `["outbreak_filters"]` → `"outbreak_filters+antivirus"`;
         `["antivirus", "outbreak_filters"]` → `"outbreak_filters"` (a virus release
         is not scanned again); unknown stages only → None (scan everything).
         """
-        known = [s for s in STAGES if s in stages]
-        if not known:
-            return None
-        last = known[-1]
-        again = [r for s in known for r in RESCAN_ON_RELEASE.get(s, ())
-                 if r not in known and STAGES.index(r) < STAGES.index(last)]
-        return "+".join([last, *dict.fromkeys(again)])
+        return resume_point(stages)
 
     @staticmethod
     def stages_for(resume_after: str | None) -> list[str]:
         """The stages a message runs through, given its resume point (None: all)."""
-        if not resume_after:
-            return list(STAGES)
-        last, *again = resume_after.split("+")
-        if last not in STAGES or any(s not in STAGES for s in again):
-            return list(STAGES)  # unknown resume point: scan everything (fail closed)
-        after = STAGES[STAGES.index(last) + 1:]
-        return [s for s in STAGES if s in after or s in again]
+        return stages_for(resume_after)
 
     # -- running -------------------------------------------------------------------
     def run(self, body: bytes, *, envelope: Envelope | None = None,
@@ -205,36 +282,36 @@ class Pipeline:
         msg = ScanMessage(body, envelope)
         result = ScanResult()
         skipped: set[str] = set(skip)
-        stages = self.stages_for(resume_after)
+        stages = stages_for(resume_after, self.stages)
         if stop_after in stages:
             stages = stages[:stages.index(stop_after) + 1]
-        for stage in stages:
-            if stage in skipped:
-                result.trace.append(StageTrace(stage, "skipped"))
+        for check in (self.checks[self.stages.index(s)] for s in stages):
+            if check.name in skipped:
+                result.trace.append(StageTrace(check.name, SKIPPED))
                 continue
-            check = self._timed(stage, msg)
-            result.trace.append(StageTrace(stage, check.outcome, tuple(check.hits),
-                                           tuple(check.misses)))
-            for v in check.verdicts:
+            done = self._timed(check, msg)
+            result.trace.append(StageTrace(check.name, done.outcome, tuple(done.hits),
+                                           tuple(done.misses)))
+            for v in done.verdicts:
                 (result.duplicates if v.duplicate else result.verdicts).append(v)
-            if check.body is not None:
-                result.body = check.body
-                msg = ScanMessage(check.body, envelope)
-            skipped.update(check.skip)
+            if done.body is not None:
+                result.body = done.body
+                msg = ScanMessage(done.body, envelope)
+            skipped.update(done.skip)
             result.skip = tuple(sorted(skipped))
-            if check.action in (DROP, BOUNCE):
-                result.action, result.reason = check.action, check.reason
+            if done.action in (DROP, BOUNCE):
+                result.action, result.reason = done.action, done.reason
                 result.verdicts, result.duplicates = [], []
                 return result
         result.action = QUARANTINE if result.verdicts else PASS
         return result
 
-    def _timed(self, stage: str, msg: ScanMessage) -> CheckResult:
-        timeout = self.timeouts[stage]
+    def _timed(self, check: Check, msg: ScanMessage) -> CheckResult:
+        stage, timeout = check.name, check.timeout_s
         try:
             if self.alarm_timeouts:
-                return self._under_alarm(self._checks[stage], msg, timeout)
-            future = self._executor.submit(self._checks[stage], msg)
+                return self._under_alarm(check, msg, timeout)
+            future = self._executor.submit(check.check, msg)
             return future.result(timeout=timeout)
         except (FutureTimeout, _StageTimeout):
             raise ScanError(f"{stage} timed out after {timeout:g}s", stage=stage) from None
@@ -245,97 +322,23 @@ class Pipeline:
             raise ScanError(f"{stage} failed: {type(exc).__name__}: {exc}", stage=stage) from exc
 
     @staticmethod
-    def _under_alarm(check: Callable[[ScanMessage], CheckResult], msg: ScanMessage,
-                     timeout: float) -> CheckResult:
+    def _under_alarm(check: Check, msg: ScanMessage, timeout: float) -> CheckResult:
         if signal.getsignal(signal.SIGALRM) is not _alarm:
             signal.signal(signal.SIGALRM, _alarm)
         signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
-            return check(msg)
+            return check.check(msg)
         finally:  # an alarm in the instant before this still reads as a timeout
             signal.setitimer(signal.ITIMER_REAL, 0)
 
-    # -- the checks that are not filter sets ---------------------------------------
-    def _antivirus(self, msg: ScanMessage) -> CheckResult:
-        if not self.settings.antivirus_enabled:
-            return CheckResult(misses=["a/v disabled"])
-        found = self.engine.scan(msg.body)
-        reason = f"a/v verdict:{found.verdict}"
-        if found.verdict == CLEAN:
-            return CheckResult(misses=[reason])
-        if found.verdict == VIRAL:
-            reason = f"{reason} {' '.join(found.names)}"
-            return CheckResult(verdicts=[Verdict(ANTIVIRUS, "Virus", reason,
-                                                 f"{self.engine.describe()}")], hits=[reason])
-        action = self.settings.antivirus.unscannable_action  # ENCRYPTED or UNSCANNABLE
-        detail = found.detail or found.verdict.lower()
-        if action == "quarantine":
-            return CheckResult(verdicts=[Verdict(ANTIVIRUS, "Virus", reason, detail)],
-                               hits=[reason])
-        if action in (DROP, BOUNCE):
-            return CheckResult(action=action, reason=reason, hits=[reason])
-        return CheckResult(hits=[f"{reason} (delivered: unscannable_action deliver)"])
-
-    def reload_rules(self) -> bool:
-        """Re-read the outbreak rules file; True if the rules changed (RulesError if bad)."""
-        return self.rules.reload()
-
-    def _outbreak(self, msg: ScanMessage) -> CheckResult:
-        if not self.settings.outbreak_enabled:
-            return CheckResult(misses=["outbreak filters disabled"])
-        if self.rules.path is not None and not self.rules.loaded:
-            raise ScanError(f"no valid outbreak rules: {self.rules.error}")
-        ruleset = self.rules.current
-        matches = ruleset.matches(msg)
-        if not matches:
-            return CheckResult(misses=[f"VOF rules version {ruleset.version or '-'}: no match"])
-        rule, what = max(matches, key=lambda m: m[0].threat_level)
-        settings = self.settings.outbreak
-        hits = [f"VOF rule:{r.id} level {r.threat_level}" for r, _ in matches]
-        if rule.threat_level < settings.quarantine_threat_level:
-            return CheckResult(hits=hits)
-        retention = (settings.retention_viral_seconds if rule.category == VIRAL_CATEGORY
-                     else settings.retention_other_seconds)
-        detail = f"{what}; threat level {rule.threat_level}; {rule.description}".strip("; ")
-        return CheckResult(hits=hits, verdicts=[Verdict(
-            OUTBREAK_FILTERS, "Outbreak", f"VOF rule:{rule.id}", detail,
-            retention_s=retention, threat_level=rule.threat_level)])
-
     # -- what `pipeline show` prints -------------------------------------------------
     def describe(self) -> list[dict[str, Any]]:
-        s = self.settings
-        engines = {
-            MESSAGE_FILTERS: _names(self.message_filters.filters),
-            ANTIVIRUS: (self.engine.describe() + f"; unscannable: {s.antivirus.unscannable_action}"
-                        if s.antivirus_enabled else "disabled"),
-            CONTENT_FILTERS: _names(self.content_filters.filters),
-            OUTBREAK_FILTERS: self._describe_rules() if s.outbreak_enabled else "disabled",
-            DELIVERY: "per-recipient routes (clean mail) or the.cpq.host (quarantined)",
-        }
+        """One row per check, in order (its `describe()`, its number, and the stages a
+        release from it runs), then delivery."""
         rows = []
-        for n, stage in enumerate(ORDER, 1):
-            info = STAGE_INFO[stage]
-            resume = self.stages_for(self.resume_point([stage])) if stage in STAGES else []
-            rows.append({
-                "n": n, "stage": stage, "title": info.title, "pvo": info.pvo,
-                "quarantine": info.quarantine, "engine": engines[stage],
-                "timeout_s": self.timeouts.get(stage),
-                "release_runs": [*resume, DELIVERY] if stage in STAGES else [],
-            })
+        for n, check in enumerate(self.checks, 1):
+            point = resume_point([check.name], self.stages, self.rescan_on_release)
+            rows.append({"n": n, **check.describe(),
+                         "release_runs": [*stages_for(point, self.stages), DELIVERY]})
+        rows.append({"n": len(rows) + 1, **DELIVERY_ROW, "release_runs": []})
         return rows
-
-    def _describe_rules(self) -> str:
-        o = self.settings.outbreak
-        current = self.rules.current
-        where = str(o.rules_file) if o.rules_file else "configuration <url> rules"
-        text = (f"{where}: {len(current.rules)} rules, version {current.version or '-'}; "
-                f"quarantine at threat level >= {o.quarantine_threat_level}")
-        return text + (f"; ERROR {self.rules.error}" if self.rules.error else "")
-
-
-def _names(filters: tuple[Any, ...]) -> str:
-    if not filters:
-        return "no filters"
-    return f"{len(filters)} filter{'s' if len(filters) != 1 else ''}: " + ", ".join(
-        f.name for f in filters)
-

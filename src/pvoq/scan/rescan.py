@@ -5,11 +5,11 @@ and rescans the copies whenever the outbreak rules change. This module owns:
 
 - `OutbreakCopies`: `<data>/outbreak_copies/<MID>.eml` + `<MID>.json`
   (written by write-fsync-rename; the `.json` appearing is the commit);
-- `decide()`: the pure decision for one copy against the current rules:
-  `release` (no rule at or above the quarantine threat level matches any
-  more), `extend` (a rule still matches: keep it for the retention of that
-  rule's category, from now), or `delete` (anti-virus now finds a virus:
-  the outbreak turned out to be a known virus);
+- `decide()`: the pure decision for one copy against the current rules, a
+  `RescanAction`: `release` (no rule at or above the quarantine threat
+  level matches any more), `extend` (a rule still matches: keep it for the
+  retention of that rule's category, from now), or `delete` (anti-virus now
+  finds a virus: the outbreak turned out to be a known virus);
 - `NoticeOutbox`: the durable outbox of what the manager must be told,
   `<data>/outbreak_notices/<id>.json`, one JSON object per decision in the
   shape documented in `notice()`; the gateway spools each for the manager
@@ -26,18 +26,27 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pvoq.fsutil import atomic_write, fsync_dir, remove_durably, remove_leftovers
-from pvoq.scan.antivirus import VIRAL, AvEngine
+from pvoq.scan.antivirus import AvEngine, AvVerdict
 from pvoq.scan.message import ScanMessage
-from pvoq.scan.outbreak import VIRAL as VIRAL_CATEGORY
-from pvoq.scan.outbreak import RuleSet
+from pvoq.scan.outbreak import OutbreakCategory, RuleSet
 
-RELEASE = "release"
-EXTEND = "extend"
-DELETE = "delete"
+
+class RescanAction(StrEnum):
+    """What the manager is to do with the quarantined original of a rescanned copy."""
+
+    RELEASE = "release"  # no rule at or above the threshold matches any more
+    EXTEND = "extend"    # a rule still matches: keep it for that rule's retention
+    DELETE = "delete"    # anti-virus now finds a virus
+
+
+RELEASE: Final = RescanAction.RELEASE
+EXTEND: Final = RescanAction.EXTEND
+DELETE: Final = RescanAction.DELETE
 NOTICE_KIND = "outbreak_rescan"
 
 
@@ -63,7 +72,7 @@ class OutbreakCopy:
 @dataclass(frozen=True)
 class Decision:
     mid: int
-    action: str            # RELEASE, EXTEND, DELETE
+    action: RescanAction
     reason: str            # for mail_logs and the manager
     rules_version: str
     retention_s: float | None = None
@@ -113,7 +122,7 @@ def decide(copy: OutbreakCopy, body: bytes, rules: RuleSet, *, threshold: int,
     msg = ScanMessage(body)
     if engine is not None:
         found = engine.scan(body)
-        if found.verdict == VIRAL:
+        if found.verdict == AvVerdict.VIRAL:
             return Decision(copy.mid, DELETE, f"a/v verdict:VIRAL {' '.join(found.names)}",
                             rules.version)
     matches = [(r, what) for r, what in rules.matches(msg) if r.threat_level >= threshold]
@@ -122,7 +131,8 @@ def decide(copy: OutbreakCopy, body: bytes, rules: RuleSet, *, threshold: int,
         return Decision(copy.mid, RELEASE, f"{was} no longer matches at threat level "
                         f">= {threshold} (rules version {rules.version or '-'})", rules.version)
     rule, what = max(matches, key=lambda m: m[0].threat_level)
-    retention = retention_viral_s if rule.category == VIRAL_CATEGORY else retention_other_s
+    retention = (retention_viral_s if rule.category == OutbreakCategory.VIRAL_ATTACHMENTS
+                 else retention_other_s)
     return Decision(copy.mid, EXTEND, f"VOF rule:{rule.id} threat level {rule.threat_level} "
                     f"still matches ({what})", rules.version, retention, rule.id)
 

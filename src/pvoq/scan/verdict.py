@@ -6,19 +6,36 @@ rules it hit and missed; the pipeline folds them into one `ScanResult`.
 A check that cannot decide raises `ScanError` (a temporary failure: the
 message stays in the spool and is retried), never returns a pass.
 
+Actions are a `CheckAction` (a `StrEnum`: each member equals its string,
+which is what logs, traces and CPQ metadata carry); the module-level names
+`PASS`, `QUARANTINE`, `DROP`, `BOUNCE`, `MODIFY` are its members.
+
 This module never scans anything and never does I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Final
 
-PASS = "pass"
-QUARANTINE = "quarantine"
-DROP = "drop"
-BOUNCE = "bounce"
-MODIFY = "modify"
+
+class CheckAction(StrEnum):
+    """What a check, or the whole scan, does with a message."""
+
+    PASS = "pass"              # on to the next stage (at the end: delivered)
+    QUARANTINE = "quarantine"  # to the quarantines its verdicts name
+    DROP = "drop"              # discarded, ends the pipeline
+    BOUNCE = "bounce"          # refused with a bounce, ends the pipeline
+    MODIFY = "modify"          # passed, rewritten (a check's outcome only)
+
+
+PASS: Final = CheckAction.PASS
+QUARANTINE: Final = CheckAction.QUARANTINE
+DROP: Final = CheckAction.DROP
+BOUNCE: Final = CheckAction.BOUNCE
+MODIFY: Final = CheckAction.MODIFY
+SKIPPED: Final = "skipped"  # a stage's outcome in a trace when skip-filters() skipped it
 
 
 class ScanError(Exception):
@@ -64,7 +81,7 @@ class Verdict:
 class CheckResult:
     """One check's outcome: an action, its quarantine verdicts, and the why."""
 
-    action: str = PASS                      # PASS, DROP or BOUNCE (final actions)
+    action: CheckAction = PASS              # PASS, DROP or BOUNCE (final actions)
     verdicts: list[Verdict] = field(default_factory=list)
     hits: list[str] = field(default_factory=list)
     misses: list[str] = field(default_factory=list)
@@ -73,7 +90,7 @@ class CheckResult:
     skip: tuple[str, ...] = ()              # later stages to skip (skip-filters)
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> CheckAction:
         if self.action != PASS:
             return self.action
         if any(not v.duplicate for v in self.verdicts):
@@ -86,7 +103,7 @@ class StageTrace:
     """What one stage did to one message (for logs and `pipeline` diagnostics)."""
 
     stage: str
-    outcome: str
+    outcome: str                            # a CheckAction, or SKIPPED
     hits: tuple[str, ...] = ()
     misses: tuple[str, ...] = ()
 
@@ -95,7 +112,7 @@ class StageTrace:
 class ScanResult:
     """The pipeline's decision for one message."""
 
-    action: str = PASS                      # PASS (deliver), QUARANTINE, DROP, BOUNCE
+    action: CheckAction = PASS              # PASS (deliver), QUARANTINE, DROP, BOUNCE
     verdicts: list[Verdict] = field(default_factory=list)     # quarantines of the message
     duplicates: list[Verdict] = field(default_factory=list)   # copies to quarantine
     body: bytes | None = None               # set when a stage modified the message

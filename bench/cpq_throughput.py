@@ -31,9 +31,9 @@ from pvoq.config.loader import load_config
 from pvoq.cpq import tls
 from pvoq.cpq.client import CpqConnection
 from pvoq.cpq.metadata import encode_chunks
-from pvoq.localdeploy import GATEWAY, Deployment, free_port, wait_for
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.client import SmtpConnection, TlsPolicy
+from pvoq.testing.localdeploy import GATEWAY, Deployment, free_port, wait_for
 
 DEADLINE_S = 300.0
 

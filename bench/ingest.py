@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pvoq.localdeploy import Deployment, free_port, wait_for
+from pvoq.testing.localdeploy import Deployment, free_port, wait_for
 
 DEADLINE_S = 600
 

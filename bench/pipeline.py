@@ -31,9 +31,9 @@ from pathlib import Path
 from pvoq.config.filterlang import parse_filters
 from pvoq.config.model import AntivirusSettings, ContentFilter, OutbreakSettings, ScanSettings
 from pvoq.scan.antivirus import EICAR
-from pvoq.scan.clamdproc import ClamdProcess, ClamdUnavailable
 from pvoq.scan.message import Envelope
 from pvoq.scan.pipeline import Pipeline, ScanResult
+from pvoq.testing.clamd import ClamdProcess, ClamdUnavailable
 
 MESSAGE_FILTERS = """
 no_exe:   if attachment-filename == "\\.(exe|scr|pif)$" { quarantine("Policy"); }

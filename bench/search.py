@@ -35,13 +35,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pvoq.pgserver import PostgresServer
 from pvoq.quarantine.roles import ADMIN, Caller
 from pvoq.quarantine.search import SearchQuery, TextFilter
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import DAY, RELEASE, QuarantineSettings, merge_settings
 from pvoq.quarantine.store import QuarantineStore
 from pvoq.spool.store import QUEUED, Entry, Recipient, Spool
+from pvoq.testing.pgserver import PostgresServer
 
 NOW = 1_800_000_000.0
 SETTINGS = merge_settings([QuarantineSettings("HR", 14 * DAY, RELEASE, False),

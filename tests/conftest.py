@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pvoq.pgserver import PostgresServer
+from pvoq.testing.pgserver import PostgresServer
 
 
 @pytest.fixture(scope="session")

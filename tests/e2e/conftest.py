@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pvoq.localdeploy import Deployment
+from pvoq.testing.localdeploy import Deployment
 
 
 @pytest.fixture

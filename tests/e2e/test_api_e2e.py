@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from pvoq.localdeploy import Deployment, free_port, wait_for
+from pvoq.testing.localdeploy import Deployment, free_port, wait_for
 
 API = "/api/v2.0/quarantine/messages"
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pvoq.localdeploy import Deployment
+from pvoq.testing.localdeploy import Deployment
 
 
 def pvoq(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -58,7 +58,7 @@ class TestOperatorCommands:
     def test_quarantine_list_show_and_errors(self, running: Deployment) -> None:
         """list shows held mail; show prints the envelope; unknown MIDs exit 1."""
         running.send(subject="confidential plan", body="x")
-        from pvoq.localdeploy import wait_for
+        from pvoq.testing.localdeploy import wait_for
         mid = wait_for("quarantined", running.quarantined)[0]["id"]
         cfg = str(running.manager_config)
         listed = pvoq("cli", "-c", cfg, "quarantine", "list")

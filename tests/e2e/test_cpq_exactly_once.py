@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from pvoq.cpq.metadata import encode_chunks
-from pvoq.localdeploy import GATEWAY, Deployment, wait_for
+from pvoq.testing.localdeploy import GATEWAY, Deployment, wait_for
 
 BODY = (b"From: alice@sender.example\r\nTo: bob@example.com\r\n"
         b"Subject: exactly once\r\n\r\nOne copy, please.\r\n")

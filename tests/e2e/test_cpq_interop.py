@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from pvoq.localdeploy import Deployment
+from pvoq.testing.localdeploy import Deployment
 
 
 def _tool(name: str) -> str:

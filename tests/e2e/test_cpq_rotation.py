@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from pvoq.cpq.ca import issue_certificate
-from pvoq.localdeploy import MANAGER, Deployment, wait_for
+from pvoq.testing.localdeploy import MANAGER, Deployment, wait_for
 
 
 def served_certificate(dep: Deployment) -> bytes:

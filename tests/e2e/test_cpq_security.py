@@ -12,7 +12,7 @@ import pytest
 from pvoq.config.template import ApplianceSpec
 from pvoq.cpq.ca import create_ca, issue_certificate
 from pvoq.deploy import init_appliance
-from pvoq.localdeploy import MANAGER, Deployment, wait_for
+from pvoq.testing.localdeploy import MANAGER, Deployment, wait_for
 
 
 def _client_context(ca_file: Path, cert: Path | None = None, key: Path | None = None

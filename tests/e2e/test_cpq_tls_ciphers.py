@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pvoq.localdeploy import Deployment, wait_for
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 ANONYMOUS_FIRST = "aNULL:HIGH:@SECLEVEL=0"
 
@@ -53,7 +53,7 @@ class TestAnonymousCiphers:
             self, running: Deployment) -> None:
         """A reload of an unusable cipher list is refused; mail keeps flowing on the old one."""
         set_ciphers(running.gateway_config, "outbound_ciphers", "NO-SUCH-CIPHER")
-        from pvoq.localdeploy import DeploymentError
+        from pvoq.testing.localdeploy import DeploymentError
         try:
             running.admin(running.gateway_config, "reload")
         except DeploymentError as exc:

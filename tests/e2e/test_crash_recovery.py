@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from email import message_from_bytes
 
-from pvoq.localdeploy import Deployment, DeploymentError, wait_for
+from pvoq.testing.localdeploy import Deployment, DeploymentError, wait_for
 
 MESSAGES = 2000
 SEED = 20261129

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pvoq.localdeploy import Deployment, wait_for
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 
 def _gateway_tls(dep: Deployment) -> ssl.SSLContext:

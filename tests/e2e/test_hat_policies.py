@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from pvoq.localdeploy import Deployment, wait_for
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 
 def _set_policy(dep: Deployment, params: str) -> None:

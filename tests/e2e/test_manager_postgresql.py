@@ -3,8 +3,8 @@ quarantined there, found, released and delivered through the gateway."""
 
 from __future__ import annotations
 
-from pvoq.localdeploy import Deployment, wait_for
-from pvoq.pgserver import PostgresServer
+from pvoq.testing.localdeploy import Deployment, wait_for
+from pvoq.testing.pgserver import PostgresServer
 
 
 class TestManagerOnPostgres:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pvoq.localdeploy import Deployment, wait_for
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pvoq.localdeploy import Deployment, free_port, wait_for
+from pvoq.testing.localdeploy import Deployment, free_port, wait_for
 
 
 def spool_cli(dep: Deployment, *args: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from pvoq.localdeploy import GATEWAY, Deployment
+from pvoq.testing.localdeploy import GATEWAY, Deployment
 
 
 def pvo_check(dep: Deployment) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from pvoq.config.loader import load_config
-from pvoq.localdeploy import Deployment, wait_for
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 
 def pvoq(*args: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import email
 import re
 
-from pvoq.localdeploy import Deployment, wait_for
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 
 def policy_settings(deployment: Deployment, *, retention_minutes: float) -> None:

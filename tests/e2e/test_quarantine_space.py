@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from pvoq.localdeploy import Deployment, wait_for
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 BIG = "x" * 1500
 

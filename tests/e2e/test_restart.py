@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from email import message_from_bytes
 
-from pvoq.localdeploy import Deployment, wait_for
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 
 def _gateway_status(dep: Deployment) -> dict:

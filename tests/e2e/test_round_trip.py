@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from email import message_from_bytes
 
-from pvoq.localdeploy import OUTBREAK_HOST, Deployment, wait_for
 from pvoq.scan.pipeline import EICAR
+from pvoq.testing.localdeploy import OUTBREAK_HOST, Deployment, wait_for
 
 
 def _by_reason(rows: list[dict], quarantine: str) -> dict:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from pvoq.localdeploy import Deployment, wait_for
 from pvoq.scan.antivirus import EICAR
-from pvoq.scan.clamdproc import SIGNATURE_NAME, ClamdProcess, ClamdUnavailable
+from pvoq.testing.clamd import SIGNATURE_NAME, ClamdProcess, ClamdUnavailable
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 RULES_V1 = {"version": "1", "rules": [
     {"id": "OF-PARCEL", "description": "Parcel phishing wave", "threat_level": 4,

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from pvoq.localdeploy import Deployment, wait_for
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 LIMIT = 20_000
 

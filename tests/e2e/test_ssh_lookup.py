@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pvoq.localdeploy import GATEWAY, Deployment, free_port, wait_for
+from pvoq.testing.localdeploy import GATEWAY, Deployment, free_port, wait_for
 
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ import re
 import socket
 from pathlib import Path
 
-from pvoq.localdeploy import Deployment, free_port, wait_for
+from pvoq.testing.localdeploy import Deployment, free_port, wait_for
 
 
 def banner(port: int) -> bytes | None:

@@ -243,7 +243,7 @@ def sink(listen: str, directory: Path) -> None:
               help="Deployment directory (default: a new temporary one).")
 def demo(keep: bool, directory: Path | None) -> None:
     """Run a whole deployment on localhost and follow mail through it."""
-    from pvoq.demo import run_demo
+    from pvoq.testing.demo import run_demo
     sys.exit(run_demo(keep=keep, directory=directory))
 
 

@@ -5,6 +5,10 @@ Every error is one `ConfigError` naming the file, the line and the field:
 The loader checks what can be checked without the network: types, ranges,
 references between sections (a listener's interface must exist), the HAT and
 RAT grammar, and that the CPQ certificate files exist.
+
+Defaults are not written here: `_Fields` reads each field of a model class
+from its element, and an element left out gives the default `config.model`
+declares for that field (`file_default`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +27,7 @@ from pvoq.config.hat import Hat, Rat, make_rat, parse_hat
 from pvoq.config.model import (
     CPQ_DEFAULT_PORT,
     CPQ_LISTENER_NAME,
+    RETENTION_DEFAULT,
     ROLE_GATEWAY,
     ROLE_MANAGER,
     UNSCANNABLE_ACTIONS,
@@ -44,6 +50,9 @@ from pvoq.config.model import (
     ScanSettings,
     SshSettings,
     SslConfig,
+    file_default,
+    model_default,
+    xml_tag,
 )
 from pvoq.config.xmltree import Node, parse_xml
 
@@ -51,6 +60,7 @@ T = TypeVar("T")
 
 _TRUE = {"true", "yes", "on", "1", "enabled"}
 _FALSE = {"false", "no", "off", "0", "disabled"}
+_RETENTION_UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
 
 
 def load_config(path: str | Path) -> Config:
@@ -74,7 +84,7 @@ def _value(parent: Node, tag: str, convert: Callable[[str], T], default: T | Non
            *, required: bool = False) -> T:
     node = parent.first(tag)
     if node is None or not node.text.strip():
-        if (required or default is None) and required:
+        if required:
             raise ConfigError(f"missing <{tag}>", field=f"{parent.path}.{tag}",
                               line=(node or parent).line)
         return default  # type: ignore[return-value]
@@ -84,6 +94,40 @@ def _value(parent: Node, tag: str, convert: Callable[[str], T], default: T | Non
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{exc}: {raw!r}" if str(exc) else f"invalid value {raw!r}",
                           field=node.path, line=node.line) from None
+
+
+_FROM_MODEL: Any = object()
+
+
+class _Fields:
+    """The fields of the model class *owner*, read from the section *node*.
+
+    A field is read from its element (`xml_tag`); an element left out gives
+    `file_default`, and a section not written at all (*node* None, or a
+    level of the tag's path missing) the field's default in code.
+    """
+
+    def __init__(self, node: Node | None, owner: type) -> None:
+        self.node = node
+        self.owner = owner
+
+    def __call__(self, name: str, convert: Callable[[str], T], *,
+                 default: Any = _FROM_MODEL) -> T:
+        """Field *name*, converted by *convert*; *default* when it depends on other values."""
+        *levels, tag = xml_tag(self.owner, name).split("/")
+        parent = self.node
+        for level in levels:
+            parent = None if parent is None else parent.first(level)
+        if parent is None:
+            value = model_default(self.owner, name)
+            if value is MISSING:
+                raise TypeError(f"{self.owner.__name__}.{name} has no default")
+            return value
+        if default is _FROM_MODEL:
+            default = file_default(self.owner, name)
+        if default is MISSING:
+            return _value(parent, tag, convert, required=True)
+        return _value(parent, tag, convert, default)
 
 
 def _port(raw: str) -> int:
@@ -137,7 +181,7 @@ def _choice(*choices: str) -> Callable[[str], str]:
 def _host_port(raw: str) -> tuple[str, int]:
     host, sep, port = raw.rpartition(":")
     if not sep:
-        return raw, 25
+        return raw, Route.port
     return host.strip("[]"), _port(port)
 
 
@@ -178,13 +222,10 @@ class _Loader:
             certificate=self._path(cert_node, "certificate"),
             private_key=self._path(cert_node, "private_key"),
         )
-        ssl_node = root.first("ssl_config")
-        ssl = SslConfig() if ssl_node is None else SslConfig(
-            inbound_ciphers=_value(ssl_node, "inbound_ciphers", str, SslConfig.inbound_ciphers),
-            outbound_ciphers=_value(ssl_node, "outbound_ciphers", str, SslConfig.outbound_ciphers),
-        )
-        store = root.first("quarantine_store")
-        database_url = None if store is None else _value(store, "database_url", str)
+        ssl_fields = _Fields(root.first("ssl_config"), SslConfig)
+        ssl = SslConfig(inbound_ciphers=ssl_fields("inbound_ciphers", str),
+                        outbound_ciphers=ssl_fields("outbound_ciphers", str))
+        database_url = _Fields(root, Config)("database_url", str)
         return Config(
             path=self.path, role=role, hostname=hostname, serial_number=serial,
             data_dir=data_dir, interfaces=interfaces, listeners=listeners, pvo=pvo,
@@ -199,43 +240,41 @@ class _Loader:
         definitions: list[QuarantineDefinition] = []
         section = root.first("quarantines")
         for q in ([] if section is None else section.all("quarantine")):
-            name = _value(q, "name", str, required=True)
+            fields = _Fields(q, QuarantineDefinition)
+            name = fields("name", str)
             if any(d.name == name for d in definitions):
                 raise ConfigError(f"duplicate quarantine {name!r}", field=q.path, line=q.line)
-            unit = _value(q, "retention_unit", _choice("minutes", "hours", "days"), "days")
-            amount = _value(q, "retention", _seconds, 10.0)
+            unit = _value(q, "retention_unit", _choice(*_RETENTION_UNITS), RETENTION_DEFAULT[1])
+            amount = _value(q, "retention", _seconds, RETENTION_DEFAULT[0])
             early = q.first("early_release")
             definitions.append(QuarantineDefinition(
                 name=name,
-                retention_seconds=amount * {"minutes": 60, "hours": 3600, "days": 86400}[unit],
-                default_action=_value(q, "default_action", _choice("release", "delete"),
-                                      "delete"),
-                free_up_space=_value(q, "free_up_space", _bool, False),
-                subject_tag="" if early is None else _value(early, "subject_tag", str, ""),
-                subject_position="prepend" if early is None else _value(
-                    early, "subject_position", _choice("prepend", "append"), "prepend"),
-                x_header="" if early is None else _value(early, "x_header", str, ""),
-                strip_attachments=False if early is None else _value(
-                    early, "strip_attachments", _bool, False),
+                retention_seconds=amount * _RETENTION_UNITS[unit],
+                default_action=fields("default_action", _choice("release", "delete")),
+                free_up_space=fields("free_up_space", _bool),
+                subject_tag=fields("subject_tag", str),
+                subject_position=fields("subject_position", _choice("prepend", "append")),
+                x_header=fields("x_header", str),
+                strip_attachments=fields("strip_attachments", _bool),
             ))
             last = definitions[-1]
             if early is not None and last.default_action != "release" and (
                     last.subject_tag or last.x_header or last.strip_attachments):
                 raise ConfigError("early-release options need default_action release",
                                   field=early.path, line=early.line)
-        frees = dict.fromkeys(("Policy", "Virus", "Outbreak", "Unclassified"), True)
+        frees = dict.fromkeys(BUILTIN_QUARANTINES, True)
         frees.update((d.name, d.free_up_space) for d in definitions)
         if not any(frees.values()):
             raise ConfigError("at least one quarantine must free up space on overflow",
                               field=section.path if section else "config.quarantines",
                               line=section.line if section else 0)
-        store = root.first("quarantine_store")
-        store_settings = QuarantineStoreSettings() if store is None else QuarantineStoreSettings(
-            database_url=_value(store, "database_url", str),
-            bodies=_value(store, "bodies", _choice("disk", "database"), "disk"),
-            max_size_mb=_value(store, "max_size_mb", _non_negative, 0.0),
-            expiry_interval_seconds=_value(store, "expiry_interval_seconds", _seconds, 60.0),
-            node_name=_value(store, "node_name", str),
+        store = _Fields(root.first("quarantine_store"), QuarantineStoreSettings)
+        store_settings = QuarantineStoreSettings(
+            database_url=store("database_url", str),
+            bodies=store("bodies", _choice("disk", "database")),
+            max_size_mb=store("max_size_mb", _non_negative),
+            expiry_interval_seconds=store("expiry_interval_seconds", _seconds),
+            node_name=store("node_name", str),
         )
         api = root.first("api")
         api_settings = ApiSettings()
@@ -243,20 +282,22 @@ class _Loader:
             tokens: list[ApiToken] = []
             for t in api.all("token"):
                 granted = _value(t, "quarantines", str, "")
+                token = _Fields(t, ApiToken)
                 tokens.append(ApiToken(
-                    token=_value(t, "value", str, required=True),
-                    user=_value(t, "user", str, required=True),
-                    role=_value(t, "role", _choice("admin", "operator", "helpdesk",
-                                                   "read-only", "custom"), "read-only"),
+                    token=token("token", str),
+                    user=token("user", str),
+                    role=token("role", _choice("admin", "operator", "helpdesk", "read-only",
+                                               "custom")),
                     quarantines=tuple(x.strip() for x in granted.split(",") if x.strip())
                     or None))
                 if tokens[-1].role == "custom" and tokens[-1].quarantines is None:
                     raise ConfigError("a custom role needs <quarantines>", field=t.path,
                                       line=t.line)
+            settings = _Fields(api, ApiSettings)
             api_settings = ApiSettings(
-                enabled=_value(api, "enabled", _bool, True),
-                address=_value(api, "address", _ip, "127.0.0.1"),
-                port=_value(api, "port", _port, required=True),
+                enabled=settings("enabled", _bool),
+                address=settings("address", _ip),
+                port=settings("port", _port),
                 tokens=tuple(tokens))
         return {"quarantines": tuple(definitions), "quarantine_store": store_settings,
                 "api": api_settings}
@@ -265,10 +306,11 @@ class _Loader:
         result: list[Interface] = []
         section = root.require("interfaces")
         for node in section.all("interface"):
-            name = _value(node, "interface_name", str, required=True)
+            fields = _Fields(node, Interface)
+            name = fields("name", str)
             if any(i.name == name for i in result):
                 raise ConfigError(f"duplicate interface {name!r}", field=node.path, line=node.line)
-            result.append(Interface(name, _value(node, "ip", _ip, required=True)))
+            result.append(Interface(name, fields("ip", _ip)))
         if not result:
             raise section.error("at least one <interface> is required")
         return tuple(result)
@@ -304,22 +346,24 @@ class _Loader:
         return tuple(result)
 
     def _listener(self, node: Node) -> Listener:
-        protocol = _value(node, "protocol", _choice("SMTP", "CPQ"), "SMTP")
+        fields = _Fields(node, Listener)
+        protocol = fields("protocol", _choice("SMTP", "CPQ"))
         hat_node = node.require("hat")
         hat: Hat = parse_hat(hat_node.text, first_line=hat_node.line)
         return Listener(
-            name=_value(node, "listener_name", str, required=True),
+            name=fields("name", str),
             protocol=protocol,
-            interface_name=_value(node, "interface_name", str, required=True),
-            port=_value(node, "port", _port, CPQ_DEFAULT_PORT if protocol == "CPQ" else 25),
-            listen_queue_size=_value(node, "listen_queue_size", _positive_int, 50),
-            type=_value(node, "type", _choice("public", "private"), "public"),
+            interface_name=fields("interface_name", str),
+            port=(fields("port", _port, default=CPQ_DEFAULT_PORT) if protocol == "CPQ"
+                  else fields("port", _port)),
+            listen_queue_size=fields("listen_queue_size", _positive_int),
+            type=fields("type", _choice("public", "private")),
             hat=hat,
             rat=self._rat(node.require("rat")),
-            max_message_size=_value(node, "max_message_size", _positive_int, 10 * 1024 * 1024),
-            max_connections=_value(node, "max_connections", _positive_int, 300),
-            timeout_seconds=_value(node, "timeout_seconds", _seconds, 300.0),
-            ssl_ciphers=_value(node, "ssl_ciphers", str),
+            max_message_size=fields("max_message_size", _positive_int),
+            max_connections=fields("max_connections", _positive_int),
+            timeout_seconds=fields("timeout_seconds", _seconds),
+            ssl_ciphers=fields("ssl_ciphers", str),
             certificate=(self._path(node, "certificate")
                          if node.first("certificate") is not None else None),
             private_key=(self._path(node, "private_key")
@@ -345,7 +389,8 @@ class _Loader:
                     "ALL\n  $BLOCKED (Everyone else)\n")
         return Listener(
             name=CPQ_LISTENER_NAME, protocol="CPQ", interface_name=pvo.interface_name,
-            port=pvo.port, listen_queue_size=50, type="private", hat=parse_hat(hat_text),
+            port=pvo.port, listen_queue_size=file_default(Listener, "listen_queue_size"),
+            type="private", hat=parse_hat(hat_text),
             rat=make_rat([("ALL", "ACCEPT", 0)]), generated=True,
         )
 
@@ -361,43 +406,46 @@ class _Loader:
         node = root.first("ssh")
         if node is None:
             return SshSettings()
-        interface_name = _value(node, "interface_name", str, interfaces[0].name)
+        fields = _Fields(node, SshSettings)
+        interface_name = fields("interface_name", str, default=interfaces[0].name)
         self._check_interface(node, interface_name, interfaces)
         return SshSettings(
-            enabled=_value(node, "enabled", _bool, True),
+            enabled=fields("enabled", _bool),
             interface_name=interface_name,
-            port=_value(node, "port", _port, 22),
-            timeout_seconds=_value(node, "timeout_seconds", _seconds, 10.0),
+            port=fields("port", _port),
+            timeout_seconds=fields("timeout_seconds", _seconds),
         )
 
     def _pvo(self, root: Node, role: str, interfaces: tuple[Interface, ...]) -> PvoSettings:
         node = root.require("pvo_quarantines")
-        interface_name = _value(node, "interface_name", str, interfaces[0].name)
+        fields = _Fields(node, PvoSettings)
+        interface_name = fields("interface_name", str, default=interfaces[0].name)
         self._check_interface(node, interface_name, interfaces)
         gateways: list[GatewayRecord] = []
         section = node.first("gateways")
         for g in ([] if section is None else section.all("gateway")):
+            gateway = _Fields(g, GatewayRecord)
             record = GatewayRecord(
-                hostname=_value(g, "hostname", str, required=True),
-                address=_value(g, "address", _ip, required=True),
-                cpq_port=_value(g, "cpq_port", _port, CPQ_DEFAULT_PORT),
-                ssh_port=_value(g, "ssh_port", _port),
+                hostname=gateway("hostname", str),
+                address=gateway("address", _ip),
+                cpq_port=gateway("cpq_port", _port),
+                ssh_port=gateway("ssh_port", _port),
             )
             if any(x.hostname.lower() == record.hostname.lower() for x in gateways):
                 raise ConfigError(f"duplicate gateway {record.hostname!r}", field=g.path,
                                   line=g.line)
             gateways.append(record)
-        manager_address = _value(node, "manager_address", str)
-        enabled = _value(node, "enabled", _bool, True)
+        manager_address = fields("manager_address", str)
+        enabled = fields("enabled", _bool)
         if role == ROLE_GATEWAY and enabled and not manager_address:
             raise ConfigError("a gateway with PVO enabled needs <manager_address>",
                               field=f"{node.path}.manager_address", line=node.line)
         return PvoSettings(
             enabled=enabled, interface_name=interface_name,
-            port=_value(node, "port", _port, CPQ_DEFAULT_PORT),
+            port=fields("port", _port),
             manager_address=manager_address,
-            manager_port=_value(node, "manager_port", _port, CPQ_DEFAULT_PORT),
-            manager_hostname=_value(node, "manager_hostname", str),
+            manager_port=fields("manager_port", _port),
+            manager_hostname=fields("manager_hostname", str),
             gateways=tuple(gateways),
         )
 
@@ -409,15 +457,15 @@ class _Loader:
         section = node.first("smtp_routes")
         for r in ([] if section is None else section.all("route")):
             host, port = _value(r, "destination", _host_port, required=True)
-            routes.append(Route(_value(r, "domain", str, required=True), host, port))
+            routes.append(Route(_Fields(r, Route)("domain", str), host, port))
+        fields = _Fields(node, DeliverySettings)
         settings = DeliverySettings(
             routes=tuple(routes),
-            retry_min_seconds=_value(node, "retry_min_seconds", _seconds, 60.0),
-            retry_max_seconds=_value(node, "retry_max_seconds", _seconds, 3600.0),
-            max_queue_lifetime_seconds=_value(node, "max_queue_lifetime_seconds", _seconds,
-                                              3 * 24 * 3600.0),
-            timeout_seconds=_value(node, "timeout_seconds", _seconds, 60.0),
-            max_connections_per_host=_value(node, "max_connections_per_host", _positive_int, 10),
+            retry_min_seconds=fields("retry_min_seconds", _seconds),
+            retry_max_seconds=fields("retry_max_seconds", _seconds),
+            max_queue_lifetime_seconds=fields("max_queue_lifetime_seconds", _seconds),
+            timeout_seconds=fields("timeout_seconds", _seconds),
+            max_connections_per_host=fields("max_connections_per_host", _positive_int),
         )
         if settings.retry_max_seconds < settings.retry_min_seconds:
             raise ConfigError("retry_max_seconds is smaller than retry_min_seconds",
@@ -432,11 +480,12 @@ class _Loader:
         filters: list[ContentFilter] = []
         section = root.first("content_filters")
         for f in ([] if section is None else section.all("content_filter")):
+            fields = _Fields(f, ContentFilter)
             flt = ContentFilter(
-                name=_value(f, "name", str, required=True),
-                header=_value(f, "header", str, "Subject"),
-                pattern=_value(f, "regex", _regex, required=True),
-                quarantine=_value(f, "quarantine", str, "Policy"),
+                name=fields("name", str),
+                header=fields("header", str),
+                pattern=fields("pattern", _regex),
+                quarantine=fields("quarantine", str),
             )
             if flt.quarantine.lower() not in {q.lower() for q in quarantines}:
                 where = f.first("quarantine") or f
@@ -449,24 +498,20 @@ class _Loader:
         outbreak = root.first("outbreak_filters")
         urls = () if outbreak is None else tuple(
             u.text.strip().lower() for u in outbreak.all("url") if u.text.strip())
-        pipeline = root.first("scan_pipeline")
+        fields = _Fields(root, ScanSettings)
         return ScanSettings(
             content_filters=tuple(filters),
-            antivirus_enabled=True if av is None else _value(av, "enabled", _bool, True),
-            outbreak_enabled=True if outbreak is None else _value(outbreak, "enabled", _bool,
-                                                                   True),
+            antivirus_enabled=fields("antivirus_enabled", _bool),
+            outbreak_enabled=fields("outbreak_enabled", _bool),
             outbreak_urls=urls,
             message_filters=_filter_text(root.first("message_filters"), quarantines),
             content_filter_rules=_filter_text(rules_node, quarantines),
             antivirus=self._antivirus(av),
             outbreak=self._outbreak(outbreak),
             quarantines=quarantines,
-            stage_timeout_seconds=10.0 if pipeline is None else _value(
-                pipeline, "stage_timeout_seconds", _seconds, 10.0),
-            retry_seconds=30.0 if pipeline is None else _value(
-                pipeline, "retry_seconds", _seconds, 30.0),
-            processes=None if pipeline is None else _value(pipeline, "processes", _positive_int,
-                                                            None),
+            stage_timeout_seconds=fields("stage_timeout_seconds", _seconds),
+            retry_seconds=fields("retry_seconds", _seconds),
+            processes=fields("processes", _positive_int),
             policies=self._mail_policies(root, quarantines),
         )
 
@@ -474,7 +519,8 @@ class _Loader:
         section = root.first("mail_policies")
         result: list[MailPolicy] = []
         for node in ([] if section is None else section.all("policy")):
-            name = _value(node, "name", str, required=True)
+            fields = _Fields(node, MailPolicy)
+            name = fields("name", str)
             if name.upper() == "DEFAULT" or any(p.name == name for p in result):
                 raise ConfigError(f"duplicate or reserved policy name {name!r}",
                                   field=node.path, line=node.line)
@@ -483,8 +529,8 @@ class _Loader:
                 raise node.error("a mail policy needs at least one <recipient> (a regex)")
             result.append(MailPolicy(
                 name=name, recipients=recipients,
-                antivirus_enabled=_value(node, "antivirus", _bool),
-                outbreak_enabled=_value(node, "outbreak_filters", _bool),
+                antivirus_enabled=fields("antivirus_enabled", _bool),
+                outbreak_enabled=fields("outbreak_enabled", _bool),
                 content_filter_rules=(None if node.first("content_filters") is None else
                                       _filter_text(node.first("content_filters"), quarantines)),
             ))
@@ -493,16 +539,16 @@ class _Loader:
     def _antivirus(self, node: Node | None) -> AntivirusSettings:
         if node is None:
             return AntivirusSettings()
-        socket_path = _value(node, "clamd_socket", str)
+        fields = _Fields(node, AntivirusSettings)
+        socket_path = fields("clamd_socket", str)
         if socket_path and not Path(socket_path).is_absolute():
             socket_path = str(self.base / socket_path)
         settings = AntivirusSettings(
             clamd_socket=socket_path,
-            clamd_host=_value(node, "clamd_host", str),
-            clamd_port=_value(node, "clamd_port", _port, 3310),
-            timeout_seconds=_value(node, "timeout_seconds", _seconds, 30.0),
-            unscannable_action=_value(node, "unscannable_action",
-                                      _choice(*UNSCANNABLE_ACTIONS), "deliver"),
+            clamd_host=fields("clamd_host", str),
+            clamd_port=fields("clamd_port", _port),
+            timeout_seconds=fields("timeout_seconds", _seconds),
+            unscannable_action=fields("unscannable_action", _choice(*UNSCANNABLE_ACTIONS)),
         )
         if settings.clamd_socket and settings.clamd_host:
             where = node.first("clamd_host") or node
@@ -515,14 +561,13 @@ class _Loader:
             return OutbreakSettings()
         rules_file = (self._path(node, "rules_file", must_exist=False)
                       if node.first("rules_file") is not None else None)
+        fields = _Fields(node, OutbreakSettings)
         return OutbreakSettings(
             rules_file=rules_file,
-            quarantine_threat_level=_value(node, "quarantine_threat_level", _threat_level, 3),
-            retention_viral_seconds=_value(node, "retention_viral_seconds", _seconds,
-                                           24 * 3600.0),
-            retention_other_seconds=_value(node, "retention_other_seconds", _seconds,
-                                           4 * 3600.0),
-            check_interval_seconds=_value(node, "check_interval_seconds", _seconds, 5.0),
+            quarantine_threat_level=fields("quarantine_threat_level", _threat_level),
+            retention_viral_seconds=fields("retention_viral_seconds", _seconds),
+            retention_other_seconds=fields("retention_other_seconds", _seconds),
+            check_interval_seconds=fields("check_interval_seconds", _seconds),
         )
 
 

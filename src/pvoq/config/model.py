@@ -1,14 +1,24 @@
-"""The appliance configuration as typed, immutable values.
+"""The appliance configuration as typed, immutable values, and their defaults.
 
 `config.loader` builds these from the XML file; every other part of pvoq
 reads them and never parses XML itself. Paths are absolute once loaded.
+
+Every default is declared here, once: the field's default is what an
+element left out of the file gives. Two kinds of field metadata tell the
+loader the rest: `XML_TAG`, where a field is read when that is not the
+element of its name (`scan_pipeline/retry_seconds`), and `FILE_DEFAULT`,
+what a section written without the element gives when that is not the
+field's default (a written `<ssh>` is enabled unless it says otherwise; a
+listener's `listen_queue_size` has no default in code). `xml_tag` and
+`file_default` read them; the loader, `pvoq init`'s template and the tests ask.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from pvoq.config.cluster import ClusterInfo
 from pvoq.config.filterlang import BUILTIN_QUARANTINES, Filter
@@ -23,12 +33,53 @@ DEFAULT_CIPHERS = "HIGH:MEDIUM:-aNULL"
 ROLE_GATEWAY = "gateway"
 ROLE_MANAGER = "manager"
 
+XML_TAG = "pvoq.xml"
+"""Field metadata: the element a field is read from, relative to its section, `/` between
+levels, when it is not the element named as the field."""
+FILE_DEFAULT = "pvoq.file_default"
+"""Field metadata: what a written section gives when it leaves the element out, when that is
+not the field's default; `MISSING` makes the element required in the file."""
+
+
+def _field(owner: type, name: str) -> Field[Any]:
+    for f in fields(owner):
+        if f.name == name:
+            return f
+    raise KeyError(f"{owner.__name__} has no field {name!r}")
+
+
+def xml_tag(owner: type, name: str) -> str:
+    """The element field *name* of the dataclass *owner* is read from (see `XML_TAG`)."""
+    return str(_field(owner, name).metadata.get(XML_TAG, name))
+
+
+def model_default(owner: type, name: str) -> Any:
+    """Field *name*'s default in code (`MISSING`: none, the field is required)."""
+    f = _field(owner, name)
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def file_default(owner: type, name: str) -> Any:
+    """What field *name* is when its section is written without its element.
+
+    `FILE_DEFAULT` if the field declares one, else its default in code;
+    `MISSING` means the file must give the element.
+    """
+    f = _field(owner, name)
+    if FILE_DEFAULT in f.metadata:
+        return f.metadata[FILE_DEFAULT]
+    return model_default(owner, name)
+
 
 @dataclass(frozen=True)
 class Interface:
     """A named IP interface (`Management`, `Incoming Mail`, ...)."""
 
-    name: str
+    name: str = field(metadata={XML_TAG: "interface_name"})
     ip: str
 
 
@@ -36,12 +87,12 @@ class Interface:
 class Listener:
     """A public or private SMTP listener, or the hidden CPQ listener."""
 
-    name: str
-    protocol: str  # "SMTP" | "CPQ"
+    name: str = field(metadata={XML_TAG: "listener_name"})
+    protocol: str = field(metadata={FILE_DEFAULT: "SMTP"})  # "SMTP" | "CPQ"
     interface_name: str
-    port: int
-    listen_queue_size: int
-    type: str  # "public" | "private"
+    port: int = field(metadata={FILE_DEFAULT: 25})  # a CPQ listener's: CPQ_DEFAULT_PORT
+    listen_queue_size: int = field(metadata={FILE_DEFAULT: 50})
+    type: str = field(metadata={FILE_DEFAULT: "public"})  # "public" | "private"
     hat: Hat
     rat: Rat
     max_message_size: int = 10 * 1024 * 1024
@@ -76,8 +127,8 @@ class PvoSettings:
     the local `cpq_listener`.
     """
 
-    enabled: bool
-    interface_name: str
+    enabled: bool = field(metadata={FILE_DEFAULT: True})
+    interface_name: str                  # in the file, by default: the first interface
     port: int = CPQ_DEFAULT_PORT
     manager_address: str | None = None
     manager_port: int = CPQ_DEFAULT_PORT
@@ -95,8 +146,8 @@ class PvoSettings:
 class SshSettings:
     """`<ssh>`: the gateway's SSH command service; the manager's lookup timeout."""
 
-    enabled: bool = False
-    interface_name: str | None = None
+    enabled: bool = field(default=False, metadata={FILE_DEFAULT: True})
+    interface_name: str | None = None    # a written <ssh>, by default: the first interface
     port: int = 22
     timeout_seconds: float = 10.0
 
@@ -152,8 +203,8 @@ class ContentFilter:
     """A minimal content filter: a header matching a regex sends mail to a quarantine."""
 
     name: str
-    header: str
-    pattern: re.Pattern[str]
+    header: str = field(metadata={FILE_DEFAULT: "Subject"})
+    pattern: re.Pattern[str] = field(metadata={XML_TAG: "regex"})
     quarantine: str = "Policy"
 
 
@@ -195,8 +246,8 @@ class MailPolicy:
 
     name: str
     recipients: tuple[re.Pattern[str], ...]
-    antivirus_enabled: bool | None = None
-    outbreak_enabled: bool | None = None
+    antivirus_enabled: bool | None = field(default=None, metadata={XML_TAG: "antivirus"})
+    outbreak_enabled: bool | None = field(default=None, metadata={XML_TAG: "outbreak_filters"})
     content_filter_rules: tuple[Filter, ...] | None = None
 
     def matches(self, address: str) -> bool:
@@ -208,17 +259,19 @@ class ScanSettings:
     """The gateway's pipeline: filters (parsed), anti-virus, outbreak rules, timeouts."""
 
     content_filters: tuple[ContentFilter, ...] = ()
-    antivirus_enabled: bool = True
-    outbreak_enabled: bool = True
+    antivirus_enabled: bool = field(default=True, metadata={XML_TAG: "antivirus/enabled"})
+    outbreak_enabled: bool = field(default=True, metadata={XML_TAG: "outbreak_filters/enabled"})
     outbreak_urls: tuple[str, ...] = ()
     message_filters: tuple[Filter, ...] = ()
     content_filter_rules: tuple[Filter, ...] = ()
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     outbreak: OutbreakSettings = field(default_factory=OutbreakSettings)
     quarantines: tuple[str, ...] = BUILTIN_QUARANTINES
-    stage_timeout_seconds: float = 10.0
-    retry_seconds: float = 30.0
-    processes: int | None = None  # scanner processes (scan.workers); None: by the CPUs
+    stage_timeout_seconds: float = field(
+        default=10.0, metadata={XML_TAG: "scan_pipeline/stage_timeout_seconds"})
+    retry_seconds: float = field(default=30.0, metadata={XML_TAG: "scan_pipeline/retry_seconds"})
+    # scanner processes (scan.workers); None: by the CPUs
+    processes: int | None = field(default=None, metadata={XML_TAG: "scan_pipeline/processes"})
     policies: tuple[MailPolicy, ...] = ()
 
     def policy_for(self, address: str) -> MailPolicy | None:
@@ -226,18 +279,24 @@ class ScanSettings:
         return next((p for p in self.policies if p.matches(address)), None)
 
 
+RETENTION_DEFAULT = (10.0, "days")
+"""A quarantine's `<retention>` and `<retention_unit>` when the file leaves them out."""
+
+
 @dataclass(frozen=True)
 class QuarantineDefinition:
     """One `<quarantine>` of the manager: retention, default action, overflow, early release."""
 
     name: str
-    retention_seconds: float
+    retention_seconds: float                # in the file: <retention> <retention_unit>
     default_action: str = "delete"          # release | delete
     free_up_space: bool = False
-    subject_tag: str = ""
-    subject_position: str = "prepend"       # prepend | append
-    x_header: str = ""
-    strip_attachments: bool = False
+    subject_tag: str = field(default="", metadata={XML_TAG: "early_release/subject_tag"})
+    subject_position: str = field(          # prepend | append
+        default="prepend", metadata={XML_TAG: "early_release/subject_position"})
+    x_header: str = field(default="", metadata={XML_TAG: "early_release/x_header"})
+    strip_attachments: bool = field(
+        default=False, metadata={XML_TAG: "early_release/strip_attachments"})
 
 
 @dataclass(frozen=True)
@@ -255,7 +314,7 @@ class QuarantineStoreSettings:
 class ApiToken:
     """A REST API bearer token: who it is, its role, and (custom roles) its quarantines."""
 
-    token: str
+    token: str = field(metadata={XML_TAG: "value"})
     user: str
     role: str = "read-only"
     quarantines: tuple[str, ...] | None = None
@@ -265,9 +324,9 @@ class ApiToken:
 class ApiSettings:
     """`<api>`: the manager's REST API on 127.0.0.1 (or `address`)."""
 
-    enabled: bool = False
+    enabled: bool = field(default=False, metadata={FILE_DEFAULT: True})
     address: str = "127.0.0.1"
-    port: int = 0
+    port: int = field(default=0, metadata={FILE_DEFAULT: MISSING})  # required in a written <api>
     tokens: tuple[ApiToken, ...] = ()
 
 
@@ -285,7 +344,8 @@ class Config:
     ssl: SslConfig = field(default_factory=SslConfig)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     scan: ScanSettings = field(default_factory=ScanSettings)
-    database_url: str | None = None
+    database_url: str | None = field(default=None,
+                                     metadata={XML_TAG: "quarantine_store/database_url"})
     quarantines: tuple[QuarantineDefinition, ...] = ()
     quarantine_store: QuarantineStoreSettings = field(
         default_factory=QuarantineStoreSettings)

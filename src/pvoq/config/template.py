@@ -2,7 +2,8 @@
 
 The output is the same AsyncOS-style XML the loader reads, with the hidden
 `cpq_listener` spelled out as the seed shows it, so an operator sees and can
-edit every setting.
+edit every setting. The values it writes that are defaults come from
+`config.model`, where each default is declared.
 """
 
 from __future__ import annotations
@@ -10,7 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
-from pvoq.config.model import CPQ_DEFAULT_PORT, DEFAULT_CIPHERS, ROLE_GATEWAY
+from pvoq.config.model import (
+    CPQ_DEFAULT_PORT,
+    DEFAULT_CIPHERS,
+    ROLE_GATEWAY,
+    AntivirusSettings,
+    DeliverySettings,
+    Listener,
+    OutbreakSettings,
+    SshSettings,
+    file_default,
+)
 
 
 @dataclass
@@ -21,7 +32,7 @@ class ApplianceSpec:
     ip: str = "127.0.0.1"
     cpq_port: int = CPQ_DEFAULT_PORT
     # gateway
-    smtp_port: int = 25
+    smtp_port: int = file_default(Listener, "port")
     domains: list[str] = field(default_factory=lambda: ["example.com"])
     routes: list[tuple[str, str]] = field(default_factory=list)  # (domain, host:port)
     manager_address: str = "127.0.0.1"
@@ -33,9 +44,12 @@ class ApplianceSpec:
     # manager
     gateways: list[tuple[str, str, int]] = field(default_factory=list)  # (hostname, ip, port)
     ssh_port: int | None = None          # gateway: the SSH command service (None: off)
-    ssh_timeout_seconds: float = 10.0    # manager: SSH lookups of the gateways
-    retry_min_seconds: float = 60.0
-    retry_max_seconds: float = 3600.0
+    ssh_timeout_seconds: float = SshSettings.timeout_seconds  # manager: SSH lookups of gateways
+    retry_min_seconds: float = DeliverySettings.retry_min_seconds
+    retry_max_seconds: float = DeliverySettings.retry_max_seconds
+
+
+_LISTEN_QUEUE_SIZE = file_default(Listener, "listen_queue_size")
 
 
 def _hat(relay_hosts: list[str], comment: str) -> str:
@@ -52,7 +66,8 @@ def _listener(name: str, protocol: str, interface: str, port: int, kind: str, ha
     return (f"  <listener>\n    <listener_name>{escape(name)}</listener_name>\n"
             f"    <protocol>{protocol}</protocol>\n"
             f"    <interface_name>{escape(interface)}</interface_name>\n"
-            f"    <port>{port}</port>\n    <listen_queue_size>50</listen_queue_size>\n"
+            f"    <port>{port}</port>\n"
+            f"    <listen_queue_size>{_LISTEN_QUEUE_SIZE}</listen_queue_size>\n"
             f"    <type>{kind}</type>\n  <hat>\n{escape(hat)}  </hat>\n"
             f"  <rat>\n{rat_xml}  </rat>\n  </listener>\n")
 
@@ -97,9 +112,11 @@ def render(spec: ApplianceSpec) -> str:
     if gateway:
         urls = "".join(f"    <url>{escape(u)}</url>\n" for u in spec.outbreak_urls)
         clamd = (f"    <clamd_socket>{escape(spec.clamd_socket)}</clamd_socket>\n"
-                 "    <timeout_seconds>30</timeout_seconds>\n" if spec.clamd_socket else "")
+                 f"    <timeout_seconds>{AntivirusSettings.timeout_seconds:g}</timeout_seconds>\n"
+                 if spec.clamd_socket else "")
         rules = (f"    <rules_file>{escape(spec.outbreak_rules_file)}</rules_file>\n"
-                 "    <quarantine_threat_level>3</quarantine_threat_level>\n"
+                 "    <quarantine_threat_level>"
+                 f"{OutbreakSettings.quarantine_threat_level}</quarantine_threat_level>\n"
                  if spec.outbreak_rules_file else "")
         scan = (
             "  <message_filters>\n"
@@ -111,7 +128,8 @@ def render(spec: ApplianceSpec) -> str:
             "      <regex>(?i)\\bconfidential\\b</regex>\n      <quarantine>Policy</quarantine>\n"
             "    </content_filter>\n  </content_filters>\n"
             f"  <antivirus>\n    <enabled>true</enabled>\n{clamd}"
-            "    <unscannable_action>deliver</unscannable_action>\n  </antivirus>\n"
+            f"    <unscannable_action>{AntivirusSettings.unscannable_action}"
+            "</unscannable_action>\n  </antivirus>\n"
             f"  <outbreak_filters>\n    <enabled>true</enabled>\n{rules}{urls}"
             "  </outbreak_filters>\n")
     return f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -148,7 +166,7 @@ def render(spec: ApplianceSpec) -> str:
   <delivery>
     <retry_min_seconds>{spec.retry_min_seconds:g}</retry_min_seconds>
     <retry_max_seconds>{spec.retry_max_seconds:g}</retry_max_seconds>
-    <timeout_seconds>60</timeout_seconds>
+    <timeout_seconds>{DeliverySettings.timeout_seconds:g}</timeout_seconds>
     <smtp_routes>
 {routes}    </smtp_routes>
   </delivery>

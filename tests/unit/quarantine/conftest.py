@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pvoq.pgserver import PostgresServer
 from pvoq.quarantine.store import QuarantineStore
+from pvoq.testing.pgserver import PostgresServer
 
 _counter = itertools.count(1)
 

@@ -10,11 +10,11 @@ from typing import Any
 import asyncssh
 import pytest
 
-from pvoq.localdeploy import free_port
 from pvoq.maillog import MailLog
 from pvoq.remote.client import SshClient
 from pvoq.remote.keys import SshFault
 from pvoq.remote.service import CommandService
+from pvoq.testing.localdeploy import free_port
 
 LISTENER = {"interface": "Incoming Mail", "address": "127.0.0.1", "port": 7026}
 

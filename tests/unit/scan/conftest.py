@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from scanhelpers import start_clamd
 
-from pvoq.scan.clamdproc import ClamdProcess
+from pvoq.testing.clamd import ClamdProcess
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pvoq.scan.clamdproc import ClamdProcess, ClamdUnavailable
+from pvoq.testing.clamd import ClamdProcess, ClamdUnavailable
 
 
 def message(subject: str = "Lunch", body: str = "See you at noon.", *,

@@ -9,7 +9,6 @@ import pytest
 from scanhelpers import encrypted_zip, message, start_clamd, with_attachment
 
 from pvoq.config.model import AntivirusSettings, ScanSettings
-from pvoq.localdeploy import free_port
 from pvoq.scan.antivirus import (
     CLEAN,
     EICAR,
@@ -21,8 +20,9 @@ from pvoq.scan.antivirus import (
     ScannerUnavailable,
     parse_reply,
 )
-from pvoq.scan.clamdproc import SIGNATURE_NAME, ClamdProcess
 from pvoq.scan.pipeline import ANTIVIRUS, Pipeline, ScanError
+from pvoq.testing.clamd import SIGNATURE_NAME, ClamdProcess
+from pvoq.testing.localdeploy import free_port
 
 
 class TestClamd:

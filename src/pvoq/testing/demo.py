@@ -17,9 +17,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pvoq.localdeploy import OUTBREAK_HOST, Deployment, DeploymentError, wait_for
 from pvoq.maillog.writer import format_time
 from pvoq.scan.pipeline import EICAR
+from pvoq.testing.localdeploy import OUTBREAK_HOST, Deployment, DeploymentError, wait_for
 
 console = Console(highlight=False, width=None if Console().is_terminal else 160)
 

@@ -56,7 +56,7 @@ def decode_chunks(chunks: list[str]) -> dict[str, Any]:
     """The metadata object the chunks carry, as received, once validated."""
     meta = _decode(chunks)
     validate(meta)
-    return meta  # type: ignore[no-any-return]
+    return meta
 
 
 def decode_transfer(chunks: list[str]) -> Transfer:

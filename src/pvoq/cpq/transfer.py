@@ -109,7 +109,7 @@ class Origin:
     mid: int
     icid: int | None = None   # the injection connection (quarantine transfers)
     peer: str | None = None   # the sending client's IP address (quarantine transfers)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
@@ -130,7 +130,7 @@ class TransferRecipient:
 
     rid: int
     address: str
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
@@ -153,7 +153,7 @@ class QuarantineRef:
     detail: str | None = None         # the stage's own words (`a/v verdict:VIRAL ...`)
     retention_s: float | None = None  # a retention other than the quarantine's own
     threat_level: int | None = None   # Outbreak Filters' threat level
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
@@ -272,7 +272,7 @@ class QuarantineTransfer(_Message):
 
     kind: ClassVar[Kind] = Kind.QUARANTINE
     scan_trace: tuple[TraceStep, ...] | None = None  # every stage's hits and misses
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
@@ -295,7 +295,7 @@ class ReleasePart:
     entry: int                                 # the message's MID on the manager
     stages: tuple[str, ...]                    # the scan stages that quarantined it
     quarantines: tuple[str, ...] | None = None  # the manager's quarantines it was held in
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
@@ -324,7 +324,7 @@ class ReleaseTransfer(_Message):
 
     kind: ClassVar[Kind] = Kind.RELEASE
     release: ReleasePart
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
@@ -358,7 +358,7 @@ class RescanNotice:
     rescanned_at: float
     retention_s: float | None = None    # required for `extend`: kept until rescanned_at + this
     rules_version: str | None = None    # the Outbreak rules the rescan used
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:

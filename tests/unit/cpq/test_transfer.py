@@ -200,6 +200,14 @@ class TestRoundTrip:
         assert notice.to_json() == gateway_notice("extend")
         assert parse_transfer(gateway_notice("extend")) == notice
 
+    @pytest.mark.parametrize("name", WIRE)
+    def test_values_are_frozen_and_hashable(self, name: str) -> None:
+        """Transfers are immutable values: usable as keys, not changed in place."""
+        value = parse_transfer(WIRE[name])
+        assert hash(value) == hash(parse_transfer(copy.deepcopy(WIRE[name])))
+        with pytest.raises(AttributeError):
+            value.transfer_id = "x"  # type: ignore[misc]
+
     def test_optional_keys_left_out(self) -> None:
         """Absent optional fields stay absent (the minimal objects docs/cpq.md allows)."""
         origin = {"hostname": "h", "serial": "s", "mid": 1}

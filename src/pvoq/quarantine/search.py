@@ -29,8 +29,9 @@ from pvoq.quarantine.schema import (
     messages,
     reasons,
 )
+from pvoq.quarantine.states import State
 
-HELD = "held"
+HELD = State.HELD
 TEXT_OPS = ("contains", "starts_with", "ends_with", "is")
 NEGATED = {"does_not_contain": "contains", "does_not_start_with": "starts_with",
            "does_not_end_with": "ends_with", "is_not": "is"}

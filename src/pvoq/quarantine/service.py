@@ -31,6 +31,7 @@ from pvoq.quarantine.settings import (
     delay_seconds,
     percent_full,
 )
+from pvoq.quarantine.states import ACTION_STATE
 from pvoq.quarantine.store import (
     DELETED,
     HELD,
@@ -39,7 +40,7 @@ from pvoq.quarantine.store import (
     QuarantineStore,
 )
 
-ACTIONS = {"release": RELEASED, "delete": DELETED}
+ACTIONS = ACTION_STATE
 SPACE_FULL = "452 4.3.1 Quarantine space full, try again later"
 
 

@@ -16,10 +16,11 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
-RELEASE = "release"
-DELETE = "delete"
-BUILTINS = ("Policy", "Virus", "Outbreak", "Unclassified")
-UNCLASSIFIED = "Unclassified"
+from pvoq.quarantine.states import BUILTINS, Action, BuiltinQuarantine
+
+RELEASE = Action.RELEASE
+DELETE = Action.DELETE
+UNCLASSIFIED = BuiltinQuarantine.UNCLASSIFIED
 DAY = 86400.0
 UNITS = {"minutes": 60.0, "hours": 3600.0, "days": DAY}
 DELAYS = {"8h": 8 * 3600.0, "24h": DAY, "48h": 2 * DAY, "1w": 7 * DAY}
@@ -67,11 +68,12 @@ class QuarantineSettings:
 def builtin_defaults() -> dict[str, QuarantineSettings]:
     """AsyncOS's defaults: Policy/Virus/Outbreak/Unclassified, 10 days (Outbreak 1 day)."""
     return {
-        "Policy": QuarantineSettings("Policy", 10 * DAY, DELETE, True, builtin=True),
-        "Virus": QuarantineSettings("Virus", 30 * DAY, DELETE, True, builtin=True),
-        "Outbreak": QuarantineSettings("Outbreak", 1 * DAY, RELEASE, True, builtin=True),
-        "Unclassified": QuarantineSettings("Unclassified", 30 * DAY, RELEASE, True,
-                                           builtin=True),
+        name: QuarantineSettings(name, retention, action, True, builtin=True)
+        for name, retention, action in [
+            (BuiltinQuarantine.POLICY, 10 * DAY, DELETE),
+            (BuiltinQuarantine.VIRUS, 30 * DAY, DELETE),
+            (BuiltinQuarantine.OUTBREAK, 1 * DAY, RELEASE),
+            (BuiltinQuarantine.UNCLASSIFIED, 30 * DAY, RELEASE)]
     }
 
 

@@ -54,20 +54,19 @@ from pvoq.quarantine.schema import (
 )
 from pvoq.quarantine.settings import (
     DELETE,
-    RELEASE,
-    UNCLASSIFIED,
     OverflowCandidate,
     QuarantineSettings,
     builtin_defaults,
     quarantine_for,
 )
+from pvoq.quarantine.states import ACTION_STATE as ACTION_STATE
+from pvoq.quarantine.states import BUILTINS, BuiltinQuarantine, State
 
-HELD = "held"
-SETTLING = "settling"
-RELEASED = "released"
-DELETED = "deleted"
-BUILTIN_QUARANTINES = ("Policy", "Virus", "Outbreak", "Unclassified")
-ACTION_STATE = {RELEASE: RELEASED, DELETE: DELETED}
+HELD = State.HELD
+SETTLING = State.SETTLING
+RELEASED = State.RELEASED
+DELETED = State.DELETED
+BUILTIN_QUARANTINES = BUILTINS
 STALE_CLAIM_S = 300.0
 
 
@@ -514,7 +513,8 @@ class QuarantineStore:
         """Move *mid* from *source* to *target*, keeping its scheduled exit and reason."""
         if target not in self.settings:
             raise QuarantineError(f'No quarantine "{target}".')
-        if target in ("Virus", "Outbreak", UNCLASSIFIED):
+        if target in (BuiltinQuarantine.VIRUS, BuiltinQuarantine.OUTBREAK,
+                      BuiltinQuarantine.UNCLASSIFIED):
             raise QuarantineError(f'Messages can be moved only to policy quarantines, '
                                   f'not "{target}".')
         mq = message_quarantines.c

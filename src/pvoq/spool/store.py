@@ -16,20 +16,65 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pvoq.fsutil import atomic_write, remove_leftovers
 from pvoq.spool.log import ENTRY, PUT, REMOVE, SEGMENT_BYTES, STATE, Record, SpoolLog
 
-PENDING = "pending"
-DELIVERED = "delivered"
-BOUNCED = "bounced"
-DELETED = "deleted"
+
+class RecipientStatus(StrEnum):
+    """Where one recipient's delivery stands (`Recipient.status`)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    DELETED = "deleted"
+
+
+class EntryState(StrEnum):
+    """Where a message stands on its way through the appliance (`Entry.state`)."""
+
+    INCOMING = "incoming"  # accepted, not yet through the pipeline
+    QUEUED = "queued"      # routed: each recipient has a destination host
+
+
+PENDING = RecipientStatus.PENDING
+DELIVERED = RecipientStatus.DELIVERED
+BOUNCED = RecipientStatus.BOUNCED
+DELETED = RecipientStatus.DELETED
 FINAL_STATES = frozenset({DELIVERED, BOUNCED, DELETED})
 
-INCOMING = "incoming"  # accepted, not yet through the pipeline
-QUEUED = "queued"      # routed: each recipient has a destination host
+INCOMING = EntryState.INCOMING
+QUEUED = EntryState.QUEUED
+
+
+class ReleasedMeta(TypedDict):
+    """`EntryMeta.released`: a message the manager released back to this gateway."""
+
+    origin_mid: int             # its MID on this gateway when it was quarantined
+    manager_mid: int            # its MID on the manager
+    resume_after: str | None    # the scan stage after which its scan resumes
+
+
+class EntryMeta(TypedDict, total=False):
+    """What an entry carries besides its envelope (`Entry.meta`, JSON in the spool)."""
+
+    subject: str                           # the Subject header, for logs and listings
+    sender_group: str                      # the HAT sender group it was accepted under
+    cpq: dict[str, Any]                    # the CPQ metadata it travels with (cpq.transfer)
+    gateway: str                           # manager: the gateway a release goes back to
+    policy: str                            # the mail policy this part of a split message follows
+    split_from: int                        # the MID this per-policy part was split from
+    resume_after: str                      # the scan stage after which this part's scan resumes
+    prior_verdicts: list[dict[str, Any]]   # verdicts on the message before it was split
+    skip: list[str]                        # the scan stages this part skips (skip-filters)
+    plans: dict[str, dict[str, int]]       # MIDs chosen for the messages this one gives rise to
+    released: ReleasedMeta                 # a release from the manager, and where it resumes
+    duplicate_of: int                      # the MID this duplicate-quarantine copy was made of
+    dsn_for: int                           # the MID this delivery status notification is about
+    notice_for: int                        # the MID this outbreak rescan notice is about
 
 
 @dataclass
@@ -37,7 +82,7 @@ class Recipient:
     rid: int
     address: str
     host: str | None = None
-    status: str = PENDING
+    status: RecipientStatus = PENDING
     attempts: int = 0
     next_attempt: float = 0.0
     last_error: str = ""
@@ -55,10 +100,10 @@ class Entry:
     received: float
     size: int
     icid: int = 0
-    state: str = INCOMING
+    state: EntryState = INCOMING
     peer: str = ""
     transfer_id: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: EntryMeta = field(default_factory=lambda: EntryMeta())
 
     def to_json(self) -> bytes:
         # Built by hand: dataclasses.asdict deep-copies, and this is on every message's path.
@@ -69,7 +114,12 @@ class Entry:
     @classmethod
     def from_json(cls, data: bytes) -> Entry:  # noqa: D102
         raw = json.loads(data)
+        for r in raw["recipients"]:
+            if "status" in r:
+                r["status"] = RecipientStatus(r["status"])
         raw["recipients"] = [Recipient(**r) for r in raw["recipients"]]
+        if "state" in raw:
+            raw["state"] = EntryState(raw["state"])
         return cls(**raw)
 
     def pending_for(self, host: str) -> list[Recipient]:

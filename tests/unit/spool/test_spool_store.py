@@ -11,10 +11,14 @@ from pvoq.spool.store import (
     BOUNCED,
     DELETED,
     DELIVERED,
+    FINAL_STATES,
+    INCOMING,
     PENDING,
     QUEUED,
     Entry,
+    EntryState,
     Recipient,
+    RecipientStatus,
     Spool,
 )
 
@@ -43,6 +47,34 @@ class TestEntry:
         entry.recipients[0].attempts = 2
         entry.transfer_id = "t-123456789"
         assert Entry.from_json(entry.to_json()) == entry
+
+    def test_states_are_their_strings(self) -> None:
+        """The state and status names are string enums: the same bytes on disk as before."""
+        assert tuple(RecipientStatus) == (PENDING, DELIVERED, BOUNCED, DELETED)
+        assert tuple(EntryState) == (INCOMING, QUEUED)
+        assert [str(s) for s in RecipientStatus] == ["pending", "delivered", "bounced",
+                                                     "deleted"]
+        assert [str(s) for s in EntryState] == ["incoming", "queued"]
+        assert {"delivered", "bounced", "deleted"} == FINAL_STATES
+        entry = make_entry(5)
+        entry.state = QUEUED
+        entry.recipients[0].status = BOUNCED
+        data = entry.to_json()
+        assert b'"state":"queued"' in data and b'"status":"bounced"' in data
+        plain = json.loads(data)
+        assert Entry.from_json(json.dumps(plain, separators=(",", ":")).encode()) == entry
+        back = Entry.from_json(data)
+        assert back.state is EntryState.QUEUED
+        assert back.recipients[0].status is RecipientStatus.BOUNCED
+        assert back.to_json() == data
+
+    def test_meta_is_kept_as_written(self) -> None:
+        """Entry.meta (EntryMeta) round-trips, nested values included."""
+        entry = make_entry(5)
+        entry.meta = {"subject": "hi", "sender_group": "RELAYLIST", "plans": {"dsn": {"dsn": 9}},
+                      "released": {"origin_mid": 4, "manager_mid": 7, "resume_after": None},
+                      "cpq": {"v": 1, "kind": "release"}, "skip": ["antispam"]}
+        assert Entry.from_json(entry.to_json()).meta == entry.meta
 
     def test_json_is_readable(self) -> None:
         """The entry on disk is plain JSON an operator can read."""

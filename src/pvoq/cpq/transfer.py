@@ -1,0 +1,407 @@
+"""What a CPQ transfer says, as typed values: one frozen class per metadata kind.
+
+The metadata of a transfer is a JSON object (docs/cpq.md); `cpq.metadata`
+encodes it for the wire. This module owns its meaning:
+
+- `QuarantineTransfer` (kind `quarantine`): a gateway hands a caught message
+  to the manager, naming the quarantines it goes to (`QuarantineRef`).
+- `ReleaseTransfer` (kind `release`): the manager sends a released message
+  back to the gateway that caught it; `ReleasePart` says which manager entry
+  it was and which scan stages it already went through.
+- `RescanNotice` (kind `outbreak_rescan`): a gateway's decision on a message
+  it rescanned in "Outbreak" (`RescanAction`: release, extend or delete).
+
+Each class has `from_json(obj)`, which checks exactly what version 1 requires
+and raises `MetadataError` naming the offending field, and `to_json()`, which
+gives back the JSON object as it travels (optional keys left out when absent).
+`parse_transfer` reads any kind. Keys this side does not model (`scan_trace`'s
+contents excepted, which is modelled) and optional fields holding a value of
+another type than the one modelled are not refused: they are kept in the
+object's `extra` mapping and written back unchanged, so a transfer read and
+written again is the same JSON object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Self
+
+VERSION = 1
+
+
+class MetadataError(ValueError):
+    """The metadata of a transfer is missing, malformed or of an unknown version."""
+
+
+class Kind(StrEnum):
+    """What a transfer is (its `kind`)."""
+
+    QUARANTINE = "quarantine"
+    RELEASE = "release"
+    OUTBREAK_RESCAN = "outbreak_rescan"  # a gateway's rescan decision on an Outbreak message
+
+
+class RescanAction(StrEnum):
+    """What the manager does with a message an outbreak rescan decided on."""
+
+    RELEASE = "release"  # release it from "Outbreak" (as "rescanned")
+    EXTEND = "extend"    # keep it until `rescanned_at + retention_s`
+    DELETE = "delete"    # delete it from "Outbreak"
+
+
+class _Fields:
+    """Reads the fields of one JSON object, remembering which ones were taken."""
+
+    def __init__(self, obj: Any, where: str) -> None:
+        if not isinstance(obj, dict):
+            raise MetadataError(f"{where.rstrip('.') or 'metadata'} is not a JSON object")
+        self.obj: dict[str, Any] = obj
+        self.where = where
+        self.taken: set[str] = set()
+
+    def require(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        """The value of *key*; MetadataError when it is missing or of another type."""
+        if key not in self.obj:
+            raise MetadataError(f"missing field {self.where}{key}")
+        if not _is(self.obj[key], kind):
+            raise MetadataError(f"field {self.where}{key} has the wrong type")
+        self.taken.add(key)
+        return self.obj[key]
+
+    def optional(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        """The value of *key* when present and of *kind*; None otherwise (then kept in extra)."""
+        if key in self.obj and _is(self.obj[key], kind):
+            self.taken.add(key)
+            return self.obj[key]
+        return None
+
+    def extra(self) -> dict[str, Any]:
+        """The keys not taken, as received."""
+        return {k: v for k, v in self.obj.items() if k not in self.taken}
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and kind is not bool:  # JSON true is not a number
+        return False
+    return isinstance(value, kind)
+
+
+def _with_extra(known: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in extra.items():
+        known.setdefault(key, value)
+    return known
+
+
+def _optional(known: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """*known* with those of *values* that are not None added."""
+    known.update((k, v) for k, v in values.items() if v is not None)
+    return known
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The gateway a message was caught on, and its MID and connection there."""
+
+    hostname: str
+    serial: str
+    mid: int
+    icid: int | None = None   # the injection connection (quarantine transfers)
+    peer: str | None = None   # the sending client's IP address (quarantine transfers)
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f = _Fields(obj, "origin.")
+        return cls(hostname=f.require("hostname", str), serial=f.require("serial", str),
+                   mid=f.require("mid", int), icid=f.optional("icid", int),
+                   peer=f.optional("peer", str), extra=f.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        known = _optional({"hostname": self.hostname, "serial": self.serial, "mid": self.mid},
+                          icid=self.icid, peer=self.peer)
+        return _with_extra(known, self.extra)
+
+
+@dataclass(frozen=True)
+class TransferRecipient:
+    """One recipient of a transferred message: its RID on the gateway, and address."""
+
+    rid: int
+    address: str
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        if not isinstance(obj, dict):
+            raise MetadataError("recipients[] must be objects")
+        f = _Fields(obj, "recipients[].")
+        return cls(rid=f.require("rid", int), address=f.require("address", str), extra=f.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        return _with_extra({"rid": self.rid, "address": self.address}, self.extra)
+
+
+@dataclass(frozen=True)
+class QuarantineRef:
+    """An entry of `quarantines[]`: a quarantine the message goes to, and why."""
+
+    name: str
+    reason: str                       # e.g. `content filter:confidential_subject`
+    stage: str                        # the scan stage that decided it
+    detail: str | None = None         # the stage's own words (`a/v verdict:VIRAL ...`)
+    retention_s: float | None = None  # a retention other than the quarantine's own
+    threat_level: int | None = None   # Outbreak Filters' threat level
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        if not isinstance(obj, dict):
+            raise MetadataError("quarantines[] must be objects")
+        f = _Fields(obj, "quarantines[].")
+        return cls(name=f.require("name", str), reason=f.require("reason", str),
+                   stage=f.require("stage", str), detail=f.optional("detail", str),
+                   retention_s=f.optional("retention_s", (int, float)),
+                   threat_level=f.optional("threat_level", int), extra=f.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        known = _optional({"name": self.name, "reason": self.reason, "stage": self.stage},
+                          detail=self.detail, retention_s=self.retention_s,
+                          threat_level=self.threat_level)
+        return _with_extra(known, self.extra)
+
+
+@dataclass(frozen=True)
+class TraceStep:
+    """One scan stage's outcome in `scan_trace` (what the manager may show as the why)."""
+
+    stage: str
+    outcome: str
+    hits: tuple[str, ...] = ()
+    misses: tuple[str, ...] = ()
+
+    @classmethod
+    def read(cls, obj: Any) -> Self | None:
+        """The step, or None when *obj* is not one (then `scan_trace` is kept as received)."""
+        if not (isinstance(obj, dict) and set(obj) == {"stage", "outcome", "hits", "misses"}
+                and isinstance(obj["stage"], str) and isinstance(obj["outcome"], str)
+                and all(isinstance(obj[k], list) and all(isinstance(s, str) for s in obj[k])
+                        for k in ("hits", "misses"))):
+            return None
+        return cls(obj["stage"], obj["outcome"], tuple(obj["hits"]), tuple(obj["misses"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "outcome": self.outcome, "hits": list(self.hits),
+                "misses": list(self.misses)}
+
+
+def _scan_trace(f: _Fields) -> tuple[TraceStep, ...] | None:
+    raw = f.optional("scan_trace", list)
+    if raw is None:
+        return None
+    steps = [TraceStep.read(s) for s in raw]
+    if not all(steps):
+        f.taken.discard("scan_trace")
+        return None
+    return tuple(s for s in steps if s is not None)
+
+
+def _header(obj: Any, kind: Kind | None) -> tuple[_Fields, Kind, str, Origin]:
+    """The fields every kind has (`v`, `kind`, `transfer_id`, `origin`), checked in order.
+
+    *kind*, when given, is the one the caller reads: another valid kind is refused.
+    """
+    f = _Fields(obj, "")
+    version = f.require("v", int)
+    if version != VERSION:
+        raise MetadataError(f"unsupported metadata version {version} (this side speaks {VERSION})")
+    name = f.require("kind", str)
+    if name not in Kind.__members__.values():
+        raise MetadataError(f"unknown kind {name!r}")
+    if kind is not None and name != kind:
+        raise MetadataError(f"a {kind} transfer was expected, not {name!r}")
+    transfer_id = f.require("transfer_id", str)
+    if not 8 <= len(transfer_id) <= 128:
+        raise MetadataError("transfer_id must be 8 to 128 characters")
+    origin = Origin.from_json(f.require("origin", dict))
+    return f, Kind(name), transfer_id, origin
+
+
+def _head_json(kind: Kind, transfer_id: str, origin: Origin) -> dict[str, Any]:
+    return {"v": VERSION, "kind": kind.value, "transfer_id": transfer_id,
+            "origin": origin.to_json()}
+
+
+@dataclass(frozen=True)
+class _Message:
+    """The parts a quarantine and a release transfer share: the message and its envelope."""
+
+    transfer_id: str
+    origin: Origin
+    sender: str
+    recipients: tuple[TransferRecipient, ...]
+    quarantines: tuple[QuarantineRef, ...]
+    received: float   # when the gateway accepted it (epoch seconds)
+    size: int         # bytes
+
+    @staticmethod
+    def _read(f: _Fields, kind: Kind) -> dict[str, Any]:
+        sender = f.require("sender", str)
+        raw_recipients = f.require("recipients", list)
+        if not raw_recipients:
+            raise MetadataError("recipients is empty")
+        recipients = tuple(TransferRecipient.from_json(r) for r in raw_recipients)
+        raw_quarantines = f.require("quarantines", list)
+        if kind == Kind.QUARANTINE and not raw_quarantines:
+            raise MetadataError("a quarantine transfer names at least one quarantine")
+        quarantines = tuple(QuarantineRef.from_json(q) for q in raw_quarantines)
+        return {"sender": sender, "recipients": recipients, "quarantines": quarantines,
+                "received": f.require("received", (int, float)), "size": f.require("size", int)}
+
+    def _json(self, kind: Kind) -> dict[str, Any]:
+        return {**_head_json(kind, self.transfer_id, self.origin), "sender": self.sender,
+                "recipients": [r.to_json() for r in self.recipients],
+                "quarantines": [q.to_json() for q in self.quarantines],
+                "received": self.received, "size": self.size}
+
+
+@dataclass(frozen=True)
+class QuarantineTransfer(_Message):
+    """A message a gateway caught, for the manager's quarantines (kind `quarantine`)."""
+
+    kind: ClassVar[Kind] = Kind.QUARANTINE
+    scan_trace: tuple[TraceStep, ...] | None = None  # every stage's hits and misses
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f, _, transfer_id, origin = _header(obj, cls.kind)
+        parts = cls._read(f, cls.kind)
+        return cls(transfer_id=transfer_id, origin=origin, **parts, scan_trace=_scan_trace(f),
+                   extra=f.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        known = self._json(self.kind)
+        if self.scan_trace is not None:
+            known["scan_trace"] = [s.to_json() for s in self.scan_trace]
+        return _with_extra(known, self.extra)
+
+
+@dataclass(frozen=True)
+class ReleasePart:
+    """The `release` object of a release transfer."""
+
+    entry: int                                 # the message's MID on the manager
+    stages: tuple[str, ...]                    # the scan stages that quarantined it
+    quarantines: tuple[str, ...] | None = None  # the manager's quarantines it was held in
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f = _Fields(obj, "release.")
+        entry = f.require("entry", int)
+        stages = f.require("stages", list)
+        if not all(isinstance(s, str) for s in stages):
+            raise MetadataError("release.stages[] must be strings")
+        names = f.optional("quarantines", list)
+        if names is not None and not all(isinstance(n, str) for n in names):
+            f.taken.discard("quarantines")
+            names = None
+        return cls(entry=entry, stages=tuple(stages),
+                   quarantines=None if names is None else tuple(names), extra=f.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        known: dict[str, Any] = {"entry": self.entry, "stages": list(self.stages)}
+        if self.quarantines is not None:
+            known["quarantines"] = list(self.quarantines)
+        return _with_extra(known, self.extra)
+
+
+@dataclass(frozen=True)
+class ReleaseTransfer(_Message):
+    """A released message, back to the gateway that caught it (kind `release`)."""
+
+    kind: ClassVar[Kind] = Kind.RELEASE
+    release: ReleasePart
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f, _, transfer_id, origin = _header(obj, cls.kind)
+        parts = cls._read(f, cls.kind)
+        release = ReleasePart.from_json(f.require("release", dict))
+        return cls(transfer_id=transfer_id, origin=origin, **parts, release=release,
+                   extra=f.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        known = self._json(self.kind)
+        known["release"] = self.release.to_json()
+        return _with_extra(known, self.extra)
+
+
+@dataclass(frozen=True)
+class RescanNotice:
+    """A gateway's decision on a message it rescanned in "Outbreak" (kind `outbreak_rescan`).
+
+    `origin` names the quarantined message as its quarantine transfer did;
+    `quarantine_transfer_id` is that transfer's id.
+    """
+
+    kind: ClassVar[Kind] = Kind.OUTBREAK_RESCAN
+    transfer_id: str
+    origin: Origin
+    quarantine_transfer_id: str
+    quarantine: str
+    action: RescanAction
+    reason: str
+    rescanned_at: float
+    retention_s: float | None = None    # required for `extend`: kept until rescanned_at + this
+    rules_version: str | None = None    # the Outbreak rules the rescan used
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f, _, transfer_id, origin = _header(obj, cls.kind)
+        quarantine_transfer_id = f.require("quarantine_transfer_id", str)
+        quarantine = f.require("quarantine", str)
+        action = f.require("action", str)
+        if action not in RescanAction.__members__.values():
+            raise MetadataError(f"unknown rescan action {action!r}")
+        reason = f.require("reason", str)
+        rescanned_at = f.require("rescanned_at", (int, float))
+        if action == RescanAction.EXTEND:
+            retention_s = f.require("retention_s", (int, float))
+        else:
+            retention_s = f.optional("retention_s", (int, float))
+        return cls(transfer_id=transfer_id, origin=origin,
+                   quarantine_transfer_id=quarantine_transfer_id, quarantine=quarantine,
+                   action=RescanAction(action), reason=reason, rescanned_at=rescanned_at,
+                   retention_s=retention_s, rules_version=f.optional("rules_version", str),
+                   extra=f.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        known = {**_head_json(self.kind, self.transfer_id, self.origin),
+                 "quarantine_transfer_id": self.quarantine_transfer_id,
+                 "quarantine": self.quarantine, "action": self.action.value,
+                 "reason": self.reason}
+        if self.rules_version is not None:
+            known["rules_version"] = self.rules_version
+        known["rescanned_at"] = self.rescanned_at
+        if self.retention_s is not None:
+            known["retention_s"] = self.retention_s
+        return _with_extra(known, self.extra)
+
+
+Transfer = QuarantineTransfer | ReleaseTransfer | RescanNotice
+
+_BY_KIND: dict[Kind, type[QuarantineTransfer] | type[ReleaseTransfer] | type[RescanNotice]] = {
+    Kind.QUARANTINE: QuarantineTransfer, Kind.RELEASE: ReleaseTransfer,
+    Kind.OUTBREAK_RESCAN: RescanNotice,
+}
+
+
+def parse_transfer(obj: Any) -> Transfer:
+    """The typed transfer *obj* (a decoded JSON value) is; MetadataError unless well-formed."""
+    _, kind, _, _ = _header(obj, None)
+    return _BY_KIND[kind].from_json(obj)

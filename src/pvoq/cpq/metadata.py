@@ -13,6 +13,8 @@ import binascii
 import json
 from typing import Any
 
+from pvoq.errors import ProtocolError
+
 VERSION = 1
 KIND_QUARANTINE = "quarantine"
 KIND_RELEASE = "release"
@@ -22,7 +24,7 @@ CHUNK_CHARS = 900          # an SMTP command line stays under 1,000 octets
 MAX_CHUNKS = 1024          # ~690 KB of JSON (921,600 base64 characters) at most
 
 
-class MetadataError(ValueError):
+class MetadataError(ProtocolError, ValueError):
     """The metadata of a transfer is missing, malformed or of an unknown version."""
 
 

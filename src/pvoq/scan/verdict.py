@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pvoq.errors import TemporaryFailure
+
 PASS = "pass"
 QUARANTINE = "quarantine"
 DROP = "drop"
@@ -21,7 +23,7 @@ BOUNCE = "bounce"
 MODIFY = "modify"
 
 
-class ScanError(Exception):
+class ScanError(TemporaryFailure):
     """A stage could not decide (error, engine down, timeout): a temporary failure.
 
     The message stays queued and is scanned again later; it never passes.

@@ -155,7 +155,7 @@ class PvoqSMTP(HookNames, SMTP):
         self.context = context
         self.gate = gate or ConnectionGate()
         self._counted = False
-        self._refusal: StatusCode | None = None  # a policy limit refuses the connection so
+        self._refusal: StatusCode | None = None  # a policy limit's reply: refused at once
         self.tls_unavailable = False    # TLS required by the policy, no certificate to offer
         self._reply_lines: list[bytes] = []  # a multi-line reply being gathered (push)
         super().__init__(handler, hostname=context.hostname, ident="pvoq ESMTP",
@@ -436,7 +436,8 @@ class BaseHandler(HookNames):
         # (RFC 2920) are answered in order; say so.
         responses.insert(len(responses) - 1, replies.PIPELINING.more())
         # No SMTP AUTH: listeners decide by the HAT (and CPQ by certificate).
-        return [r for r in responses if not r.startswith(replies.AUTH.more())]
+        auth = replies.AUTH.more()
+        return [r for r in responses if not r.startswith(auth)]
 
     async def handle_MAIL(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
                           envelope: PvoqEnvelope, address: str, options: list[str]) -> str:

@@ -9,7 +9,7 @@ name), declared on the branch that says what an edge does with it::
     │   ├── CommandError             admin.protocol: an operator command refused (400)
     │   ├── SshFault                 remote.keys: the SSH link to a gateway failed (400)
     │   ├── Invalid ................ HTTP 400: a value the operator gave is wrong
-    │   │   ├── ConfigError          config.errors: the configuration is refused
+    │   │   ├── ConfigError          config.errors: the configuration is refused (CLI: exit 2)
     │   │   ├── SearchError          quarantine.search
     │   │   └── SettingsError        quarantine.settings
     │   ├── Forbidden .............. HTTP 403
@@ -30,8 +30,9 @@ name), declared on the branch that says what an edge does with it::
 The edges map a branch, never a class: the admin socket (`admin.protocol`)
 answers an `OperatorError` with its text and `exit_code`, anything else with
 `internal error: ...`; the REST API (`web.api`) answers with `http_status()`
-and `{"error": {"message": text}}`; the SMTP servers answer a
-`TemporaryFailure` with a 4xx reply (`smtp.replies`, `cpq.replies`).
+and `{"error": {"message": text}}`, anything else being a 500; a
+`TemporaryFailure` is a 4xx reply to an SMTP client (`smtp.replies.LOCAL_ERROR`,
+`cpq.replies.SPACE_FULL`) or a retry from a queue, never a bounce.
 
 This module imports nothing from pvoq: it is at the bottom of the
 dependency graph, so that every part can declare its exception on it.

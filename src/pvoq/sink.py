@@ -19,6 +19,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP
 
 from pvoq.fsutil import atomic_write
+from pvoq.smtp import replies
 
 
 class SinkHandler:
@@ -31,11 +32,11 @@ class SinkHandler:
                           address: str, options: list[str]) -> str:
         local = address.partition("@")[0].lower()
         if local.startswith("reject"):
-            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+            return replies.SINK_USER_UNKNOWN.format(address=address)
         if local.startswith("defer"):
-            return f"450 4.2.1 <{address}>: Mailbox busy, try again later"
+            return replies.SINK_MAILBOX_BUSY.format(address=address)
         envelope.rcpt_tos.append(address)
-        return "250 2.1.5 Ok"
+        return str(replies.SINK_RCPT_OK)
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:  # noqa: N802
         self.count += 1
@@ -44,7 +45,7 @@ class SinkHandler:
         atomic_write(self.dir / f"{n}.json", json.dumps({
             "mail_from": envelope.mail_from, "rcpt_tos": envelope.rcpt_tos,
             "peer": list(session.peer)[:2], "received": time.time()}).encode())
-        return f"250 2.0.0 Ok: stored as {n}"
+        return replies.SINK_STORED.format(n=n)
 
 
 async def run_sink(host: str, port: int, directory: Path) -> None:

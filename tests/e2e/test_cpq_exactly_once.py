@@ -12,6 +12,7 @@ import ssl
 import time
 from pathlib import Path
 
+from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.metadata import encode_chunks
 from pvoq.testing.localdeploy import GATEWAY, Deployment, wait_for
 
@@ -75,8 +76,9 @@ class TestExactlyOnce:
         _transfer(port, ctx, meta, cut=True)
         wait_for("the first copy stored", running.quarantined)
         code, text = _transfer(port, ctx, meta, cut=False)
-        assert code == 250
-        assert b"already stored" in text
+        assert code == cpq_replies.ALREADY_STORED.code
+        assert text.decode().startswith(cpq_replies.ALREADY_STORED.text.format(
+            transfer_id="q-test-exactly-once-1", mid=""))
         rows = running.quarantined()
         assert len(rows) == 1 and rows[0]["subject"] == "exactly once"
         assert any("duplicate CPQ transfer q-test-exactly-once-1" in line
@@ -90,8 +92,9 @@ class TestExactlyOnce:
         _transfer(port, ctx, meta, cut=True)
         wait_for("the release delivered", running.delivered)
         code, text = _transfer(port, ctx, meta, cut=False)
-        assert code == 250
-        assert b"already received" in text
+        assert (code, text.decode()) == (cpq_replies.ALREADY_RECEIVED.code,
+                                         cpq_replies.ALREADY_RECEIVED.text.format(
+                                             transfer_id="r-test-exactly-once-1"))
         probe = running.send(subject="after", body="a later clean message")
         wait_for("the later message", lambda: len(running.delivered()) == 2)
         contents = [c for _, c in running.delivered()]
@@ -102,6 +105,5 @@ class TestExactlyOnce:
         ctx = _context(running.root / "gateway")
         code, text = _transfer(running.ports["gateway_cpq"], ctx,
                                _meta("release", "r-test-wrong-role"), cut=False)
-        assert code == 554
-        assert b"Only the manager may release" in text
+        assert (code, text.decode()) == cpq_replies.MANAGER_ONLY
         assert running.delivered() == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from pvoq.cpq import replies as cpq_replies
 from pvoq.testing.localdeploy import Deployment
 
 
@@ -42,8 +43,8 @@ class TestSwaks:
              "--tls-key", str(certs / "cpq.key"), "--helo", "swaks.example",
              "--timeout", "20"], capture_output=True, text=True, timeout=60)
         transcript = result.stdout + result.stderr
-        assert "250-XCPQ 1" in transcript
-        assert "554 5.6.0 CPQ metadata refused: no XCPQ META was sent" in transcript
+        assert cpq_replies.XCPQ_KEYWORD.more() in transcript
+        assert cpq_replies.METADATA_REFUSED.format(reason="no XCPQ META was sent") in transcript
         assert running.quarantined() == []
 
 

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from pvoq.testing.localdeploy import Deployment, wait_for
+from pvoq.smtp import replies
 
 
 def _gateway_tls(dep: Deployment) -> ssl.SSLContext:
@@ -48,8 +49,8 @@ class TestRelaylistWithCertificate:
         with pytest.raises(smtplib.SMTPConnectError) as caught, \
                 _connect(manager, "127.0.0.2") as smtp:
             smtp.starttls(context=_gateway_tls(manager))
-        assert caught.value.smtp_code == 554
-        assert b"5.7.1 Access denied" in caught.value.smtp_error
+        assert caught.value.smtp_code == replies.HAT_REJECT.code
+        assert replies.ACCESS_DENIED.text.encode() in caught.value.smtp_error
         icid = wait_for("the CPQ ICID", lambda: re.search(
             r"New CPQ ICID (\d+) interface Management \(127\.0\.0\.1\) address "
             r"127\.0\.0\.2 reverse dns host unknown verified no",

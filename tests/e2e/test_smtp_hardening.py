@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from pvoq.testing.localdeploy import Deployment, wait_for
+from pvoq.smtp import replies
 
 LIMIT = 20_000
 
@@ -71,9 +72,9 @@ class TestPublicListener:
             smtp.rset()
             assert smtp.mail("a@sender.example")[0] == 250
             assert smtp.rcpt("bob@example.com")[0] == 250
-            code, _ = smtp.data(b"Subject: big\r\n\r\n" + b"x" * 78 + b"\r\n" * 0 +
+            code, text = smtp.data(b"Subject: big\r\n\r\n" + b"x" * 78 + b"\r\n" * 0 +
                                 (b"y" * 70 + b"\r\n") * (LIMIT // 70 + 10))
-            assert code == 552
+            assert (code, text.decode()) == replies.TOO_MUCH_DATA
         marker = hardened.send(subject="small", body="after the big one")
         delivered = wait_for("the small message", hardened.delivered)
         assert [c for _, c in delivered] == [marker]
@@ -90,12 +91,12 @@ class TestPublicListener:
             raw.send(b"RCPT TO:<bob@example.com>\r\n")
             assert raw.reply()[0] == 250
             raw.send(b"DATA\r\n")
-            assert raw.reply()[0] == 354
+            assert raw.reply() == (replies.START_DATA.code, str(replies.START_DATA))
             raw.send(b"Subject: first\r\n\r\nhello\n.\nMAIL FROM:<evil@attacker.example>\r\n"
                      b"RCPT TO:<bob@example.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nboo\r\n"
                      b".\r\n")
             code, text = raw.reply()
-            assert code == 554 and "bare CR or LF" in text
+            assert (code, text) == (replies.BARE_NEWLINE.code, str(replies.BARE_NEWLINE))
             raw.send(b"QUIT\r\n")
             assert raw.reply()[0] == 221
         finally:
@@ -127,7 +128,8 @@ class TestPublicListener:
             assert [c.reply()[0] for c in held] == [220, 220]
             extra = RawSmtp(port)
             try:
-                assert extra.reply()[0] == 421
+                assert extra.reply() == (replies.TOO_MANY_CONNECTIONS.code,
+                                         str(replies.TOO_MANY_CONNECTIONS))
             finally:
                 extra.close()
         finally:

@@ -19,11 +19,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from pvoq.errors import OperatorError, TemporaryFailure
+
 Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_LINE = 1 << 20
 
 
-class CommandError(Exception):
+class CommandError(OperatorError):
     """An operator command failed in a way the operator can act on (exit 1)."""
 
 
@@ -82,15 +84,15 @@ class AdminServer:
             return {"ok": False, "error": f"Unknown command: {name}", "exit": 2}
         try:
             result = await command(args)
-        except CommandError as exc:
-            return {"ok": False, "error": str(exc), "exit": 1}
+        except OperatorError as exc:  # the operator's to act on: its text, as it is
+            return {"ok": False, "error": str(exc), "exit": exc.exit_code}
         except Exception as exc:
             return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}",
                     "exit": 1}
         return {"ok": True, **result}
 
 
-class AdminUnavailable(Exception):
+class AdminUnavailable(TemporaryFailure):
     """No appliance answers on the admin socket."""
 
 

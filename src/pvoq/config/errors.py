@@ -6,8 +6,10 @@ fix the file from one line of output (exit code 2).
 
 from __future__ import annotations
 
+from pvoq.errors import Invalid
 
-class ConfigError(Exception):
+
+class ConfigError(Invalid):
     """A configuration value is missing, malformed or inconsistent."""
 
     def __init__(self, message: str, *, field: str, line: int | None = None,

@@ -16,11 +16,10 @@ from typing import Any
 
 from aiosmtpd.smtp import Session, syntax
 
+from pvoq.cpq import replies
 from pvoq.cpq.ca import peer_common_name
-from pvoq.cpq.metadata import MAX_CHUNKS, VERSION, MetadataError, decode_chunks
+from pvoq.cpq.metadata import MAX_CHUNKS, MetadataError, decode_chunks
 from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
-
-EHLO_KEYWORD = f"XCPQ {VERSION}"
 
 
 class CpqSMTP(PvoqSMTP):
@@ -40,19 +39,19 @@ class CpqSMTP(PvoqSMTP):
         assert isinstance(envelope, PvoqEnvelope)
         if verb == "META":
             if not envelope.mail_from:
-                await self.push("503 5.5.1 Error: XCPQ META needs MAIL first")
+                await self.push(replies.META_NEEDS_MAIL)
             elif not rest.strip():
-                await self.push("501 5.5.4 Syntax: XCPQ META <base64-chunk>")
+                await self.push(replies.META_SYNTAX)
             elif len(envelope.cpq_chunks) >= MAX_CHUNKS:
-                await self.push("552 5.3.4 Too much metadata")
+                await self.push(replies.TOO_MUCH_METADATA)
             else:
                 envelope.cpq_chunks.append(rest.strip())
-                await self.push(f"250 2.0.0 Metadata chunk {len(envelope.cpq_chunks)} accepted")
+                await self.push(replies.META_CHUNK_ACCEPTED.format(n=len(envelope.cpq_chunks)))
         elif verb == "CHECK":
             status = await self._call_handler_hook("XCPQ_CHECK", rest.strip())
             await self.push(status)
         else:
-            await self.push("501 5.5.4 Syntax: XCPQ META <base64-chunk> | XCPQ CHECK")
+            await self.push(replies.XCPQ_SYNTAX)
 
     async def smtp_DATA(self, arg: str) -> None:
         envelope = self.envelope
@@ -64,7 +63,7 @@ class CpqSMTP(PvoqSMTP):
                 self.context.maillog.info(f"MID {envelope.mid} CPQ metadata refused: {exc}")
                 self.context.maillog.info(f"Message finished MID {envelope.mid} aborted")
                 self._set_post_data_state()  # the transaction is over, as after any DATA
-                await self.push(f"554 5.6.0 CPQ metadata refused: {exc}")
+                await self.push(replies.METADATA_REFUSED.format(reason=exc))
                 return
         await super().smtp_DATA(arg)
 
@@ -76,7 +75,7 @@ class CpqHandler(BaseHandler):
                           hostname: str, responses: list[str]) -> list[str]:
         responses = await super().handle_EHLO(server, session, envelope, hostname, responses)
         if session.ssl is not None:
-            responses.insert(len(responses) - 1, f"250-{EHLO_KEYWORD}")
+            responses.insert(len(responses) - 1, replies.XCPQ_KEYWORD.more())
         return responses
 
     def handle_STARTTLS(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
@@ -105,9 +104,9 @@ class CpqHandler(BaseHandler):
         if problems:
             log.info(f"ICID {session.icid} CPQ readiness check for {peer}: not ready: "
                      + "; ".join(problems))
-            return "550 5.7.0 Not ready: " + "; ".join(problems)
+            return replies.NOT_READY.format(problems="; ".join(problems))
         log.info(f"ICID {session.icid} CPQ readiness check for {peer}: ready")
-        return f"250 2.0.0 Ready: centralized PVO quarantines can be enabled for {peer}"
+        return replies.READY.format(peer=peer)
 
     def readiness(self, session: PvoqSession) -> list[str]:
         """What stops the peer from using this appliance over CPQ (empty: ready)."""

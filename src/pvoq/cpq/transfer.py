@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
+from pvoq.errors import ProtocolError
+
 VERSION = 1
 
 
-class MetadataError(ValueError):
+class MetadataError(ProtocolError, ValueError):
     """The metadata of a transfer is missing, malformed or of an unknown version."""
 
 

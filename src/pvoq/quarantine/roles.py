@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pvoq.errors import Forbidden
+
 ADMIN = "admin"
 OPERATOR = "operator"
 HELPDESK = "helpdesk"
@@ -28,7 +30,7 @@ _PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 
-class PermissionDenied(Exception):
+class PermissionDenied(Forbidden):
     """The caller's role does not allow this action (or this quarantine)."""
 
 

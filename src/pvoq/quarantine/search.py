@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, intersect, literal_column, not_, select
 
+from pvoq.errors import Invalid
 from pvoq.quarantine.schema import (
     attachments,
     fts,
@@ -40,7 +41,7 @@ ORDER_BY = ("received", "sender", "subject", "scheduled_exit", "size")
 PAGE_SIZES = (20, 50, 100, 250)
 
 
-class SearchError(ValueError):
+class SearchError(Invalid, ValueError):
     """A search the operator must correct (unknown operator, sort key, page size)."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 
+from pvoq.cpq import replies as cpq_replies
 from pvoq.quarantine import roles
 from pvoq.quarantine.audit import AuditTrail
 from pvoq.quarantine.recipients import split
@@ -41,7 +42,8 @@ from pvoq.quarantine.store import (
 )
 
 ACTIONS = ACTION_STATE
-SPACE_FULL = "452 4.3.1 Quarantine space full, try again later"
+# The manager's reply when make_room fails; the reply itself is `cpq.replies.SPACE_FULL`.
+SPACE_FULL = str(cpq_replies.SPACE_FULL)
 
 
 class Settler(Protocol):

@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from pvoq.errors import Invalid
 from pvoq.quarantine.states import BUILTINS, Action, BuiltinQuarantine
 
 RELEASE = Action.RELEASE
@@ -26,7 +27,7 @@ UNITS = {"minutes": 60.0, "hours": 3600.0, "days": DAY}
 DELAYS = {"8h": 8 * 3600.0, "24h": DAY, "48h": 2 * DAY, "1w": 7 * DAY}
 
 
-class SettingsError(ValueError):
+class SettingsError(Invalid, ValueError):
     """A quarantine configuration that AsyncOS would refuse."""
 
 

@@ -34,6 +34,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from pvoq.errors import NotFound
 from pvoq.fsutil import atomic_write, remove_durably
 from pvoq.quarantine import search as qsearch
 from pvoq.quarantine.migrate import migrate
@@ -79,7 +80,7 @@ class Outcome:
     settled: str | None  # RELEASED or DELETED when this process claimed the settlement
 
 
-class QuarantineError(Exception):
+class QuarantineError(NotFound):
     """An action names a message or quarantine that does not hold it."""
 
 

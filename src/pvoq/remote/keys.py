@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncssh
 
+from pvoq.errors import OperatorError
 from pvoq.fsutil import atomic_write
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
@@ -33,7 +34,7 @@ PINS_FILE = "known_gateways.json"
 DEFAULT_TOKEN_TTL_S = 3600.0
 
 
-class SshFault(Exception):
+class SshFault(OperatorError):
     """The SSH link to a gateway failed; the text is the cause, for the operator."""
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from pvoq.errors import TemporaryFailure
+
 
 class CheckAction(StrEnum):
     """What a check, or the whole scan, does with a message."""
@@ -38,7 +40,7 @@ MODIFY: Final = CheckAction.MODIFY
 SKIPPED: Final = "skipped"  # a stage's outcome in a trace when skip-filters() skipped it
 
 
-class ScanError(Exception):
+class ScanError(TemporaryFailure):
     """A stage could not decide (error, engine down, timeout): a temporary failure.
 
     The message stays queued and is scanned again later; it never passes.

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from pvoq.errors import TemporaryFailure
 from pvoq.maillog import IdAllocator, MailLog
 
 
-class DeliveryError(Exception):
+class DeliveryError(TemporaryFailure):
     """The connection failed before a per-recipient answer; always temporary here."""
 
     def __init__(self, reason: str, *, code: int = 421) -> None:

@@ -32,6 +32,7 @@ from pvoq.counters import Counters
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp import replies
 from pvoq.smtp.data import NOMINAL, TOO_LONG, read_data
+from pvoq.smtp.replies import StatusCode
 
 
 @dataclass
@@ -62,14 +63,6 @@ class ConnectionGate:
             session.transport.close()
         return len(closing)
 
-
-# Replies of the HAT policy parameters (RFC 5321 4.5.3.1.10 for the recipient limit).
-TOO_MANY_FROM_HOST = "421 4.7.0 Too many concurrent connections from your host, try again later"
-TOO_MANY_FOR_POLICY = "421 4.7.0 Too many concurrent connections, try again later"
-TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
-# TLS required by the HAT but no certificate to offer it with: the fault is
-# ours, so a temporary reply (the sender keeps the mail), not a bounce.
-TLS_UNAVAILABLE = "454 4.7.0 TLS required but not available, try again later"
 
 def _has_bare_newline(content: bytes) -> bool:
     """RFC 5321 2.3.8: CR and LF only as CRLF.
@@ -162,7 +155,7 @@ class PvoqSMTP(HookNames, SMTP):
         self.context = context
         self.gate = gate or ConnectionGate()
         self._counted = False
-        self._refusal = ""              # a policy limit refuses the connection with this reply
+        self._refusal: StatusCode | None = None  # a policy limit's reply: refused at once
         self.tls_unavailable = False    # TLS required by the policy, no certificate to offer
         self._reply_lines: list[bytes] = []  # a multi-line reply being gathered (push)
         super().__init__(handler, hostname=context.hostname, ident="pvoq ESMTP",
@@ -238,7 +231,7 @@ class PvoqSMTP(HookNames, SMTP):
                 log.info(f"ICID {session.icid} refused: {same} concurrent connections from "
                          f"{session.peer_ip} (policy {decision.policy.name} max_conn_per_ip "
                          f"{per_ip})")
-                self._refusal = TOO_MANY_FROM_HOST
+                self._refusal = replies.TOO_MANY_FROM_HOST
                 return
         concurrency = params.get("max_concurrency")
         if concurrency is not None:
@@ -247,7 +240,7 @@ class PvoqSMTP(HookNames, SMTP):
             if same >= int(concurrency):
                 log.info(f"ICID {session.icid} refused: {same} concurrent connections with "
                          f"policy {decision.policy.name} (max_concurrency {concurrency})")
-                self._refusal = TOO_MANY_FOR_POLICY
+                self._refusal = replies.TOO_MANY_FOR_POLICY
                 return
         size = params.get("max_msg_size")
         if size is not None:
@@ -268,7 +261,7 @@ class PvoqSMTP(HookNames, SMTP):
 
     async def _handle_client(self) -> None:
         await self._admit()
-        if self._refusal:
+        if self._refusal is not None:
             await self.push(self._refusal)
             assert self.transport is not None
             self.transport.close()
@@ -284,7 +277,7 @@ class PvoqSMTP(HookNames, SMTP):
             self.transport.close()
             return
         if decision is not None and decision.action == "REJECT":
-            await self.push(f"{replies.ACCESS_DENIED} ({self.context.hostname})")
+            await self.push(replies.HAT_REJECT.format(hostname=self.context.hostname))
             assert self.transport is not None
             self.transport.close()
             return
@@ -299,12 +292,14 @@ class PvoqSMTP(HookNames, SMTP):
         if isinstance(session, PvoqSession) and session.icid:
             self.context.maillog.info(f"ICID {session.icid} close")
 
-    async def push(self, status: str | bytes) -> None:
+    async def push(self, status: str | bytes | StatusCode) -> None:
         """Send a reply; the lines of a multi-line reply (`250-…`) leave in one write.
 
         aiosmtpd writes each line on its own, and on a busy listener every
         write is a system call that wakes the client: EHLO alone was seven.
         """
+        if isinstance(status, StatusCode):
+            status = str(status)
         line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") \
             if isinstance(status, str) else status
         if line[3:4] == b"-":
@@ -324,26 +319,26 @@ class PvoqSMTP(HookNames, SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+            await self.push(replies.NEED_RCPT)
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push(replies.DATA_SYNTAX)
             return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        await self.push(replies.START_DATA)
         block = await read_data(self._reader, size_limit=self.data_size_limit,
                                 line_limit=self.line_length_limit)
         if block is None:
             return  # the connection ended in the middle of the data
         if block.state != NOMINAL:
             self._set_post_data_state()
-            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)" if block.state == TOO_LONG
-                            else "552 Error: Too much mail data")
+            await self.push(replies.LINE_TOO_LONG if block.state == TOO_LONG
+                            else replies.TOO_MUCH_DATA)
             return
         self.envelope.content = self.envelope.original_content = block.content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         self.context.maillog.flush()  # the client hears of its message after the log does
-        await self.push("250 OK" if status is MISSING else status)
+        await self.push(replies.DATA_OK if status is MISSING else status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parsing: a plain `<local@domain>` at once, anything else
@@ -382,10 +377,10 @@ class PvoqSMTP(HookNames, SMTP):
             reason = getattr(cause, "reason", None) or str(cause)
             session.tls_failed = reason
             self.context.maillog.info(f"ICID {session.icid} TLS failed: {reason}")
-            return replies.WRONG_TLS
+            return str(replies.WRONG_TLS)
         self.context.maillog.warning(
             f"ICID {session.icid} application fault: {type(error).__name__}: {error}")
-        return replies.LOCAL_ERROR
+        return str(replies.LOCAL_ERROR)
 
 
 async def reverse_dns(ip: str, *, timeout_s: float = 2.0) -> tuple[str | None, bool]:
@@ -439,21 +434,22 @@ class BaseHandler(HookNames):
         session.host_name = hostname
         # aiosmtpd reads one command line at a time, so pipelined commands
         # (RFC 2920) are answered in order; say so.
-        responses.insert(len(responses) - 1, "250-PIPELINING")
+        responses.insert(len(responses) - 1, replies.PIPELINING.more())
         # No SMTP AUTH: listeners decide by the HAT (and CPQ by certificate).
-        return [r for r in responses if not r.startswith("250-AUTH")]
+        auth = replies.AUTH.more()
+        return [r for r in responses if not r.startswith(auth)]
 
     async def handle_MAIL(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
                           envelope: PvoqEnvelope, address: str, options: list[str]) -> str:
         if server.tls_unavailable:
-            return TLS_UNAVAILABLE
+            return str(replies.TLS_UNAVAILABLE)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         envelope.mid = self.context.ids.next("mid")
         log = self.context.maillog
         log.info(f"Start MID {envelope.mid} ICID {session.icid}")
         log.info(f"MID {envelope.mid} ICID {session.icid} From: <{address}>")
-        return replies.SENDER_OK
+        return str(replies.SENDER_OK)
 
     async def handle_RCPT(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
                           envelope: PvoqEnvelope, address: str, options: list[str]) -> str:
@@ -461,22 +457,22 @@ class BaseHandler(HookNames):
         entry = match_rat(server.listener.rat, address)
         if entry is None or entry.access != "ACCEPT":
             log.info(f"MID {envelope.mid} ICID {session.icid} To: <{address}> Rejected by RAT")
-            return replies.RCPT_REJECTED
+            return str(replies.RCPT_REJECTED)
         policy = session.decision.policy if session.decision is not None else None
         limit = policy.params.get("max_rcpts_per_msg") if policy is not None else None
         if policy is not None and limit is not None and len(envelope.rcpt_tos) >= int(limit):
             log.info(f"MID {envelope.mid} ICID {session.icid} To: <{address}> Rejected: "
                      f"max_rcpts_per_msg {limit} reached (policy {policy.name})")
-            return TOO_MANY_RECIPIENTS
+            return str(replies.TOO_MANY_RECIPIENTS)
         rid = len(envelope.rcpt_tos)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         log.info(f"MID {envelope.mid} ICID {session.icid} RID {rid} To: <{address}>")
-        return replies.RCPT_OK
+        return str(replies.RCPT_OK)
 
     async def handle_RSET(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
                           envelope: PvoqEnvelope) -> str:
-        return "250 2.0.0 Ok"
+        return str(replies.RSET_OK)
 
     async def handle_DATA(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
                           envelope: PvoqEnvelope) -> str:
@@ -486,7 +482,7 @@ class BaseHandler(HookNames):
         if _has_bare_newline(content):
             log.info(f"MID {mid} ICID {session.icid} refused: bare CR or LF in DATA")
             log.info(f"Message finished MID {mid} aborted")
-            return replies.BARE_NEWLINE
+            return str(replies.BARE_NEWLINE)
         info = message_info(content)
         if info.message_id:
             log.info(f"MID {mid} Message-ID '{info.message_id}'")
@@ -496,7 +492,7 @@ class BaseHandler(HookNames):
             reply = await self._store(server, session, envelope, content, info)
         except Exception as exc:  # the client must retry; nothing was acknowledged
             log.warning(f"MID {mid} application fault: {type(exc).__name__}: {exc}")
-            return replies.LOCAL_ERROR
+            return str(replies.LOCAL_ERROR)
         if reply.startswith("2") and self.context.counters is not None:
             self.context.counters.inc("messages_received")
             self.context.counters.inc("recipients_received", len(envelope.rcpt_tos))

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pvoq.errors import PvoqError
 from pvoq.fsutil import fsync_dir
 
 MAGIC = b"PVQ1"
@@ -60,7 +61,7 @@ MAX_BATCH = 512
 COMPACT_BELOW = 0.5  # the oldest segment's live share under which its messages move forward
 
 
-class SpoolLogError(Exception):
+class SpoolLogError(PvoqError):
     """The log cannot be used (e.g. a second writer, or a read-only log asked to write)."""
 
 

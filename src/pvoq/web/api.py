@@ -31,11 +31,10 @@ from pydantic import BaseModel, Field
 
 from pvoq import __version__
 from pvoq.config.model import ApiToken
-from pvoq.quarantine.roles import Caller, PermissionDenied
-from pvoq.quarantine.search import SearchError, SearchQuery, TextFilter
+from pvoq.errors import PvoqError, http_status
+from pvoq.quarantine.roles import Caller
+from pvoq.quarantine.search import SearchQuery, TextFilter
 from pvoq.quarantine.service import ActionResult, QuarantineService
-from pvoq.quarantine.settings import SettingsError
-from pvoq.quarantine.store import QuarantineError
 
 FILTER_BY = {"contains": "contains", "is": "is", "begins_with": "starts_with",
              "starts_with": "starts_with", "ends_with": "ends_with",
@@ -168,19 +167,14 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...]) -> Fast
         origin = request.client.host if request.client else "unknown"
         return Caller(entry.user, f"api {origin}", entry.role, entry.quarantines)
 
-    @app.exception_handler(PermissionDenied)
-    async def denied(_request: Request, exc: PermissionDenied) -> JSONResponse:
-        return JSONResponse({"error": {"message": str(exc)}}, status_code=403)
+    @app.exception_handler(PvoqError)
+    async def refused(_request: Request, exc: PvoqError) -> JSONResponse:
+        """One mapping for the whole tree: an operator error's status (`errors.http_status`)."""
+        status = http_status(exc)
+        if status is None:
+            raise exc  # not the client's doing: a 500, as for any other exception
+        return JSONResponse({"error": {"message": str(exc)}}, status_code=status)
 
-    @app.exception_handler(QuarantineError)
-    async def not_found(_request: Request, exc: QuarantineError) -> JSONResponse:
-        return JSONResponse({"error": {"message": str(exc)}}, status_code=404)
-
-    async def bad_request(_request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": {"message": str(exc)}}, status_code=400)
-
-    app.add_exception_handler(SearchError, bad_request)
-    app.add_exception_handler(SettingsError, bad_request)
     Who = Annotated[Caller, Depends(caller)]
 
     router = APIRouter()

@@ -19,6 +19,7 @@ from pvoq.config.model import ApiToken  # noqa: E402
 from pvoq.quarantine.service import QuarantineService  # noqa: E402
 from pvoq.quarantine.settings import DAY, RELEASE, QuarantineSettings, merge_settings  # noqa: E402
 from pvoq.quarantine.store import QuarantineStore  # noqa: E402
+from pvoq.spool.log import SpoolLogError  # noqa: E402
 from pvoq.web.api import create_app  # noqa: E402
 from pvoq.web.server import ApiServer  # noqa: E402
 
@@ -220,3 +221,58 @@ class TestActions:
         """The same routes answer under /sma/api/v2.0 as on AsyncOS."""
         with api.client() as c:
             assert c.get("/sma/api/v2.0/quarantine/messages").status_code == 200
+
+
+class TestErrors:
+    """One handler maps the exception tree: an operator error's status and its text."""
+
+    def test_unknown_mid_is_404_with_the_message(self, api: Api) -> None:
+        with api.client() as c:
+            r = c.get(f"{API}/details", params={"mid": 99})
+        assert (r.status_code, r.json()) == (
+            404, {"error": {"message": "No message with MID 99 in the quarantines."}})
+
+    def test_a_role_that_may_not_is_403_with_the_message(self, api: Api) -> None:
+        fill(api.store)
+        with api.client("t-readonly") as c:
+            r = c.post(API, json={"action": "release", "mids": [1]})
+        assert (r.status_code, r.json()) == (
+            403, {"error": {"message": "role read-only may not release"}})
+
+    def test_a_bad_search_is_400_with_the_message(self, api: Api) -> None:
+        with api.client() as c:
+            r = c.get(API, params={"orderDir": "sideways"})
+        assert (r.status_code, r.json()) == (
+            400, {"error": {"message": "order direction must be asc or desc, not 'sideways'"}})
+
+    def test_a_bad_setting_is_400_with_the_message(self, api: Api) -> None:
+        fill(api.store)
+        with api.client() as c:
+            r = c.post(API, json={"action": "delay", "mids": [1], "delay": "3d"})
+        assert r.status_code == 400
+        assert r.json()["error"]["message"].startswith("delay must be one of")
+
+    def test_a_bulk_move_without_a_target_is_404_as_before(self, api: Api) -> None:
+        fill(api.store)
+        with api.client() as c:
+            r = c.post(f"{API}/bulk", json={"action": "move", "search": {}, "dryRun": False})
+        assert (r.status_code, r.json()) == (
+            404, {"error": {"message": "move needs a source and a target quarantine"}})
+
+    @pytest.mark.parametrize("exc", [SpoolLogError("read-only"), ValueError("boom")],
+                             ids=lambda e: type(e).__name__)
+    def test_anything_else_is_a_plain_500(self, exc: Exception) -> None:
+        """Not the client's doing (a PvoqError off the operator branch, or a bug): 500."""
+        class Failing:
+            def search(self, *args: Any) -> Any:
+                raise exc
+
+        app = create_app(Failing(), TOKENS)  # type: ignore[arg-type]
+
+        async def get() -> httpx.Response:
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+                return await c.get(API, headers={"Authorization": "Bearer t-admin"})
+
+        r = asyncio.run(get())
+        assert (r.status_code, r.text) == (500, "Internal Server Error")

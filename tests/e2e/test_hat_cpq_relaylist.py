@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from pvoq.testing.localdeploy import Deployment, wait_for
 from pvoq.smtp import replies
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 
 def _gateway_tls(dep: Deployment) -> ssl.SSLContext:

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from pvoq.testing.localdeploy import Deployment, wait_for
 from pvoq.smtp import replies
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 
 def _set_policy(dep: Deployment, params: str) -> None:

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from pvoq.testing.localdeploy import Deployment, wait_for
 from pvoq.smtp import replies
+from pvoq.testing.localdeploy import Deployment, wait_for
 
 LIMIT = 20_000
 

@@ -246,8 +246,14 @@ def operator_cli(ctx: click.Context, config_path: str) -> None:
     ctx.obj = ClientContext(config_path)
 
 
-for _module in (operator, quarantine, queues, remote, scanning, logs, spool):
-    _module.register(operator_cli)
+# Each command module adds its commands (and groups) to `pvoq cli`.
+operator.register(operator_cli)     # status, tophosts, hoststatus, reload, pvo check
+quarantine.register(operator_cli)   # quarantine list|show|release|delete|search|bulk|..., audit
+queues.register(operator_cli)       # showrecipients, suspend/resume, workqueue, rate, ...
+remote.register(operator_cli)       # listeners, gateway add|list|..., ssh token|authorize|show
+scanning.register(operator_cli)     # pipeline show, outbreak reload|rescan
+logs.register(operator_cli)         # grep, tail (read the log file itself)
+spool.register(operator_cli)        # spool list|show (read the spool log itself)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,5 +1,5 @@
-"""`pvoq cli -c MANAGER quarantine search|bulk|saved|delay|move|copy|expire|config`
-and `pvoq cli -c MANAGER audit verify|tail`.
+"""`pvoq cli -c MANAGER quarantine list|show|release|delete`, `quarantine
+search|bulk|saved|delay|move|copy|expire|config` and `pvoq cli -c MANAGER audit verify|tail`.
 
 Search filters as AsyncOS names them: `--sender contains:alice`,
 `--subject does-not-start-with:RE:`, `--recipient ends-with:@example.com`,

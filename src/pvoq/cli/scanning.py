@@ -54,10 +54,6 @@ def outbreak_rescan(ctx: click.Context) -> None:
     click.echo(request(ctx, "outbreak.rescan")["text"])
 
 
-# The search, bulk, saved-search, delay/move/copy and audit commands register themselves
-# on the groups above.
-
-
 def register(cli: click.Group) -> None:
     """Add this module's commands to the `pvoq cli` group."""
     for cmd in (pipeline, outbreak):

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import click
 
-from pvoq.cli.operator import operator
+from pvoq.cli.client import config
 
 
 def _log_path(ctx: click.Context, name: str) -> Path:
-    from pvoq.cli.main import load_or_exit
-
-    cfg = load_or_exit(ctx.obj["config"])
+    cfg = config(ctx)
     if name != "mail_logs":
         raise click.UsageError(f"unknown log {name!r} (this appliance writes mail_logs)")
     path = cfg.logs_dir / name
@@ -24,7 +22,7 @@ def _log_path(ctx: click.Context, name: str) -> Path:
     return path
 
 
-@operator.command("grep")
+@click.command("grep")
 @click.option("-e", "--regexp", "pattern", required=True, help="Regular expression.")
 @click.option("-i", "ignore_case", is_flag=True, help="Ignore case.")
 @click.option("-c", "count_only", is_flag=True, help="Print the number of matching lines.")
@@ -54,7 +52,7 @@ def grep_cmd(ctx: click.Context, pattern: str, ignore_case: bool, count_only: bo
         sys.exit(1)
 
 
-@operator.command("tail")
+@click.command("tail")
 @click.option("-n", "lines", type=click.IntRange(1), default=20, show_default=True)
 @click.option("-f", "follow_on", is_flag=True, help="Keep printing new lines.")
 @click.option("--seconds", type=click.FloatRange(0), default=None,
@@ -75,3 +73,9 @@ def tail_cmd(ctx: click.Context, lines: int, follow_on: bool, seconds: float | N
                 click.echo(line)
         except KeyboardInterrupt:
             pass
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to the `pvoq cli` group."""
+    for cmd in (grep_cmd, tail_cmd):
+        cli.add_command(cmd)

@@ -13,18 +13,9 @@ from pathlib import Path
 import click
 
 from pvoq import __version__
-from pvoq.cli.operator import operator
+from pvoq.cli import logs, operator, quarantine, queues, remote, scanning, spool
+from pvoq.cli.client import ClientContext, load_or_exit
 from pvoq.config.errors import ConfigError
-from pvoq.config.loader import load_config
-from pvoq.config.model import Config
-
-
-def load_or_exit(path: str) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        click.echo(f"pvoq: configuration error: {exc}", err=True)
-        sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -247,7 +238,22 @@ def demo(keep: bool, directory: Path | None) -> None:
     sys.exit(run_demo(keep=keep, directory=directory))
 
 
-main.add_command(operator)
+@main.group("cli")
+@click.option("-c", "--config", "config_path", required=True, type=click.Path())
+@click.pass_context
+def operator_cli(ctx: click.Context, config_path: str) -> None:
+    """Operator commands against the running appliance of CONFIG."""
+    ctx.obj = ClientContext(config_path)
+
+
+# Each command module adds its commands (and groups) to `pvoq cli`.
+operator.register(operator_cli)     # status, tophosts, hoststatus, reload, pvo check
+quarantine.register(operator_cli)   # quarantine list|show|release|delete|search|bulk|..., audit
+queues.register(operator_cli)       # showrecipients, suspend/resume, workqueue, rate, ...
+remote.register(operator_cli)       # listeners, gateway add|list|..., ssh token|authorize|show
+scanning.register(operator_cli)     # pipeline show, outbreak reload|rescan
+logs.register(operator_cli)         # grep, tail (read the log file itself)
+spool.register(operator_cli)        # spool list|show (read the spool log itself)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-from pvoq.cli.operator import _as_json, _request, operator
+from pvoq.cli.client import print_json, request
 
 
 def _selection(by_host: str | None, by_sender: str | None) -> dict[str, str]:
@@ -21,7 +21,7 @@ def _selection(by_host: str | None, by_sender: str | None) -> dict[str, str]:
     return {"by": "all"}
 
 
-@operator.command()
+@click.command()
 @click.option("--host", "by_host", help="Recipient host (the.cpq.host included).")
 @click.option("--sender", "by_sender", help="Envelope sender.")
 @click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
@@ -30,8 +30,8 @@ def _selection(by_host: str | None, by_sender: str | None) -> dict[str, str]:
 def showrecipients(ctx: click.Context, by_host: str | None, by_sender: str | None, limit: int,
                    as_json: bool) -> None:
     """Messages in the delivery queues, by recipient host, by envelope sender, or all."""
-    d = _request(ctx, "showrecipients", {**_selection(by_host, by_sender), "limit": limit})["data"]
-    if _as_json(as_json, d):
+    d = request(ctx, "showrecipients", {**_selection(by_host, by_sender), "limit": limit})["data"]
+    if print_json(as_json, d):
         return
     if not d["messages"]:
         click.echo("No messages found.")
@@ -47,7 +47,7 @@ def showrecipients(ctx: click.Context, by_host: str | None, by_sender: str | Non
         click.echo(f"({d['total']} messages in all; {len(d['messages'])} shown)")
 
 
-@operator.command()
+@click.command()
 @click.option("--host", "by_host", help="Recipient host (the.cpq.host included).")
 @click.option("--sender", "by_sender", help="Envelope sender.")
 @click.option("--all", "everything", is_flag=True, help="Every queued message.")
@@ -58,14 +58,14 @@ def deleterecipients(ctx: click.Context, by_host: str | None, by_sender: str | N
     selection = _selection(by_host, by_sender)
     if selection["by"] == "all" and not everything:
         raise click.UsageError("say --host HOST, --sender ADDRESS or --all")
-    total = _request(ctx, "showrecipients", {**selection, "limit": 1})["data"]["total"]
+    total = request(ctx, "showrecipients", {**selection, "limit": 1})["data"]["total"]
     deleted = 0
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("deleting"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("delete", total=total)
         while True:
-            step = _request(ctx, "deleterecipients", {**selection, "limit": 5000})
+            step = request(ctx, "deleterecipients", {**selection, "limit": 5000})
             count = step["data"]["deleted"]
             deleted += count
             bar.update(task, completed=deleted)
@@ -74,70 +74,70 @@ def deleterecipients(ctx: click.Context, by_host: str | None, by_sender: str | N
     click.echo(f"{deleted} messages deleted." if deleted else "No messages deleted.")
 
 
-@operator.command()
+@click.command()
 @click.argument("listener", required=False, default="all")
 @click.option("--delay", type=click.FloatRange(0), default=0.0, show_default=True,
               help="Seconds open sessions may go on before they are closed.")
 @click.pass_context
 def suspendlisteners(ctx: click.Context, listener: str, delay: float) -> None:
     """Stop accepting connections on LISTENER (or all; the cpq_listener included)."""
-    click.echo(_request(ctx, "suspendlisteners", {"listener": listener, "delay": delay})["text"])
+    click.echo(request(ctx, "suspendlisteners", {"listener": listener, "delay": delay})["text"])
 
 
-@operator.command()
+@click.command()
 @click.argument("listener", required=False, default="all")
 @click.pass_context
 def resumelisteners(ctx: click.Context, listener: str) -> None:
     """Accept connections again on LISTENER (or all)."""
-    click.echo(_request(ctx, "resumelisteners", {"listener": listener})["text"])
+    click.echo(request(ctx, "resumelisteners", {"listener": listener})["text"])
 
 
-@operator.command()
+@click.command()
 @click.option("--delay", type=click.FloatRange(0), default=0.0, show_default=True)
 @click.pass_context
 def suspend(ctx: click.Context, delay: float) -> None:
     """Suspend receiving on every listener and all delivery (System status: Offline)."""
-    click.echo(_request(ctx, "suspend", {"delay": delay})["text"])
+    click.echo(request(ctx, "suspend", {"delay": delay})["text"])
 
 
-@operator.command()
+@click.command()
 @click.pass_context
 def resume(ctx: click.Context) -> None:
     """Resume receiving on every listener and delivery."""
-    click.echo(_request(ctx, "resume")["text"])
+    click.echo(request(ctx, "resume")["text"])
 
 
-@operator.command()
+@click.command()
 @click.pass_context
 def suspenddel(ctx: click.Context) -> None:
     """Suspend delivery (queued mail stays queued)."""
-    click.echo(_request(ctx, "suspenddel")["text"])
+    click.echo(request(ctx, "suspenddel")["text"])
 
 
-@operator.command()
+@click.command()
 @click.pass_context
 def resumedel(ctx: click.Context) -> None:
     """Resume delivery."""
-    click.echo(_request(ctx, "resumedel")["text"])
+    click.echo(request(ctx, "resumedel")["text"])
 
 
-@operator.command()
+@click.command()
 @click.argument("action", type=click.Choice(["status", "pause", "resume"]),
                 default="status", required=False)
 @click.pass_context
 def workqueue(ctx: click.Context, action: str) -> None:
     """The gateway's work queue (mail waiting to be scanned): status, pause, resume."""
-    click.echo(_request(ctx, f"workqueue.{action}")["text"])
+    click.echo(request(ctx, f"workqueue.{action}")["text"])
 
 
-@operator.command()
+@click.command()
 @click.pass_context
 def resetcounters(ctx: click.Context) -> None:
     """Reset the "Reset" column of the counters."""
-    click.echo(_request(ctx, "resetcounters")["text"])
+    click.echo(request(ctx, "resetcounters")["text"])
 
 
-@operator.command()
+@click.command()
 @click.argument("interval", type=click.FloatRange(0.1), default=10.0, required=False)
 @click.option("--count", type=click.IntRange(1), default=6, show_default=True,
               help="Lines to print before stopping.")
@@ -147,10 +147,10 @@ def rate(ctx: click.Context, interval: float, count: int) -> None:
     click.echo(f"{'':9}{'Connections':>14}{'Recipients':>22}{'':>14}{'Queue':>9}")
     click.echo(f"{'Time':<9}{'In':>7}{'Out':>7}{'Received':>11}{'Delta':>7}"
                f"{'Completed':>11}{'Delta':>7}{'Msgs':>9}")
-    before = _request(ctx, "rate")["data"]
+    before = request(ctx, "rate")["data"]
     for _ in range(count):
         time.sleep(interval)
-        now = _request(ctx, "rate")["data"]
+        now = request(ctx, "rate")["data"]
         rcvd, done = (now["counters"]["recipients_received"],
                       now["counters"]["completed_recipients"])
         click.echo(f"{time.strftime('%H:%M:%S', time.localtime(now['time'])):<9}"
@@ -161,9 +161,16 @@ def rate(ctx: click.Context, interval: float, count: int) -> None:
         before = now
 
 
-@operator.command()
+@click.command()
 @click.argument("host", required=False)
 @click.pass_context
 def delivernow(ctx: click.Context, host: str | None) -> None:
     """Retry delivery now, for HOST or for every host."""
-    click.echo(_request(ctx, "delivernow", {"host": host})["text"])
+    click.echo(request(ctx, "delivernow", {"host": host})["text"])
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to the `pvoq cli` group."""
+    for cmd in (showrecipients, deleterecipients, suspendlisteners, resumelisteners, suspend,
+                resume, suspenddel, resumedel, workqueue, resetcounters, rate, delivernow):
+        cli.add_command(cmd)

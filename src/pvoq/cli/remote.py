@@ -2,7 +2,7 @@
 
 Manager: `gateway add|list|remove|test|pubkey`. Gateway: `ssh token|authorize|show`.
 Both: `listeners [--all]` (the hidden `cpq_listener` only with `--all`).
-They register themselves on the `operator` group.
+`register()` adds them to the `pvoq cli` group.
 """
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from pathlib import Path
 
 import click
 
-from pvoq.cli.operator import _as_json, _request, operator
+from pvoq.cli.client import print_json, request
 
 
-@operator.command("listeners")
+@click.command("listeners")
 @click.option("--all", "show_all", is_flag=True, help="Include the hidden cpq_listener.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def listeners(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """Listeners with interface, port and sender groups (as `listenerconfig` lists them)."""
-    rows = _request(ctx, "listeners", {"all": show_all})["data"]["listeners"]
-    if _as_json(as_json, rows):
+    rows = request(ctx, "listeners", {"all": show_all})["data"]["listeners"]
+    if print_json(as_json, rows):
         return
     click.echo("Currently configured listeners:")
     for i, r in enumerate(rows, 1):
@@ -31,7 +31,7 @@ def listeners(ctx: click.Context, show_all: bool, as_json: bool) -> None:
                    f"{', '.join(r['sender_groups'])}")
 
 
-@operator.group("gateway")
+@click.group("gateway")
 def gateway_group() -> None:
     """The manager's SSH link to its gateways."""
 
@@ -48,7 +48,7 @@ def gateway_group() -> None:
 def gateway_add(ctx: click.Context, name: str, host: str | None, ssh_port: int | None,
                 token: str | None, fingerprint: str | None, replace: bool) -> None:
     """Pin NAME's SSH host key (trust on first use) and install the manager's key."""
-    click.echo(_request(ctx, "gateway.add", {
+    click.echo(request(ctx, "gateway.add", {
         "name": name, "host": host, "ssh_port": ssh_port, "token": token,
         "fingerprint": fingerprint, "replace": replace})["text"])
 
@@ -58,8 +58,8 @@ def gateway_add(ctx: click.Context, name: str, host: str | None, ssh_port: int |
 @click.pass_context
 def gateway_list(ctx: click.Context, as_json: bool) -> None:
     """Gateways, their SSH pins, the last lookup and any application fault."""
-    rows = _request(ctx, "gateway.list")["data"]["gateways"]
-    if _as_json(as_json, rows):
+    rows = request(ctx, "gateway.list")["data"]["gateways"]
+    if print_json(as_json, rows):
         return
     for r in rows:
         click.echo(f"{r['name']}: CPQ {r['cpq_address']}:{r['cpq_port']}  "
@@ -73,7 +73,7 @@ def gateway_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def gateway_remove(ctx: click.Context, name: str) -> None:
     """Forget NAME's SSH pin; releases go to its configured address."""
-    click.echo(_request(ctx, "gateway.remove", {"name": name})["text"])
+    click.echo(request(ctx, "gateway.remove", {"name": name})["text"])
 
 
 @gateway_group.command("test")
@@ -81,17 +81,17 @@ def gateway_remove(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def gateway_test(ctx: click.Context, name: str) -> None:
     """Ask NAME over SSH where its PVO listener is, now."""
-    click.echo(_request(ctx, "gateway.test", {"name": name})["text"])
+    click.echo(request(ctx, "gateway.test", {"name": name})["text"])
 
 
 @gateway_group.command("pubkey")
 @click.pass_context
 def gateway_pubkey(ctx: click.Context) -> None:
     """The manager's public key, for `ssh authorize` on a gateway."""
-    click.echo(_request(ctx, "gateway.pubkey")["text"])
+    click.echo(request(ctx, "gateway.pubkey")["text"])
 
 
-@operator.group("ssh")
+@click.group("ssh")
 def ssh_group() -> None:
     """The gateway's SSH command service."""
 
@@ -102,7 +102,7 @@ def ssh_group() -> None:
 @click.pass_context
 def ssh_token(ctx: click.Context, ttl: float) -> None:
     """Issue a one-time token with which a manager may install its key."""
-    click.echo(_request(ctx, "ssh.token", {"ttl_s": ttl})["text"])
+    click.echo(request(ctx, "ssh.token", {"ttl_s": ttl})["text"])
 
 
 @ssh_group.command("authorize")
@@ -113,7 +113,7 @@ def ssh_authorize(ctx: click.Context, key_file: Path, name: str | None) -> None:
     """Authorize a manager's public key file (`gateway pubkey` on the manager)."""
     text = key_file.read_text().strip()
     parts = text.split()
-    click.echo(_request(ctx, "ssh.authorize", {
+    click.echo(request(ctx, "ssh.authorize", {
         "key": text, "name": name or (parts[2] if len(parts) > 2 else "")})["text"])
 
 
@@ -121,8 +121,14 @@ def ssh_authorize(ctx: click.Context, key_file: Path, name: str | None) -> None:
 @click.pass_context
 def ssh_show(ctx: click.Context) -> None:
     """The service's address, host key fingerprint and authorized keys."""
-    data = _request(ctx, "ssh.show")["data"]
+    data = request(ctx, "ssh.show")["data"]
     click.echo(f"SSH command service on {data['address']} port {data['port']}")
     click.echo(f"Host key: {data['fingerprint']}")
     for k in data["authorized_keys"]:
         click.echo(f"Authorized: {k['fingerprint']} {k['name']}")
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to the `pvoq cli` group."""
+    for cmd in (listeners, gateway_group, ssh_group):
+        cli.add_command(cmd)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from pvoq.cli.operator import _as_json, _request, operator
+from pvoq.cli.client import print_json, request
 
 
-@operator.group()
+@click.group()
 def pipeline() -> None:
     """The gateway's scanning pipeline."""
 
@@ -17,8 +17,8 @@ def pipeline() -> None:
 @click.pass_context
 def pipeline_show(ctx: click.Context, as_json: bool) -> None:
     """The stages in the order they run, and where a release from each resumes."""
-    data = _request(ctx, "pipeline.show")["data"]
-    if _as_json(as_json, data):
+    data = request(ctx, "pipeline.show")["data"]
+    if print_json(as_json, data):
         return
     click.echo(f"Scanning pipeline of {data['hostname']} (stages run in this order):")
     click.echo(f"{'#':<3}{'Stage':<18}{'PVO':<5}{'Quarantine':<12}{'Timeout':<9}Engine / rules")
@@ -35,7 +35,7 @@ def pipeline_show(ctx: click.Context, as_json: bool) -> None:
                "queued and is scanned again.")
 
 
-@operator.group()
+@click.group()
 def outbreak() -> None:
     """Outbreak filter rules and the gateway's copies of outbreak-quarantined mail."""
 
@@ -44,15 +44,17 @@ def outbreak() -> None:
 @click.pass_context
 def outbreak_reload(ctx: click.Context) -> None:
     """Re-read the rules file now; if it changed, rescan the kept copies."""
-    click.echo(_request(ctx, "outbreak.reload")["text"])
+    click.echo(request(ctx, "outbreak.reload")["text"])
 
 
 @outbreak.command("rescan")
 @click.pass_context
 def outbreak_rescan(ctx: click.Context) -> None:
     """Rescan every kept copy against the rules in force and tell the manager."""
-    click.echo(_request(ctx, "outbreak.rescan")["text"])
+    click.echo(request(ctx, "outbreak.rescan")["text"])
 
 
-# The search, bulk, saved-search, delay/move/copy and audit commands register themselves
-# on the groups above.
+def register(cli: click.Group) -> None:
+    """Add this module's commands to the `pvoq cli` group."""
+    for cmd in (pipeline, outbreak):
+        cli.add_command(cmd)

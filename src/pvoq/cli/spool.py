@@ -13,17 +13,20 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pvoq.cli.operator import _as_json, operator
+from pvoq.cli.client import config, print_json
 
-
-def _open(ctx: click.Context):  # noqa: ANN202 (a Spool; imported late like the other commands)
-    from pvoq.cli.main import load_or_exit
+if TYPE_CHECKING:
     from pvoq.spool.store import Spool
 
-    cfg = load_or_exit(ctx.obj["config"])
+
+def _open(ctx: click.Context) -> Spool:
+    from pvoq.spool.store import Spool  # imported late: most commands never open the spool
+
+    cfg = config(ctx)
     directory = Path(cfg.data_dir) / "spool"
     if not directory.is_dir():
         click.echo(f"pvoq: no spool yet at {directory}", err=True)
@@ -31,7 +34,7 @@ def _open(ctx: click.Context):  # noqa: ANN202 (a Spool; imported late like the 
     return Spool(directory, readonly=True)
 
 
-@operator.group("spool")
+@click.group("spool")
 def spool_group() -> None:
     """The messages in this appliance's spool (read-only)."""
 
@@ -45,12 +48,12 @@ def spool_list(ctx: click.Context, as_json: bool) -> None:
     entries = spool.recover()
     damaged = spool.damaged
     spool.close()
-    rows = [{"mid": e.mid, "state": e.state, "received": e.received, "size": e.size,
+    rows: list[dict[str, Any]] = [{"mid": e.mid, "state": e.state, "received": e.received, "size": e.size,
              "sender": e.sender,
              "recipients": [{"rid": r.rid, "address": r.address, "host": r.host,
                              "status": r.status, "attempts": r.attempts} for r in e.recipients]}
             for e in entries]
-    if _as_json(as_json, {"messages": rows, "damaged": damaged}):
+    if print_json(as_json, {"messages": rows, "damaged": damaged}):
         return
     for problem in damaged:
         click.echo(f"Warning: {problem}", err=True)
@@ -88,3 +91,8 @@ def spool_show(ctx: click.Context, mid: int, with_body: bool) -> None:
             sys.stdout.buffer.flush()
     finally:
         spool.close()
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to the `pvoq cli` group."""
+    cli.add_command(spool_group)

@@ -1,5 +1,5 @@
-"""`pvoq cli -c MANAGER quarantine search|bulk|saved|delay|move|copy|expire|config`
-and `pvoq cli -c MANAGER audit verify|tail`.
+"""`pvoq cli -c MANAGER quarantine list|show|release|delete`, `quarantine
+search|bulk|saved|delay|move|copy|expire|config` and `pvoq cli -c MANAGER audit verify|tail`.
 
 Search filters as AsyncOS names them: `--sender contains:alice`,
 `--subject does-not-start-with:RE:`, `--recipient ends-with:@example.com`,
@@ -23,8 +23,95 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pvoq.cli.operator import _as_json, _reasons, _request, operator, quarantine
+from pvoq.cli.client import print_json, request
+from pvoq.cli.render import reasons
 from pvoq.maillog.writer import format_time
+
+
+@click.group()
+def quarantine() -> None:
+    """The manager's Policy, Virus and Outbreak quarantines."""
+
+
+@quarantine.command("list")
+@click.option("-q", "--quarantine", "name", default=None, help="Only this quarantine.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--offset", type=click.IntRange(0), default=0)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def quarantine_list(ctx: click.Context, name: str | None, limit: int, offset: int,
+                    as_json: bool) -> None:
+    """Messages held, newest first."""
+    data = request(ctx, "quarantine.list",
+                    {"quarantine": name, "limit": limit, "offset": offset})["data"]
+    if print_json(as_json, data):
+        return
+    table = Table(title=f"PVO quarantines: {data['total']} messages"
+                  + (f" in {name}" if name else ""), title_justify="left")
+    for col in ("MID", "Received", "Gateway (MID)", "Sender", "Subject", "Size",
+                "Quarantines (reason)"):
+        table.add_column(col, overflow="fold")
+    for m in data["messages"]:
+        table.add_row(str(m["id"]), format_time(m["received_at"]),
+                      f"{m['origin_host']} ({m['origin_mid']})", m["sender"], m["subject"],
+                      f"{m['size'] / 1024:.1f}K", reasons(m["quarantines"]))
+    Console(width=max(140, Console().width)).print(table)
+
+
+@quarantine.command("show")
+@click.argument("mid", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def quarantine_show(ctx: click.Context, mid: int, as_json: bool) -> None:
+    """One message: envelope, reasons, and the message itself."""
+    m = request(ctx, "quarantine.show", {"mid": mid})["data"]
+    if print_json(as_json, m):
+        return
+    click.echo(f"MID:               {m['id']}")
+    click.echo(f"State:             {m['state']}")
+    click.echo(f"Received:          {format_time(m['received_at'])}")
+    click.echo(f"Gateway:           {m['origin_host']} ({m['origin_ip']}) MID {m['origin_mid']}")
+    click.echo(f"Envelope sender:   {m['sender']}")
+    for r in m["recipients"]:
+        click.echo(f"Envelope rcpt:     [{r['rid']}] {r['address']}")
+    click.echo(f"Subject:           {m['subject']}")
+    click.echo(f"Size:              {m['size']} bytes")
+    for q in m["quarantines"]:
+        click.echo(f'Quarantine:        "{q["quarantine"]}" {q["state"]} ({q["reason"]})')
+    if m.get("body"):
+        click.echo("")
+        click.echo(m["body"])
+
+
+@quarantine.command("release")
+@click.argument("mids", type=int, nargs=-1, required=True)
+@click.option("-q", "--quarantine", "name", default=None,
+              help="Release from this quarantine only (default: from all).")
+@click.option("--recipient", "recipients", multiple=True, metavar="ADDRESS",
+              help="Release for this envelope recipient only (repeatable).")
+@click.pass_context
+def quarantine_release(ctx: click.Context, mids: tuple[int, ...], name: str | None,
+                       recipients: tuple[str, ...]) -> None:
+    """Release messages; each goes back to the gateway it came from."""
+    for mid in mids:
+        click.echo(request(ctx, "quarantine.release", {"mid": mid, "quarantine": name,
+                                                        "recipients": list(recipients)})["text"])
+
+
+@quarantine.command("delete")
+@click.argument("mids", type=int, nargs=-1, required=True)
+@click.option("-q", "--quarantine", "name", default=None,
+              help="Delete from this quarantine only (the message is then never delivered).")
+@click.option("--recipient", "recipients", multiple=True, metavar="ADDRESS",
+              help="Delete for this envelope recipient only (repeatable).")
+@click.pass_context
+def quarantine_delete(ctx: click.Context, mids: tuple[int, ...], name: str | None,
+                      recipients: tuple[str, ...]) -> None:
+    """Delete messages."""
+    for mid in mids:
+        click.echo(request(ctx, "quarantine.delete", {"mid": mid, "quarantine": name,
+                                                       "recipients": list(recipients)})["text"])
+
 
 OPS = ("contains", "does-not-contain", "starts-with", "does-not-start-with", "ends-with",
        "does-not-end-with", "is", "is-not")
@@ -48,7 +135,7 @@ def _text_filter(value: str | None) -> dict[str, str] | None:
     return {"op": op.replace("-", "_"), "value": text}
 
 
-def _when(value: str | None) -> float | None:
+def _date(value: str | None) -> float | None:
     if value is None:
         return None
     try:
@@ -93,13 +180,13 @@ def filter_options(fn: Any) -> Any:
 
 def build_query(kw: dict[str, Any], *, sort: str = "received", order: str = "desc",
                 page_size: int = 100, page: int = 1) -> dict[str, Any]:
-    received_from = _when(kw.get("received_from"))
+    received_from = _date(kw.get("received_from"))
     last = _last(kw.get("last"))
     if last is not None:
         received_from = max(received_from or 0.0, last)
     return {
         "quarantines": list(kw.get("quarantines") or ()),
-        "received_from": received_from, "received_to": _when(kw.get("received_to")),
+        "received_from": received_from, "received_to": _date(kw.get("received_to")),
         "sender": _text_filter(kw.get("sender")),
         "recipient": _text_filter(kw.get("recipient")),
         "subject": _text_filter(kw.get("subject")), "reason": _text_filter(kw.get("reason")),
@@ -135,14 +222,14 @@ def quarantine_search(ctx: click.Context, sort: str, order: str, page_size: str,
     """Search held messages: filters, sort, a page of results and the total."""
     query = build_query(kw, sort=sort, order=order, page_size=int(page_size), page=page)
     if save:
-        click.echo(_request(ctx, "quarantine.saved", {"op": "save", "name": save,
+        click.echo(request(ctx, "quarantine.saved", {"op": "save", "name": save,
                                                       "query": query, "user": _user()})["text"])
     args: dict[str, Any] = {"query": query, "user": _user()}
     if saved:
         args = {"saved": saved, "limit": int(page_size), "offset": (page - 1) * int(page_size),
                 "user": _user()}
-    data = _request(ctx, "quarantine.search", args)["data"]
-    if _as_json(as_json, data):
+    data = request(ctx, "quarantine.search", args)["data"]
+    if print_json(as_json, data):
         return
     first = data["offset"] + 1 if data["messages"] else 0
     last = data["offset"] + len(data["messages"])
@@ -154,7 +241,7 @@ def quarantine_search(ctx: click.Context, sort: str, order: str, page_size: str,
     for m in data["messages"]:
         table.add_row(str(m["id"]), format_time(m["received_at"]), _exit_of(m), m["sender"],
                       m["subject"], f"{m['size'] / 1024:.1f}K", m["origin_host"],
-                      _reasons(m["quarantines"]))
+                      reasons(m["quarantines"]))
     Console(width=max(160, Console().width)).print(table)
 
 
@@ -175,12 +262,12 @@ def quarantine_bulk(ctx: click.Context, action: str, saved: str | None, dry_run:
                     only_in: str | None, delay: str, target: str | None, address: str | None,
                     as_json: bool, **kw: Any) -> None:
     """Apply ACTION to every message a search finds (see --dry-run)."""
-    response = _request(ctx, "quarantine.bulk", {
+    response = request(ctx, "quarantine.bulk", {
         "query": build_query(kw), "saved": saved, "action": action, "dry_run": dry_run,
         "quarantine": only_in, "delay": delay, "target": target, "address": address,
         "user": _user()})
     data = response["data"]
-    if _as_json(as_json, data):
+    if print_json(as_json, data):
         return
     if data["dry_run"]:
         click.echo(f"Dry run: {action} would act on {data['count']} messages:")
@@ -201,10 +288,10 @@ def quarantine_saved(ctx: click.Context, op: str, name: str | None) -> None:
     if op == "delete":
         if not name:
             raise click.UsageError("delete needs a NAME")
-        click.echo(_request(ctx, "quarantine.saved", {"op": "delete", "name": name,
+        click.echo(request(ctx, "quarantine.saved", {"op": "delete", "name": name,
                                                       "user": _user()})["text"])
         return
-    data = _request(ctx, "quarantine.saved", {"op": "list", "user": _user()})["data"]
+    data = request(ctx, "quarantine.saved", {"op": "list", "user": _user()})["data"]
     if not data:
         click.echo("No saved searches.")
     for saved_name, query in data.items():
@@ -220,7 +307,7 @@ def quarantine_delay(ctx: click.Context, mids: tuple[int, ...], delay: str,
                      name: str | None) -> None:
     """Delay the scheduled exit of messages."""
     for mid in mids:
-        click.echo(_request(ctx, "quarantine.delay", {"mid": mid, "delay": delay,
+        click.echo(request(ctx, "quarantine.delay", {"mid": mid, "delay": delay,
                                                       "quarantine": name,
                                                       "user": _user()})["text"])
 
@@ -234,7 +321,7 @@ def quarantine_move(ctx: click.Context, mids: tuple[int, ...], source: str,
                     target: str) -> None:
     """Move messages to another policy quarantine (exit and reason are kept)."""
     for mid in mids:
-        click.echo(_request(ctx, "quarantine.move", {"mid": mid, "source": source,
+        click.echo(request(ctx, "quarantine.move", {"mid": mid, "source": source,
                                                      "target": target,
                                                      "user": _user()})["text"])
 
@@ -246,7 +333,7 @@ def quarantine_move(ctx: click.Context, mids: tuple[int, ...], source: str,
 def quarantine_copy(ctx: click.Context, mids: tuple[int, ...], address: str) -> None:
     """Send a copy to ADDRESS through the originating gateway; the message stays held."""
     for mid in mids:
-        click.echo(_request(ctx, "quarantine.copy", {"mid": mid, "address": address,
+        click.echo(request(ctx, "quarantine.copy", {"mid": mid, "address": address,
                                                      "user": _user()})["text"])
 
 
@@ -254,7 +341,7 @@ def quarantine_copy(ctx: click.Context, mids: tuple[int, ...], address: str) -> 
 @click.pass_context
 def quarantine_expire(ctx: click.Context) -> None:
     """Apply default actions to every message past its scheduled exit, now."""
-    click.echo(_request(ctx, "quarantine.expire", {"user": _user()})["text"])
+    click.echo(request(ctx, "quarantine.expire", {"user": _user()})["text"])
 
 
 @quarantine.command("config")
@@ -262,8 +349,8 @@ def quarantine_expire(ctx: click.Context) -> None:
 @click.pass_context
 def quarantine_config(ctx: click.Context, as_json: bool) -> None:
     """The quarantines and their settings (quarantineconfig)."""
-    data = _request(ctx, "quarantine.config")["data"]
-    if _as_json(as_json, data):
+    data = request(ctx, "quarantine.config")["data"]
+    if print_json(as_json, data):
         return
     click.echo(f"{'Name':<16}{'Type':<9}{'Retention':<12}{'Default':<9}Free up space")
     for name, q in data["quarantines"].items():
@@ -273,7 +360,7 @@ def quarantine_config(ctx: click.Context, as_json: bool) -> None:
                    f"{q['default_action']:<9}{'yes' if q['free_up_space'] else 'no'}")
 
 
-@operator.group()
+@click.group()
 def audit() -> None:
     """The manager's audit trail of quarantine actions and views."""
 
@@ -282,7 +369,7 @@ def audit() -> None:
 @click.pass_context
 def audit_verify(ctx: click.Context) -> None:
     """Check the hash chain; exit 1 if a record was removed, edited or inserted."""
-    click.echo(_request(ctx, "audit.verify")["text"])
+    click.echo(request(ctx, "audit.verify")["text"])
 
 
 @audit.command("tail")
@@ -291,9 +378,15 @@ def audit_verify(ctx: click.Context) -> None:
 @click.pass_context
 def audit_tail(ctx: click.Context, limit: int, as_json: bool) -> None:
     """The latest audit records."""
-    data = _request(ctx, "audit.tail", {"limit": limit})["data"]
-    if _as_json(as_json, data):
+    data = request(ctx, "audit.tail", {"limit": limit})["data"]
+    if print_json(as_json, data):
         return
     for r in data:
         click.echo(f"{r['seq']:>6} {format_time(r['at'])} {r['actor']}@{r['origin']} "
                    f"{r['action']} {json.dumps(r['detail'], sort_keys=True)}")
+
+
+def register(cli: click.Group) -> None:
+    """Add the `quarantine` and `audit` groups to the `pvoq cli` group."""
+    cli.add_command(quarantine)
+    cli.add_command(audit)

@@ -1,0 +1,92 @@
+"""The operator client: one invocation of `pvoq cli -c FILE COMMAND` and its requests.
+
+`pvoq cli` keeps a `ClientContext` on the click context: the configuration
+path, the configuration itself (loaded and validated once per invocation, on
+first use), and `request()` that sends one command over the appliance's
+admin socket (`admin.protocol`). Every command module renders what
+`request()` returns; `print_json()` is the `--json` path for scripts.
+
+Exit codes: a configuration that does not load → 2 (one line naming the
+file, line and field); no appliance answers → 1 (`pvoq: <role> <host> is
+not running: ...`); a command's error → the exit code the appliance gives.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+import click
+
+from pvoq.admin.protocol import AdminUnavailable, call
+from pvoq.config.errors import ConfigError
+from pvoq.config.loader import load_config
+from pvoq.config.model import Config
+
+
+def load_or_exit(path: str) -> Config:
+    """The configuration at *path*, or exit 2 with the configuration error."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(f"pvoq: configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print *message* on stderr and exit with *code*."""
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+@dataclass
+class ClientContext:
+    """One `pvoq cli` invocation: the configuration path, and the configuration once loaded."""
+
+    config_path: str
+    _config: Config | None = field(default=None, repr=False)
+
+    @property
+    def config(self) -> Config:
+        """The configuration, loaded (or exit 2) on first use and then kept."""
+        if self._config is None:
+            self._config = load_or_exit(self.config_path)
+        return self._config
+
+    def request(self, command: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send *command* to the running appliance; its response, or exit as module doc says."""
+        cfg = self.config
+        try:
+            response = call(cfg.admin_socket, command, args)
+        except AdminUnavailable as exc:
+            fail(f"pvoq: {cfg.role} {cfg.hostname} is not running: {exc}")
+        if not response.get("ok"):
+            fail(response.get("error", "command failed"), int(response.get("exit", 1)))
+        return response
+
+
+def client_of(ctx: click.Context) -> ClientContext:
+    """The `ClientContext` the `pvoq cli` group put on *ctx* (or on one of its parents)."""
+    client = ctx.find_object(ClientContext)
+    if client is None:
+        raise click.UsageError("operator commands run under `pvoq cli -c FILE`")
+    return client
+
+
+def config(ctx: click.Context) -> Config:
+    """This invocation's configuration (loaded once)."""
+    return client_of(ctx).config
+
+
+def request(ctx: click.Context, command: str, args: dict[str, Any] | None = None) -> Any:
+    """Send *command* with *args* to the running appliance; see `ClientContext.request`."""
+    return client_of(ctx).request(command, args)
+
+
+def print_json(as_json: bool, data: Any) -> bool:
+    """Print *data* as JSON (for scripts) when `--json` was given; say whether it was."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    return as_json

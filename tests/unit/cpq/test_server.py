@@ -1,0 +1,388 @@
+"""Tests for pvoq.cpq.server: a `cpq_listener` session over real sockets and real TLS.
+
+A `CpqSMTP` listener with a handler that records what `store()` receives runs
+on 127.0.0.1 (an ephemeral port); clients speak to it with aiosmtplib,
+presenting certificates issued by `pvoq.cpq.ca`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import pytest
+
+from pvoq.config.hat import make_rat, parse_hat
+from pvoq.config.model import DEFAULT_CIPHERS, CpqCertificate, Listener
+from pvoq.cpq.ca import CA_CERT_FILE, create_ca, issue_certificate
+from pvoq.cpq.metadata import CHUNK_CHARS, KIND_QUARANTINE, MAX_CHUNKS, VERSION, encode_chunks
+from pvoq.cpq.server import EHLO_KEYWORD, CpqHandler, CpqSMTP
+from pvoq.cpq.tls import client_context, server_context
+from pvoq.maillog import IdAllocator, MailLog
+from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession, ServerContext, start_listener
+
+GATEWAY = "gw1.example.com"
+MANAGER = "mgr.example.com"
+MESSAGE = (b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: confidential\r\n"
+           b"Message-ID: <m1@example.org>\r\n\r\nquarterly figures\r\n")
+RELAY_LOCALHOST = ("$RELAYED\n  RELAY {}\n$BLOCKED\n  REJECT {}\nRELAYLIST:\n  127.0.0.1\n"
+                   "    $RELAYED (the gateway)\nALL\n  $BLOCKED (Everyone else)\n")
+
+
+def quarantine_meta(reason: str = "content filter:confidential_subject") -> dict[str, Any]:
+    return {"v": VERSION, "kind": KIND_QUARANTINE, "transfer_id": "gw1-SN-000042-abcdef",
+            "origin": {"hostname": GATEWAY, "serial": "GW1-SN", "mid": 42},
+            "sender": "alice@example.org",
+            "recipients": [{"rid": 0, "address": "bob@example.com"}],
+            "quarantines": [{"name": "Policy", "reason": reason, "stage": "content_filters"}],
+            "received": 1700000000.5, "size": len(MESSAGE)}
+
+
+@dataclass(frozen=True)
+class Certificates:
+    gateway: CpqCertificate
+    manager: CpqCertificate
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    base = tmp_path_factory.mktemp("cpq-ca")
+    create_ca(base / "ca")
+    made = {}
+    for hostname, role in ((GATEWAY, "gateway"), (MANAGER, "manager")):
+        issued = issue_certificate(base / "ca", base / role, hostname=hostname, role=role,
+                                   addresses=["127.0.0.1"])
+        made[role] = CpqCertificate(base / "ca" / CA_CERT_FILE, issued.certificate,
+                                    issued.private_key)
+    return Certificates(**made)
+
+
+@dataclass
+class Stored:
+    mail_from: str
+    rcpt_tos: list[str]
+    meta: dict[str, Any]
+    content: bytes
+    subject: str
+    peer: str | None
+
+
+class RecordingHandler(CpqHandler):
+    """A CPQ handler that keeps what `store()` receives and accepts it."""
+
+    commits_whole = True
+
+    def __init__(self, context: ServerContext) -> None:
+        super().__init__(context)
+        self.stored: list[Stored] = []
+        self.problems: list[str] = []
+
+    def readiness(self, session: PvoqSession) -> list[str]:
+        return list(self.problems)
+
+    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
+                    content: bytes, info: MessageInfo) -> str:
+        peer = session.peer_certificate
+        subject = dict(x[0] for x in peer["subject"]) if peer else {}
+        self.stored.append(Stored(str(envelope.mail_from), list(envelope.rcpt_tos), meta,
+                                  content, info.subject, subject.get("commonName")))
+        return f"250 2.0.0 Ok: quarantined as {len(self.stored)}"
+
+
+@dataclass
+class Listening:
+    port: int
+    handler: RecordingHandler
+    maillog: MailLog
+    certs: Certificates
+
+    def log(self) -> str:
+        self.maillog.flush()
+        return self.maillog.path.read_text()
+
+    def client_tls(self, cert: CpqCertificate | None) -> ssl.SSLContext:
+        if cert is not None:
+            return client_context(cert, ciphers=DEFAULT_CIPHERS)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(cafile=str(self.certs.manager.ca_certificate))
+        return ctx
+
+    async def connect(self, *, tls: bool = True, cert: CpqCertificate | None = None,
+                      ) -> aiosmtplib.SMTP:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=self.port, start_tls=False,
+                               timeout=10)
+        await smtp.connect()
+        await smtp.ehlo(hostname="gw1.example.com")
+        if tls:
+            await smtp.starttls(tls_context=self.client_tls(cert or self.certs.gateway))
+            await smtp.ehlo(hostname="gw1.example.com")
+        return smtp
+
+
+Scenario = Callable[[Listening], Awaitable[None]]
+
+
+async def serve(tmp_path: Path, certs: Certificates, scenario: Scenario) -> None:
+    maillog = MailLog(tmp_path / "logs", appliance=f"manager {MANAGER}", serial="MGR-SN")
+    context = ServerContext(maillog, IdAllocator(tmp_path / "ids.json"), MANAGER)
+    handler = RecordingHandler(context)
+    listener = Listener(name="cpq_listener", protocol="CPQ", interface_name="Management",
+                        port=0, listen_queue_size=50, type="private",
+                        hat=parse_hat(RELAY_LOCALHOST), rat=make_rat([("ALL", "ACCEPT", 0)]))
+    tls = server_context(certs.manager, ciphers=DEFAULT_CIPHERS)
+    server = await start_listener(listener, "127.0.0.1", lambda: CpqSMTP(
+        handler, listener=listener, interface_ip="127.0.0.1", context=context,
+        tls_context=tls))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        await scenario(Listening(port, handler, maillog, certs))
+    finally:
+        server.close()
+        await server.wait_closed()
+        maillog.flush()  # not closed: sessions may still log their close
+
+
+@pytest.fixture
+def run(tmp_path: Path, certs: Certificates) -> Callable[[Scenario], None]:
+    def runner(scenario: Scenario) -> None:
+        asyncio.run(serve(tmp_path, certs, scenario))
+    return runner
+
+
+async def command(smtp: aiosmtplib.SMTP, line: str) -> tuple[int, str]:
+    response = await smtp.execute_command(line.encode("ascii"))
+    return response.code, response.message
+
+
+async def transaction(smtp: aiosmtplib.SMTP, meta_lines: list[str],
+                      body: bytes = MESSAGE) -> tuple[int, str]:
+    """MAIL, RCPT, the given XCPQ lines, DATA; the DATA reply (or the first refusal)."""
+    await smtp.mail("alice@example.org")
+    await smtp.rcpt("bob@example.com")
+    for line in meta_lines:
+        code, text = await command(smtp, line)
+        if code != 250:
+            return code, text
+    try:
+        response = await smtp.data(body)
+    except aiosmtplib.SMTPDataError as exc:
+        return exc.code, exc.message
+    return response.code, response.message
+
+
+def test_no_xcpq_before_starttls_and_mail_refused_with_530(run: Any) -> None:
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect(tls=False)
+        assert smtp.supports_extension("starttls")
+        assert not smtp.supports_extension("xcpq")
+        code, text = await command(smtp, "MAIL FROM:<alice@example.org>")
+        assert code == 530
+        assert "STARTTLS" in text
+        code, _ = await command(smtp, "XCPQ CHECK")
+        assert code == 530
+        await smtp.quit()
+        assert s.handler.stored == []
+    run(scenario)
+
+
+def test_xcpq_offered_after_starttls(run: Any) -> None:
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        assert smtp.supports_extension("xcpq")
+        assert smtp.esmtp_extensions["xcpq"] == str(VERSION)
+        assert EHLO_KEYWORD in smtp.last_ehlo_response.message.splitlines()
+        await smtp.quit()
+    run(scenario)
+
+
+def test_transfer_with_metadata_is_stored(run: Any) -> None:
+    meta = quarantine_meta(reason="x" * (2 * CHUNK_CHARS))  # several chunks
+    chunks = encode_chunks(meta)
+    assert len(chunks) > 2
+
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        await smtp.mail("alice@example.org")
+        await smtp.rcpt("bob@example.com")
+        for n, chunk in enumerate(chunks, 1):
+            assert await command(smtp, f"XCPQ META {chunk}") == (
+                250, f"2.0.0 Metadata chunk {n} accepted")
+        response = await smtp.data(MESSAGE)
+        assert (response.code, response.message) == (250, "2.0.0 Ok: quarantined as 1")
+        await smtp.quit()
+        (stored,) = s.handler.stored
+        assert stored.meta == meta
+        assert stored.content == MESSAGE
+        assert stored.mail_from == "alice@example.org"
+        assert stored.rcpt_tos == ["bob@example.com"]
+        assert stored.subject == "confidential"
+        assert stored.peer == GATEWAY
+        assert re.search(rf"ICID \d+ TLS success protocol TLSv1\.[23] cipher \S+ peer {GATEWAY}",
+                         s.log())
+    run(scenario)
+
+
+def test_two_transfers_on_one_connection(run: Any) -> None:
+    """Each transaction carries its own metadata; chunks do not leak into the next."""
+    first, second = quarantine_meta("first"), quarantine_meta("second")
+
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        for meta in (first, second):
+            lines = [f"XCPQ META {c}" for c in encode_chunks(meta)]
+            assert (await transaction(smtp, lines))[0] == 250
+        await smtp.quit()
+        assert [x.meta for x in s.handler.stored] == [first, second]
+    run(scenario)
+
+
+def test_rset_forgets_the_chunks(run: Any) -> None:
+    meta = quarantine_meta()
+
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        await smtp.mail("alice@example.org")
+        await command(smtp, "XCPQ META " + encode_chunks(quarantine_meta("stale"))[0])
+        await smtp.rset()
+        lines = [f"XCPQ META {c}" for c in encode_chunks(meta)]
+        assert (await transaction(smtp, lines))[0] == 250
+        await smtp.quit()
+        assert [x.meta for x in s.handler.stored] == [meta]
+    run(scenario)
+
+
+def test_meta_before_mail_is_503(run: Any) -> None:
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        assert await command(smtp, "XCPQ META " + encode_chunks(quarantine_meta())[0]) == (
+            503, "5.5.1 Error: XCPQ META needs MAIL first")
+        await smtp.quit()
+    run(scenario)
+
+
+def test_meta_without_a_chunk_is_501(run: Any) -> None:
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        await smtp.mail("alice@example.org")
+        assert await command(smtp, "XCPQ META") == (501, "5.5.4 Syntax: XCPQ META <base64-chunk>")
+        await smtp.quit()
+    run(scenario)
+
+
+def test_unknown_xcpq_verb_is_501(run: Any) -> None:
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        code, text = await command(smtp, "XCPQ FROB")
+        assert (code, text) == (501, "5.5.4 Syntax: XCPQ META <base64-chunk> | XCPQ CHECK")
+        await smtp.quit()
+    run(scenario)
+
+
+def test_data_without_metadata_is_refused(run: Any) -> None:
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        code, text = await transaction(smtp, [])
+        assert (code, text) == (
+            554, "5.6.0 CPQ metadata refused: no XCPQ META was sent in this transaction")
+        # the transaction is over: a new one can start on the same connection
+        lines = [f"XCPQ META {c}" for c in encode_chunks(quarantine_meta())]
+        assert (await transaction(smtp, lines))[0] == 250
+        await smtp.quit()
+        assert len(s.handler.stored) == 1
+        assert "CPQ metadata refused: no XCPQ META was sent" in s.log()
+    run(scenario)
+
+
+@pytest.mark.parametrize(("chunk", "why"), [
+    ("not*base64", "undecodable metadata"),
+    (encode_chunks({"v": VERSION})[0], "missing field kind"),
+    (encode_chunks({**quarantine_meta(), "v": 2})[0], "unsupported metadata version 2"),
+])
+def test_bad_metadata_is_refused_at_data(run: Any, chunk: str, why: str) -> None:
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        code, text = await transaction(smtp, [f"XCPQ META {chunk}"])
+        assert code == 554
+        assert text.startswith("5.6.0 CPQ metadata refused: ")
+        assert why in text
+        await smtp.quit()
+        assert s.handler.stored == []
+    run(scenario)
+
+
+def test_too_many_chunks_is_552(run: Any) -> None:
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        await smtp.mail("alice@example.org")
+        for _ in range(MAX_CHUNKS):
+            code, _ = await command(smtp, "XCPQ META QUFB")
+            assert code == 250
+        assert await command(smtp, "XCPQ META QUFB") == (552, "5.3.4 Too much metadata")
+        await smtp.quit()
+    run(scenario)
+
+
+def test_check_ready(run: Any) -> None:
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        assert await command(smtp, "XCPQ CHECK") == (
+            250, f"2.0.0 Ready: centralized PVO quarantines can be enabled for {GATEWAY}")
+        await smtp.quit()
+        assert f"CPQ readiness check for {GATEWAY}: ready" in s.log()
+    run(scenario)
+
+
+def test_check_not_ready_names_the_problems(run: Any) -> None:
+    async def scenario(s: Listening) -> None:
+        s.handler.problems = ["gateway gw1.example.com is not configured", "disk full"]
+        smtp = await s.connect()
+        assert await command(smtp, "XCPQ CHECK") == (
+            550, "5.7.0 Not ready: gateway gw1.example.com is not configured; disk full")
+        await smtp.quit()
+        assert f"CPQ readiness check for {GATEWAY}: not ready: " in s.log()
+    run(scenario)
+
+
+def test_peer_without_a_certificate_is_refused(run: Any) -> None:
+    async def scenario(s: Listening) -> None:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=s.port, start_tls=False, timeout=10)
+        await smtp.connect()
+        await smtp.ehlo(hostname="nocert.example")
+        await smtp.starttls(tls_context=s.client_tls(None))
+        code, _ = await command(smtp, "EHLO nocert.example")
+        assert code == 554
+        code, _ = await command(smtp, "MAIL FROM:<alice@example.org>")
+        assert code == 554
+        smtp.close()
+        assert s.handler.stored == []
+        assert "TLS failed: verify error: no certificate from client" in s.log()
+    run(scenario)
+
+
+def test_peer_from_another_ca_fails_the_handshake(
+        run: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    base = tmp_path_factory.mktemp("rogue")
+    create_ca(base / "ca")
+    issued = issue_certificate(base / "ca", base / "gw", hostname=GATEWAY, role="gateway")
+    rogue = CpqCertificate(base / "ca" / CA_CERT_FILE, issued.certificate, issued.private_key)
+
+    async def scenario(s: Listening) -> None:
+        ctx = client_context(rogue, ciphers=DEFAULT_CIPHERS)
+        ctx.load_verify_locations(cafile=str(s.certs.manager.ca_certificate))
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=s.port, start_tls=False, timeout=10)
+        await smtp.connect()
+        await smtp.ehlo(hostname="rogue.example")
+        with pytest.raises((aiosmtplib.SMTPException, ssl.SSLError, ConnectionError)):
+            await smtp.starttls(tls_context=ctx)
+            await smtp.ehlo(hostname="rogue.example")
+            await smtp.mail("alice@example.org")
+        smtp.close()
+        assert s.handler.stored == []
+    run(scenario)

@@ -1,8 +1,9 @@
 """What the gateway and the manager share: one asyncio process per appliance.
 
 Owns the process-level wiring: data directory, mail_logs, ID counters, the
-CPQ TLS contexts, listeners, delivery queues, the admin socket and the
-operator commands common to both roles (`status`, `tophosts`, `delivernow`).
+CPQ TLS contexts, listeners (`listeners.ListenerSet`), delivery queues, the
+admin socket, reload, and the wiring of the operator commands common to both
+roles (`commands`: `status`, `tophosts`, `delivernow`...).
 The role modules (`gateway`, `manager`) add their handlers and commands.
 """
 
@@ -18,7 +19,13 @@ from typing import Any, TextIO
 
 from pvoq import __version__
 from pvoq.admin.protocol import AdminServer, CommandError
-from pvoq.commands import register_common_commands
+from pvoq.commands import (
+    ListenerCommands,
+    QueueCommands,
+    ReloadCommands,
+    StatusCommands,
+    SuspendCommands,
+)
 from pvoq.config.errors import ConfigError
 from pvoq.config.loader import load_config
 from pvoq.config.model import Config, Listener
@@ -26,14 +33,9 @@ from pvoq.counters import Counters
 from pvoq.cpq import tls
 from pvoq.delivery.queue import DeliveryQueues
 from pvoq.fsutil import remove_leftovers
+from pvoq.listeners import ListenerSet, interface_ip
 from pvoq.maillog import IdAllocator, MailLog
-from pvoq.smtp.server import (
-    BaseHandler,
-    ConnectionGate,
-    PvoqSMTP,
-    ServerContext,
-    start_listener,
-)
+from pvoq.smtp.server import BaseHandler, ConnectionGate, PvoqSMTP, ServerContext
 from pvoq.spool.store import Spool
 
 
@@ -57,6 +59,17 @@ def listener_contexts(config: Config) -> dict[str, ssl.SSLContext]:
 
 
 class Appliance:
+    """One appliance process: the parts both roles share, and its lifecycle.
+
+    A role subclasses it: its constructor calls this one, makes its delivery
+    `queues` and its own parts, then calls `register_commands()` to wire the
+    common operator commands; it answers `handler_for(listener)` with the
+    SMTP handler of each listener, and may extend `apply_config`,
+    `after_reload`, `recover` and `status_gauges`. `run()` starts it,
+    waits for SIGTERM/SIGINT and stops it; SIGHUP (or `reload`) re-reads
+    the configuration.
+    """
+
     role = "appliance"
 
     def __init__(self, config: Config, *, echo: TextIO | None = None) -> None:
@@ -76,17 +89,26 @@ class Appliance:
         for problem in self.spool.damaged:
             self.maillog.warning(f"Spool log: {problem}")
         self.admin = AdminServer(config.admin_socket, before_reply=self.maillog.flush)
-        self.servers: dict[str, asyncio.AbstractServer] = {}
+        self.listeners = ListenerSet(lambda: self.config, self.maillog, self._sessions)
         self.started = time.time()
         self._stopping = asyncio.Event()
         self.queues: DeliveryQueues  # set by the role
-        self._bound: dict[str, tuple[str, int]] = {}
-        self.gates: dict[str, ConnectionGate] = {}
-        self.suspended: set[str] = set()
         self.counters = Counters(config.data_dir / "counters.json")
         self.context.counters = self.counters
-        register_common_commands(self)
         self._background: set[asyncio.Future[None]] = set()
+
+    def register_commands(self) -> None:
+        """Register the operator commands common to both roles (once `queues` is set)."""
+        queue_commands = QueueCommands(self.queues, self.maillog)
+        listener_commands = ListenerCommands(self.listeners)
+        for commands in (
+                queue_commands, listener_commands,
+                SuspendCommands(listener_commands, queue_commands),
+                StatusCommands(role=self.role, started=self.started, config=lambda: self.config,
+                               queues=self.queues, counters=self.counters,
+                               listeners=self.listeners, gauges=self.status_gauges),
+                ReloadCommands(self.reload)):
+            commands.register(self.admin)
 
     # -- wiring hooks for the roles -----------------------------------------
     def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP]]:
@@ -111,26 +133,23 @@ class Appliance:
     # -- lifecycle -----------------------------------------------------------
     def listeners_suspended(self) -> bool:
         """True when no CPQ listener accepts connections (suspended or not bound)."""
-        cpq = self.config.cpq_listener
-        return cpq is None or cpq.name not in self.servers
+        return self.listeners.cpq_suspended()
 
     def interface_ip(self, name: str) -> str:
-        interface = self.config.interface(name)
-        assert interface is not None, "the loader checks interface references"
-        return interface.ip
+        return interface_ip(self.config, name)
 
     async def start(self) -> None:
         self.maillog.info(f"pvoq {__version__} {self.role} {self.config.hostname} starting")
         await self.recover()
         self.queues.start()
-        for listener in self.config.listeners:
-            await self._bind(listener)
+        await self.listeners.bind_all()
         await self.admin.start()
         self.maillog.info(f"{self.role} {self.config.hostname} ready")
 
-    def _session_factory(self, name: str, handler: BaseHandler,
-                         protocol: type[PvoqSMTP], ip: str) -> Callable[[], PvoqSMTP]:
-        gate = self.gates[name] = ConnectionGate()
+    def _sessions(self, listener: Listener, gate: ConnectionGate) -> Callable[[], PvoqSMTP]:
+        """The protocol factory of *listener*'s server (`listeners.SessionFactory`)."""
+        handler, protocol = self.handler_for(listener)
+        name, ip = listener.name, self.interface_ip(listener.interface_name)
 
         def make() -> PvoqSMTP:
             # Looked up per connection: a reload changes HAT, RAT and TLS at once.
@@ -140,29 +159,6 @@ class Appliance:
             return protocol(handler, listener=listener, interface_ip=ip, context=self.context,
                             gate=gate, **extra)
         return make
-
-    async def _bind(self, listener: Listener) -> None:
-        handler, protocol = self.handler_for(listener)
-        ip = self.interface_ip(listener.interface_name)
-        try:
-            self.servers[listener.name] = await start_listener(
-                listener, ip, self._session_factory(listener.name, handler, protocol, ip))
-        except OSError as exc:
-            self.maillog.critical(f"Listener {listener.name} cannot bind {ip}:"
-                                  f"{listener.port}: {exc.strerror}")
-            raise
-        self._bound[listener.name] = (ip, listener.port)
-        self.maillog.info(f"Listener {listener.name} ({listener.protocol}) listening on "
-                          f"{ip} port {listener.port}")
-
-    async def _unbind(self, name: str) -> None:
-        server = self.servers.pop(name, None)
-        self._bound.pop(name, None)
-        if server is not None:
-            server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2)
-            self.maillog.info(f"Listener {name} closed")
 
     async def reload(self) -> str:
         """Re-read the configuration file; a bad one is refused and the old one keeps running.
@@ -193,73 +189,14 @@ class Appliance:
         self.listener_tls = listener_tls
         self.apply_config(new)
         await self.after_reload(old, new)
-        wanted = {x.name: (self.interface_ip(x.interface_name), x.port) for x in new.listeners}
-        for name in list(self._bound):
-            if wanted.get(name) != self._bound[name]:
-                await self._unbind(name)
-        for listener in new.listeners:
-            if listener.name not in self._bound and listener.name not in self.suspended:
-                await self._bind(listener)
+        await self.listeners.rebind(new)
         self.maillog.info(f"Configuration reloaded from {new.path}")
         return f"Configuration reloaded from {new.path}."
-
-    # -- suspend / resume (suspendlisteners, resumelisteners, suspenddel, ...) -----
-    def listener_names(self, which: str) -> list[str]:
-        """`all` or one listener's name (the cpq_listener included) → names; unknown raises."""
-        names = [x.name for x in self.config.listeners]
-        if which == "all":
-            return names
-        if which not in names:
-            raise CommandError(f"Unknown listener: {which} (listeners: {', '.join(names)})")
-        return [which]
-
-    async def suspend_listeners(self, names: list[str], *, delay_s: float = 0.0) -> list[str]:
-        """Stop accepting on *names*; open sessions get *delay_s* seconds, then are closed."""
-        done = []
-        for name in names:
-            if name in self.suspended:
-                continue
-            self.suspended.add(name)
-            await self._unbind(name)
-            done.append(name)
-            self.maillog.info(f"Listener {name} suspended by operator")
-        gates = [self.gates[n] for n in done if n in self.gates]
-
-        async def close_later() -> None:
-            await asyncio.sleep(delay_s)
-            closed = sum(g.close_all() for g in gates)
-            if closed:
-                self.maillog.info(f"{closed} sessions closed on suspended listeners")
-        if gates:
-            self._background.add(task := asyncio.ensure_future(close_later()))
-            task.add_done_callback(self._background.discard)
-        return done
-
-    async def resume_listeners(self, names: list[str]) -> list[str]:
-        done = []
-        for name in names:
-            if name not in self.suspended:
-                continue
-            listener = next(x for x in self.config.listeners if x.name == name)
-            await self._bind(listener)
-            self.suspended.discard(name)
-            done.append(name)
-            self.maillog.info(f"Listener {name} resumed by operator")
-        return done
-
-    @property
-    def online(self) -> bool:
-        """AsyncOS's "System status: Online": receiving is not suspended everywhere."""
-        return any(x.name not in self.suspended for x in self.config.listeners)
 
     async def stop(self) -> None:
         self.counters.save()
         await self.admin.stop()
-        for server in self.servers.values():
-            server.close()
-        for server in self.servers.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2)
+        await self.listeners.close()
         await self.queues.stop()
         self.spool.close()
         self.maillog.info(f"{self.role} {self.config.hostname} stopped")

@@ -7,32 +7,43 @@ data (the CLI renders it in AsyncOS's shape, or as JSON) or raises
 `CommandError` with the text AsyncOS would print. The special destinations
 `the.cpq.host` and `the.cpq.release.host` are hosts like any other here:
 unlike AsyncOS, `hoststatus` and `showrecipients` work on them.
+
+Each group is a `CommandSet` given only what its commands use: the delivery
+queues (`QueueCommands`), the listeners (`ListenerCommands`), both
+(`SuspendCommands`), the counters and gauges (`StatusCommands`), the
+appliance's reload (`ReloadCommands`). `Appliance.register_commands` wires
+them once the role has made its queues.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pvoq.admin.protocol import CommandError
-from pvoq.delivery.queue import Selector
-
-if TYPE_CHECKING:
-    from pvoq.appliance import Appliance
+from pvoq.admin.registry import CommandSet, command
+from pvoq.config.model import Config
+from pvoq.counters import Counters
+from pvoq.delivery.queue import DeliveryQueues, Selector
+from pvoq.listeners import ListenerSet
+from pvoq.maillog import MailLog
 
 COUNTERS = ("messages_received", "recipients_received", "soft_bounced_events",
             "completed_recipients", "hard_bounced_recipients", "hard_bounced_5xx",
             "expired_recipients", "delivered_recipients", "deleted_recipients")
+SORT_KEYS = ("active_rcpts", "conn_out", "deliv_rcpts", "soft_bounces", "hard_bounces")
 
 
-def _selector(app: Appliance, args: dict[str, Any]) -> tuple[Selector, str]:
+def selector(queues: DeliveryQueues, args: dict[str, Any]) -> tuple[Selector, str]:
+    """`by` (host, sender or all) and `value` → a recipient selector and its description."""
     by, value = args.get("by") or "all", (args.get("value") or "").strip()
     if by == "all":
         return (lambda e, r: True), "all"
     if not value:
         raise CommandError(f"Missing value for {by}.")
     if by == "host":
-        if value not in app.queues.hosts:
+        if value not in queues.hosts:
             raise CommandError("No record of that host.")
         return (lambda e, r: r.host == value), f"host {value}"
     if by == "sender":
@@ -40,53 +51,36 @@ def _selector(app: Appliance, args: dict[str, Any]) -> tuple[Selector, str]:
     raise CommandError(f"Unknown selection: {by} (host, sender or all)")
 
 
-def register_common_commands(app: Appliance) -> None:
+class QueueCommands(CommandSet):
+    """The delivery queues: what waits for which host, delete, deliver now, suspend."""
 
-    def counters() -> dict[str, list[int]]:
-        return {name: list(app.counters.row(name)) for name in COUNTERS}
+    def __init__(self, queues: DeliveryQueues, maillog: MailLog) -> None:
+        self.queues = queues
+        self.maillog = maillog
 
-    async def status(args: dict[str, Any]) -> dict[str, Any]:
-        queues = app.queues
-        pending = [r for e in queues.entries.values() for r in e.recipients if r.pending]
-        return {"data": {
-            "status_as_of": time.time(), "up_since": app.started,
-            "counters_reset": app.counters.reset_time,
-            "system_status": "Online" if app.online else "Offline",
-            "receiving_suspended": sorted(app.suspended),
-            "delivery_suspended": queues.suspended,
-            "hostname": app.config.hostname, "role": app.role,
-            "counters": counters(),
-            "active_recipients": len(pending),
-            "unattempted_recipients": sum(1 for r in pending if r.attempts == 0),
-            "attempted_recipients": sum(1 for r in pending if r.attempts > 0),
-            "messages_in_queue": len(queues.entries),
-            "destinations_in_memory": len(queues.hosts),
-            "oldest_message": queues.oldest(),
-            **app.status_gauges(),
-        }}
-
-    async def tophosts(args: dict[str, Any]) -> dict[str, Any]:
+    @command("tophosts")
+    async def tophosts(self, args: dict[str, Any]) -> dict[str, Any]:
         rows = []
-        for name, host in app.queues.hosts.items():
+        for name, host in self.queues.hosts.items():
             s = host.stats
             rows.append({"host": name, "down": s.down,
-                         "active_rcpts": app.queues.active_recipients(name),
+                         "active_rcpts": self.queues.active_recipients(name),
                          "conn_out": s.conn_out, "deliv_rcpts": s.delivered,
                          "soft_bounces": s.soft_bounced, "hard_bounces": s.hard_bounced})
         key = args.get("sort") or "active_rcpts"
-        if key not in ("active_rcpts", "conn_out", "deliv_rcpts", "soft_bounces",
-                       "hard_bounces"):
+        if key not in SORT_KEYS:
             raise CommandError(f"Unknown sort order: {key}")
         rows.sort(key=lambda r: (-int(str(r[key])), str(r["host"])))
         return {"data": {"status_as_of": time.time(), "hosts": rows}}
 
-    async def hoststatus(args: dict[str, Any]) -> dict[str, Any]:
+    @command("hoststatus")
+    async def hoststatus(self, args: dict[str, Any]) -> dict[str, Any]:
         name = (args.get("host") or "").strip()
-        host = app.queues.hosts.get(name)
+        host = self.queues.hosts.get(name)
         if host is None:
             raise CommandError(f"No record of host: {name}")
         s = host.stats
-        pending = [r for e in app.queues.entries.values() for r in e.pending_for(name)]
+        pending = [r for e in self.queues.entries.values() for r in e.pending_for(name)]
         return {"data": {
             "host": name, "status_as_of": time.time(), "down": s.down,
             "delivered_recipients": s.delivered, "soft_bounced": s.soft_bounced,
@@ -95,15 +89,17 @@ def register_common_commands(app: Appliance) -> None:
             "unattempted_recipients": sum(1 for r in pending if r.attempts == 0),
             "attempted_recipients": sum(1 for r in pending if r.attempts > 0),
             "current_outbound_connections": s.conn_out,
-            "oldest_message": app.queues.oldest(name), "last_activity": s.last_activity or None,
+            "oldest_message": self.queues.oldest(name),
+            "last_activity": s.last_activity or None,
             "first_seen": s.first_seen, "last_error": s.last_error,
-            "delivery_suspended": app.queues.suspended,
+            "delivery_suspended": self.queues.suspended,
         }}
 
-    async def showrecipients(args: dict[str, Any]) -> dict[str, Any]:
-        select, what = _selector(app, args)
+    @command("showrecipients")
+    async def showrecipients(self, args: dict[str, Any]) -> dict[str, Any]:
+        select, what = selector(self.queues, args)
         limit = int(args.get("limit") or 1000)
-        found = app.queues.matching(select)
+        found = self.queues.matching(select)
         messages = [{"mid": e.mid, "size": e.size, "sender": e.sender,
                      "subject": str(e.meta.get("subject", "")), "received": e.received,
                      "recipients": [{"rid": r.rid, "attempts": r.attempts, "address": r.address,
@@ -112,77 +108,144 @@ def register_common_commands(app: Appliance) -> None:
                     for e, rcpts in found[:limit]]
         return {"data": {"selection": what, "total": len(found), "messages": messages}}
 
-    async def deleterecipients(args: dict[str, Any]) -> dict[str, Any]:
-        select, what = _selector(app, args)
+    @command("deleterecipients")
+    async def deleterecipients(self, args: dict[str, Any]) -> dict[str, Any]:
+        select, what = selector(self.queues, args)
         limit = int(args["limit"]) if args.get("limit") else None
-        count = app.queues.delete(select, why="deleterecipients", limit=limit)
-        app.maillog.info(f"deleterecipients ({what}): {count} messages deleted")
+        count = self.queues.delete(select, why="deleterecipients", limit=limit)
+        self.maillog.info(f"deleterecipients ({what}): {count} messages deleted")
         text = f"{count} messages deleted." if count else "No messages deleted."
         return {"text": text, "data": {"deleted": count}}
 
-    async def suspendlisteners(args: dict[str, Any]) -> dict[str, Any]:
-        names = app.listener_names(args.get("listener") or "all")
-        done = await app.suspend_listeners(names, delay_s=float(args.get("delay") or 0))
+    @command("delivernow")
+    async def delivernow(self, args: dict[str, Any]) -> dict[str, Any]:
+        host = args.get("host") or None
+        if host and host not in self.queues.hosts:
+            raise CommandError(f"No record of host: {host}")
+        self.queues.wake(host)
+        return {"text": f"Delivery rescheduled for {host or 'all hosts'}."}
+
+    @command("suspenddel")
+    async def suspenddel(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.queues.suspend()
+        self.maillog.info("Delivery suspended by operator")
+        return {"text": "Mail delivery suspended."}
+
+    @command("resumedel")
+    async def resumedel(self, args: dict[str, Any]) -> dict[str, Any]:
+        was = self.queues.suspended
+        self.queues.resume()
+        if was:
+            self.maillog.info("Delivery resumed by operator")
+        return {"text": "Mail delivery resumed." if was else "Mail delivery was not suspended."}
+
+
+class ListenerCommands(CommandSet):
+    """Receiving: suspend and resume listeners (one, or `all`)."""
+
+    def __init__(self, listeners: ListenerSet) -> None:
+        self.listeners = listeners
+
+    @command("suspendlisteners")
+    async def suspendlisteners(self, args: dict[str, Any]) -> dict[str, Any]:
+        names = self.listeners.names(args.get("listener") or "all")
+        done = await self.listeners.suspend(names, delay_s=float(args.get("delay") or 0))
         if not done:
             return {"text": "No listeners were suspended."}
         return {"text": f"Receiving suspended for {', '.join(done)}."}
 
-    async def resumelisteners(args: dict[str, Any]) -> dict[str, Any]:
-        done = await app.resume_listeners(app.listener_names(args.get("listener") or "all"))
+    @command("resumelisteners")
+    async def resumelisteners(self, args: dict[str, Any]) -> dict[str, Any]:
+        done = await self.listeners.resume(self.listeners.names(args.get("listener") or "all"))
         if not done:
             return {"text": "No listeners were resumed."}
         return {"text": f"Receiving resumed for {', '.join(done)}."}
 
-    async def suspenddel(args: dict[str, Any]) -> dict[str, Any]:
-        app.queues.suspend()
-        app.maillog.info("Delivery suspended by operator")
-        return {"text": "Mail delivery suspended."}
 
-    async def resumedel(args: dict[str, Any]) -> dict[str, Any]:
-        was = app.queues.suspended
-        app.queues.resume()
-        if was:
-            app.maillog.info("Delivery resumed by operator")
-        return {"text": "Mail delivery resumed." if was else "Mail delivery was not suspended."}
+class SuspendCommands(CommandSet):
+    """`suspend` and `resume`: receiving on every listener and delivery, together."""
 
-    async def suspend(args: dict[str, Any]) -> dict[str, Any]:
-        first = await suspendlisteners({"listener": "all", "delay": args.get("delay")})
-        await suspenddel({})
+    def __init__(self, receiving: ListenerCommands, delivery: QueueCommands) -> None:
+        self.receiving = receiving
+        self.delivery = delivery
+
+    @command("suspend")
+    async def suspend(self, args: dict[str, Any]) -> dict[str, Any]:
+        first = await self.receiving.suspendlisteners({"listener": "all",
+                                                       "delay": args.get("delay")})
+        await self.delivery.suspenddel({})
         return {"text": f"{first['text']}\nMail delivery suspended."}
 
-    async def resume(args: dict[str, Any]) -> dict[str, Any]:
-        first = await resumelisteners({"listener": "all"})
-        second = await resumedel({})
+    @command("resume")
+    async def resume(self, args: dict[str, Any]) -> dict[str, Any]:
+        first = await self.receiving.resumelisteners({"listener": "all"})
+        second = await self.delivery.resumedel({})
         return {"text": f"{first['text']}\n{second['text']}"}
 
-    async def delivernow(args: dict[str, Any]) -> dict[str, Any]:
-        host = args.get("host") or None
-        if host and host not in app.queues.hosts:
-            raise CommandError(f"No record of host: {host}")
-        app.queues.wake(host)
-        return {"text": f"Delivery rescheduled for {host or 'all hosts'}."}
 
-    async def rate(args: dict[str, Any]) -> dict[str, Any]:
-        conn_in = sum(g.active for g in app.gates.values())
-        conn_out = sum(h.stats.conn_out for h in app.queues.hosts.values())
-        return {"data": {"time": time.time(), "connections_in": conn_in,
+class StatusCommands(CommandSet):
+    """`status`, `rate` and `resetcounters`: counters and gauges of the appliance.
+
+    *config* gives the running configuration; *gauges* the role's own
+    gauges (work queue, quarantine...), added to `status`.
+    """
+
+    def __init__(self, *, role: str, started: float, config: Callable[[], Config],
+                 queues: DeliveryQueues, counters: Counters, listeners: ListenerSet,
+                 gauges: Callable[[], dict[str, int]]) -> None:
+        self.role = role
+        self.started = started
+        self.config = config
+        self.queues = queues
+        self.counters = counters
+        self.listeners = listeners
+        self.gauges = gauges
+
+    def counter_rows(self) -> dict[str, list[int]]:
+        """Each counter's (since reset, uptime, lifetime)."""
+        return {name: list(self.counters.row(name)) for name in COUNTERS}
+
+    @command("status")
+    async def status(self, args: dict[str, Any]) -> dict[str, Any]:
+        queues = self.queues
+        pending = [r for e in queues.entries.values() for r in e.recipients if r.pending]
+        return {"data": {
+            "status_as_of": time.time(), "up_since": self.started,
+            "counters_reset": self.counters.reset_time,
+            "system_status": "Online" if self.listeners.online else "Offline",
+            "receiving_suspended": sorted(self.listeners.suspended),
+            "delivery_suspended": queues.suspended,
+            "hostname": self.config().hostname, "role": self.role,
+            "counters": self.counter_rows(),
+            "active_recipients": len(pending),
+            "unattempted_recipients": sum(1 for r in pending if r.attempts == 0),
+            "attempted_recipients": sum(1 for r in pending if r.attempts > 0),
+            "messages_in_queue": len(queues.entries),
+            "destinations_in_memory": len(queues.hosts),
+            "oldest_message": queues.oldest(),
+            **self.gauges(),
+        }}
+
+    @command("rate")
+    async def rate(self, args: dict[str, Any]) -> dict[str, Any]:
+        conn_out = sum(h.stats.conn_out for h in self.queues.hosts.values())
+        return {"data": {"time": time.time(), "connections_in": self.listeners.connections_in(),
                          "connections_out": conn_out,
-                         "counters": {k: v[1] for k, v in counters().items()},
-                         "messages_in_queue": len(app.queues.entries)}}
+                         "counters": {k: v[1] for k, v in self.counter_rows().items()},
+                         "messages_in_queue": len(self.queues.entries)}}
 
-    async def resetcounters(args: dict[str, Any]) -> dict[str, Any]:
-        app.counters.reset()
+    @command("resetcounters")
+    async def resetcounters(self, args: dict[str, Any]) -> dict[str, Any]:
+        self.counters.reset()
         return {"text": "Counters reset."}
 
-    async def reload(args: dict[str, Any]) -> dict[str, Any]:
-        return {"text": await app.reload()}
 
-    for name, command in (("status", status), ("tophosts", tophosts),
-                          ("hoststatus", hoststatus), ("showrecipients", showrecipients),
-                          ("deleterecipients", deleterecipients),
-                          ("suspendlisteners", suspendlisteners),
-                          ("resumelisteners", resumelisteners), ("suspenddel", suspenddel),
-                          ("resumedel", resumedel), ("suspend", suspend), ("resume", resume),
-                          ("delivernow", delivernow), ("rate", rate),
-                          ("resetcounters", resetcounters), ("reload", reload)):
-        app.admin.register(name, command)
+class ReloadCommands(CommandSet):
+    """`reload`: *reload* re-reads the configuration and says what it did, or raises."""
+
+    def __init__(self, reload: Callable[[], Awaitable[str]]) -> None:
+        self.reload_config = reload
+
+    @command("reload")
+    async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"text": await self.reload_config()}

@@ -90,6 +90,19 @@ BounceHook = Callable[[Entry, list[Recipient], str], None]
 
 
 class DeliveryQueues:
+    """Every queued entry of the appliance, and one delivery worker per destination host.
+
+    `add` takes a durable, routed entry (each recipient names its host) and
+    wakes its hosts' workers; `destination_for(host)` says how to reach a
+    host (SMTP route or CPQ). Outcomes are written to the spool entry before
+    the worker moves on; `on_bounce` hears of hard bounces and expiries (the
+    gateway's DSNs), `on_finished` of entries done. What the operator
+    commands read: `entries`, `hosts` (their `HostStats`), `matching`,
+    `oldest`, `active_recipients`; what they do: `delete`, `wake`,
+    `suspend`/`resume`. Retry bounds and the per-host connection limit are
+    plain attributes a reload sets.
+    """
+
     def __init__(self, *, spool: Spool, maillog: MailLog,
                  destination_for: Callable[[str], Destination],
                  retry_min_s: float, retry_max_s: float,

@@ -26,7 +26,7 @@ from pvoq.delivery.routes import SmtpRouteDestination
 from pvoq.fsutil import atomic_write, remove_leftovers
 from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
 from pvoq.gateway.processing import Processing
-from pvoq.remote.commands import register_gateway, register_listeners
+from pvoq.remote.commands import GatewayLinkCommands, ListenerInfoCommands
 from pvoq.remote.service import CommandService
 from pvoq.scan.keeper import OutbreakKeeper
 from pvoq.scan.outbreak import RulesError
@@ -88,6 +88,7 @@ class Gateway(Processing, Appliance):
                               ("workqueue.resume", self._cmd_workqueue_resume)):
             self.admin.register(name, command)
         self.admin.register("pvo.check", self._cmd_pvo_check)
+        self.register_commands()
 
     def _prune_transfer_markers(self, *, older_than_s: float = MARKER_LIFETIME_S) -> int:
         """Forget received transfer ids older than a year (see MARKER_LIFETIME_S)."""
@@ -314,8 +315,8 @@ class Gateway(Processing, Appliance):
 
     async def start(self) -> None:
         self.ssh_service: CommandService | None = self._make_ssh_service(self.config)
-        register_gateway(self.admin, lambda: self.config, lambda: self.ssh_service)
-        register_listeners(self.admin, lambda: self.config)
+        GatewayLinkCommands(lambda: self.config, lambda: self.ssh_service).register(self.admin)
+        ListenerInfoCommands(lambda: self.config).register(self.admin)
         await super().start()
         if self.ssh_service is not None:
             await self.ssh_service.start()

@@ -5,57 +5,57 @@ into one call of the `QuarantineService` and its answer into
 `{"text": ..., "data": ...}`. Whoever can open the admin socket (mode 0600)
 is the appliance's administrator; the CLI passes the operating system user
 so that the audit trail says who.
+
+The errors of the service layer an operator can cause become a
+`CommandError` (exit 1) in one place: `_guard`, around every command.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from pvoq.admin.protocol import AdminServer, CommandError
+from pvoq.admin.protocol import CommandError
+from pvoq.admin.registry import CommandSet, command
 from pvoq.quarantine.roles import ADMIN, Caller, PermissionDenied
 from pvoq.quarantine.search import SearchError, SearchQuery
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import SettingsError
 from pvoq.quarantine.store import QuarantineError
 
-Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+Method = TypeVar("Method", bound=Callable[..., Awaitable[dict[str, Any]]])
 
 
 def _caller(args: dict[str, Any]) -> Caller:
     return Caller(str(args.get("user") or "admin"), "admin-socket", ADMIN)
 
 
-def _guard(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Handler:
-    async def run(args: dict[str, Any]) -> dict[str, Any]:
+def _guard(fn: Method) -> Method:
+    """The operator errors of the service layer → `CommandError` (exit 1)."""
+    @functools.wraps(fn)
+    async def run(*args: Any) -> dict[str, Any]:
         try:
-            return fn(args)
+            return await fn(*args)
         except (QuarantineError, SearchError, SettingsError, PermissionDenied, ValueError,
                 KeyError) as exc:
             raise CommandError(str(exc).strip("'\"")) from None
-    return run
+    return cast(Method, run)
 
 
 def _query(args: dict[str, Any]) -> SearchQuery:
     return SearchQuery.from_dict(dict(args.get("query") or {}))
 
 
-class QuarantineCommands:
+class QuarantineCommands(CommandSet):
+    """`quarantine.*` and `audit.*` over the `QuarantineService`."""
+
     def __init__(self, service: QuarantineService) -> None:
         self.service = service
 
-    def register(self, admin: AdminServer) -> None:
-        for name, fn in (("quarantine.list", self.list), ("quarantine.show", self.show),
-                         ("quarantine.release", self.release),
-                         ("quarantine.delete", self.delete), ("quarantine.delay", self.delay),
-                         ("quarantine.move", self.move), ("quarantine.copy", self.copy),
-                         ("quarantine.search", self.search), ("quarantine.bulk", self.bulk),
-                         ("quarantine.saved", self.saved), ("quarantine.expire", self.expire),
-                         ("quarantine.config", self.config),
-                         ("audit.verify", self.audit_verify), ("audit.tail", self.audit_tail)):
-            admin.register(name, _guard(fn))
-
-    def list(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.list")
+    @_guard
+    async def list(self, args: dict[str, Any]) -> dict[str, Any]:
         name = args.get("quarantine")
         query = SearchQuery(quarantines=(name,) if name else (),
                             limit=int(args.get("limit", 100)), offset=int(args.get("offset", 0)))
@@ -63,7 +63,9 @@ class QuarantineCommands:
         return {"data": {"messages": rows, "total": total,
                          "counts": self.service.store.counts()}}
 
-    def show(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.show")
+    @_guard
+    async def show(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"data": self.service.details(_caller(args), int(args["mid"]))}
 
     def _act(self, args: dict[str, Any], action: str) -> dict[str, Any]:
@@ -74,33 +76,45 @@ class QuarantineCommands:
             raise CommandError(result.text)
         return {"text": result.text, "data": result.as_dict()}
 
-    def release(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.release")
+    @_guard
+    async def release(self, args: dict[str, Any]) -> dict[str, Any]:
         return self._act(args, "release")
 
-    def delete(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.delete")
+    @_guard
+    async def delete(self, args: dict[str, Any]) -> dict[str, Any]:
         return self._act(args, "delete")
 
-    def delay(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.delay")
+    @_guard
+    async def delay(self, args: dict[str, Any]) -> dict[str, Any]:
         result = self.service.delay(_caller(args), int(args["mid"]), str(args["delay"]),
                                     args.get("quarantine"))
         if not result.ok:
             raise CommandError(result.text)
         return {"text": result.text, "data": result.as_dict()}
 
-    def move(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.move")
+    @_guard
+    async def move(self, args: dict[str, Any]) -> dict[str, Any]:
         result = self.service.move(_caller(args), int(args["mid"]), str(args["source"]),
                                    str(args["target"]))
         if not result.ok:
             raise CommandError(result.text)
         return {"text": result.text, "data": result.as_dict()}
 
-    def copy(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.copy")
+    @_guard
+    async def copy(self, args: dict[str, Any]) -> dict[str, Any]:
         result = self.service.copy(_caller(args), int(args["mid"]), str(args["address"]))
         if not result.ok:
             raise CommandError(result.text)
         return {"text": result.text, "data": result.as_dict()}
 
-    def search(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.search")
+    @_guard
+    async def search(self, args: dict[str, Any]) -> dict[str, Any]:
         caller = _caller(args)
         if args.get("saved"):
             saved = self.service.saved_searches(caller)
@@ -114,7 +128,9 @@ class QuarantineCommands:
         return {"data": {"messages": rows, "total": total, "limit": query.limit,
                          "offset": query.offset}}
 
-    def bulk(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.bulk")
+    @_guard
+    async def bulk(self, args: dict[str, Any]) -> dict[str, Any]:
         caller = _caller(args)
         query = _query(args)
         if args.get("saved"):
@@ -129,7 +145,9 @@ class QuarantineCommands:
             text += f" ({data['done']} done)"
         return {"text": text + ".", "data": data}
 
-    def saved(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.saved")
+    @_guard
+    async def saved(self, args: dict[str, Any]) -> dict[str, Any]:
         caller = _caller(args)
         op = args.get("op", "list")
         if op == "save":
@@ -142,11 +160,15 @@ class QuarantineCommands:
         saved = self.service.saved_searches(caller)
         return {"data": {name: q.to_json() for name, q in saved.items()}}
 
-    def expire(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.expire")
+    @_guard
+    async def expire(self, args: dict[str, Any]) -> dict[str, Any]:
         n = self.service.expire()
         return {"text": f"{n} quarantine entries expired.", "data": {"expired": n}}
 
-    def config(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("quarantine.config")
+    @_guard
+    async def config(self, args: dict[str, Any]) -> dict[str, Any]:
         settings = self.service.store.settings
         return {"data": {"quarantines": {
             name: {"retention_s": s.retention_s, "default_action": s.default_action,
@@ -155,7 +177,9 @@ class QuarantineCommands:
             for name, s in sorted(settings.items())},
             "quota_bytes": self.service.quota_bytes}}
 
-    def audit_verify(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("audit.verify")
+    @_guard
+    async def audit_verify(self, args: dict[str, Any]) -> dict[str, Any]:
         verdict = self.service.audit.verify()
         if not verdict.ok:
             raise CommandError(f"Audit trail BROKEN at record {verdict.broken_at}: "
@@ -163,5 +187,7 @@ class QuarantineCommands:
         return {"text": f"Audit trail intact: {verdict.records} records.",
                 "data": {"records": verdict.records}}
 
-    def audit_tail(self, args: dict[str, Any]) -> dict[str, Any]:
+    @command("audit.tail")
+    @_guard
+    async def audit_tail(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"data": self.service.audit.tail(int(args.get("limit", 50)))}

@@ -75,6 +75,15 @@ class ActionResult:
 
 @dataclass
 class QuarantineService:
+    """The quarantine actions and views, as the CLI, the REST API and the expiry loop call them.
+
+    Each call checks the *caller*'s role, acts through *store*, writes the
+    audit record and the mail_logs lines (through *log*), and hands a message
+    that no quarantine holds any more to *settler* (the manager's
+    `Releases`). `quota_bytes` (0: none) bounds the quarantine space:
+    `make_room` applies the overflow rule before a transfer is stored.
+    """
+
     store: QuarantineStore
     settler: Settler
     log: Callable[[str], None]

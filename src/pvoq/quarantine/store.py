@@ -85,6 +85,18 @@ class QuarantineError(NotFound):
 
 
 class QuarantineStore:
+    """The quarantined messages of one manager (or of several sharing PostgreSQL).
+
+    Rows and bodies (see the module docstring for durability and the
+    conditional updates): `add` stores a transfer once, `act`/`act_many`,
+    `delay`, `move` change a message's quarantines, `claim_settlement`,
+    `reclaim` and `finish` hand a settled message to exactly one process;
+    `search`, `get`, `counts`, `held_count`, `used_bytes`, `due` and
+    `overflow_candidates` are the reads. `settings` are the effective
+    quarantines (`sync_quarantines` applies a new configuration's). Roles,
+    audit and mail_logs lines are the `QuarantineService`'s business.
+    """
+
     def __init__(self, url: str, bodies_dir: Path, *, bodies: str = "disk",
                  node: str = "manager", clock: Callable[[], float] = time.time,
                  settings: dict[str, QuarantineSettings] | None = None,

@@ -5,6 +5,11 @@ Gateway: `pvo.listener` (what the manager asks over SSH), `ssh.token`,
 `gateway.remove`, `gateway.test`, `gateway.pubkey`. Both: `listeners`
 (the hidden `cpq_listener` only with `all`). Each returns the admin
 protocol's `{"text": ..., "data": ...}`; a failure is a `CommandError`.
+
+Three `CommandSet`s: `ListenerInfoCommands` (both roles),
+`GatewayLinkCommands` (gateway), `ManagerLinkCommands` (manager). The
+running configuration and the gateway's SSH command service change on a
+reload, so they are given as callables returning the current one.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pvoq.admin.protocol import AdminServer, CommandError
+from pvoq.admin.protocol import CommandError
+from pvoq.admin.registry import CommandSet, command
 from pvoq.config.model import Config
 from pvoq.remote.keys import SshFault, fingerprint, parse_public_key, public_line
 
@@ -38,20 +44,39 @@ def listener_rows(config: Config, *, include_hidden: bool) -> list[dict[str, Any
     return rows
 
 
-def register_listeners(admin: AdminServer, config: Any) -> None:
-    """`listeners [all]` on either appliance; *config* is a callable giving the current one."""
-    async def listeners(args: dict[str, Any]) -> dict[str, Any]:
-        return {"data": {"listeners": listener_rows(config(), include_hidden=bool(
+class ListenerInfoCommands(CommandSet):
+    """`listeners [all]` on either appliance; *config* gives the running configuration."""
+
+    def __init__(self, config: Callable[[], Config]) -> None:
+        self.config = config
+
+    @command("listeners")
+    async def listeners(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"data": {"listeners": listener_rows(self.config(), include_hidden=bool(
             args.get("all")))}}
-    admin.register("listeners", listeners)
 
 
-def register_gateway(admin: AdminServer, config: Any,
-                     service: Callable[[], CommandService | None]) -> None:
-    """The gateway's commands; *config* and *service* are callables giving the running
-    configuration and SSH command service (both change on a reload)."""
-    async def pvo_listener(args: dict[str, Any]) -> dict[str, Any]:
-        cfg: Config = config()
+class GatewayLinkCommands(CommandSet):
+    """The gateway's side of the SSH link: `pvo.listener`, `ssh.token|authorize|show`.
+
+    *config* and *service* give the running configuration and SSH command
+    service (both change on a reload; the service is None when disabled).
+    """
+
+    def __init__(self, config: Callable[[], Config],
+                 service: Callable[[], CommandService | None]) -> None:
+        self.config = config
+        self.service = service
+
+    def need_service(self) -> CommandService:
+        running = self.service()
+        if running is None:
+            raise CommandError("the SSH command service is not enabled (<ssh><enabled>)")
+        return running
+
+    @command("pvo.listener")
+    async def pvo_listener(self, args: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.config()
         cpq = cfg.cpq_listener
         if not cfg.pvo.enabled or cpq is None:
             raise CommandError("centralized PVO quarantines are disabled on this gateway")
@@ -59,14 +84,9 @@ def register_gateway(admin: AdminServer, config: Any,
         return {"data": {"hostname": cfg.hostname, "interface": cpq.interface_name,
                          "address": interface.ip if interface else "", "port": cpq.port}}
 
-    def need_service() -> CommandService:
-        running = service()
-        if running is None:
-            raise CommandError("the SSH command service is not enabled (<ssh><enabled>)")
-        return running
-
-    async def token(args: dict[str, Any]) -> dict[str, Any]:
-        svc = need_service()
+    @command("ssh.token")
+    async def token(self, args: dict[str, Any]) -> dict[str, Any]:
+        svc = self.need_service()
         ttl = float(args.get("ttl_s") or 3600)
         value = svc.tokens.issue(ttl)
         return {"text": f"One-time enrolment token (valid {ttl:g}s): {value}\n"
@@ -74,8 +94,9 @@ def register_gateway(admin: AdminServer, config: Any,
                 "data": {"token": value, "fingerprint": svc.fingerprint,
                          "expires": time.time() + ttl}}
 
-    async def authorize(args: dict[str, Any]) -> dict[str, Any]:
-        svc = need_service()
+    @command("ssh.authorize")
+    async def authorize(self, args: dict[str, Any]) -> dict[str, Any]:
+        svc = self.need_service()
         try:
             key = parse_public_key(str(args.get("key", "")))
         except ValueError as exc:
@@ -87,23 +108,34 @@ def register_gateway(admin: AdminServer, config: Any,
         return {"text": f"Key {fingerprint(key)} ({name}) "
                         f"{'authorized' if added else 'was already authorized'}."}
 
-    async def show(args: dict[str, Any]) -> dict[str, Any]:
-        svc = need_service()
+    @command("ssh.show")
+    async def show(self, args: dict[str, Any]) -> dict[str, Any]:
+        svc = self.need_service()
         keys = [{"fingerprint": fingerprint(k), "name": c} for k, c in svc.authorized.entries()]
         return {"data": {"address": svc.host, "port": svc.port,
                          "fingerprint": svc.fingerprint, "authorized_keys": keys}}
 
-    admin.register("pvo.listener", pvo_listener)
-    admin.register("ssh.token", token)
-    admin.register("ssh.authorize", authorize)
-    admin.register("ssh.show", show)
 
+class ManagerLinkCommands(CommandSet):
+    """The manager's `gateway add|list|remove|test|pubkey`.
 
-def register_manager(admin: AdminServer, config: Any, client: SshClient,
-                     locator: GatewayLocator, wake: Any) -> None:
-    """The manager's `gateway ...` commands."""
-    async def add(args: dict[str, Any]) -> dict[str, Any]:
-        cfg: Config = config()
+    *config* gives the running configuration, *client* is the manager's SSH
+    client (its pins and key), *locator* where each added gateway listens,
+    and *wake* wakes the release queue once a gateway's address may have
+    changed.
+    """
+
+    def __init__(self, config: Callable[[], Config], client: SshClient,
+                 locator: GatewayLocator, wake: Callable[[], None]) -> None:
+        self.config = config
+        self.client = client
+        self.locator = locator
+        self.wake = wake
+
+    @command("gateway.add")
+    async def add(self, args: dict[str, Any]) -> dict[str, Any]:
+        client, locator = self.client, self.locator
+        cfg = self.config()
         name = str(args.get("name") or "")
         record = cfg.pvo.gateway(name)
         if record is None:
@@ -120,7 +152,7 @@ def register_manager(admin: AdminServer, config: Any, client: SshClient,
             locator.log.critical(f"SSH add of gateway {record.hostname} failed: {exc}")
             raise CommandError(f"gateway add {record.hostname} failed: {exc}") from None
         locator.reset(record.hostname)
-        wake()
+        self.wake()
         how = ("first use: pinned" if result["first_use"] else
                "replaced the pinned key" if result["replaced"] else "unchanged")
         where = result["listener"]
@@ -134,43 +166,41 @@ def register_manager(admin: AdminServer, config: Any, client: SshClient,
                          f"{result['fingerprint']} ({how})")
         return {"text": text, "data": result}
 
-    async def list_(args: dict[str, Any]) -> dict[str, Any]:
-        cfg: Config = config()
-        pins = client.pins.all()
+    @command("gateway.list")
+    async def list_(self, args: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.config()
+        pins = self.client.pins.all()
         rows = []
         for g in cfg.pvo.gateways:
             pin = pins.get(g.hostname.lower())
-            cached = locator._cache.get(g.hostname.lower())
+            cached = self.locator._cache.get(g.hostname.lower())
             rows.append({"name": g.hostname, "cpq_address": g.address, "cpq_port": g.cpq_port,
                          "ssh": None if pin is None else f"{pin.host}:{pin.port}",
                          "fingerprint": None if pin is None else pin.fingerprint,
                          "looked_up": None if cached is None else f"{cached[0]}:{cached[1]}",
-                         "fault": locator.fault(g.hostname)})
+                         "fault": self.locator.fault(g.hostname)})
         return {"data": {"gateways": rows}}
 
-    async def remove(args: dict[str, Any]) -> dict[str, Any]:
+    @command("gateway.remove")
+    async def remove(self, args: dict[str, Any]) -> dict[str, Any]:
         name = str(args.get("name") or "")
-        if not client.pins.remove(name):
+        if not self.client.pins.remove(name):
             raise CommandError(f"gateway {name} has no SSH pin")
-        locator.forget(name)
+        self.locator.forget(name)
         return {"text": f"Gateway {name}: SSH pin removed; releases use the configured "
                         "address."}
 
-    async def test(args: dict[str, Any]) -> dict[str, Any]:
+    @command("gateway.test")
+    async def test(self, args: dict[str, Any]) -> dict[str, Any]:
         name = str(args.get("name") or "")
-        if not locator.enrolled(name):
+        if not self.locator.enrolled(name):
             raise CommandError(f"gateway {name} has not been added (gateway add)")
         try:
-            host, port = await locator.lookup_now(name)
+            host, port = await self.locator.lookup_now(name)
         except SshFault as exc:
             raise CommandError(f"SSH lookup of {name} failed: {exc}") from None
         return {"text": f"Gateway {name}: PVO listener at {host} port {port}."}
 
-    async def pubkey(args: dict[str, Any]) -> dict[str, Any]:
-        return {"text": public_line(client.key, client.hostname)}
-
-    admin.register("gateway.add", add)
-    admin.register("gateway.list", list_)
-    admin.register("gateway.remove", remove)
-    admin.register("gateway.test", test)
-    admin.register("gateway.pubkey", pubkey)
+    @command("gateway.pubkey")
+    async def pubkey(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"text": public_line(self.client.key, self.client.hostname)}

@@ -1,0 +1,156 @@
+"""Settlement: what becomes of a message no quarantine holds any more.
+
+`Releases` is the manager's `Settler` (see `quarantine.service`): a message
+released from every quarantine that held it is spooled for
+`the.cpq.release.host` (with the early-release options of the quarantines
+that released it by default applied) and queued for delivery over CPQ to
+the gateway it came from; a deleted one is dropped. Large settlements (an
+expiry batch, a bulk action) drain in the background, yielding to the event
+loop between messages. `send_copy` spools a copy for another address.
+
+The release entry's metadata is the CPQ `release` transfer built from the
+stored quarantine transfer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from typing import Any
+
+from pvoq.config.model import THE_CPQ_RELEASE_HOST
+from pvoq.cpq.metadata import KIND_RELEASE, VERSION
+from pvoq.delivery.queue import DeliveryQueues
+from pvoq.maillog import IdAllocator, MailLog
+from pvoq.quarantine.mime import apply_early_release
+from pvoq.quarantine.settings import EarlyRelease
+from pvoq.quarantine.store import RELEASED, QuarantineStore
+from pvoq.spool.store import QUEUED, Entry, Recipient, Spool
+
+
+class Releases:
+    """Settle messages: queue their release to the originating gateway, or drop them.
+
+    Implements `quarantine.service.Settler`. *serial_number* is the manager's
+    (it names the release transfers; a reload cannot change it).
+    """
+
+    def __init__(self, *, store: QuarantineStore, spool: Spool, queues: DeliveryQueues,
+                 ids: IdAllocator, maillog: MailLog, serial_number: str) -> None:
+        self.store = store
+        self.spool = spool
+        self.queues = queues
+        self.ids = ids
+        self.maillog = maillog
+        self.serial_number = serial_number
+        self._backlog: collections.deque[tuple[int, str, str, tuple[str, ...]]] = \
+            collections.deque()
+        self._settler_task: asyncio.Task[None] | None = None
+
+    def settle(self, mid: int, state: str, how: str = "manual",
+               names: tuple[str, ...] | None = None) -> None:
+        """Finish a message no quarantine holds any more: queue its release or drop it.
+
+        The caller has claimed the settlement (`QuarantineStore.claim_settlement`),
+        so of several manager processes exactly one gets here for a message.
+        """
+        record = self.store.get(mid)
+        assert record is not None
+        held_for = time.time() - record["received_at"]
+        if names is None:
+            names = tuple(q["quarantine"] for q in record["quarantines"])
+        if state == RELEASED:
+            spooled = self.queues.entries.get(mid) or self.spool.get(mid)
+            if spooled is not None:
+                # Spooled before a crash: keep that entry, its attempts and back-off.
+                entry = spooled
+            else:
+                body = self.store.read_body(mid)
+                if how != "expired":
+                    for option in self.early_release(names):
+                        body = apply_early_release(body, option)
+                entry = self.release_entry(record, len(body))
+                self.spool.put(entry, body)
+            self.queues.add(entry)
+            self.maillog.info(f"MID {mid} released from all quarantines")
+        self.store.finish(mid, state)
+        verb = "released from" if state == RELEASED else "deleted from"
+        for name in names:
+            self.maillog.info(f'MID {mid} {verb} quarantine "{name}" ({how}) t={held_for:.0f}')
+
+    def settle_many(self, settled: list[tuple[int, str, tuple[str, ...]]], how: str) -> None:
+        """Settle claimed messages in the background, yielding to the loop between them.
+
+        They are claimed by this process in the database: if it stops first,
+        the manager's recovery settles the rest on the next start.
+        """
+        self._backlog.extend((mid, state, how, names) for mid, state, names in settled)
+        if self._settler_task is None or self._settler_task.done():
+            self._settler_task = asyncio.ensure_future(self._drain_backlog())
+
+    async def _drain_backlog(self) -> None:
+        while self._backlog:
+            mid, state, how, names = self._backlog.popleft()
+            try:
+                self.settle(mid, state, how, names)
+            except Exception as exc:  # recovered on the next start: the claim stays
+                self.maillog.warning(f"MID {mid} settlement failed, left for recovery: {exc}")
+            await asyncio.sleep(0)
+
+    async def stop(self) -> None:
+        """Stop draining the backlog; the claims left are settled on the next start."""
+        task = self._settler_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def early_release(self, names: tuple[str, ...]) -> list[EarlyRelease]:
+        """The early-release options of the release-by-default quarantines in *names*."""
+        result = []
+        for name in names:
+            settings = self.store.settings.get(name)
+            if settings and settings.default_action == "release" and \
+                    settings.early_release.active:
+                result.append(settings.early_release)
+        return result
+
+    def allocate_mid(self) -> int:
+        """A new MID (a per-recipient action splits a message in two)."""
+        return self.ids.next("mid")
+
+    def send_copy(self, mid: int, address: str) -> int:
+        """Spool a copy of *mid* for *address*, delivered by the originating gateway."""
+        record = self.store.get(mid)
+        assert record is not None
+        copy_mid = self.ids.next("mid")
+        body = self.store.read_body(mid)
+        entry = self.release_entry(record, len(body), copy_mid=copy_mid, to=address)
+        self.spool.put(entry, body)
+        self.queues.add(entry)
+        return copy_mid
+
+    def release_entry(self, record: dict[str, Any], size: int | None = None, *,
+                      copy_mid: int | None = None, to: str | None = None) -> Entry:
+        """The spool entry of a release (or of a copy for *to*) of the stored *record*."""
+        meta = record["meta"]
+        mid = copy_mid or record["id"]
+        recipients: list[dict[str, Any]] = (meta["recipients"] if to is None
+                                            else [{"rid": 0, "address": to}])
+        release_meta = {
+            "v": VERSION, "kind": KIND_RELEASE,
+            "transfer_id": f"r-{self.serial_number}-{mid}",
+            "origin": meta["origin"], "sender": meta["sender"],
+            "recipients": recipients, "quarantines": meta["quarantines"],
+            "received": meta["received"], "size": size or meta["size"],
+            "release": {"entry": mid, "stages": [q["stage"] for q in meta["quarantines"]],
+                        "quarantines": [q["quarantine"] for q in record["quarantines"]]},
+        }
+        return Entry(
+            mid=mid, sender=meta["sender"],
+            recipients=[Recipient(r["rid"], r["address"], host=THE_CPQ_RELEASE_HOST)
+                        for r in recipients],
+            received=record["received_at"], size=size or record["size"], state=QUEUED,
+            meta={"cpq": release_meta, "gateway": meta["origin"]["hostname"]})

@@ -1,0 +1,194 @@
+"""The manager: wire the parts that keep the quarantines and release through the gateways.
+
+The `cpq_listener` stores what gateways ship (`handler.QuarantineHandler`:
+body on disk, metadata in SQL, both durable before `250`); operator commands
+and the REST API view, release and delete (`QuarantineService`); a message
+released from every quarantine that held it is spooled for
+`the.cpq.release.host` (`releases.Releases`) and delivered over CPQ to the
+gateway it came from, at the address the manager's record of that gateway
+gives (configured, or looked up over SSH). An expiry loop applies the
+quarantines' default actions at their scheduled exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from pvoq.appliance import Appliance
+from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config, Listener
+from pvoq.cpq.server import CpqSMTP
+from pvoq.delivery.queue import DeliveryQueues, Destination
+from pvoq.manager.handler import QuarantineHandler
+from pvoq.manager.releases import Releases
+from pvoq.quarantine.commands import QuarantineCommands
+from pvoq.quarantine.service import QuarantineService
+from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, merge_settings
+from pvoq.quarantine.store import QuarantineStore
+from pvoq.remote.client import SshClient
+from pvoq.remote.commands import ListenerInfoCommands, ManagerLinkCommands
+from pvoq.remote.lookup import GatewayLocator, LookupCpqDestination
+from pvoq.smtp.server import BaseHandler, PvoqSMTP
+from pvoq.spool.store import Entry
+
+if TYPE_CHECKING:
+    from pvoq.web.server import ApiServer
+
+
+def quarantine_settings(config: Config) -> dict[str, QuarantineSettings]:
+    """The effective quarantines: built-ins, overridden or added to by `<quarantines>`."""
+    return merge_settings(
+        QuarantineSettings(
+            d.name, d.retention_seconds, d.default_action, d.free_up_space,
+            EarlyRelease(d.subject_tag, d.subject_position, d.x_header, d.strip_attachments))
+        for d in config.quarantines)
+
+
+class Manager(Appliance):
+    """The manager role: quarantines in SQL and on disk, releases over CPQ to the gateways.
+
+    Parts, each given what it uses: `store` (`QuarantineStore`), `releases`
+    (`Releases`, the service's settler, over the spool and `queues`),
+    `service` (`QuarantineService`, what the CLI, the REST API and the
+    expiry loop call), `queues` (one host: `the.cpq.release.host`), `ssh`
+    and `locator` (where a gateway added over SSH listens). Operator
+    commands: the common ones, `quarantine.*`/`audit.*`, `gateway.*`,
+    `listeners`.
+    """
+
+    role = "manager"
+
+    def __init__(self, config: Config, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        qs = config.quarantine_store
+        url = (qs.database_url or config.database_url
+               or f"sqlite:///{config.data_dir / 'quarantine.db'}")
+        self.store = QuarantineStore(url, config.data_dir / "quarantine" / "bodies",
+                                     bodies=qs.bodies, node=qs.node_name or config.hostname,
+                                     settings=quarantine_settings(config))
+        self.queues = DeliveryQueues(
+            spool=self.spool, maillog=self.maillog, destination_for=self._destination,
+            retry_min_s=config.delivery.retry_min_seconds,
+            retry_max_s=config.delivery.retry_max_seconds, counters=self.counters,
+            max_connections_per_host=config.delivery.max_connections_per_host)
+        self.releases = Releases(store=self.store, spool=self.spool, queues=self.queues,
+                                 ids=self.ids, maillog=self.maillog,
+                                 serial_number=config.serial_number)
+        self.service = QuarantineService(self.store, self.releases, self.maillog.info,
+                                         quota_bytes=int(qs.max_size_mb * 2**20))
+        self._expiry_task: asyncio.Task[None] | None = None
+        self._expiry_wake = asyncio.Event()
+        self.api: ApiServer | None = None
+        self._release_destination: Destination | None = None
+        self.ssh = SshClient(config.data_dir, hostname=config.hostname,
+                             timeout_s=config.ssh.timeout_seconds)
+        self.locator = GatewayLocator(self.ssh, self.maillog, self._wake_releases)
+        self.register_commands()
+        QuarantineCommands(self.service).register(self.admin)
+        ManagerLinkCommands(lambda: self.config, self.ssh, self.locator,
+                            self._wake_releases).register(self.admin)
+        ListenerInfoCommands(lambda: self.config).register(self.admin)
+
+    def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP]]:
+        if not listener.is_cpq:
+            raise ValueError(f"listener {listener.name}: the manager has only CPQ listeners")
+        handler = QuarantineHandler(self.context, config=lambda: self.config,
+                                    service=self.service,
+                                    cpq_suspended=self.listeners.cpq_suspended)
+        return handler, CpqSMTP
+
+    def apply_config(self, config: Config) -> None:
+        super().apply_config(config)
+        self._release_destination = None
+        # Quarantine settings and the space quota take effect at once; a quarantine
+        # removed from the configuration is deleted (its default action applied).
+        pending = self.store.sync_quarantines(quarantine_settings(config))
+        if pending:
+            self.service.apply_deleted_quarantines(pending)
+        self.service.quota_bytes = int(config.quarantine_store.max_size_mb * 2**20)
+        self.ssh.timeout_s = config.ssh.timeout_seconds
+
+    def _wake_releases(self) -> None:
+        self.queues.wake(THE_CPQ_RELEASE_HOST)
+
+    def _gateway_address(self, entry: Entry) -> tuple[str, int] | None:
+        """Where a release goes: for a gateway added over SSH, what it last said (a miss
+        starts a lookup and defers the release); otherwise the configured address."""
+        record = self.config.pvo.gateway(entry.meta["gateway"])
+        if record is None:
+            return None
+        if self.locator.enrolled(record.hostname):
+            return self.locator.address(record.hostname)
+        return (record.address, record.cpq_port)
+
+    def _destination(self, host: str) -> Destination:
+        if host != THE_CPQ_RELEASE_HOST:
+            raise ValueError(f"the manager delivers only to {THE_CPQ_RELEASE_HOST}, not {host}")
+        if self._release_destination is None:
+            cfg = self.config
+            self._release_destination = LookupCpqDestination(
+                THE_CPQ_RELEASE_HOST, locator=self.locator, resolve=self._gateway_address,
+                expect_role="gateway",
+                tls_context=self.client_tls, maillog=self.maillog, ids=self.ids,
+                local_hostname=cfg.hostname, source_ip=self.interface_ip(cfg.pvo.interface_name),
+                timeout_s=cfg.delivery.timeout_seconds)
+        return self._release_destination
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def recover(self) -> None:
+        entries = self.spool.recover()
+        for entry in entries:
+            self.queues.add(entry)
+        pending = self.store.sync_quarantines(quarantine_settings(self.config))
+        if pending:
+            self.service.apply_deleted_quarantines(pending)
+        for mid in self.store.unsettled():
+            state = self.store.reclaim(mid)
+            if state is not None:
+                self.releases.settle(mid, state, how="recovered")
+        if entries:
+            self.maillog.info(f"Recovered {len(entries)} releases from the spool")
+
+    async def start(self) -> None:
+        await super().start()
+        self._expiry_task = asyncio.ensure_future(self._expiry_loop())
+        api = self.config.api
+        if api.enabled and api.port:
+            from pvoq.web.api import create_app
+            from pvoq.web.server import ApiServer
+
+            self.api = ApiServer(create_app(self.service, api.tokens), api.address, api.port)
+            self.api.start()
+            self.maillog.info(f"REST API listening on {api.address} port {api.port}")
+
+    async def stop(self) -> None:
+        await self.locator.stop()
+        if self.api is not None:
+            await self.api.stop()
+        if self._expiry_task is not None and not self._expiry_task.done():
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+        await self.releases.stop()
+        await super().stop()
+        self.store.close()
+
+    async def _expiry_loop(self) -> None:
+        """Apply default actions at scheduled exits, a batch at a time, between waits."""
+        while True:
+            try:
+                while self.service.expire(batch=200, max_batches=1) > 0:
+                    await asyncio.sleep(0)
+            except Exception as exc:  # a database hiccup must not end expiry for good
+                self.maillog.warning(f"Quarantine expiry failed, will retry: {exc}")
+            self._expiry_wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._expiry_wake.wait(),
+                                       self.config.quarantine_store.expiry_interval_seconds)
+
+    def status_gauges(self) -> dict[str, int]:
+        # From the maintained counters: a message in two quarantines counts once.
+        return {"messages_in_quarantine": self.store.held_count(),
+                "kilobytes_in_quarantine": self.store.used_bytes() // 1024,
+                "messages_in_release_host": len(self.queues.entries)}

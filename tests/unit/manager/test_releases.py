@@ -1,0 +1,218 @@
+"""Settlement on the manager (`manager.releases`) and its CPQ rescan notices (`manager.handler`).
+
+A real SQLite quarantine store, spool, delivery queues (workers not started)
+and mail_logs: a release spools the CPQ `release` transfer for
+`the.cpq.release.host`; a deletion drops the message; copies go to their own
+address; an outbreak rescan notice releases, deletes or extends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config
+from pvoq.delivery.queue import DeliveryQueues, Destination
+from pvoq.maillog import IdAllocator, MailLog
+from pvoq.manager.handler import QuarantineHandler
+from pvoq.manager.releases import Releases
+from pvoq.quarantine.roles import ADMIN, Caller
+from pvoq.quarantine.service import QuarantineService
+from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, merge_settings
+from pvoq.quarantine.store import DELETED, RELEASED, QuarantineStore
+from pvoq.smtp.server import PvoqSession, ServerContext
+from pvoq.spool.store import QUEUED, Spool
+
+CALLER = Caller("admin", "test", ADMIN)
+SERIAL = "SN-M"
+_transfers = itertools.count(1)
+
+
+def transfer_meta(*quarantines: str,
+                  recipients: tuple[str, ...] = ("bob@example.com",)) -> dict[str, Any]:
+    """CPQ metadata of a quarantine transfer from gw1.example.com held in *quarantines*."""
+    return {
+        "v": 1, "kind": "quarantine", "transfer_id": f"transfer-{next(_transfers):08d}",
+        "origin": {"hostname": "gw1.example.com", "serial": "GW-SN", "mid": 42},
+        "sender": "alice@example.org",
+        "recipients": [{"rid": i, "address": a} for i, a in enumerate(recipients)],
+        "quarantines": [{"name": n, "reason": f"content filter:{n.lower()}_rule",
+                         "stage": "content_filters"} for n in quarantines],
+        "received": 1700000000.0, "size": 0,
+    }
+
+
+class Rig:
+    def __init__(self, root: Path) -> None:
+        settings = merge_settings([
+            QuarantineSettings("Policy", default_action="release",
+                               early_release=EarlyRelease(subject_tag="[EARLY]")),
+            QuarantineSettings("Hold", default_action="delete")])
+        self.store = QuarantineStore(f"sqlite:///{root / 'q.db'}", root / "bodies",
+                                     settings=settings)
+        self.maillog = MailLog(root / "logs", appliance="manager m.test", serial=SERIAL)
+        self.spool = Spool(root / "spool")
+        self.ids = IdAllocator(root / "ids.json")
+        self.queues = DeliveryQueues(spool=self.spool, maillog=self.maillog,
+                                     destination_for=self.nowhere, retry_min_s=60,
+                                     retry_max_s=3600)
+        self.releases = Releases(store=self.store, spool=self.spool, queues=self.queues,
+                                 ids=self.ids, maillog=self.maillog, serial_number=SERIAL)
+        self.service = QuarantineService(self.store, self.releases, self.maillog.info)
+
+    def nowhere(self, host: str) -> Destination:
+        raise AssertionError("the workers are not started in these tests")
+
+    def put(self, mid: int, *quarantines: str,
+            recipients: tuple[str, ...] = ("bob@example.com",)) -> dict[str, Any]:
+        meta = transfer_meta(*quarantines, recipients=recipients)
+        body = b"From: alice@example.org\r\nSubject: numbers\r\n\r\nQ3\r\n"
+        self.store.add(mid=mid, meta=meta, body=body, origin_ip="10.0.0.1", subject="numbers")
+        return meta
+
+    def lines(self) -> list[str]:
+        self.maillog.flush()
+        return [x.split(" ", 5)[-1] for x in self.maillog.path.read_text().splitlines()]
+
+    def close(self) -> None:
+        self.spool.close()
+        self.maillog.close()
+        self.store.close()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    made = Rig(tmp_path)
+    yield made
+    made.close()
+
+
+def logged(rig: Rig, text: str) -> bool:
+    return any(text in line for line in rig.lines())
+
+
+class TestSettle:
+    def test_a_release_spools_the_release_transfer(self, rig: Rig) -> None:
+        meta = rig.put(7, "Policy", recipients=("bob@example.com", "carol@example.com"))
+        assert rig.service.act(CALLER, "release", 7).ok
+        entry = rig.queues.entries[7]
+        assert entry.state == QUEUED and entry.sender == "alice@example.org"
+        assert [(r.rid, r.address, r.host) for r in entry.recipients] == [
+            (0, "bob@example.com", THE_CPQ_RELEASE_HOST),
+            (1, "carol@example.com", THE_CPQ_RELEASE_HOST)]
+        cpq = entry.meta["cpq"]
+        assert entry.meta["gateway"] == "gw1.example.com"
+        assert cpq["kind"] == "release" and cpq["transfer_id"] == f"r-{SERIAL}-7"
+        assert cpq["origin"] == meta["origin"] and cpq["recipients"] == meta["recipients"]
+        assert cpq["release"] == {"entry": 7, "stages": ["content_filters"],
+                                  "quarantines": ["Policy"]}
+        spooled = rig.spool.get(7)
+        assert spooled is not None and spooled.meta == entry.meta
+        record = rig.store.get(7)
+        assert record is not None and record["state"] == RELEASED
+        assert logged(rig, "MID 7 released from all quarantines")
+        assert logged(rig, 'MID 7 released from quarantine "Policy" (manual) t=')
+
+    def test_an_early_release_applies_the_quarantine_options(self, rig: Rig) -> None:
+        rig.put(8, "Policy")
+        rig.releases.settle(8, RELEASED, how="manual", names=("Policy",))
+        assert b"Subject: [EARLY] numbers" in rig.spool.read_body(8)
+        assert rig.releases.early_release(("Policy",)) == [EarlyRelease(subject_tag="[EARLY]")]
+        assert rig.releases.early_release(("Hold",)) == []
+
+    def test_an_expired_release_is_not_an_early_one(self, rig: Rig) -> None:
+        rig.put(9, "Policy")
+        rig.releases.settle(9, RELEASED, how="expired", names=("Policy",))
+        body = rig.spool.read_body(9)
+        assert b"Subject: numbers" in body and b"[EARLY]" not in body
+        assert rig.queues.entries[9].size == len(body)
+        assert logged(rig, 'MID 9 released from quarantine "Policy" (expired)')
+
+    def test_a_deletion_drops_the_message(self, rig: Rig) -> None:
+        rig.put(10, "Hold")
+        assert rig.service.act(CALLER, "delete", 10).ok
+        assert 10 not in rig.queues.entries and rig.spool.get(10) is None
+        record = rig.store.get(10)
+        assert record is not None and record["state"] == DELETED
+        assert logged(rig, 'MID 10 deleted from quarantine "Hold" (manual) t=')
+        assert not logged(rig, "MID 10 released from all quarantines")
+
+    def test_a_copy_goes_to_its_own_address_under_a_new_mid(self, rig: Rig) -> None:
+        rig.put(11, "Policy")
+        copy_mid = rig.releases.send_copy(11, "audit@example.com")
+        assert copy_mid != 11
+        entry = rig.queues.entries[copy_mid]
+        assert [(r.rid, r.address) for r in entry.recipients] == [(0, "audit@example.com")]
+        assert entry.meta["cpq"]["transfer_id"] == f"r-{SERIAL}-{copy_mid}"
+        assert entry.meta["cpq"]["release"]["entry"] == copy_mid
+        assert 11 not in rig.queues.entries  # the original stays held
+
+    def test_settle_many_drains_in_the_background(self, rig: Rig) -> None:
+        for mid in (20, 21, 22):
+            rig.put(mid, "Hold")
+
+        async def main() -> None:
+            rig.service.act_many(CALLER, "delete", [20, 21, 22])
+            await asyncio.sleep(0.05)
+            await rig.releases.stop()
+        asyncio.run(main())
+        for mid in (20, 21, 22):
+            assert logged(rig, f'MID {mid} deleted from quarantine "Hold"')
+            record = rig.store.get(mid)
+            assert record is not None and record["state"] == DELETED
+
+
+class Session:
+    peer_certificate = None
+    peer_ip = "10.0.0.1"
+    icid = 1
+
+
+class TestRescanNotice:
+    def handler(self, rig: Rig) -> QuarantineHandler:
+        context = ServerContext(rig.maillog, rig.ids, "m.test")
+        return QuarantineHandler(context, config=lambda: cast(Config, None),
+                                 service=rig.service, cpq_suspended=lambda: False)
+
+    def notice(self, quarantined: dict[str, Any], action: str, **extra: Any) -> dict[str, Any]:
+        return {"kind": "outbreak_rescan", "transfer_id": f"n-{action}",
+                "quarantine_transfer_id": quarantined["transfer_id"],
+                "origin": quarantined["origin"], "quarantine": "Policy",
+                "reason": "rules v2", "action": action, **extra}
+
+    def test_no_such_message(self, rig: Rig) -> None:
+        reply = self.handler(rig).rescan_notice(
+            cast(PvoqSession, Session()), self.notice({"transfer_id": "t-none", "origin": {
+                "hostname": "gw1.example.com", "mid": 5}}, "release"))
+        assert reply == "250 2.0.0 Ok: notice n-release noted, no such message"
+        assert logged(rig, "Outbreak rescan notice n-release from gw1.example.com for ESA MID 5:"
+                           " no such message here, nothing to do")
+
+    def test_release_settles_the_message(self, rig: Rig) -> None:
+        quarantined = rig.put(30, "Policy")
+        reply = self.handler(rig).rescan_notice(cast(PvoqSession, Session()),
+                                                self.notice(quarantined, "release"))
+        assert reply == "250 2.0.0 Ok: notice n-release: MID 30 release done"
+        assert 30 in rig.queues.entries
+        assert logged(rig, 'MID 30 released from quarantine "Policy" (rescanned)')
+
+    def test_extend_moves_the_scheduled_exit_later_only(self, rig: Rig) -> None:
+        quarantined = rig.put(31, "Policy")
+        record = rig.store.get(31)
+        assert record is not None
+        exit_at = float(record["quarantines"][0]["scheduled_exit"])
+        handler = self.handler(rig)
+        earlier = self.notice(quarantined, "extend", rescanned_at=exit_at - 100, retention_s=50)
+        assert handler.rescan_notice(cast(PvoqSession, Session()), earlier) == \
+            "250 2.0.0 Ok: notice n-extend: MID 31 extend done"
+        later = self.notice(quarantined, "extend", rescanned_at=exit_at, retention_s=3600)
+        handler.rescan_notice(cast(PvoqSession, Session()), later)
+        record = rig.store.get(31)
+        assert record is not None
+        assert float(record["quarantines"][0]["scheduled_exit"]) == pytest.approx(exit_at + 3600)
+        assert logged(rig, 'MID 31 scheduled exit in quarantine "Policy" extended to')

@@ -20,9 +20,10 @@ import pytest
 
 from pvoq.config.hat import make_rat, parse_hat
 from pvoq.config.model import DEFAULT_CIPHERS, CpqCertificate, Listener
+from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.ca import CA_CERT_FILE, create_ca, issue_certificate
 from pvoq.cpq.metadata import CHUNK_CHARS, KIND_QUARANTINE, MAX_CHUNKS, VERSION, encode_chunks
-from pvoq.cpq.server import EHLO_KEYWORD, CpqHandler, CpqSMTP
+from pvoq.cpq.server import CpqHandler, CpqSMTP
 from pvoq.cpq.tls import client_context, server_context
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession, ServerContext, start_listener
@@ -197,7 +198,7 @@ def test_xcpq_offered_after_starttls(run: Any) -> None:
         smtp = await s.connect()
         assert smtp.supports_extension("xcpq")
         assert smtp.esmtp_extensions["xcpq"] == str(VERSION)
-        assert EHLO_KEYWORD in smtp.last_ehlo_response.message.splitlines()
+        assert cpq_replies.XCPQ_KEYWORD.text in smtp.last_ehlo_response.message.splitlines()
         await smtp.quit()
     run(scenario)
 
@@ -261,8 +262,8 @@ def test_rset_forgets_the_chunks(run: Any) -> None:
 def test_meta_before_mail_is_503(run: Any) -> None:
     async def scenario(s: Listening) -> None:
         smtp = await s.connect()
-        assert await command(smtp, "XCPQ META " + encode_chunks(quarantine_meta())[0]) == (
-            503, "5.5.1 Error: XCPQ META needs MAIL first")
+        assert await command(smtp, "XCPQ META " + encode_chunks(quarantine_meta())[0]) == \
+            cpq_replies.META_NEEDS_MAIL
         await smtp.quit()
     run(scenario)
 
@@ -271,7 +272,7 @@ def test_meta_without_a_chunk_is_501(run: Any) -> None:
     async def scenario(s: Listening) -> None:
         smtp = await s.connect()
         await smtp.mail("alice@example.org")
-        assert await command(smtp, "XCPQ META") == (501, "5.5.4 Syntax: XCPQ META <base64-chunk>")
+        assert await command(smtp, "XCPQ META") == cpq_replies.META_SYNTAX
         await smtp.quit()
     run(scenario)
 
@@ -280,7 +281,7 @@ def test_unknown_xcpq_verb_is_501(run: Any) -> None:
     async def scenario(s: Listening) -> None:
         smtp = await s.connect()
         code, text = await command(smtp, "XCPQ FROB")
-        assert (code, text) == (501, "5.5.4 Syntax: XCPQ META <base64-chunk> | XCPQ CHECK")
+        assert (code, text) == cpq_replies.XCPQ_SYNTAX
         await smtp.quit()
     run(scenario)
 
@@ -309,8 +310,8 @@ def test_bad_metadata_is_refused_at_data(run: Any, chunk: str, why: str) -> None
     async def scenario(s: Listening) -> None:
         smtp = await s.connect()
         code, text = await transaction(smtp, [f"XCPQ META {chunk}"])
-        assert code == 554
-        assert text.startswith("5.6.0 CPQ metadata refused: ")
+        assert code == cpq_replies.METADATA_REFUSED.code
+        assert text.startswith(cpq_replies.METADATA_REFUSED.text.format(reason=""))
         assert why in text
         await smtp.quit()
         assert s.handler.stored == []
@@ -324,7 +325,7 @@ def test_too_many_chunks_is_552(run: Any) -> None:
         for _ in range(MAX_CHUNKS):
             code, _ = await command(smtp, "XCPQ META QUFB")
             assert code == 250
-        assert await command(smtp, "XCPQ META QUFB") == (552, "5.3.4 Too much metadata")
+        assert await command(smtp, "XCPQ META QUFB") == cpq_replies.TOO_MUCH_METADATA
         await smtp.quit()
     run(scenario)
 
@@ -332,8 +333,8 @@ def test_too_many_chunks_is_552(run: Any) -> None:
 def test_check_ready(run: Any) -> None:
     async def scenario(s: Listening) -> None:
         smtp = await s.connect()
-        assert await command(smtp, "XCPQ CHECK") == (
-            250, f"2.0.0 Ready: centralized PVO quarantines can be enabled for {GATEWAY}")
+        code, text = await command(smtp, "XCPQ CHECK")
+        assert f"{code} {text}" == cpq_replies.READY.format(peer=GATEWAY)
         await smtp.quit()
         assert f"CPQ readiness check for {GATEWAY}: ready" in s.log()
     run(scenario)
@@ -343,8 +344,9 @@ def test_check_not_ready_names_the_problems(run: Any) -> None:
     async def scenario(s: Listening) -> None:
         s.handler.problems = ["gateway gw1.example.com is not configured", "disk full"]
         smtp = await s.connect()
-        assert await command(smtp, "XCPQ CHECK") == (
-            550, "5.7.0 Not ready: gateway gw1.example.com is not configured; disk full")
+        code, text = await command(smtp, "XCPQ CHECK")
+        assert f"{code} {text}" == cpq_replies.NOT_READY.format(
+            problems="gateway gw1.example.com is not configured; disk full")
         await smtp.quit()
         assert f"CPQ readiness check for {GATEWAY}: not ready: " in s.log()
     run(scenario)

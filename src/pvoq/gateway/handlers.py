@@ -10,20 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pvoq.config.model import Config
 from pvoq.cpq.ca import peer_common_name, peer_role
 from pvoq.cpq.metadata import KIND_RELEASE
 from pvoq.cpq.server import CpqHandler
 from pvoq.fsutil import atomic_write
 from pvoq.scan.pipeline import Pipeline
 from pvoq.smtp import replies
-from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
-from pvoq.spool.store import Entry, Recipient
+from pvoq.smtp.server import (
+    BaseHandler,
+    MessageInfo,
+    PvoqEnvelope,
+    PvoqSession,
+    PvoqSMTP,
+    ServerContext,
+)
+from pvoq.spool.store import Entry, Recipient, Spool
 
-if TYPE_CHECKING:
-    from pvoq.gateway.role import Gateway  # noqa: F401 (annotations only)
+# The work queue's `submit(entry, body)`: the message is spooled, scan it.
+Submit = Callable[[Entry, bytes], None]
 
 
 def transfer_marker(directory: Path, transfer_id: str) -> Path:
@@ -31,18 +40,15 @@ def transfer_marker(directory: Path, transfer_id: str) -> Path:
     return directory / hashlib.sha256(transfer_id.encode()).hexdigest()
 
 
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2].lower() or "localhost"
-
-
 class PublicHandler(BaseHandler):
     """A public/private SMTP listener of the gateway: accept into the spool."""
 
     commits_whole = True  # the work queue gets the message from the spool commit itself
 
-    def __init__(self, gateway: Gateway) -> None:
-        super().__init__(gateway.context)
-        self.gateway = gateway
+    def __init__(self, context: ServerContext, *, spool: Spool, submit: Submit) -> None:
+        super().__init__(context)
+        self.spool = spool
+        self.submit = submit
 
     async def accept(self, server: PvoqSMTP, session: PvoqSession, envelope: PvoqEnvelope,
                      content: bytes, info: MessageInfo) -> str:
@@ -53,18 +59,21 @@ class PublicHandler(BaseHandler):
             peer=session.peer_ip, meta={"subject": info.subject})
         if session.decision is not None:
             entry.meta["sender_group"] = session.decision.group
-        gateway = self.gateway
-        await gateway.spool.put_async(entry, content,
-                                      then=lambda: gateway.submit(entry, content))
+        submit = self.submit
+        await self.spool.put_async(entry, content, then=lambda: submit(entry, content))
         return replies.accepted(entry.mid)
 
 
 class ReleaseHandler(CpqHandler):
     """The gateway's `cpq_listener`: released mail from the manager."""
 
-    def __init__(self, gateway: Gateway) -> None:
-        super().__init__(gateway.context)
-        self.gateway = gateway
+    def __init__(self, context: ServerContext, *, config: Callable[[], Config], spool: Spool,
+                 marker: Callable[[str], Path], submit: Submit) -> None:
+        super().__init__(context)
+        self.config = config  # the configuration in force
+        self.spool = spool
+        self.marker = marker  # transfer id -> its marker file
+        self.submit = submit
         self._receiving: set[str] = set()  # transfer ids being stored right now
 
     async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
@@ -76,24 +85,24 @@ class ReleaseHandler(CpqHandler):
         if role != "manager":
             log.info(f"ICID {session.icid} CPQ release refused: peer certificate role {role!r}")
             return "554 5.7.1 Only the manager may release mail to this gateway"
-        gw = self.gateway
-        expected = gw.config.pvo.manager_hostname
+        config = self.config()
+        expected = config.pvo.manager_hostname
         name = peer_common_name(session.peer_certificate)
         if expected and (name or "").lower() != expected.lower():
             log.info(f"ICID {session.icid} CPQ release refused: certificate of {name!r}, "
                      f"this gateway's manager is {expected!r}")
             return f"554 5.7.1 {name} is not this gateway's manager"
         target = meta["origin"]["hostname"]
-        if target.lower() != gw.config.hostname.lower():
+        if target.lower() != config.hostname.lower():
             log.info(f"ICID {session.icid} CPQ release refused: MID originally on {target}, "
-                     f"this is {gw.config.hostname}")
-            return f"554 5.7.1 This release belongs to gateway {target}, not {gw.config.hostname}"
+                     f"this is {config.hostname}")
+            return f"554 5.7.1 This release belongs to gateway {target}, not {config.hostname}"
         tid = meta["transfer_id"]
         if tid in self._receiving:  # the same transfer, retried while its first copy is stored
             log.info(f"MID {envelope.mid} CPQ transfer {tid} is being stored by another "
                      "session: deferred")
             return f"451 4.3.0 Transfer {tid} is being stored, try again later"
-        marker = gw.transfer_marker(tid)
+        marker = self.marker(tid)
         if marker.exists():
             log.info(f"MID {envelope.mid} duplicate CPQ transfer {meta['transfer_id']} "
                      "acknowledged, not stored again")
@@ -109,11 +118,11 @@ class ReleaseHandler(CpqHandler):
                 "resume_after": Pipeline.resume_point(release["stages"])}})
         self._receiving.add(tid)
         try:
-            await gw.spool.put_async(entry, content)
+            await self.spool.put_async(entry, content)
             atomic_write(marker, str(entry.mid).encode())
         finally:
             self._receiving.discard(tid)
         log.info(f"MID {entry.mid} received from the SMA {session.peer_ip} "
                  f"(MID originally {meta['origin']['mid']}) on release from central quarantine")
-        gw.submit(entry, content)
+        self.submit(entry, content)
         return replies.accepted(entry.mid)

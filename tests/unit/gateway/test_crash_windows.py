@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from pvoq.gateway import Gateway
+from pvoq.gateway.processing import envelope_of
 from pvoq.scan.verdict import PASS, ScanResult, Verdict
 from pvoq.spool.store import INCOMING, QUEUED, Entry, Recipient
 
@@ -39,23 +40,37 @@ class TestCrashWindows:
         async def crash(mid: int) -> None:
             raise Crash()
 
-        async def scenario() -> tuple[set[int], set[int], set[int]]:
+        async def scenario() -> tuple[set[int], set[int], set[int], list[Entry]]:
             real_remove = gateway.spool.remove_async
             gateway.spool.remove_async = crash  # type: ignore[method-assign]
             with pytest.raises(Crash):
-                await gateway._split(entry, groups, ScanResult(), BODY)
+                await gateway.router.split(entry, groups, ScanResult(), BODY)
             gateway.spool.remove_async = real_remove  # type: ignore[method-assign]
             after_crash = gateway.spool.get(entry.mid)
+            assert after_crash is not None
             planned = set(after_crash.meta["plans"]["split"].values())
             before = spooled_mids(gateway)
             regroup = {"A": [after_crash.recipients[0]], "B": [after_crash.recipients[1]]}
-            await gateway._split(after_crash, regroup, ScanResult(), BODY)
-            return planned, before, spooled_mids(gateway)
+            fresh = await gateway.router.split(after_crash, regroup, ScanResult(), BODY)
+            return planned, before, spooled_mids(gateway), fresh
 
-        planned, before, after = asyncio.run(scenario())
+        planned, before, after, fresh = asyncio.run(scenario())
         assert len(planned) == 2
         assert before == {entry.mid} | planned
         assert after == planned
+        assert fresh == []  # both parts were written (and queued by the recovery) before
+
+    def test_a_split_returns_the_parts_it_wrote_for_the_work_queue(
+            self, gateway: Gateway) -> None:
+        """The parts of a split are written under their planned MIDs, each with its policy,
+        and handed back to be scanned; the original goes."""
+        entry = incoming(gateway)
+        groups = {"A": [entry.recipients[0]], "B": [entry.recipients[1]]}
+        fresh = asyncio.run(gateway.router.split(entry, groups, ScanResult(), BODY))
+        assert [p.meta["policy"] for p in fresh] == ["A", "B"]
+        assert spooled_mids(gateway) == {p.mid for p in fresh}
+        assert [[r.address for r in p.recipients] for p in fresh] == [["x@one.example"],
+                                                                        ["y@two.example"]]
 
     def test_a_duplicate_quarantine_copy_is_made_once(self, gateway: Gateway) -> None:
         """Asking twice for the same copy (a crash in between) leaves one copy."""
@@ -63,9 +78,10 @@ class TestCrashWindows:
         verdict = Verdict("message_filters", "Policy", "message filter:copy_it")
 
         async def twice() -> None:
-            await gateway._duplicate(entry, verdict, BODY)
+            await gateway.router.duplicate(entry, verdict, BODY)
             again = gateway.spool.get(entry.mid)
-            await gateway._duplicate(again, verdict, BODY)
+            assert again is not None
+            await gateway.router.duplicate(again, verdict, BODY)
 
         asyncio.run(twice())
         assert len(spooled_mids(gateway) - {entry.mid}) == 1
@@ -84,7 +100,7 @@ class TestRewrittenBody:
 
         gateway.spool.put_async = crash  # type: ignore[method-assign,assignment]
         with pytest.raises(Crash):
-            asyncio.run(gateway.route(entry, result))
+            asyncio.run(gateway.router.route(entry, result))
         gateway.spool.put_async = real  # type: ignore[method-assign]
         after_crash = gateway.spool.get(entry.mid)
         assert after_crash is not None and after_crash.state == INCOMING
@@ -103,7 +119,7 @@ class TestRewrittenBody:
         real_update = gateway.spool.update_async
         gateway.spool.put_async = put  # type: ignore[method-assign,assignment]
         gateway.spool.update_async = update  # type: ignore[method-assign]
-        asyncio.run(gateway.route(after_crash, result))
+        asyncio.run(gateway.router.route(after_crash, result))
         assert writes == [(QUEUED, result.body)]  # one record: the rewrite with its routing
         routed = gateway.spool.get(entry.mid)
         assert routed is not None and routed.state == QUEUED
@@ -121,6 +137,6 @@ class TestSenderGroup:
         entry = incoming(gateway)
         entry.peer = "192.0.2.7"
         public = [x for x in gateway.config.listeners if not x.is_cpq][0]
-        assert gateway._envelope(entry).sender_group == match_hat(public.hat, "192.0.2.7").group
+        assert envelope_of(entry, gateway.config.listeners).sender_group == match_hat(public.hat, "192.0.2.7").group
         entry.meta["sender_group"] = "PARTNERS"
-        assert gateway._envelope(entry).sender_group == "PARTNERS"
+        assert envelope_of(entry, gateway.config.listeners).sender_group == "PARTNERS"

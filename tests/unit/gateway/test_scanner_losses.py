@@ -47,14 +47,14 @@ def test_the_poison_message_goes_to_bad_and_its_neighbours_are_delivered(
     """Three innocent messages batched with a poison one are routed; the poison one is in
     spool/bad/ after stopping a scanner three times, each time scanned alone."""
     scanners = PoisonScanners()
-    gateway.scanners = scanners  # type: ignore[assignment]
+    gateway.engines.scanners = scanners  # type: ignore[assignment]
     innocent = [spooled(gateway, b"Subject: fine %d\r\n\r\nhello\r\n" % i) for i in range(3)]
     poison = spooled(gateway, POISON)
 
     async def main() -> None:
-        worker = asyncio.ensure_future(gateway._process_forever())
+        worker = asyncio.ensure_future(gateway.workqueue.run())
         for entry in [*innocent[:2], poison, innocent[2]]:
-            gateway.submit(entry)
+            gateway.workqueue.submit(entry)
         deadline = time.monotonic() + 10
         while poison.mid in gateway.spool and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

@@ -1,0 +1,258 @@
+"""The gateway's router: act on a scan result, durably.
+
+Owns what happens to a message once the pipeline has decided: clean
+recipients go to their domain's delivery queue, caught messages to
+`the.cpq.host` with the quarantine metadata the manager reads (CPQ); a
+message whose recipients fall under different per-recipient policies is
+split into one new message per policy; duplicate-quarantine copies are made
+as their own messages; a dropped or bounced message is finished (with a DSN,
+RFC 3464, for a bounce, and for the delivery queues' bounces too). The
+`mail_logs` lines of a scan (its trace) are written here.
+
+Every change reaches the spool before a message is queued, and the MIDs of
+the messages one gives rise to are chosen once and recorded in it
+(`plan`), so that routing it again after a crash makes the same messages,
+not more of them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from pvoq.config.model import THE_CPQ_HOST, Config
+from pvoq.cpq.metadata import KIND_QUARANTINE, VERSION
+from pvoq.delivery.dsn import build_dsn, status_of
+from pvoq.delivery.queue import DeliveryQueues
+from pvoq.maillog import IdAllocator, MailLog
+from pvoq.scan.keeper import OutbreakKeeper
+from pvoq.scan.pipeline import ANTIVIRUS, MESSAGE_FILTERS, OUTBREAK_FILTERS
+from pvoq.scan.verdict import BOUNCE, DROP, ScanResult, StageTrace, Verdict
+from pvoq.spool.store import BOUNCED, DELETED, QUEUED, Entry, Recipient, Spool
+
+
+def domain_of(address: str) -> str:
+    """The delivery queue (host) of *address*: its domain, lower-cased."""
+    return address.rpartition("@")[2].lower() or "localhost"
+
+
+class Router:
+    """Routes scanned messages: delivery queues, `the.cpq.host`, splits, copies, bounces.
+
+    *config* gives the configuration in force (it changes on a reload);
+    *queues* takes every message once it is routed and on disk; *outbreak*
+    keeps a copy of each message caught, for the rescans.
+    """
+
+    def __init__(self, *, config: Callable[[], Config], spool: Spool, maillog: MailLog,
+                 ids: IdAllocator, queues: DeliveryQueues, outbreak: OutbreakKeeper) -> None:
+        self.config = config
+        self.spool = spool
+        self.maillog = maillog
+        self.ids = ids
+        self.queues = queues
+        self.outbreak = outbreak
+
+    async def route(self, entry: Entry, result: ScanResult) -> None:
+        """Act on a scan result; every change is on disk before the entry is queued."""
+        log = self.maillog
+        mid = entry.mid
+        for trace in result.trace:
+            self._log_trace(mid, trace)
+        if result.action in (DROP, BOUNCE):
+            await self._finish_unqueued(entry, result)
+            return
+        body = result.body  # the message as the pipeline rewrote it, or None
+        for dup in result.duplicates:
+            await self.duplicate(entry, dup, body)
+        if body is not None:
+            entry.size = len(body)
+            log.info(f"MID {mid} rewritten by the pipeline ({entry.size} bytes)")
+        if result.verdicts:
+            for v in result.verdicts:
+                log.info(f'MID {mid} quarantined to "{v.quarantine}" ({v.reason})')
+                log.info(f'MID {mid} enqueued for transfer to centralized quarantine '
+                         f'"{v.quarantine}" ({v.reason})')
+            for r in entry.recipients:
+                r.host = THE_CPQ_HOST
+            entry.meta["cpq"] = self.quarantine_meta(entry, result.verdicts, result.trace)
+            self.outbreak.keep(mid=entry.mid, transfer_id=entry.meta["cpq"]["transfer_id"],
+                               sender=entry.sender,
+                               recipients=[r.address for r in entry.recipients],
+                               verdicts=result.verdicts,
+                               body=body if body is not None else self.spool.read_body(entry.mid))
+        else:
+            for r in entry.recipients:
+                r.host = domain_of(r.address)
+            log.info(f"MID {mid} queued for delivery")
+        entry.state = QUEUED
+        if body is None:
+            await self.spool.update_async(entry)
+        else:
+            # The rewritten message and its routing in one record: a crash before it
+            # leaves the original, which is scanned again, never the rewrite unrouted.
+            await self.spool.put_async(entry, body)
+        self.queues.add(entry)
+
+    async def split(self, entry: Entry, groups: dict[str, list[Recipient]], first: ScanResult,
+                    body: bytes) -> list[Entry]:
+        """One new MID per policy, each spooled durably before the original goes.
+
+        *first* is the message filters' result on the whole message; each part
+        runs the later stages with its policy's settings. Returns the parts
+        written now, to be scanned (those written before a crash were queued
+        again by the recovery).
+        """
+        for trace in first.trace:
+            self._log_trace(entry.mid, trace)
+        part_body = first.body if first.body is not None else body
+        for dup in first.duplicates:
+            await self.duplicate(entry, dup, part_body)
+        skip = list(first.skip)  # skip-filters() on the whole message holds for every part
+        plan = await self.plan(entry, "split", list(groups))
+        parts: list[tuple[str, Entry]] = []
+        fresh: list[Entry] = []
+        for name, rcpts in groups.items():
+            made = self.spool.get(plan[name])
+            if made is not None:
+                # Written before a crash (and queued again by the recovery): keep it.
+                parts.append((name, made))
+                continue
+            part = Entry(
+                mid=plan[name], sender=entry.sender,
+                recipients=[Recipient(r.rid, r.address) for r in rcpts],
+                received=entry.received, size=len(part_body), icid=entry.icid, peer=entry.peer,
+                meta={"subject": entry.meta.get("subject", ""), "policy": name,
+                      "split_from": entry.mid, "resume_after": MESSAGE_FILTERS,
+                      "prior_verdicts": [asdict(v) for v in first.verdicts], "skip": skip})
+            await self.spool.put_async(part, part_body)
+            parts.append((name, part))
+            fresh.append(part)
+        for name, part in parts:
+            rids = ", ".join(str(r.rid) for r in part.recipients)
+            self.maillog.info(f"MID {entry.mid} rewritten to MID {part.mid} by per-recipient "
+                              f"policy {name} (RID [{rids}])")
+        await self.spool.remove_async(entry.mid)
+        return fresh
+
+    async def duplicate(self, entry: Entry, verdict: Verdict, body: bytes | None) -> None:
+        """A copy of the message, as its own MID, to a quarantine (duplicate-quarantine)."""
+        key = f"duplicate:{verdict.quarantine}:{verdict.reason}"
+        new_mid = (await self.plan(entry, key, ["copy"]))["copy"]
+        if new_mid in self.spool:
+            return  # made before a crash; the recovery queued it
+        copy = Entry(mid=new_mid, sender=entry.sender,
+                     recipients=[Recipient(r.rid, r.address, host=THE_CPQ_HOST)
+                                 for r in entry.recipients],
+                     received=entry.received, size=entry.size if body is None else len(body),
+                     icid=entry.icid, peer=entry.peer, state=QUEUED,
+                     meta={"subject": entry.meta.get("subject", ""), "duplicate_of": entry.mid})
+        copy.meta["cpq"] = self.quarantine_meta(copy, [verdict])
+        await self.spool.put_async(
+            copy, body if body is not None else self.spool.read_body(entry.mid))
+        self.maillog.info(f"MID {new_mid} was generated based on MID {entry.mid} by "
+                          f"duplicate-quarantine ({verdict.reason})")
+        self.maillog.info(f'MID {new_mid} enqueued for transfer to centralized quarantine '
+                          f'"{verdict.quarantine}" ({verdict.reason})')
+        self.queues.add(copy)
+
+    def bounce(self, entry: Entry, rcpts: list[Recipient], reason: str,
+               dsn_mid: int | None = None) -> None:
+        """Queue a DSN (RFC 3464) to the envelope sender; never for a DSN (null sender).
+
+        The delivery queues' bounce hook too. With *dsn_mid* (planned before a
+        crash could repeat this), a DSN already spooled under that MID is not
+        made again.
+        """
+        if not entry.sender:
+            self.maillog.info(f"MID {entry.mid} bounce not sent: null sender")
+            return
+        if dsn_mid is not None and dsn_mid in self.spool:
+            return
+        body = build_dsn(reporting_host=self.config().hostname, sender=entry.sender,
+                         original_mid=entry.mid, received=entry.received,
+                         failures=[(r.address, status_of(r.last_error or reason, "5.0.0"),
+                                    r.last_error or reason) for r in rcpts],
+                         original=self.spool.read_body(entry.mid))
+        dsn = Entry(mid=dsn_mid if dsn_mid is not None else self.ids.next("mid"), sender="",
+                    recipients=[Recipient(0, entry.sender, host=domain_of(entry.sender))],
+                    received=time.time(), size=len(body), state=QUEUED,
+                    meta={"subject": "Delivery Status Notification (Failure)",
+                          "dsn_for": entry.mid})
+        self.spool.put(dsn, body)
+        self.maillog.info(f"MID {dsn.mid} DSN for MID {entry.mid} to <{entry.sender}> "
+                          f"queued for delivery")
+        self.queues.add(dsn)
+
+    async def plan(self, entry: Entry, key: str, names: list[str]) -> dict[str, int]:
+        """MIDs for the messages *entry* is about to give rise to, chosen once.
+
+        They are recorded in the entry (durably) before any of those messages is
+        written, so that processing the entry again after a crash rebuilds the
+        same messages under the same MIDs instead of making more of them.
+        """
+        plans = entry.meta.setdefault("plans", {})
+        plan = plans.get(key)
+        if plan is None or set(plan) != set(names):
+            plan = plans[key] = {name: self.ids.next("mid") for name in names}
+            await self.spool.update_async(entry)
+        return {name: int(mid) for name, mid in plan.items()}
+
+    def quarantine_meta(self, entry: Entry, verdicts: list[Verdict],
+                        trace: list[StageTrace] | None = None) -> dict[str, Any]:
+        """The CPQ metadata (kind `quarantine`) of *entry* caught by *verdicts*."""
+        config = self.config()
+        meta: dict[str, Any] = {
+            "v": VERSION, "kind": KIND_QUARANTINE,
+            "transfer_id": f"q-{config.serial_number}-{entry.mid}-{uuid.uuid4().hex[:12]}",
+            "origin": {"hostname": config.hostname, "serial": config.serial_number,
+                       "mid": entry.mid, "icid": entry.icid, "peer": entry.peer},
+            "sender": entry.sender,
+            "recipients": [{"rid": r.rid, "address": r.address} for r in entry.recipients],
+            "quarantines": [v.metadata() for v in verdicts],
+            "received": entry.received, "size": entry.size,
+        }
+        if trace:  # the why: every stage's hits and misses (the manager may show it)
+            meta["scan_trace"] = [{"stage": t.stage, "outcome": t.outcome, "hits": list(t.hits),
+                                   "misses": list(t.misses)} for t in trace]
+        return meta
+
+    # -- inside -------------------------------------------------------------------
+    def _log_trace(self, mid: int, trace: StageTrace) -> None:
+        if trace.stage == ANTIVIRUS and trace.outcome != "skipped":
+            hit = trace.hits[0] if trace.hits else ""
+            if "VIRAL" in hit:
+                self.maillog.info(f"MID {mid} antivirus positive '{hit.split()[-1]}'")
+            elif hit:
+                self.maillog.info(f"MID {mid} antivirus {hit.split(':', 1)[1].split()[0].lower()}")
+            elif trace.misses and "disabled" not in trace.misses[0]:
+                self.maillog.info(f"MID {mid} antivirus negative")
+        elif trace.stage == OUTBREAK_FILTERS and trace.outcome != "skipped":
+            verdict = "positive" if trace.hits else "negative"
+            self.maillog.info(f"MID {mid} Outbreak Filters: verdict {verdict}"
+                              + (f" ({', '.join(trace.hits)})" if trace.hits else ""))
+        elif trace.hits:
+            self.maillog.info(f"MID {mid} {trace.stage.replace('_', ' ')} matched: "
+                              f"{', '.join(trace.hits)}")
+
+    async def _finish_unqueued(self, entry: Entry, result: ScanResult) -> None:
+        """Drop or bounce: every recipient reaches a final state and the entry goes.
+
+        A bounce's DSN is spooled (by `bounce`) before the original is removed.
+        """
+        if result.action == DROP:
+            self.maillog.info(f"MID {entry.mid} dropped by {result.reason}")
+        for r in entry.recipients:
+            r.status = DELETED if result.action == DROP else BOUNCED
+            r.last_error = f"5.7.1 message bounced by {result.reason}"
+            if result.action == BOUNCE:
+                self.maillog.info(f"Bounced: MID {entry.mid} to RID [{r.rid}] - {r.last_error}")
+        if result.action == BOUNCE:
+            planned = (await self.plan(entry, "dsn", ["dsn"]))["dsn"] if entry.sender else None
+            self.bounce(entry, entry.recipients, f"5.7.1 message bounced by {result.reason}",
+                        dsn_mid=planned)
+        await self.spool.remove_async(entry.mid)
+        self.maillog.info(f"Message finished MID {entry.mid} done")

@@ -17,6 +17,8 @@ from typing import Any, cast
 import pytest
 
 from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config
+from pvoq.cpq import replies as cpq_replies
+from pvoq.cpq.transfer import Origin, RescanAction, RescanNotice
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.manager.handler import QuarantineHandler
@@ -179,17 +181,20 @@ class TestRescanNotice:
         return QuarantineHandler(context, config=lambda: cast(Config, None),
                                  service=rig.service, cpq_suspended=lambda: False)
 
-    def notice(self, quarantined: dict[str, Any], action: str, **extra: Any) -> dict[str, Any]:
-        return {"kind": "outbreak_rescan", "transfer_id": f"n-{action}",
-                "quarantine_transfer_id": quarantined["transfer_id"],
-                "origin": quarantined["origin"], "quarantine": "Policy",
-                "reason": "rules v2", "action": action, **extra}
+    def notice(self, quarantined: dict[str, Any], action: str, *, rescanned_at: float = 0.0,
+               retention_s: float | None = None) -> RescanNotice:
+        return RescanNotice(transfer_id=f"n-{action}",
+                            quarantine_transfer_id=quarantined["transfer_id"],
+                            origin=Origin.from_json(quarantined["origin"]), quarantine="Policy",
+                            reason="rules v2", action=RescanAction(action),
+                            rescanned_at=rescanned_at, retention_s=retention_s)
 
     def test_no_such_message(self, rig: Rig) -> None:
         reply = self.handler(rig).rescan_notice(
             cast(PvoqSession, Session()), self.notice({"transfer_id": "t-none", "origin": {
-                "hostname": "gw1.example.com", "mid": 5}}, "release"))
-        assert reply == "250 2.0.0 Ok: notice n-release noted, no such message"
+                "hostname": "gw1.example.com", "serial": "GW-SN", "mid": 5}}, "release"))
+        assert reply == "250 2.0.0 Ok: notice n-release noted, no such message" == \
+            cpq_replies.NOTICE_NO_SUCH_MESSAGE.format(transfer_id="n-release")
         assert logged(rig, "Outbreak rescan notice n-release from gw1.example.com for ESA MID 5:"
                            " no such message here, nothing to do")
 
@@ -197,7 +202,8 @@ class TestRescanNotice:
         quarantined = rig.put(30, "Policy")
         reply = self.handler(rig).rescan_notice(cast(PvoqSession, Session()),
                                                 self.notice(quarantined, "release"))
-        assert reply == "250 2.0.0 Ok: notice n-release: MID 30 release done"
+        assert reply == "250 2.0.0 Ok: notice n-release: MID 30 release done" == \
+            cpq_replies.NOTICE_DONE.format(transfer_id="n-release", mid=30, action="release")
         assert 30 in rig.queues.entries
         assert logged(rig, 'MID 30 released from quarantine "Policy" (rescanned)')
 
@@ -209,7 +215,8 @@ class TestRescanNotice:
         handler = self.handler(rig)
         earlier = self.notice(quarantined, "extend", rescanned_at=exit_at - 100, retention_s=50)
         assert handler.rescan_notice(cast(PvoqSession, Session()), earlier) == \
-            "250 2.0.0 Ok: notice n-extend: MID 31 extend done"
+            "250 2.0.0 Ok: notice n-extend: MID 31 extend done" == \
+            cpq_replies.NOTICE_DONE.format(transfer_id="n-extend", mid=31, action="extend")
         later = self.notice(quarantined, "extend", rescanned_at=exit_at, retention_s=3600)
         handler.rescan_notice(cast(PvoqSession, Session()), later)
         record = rig.store.get(31)

@@ -18,7 +18,8 @@ from aiosmtpd.smtp import Session, syntax
 
 from pvoq.cpq import replies
 from pvoq.cpq.ca import peer_common_name
-from pvoq.cpq.metadata import MAX_CHUNKS, MetadataError, decode_chunks
+from pvoq.cpq.metadata import MAX_CHUNKS, MetadataError, decode_transfer
+from pvoq.cpq.transfer import Transfer
 from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
 
 
@@ -58,7 +59,7 @@ class CpqSMTP(PvoqSMTP):
         assert isinstance(envelope, PvoqEnvelope)
         if envelope.mail_from and envelope.rcpt_tos:
             try:
-                decode_chunks(envelope.cpq_chunks)
+                decode_transfer(envelope.cpq_chunks)
             except MetadataError as exc:
                 self.context.maillog.info(f"MID {envelope.mid} CPQ metadata refused: {exc}")
                 self.context.maillog.info(f"Message finished MID {envelope.mid} aborted")
@@ -114,9 +115,10 @@ class CpqHandler(BaseHandler):
 
     async def accept(self, server: PvoqSMTP, session: PvoqSession, envelope: PvoqEnvelope,
                      content: bytes, info: MessageInfo) -> str:
-        meta = decode_chunks(envelope.cpq_chunks)
-        return await self.store(session, envelope, meta, content, info)
+        transfer = decode_transfer(envelope.cpq_chunks)
+        return await self.store(session, envelope, transfer, content, info)
 
-    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
+    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,
                     content: bytes, info: MessageInfo) -> str:
+        """Store an accepted *transfer* (checked at DATA); the reply to send."""
         raise NotImplementedError

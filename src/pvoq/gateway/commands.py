@@ -13,6 +13,7 @@ from pvoq.admin.protocol import CommandError
 from pvoq.admin.registry import CommandSet, command
 from pvoq.config.model import Config
 from pvoq.cpq.ca import certificate_problem
+from pvoq.cpq.transfer import RescanAction
 from pvoq.delivery.queue import Destination
 from pvoq.gateway.outbreak import OutbreakRules
 from pvoq.gateway.processing import ScanEngines
@@ -40,8 +41,7 @@ class PipelineCommands(CommandSet):
     @command("outbreak.rescan")
     async def rescan(self, args: dict[str, Any]) -> dict[str, Any]:
         decisions = await self.rules.rescan()
-        counts = {a: sum(d.action == a for d in decisions) for a in ("release", "extend",
-                                                                     "delete")}
+        counts = {a: sum(d.action == a for d in decisions) for a in RescanAction}
         return {"text": f"{len(decisions)} kept messages rescanned: " + ", ".join(
             f"{n} {a}" for a, n in counts.items()) + "."}
 

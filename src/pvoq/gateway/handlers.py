@@ -12,12 +12,12 @@ import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pvoq.config.model import Config
+from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.ca import peer_common_name, peer_role
-from pvoq.cpq.metadata import KIND_RELEASE
 from pvoq.cpq.server import CpqHandler
+from pvoq.cpq.transfer import ReleaseTransfer, Transfer
 from pvoq.fsutil import atomic_write
 from pvoq.scan.pipeline import Pipeline
 from pvoq.smtp import replies
@@ -76,46 +76,47 @@ class ReleaseHandler(CpqHandler):
         self.submit = submit
         self._receiving: set[str] = set()  # transfer ids being stored right now
 
-    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
+    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,
                     content: bytes, info: MessageInfo) -> str:
         log = self.context.maillog
-        if meta["kind"] != KIND_RELEASE:
-            return "554 5.7.0 This gateway accepts only releases over CPQ"
+        if not isinstance(transfer, ReleaseTransfer):
+            return str(cpq_replies.RELEASES_ONLY)
         role = peer_role(session.peer_certificate)
         if role != "manager":
             log.info(f"ICID {session.icid} CPQ release refused: peer certificate role {role!r}")
-            return "554 5.7.1 Only the manager may release mail to this gateway"
+            return str(cpq_replies.MANAGER_ONLY)
         config = self.config()
         expected = config.pvo.manager_hostname
         name = peer_common_name(session.peer_certificate)
         if expected and (name or "").lower() != expected.lower():
             log.info(f"ICID {session.icid} CPQ release refused: certificate of {name!r}, "
                      f"this gateway's manager is {expected!r}")
-            return f"554 5.7.1 {name} is not this gateway's manager"
-        target = meta["origin"]["hostname"]
+            return cpq_replies.NOT_OUR_MANAGER.format(name=name)
+        origin = transfer.origin
+        target = origin.hostname
         if target.lower() != config.hostname.lower():
             log.info(f"ICID {session.icid} CPQ release refused: MID originally on {target}, "
                      f"this is {config.hostname}")
-            return f"554 5.7.1 This release belongs to gateway {target}, not {config.hostname}"
-        tid = meta["transfer_id"]
+            return cpq_replies.OTHER_GATEWAY.format(target=target, hostname=config.hostname)
+        tid = transfer.transfer_id
         if tid in self._receiving:  # the same transfer, retried while its first copy is stored
             log.info(f"MID {envelope.mid} CPQ transfer {tid} is being stored by another "
                      "session: deferred")
-            return f"451 4.3.0 Transfer {tid} is being stored, try again later"
+            return cpq_replies.BEING_STORED.format(transfer_id=tid)
         marker = self.marker(tid)
         if marker.exists():
-            log.info(f"MID {envelope.mid} duplicate CPQ transfer {meta['transfer_id']} "
+            log.info(f"MID {envelope.mid} duplicate CPQ transfer {tid} "
                      "acknowledged, not stored again")
-            return f"250 2.0.0 Ok: transfer {meta['transfer_id']} already received"
-        release = meta["release"]
+            return cpq_replies.ALREADY_RECEIVED.format(transfer_id=tid)
+        release = transfer.release
         entry = Entry(
-            mid=envelope.mid, sender=meta["sender"],
-            recipients=[Recipient(r["rid"], r["address"]) for r in meta["recipients"]],
+            mid=envelope.mid, sender=transfer.sender,
+            recipients=[Recipient(r.rid, r.address) for r in transfer.recipients],
             received=time.time(), size=len(content), icid=session.icid, peer=session.peer_ip,
-            transfer_id=meta["transfer_id"],
+            transfer_id=tid,
             meta={"subject": info.subject, "released": {
-                "origin_mid": meta["origin"]["mid"], "manager_mid": release["entry"],
-                "resume_after": Pipeline.resume_point(release["stages"])}})
+                "origin_mid": origin.mid, "manager_mid": release.entry,
+                "resume_after": Pipeline.resume_point(list(release.stages))}})
         self._receiving.add(tid)
         try:
             await self.spool.put_async(entry, content)
@@ -123,6 +124,6 @@ class ReleaseHandler(CpqHandler):
         finally:
             self._receiving.discard(tid)
         log.info(f"MID {entry.mid} received from the SMA {session.peer_ip} "
-                 f"(MID originally {meta['origin']['mid']}) on release from central quarantine")
+                 f"(MID originally {origin.mid}) on release from central quarantine")
         self.submit(entry, content)
         return replies.accepted(entry.mid)

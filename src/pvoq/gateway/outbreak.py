@@ -84,22 +84,21 @@ class OutbreakRules:
         (release, delete, set an exit time) is idempotent.
         """
         shipped = 0
-        for meta in self.keeper.notices.pending():
-            tid = meta["transfer_id"]
+        for notice in self.keeper.notices.pending():
+            tid, action, mid = notice.transfer_id, notice.action, notice.origin.mid
             body = (f"From: MAILER-DAEMON@{self.config().hostname}\r\n"
                     f"To: {NOTICE_RECIPIENT}\r\n"
-                    f"Subject: Outbreak rescan: {meta['action']} MID {meta['origin']['mid']}\r\n"
-                    f"X-Pvoq-Notice: {tid}\r\n\r\n{meta['reason']}\r\n").encode()
+                    f"Subject: Outbreak rescan: {action} MID {mid}\r\n"
+                    f"X-Pvoq-Notice: {tid}\r\n\r\n{notice.reason}\r\n").encode()
             entry = Entry(mid=self.ids.next("mid"), sender="",
                           recipients=[Recipient(0, NOTICE_RECIPIENT, host=THE_CPQ_HOST)],
                           received=time.time(), size=len(body), state=QUEUED,
-                          meta={"cpq": meta, "subject": f"outbreak rescan {meta['action']}",
-                                "notice_for": meta["origin"]["mid"]})
+                          meta={"cpq": notice.to_json(), "subject": f"outbreak rescan {action}",
+                                "notice_for": mid})
             await self.spool.put_async(entry, body)
             self.keeper.notices.done(tid)
-            self.maillog.info(f"MID {entry.mid} outbreak rescan notice for MID "
-                              f"{meta['origin']['mid']} ({meta['action']}) queued for "
-                              f"{THE_CPQ_HOST}")
+            self.maillog.info(f"MID {entry.mid} outbreak rescan notice for MID {mid} "
+                              f"({action}) queued for {THE_CPQ_HOST}")
             self.queues.add(entry)
             shipped += 1
         return shipped

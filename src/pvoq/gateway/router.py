@@ -21,16 +21,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
 
 from pvoq.config.model import THE_CPQ_HOST, Config
-from pvoq.cpq.metadata import KIND_QUARANTINE, VERSION
+from pvoq.cpq.transfer import Origin, QuarantineTransfer, TraceStep, TransferRecipient
 from pvoq.delivery.dsn import build_dsn, status_of
 from pvoq.delivery.queue import DeliveryQueues
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.scan.keeper import OutbreakKeeper
 from pvoq.scan.pipeline import ANTIVIRUS, MESSAGE_FILTERS, OUTBREAK_FILTERS
-from pvoq.scan.verdict import BOUNCE, DROP, ScanResult, StageTrace, Verdict
+from pvoq.scan.verdict import BOUNCE, DROP, SKIPPED, ScanResult, StageTrace, Verdict
 from pvoq.spool.store import BOUNCED, DELETED, QUEUED, Entry, Recipient, Spool
 
 
@@ -78,8 +77,9 @@ class Router:
                          f'"{v.quarantine}" ({v.reason})')
             for r in entry.recipients:
                 r.host = THE_CPQ_HOST
-            entry.meta["cpq"] = self.quarantine_meta(entry, result.verdicts, result.trace)
-            self.outbreak.keep(mid=entry.mid, transfer_id=entry.meta["cpq"]["transfer_id"],
+            transfer = self.quarantine_transfer(entry, result.verdicts, result.trace)
+            entry.meta["cpq"] = transfer.to_json()
+            self.outbreak.keep(mid=entry.mid, transfer_id=transfer.transfer_id,
                                sender=entry.sender,
                                recipients=[r.address for r in entry.recipients],
                                verdicts=result.verdicts,
@@ -150,7 +150,7 @@ class Router:
                      received=entry.received, size=entry.size if body is None else len(body),
                      icid=entry.icid, peer=entry.peer, state=QUEUED,
                      meta={"subject": entry.meta.get("subject", ""), "duplicate_of": entry.mid})
-        copy.meta["cpq"] = self.quarantine_meta(copy, [verdict])
+        copy.meta["cpq"] = self.quarantine_transfer(copy, [verdict]).to_json()
         await self.spool.put_async(
             copy, body if body is not None else self.spool.read_body(entry.mid))
         self.maillog.info(f"MID {new_mid} was generated based on MID {entry.mid} by "
@@ -201,28 +201,25 @@ class Router:
             await self.spool.update_async(entry)
         return {name: int(mid) for name, mid in plan.items()}
 
-    def quarantine_meta(self, entry: Entry, verdicts: list[Verdict],
-                        trace: list[StageTrace] | None = None) -> dict[str, Any]:
-        """The CPQ metadata (kind `quarantine`) of *entry* caught by *verdicts*."""
+    def quarantine_transfer(self, entry: Entry, verdicts: list[Verdict],
+                            trace: list[StageTrace] | None = None) -> QuarantineTransfer:
+        """The CPQ quarantine transfer of *entry* caught by *verdicts* (its `meta["cpq"]`)."""
         config = self.config()
-        meta: dict[str, Any] = {
-            "v": VERSION, "kind": KIND_QUARANTINE,
-            "transfer_id": f"q-{config.serial_number}-{entry.mid}-{uuid.uuid4().hex[:12]}",
-            "origin": {"hostname": config.hostname, "serial": config.serial_number,
-                       "mid": entry.mid, "icid": entry.icid, "peer": entry.peer},
-            "sender": entry.sender,
-            "recipients": [{"rid": r.rid, "address": r.address} for r in entry.recipients],
-            "quarantines": [v.metadata() for v in verdicts],
-            "received": entry.received, "size": entry.size,
-        }
-        if trace:  # the why: every stage's hits and misses (the manager may show it)
-            meta["scan_trace"] = [{"stage": t.stage, "outcome": t.outcome, "hits": list(t.hits),
-                                   "misses": list(t.misses)} for t in trace]
-        return meta
+        return QuarantineTransfer(
+            transfer_id=f"q-{config.serial_number}-{entry.mid}-{uuid.uuid4().hex[:12]}",
+            origin=Origin(hostname=config.hostname, serial=config.serial_number,
+                          mid=entry.mid, icid=entry.icid, peer=entry.peer),
+            sender=entry.sender,
+            recipients=tuple(TransferRecipient(r.rid, r.address) for r in entry.recipients),
+            quarantines=tuple(v.ref() for v in verdicts),
+            received=entry.received, size=entry.size,
+            # the why: every stage's hits and misses (the manager may show it)
+            scan_trace=tuple(TraceStep(t.stage, t.outcome, t.hits, t.misses)
+                             for t in trace) if trace else None)
 
     # -- inside -------------------------------------------------------------------
     def _log_trace(self, mid: int, trace: StageTrace) -> None:
-        if trace.stage == ANTIVIRUS and trace.outcome != "skipped":
+        if trace.stage == ANTIVIRUS and trace.outcome != SKIPPED:
             hit = trace.hits[0] if trace.hits else ""
             if "VIRAL" in hit:
                 self.maillog.info(f"MID {mid} antivirus positive '{hit.split()[-1]}'")
@@ -230,7 +227,7 @@ class Router:
                 self.maillog.info(f"MID {mid} antivirus {hit.split(':', 1)[1].split()[0].lower()}")
             elif trace.misses and "disabled" not in trace.misses[0]:
                 self.maillog.info(f"MID {mid} antivirus negative")
-        elif trace.stage == OUTBREAK_FILTERS and trace.outcome != "skipped":
+        elif trace.stage == OUTBREAK_FILTERS and trace.outcome != SKIPPED:
             verdict = "positive" if trace.hits else "negative"
             self.maillog.info(f"MID {mid} Outbreak Filters: verdict {verdict}"
                               + (f" ({', '.join(trace.hits)})" if trace.hits else ""))

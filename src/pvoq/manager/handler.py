@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from pvoq.config.model import Config
+from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.ca import certificate_problem, peer_common_name, peer_role
-from pvoq.cpq.metadata import KIND_OUTBREAK_RESCAN, KIND_QUARANTINE
 from pvoq.cpq.server import CpqHandler
+from pvoq.cpq.transfer import QuarantineTransfer, RescanAction, RescanNotice, Transfer
 from pvoq.quarantine.roles import SYSTEM
-from pvoq.quarantine.service import SPACE_FULL, QuarantineService
+from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import quarantine_for
 from pvoq.smtp import replies
 from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession, ServerContext
@@ -55,43 +55,44 @@ class QuarantineHandler(CpqHandler):
             problems.append("the manager's cpq_listener is suspended")
         return problems
 
-    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
+    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,
                     content: bytes, info: MessageInfo) -> str:
         log = self.context.maillog
-        if meta["kind"] not in (KIND_QUARANTINE, KIND_OUTBREAK_RESCAN):
-            return "554 5.7.0 The manager accepts only quarantine transfers over CPQ"
-        origin = meta["origin"]["hostname"]
+        if not isinstance(transfer, QuarantineTransfer | RescanNotice):
+            return str(cpq_replies.QUARANTINE_TRANSFERS_ONLY)
+        origin = transfer.origin.hostname
         cert = session.peer_certificate
         if peer_role(cert) != "gateway" or peer_common_name(cert) != origin:
             log.info(f"ICID {session.icid} CPQ transfer refused: certificate "
                      f"{peer_common_name(cert)!r} ({peer_role(cert)}) does not match origin "
                      f"gateway {origin!r}")
-            return f"554 5.7.1 Certificate does not match origin gateway {origin}"
+            return cpq_replies.CERTIFICATE_MISMATCH.format(origin=origin)
         if self.config().pvo.gateway(origin) is None:
             log.info(f"ICID {session.icid} CPQ transfer refused: unknown gateway {origin}")
-            return f"554 5.7.1 Gateway {origin} is not registered on this manager"
-        if meta["kind"] == KIND_OUTBREAK_RESCAN:
-            return self.rescan_notice(session, meta)
+            return cpq_replies.UNKNOWN_GATEWAY.format(origin=origin)
+        if isinstance(transfer, RescanNotice):
+            return self.rescan_notice(session, transfer)
         store = self.service.store
-        if store.find_transfer(meta["transfer_id"]) is None:
-            names = [quarantine_for(q["name"], store.settings) for q in meta["quarantines"]]
+        tid = transfer.transfer_id
+        if store.find_transfer(tid) is None:
+            names = [quarantine_for(q.name, store.settings) for q in transfer.quarantines]
             if not self.service.make_room(len(content), names):
                 log.info(f"MID {envelope.mid} refused: quarantine space full "
-                         f"({meta['transfer_id']} stays on {origin})")
-                return SPACE_FULL
-        mid, duplicate = store.add(mid=envelope.mid, meta=meta, body=content,
+                         f"({tid} stays on {origin})")
+                return str(cpq_replies.SPACE_FULL)
+        mid, duplicate = store.add(mid=envelope.mid, meta=transfer.to_json(), body=content,
                                    origin_ip=session.peer_ip, subject=info.subject)
         if duplicate:
-            log.info(f"MID {envelope.mid} duplicate CPQ transfer {meta['transfer_id']} of "
+            log.info(f"MID {envelope.mid} duplicate CPQ transfer {tid} of "
                      f"MID {mid}: acknowledged, not stored again")
-            return f"250 2.0.0 Ok: transfer {meta['transfer_id']} already stored as MID {mid}"
+            return cpq_replies.ALREADY_STORED.format(transfer_id=tid, mid=mid)
         log.info(f"MID {mid} received from the ESA {session.peer_ip} for centralized "
-                 f"quarantine (ESA {origin} MID {meta['origin']['mid']})")
-        for q in meta["quarantines"]:
-            log.info(f'MID {mid} quarantined to "{q["name"]}" ({q["reason"]})')
+                 f"quarantine (ESA {origin} MID {transfer.origin.mid})")
+        for q in transfer.quarantines:
+            log.info(f'MID {mid} quarantined to "{q.name}" ({q.reason})')
         return replies.accepted(mid)
 
-    def rescan_notice(self, session: PvoqSession, meta: dict[str, Any]) -> str:
+    def rescan_notice(self, session: PvoqSession, notice: RescanNotice) -> str:
         """A gateway rescanned a message it sent to "Outbreak": release, extend or delete it.
 
         Idempotent by nature, so a retried notice needs no record of its own:
@@ -99,30 +100,32 @@ class QuarantineHandler(CpqHandler):
         extension sets the scheduled exit to an absolute time.
         """
         log = self.context.maillog
-        origin = meta["origin"]
-        quarantine = meta["quarantine"]
+        origin = notice.origin
+        quarantine = notice.quarantine
         store = self.service.store
-        mid = store.find_transfer(meta["quarantine_transfer_id"])
-        tid = meta["transfer_id"]
+        mid = store.find_transfer(notice.quarantine_transfer_id)
+        tid = notice.transfer_id
         if mid is None:
-            log.info(f"Outbreak rescan notice {tid} from {origin['hostname']} for ESA MID "
-                     f"{origin['mid']}: no such message here, nothing to do")
-            return f"250 2.0.0 Ok: notice {tid} noted, no such message"
-        log.info(f"MID {mid} outbreak rescan by {origin['hostname']} (ESA MID {origin['mid']}): "
-                 f"{meta['reason']}; {meta['action']}")
-        action = meta["action"]
-        if action in ("release", "delete"):
-            result = self.service.act(SYSTEM, action, mid, quarantine=quarantine,
+            log.info(f"Outbreak rescan notice {tid} from {origin.hostname} for ESA MID "
+                     f"{origin.mid}: no such message here, nothing to do")
+            return cpq_replies.NOTICE_NO_SUCH_MESSAGE.format(transfer_id=tid)
+        action = notice.action
+        log.info(f"MID {mid} outbreak rescan by {origin.hostname} (ESA MID {origin.mid}): "
+                 f"{notice.reason}; {action}")
+        if action in (RescanAction.RELEASE, RescanAction.DELETE):
+            result = self.service.act(SYSTEM, action.value, mid, quarantine=quarantine,
                                       how="rescanned")
             if not result.ok:
                 log.info(f"MID {mid} outbreak rescan {action}: {result.text}")
-            return f"250 2.0.0 Ok: notice {tid}: MID {mid} {action} done"
+            return cpq_replies.NOTICE_DONE.format(transfer_id=tid, mid=mid, action=action)
         record = store.get(mid)
         current = next((q.get("scheduled_exit") for q in (record or {}).get("quarantines", [])
                         if q["quarantine"] == quarantine and q["state"] == "held"), None)
-        wanted = float(meta["rescanned_at"]) + float(meta["retention_s"])
+        assert notice.retention_s is not None  # required for `extend` (RescanNotice.from_json)
+        wanted = float(notice.rescanned_at) + float(notice.retention_s)
         if current is not None and wanted > float(current):
             store.delay(mid, wanted - float(current), quarantine)
             log.info(f'MID {mid} scheduled exit in quarantine "{quarantine}" extended to '
                      f"{time.ctime(wanted)} (rescanned)")
-        return f"250 2.0.0 Ok: notice {tid}: MID {mid} extend done"
+        return cpq_replies.NOTICE_DONE.format(transfer_id=tid, mid=mid,
+                                              action=RescanAction.EXTEND)

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from pvoq.config.model import THE_CPQ_RELEASE_HOST
-from pvoq.cpq.metadata import KIND_RELEASE, VERSION
+from pvoq.cpq.transfer import QuarantineTransfer, ReleasePart, ReleaseTransfer, TransferRecipient
 from pvoq.delivery.queue import DeliveryQueues
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.quarantine.mime import apply_early_release
@@ -135,22 +135,19 @@ class Releases:
     def release_entry(self, record: dict[str, Any], size: int | None = None, *,
                       copy_mid: int | None = None, to: str | None = None) -> Entry:
         """The spool entry of a release (or of a copy for *to*) of the stored *record*."""
-        meta = record["meta"]
+        stored = QuarantineTransfer.from_json(record["meta"])
         mid = copy_mid or record["id"]
-        recipients: list[dict[str, Any]] = (meta["recipients"] if to is None
-                                            else [{"rid": 0, "address": to}])
-        release_meta = {
-            "v": VERSION, "kind": KIND_RELEASE,
-            "transfer_id": f"r-{self.serial_number}-{mid}",
-            "origin": meta["origin"], "sender": meta["sender"],
-            "recipients": recipients, "quarantines": meta["quarantines"],
-            "received": meta["received"], "size": size or meta["size"],
-            "release": {"entry": mid, "stages": [q["stage"] for q in meta["quarantines"]],
-                        "quarantines": [q["quarantine"] for q in record["quarantines"]]},
-        }
+        recipients = stored.recipients if to is None else (TransferRecipient(0, to),)
+        release = ReleaseTransfer(
+            transfer_id=f"r-{self.serial_number}-{mid}", origin=stored.origin,
+            sender=stored.sender, recipients=recipients, quarantines=stored.quarantines,
+            received=stored.received, size=size or stored.size,
+            release=ReleasePart(entry=mid, stages=tuple(q.stage for q in stored.quarantines),
+                                quarantines=tuple(q["quarantine"]
+                                                  for q in record["quarantines"])))
         return Entry(
-            mid=mid, sender=meta["sender"],
-            recipients=[Recipient(r["rid"], r["address"], host=THE_CPQ_RELEASE_HOST)
+            mid=mid, sender=stored.sender,
+            recipients=[Recipient(r.rid, r.address, host=THE_CPQ_RELEASE_HOST)
                         for r in recipients],
             received=record["received_at"], size=size or record["size"], state=QUEUED,
-            meta={"cpq": release_meta, "gateway": meta["origin"]["hostname"]})
+            meta={"cpq": release.to_json(), "gateway": stored.origin.hostname})

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 
-from pvoq.cpq import replies as cpq_replies
 from pvoq.quarantine import roles
 from pvoq.quarantine.audit import AuditTrail
 from pvoq.quarantine.recipients import split
@@ -42,8 +41,6 @@ from pvoq.quarantine.store import (
 )
 
 ACTIONS = ACTION_STATE
-# The manager's reply when make_room fails; the reply itself is `cpq.replies.SPACE_FULL`.
-SPACE_FULL = str(cpq_replies.SPACE_FULL)
 
 
 class Settler(Protocol):

@@ -7,7 +7,7 @@ the outbreak rules change, each rescan decision logged in mail_logs and
 recorded as a durable notice for the manager (`scan.rescan` has the file
 formats and the pure decision). It never sends anything over the network
 and never changes the spool: the gateway ships the notices to the manager
-over CPQ (kind `outbreak_rescan`, `Gateway.ship_notices`).
+over CPQ (kind `outbreak_rescan`, `gateway.outbreak.OutbreakRules.ship_notices`).
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ and rescans the copies whenever the outbreak rules change. This module owns:
   retention of that rule's category, from now), or `delete` (anti-virus now
   finds a virus: the outbreak turned out to be a known virus);
 - `NoticeOutbox`: the durable outbox of what the manager must be told,
-  `<data>/outbreak_notices/<id>.json`, one JSON object per decision in the
-  shape documented in `notice()`; the gateway spools each for the manager
-  (CPQ kind `outbreak_rescan`) and then drops it from here.
+  `<data>/outbreak_notices/<id>.json`, one JSON object per decision: the
+  `cpq.transfer.RescanNotice` that `notice()` builds; the gateway spools
+  each for the manager (CPQ kind `outbreak_rescan`) and then drops it from here.
 
 This module never talks to the network and never logs: the gateway does.
 """
@@ -26,28 +26,23 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from pvoq.cpq.transfer import Kind, Origin, RescanAction, RescanNotice
 from pvoq.fsutil import atomic_write, fsync_dir, remove_durably, remove_leftovers
 from pvoq.scan.antivirus import AvEngine, AvVerdict
 from pvoq.scan.message import ScanMessage
 from pvoq.scan.outbreak import OutbreakCategory, RuleSet
 
-
-class RescanAction(StrEnum):
-    """What the manager is to do with the quarantined original of a rescanned copy."""
-
-    RELEASE = "release"  # no rule at or above the threshold matches any more
-    EXTEND = "extend"    # a rule still matches: keep it for that rule's retention
-    DELETE = "delete"    # anti-virus now finds a virus
-
-
+# What the manager is to do with the quarantined original of a rescanned copy
+# (`cpq.transfer.RescanAction`): release it (no rule at or above the threshold
+# matches any more), extend it (a rule still matches: keep it for that rule's
+# retention), or delete it (anti-virus now finds a virus).
 RELEASE: Final = RescanAction.RELEASE
 EXTEND: Final = RescanAction.EXTEND
 DELETE: Final = RescanAction.DELETE
-NOTICE_KIND = "outbreak_rescan"
+NOTICE_KIND: Final = Kind.OUTBREAK_RESCAN
 
 
 @dataclass
@@ -138,8 +133,8 @@ def decide(copy: OutbreakCopy, body: bytes, rules: RuleSet, *, threshold: int,
 
 
 def notice(decision: Decision, copy: OutbreakCopy, *, hostname: str, serial: str,
-           now: Callable[[], float] = time.time) -> dict[str, Any]:
-    """The message to the manager about one decision (JSON object, version 1).
+           now: Callable[[], float] = time.time) -> RescanNotice:
+    """The message to the manager about one decision (CPQ kind `outbreak_rescan`).
 
     `origin` names the quarantined message as its CPQ quarantine transfer did
     (`origin.serial` + `origin.mid`; `quarantine_transfer_id` is that transfer's
@@ -147,17 +142,12 @@ def notice(decision: Decision, copy: OutbreakCopy, *, hostname: str, serial: str
     `extend` its scheduled exit to `rescanned_at + retention_s`, or `delete`
     it from "Outbreak". `transfer_id` makes the notice idempotent.
     """
-    meta: dict[str, Any] = {
-        "v": 1, "kind": NOTICE_KIND,
-        "transfer_id": f"o-{serial}-{copy.mid}-{uuid.uuid4().hex[:12]}",
-        "origin": {"hostname": hostname, "serial": serial, "mid": copy.mid},
-        "quarantine_transfer_id": copy.transfer_id,
-        "quarantine": "Outbreak", "action": decision.action, "reason": decision.reason,
-        "rules_version": decision.rules_version, "rescanned_at": now(),
-    }
-    if decision.retention_s is not None:
-        meta["retention_s"] = decision.retention_s
-    return meta
+    return RescanNotice(
+        transfer_id=f"o-{serial}-{copy.mid}-{uuid.uuid4().hex[:12]}",
+        origin=Origin(hostname=hostname, serial=serial, mid=copy.mid),
+        quarantine_transfer_id=copy.transfer_id, quarantine="Outbreak",
+        action=decision.action, reason=decision.reason, rescanned_at=now(),
+        retention_s=decision.retention_s, rules_version=decision.rules_version)
 
 
 class NoticeOutbox:
@@ -168,14 +158,15 @@ class NoticeOutbox:
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_leftovers(self.dir)
 
-    def put(self, meta: dict[str, Any]) -> Path:
-        path = self.dir / f"{meta['transfer_id']}.json"
-        atomic_write(path, json.dumps(meta, sort_keys=True, indent=1).encode())
+    def put(self, notice: RescanNotice) -> Path:
+        path = self.dir / f"{notice.transfer_id}.json"
+        atomic_write(path, json.dumps(notice.to_json(), sort_keys=True, indent=1).encode())
         return path
 
-    def pending(self) -> list[dict[str, Any]]:
-        found = [json.loads(p.read_bytes()) for p in self.dir.glob("*.json")]
-        return sorted(found, key=lambda m: (m["rescanned_at"], m["transfer_id"]))
+    def pending(self) -> list[RescanNotice]:
+        found = [RescanNotice.from_json(json.loads(p.read_bytes()))
+                 for p in self.dir.glob("*.json")]
+        return sorted(found, key=lambda n: (n.rescanned_at, n.transfer_id))
 
     def done(self, transfer_id: str) -> None:
         remove_durably(self.dir / f"{transfer_id}.json")

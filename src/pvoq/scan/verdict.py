@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from pvoq.cpq.transfer import QuarantineRef
 from pvoq.errors import TemporaryFailure
 
 
@@ -68,15 +69,15 @@ class Verdict:
     retention_s: float | None = None
     threat_level: int | None = None
 
+    def ref(self) -> QuarantineRef:
+        """The entry of a quarantine transfer's `quarantines[]` for this verdict."""
+        return QuarantineRef(name=self.quarantine, reason=self.reason, stage=self.stage,
+                             detail=self.detail, retention_s=self.retention_s,
+                             threat_level=self.threat_level)
+
     def metadata(self) -> dict[str, Any]:
-        """The entry of CPQ metadata `quarantines[]` for this verdict."""
-        meta: dict[str, Any] = {"name": self.quarantine, "reason": self.reason,
-                                "stage": self.stage, "detail": self.detail}
-        if self.retention_s is not None:
-            meta["retention_s"] = self.retention_s
-        if self.threat_level is not None:
-            meta["threat_level"] = self.threat_level
-        return meta
+        """`ref()` as the JSON object it travels as."""
+        return self.ref().to_json()
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pvoq.cpq.client import DONE_NOTE, START_NOTE, CpqDestination
 from pvoq.cpq.metadata import CHUNK_CHARS, KIND_QUARANTINE, VERSION, encode_chunks
 from pvoq.cpq.server import CpqHandler, CpqSMTP
 from pvoq.cpq.tls import client_context, server_context
+from pvoq.cpq.transfer import Transfer
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.client import DeliveryError
 from pvoq.smtp.server import (
@@ -85,9 +86,9 @@ class RecordingHandler(CpqHandler):
         super().__init__(context)
         self.stored: list[tuple[dict[str, Any], bytes, list[str]]] = []
 
-    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
+    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,
                     content: bytes, info: MessageInfo) -> str:
-        self.stored.append((meta, content, list(envelope.rcpt_tos)))
+        self.stored.append((transfer.to_json(), content, list(envelope.rcpt_tos)))
         return "250 2.0.0 Ok: quarantined"
 
 

@@ -25,6 +25,7 @@ from pvoq.cpq.ca import CA_CERT_FILE, create_ca, issue_certificate
 from pvoq.cpq.metadata import CHUNK_CHARS, KIND_QUARANTINE, MAX_CHUNKS, VERSION, encode_chunks
 from pvoq.cpq.server import CpqHandler, CpqSMTP
 from pvoq.cpq.tls import client_context, server_context
+from pvoq.cpq.transfer import Transfer
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession, ServerContext, start_listener
 
@@ -87,12 +88,13 @@ class RecordingHandler(CpqHandler):
     def readiness(self, session: PvoqSession) -> list[str]:
         return list(self.problems)
 
-    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, meta: dict[str, Any],
+    async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,
                     content: bytes, info: MessageInfo) -> str:
         peer = session.peer_certificate
         subject = dict(x[0] for x in peer["subject"]) if peer else {}
-        self.stored.append(Stored(str(envelope.mail_from), list(envelope.rcpt_tos), meta,
-                                  content, info.subject, subject.get("commonName")))
+        self.stored.append(Stored(str(envelope.mail_from), list(envelope.rcpt_tos),
+                                  transfer.to_json(), content, info.subject,
+                                  subject.get("commonName")))
         return f"250 2.0.0 Ok: quarantined as {len(self.stored)}"
 
 

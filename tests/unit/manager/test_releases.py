@@ -12,11 +12,21 @@ import asyncio
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config
+from pvoq.cpq import replies as cpq_replies
+from pvoq.cpq.transfer import (
+    Origin,
+    QuarantineTransfer,
+    ReleaseTransfer,
+    RescanAction,
+    RescanNotice,
+    Transfer,
+)
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.manager.handler import QuarantineHandler
@@ -25,7 +35,7 @@ from pvoq.quarantine.roles import ADMIN, Caller
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, merge_settings
 from pvoq.quarantine.store import DELETED, RELEASED, QuarantineStore
-from pvoq.smtp.server import PvoqSession, ServerContext
+from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession, ServerContext
 from pvoq.spool.store import QUEUED, Spool
 
 CALLER = Caller("admin", "test", ADMIN)
@@ -179,17 +189,20 @@ class TestRescanNotice:
         return QuarantineHandler(context, config=lambda: cast(Config, None),
                                  service=rig.service, cpq_suspended=lambda: False)
 
-    def notice(self, quarantined: dict[str, Any], action: str, **extra: Any) -> dict[str, Any]:
-        return {"kind": "outbreak_rescan", "transfer_id": f"n-{action}",
-                "quarantine_transfer_id": quarantined["transfer_id"],
-                "origin": quarantined["origin"], "quarantine": "Policy",
-                "reason": "rules v2", "action": action, **extra}
+    def notice(self, quarantined: dict[str, Any], action: str, *, rescanned_at: float = 0.0,
+               retention_s: float | None = None) -> RescanNotice:
+        return RescanNotice(transfer_id=f"n-{action}",
+                            quarantine_transfer_id=quarantined["transfer_id"],
+                            origin=Origin.from_json(quarantined["origin"]), quarantine="Policy",
+                            reason="rules v2", action=RescanAction(action),
+                            rescanned_at=rescanned_at, retention_s=retention_s)
 
     def test_no_such_message(self, rig: Rig) -> None:
         reply = self.handler(rig).rescan_notice(
             cast(PvoqSession, Session()), self.notice({"transfer_id": "t-none", "origin": {
-                "hostname": "gw1.example.com", "mid": 5}}, "release"))
-        assert reply == "250 2.0.0 Ok: notice n-release noted, no such message"
+                "hostname": "gw1.example.com", "serial": "GW-SN", "mid": 5}}, "release"))
+        assert reply == "250 2.0.0 Ok: notice n-release noted, no such message" == \
+            cpq_replies.NOTICE_NO_SUCH_MESSAGE.format(transfer_id="n-release")
         assert logged(rig, "Outbreak rescan notice n-release from gw1.example.com for ESA MID 5:"
                            " no such message here, nothing to do")
 
@@ -197,7 +210,8 @@ class TestRescanNotice:
         quarantined = rig.put(30, "Policy")
         reply = self.handler(rig).rescan_notice(cast(PvoqSession, Session()),
                                                 self.notice(quarantined, "release"))
-        assert reply == "250 2.0.0 Ok: notice n-release: MID 30 release done"
+        assert reply == "250 2.0.0 Ok: notice n-release: MID 30 release done" == \
+            cpq_replies.NOTICE_DONE.format(transfer_id="n-release", mid=30, action="release")
         assert 30 in rig.queues.entries
         assert logged(rig, 'MID 30 released from quarantine "Policy" (rescanned)')
 
@@ -209,10 +223,60 @@ class TestRescanNotice:
         handler = self.handler(rig)
         earlier = self.notice(quarantined, "extend", rescanned_at=exit_at - 100, retention_s=50)
         assert handler.rescan_notice(cast(PvoqSession, Session()), earlier) == \
-            "250 2.0.0 Ok: notice n-extend: MID 31 extend done"
+            "250 2.0.0 Ok: notice n-extend: MID 31 extend done" == \
+            cpq_replies.NOTICE_DONE.format(transfer_id="n-extend", mid=31, action="extend")
         later = self.notice(quarantined, "extend", rescanned_at=exit_at, retention_s=3600)
         handler.rescan_notice(cast(PvoqSession, Session()), later)
         record = rig.store.get(31)
         assert record is not None
         assert float(record["quarantines"][0]["scheduled_exit"]) == pytest.approx(exit_at + 3600)
         assert logged(rig, 'MID 31 scheduled exit in quarantine "Policy" extended to')
+
+
+class TestStore:
+    """`QuarantineHandler.store`: the typed transfer the listener decoded, or a refusal."""
+
+    GATEWAY_CERT = {"subject": ((("commonName", "gw1.example.com"),),
+                                (("organizationalUnitName", "gateway"),))}
+
+    def handler(self, rig: Rig, registered: bool = True) -> QuarantineHandler:
+        context = ServerContext(rig.maillog, rig.ids, "m.test")
+        pvo = SimpleNamespace(gateway=lambda name: object() if registered else None)
+        return QuarantineHandler(context, config=lambda: cast(Config, SimpleNamespace(pvo=pvo)),
+                                 service=rig.service, cpq_suspended=lambda: False)
+
+    def store(self, handler: QuarantineHandler, transfer: Transfer, mid: int = 50,
+              cert: dict[str, Any] | None = GATEWAY_CERT) -> str:
+        session = Session()
+        session.peer_certificate = cert
+        envelope = PvoqEnvelope()
+        envelope.mid = mid
+        return asyncio.run(handler.store(cast(PvoqSession, session), envelope, transfer,
+                                         b"Subject: numbers\r\n\r\nQ3\r\n",
+                                         MessageInfo(subject="numbers")))
+
+    def test_stored_once_with_its_metadata(self, rig: Rig) -> None:
+        meta = {**transfer_meta("Policy"), "future_field": [1]}
+        transfer = QuarantineTransfer.from_json(meta)
+        handler = self.handler(rig)
+        assert self.store(handler, transfer) == "250 2.0.0 Ok: Message 50 accepted"
+        record = rig.store.get(50)
+        assert record is not None and record["meta"] == meta
+        assert self.store(handler, transfer, mid=51) == cpq_replies.ALREADY_STORED.format(
+            transfer_id=meta["transfer_id"], mid=50)
+        assert logged(rig, 'MID 50 quarantined to "Policy" (content filter:policy_rule)')
+
+    def test_refusals(self, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        quarantine = QuarantineTransfer.from_json(transfer_meta("Policy"))
+        release = ReleaseTransfer.from_json({**transfer_meta("Policy"), "kind": "release",
+                                             "release": {"entry": 1, "stages": []}})
+        handler = self.handler(rig)
+        assert self.store(handler, release) == str(cpq_replies.QUARANTINE_TRANSFERS_ONLY)
+        assert self.store(handler, quarantine, cert=None) == \
+            cpq_replies.CERTIFICATE_MISMATCH.format(origin="gw1.example.com")
+        assert self.store(self.handler(rig, registered=False), quarantine) == \
+            cpq_replies.UNKNOWN_GATEWAY.format(origin="gw1.example.com")
+        monkeypatch.setattr(rig.service, "make_room", lambda size, names: False)
+        assert self.store(handler, quarantine) == str(cpq_replies.SPACE_FULL) == \
+            "452 4.3.1 Quarantine space full, try again later"
+        assert rig.store.get(50) is None

@@ -11,6 +11,7 @@ import pytest
 from scanhelpers import message, with_attachment
 
 from pvoq.config.model import OutbreakSettings, ScanSettings
+from pvoq.cpq.transfer import RescanNotice
 from pvoq.scan.antivirus import EICAR, EicarEngine
 from pvoq.scan.message import ScanMessage
 from pvoq.scan.outbreak import OTHER, VIRAL, RulesError, RulesFile, parse_rules
@@ -158,13 +159,15 @@ class TestRescan:
         d = decide(self.copy(), b"Subject: x\r\n\r\nclean\r\n",
                    parse_rules(json.dumps(RULES)), threshold=3, retention_viral_s=1,
                    retention_other_s=1)
-        meta = notice(d, self.copy(), hostname="gw1", serial="SN", now=lambda: 5.0)
+        made = notice(d, self.copy(), hostname="gw1", serial="SN", now=lambda: 5.0)
+        meta = made.to_json()
         assert meta["origin"] == {"hostname": "gw1", "serial": "SN", "mid": 12}
         assert (meta["kind"], meta["action"], meta["quarantine_transfer_id"]) == (
             "outbreak_rescan", RELEASE, "q-SN-12-abc")
+        assert RescanNotice.from_json(meta) == made
         outbox = NoticeOutbox(tmp_path / "notices")
-        outbox.put(meta)
-        assert NoticeOutbox(tmp_path / "notices").pending() == [meta]
-        outbox.done(meta["transfer_id"])
+        outbox.put(made)
+        assert NoticeOutbox(tmp_path / "notices").pending() == [made]
+        outbox.done(made.transfer_id)
         assert outbox.pending() == []
         assert again.forget(12) and not again.forget(12) and again.all() == []

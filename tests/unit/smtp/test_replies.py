@@ -9,7 +9,6 @@ from types import ModuleType
 import pytest
 
 from pvoq.cpq import replies as cpq
-from pvoq.quarantine import service
 from pvoq.smtp import replies as smtp
 from pvoq.smtp.replies import StatusCode
 
@@ -138,6 +137,3 @@ class TestWireForms:
             enhanced = re.match(r"([245])\.\d{1,3}\.\d{1,3} ", reply.text)
             if enhanced is not None:
                 assert enhanced.group(1) == str(reply.code)[0], name
-
-    def test_space_full_of_the_service_is_the_cpq_reply(self) -> None:
-        assert str(cpq.SPACE_FULL) == service.SPACE_FULL

@@ -1,0 +1,84 @@
+"""The gateway's `cpq_listener` handler (`gateway.handlers.ReleaseHandler`), without a socket.
+
+`store()` is handed the typed transfer the listener decoded at DATA: a
+release from the manager for this gateway is spooled once per transfer id
+and submitted to the work queue; anything else is refused with its
+`cpq.replies` reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from pvoq.cpq import replies as cpq_replies
+from pvoq.cpq.transfer import QuarantineTransfer, ReleaseTransfer, Transfer
+from pvoq.gateway import Gateway
+from pvoq.gateway.handlers import ReleaseHandler
+from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession
+from pvoq.spool.store import Entry
+
+MANAGER_CERT = {"subject": ((("commonName", "m.test"),), (("organizationalUnitName", "manager"),))}
+GATEWAY_CERT = {"subject": ((("commonName", "gw2.test"),),
+                            (("organizationalUnitName", "gateway"),))}
+
+
+def release(hostname: str = "gw.test", kind: str = "release") -> Transfer:
+    meta: dict[str, Any] = {
+        "v": 1, "kind": kind, "transfer_id": "r-SN-M-31",
+        "origin": {"hostname": hostname, "serial": "SN", "mid": 12},
+        "sender": "alice@example.org", "recipients": [{"rid": 2, "address": "bob@example.com"}],
+        "quarantines": [{"name": "Outbreak", "reason": "VOF rule:X", "stage": "outbreak_filters"}],
+        "received": 1700000000.0, "size": 10}
+    if kind == "release":
+        meta["release"] = {"entry": 31, "stages": ["outbreak_filters"]}
+        return ReleaseTransfer.from_json(meta)
+    return QuarantineTransfer.from_json(meta)
+
+
+class Session:
+    icid = 3
+    peer_ip = "10.0.0.9"
+
+    def __init__(self, cert: dict[str, Any] | None) -> None:
+        self.peer_certificate = cert
+
+
+def store(handler: ReleaseHandler, transfer: Transfer, cert: dict[str, Any] | None = MANAGER_CERT,
+          mid: int = 100) -> str:
+    envelope = PvoqEnvelope()
+    envelope.mid = mid
+    return asyncio.run(handler.store(cast(PvoqSession, Session(cert)), envelope, transfer,
+                                     b"Subject: x\r\n\r\nbody\r\n", MessageInfo(subject="x")))
+
+
+def handler_of(gateway: Gateway, submitted: list[Entry]) -> ReleaseHandler:
+    return ReleaseHandler(gateway.context, config=gateway.current_config, spool=gateway.spool,
+                          marker=gateway.transfer_marker,
+                          submit=lambda entry, body: submitted.append(entry))
+
+
+def test_a_release_is_spooled_once_and_submitted(gateway: Gateway) -> None:
+    submitted: list[Entry] = []
+    handler = handler_of(gateway, submitted)
+    assert store(handler, release()) == "250 2.0.0 Ok: Message 100 accepted"
+    [entry] = submitted
+    assert (entry.mid, entry.sender, entry.transfer_id) == (100, "alice@example.org", "r-SN-M-31")
+    assert [(r.rid, r.address) for r in entry.recipients] == [(2, "bob@example.com")]
+    assert entry.meta["released"] == {"origin_mid": 12, "manager_mid": 31,
+                                      "resume_after": "outbreak_filters+antivirus"}
+    assert gateway.spool.get(100) is not None
+    assert store(handler, release(), mid=101) == \
+        cpq_replies.ALREADY_RECEIVED.format(transfer_id="r-SN-M-31")
+    assert len(submitted) == 1 and gateway.spool.get(101) is None
+
+
+def test_refusals(gateway: Gateway) -> None:
+    submitted: list[Entry] = []
+    handler = handler_of(gateway, submitted)
+    assert store(handler, release(kind="quarantine")) == str(cpq_replies.RELEASES_ONLY)
+    assert store(handler, release(), cert=GATEWAY_CERT) == str(cpq_replies.MANAGER_ONLY)
+    assert store(handler, release(hostname="gw2.test")) == \
+        cpq_replies.OTHER_GATEWAY.format(target="gw2.test", hostname="gw.test") == \
+        "554 5.7.1 This release belongs to gateway gw2.test, not gw.test"
+    assert submitted == [] and gateway.spool.mids() == []

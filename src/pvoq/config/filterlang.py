@@ -36,6 +36,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 STRING_FIELDS = ("subject", "mail-from", "rcpt-to", "attachment-filename", "attachment-type",
                  "sendergroup")
@@ -54,7 +55,20 @@ ACTIONS: dict[str, tuple[int, bool]] = {
     "strip-attachment-by-name": (1, False),
 }
 REGEX_ACTIONS = ("strip-attachment-by-name",)
-BUILTIN_QUARANTINES = ("Policy", "Virus", "Outbreak", "Unclassified")
+
+
+class BuiltinQuarantine(StrEnum):
+    """The quarantines that always exist (AsyncOS's); mail for an unknown one goes to
+    `UNCLASSIFIED`. Defined here, once: `quarantine.states` re-exports it."""
+
+    POLICY = "Policy"
+    VIRUS = "Virus"
+    OUTBREAK = "Outbreak"
+    UNCLASSIFIED = "Unclassified"
+
+
+BUILTIN_QUARANTINES: tuple[BuiltinQuarantine, ...] = tuple(BuiltinQuarantine)
+
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _COMPARE = ("<=", ">=", "==", "!=", "<", ">")
 

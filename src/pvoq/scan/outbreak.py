@@ -39,6 +39,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from pvoq.config.filterlang import BuiltinQuarantine
 from pvoq.scan.check import Pvo, Stage, row
 from pvoq.scan.message import ScanMessage
 from pvoq.scan.verdict import CheckResult, ScanError, Verdict
@@ -211,7 +212,7 @@ class OutbreakCheck:
     name: str = Stage.OUTBREAK_FILTERS
     title = "Outbreak filters"
     pvo: str = Pvo.OUTBREAK
-    quarantine = "Outbreak"
+    quarantine = BuiltinQuarantine.OUTBREAK
 
     def __init__(self, rules: RulesFile, *, threshold: int, retention_viral_s: float,
                  retention_other_s: float, timeout_s: float, enabled: bool = True) -> None:

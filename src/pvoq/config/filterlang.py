@@ -28,7 +28,8 @@ attachment-size (any attachment). Strings take single or double quotes;
 `\\"`, `\\'` and `\\\\` are escapes, any other backslash is kept, so a regex
 reads as written. `#` starts a comment outside strings.
 
-This module is pure: no I/O, no pvoq imports; evaluation is `scan.filters`.
+This module is pure: no I/O, no pvoq imports but the exception root
+(`pvoq.errors`); evaluation is `scan.filters`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from pvoq.errors import Invalid
 
 STRING_FIELDS = ("subject", "mail-from", "rcpt-to", "attachment-filename", "attachment-type",
                  "sendergroup")
@@ -73,7 +76,7 @@ _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _COMPARE = ("<=", ">=", "==", "!=", "<", ">")
 
 
-class FilterSyntaxError(ValueError):
+class FilterSyntaxError(Invalid, ValueError):
     """A filter text that does not parse, or refers to what does not exist."""
 
     def __init__(self, message: str, line: int, column: int) -> None:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pvoq.config.filterlang import BuiltinQuarantine
+from pvoq.errors import Invalid
 from pvoq.scan.check import Pvo, Stage, row
 from pvoq.scan.message import ScanMessage
 from pvoq.scan.verdict import CheckResult, ScanError, Verdict
@@ -57,7 +58,7 @@ OTHER: Final = OutbreakCategory.OTHER_THREATS
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class RulesError(ValueError):
+class RulesError(Invalid, ValueError):
     """The rules file cannot be read or is not valid."""
 
 

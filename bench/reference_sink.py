@@ -19,7 +19,7 @@ from pvoq.cpq import tls
 
 
 class Accept:
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         return "250 2.0.0 Ok"
 
 

@@ -10,6 +10,10 @@ name), declared on the branch that says what an edge does with it::
     │   ├── SshFault                 remote.keys: the SSH link to a gateway failed (400)
     │   ├── Invalid ................ HTTP 400: a value the operator gave is wrong
     │   │   ├── ConfigError          config.errors: the configuration is refused (CLI: exit 2)
+    │   │   ├── FilterSyntaxError    config.filterlang: a filter does not parse (the loader
+    │   │   │                        makes it a ConfigError)
+    │   │   ├── RulesError           scan.outbreak: the outbreak rules file is refused
+    │   │   │                        (`outbreak reload` makes it a CommandError)
     │   │   ├── SearchError          quarantine.search
     │   │   └── SettingsError        quarantine.settings
     │   ├── Forbidden .............. HTTP 403
@@ -25,14 +29,22 @@ name), declared on the branch that says what an edge does with it::
     │   └── AdminUnavailable         admin.protocol: no appliance answers on the socket
     ├── ProtocolError .............. SMTP 5xx: a peer sent what the protocol refuses
     │   └── MetadataError            cpq.metadata: CPQ metadata malformed or missing
-    └── SpoolLogError                spool.log: the spool log cannot be used (a fault)
+    ├── SpoolLogError                spool.log: the spool log cannot be used (a fault)
+    │
+    │   the test and demo environment (pvoq.testing), which no edge maps:
+    ├── ClamdUnavailable             testing.clamd: no clamd to start (a RuntimeError too)
+    ├── PostgresUnavailable          testing.pgserver: no PostgreSQL server to start
+    └── DeploymentError              testing.localdeploy: a deployment step did not happen
 
 The edges map a branch, never a class: the admin socket (`admin.protocol`)
 answers an `OperatorError` with its text and `exit_code`, anything else with
 `internal error: ...`; the REST API (`web.api`) answers with `http_status()`
 and `{"error": {"message": text}}`, anything else being a 500; a
 `TemporaryFailure` is a 4xx reply to an SMTP client (`smtp.replies.LOCAL_ERROR`,
-`cpq.replies.SPACE_FULL`) or a retry from a queue, never a bounce.
+`cpq.replies.SPACE_FULL`) or a retry from a queue, never a bounce. The test
+and demo environment's exceptions hang from the root, not from
+`TemporaryFailure`: nothing retries them, a missing program is for whoever
+runs the tests to install, and the test or demo stops with their text.
 
 This module imports nothing from pvoq: it is at the bottom of the
 dependency graph, so that every part can declare its exception on it.

@@ -28,7 +28,7 @@ class SinkHandler:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.count = len(list(self.dir.glob("*.json")))
 
-    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any,  # noqa: N802
+    async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any,
                           address: str, options: list[str]) -> str:
         local = address.partition("@")[0].lower()
         if local.startswith("reject"):
@@ -38,7 +38,7 @@ class SinkHandler:
         envelope.rcpt_tos.append(address)
         return str(replies.SINK_RCPT_OK)
 
-    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
         self.count += 1
         n = self.count
         atomic_write(self.dir / f"{n}.eml", envelope.original_content or b"", sync_dir=False)

@@ -15,6 +15,7 @@ import pytest
 from pvoq import errors
 from pvoq.admin.protocol import AdminServer, AdminUnavailable, CommandError, call
 from pvoq.config.errors import ConfigError
+from pvoq.config.filterlang import FilterSyntaxError
 from pvoq.cpq.metadata import MetadataError
 from pvoq.errors import (
     Conflict,
@@ -33,16 +34,22 @@ from pvoq.quarantine.settings import SettingsError
 from pvoq.quarantine.store import QuarantineError
 from pvoq.remote.keys import SshFault
 from pvoq.scan.antivirus import ScannerUnavailable
+from pvoq.scan.outbreak import RulesError
 from pvoq.scan.verdict import ScanError
 from pvoq.scan.workers import ScannerLost
 from pvoq.smtp.client import DeliveryError
 from pvoq.spool.log import SpoolLogError
+from pvoq.testing.clamd import ClamdUnavailable
+from pvoq.testing.localdeploy import DeploymentError
+from pvoq.testing.pgserver import PostgresUnavailable
 
 # Each part's exception and the branch it belongs on.
 BRANCHES: dict[type[BaseException], type[PvoqError]] = {
     CommandError: OperatorError,
     SshFault: OperatorError,
     ConfigError: Invalid,
+    FilterSyntaxError: Invalid,
+    RulesError: Invalid,
     SearchError: Invalid,
     SettingsError: Invalid,
     PermissionDenied: Forbidden,
@@ -54,13 +61,18 @@ BRANCHES: dict[type[BaseException], type[PvoqError]] = {
     AdminUnavailable: TemporaryFailure,
     MetadataError: ProtocolError,
     SpoolLogError: PvoqError,
+    ClamdUnavailable: PvoqError,
+    PostgresUnavailable: PvoqError,
+    DeploymentError: PvoqError,
 }
 
 # Modules whose exceptions are on the tree: each of their exception classes must be listed.
-MODULES = ["pvoq.admin.protocol", "pvoq.config.errors", "pvoq.cpq.metadata",
-           "pvoq.quarantine.roles", "pvoq.quarantine.search", "pvoq.quarantine.settings",
-           "pvoq.quarantine.store", "pvoq.remote.keys", "pvoq.scan.antivirus",
-           "pvoq.scan.verdict", "pvoq.scan.workers", "pvoq.smtp.client", "pvoq.spool.log"]
+MODULES = ["pvoq.admin.protocol", "pvoq.config.errors", "pvoq.config.filterlang",
+           "pvoq.cpq.metadata", "pvoq.quarantine.roles", "pvoq.quarantine.search",
+           "pvoq.quarantine.settings", "pvoq.quarantine.store", "pvoq.remote.keys",
+           "pvoq.scan.antivirus", "pvoq.scan.outbreak", "pvoq.scan.verdict", "pvoq.scan.workers",
+           "pvoq.smtp.client", "pvoq.spool.log", "pvoq.testing.clamd",
+           "pvoq.testing.localdeploy", "pvoq.testing.pgserver"]
 
 
 class TestTree:
@@ -86,8 +98,9 @@ class TestTree:
 
     def test_value_errors_stay_value_errors(self) -> None:
         """Exceptions that were ValueErrors still are: callers catching ValueError see them."""
-        for cls in (SearchError, SettingsError, MetadataError):
+        for cls in (SearchError, SettingsError, MetadataError, FilterSyntaxError, RulesError):
             assert issubclass(cls, ValueError)
+        assert issubclass(ClamdUnavailable, RuntimeError)
 
     def test_the_docstring_draws_every_class(self) -> None:
         """The tree in the module docstring names every class on it."""
@@ -114,6 +127,10 @@ class TestTree:
         assert str(ConfigError("bad", field="hostname", line=3, path="x.xml")) == \
             "x.xml:3: hostname: bad"
         assert ScanError("down", stage="antivirus").stage == "antivirus"
+        syntax = FilterSyntaxError("unterminated string", 2, 7)
+        assert (str(syntax), syntax.message, syntax.line, syntax.column) == \
+            ("line 2, column 7: unterminated string", "unterminated string", 2, 7)
+        assert str(RulesError("rules: not JSON")) == "rules: not JSON"
 
 
 class TestHttpStatus:
@@ -123,6 +140,8 @@ class TestHttpStatus:
         (ConfigError("bad", field="f"), 400),
         (Invalid("x"), 400),
         (CommandError("refused"), 400),
+        (FilterSyntaxError("unterminated string", 1, 4), 400),
+        (RulesError("rules: missing id"), 400),
         (PermissionDenied("role read-only may not release"), 403),
         (Forbidden("x"), 403),
         (QuarantineError("No message with MID 9 in the quarantines."), 404),
@@ -135,7 +154,8 @@ class TestHttpStatus:
     @pytest.mark.parametrize("exc", [
         ScanError("engine down"), DeliveryError("421 later"), MetadataError("bad"),
         SpoolLogError("read-only"), AdminUnavailable("none"), PvoqError("x"),
-        ValueError("x"), KeyError("x"), RuntimeError("x")],
+        ClamdUnavailable("no clamd"), PostgresUnavailable("no initdb"),
+        DeploymentError("timed out"), ValueError("x"), KeyError("x"), RuntimeError("x")],
         ids=lambda e: type(e).__name__)
     def test_anything_else_has_no_status(self, exc: BaseException) -> None:
         """Not the client's doing: the API lets it become a 500, as before."""

@@ -28,7 +28,8 @@ attachment-size (any attachment). Strings take single or double quotes;
 `\\"`, `\\'` and `\\\\` are escapes, any other backslash is kept, so a regex
 reads as written. `#` starts a comment outside strings.
 
-This module is pure: no I/O, no pvoq imports; evaluation is `scan.filters`.
+This module is pure: no I/O, no pvoq imports but the exception root
+(`pvoq.errors`); evaluation is `scan.filters`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pvoq.errors import Invalid
 
 STRING_FIELDS = ("subject", "mail-from", "rcpt-to", "attachment-filename", "attachment-type",
                  "sendergroup")
@@ -54,12 +58,25 @@ ACTIONS: dict[str, tuple[int, bool]] = {
     "strip-attachment-by-name": (1, False),
 }
 REGEX_ACTIONS = ("strip-attachment-by-name",)
-BUILTIN_QUARANTINES = ("Policy", "Virus", "Outbreak", "Unclassified")
+
+
+class BuiltinQuarantine(StrEnum):
+    """The quarantines that always exist (AsyncOS's); mail for an unknown one goes to
+    `UNCLASSIFIED`. Defined here, once: `quarantine.states` re-exports it."""
+
+    POLICY = "Policy"
+    VIRUS = "Virus"
+    OUTBREAK = "Outbreak"
+    UNCLASSIFIED = "Unclassified"
+
+
+BUILTIN_QUARANTINES: tuple[BuiltinQuarantine, ...] = tuple(BuiltinQuarantine)
+
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _COMPARE = ("<=", ">=", "==", "!=", "<", ">")
 
 
-class FilterSyntaxError(ValueError):
+class FilterSyntaxError(Invalid, ValueError):
     """A filter text that does not parse, or refers to what does not exist."""
 
     def __init__(self, message: str, line: int, column: int) -> None:

@@ -262,7 +262,7 @@ class _Loader:
                     last.subject_tag or last.x_header or last.strip_attachments):
                 raise ConfigError("early-release options need default_action release",
                                   field=early.path, line=early.line)
-        frees = dict.fromkeys(BUILTIN_QUARANTINES, True)
+        frees: dict[str, bool] = dict.fromkeys(BUILTIN_QUARANTINES, True)
         frees.update((d.name, d.free_up_space) for d in definitions)
         if not any(frees.values()):
             raise ConfigError("at least one quarantine must free up space on overflow",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pvoq.config.cluster import ClusterInfo
-from pvoq.config.filterlang import BUILTIN_QUARANTINES, Filter
+from pvoq.config.filterlang import BUILTIN_QUARANTINES, BuiltinQuarantine, Filter
 from pvoq.config.hat import Hat, Rat
 
 CPQ_DEFAULT_PORT = 7025
@@ -205,7 +205,7 @@ class ContentFilter:
     name: str
     header: str = field(metadata={FILE_DEFAULT: "Subject"})
     pattern: re.Pattern[str] = field(metadata={XML_TAG: "regex"})
-    quarantine: str = "Policy"
+    quarantine: str = BuiltinQuarantine.POLICY
 
 
 UNSCANNABLE_ACTIONS = ("deliver", "quarantine", "drop", "bounce")

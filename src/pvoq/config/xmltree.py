@@ -58,10 +58,10 @@ class _Builder(ContentHandler):
         self.stack: list[Node] = []
         self.locator: Locator | None = None
 
-    def setDocumentLocator(self, locator: Locator) -> None:  # noqa: N802 (SAX API)
+    def setDocumentLocator(self, locator: Locator) -> None:  # SAX API
         self.locator = locator
 
-    def startElement(self, name: str, attrs) -> None:  # noqa: N802 (SAX API)
+    def startElement(self, name: str, attrs) -> None:  # SAX API
         line = (self.locator.getLineNumber() or 0) if self.locator else 0
         if self.stack:
             parent = self.stack[-1]
@@ -74,7 +74,7 @@ class _Builder(ContentHandler):
             self.root = node
         self.stack.append(node)
 
-    def endElement(self, name: str) -> None:  # noqa: N802 (SAX API)
+    def endElement(self, name: str) -> None:  # SAX API
         self.stack.pop()
 
     def characters(self, content: str) -> None:

@@ -33,7 +33,7 @@ class CpqSMTP(PvoqSMTP):
         super().__init__(handler, require_starttls=True, **kwargs)
 
     @syntax("XCPQ META <base64-chunk> | XCPQ CHECK")
-    async def smtp_XCPQ(self, arg: str | None) -> None:  # noqa: N802 (aiosmtpd naming)
+    async def smtp_XCPQ(self, arg: str | None) -> None:  # aiosmtpd naming
         verb, _, rest = (arg or "").partition(" ")
         verb = verb.upper()
         envelope = self.envelope
@@ -72,14 +72,14 @@ class CpqSMTP(PvoqSMTP):
 class CpqHandler(BaseHandler):
     """Hooks of a `cpq_listener`: the TLS peer check, XCPQ, and the store."""
 
-    async def handle_EHLO(self, server: PvoqSMTP, session: Session, envelope: Any,  # noqa: N802
+    async def handle_EHLO(self, server: PvoqSMTP, session: Session, envelope: Any,
                           hostname: str, responses: list[str]) -> list[str]:
         responses = await super().handle_EHLO(server, session, envelope, hostname, responses)
         if session.ssl is not None:
             responses.insert(len(responses) - 1, replies.XCPQ_KEYWORD.more())
         return responses
 
-    def handle_STARTTLS(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+    def handle_STARTTLS(self, server: PvoqSMTP, session: PvoqSession,
                         envelope: Any) -> bool:
         """Called by aiosmtpd after the handshake: refuse peers without a CPQ certificate."""
         ssl_object = (session.ssl or {}).get("ssl_object")
@@ -96,7 +96,7 @@ class CpqHandler(BaseHandler):
                  f"peer {peer_common_name(cert)}")
         return True
 
-    async def handle_XCPQ_CHECK(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+    async def handle_XCPQ_CHECK(self, server: PvoqSMTP, session: PvoqSession,
                                 envelope: Any, arg: str) -> str:
         """The readiness check behind the gateway's "Enable" button."""
         peer = peer_common_name(session.peer_certificate) or "unknown peer"

@@ -6,8 +6,12 @@ into one call of the `QuarantineService` and its answer into
 is the appliance's administrator; the CLI passes the operating system user
 so that the audit trail says who.
 
-The errors of the service layer an operator can cause become a
-`CommandError` (exit 1) in one place: `_guard`, around every command.
+The service layer's errors are `OperatorError`s (`pvoq.errors`), which the
+admin socket answers with exit 1 and their text. `_guard`, around every
+command, adds only what the socket does not do: a missing or malformed
+argument (`KeyError`, `ValueError`) becomes a `CommandError` too, and the
+service's refusals keep their text as it has always been, without quotes at
+either end (a `KeyError`'s `str()` has them).
 """
 
 from __future__ import annotations
@@ -18,11 +22,10 @@ from typing import Any, TypeVar, cast
 
 from pvoq.admin.protocol import CommandError
 from pvoq.admin.registry import CommandSet, command
-from pvoq.quarantine.roles import ADMIN, Caller, PermissionDenied
-from pvoq.quarantine.search import SearchError, SearchQuery
+from pvoq.errors import OperatorError
+from pvoq.quarantine.roles import ADMIN, Caller
+from pvoq.quarantine.search import SearchQuery
 from pvoq.quarantine.service import QuarantineService
-from pvoq.quarantine.settings import SettingsError
-from pvoq.quarantine.store import QuarantineError
 
 Method = TypeVar("Method", bound=Callable[..., Awaitable[dict[str, Any]]])
 
@@ -32,13 +35,15 @@ def _caller(args: dict[str, Any]) -> Caller:
 
 
 def _guard(fn: Method) -> Method:
-    """The operator errors of the service layer → `CommandError` (exit 1)."""
+    """A bad argument, or the service's refusal → `CommandError` (exit 1), without quotes
+    at either end of its text; the commands' own `CommandError`s pass as written."""
     @functools.wraps(fn)
     async def run(*args: Any) -> dict[str, Any]:
         try:
             return await fn(*args)
-        except (QuarantineError, SearchError, SettingsError, PermissionDenied, ValueError,
-                KeyError) as exc:
+        except CommandError:
+            raise
+        except (OperatorError, KeyError, ValueError) as exc:
             raise CommandError(str(exc).strip("'\"")) from None
     return cast(Method, run)
 

@@ -2,12 +2,16 @@
 
 Each is a `StrEnum`: a member is its string, so what the store writes to SQL,
 the audit trail and JSON is the same text as before, and a value read back
-from SQL (a plain string) compares equal to its member.
+from SQL (a plain string) compares equal to its member. The built-in
+quarantines are configuration vocabulary (`config.filterlang`), re-exported
+here as `BuiltinQuarantine` and `BUILTINS`.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from pvoq.config.filterlang import BUILTIN_QUARANTINES, BuiltinQuarantine
 
 
 class State(StrEnum):
@@ -28,15 +32,6 @@ class Action(StrEnum):
 
 ACTION_STATE: dict[str, State] = {Action.RELEASE: State.RELEASED, Action.DELETE: State.DELETED}
 
+BUILTINS = BUILTIN_QUARANTINES
 
-class BuiltinQuarantine(StrEnum):
-    """The quarantines that always exist (AsyncOS's); mail for an unknown one goes to
-    `UNCLASSIFIED`."""
-
-    POLICY = "Policy"
-    VIRUS = "Virus"
-    OUTBREAK = "Outbreak"
-    UNCLASSIFIED = "Unclassified"
-
-
-BUILTINS: tuple[BuiltinQuarantine, ...] = tuple(BuiltinQuarantine)
+__all__ = ["ACTION_STATE", "BUILTINS", "Action", "BuiltinQuarantine", "State"]

@@ -173,7 +173,7 @@ class ManagerLinkCommands(CommandSet):
         rows = []
         for g in cfg.pvo.gateways:
             pin = pins.get(g.hostname.lower())
-            cached = self.locator._cache.get(g.hostname.lower())
+            cached = self.locator.cached(g.hostname)
             rows.append({"name": g.hostname, "cpq_address": g.address, "cpq_port": g.cpq_port,
                          "ssh": None if pin is None else f"{pin.host}:{pin.port}",
                          "fingerprint": None if pin is None else pin.fingerprint,

@@ -57,6 +57,11 @@ class GatewayLocator:
             self.refresh(name)
         return found
 
+    def cached(self, name: str) -> tuple[str, int] | None:
+        """The cached address of *name*'s PVO listener, if any; unlike `address`, a miss
+        starts no lookup (operator `gateway list`)."""
+        return self._cache.get(name.lower())
+
     def fault(self, name: str) -> str | None:
         return self._faults.get(name.lower())
 

@@ -39,6 +39,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from pvoq.config.filterlang import BuiltinQuarantine
+from pvoq.errors import Invalid
 from pvoq.scan.check import Pvo, Stage, row
 from pvoq.scan.message import ScanMessage
 from pvoq.scan.verdict import CheckResult, ScanError, Verdict
@@ -56,7 +58,7 @@ OTHER: Final = OutbreakCategory.OTHER_THREATS
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class RulesError(ValueError):
+class RulesError(Invalid, ValueError):
     """The rules file cannot be read or is not valid."""
 
 
@@ -211,7 +213,7 @@ class OutbreakCheck:
     name: str = Stage.OUTBREAK_FILTERS
     title = "Outbreak filters"
     pvo: str = Pvo.OUTBREAK
-    quarantine = "Outbreak"
+    quarantine = BuiltinQuarantine.OUTBREAK
 
     def __init__(self, rules: RulesFile, *, threshold: int, retention_viral_s: float,
                  retention_other_s: float, timeout_s: float, enabled: bool = True) -> None:

@@ -110,7 +110,7 @@ def _read_frame(stream: BinaryIO) -> Any:
     if len(head) < FRAME.size:
         raise EOFError
     data = stream.read(FRAME.unpack(head)[0])
-    return pickle.loads(data)  # noqa: S301 (our own parent, over our own pipe)
+    return pickle.loads(data)  # our own parent, over our own pipe
 
 
 def _write_frame(stream: BinaryIO, obj: object) -> None:
@@ -207,7 +207,7 @@ class ScanWorkers:
         stdout = worker.process.stdout
         assert stdout is not None
         size = FRAME.unpack(await stdout.readexactly(FRAME.size))[0]
-        return pickle.loads(await stdout.readexactly(size))  # noqa: S301 (our own child)
+        return pickle.loads(await stdout.readexactly(size))  # our own child
 
     async def _answers(self, worker: _Worker) -> None:
         try:

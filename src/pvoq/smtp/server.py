@@ -311,7 +311,7 @@ class PvoqSMTP(HookNames, SMTP):
         await super().push(line)
 
     @syntax("DATA")
-    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
+    async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA, with the message read as a block (`smtp.data`)."""
         if await self.check_helo_needed():
             return
@@ -429,7 +429,7 @@ class BaseHandler(HookNames):
             log.info(f"MID {mid} stored, but the client left before the reply "
                      f"('{task.result()}')")
 
-    async def handle_EHLO(self, server: PvoqSMTP, session: Session, envelope: Envelope,  # noqa: N802
+    async def handle_EHLO(self, server: PvoqSMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
         # aiosmtpd reads one command line at a time, so pipelined commands
@@ -439,7 +439,7 @@ class BaseHandler(HookNames):
         auth = replies.AUTH.more()
         return [r for r in responses if not r.startswith(auth)]
 
-    async def handle_MAIL(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+    async def handle_MAIL(self, server: PvoqSMTP, session: PvoqSession,
                           envelope: PvoqEnvelope, address: str, options: list[str]) -> str:
         if server.tls_unavailable:
             return str(replies.TLS_UNAVAILABLE)
@@ -451,7 +451,7 @@ class BaseHandler(HookNames):
         log.info(f"MID {envelope.mid} ICID {session.icid} From: <{address}>")
         return str(replies.SENDER_OK)
 
-    async def handle_RCPT(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+    async def handle_RCPT(self, server: PvoqSMTP, session: PvoqSession,
                           envelope: PvoqEnvelope, address: str, options: list[str]) -> str:
         log = self.context.maillog
         entry = match_rat(server.listener.rat, address)
@@ -470,11 +470,11 @@ class BaseHandler(HookNames):
         log.info(f"MID {envelope.mid} ICID {session.icid} RID {rid} To: <{address}>")
         return str(replies.RCPT_OK)
 
-    async def handle_RSET(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+    async def handle_RSET(self, server: PvoqSMTP, session: PvoqSession,
                           envelope: PvoqEnvelope) -> str:
         return str(replies.RSET_OK)
 
-    async def handle_DATA(self, server: PvoqSMTP, session: PvoqSession,  # noqa: N802
+    async def handle_DATA(self, server: PvoqSMTP, session: PvoqSession,
                           envelope: PvoqEnvelope) -> str:
         content = envelope.original_content or b""
         log = self.context.maillog

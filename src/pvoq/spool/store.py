@@ -112,7 +112,7 @@ class Entry:
         return json.dumps(raw, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> Entry:  # noqa: D102
+    def from_json(cls, data: bytes) -> Entry:
         raw = json.loads(data)
         for r in raw["recipients"]:
             if "status" in r:

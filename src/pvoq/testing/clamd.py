@@ -19,13 +19,14 @@ import subprocess
 import time
 from pathlib import Path
 
+from pvoq.errors import PvoqError
 from pvoq.scan.antivirus import EICAR, ClamdEngine
 
 SIGNATURE_NAME = "Eicar-Test-Signature"
 _EICAR_BODY = b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE"
 
 
-class ClamdUnavailable(RuntimeError):
+class ClamdUnavailable(PvoqError, RuntimeError):
     """clamd is not installed, or did not come up in time."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pvoq.config.filterlang import BuiltinQuarantine
 from pvoq.maillog.writer import format_time
 from pvoq.scan.pipeline import EICAR
 from pvoq.testing.localdeploy import OUTBREAK_HOST, Deployment, DeploymentError, wait_for
@@ -89,7 +90,7 @@ def run_demo(*, keep: bool = False, directory: Path | None = None) -> int:
         console.print(f"    clean message delivered downstream: "
                       f"{dep.delivered()[0][0]['rcpt_tos']}")
 
-        policy = next(m for m in rows if any(q["quarantine"] == "Policy"
+        policy = next(m for m in rows if any(q["quarantine"] == BuiltinQuarantine.POLICY
                                              for q in m["quarantines"]))
         _step(f"Releasing MID {policy['id']} from the Policy quarantine")
         result = dep.admin(dep.manager_config, "quarantine.release", {"mid": policy["id"]})

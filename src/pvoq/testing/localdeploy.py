@@ -27,6 +27,7 @@ from pvoq.admin.protocol import AdminUnavailable, call
 from pvoq.config.loader import load_config
 from pvoq.config.template import ApplianceSpec
 from pvoq.deploy import init_appliance
+from pvoq.errors import PvoqError
 from pvoq.spool.store import Entry, Spool
 
 MANAGER = "manager.pvoq.test"
@@ -64,7 +65,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-class DeploymentError(Exception):
+class DeploymentError(PvoqError):
     """A step of the local deployment did not happen in time."""
 
 

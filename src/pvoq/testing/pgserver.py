@@ -22,8 +22,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from pvoq.errors import PvoqError
 
-class PostgresUnavailable(Exception):
+
+class PostgresUnavailable(PvoqError):
     """The PostgreSQL server binaries are not installed or the server did not start."""
 
 

@@ -51,12 +51,12 @@ class ActionBody(BaseModel):
     """POST body: an action on messages by MID."""
 
     action: str = Field(description="release, delay, move or sendcopy")
-    quarantineType: str = "pvo"  # noqa: N815 (AsyncOS field names)
-    quarantineName: str | None = None  # noqa: N815
+    quarantineType: str = "pvo"  # AsyncOS field names
+    quarantineName: str | None = None
     mids: list[int]
     delay: str | None = Field(None, description="8h, 24h, 48h or 1w (action delay)")
-    destinationQuarantineName: str | None = None  # noqa: N815
-    recipientAddresses: list[str] = []  # noqa: N815
+    destinationQuarantineName: str | None = None
+    recipientAddresses: list[str] = []
     recipients: list[str] = Field(default_factory=list,
                                   description="release for these envelope recipients only")
 
@@ -64,8 +64,8 @@ class ActionBody(BaseModel):
 class DeleteBody(BaseModel):
     """DELETE body: messages to delete by MID."""
 
-    quarantineType: str = "pvo"  # noqa: N815
-    quarantineName: str | None = None  # noqa: N815
+    quarantineType: str = "pvo"
+    quarantineName: str | None = None
     mids: list[int]
     recipients: list[str] = Field(default_factory=list,
                                   description="delete for these envelope recipients only")
@@ -77,11 +77,11 @@ class BulkBody(BaseModel):
     action: str
     search: dict[str, Any] = Field(default_factory=dict,
                                    description="the search parameters, as for GET messages")
-    dryRun: bool = True  # noqa: N815
-    quarantineName: str | None = None  # noqa: N815
+    dryRun: bool = True
+    quarantineName: str | None = None
     delay: str | None = None
-    destinationQuarantineName: str | None = None  # noqa: N815
-    recipientAddress: str | None = None  # noqa: N815
+    destinationQuarantineName: str | None = None
+    recipientAddress: str | None = None
 
 
 def _date(value: str | None) -> float | None:

@@ -63,7 +63,7 @@ def cluster_xml(machines: dict[str, list[str]], *, this: str = "gw1.example.test
 """
 
 
-def _layout(text: str):  # noqa: ANN202 (test helper)
+def _layout(text: str):
     layout = parse_layout(parse_xml(text.encode(), path="cluster.xml"))
     assert layout is not None
     return layout

@@ -78,7 +78,7 @@ class FakeDestination(Destination):
     """A destination whose connections answer by a script."""
 
     name: str = HOST
-    script: Script = lambda mid, rid: OK  # noqa: E731
+    script: Script = lambda mid, rid: OK
     holds: bool = False
     route: Target | None = field(default_factory=lambda: Target("192.0.2.25", 25))
     refuse_connection: str | None = None

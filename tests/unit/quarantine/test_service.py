@@ -373,7 +373,7 @@ class TestRaces:
                 barrier.wait()
                 for mid in mids:
                     env.service.act(ADMIN_CALLER, "release", mid)
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:  # reported below
                 errors.append(exc)
 
         threads = [threading.Thread(target=run, args=(e,)) for e in (a, b)]

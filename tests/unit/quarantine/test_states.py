@@ -9,6 +9,8 @@ from collections.abc import Callable
 import pytest
 from qhelpers import put
 
+from pvoq.config import filterlang
+from pvoq.config.model import ScanSettings
 from pvoq.quarantine import search, service, settings, store
 from pvoq.quarantine.states import (
     ACTION_STATE,
@@ -42,6 +44,12 @@ class TestVocabulary:
         assert settings.UNCLASSIFIED is BuiltinQuarantine.UNCLASSIFIED
         assert settings.BUILTINS is store.BUILTIN_QUARANTINES is BUILTINS
         assert service.ACTIONS is store.ACTION_STATE is ACTION_STATE
+
+    def test_the_builtins_are_the_configurations(self) -> None:
+        """The built-in quarantines are defined once, in config (below quarantine)."""
+        assert BuiltinQuarantine is filterlang.BuiltinQuarantine
+        assert BUILTINS is filterlang.BUILTIN_QUARANTINES
+        assert ScanSettings().quarantines is BUILTINS
 
     def test_builtin_defaults_cover_the_builtins(self) -> None:
         """Every built-in has its defaults; their JSON is the same text as plain strings'."""

@@ -97,6 +97,20 @@ class TestCache:
         asyncio.run(body())
 
 
+    def test_cached_answers_from_the_cache_and_starts_no_lookup(self, tmp_path: Path) -> None:
+        """`cached` (what `gateway list` shows) only reads: a miss is None and asks nobody."""
+        async def body() -> None:
+            h = Harness(tmp_path, [_at(7026)])
+            assert h.locator.cached("gw1") is None
+            await h.settle()
+            assert h.client.calls == 0
+            h.locator.address("gw1")
+            await h.settle()
+            assert h.locator.cached("GW1") == ("127.0.0.1", 7026)
+            assert h.client.calls == 1
+        asyncio.run(body())
+
+
 class TestFaults:
     def test_a_failure_is_an_application_fault_until_a_lookup_succeeds(
             self, tmp_path: Path) -> None:

@@ -13,15 +13,15 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "quarantine"))
-from qhelpers import RecordingSettler, put  # noqa: E402
+from qhelpers import RecordingSettler, put
 
-from pvoq.config.model import ApiToken  # noqa: E402
-from pvoq.quarantine.service import QuarantineService  # noqa: E402
-from pvoq.quarantine.settings import DAY, RELEASE, QuarantineSettings, merge_settings  # noqa: E402
-from pvoq.quarantine.store import QuarantineStore  # noqa: E402
-from pvoq.spool.log import SpoolLogError  # noqa: E402
-from pvoq.web.api import create_app  # noqa: E402
-from pvoq.web.server import ApiServer  # noqa: E402
+from pvoq.config.model import ApiToken
+from pvoq.quarantine.service import QuarantineService
+from pvoq.quarantine.settings import DAY, RELEASE, QuarantineSettings, merge_settings
+from pvoq.quarantine.store import QuarantineStore
+from pvoq.spool.log import SpoolLogError
+from pvoq.web.api import create_app
+from pvoq.web.server import ApiServer
 
 TOKENS = (
     ApiToken("t-admin", "alice", "admin"),

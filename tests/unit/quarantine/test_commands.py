@@ -1,0 +1,86 @@
+"""The quarantine operator commands' answers to errors: a bad argument or the service's
+refusal is a `CommandError` (exit 1) whose text has no quotes at either end; the commands'
+own refusals pass as written; anything else is left to the admin socket (internal error)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import pytest
+
+from pvoq.admin.protocol import CommandError
+from pvoq.quarantine.commands import QuarantineCommands
+from pvoq.quarantine.roles import PermissionDenied
+from pvoq.quarantine.search import SearchError
+from pvoq.quarantine.service import ActionResult, QuarantineService
+from pvoq.quarantine.settings import SettingsError
+from pvoq.quarantine.store import QuarantineError
+
+
+class FakeService:
+    """Raises what it is given from `details`, `delay`, and answers `copy` with *result*."""
+
+    def __init__(self, exc: BaseException | None = None,
+                 result: ActionResult | None = None) -> None:
+        self.exc, self.result = exc, result
+
+    def details(self, caller: object, mid: int) -> dict[str, Any]:
+        if self.exc is not None:
+            raise self.exc
+        return {"mid": mid}
+
+    def delay(self, caller: object, mid: int, delay: str, quarantine: str | None) -> ActionResult:
+        if self.exc is not None:
+            raise self.exc
+        assert self.result is not None
+        return self.result
+
+    def copy(self, caller: object, mid: int, address: str) -> ActionResult:
+        assert self.result is not None
+        return self.result
+
+
+def commands(service: FakeService) -> QuarantineCommands:
+    return QuarantineCommands(cast(QuarantineService, service))
+
+
+def refusal(coro: Any) -> str:
+    with pytest.raises(CommandError) as info:
+        asyncio.run(coro)
+    return str(info.value)
+
+
+class TestGuard:
+    def test_an_answer_passes(self) -> None:
+        assert asyncio.run(commands(FakeService()).show({"mid": "7"})) == {"data": {"mid": 7}}
+
+    def test_a_missing_argument_is_its_name(self) -> None:
+        assert refusal(commands(FakeService()).show({})) == "mid"
+
+    def test_a_malformed_argument_is_the_value_error_without_end_quotes(self) -> None:
+        assert refusal(commands(FakeService()).show({"mid": "x"})) == \
+            "invalid literal for int() with base 10: 'x"
+
+    @pytest.mark.parametrize(("exc", "text"), [
+        (QuarantineError("No message with MID 4 in the quarantines."),
+         "No message with MID 4 in the quarantines."),
+        (PermissionDenied("role admin may not frob"), "role admin may not frob"),
+        (SearchError("order direction must be asc or desc, not 'up'"),
+         "order direction must be asc or desc, not 'up"),
+        (SettingsError("delay must be one of 1h, not '2y'"), "delay must be one of 1h, not '2y"),
+        (QuarantineError("unknown action 'x'"), "unknown action 'x"),
+    ], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else "")
+    def test_a_service_refusal_is_its_text_without_end_quotes(self, exc: BaseException,
+                                                             text: str) -> None:
+        assert refusal(commands(FakeService(exc)).show({"mid": 1})) == text
+        assert refusal(commands(FakeService(exc)).delay({"mid": 1, "delay": "2y"})) == text
+
+    def test_a_refusal_of_the_command_itself_is_as_written(self) -> None:
+        result = ActionResult(1, False, text="not an address: 'nobody'")
+        assert refusal(commands(FakeService(result=result)).copy(
+            {"mid": 1, "address": "nobody"})) == "not an address: 'nobody'"
+
+    def test_anything_else_passes_to_the_admin_socket(self) -> None:
+        with pytest.raises(RuntimeError, match="boom"):
+            asyncio.run(commands(FakeService(RuntimeError("boom"))).show({"mid": 1}))

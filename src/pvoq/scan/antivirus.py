@@ -29,6 +29,7 @@ from email.policy import compat32
 from enum import StrEnum
 from typing import Any, Final, Protocol
 
+from pvoq.config.filterlang import BuiltinQuarantine
 from pvoq.scan.check import Pvo, Stage, row
 from pvoq.scan.message import ScanMessage
 from pvoq.scan.verdict import BOUNCE, DROP, CheckAction, CheckResult, ScanError, Verdict
@@ -211,7 +212,7 @@ class AntivirusCheck:
     name: str = Stage.ANTIVIRUS
     title = "Anti-virus"
     pvo: str = Pvo.VIRUS
-    quarantine = "Virus"
+    quarantine = BuiltinQuarantine.VIRUS
 
     def __init__(self, engine: AvEngine, *, unscannable_action: str, timeout_s: float,
                  enabled: bool = True) -> None:

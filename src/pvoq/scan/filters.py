@@ -25,6 +25,7 @@ from pvoq.config.filterlang import (
     Action,
     All,
     Any_,
+    BuiltinQuarantine,
     Compare,
     Condition,
     Const,
@@ -169,7 +170,7 @@ class FilterSet:
 
     def __init__(self, stage: str, kind: str, filters: Sequence[Filter], *,
                  skip_on_skip_filters: tuple[str, ...] = (), title: str = "",
-                 quarantine: str = "Policy", timeout_s: float = 10.0) -> None:
+                 quarantine: str = BuiltinQuarantine.POLICY, timeout_s: float = 10.0) -> None:
         self.name = stage
         self.kind = kind  # "message filter" | "content filter" (the reason's prefix)
         self.filters = tuple(filters)

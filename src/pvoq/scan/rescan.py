@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from pvoq.config.filterlang import BuiltinQuarantine
 from pvoq.cpq.transfer import Kind, Origin, RescanAction, RescanNotice
 from pvoq.fsutil import atomic_write, fsync_dir, remove_durably, remove_leftovers
 from pvoq.scan.antivirus import AvEngine, AvVerdict
@@ -145,7 +146,7 @@ def notice(decision: Decision, copy: OutbreakCopy, *, hostname: str, serial: str
     return RescanNotice(
         transfer_id=f"o-{serial}-{copy.mid}-{uuid.uuid4().hex[:12]}",
         origin=Origin(hostname=hostname, serial=serial, mid=copy.mid),
-        quarantine_transfer_id=copy.transfer_id, quarantine="Outbreak",
+        quarantine_transfer_id=copy.transfer_id, quarantine=BuiltinQuarantine.OUTBREAK,
         action=decision.action, reason=decision.reason, rescanned_at=now(),
         retention_s=decision.retention_s, rules_version=decision.rules_version)
 

@@ -41,11 +41,14 @@ from pvoq.config.model import (
     GatewayRecord,
     Interface,
     Listener,
+    ListenerProtocol,
+    ListenerType,
     MailPolicy,
     OutbreakSettings,
     PvoSettings,
     QuarantineDefinition,
     QuarantineStoreSettings,
+    Role,
     Route,
     ScanSettings,
     SshSettings,
@@ -57,6 +60,7 @@ from pvoq.config.model import (
 from pvoq.config.xmltree import Node, parse_xml
 
 T = TypeVar("T")
+S = TypeVar("S", bound=str)
 
 _TRUE = {"true", "yes", "on", "1", "enabled"}
 _FALSE = {"false", "no", "off", "0", "disabled"}
@@ -169,8 +173,9 @@ def _ip(raw: str) -> str:
     return str(ipaddress.ip_address(raw))
 
 
-def _choice(*choices: str) -> Callable[[str], str]:
-    def convert(raw: str) -> str:
+def _choice(*choices: S) -> Callable[[str], S]:
+    """A converter to one of *choices* (strings or a StrEnum's members), matched without case."""
+    def convert(raw: str) -> S:
         for c in choices:
             if raw.lower() == c.lower():
                 return c
@@ -206,7 +211,7 @@ class _Loader:
             raise root.error(f"root element must be <config>, not <{root.tag}>")
         root, cluster = self._cluster(root)
         system = root.require("system")
-        role = _value(system, "role", _choice(ROLE_GATEWAY, ROLE_MANAGER), required=True)
+        role = _value(system, "role", _choice(*Role), required=True)
         hostname = _value(system, "hostname", str, required=True)
         serial = _value(system, "serial_number", str, required=True)
         data_dir = self._path(system, "data_dir", must_exist=False)
@@ -347,17 +352,17 @@ class _Loader:
 
     def _listener(self, node: Node) -> Listener:
         fields = _Fields(node, Listener)
-        protocol = fields("protocol", _choice("SMTP", "CPQ"))
+        protocol = fields("protocol", _choice(*ListenerProtocol))
         hat_node = node.require("hat")
         hat: Hat = parse_hat(hat_node.text, first_line=hat_node.line)
         return Listener(
             name=fields("name", str),
             protocol=protocol,
             interface_name=fields("interface_name", str),
-            port=(fields("port", _port, default=CPQ_DEFAULT_PORT) if protocol == "CPQ"
+            port=(fields("port", _port, default=CPQ_DEFAULT_PORT) if protocol == ListenerProtocol.CPQ
                   else fields("port", _port)),
             listen_queue_size=fields("listen_queue_size", _positive_int),
-            type=fields("type", _choice("public", "private")),
+            type=fields("type", _choice(*ListenerType)),
             hat=hat,
             rat=self._rat(node.require("rat")),
             max_message_size=fields("max_message_size", _positive_int),
@@ -388,9 +393,9 @@ class _Loader:
                     f"{members}\n    $RELAYED (Only select hosts can relay from this box)\n"
                     "ALL\n  $BLOCKED (Everyone else)\n")
         return Listener(
-            name=CPQ_LISTENER_NAME, protocol="CPQ", interface_name=pvo.interface_name,
+            name=CPQ_LISTENER_NAME, protocol=ListenerProtocol.CPQ, interface_name=pvo.interface_name,
             port=pvo.port, listen_queue_size=file_default(Listener, "listen_queue_size"),
-            type="private", hat=parse_hat(hat_text),
+            type=ListenerType.PRIVATE, hat=parse_hat(hat_text),
             rat=make_rat([("ALL", "ACCEPT", 0)]), generated=True,
         )
 

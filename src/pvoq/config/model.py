@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import MISSING, Field, dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,32 @@ THE_CPQ_HOST = "the.cpq.host"
 THE_CPQ_RELEASE_HOST = "the.cpq.release.host"
 DEFAULT_CIPHERS = "HIGH:MEDIUM:-aNULL"
 
-ROLE_GATEWAY = "gateway"
-ROLE_MANAGER = "manager"
+
+
+class Role(StrEnum):
+    """What an appliance is (`<system><role>`)."""
+
+    GATEWAY = "gateway"
+    MANAGER = "manager"
+
+
+class ListenerProtocol(StrEnum):
+    """What a listener speaks: plain SMTP, or CPQ (the hidden `cpq_listener`)."""
+
+    SMTP = "SMTP"
+    CPQ = "CPQ"
+
+
+class ListenerType(StrEnum):
+    """AsyncOS's listener types: a public one receives from the Internet, a private one
+    relays for inside hosts."""
+
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+ROLE_GATEWAY = Role.GATEWAY
+ROLE_MANAGER = Role.MANAGER
 
 XML_TAG = "pvoq.xml"
 """Field metadata: the element a field is read from, relative to its section, `/` between
@@ -88,11 +113,11 @@ class Listener:
     """A public or private SMTP listener, or the hidden CPQ listener."""
 
     name: str = field(metadata={XML_TAG: "listener_name"})
-    protocol: str = field(metadata={FILE_DEFAULT: "SMTP"})  # "SMTP" | "CPQ"
+    protocol: ListenerProtocol = field(metadata={FILE_DEFAULT: ListenerProtocol.SMTP})
     interface_name: str
     port: int = field(metadata={FILE_DEFAULT: 25})  # a CPQ listener's: CPQ_DEFAULT_PORT
     listen_queue_size: int = field(metadata={FILE_DEFAULT: 50})
-    type: str = field(metadata={FILE_DEFAULT: "public"})  # "public" | "private"
+    type: ListenerType = field(metadata={FILE_DEFAULT: ListenerType.PUBLIC})
     hat: Hat
     rat: Rat
     max_message_size: int = 10 * 1024 * 1024
@@ -105,7 +130,7 @@ class Listener:
 
     @property
     def is_cpq(self) -> bool:
-        return self.protocol == "CPQ"
+        return self.protocol == ListenerProtocol.CPQ
 
 
 @dataclass(frozen=True)

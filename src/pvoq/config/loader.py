@@ -14,6 +14,7 @@ declares for that field (`file_default`).
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from dataclasses import MISSING
@@ -154,6 +155,14 @@ def _seconds(raw: str) -> float:
     value = float(raw)
     if value <= 0:
         raise ValueError("not a positive number of seconds")
+    return value
+
+
+def _limit_seconds(raw: str) -> float:
+    """A time limit: a finite, positive number of seconds (no nan, inf or 1e400)."""
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("not a finite, positive number of seconds")
     return value
 
 
@@ -363,6 +372,10 @@ class _Loader:
             max_message_size=fields("max_message_size", _positive_int),
             max_connections=fields("max_connections", _positive_int),
             timeout_seconds=fields("timeout_seconds", _seconds),
+            max_junk_commands=fields("max_junk_commands", _positive_int),
+            max_session_seconds=fields("max_session_seconds", _limit_seconds),
+            starttls_deadline_seconds=fields("starttls_deadline_seconds", _limit_seconds),
+            reject_unauth_pipelining=fields("reject_unauth_pipelining", _bool),
             ssl_ciphers=fields("ssl_ciphers", str),
             certificate=(self._path(node, "certificate")
                          if node.first("certificate") is not None else None),

@@ -3,7 +3,10 @@
 Owns, for every listener (public, private and the CPQ one): ICIDs and their
 `New SMTP ICID` / `New CPQ ICID` lines, the HAT decision at connect time
 (REJECT answers 554 and closes, TCPREFUSE closes at once), the RAT at RCPT,
-MIDs from MAIL FROM on with AsyncOS tracking lines, and the `ICID close`
+MIDs from MAIL FROM on with AsyncOS tracking lines, the session limits
+(junk commands, session lifetime, a CPQ listener's STARTTLS deadline,
+commands pipelined after DATA: each answered 421 or 554 and the connection
+closed, with an `ICID <icid> Receiving Failed: …` line), and the `ICID close`
 line. What happens to an accepted message is the handler's `accept()`; this
 module never writes a spool or a quarantine itself.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import re
 import socket
@@ -62,6 +66,12 @@ class ConnectionGate:
             assert session.transport is not None
             session.transport.close()
         return len(closing)
+
+
+# Commands that move no mail (Postfix's junk commands, and HELP); unknown and
+# erroneous commands (a 500-504 reply, or 530 before a required STARTTLS) count too.
+JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "ETRN", "HELP"})
+_JUNK_REPLIES = frozenset({b"500", b"501", b"502", b"503", b"504", b"530"})
 
 
 def _has_bare_newline(content: bytes) -> bool:
@@ -158,6 +168,10 @@ class PvoqSMTP(HookNames, SMTP):
         self._refusal: StatusCode | None = None  # a policy limit's reply: refused at once
         self.tls_unavailable = False    # TLS required by the policy, no certificate to offer
         self._reply_lines: list[bytes] = []  # a multi-line reply being gathered (push)
+        self._junk = 0                  # junk commands since connect or the last message
+        self._busy = False              # a command is being answered (DATA stored, ...)
+        self._ending: tuple[StatusCode, str] | None = None  # a limit reached while busy
+        self._limit_timers: list[asyncio.TimerHandle] = []
         super().__init__(handler, hostname=context.hostname, ident="pvoq ESMTP",
                          data_size_limit=listener.max_message_size,
                          timeout=listener.timeout_seconds, **kwargs)
@@ -165,6 +179,10 @@ class PvoqSMTP(HookNames, SMTP):
         # grows; give each session its own (RFC 5321 4.5.3.1.4: 512 octets).
         self.command_size_limits = collections.defaultdict(
             lambda: self.command_size_limit, self.extra_command_size_limits)
+        # Every command goes through `_limited`: junk counted, limits applied between
+        # commands. (aiosmtpd answers unknown commands itself, and closes after five.)
+        self._smtp_methods = {name: self._limited(name, method)
+                              for name, method in self._smtp_methods.items()}
 
     def _create_session(self) -> Session:
         fresh = PvoqSession(self.loop)
@@ -195,6 +213,86 @@ class PvoqSMTP(HookNames, SMTP):
         if self.gate.active < self.listener.max_connections:
             self.gate.sessions.add(self)
             self._counted = True
+        # The session's lifetime, whatever it does (the idle timeout is aiosmtpd's, per
+        # command read); on a CPQ listener, the time it has to complete STARTTLS.
+        loop = self.loop
+        self._limit_timers.append(loop.call_later(
+            self.listener.max_session_seconds, self._limit_reached, replies.SESSION_TOO_LONG,
+            f"session older than max_session_seconds {self.listener.max_session_seconds:g}"))
+        if self.listener.is_cpq:
+            self._limit_timers.append(loop.call_later(
+                self.listener.starttls_deadline_seconds, self._starttls_deadline))
+
+    # -- session limits ----------------------------------------------------------------
+    def _limited(self, command: str, method: Callable[[str], Any]) -> Callable[[str], Any]:
+        """*method* (aiosmtpd's `smtp_<command>`) under the session limits."""
+        junk = command in JUNK_COMMANDS
+
+        @functools.wraps(method)  # keeps aiosmtpd's syntax marks (EHLO, HELP)
+        async def run(arg: str) -> None:
+            if junk and self._count_junk():
+                await self._end(replies.TOO_MANY_JUNK_COMMANDS, self._junk_reason())
+                return
+            self._busy = True
+            try:
+                await method(arg)
+            finally:
+                self._busy = False
+            if self._ending is not None and self.transport is not None:
+                await self._end(*self._ending)
+        return run
+
+    def _count_junk(self) -> bool:
+        """One more junk command; True once over the listener's `max_junk_commands`."""
+        self._junk += 1
+        return self._junk > self.listener.max_junk_commands
+
+    def _junk_reason(self) -> str:
+        return (f"too many junk commands ({self._junk}; max_junk_commands "
+                f"{self.listener.max_junk_commands})")
+
+    def _log_cut(self, reason: str) -> None:
+        session = self.session
+        icid = session.icid if isinstance(session, PvoqSession) else 0
+        self.context.maillog.info(f"ICID {icid} Receiving Failed: {reason}")
+
+    async def _end(self, reply: StatusCode, reason: str) -> None:
+        """Answer *reply* (a 421) and close: a limit was reached between commands."""
+        self._ending = None
+        self._log_cut(reason)
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._reply_lines.clear()
+        await super().push(str(reply).encode("ascii"))
+        if self.transport is not None:
+            self.transport.close()
+
+    def _limit_reached(self, reply: StatusCode, reason: str) -> None:
+        """A timed limit: said and closed now if the session waits for a command, else
+        once the command under way is answered (a message being stored finishes)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._busy:
+            self._ending = (reply, reason)
+            return
+        self._log_cut(reason)
+        self._writer.write(str(reply).encode("ascii") + b"\r\n")
+        self.transport.close()
+
+    def _starttls_deadline(self) -> None:
+        """A CPQ listener's client has until now to complete STARTTLS."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._original_transport is not None and \
+                getattr(self.session, "ssl", None) is not None and self._tls_handshake_okay:
+            return  # TLS is up (and its certificate accepted)
+        reason = (f"STARTTLS not completed within starttls_deadline_seconds "
+                  f"{self.listener.starttls_deadline_seconds:g}")
+        if self._original_transport is not None:
+            self._log_cut(reason)  # in the middle of the handshake: nothing can be said
+            self.transport.close()
+            return
+        self._limit_reached(replies.STARTTLS_TOO_LATE, reason)
 
     async def _admit(self) -> None:
         """The connection's first lines: who it is (reverse DNS if the HAT needs names),
@@ -285,6 +383,9 @@ class PvoqSMTP(HookNames, SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         session = self.session
+        for timer in self._limit_timers:
+            timer.cancel()
+        self._limit_timers.clear()
         if self._counted:
             self._counted = False
             self.gate.sessions.discard(self)
@@ -309,6 +410,8 @@ class PvoqSMTP(HookNames, SMTP):
             line = b"\r\n".join([*self._reply_lines, line])
             self._reply_lines.clear()
         await super().push(line)
+        if line[:3] in _JUNK_REPLIES and self._count_junk() and self.transport is not None:
+            await self._end(replies.TOO_MANY_JUNK_COMMANDS, self._junk_reason())
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
@@ -337,8 +440,29 @@ class PvoqSMTP(HookNames, SMTP):
         self.envelope.content = self.envelope.original_content = block.content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
+        reply = replies.DATA_OK if status is MISSING else status
+        # Commands sent after the end of the data without waiting for its reply (RFC 2920
+        # makes DATA's reply a synchronisation point): the message keeps its reply, the
+        # commands are refused and the connection closed, as Postfix does.
+        early = self._pipelined_after_data()
+        if early:
+            self._log_cut(f"improper command pipelining after DATA: {early!r}")
         self.context.maillog.flush()  # the client hears of its message after the log does
-        await self.push(replies.DATA_OK if status is MISSING else status)
+        await self.push(reply)
+        if str(reply).startswith("2"):
+            self._junk = 0  # Postfix: the junk count starts again after a message
+        if early:
+            self._reader._buffer.clear()  # type: ignore[attr-defined]
+            await super().push(str(replies.PIPELINING_AFTER_DATA).encode("ascii"))
+            if self.transport is not None:
+                self.transport.close()
+
+    def _pipelined_after_data(self) -> bytes:
+        """What the client sent after the end of the data, before its reply (the first 100
+        bytes), if this listener refuses that; else nothing."""
+        if not self.listener.refuses_pipelining_after_data:
+            return b""
+        return bytes(self._reader._buffer[:100])  # type: ignore[attr-defined]
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parsing: a plain `<local@domain>` at once, anything else

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import inspect
 import re
 import socket
@@ -28,7 +27,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, Envelope, Session, syntax
 
 from pvoq.config.hat import HatDecision, match_hat, match_rat, names_hosts
 from pvoq.config.model import Listener
@@ -36,6 +35,7 @@ from pvoq.counters import Counters
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp import replies
 from pvoq.smtp.data import NOMINAL, TOO_LONG, read_data
+from pvoq.smtp.limits import LimitedSMTP
 from pvoq.smtp.replies import StatusCode
 
 
@@ -66,12 +66,6 @@ class ConnectionGate:
             assert session.transport is not None
             session.transport.close()
         return len(closing)
-
-
-# Commands that move no mail (Postfix's junk commands, and HELP); unknown and
-# erroneous commands (a 500-504 reply, or 530 before a required STARTTLS) count too.
-JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "ETRN", "HELP"})
-_JUNK_REPLIES = frozenset({b"500", b"501", b"502", b"503", b"504", b"530"})
 
 
 def _has_bare_newline(content: bytes) -> bool:
@@ -152,7 +146,7 @@ class HookNames:
         return names
 
 
-class PvoqSMTP(HookNames, SMTP):
+class PvoqSMTP(HookNames, LimitedSMTP):
     """An aiosmtpd session that logs and enforces like an AsyncOS listener."""
 
     extra_command_size_limits: dict[str, int] = {}
@@ -168,10 +162,6 @@ class PvoqSMTP(HookNames, SMTP):
         self._refusal: StatusCode | None = None  # a policy limit's reply: refused at once
         self.tls_unavailable = False    # TLS required by the policy, no certificate to offer
         self._reply_lines: list[bytes] = []  # a multi-line reply being gathered (push)
-        self._junk = 0                  # junk commands since connect or the last message
-        self._busy = False              # a command is being answered (DATA stored, ...)
-        self._ending: tuple[StatusCode, str] | None = None  # a limit reached while busy
-        self._limit_timers: list[asyncio.TimerHandle] = []
         super().__init__(handler, hostname=context.hostname, ident="pvoq ESMTP",
                          data_size_limit=listener.max_message_size,
                          timeout=listener.timeout_seconds, **kwargs)
@@ -179,10 +169,6 @@ class PvoqSMTP(HookNames, SMTP):
         # grows; give each session its own (RFC 5321 4.5.3.1.4: 512 octets).
         self.command_size_limits = collections.defaultdict(
             lambda: self.command_size_limit, self.extra_command_size_limits)
-        # Every command goes through `_limited`: junk counted, limits applied between
-        # commands. (aiosmtpd answers unknown commands itself, and closes after five.)
-        self._smtp_methods = {name: self._limited(name, method)
-                              for name, method in self._smtp_methods.items()}
 
     def _create_session(self) -> Session:
         fresh = PvoqSession(self.loop)
@@ -213,86 +199,7 @@ class PvoqSMTP(HookNames, SMTP):
         if self.gate.active < self.listener.max_connections:
             self.gate.sessions.add(self)
             self._counted = True
-        # The session's lifetime, whatever it does (the idle timeout is aiosmtpd's, per
-        # command read); on a CPQ listener, the time it has to complete STARTTLS.
-        loop = self.loop
-        self._limit_timers.append(loop.call_later(
-            self.listener.max_session_seconds, self._limit_reached, replies.SESSION_TOO_LONG,
-            f"session older than max_session_seconds {self.listener.max_session_seconds:g}"))
-        if self.listener.is_cpq:
-            self._limit_timers.append(loop.call_later(
-                self.listener.starttls_deadline_seconds, self._starttls_deadline))
-
-    # -- session limits ----------------------------------------------------------------
-    def _limited(self, command: str, method: Callable[[str], Any]) -> Callable[[str], Any]:
-        """*method* (aiosmtpd's `smtp_<command>`) under the session limits."""
-        junk = command in JUNK_COMMANDS
-
-        @functools.wraps(method)  # keeps aiosmtpd's syntax marks (EHLO, HELP)
-        async def run(arg: str) -> None:
-            if junk and self._count_junk():
-                await self._end(replies.TOO_MANY_JUNK_COMMANDS, self._junk_reason())
-                return
-            self._busy = True
-            try:
-                await method(arg)
-            finally:
-                self._busy = False
-            if self._ending is not None and self.transport is not None:
-                await self._end(*self._ending)
-        return run
-
-    def _count_junk(self) -> bool:
-        """One more junk command; True once over the listener's `max_junk_commands`."""
-        self._junk += 1
-        return self._junk > self.listener.max_junk_commands
-
-    def _junk_reason(self) -> str:
-        return (f"too many junk commands ({self._junk}; max_junk_commands "
-                f"{self.listener.max_junk_commands})")
-
-    def _log_cut(self, reason: str) -> None:
-        session = self.session
-        icid = session.icid if isinstance(session, PvoqSession) else 0
-        self.context.maillog.info(f"ICID {icid} Receiving Failed: {reason}")
-
-    async def _end(self, reply: StatusCode, reason: str) -> None:
-        """Answer *reply* (a 421) and close: a limit was reached between commands."""
-        self._ending = None
-        self._log_cut(reason)
-        if self.transport is None or self.transport.is_closing():
-            return
-        self._reply_lines.clear()
-        await super().push(str(reply).encode("ascii"))
-        if self.transport is not None:
-            self.transport.close()
-
-    def _limit_reached(self, reply: StatusCode, reason: str) -> None:
-        """A timed limit: said and closed now if the session waits for a command, else
-        once the command under way is answered (a message being stored finishes)."""
-        if self.transport is None or self.transport.is_closing():
-            return
-        if self._busy:
-            self._ending = (reply, reason)
-            return
-        self._log_cut(reason)
-        self._writer.write(str(reply).encode("ascii") + b"\r\n")
-        self.transport.close()
-
-    def _starttls_deadline(self) -> None:
-        """A CPQ listener's client has until now to complete STARTTLS."""
-        if self.transport is None or self.transport.is_closing():
-            return
-        if self._original_transport is not None and \
-                getattr(self.session, "ssl", None) is not None and self._tls_handshake_okay:
-            return  # TLS is up (and its certificate accepted)
-        reason = (f"STARTTLS not completed within starttls_deadline_seconds "
-                  f"{self.listener.starttls_deadline_seconds:g}")
-        if self._original_transport is not None:
-            self._log_cut(reason)  # in the middle of the handshake: nothing can be said
-            self.transport.close()
-            return
-        self._limit_reached(replies.STARTTLS_TOO_LATE, reason)
+        self.start_limit_timers()
 
     async def _admit(self) -> None:
         """The connection's first lines: who it is (reverse DNS if the HAT needs names),
@@ -383,9 +290,7 @@ class PvoqSMTP(HookNames, SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         session = self.session
-        for timer in self._limit_timers:
-            timer.cancel()
-        self._limit_timers.clear()
+        self.cancel_limit_timers()
         if self._counted:
             self._counted = False
             self.gate.sessions.discard(self)
@@ -410,8 +315,7 @@ class PvoqSMTP(HookNames, SMTP):
             line = b"\r\n".join([*self._reply_lines, line])
             self._reply_lines.clear()
         await super().push(line)
-        if line[:3] in _JUNK_REPLIES and self._count_junk() and self.transport is not None:
-            await self._end(replies.TOO_MANY_JUNK_COMMANDS, self._junk_reason())
+        await self.replied(line)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802
@@ -444,25 +348,20 @@ class PvoqSMTP(HookNames, SMTP):
         # Commands sent after the end of the data without waiting for its reply (RFC 2920
         # makes DATA's reply a synchronisation point): the message keeps its reply, the
         # commands are refused and the connection closed, as Postfix does.
-        early = self._pipelined_after_data()
+        early = self.pipelined_after_data()
         if early:
-            self._log_cut(f"improper command pipelining after DATA: {early!r}")
+            self.log_cut(f"improper command pipelining after DATA: {early!r}")
         self.context.maillog.flush()  # the client hears of its message after the log does
         await self.push(reply)
         if str(reply).startswith("2"):
-            self._junk = 0  # Postfix: the junk count starts again after a message
+            self.message_accepted()
         if early:
-            self._reader._buffer.clear()  # type: ignore[attr-defined]
-            await super().push(str(replies.PIPELINING_AFTER_DATA).encode("ascii"))
-            if self.transport is not None:
-                self.transport.close()
+            await self.refuse_pipelined()
 
-    def _pipelined_after_data(self) -> bytes:
-        """What the client sent after the end of the data, before its reply (the first 100
-        bytes), if this listener refuses that; else nothing."""
-        if not self.listener.refuses_pipelining_after_data:
-            return b""
-        return bytes(self._reader._buffer[:100])  # type: ignore[attr-defined]
+    def log_cut(self, reason: str) -> None:
+        session = self.session
+        icid = session.icid if isinstance(session, PvoqSession) else 0
+        self.context.maillog.info(f"ICID {icid} Receiving Failed: {reason}")
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parsing: a plain `<local@domain>` at once, anything else

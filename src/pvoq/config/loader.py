@@ -28,6 +28,7 @@ from pvoq.config.hat import Hat, Rat, make_rat, parse_hat
 from pvoq.config.model import (
     CPQ_DEFAULT_PORT,
     CPQ_LISTENER_NAME,
+    CPQ_MAX_CONN_PER_IP,
     RETENTION_DEFAULT,
     ROLE_GATEWAY,
     ROLE_MANAGER,
@@ -397,7 +398,8 @@ class _Loader:
         else:
             allowed = [pvo.manager_address] if pvo.manager_address else []
         members = "\n".join(f"  {a}" for a in allowed) or "  127.0.0.1"
-        hat_text = ("$RELAYED\n  RELAY {}\n$BLOCKED\n  REJECT {}\nRELAYLIST:\n"
+        hat_text = (f"$RELAYED\n  RELAY {{max_conn_per_ip = {CPQ_MAX_CONN_PER_IP}}}\n"
+                    "$BLOCKED\n  REJECT {}\nRELAYLIST:\n"
                     f"{members}\n    $RELAYED (Only select hosts can relay from this box)\n"
                     "ALL\n  $BLOCKED (Everyone else)\n")
         return Listener(

@@ -134,3 +134,13 @@ class TestGeneratedHats:
         decision = match_hat(listener.hat, peer)
         assert decision.action == "RELAY"
         assert decision.policy.params["max_conn_per_ip"] == str(CPQ_MAX_CONN_PER_IP)
+
+    def test_a_generated_cpq_listener_limits_each_peer_too(self, tmp_path: Path) -> None:
+        """A configuration without a cpq_listener gets one with the same per-peer limit."""
+        text = render(GATEWAY_SPEC)
+        start = text.index("  <listener>\n    <listener_name>cpq_listener")
+        end = text.index("</listener>\n", start) + len("</listener>\n")
+        listener = _listener(tmp_path, CPQ_LISTENER_NAME, text[:start] + text[end:])
+        assert listener.generated
+        decision = match_hat(listener.hat, "10.1.2.3")
+        assert decision.policy.params["max_conn_per_ip"] == str(CPQ_MAX_CONN_PER_IP)

@@ -14,6 +14,7 @@ declares for that field (`file_default`).
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable
 from dataclasses import MISSING
@@ -27,6 +28,7 @@ from pvoq.config.hat import Hat, Rat, make_rat, parse_hat
 from pvoq.config.model import (
     CPQ_DEFAULT_PORT,
     CPQ_LISTENER_NAME,
+    CPQ_MAX_CONN_PER_IP,
     RETENTION_DEFAULT,
     ROLE_GATEWAY,
     ROLE_MANAGER,
@@ -158,6 +160,14 @@ def _seconds(raw: str) -> float:
     value = float(raw)
     if value <= 0:
         raise ValueError("not a positive number of seconds")
+    return value
+
+
+def _limit_seconds(raw: str) -> float:
+    """A time limit: a finite, positive number of seconds (no nan, inf or 1e400)."""
+    value = float(raw)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("not a finite, positive number of seconds")
     return value
 
 
@@ -368,6 +378,10 @@ class _Loader:
             max_message_size=fields("max_message_size", _positive_int),
             max_connections=fields("max_connections", _positive_int),
             timeout_seconds=fields("timeout_seconds", _seconds),
+            max_junk_commands=fields("max_junk_commands", _positive_int),
+            max_session_seconds=fields("max_session_seconds", _limit_seconds),
+            starttls_deadline_seconds=fields("starttls_deadline_seconds", _limit_seconds),
+            reject_unauth_pipelining=fields("reject_unauth_pipelining", _bool),
             ssl_ciphers=fields("ssl_ciphers", str),
             certificate=(self._path(node, "certificate")
                          if node.first("certificate") is not None else None),
@@ -389,7 +403,8 @@ class _Loader:
         else:
             allowed = [pvo.manager_address] if pvo.manager_address else []
         members = "\n".join(f"  {a}" for a in allowed) or "  127.0.0.1"
-        hat_text = ("$RELAYED\n  RELAY {}\n$BLOCKED\n  REJECT {}\nRELAYLIST:\n"
+        hat_text = (f"$RELAYED\n  RELAY {{max_conn_per_ip = {CPQ_MAX_CONN_PER_IP}}}\n"
+                    "$BLOCKED\n  REJECT {}\nRELAYLIST:\n"
                     f"{members}\n    $RELAYED (Only select hosts can relay from this box)\n"
                     "ALL\n  $BLOCKED (Everyone else)\n")
         return Listener(

@@ -26,6 +26,12 @@ from pvoq.config.filterlang import BUILTIN_QUARANTINES, BuiltinQuarantine, Filte
 from pvoq.config.hat import Hat, Rat
 
 CPQ_DEFAULT_PORT = 7025
+DEFAULT_MAX_CONN_PER_IP = 10
+"""The per-address limit (`max_conn_per_ip`) of the mail-flow policies `pvoq init` writes for
+a public listener: AsyncOS's default for its accepting policies."""
+CPQ_MAX_CONN_PER_IP = 20
+"""The same on a `cpq_listener`: a peer's delivery connections (`max_connections_per_host`,
+10 by default) and its readiness checks, with room to spare."""
 CPQ_LISTENER_NAME = "cpq_listener"
 THE_CPQ_HOST = "the.cpq.host"
 THE_CPQ_RELEASE_HOST = "the.cpq.release.host"
@@ -123,6 +129,17 @@ class Listener:
     max_message_size: int = 10 * 1024 * 1024
     max_connections: int = 300          # concurrent sessions; more get 421
     timeout_seconds: float = 300.0      # idle time allowed per SMTP stage (RFC 5321 4.5.3.2)
+    # Session limits (docs/architecture.md, "Limits"): NOOP, RSET, VRFY, EXPN, ETRN, HELP,
+    # unknown and erroneous commands allowed before 421 (Postfix's smtpd_junk_command_limit;
+    # the count starts again after each accepted message); a session's whole lifetime; on a
+    # CPQ listener, the time from connect to a completed STARTTLS.
+    max_junk_commands: int = 100
+    max_session_seconds: float = 900.0
+    starttls_deadline_seconds: float = 10.0
+    # Commands pipelined straight after the end of DATA: the message is accepted, the
+    # commands refused with 554 and the connection closed (Postfix's
+    # smtpd_forbid_unauth_pipelining). None: by the listener, on for a public SMTP listener.
+    reject_unauth_pipelining: bool | None = None
     ssl_ciphers: str | None = None      # this listener's cipher list (default: inbound_ciphers)
     certificate: Path | None = None     # a public listener's STARTTLS certificate (PEM)
     private_key: Path | None = None
@@ -131,6 +148,13 @@ class Listener:
     @property
     def is_cpq(self) -> bool:
         return self.protocol == ListenerProtocol.CPQ
+
+    @property
+    def refuses_pipelining_after_data(self) -> bool:
+        """`reject_unauth_pipelining`, or by default: on for a public SMTP listener."""
+        if self.reject_unauth_pipelining is not None:
+            return self.reject_unauth_pipelining
+        return self.type == "public" and not self.is_cpq
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from xml.sax.saxutils import escape
 
 from pvoq.config.model import (
     CPQ_DEFAULT_PORT,
+    CPQ_MAX_CONN_PER_IP,
     DEFAULT_CIPHERS,
+    DEFAULT_MAX_CONN_PER_IP,
     ROLE_GATEWAY,
     AntivirusSettings,
     DeliverySettings,
@@ -54,7 +56,8 @@ _LISTEN_QUEUE_SIZE = file_default(Listener, "listen_queue_size")
 
 def _hat(relay_hosts: list[str], comment: str) -> str:
     members = "\n".join(f"  {h}" for h in relay_hosts)
-    return (f"$RELAYED\n  RELAY {{}}\n$BLOCKED\n  REJECT {{}}\nRELAYLIST:\n{members}\n"
+    return (f"$RELAYED\n  RELAY {{max_conn_per_ip = {CPQ_MAX_CONN_PER_IP}}}\n"
+            f"$BLOCKED\n  REJECT {{}}\nRELAYLIST:\n{members}\n"
             f"    $RELAYED ({comment})\nALL\n  $BLOCKED (Everyone else)\n")
 
 
@@ -80,7 +83,8 @@ def render(spec: ApplianceSpec) -> str:
         interface = "Incoming Mail"
         listeners += _listener(
             "IncomingMail", "SMTP", interface, spec.smtp_port, "public",
-            "$ACCEPTED\n  ACCEPT {}\nALL\n  $ACCEPTED (Accept everyone; the RAT decides)\n",
+            f"$ACCEPTED\n  ACCEPT {{max_conn_per_ip = {DEFAULT_MAX_CONN_PER_IP}}}\n"
+            "ALL\n  $ACCEPTED (Accept everyone; the RAT decides)\n",
             [(d, "ACCEPT") for d in spec.domains] + [("ALL", "REJECT")])
         relay = [spec.manager_address]
     else:

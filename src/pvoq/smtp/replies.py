@@ -50,6 +50,16 @@ TOO_MANY_RECIPIENTS = StatusCode(452, "4.5.3 Too many recipients")
 TLS_UNAVAILABLE = StatusCode(454, "4.7.0 TLS required but not available, try again later")
 WRONG_TLS = StatusCode(554, "5.7.1 TLS peer refused")
 
+# -- session limits (docs/architecture.md, "Limits"): each closes the connection ----------
+# Postfix's words for its junk and timeout limits, and for its refusal of commands
+# pipelined where RFC 2920 forbids it (smtpd_forbid_unauth_pipelining).
+TOO_MANY_JUNK_COMMANDS = StatusCode(421, "4.7.0 Error: too many junk commands, closing connection")
+SESSION_TOO_LONG = StatusCode(
+    421, "4.4.2 Error: maximum session time exceeded, closing connection")
+STARTTLS_TOO_LATE = StatusCode(
+    421, "4.7.0 Error: STARTTLS not completed in time, closing connection")
+PIPELINING_AFTER_DATA = StatusCode(554, "5.5.0 Error: SMTP protocol synchronization")
+
 # -- EHLO keywords ---------------------------------------------------------------------
 PIPELINING = StatusCode(250, "PIPELINING")   # RFC 2920
 AUTH = StatusCode(250, "AUTH")               # aiosmtpd's, never offered

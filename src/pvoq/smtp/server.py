@@ -3,7 +3,10 @@
 Owns, for every listener (public, private and the CPQ one): ICIDs and their
 `New SMTP ICID` / `New CPQ ICID` lines, the HAT decision at connect time
 (REJECT answers 554 and closes, TCPREFUSE closes at once), the RAT at RCPT,
-MIDs from MAIL FROM on with AsyncOS tracking lines, and the `ICID close`
+MIDs from MAIL FROM on with AsyncOS tracking lines, the session limits
+(junk commands, session lifetime, a CPQ listener's STARTTLS deadline,
+commands pipelined after DATA: each answered 421 or 554 and the connection
+closed, with an `ICID <icid> Receiving Failed: …` line), and the `ICID close`
 line. What happens to an accepted message is the handler's `accept()`; this
 module never writes a spool or a quarantine itself.
 """
@@ -24,7 +27,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, Envelope, Session, syntax
 
 from pvoq.config.hat import HatDecision, match_hat, match_rat, names_hosts
 from pvoq.config.model import Listener
@@ -32,6 +35,7 @@ from pvoq.counters import Counters
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp import replies
 from pvoq.smtp.data import NOMINAL, TOO_LONG, read_data
+from pvoq.smtp.limits import LimitedSMTP
 from pvoq.smtp.replies import StatusCode
 
 
@@ -142,7 +146,7 @@ class HookNames:
         return names
 
 
-class PvoqSMTP(HookNames, SMTP):
+class PvoqSMTP(HookNames, LimitedSMTP):
     """An aiosmtpd session that logs and enforces like an AsyncOS listener."""
 
     extra_command_size_limits: dict[str, int] = {}
@@ -195,6 +199,7 @@ class PvoqSMTP(HookNames, SMTP):
         if self.gate.active < self.listener.max_connections:
             self.gate.sessions.add(self)
             self._counted = True
+        self.start_limit_timers()
 
     async def _admit(self) -> None:
         """The connection's first lines: who it is (reverse DNS if the HAT needs names),
@@ -285,6 +290,7 @@ class PvoqSMTP(HookNames, SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         session = self.session
+        self.cancel_limit_timers()
         if self._counted:
             self._counted = False
             self.gate.sessions.discard(self)
@@ -309,6 +315,7 @@ class PvoqSMTP(HookNames, SMTP):
             line = b"\r\n".join([*self._reply_lines, line])
             self._reply_lines.clear()
         await super().push(line)
+        await self.replied(line)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -337,8 +344,24 @@ class PvoqSMTP(HookNames, SMTP):
         self.envelope.content = self.envelope.original_content = block.content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
+        reply = replies.DATA_OK if status is MISSING else status
+        # Commands sent after the end of the data without waiting for its reply (RFC 2920
+        # makes DATA's reply a synchronisation point): the message keeps its reply, the
+        # commands are refused and the connection closed, as Postfix does.
+        early = self.pipelined_after_data()
+        if early:
+            self.log_cut(f"improper command pipelining after DATA: {early!r}")
         self.context.maillog.flush()  # the client hears of its message after the log does
-        await self.push(replies.DATA_OK if status is MISSING else status)
+        await self.push(reply)
+        if str(reply).startswith("2"):
+            self.message_accepted()
+        if early:
+            await self.refuse_pipelined()
+
+    def log_cut(self, reason: str) -> None:
+        session = self.session
+        icid = session.icid if isinstance(session, PvoqSession) else 0
+        self.context.maillog.info(f"ICID {icid} Receiving Failed: {reason}")
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's address parsing: a plain `<local@domain>` at once, anything else

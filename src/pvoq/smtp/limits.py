@@ -1,0 +1,166 @@
+"""The limits of one SMTP session: what a single client may hold of a listener.
+
+Owns, for every listener's sessions (`LimitedSMTP`, the base of
+`smtp.server.PvoqSMTP`):
+
+- junk commands: NOOP, RSET, VRFY, EXPN, ETRN, HELP, and every command
+  answered 500-504 or 530, counted against the listener's
+  `max_junk_commands`; the count starts again after each accepted message
+  (Postfix's `smtpd_junk_command_limit`). Over it: 421 and close;
+- the session's lifetime (`max_session_seconds`), from connect, whatever the
+  session does: the idle timeout stays aiosmtpd's, per command read, so
+  NOOPs keep a session from idling but not from ending;
+- on a CPQ listener, the time from connect to a completed STARTTLS
+  (`starttls_deadline_seconds`);
+- commands pipelined straight after the end of DATA, where the listener
+  refuses them (`Listener.refuses_pipelining_after_data`): the message keeps
+  its reply, then 554 and close (Postfix's `smtpd_forbid_unauth_pipelining`).
+
+A timed limit reached while a command is under way (a message being
+received or stored) waits for that command's reply: nothing acknowledged is
+cut short. Each cut is logged `ICID <icid> Receiving Failed: <reason>` by the
+session's `log_cut`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from pvoq.config.model import Listener
+from pvoq.smtp import replies
+from pvoq.smtp.replies import StatusCode
+
+# Commands that move no mail (Postfix's junk commands, and HELP); unknown and
+# erroneous commands (a 500-504 reply, or 530 before a required STARTTLS) count too.
+JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "ETRN", "HELP"})
+JUNK_REPLIES = frozenset({b"500", b"501", b"502", b"503", b"504", b"530"})
+PIPELINED_SHOWN = 100  # bytes of what was pipelined after DATA, in the log line
+
+
+class LimitedSMTP(SMTP):
+    """aiosmtpd's session under the listener's limits; `listener` is set before
+    `__init__` runs, and the subclass logs each cut (`log_cut`)."""
+
+    listener: Listener
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._junk = 0                  # junk commands since connect or the last message
+        self._busy = False              # a command is being answered (DATA stored, ...)
+        self._ending: tuple[StatusCode, str] | None = None  # a limit reached while busy
+        self._limit_timers: list[asyncio.TimerHandle] = []
+        super().__init__(*args, **kwargs)
+        # Every command goes through `_limited`. (aiosmtpd answers unknown commands
+        # itself, counted here by their reply, and closes after five.)
+        self._smtp_methods = {name: self._limited(name, method)
+                              for name, method in self._smtp_methods.items()}
+
+    def log_cut(self, reason: str) -> None:
+        raise NotImplementedError
+
+    # -- what the session calls ----------------------------------------------------------
+    def start_limit_timers(self) -> None:
+        """At connect: the session's lifetime, and a CPQ listener's STARTTLS deadline."""
+        listener = self.listener
+        self._limit_timers.append(self.loop.call_later(
+            listener.max_session_seconds, self._limit_reached, replies.SESSION_TOO_LONG,
+            f"session older than max_session_seconds {listener.max_session_seconds:g}"))
+        if listener.is_cpq:
+            self._limit_timers.append(self.loop.call_later(
+                listener.starttls_deadline_seconds, self._starttls_deadline))
+
+    def cancel_limit_timers(self) -> None:
+        for timer in self._limit_timers:
+            timer.cancel()
+        self._limit_timers.clear()
+
+    async def replied(self, line: bytes) -> None:
+        """After each reply: an unknown or erroneous command counts as junk."""
+        if line[:3] in JUNK_REPLIES and self._count_junk() and self.transport is not None:
+            await self._end(replies.TOO_MANY_JUNK_COMMANDS, self._junk_reason())
+
+    def message_accepted(self) -> None:
+        self._junk = 0  # Postfix: the junk count starts again after a message
+
+    def pipelined_after_data(self) -> bytes:
+        """What the client sent after the end of the data, before its reply (the first
+        bytes), if this listener refuses that; else nothing."""
+        if not self.listener.refuses_pipelining_after_data:
+            return b""
+        return bytes(self._reader._buffer[:PIPELINED_SHOWN])  # type: ignore[attr-defined]
+
+    async def refuse_pipelined(self) -> None:
+        """Once the message has its reply: the early commands refused, the connection closed."""
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+        await SMTP.push(self, str(replies.PIPELINING_AFTER_DATA))
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- the limits ----------------------------------------------------------------------
+    def _limited(self, command: str, method: Callable[[str], Any]) -> Callable[[str], Any]:
+        """*method* (aiosmtpd's `smtp_<command>`) under the session limits."""
+        junk = command in JUNK_COMMANDS
+
+        @functools.wraps(method)  # keeps aiosmtpd's syntax marks (EHLO, HELP)
+        async def run(arg: str) -> None:
+            if junk and self._count_junk():
+                await self._end(replies.TOO_MANY_JUNK_COMMANDS, self._junk_reason())
+                return
+            self._busy = True
+            try:
+                await method(arg)
+            finally:
+                self._busy = False
+            if self._ending is not None and self.transport is not None:
+                await self._end(*self._ending)
+        return run
+
+    def _count_junk(self) -> bool:
+        """One more junk command; True once over the listener's `max_junk_commands`."""
+        self._junk += 1
+        return self._junk > self.listener.max_junk_commands
+
+    def _junk_reason(self) -> str:
+        return (f"too many junk commands ({self._junk}; max_junk_commands "
+                f"{self.listener.max_junk_commands})")
+
+    async def _end(self, reply: StatusCode, reason: str) -> None:
+        """Answer *reply* (a 421) and close: a limit was reached between commands."""
+        self._ending = None
+        self.log_cut(reason)
+        if self.transport is None or self.transport.is_closing():
+            return
+        await SMTP.push(self, str(reply))
+        if self.transport is not None:
+            self.transport.close()
+
+    def _limit_reached(self, reply: StatusCode, reason: str) -> None:
+        """A timed limit: said and closed now if the session waits for a command, else
+        once the command under way is answered (a message being stored finishes)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._busy:
+            self._ending = (reply, reason)
+            return
+        self.log_cut(reason)
+        self._writer.write(str(reply).encode("ascii") + b"\r\n")
+        self.transport.close()
+
+    def _starttls_deadline(self) -> None:
+        """A CPQ listener's client has until now to complete STARTTLS."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._original_transport is not None and \
+                getattr(self.session, "ssl", None) is not None and self._tls_handshake_okay:
+            return  # TLS is up (and its certificate accepted)
+        reason = (f"STARTTLS not completed within starttls_deadline_seconds "
+                  f"{self.listener.starttls_deadline_seconds:g}")
+        if self._original_transport is not None:
+            self.log_cut(reason)  # in the middle of the handshake: nothing can be said
+            self.transport.close()
+            return
+        self._limit_reached(replies.STARTTLS_TOO_LATE, reason)

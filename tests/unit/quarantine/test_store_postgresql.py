@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from pathlib import Path
+from unittest.mock import ANY
 
 from alembic import command
 from qhelpers import put
@@ -13,10 +14,12 @@ from test_migrations import schema_differences
 
 from pvoq.quarantine.migrate import alembic_config, current, head
 from pvoq.quarantine.schema import HELD_BYTES, held_counts, make_engine
+from pvoq.quarantine.settings import DAY, RELEASE, QuarantineSettings, merge_settings
 from pvoq.quarantine.store import RELEASED, QuarantineStore
 from pvoq.testing.pgserver import PostgresServer
 
 TWO_GIB = 2**31
+SETTINGS = merge_settings([QuarantineSettings("HR", 14 * DAY, RELEASE, False)])
 
 
 def fresh_database(server: PostgresServer) -> str:
@@ -88,20 +91,24 @@ class TestSixtyFourBitCounters:
 
 class TestManagersStartedAtOnce:
     def test_fresh_database(self, postgres: PostgresServer, tmp_path: Path) -> None:
-        """Managers opening one fresh database together all come up, at the head revision."""
+        """Managers opening one fresh database together all come up, at the head revision,
+        with the configured quarantines recorded once."""
         for attempt in range(3):
             url = fresh_database(postgres)
-            ready = threading.Barrier(3)
+            ready, synced = threading.Barrier(3), threading.Barrier(3)
             opened: list[QuarantineStore] = []
             errors: list[BaseException] = []
 
             def start(n: int, url: str = url, ready: threading.Barrier = ready,
+                      synced: threading.Barrier = synced,
                       opened: list[QuarantineStore] = opened,
                       errors: list[BaseException] = errors) -> None:
                 ready.wait(timeout=30)
                 try:
-                    opened.append(QuarantineStore(url, tmp_path / f"bodies{n}",
-                                                  node=f"manager-{n}"))
+                    store = QuarantineStore(url, tmp_path / f"bodies{n}", node=f"manager-{n}")
+                    opened.append(store)
+                    synced.wait(timeout=60)
+                    assert store.sync_quarantines(SETTINGS) == []   # as a manager starts
                 except BaseException as exc:  # noqa: BLE001 - reported by the assertion
                     errors.append(exc)
 
@@ -116,8 +123,10 @@ class TestManagersStartedAtOnce:
                 assert len(opened) == 3
                 assert current(opened[0].engine) == head()
                 for n, store in enumerate(opened, start=1):
-                    put(store, n, "Policy")
+                    put(store, n, "Policy" if n % 2 else "HR")
                 assert opened[0].held_count() == 3
+                assert opened[0].counts() == {"Policy": (2, ANY), "HR": (1, ANY)}
+                assert opened[0].held_count("HR") == 1
             finally:
                 for store in opened:
                     store.close()

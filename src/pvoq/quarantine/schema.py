@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -44,6 +45,10 @@ from sqlalchemy.engine import Engine
 
 metadata = MetaData()
 
+# Every MID, counter, sum and size is 64-bit: the held bytes pass 2^31 at 2 GiB. SQLite's
+# INTEGER is already 64-bit (and an `INTEGER PRIMARY KEY` is the rowid), so SQLite keeps it.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
+
 quarantines = Table(
     "quarantines", metadata,
     Column("name", String(64), primary_key=True),
@@ -57,17 +62,17 @@ quarantines = Table(
 
 messages = Table(
     "messages", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),  # the manager's MID
+    Column("id", BigInt, primary_key=True, autoincrement=False),  # the manager's MID
     Column("transfer_id", String(128), nullable=False, unique=True),
     Column("origin_host", String(255), nullable=False),
     Column("origin_serial", String(64), nullable=False),
-    Column("origin_mid", Integer, nullable=False),
+    Column("origin_mid", BigInt, nullable=False),
     Column("origin_ip", String(64), nullable=False),
     Column("sender", String(512), nullable=False),
     Column("recipients", Text, nullable=False),   # JSON list of {rid, address}
     Column("subject", Text, nullable=False),
     Column("received_at", Float, nullable=False),
-    Column("size", Integer, nullable=False),
+    Column("size", BigInt, nullable=False),
     Column("body_path", Text, nullable=False),    # "" when the body is in the database
     Column("state", String(16), nullable=False),
     Column("claimed_by", String(128)),
@@ -84,7 +89,7 @@ messages = Table(
 
 message_quarantines = Table(
     "message_quarantines", metadata,
-    Column("message_id", Integer, ForeignKey("messages.id"), primary_key=True),
+    Column("message_id", BigInt, ForeignKey("messages.id"), primary_key=True),
     Column("quarantine", String(64), primary_key=True),
     Column("reason", Text, nullable=False),
     Column("stage", String(64), nullable=False),
@@ -93,7 +98,7 @@ message_quarantines = Table(
     Column("state", String(16), nullable=False),
     Column("acted_at", Float),
     Column("how", String(32)),
-    Column("reason_id", Integer),                 # reasons.id: searches scan the few reasons
+    Column("reason_id", BigInt),                 # reasons.id: searches scan the few reasons
     Index("ix_mq_held", "quarantine", "state", "received_at"),
     Index("ix_mq_held_mid", "quarantine", "state", "message_id"),
     Index("ix_mq_reason", "reason_id", "state", "quarantine", "message_id"),
@@ -103,18 +108,18 @@ message_quarantines = Table(
 
 message_recipients = Table(
     "message_recipients", metadata,
-    Column("message_id", Integer, ForeignKey("messages.id"), primary_key=True),
-    Column("rid", Integer, primary_key=True),
+    Column("message_id", BigInt, ForeignKey("messages.id"), primary_key=True),
+    Column("rid", BigInt, primary_key=True),
     Column("address", String(512), nullable=False),
     Index("ix_recipients_address", "address"),
 )
 
 attachments = Table(
     "attachments", metadata,
-    Column("message_id", Integer, ForeignKey("messages.id"), primary_key=True),
-    Column("n", Integer, primary_key=True),
+    Column("message_id", BigInt, ForeignKey("messages.id"), primary_key=True),
+    Column("n", Integer, primary_key=True),      # the part's index in its message
     Column("name", String(512), nullable=False),
-    Column("size", Integer, nullable=False),
+    Column("size", BigInt, nullable=False),
     Column("name_rev", String(512), nullable=False, server_default=""),  # lower, reversed
     Index("ix_attachments_name", "name"),
     Index("ix_attachments_name_rev", "name_rev", "message_id"),
@@ -124,19 +129,19 @@ attachments = Table(
 # messages, so a reason search scans these and then follows an index.
 reasons = Table(
     "reasons", metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BigInt, primary_key=True),
     Column("text", Text, nullable=False, unique=True),
 )
 
 message_bodies = Table(
     "message_bodies", metadata,
-    Column("message_id", Integer, primary_key=True, autoincrement=False),
+    Column("message_id", BigInt, primary_key=True, autoincrement=False),
     Column("body", LargeBinary, nullable=False),
 )
 
 audit = Table(
     "audit", metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInt, primary_key=True, autoincrement=False),
     Column("at", Float, nullable=False),
     Column("actor", String(128), nullable=False),
     Column("origin", String(128), nullable=False),
@@ -148,8 +153,8 @@ audit = Table(
 
 audit_head = Table(
     "audit_head", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
-    Column("seq", Integer, nullable=False),
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: one row
+    Column("seq", BigInt, nullable=False),
     Column("hash", String(64), nullable=False),
 )
 
@@ -158,7 +163,7 @@ audit_head = Table(
 held_counts = Table(
     "held_counts", metadata,
     Column("quarantine", String(64), primary_key=True),
-    Column("n", Integer, nullable=False),
+    Column("n", BigInt, nullable=False),
 )
 ALL_HELD = "*"
 HELD_BYTES = "*bytes"   # the bytes of the messages held: what the space quota counts

@@ -130,21 +130,22 @@ class QuarantineStore:
         """
         self.settings = dict(settings)
         pending: list[tuple[int, str, str]] = []
+        insert = self._insert()
         with self.engine.begin() as conn:
             known = {r.name: r for r in conn.execute(select(quarantines))}
             for name, q in settings.items():
                 values = dict(builtin=q.builtin, retention_s=q.retention_s,
                               default_action=q.default_action, overflow=q.overflow,
                               settings=q.to_json(), deleted=False)
-                if name in known:
-                    conn.execute(update(quarantines).where(quarantines.c.name == name)
-                                 .values(**values))
-                else:
-                    conn.execute(quarantines.insert().values(name=name, **values))
+                # An upsert: another manager starting at the same time may add it first.
+                conn.execute(insert(quarantines).values(name=name, **values)
+                             .on_conflict_do_update(index_elements=["name"], set_=values))
             have = {q for (q,) in conn.execute(select(held_counts.c.quarantine))}
-            for name in [*settings, ALL_HELD, HELD_BYTES]:
-                if name not in have:
-                    conn.execute(held_counts.insert().values(quarantine=name, n=0))
+            missing = [n for n in [*settings, ALL_HELD, HELD_BYTES] if n not in have]
+            if missing:
+                conn.execute(insert(held_counts).values([{"quarantine": n, "n": 0}
+                                                         for n in missing])
+                             .on_conflict_do_nothing())
             for name, row in known.items():
                 if name in settings or row.deleted:
                     continue
@@ -246,19 +247,24 @@ class QuarantineStore:
             select(reasons.c.text, reasons.c.id).where(reasons.c.text.in_(texts)))}
         missing = [t for t in texts if t not in found]
         if missing:
-            insert = sqlite_insert if self.dialect == "sqlite" else pg_insert
-            conn.execute(insert(reasons).values([{"text": t} for t in missing])
+            conn.execute(self._insert()(reasons).values([{"text": t} for t in missing])
                          .on_conflict_do_nothing())
             found.update({t: int(i) for t, i in conn.execute(
                 select(reasons.c.text, reasons.c.id).where(reasons.c.text.in_(missing)))})
         return found
+
+    def _insert(self) -> Callable[..., Any]:
+        """This dialect's INSERT (with ON CONFLICT): SQLite's or PostgreSQL's."""
+        return sqlite_insert if self.dialect == "sqlite" else pg_insert
 
     def _count(self, conn: Connection, deltas: dict[str, int]) -> None:
         for name, delta in deltas.items():
             if delta and conn.execute(update(held_counts).where(
                     held_counts.c.quarantine == name)
                     .values(n=held_counts.c.n + delta)).rowcount == 0:
-                conn.execute(held_counts.insert().values(quarantine=name, n=delta))
+                conn.execute(self._insert()(held_counts).values(quarantine=name, n=delta)
+                             .on_conflict_do_update(index_elements=["quarantine"],
+                                                    set_={"n": held_counts.c.n + delta}))
 
     def held_count(self, quarantine: str | None = None) -> int:
         """Messages held in *quarantine* (None: in any), from the maintained counters."""

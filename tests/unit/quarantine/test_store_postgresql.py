@@ -109,7 +109,7 @@ class TestManagersStartedAtOnce:
                     opened.append(store)
                     synced.wait(timeout=60)
                     assert store.sync_quarantines(SETTINGS) == []   # as a manager starts
-                except BaseException as exc:  # noqa: BLE001 - reported by the assertion
+                except BaseException as exc:
                     errors.append(exc)
 
             threads = [threading.Thread(target=start, args=(n,), daemon=True) for n in range(3)]

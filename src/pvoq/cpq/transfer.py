@@ -153,22 +153,25 @@ def _check_bounds(name: str, value: Any) -> None:
 
 
 def check_json(obj: Any) -> None:
-    """MetadataError unless *obj* (a decoded JSON value) is at most MAX_DEPTH deep and every
-    number in it is finite, and every integer fits 64 bits: what SQLite's `json_extract`
-    and PostgreSQL's `jsonb` take. Iterative: any depth costs no recursion."""
-    stack: list[tuple[Any, int]] = [(obj, 1)]
+    """MetadataError unless *obj* (a decoded JSON value) is at most MAX_DEPTH deep, every
+    number in it finite and every integer within 64 bits: what SQLite's `json_extract` and
+    PostgreSQL's `jsonb` take. Iterative: any depth costs no recursion."""
+    stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
     while stack:
-        value, depth = stack.pop()
+        value, depth, path = stack.pop()
         if isinstance(value, dict | list):
             if depth > MAX_DEPTH:
                 raise MetadataError(f"metadata is nested deeper than {MAX_DEPTH} levels")
-            children = value.values() if isinstance(value, dict) else value
-            stack.extend((child, depth + 1) for child in children)
+            if isinstance(value, dict):
+                stack.extend((v, depth + 1, f"{path}.{k}" if path else str(k))
+                             for k, v in value.items())
+            else:
+                stack.extend((v, depth + 1, f"{path}[]") for v in value)
         elif isinstance(value, float) and not math.isfinite(value):
-            raise MetadataError("metadata holds a number that is not finite")
+            raise MetadataError(f"field {path or 'metadata'} is not a finite number")
         elif (isinstance(value, int) and not isinstance(value, bool)
               and not -MAX_INT - 1 <= value <= MAX_INT):
-            raise MetadataError("metadata holds an integer outside 64 bits")
+            raise MetadataError(f"field {path or 'metadata'} is out of range (64 bits)")
 
 
 def _is(value: Any, kind: type | tuple[type, ...]) -> bool:

@@ -35,6 +35,7 @@ from pvoq.counters import Counters
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp import replies
 from pvoq.smtp.data import NOMINAL, TOO_LONG, read_data
+from pvoq.smtp.headers import header_text, log_safe
 from pvoq.smtp.limits import LimitedSMTP
 from pvoq.smtp.replies import StatusCode
 
@@ -107,8 +108,8 @@ def message_info(content: bytes) -> MessageInfo:
     end = content.find(b"\r\n\r\n")
     head = BytesHeaderParser(policy=compat32).parsebytes(
         content if end < 0 else content[:end + 2])
-    return MessageInfo(subject=str(head.get("Subject", "") or ""),
-                       message_id=str(head.get("Message-ID", "") or "").strip())
+    return MessageInfo(subject=header_text(head, "Subject"),
+                       message_id=header_text(head, "Message-ID").strip())
 
 
 # `<dot-atom@domain>` and its parameters: the paths nearly every client sends.
@@ -508,9 +509,10 @@ class BaseHandler(HookNames):
             return str(replies.BARE_NEWLINE)
         info = message_info(content)
         if info.message_id:
-            log.info(f"MID {mid} Message-ID '{info.message_id}'")
-        log.info(f'MID {mid} Subject "{info.subject}"')
-        log.info(f"MID {mid} ready {len(content)} bytes from <{envelope.mail_from}>")
+            log.info(f"MID {mid} Message-ID '{log_safe(info.message_id)}'")
+        log.info(f'MID {mid} Subject "{log_safe(info.subject)}"')
+        log.info(f"MID {mid} ready {len(content)} bytes from "
+                 f"<{log_safe(str(envelope.mail_from))}>")
         try:
             reply = await self._store(server, session, envelope, content, info)
         except Exception as exc:  # the client must retry; nothing was acknowledged

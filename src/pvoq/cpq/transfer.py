@@ -23,10 +23,12 @@ written again is the same JSON object.
 Everything a transfer says is bounded (docs/cpq.md, "Limits"), so that what
 the manager accepts it can also store, search and release: integers are
 0 to 2^63-1 (SQLite's and PostgreSQL's 64-bit integers), numbers finite,
-addresses at most 254 octets (local part 64: RFC 5321 4.5.3.1), other
-strings and lists of a bounded length, and the JSON nested at most
-`MAX_DEPTH` deep. A field outside its bounds is a `MetadataError` like a
-missing one: it can never succeed, so the listener answers 554.
+other strings and lists of a bounded length, and the JSON nested at most
+`MAX_DEPTH` deep. Addresses (254 octets, RFC 5321 4.5.3.1.3) and recipients
+(1,000) have the bounds every SMTP listener applies (`smtp.limits`): what a
+gateway accepted it can ship, and a release never carries what a gateway's
+listener would refuse. A field outside its bounds is a `MetadataError` like
+a missing one: it can never succeed, so the listener answers 554.
 """
 
 from __future__ import annotations
@@ -38,16 +40,16 @@ from enum import StrEnum
 from typing import Any, ClassVar, Self
 
 from pvoq.errors import ProtocolError
+from pvoq.smtp.limits import MAX_ADDRESS_OCTETS, MAX_RECIPIENTS
 
 VERSION = 1
 
 # -- limits (docs/cpq.md, "Limits") ----------------------------------------------------
 MAX_INT = 2**63 - 1        # MIDs, RIDs, ICIDs, sizes, entries: 0..MAX_INT (64-bit columns)
-MAX_ADDRESS = 254          # octets of an address (RFC 5321 4.5.3.1.3 path minus <>)
-MAX_LOCAL_PART = 64        # octets of its local part (RFC 5321 4.5.3.1.1)
+MAX_ADDRESS = MAX_ADDRESS_OCTETS  # octets of an address, as every listener takes them
 MAX_NAME = 255             # hostnames, serials, quarantine and stage names, versions
 MAX_TEXT = 2000            # reasons, details, rescan reasons
-MAX_RECIPIENTS = 1000      # recipients of one message
+# MAX_RECIPIENTS: recipients of one message, as every listener takes them
 MAX_QUARANTINES = 64       # quarantines one message goes to
 MAX_TRACE = 256            # scan_trace steps, and hits/misses of one step
 MAX_DEPTH = 32             # nesting of the metadata JSON (the modelled part needs 4)
@@ -113,10 +115,6 @@ class _Fields:
         octets = value.encode("utf-8", "surrogatepass")
         if len(octets) > MAX_ADDRESS:
             raise MetadataError(f"field {name} is longer than {MAX_ADDRESS} octets")
-        local, at, _ = value.rpartition("@")
-        if at and len(local.encode("utf-8", "surrogatepass")) > MAX_LOCAL_PART:
-            raise MetadataError(f"field {name} has a local part longer than "
-                                f"{MAX_LOCAL_PART} octets")
         if not value.isprintable():  # control characters, CR and LF included
             raise MetadataError(f"field {name} is not an address")
         return value

@@ -14,7 +14,13 @@ Owns, for every listener's sessions (`LimitedSMTP`, the base of
   (`starttls_deadline_seconds`);
 - commands pipelined straight after the end of DATA, where the listener
   refuses them (`Listener.refuses_pipelining_after_data`): the message keeps
-  its reply, then 554 and close (Postfix's `smtpd_forbid_unauth_pipelining`).
+  its reply, then 554 and close (Postfix's `smtpd_forbid_unauth_pipelining`);
+- what one message may carry whatever the HAT says: addresses of at most
+  `MAX_ADDRESS_OCTETS` (RFC 5321 4.5.3.1.3: a path is 256 octets with its
+  `<>`; longer is a syntax error, 501) and at most `MAX_RECIPIENTS`
+  recipients (more: 452, the client sends the rest in another transaction).
+  CPQ metadata has the same bounds (`cpq.transfer`), so that what a gateway
+  accepts it can ship, and what the manager stores it can release.
 
 A timed limit reached while a command is under way (a message being
 received or stored) waits for that command's reply: nothing acknowledged is
@@ -34,6 +40,9 @@ from aiosmtpd.smtp import SMTP
 from pvoq.config.model import Listener
 from pvoq.smtp import replies
 from pvoq.smtp.replies import StatusCode
+
+MAX_ADDRESS_OCTETS = 254   # an address (a path without its <>), RFC 5321 4.5.3.1.3
+MAX_RECIPIENTS = 1000      # recipients of one message (AsyncOS's default per message)
 
 # Commands that move no mail (Postfix's junk commands, and HELP); unknown and
 # erroneous commands (a 500-504 reply, or 530 before a required STARTTLS) count too.

@@ -36,7 +36,7 @@ from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp import replies
 from pvoq.smtp.data import NOMINAL, TOO_LONG, read_data
 from pvoq.smtp.headers import header_text, log_safe
-from pvoq.smtp.limits import LimitedSMTP
+from pvoq.smtp.limits import MAX_ADDRESS_OCTETS, MAX_RECIPIENTS, LimitedSMTP
 from pvoq.smtp.replies import StatusCode
 
 
@@ -385,6 +385,9 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             addr = address.addr_spec
         if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
             return None, None
+        if len(addr) > MAX_ADDRESS_OCTETS // 4 and len(
+                addr.encode("utf-8", "surrogateescape")) > MAX_ADDRESS_OCTETS:
+            return None, None
         return addr, rest
 
     async def smtp_RSET(self, arg: str) -> None:
@@ -487,6 +490,10 @@ class BaseHandler(HookNames):
         if policy is not None and limit is not None and len(envelope.rcpt_tos) >= int(limit):
             log.info(f"MID {envelope.mid} ICID {session.icid} To: <{address}> Rejected: "
                      f"max_rcpts_per_msg {limit} reached (policy {policy.name})")
+            return str(replies.TOO_MANY_RECIPIENTS)
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            log.info(f"MID {envelope.mid} ICID {session.icid} To: <{address}> Rejected: "
+                     f"{MAX_RECIPIENTS} recipients per message reached")
             return str(replies.TOO_MANY_RECIPIENTS)
         rid = len(envelope.rcpt_tos)
         envelope.rcpt_tos.append(address)

@@ -448,3 +448,17 @@ def test_metadata_that_can_never_succeed_is_554_before_354(
     run(scenario)
     after = sorted(p.name for p in tmp_path.iterdir())
     assert set(after) - set(before) <= {"logs", "ids.json"}
+
+
+def test_a_listener_takes_at_most_1000_recipients_per_message(run: Any) -> None:
+    """What a listener takes, CPQ metadata can carry: the 1,001st recipient gets 452."""
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        await smtp.mail("alice@example.org")
+        for i in range(1000):
+            assert (await command(smtp, f"RCPT TO:<u{i}@example.com>"))[0] == 250
+        code, text = await command(smtp, "RCPT TO:<u1000@example.com>")
+        assert (code, text) == (452, "4.5.3 Too many recipients")
+        await smtp.quit()
+        assert "1000 recipients per message reached" in s.log()
+    run(scenario)

@@ -40,7 +40,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Self
 
 from pvoq.errors import ProtocolError
-from pvoq.smtp.limits import MAX_ADDRESS_OCTETS, MAX_RECIPIENTS
+from pvoq.smtp.limits import MAX_ADDRESS_OCTETS, MAX_RECIPIENTS, address_fault
 
 VERSION = 1
 
@@ -112,11 +112,9 @@ class _Fields:
             if empty:
                 return value
             raise MetadataError(f"field {name} is empty")
-        octets = value.encode("utf-8", "surrogatepass")
-        if len(octets) > MAX_ADDRESS:
-            raise MetadataError(f"field {name} is longer than {MAX_ADDRESS} octets")
-        if not value.isprintable():  # control characters, CR and LF included
-            raise MetadataError(f"field {name} is not an address")
+        fault = address_fault(value)  # what every SMTP listener refuses
+        if fault is not None:
+            raise MetadataError(f"field {name} {fault}")
         return value
 
     def items(self, key: str, limit: int) -> list[Any]:

@@ -40,3 +40,10 @@ def test_addresses_longer_than_rfc5321_allows_are_refused(path: str, taken: bool
     refuses longer addresses, so a listener must not take them either."""
     address, _ = PvoqSMTP._getaddr(types.SimpleNamespace(local_part_limit=0), path)  # type: ignore[arg-type]
     assert (address is not None) == taken
+
+
+@pytest.mark.parametrize("path", ['<"a\x1bb"@example.org>', '<"a\x00b"@example.org>',
+                                  '<"a\x7fb"@example.org>'])
+def test_control_characters_in_an_address_are_refused(path: str) -> None:
+    """RFC 5321's quoted strings allow no control characters; CPQ metadata refuses them."""
+    assert PvoqSMTP._getaddr(types.SimpleNamespace(local_part_limit=0), path) == (None, None)  # type: ignore[arg-type]

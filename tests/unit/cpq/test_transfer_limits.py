@@ -8,6 +8,7 @@ raised in bounded time whatever the input.
 from __future__ import annotations
 
 import base64
+import copy
 import time
 from typing import Any
 
@@ -160,3 +161,49 @@ class TestLists:
         transfer = parse_transfer(edited(gateway_quarantine(), "recipients", many))
         assert isinstance(transfer, QuarantineTransfer)
         assert len(transfer.recipients) == MAX_RECIPIENTS
+
+
+HOSTILE_VALUES: list[Any] = [
+    None, True, -1, 0, 2**31, 2**63 - 1, 2**63, 2**70, -(2**64), 1.5, -0.0, 1e308,
+    float("nan"), float("inf"), "", "x" * 300, "x" * 3000, "a\x00b", "a\r\nb", "ü" * 200,
+    [], [[[]]], {}, {"a": [1, {"b": None}]}, ["x"] * 2000,
+]
+
+
+def _paths(obj: Any, prefix: str = "") -> list[str]:
+    found = []
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) \
+        if isinstance(obj, list) else []
+    for key, value in items:
+        path = f"{prefix}{key}"
+        found.append(path)
+        found.extend(_paths(value, path + "."))
+    return found
+
+
+@pytest.mark.parametrize("build", [gateway_quarantine, manager_release, gateway_notice])
+def test_any_hostile_field_is_a_metadata_error_or_storable(build: Any) -> None:
+    """Every field set to every hostile value: MetadataError, or a transfer whose JSON is
+    strict (no NaN), fits 64-bit integers and reads back the same."""
+    import json
+    import random
+
+    rng = random.Random(16)
+    base = build()
+    cases = [(p, v) for p in _paths(base) for v in HOSTILE_VALUES]
+    rng.shuffle(cases)
+    started = time.monotonic()
+    for path, value in cases:
+        obj = copy.deepcopy(base)
+        *parents, last = path.split(".")
+        node = obj
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = value
+        try:
+            transfer = parse_transfer(obj)
+        except MetadataError:
+            continue
+        text = json.dumps(transfer.to_json(), allow_nan=False)
+        assert parse_transfer(json.loads(text)).to_json() == transfer.to_json()
+    assert time.monotonic() - started < 30

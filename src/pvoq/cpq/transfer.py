@@ -48,7 +48,8 @@ VERSION = 1
 MAX_INT = 2**63 - 1        # MIDs, RIDs, ICIDs, sizes, entries: 0..MAX_INT (64-bit columns)
 MAX_ADDRESS = MAX_ADDRESS_OCTETS  # octets of an address, as every listener takes them
 MAX_NAME = 255             # hostnames, serials, quarantine and stage names, versions
-MAX_TEXT = 2000            # reasons, details, rescan reasons
+MAX_TEXT = 2000            # octets of reasons, details, rescan reasons (PostgreSQL indexes
+                           # `reasons.text`: a b-tree entry is at most ~2,700 octets)
 # MAX_RECIPIENTS: recipients of one message, as every listener takes them
 MAX_QUARANTINES = 64       # quarantines one message goes to
 MAX_TRACE = 256            # scan_trace steps, and hits/misses of one step
@@ -102,6 +103,14 @@ class _Fields:
         value = self.optional(key, str) if optional else self.require(key, str)
         if value is not None and len(value) > limit:
             raise MetadataError(f"field {self.where}{key} is longer than {limit} characters")
+        return value
+
+    def prose(self, key: str, *, optional: bool = False) -> Any:
+        """A free text field of at most MAX_TEXT octets of UTF-8 (see `fit_text`)."""
+        value = self.optional(key, str) if optional else self.require(key, str)
+        if value is not None and len(value) > MAX_TEXT // 4 and len(
+                value.encode("utf-8", "surrogatepass")) > MAX_TEXT:
+            raise MetadataError(f"field {self.where}{key} is longer than {MAX_TEXT} octets")
         return value
 
     def address(self, key: str, *, empty: bool = False) -> str:
@@ -168,6 +177,21 @@ def check_json(obj: Any) -> None:
         elif (isinstance(value, int) and not isinstance(value, bool)
               and not -MAX_INT - 1 <= value <= MAX_INT):
             raise MetadataError(f"field {path or 'metadata'} is out of range (64 bits)")
+
+
+def fit_text(text: str, limit: int = MAX_TEXT) -> str:
+    """*text* cut to at most *limit* octets of UTF-8 (on a character boundary, with "...").
+
+    What a gateway builds (`QuarantineRef`, `RescanNotice`) goes through this, so that an
+    anti-virus verdict naming hundreds of viruses or a long filter source still makes a
+    transfer the manager accepts: the manager refuses what is longer, never cuts it.
+    """
+    if len(text) <= limit // 4:
+        return text
+    octets = text.encode("utf-8", "surrogatepass")
+    if len(octets) <= limit:
+        return text
+    return octets[:limit - 3].decode("utf-8", "ignore") + "..."
 
 
 def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
@@ -243,14 +267,20 @@ class QuarantineRef:
     threat_level: int | None = None   # Outbreak Filters' threat level
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
+    def __post_init__(self) -> None:
+        # Built by a gateway from a verdict: cut to what the manager accepts (`fit_text`).
+        object.__setattr__(self, "reason", fit_text(self.reason))
+        if self.detail is not None:
+            object.__setattr__(self, "detail", fit_text(self.detail))
+
     @classmethod
     def from_json(cls, obj: Any) -> Self:
         if not isinstance(obj, dict):
             raise MetadataError("quarantines[] must be objects")
         f = _Fields(obj, "quarantines[].")
-        return cls(name=f.text("name", MAX_NAME), reason=f.text("reason", MAX_TEXT),
+        return cls(name=f.text("name", MAX_NAME), reason=f.prose("reason"),
                    stage=f.text("stage", MAX_NAME),
-                   detail=f.text("detail", MAX_TEXT, optional=True),
+                   detail=f.prose("detail", optional=True),
                    retention_s=f.optional("retention_s", (int, float)),
                    threat_level=f.optional("threat_level", int), extra=f.extra())
 
@@ -456,6 +486,9 @@ class RescanNotice:
     rules_version: str | None = None    # the Outbreak rules the rescan used
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", fit_text(self.reason))  # as `QuarantineRef`
+
     @classmethod
     def from_json(cls, obj: Any) -> Self:
         f, _, transfer_id, origin = _header(obj, cls.kind)
@@ -464,7 +497,7 @@ class RescanNotice:
         action = f.require("action", str)
         if action not in RescanAction.__members__.values():
             raise MetadataError(f"unknown rescan action {action!r}")
-        reason = f.text("reason", MAX_TEXT)
+        reason = f.prose("reason")
         rescanned_at = f.require("rescanned_at", (int, float))
         if action == RescanAction.EXTEND:
             retention_s = f.require("retention_s", (int, float))

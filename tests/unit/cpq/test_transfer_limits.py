@@ -24,6 +24,7 @@ from pvoq.cpq.transfer import (
     MAX_RECIPIENTS,
     MAX_TEXT,
     MetadataError,
+    QuarantineRef,
     QuarantineTransfer,
     parse_transfer,
 )
@@ -135,18 +136,36 @@ class TestStrings:
         assert error_of(edited(gateway_quarantine(), "recipients.0.address", address)) == (
             "field recipients[].address is not an address")
 
-    @pytest.mark.parametrize(("dotted", "limit"), [
-        ("origin.hostname", MAX_NAME), ("origin.serial", MAX_NAME),
-        ("quarantines.0.name", MAX_NAME), ("quarantines.0.reason", MAX_TEXT),
-        ("quarantines.0.detail", MAX_TEXT), ("quarantines.0.stage", MAX_NAME)])
-    def test_long_strings(self, dotted: str, limit: int) -> None:
+    @pytest.mark.parametrize("dotted", [
+        "origin.hostname", "origin.serial", "quarantines.0.name", "quarantines.0.stage"])
+    def test_long_names(self, dotted: str) -> None:
         name = dotted.replace(".0.", "[].")
-        assert error_of(edited(gateway_quarantine(), dotted, "x" * (limit + 1))) == (
-            f"field {name} is longer than {limit} characters")
+        assert error_of(edited(gateway_quarantine(), dotted, "x" * (MAX_NAME + 1))) == (
+            f"field {name} is longer than {MAX_NAME} characters")
+
+    @pytest.mark.parametrize("dotted", ["quarantines.0.reason", "quarantines.0.detail"])
+    def test_long_texts_in_octets(self, dotted: str) -> None:
+        name = dotted.replace(".0.", "[].")
+        assert parse_transfer(edited(gateway_quarantine(), dotted, "x" * MAX_TEXT))
+        assert error_of(edited(gateway_quarantine(), dotted, "ü" * (MAX_TEXT // 2 + 1))) == (
+            f"field {name} is longer than {MAX_TEXT} octets")
 
     def test_long_notice_reason(self) -> None:
         assert error_of(edited(gateway_notice(), "reason", "x" * (MAX_TEXT + 1))) == (
-            f"field reason is longer than {MAX_TEXT} characters")
+            f"field reason is longer than {MAX_TEXT} octets")
+
+    def test_what_a_gateway_builds_is_cut_to_fit(self) -> None:
+        """An a/v verdict naming hundreds of viruses, a long filter source: the gateway's
+        transfer still fits what the manager accepts."""
+        names = " ".join(f"Win.Test.Virus-{i}" for i in range(500))
+        ref = QuarantineRef(name="Virus", reason=f"a/v verdict:VIRAL {names}",
+                            stage="antivirus", detail="ö" * 5000)
+        assert len(ref.reason.encode()) <= MAX_TEXT and ref.reason.endswith("...")
+        assert ref.reason.startswith("a/v verdict:VIRAL Win.Test.Virus-0 ")
+        assert ref.detail is not None and len(ref.detail.encode()) <= MAX_TEXT
+        assert QuarantineRef.from_json(ref.to_json()) == ref
+        short = QuarantineRef(name="Policy", reason="content filter:x", stage="content_filters")
+        assert short.reason == "content filter:x"
 
 
 class TestLists:

@@ -47,7 +47,8 @@ VERSION = 1
 # -- limits (docs/cpq.md, "Limits") ----------------------------------------------------
 MAX_INT = 2**63 - 1        # MIDs, RIDs, ICIDs, sizes, entries: 0..MAX_INT (64-bit columns)
 MAX_ADDRESS = MAX_ADDRESS_OCTETS  # octets of an address, as every listener takes them
-MAX_NAME = 255             # hostnames, serials, quarantine and stage names, versions
+MAX_NAME = 255             # hostnames, quarantine names, peers, rules versions
+MAX_SHORT = 64             # serials and stage names (the manager's columns are 64 wide)
 MAX_TEXT = 2000            # octets of reasons, details, rescan reasons (PostgreSQL indexes
                            # `reasons.text`: a b-tree entry is at most ~2,700 octets)
 # MAX_RECIPIENTS: recipients of one message, as every listener takes them
@@ -226,7 +227,7 @@ class Origin:
     @classmethod
     def from_json(cls, obj: Any) -> Self:
         f = _Fields(obj, "origin.")
-        return cls(hostname=f.text("hostname", MAX_NAME), serial=f.text("serial", MAX_NAME),
+        return cls(hostname=f.text("hostname", MAX_NAME), serial=f.text("serial", MAX_SHORT),
                    mid=f.require("mid", int), icid=f.optional("icid", int),
                    peer=f.text("peer", MAX_NAME, optional=True), extra=f.extra())
 
@@ -279,7 +280,7 @@ class QuarantineRef:
             raise MetadataError("quarantines[] must be objects")
         f = _Fields(obj, "quarantines[].")
         return cls(name=f.text("name", MAX_NAME), reason=f.prose("reason"),
-                   stage=f.text("stage", MAX_NAME),
+                   stage=f.text("stage", MAX_SHORT),
                    detail=f.prose("detail", optional=True),
                    retention_s=f.optional("retention_s", (int, float)),
                    threat_level=f.optional("threat_level", int), extra=f.extra())
@@ -428,8 +429,8 @@ class ReleasePart:
         stages = f.items("stages", MAX_QUARANTINES)
         if not all(isinstance(s, str) for s in stages):
             raise MetadataError("release.stages[] must be strings")
-        if any(len(s) > MAX_NAME for s in stages):
-            raise MetadataError(f"release.stages[] must be at most {MAX_NAME} characters")
+        if any(len(s) > MAX_SHORT for s in stages):
+            raise MetadataError(f"release.stages[] must be at most {MAX_SHORT} characters")
         names = f.optional("quarantines", list)
         if names is not None and not all(isinstance(n, str) for n in names):
             f.taken.discard("quarantines")

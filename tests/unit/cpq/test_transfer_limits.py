@@ -22,6 +22,7 @@ from pvoq.cpq.transfer import (
     MAX_INT,
     MAX_NAME,
     MAX_RECIPIENTS,
+    MAX_SHORT,
     MAX_TEXT,
     MetadataError,
     QuarantineRef,
@@ -136,12 +137,14 @@ class TestStrings:
         assert error_of(edited(gateway_quarantine(), "recipients.0.address", address)) == (
             "field recipients[].address is not an address")
 
-    @pytest.mark.parametrize("dotted", [
-        "origin.hostname", "origin.serial", "quarantines.0.name", "quarantines.0.stage"])
-    def test_long_names(self, dotted: str) -> None:
+    @pytest.mark.parametrize(("dotted", "limit"), [
+        ("origin.hostname", MAX_NAME), ("origin.serial", MAX_SHORT),
+        ("quarantines.0.name", MAX_NAME), ("quarantines.0.stage", MAX_SHORT)])
+    def test_long_names(self, dotted: str, limit: int) -> None:
         name = dotted.replace(".0.", "[].")
-        assert error_of(edited(gateway_quarantine(), dotted, "x" * (MAX_NAME + 1))) == (
-            f"field {name} is longer than {MAX_NAME} characters")
+        assert parse_transfer(edited(gateway_quarantine(), dotted, "x" * limit))
+        assert error_of(edited(gateway_quarantine(), dotted, "x" * (limit + 1))) == (
+            f"field {name} is longer than {limit} characters")
 
     @pytest.mark.parametrize("dotted", ["quarantines.0.reason", "quarantines.0.detail"])
     def test_long_texts_in_octets(self, dotted: str) -> None:

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from pvoq.cpq.transfer import (
+    MAX_DEPTH,
     VERSION,
     Kind,
     MetadataError,
@@ -43,11 +44,23 @@ def encode_chunks(meta: dict[str, Any]) -> list[str]:
     return [text[i:i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)] or [""]
 
 
+def _no_constant(name: str) -> Any:
+    raise MetadataError(f"metadata holds {name}, which is not JSON")
+
+
 def _decode(chunks: list[str]) -> Any:
+    """The JSON value the chunks carry: at most MAX_CHUNKS of them (the listener stops
+    taking more), NaN and Infinity refused, any nesting refused without a fault (the
+    parser's recursion limit is a MetadataError; `transfer.check_json` bounds the rest)."""
     if not chunks:
         raise MetadataError("no XCPQ META was sent in this transaction")
     try:
-        return json.loads(base64.b64decode("".join(chunks), validate=True))
+        return json.loads(base64.b64decode("".join(chunks), validate=True),
+                          parse_constant=_no_constant)
+    except MetadataError:
+        raise
+    except RecursionError:
+        raise MetadataError(f"metadata is nested deeper than {MAX_DEPTH} levels") from None
     except (binascii.Error, ValueError) as exc:
         raise MetadataError(f"undecodable metadata ({exc})") from None
 

@@ -22,6 +22,8 @@ from pvoq.cpq.metadata import MAX_CHUNKS, MetadataError, decode_transfer
 from pvoq.cpq.transfer import Transfer
 from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
 
+REASON_CHARS = 200  # of a metadata refusal's reason, in the 554 line and the log
+
 
 class CpqSMTP(PvoqSMTP):
     """SMTP + STARTTLS required + `XCPQ`."""
@@ -61,10 +63,15 @@ class CpqSMTP(PvoqSMTP):
             try:
                 decode_transfer(envelope.cpq_chunks)
             except MetadataError as exc:
-                self.context.maillog.info(f"MID {envelope.mid} CPQ metadata refused: {exc}")
+                # What the gateway sent can never succeed: 554 before 354, so no body
+                # is read, stored or left behind. The reason quotes the peer: bounded
+                # and ASCII on the wire and in the log.
+                reason = str(exc).encode("ascii", "backslashreplace").decode("ascii")
+                reason = reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS] + "..."
+                self.context.maillog.info(f"MID {envelope.mid} CPQ metadata refused: {reason}")
                 self.context.maillog.info(f"Message finished MID {envelope.mid} aborted")
                 self._set_post_data_state()  # the transaction is over, as after any DATA
-                await self.push(replies.METADATA_REFUSED.format(reason=exc))
+                await self.push(replies.METADATA_REFUSED.format(reason=reason))
                 return
         await super().smtp_DATA(arg)
 

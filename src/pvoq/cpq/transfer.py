@@ -19,18 +19,43 @@ contents excepted, which is modelled) and optional fields holding a value of
 another type than the one modelled are not refused: they are kept in the
 object's `extra` mapping and written back unchanged, so a transfer read and
 written again is the same JSON object.
+
+Everything a transfer says is bounded (docs/cpq.md, "Limits"), so that what
+the manager accepts it can also store, search and release: integers are
+0 to 2^63-1 (SQLite's and PostgreSQL's 64-bit integers), numbers finite,
+other strings and lists of a bounded length, and the JSON nested at most
+`MAX_DEPTH` deep. Addresses (254 octets, RFC 5321 4.5.3.1.3) and recipients
+(1,000) have the bounds every SMTP listener applies (`smtp.limits`): what a
+gateway accepted it can ship, and a release never carries what a gateway's
+listener would refuse. A field outside its bounds is a `MetadataError` like
+a missing one: it can never succeed, so the listener answers 554.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
 from pvoq.errors import ProtocolError
+from pvoq.smtp.limits import MAX_ADDRESS_OCTETS, MAX_RECIPIENTS, address_fault
 
 VERSION = 1
+
+# -- limits (docs/cpq.md, "Limits") ----------------------------------------------------
+MAX_INT = 2**63 - 1        # MIDs, RIDs, ICIDs, sizes, entries: 0..MAX_INT (64-bit columns)
+MAX_ADDRESS = MAX_ADDRESS_OCTETS  # octets of an address, as every listener takes them
+MAX_NAME = 255             # hostnames, quarantine names, peers, rules versions
+MAX_SHORT = 64             # serials and stage names (the manager's columns are 64 wide)
+MAX_TEXT = 2000            # octets of reasons, details, rescan reasons (PostgreSQL indexes
+                           # `reasons.text`: a b-tree entry is at most ~2,700 octets)
+# MAX_RECIPIENTS: recipients of one message, as every listener takes them
+MAX_QUARANTINES = 64       # quarantines one message goes to
+MAX_TRACE = 256            # scan_trace steps, and hits/misses of one step
+MAX_DEPTH = 32             # nesting of the metadata JSON (the modelled part needs 4)
+MAX_SECONDS = 1e12         # times and retentions (seconds; ~31,700 years)
 
 
 class MetadataError(ProtocolError, ValueError):
@@ -64,17 +89,55 @@ class _Fields:
         self.taken: set[str] = set()
 
     def require(self, key: str, kind: type | tuple[type, ...]) -> Any:
-        """The value of *key*; MetadataError when it is missing or of another type."""
+        """The value of *key*; MetadataError when it is missing, of another type or
+        out of its bounds (`_check_bounds`)."""
         if key not in self.obj:
             raise MetadataError(f"missing field {self.where}{key}")
         if not _is(self.obj[key], kind):
             raise MetadataError(f"field {self.where}{key} has the wrong type")
+        _check_bounds(f"{self.where}{key}", self.obj[key])
         self.taken.add(key)
         return self.obj[key]
+
+    def text(self, key: str, limit: int, *, optional: bool = False) -> Any:
+        """A string field of at most *limit* characters (None when optional and absent)."""
+        value = self.optional(key, str) if optional else self.require(key, str)
+        if value is not None and len(value) > limit:
+            raise MetadataError(f"field {self.where}{key} is longer than {limit} characters")
+        return value
+
+    def prose(self, key: str, *, optional: bool = False) -> Any:
+        """A free text field of at most MAX_TEXT octets of UTF-8 (see `fit_text`)."""
+        value = self.optional(key, str) if optional else self.require(key, str)
+        if value is not None and len(value) > MAX_TEXT // 4 and len(
+                value.encode("utf-8", "surrogatepass")) > MAX_TEXT:
+            raise MetadataError(f"field {self.where}{key} is longer than {MAX_TEXT} octets")
+        return value
+
+    def address(self, key: str, *, empty: bool = False) -> str:
+        """An address (RFC 5321 lengths); the empty reverse-path only when *empty*."""
+        value: str = self.require(key, str)
+        name = f"{self.where}{key}"
+        if not value:
+            if empty:
+                return value
+            raise MetadataError(f"field {name} is empty")
+        fault = address_fault(value)  # what every SMTP listener refuses
+        if fault is not None:
+            raise MetadataError(f"field {name} {fault}")
+        return value
+
+    def items(self, key: str, limit: int) -> list[Any]:
+        """A list field of at most *limit* items."""
+        value: list[Any] = self.require(key, list)
+        if len(value) > limit:
+            raise MetadataError(f"field {self.where}{key} has more than {limit} items")
+        return value
 
     def optional(self, key: str, kind: type | tuple[type, ...]) -> Any:
         """The value of *key* when present and of *kind*; None otherwise (then kept in extra)."""
         if key in self.obj and _is(self.obj[key], kind):
+            _check_bounds(f"{self.where}{key}", self.obj[key])
             self.taken.add(key)
             return self.obj[key]
         return None
@@ -82,6 +145,54 @@ class _Fields:
     def extra(self) -> dict[str, Any]:
         """The keys not taken, as received."""
         return {k: v for k, v in self.obj.items() if k not in self.taken}
+
+
+def _check_bounds(name: str, value: Any) -> None:
+    """Integers within 0..MAX_INT, numbers finite and within MAX_SECONDS."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int) and not 0 <= value <= MAX_INT:
+        raise MetadataError(f"field {name} is out of range (0 to {MAX_INT})")
+    if isinstance(value, float) and not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
+        raise MetadataError(f"field {name} is out of range (a finite number, "
+                            f"0 to {MAX_SECONDS:.0f})")
+
+
+def check_json(obj: Any) -> None:
+    """MetadataError unless *obj* (a decoded JSON value) is at most MAX_DEPTH deep, every
+    number in it finite and every integer within 64 bits: what SQLite's `json_extract` and
+    PostgreSQL's `jsonb` take. Iterative: any depth costs no recursion."""
+    stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise MetadataError(f"metadata is nested deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                stack.extend((v, depth + 1, f"{path}.{k}" if path else str(k))
+                             for k, v in value.items())
+            else:
+                stack.extend((v, depth + 1, f"{path}[]") for v in value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise MetadataError(f"field {path or 'metadata'} is not a finite number")
+        elif (isinstance(value, int) and not isinstance(value, bool)
+              and not -MAX_INT - 1 <= value <= MAX_INT):
+            raise MetadataError(f"field {path or 'metadata'} is out of range (64 bits)")
+
+
+def fit_text(text: str, limit: int = MAX_TEXT) -> str:
+    """*text* cut to at most *limit* octets of UTF-8 (on a character boundary, with "...").
+
+    What a gateway builds (`QuarantineRef`, `RescanNotice`) goes through this, so that an
+    anti-virus verdict naming hundreds of viruses or a long filter source still makes a
+    transfer the manager accepts: the manager refuses what is longer, never cuts it.
+    """
+    if len(text) <= limit // 4:
+        return text
+    octets = text.encode("utf-8", "surrogatepass")
+    if len(octets) <= limit:
+        return text
+    return octets[:limit - 3].decode("utf-8", "ignore") + "..."
 
 
 def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
@@ -116,9 +227,9 @@ class Origin:
     @classmethod
     def from_json(cls, obj: Any) -> Self:
         f = _Fields(obj, "origin.")
-        return cls(hostname=f.require("hostname", str), serial=f.require("serial", str),
+        return cls(hostname=f.text("hostname", MAX_NAME), serial=f.text("serial", MAX_SHORT),
                    mid=f.require("mid", int), icid=f.optional("icid", int),
-                   peer=f.optional("peer", str), extra=f.extra())
+                   peer=f.text("peer", MAX_NAME, optional=True), extra=f.extra())
 
     def to_json(self) -> dict[str, Any]:
         known = _optional({"hostname": self.hostname, "serial": self.serial, "mid": self.mid},
@@ -139,7 +250,7 @@ class TransferRecipient:
         if not isinstance(obj, dict):
             raise MetadataError("recipients[] must be objects")
         f = _Fields(obj, "recipients[].")
-        return cls(rid=f.require("rid", int), address=f.require("address", str), extra=f.extra())
+        return cls(rid=f.require("rid", int), address=f.address("address"), extra=f.extra())
 
     def to_json(self) -> dict[str, Any]:
         return _with_extra({"rid": self.rid, "address": self.address}, self.extra)
@@ -157,13 +268,20 @@ class QuarantineRef:
     threat_level: int | None = None   # Outbreak Filters' threat level
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
+    def __post_init__(self) -> None:
+        # Built by a gateway from a verdict: cut to what the manager accepts (`fit_text`).
+        object.__setattr__(self, "reason", fit_text(self.reason))
+        if self.detail is not None:
+            object.__setattr__(self, "detail", fit_text(self.detail))
+
     @classmethod
     def from_json(cls, obj: Any) -> Self:
         if not isinstance(obj, dict):
             raise MetadataError("quarantines[] must be objects")
         f = _Fields(obj, "quarantines[].")
-        return cls(name=f.require("name", str), reason=f.require("reason", str),
-                   stage=f.require("stage", str), detail=f.optional("detail", str),
+        return cls(name=f.text("name", MAX_NAME), reason=f.prose("reason"),
+                   stage=f.text("stage", MAX_SHORT),
+                   detail=f.prose("detail", optional=True),
                    retention_s=f.optional("retention_s", (int, float)),
                    threat_level=f.optional("threat_level", int), extra=f.extra())
 
@@ -202,6 +320,10 @@ def _scan_trace(f: _Fields) -> tuple[TraceStep, ...] | None:
     raw = f.optional("scan_trace", list)
     if raw is None:
         return None
+    if len(raw) > MAX_TRACE or any(
+            isinstance(s, dict) and isinstance(s.get(k), list) and len(s[k]) > MAX_TRACE
+            for s in raw for k in ("hits", "misses")):
+        raise MetadataError(f"field scan_trace has more than {MAX_TRACE} items")
     steps = [TraceStep.read(s) for s in raw]
     if not all(steps):
         f.taken.discard("scan_trace")
@@ -214,6 +336,7 @@ def _header(obj: Any, kind: Kind | None) -> tuple[_Fields, Kind, str, Origin]:
 
     *kind*, when given, is the one the caller reads: another valid kind is refused.
     """
+    check_json(obj)
     f = _Fields(obj, "")
     version = f.require("v", int)
     if version != VERSION:
@@ -249,12 +372,12 @@ class _Message:
 
     @staticmethod
     def _read(f: _Fields, kind: Kind) -> dict[str, Any]:
-        sender = f.require("sender", str)
-        raw_recipients = f.require("recipients", list)
+        sender = f.address("sender", empty=True)
+        raw_recipients = f.items("recipients", MAX_RECIPIENTS)
         if not raw_recipients:
             raise MetadataError("recipients is empty")
         recipients = tuple(TransferRecipient.from_json(r) for r in raw_recipients)
-        raw_quarantines = f.require("quarantines", list)
+        raw_quarantines = f.items("quarantines", MAX_QUARANTINES)
         if kind == Kind.QUARANTINE and not raw_quarantines:
             raise MetadataError("a quarantine transfer names at least one quarantine")
         quarantines = tuple(QuarantineRef.from_json(q) for q in raw_quarantines)
@@ -303,9 +426,11 @@ class ReleasePart:
     def from_json(cls, obj: Any) -> Self:
         f = _Fields(obj, "release.")
         entry = f.require("entry", int)
-        stages = f.require("stages", list)
+        stages = f.items("stages", MAX_QUARANTINES)
         if not all(isinstance(s, str) for s in stages):
             raise MetadataError("release.stages[] must be strings")
+        if any(len(s) > MAX_SHORT for s in stages):
+            raise MetadataError(f"release.stages[] must be at most {MAX_SHORT} characters")
         names = f.optional("quarantines", list)
         if names is not None and not all(isinstance(n, str) for n in names):
             f.taken.discard("quarantines")
@@ -362,15 +487,18 @@ class RescanNotice:
     rules_version: str | None = None    # the Outbreak rules the rescan used
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", fit_text(self.reason))  # as `QuarantineRef`
+
     @classmethod
     def from_json(cls, obj: Any) -> Self:
         f, _, transfer_id, origin = _header(obj, cls.kind)
-        quarantine_transfer_id = f.require("quarantine_transfer_id", str)
-        quarantine = f.require("quarantine", str)
+        quarantine_transfer_id = f.text("quarantine_transfer_id", 128)
+        quarantine = f.text("quarantine", MAX_NAME)
         action = f.require("action", str)
         if action not in RescanAction.__members__.values():
             raise MetadataError(f"unknown rescan action {action!r}")
-        reason = f.require("reason", str)
+        reason = f.prose("reason")
         rescanned_at = f.require("rescanned_at", (int, float))
         if action == RescanAction.EXTEND:
             retention_s = f.require("retention_s", (int, float))
@@ -379,7 +507,7 @@ class RescanNotice:
         return cls(transfer_id=transfer_id, origin=origin,
                    quarantine_transfer_id=quarantine_transfer_id, quarantine=quarantine,
                    action=RescanAction(action), reason=reason, rescanned_at=rescanned_at,
-                   retention_s=retention_s, rules_version=f.optional("rules_version", str),
+                   retention_s=retention_s, rules_version=f.text("rules_version", MAX_NAME, optional=True),
                    extra=f.extra())
 
     def to_json(self) -> dict[str, Any]:

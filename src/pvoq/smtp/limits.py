@@ -14,7 +14,14 @@ Owns, for every listener's sessions (`LimitedSMTP`, the base of
   (`starttls_deadline_seconds`);
 - commands pipelined straight after the end of DATA, where the listener
   refuses them (`Listener.refuses_pipelining_after_data`): the message keeps
-  its reply, then 554 and close (Postfix's `smtpd_forbid_unauth_pipelining`).
+  its reply, then 554 and close (Postfix's `smtpd_forbid_unauth_pipelining`);
+- what one message may carry whatever the HAT says: addresses of at most
+  `MAX_ADDRESS_OCTETS` (RFC 5321 4.5.3.1.3: a path is 256 octets with its
+  `<>`; longer, or with a control character, is a syntax error: 501,
+  `address_fault`) and at most `MAX_RECIPIENTS`
+  recipients (more: 452, the client sends the rest in another transaction).
+  CPQ metadata has the same bounds (`cpq.transfer`), so that what a gateway
+  accepts it can ship, and what the manager stores it can release.
 
 A timed limit reached while a command is under way (a message being
 received or stored) waits for that command's reply: nothing acknowledged is
@@ -34,6 +41,24 @@ from aiosmtpd.smtp import SMTP
 from pvoq.config.model import Listener
 from pvoq.smtp import replies
 from pvoq.smtp.replies import StatusCode
+
+MAX_ADDRESS_OCTETS = 254   # an address (a path without its <>), RFC 5321 4.5.3.1.3
+MAX_RECIPIENTS = 1000      # recipients of one message (AsyncOS's default per message)
+
+
+def address_fault(address: str) -> str | None:
+    """Why *address* (a path without its <>) cannot be taken, or None.
+
+    At most MAX_ADDRESS_OCTETS of UTF-8, and printable: RFC 5321's quoted
+    strings allow no control characters (4.1.2), so none can reach a log, a
+    database or a later MAIL command through an address.
+    """
+    if len(address) > MAX_ADDRESS_OCTETS // 4 and len(
+            address.encode("utf-8", "surrogatepass")) > MAX_ADDRESS_OCTETS:
+        return f"is longer than {MAX_ADDRESS_OCTETS} octets"
+    if not address.isprintable():
+        return "is not an address"
+    return None
 
 # Commands that move no mail (Postfix's junk commands, and HELP); unknown and
 # erroneous commands (a 500-504 reply, or 530 before a required STARTTLS) count too.

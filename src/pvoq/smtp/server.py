@@ -35,7 +35,8 @@ from pvoq.counters import Counters
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp import replies
 from pvoq.smtp.data import NOMINAL, TOO_LONG, read_data
-from pvoq.smtp.limits import LimitedSMTP
+from pvoq.smtp.headers import header_text, log_safe
+from pvoq.smtp.limits import MAX_RECIPIENTS, LimitedSMTP, address_fault
 from pvoq.smtp.replies import StatusCode
 
 
@@ -107,8 +108,8 @@ def message_info(content: bytes) -> MessageInfo:
     end = content.find(b"\r\n\r\n")
     head = BytesHeaderParser(policy=compat32).parsebytes(
         content if end < 0 else content[:end + 2])
-    return MessageInfo(subject=str(head.get("Subject", "") or ""),
-                       message_id=str(head.get("Message-ID", "") or "").strip())
+    return MessageInfo(subject=header_text(head, "Subject"),
+                       message_id=header_text(head, "Message-ID").strip())
 
 
 # `<dot-atom@domain>` and its parameters: the paths nearly every client sends.
@@ -384,6 +385,8 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             addr = address.addr_spec
         if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
             return None, None
+        if address_fault(addr) is not None:
+            return None, None
         return addr, rest
 
     async def smtp_RSET(self, arg: str) -> None:
@@ -471,26 +474,31 @@ class BaseHandler(HookNames):
         envelope.mid = self.context.ids.next("mid")
         log = self.context.maillog
         log.info(f"Start MID {envelope.mid} ICID {session.icid}")
-        log.info(f"MID {envelope.mid} ICID {session.icid} From: <{address}>")
+        log.info(f"MID {envelope.mid} ICID {session.icid} From: <{log_safe(address)}>")
         return str(replies.SENDER_OK)
 
     async def handle_RCPT(self, server: PvoqSMTP, session: PvoqSession,
                           envelope: PvoqEnvelope, address: str, options: list[str]) -> str:
         log = self.context.maillog
         entry = match_rat(server.listener.rat, address)
+        shown = log_safe(address)
         if entry is None or entry.access != "ACCEPT":
-            log.info(f"MID {envelope.mid} ICID {session.icid} To: <{address}> Rejected by RAT")
+            log.info(f"MID {envelope.mid} ICID {session.icid} To: <{shown}> Rejected by RAT")
             return str(replies.RCPT_REJECTED)
         policy = session.decision.policy if session.decision is not None else None
         limit = policy.params.get("max_rcpts_per_msg") if policy is not None else None
         if policy is not None and limit is not None and len(envelope.rcpt_tos) >= int(limit):
-            log.info(f"MID {envelope.mid} ICID {session.icid} To: <{address}> Rejected: "
+            log.info(f"MID {envelope.mid} ICID {session.icid} To: <{shown}> Rejected: "
                      f"max_rcpts_per_msg {limit} reached (policy {policy.name})")
+            return str(replies.TOO_MANY_RECIPIENTS)
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+            log.info(f"MID {envelope.mid} ICID {session.icid} To: <{shown}> Rejected: "
+                     f"{MAX_RECIPIENTS} recipients per message reached")
             return str(replies.TOO_MANY_RECIPIENTS)
         rid = len(envelope.rcpt_tos)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
-        log.info(f"MID {envelope.mid} ICID {session.icid} RID {rid} To: <{address}>")
+        log.info(f"MID {envelope.mid} ICID {session.icid} RID {rid} To: <{shown}>")
         return str(replies.RCPT_OK)
 
     async def handle_RSET(self, server: PvoqSMTP, session: PvoqSession,
@@ -508,9 +516,10 @@ class BaseHandler(HookNames):
             return str(replies.BARE_NEWLINE)
         info = message_info(content)
         if info.message_id:
-            log.info(f"MID {mid} Message-ID '{info.message_id}'")
-        log.info(f'MID {mid} Subject "{info.subject}"')
-        log.info(f"MID {mid} ready {len(content)} bytes from <{envelope.mail_from}>")
+            log.info(f"MID {mid} Message-ID '{log_safe(info.message_id)}'")
+        log.info(f'MID {mid} Subject "{log_safe(info.subject)}"')
+        log.info(f"MID {mid} ready {len(content)} bytes from "
+                 f"<{log_safe(str(envelope.mail_from))}>")
         try:
             reply = await self._store(server, session, envelope, content, info)
         except Exception as exc:  # the client must retry; nothing was acknowledged

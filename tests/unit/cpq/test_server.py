@@ -8,6 +8,7 @@ presenting certificates issued by `pvoq.cpq.ca`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import ssl
 from collections.abc import Awaitable, Callable
@@ -389,4 +390,75 @@ def test_peer_from_another_ca_fails_the_handshake(
             await smtp.mail("alice@example.org")
         smtp.close()
         assert s.handler.stored == []
+    run(scenario)
+
+
+def _raw_chunks(raw: bytes) -> list[str]:
+    text = base64.b64encode(raw).decode("ascii")
+    return [text[i:i + CHUNK_CHARS] for i in range(0, len(text), CHUNK_CHARS)]
+
+
+def _meta_with(**fields: Any) -> list[str]:
+    return encode_chunks({**quarantine_meta(), **fields})
+
+
+HOSTILE_METADATA = {
+    "deep": (_raw_chunks(b"[" * 100_000 + b"]" * 100_000), "nested deeper than"),
+    "huge mid": (_meta_with(origin={"hostname": GATEWAY, "serial": "GW1-SN", "mid": 2**70}),
+                 "field origin.mid is out of range"),
+    "nan": (_meta_with(received=float("nan")), "metadata holds NaN"),
+    "infinity": (_meta_with(received=float("inf")), "metadata holds Infinity"),
+    "long sender": (_meta_with(sender="a" * 60 + "@" + "b" * 4940 + ".org"),
+                    "field sender is longer than 254 octets"),
+    "recipients": (_meta_with(recipients=[{"rid": i, "address": f"u{i}@example.com"}
+                                          for i in range(1001)]),
+                   "field recipients has more than 1000 items"),
+    "non-ascii kind": (_meta_with(kind="qüarantine" * 100), "unknown kind 'q\\xfcarantine"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_METADATA)
+def test_metadata_that_can_never_succeed_is_554_before_354(
+        run: Any, tmp_path: Path, case: str) -> None:
+    """DATA answers 554 at once (never 354, never 451): no body is read, nothing is left."""
+    chunks, why = HOSTILE_METADATA[case]
+    assert len(chunks) <= MAX_CHUNKS
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        await smtp.mail("alice@example.org")
+        await smtp.rcpt("bob@example.com")
+        for chunk in chunks:
+            assert (await command(smtp, f"XCPQ META {chunk}"))[0] == 250
+        code, text = await command(smtp, "DATA")
+        assert code == 554
+        assert text.startswith("5.6.0 CPQ metadata refused: ")
+        assert why in text
+        assert len(text) < 300
+        # the session goes on: a good transfer is taken on the same connection
+        lines = [f"XCPQ META {c}" for c in encode_chunks(quarantine_meta())]
+        assert (await transaction(smtp, lines))[0] == 250
+        await smtp.quit()
+        assert len(s.handler.stored) == 1
+        log = s.log()
+        assert "application fault" not in log
+        assert "CPQ metadata refused: " in log
+
+    run(scenario)
+    after = sorted(p.name for p in tmp_path.iterdir())
+    assert set(after) - set(before) <= {"logs", "ids.json"}
+
+
+def test_a_listener_takes_at_most_1000_recipients_per_message(run: Any) -> None:
+    """What a listener takes, CPQ metadata can carry: the 1,001st recipient gets 452."""
+    async def scenario(s: Listening) -> None:
+        smtp = await s.connect()
+        await smtp.mail("alice@example.org")
+        for i in range(1000):
+            assert (await command(smtp, f"RCPT TO:<u{i}@example.com>"))[0] == 250
+        code, text = await command(smtp, "RCPT TO:<u1000@example.com>")
+        assert (code, text) == (452, "4.5.3 Too many recipients")
+        await smtp.quit()
+        assert "1000 recipients per message reached" in s.log()
     run(scenario)

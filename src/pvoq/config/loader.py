@@ -313,7 +313,9 @@ class _Loader:
                 enabled=settings("enabled", _bool),
                 address=settings("address", _ip),
                 port=settings("port", _port),
-                tokens=tuple(tokens))
+                tokens=tuple(tokens),
+                max_body_bytes=settings("max_body_bytes", _positive_int),
+                max_mids=settings("max_mids", _positive_int))
         return {"quarantines": tuple(definitions), "quarantine_store": store_settings,
                 "api": api_settings}
 

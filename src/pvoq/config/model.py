@@ -377,6 +377,8 @@ class ApiSettings:
     address: str = "127.0.0.1"
     port: int = field(default=0, metadata={FILE_DEFAULT: MISSING})  # required in a written <api>
     tokens: tuple[ApiToken, ...] = ()
+    max_body_bytes: int = 1024 * 1024   # a larger request body is refused with 413
+    max_mids: int = 10_000              # MIDs one request may name (400 beyond)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ either end (a `KeyError`'s `str()` has them).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -140,10 +141,15 @@ class QuarantineCommands(CommandSet):
         query = _query(args)
         if args.get("saved"):
             query = self.service.saved_searches(caller)[args["saved"]]
-        data = self.service.bulk(caller, query, str(args["action"]),
-                                 dry_run=bool(args.get("dry_run")),
-                                 quarantine=args.get("quarantine"), delay=args.get("delay"),
-                                 target=args.get("target"), address=args.get("address"))
+        data: dict[str, Any] | None = None
+        for step in self.service.bulk_steps(
+                caller, query, str(args["action"]), dry_run=bool(args.get("dry_run")),
+                quarantine=args.get("quarantine"), delay=args.get("delay"),
+                target=args.get("target"), address=args.get("address")):
+            if step is None:
+                await asyncio.sleep(0)  # a slice done: let CPQ sessions and the rest run
+            data = step
+        assert data is not None
         verb = "would" if data["dry_run"] else "did"
         text = f"{data['action']}: {verb} act on {data['count']} messages"
         if not data["dry_run"]:

@@ -16,6 +16,7 @@ where trigram indexes on `lower(col)` serve them.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -37,6 +38,7 @@ TEXT_OPS = ("contains", "starts_with", "ends_with", "is")
 NEGATED = {"does_not_contain": "contains", "does_not_start_with": "starts_with",
            "does_not_end_with": "ends_with", "is_not": "is"}
 ALL_OPS = (*TEXT_OPS, *NEGATED)
+MAX_INTEGER = 2**63 - 1                        # the database's integers are 64-bit signed
 ORDER_BY = ("received", "sender", "subject", "scheduled_exit", "size")
 PAGE_SIZES = (20, 50, 100, 250)
 
@@ -55,6 +57,23 @@ class TextFilter:
     def __post_init__(self) -> None:
         if self.op not in ALL_OPS:
             raise SearchError(f"unknown text operator {self.op!r}; one of {', '.join(ALL_OPS)}")
+        _check_text("filter value", self.value)
+
+
+def _check_text(what: str, value: object) -> None:
+    """A value every database can compare: a string without NUL."""
+    if not isinstance(value, str):
+        raise SearchError(f"{what} must be text, not {type(value).__name__}")
+    if "\x00" in value:
+        raise SearchError(f"{what} must not contain a NUL character")
+
+
+def _check_integer(what: str, value: object, low: int | None) -> None:
+    """A whole number the database can hold, at least *low* (None: type only)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SearchError(f"{what} must be a whole number, not {value!r}")
+    if low is not None and not low <= value <= MAX_INTEGER:
+        raise SearchError(f"{what} must be between {low} and {MAX_INTEGER}")
 
 
 @dataclass(frozen=True)
@@ -82,8 +101,23 @@ class SearchQuery:
             raise SearchError(f"cannot sort by {self.order_by!r}; one of {', '.join(ORDER_BY)}")
         if self.order_dir not in ("asc", "desc"):
             raise SearchError(f"order direction must be asc or desc, not {self.order_dir!r}")
+        _check_integer("limit", self.limit, None)
+        _check_integer("offset", self.offset, None)
         if self.limit < 1 or self.offset < 0:
             raise SearchError("limit must be positive and offset not negative")
+        for what, number, low in (("limit", self.limit, 1), ("offset", self.offset, 0),
+                                  ("attachment minimum size", self.attachment_min_size, 0),
+                                  ("attachment maximum size", self.attachment_max_size, 0)):
+            if number is not None:
+                _check_integer(what, number, low)
+        for name in self.quarantines:
+            _check_text("quarantine name", name)
+        if self.gateway is not None:
+            _check_text("gateway", self.gateway)
+        for when in (self.received_from, self.received_to):
+            if when is not None and (isinstance(when, bool) or not isinstance(when, int | float)
+                                     or not math.isfinite(when)):
+                raise SearchError(f"a date must be a finite time stamp, not {when!r}")
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 
+from pvoq.errors import Invalid
 from pvoq.quarantine import roles
 from pvoq.quarantine.audit import AuditTrail
 from pvoq.quarantine.recipients import split
@@ -41,6 +42,25 @@ from pvoq.quarantine.store import (
 )
 
 ACTIONS = ACTION_STATE
+MAX_MID = 2**63 - 1          # MIDs are 64-bit signed integers in every database
+SLICE = 500                  # MIDs per transaction and per step of a long action
+MAX_MIDS = 10_000            # MIDs one request may name
+
+
+def valid_mid(mid: int) -> bool:
+    """Whether *mid* can name a message at all (a positive 64-bit integer)."""
+    return not isinstance(mid, bool) and isinstance(mid, int) and 0 < mid <= MAX_MID
+
+
+def check_mids(mids: list[int], most: int = MAX_MIDS) -> None:
+    """Refuse a request naming more than *most* MIDs (an operator error: 400)."""
+    if len(mids) > most:
+        raise Invalid(f"at most {most} MIDs in one request, not {len(mids)}; "
+                      "use a bulk action on a search instead")
+
+
+def _unknown(mid: int) -> ActionResult:
+    return ActionResult(mid, False, text=f"No message with MID {mid} in the quarantines.")
 
 
 class Settler(Protocol):
@@ -93,7 +113,7 @@ class QuarantineService:
 
     # -- views ---------------------------------------------------------------
     def search(self, caller: Caller, query: SearchQuery) -> tuple[list[dict[str, Any]], int]:
-        roles.check(caller, "search")
+        self._authorize(caller, "search")
         query = SearchQuery.from_dict({**json.loads(query.to_json()),
                                        "quarantines": roles.visible(caller, query.quarantines)})
         rows, total = self.store.search(query)
@@ -102,8 +122,8 @@ class QuarantineService:
         return rows, total
 
     def details(self, caller: Caller, mid: int, *, with_body: bool = True) -> dict[str, Any]:
-        roles.check(caller, "view")
-        record = self.store.get(mid)
+        self._authorize(caller, "view")
+        record = self.store.get(mid) if valid_mid(mid) else None
         if record is None:
             raise QuarantineError(f"No message with MID {mid} in the quarantines.")
         self._check_quarantines(caller, [q["quarantine"] for q in record["quarantines"]])
@@ -117,6 +137,31 @@ class QuarantineService:
         if caller.quarantines is not None and not set(names) & set(caller.quarantines):
             raise PermissionDenied("no access to the quarantines holding this message")
 
+    # -- permissions: every action asks here ---------------------------------
+    @staticmethod
+    def _authorize(caller: Caller, action: str, *named: str | None) -> None:
+        """The role may *action*, and every quarantine the action names is granted to it."""
+        roles.check(caller, action)
+        names = tuple(n for n in named if n is not None)
+        if names:
+            roles.visible(caller, names)
+
+    def _granted(self, caller: Caller, mid: int, quarantine: str | None
+                 ) -> tuple[str, ...] | None:
+        """The quarantines an action by *caller* on *mid* may touch (None: any that hold it).
+
+        A caller with granted quarantines acts only in those that hold *mid*:
+        empty when none of them does (the action then fails like an unknown MID).
+        """
+        if quarantine is not None or caller.quarantines is None:
+            return None if quarantine is None else (quarantine,)
+        return tuple(q for q in self.store.held_in(mid) if q in caller.quarantines)
+
+    @staticmethod
+    def _not_granted(mid: int) -> ActionResult:
+        return ActionResult(mid, False,
+                            text=f"MID {mid} is not held in a quarantine granted to this role.")
+
     # -- actions ---------------------------------------------------------------
     def act(self, caller: Caller, action: str, mid: int, quarantine: str | None = None,
             *, how: str = "manual", recipients: list[str] | None = None) -> ActionResult:
@@ -125,10 +170,10 @@ class QuarantineService:
         With *recipients*, for those recipients only: they are split off into a
         new message (same body, quarantines and exits) and the action applies to it.
         """
-        roles.check(caller, action)
-        if quarantine is not None:
-            roles.visible(caller, (quarantine,))
+        self._authorize(caller, action, quarantine)
         state = ACTIONS[action]
+        if not valid_mid(mid):
+            return _unknown(mid)
         if recipients:
             record = self.store.get(mid)
             if record is not None:
@@ -162,15 +207,21 @@ class QuarantineService:
 
     def act_many(self, caller: Caller, action: str, mids: list[int],
                  quarantine: str | None = None, *, how: str = "manual",
-                 chunk: int = 500) -> list[ActionResult]:
+                 chunk: int = SLICE) -> list[ActionResult]:
         """Release or delete many messages: a transaction per chunk, one audit record each."""
-        roles.check(caller, action)
-        if quarantine is not None:
-            roles.visible(caller, (quarantine,))
+        return [r for part in self.act_slices(caller, action, mids, quarantine, how=how,
+                                              chunk=chunk) for r in part]
+
+    def act_slices(self, caller: Caller, action: str, mids: list[int],
+                   quarantine: str | None = None, *, how: str = "manual",
+                   chunk: int = SLICE) -> Iterator[list[ActionResult]]:
+        """`act_many` one chunk at a time: a caller on an event loop yields between them."""
+        self._authorize(caller, action, quarantine)
         state = ACTIONS[action]
-        results: list[ActionResult] = []
         for start in range(0, len(mids), chunk):
-            part = mids[start:start + chunk]
+            results: list[ActionResult] = [_unknown(m) for m in mids[start:start + chunk]
+                                           if not valid_mid(m)]
+            part = [m for m in mids[start:start + chunk] if valid_mid(m)]
             outcomes = self.store.act_many(part, state, quarantine, how=how,
                                            quarantines_in=caller.quarantines)
             self.audit.append(caller.actor, caller.origin, action, {
@@ -187,7 +238,7 @@ class QuarantineService:
                                             f"MID {o.mid} {action}d."))
             results += [ActionResult(m, False, text=f"MID {m} is not held there.")
                         for m in part if m not in done]
-        return results
+            yield results
 
     def _received_at(self, mid: int) -> float | None:
         record = self.store.get(mid)
@@ -205,11 +256,17 @@ class QuarantineService:
 
     def delay(self, caller: Caller, mid: int, delay: str, quarantine: str | None = None
               ) -> ActionResult:
-        """Delay Scheduled Exit by 8h, 24h, 48h or 1w."""
-        roles.check(caller, "delay")
+        """Delay Scheduled Exit by 8h, 24h, 48h or 1w (in the caller's quarantines only)."""
+        self._authorize(caller, "delay", quarantine)
         seconds = delay_seconds(delay)
+        if not valid_mid(mid):
+            return _unknown(mid)
+        scope = self._granted(caller, mid, quarantine)
+        if scope == ():
+            return self._not_granted(mid)
         try:
-            changed = self.store.delay(mid, seconds, quarantine)
+            changed = sorted({q for name in scope or (None,)
+                              for q in self.store.delay(mid, seconds, name)})
         except QuarantineError as exc:
             return ActionResult(mid, False, text=str(exc))
         self.audit.append(caller.actor, caller.origin, "delay",
@@ -220,8 +277,9 @@ class QuarantineService:
 
     def move(self, caller: Caller, mid: int, source: str, target: str) -> ActionResult:
         """Move to another policy quarantine, keeping the scheduled exit and reason."""
-        roles.check(caller, "move")
-        roles.visible(caller, (source, target))
+        self._authorize(caller, "move", source, target)
+        if not valid_mid(mid):
+            return _unknown(mid)
         try:
             self.store.move(mid, source, target)
         except QuarantineError as exc:
@@ -233,12 +291,14 @@ class QuarantineService:
 
     def copy(self, caller: Caller, mid: int, address: str) -> ActionResult:
         """Send a copy to *address* through the originating gateway (admins only)."""
-        roles.check(caller, "copy")
+        self._authorize(caller, "copy")
         if "@" not in address:
             return ActionResult(mid, False, text=f"not an address: {address!r}")
-        record = self.store.get(mid)
+        record = self.store.get(mid) if valid_mid(mid) else None
         if record is None or record["state"] != HELD:
-            return ActionResult(mid, False, text=f"No message with MID {mid} in the quarantines.")
+            return _unknown(mid)
+        if self._granted(caller, mid, None) == ():
+            return self._not_granted(mid)
         copy_mid = self.settler.send_copy(mid, address)
         self.audit.append(caller.actor, caller.origin, "copy",
                           {"mid": mid, "to": address, "copy_mid": copy_mid})
@@ -250,7 +310,22 @@ class QuarantineService:
              quarantine: str | None = None, delay: str | None = None,
              target: str | None = None, address: str | None = None) -> dict[str, Any]:
         """Apply *action* to every message *query* finds; with dry_run, only list them."""
-        roles.check(caller, action)
+        *_, summary = self.bulk_steps(caller, query, action, dry_run=dry_run,
+                                      quarantine=quarantine, delay=delay, target=target,
+                                      address=address)
+        assert summary is not None
+        return summary
+
+    def bulk_steps(self, caller: Caller, query: SearchQuery, action: str, *, dry_run: bool,
+                   quarantine: str | None = None, delay: str | None = None,
+                   target: str | None = None, address: str | None = None,
+                   chunk: int = SLICE) -> Iterator[dict[str, Any] | None]:
+        """`bulk` a slice at a time: None after each slice of *chunk* MIDs, then the summary.
+
+        A caller on an event loop yields to it at each None, so that a bulk
+        action on many messages never holds the loop for more than one slice.
+        """
+        self._authorize(caller, action)
         query = SearchQuery.from_dict({**json.loads(query.to_json()),
                                        "quarantines": roles.visible(caller, query.quarantines)})
         mids = self.store.search_ids(query)
@@ -258,24 +333,29 @@ class QuarantineService:
                           {"action": action, "query": json.loads(query.to_json()),
                            "count": len(mids)})
         if dry_run:
-            return {"dry_run": True, "action": action, "count": len(mids), "mids": mids}
+            yield {"dry_run": True, "action": action, "count": len(mids), "mids": mids}
+            return
         results: list[ActionResult] = []
         if action in ACTIONS:
-            results = self.act_many(caller, action, mids, quarantine)
-        for mid in mids if action not in ACTIONS else ():
-            if action == "delay":
-                results.append(self.delay(caller, mid, delay or "24h", quarantine))
-            elif action == "move":
-                if not quarantine or not target:
-                    raise QuarantineError("move needs a source and a target quarantine")
-                results.append(self.move(caller, mid, quarantine, target))
-            elif action == "copy":
-                results.append(self.copy(caller, mid, address or ""))
-            else:
-                raise QuarantineError(f"unknown action {action!r}")
-        return {"dry_run": False, "action": action, "count": len(mids),
-                "done": sum(1 for r in results if r.ok),
-                "results": [r.as_dict() for r in results]}
+            for part in self.act_slices(caller, action, mids, quarantine, chunk=chunk):
+                results += part
+                yield None
+        for start in range(0, len(mids), chunk) if action not in ACTIONS else ():
+            for mid in mids[start:start + chunk]:
+                if action == "delay":
+                    results.append(self.delay(caller, mid, delay or "24h", quarantine))
+                elif action == "move":
+                    if not quarantine or not target:
+                        raise QuarantineError("move needs a source and a target quarantine")
+                    results.append(self.move(caller, mid, quarantine, target))
+                elif action == "copy":
+                    results.append(self.copy(caller, mid, address or ""))
+                else:
+                    raise QuarantineError(f"unknown action {action!r}")
+            yield None
+        yield {"dry_run": False, "action": action, "count": len(mids),
+               "done": sum(1 for r in results if r.ok),
+               "results": [r.as_dict() for r in results]}
 
     # -- saved searches -----------------------------------------------------
     def save_search(self, caller: Caller, name: str, query: SearchQuery) -> None:

@@ -17,11 +17,21 @@
 The same routes answer under `/sma/api/v2.0`. Authentication: `Authorization:
 Bearer <token>`, tokens from `<api>` with a role (admin, operator, helpdesk,
 read-only, custom with named quarantines). Handlers are coroutines: they
-run on the manager's event loop like every other operator command.
+run on the manager's event loop like every other operator command, so an
+action on many messages works a slice at a time and yields to the loop
+between slices.
+
+Limits (`web.limits`): a request body is at most `max_body_bytes` (413
+beyond) and is read only once the token is known (401 before); one request
+names at most `max_mids` MIDs (400 beyond); a MID is a positive 64-bit
+integer (422 otherwise); every query parameter is checked (400).
 """
 
-
-
+# Without `from __future__ import annotations`: FastAPI reads the routes' annotations,
+# some of them local to `create_app`, at run time.
+import asyncio
+import math
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -34,7 +44,15 @@ from pvoq.config.model import ApiToken
 from pvoq.errors import PvoqError, http_status
 from pvoq.quarantine.roles import Caller
 from pvoq.quarantine.search import SearchQuery, TextFilter
-from pvoq.quarantine.service import ActionResult, QuarantineService
+from pvoq.quarantine.service import (
+    MAX_MID,
+    MAX_MIDS,
+    SLICE,
+    ActionResult,
+    QuarantineService,
+    check_mids,
+)
+from pvoq.web.limits import MAX_BODY_BYTES, BodyLimit
 
 FILTER_BY = {"contains": "contains", "is": "is", "begins_with": "starts_with",
              "starts_with": "starts_with", "ends_with": "ends_with",
@@ -45,6 +63,7 @@ FILTER_BY = {"contains": "contains", "is": "is", "begins_with": "starts_with",
 ORDER_BY = {"received": "received", "sender": "sender", "subject": "subject",
             "scheduledExit": "scheduled_exit", "scheduled_exit": "scheduled_exit",
             "size": "size"}
+Mid = Annotated[int, Field(ge=1, le=MAX_MID)]
 
 
 class ActionBody(BaseModel):
@@ -53,7 +72,7 @@ class ActionBody(BaseModel):
     action: str = Field(description="release, delay, move or sendcopy")
     quarantineType: str = "pvo"  # AsyncOS field names
     quarantineName: str | None = None
-    mids: list[int]
+    mids: list[Mid]
     delay: str | None = Field(None, description="8h, 24h, 48h or 1w (action delay)")
     destinationQuarantineName: str | None = None
     recipientAddresses: list[str] = []
@@ -66,7 +85,7 @@ class DeleteBody(BaseModel):
 
     quarantineType: str = "pvo"
     quarantineName: str | None = None
-    mids: list[int]
+    mids: list[Mid]
     recipients: list[str] = Field(default_factory=list,
                                   description="delete for these envelope recipients only")
 
@@ -84,17 +103,49 @@ class BulkBody(BaseModel):
     recipientAddress: str | None = None
 
 
-def _date(value: str | None) -> float | None:
-    if not value:
+def _date(value: Any) -> float | None:
+    if value is None or value == "":
         return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise HTTPException(400, f"not a date: {value!r}") from None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif not isinstance(value, str):
+        raise HTTPException(400, f"not a date: {value!r}")
+    else:
+        try:
+            number = float(value)
+        except ValueError:
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                raise HTTPException(400, f"not a date: {value!r}") from None
+    if not math.isfinite(number):
+        raise HTTPException(400, f"not a date: {value!r}")
+    return number
+
+
+def _text(p: dict[str, Any], *names: str) -> str | None:
+    """The first of parameters *names* that is given, as text (400 if it is not text)."""
+    for name in names:
+        value = p.get(name)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise HTTPException(400, f"{name} must be text, not {value!r}")
+        return value
+    return None
+
+
+def _integer(p: dict[str, Any], name: str, default: int | None) -> int | None:
+    """Parameter *name* as a whole number from 0 to 2^63-1 (400 otherwise)."""
+    value = p.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 19:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MID:
+        raise HTTPException(400, f"{name} must be a whole number from 0 to {MAX_MID}, "
+                                 f"not {value!r}")
+    return value
 
 
 def _filter(by: str | None, value: str | None) -> TextFilter | None:
@@ -108,26 +159,26 @@ def _filter(by: str | None, value: str | None) -> TextFilter | None:
 
 def query_from_params(p: dict[str, Any]) -> SearchQuery:
     """A SearchQuery from AsyncOS-style parameters (pure)."""
-    names = p.get("quarantines") or ""
-    order = ORDER_BY.get(p.get("orderBy") or "received")
+    names = _text(p, "quarantines") or ""
+    order = ORDER_BY.get(_text(p, "orderBy") or "received")
     if order is None:
         raise HTTPException(400, f"cannot order by {p.get('orderBy')!r}")
-    size_min, size_max = p.get("attachmentSizeMin"), p.get("attachmentSizeMax")
     return SearchQuery(
-        quarantines=tuple(n.strip() for n in str(names).split(",") if n.strip()),
+        quarantines=tuple(n.strip() for n in names.split(",") if n.strip()),
         received_from=_date(p.get("startDate")), received_to=_date(p.get("endDate")),
-        sender=_filter(p.get("envelopeSenderFilterBy"), p.get("envelopeSenderFilterValue")),
-        recipient=_filter(p.get("envelopeRecipientFilterBy"),
-                          p.get("envelopeRecipientFilterValue")),
-        subject=_filter(p.get("subjectFilterBy"), p.get("subjectFilterValue")),
-        reason=_filter(p.get("reasonFilterBy"), p.get("reasonFilterValue")),
-        attachment_name=_filter(p.get("attachmentNameFilterBy"),
-                                p.get("attachmentNameFilterValue")),
-        attachment_min_size=None if size_min in (None, "") else int(size_min),
-        attachment_max_size=None if size_max in (None, "") else int(size_max),
-        gateway=p.get("originatingEsaIp") or p.get("originatingEsa") or None,
-        order_by=order, order_dir=str(p.get("orderDir") or "desc").lower(),
-        limit=int(p.get("limit") or 20), offset=int(p.get("offset") or 0))
+        sender=_filter(_text(p, "envelopeSenderFilterBy"),
+                       _text(p, "envelopeSenderFilterValue")),
+        recipient=_filter(_text(p, "envelopeRecipientFilterBy"),
+                          _text(p, "envelopeRecipientFilterValue")),
+        subject=_filter(_text(p, "subjectFilterBy"), _text(p, "subjectFilterValue")),
+        reason=_filter(_text(p, "reasonFilterBy"), _text(p, "reasonFilterValue")),
+        attachment_name=_filter(_text(p, "attachmentNameFilterBy"),
+                                _text(p, "attachmentNameFilterValue")),
+        attachment_min_size=_integer(p, "attachmentSizeMin", None),
+        attachment_max_size=_integer(p, "attachmentSizeMax", None),
+        gateway=_text(p, "originatingEsaIp", "originatingEsa"),
+        order_by=order, order_dir=(_text(p, "orderDir") or "desc").lower(),
+        limit=_integer(p, "limit", None) or 20, offset=_integer(p, "offset", 0) or 0)
 
 
 def _entry(m: dict[str, Any]) -> dict[str, Any]:
@@ -150,17 +201,34 @@ def _results(action: str, results: list[ActionResult]) -> dict[str, Any]:
                      "failed": [{"mid": r.mid, "reason": r.text} for r in results if not r.ok]}}
 
 
-def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...]) -> FastAPI:
+async def in_slices(mids: Iterable[int], one: Callable[[int], Any],
+                    size: int = SLICE) -> list[Any]:
+    """*one* applied to each MID, yielding to the event loop after every *size* of them."""
+    results: list[Any] = []
+    for i, mid in enumerate(mids):
+        if i and i % size == 0:
+            await asyncio.sleep(0)
+        results.append(one(mid))
+    return results
+
+
+def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
+               max_body_bytes: int = MAX_BODY_BYTES, max_mids: int = MAX_MIDS) -> FastAPI:
     """The API application over *service*, authenticating with *tokens*."""
     by_token = {t.token: t for t in tokens}
     app = FastAPI(title="pvoq manager API", version=__version__,
                   description="Centralized Policy, Virus and Outbreak quarantines "
                               "(AsyncOS v2.0 shape).")
 
-    def caller(request: Request) -> Caller:
-        header = request.headers.get("authorization", "")
+    def token_entry(header: str) -> ApiToken | None:
         scheme, _, token = header.partition(" ")
-        entry = by_token.get(token.strip()) if scheme.lower() == "bearer" else None
+        return by_token.get(token.strip()) if scheme.lower() == "bearer" else None
+
+    app.add_middleware(BodyLimit, authorized=lambda h: token_entry(h) is not None,
+                       limit=max_body_bytes)
+
+    def caller(request: Request) -> Caller:
+        entry = token_entry(request.headers.get("authorization", ""))
         if entry is None:
             raise HTTPException(401, "missing or unknown bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -189,7 +257,8 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...]) -> Fast
         return {"meta": {"totalCount": total}, "data": [_entry(m) for m in rows]}
 
     @router.get("/quarantine/messages/details", summary="One message with its body")
-    async def details(mid: int, who: Who) -> dict[str, Any]:
+    async def details(mid: Annotated[int, Query(ge=1, le=MAX_MID)],
+                      who: Who) -> dict[str, Any]:
         record = service.details(who, mid)
         entry = _entry(record)
         entry["attributes"]["messageBody"] = record["body"]
@@ -199,37 +268,48 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...]) -> Fast
     @router.post("/quarantine/messages", summary="Release, delay, move or send a copy")
     async def act(body: ActionBody, who: Who) -> dict[str, Any]:
         name = body.quarantineName
+        check_mids(body.mids, max_mids)
+        results: list[ActionResult]
         if body.action == "release":
-            results = [service.act(who, "release", mid, name, recipients=body.recipients or None)
-                       for mid in body.mids]
+            results = await in_slices(body.mids, lambda mid: service.act(
+                who, "release", mid, name, recipients=body.recipients or None))
         elif body.action == "delay":
-            results = [service.delay(who, mid, body.delay or "", name) for mid in body.mids]
+            results = await in_slices(body.mids,
+                                      lambda mid: service.delay(who, mid, body.delay or "", name))
         elif body.action == "move":
-            if not name or not body.destinationQuarantineName:
+            target = body.destinationQuarantineName
+            if not name or not target:
                 raise HTTPException(400, "move needs quarantineName and "
                                          "destinationQuarantineName")
-            results = [service.move(who, mid, name, body.destinationQuarantineName)
-                       for mid in body.mids]
+            results = await in_slices(body.mids,
+                                      lambda mid: service.move(who, mid, name, target))
         elif body.action == "sendcopy":
-            results = [service.copy(who, mid, address) for mid in body.mids
-                       for address in body.recipientAddresses]
+            check_mids(body.mids * len(body.recipientAddresses), max_mids)
+            copies = await in_slices(body.mids, lambda mid: [
+                service.copy(who, mid, address) for address in body.recipientAddresses])
+            results = [r for per_mid in copies for r in per_mid]
         else:
             raise HTTPException(400, f"unknown action {body.action!r}")
         return _results(body.action, results)
 
     @router.delete("/quarantine/messages", summary="Delete messages")
     async def delete(body: DeleteBody, who: Who) -> dict[str, Any]:
-        return _results("delete", [service.act(who, "delete", mid, body.quarantineName,
-                                               recipients=body.recipients or None)
-                                   for mid in body.mids])
+        check_mids(body.mids, max_mids)
+        return _results("delete", await in_slices(body.mids, lambda mid: service.act(
+            who, "delete", mid, body.quarantineName, recipients=body.recipients or None)))
 
     @router.post("/quarantine/messages/bulk", summary="An action on a search result")
     async def bulk(body: BulkBody, who: Who) -> dict[str, Any]:
         query = query_from_params({**body.search, "limit": 250})
-        return {"data": service.bulk(who, query, body.action, dry_run=body.dryRun,
-                                     quarantine=body.quarantineName, delay=body.delay,
-                                     target=body.destinationQuarantineName,
-                                     address=body.recipientAddress)}
+        summary: dict[str, Any] | None = None
+        for step in service.bulk_steps(who, query, body.action, dry_run=body.dryRun,
+                                       quarantine=body.quarantineName, delay=body.delay,
+                                       target=body.destinationQuarantineName,
+                                       address=body.recipientAddress):
+            if step is None:
+                await asyncio.sleep(0)
+            summary = step
+        return {"data": summary}
 
     @router.get("/audit/verify", summary="Verify the audit trail's hash chain")
     async def audit_verify(who: Who) -> dict[str, Any]:

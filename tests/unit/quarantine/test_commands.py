@@ -5,17 +5,28 @@ own refusals pass as written; anything else is left to the admin socket (interna
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from qhelpers import RecordingSettler, put
 
 from pvoq.admin.protocol import CommandError
 from pvoq.quarantine.commands import QuarantineCommands
 from pvoq.quarantine.roles import PermissionDenied
 from pvoq.quarantine.search import SearchError
 from pvoq.quarantine.service import ActionResult, QuarantineService
-from pvoq.quarantine.settings import SettingsError
-from pvoq.quarantine.store import QuarantineError
+from pvoq.quarantine.settings import (
+    DAY,
+    RELEASE,
+    QuarantineSettings,
+    SettingsError,
+    merge_settings,
+)
+from pvoq.quarantine.store import QuarantineError, QuarantineStore
+
+SETTINGS = merge_settings([QuarantineSettings("HR", 2 * DAY, RELEASE, False)])
 
 
 class FakeService:
@@ -84,3 +95,41 @@ class TestGuard:
     def test_anything_else_passes_to_the_admin_socket(self) -> None:
         with pytest.raises(RuntimeError, match="boom"):
             asyncio.run(commands(FakeService(RuntimeError("boom"))).show({"mid": 1}))
+
+
+class TestBounds:
+    """Over the admin socket too, an out-of-range MID or search value is an operator error."""
+
+    @pytest.fixture
+    def real(self, tmp_path: Path) -> Iterator[QuarantineCommands]:
+        store = QuarantineStore(f"sqlite:///{tmp_path / 'q.db'}", tmp_path / "bodies",
+                                settings=SETTINGS)
+        store.sync_quarantines(SETTINGS)
+        put(store, 1, "Policy")
+        try:
+            yield QuarantineCommands(QuarantineService(store, RecordingSettler(store),
+                                                       lambda line: None))
+        finally:
+            store.close()
+
+    @pytest.mark.parametrize("mid", [2**63, 2**64])
+    def test_a_huge_mid_is_an_unknown_message(self, real: QuarantineCommands, mid: int
+                                              ) -> None:
+        unknown = f"No message with MID {mid} in the quarantines."
+        assert refusal(real.release({"mid": mid})) == unknown
+        assert refusal(real.delete({"mid": str(mid)})) == unknown
+        assert refusal(real.delay({"mid": mid, "delay": "8h"})) == unknown
+        assert refusal(real.show({"mid": mid})) == unknown
+
+    @pytest.mark.parametrize("args", [
+        {"query": {"subject": {"op": "contains", "value": "\x00"}}},
+        {"query": {"attachment_min_size": 10**22}}, {"query": {"offset": "x"}},
+        {"query": {"quarantines": ["\x00"]}}], ids=repr)
+    def test_a_bad_search_is_refused(self, real: QuarantineCommands,
+                                     args: dict[str, Any]) -> None:
+        refusal(real.search(args))
+        refusal(real.bulk({**args, "action": "delete"}))
+
+    def test_a_bulk_still_answers_as_before(self, real: QuarantineCommands) -> None:
+        answer = asyncio.run(real.bulk({"action": "delete", "query": {}}))
+        assert answer["text"] == "delete: did act on 1 messages (1 done)."

@@ -14,10 +14,11 @@ import pytest
 from qhelpers import RecordingSettler, put
 from sqlalchemy import delete, update
 
+from pvoq.errors import Invalid
 from pvoq.quarantine.roles import ADMIN, CUSTOM, OPERATOR, READONLY, Caller, PermissionDenied
 from pvoq.quarantine.schema import audit
-from pvoq.quarantine.search import SearchQuery, TextFilter
-from pvoq.quarantine.service import QuarantineService
+from pvoq.quarantine.search import SearchError, SearchQuery, TextFilter
+from pvoq.quarantine.service import MAX_MIDS, QuarantineService, check_mids
 from pvoq.quarantine.settings import (
     DAY,
     DELETE,
@@ -292,6 +293,109 @@ class TestRoles:
         assert not env.service.act(hr, "release", 1).ok
         with pytest.raises(PermissionDenied):
             env.service.details(hr, 1)
+
+
+class TestGrants:
+    """Every action checks the custom role's granted quarantines in the service."""
+
+    @staticmethod
+    def exits(env: Env, mid: int) -> dict[str, float]:
+        record = env.store.get(mid)
+        assert record is not None
+        return {q["quarantine"]: q["scheduled_exit"] for q in record["quarantines"]}
+
+    def test_hr_only_role_cannot_delay_a_policy_only_message(self, env: Env) -> None:
+        """Delay was the one action that forgot the grants: not any more."""
+        put(env.store, 1, "Policy")
+        before = self.exits(env, 1)
+        hr = Caller("hr", "x", CUSTOM, ("HR",))
+        result = env.service.delay(hr, 1, "24h")
+        assert not result.ok and "granted" in result.text
+        assert self.exits(env, 1) == before
+        with pytest.raises(PermissionDenied):
+            env.service.delay(hr, 1, "24h", "Policy")
+
+    def test_delay_in_two_quarantines_touches_only_the_granted_one(self, env: Env) -> None:
+        put(env.store, 1, "Policy", "HR")
+        before = self.exits(env, 1)
+        result = env.service.delay(Caller("hr", "x", CUSTOM, ("HR",)), 1, "8h")
+        assert result.ok and result.acted_on == ("HR",)
+        after = self.exits(env, 1)
+        assert after["Policy"] == before["Policy"]
+        assert after["HR"] == before["HR"] + 8 * 3600
+
+    @pytest.mark.parametrize("action", ["release", "delete", "delay", "move", "copy", "bulk"])
+    def test_no_action_reaches_a_policy_only_message(self, env: Env, action: str) -> None:
+        """Whatever the action, an HR-only caller leaves a Policy-only message as it was."""
+        put(env.store, 1, "Policy")
+        before = self.exits(env, 1)
+        hr = Caller("hr", "x", CUSTOM, ("HR",))
+        hr_admin = Caller("hr-admin", "x", ADMIN, ("HR",))  # may send copies, of HR only
+        outcome: Any
+        try:
+            if action in ("release", "delete"):
+                outcome = env.service.act(hr, action, 1)
+            elif action == "delay":
+                outcome = env.service.delay(hr, 1, "1w")
+            elif action == "move":
+                outcome = env.service.move(hr, 1, "Policy", "HR")
+            elif action == "copy":
+                outcome = env.service.copy(hr_admin, 1, "x@example.com")
+            else:
+                for bulk_action in ("release", "delete", "delay"):
+                    data = env.service.bulk(hr, SearchQuery(), bulk_action, dry_run=False)
+                    assert data["count"] == 0
+                outcome = None
+        except PermissionDenied:
+            outcome = None
+        assert outcome is None or not outcome.ok
+        assert env.store.held_in(1) == ["Policy"] and self.exits(env, 1) == before
+        assert env.settler.copies == []
+
+
+class TestBounds:
+    """Out-of-range MIDs and bad search values are operator errors, never a crash."""
+
+    @pytest.mark.parametrize("mid", [2**63, 2**64, 0, -1])
+    def test_a_mid_out_of_range_is_an_unknown_message(self, env: Env, mid: int) -> None:
+        put(env.store, 1, "Policy")
+        assert not env.service.act(ADMIN_CALLER, "release", mid).ok
+        assert not env.service.act(ADMIN_CALLER, "delete", mid, "Policy").ok
+        assert not env.service.delay(ADMIN_CALLER, mid, "24h").ok
+        assert not env.service.move(ADMIN_CALLER, mid, "Policy", "HR").ok
+        assert not env.service.copy(ADMIN_CALLER, mid, "x@example.com").ok
+        assert [r.ok for r in env.service.act_many(ADMIN_CALLER, "delete", [mid, 1])] == [
+            False, True]
+        with pytest.raises(QuarantineError):
+            env.service.details(ADMIN_CALLER, mid)
+
+    @pytest.mark.parametrize("values", [
+        {"subject": {"op": "contains", "value": "a\x00b"}}, {"sender": ["is", "\x00"]},
+        {"quarantines": ("Po\x00licy",)}, {"gateway": "10.0.0.1\x00"},
+        {"attachment_min_size": 10**22}, {"attachment_max_size": -1},
+        {"attachment_min_size": "12"}, {"offset": 2**64}, {"limit": 2**63},
+        {"offset": "x"}, {"received_from": float("nan")}, {"received_to": float("inf")},
+    ], ids=repr)
+    def test_bad_search_values_are_search_errors(self, env: Env, values: dict[str, Any]
+                                                 ) -> None:
+        with pytest.raises(SearchError):
+            env.service.search(ADMIN_CALLER, SearchQuery.from_dict(values))
+
+    def test_a_request_names_a_bounded_number_of_mids(self) -> None:
+        check_mids(list(range(MAX_MIDS)))
+        with pytest.raises(Invalid, match=f"at most {MAX_MIDS} MIDs"):
+            check_mids(list(range(MAX_MIDS + 1)))
+
+    def test_bulk_steps_yield_between_slices(self, env: Env) -> None:
+        """A long bulk action comes in slices, so that a caller on a loop can yield."""
+        for mid in range(1, 8):
+            put(env.store, mid, "Policy")
+        steps = list(env.service.bulk_steps(ADMIN_CALLER, SearchQuery(), "delete",
+                                            dry_run=False, chunk=3))
+        assert steps[:3] == [None, None, None]
+        summary = steps[3]
+        assert len(steps) == 4 and summary is not None and summary["done"] == 7
+        assert env.store.search(SearchQuery())[1] == 0
 
 
 class TestBulkAndSaved:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent / "quarantine"))
 from qhelpers import RecordingSettler, put
 
 from pvoq.config.model import ApiToken
-from pvoq.quarantine.service import QuarantineService
+from pvoq.quarantine.service import ActionResult, QuarantineService
 from pvoq.quarantine.settings import DAY, RELEASE, QuarantineSettings, merge_settings
 from pvoq.quarantine.store import QuarantineStore
 from pvoq.spool.log import SpoolLogError
@@ -276,3 +276,206 @@ class TestErrors:
 
         r = asyncio.run(get())
         assert (r.status_code, r.text) == (500, "Internal Server Error")
+
+
+def asgi(app: Any, request: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
+         ) -> httpx.Response:
+    """One request to *app* in process (httpx's ASGI transport reads a body lazily)."""
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+            return await request(c)
+    return asyncio.run(run())
+
+
+class Stream:
+    """A request body of *chunks* chunks of 64 KiB, counting how many were read."""
+
+    def __init__(self, chunks: int) -> None:
+        self.chunks = chunks
+        self.read = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.chunks):
+            self.read += 1
+            yield b"[" + b"1," * 32767 + b"1"
+
+
+class TestBadInput:
+    """Bad input is a 4xx with the usual JSON body, never a 500."""
+
+    @pytest.mark.parametrize("mid", [2**63, 2**64, 0, -1])
+    def test_a_mid_out_of_range_is_422(self, api: Api, mid: int) -> None:
+        fill(api.store)
+        with api.client() as c:
+            for action in ("release", "delay"):
+                r = c.post(API, json={"action": action, "mids": [mid], "delay": "8h"})
+                assert r.status_code == 422, r.text
+            r = c.request("DELETE", API, json={"mids": [1, mid]})
+            assert r.status_code == 422 and "mids" in r.text
+            assert c.get(f"{API}/details", params={"mid": mid}).status_code == 422
+        assert api.store.held_count() == 3
+
+    @pytest.mark.parametrize("param", [
+        "envelopeSenderFilterValue", "envelopeRecipientFilterValue", "subjectFilterValue",
+        "reasonFilterValue", "attachmentNameFilterValue", "quarantines", "originatingEsaIp"])
+    def test_a_nul_in_any_filter_value_is_400(self, api: Api, param: str) -> None:
+        fill(api.store)
+        with api.client() as c:
+            r = c.get(API, params={param: "a\x00b"})
+            assert (r.status_code, "NUL" in r.text) == (400, True), r.text
+            r = c.post(f"{API}/bulk", json={"action": "delete", "search": {param: "\x00"}})
+            assert r.status_code == 400, r.text
+
+    @pytest.mark.parametrize("value", ["abc", "1" * 23, "-5", "1e3", str(2**63)])
+    def test_a_bad_size_is_400(self, api: Api, value: str) -> None:
+        with api.client() as c:
+            for param in ("attachmentSizeMin", "attachmentSizeMax"):
+                r = c.get(API, params={param: value})
+                assert r.status_code == 400 and param in r.json()["detail"], r.text
+
+    @pytest.mark.parametrize("offset", ["x", -1, 2**63, 2**64, 1.5, [1], {"a": 1}, True],
+                             ids=repr)
+    def test_a_bad_offset_in_bulk_is_400(self, api: Api, offset: Any) -> None:
+        fill(api.store)
+        with api.client() as c:
+            for dry_run in (True, False):
+                r = c.post(f"{API}/bulk", json={"action": "delete", "dryRun": dry_run,
+                                                "search": {"offset": offset}})
+                assert r.status_code == 400, r.text
+        assert api.store.held_count() == 3
+
+    @pytest.mark.parametrize("search", [{"orderBy": ["size"]}, {"subjectFilterBy": {}},
+                                        {"startDate": "nan"}, {"endDate": "1e400"},
+                                        {"endDate": "-Infinity"}, {"quarantines": ["HR"]}],
+                             ids=repr)
+    def test_other_bad_search_values_in_bulk_are_400(self, api: Api,
+                                                      search: dict[str, Any]) -> None:
+        with api.client() as c:
+            r = c.post(f"{API}/bulk", json={"action": "delete", "search": search})
+        assert r.status_code == 400, r.text
+
+
+class TestBodies:
+    """Bodies are bounded and read only once the token is known."""
+
+    def test_an_unauthenticated_body_is_refused_unread(self) -> None:
+        body = Stream(2560)  # 160 MiB
+        r = asgi(create_app(FakeService(), TOKENS), lambda c: c.request(
+            "DELETE", API, content=body, headers={"Content-Type": "application/json"}))
+        assert r.status_code == 401 and r.json() == {"detail": "missing or unknown bearer token"}
+        assert body.read <= 1
+
+    def test_an_unauthenticated_declared_length_is_refused_unread(self, api: Api) -> None:
+        with api.client("guess") as c:
+            r = c.post(API, content=b"x" * 2_000_000)
+        assert r.status_code == 401
+
+    def test_a_declared_length_over_the_limit_is_413(self, api: Api) -> None:
+        with api.client() as c:
+            r = c.post(API, content=b"{" + b" " * (1024 * 1024) + b"}")
+        assert r.status_code == 413 and "larger than 1048576 bytes" in r.json()["detail"]
+
+    def test_a_chunked_body_is_counted_and_refused_at_the_limit(self) -> None:
+        body = Stream(2560)
+        r = asgi(create_app(FakeService(), TOKENS, max_body_bytes=200_000), lambda c: c.request(
+            "DELETE", API, content=body, headers={"Authorization": "Bearer t-admin"}))
+        assert r.status_code == 413 and "larger than 200000 bytes" in r.json()["detail"]
+        assert body.read <= 200_000 // 65536 + 2
+
+    def test_a_body_within_the_limit_is_served(self, api: Api) -> None:
+        fill(api.store)
+        with api.client() as c:
+            r = c.request("DELETE", API, json={"mids": [1, 2]})
+        assert r.status_code == 200 and r.json()["data"]["mids"] == [1, 2]
+
+
+class FakeService:
+    """A service that records how many messages it acted on, for the slicing tests."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def act(self, _who: Any, _action: str, mid: int, *_args: Any, **_kw: Any) -> ActionResult:
+        self.calls += 1
+        return ActionResult(mid, True)
+
+    def delay(self, _who: Any, mid: int, *_args: Any) -> ActionResult:
+        self.calls += 1
+        return ActionResult(mid, True)
+
+    def bulk_steps(self, *_args: Any, **_kw: Any) -> Iterator[dict[str, Any] | None]:
+        for _ in range(4):
+            self.calls += 500
+            yield None
+        yield {"done": self.calls}
+
+
+class TestManyMids:
+    """A request names at most max_mids MIDs; the rest are acted on a slice at a time."""
+
+    def test_100000_mids_are_refused_with_400(self, api: Api) -> None:
+        fill(api.store)
+        with api.client() as c:
+            r = c.request("DELETE", API, json={"mids": list(range(1, 100_001))})
+            assert r.status_code == 400
+            assert r.json()["error"]["message"].startswith("at most 10000 MIDs in one request")
+            r = c.post(API, json={"action": "delay", "delay": "8h",
+                                  "mids": list(range(1, 100_001))})
+            assert r.status_code == 400
+        assert api.store.held_count() == 3
+
+    @pytest.mark.parametrize("method,body", [
+        ("DELETE", {"mids": list(range(1, 1201))}),
+        ("POST", {"action": "release", "mids": list(range(1, 1201))}),
+        ("POST", {"action": "delay", "delay": "8h", "mids": list(range(1, 1201))}),
+        ("BULK", {"action": "delete", "dryRun": False}),
+    ])
+    def test_the_loop_runs_other_work_between_slices(self, method: str,
+                                                     body: dict[str, Any]) -> None:
+        """Another coroutine runs while a long action is under way, not only after it."""
+        service = FakeService()
+        app = create_app(service, TOKENS)  # type: ignore[arg-type]
+        seen: list[int] = []
+
+        async def run() -> httpx.Response:
+            done = asyncio.Event()
+
+            async def watch() -> None:
+                while not done.is_set():
+                    seen.append(service.calls)
+                    await asyncio.sleep(0)
+
+            watcher = asyncio.create_task(watch())
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
+                url = f"{API}/bulk" if method == "BULK" else API
+                r = await c.request("POST" if method == "BULK" else method, url, json=body,
+                                    headers={"Authorization": "Bearer t-admin"})
+            done.set()
+            await watcher
+            return r
+
+        r = asyncio.run(run())
+        assert r.status_code == 200, r.text
+        assert service.calls in (1200, 2000)
+        assert [n for n in seen if 0 < n < service.calls], seen
+
+
+class TestGrants:
+    def test_hr_only_role_cannot_delay_a_policy_only_message(self, api: Api) -> None:
+        """The custom role granted HR only: delaying a Policy-only message fails."""
+        fill(api.store)
+        record = api.store.get(1)
+        assert record is not None
+        with api.client("t-hr") as c:
+            r = c.post(API, json={"action": "delay", "mids": [1], "delay": "1w"})
+            assert r.status_code == 200
+            assert r.json()["data"]["mids"] == [] and r.json()["data"]["totalCount"] == 0
+            r = c.post(API, json={"action": "delay", "mids": [1], "delay": "1w",
+                                  "quarantineName": "Policy"})
+            assert r.status_code == 403
+            r = c.post(API, json={"action": "delay", "mids": [3], "delay": "8h"})
+            assert r.json()["data"]["mids"] == [3]
+        after = api.store.get(1)
+        assert after is not None and after["quarantines"] == record["quarantines"]

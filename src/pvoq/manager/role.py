@@ -158,7 +158,9 @@ class Manager(Appliance):
             from pvoq.web.api import create_app
             from pvoq.web.server import ApiServer
 
-            self.api = ApiServer(create_app(self.service, api.tokens), api.address, api.port)
+            app = create_app(self.service, api.tokens, max_body_bytes=api.max_body_bytes,
+                             max_mids=api.max_mids)
+            self.api = ApiServer(app, api.address, api.port)
             self.api.start()
             self.maillog.info(f"REST API listening on {api.address} port {api.port}")
 

@@ -40,7 +40,7 @@ from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
 from pvoq.gateway.outbreak import OutbreakRules
 from pvoq.gateway.processing import Processor, ScanEngines
 from pvoq.gateway.router import Router
-from pvoq.gateway.workqueue import Dispose, WorkQueue
+from pvoq.gateway.workqueue import Dispose, GiveUp, WorkQueue
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.remote.commands import GatewayLinkCommands, ListenerInfoCommands
 from pvoq.remote.service import CommandService
@@ -70,7 +70,8 @@ class WorkQueueFactory(Protocol):
     """Makes the gateway's work queue (the `WorkQueue` class, by default)."""
 
     def __call__(self, *, spool: Spool, maillog: MailLog, dispose: Dispose,
-                 retry_s: Callable[[], float]) -> WorkQueue: ...
+                 retry_s: Callable[[], float], unscannable: GiveUp | None = None,
+                 max_failures: Callable[[], int] = ...) -> WorkQueue: ...
 
 
 class Gateway(Appliance):
@@ -123,7 +124,9 @@ class Gateway(Appliance):
                                    maillog=self.maillog)
         self.workqueue = workqueue(spool=self.spool, maillog=self.maillog,
                                    dispose=self.processor.dispose,
-                                   retry_s=lambda: self.config.scan.retry_seconds)
+                                   retry_s=lambda: self.config.scan.retry_seconds,
+                                   unscannable=self.processor.unscannable,
+                                   max_failures=lambda: self.config.scan.max_temporary_failures)
         self.rules = OutbreakRules(config=self.current_config, engines=self.engines,
                                    keeper=self.outbreak, spool=self.spool, ids=self.ids,
                                    maillog=self.maillog, queues=self.queues)

@@ -52,6 +52,12 @@ class ScanError(TemporaryFailure):
         self.stage = stage
 
 
+class Unscannable(Exception):
+    """The message cannot be scanned, now or ever: its MIME structure is beyond the
+    scan limits, or the parser failed on it. Not a temporary failure: the message
+    gets the configured `unscannable_action` (`scan.pipeline`)."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A decision to quarantine, with the reason shown to administrators.
@@ -122,3 +128,4 @@ class ScanResult:
     reason: str = ""
     trace: list[StageTrace] = field(default_factory=list)
     skip: tuple[str, ...] = ()              # stages skipped at a check's request
+    unscannable: str = ""                   # why the message could not be scanned, if so

@@ -41,7 +41,7 @@ from pvoq.maillog import MailLog
 from pvoq.scan.verdict import ScanError
 from pvoq.scan.workers import ScannerLost
 from pvoq.spool.claims import MAX_ATTEMPTS, Claims
-from pvoq.spool.store import Entry, Spool
+from pvoq.spool.store import INCOMING, Entry, Spool
 
 BATCH = 16  # messages taken from the work queue together (one claim, one round trip)
 IN_FLIGHT = 4  # batches under way at once
@@ -86,6 +86,7 @@ class WorkQueue:
         self._failures: dict[int, tuple[int, int]] = {}  # MID: (counted, successes then)
         self._successes = 0  # messages disposed of, for the failure count's rule
         self._retrying: dict[int, Entry] = {}  # waiting for their retry delay
+        self._under_way: set[int] = set()  # in `dispose` now
         self.claims = Claims(spool)
         self._work: asyncio.Queue[Entry | None] = asyncio.Queue()  # None: wakes for suspects
         self._suspects: list[Entry] = []
@@ -225,6 +226,13 @@ class WorkQueue:
         if entry.mid not in self.spool:
             self._forget(entry.mid)  # deleted (deleterecipients) while it waited
             return
+        self._under_way.add(entry.mid)
+        try:
+            await self._dispose_one(entry)
+        finally:
+            self._under_way.discard(entry.mid)
+
+    async def _dispose_one(self, entry: Entry) -> None:
         body = b""
         try:
             cached = self._bodies.pop(entry.mid, None)
@@ -279,6 +287,28 @@ class WorkQueue:
         waiting = mid in self._retrying
         self._forget(mid)
         return waiting
+
+    # -- what the operator commands see and delete -------------------------------------
+    def held(self) -> list[Entry]:
+        """Every message the work queue holds (in the spool, not yet routed: waiting,
+        under way, suspects, waiting for a retry), oldest first."""
+        found = []
+        for mid in self.spool.mids():
+            entry = self.spool.get(mid)
+            if entry is not None and entry.state == INCOMING:
+                found.append(entry)
+        found.sort(key=lambda e: (e.received, e.mid))
+        return found
+
+    async def delete(self, mid: int) -> bool:
+        """Remove *mid* from the spool unless `dispose` has it now (False: it is being
+        scanned; it will be in a delivery queue or gone shortly). The work queue
+        forgets it; if it is still queued, its turn finds it gone."""
+        if mid in self._under_way or mid not in self.spool:
+            return False
+        await self.spool.remove_async(mid)
+        self._forget(mid)
+        return True
 
     def waiting_retry(self) -> list[Entry]:
         """The messages waiting for a retry after a temporary failure."""

@@ -55,10 +55,11 @@ def check_structure(body: bytes, limits: MimeLimits) -> None:
     boundaries (each with its level), the current level (a multipart's part
     or a `message/*` part's content is one level deeper), the parts seen
     and the header fields of the current header section. Time and memory are
-    linear in the size of the message and the stack never exceeds the depth
-    limit.
+    linear in the size of the message (a delimiter is looked up, not searched
+    for) and the stack never exceeds the depth limit.
     """
     stack: list[tuple[bytes, int]] = []  # open boundaries, "--" prepended, and their level
+    open_at: dict[bytes, int] = {}  # delimiter → its place in the stack (the innermost)
     depth, parts, in_headers, headers, ct_index = 0, 1, True, 0, 0
     content_type = b""
     for raw in body.splitlines():
@@ -81,7 +82,9 @@ def check_structure(body: bytes, limits: MimeLimits) -> None:
             boundary = _BOUNDARY.search(content_type) if kind == b"multipart" else None
             content_type, headers = b"", 0
             if boundary is not None:
-                stack.append((b"--" + (boundary.group(1) or boundary.group(2) or b""), depth))
+                delimiter = b"--" + (boundary.group(1) or boundary.group(2) or b"")
+                open_at[delimiter] = len(stack)
+                stack.append((delimiter, depth))
             elif kind == b"message":
                 depth, in_headers, parts = depth + 1, True, parts + 1
                 _check_depth_parts(depth, parts, limits)
@@ -90,17 +93,18 @@ def check_structure(body: bytes, limits: MimeLimits) -> None:
         if not stack or not raw.startswith(b"--"):
             continue
         line = raw.rstrip()
-        for i in range(len(stack) - 1, -1, -1):
-            delimiter, level = stack[i]
-            if line == delimiter + b"--":
-                del stack[i:]
-                depth = level
-                break
-            if line == delimiter:
-                del stack[i + 1:]
-                depth, in_headers, parts = level + 1, True, parts + 1
-                _check_depth_parts(depth, parts, limits)
-                break
+        if line.endswith(b"--") and (i := open_at.get(line[:-2])) is not None:
+            depth = stack[i][1]  # the closing delimiter: back to its multipart's level
+            del stack[i:]
+        elif (i := open_at.get(line)) is not None:
+            depth, in_headers, parts = stack[i][1] + 1, True, parts + 1
+            _check_depth_parts(depth, parts, limits)
+            if i + 1 == len(stack):
+                continue
+            del stack[i + 1:]  # inner multiparts left open end here
+        else:
+            continue
+        open_at = {d: k for k, (d, _) in enumerate(stack)}
 
 
 def _check_depth_parts(depth: int, parts: int, limits: MimeLimits) -> None:

@@ -31,14 +31,13 @@ from typing import Any, Final, Protocol
 
 from pvoq.config.filterlang import BuiltinQuarantine
 from pvoq.scan.check import Pvo, Stage, row
-from pvoq.scan.message import ScanMessage
+from pvoq.scan.message import ScanMessage, Unscannable
 from pvoq.scan.verdict import (
     BOUNCE,
     DROP,
     CheckAction,
     CheckResult,
     ScanError,
-    Unscannable,
     Verdict,
 )
 

@@ -27,10 +27,18 @@ from email.message import Message
 from email.policy import compat32
 from functools import cached_property
 
-from pvoq.scan.verdict import Unscannable
+from pvoq.errors import PvoqError
 
 _URL = re.compile(rb"https?://(?:[^\s/?#@\"'<>]*@)?([A-Za-z0-9.\-]+)(?::\d+)?(/[^\s\"'<>]*)?",
                   re.IGNORECASE)
+
+
+class Unscannable(PvoqError):
+    """The message cannot be scanned, now or ever: its MIME structure is beyond the
+    scan limits, or the parser failed on it. Not a temporary failure: the message
+    gets the configured `unscannable_action` (`scan.pipeline`).
+    On the exception tree beside `SpoolLogError`: no edge maps it, the pipeline
+    turns it into a result."""
 
 
 _HEADER = re.compile(rb"^(From |[\041-\071\073-\176]*:|[\t ])")  # the email parser's

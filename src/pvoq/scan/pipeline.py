@@ -60,7 +60,7 @@ from pvoq.scan.antivirus import (
 )
 from pvoq.scan.check import Check, Pvo, Stage
 from pvoq.scan.filters import FilterSet, legacy_filter
-from pvoq.scan.message import Envelope, MimeLimits, ScanMessage, check_structure
+from pvoq.scan.message import Envelope, MimeLimits, ScanMessage, Unscannable, check_structure
 from pvoq.scan.outbreak import OutbreakCheck, RulesError, RulesFile, legacy_rules
 from pvoq.scan.verdict import (
     BOUNCE,
@@ -72,7 +72,6 @@ from pvoq.scan.verdict import (
     ScanError,
     ScanResult,
     StageTrace,
-    Unscannable,
     Verdict,
 )
 

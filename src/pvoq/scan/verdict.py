@@ -52,12 +52,6 @@ class ScanError(TemporaryFailure):
         self.stage = stage
 
 
-class Unscannable(Exception):
-    """The message cannot be scanned, now or ever: its MIME structure is beyond the
-    scan limits, or the parser failed on it. Not a temporary failure: the message
-    gets the configured `unscannable_action` (`scan.pipeline`)."""
-
-
 @dataclass(frozen=True)
 class Verdict:
     """A decision to quarantine, with the reason shown to administrators.

@@ -12,9 +12,9 @@ from scanhelpers import message, with_attachment
 
 from pvoq.config.model import AntivirusSettings, ScanSettings
 from pvoq.scan.antivirus import EICAR, EicarEngine
-from pvoq.scan.message import MimeLimits, ScanMessage, check_structure
+from pvoq.scan.message import MimeLimits, ScanMessage, Unscannable, check_structure
 from pvoq.scan.pipeline import ANTIVIRUS, Pipeline
-from pvoq.scan.verdict import BOUNCE, PASS, QUARANTINE, SKIPPED, Unscannable
+from pvoq.scan.verdict import BOUNCE, PASS, QUARANTINE, SKIPPED
 
 INNER = b"Subject: inner\r\n\r\nhello\r\n"
 EICAR_PART = (b"Content-Type: application/octet-stream\r\n"

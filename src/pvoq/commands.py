@@ -8,6 +8,11 @@ data (the CLI renders it in AsyncOS's shape, or as JSON) or raises
 `the.cpq.host` and `the.cpq.release.host` are hosts like any other here:
 unlike AsyncOS, `hoststatus` and `showrecipients` work on them.
 
+`showrecipients` and `deleterecipients` also see the messages not yet in a
+delivery queue (a gateway's work queue: waiting to be scanned, or for a
+retry after a temporary failure), given as `incoming` (`Incoming`); their
+host is shown as `(work queue)`.
+
 Each group is a `CommandSet` given only what its commands use: the delivery
 queues (`QueueCommands`), the listeners (`ListenerCommands`), both
 (`SuspendCommands`), the counters and gauges (`StatusCommands`), the
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pvoq.admin.protocol import CommandError
 from pvoq.admin.registry import CommandSet, command
@@ -28,6 +33,7 @@ from pvoq.counters import Counters
 from pvoq.delivery.queue import DeliveryQueues, Selector
 from pvoq.listeners import ListenerSet
 from pvoq.maillog import MailLog
+from pvoq.spool.store import Entry, Recipient
 
 COUNTERS = ("messages_received", "recipients_received", "soft_bounced_events",
             "completed_recipients", "hard_bounced_recipients", "hard_bounced_5xx",
@@ -51,12 +57,36 @@ def selector(queues: DeliveryQueues, args: dict[str, Any]) -> tuple[Selector, st
     raise CommandError(f"Unknown selection: {by} (host, sender or all)")
 
 
-class QueueCommands(CommandSet):
-    """The delivery queues: what waits for which host, delete, deliver now, suspend."""
+WORK_QUEUE_HOST = "(work queue)"  # the host column of a message not yet routed
 
-    def __init__(self, queues: DeliveryQueues, maillog: MailLog) -> None:
+
+class Incoming(Protocol):
+    """Messages held before any delivery queue (a gateway's `WorkQueue`)."""
+
+    def held(self) -> list[Entry]: ...
+
+    async def delete(self, mid: int) -> bool: ...
+
+
+class QueueCommands(CommandSet):
+    """The delivery queues: what waits for which host, delete, deliver now, suspend;
+    and the messages *incoming* holds before them."""
+
+    def __init__(self, queues: DeliveryQueues, maillog: MailLog,
+                 incoming: Incoming | None = None) -> None:
         self.queues = queues
         self.maillog = maillog
+        self.incoming = incoming
+
+    def _incoming(self, select: Selector, by_host: bool) -> list[tuple[Entry, list[Recipient]]]:
+        if self.incoming is None or by_host:
+            return []
+        found = []
+        for entry in self.incoming.held():
+            rcpts = [r for r in entry.recipients if r.pending and select(entry, r)]
+            if rcpts:
+                found.append((entry, rcpts))
+        return found
 
     @command("tophosts")
     async def tophosts(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -99,11 +129,13 @@ class QueueCommands(CommandSet):
     async def showrecipients(self, args: dict[str, Any]) -> dict[str, Any]:
         select, what = selector(self.queues, args)
         limit = int(args.get("limit") or 1000)
-        found = self.queues.matching(select)
+        found = self.queues.matching(select) + self._incoming(select, args.get("by") == "host")
+        found.sort(key=lambda pair: (pair[0].received, pair[0].mid))
         messages = [{"mid": e.mid, "size": e.size, "sender": e.sender,
                      "subject": str(e.meta.get("subject", "")), "received": e.received,
                      "recipients": [{"rid": r.rid, "attempts": r.attempts, "address": r.address,
-                                     "host": r.host, "last_error": r.last_error}
+                                     "host": r.host or WORK_QUEUE_HOST,
+                                     "last_error": r.last_error}
                                     for r in rcpts]}
                     for e, rcpts in found[:limit]]
         return {"data": {"selection": what, "total": len(found), "messages": messages}}
@@ -113,6 +145,17 @@ class QueueCommands(CommandSet):
         select, what = selector(self.queues, args)
         limit = int(args["limit"]) if args.get("limit") else None
         count = self.queues.delete(select, why="deleterecipients", limit=limit)
+        for entry, rcpts in self._incoming(select, args.get("by") == "host"):
+            if limit is not None and count >= limit:
+                break
+            if not self.incoming or not await self.incoming.delete(entry.mid):
+                continue  # being scanned right now: in a delivery queue or gone shortly
+            for _ in rcpts:
+                self.queues.counters.inc("deleted_recipients")
+            rids = ", ".join(str(r.rid) for r in rcpts)
+            self.maillog.info(f"MID {entry.mid} RID [{rids}] deleted by deleterecipients")
+            self.maillog.info(f"Message finished MID {entry.mid} aborted")
+            count += 1
         self.maillog.info(f"deleterecipients ({what}): {count} messages deleted")
         text = f"{count} messages deleted." if count else "No messages deleted."
         return {"text": text, "data": {"deleted": count}}

@@ -534,6 +534,10 @@ class _Loader:
             stage_timeout_seconds=fields("stage_timeout_seconds", _seconds),
             retry_seconds=fields("retry_seconds", _seconds),
             processes=fields("processes", _positive_int),
+            max_mime_depth=fields("max_mime_depth", _positive_int),
+            max_mime_parts=fields("max_mime_parts", _positive_int),
+            max_headers=fields("max_headers", _positive_int),
+            max_temporary_failures=fields("max_temporary_failures", _positive_int),
             policies=self._mail_policies(root, quarantines),
         )
 

@@ -321,6 +321,13 @@ class ScanSettings:
     retry_seconds: float = field(default=30.0, metadata={XML_TAG: "scan_pipeline/retry_seconds"})
     # scanner processes (scan.workers); None: by the CPUs
     processes: int | None = field(default=None, metadata={XML_TAG: "scan_pipeline/processes"})
+    # limits of the MIME structure a scan takes (beyond them: unscannable)
+    max_mime_depth: int = field(default=50, metadata={XML_TAG: "scan_pipeline/max_mime_depth"})
+    max_mime_parts: int = field(default=1000, metadata={XML_TAG: "scan_pipeline/max_mime_parts"})
+    max_headers: int = field(default=1000, metadata={XML_TAG: "scan_pipeline/max_headers"})
+    # temporary failures of one message (while others pass) before it is unscannable
+    max_temporary_failures: int = field(
+        default=5, metadata={XML_TAG: "scan_pipeline/max_temporary_failures"})
     policies: tuple[MailPolicy, ...] = ()
 
     def policy_for(self, address: str) -> MailPolicy | None:

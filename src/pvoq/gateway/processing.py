@@ -18,7 +18,7 @@ from pvoq.gateway.router import Router
 from pvoq.maillog import MailLog
 from pvoq.scan.keeper import OutbreakKeeper
 from pvoq.scan.message import Envelope
-from pvoq.scan.pipeline import MESSAGE_FILTERS, Pipeline
+from pvoq.scan.pipeline import MESSAGE_FILTERS, Pipeline, unscannable_scan
 from pvoq.scan.verdict import BOUNCE, DROP, QUARANTINE, Verdict
 from pvoq.scan.workers import ScanWorkers
 from pvoq.spool.store import Entry, Recipient
@@ -110,6 +110,12 @@ class Processor:
             self.outbreak.released(int(released["origin_mid"]), entry.mid)
         await self.router.route(entry, result)
         return []
+
+    async def unscannable(self, entry: Entry, body: bytes, reason: str) -> None:
+        """Route *entry* by its policy's unscannable action, unscanned (the work queue's
+        hook for a message that failed too often; *reason* says why)."""
+        action = self.config().scan.antivirus.unscannable_action
+        await self.router.route(entry, unscannable_scan(action, reason))
 
     # -- per-recipient mail policies -------------------------------------------------
     def policy_groups(self, entry: Entry) -> dict[str, list[Recipient]]:

@@ -29,6 +29,13 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from pvoq.appliance import Appliance
+from pvoq.commands import (
+    ListenerCommands,
+    QueueCommands,
+    ReloadCommands,
+    StatusCommands,
+    SuspendCommands,
+)
 from pvoq.config.model import THE_CPQ_HOST, Config, Listener
 from pvoq.cpq.client import CpqDestination
 from pvoq.cpq.server import CpqSMTP
@@ -40,7 +47,7 @@ from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
 from pvoq.gateway.outbreak import OutbreakRules
 from pvoq.gateway.processing import Processor, ScanEngines
 from pvoq.gateway.router import Router
-from pvoq.gateway.workqueue import Dispose, WorkQueue
+from pvoq.gateway.workqueue import Dispose, GiveUp, WorkQueue
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.remote.commands import GatewayLinkCommands, ListenerInfoCommands
 from pvoq.remote.service import CommandService
@@ -70,7 +77,8 @@ class WorkQueueFactory(Protocol):
     """Makes the gateway's work queue (the `WorkQueue` class, by default)."""
 
     def __call__(self, *, spool: Spool, maillog: MailLog, dispose: Dispose,
-                 retry_s: Callable[[], float]) -> WorkQueue: ...
+                 retry_s: Callable[[], float], unscannable: GiveUp | None = None,
+                 max_failures: Callable[[], int] = ...) -> WorkQueue: ...
 
 
 class Gateway(Appliance):
@@ -123,7 +131,9 @@ class Gateway(Appliance):
                                    maillog=self.maillog)
         self.workqueue = workqueue(spool=self.spool, maillog=self.maillog,
                                    dispose=self.processor.dispose,
-                                   retry_s=lambda: self.config.scan.retry_seconds)
+                                   retry_s=lambda: self.config.scan.retry_seconds,
+                                   unscannable=self.processor.unscannable,
+                                   max_failures=lambda: self.config.scan.max_temporary_failures)
         self.rules = OutbreakRules(config=self.current_config, engines=self.engines,
                                    keeper=self.outbreak, spool=self.spool, ids=self.ids,
                                    maillog=self.maillog, queues=self.queues)
@@ -258,6 +268,20 @@ class Gateway(Appliance):
             self._watcher.cancel()
         await self.engines.scanners.aclose()
         await super().stop()
+
+    def register_commands(self) -> None:
+        """The commands common to both roles (`Appliance.register_commands`), with
+        `showrecipients` and `deleterecipients` seeing the work queue's messages too."""
+        queue_commands = QueueCommands(self.queues, self.maillog, incoming=self.workqueue)
+        listener_commands = ListenerCommands(self.listeners)
+        for commands in (
+                queue_commands, listener_commands,
+                SuspendCommands(listener_commands, queue_commands),
+                StatusCommands(role=self.role, started=self.started, config=lambda: self.config,
+                               queues=self.queues, counters=self.counters,
+                               listeners=self.listeners, gauges=self.status_gauges),
+                ReloadCommands(self.reload)):
+            commands.register(self.admin)
 
     def status_gauges(self) -> dict[str, int]:
         cpq = [e for e in self.queues.entries.values() if e.pending_for(THE_CPQ_HOST)]

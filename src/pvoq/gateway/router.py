@@ -59,6 +59,8 @@ class Router:
         """Act on a scan result; every change is on disk before the entry is queued."""
         log = self.maillog
         mid = entry.mid
+        if result.unscannable:
+            log.info(f"MID {mid} unscannable: {result.unscannable}")
         for trace in result.trace:
             self._log_trace(mid, trace)
         if result.action in (DROP, BOUNCE):

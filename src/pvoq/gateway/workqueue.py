@@ -19,7 +19,14 @@ It owns:
 - scanner losses: a message whose batch lost its scanner process is handled
   again alone, and after `MAX_ATTEMPTS` losses goes to bad;
 - temporary failures and application faults: the message stays in the spool,
-  untouched, and is submitted again after a delay;
+  untouched, and is submitted again after a delay; a message that has failed
+  `max_failures()` times *while other messages passed* is handed to the
+  `unscannable` hook instead (its configured unscannable action). A failure
+  counts only if some other message was disposed of since this one's last
+  counted failure: while nothing passes (clamd down for everyone) mail is
+  held, never given up on;
+- a message that vanished from the spool (`deleterecipients`) is forgotten
+  when its turn comes;
 - the body cache (a listener hands over the body it has just spooled), the
   depth (`workqueue status`, the status gauge) and pause/resume.
 """
@@ -34,7 +41,7 @@ from pvoq.maillog import MailLog
 from pvoq.scan.verdict import ScanError
 from pvoq.scan.workers import ScannerLost
 from pvoq.spool.claims import MAX_ATTEMPTS, Claims
-from pvoq.spool.store import Entry, Spool
+from pvoq.spool.store import INCOMING, Entry, Spool
 
 BATCH = 16  # messages taken from the work queue together (one claim, one round trip)
 IN_FLIGHT = 4  # batches under way at once
@@ -51,6 +58,13 @@ class Dispose(Protocol):
     def __call__(self, entry: Entry, body: bytes) -> Awaitable[Sequence[Entry]]: ...
 
 
+class GiveUp(Protocol):
+    """What becomes of a message that failed too often: *reason* says why (the
+    gateway: its unscannable action)."""
+
+    def __call__(self, entry: Entry, body: bytes, reason: str) -> Awaitable[object]: ...
+
+
 class WorkQueue:
     """Messages waiting for `dispose`, taken in claimed batches by one loop (`run`).
 
@@ -61,11 +75,18 @@ class WorkQueue:
     """
 
     def __init__(self, *, spool: Spool, maillog: MailLog, dispose: Dispose,
-                 retry_s: Callable[[], float]) -> None:
+                 retry_s: Callable[[], float], unscannable: GiveUp | None = None,
+                 max_failures: Callable[[], int] = lambda: 5) -> None:
         self.spool = spool
         self.maillog = maillog
         self.dispose = dispose
         self.retry_s = retry_s  # the current configuration's scan retry delay
+        self.unscannable = unscannable
+        self.max_failures = max_failures  # counted temporary failures before `unscannable`
+        self._failures: dict[int, tuple[int, int]] = {}  # MID: (counted, successes then)
+        self._successes = 0  # messages disposed of, for the failure count's rule
+        self._retrying: dict[int, Entry] = {}  # waiting for their retry delay
+        self._under_way: set[int] = set()  # in `dispose` now
         self.claims = Claims(spool)
         self._work: asyncio.Queue[Entry | None] = asyncio.Queue()  # None: wakes for suspects
         self._suspects: list[Entry] = []
@@ -110,8 +131,14 @@ class WorkQueue:
     # -- state ----------------------------------------------------------------------
     @property
     def depth(self) -> int:
-        """Messages waiting or under way (`workqueue status`, the status gauge)."""
-        return self._work.qsize() + self._in_work + len(self._suspects)
+        """Messages waiting or under way (`workqueue status`, the status gauge), those
+        waiting for a retry after a temporary failure included."""
+        return self._work.qsize() + self._in_work + len(self._suspects) + len(self._retrying)
+
+    @property
+    def retrying(self) -> int:
+        """Messages waiting for a retry after a temporary failure."""
+        return len(self._retrying)
 
     @property
     def paused(self) -> bool:
@@ -196,30 +223,120 @@ class WorkQueue:
             self.claims.done(mids)
 
     async def _process_one(self, entry: Entry) -> None:
+        if entry.mid not in self.spool:
+            self._forget(entry.mid)  # deleted (deleterecipients) while it waited
+            return
+        self._under_way.add(entry.mid)
         try:
-            body = self._bodies.pop(entry.mid, None) or self.spool.read_body(entry.mid)
+            await self._dispose_one(entry)
+        finally:
+            self._under_way.discard(entry.mid)
+
+    async def _dispose_one(self, entry: Entry) -> None:
+        body = b""
+        try:
+            cached = self._bodies.pop(entry.mid, None)
+            body = cached if cached is not None else self.spool.read_body(entry.mid)
             made = await self.dispose(entry, body)
             self._scanner_losses.pop(entry.mid, None)
+            self._failures.pop(entry.mid, None)
+            self._successes += 1
         except ScannerLost as exc:
             self._scanner_lost(entry, exc)
             return
         except ScanError as exc:
             # Fail closed: the entry stays INCOMING in the spool and is scanned again.
+            what = f"temporary failure in {exc.stage or 'the pipeline'}: {exc}"
+            if await self._gave_up(entry, body, what):
+                return
             retry_s = self.retry_s()
-            self.maillog.warning(
-                f"MID {entry.mid} temporary failure in {exc.stage or 'the pipeline'}: "
-                f"{exc}; message kept in the spool, retry in {retry_s:g}s")
-            asyncio.get_running_loop().call_later(retry_s, self.submit, entry)
+            self.maillog.warning(f"MID {entry.mid} {what}; message kept in the spool, "
+                                 f"retry in {retry_s:g}s")
+            self._retry_later(entry, retry_s)
             return
         except Exception as exc:  # keep the message; never lose it to a bug
+            what = f"application fault in the pipeline: {type(exc).__name__}: {exc}"
+            if await self._gave_up(entry, body, what):
+                return
             retry_s = max(self.retry_s(), 60.0)
-            self.maillog.critical(f"MID {entry.mid} application fault in the pipeline: "
-                                  f"{type(exc).__name__}: {exc}; message kept in the spool, "
+            self.maillog.critical(f"MID {entry.mid} {what}; message kept in the spool, "
                                   f"retry in {retry_s:g}s")
-            asyncio.get_running_loop().call_later(retry_s, self.submit, entry)
+            self._retry_later(entry, retry_s)
             return
         for new in made:
             self.submit(new)
+
+    # -- failures ---------------------------------------------------------------------
+    def _retry_later(self, entry: Entry, delay_s: float) -> None:
+        self._retrying[entry.mid] = entry
+        asyncio.get_running_loop().call_later(delay_s, self._retry, entry.mid)
+
+    def _retry(self, mid: int) -> None:
+        entry = self._retrying.pop(mid, None)
+        if entry is not None:
+            self.submit(entry)
+
+    def _forget(self, mid: int) -> None:
+        self._failures.pop(mid, None)
+        self._scanner_losses.pop(mid, None)
+        self._bodies.pop(mid, None)
+        self._retrying.pop(mid, None)
+
+    def forget(self, mid: int) -> bool:
+        """Drop *mid* from the retries waiting (its message was deleted); True if it waited."""
+        waiting = mid in self._retrying
+        self._forget(mid)
+        return waiting
+
+    # -- what the operator commands see and delete -------------------------------------
+    def held(self) -> list[Entry]:
+        """Every message the work queue holds (in the spool, not yet routed: waiting,
+        under way, suspects, waiting for a retry), oldest first."""
+        found = []
+        for mid in self.spool.mids():
+            entry = self.spool.get(mid)
+            if entry is not None and entry.state == INCOMING:
+                found.append(entry)
+        found.sort(key=lambda e: (e.received, e.mid))
+        return found
+
+    async def delete(self, mid: int) -> bool:
+        """Remove *mid* from the spool unless `dispose` has it now (False: it is being
+        scanned; it will be in a delivery queue or gone shortly). The work queue
+        forgets it; if it is still queued, its turn finds it gone."""
+        if mid in self._under_way or mid not in self.spool:
+            return False
+        await self.spool.remove_async(mid)
+        self._forget(mid)
+        return True
+
+    def waiting_retry(self) -> list[Entry]:
+        """The messages waiting for a retry after a temporary failure."""
+        return list(self._retrying.values())
+
+    async def _gave_up(self, entry: Entry, body: bytes, what: str) -> bool:
+        """Count a failure of *entry*; at `max_failures()` hand it to `unscannable`.
+
+        A failure counts when another message was disposed of since this one's
+        last counted failure (the first always counts): the fault is then this
+        message's, not the scanners'. False: retry it later.
+        """
+        counted, seen = self._failures.get(entry.mid, (0, -1))
+        if seen < self._successes or counted == 0:
+            counted, seen = counted + 1, self._successes
+        self._failures[entry.mid] = (counted, seen)
+        if self.unscannable is None or counted < self.max_failures() or not body:
+            return False
+        self._failures.pop(entry.mid, None)
+        self.maillog.warning(f"MID {entry.mid} {what}; {counted} temporary failures while "
+                             f"other mail passed: unscannable")
+        try:
+            await self.unscannable(entry, body, f"{counted} temporary failures (last: {what})")
+        except Exception as exc:  # the unscannable action itself failed: keep it, retry
+            self.maillog.critical(f"MID {entry.mid} unscannable action failed: "
+                                  f"{type(exc).__name__}: {exc}; message kept in the spool")
+            return False
+        return True
 
     def _scanner_lost(self, entry: Entry, exc: ScannerLost) -> None:
         """A scanner process died with *entry* in its batch: handle it again alone.

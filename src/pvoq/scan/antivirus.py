@@ -31,8 +31,15 @@ from typing import Any, Final, Protocol
 
 from pvoq.config.filterlang import BuiltinQuarantine
 from pvoq.scan.check import Pvo, Stage, row
-from pvoq.scan.message import ScanMessage
-from pvoq.scan.verdict import BOUNCE, DROP, CheckAction, CheckResult, ScanError, Verdict
+from pvoq.scan.message import ScanMessage, Unscannable
+from pvoq.scan.verdict import (
+    BOUNCE,
+    DROP,
+    CheckAction,
+    CheckResult,
+    ScanError,
+    Verdict,
+)
 
 
 class AvVerdict(StrEnum):
@@ -191,8 +198,11 @@ class EicarEngine:
     def scan(self, data: bytes) -> AvResult:
         if EICAR in data:
             return AvResult(VIRAL, (EICAR_NAME,))
-        message = message_from_bytes(data, policy=compat32)
-        for part in message.walk():
+        try:
+            parts = list(message_from_bytes(data, policy=compat32).walk())
+        except RecursionError:
+            raise Unscannable("the MIME parser ran out of stack (nesting too deep)") from None
+        for part in parts:
             if part.is_multipart():
                 continue
             payload = part.get_payload(decode=True)
@@ -237,11 +247,24 @@ class AntivirusCheck:
             reason = f"{reason} {' '.join(found.names)}"
             return CheckResult(verdicts=[Verdict(self.name, self.quarantine, reason,
                                                  f"{self.engine.describe()}")], hits=[reason])
-        action = self.unscannable_action  # ENCRYPTED or UNSCANNABLE
-        detail = found.detail or found.verdict.lower()
-        if action == "quarantine":
-            return CheckResult(verdicts=[Verdict(self.name, self.quarantine, reason, detail)],
-                               hits=[reason])
-        if action in (DROP, BOUNCE):
-            return CheckResult(action=CheckAction(action), reason=reason, hits=[reason])
-        return CheckResult(hits=[f"{reason} (delivered: unscannable_action deliver)"])
+        return self.unscannable(found.verdict, found.detail or found.verdict.lower())
+
+    def unscannable(self, verdict: str = UNSCANNABLE, detail: str = "") -> CheckResult:
+        """The configured unscannable action for a message the engine (ENCRYPTED,
+        UNSCANNABLE) or the pipeline (a message beyond the MIME limits, the
+        parser failing, too many temporary failures) could not scan."""
+        return unscannable_result(self.unscannable_action, verdict, detail or verdict.lower(),
+                                  stage=self.name, quarantine=self.quarantine)
+
+
+def unscannable_result(action: str, verdict: str = UNSCANNABLE, detail: str = "", *,
+                       stage: str = Stage.ANTIVIRUS,
+                       quarantine: str = BuiltinQuarantine.VIRUS) -> CheckResult:
+    """*action* (`deliver`, `quarantine`, `drop`, `bounce`) for an unscannable message."""
+    reason = f"a/v verdict:{verdict}"
+    if action == "quarantine":
+        return CheckResult(verdicts=[Verdict(stage, quarantine, reason, detail)],
+                           hits=[reason])
+    if action in (DROP, BOUNCE):
+        return CheckResult(action=CheckAction(action), reason=reason, hits=[reason])
+    return CheckResult(hits=[f"{reason} (delivered: unscannable_action deliver)"])

@@ -5,6 +5,15 @@ list of attachments (name, MIME type, size, SHA-256) and the URLs found in
 the text. Every view is computed once, on first use, so a check that only
 looks at the envelope costs nothing. This module never decides anything and
 never does I/O.
+
+It also owns the limits of what is parsed at all (`MimeLimits`): before the
+email package sees a message (its parser and `walk` recurse once per level
+of nesting), `check_structure` reads the raw bytes once, line by line,
+following multipart boundaries and `message/*` parts with an explicit stack,
+and raises `Unscannable` for a message nested deeper, with more parts, or
+with more header fields in one header section than the limits allow. A
+parser failure on what remains (RecursionError included) is `Unscannable`
+too.
 """
 
 from __future__ import annotations
@@ -18,8 +27,99 @@ from email.message import Message
 from email.policy import compat32
 from functools import cached_property
 
+from pvoq.errors import PvoqError
+
 _URL = re.compile(rb"https?://(?:[^\s/?#@\"'<>]*@)?([A-Za-z0-9.\-]+)(?::\d+)?(/[^\s\"'<>]*)?",
                   re.IGNORECASE)
+
+
+class Unscannable(PvoqError):
+    """The message cannot be scanned, now or ever: its MIME structure is beyond the
+    scan limits, or the parser failed on it. Not a temporary failure: the message
+    gets the configured `unscannable_action` (`scan.pipeline`).
+    On the exception tree beside `SpoolLogError`: no edge maps it, the pipeline
+    turns it into a result."""
+
+
+_HEADER = re.compile(rb"^(From |[\041-\071\073-\176]*:|[\t ])")  # the email parser's
+_CONTENT_TYPE = re.compile(rb"^content-type:", re.IGNORECASE)
+_MAINTYPE = re.compile(rb"^\s*([a-z0-9!#$&.+\-^_]+)/", re.IGNORECASE)
+_BOUNDARY = re.compile(rb"""boundary\s*=\s*(?:"([^"]*)"|([^;\s]+))""", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class MimeLimits:
+    """How deep, how many parts and how many header fields per section a scan takes."""
+
+    max_depth: int = 50
+    max_parts: int = 1000
+    max_headers: int = 1000
+
+
+def check_structure(body: bytes, limits: MimeLimits) -> None:
+    """Raise `Unscannable` if *body*'s MIME structure is beyond *limits*.
+
+    One pass over the lines, no recursion: a stack of the open multipart
+    boundaries (each with its level), the current level (a multipart's part
+    or a `message/*` part's content is one level deeper), the parts seen
+    and the header fields of the current header section. Time and memory are
+    linear in the size of the message (a delimiter is looked up, not searched
+    for) and the stack never exceeds the depth limit.
+    """
+    stack: list[tuple[bytes, int]] = []  # open boundaries, "--" prepended, and their level
+    open_at: dict[bytes, int] = {}  # delimiter → its place in the stack (the innermost)
+    depth, parts, in_headers, headers, ct_index = 0, 1, True, 0, 0
+    content_type = b""
+    for raw in body.splitlines():
+        if in_headers:
+            if raw.strip() and _HEADER.match(raw):
+                if raw[:1] in (b" ", b"\t"):
+                    if content_type and headers == ct_index:
+                        content_type += b" " + raw.strip()
+                    continue
+                headers += 1
+                if headers > limits.max_headers:
+                    raise Unscannable(f"more than {limits.max_headers} header fields in one "
+                                      f"header section")
+                if _CONTENT_TYPE.match(raw):
+                    content_type, ct_index = raw.split(b":", 1)[1], headers
+                continue
+            in_headers = False  # the blank line (or a line that is no header) ends them
+            maintype = _MAINTYPE.match(content_type)
+            kind = maintype.group(1).lower() if maintype else b"text"
+            boundary = _BOUNDARY.search(content_type) if kind == b"multipart" else None
+            content_type, headers = b"", 0
+            if boundary is not None:
+                delimiter = b"--" + (boundary.group(1) or boundary.group(2) or b"")
+                open_at[delimiter] = len(stack)
+                stack.append((delimiter, depth))
+            elif kind == b"message":
+                depth, in_headers, parts = depth + 1, True, parts + 1
+                _check_depth_parts(depth, parts, limits)
+            if not raw.strip():
+                continue
+        if not stack or not raw.startswith(b"--"):
+            continue
+        line = raw.rstrip()
+        if line.endswith(b"--") and (i := open_at.get(line[:-2])) is not None:
+            depth = stack[i][1]  # the closing delimiter: back to its multipart's level
+            del stack[i:]
+        elif (i := open_at.get(line)) is not None:
+            depth, in_headers, parts = stack[i][1] + 1, True, parts + 1
+            _check_depth_parts(depth, parts, limits)
+            if i + 1 == len(stack):
+                continue
+            del stack[i + 1:]  # inner multiparts left open end here
+        else:
+            continue
+        open_at = {d: k for k, (d, _) in enumerate(stack)}
+
+
+def _check_depth_parts(depth: int, parts: int, limits: MimeLimits) -> None:
+    if depth > limits.max_depth:
+        raise Unscannable(f"MIME nesting deeper than {limits.max_depth} levels")
+    if parts > limits.max_parts:
+        raise Unscannable(f"more than {limits.max_parts} MIME parts")
 
 
 def decoded_header(value: object) -> str:
@@ -79,7 +179,11 @@ class ScanMessage:
 
     @cached_property
     def message(self) -> Message:
-        return message_from_bytes(self.body, policy=compat32)
+        """The parsed message (`Unscannable` if the parser fails on it)."""
+        try:
+            return message_from_bytes(self.body, policy=compat32)
+        except RecursionError:
+            raise Unscannable("the MIME parser ran out of stack (nesting too deep)") from None
 
     def headers(self, name: str) -> list[str]:
         """Every value of header *name*, decoded."""

@@ -17,6 +17,15 @@ all four be stuck, every scan times out and mail is held, never passed.)
 A message caught by several stages goes to every quarantine they name; drop
 and bounce end the pipeline at once.
 
+Before any stage, the message's MIME structure is checked against the scan
+limits (`scan.message.check_structure`: depth, parts, header fields); a
+message beyond them, or one the parser fails on in any stage (RecursionError
+included), is *unscannable*: no further stage runs and the message gets the
+anti-virus stage's `unscannable_action` (AsyncOS's behaviour), with
+`ScanResult.unscannable` saying why. It is never a temporary failure. A
+message released from the Virus quarantine (a run without the anti-virus
+stage) is not caught again: the stages that would parse it are skipped.
+
 Release semantics (docs/architecture.md, "Release semantics"): a released
 message re-enters the pipeline after the latest stage that quarantined it
 (`resume_point`), so it is never quarantined twice for the same reason:
@@ -41,10 +50,17 @@ from dataclasses import replace
 from typing import Any, Final, TypeVar
 
 from pvoq.config.model import MailPolicy, ScanSettings
-from pvoq.scan.antivirus import EICAR, AntivirusCheck, AvEngine, ClamdEngine, EicarEngine
+from pvoq.scan.antivirus import (
+    EICAR,
+    AntivirusCheck,
+    AvEngine,
+    ClamdEngine,
+    EicarEngine,
+    unscannable_result,
+)
 from pvoq.scan.check import Check, Pvo, Stage
 from pvoq.scan.filters import FilterSet, legacy_filter
-from pvoq.scan.message import Envelope, ScanMessage
+from pvoq.scan.message import Envelope, MimeLimits, ScanMessage, Unscannable, check_structure
 from pvoq.scan.outbreak import OutbreakCheck, RulesError, RulesFile, legacy_rules
 from pvoq.scan.verdict import (
     BOUNCE,
@@ -62,8 +78,8 @@ from pvoq.scan.verdict import (
 __all__ = [
     "ANTIVIRUS", "CONTENT_FILTERS", "DELIVERY", "EICAR", "MESSAGE_FILTERS", "OUTBREAK_FILTERS",
     "ORDER", "RESCAN_ON_RELEASE", "STAGES", "Check", "Pipeline", "RulesError", "ScanError",
-    "ScanResult", "Stage", "StageTrace", "Verdict", "resume_point", "stages_for",
-    "standard_checks",
+    "ScanResult", "Stage", "StageTrace", "Unscannable", "Verdict", "limits_of",
+    "resume_point", "stages_for", "standard_checks", "unscannable_scan",
 ]
 
 MESSAGE_FILTERS: Final = Stage.MESSAGE_FILTERS
@@ -153,6 +169,28 @@ def stages_for(resume_after: str | None, order: Sequence[str] = STAGES) -> list[
     return [s for s in order if s in after or s in again]
 
 
+def limits_of(settings: ScanSettings) -> MimeLimits:
+    """The MIME limits of the scan settings."""
+    return MimeLimits(max_depth=settings.max_mime_depth, max_parts=settings.max_mime_parts,
+                      max_headers=settings.max_headers)
+
+
+def unscannable_scan(action: str, detail: str, *, av: AntivirusCheck | None = None,
+                     trace: Sequence[StageTrace] = ()) -> ScanResult:
+    """The scan result of a message that could not be scanned: *action* (the
+    `unscannable_action`), as the anti-virus stage (*av*, if the pipeline has one)
+    decides it for an UNSCANNABLE verdict; *detail* says why."""
+    done = av.unscannable(detail=detail) if av else unscannable_result(action, detail=detail)
+    result = ScanResult(trace=[*trace, StageTrace(ANTIVIRUS, done.outcome, tuple(done.hits))],
+                        unscannable=detail)
+    if done.action in (DROP, BOUNCE):
+        result.action, result.reason = done.action, done.reason
+        return result
+    result.verdicts = list(done.verdicts)
+    result.action = QUARANTINE if result.verdicts else PASS
+    return result
+
+
 class _StageTimeout(BaseException):
     """Raised by SIGALRM in a stage that ran out of time (not an Exception: checks
     that catch their own errors must not swallow it)."""
@@ -200,6 +238,7 @@ class Pipeline:
         self.stages: tuple[str, ...] = tuple(names)
         self.rescan_on_release = dict(rescan_on_release)
         self.alarm_timeouts = alarm_timeouts
+        self.limits = limits_of(settings) if settings is not None else MimeLimits()
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scan")
 
     def close(self) -> None:
@@ -285,11 +324,18 @@ class Pipeline:
         stages = stages_for(resume_after, self.stages)
         if stop_after in stages:
             stages = stages[:stages.index(stop_after) + 1]
+        try:
+            check_structure(body, self.limits)
+        except Unscannable as exc:
+            return self._unscannable(str(exc), stages, result)
         for check in (self.checks[self.stages.index(s)] for s in stages):
             if check.name in skipped:
                 result.trace.append(StageTrace(check.name, SKIPPED))
                 continue
-            done = self._timed(check, msg)
+            try:
+                done = self._timed(check, msg)
+            except Unscannable as exc:
+                return self._unscannable(str(exc), stages, result)
             result.trace.append(StageTrace(check.name, done.outcome, tuple(done.hits),
                                            tuple(done.misses)))
             for v in done.verdicts:
@@ -306,6 +352,25 @@ class Pipeline:
         result.action = QUARANTINE if result.verdicts else PASS
         return result
 
+    def _unscannable(self, detail: str, stages: Sequence[str], result: ScanResult
+                     ) -> ScanResult:
+        """The unscannable action, when the anti-virus stage is among *stages*; else
+        (released from Virus, or message filters before a split) the remaining
+        stages are skipped and the message passes them."""
+        try:
+            av: AntivirusCheck | None = self._find(AntivirusCheck)
+        except LookupError:
+            av = None
+        name = av.name if av else ANTIVIRUS
+        if name in stages or (av is None and ANTIVIRUS not in self.stages):
+            return unscannable_scan(av.unscannable_action if av else "deliver", detail,
+                                    av=av, trace=result.trace)
+        done = {t.stage for t in result.trace}
+        result.trace.extend(StageTrace(s, SKIPPED) for s in stages if s not in done)
+        result.unscannable = detail
+        result.action = QUARANTINE if result.verdicts else PASS
+        return result
+
     def _timed(self, check: Check, msg: ScanMessage) -> CheckResult:
         stage, timeout = check.name, check.timeout_s
         try:
@@ -318,6 +383,10 @@ class Pipeline:
         except ScanError as exc:
             exc.stage = exc.stage or stage
             raise
+        except Unscannable:
+            raise
+        except RecursionError:
+            raise Unscannable("the MIME parser ran out of stack (nesting too deep)") from None
         except Exception as exc:
             raise ScanError(f"{stage} failed: {type(exc).__name__}: {exc}", stage=stage) from exc
 

@@ -122,3 +122,4 @@ class ScanResult:
     reason: str = ""
     trace: list[StageTrace] = field(default_factory=list)
     skip: tuple[str, ...] = ()              # stages skipped at a check's request
+    unscannable: str = ""                   # why the message could not be scanned, if so

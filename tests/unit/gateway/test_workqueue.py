@@ -181,7 +181,8 @@ def test_an_application_fault_keeps_the_message(parts: Parts) -> None:
     async def main() -> None:
         wq.start()
         wq.submit(entry)
-        await until(lambda: wq.depth == 0)
+        await until(lambda: wq.retrying == 1)
+        assert wq.depth == 1  # waiting for its retry, still counted
         wq.stop()
 
     asyncio.run(main())
@@ -255,3 +256,104 @@ def test_recovered_suspects_are_handled_alone_and_a_repeat_offender_goes_to_bad(
     assert parts.disposed[0] == suspect.mid  # suspects first, then the others
     assert (f"MID {offender.mid} moved to {parts.spool.dir / 'bad'}: processing it stopped the "
             f"gateway {MAX_ATTEMPTS} times; kept there for an operator") in parts.log()
+
+
+class GaveUp:
+    """The work queue's `unscannable` hook, recording."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, str]] = []
+
+    async def __call__(self, entry: Entry, body: bytes, reason: str) -> None:
+        self.calls.append((entry.mid, reason))
+
+
+def test_a_message_failing_while_others_pass_is_unscannable_after_the_bound(
+        parts: Parts) -> None:
+    """Five temporary failures of one message while other mail passes: the unscannable
+    hook, not a sixth retry."""
+    gave_up = GaveUp()
+    wq = WorkQueue(spool=parts.spool, maillog=parts.maillog, dispose=parts.dispose,
+                   retry_s=lambda: 0.02, unscannable=gave_up, max_failures=lambda: 5)
+    [poison] = parts.spooled(1)
+    attempts: list[int] = []
+
+    def fail(e: Entry) -> None:
+        if e.mid == poison.mid:
+            attempts.append(e.mid)
+            raise ScanError("cannot parse", stage="antivirus")
+
+    parts.fail = fail
+
+    async def main() -> None:
+        wq.start()
+        wq.submit(poison)
+        while not gave_up.calls:
+            [other] = parts.spooled(1)  # other mail keeps passing
+            wq.submit(other)
+            await asyncio.sleep(0.01)
+        await until(lambda: wq.depth == 0)
+        wq.stop()
+
+    asyncio.run(main())
+    assert len(attempts) == 5
+    assert gave_up.calls == [(poison.mid, "5 temporary failures (last: temporary failure in "
+                                          "antivirus: cannot parse)")]
+    assert (f"MID {poison.mid} temporary failure in antivirus: cannot parse; 5 temporary "
+            f"failures while other mail passed: unscannable") in parts.log()
+
+
+def test_while_nothing_passes_mail_is_held_not_given_up(parts: Parts) -> None:
+    """clamd down for everyone: every message fails again and again, none is given up."""
+    gave_up = GaveUp()
+    wq = WorkQueue(spool=parts.spool, maillog=parts.maillog, dispose=parts.dispose,
+                   retry_s=lambda: 0.01, unscannable=gave_up, max_failures=lambda: 2)
+    entries = parts.spooled(3)
+    attempts: list[int] = []
+
+    def fail(e: Entry) -> None:
+        attempts.append(e.mid)
+        raise ScanError("clamd unavailable", stage="antivirus")
+
+    parts.fail = fail
+
+    async def main() -> None:
+        wq.start()
+        for entry in entries:
+            wq.submit(entry)
+        await until(lambda: len(attempts) >= 15)
+        assert wq.depth == 3
+        wq.stop()
+
+    asyncio.run(main())
+    assert gave_up.calls == []
+    assert all(e.mid in parts.spool for e in entries)
+
+
+def test_a_message_deleted_while_it_waits_for_its_retry_is_forgotten(parts: Parts) -> None:
+    """deleterecipients removed it from the spool: its retry disposes of nothing."""
+    wq = WorkQueue(spool=parts.spool, maillog=parts.maillog, dispose=parts.dispose,
+                   retry_s=lambda: 0.1)
+    [entry] = parts.spooled(1)
+    failures = [ScanError("engine busy", stage="antivirus")]
+    attempts: list[int] = []
+
+    def fail(e: Entry) -> None:
+        attempts.append(e.mid)
+        if failures:
+            raise failures.pop()
+
+    parts.fail = fail
+
+    async def main() -> None:
+        wq.start()
+        wq.submit(entry)
+        await until(lambda: wq.retrying == 1)
+        assert [e.mid for e in wq.waiting_retry()] == [entry.mid]
+        parts.spool.remove(entry.mid)
+        await asyncio.sleep(0.3)
+        assert wq.depth == 0
+        wq.stop()
+
+    asyncio.run(main())
+    assert attempts == [entry.mid] and parts.disposed == []

@@ -11,6 +11,8 @@ from pvoq.config.loader import load_config
 from pvoq.config.model import ROLE_GATEWAY, Config
 from pvoq.config.template import ApplianceSpec
 from pvoq.deploy import init_appliance
+from pvoq.scan.message import MimeLimits
+from pvoq.scan.pipeline import limits_of
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +123,19 @@ class TestScanConfig:
                                "</policy></mail_policies></config>")
         assert err.field.endswith("mail_policies.policy.recipient")
         assert err.line == line
+
+
+def test_the_mime_limits_are_configurable(gateway_xml: Path) -> None:
+    """`<scan_pipeline>` sets the MIME limits and the temporary failures per message."""
+    scan_settings = load_config(gateway_xml).scan
+    assert limits_of(scan_settings) == MimeLimits(50, 1000, 1000)
+    assert scan_settings.max_temporary_failures == 5
+    section = ("  <scan_pipeline>\n    <max_mime_depth>20</max_mime_depth>\n"
+               "    <max_mime_parts>300</max_mime_parts>\n    <max_headers>200</max_headers>\n"
+               "    <max_temporary_failures>3</max_temporary_failures>\n"
+               "  </scan_pipeline>\n</config>")
+    loaded = load_with(gateway_xml, "</config>", section).scan
+    assert limits_of(loaded) == MimeLimits(20, 300, 200)
+    assert loaded.max_temporary_failures == 3
+    err, _ = error_with(gateway_xml, "</config>", section.replace(">20<", ">0<"))
+    assert err.field == "config.scan_pipeline.max_mime_depth"

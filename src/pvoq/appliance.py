@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from pvoq import __version__
 from pvoq.admin.protocol import AdminServer, CommandError
 from pvoq.commands import (
+    Incoming,
     ListenerCommands,
     QueueCommands,
     ReloadCommands,
@@ -97,9 +98,11 @@ class Appliance:
         self.context.counters = self.counters
         self._background: set[asyncio.Future[None]] = set()
 
-    def register_commands(self) -> None:
-        """Register the operator commands common to both roles (once `queues` is set)."""
-        queue_commands = QueueCommands(self.queues, self.maillog)
+    def register_commands(self, *, incoming: Incoming | None = None) -> None:
+        """Register the operator commands common to both roles (once `queues` is set);
+        *incoming*: messages waiting before the delivery queues (a gateway's work queue),
+        which `showrecipients` and `deleterecipients` see too."""
+        queue_commands = QueueCommands(self.queues, self.maillog, incoming=incoming)
         listener_commands = ListenerCommands(self.listeners)
         for commands in (
                 queue_commands, listener_commands,

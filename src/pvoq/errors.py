@@ -30,6 +30,8 @@ name), declared on the branch that says what an edge does with it::
     ├── ProtocolError .............. SMTP 5xx: a peer sent what the protocol refuses
     │   └── MetadataError            cpq.metadata: CPQ metadata malformed or missing
     ├── SpoolLogError                spool.log: the spool log cannot be used (a fault)
+    ├── Unscannable                  scan.message: the message cannot be scanned, now or
+    │                                ever (the pipeline gives it its unscannable action)
     │
     │   the test and demo environment (pvoq.testing), which no edge maps:
     ├── ClamdUnavailable             testing.clamd: no clamd to start (a RuntimeError too)

@@ -34,6 +34,7 @@ from pvoq.quarantine.settings import SettingsError
 from pvoq.quarantine.store import QuarantineError
 from pvoq.remote.keys import SshFault
 from pvoq.scan.antivirus import ScannerUnavailable
+from pvoq.scan.message import Unscannable
 from pvoq.scan.outbreak import RulesError
 from pvoq.scan.verdict import ScanError
 from pvoq.scan.workers import ScannerLost
@@ -61,6 +62,7 @@ BRANCHES: dict[type[BaseException], type[PvoqError]] = {
     AdminUnavailable: TemporaryFailure,
     MetadataError: ProtocolError,
     SpoolLogError: PvoqError,
+    Unscannable: PvoqError,
     ClamdUnavailable: PvoqError,
     PostgresUnavailable: PvoqError,
     DeploymentError: PvoqError,
@@ -68,9 +70,9 @@ BRANCHES: dict[type[BaseException], type[PvoqError]] = {
 
 # Modules whose exceptions are on the tree: each of their exception classes must be listed.
 MODULES = ["pvoq.admin.protocol", "pvoq.config.errors", "pvoq.config.filterlang",
-           "pvoq.cpq.metadata", "pvoq.quarantine.roles", "pvoq.quarantine.search",
+           "pvoq.cpq.metadata", "pvoq.cpq.transfer", "pvoq.quarantine.roles", "pvoq.quarantine.search",
            "pvoq.quarantine.settings", "pvoq.quarantine.store", "pvoq.remote.keys",
-           "pvoq.scan.antivirus", "pvoq.scan.outbreak", "pvoq.scan.verdict", "pvoq.scan.workers",
+           "pvoq.scan.antivirus", "pvoq.scan.message", "pvoq.scan.outbreak", "pvoq.scan.verdict", "pvoq.scan.workers",
            "pvoq.smtp.client", "pvoq.spool.log", "pvoq.testing.clamd",
            "pvoq.testing.localdeploy", "pvoq.testing.pgserver"]
 

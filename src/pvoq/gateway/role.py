@@ -29,13 +29,6 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from pvoq.appliance import Appliance
-from pvoq.commands import (
-    ListenerCommands,
-    QueueCommands,
-    ReloadCommands,
-    StatusCommands,
-    SuspendCommands,
-)
 from pvoq.config.model import THE_CPQ_HOST, Config, Listener
 from pvoq.cpq.client import CpqDestination
 from pvoq.cpq.server import CpqSMTP
@@ -142,7 +135,7 @@ class Gateway(Appliance):
         WorkQueueCommands(self.workqueue, self.maillog).register(self.admin)
         PvoCheckCommands(self.current_config,
                          lambda: self.destination(THE_CPQ_HOST)).register(self.admin)
-        self.register_commands()
+        self.register_commands(incoming=self.workqueue)
 
     def current_config(self) -> Config:
         """The configuration in force (a reload replaces it): what the parts read."""
@@ -268,20 +261,6 @@ class Gateway(Appliance):
             self._watcher.cancel()
         await self.engines.scanners.aclose()
         await super().stop()
-
-    def register_commands(self) -> None:
-        """The commands common to both roles (`Appliance.register_commands`), with
-        `showrecipients` and `deleterecipients` seeing the work queue's messages too."""
-        queue_commands = QueueCommands(self.queues, self.maillog, incoming=self.workqueue)
-        listener_commands = ListenerCommands(self.listeners)
-        for commands in (
-                queue_commands, listener_commands,
-                SuspendCommands(listener_commands, queue_commands),
-                StatusCommands(role=self.role, started=self.started, config=lambda: self.config,
-                               queues=self.queues, counters=self.counters,
-                               listeners=self.listeners, gauges=self.status_gauges),
-                ReloadCommands(self.reload)):
-            commands.register(self.admin)
 
     def status_gauges(self) -> dict[str, int]:
         cpq = [e for e in self.queues.entries.values() if e.pending_for(THE_CPQ_HOST)]

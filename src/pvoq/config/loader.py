@@ -6,21 +6,18 @@ The loader checks what can be checked without the network: types, ranges,
 references between sections (a listener's interface must exist), the HAT and
 RAT grammar, and that the CPQ certificate files exist.
 
-Defaults are not written here: `_Fields` reads each field of a model class
+Defaults are not written here: `convert.Fields` reads each field of a model class
 from its element, and an element left out gives the default `config.model`
 declares for that field (`file_default`).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import re
-from collections.abc import Callable
-from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pvoq.config import convert
 from pvoq.config.cluster import ClusterInfo, effective_root, parse_layout
 from pvoq.config.errors import ConfigError
 from pvoq.config.filterlang import BUILTIN_QUARANTINES, Filter, FilterSyntaxError, parse_filters
@@ -56,16 +53,11 @@ from pvoq.config.model import (
     SshSettings,
     SslConfig,
     file_default,
-    model_default,
-    xml_tag,
 )
 from pvoq.config.xmltree import Node, parse_xml
 
 T = TypeVar("T")
-S = TypeVar("S", bound=str)
 
-_TRUE = {"true", "yes", "on", "1", "enabled"}
-_FALSE = {"false", "no", "off", "0", "disabled"}
 _RETENTION_UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
 
 
@@ -80,124 +72,6 @@ def load_config(path: str | Path) -> Config:
         return _Loader(path).load(parse_xml(data, path=str(path)))
     except ConfigError as exc:
         raise exc.located(path=str(path)) from None
-
-
-def _text(node: Node | None) -> str | None:
-    return None if node is None else node.text.strip()
-
-
-def _value(parent: Node, tag: str, convert: Callable[[str], T], default: T | None = None,
-           *, required: bool = False) -> T:
-    node = parent.first(tag)
-    if node is None or not node.text.strip():
-        if required:
-            raise ConfigError(f"missing <{tag}>", field=f"{parent.path}.{tag}",
-                              line=(node or parent).line)
-        return default  # type: ignore[return-value]
-    raw = node.text.strip()
-    try:
-        return convert(raw)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{exc}: {raw!r}" if str(exc) else f"invalid value {raw!r}",
-                          field=node.path, line=node.line) from None
-
-
-_FROM_MODEL: Any = object()
-
-
-class _Fields:
-    """The fields of the model class *owner*, read from the section *node*.
-
-    A field is read from its element (`xml_tag`); an element left out gives
-    `file_default`, and a section not written at all (*node* None, or a
-    level of the tag's path missing) the field's default in code.
-    """
-
-    def __init__(self, node: Node | None, owner: type) -> None:
-        self.node = node
-        self.owner = owner
-
-    def __call__(self, name: str, convert: Callable[[str], T], *,
-                 default: Any = _FROM_MODEL) -> T:
-        """Field *name*, converted by *convert*; *default* when it depends on other values."""
-        *levels, tag = xml_tag(self.owner, name).split("/")
-        parent = self.node
-        for level in levels:
-            parent = None if parent is None else parent.first(level)
-        if parent is None:
-            value = model_default(self.owner, name)
-            if value is MISSING:
-                raise TypeError(f"{self.owner.__name__}.{name} has no default")
-            return value
-        if default is _FROM_MODEL:
-            default = file_default(self.owner, name)
-        if default is MISSING:
-            return _value(parent, tag, convert, required=True)
-        return _value(parent, tag, convert, default)
-
-
-def _port(raw: str) -> int:
-    value = int(raw) if raw.isdigit() else -1
-    if not 1 <= value <= 65535:
-        raise ValueError("not a port number (1-65535)")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    if not raw.isdigit() or int(raw) <= 0:
-        raise ValueError("not a positive integer")
-    return int(raw)
-
-
-def _non_negative(raw: str) -> float:
-    value = float(raw)
-    if value < 0:
-        raise ValueError("not a non-negative number")
-    return value
-
-
-def _seconds(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError("not a positive number of seconds")
-    return value
-
-
-def _limit_seconds(raw: str) -> float:
-    """A time limit: a finite, positive number of seconds (no nan, inf or 1e400)."""
-    value = float(raw)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError("not a finite, positive number of seconds")
-    return value
-
-
-def _bool(raw: str) -> bool:
-    if raw.lower() in _TRUE:
-        return True
-    if raw.lower() in _FALSE:
-        return False
-    raise ValueError("not a boolean (true/false)")
-
-
-def _ip(raw: str) -> str:
-    return str(ipaddress.ip_address(raw))
-
-
-def _choice(*choices: S) -> Callable[[str], S]:
-    """A converter to one of *choices* (strings or a StrEnum's members), matched without case."""
-    def convert(raw: str) -> S:
-        for c in choices:
-            if raw.lower() == c.lower():
-                return c
-        raise ValueError(f"must be one of {', '.join(choices)}")
-    return convert
-
-
-def _host_port(raw: str) -> tuple[str, int]:
-    host, sep, port = raw.rpartition(":")
-    if not sep:
-        return raw, Route.port
-    return host.strip("[]"), _port(port)
 
 
 class _Loader:
@@ -221,9 +95,9 @@ class _Loader:
             raise root.error(f"root element must be <config>, not <{root.tag}>")
         root, cluster = self._cluster(root)
         system = root.require("system")
-        role = _value(system, "role", _choice(*Role), required=True)
-        hostname = _value(system, "hostname", str, required=True)
-        serial = _value(system, "serial_number", str, required=True)
+        role = convert.value(system, "role", convert.choice(*Role), required=True)
+        hostname = convert.value(system, "hostname", str, required=True)
+        serial = convert.value(system, "serial_number", str, required=True)
         data_dir = self._path(system, "data_dir", must_exist=False)
 
         interfaces = self._interfaces(root)
@@ -237,10 +111,10 @@ class _Loader:
             certificate=self._path(cert_node, "certificate"),
             private_key=self._path(cert_node, "private_key"),
         )
-        ssl_fields = _Fields(root.first("ssl_config"), SslConfig)
+        ssl_fields = convert.Fields(root.first("ssl_config"), SslConfig)
         ssl = SslConfig(inbound_ciphers=ssl_fields("inbound_ciphers", str),
                         outbound_ciphers=ssl_fields("outbound_ciphers", str))
-        database_url = _Fields(root, Config)("database_url", str)
+        database_url = convert.Fields(root, Config)("database_url", str)
         return Config(
             path=self.path, role=role, hostname=hostname, serial_number=serial,
             data_dir=data_dir, interfaces=interfaces, listeners=listeners, pvo=pvo,
@@ -255,22 +129,22 @@ class _Loader:
         definitions: list[QuarantineDefinition] = []
         section = root.first("quarantines")
         for q in ([] if section is None else section.all("quarantine")):
-            fields = _Fields(q, QuarantineDefinition)
+            fields = convert.Fields(q, QuarantineDefinition)
             name = fields("name", str)
             if any(d.name == name for d in definitions):
                 raise ConfigError(f"duplicate quarantine {name!r}", field=q.path, line=q.line)
-            unit = _value(q, "retention_unit", _choice(*_RETENTION_UNITS), RETENTION_DEFAULT[1])
-            amount = _value(q, "retention", _seconds, RETENTION_DEFAULT[0])
+            unit = convert.value(q, "retention_unit", convert.choice(*_RETENTION_UNITS), RETENTION_DEFAULT[1])
+            amount = convert.value(q, "retention", convert.seconds, RETENTION_DEFAULT[0])
             early = q.first("early_release")
             definitions.append(QuarantineDefinition(
                 name=name,
                 retention_seconds=amount * _RETENTION_UNITS[unit],
-                default_action=fields("default_action", _choice("release", "delete")),
-                free_up_space=fields("free_up_space", _bool),
+                default_action=fields("default_action", convert.choice("release", "delete")),
+                free_up_space=fields("free_up_space", convert.boolean),
                 subject_tag=fields("subject_tag", str),
-                subject_position=fields("subject_position", _choice("prepend", "append")),
+                subject_position=fields("subject_position", convert.choice("prepend", "append")),
                 x_header=fields("x_header", str),
-                strip_attachments=fields("strip_attachments", _bool),
+                strip_attachments=fields("strip_attachments", convert.boolean),
             ))
             last = definitions[-1]
             if early is not None and last.default_action != "release" and (
@@ -283,12 +157,12 @@ class _Loader:
             raise ConfigError("at least one quarantine must free up space on overflow",
                               field=section.path if section else "config.quarantines",
                               line=section.line if section else 0)
-        store = _Fields(root.first("quarantine_store"), QuarantineStoreSettings)
+        store = convert.Fields(root.first("quarantine_store"), QuarantineStoreSettings)
         store_settings = QuarantineStoreSettings(
             database_url=store("database_url", str),
-            bodies=store("bodies", _choice("disk", "database")),
-            max_size_mb=store("max_size_mb", _non_negative),
-            expiry_interval_seconds=store("expiry_interval_seconds", _seconds),
+            bodies=store("bodies", convert.choice("disk", "database")),
+            max_size_mb=store("max_size_mb", convert.non_negative),
+            expiry_interval_seconds=store("expiry_interval_seconds", convert.seconds),
             node_name=store("node_name", str),
         )
         api = root.first("api")
@@ -296,26 +170,26 @@ class _Loader:
         if api is not None:
             tokens: list[ApiToken] = []
             for t in api.all("token"):
-                granted = _value(t, "quarantines", str, "")
-                token = _Fields(t, ApiToken)
+                granted = convert.value(t, "quarantines", str, "")
+                token = convert.Fields(t, ApiToken)
                 tokens.append(ApiToken(
                     token=token("token", str),
                     user=token("user", str),
-                    role=token("role", _choice("admin", "operator", "helpdesk", "read-only",
+                    role=token("role", convert.choice("admin", "operator", "helpdesk", "read-only",
                                                "custom")),
                     quarantines=tuple(x.strip() for x in granted.split(",") if x.strip())
                     or None))
                 if tokens[-1].role == "custom" and tokens[-1].quarantines is None:
                     raise ConfigError("a custom role needs <quarantines>", field=t.path,
                                       line=t.line)
-            settings = _Fields(api, ApiSettings)
+            settings = convert.Fields(api, ApiSettings)
             api_settings = ApiSettings(
-                enabled=settings("enabled", _bool),
-                address=settings("address", _ip),
-                port=settings("port", _port),
+                enabled=settings("enabled", convert.boolean),
+                address=settings("address", convert.ip),
+                port=settings("port", convert.port),
                 tokens=tuple(tokens),
-                max_body_bytes=settings("max_body_bytes", _positive_int),
-                max_mids=settings("max_mids", _positive_int))
+                max_body_bytes=settings("max_body_bytes", convert.positive_int),
+                max_mids=settings("max_mids", convert.positive_int))
         return {"quarantines": tuple(definitions), "quarantine_store": store_settings,
                 "api": api_settings}
 
@@ -323,11 +197,11 @@ class _Loader:
         result: list[Interface] = []
         section = root.require("interfaces")
         for node in section.all("interface"):
-            fields = _Fields(node, Interface)
+            fields = convert.Fields(node, Interface)
             name = fields("name", str)
             if any(i.name == name for i in result):
                 raise ConfigError(f"duplicate interface {name!r}", field=node.path, line=node.line)
-            result.append(Interface(name, fields("ip", _ip)))
+            result.append(Interface(name, fields("ip", convert.ip)))
         if not result:
             raise section.error("at least one <interface> is required")
         return tuple(result)
@@ -363,27 +237,27 @@ class _Loader:
         return tuple(result)
 
     def _listener(self, node: Node) -> Listener:
-        fields = _Fields(node, Listener)
-        protocol = fields("protocol", _choice(*ListenerProtocol))
+        fields = convert.Fields(node, Listener)
+        protocol = fields("protocol", convert.choice(*ListenerProtocol))
         hat_node = node.require("hat")
         hat: Hat = parse_hat(hat_node.text, first_line=hat_node.line)
         return Listener(
             name=fields("name", str),
             protocol=protocol,
             interface_name=fields("interface_name", str),
-            port=(fields("port", _port, default=CPQ_DEFAULT_PORT) if protocol == ListenerProtocol.CPQ
-                  else fields("port", _port)),
-            listen_queue_size=fields("listen_queue_size", _positive_int),
-            type=fields("type", _choice(*ListenerType)),
+            port=(fields("port", convert.port, default=CPQ_DEFAULT_PORT) if protocol == ListenerProtocol.CPQ
+                  else fields("port", convert.port)),
+            listen_queue_size=fields("listen_queue_size", convert.positive_int),
+            type=fields("type", convert.choice(*ListenerType)),
             hat=hat,
             rat=self._rat(node.require("rat")),
-            max_message_size=fields("max_message_size", _positive_int),
-            max_connections=fields("max_connections", _positive_int),
-            timeout_seconds=fields("timeout_seconds", _seconds),
-            max_junk_commands=fields("max_junk_commands", _positive_int),
-            max_session_seconds=fields("max_session_seconds", _limit_seconds),
-            starttls_deadline_seconds=fields("starttls_deadline_seconds", _limit_seconds),
-            reject_unauth_pipelining=fields("reject_unauth_pipelining", _bool),
+            max_message_size=fields("max_message_size", convert.positive_int),
+            max_connections=fields("max_connections", convert.positive_int),
+            timeout_seconds=fields("timeout_seconds", convert.seconds),
+            max_junk_commands=fields("max_junk_commands", convert.positive_int),
+            max_session_seconds=fields("max_session_seconds", convert.limit_seconds),
+            starttls_deadline_seconds=fields("starttls_deadline_seconds", convert.limit_seconds),
+            reject_unauth_pipelining=fields("reject_unauth_pipelining", convert.boolean),
             ssl_ciphers=fields("ssl_ciphers", str),
             certificate=(self._path(node, "certificate")
                          if node.first("certificate") is not None else None),
@@ -394,8 +268,8 @@ class _Loader:
     def _rat(self, node: Node) -> Rat:
         entries = []
         for entry in node.all("rat_entry"):
-            entries.append((_value(entry, "rat_address", str, required=True),
-                            _value(entry, "access", str, required=True), entry.line))
+            entries.append((convert.value(entry, "rat_address", str, required=True),
+                            convert.value(entry, "access", str, required=True), entry.line))
         return make_rat(entries)
 
     def _generated_cpq_listener(self, role: str, pvo: PvoSettings) -> Listener:
@@ -428,45 +302,45 @@ class _Loader:
         node = root.first("ssh")
         if node is None:
             return SshSettings()
-        fields = _Fields(node, SshSettings)
+        fields = convert.Fields(node, SshSettings)
         interface_name = fields("interface_name", str, default=interfaces[0].name)
         self._check_interface(node, interface_name, interfaces)
         return SshSettings(
-            enabled=fields("enabled", _bool),
+            enabled=fields("enabled", convert.boolean),
             interface_name=interface_name,
-            port=fields("port", _port),
-            timeout_seconds=fields("timeout_seconds", _seconds),
+            port=fields("port", convert.port),
+            timeout_seconds=fields("timeout_seconds", convert.seconds),
         )
 
     def _pvo(self, root: Node, role: str, interfaces: tuple[Interface, ...]) -> PvoSettings:
         node = root.require("pvo_quarantines")
-        fields = _Fields(node, PvoSettings)
+        fields = convert.Fields(node, PvoSettings)
         interface_name = fields("interface_name", str, default=interfaces[0].name)
         self._check_interface(node, interface_name, interfaces)
         gateways: list[GatewayRecord] = []
         section = node.first("gateways")
         for g in ([] if section is None else section.all("gateway")):
-            gateway = _Fields(g, GatewayRecord)
+            gateway = convert.Fields(g, GatewayRecord)
             record = GatewayRecord(
                 hostname=gateway("hostname", str),
-                address=gateway("address", _ip),
-                cpq_port=gateway("cpq_port", _port),
-                ssh_port=gateway("ssh_port", _port),
+                address=gateway("address", convert.ip),
+                cpq_port=gateway("cpq_port", convert.port),
+                ssh_port=gateway("ssh_port", convert.port),
             )
             if any(x.hostname.lower() == record.hostname.lower() for x in gateways):
                 raise ConfigError(f"duplicate gateway {record.hostname!r}", field=g.path,
                                   line=g.line)
             gateways.append(record)
         manager_address = fields("manager_address", str)
-        enabled = fields("enabled", _bool)
+        enabled = fields("enabled", convert.boolean)
         if role == ROLE_GATEWAY and enabled and not manager_address:
             raise ConfigError("a gateway with PVO enabled needs <manager_address>",
                               field=f"{node.path}.manager_address", line=node.line)
         return PvoSettings(
             enabled=enabled, interface_name=interface_name,
-            port=fields("port", _port),
+            port=fields("port", convert.port),
             manager_address=manager_address,
-            manager_port=fields("manager_port", _port),
+            manager_port=fields("manager_port", convert.port),
             manager_hostname=fields("manager_hostname", str),
             gateways=tuple(gateways),
         )
@@ -478,16 +352,16 @@ class _Loader:
         routes: list[Route] = []
         section = node.first("smtp_routes")
         for r in ([] if section is None else section.all("route")):
-            host, port = _value(r, "destination", _host_port, required=True)
-            routes.append(Route(_Fields(r, Route)("domain", str), host, port))
-        fields = _Fields(node, DeliverySettings)
+            host, port = convert.value(r, "destination", convert.host_port, required=True)
+            routes.append(Route(convert.Fields(r, Route)("domain", str), host, port))
+        fields = convert.Fields(node, DeliverySettings)
         settings = DeliverySettings(
             routes=tuple(routes),
-            retry_min_seconds=fields("retry_min_seconds", _seconds),
-            retry_max_seconds=fields("retry_max_seconds", _seconds),
-            max_queue_lifetime_seconds=fields("max_queue_lifetime_seconds", _seconds),
-            timeout_seconds=fields("timeout_seconds", _seconds),
-            max_connections_per_host=fields("max_connections_per_host", _positive_int),
+            retry_min_seconds=fields("retry_min_seconds", convert.seconds),
+            retry_max_seconds=fields("retry_max_seconds", convert.seconds),
+            max_queue_lifetime_seconds=fields("max_queue_lifetime_seconds", convert.seconds),
+            timeout_seconds=fields("timeout_seconds", convert.seconds),
+            max_connections_per_host=fields("max_connections_per_host", convert.positive_int),
         )
         if settings.retry_max_seconds < settings.retry_min_seconds:
             raise ConfigError("retry_max_seconds is smaller than retry_min_seconds",
@@ -502,7 +376,7 @@ class _Loader:
         filters: list[ContentFilter] = []
         section = root.first("content_filters")
         for f in ([] if section is None else section.all("content_filter")):
-            fields = _Fields(f, ContentFilter)
+            fields = convert.Fields(f, ContentFilter)
             flt = ContentFilter(
                 name=fields("name", str),
                 header=fields("header", str),
@@ -520,24 +394,24 @@ class _Loader:
         outbreak = root.first("outbreak_filters")
         urls = () if outbreak is None else tuple(
             u.text.strip().lower() for u in outbreak.all("url") if u.text.strip())
-        fields = _Fields(root, ScanSettings)
+        fields = convert.Fields(root, ScanSettings)
         return ScanSettings(
             content_filters=tuple(filters),
-            antivirus_enabled=fields("antivirus_enabled", _bool),
-            outbreak_enabled=fields("outbreak_enabled", _bool),
+            antivirus_enabled=fields("antivirus_enabled", convert.boolean),
+            outbreak_enabled=fields("outbreak_enabled", convert.boolean),
             outbreak_urls=urls,
             message_filters=_filter_text(root.first("message_filters"), quarantines),
             content_filter_rules=_filter_text(rules_node, quarantines),
             antivirus=self._antivirus(av),
             outbreak=self._outbreak(outbreak),
             quarantines=quarantines,
-            stage_timeout_seconds=fields("stage_timeout_seconds", _seconds),
-            retry_seconds=fields("retry_seconds", _seconds),
-            processes=fields("processes", _positive_int),
-            max_mime_depth=fields("max_mime_depth", _positive_int),
-            max_mime_parts=fields("max_mime_parts", _positive_int),
-            max_headers=fields("max_headers", _positive_int),
-            max_temporary_failures=fields("max_temporary_failures", _positive_int),
+            stage_timeout_seconds=fields("stage_timeout_seconds", convert.seconds),
+            retry_seconds=fields("retry_seconds", convert.seconds),
+            processes=fields("processes", convert.positive_int),
+            max_mime_depth=fields("max_mime_depth", convert.positive_int),
+            max_mime_parts=fields("max_mime_parts", convert.positive_int),
+            max_headers=fields("max_headers", convert.positive_int),
+            max_temporary_failures=fields("max_temporary_failures", convert.positive_int),
             policies=self._mail_policies(root, quarantines),
         )
 
@@ -545,7 +419,7 @@ class _Loader:
         section = root.first("mail_policies")
         result: list[MailPolicy] = []
         for node in ([] if section is None else section.all("policy")):
-            fields = _Fields(node, MailPolicy)
+            fields = convert.Fields(node, MailPolicy)
             name = fields("name", str)
             if name.upper() == "DEFAULT" or any(p.name == name for p in result):
                 raise ConfigError(f"duplicate or reserved policy name {name!r}",
@@ -555,8 +429,8 @@ class _Loader:
                 raise node.error("a mail policy needs at least one <recipient> (a regex)")
             result.append(MailPolicy(
                 name=name, recipients=recipients,
-                antivirus_enabled=fields("antivirus_enabled", _bool),
-                outbreak_enabled=fields("outbreak_enabled", _bool),
+                antivirus_enabled=fields("antivirus_enabled", convert.boolean),
+                outbreak_enabled=fields("outbreak_enabled", convert.boolean),
                 content_filter_rules=(None if node.first("content_filters") is None else
                                       _filter_text(node.first("content_filters"), quarantines)),
             ))
@@ -565,16 +439,16 @@ class _Loader:
     def _antivirus(self, node: Node | None) -> AntivirusSettings:
         if node is None:
             return AntivirusSettings()
-        fields = _Fields(node, AntivirusSettings)
+        fields = convert.Fields(node, AntivirusSettings)
         socket_path = fields("clamd_socket", str)
         if socket_path and not Path(socket_path).is_absolute():
             socket_path = str(self.base / socket_path)
         settings = AntivirusSettings(
             clamd_socket=socket_path,
             clamd_host=fields("clamd_host", str),
-            clamd_port=fields("clamd_port", _port),
-            timeout_seconds=fields("timeout_seconds", _seconds),
-            unscannable_action=fields("unscannable_action", _choice(*UNSCANNABLE_ACTIONS)),
+            clamd_port=fields("clamd_port", convert.port),
+            timeout_seconds=fields("timeout_seconds", convert.seconds),
+            unscannable_action=fields("unscannable_action", convert.choice(*UNSCANNABLE_ACTIONS)),
         )
         if settings.clamd_socket and settings.clamd_host:
             where = node.first("clamd_host") or node
@@ -587,13 +461,13 @@ class _Loader:
             return OutbreakSettings()
         rules_file = (self._path(node, "rules_file", must_exist=False)
                       if node.first("rules_file") is not None else None)
-        fields = _Fields(node, OutbreakSettings)
+        fields = convert.Fields(node, OutbreakSettings)
         return OutbreakSettings(
             rules_file=rules_file,
             quarantine_threat_level=fields("quarantine_threat_level", _threat_level),
-            retention_viral_seconds=fields("retention_viral_seconds", _seconds),
-            retention_other_seconds=fields("retention_other_seconds", _seconds),
-            check_interval_seconds=fields("check_interval_seconds", _seconds),
+            retention_viral_seconds=fields("retention_viral_seconds", convert.seconds),
+            retention_other_seconds=fields("retention_other_seconds", convert.seconds),
+            check_interval_seconds=fields("check_interval_seconds", convert.seconds),
         )
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cpqhelpers import GATEWAY, MANAGER, RELAY_LOCALHOST, issue_pair
 
 from pvoq.config.hat import make_rat, parse_hat
 from pvoq.config.model import DEFAULT_CIPHERS, CpqCertificate, Listener
-from pvoq.cpq.ca import CA_CERT_FILE, create_ca, issue_certificate
 from pvoq.cpq.client import DONE_NOTE, START_NOTE, CpqDestination
 from pvoq.cpq.metadata import CHUNK_CHARS, KIND_QUARANTINE, VERSION, encode_chunks
 from pvoq.cpq.server import CpqHandler, CpqSMTP
@@ -39,12 +39,8 @@ from pvoq.smtp.server import (
 )
 from pvoq.spool.store import Entry, Recipient
 
-GATEWAY = "gw1.example.com"
-MANAGER = "mgr.example.com"
 MESSAGE = (b"From: alice@example.org\r\nTo: bob@example.com, carol@example.com\r\n"
            b"Subject: confidential\r\n\r\nquarterly figures\r\n")
-RELAY_LOCALHOST = ("$RELAYED\n  RELAY {}\n$BLOCKED\n  REJECT {}\nRELAYLIST:\n  127.0.0.1\n"
-                   "    $RELAYED (the gateway)\nALL\n  $BLOCKED (Everyone else)\n")
 
 
 def quarantine_meta(reason: str = "content filter:confidential_subject") -> dict[str, Any]:
@@ -67,14 +63,7 @@ def entry(meta: dict[str, Any]) -> Entry:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CpqCertificate]:
     base = tmp_path_factory.mktemp("cpq-ca")
-    create_ca(base / "ca")
-    made = {}
-    for hostname, role in ((GATEWAY, "gateway"), (MANAGER, "manager")):
-        issued = issue_certificate(base / "ca", base / role, hostname=hostname, role=role,
-                                   addresses=["127.0.0.1"])
-        made[role] = CpqCertificate(base / "ca" / CA_CERT_FILE, issued.certificate,
-                                    issued.private_key)
-    return made
+    return issue_pair(base)
 
 
 class RecordingHandler(CpqHandler):

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiosmtplib
 import pytest
+from cpqhelpers import GATEWAY, MANAGER, RELAY_LOCALHOST, issue_pair
 
 from pvoq.config.hat import make_rat, parse_hat
 from pvoq.config.model import DEFAULT_CIPHERS, CpqCertificate, Listener
@@ -30,12 +31,8 @@ from pvoq.cpq.transfer import Transfer
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession, ServerContext, start_listener
 
-GATEWAY = "gw1.example.com"
-MANAGER = "mgr.example.com"
 MESSAGE = (b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: confidential\r\n"
            b"Message-ID: <m1@example.org>\r\n\r\nquarterly figures\r\n")
-RELAY_LOCALHOST = ("$RELAYED\n  RELAY {}\n$BLOCKED\n  REJECT {}\nRELAYLIST:\n  127.0.0.1\n"
-                   "    $RELAYED (the gateway)\nALL\n  $BLOCKED (Everyone else)\n")
 
 
 def quarantine_meta(reason: str = "content filter:confidential_subject") -> dict[str, Any]:
@@ -56,14 +53,7 @@ class Certificates:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     base = tmp_path_factory.mktemp("cpq-ca")
-    create_ca(base / "ca")
-    made = {}
-    for hostname, role in ((GATEWAY, "gateway"), (MANAGER, "manager")):
-        issued = issue_certificate(base / "ca", base / role, hostname=hostname, role=role,
-                                   addresses=["127.0.0.1"])
-        made[role] = CpqCertificate(base / "ca" / CA_CERT_FILE, issued.certificate,
-                                    issued.private_key)
-    return Certificates(**made)
+    return Certificates(**issue_pair(base))
 
 
 @dataclass

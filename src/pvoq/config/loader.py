@@ -258,6 +258,7 @@ class _Loader:
             max_session_seconds=fields("max_session_seconds", convert.limit_seconds),
             starttls_deadline_seconds=fields("starttls_deadline_seconds", convert.limit_seconds),
             reject_unauth_pipelining=fields("reject_unauth_pipelining", convert.boolean),
+            received_header=fields("received_header", convert.boolean),
             ssl_ciphers=fields("ssl_ciphers", str),
             certificate=(self._path(node, "certificate")
                          if node.first("certificate") is not None else None),

@@ -140,6 +140,9 @@ class Listener:
     # commands refused with 554 and the connection closed (Postfix's
     # smtpd_forbid_unauth_pipelining). None: by the listener, on for a public SMTP listener.
     reject_unauth_pipelining: bool | None = None
+    # A `Received:` line on top of each accepted message (RFC 5321 4.4; AsyncOS's
+    # `<received_header>`). Never on a CPQ listener, whose transfers stay byte-identical.
+    received_header: bool = True
     ssl_ciphers: str | None = None      # this listener's cipher list (default: inbound_ciphers)
     certificate: Path | None = None     # a public listener's STARTTLS certificate (PEM)
     private_key: Path | None = None

@@ -14,13 +14,31 @@ from typing import Any
 
 from pvoq.cpq.ca import peer_common_name, peer_role
 from pvoq.cpq.metadata import encode_chunks
+from pvoq.cpq.transfer import Kind
 from pvoq.delivery.queue import Destination, Target
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.client import DeliveryError, SmtpConnection, TlsPolicy
 from pvoq.spool.store import Entry
 
+# How `Delivery start` and `Message done` lines end, by direction: AsyncOS's wording
+# towards the manager (quarantined mail, rescan notices); back to a gateway, the same
+# phrase saying what travels (a release, or a Send Copy of a message still held).
 START_NOTE = "to Centralized Policy Quarantine"
 DONE_NOTE = "(centralized policy quarantine)"
+RELEASE_START_NOTE = "on release from Centralized Policy Quarantine"
+RELEASE_DONE_NOTE = "(release from centralized policy quarantine)"
+COPY_START_NOTE = "as a copy from Centralized Policy Quarantine"
+COPY_DONE_NOTE = "(copy from centralized policy quarantine)"
+
+
+def delivery_notes(meta: dict[str, Any]) -> tuple[str, str]:
+    """The (start, done) notes of the delivery of a transfer whose metadata is *meta*."""
+    if meta.get("kind") != Kind.RELEASE:
+        return START_NOTE, DONE_NOTE
+    release = meta.get("release")
+    if isinstance(release, dict) and release.get("copy_of") is not None:
+        return COPY_START_NOTE, COPY_DONE_NOTE
+    return RELEASE_START_NOTE, RELEASE_DONE_NOTE
 
 
 class CpqConnection(SmtpConnection):
@@ -78,8 +96,9 @@ class CpqDestination(Destination):
         if address is None:
             return None
         chunks = encode_chunks(entry.meta["cpq"])
+        start, done = delivery_notes(entry.meta["cpq"])
         return Target(address[0], address[1], extra=[f"XCPQ META {c}" for c in chunks],
-                      start_note=START_NOTE, done_note=DONE_NOTE)
+                      start_note=start, done_note=done)
 
     def connection(self) -> SmtpConnection:
         return CpqConnection(expect_role=self.expect_role, expect_name=self.expect_name,

@@ -30,6 +30,7 @@ class CpqSMTP(PvoqSMTP):
 
     # "XCPQ META " + a chunk + CRLF stays within an SMTP text line (1,000 octets).
     extra_command_size_limits = {"XCPQ": 1000}
+    trace_headers = False  # a transfer is stored and relayed byte-identical: no `Received:`
 
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, require_starttls=True, **kwargs)

@@ -420,6 +420,7 @@ class ReleasePart:
     entry: int                                 # the message's MID on the manager
     stages: tuple[str, ...]                    # the scan stages that quarantined it
     quarantines: tuple[str, ...] | None = None  # the manager's quarantines it was held in
+    copy_of: int | None = None                  # a Send Copy: the held message's manager MID
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
@@ -435,13 +436,17 @@ class ReleasePart:
         if names is not None and not all(isinstance(n, str) for n in names):
             f.taken.discard("quarantines")
             names = None
+        copy_of = f.optional("copy_of", int)
         return cls(entry=entry, stages=tuple(stages),
-                   quarantines=None if names is None else tuple(names), extra=f.extra())
+                   quarantines=None if names is None else tuple(names), copy_of=copy_of,
+                   extra=f.extra())
 
     def to_json(self) -> dict[str, Any]:
         known: dict[str, Any] = {"entry": self.entry, "stages": list(self.stages)}
         if self.quarantines is not None:
             known["quarantines"] = list(self.quarantines)
+        if self.copy_of is not None:
+            known["copy_of"] = self.copy_of
         return _with_extra(known, self.extra)
 
 

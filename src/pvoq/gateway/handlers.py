@@ -34,6 +34,11 @@ from pvoq.spool.store import Entry, Recipient, Spool
 # The work queue's `submit(entry, body)`: the message is spooled, scan it.
 Submit = Callable[[Entry, bytes], None]
 
+# How the arrival of a message from the manager ends its log line: AsyncOS's wording
+# for a release; a Send Copy (the manager still holds the message) says so.
+RECEIVED_RELEASE = "on release from central quarantine"
+RECEIVED_COPY = "as a copy from central quarantine"
+
 
 def transfer_marker(directory: Path, transfer_id: str) -> Path:
     """The file that says a CPQ transfer was received (exactly once across retries)."""
@@ -123,7 +128,8 @@ class ReleaseHandler(CpqHandler):
             atomic_write(marker, str(entry.mid).encode())
         finally:
             self._receiving.discard(tid)
+        how = RECEIVED_COPY if release.copy_of is not None else RECEIVED_RELEASE
         log.info(f"MID {entry.mid} received from the SMA {session.peer_ip} "
-                 f"(MID originally {origin.mid}) on release from central quarantine")
+                 f"(MID originally {origin.mid}) {how}")
         self.submit(entry, content)
         return replies.accepted(entry.mid)

@@ -144,7 +144,8 @@ class Releases:
             received=stored.received, size=size or stored.size,
             release=ReleasePart(entry=mid, stages=tuple(q.stage for q in stored.quarantines),
                                 quarantines=tuple(q["quarantine"]
-                                                  for q in record["quarantines"])))
+                                                  for q in record["quarantines"]),
+                                copy_of=record["id"] if copy_mid else None))
         return Entry(
             mid=mid, sender=stored.sender,
             recipients=[Recipient(r.rid, r.address, host=THE_CPQ_RELEASE_HOST)

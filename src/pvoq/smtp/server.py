@@ -37,6 +37,7 @@ from pvoq.smtp import replies
 from pvoq.smtp.data import NOMINAL, TOO_LONG, read_data
 from pvoq.smtp.headers import header_text, log_safe
 from pvoq.smtp.limits import MAX_RECIPIENTS, LimitedSMTP, address_fault
+from pvoq.smtp.received import TlsInfo, received_header
 from pvoq.smtp.replies import StatusCode
 
 
@@ -85,6 +86,7 @@ class PvoqSession(Session):
     peer_ip: str = ""
     peer_certificate: dict[str, Any] | None = None
     tls_failed: str = ""
+    reverse_name: str | None = None  # the client's verified reverse DNS name, if looked up
 
 
 class PvoqEnvelope(Envelope):
@@ -151,6 +153,7 @@ class PvoqSMTP(HookNames, LimitedSMTP):
     """An aiosmtpd session that logs and enforces like an AsyncOS listener."""
 
     extra_command_size_limits: dict[str, int] = {}
+    trace_headers = True  # False: never a `Received:` line, whatever the listener says
 
     def __init__(self, handler: Any, *, listener: Listener, interface_ip: str,
                  context: ServerContext, gate: ConnectionGate | None = None,
@@ -163,6 +166,9 @@ class PvoqSMTP(HookNames, LimitedSMTP):
         self._refusal: StatusCode | None = None  # a policy limit's reply: refused at once
         self.tls_unavailable = False    # TLS required by the policy, no certificate to offer
         self._reply_lines: list[bytes] = []  # a multi-line reply being gathered (push)
+        # RFC 5321 4.4: a `Received:` line on top of each accepted message (not on CPQ).
+        self.adds_received = self.trace_headers and listener.received_header \
+            and not listener.is_cpq
         super().__init__(handler, hostname=context.hostname, ident="pvoq ESMTP",
                          data_size_limit=listener.max_message_size,
                          timeout=listener.timeout_seconds, **kwargs)
@@ -178,6 +184,7 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             # STARTTLS re-enters connection_made (RFC 3207 resets the SMTP
             # state) but it is the same connection: keep its identity.
             fresh.icid, fresh.decision, fresh.peer_ip = old.icid, old.decision, old.peer_ip
+            fresh.reverse_name = old.reverse_name
         return fresh
 
     def _create_envelope(self) -> Envelope:
@@ -210,6 +217,7 @@ class PvoqSMTP(HookNames, LimitedSMTP):
         host, verified = None, False
         if names_hosts(self.listener.hat):
             host, verified = await reverse_dns(_plain_ip(session.peer_ip))
+        session.reverse_name = host if verified else None
         kind = "CPQ" if self.listener.is_cpq else "SMTP"
         log.info(f"New {kind} ICID {session.icid} interface {self.listener.interface_name} "
                  f"({self.interface_ip}) address {session.peer_ip} "
@@ -332,8 +340,14 @@ class PvoqSMTP(HookNames, LimitedSMTP):
         if arg:
             await self.push(replies.DATA_SYNTAX)
             return
+        # The trace header is written when DATA starts (as Postfix does) and counts
+        # against the size limit: what is stored, scanned and relayed stays within it.
+        trace = self.trace_header()
+        size_limit = self.data_size_limit
+        if size_limit and trace:
+            size_limit = max(1, size_limit - len(trace))
         await self.push(replies.START_DATA)
-        block = await read_data(self._reader, size_limit=self.data_size_limit,
+        block = await read_data(self._reader, size_limit=size_limit,
                                 line_limit=self.line_length_limit)
         if block is None:
             return  # the connection ended in the middle of the data
@@ -342,7 +356,8 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             await self.push(replies.LINE_TOO_LONG if block.state == TOO_LONG
                             else replies.TOO_MUCH_DATA)
             return
-        self.envelope.content = self.envelope.original_content = block.content
+        content = trace + block.content if trace else block.content
+        self.envelope.content = self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         reply = replies.DATA_OK if status is MISSING else status
@@ -358,6 +373,19 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             self.message_accepted()
         if early:
             await self.refuse_pipelined()
+
+    def trace_header(self) -> bytes:
+        """The `Received:` header this listener puts on top of the message (b"" if none)."""
+        if not self.adds_received:
+            return b""
+        session = self.psession()
+        envelope = self.envelope
+        assert isinstance(envelope, PvoqEnvelope)
+        return received_header(
+            helo=session.host_name, reverse_name=session.reverse_name,
+            client_ip=session.peer_ip, by=self.context.hostname,
+            esmtp=bool(session.extended_smtp), tls=tls_info(session), mid=envelope.mid,
+            recipients=envelope.rcpt_tos)
 
     def log_cut(self, reason: str) -> None:
         session = self.session
@@ -424,6 +452,17 @@ async def reverse_dns(ip: str, *, timeout_s: float = 2.0) -> tuple[str | None, b
     return name, any(info[4][0] == ip for info in infos)
 
 
+def tls_info(session: Session) -> TlsInfo | None:
+    """What the session's completed STARTTLS negotiated; None without TLS."""
+    ssl_object = (session.ssl or {}).get("ssl_object")
+    if ssl_object is None:
+        return None
+    cipher = ssl_object.cipher()
+    return TlsInfo(protocol=ssl_object.version() or "unknown",
+                   cipher=cipher[0] if cipher else "unknown",
+                   bits=cipher[2] if cipher else None)
+
+
 def _plain_ip(ip: str) -> str:
     return ip[7:] if ip.startswith("::ffff:") else ip
 
@@ -464,6 +503,14 @@ class BaseHandler(HookNames):
         # No SMTP AUTH: listeners decide by the HAT (and CPQ by certificate).
         auth = replies.AUTH.more()
         return [r for r in responses if not r.startswith(auth)]
+
+    def handle_STARTTLS(self, server: PvoqSMTP, session: PvoqSession, envelope: Any) -> bool:
+        """Called by aiosmtpd once the handshake is done: log it as AsyncOS does."""
+        tls = tls_info(session)
+        if tls is not None:
+            self.context.maillog.info(f"ICID {session.icid} TLS success protocol "
+                                      f"{tls.protocol} cipher {tls.cipher}")
+        return True
 
     async def handle_MAIL(self, server: PvoqSMTP, session: PvoqSession,
                           envelope: PvoqEnvelope, address: str, options: list[str]) -> str:

@@ -20,7 +20,7 @@ The HELO name and the reverse DNS name come from the peer and are hostile:
 control characters (CR and LF among them) are removed, anything else that a
 host name or an address literal cannot hold (space, parentheses, quotes,
 non-ASCII, ...) becomes `?`, and each is cut to `MAX_NAME` characters. A
-recipient that is not printable ASCII is left out of the header. The header
+recipient that is not printable ASCII (or holds `<` or `>`) is left out. The header
 is folded between its clauses (`from ...`, the comments, `by ...`, `with ...`,
 `id ...`, `for ...`, the date) so that no line exceeds `FOLD_AT` columns
 unless one clause alone is longer (a long HELO name: at most `MAX_NAME` and
@@ -44,7 +44,9 @@ MAX_HEADER = 2048   # octets the header can take, whatever the peer sent (bounds
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NOT_NAME = re.compile(r"[^A-Za-z0-9.\-_:\[\]]")
-_PRINTABLE_ADDRESS = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")  # quoted spaces allowed
+# Printable ASCII, single spaces (a quoted local part) but no angle bracket, which would
+# end the `for <...>` path early.
+_PRINTABLE_ADDRESS = re.compile(r"[\x21-\x3b=\x3f-\x7e]+(?: [\x21-\x3b=\x3f-\x7e]+)*\Z")
 
 
 @dataclass(frozen=True)

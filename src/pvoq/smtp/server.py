@@ -27,7 +27,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, Envelope, Session, TLSSetupException, syntax
 
 from pvoq.config.hat import HatDecision, match_hat, match_rat, names_hosts
 from pvoq.config.model import Listener
@@ -429,6 +429,13 @@ class PvoqSMTP(HookNames, LimitedSMTP):
         cause = error.__cause__ or error
         if isinstance(cause, ssl.SSLError):
             reason = getattr(cause, "reason", None) or str(cause)
+            session.tls_failed = reason
+            self.context.maillog.info(f"ICID {session.icid} TLS failed: {reason}")
+            return str(replies.WRONG_TLS)
+        if isinstance(error, TLSSetupException):
+            # No TLS error: the client left (or stalled) during the handshake.
+            reason = str(cause) if cause is not error and str(cause) else \
+                "connection closed during the handshake"
             session.tls_failed = reason
             self.context.maillog.info(f"ICID {session.icid} TLS failed: {reason}")
             return str(replies.WRONG_TLS)

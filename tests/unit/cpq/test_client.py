@@ -162,6 +162,26 @@ def test_target_carries_the_metadata_chunks() -> None:
     assert dest.expires is False
 
 
+def test_each_direction_logs_its_own_notes() -> None:
+    """To the manager: AsyncOS's "to Centralized Policy Quarantine"; back to a gateway,
+    a release or a Send Copy says so."""
+    dest = CpqDestination("the.cpq.release.host", resolve=lambda e: ("192.0.2.7", 7025),
+                          expect_role="gateway", tls_context=ssl.create_default_context(),
+                          maillog=None, ids=None, local_hostname=MANAGER,  # type: ignore[arg-type]
+                          source_ip=None, timeout_s=10.0)
+    release = {**quarantine_meta(), "kind": "release", "transfer_id": "r-MGR-SN-5",
+               "release": {"entry": 5, "stages": ["content_filters"]}}
+    copy = {**release, "release": {**release["release"], "copy_of": 3}}
+    notes = {name: dest.target(entry(meta)) for name, meta in (
+        ("quarantine", quarantine_meta()), ("release", release), ("copy", copy))}
+    assert {name: (t.start_note, t.done_note) for name, t in notes.items() if t} == {
+        "quarantine": ("to Centralized Policy Quarantine", "(centralized policy quarantine)"),
+        "release": ("on release from Centralized Policy Quarantine",
+                    "(release from centralized policy quarantine)"),
+        "copy": ("as a copy from Centralized Policy Quarantine",
+                 "(copy from centralized policy quarantine)")}
+
+
 def test_no_target_while_the_address_is_unknown() -> None:
     dest = CpqDestination("the.cpq.release.host", resolve=lambda e: None, expect_role="gateway",
                           tls_context=ssl.create_default_context(), maillog=None,  # type: ignore[arg-type]

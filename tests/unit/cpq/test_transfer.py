@@ -79,7 +79,8 @@ def manager_release(*, copy_to: str | None = None) -> dict[str, Any]:
         "recipients": recipients, "quarantines": meta["quarantines"],
         "received": meta["received"], "size": meta["size"],
         "release": {"entry": 5, "stages": [q["stage"] for q in meta["quarantines"]],
-                    "quarantines": ["Policy", "Outbreak"]},
+                    "quarantines": ["Policy", "Outbreak"],
+                    **({} if copy_to is None else {"copy_of": 4})},
     }
 
 
@@ -224,6 +225,20 @@ class TestRoundTrip:
         """`received: 1700000000` comes back an int, not 1700000000.0."""
         wire = edited(gateway_quarantine(), "received", 1700000000)
         assert json.dumps(parse_transfer(wire).to_json()) == json.dumps(wire)
+
+
+class TestSendCopy:
+    def test_a_copy_names_the_held_message(self) -> None:
+        """`release.copy_of`: a Send Copy of a message the manager still holds."""
+        copy_ = parse_transfer(manager_release(copy_to="dave@example.com"))
+        assert isinstance(copy_, ReleaseTransfer) and copy_.release.copy_of == 4
+        release = parse_transfer(manager_release())
+        assert isinstance(release, ReleaseTransfer) and release.release.copy_of is None
+        assert "copy_of" not in release.to_json()["release"]
+
+    def test_copy_of_out_of_range_is_refused(self) -> None:
+        wire = edited(manager_release(copy_to="dave@example.com"), "release.copy_of", 2**63)
+        assert "release.copy_of" in error_of(wire)
 
 
 class TestUnknownKeys:

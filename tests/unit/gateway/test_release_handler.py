@@ -23,7 +23,8 @@ GATEWAY_CERT = {"subject": ((("commonName", "gw2.test"),),
                             (("organizationalUnitName", "gateway"),))}
 
 
-def release(hostname: str = "gw.test", kind: str = "release") -> Transfer:
+def release(hostname: str = "gw.test", kind: str = "release",
+            copy_of: int | None = None) -> Transfer:
     meta: dict[str, Any] = {
         "v": 1, "kind": kind, "transfer_id": "r-SN-M-31",
         "origin": {"hostname": hostname, "serial": "SN", "mid": 12},
@@ -32,6 +33,9 @@ def release(hostname: str = "gw.test", kind: str = "release") -> Transfer:
         "received": 1700000000.0, "size": 10}
     if kind == "release":
         meta["release"] = {"entry": 31, "stages": ["outbreak_filters"]}
+        if copy_of is not None:
+            meta["release"]["copy_of"] = copy_of
+            meta["transfer_id"] = "r-SN-M-32"
         return ReleaseTransfer.from_json(meta)
     return QuarantineTransfer.from_json(meta)
 
@@ -82,3 +86,16 @@ def test_refusals(gateway: Gateway) -> None:
         cpq_replies.OTHER_GATEWAY.format(target="gw2.test", hostname="gw.test") == \
         "554 5.7.1 This release belongs to gateway gw2.test, not gw.test"
     assert submitted == [] and gateway.spool.mids() == []
+
+
+def test_a_release_and_a_send_copy_are_logged_each_in_its_own_words(gateway: Gateway) -> None:
+    handler = handler_of(gateway, [])
+    assert store(handler, release(), mid=100).startswith("250")
+    assert store(handler, release(copy_of=31), mid=101).startswith("250")
+    gateway.maillog.flush()
+    lines = gateway.maillog.path.read_text().splitlines()
+    assert [line.split(" Info: ", 1)[1] for line in lines if "from the SMA" in line] == [
+        "MID 100 received from the SMA 10.0.0.9 (MID originally 12) on release from "
+        "central quarantine",
+        "MID 101 received from the SMA 10.0.0.9 (MID originally 12) as a copy from "
+        "central quarantine"]

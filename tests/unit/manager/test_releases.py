@@ -160,6 +160,7 @@ class TestSettle:
         assert [(r.rid, r.address) for r in entry.recipients] == [(0, "audit@example.com")]
         assert entry.meta["cpq"]["transfer_id"] == f"r-{SERIAL}-{copy_mid}"
         assert entry.meta["cpq"]["release"]["entry"] == copy_mid
+        assert entry.meta["cpq"]["release"]["copy_of"] == 11  # the gateway logs a copy
         assert 11 not in rig.queues.entries  # the original stays held
 
     def test_settle_many_drains_in_the_background(self, rig: Rig) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pvoq.testing.localdeploy import Deployment, wait_for
+from pvoq.testing.trace import relayed
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -133,7 +134,7 @@ class TestSuspendAndResume:
         wait_for("queued", lambda: cli(cfg, "showrecipients").stdout.count("hello") == 1)
         assert running.delivered() == []
         assert cli(cfg, "resumedel").stdout.strip() == "Mail delivery resumed."
-        assert [c for _, c in wait_for("delivered", running.delivered)] == [sent]
+        assert [relayed(c) for _, c in wait_for("delivered", running.delivered)] == [sent]
 
     def test_unknown_listener_is_named(self, running: Deployment) -> None:
         """Suspending a listener that does not exist lists the ones that do."""

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from pvoq.testing.localdeploy import Deployment, free_port, wait_for
+from pvoq.testing.trace import relayed
 
 
 def spool_cli(dep: Deployment, *args: str) -> str:
@@ -91,7 +92,7 @@ class TestWorkqueue:
         shown = spool_cli(running, "show", str(mid), "--body")
         assert f'"mid": {mid},' in shown and "waits for the work queue" in shown
         assert cli_text(running, "workqueue.resume") == "Work queue resumed."
-        assert [c for _, c in wait_for("delivered", running.delivered)] == [sent]
+        assert [relayed(c) for _, c in wait_for("delivered", running.delivered)] == [sent]
         assert cli_text(running, "workqueue.status") == "Status: Operating normally\nMessages: 0"
 
 

@@ -6,6 +6,7 @@ import signal
 from email import message_from_bytes
 
 from pvoq.testing.localdeploy import Deployment, wait_for
+from pvoq.testing.trace import relayed
 
 
 def _gateway_status(dep: Deployment) -> dict:
@@ -58,7 +59,7 @@ class TestRestart:
         dep.start_manager()
         dep.start_gateway()
         delivered = wait_for("the release at the sink", dep.delivered, timeout_s=60)
-        assert [c for _, c in delivered] == [sent]
+        assert [relayed(c) for _, c in delivered] == [sent]
 
     def test_downstream_down_then_up(self, running: Deployment) -> None:
         """Clean mail for a down downstream host is retried until it is accepted."""
@@ -69,4 +70,4 @@ class TestRestart:
             h := _host(dep, dep.gateway_config, "example.com")) and h["down"])
         dep.start_sink()
         delivered = wait_for("delivery after the sink returns", dep.delivered, timeout_s=60)
-        assert [c for _, c in delivered] == [sent]
+        assert [relayed(c) for _, c in delivered] == [sent]

@@ -7,6 +7,7 @@ from email import message_from_bytes
 
 from pvoq.scan.pipeline import EICAR
 from pvoq.testing.localdeploy import OUTBREAK_HOST, Deployment, wait_for
+from pvoq.testing.trace import relayed
 
 
 def _by_reason(rows: list[dict], quarantine: str) -> dict:
@@ -31,7 +32,7 @@ class TestRoundTrip:
         envelope, content = wait_for("the release at the sink", running.delivered)[0]
         assert envelope["rcpt_tos"] == ["bob@example.com"]
         assert envelope["mail_from"] == "alice@sender.example"
-        assert content == sent
+        assert relayed(content) == sent  # the gateway's Received: line once, the rest intact
         assert running.quarantined() == []
 
     def test_each_verdict_reaches_its_quarantine_and_clean_mail_goes_downstream(

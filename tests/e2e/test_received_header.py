@@ -104,7 +104,7 @@ class TestThroughTheManager:
                                   r"Centralized Policy Quarantine")
         _line(running, "gateway", r"Message done DCID \d+ MID \d+ to RID \[0\] "
                                   r"\(centralized policy quarantine\)")
-        copy_mid = _line(running, "manager", r"MID \d+ copy sent to audit@example\.com as "
+        copy_mid = _line(running, "manager", r"MID \d+ copy queued to audit@example\.com as "
                                              r"MID (\d+)").group(1)
         release_mid = record["id"]
         _line(running, "manager", rf"Delivery start DCID \d+ MID {copy_mid} to RID \[0\] as a "

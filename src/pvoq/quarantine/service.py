@@ -302,7 +302,7 @@ class QuarantineService:
         copy_mid = self.settler.send_copy(mid, address)
         self.audit.append(caller.actor, caller.origin, "copy",
                           {"mid": mid, "to": address, "copy_mid": copy_mid})
-        self.log(f"MID {mid} copy sent to {address} as MID {copy_mid}")
+        self.log(f"MID {mid} copy queued to {address} as MID {copy_mid}")
         return ActionResult(mid, True, text=f"MID {mid}: copy queued to {address} "
                                             f"as MID {copy_mid}.")
 

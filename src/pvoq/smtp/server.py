@@ -6,9 +6,12 @@ Owns, for every listener (public, private and the CPQ one): ICIDs and their
 MIDs from MAIL FROM on with AsyncOS tracking lines, the session limits
 (junk commands, session lifetime, a CPQ listener's STARTTLS deadline,
 commands pipelined after DATA: each answered 421 or 554 and the connection
-closed, with an `ICID <icid> Receiving Failed: …` line), and the `ICID close`
-line. What happens to an accepted message is the handler's `accept()`; this
-module never writes a spool or a quarantine itself.
+closed, with an `ICID <icid> Receiving Failed: …` line), the `ICID <icid> TLS
+success …` / `TLS failed: …` lines of STARTTLS, the `Received:` line on top
+of each message a listener other than a CPQ one accepts (`smtp.received`
+builds it; written when DATA starts and counted against the size limit), and
+the `ICID close` line. What happens to an accepted message is the handler's
+`accept()`; this module never writes a spool or a quarantine itself.
 """
 
 from __future__ import annotations

@@ -1,18 +1,43 @@
-"""Durable file operations: the only way pvoq changes a file that matters.
+"""Durable file operations and file modes: the only way pvoq changes a file that matters.
 
 Everything that must survive a crash is written to a temporary file in the
 same directory, fsync'd, renamed over its final name, and the directory is
 fsync'd so the rename itself is durable. A reader therefore sees the old
-content or the new content, never half of it; `*.tmp` files are leftovers of
-a crash and are removed on start (see `remove_leftovers`).
+content or the new content, never half of it. A write that fails (a full
+disk, an interrupt) removes its temporary file before the error goes on;
+`*.tmp` files a crash left behind are removed on start (`remove_leftovers`,
+`sweep_leftovers`).
+
+Modes: pvoq creates files 0640 and directories 0750 (keys and secrets 0600)
+whatever umask the process inherited: `restrict_umask` makes the process
+umask at least `UMASK` (so that what other libraries create, such as SQLite's
+`-wal`/`-shm`, complies too), `make_dir` and `atomic_write` give explicit
+modes (a file's mode is an upper bound the umask cannot widen), and `tighten_tree` takes group write and every access by others away
+from what an earlier, looser run left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+FILE_MODE = 0o640     # every file pvoq creates, unless it is a secret
+SECRET_MODE = 0o600   # private keys, tokens, pinned keys
+DIR_MODE = 0o750      # every directory pvoq creates
+UMASK = 0o027         # the least the process umask takes away: group write, all of others
+
+
+def restrict_umask() -> int:
+    """Make the process umask take away at least `UMASK` (a stricter one is kept);
+    return the umask it had."""
+    old = os.umask(UMASK)
+    os.umask(old | UMASK)
+    return old
 
 
 def fsync_dir(path: Path) -> None:
@@ -23,20 +48,64 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True, mode: int = 0o640) -> None:
-    """Write *data* to *path* so that a crash leaves the old file or the new one."""
+def make_dir(path: Path, mode: int = DIR_MODE) -> Path:
+    """Create *path* and any missing parent with *mode* (whatever the umask); return it.
+
+    A directory that exists is left as it is (`tighten_tree` deals with loose ones).
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, mode)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs to set
+        os.chmod(directory, mode)  # mkdir's mode went through the umask
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a directory")
+    return path
+
+
+def temp_name(path: Path) -> Path:
+    """The temporary file `atomic_write` writes *path*'s new content to."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def atomic_write(path: Path, data: bytes, *, sync_dir: bool = True,
+                 mode: int = FILE_MODE) -> None:
+    """Write *data* to *path* so that a crash leaves the old file or the new one.
+
+    The file gets at most *mode*, whatever the umask (a umask may take more
+    away). If anything fails before the rename (a full disk, an interrupt),
+    the temporary file is removed and the error goes on: a failed write
+    leaves the old file and nothing else.
+    """
+    path = Path(path)
+    tmp = temp_name(path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a dead process's with our PID: its mode is not ours to keep
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     if sync_dir:
         fsync_dir(path.parent)
 
@@ -51,13 +120,112 @@ def remove_durably(path: Path, *, sync_dir: bool = True) -> None:
         fsync_dir(Path(path).parent)
 
 
-def remove_leftovers(directory: Path) -> int:
-    """Delete the temporary files a crash left in *directory*; return how many."""
+def _writer_alive(name: str) -> bool:
+    """True when *name* (`.<file>.<pid>.tmp`) belongs to another process still running."""
+    pid_text = name[:-len(TMP_SUFFIX)].rpartition(".")[2]
+    if not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid() or pid <= 1:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _ours(name: str) -> bool:
+    """True for a name `temp_name` gives: `.<file>.<pid>.tmp`."""
+    return name.startswith(".") and name[:-len(TMP_SUFFIX)].rpartition(".")[2].isdigit()
+
+
+def remove_leftovers(directory: Path, *, ours_only: bool = False) -> int:
+    """Delete the temporary files a crash left in *directory*; return how many.
+
+    A temporary file named after a process that still runs (another pvoq
+    command writing at this moment) is left to it. *ours_only*: only the names
+    `atomic_write` gives (for directories pvoq shares, such as the configuration's).
+    """
     count = 0
     if not Path(directory).is_dir():
         return 0
     for entry in os.scandir(directory):
-        if entry.name.endswith(TMP_SUFFIX) and entry.is_file():
-            os.unlink(entry.path)
+        if (entry.name.endswith(TMP_SUFFIX) and entry.is_file(follow_symlinks=False)
+                and (not ours_only or _ours(entry.name)) and not _writer_alive(entry.name)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
             count += 1
     return count
+
+
+def _walk(root: Path) -> Iterator[os.DirEntry[str]]:
+    """Every entry under *root*, directories before what they hold; symlinks not followed."""
+    stack = [str(root)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            yield entry
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+
+
+def sweep_leftovers(root: Path) -> dict[str, int]:
+    """Delete the temporary files a crash left anywhere under *root*.
+
+    Returns how many were removed per directory (relative to *root*, `.` for
+    itself), for one log line.
+    """
+    root = Path(root)
+    removed: dict[str, int] = {}
+    if not root.is_dir():
+        return removed
+    directories = [root] + [Path(e.path) for e in _walk(root) if e.is_dir(follow_symlinks=False)]
+    for directory in directories:
+        count = remove_leftovers(directory)
+        if count:
+            removed[str(directory.relative_to(root))] = count
+    return removed
+
+
+@dataclass
+class Tightened:
+    """What `tighten_tree` changed: `(path, old mode, new mode)`, and what it could not."""
+
+    changed: list[tuple[str, int, int]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def tighten_tree(root: Path, *, mask: int = UMASK) -> Tightened:
+    """Take the bits of *mask* (group write, every access by others) away from *root* and
+    everything under it; symlinks are neither followed nor changed."""
+    result = Tightened()
+    root = Path(root)
+
+    def tighten(path: str, mode: int) -> None:
+        loose = stat.S_IMODE(mode)
+        if loose & mask:
+            try:
+                os.chmod(path, loose & ~mask)  # never a symlink: see below
+            except OSError as exc:
+                result.failed.append((path, exc.strerror or str(exc)))
+            else:
+                result.changed.append((path, loose, loose & ~mask))
+
+    try:
+        tighten(str(root), os.stat(root).st_mode)
+    except FileNotFoundError:
+        return result
+    for entry in _walk(root):
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+            tighten(entry.path, st.st_mode)
+    return result

@@ -24,6 +24,7 @@ from pvoq.fsutil import (
     temp_name,
     tighten_tree,
 )
+from pvoq.testing.files import dead_pid
 
 
 class TestAtomicWrite:
@@ -77,7 +78,7 @@ class TestRemoveLeftovers:
     def test_removes_only_tmp_files(self, tmp_path: Path) -> None:
         """Only `*.tmp` files are deleted, and their number is returned."""
         keep = ["1.eml", "1.json", "tmp.json", "notes.tmpx"]
-        drop = [f".1.json.{_dead_pid()}{TMP_SUFFIX}", f"2.eml{TMP_SUFFIX}"]
+        drop = [f".1.json.{dead_pid()}{TMP_SUFFIX}", f"2.eml{TMP_SUFFIX}"]
         for name in keep + drop:
             (tmp_path / name).write_bytes(b"x")
         assert remove_leftovers(tmp_path) == len(drop)
@@ -95,7 +96,7 @@ class TestRemoveLeftovers:
 
     def test_a_crashed_writers_temporary_file_is_removed(self, tmp_path: Path) -> None:
         """What a SIGKILL left (`.<name>.<pid>.tmp` of a dead process) is a leftover."""
-        (tmp_path / f".1.json.{_dead_pid()}{TMP_SUFFIX}").write_bytes(b"half")
+        (tmp_path / f".1.json.{dead_pid()}{TMP_SUFFIX}").write_bytes(b"half")
         (tmp_path / "1.json").write_bytes(b"old")
         assert remove_leftovers(tmp_path) == 1
         assert [p.name for p in tmp_path.iterdir()] == ["1.json"]
@@ -110,21 +111,9 @@ class TestRemoveLeftovers:
     def test_ours_only_keeps_other_programs_tmp_files(self, tmp_path: Path) -> None:
         """Beside the configuration only the names `atomic_write` gives are removed."""
         (tmp_path / f"editor{TMP_SUFFIX}").write_bytes(b"x")
-        (tmp_path / f".pvoq.xml.{_dead_pid()}{TMP_SUFFIX}").write_bytes(b"x")
+        (tmp_path / f".pvoq.xml.{dead_pid()}{TMP_SUFFIX}").write_bytes(b"x")
         assert remove_leftovers(tmp_path, ours_only=True) == 1
         assert [p.name for p in tmp_path.iterdir()] == [f"editor{TMP_SUFFIX}"]
-
-
-def _dead_pid() -> int:
-    """A PID no process has (bounded search below the kernel's maximum)."""
-    for pid in range(4_194_000, 4_194_304):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return pid
-        except PermissionError:
-            continue
-    raise AssertionError("no free PID found")
 
 
 @pytest.fixture
@@ -260,7 +249,7 @@ class TestTightenTree:
 class TestSweepLeftovers:
     def test_every_directory_below_the_root(self, tmp_path: Path) -> None:
         """Spool, quarantine bodies, keys: temporary files are removed wherever they are."""
-        dead = _dead_pid()
+        dead = dead_pid()
         planted = [tmp_path / f".ids.json.{dead}{TMP_SUFFIX}",
                    tmp_path / "quarantine" / "bodies" / f".7.eml.{dead}{TMP_SUFFIX}",
                    tmp_path / "quarantine" / "bodies" / f".8.eml.{dead}{TMP_SUFFIX}",

@@ -36,15 +36,18 @@ from pvoq.delivery.queue import DeliveryQueues
 from pvoq.fsutil import (
     Tightened,
     make_dir,
+    prepare_tree,
     remove_leftovers,
     restrict_umask,
-    sweep_leftovers,
-    tighten_tree,
 )
 from pvoq.listeners import ListenerSet, interface_ip
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.server import BaseHandler, ConnectionGate, PvoqSMTP, ServerContext
 from pvoq.spool.store import Spool
+
+# Data directories whose files only `fsutil.atomic_write` creates (never looser than 0640,
+# whatever the umask), and that grow with the mail: their files are not checked one by one.
+ATOMIC_ONLY = ("quarantine/bodies", "cpq_transfers", "outbreak_copies")
 
 
 def listener_contexts(config: Config) -> dict[str, ssl.SSLContext]:
@@ -84,8 +87,9 @@ class Appliance:
         self.config = config
         restrict_umask()  # what SQLite, logging and Alembic create is 0640/0750 too
         make_dir(config.data_dir)
-        tightened = tighten_tree(config.data_dir)  # before anything opens a file there
-        removed = self._remove_leftovers(config)
+        # before anything opens a file there (SQLite gives -wal/-shm the database's mode)
+        tightened = prepare_tree(config.data_dir, trusted=ATOMIC_ONLY)
+        removed = self._remove_leftovers(config, tightened.removed)
         self.maillog = MailLog(config.logs_dir, appliance=f"{self.role} {config.hostname}",
                                serial=config.serial_number, echo=echo)
         self._log_start_cleanup(tightened, removed)
@@ -109,10 +113,10 @@ class Appliance:
         self._background: set[asyncio.Future[None]] = set()
 
     @staticmethod
-    def _remove_leftovers(config: Config) -> dict[str, int]:
-        """Remove the temporary files of writes a crash or a full disk cut short: anywhere in
-        the data directory, and beside the configuration and the CPQ certificate."""
-        removed = sweep_leftovers(config.data_dir)
+    def _remove_leftovers(config: Config, removed: dict[str, int]) -> dict[str, int]:
+        """Remove the temporary files of writes a crash or a full disk cut short beside the
+        configuration and the CPQ certificate; *removed*: those in the data directory."""
+        removed = dict(removed)
         beside = {config.path.parent, config.cpq_certificate.certificate.parent,
                   config.cpq_certificate.private_key.parent} - {config.data_dir}
         for directory in sorted(beside):

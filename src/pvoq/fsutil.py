@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,18 +161,79 @@ def remove_leftovers(directory: Path, *, ours_only: bool = False) -> int:
     return count
 
 
-def _walk(root: Path) -> Iterator[os.DirEntry[str]]:
-    """Every entry under *root*, directories before what they hold; symlinks not followed."""
+@dataclass
+class Tightened:
+    """What a walk of a tree did: modes it tightened (`(path, old mode, new mode)`), the
+    ones it could not (`(path, why)`), temporary files it removed (per directory relative
+    to the root, `.` for the root itself)."""
+
+    changed: list[tuple[str, int, int]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    removed: dict[str, int] = field(default_factory=dict)
+
+
+def prepare_tree(root: Path, *, tighten: bool = True, sweep: bool = True,
+                 trusted: Collection[str] = (), mask: int = UMASK) -> Tightened:
+    """One walk of *root* at start: take *mask*'s bits (group write, every access by others)
+    away from every directory and file that has them, and remove the temporary files
+    interrupted writes left (`remove_leftovers`' rule). Symlinks are neither followed
+    nor changed.
+
+    *trusted*: directories (relative to *root*) whose files only `atomic_write` creates,
+    so never looser than its mode: their files are not `stat`ed one by one (a manager's
+    `quarantine/bodies` may hold millions); the directories themselves are checked.
+    """
+    result = Tightened()
+    root = Path(root)
+    skip = {os.path.normpath(root / t) for t in trusted}
+
+    def tighten_one(path: str, mode: int) -> None:
+        loose = stat.S_IMODE(mode)
+        if loose & mask:
+            try:
+                os.chmod(path, loose & ~mask)  # never a symlink: they are skipped
+            except OSError as exc:
+                result.failed.append((path, exc.strerror or str(exc)))
+            else:
+                result.changed.append((path, loose, loose & ~mask))
+
+    try:
+        root_mode = os.stat(root).st_mode
+    except FileNotFoundError:
+        return result
+    if not stat.S_ISDIR(root_mode):
+        return result
+    if tighten:
+        tighten_one(str(root), root_mode)
     stack = [str(root)]
     while stack:
+        directory = stack.pop()
+        check_files = tighten and os.path.normpath(directory) not in skip
+        removed = 0
         try:
-            entries = list(os.scandir(stack.pop()))
+            entries = list(os.scandir(directory))
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
         for entry in entries:
-            yield entry
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                    if tighten:
+                        tighten_one(entry.path, entry.stat(follow_symlinks=False).st_mode)
+                elif not entry.is_file(follow_symlinks=False):
+                    if check_files and not entry.is_symlink():  # a socket, a FIFO
+                        tighten_one(entry.path, entry.stat(follow_symlinks=False).st_mode)
+                elif (sweep and entry.name.endswith(TMP_SUFFIX)
+                        and not _writer_alive(entry.name)):
+                    os.unlink(entry.path)
+                    removed += 1
+                elif check_files:
+                    tighten_one(entry.path, entry.stat(follow_symlinks=False).st_mode)
+            except FileNotFoundError:
+                continue  # gone meanwhile
+        if removed:
+            result.removed[os.path.relpath(directory, root)] = removed
+    return result
 
 
 def sweep_leftovers(root: Path) -> dict[str, int]:
@@ -181,51 +242,10 @@ def sweep_leftovers(root: Path) -> dict[str, int]:
     Returns how many were removed per directory (relative to *root*, `.` for
     itself), for one log line.
     """
-    root = Path(root)
-    removed: dict[str, int] = {}
-    if not root.is_dir():
-        return removed
-    directories = [root] + [Path(e.path) for e in _walk(root) if e.is_dir(follow_symlinks=False)]
-    for directory in directories:
-        count = remove_leftovers(directory)
-        if count:
-            removed[str(directory.relative_to(root))] = count
-    return removed
+    return prepare_tree(root, tighten=False).removed
 
 
-@dataclass
-class Tightened:
-    """What `tighten_tree` changed: `(path, old mode, new mode)`, and what it could not."""
-
-    changed: list[tuple[str, int, int]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
-
-def tighten_tree(root: Path, *, mask: int = UMASK) -> Tightened:
+def tighten_tree(root: Path, *, trusted: Collection[str] = (), mask: int = UMASK) -> Tightened:
     """Take the bits of *mask* (group write, every access by others) away from *root* and
-    everything under it; symlinks are neither followed nor changed."""
-    result = Tightened()
-    root = Path(root)
-
-    def tighten(path: str, mode: int) -> None:
-        loose = stat.S_IMODE(mode)
-        if loose & mask:
-            try:
-                os.chmod(path, loose & ~mask)  # never a symlink: see below
-            except OSError as exc:
-                result.failed.append((path, exc.strerror or str(exc)))
-            else:
-                result.changed.append((path, loose, loose & ~mask))
-
-    try:
-        tighten(str(root), os.stat(root).st_mode)
-    except FileNotFoundError:
-        return result
-    for entry in _walk(root):
-        try:
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode) or stat.S_ISSOCK(st.st_mode):
-            tighten(entry.path, st.st_mode)
-    return result
+    everything under it (see `prepare_tree`)."""
+    return prepare_tree(root, sweep=False, trusted=trusted, mask=mask)

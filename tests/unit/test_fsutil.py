@@ -237,6 +237,17 @@ class TestTightenTree:
             (str(log), 0o666, 0o640)])
         assert result.failed == []
 
+    def test_trusted_directory_files_are_not_checked_one_by_one(self, tmp_path: Path) -> None:
+        """Files of a directory only atomic_write fills are skipped; the directory is not."""
+        bodies = tmp_path / "quarantine" / "bodies"
+        bodies.mkdir(parents=True)
+        (bodies / "1.eml").write_bytes(b"")
+        (bodies / "1.eml").chmod(0o666)
+        bodies.chmod(0o777)
+        result = tighten_tree(tmp_path, trusted=["quarantine/bodies"])
+        assert (_mode(bodies), _mode(bodies / "1.eml")) == (0o750, 0o666)
+        assert str(bodies) in [path for path, _, _ in result.changed]
+
     def test_tight_tree_is_left_alone(self, tmp_path: Path) -> None:
         make_dir(tmp_path / "data" / "spool")
         atomic_write(tmp_path / "data" / "spool" / "x", b"")

@@ -26,8 +26,8 @@ def init_appliance(directory: Path, spec: ApplianceSpec, *, ca_dir: Path,
     if config_path.exists() and not force:
         raise FileExistsError(f"{config_path} exists (use --force to overwrite)")
     if not (ca_dir / CA_CERT_FILE).exists():
-        make_dir(ca_dir)
-        create_ca(ca_dir)
+        create_ca(make_dir(ca_dir))
+        tighten_tree(ca_dir)
     certs = make_dir(directory / "certs")
     issue_certificate(ca_dir, certs, hostname=spec.hostname, role=spec.role,
                       addresses=[spec.ip])

@@ -12,8 +12,9 @@ Modes: pvoq creates files 0640 and directories 0750 (keys and secrets 0600)
 whatever umask the process inherited: `restrict_umask` makes the process
 umask at least `UMASK` (so that what other libraries create, such as SQLite's
 `-wal`/`-shm`, complies too), `make_dir` and `atomic_write` give explicit
-modes (a file's mode is an upper bound the umask cannot widen), and `tighten_tree` takes group write and every access by others away
-from what an earlier, looser run left.
+modes (a file's mode is an upper bound the umask cannot widen), and
+`prepare_tree` takes group write and every access by others away from what
+an earlier, looser run left, in the same walk that removes leftovers.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ FILE_MODE = 0o640     # every file pvoq creates, unless it is a secret
 SECRET_MODE = 0o600   # private keys, tokens, pinned keys
 DIR_MODE = 0o750      # every directory pvoq creates
 UMASK = 0o027         # the least the process umask takes away: group write, all of others
+LIVE_WRITE_S = 3600.0  # a temporary file of a running process older than this is a leftover
 
 
 def restrict_umask() -> int:
@@ -120,8 +123,14 @@ def remove_durably(path: Path, *, sync_dir: bool = True) -> None:
         fsync_dir(Path(path).parent)
 
 
-def _writer_alive(name: str) -> bool:
-    """True when *name* (`.<file>.<pid>.tmp`) belongs to another process still running."""
+def _writer_alive(path: str, name: str) -> bool:
+    """True when *name* (`.<file>.<pid>.tmp`) may be another running process's write.
+
+    Its PID names a process that runs now (not this one: whoever sweeps does so before
+    writing there itself; in a container the same PID comes back at every start), and
+    the file changed within `LIVE_WRITE_S` (a PID reused after a restart does not keep
+    a leftover for ever).
+    """
     pid_text = name[:-len(TMP_SUFFIX)].rpartition(".")[2]
     if not pid_text.isdigit():
         return False
@@ -133,8 +142,11 @@ def _writer_alive(name: str) -> bool:
     except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
-        return True  # another user's process
-    return True
+        pass  # another user's process
+    try:
+        return time.time() - os.stat(path, follow_symlinks=False).st_mtime < LIVE_WRITE_S
+    except FileNotFoundError:
+        return False
 
 
 def _ours(name: str) -> bool:
@@ -154,7 +166,8 @@ def remove_leftovers(directory: Path, *, ours_only: bool = False) -> int:
         return 0
     for entry in os.scandir(directory):
         if (entry.name.endswith(TMP_SUFFIX) and entry.is_file(follow_symlinks=False)
-                and (not ours_only or _ours(entry.name)) and not _writer_alive(entry.name)):
+                and (not ours_only or _ours(entry.name))
+                and not _writer_alive(entry.path, entry.name)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(entry.path)
             count += 1
@@ -224,7 +237,7 @@ def prepare_tree(root: Path, *, tighten: bool = True, sweep: bool = True,
                     if check_files and not entry.is_symlink():  # a socket, a FIFO
                         tighten_one(entry.path, entry.stat(follow_symlinks=False).st_mode)
                 elif (sweep and entry.name.endswith(TMP_SUFFIX)
-                        and not _writer_alive(entry.name)):
+                        and not _writer_alive(entry.path, entry.name)):
                     os.unlink(entry.path)
                     removed += 1
                 elif check_files:

@@ -108,6 +108,13 @@ class TestRemoveLeftovers:
         assert remove_leftovers(tmp_path) == 0
         assert live.exists()
 
+    def test_an_old_temporary_file_of_a_reused_pid_is_removed(self, tmp_path: Path) -> None:
+        """A PID that came back after a restart does not keep a leftover for ever."""
+        old = tmp_path / f".counters.json.{os.getppid()}{TMP_SUFFIX}"
+        old.write_bytes(b"from the run before")
+        os.utime(old, (1_000_000, 1_000_000))
+        assert remove_leftovers(tmp_path) == 1
+
     def test_ours_only_keeps_other_programs_tmp_files(self, tmp_path: Path) -> None:
         """Beside the configuration only the names `atomic_write` gives are removed."""
         (tmp_path / f"editor{TMP_SUFFIX}").write_bytes(b"x")

@@ -33,11 +33,21 @@ from pvoq.config.model import Config, Listener
 from pvoq.counters import Counters
 from pvoq.cpq import tls
 from pvoq.delivery.queue import DeliveryQueues
-from pvoq.fsutil import remove_leftovers
+from pvoq.fsutil import (
+    Tightened,
+    make_dir,
+    prepare_tree,
+    remove_leftovers,
+    restrict_umask,
+)
 from pvoq.listeners import ListenerSet, interface_ip
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.server import BaseHandler, ConnectionGate, PvoqSMTP, ServerContext
 from pvoq.spool.store import Spool
+
+# Data directories whose files only `fsutil.atomic_write` creates (never looser than 0640,
+# whatever the umask), and that grow with the mail: their files are not checked one by one.
+ATOMIC_ONLY = ("quarantine/bodies", "cpq_transfers", "outbreak_copies")
 
 
 def listener_contexts(config: Config) -> dict[str, ssl.SSLContext]:
@@ -75,10 +85,14 @@ class Appliance:
 
     def __init__(self, config: Config, *, echo: TextIO | None = None) -> None:
         self.config = config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(config.data_dir)  # a crash mid-write of ids.json and the like
+        restrict_umask()  # what SQLite, logging and Alembic create is 0640/0750 too
+        make_dir(config.data_dir)
+        # before anything opens a file there (SQLite gives -wal/-shm the database's mode)
+        tightened = prepare_tree(config.data_dir, trusted=ATOMIC_ONLY)
+        removed = self._remove_leftovers(config, tightened.removed)
         self.maillog = MailLog(config.logs_dir, appliance=f"{self.role} {config.hostname}",
                                serial=config.serial_number, echo=echo)
+        self._log_start_cleanup(tightened, removed)
         self.ids = IdAllocator(config.data_dir / "ids.json")
         self.context = ServerContext(self.maillog, self.ids, config.hostname)
         self.server_tls: ssl.SSLContext = tls.server_context(
@@ -97,6 +111,33 @@ class Appliance:
         self.counters = Counters(config.data_dir / "counters.json")
         self.context.counters = self.counters
         self._background: set[asyncio.Future[None]] = set()
+
+    @staticmethod
+    def _remove_leftovers(config: Config, removed: dict[str, int]) -> dict[str, int]:
+        """Remove the temporary files of writes a crash or a full disk cut short beside the
+        configuration and the CPQ certificate; *removed*: those in the data directory."""
+        removed = dict(removed)
+        beside = {config.path.parent, config.cpq_certificate.certificate.parent,
+                  config.cpq_certificate.private_key.parent} - {config.data_dir}
+        for directory in sorted(beside):
+            if count := remove_leftovers(directory, ours_only=True):
+                removed[str(directory)] = count
+        return removed
+
+    def _log_start_cleanup(self, tightened: Tightened, removed: dict[str, int]) -> None:
+        shown = 10
+        for path, old, new in tightened.changed[:shown]:
+            self.maillog.warning(f"File mode of {path} tightened from {old:04o} to {new:04o}: "
+                                 f"group or other users could write or read it")
+        if len(tightened.changed) > shown:
+            self.maillog.warning(f"File modes of {len(tightened.changed) - shown} more paths "
+                                 f"under {self.config.data_dir} tightened the same way")
+        for path, why in tightened.failed:
+            self.maillog.warning(f"File mode of {path} could not be tightened: {why}")
+        if removed:
+            where = ", ".join(f"{d} {n}" for d, n in sorted(removed.items()))
+            self.maillog.info(f"Removed {sum(removed.values())} temporary files left by "
+                              f"interrupted writes ({where})")
 
     def register_commands(self, *, incoming: Incoming | None = None) -> None:
         """Register the operator commands common to both roles (once `queues` is set);

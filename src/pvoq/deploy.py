@@ -3,16 +3,17 @@
 The deployment's CPQ CA lives in its own directory and is created the first
 time an appliance is initialised against it; every appliance gets its own
 certificate signed by it and a copy of the CA certificate (never its key).
+
+Modes, whatever the umask: directories 0750, files 0640, private keys 0600.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from pvoq.config.template import ApplianceSpec, render
 from pvoq.cpq.ca import CA_CERT_FILE, create_ca, issue_certificate
-from pvoq.fsutil import atomic_write
+from pvoq.fsutil import atomic_write, make_dir, tighten_tree
 
 CONFIG_FILE = "pvoq.xml"
 
@@ -25,12 +26,13 @@ def init_appliance(directory: Path, spec: ApplianceSpec, *, ca_dir: Path,
     if config_path.exists() and not force:
         raise FileExistsError(f"{config_path} exists (use --force to overwrite)")
     if not (ca_dir / CA_CERT_FILE).exists():
-        create_ca(ca_dir)
-    certs = directory / "certs"
-    certs.mkdir(parents=True, exist_ok=True)
+        create_ca(make_dir(ca_dir))
+        tighten_tree(ca_dir)
+    certs = make_dir(directory / "certs")
     issue_certificate(ca_dir, certs, hostname=spec.hostname, role=spec.role,
                       addresses=[spec.ip])
-    shutil.copyfile(ca_dir / CA_CERT_FILE, certs / CA_CERT_FILE)
+    atomic_write(certs / CA_CERT_FILE, (ca_dir / CA_CERT_FILE).read_bytes())
     atomic_write(config_path, render(spec).encode())
-    (directory / "data").mkdir(exist_ok=True)
+    make_dir(directory / "data")
+    tighten_tree(certs)  # the certificates are written 0644 by their module: 0640 here
     return config_path

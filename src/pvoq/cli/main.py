@@ -16,12 +16,14 @@ from pvoq import __version__
 from pvoq.cli import logs, operator, quarantine, queues, remote, scanning, spool
 from pvoq.cli.client import ClientContext, load_or_exit
 from pvoq.config.errors import ConfigError
+from pvoq.fsutil import restrict_umask
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pvoq")
 def main() -> None:
     """pvoq: a centralized Policy, Virus and Outbreak email quarantine."""
+    restrict_umask()  # every file a command creates is 0640, every directory 0750, at most
 
 
 def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:

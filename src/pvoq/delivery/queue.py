@@ -5,7 +5,7 @@ of the special destinations `the.cpq.host` (gateway → manager) and
 `the.cpq.release.host` (manager → gateways). Each recipient of a spool entry
 names its host; the host's worker delivers every due recipient over as few
 connections as it can (one per target address, transactions reused), and
-records the outcome in the spool entry (write-fsync-rename) before moving on.
+records the outcome in the spool entry (a durable spool log record) before moving on.
 
 Outcomes: 2xx delivered; 4xx or a failed connection: deferred with back-off
 (`delivery.backoff`); a failed connection (or TLS) also marks the host down

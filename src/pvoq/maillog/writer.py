@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from pvoq import __version__
+from pvoq.fsutil import FILE_MODE, UMASK, make_dir
 
 LEVELS = ("Critical", "Warning", "Info", "Debug")
 
@@ -65,10 +66,14 @@ class MailLog:
     def __init__(self, logs_dir: Path, *, appliance: str, serial: str,
                  echo: TextIO | None = None) -> None:
         self.path = Path(logs_dir) / "mail_logs"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(self.path.parent)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
+        # 0640 whatever the umask; a file an earlier run left looser is tightened
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        if os.fstat(fd).st_mode & UMASK:
+            os.fchmod(fd, os.fstat(fd).st_mode & FILE_MODE)
         self._file = open(  # noqa: SIM115 (held open for the process's life; closed by close())
-            self.path, "a", encoding="utf-8", errors="backslashreplace")
+            fd, "a", encoding="utf-8", errors="backslashreplace")
         self._echo = echo
         self._pending: list[str] = []
         self._scheduled = False

@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypedDict
 
-from pvoq.fsutil import atomic_write, remove_leftovers
+from pvoq.fsutil import atomic_write, make_dir, remove_leftovers
 from pvoq.spool.log import ENTRY, PUT, REMOVE, SEGMENT_BYTES, STATE, Record, SpoolLog
 
 
@@ -143,8 +143,7 @@ class Spool:
 
     def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES,
                  readonly: bool = False) -> None:
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = make_dir(Path(directory))
         self.log = SpoolLog(self.dir, segment_bytes=segment_bytes, readonly=readonly)
         if not readonly:
             self._import_files()
@@ -236,8 +235,7 @@ class Spool:
         The files are written (and fsync'd) before the message leaves the log:
         a crash in between leaves it in both places, never in neither.
         """
-        bad = self.dir / "bad"
-        bad.mkdir(exist_ok=True)
+        bad = make_dir(self.dir / "bad")
         data = self.log.entry(mid)
         if data is not None:
             atomic_write(bad / f"{mid}.eml", self.read_body(mid), sync_dir=False)

@@ -1,0 +1,34 @@
+"""The spool's directories and files: 0750 and 0640 whatever the umask."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pvoq.spool.store import Entry, Recipient, Spool
+from pvoq.testing.files import loose_paths
+
+
+@pytest.fixture
+def umask_000() -> Iterator[None]:
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_spool_and_bad_under_umask_000(tmp_path: Path, umask_000: None) -> None:
+    spool = Spool(tmp_path / "data" / "spool")
+    try:
+        spool.put(Entry(mid=1, sender="a@example.com",
+                        recipients=[Recipient(1, "b@example.com")], received=1.0, size=4),
+                  b"body")
+        spool.move_to_bad(1)
+    finally:
+        spool.close()
+    assert (tmp_path / "data" / "spool" / "bad" / "1.eml").exists()
+    assert loose_paths(tmp_path / "data") == []

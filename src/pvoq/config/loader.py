@@ -76,6 +76,38 @@ def load_config(path: str | Path) -> Config:
         raise exc.located(path=str(path)) from None
 
 
+_DATA_DIR = re.compile(rb"<data_dir>\s*([^<]*?)\s*</data_dir>")
+
+
+def data_dir_of(path: str | Path) -> Path | None:
+    """Where the appliance of the file at *path* keeps its data, even if the file is broken.
+
+    For `reload` of a file that does not load: the running appliance (its
+    admin socket is in this directory) is the one to refuse it and say why.
+    The `<data_dir>` element of `<system>` when the XML parses, else the
+    only `<data_dir>` element of the text; None when there is no such one.
+    """
+    path = Path(path).resolve()
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)
+        system = parse_xml(data, path=str(path)).require("system")
+        raw = system.require("data_dir").text.strip()
+    except OSError:
+        return None
+    except ConfigError:
+        found = _DATA_DIR.findall(data)
+        if len(found) != 1:
+            return None
+        try:
+            raw = found[0].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if not raw or "\0" in raw:
+        return None
+    return (path.parent / raw).resolve()
+
+
 class _Loader:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -122,6 +154,8 @@ class _Loader:
             ca_certificate=self._path(cert_node, "ca_certificate"),
             certificate=self._path(cert_node, "certificate"),
             private_key=self._path(cert_node, "private_key"),
+            lines={tag: cert_node.require(tag).line
+                   for tag in ("ca_certificate", "certificate", "private_key")},
         )
         ssl_fields = convert.Fields(root.first("ssl_config"), SslConfig)
         ssl = SslConfig(inbound_ciphers=ssl_fields("inbound_ciphers", str),

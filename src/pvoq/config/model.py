@@ -16,6 +16,7 @@ listener's `listen_queue_size` has no default in code). `xml_tag` and
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -82,12 +83,11 @@ LONG_PERIOD = (0.01, 3650 * 86400.0)
 """A retention or a lifetime, in seconds: up to ten years."""
 
 
-def bounded(default: Any = MISSING, bounds: tuple[float, float] = TIMEOUT,
-            **metadata: Any) -> Any:
-    """A numeric dataclass field with *default* and its `RANGE` *bounds* (and other metadata)."""
+def bounded(default: Any, bounds: tuple[float, float] = TIMEOUT, **metadata: Any) -> Any:
+    """A numeric dataclass field with *default* and its `RANGE` *bounds*; *metadata*: `xml`
+    (`XML_TAG`), `file_default` (`FILE_DEFAULT`). A field without a default spells its
+    metadata out (`field(metadata={RANGE: ...})`)."""
     meta = {RANGE: bounds, **{_META[k]: v for k, v in metadata.items()}}
-    if default is MISSING:
-        return field(metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -149,8 +149,8 @@ class Listener:
     name: str = field(metadata={XML_TAG: "listener_name"})
     protocol: ListenerProtocol = field(metadata={FILE_DEFAULT: ListenerProtocol.SMTP})
     interface_name: str
-    port: int = bounded(bounds=PORTS, file_default=25)  # a CPQ listener's: CPQ_DEFAULT_PORT
-    listen_queue_size: int = bounded(bounds=(1, 65535), file_default=50)
+    port: int = field(metadata={RANGE: PORTS, FILE_DEFAULT: 25})  # a CPQ listener's: CPQ_DEFAULT_PORT
+    listen_queue_size: int = field(metadata={RANGE: (1, 65535), FILE_DEFAULT: 50})
     type: ListenerType = field(metadata={FILE_DEFAULT: ListenerType.PUBLIC})
     hat: Hat
     rat: Rat
@@ -236,6 +236,8 @@ class CpqCertificate:
     ca_certificate: Path
     certificate: Path
     private_key: Path
+    # the line of each element in the file (`config.certs` names it in its errors)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -371,7 +373,7 @@ class QuarantineDefinition:
     """One `<quarantine>` of the manager: retention, default action, overflow, early release."""
 
     name: str
-    retention_seconds: float = bounded(bounds=(1.0, LONG_PERIOD[1]))  # in the file: <retention> <retention_unit>
+    retention_seconds: float = field(metadata={RANGE: (1.0, LONG_PERIOD[1])})  # in the file: <retention> <retention_unit>
     default_action: str = "delete"          # release | delete
     free_up_space: bool = False
     subject_tag: str = field(default="", metadata={XML_TAG: "early_release/subject_tag"})

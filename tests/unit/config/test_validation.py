@@ -122,7 +122,7 @@ class TestNumbers:
                     and owner.__module__ == model.__name__):
                 continue
             for f in dataclasses.fields(owner):
-                if re.search(r"\b(int|float)\b", str(f.type)) and RANGE not in f.metadata:
+                if re.fullmatch(r"(int|float)( \| None)?", str(f.type)) and RANGE not in f.metadata:
                     missing.append(f"{name}.{f.name}")
                 bounds = value_range(owner, f.name)
                 required = f.default == 0 and bounds is not None and bounds[0] > 0

@@ -307,3 +307,43 @@ class TestLimits:
             load_config(path)
         assert info.value.message == (f"the file is larger than {xmltree.MAX_BYTES} bytes: "
                                       "refused")
+
+
+SECTIONS = [(model.Listener, "<listener>"), (model.PvoSettings, "<pvo_quarantines>"),
+            (model.GatewayRecord, "<gateway>"), (model.SshSettings, "<ssh>"),
+            (model.Route, "<route>"), (model.DeliverySettings, "<delivery>"),
+            (model.AntivirusSettings, "<antivirus>"),
+            (model.OutbreakSettings, "<outbreak_filters>"),
+            (model.ScanSettings, "<scan_pipeline>"),
+            (model.QuarantineDefinition, "<quarantine>"),
+            (model.QuarantineStoreSettings, "<quarantine_store>"), (model.ApiSettings, "<api>")]
+
+
+LABELS = {(model.Route, "port"): "the port of `destination`",
+          (model.QuarantineDefinition, "retention_seconds"):
+              "`retention` (times `retention_unit`, in seconds)"}
+
+
+def readme_rows() -> list[str]:
+    """The README's table of ranges, one row per section, as the model declares them."""
+    from pvoq.config.convert import show_number
+    rows = []
+    for owner, section in SECTIONS:
+        ranges = []
+        for f in dataclasses.fields(owner):
+            bounds = value_range(owner, f.name)
+            if bounds is None:
+                continue
+            label = LABELS.get((owner, f.name),
+                               f"`{model.xml_tag(owner, f.name).split('/')[-1]}`")
+            low, high = (show_number(b) for b in bounds)
+            ranges.append(f"{label} {low}–{high}")
+        rows.append(f"| `{section}` | {', '.join(ranges)} |")
+    return rows
+
+
+def test_the_readme_lists_every_range() -> None:
+    """The ranges are documented where the configuration is: the README's table."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    missing = [row for row in readme_rows() if row not in readme.splitlines()]
+    assert missing == [], "\n".join(missing)

@@ -33,12 +33,14 @@ class TestConfigErrors:
             assert "seventy" in errors[0]
 
     def test_malformed_xml_is_reported_with_its_line(self, deployment: Deployment) -> None:
-        """Unclosed elements are reported with the line the parser stopped at."""
+        """An unclosed element is reported with the line where it was opened."""
         config = deployment.manager_config
         config.write_text(config.read_text().replace("</listeners>", "", 1))
+        opened = config.read_text().splitlines().index("  <listeners>") + 1
         result = pvoq("config", "check", "-c", str(config))
         assert result.returncode == 2
-        assert f"{config}:" in result.stderr and ": xml: " in result.stderr
+        assert f"{config}:{opened}: config.listeners: <listeners> opened on line {opened} " \
+            "is not closed" in result.stderr
 
     def test_wrong_role_is_refused(self, deployment: Deployment) -> None:
         """Running a gateway configuration as a manager is a usage error."""

@@ -9,6 +9,9 @@ admin socket (`admin.protocol`). Every command module renders what
 Exit codes: a configuration that does not load → 2 (one line naming the
 file, line and field); no appliance answers → 1 (`pvoq: <role> <host> is
 not running: ...`); a command's error → the exit code the appliance gives.
+`request_running()` is for `reload`: a file that does not load is the
+running appliance's to refuse (exit 1, its configuration kept); exit 2 only
+when no appliance answers for it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import click
 
 from pvoq.admin.protocol import AdminUnavailable, call
 from pvoq.config.errors import ConfigError
-from pvoq.config.loader import load_config
+from pvoq.config.loader import data_dir_of, load_config
 from pvoq.config.model import Config
 
 
@@ -54,6 +57,35 @@ class ClientContext:
         if self._config is None:
             self._config = load_or_exit(self.config_path)
         return self._config
+
+    def request_running(self, command: str,
+                        args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Send *command* to the appliance running from this file, even if the file is broken.
+
+        A file that loads: as `request`. One that does not: *command* goes to
+        the admin socket in the file's `<data_dir>` (the running appliance
+        answers with its own verdict, e.g. a refused reload); exit 2 with the
+        configuration error when that cannot be found or nothing answers there.
+        """
+        if self._config is None:
+            try:
+                self._config = load_config(self.config_path)
+            except ConfigError as error:
+                return self._request_unloaded(error, command, args)
+        return self.request(command, args)
+
+    def _request_unloaded(self, error: ConfigError, command: str,
+                          args: dict[str, Any] | None) -> dict[str, Any]:
+        data_dir = data_dir_of(self.config_path)
+        try:
+            if data_dir is None:
+                raise AdminUnavailable("no <data_dir> to find it by")
+            response = call(data_dir / "admin.sock", command, args)
+        except AdminUnavailable:
+            fail(f"pvoq: configuration error: {error}", 2)
+        if not response.get("ok"):
+            fail(response.get("error", "command failed"), int(response.get("exit", 1)))
+        return response
 
     def request(self, command: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         """Send *command* to the running appliance; its response, or exit as module doc says."""

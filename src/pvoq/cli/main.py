@@ -166,14 +166,26 @@ def config_group() -> None:
 @config_group.command("check")
 @click.option("-c", "--config", "config_path", required=True, type=click.Path())
 def config_check(config_path: str) -> None:
-    """Validate a configuration file (exit 2 with the file, line and field if broken)."""
+    """Validate a configuration file and its certificates (exit 2 naming file, line and field).
+
+    Beyond loading: each certificate file reads, each key is its certificate's, each
+    certificate is valid today, and the CPQ certificate is issued by the configured CA and
+    names this appliance's hostname; then the TLS contexts are built as the appliance does.
+    """
     cfg = load_or_exit(config_path)
+    from pvoq.config.certs import check_certificates
     from pvoq.cpq import tls
-    try:
-        tls.server_context(cfg.cpq_certificate, ciphers=cfg.ssl.inbound_ciphers)
-        tls.client_context(cfg.cpq_certificate, ciphers=cfg.ssl.outbound_ciphers)
-    except ConfigError as exc:
-        click.echo(f"pvoq: configuration error: {exc.located(path=str(cfg.path))}", err=True)
+    problems = check_certificates(cfg)
+    if not problems:
+        try:
+            tls.server_context(cfg.cpq_certificate, ciphers=cfg.ssl.inbound_ciphers)
+            tls.client_context(cfg.cpq_certificate, ciphers=cfg.ssl.outbound_ciphers)
+        except ConfigError as exc:
+            problems.append(exc)
+    for problem in problems:
+        click.echo(f"pvoq: configuration error: {problem.located(path=str(cfg.path))}",
+                   err=True)
+    if problems:
         sys.exit(2)
     click.echo(f"{cfg.path}: ok ({cfg.role} {cfg.hostname}, {len(cfg.listeners)} listeners)")
 

@@ -11,7 +11,7 @@ import time
 
 import click
 
-from pvoq.cli.client import print_json, request
+from pvoq.cli.client import client_of, print_json, request
 from pvoq.cli.render import age, when
 from pvoq.maillog.writer import format_time
 
@@ -140,8 +140,12 @@ def hoststatus(ctx: click.Context, host: str, as_json: bool) -> None:
 @click.command()
 @click.pass_context
 def reload(ctx: click.Context) -> None:
-    """Re-read the configuration (as SIGHUP does); a bad file is refused, the old one runs on."""
-    click.echo(request(ctx, "reload")["text"])
+    """Re-read the configuration (as SIGHUP does); a bad file is refused, the old one runs on.
+
+    A file that does not load is sent to the appliance running from it all the same: it
+    refuses the file with the error and keeps its configuration (exit 1).
+    """
+    click.echo(client_of(ctx).request_running("reload")["text"])
 
 
 @click.group()

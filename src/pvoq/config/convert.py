@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Callable
 from dataclasses import MISSING
 from typing import Any, TypeVar
 
 from pvoq.config.errors import ConfigError
-from pvoq.config.model import Route, file_default, model_default, xml_tag
+from pvoq.config.model import PORTS, Route, file_default, model_default, value_range, xml_tag
 from pvoq.config.xmltree import Node
 
 T = TypeVar("T")
@@ -31,8 +32,29 @@ def text(node: Node | None) -> str | None:
     return None if node is None else node.text.strip()
 
 
+def show_number(number: float) -> str:
+    """*number* as the documentation and the errors write it (`65535`, `0.01`, `1e+09`)."""
+    return str(int(number)) if float(number).is_integer() and abs(number) < 1e15 else f"{number:g}"
+
+
+def describe_range(bounds: tuple[float, float]) -> str:
+    """`from 1 to 65535`: the range the errors and the README name."""
+    return f"from {show_number(bounds[0])} to {show_number(bounds[1])}"
+
+
+def in_range(number: Any, bounds: tuple[float, float] | None) -> None:
+    """Raise ValueError naming *bounds* unless *number* is finite and within them."""
+    if bounds is None or number is None:
+        return
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError("not a finite number")
+    if not bounds[0] <= number <= bounds[1]:
+        raise ValueError("out of range")
+
+
 def value(parent: Node, tag: str, convert: Callable[[str], T], default: T | None = None,
-           *, required: bool = False) -> T:
+           *, required: bool = False, bounds: tuple[float, float] | None = None) -> T:
+    """The element *tag* of *parent*, converted; *bounds*: the range a number must be in."""
     node = parent.first(tag)
     if node is None or not node.text.strip():
         if required:
@@ -41,10 +63,19 @@ def value(parent: Node, tag: str, convert: Callable[[str], T], default: T | None
         return default  # type: ignore[return-value]
     raw = node.text.strip()
     try:
-        return convert(raw)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{exc}: {raw!r}" if str(exc) else f"invalid value {raw!r}",
-                          field=node.path, line=node.line) from None
+        result = convert(raw)
+        in_range(result, bounds)
+        return result
+    except (ValueError, TypeError, OverflowError) as exc:
+        why = str(exc) or "invalid value"
+        if bounds is not None and describe_range(bounds) not in why:
+            why += f" (a finite number {describe_range(bounds)})"
+        raise ConfigError(f"{why}: {_shown(raw)}", field=node.path, line=node.line) from None
+
+
+def _shown(raw: str) -> str:
+    """*raw* for an error line: quoted, and cut when long (a value may be megabytes)."""
+    return repr(raw) if len(raw) <= 80 else f"{raw[:80]!r}... ({len(raw)} characters)"
 
 
 FROM_MODEL: Any = object()
@@ -76,33 +107,49 @@ class Fields:
             return found
         if default is FROM_MODEL:
             default = file_default(self.owner, name)
+        bounds = value_range(self.owner, name)
         if default is MISSING:
-            return value(parent, tag, convert, required=True)
-        return value(parent, tag, convert, default)
+            return value(parent, tag, convert, required=True, bounds=bounds)
+        return value(parent, tag, convert, default, bounds=bounds)
+
+
+def _digits(raw: str) -> bool:
+    """ASCII digits only (`str.isdigit` also admits `²` and other scripts' digits)."""
+    return raw.isascii() and raw.isdigit()
 
 
 def port(raw: str) -> int:
-    number = int(raw) if raw.isdigit() else -1
+    number = int(raw) if _digits(raw) and len(raw) <= 5 else -1
     if not 1 <= number <= 65535:
-        raise ValueError("not a port number (1-65535)")
+        raise ValueError(f"not a port number ({describe_range(PORTS)})")
     return number
 
 
 def positive_int(raw: str) -> int:
-    if not raw.isdigit() or int(raw) <= 0:
+    if not _digits(raw) or len(raw) > 30 or int(raw) <= 0:
         raise ValueError("not a positive integer")
     return int(raw)
 
 
-def non_negative(raw: str) -> float:
+def finite(raw: str) -> float:
+    """A finite decimal number: no nan, inf, 1e400 (which is inf) or `1_0`."""
+    if "_" in raw:
+        raise ValueError("not a number")
     number = float(raw)
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
+def non_negative(raw: str) -> float:
+    number = finite(raw)
     if number < 0:
         raise ValueError("not a non-negative number")
     return number
 
 
 def seconds(raw: str) -> float:
-    number = float(raw)
+    number = finite(raw)
     if number <= 0:
         raise ValueError("not a positive number of seconds")
     return number
@@ -110,8 +157,8 @@ def seconds(raw: str) -> float:
 
 def limit_seconds(raw: str) -> float:
     """A time limit: a finite, positive number of seconds (no nan, inf or 1e400)."""
-    number = float(raw)
-    if not math.isfinite(number) or number <= 0:
+    number = finite(raw)
+    if number <= 0:
         raise ValueError("not a finite, positive number of seconds")
     return number
 
@@ -122,6 +169,26 @@ def boolean(raw: str) -> bool:
     if raw.lower() in FALSE_WORDS:
         return False
     raise ValueError("not a boolean (true/false)")
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def hostname(raw: str) -> str:
+    """A DNS name (`gw1.example.com`): labels of letters, digits, `-` and `_`, at most 253."""
+    name = raw[:-1] if raw.endswith(".") else raw
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(x) for x in name.split(".")):
+        raise ValueError("not a host name (labels of letters, digits and '-', at most 253 "
+                         "characters)")
+    return raw
+
+
+def host(raw: str) -> str:
+    """A host name or an IP address."""
+    try:
+        return ip(raw)
+    except ValueError:
+        return hostname(raw)
 
 
 def ip(raw: str) -> str:

@@ -28,6 +28,9 @@ attachment-size (any attachment). Strings take single or double quotes;
 `\\"`, `\\'` and `\\\\` are escapes, any other backslash is kept, so a regex
 reads as written. `#` starts a comment outside strings.
 
+Conditions nest (`not`, parentheses) at most `MAX_NESTING` deep and a size
+is at most `MAX_SIZE` bytes: beyond, a `FilterSyntaxError` like any other.
+
 This module is pure: no I/O, no pvoq imports but the exception root
 (`pvoq.errors`); evaluation is `scan.filters`.
 """
@@ -73,6 +76,10 @@ class BuiltinQuarantine(StrEnum):
 BUILTIN_QUARANTINES: tuple[BuiltinQuarantine, ...] = tuple(BuiltinQuarantine)
 
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+MAX_SIZE = 2**63 - 1
+"""The largest size a comparison may name (in bytes, after its unit)."""
+MAX_NESTING = 64
+"""How deep `not` and parentheses may nest in one condition."""
 _COMPARE = ("<=", ">=", "==", "!=", "<", ">")
 
 
@@ -185,7 +192,7 @@ class _Token:
 
 _TOKEN = re.compile(r"""
     (?P<space>[ \t\r\n]+|\#[^\n]*)
-  | (?P<NUMBER>\d+[kKmMgG]?(?![\w-]))
+  | (?P<NUMBER>[0-9]+[kKmMgG]?(?![\w-]))
   | (?P<NAME>[A-Za-z_][A-Za-z0-9_.-]*)
   | (?P<OP><=|>=|==|!=|[<>(){}:;,])
   | (?P<quote>["'])
@@ -240,8 +247,10 @@ def _string(text: str, start: int, line: int, column: int) -> tuple[str, int]:
 class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
+        self.lines = text.splitlines()
         self.tokens = _lex(text)
         self.i = 0
+        self.depth = 0
 
     @property
     def tok(self) -> _Token:
@@ -284,11 +293,13 @@ class _Parser:
     # filters := filter*
     def filters(self) -> list[Filter]:
         result: list[Filter] = []
+        names: set[str] = set()
         while self.tok.kind != "EOF":
             start = self.tok
             f = self.filter()
-            if any(x.name == f.name for x in result):
+            if f.name in names:
                 raise self.error(f"duplicate filter name {f.name!r}", start)
+            names.add(f.name)
             result.append(f)
         return result
 
@@ -310,7 +321,7 @@ class _Parser:
         if self.is_op(";"):
             self.advance()
         end = self.tokens[self.i - 1]
-        source = "\n".join(self.text.splitlines()[name.line - 1:end.line])
+        source = "\n".join(self.lines[name.line - 1:end.line])
         return Filter(name.text, condition, actions, else_actions, name.line, source.strip())
 
     def block(self) -> tuple[Action, ...]:
@@ -359,15 +370,21 @@ class _Parser:
         return items[0] if len(items) == 1 else All(tuple(items))
 
     def unary(self) -> Condition:
-        if self.is_word("not"):
-            self.advance()
-            return Not(self.unary())
-        if self.is_op("("):
+        if not self.is_word("not") and not self.is_op("("):
+            return self.test()
+        if self.depth >= MAX_NESTING:
+            raise self.error(f"conditions nested more than {MAX_NESTING} deep")
+        self.depth += 1
+        try:
+            if self.is_word("not"):
+                self.advance()
+                return Not(self.unary())
             self.advance()
             inner = self.cond()
             self.expect_op(")")
             return inner
-        return self.test()
+        finally:
+            self.depth -= 1
 
     def test(self) -> Condition:
         tok = self.tok
@@ -412,9 +429,13 @@ class _Parser:
             op = self.advance().text
             if self.tok.kind != "NUMBER":
                 raise self.error(f"expected a size (10, 10k, 5M), found {self._found()}")
+            size = self.tok
             raw = self.advance().text
             unit = raw[-1].lower() if raw[-1].isalpha() else ""
-            number = int(raw[:-1] if unit else raw) * _SIZE_UNITS[unit]
+            digits = raw[:-1] if unit else raw
+            number = int(digits) * _SIZE_UNITS[unit] if len(digits) <= 19 else MAX_SIZE + 1
+            if number > MAX_SIZE:
+                raise self.error(f"size {raw} is too large (at most {MAX_SIZE} bytes)", size)
             return Compare(word, op, number)
         raise self.error(f"unknown condition {tok.text or self._found()!r}")
 

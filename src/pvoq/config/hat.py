@@ -25,7 +25,9 @@ __all__ = [
 ]
 
 ACTIONS = frozenset({"RELAY", "ACCEPT", "REJECT", "TCPREFUSE", "CONTINUE"})
-_INT_PARAMS = ("max_msg_size", "max_rcpts_per_msg", "max_concurrency", "max_conn_per_ip")
+_INT_PARAMS = {"max_msg_size": 2**30, "max_rcpts_per_msg": 100_000,
+               "max_concurrency": 100_000, "max_conn_per_ip": 100_000}
+"""The policy parameters that are whole numbers, and the largest each may be (from 1)."""
 _TLS_VALUES = ("off", "preferred", "required")
 
 _IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -145,8 +147,12 @@ def _compile_member(tok: str, fld: str, line: int | None) -> _Matcher:
 
 def _validate_param(key: str, value: str, fld: str, line: int) -> str:
     if key in _INT_PARAMS:
-        if not value.isdecimal() or int(value) < 1:
-            raise _error(f"{key} must be a positive integer, not {value!r}", f"{fld}.{key}", line)
+        top = _INT_PARAMS[key]
+        if not (value.isascii() and value.isdecimal()) or not 1 <= int(value[:12]) <= top \
+                or len(value) > 12:
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise _error(f"{key} must be a whole number from 1 to {top}, not {shown!r}",
+                         f"{fld}.{key}", line)
         return str(int(value))
     if key == "tls":
         if value.lower() not in _TLS_VALUES:

@@ -1,7 +1,7 @@
 """Read an appliance configuration file (AsyncOS-style XML) into `Config`.
 
 Every error is one `ConfigError` naming the file, the line and the field:
-`gw.xml:14: config.listeners.listener[2].port: not a port number (1-65535): 'abc'`.
+`gw.xml:14: config.listeners.listener[2].port: not a port number (from 1 to 65535): 'abc'`.
 The loader checks what can be checked without the network: types, ranges,
 references between sections (a listener's interface must exist), the HAT and
 RAT grammar, and that the CPQ certificate files exist.
@@ -53,8 +53,9 @@ from pvoq.config.model import (
     SshSettings,
     SslConfig,
     file_default,
+    value_range,
 )
-from pvoq.config.xmltree import Node, parse_xml
+from pvoq.config.xmltree import MAX_BYTES, Node, parse_xml, unknown
 
 T = TypeVar("T")
 
@@ -65,13 +66,46 @@ def load_config(path: str | Path) -> Config:
     """Load and validate the configuration at *path*."""
     path = Path(path).resolve()
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)   # parse_xml refuses a larger file
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", field="file", path=str(path)) from exc
     try:
         return _Loader(path).load(parse_xml(data, path=str(path)))
     except ConfigError as exc:
         raise exc.located(path=str(path)) from None
+
+
+_DATA_DIR = re.compile(rb"<data_dir>\s*([^<]*?)\s*</data_dir>")
+
+
+def data_dir_of(path: str | Path) -> Path | None:
+    """Where the appliance of the file at *path* keeps its data, even if the file is broken.
+
+    For `reload` of a file that does not load: the running appliance (its
+    admin socket is in this directory) is the one to refuse it and say why.
+    The `<data_dir>` element of `<system>` when the XML parses, else the
+    only `<data_dir>` element of the text; None when there is no such one.
+    """
+    path = Path(path).resolve()
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)
+        system = parse_xml(data, path=str(path)).require("system")
+        raw = system.require("data_dir").text.strip()
+    except OSError:
+        return None
+    except ConfigError:
+        found = _DATA_DIR.findall(data)
+        if len(found) != 1:
+            return None
+        try:
+            raw = found[0].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if not raw or "\0" in raw:
+        return None
+    return (path.parent / raw).resolve()
 
 
 class _Loader:
@@ -93,10 +127,11 @@ class _Loader:
     def load(self, root: Node) -> Config:
         if root.tag != "config":
             raise root.error(f"root element must be <config>, not <{root.tag}>")
+        original = root
         root, cluster = self._cluster(root)
         system = root.require("system")
         role = convert.value(system, "role", convert.choice(*Role), required=True)
-        hostname = convert.value(system, "hostname", str, required=True)
+        hostname = convert.value(system, "hostname", convert.hostname, required=True)
         serial = convert.value(system, "serial_number", str, required=True)
         data_dir = self._path(system, "data_dir", must_exist=False)
 
@@ -104,18 +139,29 @@ class _Loader:
         pvo = self._pvo(root, role, interfaces)
         listeners = self._listeners(root, interfaces)
         if pvo.enabled and not any(lst.is_cpq for lst in listeners):
-            listeners = (*listeners, self._generated_cpq_listener(role, pvo))
+            generated = self._generated_cpq_listener(role, pvo)
+            clash = [x for x in listeners if (x.interface_name, x.port) ==
+                     (generated.interface_name, generated.port)]
+            if clash:
+                where = root.require("pvo_quarantines")
+                where = where.first("port") or where
+                raise ConfigError(f"the cpq_listener's port {generated.port} on "
+                                  f"{generated.interface_name!r} is already used by listener "
+                                  f"{clash[0].name!r}", field=where.path, line=where.line)
+            listeners = (*listeners, generated)
         cert_node = root.require("cpq_certificate")
         certificate = CpqCertificate(
             ca_certificate=self._path(cert_node, "ca_certificate"),
             certificate=self._path(cert_node, "certificate"),
             private_key=self._path(cert_node, "private_key"),
+            lines={tag: cert_node.require(tag).line
+                   for tag in ("ca_certificate", "certificate", "private_key")},
         )
         ssl_fields = convert.Fields(root.first("ssl_config"), SslConfig)
         ssl = SslConfig(inbound_ciphers=ssl_fields("inbound_ciphers", str),
                         outbound_ciphers=ssl_fields("outbound_ciphers", str))
         database_url = convert.Fields(root, Config)("database_url", str)
-        return Config(
+        config = Config(
             path=self.path, role=role, hostname=hostname, serial_number=serial,
             data_dir=data_dir, interfaces=interfaces, listeners=listeners, pvo=pvo,
             cpq_certificate=certificate, ssl=ssl, delivery=self._delivery(root),
@@ -123,6 +169,13 @@ class _Loader:
             **self._quarantines(root),
             ssh=self._ssh(root, interfaces), cluster=cluster,
         )
+        # Last: every element the file gives must have been read by now.
+        layout = original.first("cluster") if cluster is not None else None
+        for problem in (unknown(root),
+                        None if layout is None else unknown(layout, skip={"settings"})):
+            if problem is not None:
+                raise problem
+        return config
 
     def _quarantines(self, root: Node) -> dict[str, Any]:
         """`<quarantines>`, `<quarantine_store>` and `<api>` of a manager."""
@@ -135,10 +188,18 @@ class _Loader:
                 raise ConfigError(f"duplicate quarantine {name!r}", field=q.path, line=q.line)
             unit = convert.value(q, "retention_unit", convert.choice(*_RETENTION_UNITS), RETENTION_DEFAULT[1])
             amount = convert.value(q, "retention", convert.seconds, RETENTION_DEFAULT[0])
+            retention = amount * _RETENTION_UNITS[unit]
+            bounds = value_range(QuarantineDefinition, "retention_seconds")
+            assert bounds is not None
+            if not bounds[0] <= retention <= bounds[1]:
+                where = q.first("retention") or q
+                raise ConfigError(f"{amount:g} {unit} is out of range (a retention "
+                                  f"{convert.describe_range(bounds)} seconds)",
+                                  field=where.path, line=where.line)
             early = q.first("early_release")
             definitions.append(QuarantineDefinition(
                 name=name,
-                retention_seconds=amount * _RETENTION_UNITS[unit],
+                retention_seconds=retention,
                 default_action=fields("default_action", convert.choice("release", "delete")),
                 free_up_space=fields("free_up_space", convert.boolean),
                 subject_tag=fields("subject_tag", str),
@@ -182,6 +243,9 @@ class _Loader:
                 if tokens[-1].role == "custom" and tokens[-1].quarantines is None:
                     raise ConfigError("a custom role needs <quarantines>", field=t.path,
                                       line=t.line)
+                if any(x.token == tokens[-1].token for x in tokens[:-1]):
+                    raise ConfigError("this token value is already given to another <token>",
+                                      field=f"{t.path}.value", line=t.line)
             settings = convert.Fields(api, ApiSettings)
             api_settings = ApiSettings(
                 enabled=settings("enabled", convert.boolean),

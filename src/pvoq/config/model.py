@@ -16,6 +16,7 @@ listener's `listen_queue_size` has no default in code). `xml_tag` and
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -70,6 +71,27 @@ levels, when it is not the element named as the field."""
 FILE_DEFAULT = "pvoq.file_default"
 """Field metadata: what a written section gives when it leaves the element out, when that is
 not the field's default; `MISSING` makes the element required in the file."""
+RANGE = "pvoq.range"
+"""Field metadata of every number: its `(low, high)` bounds, both included. The file's value
+must be finite and within them; `convert.Fields` checks, and the error names the field, its
+line and the range (`value_range` reads them; the README lists them)."""
+
+PORTS = (1, 65535)
+TIMEOUT = (0.01, 86400.0)
+"""A timeout or an interval, in seconds: 10 ms to one day."""
+LONG_PERIOD = (0.01, 3650 * 86400.0)
+"""A retention or a lifetime, in seconds: up to ten years."""
+
+
+def bounded(default: Any, bounds: tuple[float, float] = TIMEOUT, **metadata: Any) -> Any:
+    """A numeric dataclass field with *default* and its `RANGE` *bounds*; *metadata*: `xml`
+    (`XML_TAG`), `file_default` (`FILE_DEFAULT`). A field without a default spells its
+    metadata out (`field(metadata={RANGE: ...})`)."""
+    meta = {RANGE: bounds, **{_META[k]: v for k, v in metadata.items()}}
+    return field(default=default, metadata=meta)
+
+
+_META = {"xml": XML_TAG, "file_default": FILE_DEFAULT}
 
 
 def _field(owner: type, name: str) -> Field[Any]:
@@ -92,6 +114,12 @@ def model_default(owner: type, name: str) -> Any:
     if f.default_factory is not MISSING:
         return f.default_factory()
     return MISSING
+
+
+def value_range(owner: type, name: str) -> tuple[float, float] | None:
+    """The `RANGE` of field *name* of the dataclass *owner* (None: not a number)."""
+    found = _field(owner, name).metadata.get(RANGE)
+    return None if found is None else (found[0], found[1])
 
 
 def file_default(owner: type, name: str) -> Any:
@@ -121,21 +149,21 @@ class Listener:
     name: str = field(metadata={XML_TAG: "listener_name"})
     protocol: ListenerProtocol = field(metadata={FILE_DEFAULT: ListenerProtocol.SMTP})
     interface_name: str
-    port: int = field(metadata={FILE_DEFAULT: 25})  # a CPQ listener's: CPQ_DEFAULT_PORT
-    listen_queue_size: int = field(metadata={FILE_DEFAULT: 50})
+    port: int = field(metadata={RANGE: PORTS, FILE_DEFAULT: 25})  # a CPQ listener's: CPQ_DEFAULT_PORT
+    listen_queue_size: int = field(metadata={RANGE: (1, 65535), FILE_DEFAULT: 50})
     type: ListenerType = field(metadata={FILE_DEFAULT: ListenerType.PUBLIC})
     hat: Hat
     rat: Rat
-    max_message_size: int = 10 * 1024 * 1024
-    max_connections: int = 300          # concurrent sessions; more get 421
-    timeout_seconds: float = 300.0      # idle time allowed per SMTP stage (RFC 5321 4.5.3.2)
+    max_message_size: int = bounded(10 * 1024 * 1024, (1, 2**30))
+    max_connections: int = bounded(300, (1, 100_000))  # concurrent sessions; more get 421
+    timeout_seconds: float = bounded(300.0)  # idle time allowed per SMTP stage (RFC 5321 4.5.3.2)
     # Session limits (docs/architecture.md, "Limits"): NOOP, RSET, VRFY, EXPN, ETRN, HELP,
     # unknown and erroneous commands allowed before 421 (Postfix's smtpd_junk_command_limit;
     # the count starts again after each accepted message); a session's whole lifetime; on a
     # CPQ listener, the time from connect to a completed STARTTLS.
-    max_junk_commands: int = 100
-    max_session_seconds: float = 900.0
-    starttls_deadline_seconds: float = 10.0
+    max_junk_commands: int = bounded(100, (1, 1_000_000))
+    max_session_seconds: float = bounded(900.0)
+    starttls_deadline_seconds: float = bounded(10.0, (0.01, 3600.0))
     # Commands pipelined straight after the end of DATA: the message is accepted, the
     # commands refused with 554 and the connection closed (Postfix's
     # smtpd_forbid_unauth_pipelining). None: by the listener, on for a public SMTP listener.
@@ -166,8 +194,8 @@ class GatewayRecord:
 
     hostname: str
     address: str
-    cpq_port: int = CPQ_DEFAULT_PORT
-    ssh_port: int | None = None       # default for `gateway add --ssh-port`
+    cpq_port: int = bounded(CPQ_DEFAULT_PORT, PORTS)
+    ssh_port: int | None = bounded(None, PORTS)  # default for `gateway add --ssh-port`
 
 
 @dataclass(frozen=True)
@@ -181,9 +209,9 @@ class PvoSettings:
 
     enabled: bool = field(metadata={FILE_DEFAULT: True})
     interface_name: str                  # in the file, by default: the first interface
-    port: int = CPQ_DEFAULT_PORT
+    port: int = bounded(CPQ_DEFAULT_PORT, PORTS)
     manager_address: str | None = None
-    manager_port: int = CPQ_DEFAULT_PORT
+    manager_port: int = bounded(CPQ_DEFAULT_PORT, PORTS)
     manager_hostname: str | None = None  # when set, the manager's certificate must name it
     gateways: tuple[GatewayRecord, ...] = ()
 
@@ -200,8 +228,8 @@ class SshSettings:
 
     enabled: bool = field(default=False, metadata={FILE_DEFAULT: True})
     interface_name: str | None = None    # a written <ssh>, by default: the first interface
-    port: int = 22
-    timeout_seconds: float = 10.0
+    port: int = bounded(22, PORTS)
+    timeout_seconds: float = bounded(10.0, (0.01, 3600.0))
 
 
 @dataclass(frozen=True)
@@ -211,6 +239,8 @@ class CpqCertificate:
     ca_certificate: Path
     certificate: Path
     private_key: Path
+    # the line of each element in the file (`config.certs` names it in its errors)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -227,17 +257,17 @@ class Route:
 
     domain: str
     host: str
-    port: int = 25
+    port: int = bounded(25, PORTS)
 
 
 @dataclass(frozen=True)
 class DeliverySettings:
     routes: tuple[Route, ...] = ()
-    retry_min_seconds: float = 60.0
-    retry_max_seconds: float = 3600.0
-    max_queue_lifetime_seconds: float = 3 * 24 * 3600.0
-    timeout_seconds: float = 60.0
-    max_connections_per_host: int = 10
+    retry_min_seconds: float = bounded(60.0, (0.01, 7 * 86400.0))
+    retry_max_seconds: float = bounded(3600.0, (0.01, 7 * 86400.0))
+    max_queue_lifetime_seconds: float = bounded(3 * 24 * 3600.0, (0.01, 365 * 86400.0))
+    timeout_seconds: float = bounded(60.0)
+    max_connections_per_host: int = bounded(10, (1, 10_000))
 
     def route_for(self, domain: str) -> Route | None:
         domain = domain.lower()
@@ -269,8 +299,8 @@ class AntivirusSettings:
 
     clamd_socket: str | None = None
     clamd_host: str | None = None
-    clamd_port: int = 3310
-    timeout_seconds: float = 30.0
+    clamd_port: int = bounded(3310, PORTS)
+    timeout_seconds: float = bounded(30.0)
     unscannable_action: str = "deliver"  # for UNSCANNABLE and ENCRYPTED verdicts
 
     @property
@@ -283,10 +313,10 @@ class OutbreakSettings:
     """The outbreak rules file and what a threat level means (AsyncOS defaults)."""
 
     rules_file: Path | None = None
-    quarantine_threat_level: int = 3
-    retention_viral_seconds: float = 24 * 3600.0
-    retention_other_seconds: float = 4 * 3600.0
-    check_interval_seconds: float = 5.0
+    quarantine_threat_level: int = bounded(3, (1, 5))
+    retention_viral_seconds: float = bounded(24 * 3600.0, LONG_PERIOD)
+    retention_other_seconds: float = bounded(4 * 3600.0, LONG_PERIOD)
+    check_interval_seconds: float = bounded(5.0)
 
 
 @dataclass(frozen=True)
@@ -319,18 +349,17 @@ class ScanSettings:
     antivirus: AntivirusSettings = field(default_factory=AntivirusSettings)
     outbreak: OutbreakSettings = field(default_factory=OutbreakSettings)
     quarantines: tuple[str, ...] = BUILTIN_QUARANTINES
-    stage_timeout_seconds: float = field(
-        default=10.0, metadata={XML_TAG: "scan_pipeline/stage_timeout_seconds"})
-    retry_seconds: float = field(default=30.0, metadata={XML_TAG: "scan_pipeline/retry_seconds"})
+    stage_timeout_seconds: float = bounded(10.0, xml="scan_pipeline/stage_timeout_seconds")
+    retry_seconds: float = bounded(30.0, xml="scan_pipeline/retry_seconds")
     # scanner processes (scan.workers); None: by the CPUs
-    processes: int | None = field(default=None, metadata={XML_TAG: "scan_pipeline/processes"})
+    processes: int | None = bounded(None, (1, 256), xml="scan_pipeline/processes")
     # limits of the MIME structure a scan takes (beyond them: unscannable)
-    max_mime_depth: int = field(default=50, metadata={XML_TAG: "scan_pipeline/max_mime_depth"})
-    max_mime_parts: int = field(default=1000, metadata={XML_TAG: "scan_pipeline/max_mime_parts"})
-    max_headers: int = field(default=1000, metadata={XML_TAG: "scan_pipeline/max_headers"})
+    max_mime_depth: int = bounded(50, (1, 1000), xml="scan_pipeline/max_mime_depth")
+    max_mime_parts: int = bounded(1000, (1, 1_000_000), xml="scan_pipeline/max_mime_parts")
+    max_headers: int = bounded(1000, (1, 1_000_000), xml="scan_pipeline/max_headers")
     # temporary failures of one message (while others pass) before it is unscannable
-    max_temporary_failures: int = field(
-        default=5, metadata={XML_TAG: "scan_pipeline/max_temporary_failures"})
+    max_temporary_failures: int = bounded(5, (1, 1000),
+                                          xml="scan_pipeline/max_temporary_failures")
     policies: tuple[MailPolicy, ...] = ()
 
     def policy_for(self, address: str) -> MailPolicy | None:
@@ -347,7 +376,7 @@ class QuarantineDefinition:
     """One `<quarantine>` of the manager: retention, default action, overflow, early release."""
 
     name: str
-    retention_seconds: float                # in the file: <retention> <retention_unit>
+    retention_seconds: float = field(metadata={RANGE: (1.0, LONG_PERIOD[1])})  # in the file: <retention> <retention_unit>
     default_action: str = "delete"          # release | delete
     free_up_space: bool = False
     subject_tag: str = field(default="", metadata={XML_TAG: "early_release/subject_tag"})
@@ -364,8 +393,8 @@ class QuarantineStoreSettings:
 
     database_url: str | None = None         # default: SQLite in the data directory
     bodies: str = "disk"                    # disk | database
-    max_size_mb: float = 0.0                # 0: no quota
-    expiry_interval_seconds: float = 60.0
+    max_size_mb: float = bounded(0.0, (0.0, 1e9))  # 0: no quota
+    expiry_interval_seconds: float = bounded(60.0)
     node_name: str | None = None            # several managers on one database: unique names
 
 
@@ -385,10 +414,10 @@ class ApiSettings:
 
     enabled: bool = field(default=False, metadata={FILE_DEFAULT: True})
     address: str = "127.0.0.1"
-    port: int = field(default=0, metadata={FILE_DEFAULT: MISSING})  # required in a written <api>
+    port: int = bounded(0, PORTS, file_default=MISSING)  # required in a written <api>
     tokens: tuple[ApiToken, ...] = ()
-    max_body_bytes: int = 1024 * 1024   # a larger request body is refused with 413
-    max_mids: int = 10_000              # MIDs one request may name (400 beyond)
+    max_body_bytes: int = bounded(1024 * 1024, (1, 2**30))  # a larger request body is refused with 413
+    max_mids: int = bounded(10_000, (1, 1_000_000))  # MIDs one request may name (400 beyond)
 
 
 @dataclass(frozen=True)

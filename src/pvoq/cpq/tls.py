@@ -12,6 +12,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from pvoq.config.certs import load_problem
 from pvoq.config.errors import ConfigError
 from pvoq.config.model import CpqCertificate
 
@@ -44,8 +45,7 @@ def _load_chain(ctx: ssl.SSLContext, cert: CpqCertificate) -> None:
         ctx.load_cert_chain(str(cert.certificate), str(cert.private_key))
         ctx.load_verify_locations(cafile=str(cert.ca_certificate))
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(f"cannot load the CPQ certificate: {exc}",
-                          field="cpq_certificate") from None
+        raise load_problem(cert, exc) from None   # which file, and why
 
 
 def server_context(cert: CpqCertificate, *, ciphers: str) -> ssl.SSLContext:

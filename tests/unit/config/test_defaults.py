@@ -109,7 +109,7 @@ SECTIONS = [
          "pvo", "cpq_certificate"), WRITTEN)),
     Section(Interface, "", lambda c: c.interfaces[0], {"name": WRITTEN, "ip": WRITTEN}),
     Section(CpqCertificate, "", lambda c: c.cpq_certificate,
-            dict.fromkeys(("ca_certificate", "certificate", "private_key"), WRITTEN)),
+            dict.fromkeys(("ca_certificate", "certificate", "private_key", "lines"), WRITTEN)),
     Section(Listener, LISTENER.format(protocol=""), lambda c: c.listeners[0],
             dict.fromkeys(("name", "interface_name", "hat", "rat"), WRITTEN)),
     Section(PvoSettings, "", lambda c: c.pvo,

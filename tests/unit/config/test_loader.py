@@ -261,12 +261,15 @@ class TestGeneratedCpqListener:
 
 class TestConfigErrors:
     def test_malformed_xml(self, tmp_path: Path, gateway_text: str) -> None:
-        """Malformed XML is reported on the line where the parser stopped."""
+        """A mismatched closing tag names the element it leaves open, on its line."""
         text = replace_once(gateway_text, "</hostname>", "</hostnme>")
         path = write_config(tmp_path, text)
         err = load_error(path)
-        assert err.field == "xml"
-        assert_located(err, path, line_of(text, "</hostnme>"))
+        assert err.field == "config.system.hostname"
+        line = line_of(text, "</hostnme>")
+        assert err.message == (f"<hostname> opened on line {line} is not closed "
+                               f"(mismatched tag on line {line})")
+        assert_located(err, path, line)
 
     def test_bad_port(self, tmp_path: Path, gateway_text: str) -> None:
         """A non-numeric port names the listener's port field and the value."""

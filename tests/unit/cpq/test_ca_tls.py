@@ -242,7 +242,8 @@ class TestTlsContexts:
                               deployment.certs["gateway"].private_key)
         with pytest.raises(ConfigError) as info:
             client_context(cert, ciphers=DEFAULT_CIPHERS)
-        assert info.value.field == "cpq_certificate"
+        assert info.value.field == "config.cpq_certificate.certificate"
+        assert info.value.message == f"the certificate {bad} holds no PEM certificate"
 
 
 class TestMutualTls:

@@ -1,0 +1,249 @@
+"""The store's intake: quarantined messages entering the database and the bodies directory.
+
+`Intake` is the part of `QuarantineStore` that adds messages: `add` (one, in
+the caller's thread), `add_async` (group-committed by the writer thread of
+`arrivals.GroupCommit`, off the event loop), `add_many` (the batch itself:
+bodies written and fdatasync'd, one directory fsync, one transaction), the
+start-up `sweep_bodies`, and the counter and dictionary helpers the store's
+actions share. Durability and failure rules: `arrivals`' docstring.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from pvoq.fsutil import TMP_SUFFIX, fsync_dir
+from pvoq.quarantine.arrivals import (
+    Arrival,
+    GroupCommit,
+    arrival_rows,
+    remove_bodies,
+    write_body,
+)
+from pvoq.quarantine.schema import (
+    ALL_HELD,
+    HELD_BYTES,
+    attachments,
+    fts,
+    held_counts,
+    message_bodies,
+    message_quarantines,
+    message_recipients,
+    messages,
+    reasons,
+)
+from pvoq.quarantine.settings import QuarantineSettings
+from pvoq.quarantine.states import State
+
+SWEEP_MARGIN_S = 2.0  # file times come from a coarse clock: keep clear of a write starting
+
+
+class Intake:
+    """Adding messages (see the module docstring); `QuarantineStore` is one."""
+
+    engine: Engine
+    bodies: Path
+    bodies_in_db: bool
+    clock: Callable[[], float]
+    settings: dict[str, QuarantineSettings]
+    _committer: GroupCommit | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def find_transfer(self, transfer_id: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(messages.c.id).where(
+                messages.c.transfer_id == transfer_id)).scalar()
+
+    def add(self, *, mid: int, meta: dict[str, Any], body: bytes, origin_ip: str,
+            subject: str, retention_s: float | None = None) -> tuple[int, bool]:
+        """Store a quarantined message durably, in the caller's thread; `(mid, duplicate)`."""
+        return self.add_many([Arrival(mid, meta, body, origin_ip, subject, retention_s)])[0]
+
+    async def add_async(self, arrival: Arrival) -> tuple[int, bool]:
+        """`add`, group-committed with the arrivals waiting beside it, off the event loop."""
+        if self._committer is None:
+            self._committer = GroupCommit(self.add_many, clock=self.clock)
+        return await self._committer.add(arrival)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of arrivals handed to `add_async` and not yet committed."""
+        return 0 if self._committer is None else self._committer.pending_bytes
+
+    def add_many(self, arrivals: Sequence[Arrival]) -> list[tuple[int, bool]]:
+        """Store *arrivals* durably: `(mid, duplicate)` for each, in order.
+
+        A transfer id already stored (or earlier in the batch) is a duplicate.
+        The new ones' bodies are written and fdatasync'd, the directory fsync'd
+        once, then their rows go in one transaction. If that fails, nothing of
+        the batch stays: bodies whose row is known absent are removed (if even
+        that cannot be known, the start-up sweep has them) and the error
+        propagates. A unique-key conflict (another manager storing the same
+        transfer at once) is retried one arrival at a time.
+        """
+        first: dict[str, Arrival] = {}
+        for a in arrivals:
+            first.setdefault(a.transfer_id, a)
+        done = {t: (mid, True) for t, mid in self._find_transfers(list(first)).items()}
+        fresh = [a for t, a in first.items() if t not in done]
+        if fresh:
+            try:
+                self._insert_arrivals(fresh)
+                done.update((a.transfer_id, (a.mid, False)) for a in fresh)
+            except IntegrityError:
+                if len(fresh) > 1:
+                    for a in fresh:
+                        done[a.transfer_id] = self.add_many([a])[0]
+                else:
+                    again = self.find_transfer(fresh[0].transfer_id)
+                    if again is None:
+                        raise
+                    done[fresh[0].transfer_id] = (again, True)
+        return [done[a.transfer_id] if a is first[a.transfer_id]
+                else (done[a.transfer_id][0], True) for a in arrivals]
+
+    def _find_transfers(self, transfer_ids: list[str]) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {t: int(i) for t, i in conn.execute(
+                select(messages.c.transfer_id, messages.c.id)
+                .where(messages.c.transfer_id.in_(transfer_ids)))}
+
+    def _insert_arrivals(self, fresh: list[Arrival]) -> None:
+        now = self.clock()
+        paths = [] if self.bodies_in_db else [self.bodies / f"{a.mid}.eml" for a in fresh]
+        rows = [arrival_rows(a, now, self.settings, "" if self.bodies_in_db else str(p))
+                for a, p in zip(fresh, paths or [Path()] * len(fresh), strict=True)]
+        written: list[Path] = []
+        try:
+            for a, path in zip(fresh, paths, strict=False):
+                written.append(path)
+                write_body(path, a.body)
+            if written:
+                fsync_dir(self.bodies)
+            with self.engine.begin() as conn:
+                conn.execute(messages.insert(), [r.message for r in rows])
+                held = [h for r in rows for h in r.held.values()]
+                ids = self._reason_ids(conn, sorted({h["reason"] for h in held}))
+                for h in held:
+                    h["reason_id"] = ids[h["reason"]]
+                conn.execute(message_quarantines.insert(), held)
+                conn.execute(message_recipients.insert(), [x for r in rows for x in r.recipients])
+                files = [x for r in rows for x in r.attachments]
+                if files:
+                    conn.execute(attachments.insert(), files)
+                if self.bodies_in_db:
+                    conn.execute(message_bodies.insert(), [
+                        dict(message_id=a.mid, body=a.body) for a in fresh])
+                deltas: dict[str, int] = {ALL_HELD: len(rows),
+                                          HELD_BYTES: sum(len(a.body) for a in fresh)}
+                for h in held:
+                    deltas[h["quarantine"]] = deltas.get(h["quarantine"], 0) + 1
+                self._count(conn, deltas)
+                self._index_many(conn, [(a.mid, r.texts) for a, r in zip(fresh, rows,
+                                                                         strict=True)])
+        except BaseException:
+            if written:
+                self._drop_uncommitted(fresh, written)
+            raise
+
+    def _drop_uncommitted(self, fresh: list[Arrival], paths: list[Path]
+                          ) -> None:
+        """After a failed batch: remove the bodies whose rows are certainly absent."""
+        try:
+            stored = self._find_transfers([a.transfer_id for a in fresh])
+        except Exception:
+            return  # the database cannot say: the start-up sweep decides
+        remove_bodies([p for a, p in zip(fresh, paths, strict=False)
+                       if a.transfer_id not in stored])
+
+    def sweep_bodies(self) -> tuple[int, int]:
+        """Remove bodies no held message has, and temporary files; `(bodies, temps)`.
+
+        Only files in this manager's bodies directory, and only those older
+        than the oldest write in progress in this process (now, when none is):
+        a body being written has no row yet. Managers sharing one database
+        each have their own directory. A body whose message was settled (a
+        crash between the settlement's commit and its unlink) goes too.
+        """
+        if self.bodies_in_db or not self.bodies.is_dir():
+            return 0, 0
+        oldest = self._committer.oldest_in_flight() if self._committer is not None else None
+        cutoff = (oldest if oldest is not None else self.clock()) - SWEEP_MARGIN_S
+        candidates: dict[int, Path] = {}
+        temps = 0
+        for entry in os.scandir(self.bodies):
+            if not entry.is_file(follow_symlinks=False) or \
+                    entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue
+            if entry.name.endswith(TMP_SUFFIX):
+                os.unlink(entry.path)
+                temps += 1
+                continue
+            stem, dot, ext = entry.name.partition(".")
+            if dot and ext == "eml" and stem.isdigit():
+                candidates[int(stem)] = Path(entry.path)
+        live: set[int] = set()
+        mids = sorted(candidates)
+        with self.engine.connect() as conn:
+            for i in range(0, len(mids), 500):
+                live.update(int(m) for (m,) in conn.execute(select(messages.c.id).where(
+                    messages.c.id.in_(mids[i:i + 500]),
+                    messages.c.state.in_([State.HELD, State.SETTLING]))))
+        orphans = [p for m, p in candidates.items() if m not in live]
+        remove_bodies(orphans)
+        if orphans or temps:
+            fsync_dir(self.bodies)
+        return len(orphans), temps
+
+    def _index(self, conn: Connection, mid: int, **texts: str) -> None:
+        """SQLite: one message's searchable texts in the trigram tables."""
+        self._index_many(conn, [(mid, texts)])
+
+    def _index_many(self, conn: Connection, texts: list[tuple[int, dict[str, str]]]
+                    ) -> None:
+        """SQLite: the messages' searchable texts in the trigram tables."""
+        if self.dialect != "sqlite":
+            return
+        for name, t in fts.items():
+            rows = [{"rowid": mid, name: values[name]} for mid, values in texts
+                    if values.get(name)]
+            if rows:
+                conn.execute(t.insert(), rows)
+
+    def _reason_ids(self, conn: Connection, texts: list[str]) -> dict[str, int]:
+        """The ids of *texts* in the reasons dictionary, adding the new ones."""
+        found = {t: int(i) for t, i in conn.execute(
+            select(reasons.c.text, reasons.c.id).where(reasons.c.text.in_(texts)))}
+        missing = [t for t in texts if t not in found]
+        if missing:
+            conn.execute(self._insert()(reasons).values([{"text": t} for t in missing])
+                         .on_conflict_do_nothing())
+            found.update({t: int(i) for t, i in conn.execute(
+                select(reasons.c.text, reasons.c.id).where(reasons.c.text.in_(missing)))})
+        return found
+
+    def _insert(self) -> Callable[..., Any]:
+        """This dialect's INSERT (with ON CONFLICT): SQLite's or PostgreSQL's."""
+        return sqlite_insert if self.dialect == "sqlite" else pg_insert
+
+    def _count(self, conn: Connection, deltas: dict[str, int]) -> None:
+        for name, delta in deltas.items():
+            if delta and conn.execute(update(held_counts).where(
+                    held_counts.c.quarantine == name)
+                    .values(n=held_counts.c.n + delta)).rowcount == 0:
+                conn.execute(self._insert()(held_counts).values(quarantine=name, n=delta)
+                             .on_conflict_do_update(index_elements=["quarantine"],
+                                                    set_={"n": held_counts.c.n + delta}))
+

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ from sqlalchemy.exc import IntegrityError
 
 from pvoq.fsutil import TMP_SUFFIX, fsync_dir
 from pvoq.quarantine.arrivals import (
+    SYNC_THREADS,
     Arrival,
+    BodyFiles,
     GroupCommit,
     arrival_rows,
     remove_bodies,
-    write_body,
 )
 from pvoq.quarantine.schema import (
     ALL_HELD,
@@ -56,10 +58,19 @@ class Intake:
     clock: Callable[[], float]
     settings: dict[str, QuarantineSettings]
     _committer: GroupCommit | None = None
+    _pool: ThreadPoolExecutor | None = None
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def close_intake(self) -> None:
+        """Commit the arrivals handed in, then stop the writer and the sync threads."""
+        if self._committer is not None:
+            self._committer.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def find_transfer(self, transfer_id: str) -> int | None:
         with self.engine.connect() as conn:
@@ -122,17 +133,18 @@ class Intake:
 
     def _insert_arrivals(self, fresh: list[Arrival]) -> None:
         now = self.clock()
-        paths = [] if self.bodies_in_db else [self.bodies / f"{a.mid}.eml" for a in fresh]
-        rows = [arrival_rows(a, now, self.settings, "" if self.bodies_in_db else str(p))
-                for a, p in zip(fresh, paths or [Path()] * len(fresh), strict=True)]
-        written: list[Path] = []
+        in_db = self.bodies_in_db
+        paths = [self.bodies / f"{a.mid}.eml" for a in fresh]
+        rows = [arrival_rows(a, now, self.settings, "" if in_db else str(p))
+                for a, p in zip(fresh, paths, strict=True)]
+        files = BodyFiles(self.bodies, self._sync_pool())
         try:
-            for a, path in zip(fresh, paths, strict=False):
-                written.append(path)
-                write_body(path, a.body)
-            if written:
-                fsync_dir(self.bodies)
+            if not in_db:
+                for a, path in zip(fresh, paths, strict=True):
+                    files.write(path, a.body)
+                files.start_sync()
             with self.engine.begin() as conn:
+                # The rows go in while the bodies sync; the commit waits for the syncs.
                 conn.execute(messages.insert(), [r.message for r in rows])
                 held = [h for r in rows for h in r.held.values()]
                 ids = self._reason_ids(conn, sorted({h["reason"] for h in held}))
@@ -140,10 +152,10 @@ class Intake:
                     h["reason_id"] = ids[h["reason"]]
                 conn.execute(message_quarantines.insert(), held)
                 conn.execute(message_recipients.insert(), [x for r in rows for x in r.recipients])
-                files = [x for r in rows for x in r.attachments]
-                if files:
-                    conn.execute(attachments.insert(), files)
-                if self.bodies_in_db:
+                parts = [x for r in rows for x in r.attachments]
+                if parts:
+                    conn.execute(attachments.insert(), parts)
+                if in_db:
                     conn.execute(message_bodies.insert(), [
                         dict(message_id=a.mid, body=a.body) for a in fresh])
                 deltas: dict[str, int] = {ALL_HELD: len(rows),
@@ -153,10 +165,18 @@ class Intake:
                 self._count(conn, deltas)
                 self._index_many(conn, [(a.mid, r.texts) for a, r in zip(fresh, rows,
                                                                          strict=True)])
+                files.wait()
         except BaseException:
-            if written:
-                self._drop_uncommitted(fresh, written)
+            files.close()
+            if files.paths:
+                self._drop_uncommitted(fresh, files.paths)
             raise
+        files.close()
+
+    def _sync_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="quarantine-sync")
+        return self._pool
 
     def _drop_uncommitted(self, fresh: list[Arrival], paths: list[Path]
                           ) -> None:

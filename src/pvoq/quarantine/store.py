@@ -107,11 +107,11 @@ class QuarantineStore(Intake):
         self.clock = clock
         self.settings: dict[str, QuarantineSettings] = settings or builtin_defaults()
         self._committer = None
+        self._pool = None
 
     def close(self) -> None:
         """Commit the arrivals handed in, stop the writer, close the database."""
-        if self._committer is not None:
-            self._committer.close()
+        self.close_intake()
         self.engine.dispose()
 
     # -- quarantine definitions ------------------------------------------------

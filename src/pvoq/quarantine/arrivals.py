@@ -198,7 +198,7 @@ class GroupCommit:
     """
 
     commit: Callable[[list[Arrival]], list[tuple[int, bool]]]
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.time  # real time: compared with file times
     _queue: queue.SimpleQueue[_Waiting | None] = field(default_factory=queue.SimpleQueue)
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -11,6 +11,7 @@ actions share. Durability and failure rules: `arrivals`' docstring.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,7 +47,7 @@ from pvoq.quarantine.schema import (
 from pvoq.quarantine.settings import QuarantineSettings
 from pvoq.quarantine.states import State
 
-SWEEP_MARGIN_S = 2.0  # file times come from a coarse clock: keep clear of a write starting
+SWEEP_MARGIN_S = 2.0  # file times come from a coarse clock: keep clear of a batch starting
 
 
 class Intake:
@@ -85,7 +86,7 @@ class Intake:
     async def add_async(self, arrival: Arrival) -> tuple[int, bool]:
         """`add`, group-committed with the arrivals waiting beside it, off the event loop."""
         if self._committer is None:
-            self._committer = GroupCommit(self.add_many, clock=self.clock)
+            self._committer = GroupCommit(self.add_many)
         return await self._committer.add(arrival)
 
     @property
@@ -186,21 +187,23 @@ class Intake:
         except Exception:
             return  # the database cannot say: the start-up sweep decides
         remove_bodies([p for a, p in zip(fresh, paths, strict=False)
-                       if a.transfer_id not in stored])
+                       if stored.get(a.transfer_id) != a.mid])
 
     def sweep_bodies(self) -> tuple[int, int]:
         """Remove bodies no held message has, and temporary files; `(bodies, temps)`.
 
         Only files in this manager's bodies directory, and only those older
-        than the oldest write in progress in this process (now, when none is):
-        a body being written has no row yet. Managers sharing one database
-        each have their own directory. A body whose message was settled (a
-        crash between the settlement's commit and its unlink) goes too.
+        than the oldest batch in progress in this process (the sweep's start,
+        when none is): a body being written has no row yet. Managers sharing
+        one database each have their own directory, and a row of another
+        manager's keeps a file of the same name. A body whose message was
+        settled (a crash between the settlement's commit and its unlink) goes
+        too. The manager runs it at start-up, before its listeners open.
         """
         if self.bodies_in_db or not self.bodies.is_dir():
             return 0, 0
         oldest = self._committer.oldest_in_flight() if self._committer is not None else None
-        cutoff = (oldest if oldest is not None else self.clock()) - SWEEP_MARGIN_S
+        cutoff = time.time() if oldest is None else oldest - SWEEP_MARGIN_S
         candidates: dict[int, Path] = {}
         temps = 0
         for entry in os.scandir(self.bodies):

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from pvoq.errors import TemporaryFailure
 from pvoq.fsutil import TMP_SUFFIX, fsync_dir
 from pvoq.quarantine.arrivals import (
     SYNC_THREADS,
@@ -48,6 +49,14 @@ from pvoq.quarantine.settings import QuarantineSettings
 from pvoq.quarantine.states import State
 
 SWEEP_MARGIN_S = 2.0  # file times come from a coarse clock: keep clear of a batch starting
+# On a database several managers share, their bodies directory may be shared too: the
+# sweep takes only bodies older than this, and a batch that took half as long before its
+# commit is abandoned instead (its callers hear 451 and the gateways send again).
+SHARED_SWEEP_AGE_S = 3600.0
+
+
+class SlowBatch(TemporaryFailure):
+    """A batch took too long to commit safely beside another manager's sweep."""
 
 
 class Intake:
@@ -133,6 +142,7 @@ class Intake:
                 .where(messages.c.transfer_id.in_(transfer_ids)))}
 
     def _insert_arrivals(self, fresh: list[Arrival]) -> None:
+        started = time.time()
         now = self.clock()
         in_db = self.bodies_in_db
         paths = [self.bodies / f"{a.mid}.eml" for a in fresh]
@@ -167,6 +177,10 @@ class Intake:
                 self._index_many(conn, [(a.mid, r.texts) for a, r in zip(fresh, rows,
                                                                          strict=True)])
                 files.wait()
+                if self.dialect != "sqlite" and \
+                        time.time() - started > SHARED_SWEEP_AGE_S / 2:
+                    raise SlowBatch(f"a batch of {len(fresh)} transfers took "
+                                    f"{time.time() - started:.0f} s before its commit")
         except BaseException:
             files.close()
             if files.paths:
@@ -194,9 +208,11 @@ class Intake:
 
         Only files in this manager's bodies directory, and only those older
         than the oldest batch in progress in this process (the sweep's start,
-        when none is): a body being written has no row yet. Managers sharing
-        one database each have their own directory, and a row of another
-        manager's keeps a file of the same name. A body whose message was
+        when none is): a body being written has no row yet. On PostgreSQL,
+        where managers share the database and may share the directory, only
+        bodies older than `SHARED_SWEEP_AGE_S` (another manager's batch in
+        progress is younger: see `SlowBatch`); a row of another manager's
+        keeps a file of the same name. A body whose message was
         settled (a crash between the settlement's commit and its unlink) goes
         too. The manager runs it at start-up, before its listeners open.
         """
@@ -204,6 +220,8 @@ class Intake:
             return 0, 0
         oldest = self._committer.oldest_in_flight() if self._committer is not None else None
         cutoff = time.time() if oldest is None else oldest - SWEEP_MARGIN_S
+        if self.dialect != "sqlite":
+            cutoff = min(cutoff, time.time() - SHARED_SWEEP_AGE_S)
         candidates: dict[int, Path] = {}
         temps = 0
         for entry in os.scandir(self.bodies):

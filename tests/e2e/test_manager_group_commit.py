@@ -6,8 +6,8 @@ connections, as a gateway ships them, while the test SIGKILLs the manager
 at random moments and starts it again. The sender retries every transfer
 (same transfer id) until it gets a 250, as a gateway does. At the end every
 transfer that got a 250 is held exactly once, no transfer is held twice, and
-the bodies directory holds exactly the bodies of the held messages: the
-start-up sweep removed what a batch cut by a kill left behind.
+on SQLite the bodies directory holds exactly the bodies of the held
+messages: the start-up sweep removed what a batch cut by a kill left behind.
 """
 
 from __future__ import annotations
@@ -168,5 +168,13 @@ def test_sigkill_while_transfers_flow_loses_and_duplicates_nothing(
     subjects = Counter(str(m["subject"]) for m in messages)
     assert set(subjects) == {f"commit-{i:04d}" for i in range(TRANSFERS)}
     assert [s for s, n in subjects.items() if n > 1] == []
-    # What a kill cut mid-batch was swept at the next start: one body per held message.
-    assert sorted(p.name for p in bodies.iterdir()) == sorted(f"{m['id']}.eml" for m in messages)
+    names = {p.name for p in bodies.iterdir()}
+    kept = {f"{m['id']}.eml" for m in messages}
+    assert kept <= names
+    if backend == "sqlite":
+        # What a kill cut mid-batch was swept at the next start: one body per held message.
+        assert names == kept
+    else:
+        # Managers sharing PostgreSQL may share the directory: a young body without a row
+        # may be another manager's batch in progress, and is swept only once an hour old.
+        assert all(p.endswith(".eml") and p[:-4].isdigit() for p in names - kept)

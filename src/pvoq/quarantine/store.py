@@ -398,7 +398,25 @@ class QuarantineStore(Intake):
             if self.bodies_in_db:
                 conn.execute(delete(message_bodies).where(message_bodies.c.message_id == mid))
         if path:
-            remove_durably(Path(path))
+            # No directory fsync: a body an unlink lost to a crash is swept at start-up.
+            remove_durably(Path(path), sync_dir=False)
+
+    def finish_many(self, settled: builtins.list[tuple[int, str]]) -> None:
+        """`finish` for many messages `(mid, state)`: one transaction, then the unlinks."""
+        if not settled:
+            return
+        mids = [mid for mid, _ in settled]
+        with self.engine.begin() as conn:
+            paths = [p for (p,) in conn.execute(select(messages.c.body_path).where(
+                messages.c.id.in_(mids))) if p]
+            for state in {state for _, state in settled}:
+                conn.execute(messages.update().where(messages.c.id.in_(
+                    [mid for mid, s in settled if s == state])).values(
+                    state=state, settled_at=self.clock()))
+            if self.bodies_in_db:
+                conn.execute(delete(message_bodies).where(message_bodies.c.message_id.in_(mids)))
+        for path in paths:
+            remove_durably(Path(path), sync_dir=False)
 
     def read_body(self, mid: int) -> bytes:
         if self.bodies_in_db:

@@ -34,6 +34,7 @@ class CpqSMTP(PvoqSMTP):
 
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, require_starttls=True, **kwargs)
+        self.decoded: tuple[PvoqEnvelope, Transfer] | None = None  # checked at DATA
 
     @syntax("XCPQ META <base64-chunk> | XCPQ CHECK")
     async def smtp_XCPQ(self, arg: str | None) -> None:  # aiosmtpd naming
@@ -62,7 +63,7 @@ class CpqSMTP(PvoqSMTP):
         assert isinstance(envelope, PvoqEnvelope)
         if envelope.mail_from and envelope.rcpt_tos:
             try:
-                decode_transfer(envelope.cpq_chunks)
+                self.decoded = (envelope, decode_transfer(envelope.cpq_chunks))
             except MetadataError as exc:
                 # What the gateway sent can never succeed: 554 before 354, so no body
                 # is read, stored or left behind. The reason quotes the peer: bounded
@@ -123,7 +124,9 @@ class CpqHandler(BaseHandler):
 
     async def accept(self, server: PvoqSMTP, session: PvoqSession, envelope: PvoqEnvelope,
                      content: bytes, info: MessageInfo) -> str:
-        transfer = decode_transfer(envelope.cpq_chunks)
+        decoded = server.decoded if isinstance(server, CpqSMTP) else None
+        transfer = decoded[1] if decoded is not None and decoded[0] is envelope \
+            else decode_transfer(envelope.cpq_chunks)
         return await self.store(session, envelope, transfer, content, info)
 
     async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,

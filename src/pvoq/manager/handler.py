@@ -1,7 +1,8 @@
 """The manager's `cpq_listener` handler: quarantined mail from the gateways.
 
 A gateway ships a quarantine transfer (stored once per transfer id, body and
-row durable before `250`) or an outbreak rescan notice (release, extend or
+row durable before `250`, group-committed with the transfers arriving beside
+it: `quarantine.arrivals`) or an outbreak rescan notice (release, extend or
 delete a message it sent to "Outbreak"). The peer certificate must name the
 origin gateway, and that gateway must be registered on this manager.
 """
@@ -16,6 +17,7 @@ from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.ca import certificate_problem, peer_common_name, peer_role
 from pvoq.cpq.server import CpqHandler
 from pvoq.cpq.transfer import QuarantineTransfer, RescanAction, RescanNotice, Transfer
+from pvoq.quarantine.arrivals import Arrival
 from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import quarantine_for
@@ -74,14 +76,17 @@ class QuarantineHandler(CpqHandler):
             return self.rescan_notice(session, transfer)
         store = self.service.store
         tid = transfer.transfer_id
-        if store.find_transfer(tid) is None:
+        if self.service.quota_bytes > 0 and store.find_transfer(tid) is None:
             names = [quarantine_for(q.name, store.settings) for q in transfer.quarantines]
-            if not self.service.make_room(len(content), names):
+            # What is handed to the writer and not yet committed counts as used.
+            if not self.service.make_room(len(content) + store.pending_bytes, names):
                 log.info(f"MID {envelope.mid} refused: quarantine space full "
                          f"({tid} stays on {origin})")
                 return str(cpq_replies.SPACE_FULL)
-        mid, duplicate = store.add(mid=envelope.mid, meta=transfer.to_json(), body=content,
-                                   origin_ip=session.peer_ip, subject=info.subject)
+        # Group-committed with the transfers arriving beside it, off the event loop;
+        # the 250 follows only once its row and body are durable.
+        mid, duplicate = await store.add_async(Arrival(
+            envelope.mid, transfer.to_json(), content, session.peer_ip, info.subject))
         if duplicate:
             log.info(f"MID {envelope.mid} duplicate CPQ transfer {tid} of "
                      f"MID {mid}: acknowledged, not stored again")

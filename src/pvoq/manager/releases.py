@@ -29,6 +29,8 @@ from pvoq.quarantine.settings import EarlyRelease
 from pvoq.quarantine.store import RELEASED, QuarantineStore
 from pvoq.spool.store import QUEUED, Entry, Recipient, Spool
 
+SETTLE_BATCH = 64  # settlements drained together: one spool commit, one SQL transaction
+
 
 class Releases:
     """Settle messages: queue their release to the originating gateway, or drop them.
@@ -92,12 +94,52 @@ class Releases:
 
     async def _drain_backlog(self) -> None:
         while self._backlog:
-            mid, state, how, names = self._backlog.popleft()
+            chunk = [self._backlog.popleft()
+                     for _ in range(min(SETTLE_BATCH, len(self._backlog)))]
             try:
-                self.settle(mid, state, how, names)
-            except Exception as exc:  # recovered on the next start: the claim stays
-                self.maillog.warning(f"MID {mid} settlement failed, left for recovery: {exc}")
+                await self.settle_batch(chunk)
+            except Exception:  # settled one by one, so that one bad message stays alone
+                for mid, state, how, names in chunk:
+                    try:
+                        self.settle(mid, state, how, names)
+                    except Exception as exc:  # recovered on the next start: the claim stays
+                        self.maillog.warning(
+                            f"MID {mid} settlement failed, left for recovery: {exc}")
+                    await asyncio.sleep(0)
             await asyncio.sleep(0)
+
+    async def settle_batch(self, chunk: list[tuple[int, str, str, tuple[str, ...]]]) -> None:
+        """`settle` for claimed messages together: their releases share one spool commit
+        (without blocking the event loop), their settlements one SQL transaction."""
+        done = []
+        puts = []
+        for mid, state, how, names in chunk:
+            record = self.store.get(mid)
+            assert record is not None
+            entry = None
+            if state == RELEASED:
+                entry = self.queues.entries.get(mid) or self.spool.get(mid)
+                if entry is None:
+                    body = self.store.read_body(mid)
+                    if how != "expired":
+                        for option in self.early_release(names):
+                            body = apply_early_release(body, option)
+                    entry = self.release_entry(record, len(body))
+                    puts.append(self.spool.put_async(entry, body))
+            done.append((mid, state, how, names, record, entry))
+        await asyncio.gather(*puts)  # one group commit of the spool for all of them
+        for mid, _, _, _, _, entry in done:
+            if entry is not None:
+                self.queues.add(entry)
+                self.maillog.info(f"MID {mid} released from all quarantines")
+        self.store.finish_many([(mid, state) for mid, state, *_ in done])
+        now = time.time()
+        for mid, state, how, names, record, _ in done:
+            held_for = now - record["received_at"]
+            verb = "released from" if state == RELEASED else "deleted from"
+            for name in names:
+                self.maillog.info(f'MID {mid} {verb} quarantine "{name}" ({how}) '
+                                  f"t={held_for:.0f}")
 
     async def stop(self) -> None:
         """Stop draining the backlog; the claims left are settled on the next start."""

@@ -137,6 +137,10 @@ class Manager(Appliance):
 
     # -- lifecycle ---------------------------------------------------------------
     async def recover(self) -> None:
+        bodies, temps = self.store.sweep_bodies()
+        if bodies or temps:
+            self.maillog.info(f"Removed {bodies} quarantine bodies with no held message and "
+                              f"{temps} temporary files left by an interrupted write")
         entries = self.spool.recover()
         for entry in entries:
             self.queues.add(entry)

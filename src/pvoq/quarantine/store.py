@@ -29,16 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, not_, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError
 
 from pvoq.errors import NotFound
-from pvoq.fsutil import atomic_write, remove_durably
+from pvoq.fsutil import remove_durably
 from pvoq.quarantine import search as qsearch
+from pvoq.quarantine.intake import Intake
 from pvoq.quarantine.migrate import migrate
-from pvoq.quarantine.mime import attachments_of
 from pvoq.quarantine.schema import (
     ALL_HELD,
     HELD_BYTES,
@@ -51,14 +48,12 @@ from pvoq.quarantine.schema import (
     message_recipients,
     messages,
     quarantines,
-    reasons,
 )
 from pvoq.quarantine.settings import (
     DELETE,
     OverflowCandidate,
     QuarantineSettings,
     builtin_defaults,
-    quarantine_for,
 )
 from pvoq.quarantine.states import ACTION_STATE as ACTION_STATE
 from pvoq.quarantine.states import BUILTINS, BuiltinQuarantine, State
@@ -84,7 +79,7 @@ class QuarantineError(NotFound):
     """An action names a message or quarantine that does not hold it."""
 
 
-class QuarantineStore:
+class QuarantineStore(Intake):
     """The quarantined messages of one manager (or of several sharing PostgreSQL).
 
     Rows and bodies (see the module docstring for durability and the
@@ -111,12 +106,12 @@ class QuarantineStore:
         self.node = node
         self.clock = clock
         self.settings: dict[str, QuarantineSettings] = settings or builtin_defaults()
-
-    @property
-    def dialect(self) -> str:
-        return self.engine.dialect.name
+        self._committer = None
+        self._pool = None
 
     def close(self) -> None:
+        """Commit the arrivals handed in, stop the writer, close the database."""
+        self.close_intake()
         self.engine.dispose()
 
     # -- quarantine definitions ------------------------------------------------
@@ -157,79 +152,6 @@ class QuarantineStore:
                     pending.append((int(mid), name, row.default_action))
         return pending
 
-    # -- arrival -----------------------------------------------------------
-    def find_transfer(self, transfer_id: str) -> int | None:
-        with self.engine.connect() as conn:
-            return conn.execute(select(messages.c.id).where(
-                messages.c.transfer_id == transfer_id)).scalar()
-
-    def add(self, *, mid: int, meta: dict[str, Any], body: bytes, origin_ip: str,
-            subject: str, retention_s: float | None = None) -> tuple[int, bool]:
-        """Store a quarantined message durably; `(mid, duplicate)`."""
-        existing = self.find_transfer(meta["transfer_id"])
-        if existing is not None:
-            return existing, True
-        path = self.bodies / f"{mid}.eml"
-        if not self.bodies_in_db:
-            atomic_write(path, body)
-        now = self.clock()
-        origin = meta["origin"]
-        files = attachments_of(body)
-        held: dict[str, dict[str, Any]] = {}
-        for q in meta["quarantines"]:
-            name = quarantine_for(q["name"], self.settings)
-            if name in held:
-                continue
-            keep = retention_s if retention_s is not None else self.settings[name].retention_s
-            held[name] = dict(message_id=mid, quarantine=name, reason=q["reason"], reason_id=None,
-                              stage=q["stage"], state=HELD, received_at=now,
-                              scheduled_exit=now + keep)
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(messages.insert().values(
-                    id=mid, transfer_id=meta["transfer_id"], origin_host=origin["hostname"],
-                    origin_serial=origin["serial"], origin_mid=origin["mid"],
-                    origin_ip=origin_ip, sender=meta["sender"],
-                    recipients=json.dumps(meta["recipients"]), subject=subject,
-                    received_at=now, size=len(body),
-                    body_path="" if self.bodies_in_db else str(path), state=HELD,
-                    meta=json.dumps(meta), sender_rev=meta["sender"].lower()[::-1]))
-                ids = self._reason_ids(conn, sorted({h["reason"] for h in held.values()}))
-                for h in held.values():
-                    h["reason_id"] = ids[h["reason"]]
-                conn.execute(message_quarantines.insert(), list(held.values()))
-                conn.execute(message_recipients.insert(), [
-                    dict(message_id=mid, rid=r["rid"], address=r["address"])
-                    for r in meta["recipients"]])
-                if files:
-                    conn.execute(attachments.insert(), [
-                        dict(message_id=mid, n=i, name=n, size=s, name_rev=n.lower()[::-1])
-                        for i, (n, s) in enumerate(files)])
-                if self.bodies_in_db:
-                    conn.execute(message_bodies.insert().values(message_id=mid, body=body))
-                self._count(conn, {**dict.fromkeys(held, 1), ALL_HELD: 1,
-                                   HELD_BYTES: len(body)})
-                self._index(conn, mid, subject=subject, sender=meta["sender"],
-                            recipients=" ".join(r["address"] for r in meta["recipients"]),
-                            reasons=" ".join(h["reason"] for h in held.values()),
-                            attachments=" ".join(n for n, _ in files))
-        except IntegrityError:
-            if not self.bodies_in_db:
-                remove_durably(path)
-            again = self.find_transfer(meta["transfer_id"])
-            if again is None:
-                raise
-            return again, True
-        return mid, False
-
-    def _index(self, conn: Connection, mid: int, **texts: str) -> None:
-        """SQLite: the message's searchable texts in the trigram tables."""
-        if self.dialect != "sqlite":
-            return
-        for name, value in texts.items():
-            if value:
-                conn.execute(fts[name].insert().values(rowid=mid, **{name: value}))
-
     def _unindex(self, conn: Connection, mids: builtins.list[int]) -> None:
         """A message whose settlement is claimed leaves the search tables: they hold
         held mail only, so a match there needs no look at `messages.state`."""
@@ -240,31 +162,6 @@ class QuarantineStore:
         if self.dialect == "sqlite":
             for t in fts.values():
                 conn.execute(delete(t).where(t.c.rowid.in_(mids)))
-
-    def _reason_ids(self, conn: Connection, texts: builtins.list[str]) -> dict[str, int]:
-        """The ids of *texts* in the reasons dictionary, adding the new ones."""
-        found = {t: int(i) for t, i in conn.execute(
-            select(reasons.c.text, reasons.c.id).where(reasons.c.text.in_(texts)))}
-        missing = [t for t in texts if t not in found]
-        if missing:
-            conn.execute(self._insert()(reasons).values([{"text": t} for t in missing])
-                         .on_conflict_do_nothing())
-            found.update({t: int(i) for t, i in conn.execute(
-                select(reasons.c.text, reasons.c.id).where(reasons.c.text.in_(missing)))})
-        return found
-
-    def _insert(self) -> Callable[..., Any]:
-        """This dialect's INSERT (with ON CONFLICT): SQLite's or PostgreSQL's."""
-        return sqlite_insert if self.dialect == "sqlite" else pg_insert
-
-    def _count(self, conn: Connection, deltas: dict[str, int]) -> None:
-        for name, delta in deltas.items():
-            if delta and conn.execute(update(held_counts).where(
-                    held_counts.c.quarantine == name)
-                    .values(n=held_counts.c.n + delta)).rowcount == 0:
-                conn.execute(self._insert()(held_counts).values(quarantine=name, n=delta)
-                             .on_conflict_do_update(index_elements=["quarantine"],
-                                                    set_={"n": held_counts.c.n + delta}))
 
     def held_count(self, quarantine: str | None = None) -> int:
         """Messages held in *quarantine* (None: in any), from the maintained counters."""
@@ -501,7 +398,25 @@ class QuarantineStore:
             if self.bodies_in_db:
                 conn.execute(delete(message_bodies).where(message_bodies.c.message_id == mid))
         if path:
-            remove_durably(Path(path))
+            # No directory fsync: a body an unlink lost to a crash is swept at start-up.
+            remove_durably(Path(path), sync_dir=False)
+
+    def finish_many(self, settled: builtins.list[tuple[int, str]]) -> None:
+        """`finish` for many messages `(mid, state)`: one transaction, then the unlinks."""
+        if not settled:
+            return
+        mids = [mid for mid, _ in settled]
+        with self.engine.begin() as conn:
+            paths = [p for (p,) in conn.execute(select(messages.c.body_path).where(
+                messages.c.id.in_(mids))) if p]
+            for state in {state for _, state in settled}:
+                conn.execute(messages.update().where(messages.c.id.in_(
+                    [mid for mid, s in settled if s == state])).values(
+                    state=state, settled_at=self.clock()))
+            if self.bodies_in_db:
+                conn.execute(delete(message_bodies).where(message_bodies.c.message_id.in_(mids)))
+        for path in paths:
+            remove_durably(Path(path), sync_dir=False)
 
     def read_body(self, mid: int) -> bytes:
         if self.bodies_in_db:

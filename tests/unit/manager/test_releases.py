@@ -277,6 +277,7 @@ class TestStore:
             cpq_replies.CERTIFICATE_MISMATCH.format(origin="gw1.example.com")
         assert self.store(self.handler(rig, registered=False), quarantine) == \
             cpq_replies.UNKNOWN_GATEWAY.format(origin="gw1.example.com")
+        rig.service.quota_bytes = 2**20  # with no quota there is no room to check
         monkeypatch.setattr(rig.service, "make_room", lambda size, names: False)
         assert self.store(handler, quarantine) == str(cpq_replies.SPACE_FULL) == \
             "452 4.3.1 Quarantine space full, try again later"

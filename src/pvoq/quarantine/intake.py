@@ -1,0 +1,290 @@
+"""The store's intake: quarantined messages entering the database and the bodies directory.
+
+`Intake` is the part of `QuarantineStore` that adds messages: `add` (one, in
+the caller's thread), `add_async` (group-committed by the writer thread of
+`arrivals.GroupCommit`, off the event loop), `add_many` (the batch itself:
+bodies written and fdatasync'd, one directory fsync, one transaction), the
+start-up `sweep_bodies`, and the counter and dictionary helpers the store's
+actions share. Durability and failure rules: `arrivals`' docstring.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from pvoq.errors import TemporaryFailure
+from pvoq.fsutil import TMP_SUFFIX, fsync_dir
+from pvoq.quarantine.arrivals import (
+    SYNC_THREADS,
+    Arrival,
+    BodyFiles,
+    GroupCommit,
+    arrival_rows,
+    remove_bodies,
+)
+from pvoq.quarantine.schema import (
+    ALL_HELD,
+    HELD_BYTES,
+    attachments,
+    fts,
+    held_counts,
+    message_bodies,
+    message_quarantines,
+    message_recipients,
+    messages,
+    reasons,
+)
+from pvoq.quarantine.settings import QuarantineSettings
+from pvoq.quarantine.states import State
+
+SWEEP_MARGIN_S = 2.0  # file times come from a coarse clock: keep clear of a batch starting
+# On a database several managers share, their bodies directory may be shared too: the
+# sweep takes only bodies older than this, and a batch that took half as long before its
+# commit is abandoned instead (its callers hear 451 and the gateways send again).
+SHARED_SWEEP_AGE_S = 3600.0
+
+
+class SlowBatch(TemporaryFailure):
+    """A batch took too long to commit safely beside another manager's sweep."""
+
+
+class Intake:
+    """Adding messages (see the module docstring); `QuarantineStore` is one."""
+
+    engine: Engine
+    bodies: Path
+    bodies_in_db: bool
+    clock: Callable[[], float]
+    settings: dict[str, QuarantineSettings]
+    _committer: GroupCommit | None = None
+    _pool: ThreadPoolExecutor | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close_intake(self) -> None:
+        """Commit the arrivals handed in, then stop the writer and the sync threads."""
+        if self._committer is not None:
+            self._committer.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def find_transfer(self, transfer_id: str) -> int | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(messages.c.id).where(
+                messages.c.transfer_id == transfer_id)).scalar()
+
+    def add(self, *, mid: int, meta: dict[str, Any], body: bytes, origin_ip: str,
+            subject: str, retention_s: float | None = None) -> tuple[int, bool]:
+        """Store a quarantined message durably, in the caller's thread; `(mid, duplicate)`."""
+        return self.add_many([Arrival(mid, meta, body, origin_ip, subject, retention_s)])[0]
+
+    async def add_async(self, arrival: Arrival) -> tuple[int, bool]:
+        """`add`, group-committed with the arrivals waiting beside it, off the event loop."""
+        if self._committer is None:
+            self._committer = GroupCommit(self.add_many)
+        return await self._committer.add(arrival)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of arrivals handed to `add_async` and not yet committed."""
+        return 0 if self._committer is None else self._committer.pending_bytes
+
+    def add_many(self, arrivals: Sequence[Arrival]) -> list[tuple[int, bool]]:
+        """Store *arrivals* durably: `(mid, duplicate)` for each, in order.
+
+        A transfer id already stored (or earlier in the batch) is a duplicate.
+        The new ones' bodies are written and fdatasync'd, the directory fsync'd
+        once, then their rows go in one transaction. If that fails, nothing of
+        the batch stays: bodies whose row is known absent are removed (if even
+        that cannot be known, the start-up sweep has them) and the error
+        propagates. A unique-key conflict (another manager storing the same
+        transfer at once) is retried one arrival at a time.
+        """
+        first: dict[str, Arrival] = {}
+        for a in arrivals:
+            first.setdefault(a.transfer_id, a)
+        done = {t: (mid, True) for t, mid in self._find_transfers(list(first)).items()}
+        fresh = [a for t, a in first.items() if t not in done]
+        if fresh:
+            try:
+                self._insert_arrivals(fresh)
+                done.update((a.transfer_id, (a.mid, False)) for a in fresh)
+            except IntegrityError:
+                if len(fresh) > 1:
+                    for a in fresh:
+                        done[a.transfer_id] = self.add_many([a])[0]
+                else:
+                    again = self.find_transfer(fresh[0].transfer_id)
+                    if again is None:
+                        raise
+                    done[fresh[0].transfer_id] = (again, True)
+        return [done[a.transfer_id] if a is first[a.transfer_id]
+                else (done[a.transfer_id][0], True) for a in arrivals]
+
+    def _find_transfers(self, transfer_ids: list[str]) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {t: int(i) for t, i in conn.execute(
+                select(messages.c.transfer_id, messages.c.id)
+                .where(messages.c.transfer_id.in_(transfer_ids)))}
+
+    def _insert_arrivals(self, fresh: list[Arrival]) -> None:
+        started = time.time()
+        now = self.clock()
+        in_db = self.bodies_in_db
+        paths = [self.bodies / f"{a.mid}.eml" for a in fresh]
+        rows = [arrival_rows(a, now, self.settings, "" if in_db else str(p))
+                for a, p in zip(fresh, paths, strict=True)]
+        files = BodyFiles(self.bodies, self._sync_pool())
+        try:
+            if not in_db:
+                for a, path in zip(fresh, paths, strict=True):
+                    files.write(path, a.body)
+                files.start_sync()
+            with self.engine.begin() as conn:
+                # The rows go in while the bodies sync; the commit waits for the syncs.
+                conn.execute(messages.insert(), [r.message for r in rows])
+                held = [h for r in rows for h in r.held.values()]
+                ids = self._reason_ids(conn, sorted({h["reason"] for h in held}))
+                for h in held:
+                    h["reason_id"] = ids[h["reason"]]
+                conn.execute(message_quarantines.insert(), held)
+                conn.execute(message_recipients.insert(), [x for r in rows for x in r.recipients])
+                parts = [x for r in rows for x in r.attachments]
+                if parts:
+                    conn.execute(attachments.insert(), parts)
+                if in_db:
+                    conn.execute(message_bodies.insert(), [
+                        dict(message_id=a.mid, body=a.body) for a in fresh])
+                deltas: dict[str, int] = {ALL_HELD: len(rows),
+                                          HELD_BYTES: sum(len(a.body) for a in fresh)}
+                for h in held:
+                    deltas[h["quarantine"]] = deltas.get(h["quarantine"], 0) + 1
+                self._count(conn, deltas)
+                self._index_many(conn, [(a.mid, r.texts) for a, r in zip(fresh, rows,
+                                                                         strict=True)])
+                files.wait()
+                if self.dialect != "sqlite" and \
+                        time.time() - started > SHARED_SWEEP_AGE_S / 2:
+                    raise SlowBatch(f"a batch of {len(fresh)} transfers took "
+                                    f"{time.time() - started:.0f} s before its commit")
+        except BaseException:
+            files.close()
+            if files.paths:
+                self._drop_uncommitted(fresh, files.paths)
+            raise
+        files.close()
+
+    def _sync_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="quarantine-sync")
+        return self._pool
+
+    def _drop_uncommitted(self, fresh: list[Arrival], paths: list[Path]
+                          ) -> None:
+        """After a failed batch: remove the bodies whose rows are certainly absent."""
+        try:
+            stored = self._find_transfers([a.transfer_id for a in fresh])
+        except Exception:
+            return  # the database cannot say: the start-up sweep decides
+        remove_bodies([p for a, p in zip(fresh, paths, strict=False)
+                       if stored.get(a.transfer_id) != a.mid])
+
+    def sweep_bodies(self) -> tuple[int, int]:
+        """Remove bodies no held message has, and temporary files; `(bodies, temps)`.
+
+        Only files in this manager's bodies directory, and only those older
+        than the oldest batch in progress in this process (the sweep's start,
+        when none is): a body being written has no row yet. On PostgreSQL,
+        where managers share the database and may share the directory, only
+        bodies older than `SHARED_SWEEP_AGE_S` (another manager's batch in
+        progress is younger: see `SlowBatch`); a row of another manager's
+        keeps a file of the same name. A body whose message was
+        settled (a crash between the settlement's commit and its unlink) goes
+        too. The manager runs it at start-up, before its listeners open.
+        """
+        if self.bodies_in_db or not self.bodies.is_dir():
+            return 0, 0
+        oldest = self._committer.oldest_in_flight() if self._committer is not None else None
+        cutoff = time.time() if oldest is None else oldest - SWEEP_MARGIN_S
+        if self.dialect != "sqlite":
+            cutoff = min(cutoff, time.time() - SHARED_SWEEP_AGE_S)
+        candidates: dict[int, Path] = {}
+        temps = 0
+        for entry in os.scandir(self.bodies):
+            if not entry.is_file(follow_symlinks=False) or \
+                    entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue
+            if entry.name.endswith(TMP_SUFFIX):
+                os.unlink(entry.path)
+                temps += 1
+                continue
+            stem, dot, ext = entry.name.partition(".")
+            if dot and ext == "eml" and stem.isdigit():
+                candidates[int(stem)] = Path(entry.path)
+        live: set[int] = set()
+        mids = sorted(candidates)
+        with self.engine.connect() as conn:
+            for i in range(0, len(mids), 500):
+                live.update(int(m) for (m,) in conn.execute(select(messages.c.id).where(
+                    messages.c.id.in_(mids[i:i + 500]),
+                    messages.c.state.in_([State.HELD, State.SETTLING]))))
+        orphans = [p for m, p in candidates.items() if m not in live]
+        remove_bodies(orphans)
+        if orphans or temps:
+            fsync_dir(self.bodies)
+        return len(orphans), temps
+
+    def _index(self, conn: Connection, mid: int, **texts: str) -> None:
+        """SQLite: one message's searchable texts in the trigram tables."""
+        self._index_many(conn, [(mid, texts)])
+
+    def _index_many(self, conn: Connection, texts: list[tuple[int, dict[str, str]]]
+                    ) -> None:
+        """SQLite: the messages' searchable texts in the trigram tables."""
+        if self.dialect != "sqlite":
+            return
+        for name, t in fts.items():
+            rows = [{"rowid": mid, name: values[name]} for mid, values in texts
+                    if values.get(name)]
+            if rows:
+                conn.execute(t.insert(), rows)
+
+    def _reason_ids(self, conn: Connection, texts: list[str]) -> dict[str, int]:
+        """The ids of *texts* in the reasons dictionary, adding the new ones."""
+        found = {t: int(i) for t, i in conn.execute(
+            select(reasons.c.text, reasons.c.id).where(reasons.c.text.in_(texts)))}
+        missing = [t for t in texts if t not in found]
+        if missing:
+            conn.execute(self._insert()(reasons).values([{"text": t} for t in missing])
+                         .on_conflict_do_nothing())
+            found.update({t: int(i) for t, i in conn.execute(
+                select(reasons.c.text, reasons.c.id).where(reasons.c.text.in_(missing)))})
+        return found
+
+    def _insert(self) -> Callable[..., Any]:
+        """This dialect's INSERT (with ON CONFLICT): SQLite's or PostgreSQL's."""
+        return sqlite_insert if self.dialect == "sqlite" else pg_insert
+
+    def _count(self, conn: Connection, deltas: dict[str, int]) -> None:
+        for name, delta in deltas.items():
+            if delta and conn.execute(update(held_counts).where(
+                    held_counts.c.quarantine == name)
+                    .values(n=held_counts.c.n + delta)).rowcount == 0:
+                conn.execute(self._insert()(held_counts).values(quarantine=name, n=delta)
+                             .on_conflict_do_update(index_elements=["quarantine"],
+                                                    set_={"n": held_counts.c.n + delta}))
+

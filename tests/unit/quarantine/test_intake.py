@@ -1,0 +1,232 @@
+"""The store's intake (`quarantine.intake`, `quarantine.arrivals`): batches, failures, sweep.
+
+On SQLite and a real PostgreSQL server. A batch stores all its arrivals or
+none: a database error or a failed fsync leaves no row and no body. The
+group commit hands every arrival waiting to one batch. The start-up sweep
+removes bodies with no held message and temporary files, and nothing a
+write in progress still needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qhelpers import body, meta
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from pvoq.quarantine.arrivals import Arrival
+from pvoq.quarantine.intake import SHARED_SWEEP_AGE_S
+from pvoq.quarantine.schema import messages
+from pvoq.quarantine.store import QuarantineStore
+
+
+def arrival(mid: int, transfer_id: str | None = None) -> Arrival:
+    return Arrival(mid, meta("Policy", transfer_id=transfer_id or f"intake-{mid}"),
+                   body(f"intake {mid}"), "10.1.2.1", f"intake {mid}")
+
+
+def rows(store: QuarantineStore) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(messages)).scalar() or 0)
+
+
+def files(store: QuarantineStore) -> list[str]:
+    return sorted(os.listdir(store.bodies)) if store.bodies.is_dir() else []
+
+
+def database_error(*args: Any, **kwargs: Any) -> None:
+    raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+
+class TestFailures:
+    def test_a_database_error_leaves_no_body(self, store: QuarantineStore,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+        """Not only a unique-key conflict: any database error removes the body written."""
+        monkeypatch.setattr(store, "_count", database_error)
+        with pytest.raises(OperationalError):
+            store.add(mid=7, meta=meta("Policy"), body=body(), origin_ip="10.1.2.1",
+                      subject="Q3 numbers")
+        assert files(store) == [] and rows(store) == 0
+
+    def test_a_failed_batch_leaves_no_body_and_no_row(self, store: QuarantineStore,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(store, "_index_many", database_error)
+        with pytest.raises(OperationalError):
+            store.add_many([arrival(1), arrival(2), arrival(3)])
+        assert files(store) == [] and rows(store) == 0
+        monkeypatch.undo()
+        assert store.add_many([arrival(1), arrival(2)]) == [(1, False), (2, False)]
+        assert files(store) == ["1.eml", "2.eml"] and rows(store) == 2
+
+    def test_a_failed_fsync_fails_the_whole_batch(self, store: QuarantineStore,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        real = os.fdatasync
+        calls = []
+
+        def full_disk(fd: int) -> None:
+            calls.append(fd)
+            if len(calls) == 2:
+                raise OSError(28, "No space left on device")
+            real(fd)
+
+        monkeypatch.setattr(os, "fdatasync", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            store.add_many([arrival(1), arrival(2), arrival(3)])
+        assert files(store) == [] and rows(store) == 0
+
+    def test_a_failed_body_write_leaves_nothing(self, store: QuarantineStore,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+        real = os.write
+        writes = []
+
+        def short_disk(fd: int, data: Any) -> int:
+            writes.append(fd)
+            if len(writes) == 2:
+                raise OSError(28, "No space left on device")
+            return real(fd, data)
+
+        monkeypatch.setattr(os, "write", short_disk)
+        with pytest.raises(OSError, match="No space left"):
+            store.add_many([arrival(1), arrival(2)])
+        monkeypatch.undo()
+        assert files(store) == [] and rows(store) == 0
+
+
+class TestBatches:
+    def test_duplicates_within_and_across_batches(self, store: QuarantineStore) -> None:
+        assert store.add_many([arrival(1, "t-a"), arrival(2, "t-b"), arrival(3, "t-a")]) == \
+            [(1, False), (2, False), (1, True)]
+        assert store.add_many([arrival(4, "t-b"), arrival(5, "t-c")]) == [(2, True), (5, False)]
+        assert files(store) == ["1.eml", "2.eml", "5.eml"] and rows(store) == 3
+        assert store.held_count("Policy") == 3
+        assert store.used_bytes() == sum(len(body(f"intake {m}")) for m in (1, 2, 5))
+        assert store.read_body(2) == body("intake 2")
+
+    def test_a_unique_conflict_is_retried_one_by_one(self, store: QuarantineStore,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+        """Another manager stored one of the transfers after the batch looked: that one is
+        a duplicate, the others are stored."""
+        store.add_many([arrival(1, "t-other")])
+        looked = []
+        real = store._find_transfers
+
+        def blind_once(ids: list[str]) -> dict[str, int]:
+            looked.append(ids)
+            return {} if len(looked) == 1 else real(ids)
+
+        monkeypatch.setattr(store, "_find_transfers", blind_once)
+        assert store.add_many([arrival(2, "t-new"), arrival(3, "t-other")]) == \
+            [(2, False), (1, True)]
+        assert files(store) == ["1.eml", "2.eml"] and rows(store) == 2
+
+    def test_what_waits_goes_in_one_batch_and_a_failed_batch_fails_each(
+            self, store: QuarantineStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The first arrival is taken alone while the others queue; they then share one
+        batch, whose failure every one of them hears, and which leaves nothing behind."""
+        real = store.add_many
+        batches: list[list[int]] = []
+        release = threading.Event()
+
+        def gated(arrivals: list[Arrival]) -> list[tuple[int, bool]]:
+            batches.append([a.mid for a in arrivals])
+            if len(batches) == 1:
+                assert release.wait(10)
+                return real(arrivals)
+            monkeypatch.setattr(store, "_index_many", database_error)
+            return real(arrivals)
+
+        monkeypatch.setattr(store, "add_many", gated)
+        arrivals = [arrival(m) for m in range(1, 9)]
+
+        async def scenario() -> list[Any]:
+            tasks = [asyncio.ensure_future(store.add_async(arrivals[0]))]
+            deadline = time.monotonic() + 10
+            while not batches and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            tasks += [asyncio.ensure_future(store.add_async(a)) for a in arrivals[1:]]
+            while store.pending_bytes < sum(len(a.body) for a in arrivals) and \
+                    time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            release.set()
+            return await asyncio.gather(*tasks, return_exceptions=True)
+
+        results = asyncio.run(scenario())
+        assert batches == [[1], [2, 3, 4, 5, 6, 7, 8]]
+        assert results[0] == (1, False)
+        assert all(isinstance(r, OperationalError) for r in results[1:])
+        assert files(store) == ["1.eml"] and rows(store) == 1
+        assert store.pending_bytes == 0
+
+
+class TestSweep:
+    def age(self, path: Path, seconds: float = 2 * SHARED_SWEEP_AGE_S) -> None:
+        then = time.time() - seconds
+        os.utime(path, (then, then))
+
+    def test_orphans_and_temporary_files_go(self, store: QuarantineStore) -> None:
+        store.add_many([arrival(1), arrival(2), arrival(3)])
+        store.finish(3, "deleted")
+        settled = store.bodies / "3.eml"
+        settled.write_bytes(b"left by a crash between the settlement and its unlink")
+        orphan = store.bodies / "40.eml"
+        orphan.write_bytes(b"never committed")
+        temp = store.bodies / f".41.eml.{os.getpid()}.tmp"
+        temp.write_bytes(b"half")
+        other = store.bodies / "notes.txt"
+        other.write_bytes(b"not ours to judge")
+        for p in store.bodies.iterdir():
+            self.age(p)
+        assert store.sweep_bodies() == (2, 1)
+        assert files(store) == ["1.eml", "2.eml", "notes.txt"]
+        assert store.read_body(1) == body("intake 1")
+        assert store.sweep_bodies() == (0, 0)
+
+    def test_young_bodies_stay_where_managers_share_the_database(
+            self, store: QuarantineStore) -> None:
+        """A body written a minute ago may be another manager's batch in progress (on
+        PostgreSQL): it stays; on SQLite only this manager writes there."""
+        store.bodies.mkdir(parents=True, exist_ok=True)
+        young = store.bodies / "50.eml"
+        young.write_bytes(b"another manager's, row not yet committed")
+        self.age(young, 60)
+        assert store.sweep_bodies() == ((0, 0) if store.dialect == "postgresql" else (1, 0))
+
+    def test_a_write_in_progress_is_kept(self, store: QuarantineStore,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        """A batch being written has bodies and no rows yet: the sweep leaves them."""
+        real = store._insert_arrivals
+        writing, release = threading.Event(), threading.Event()
+        swept: list[tuple[int, int]] = []
+
+        def slow(fresh: list[Arrival]) -> None:
+            # The bodies are on disk before the rows: hold the batch there.
+            for a in fresh:
+                (store.bodies / f"{a.mid}.eml").write_bytes(a.body)
+            writing.set()
+            assert release.wait(10)
+            real(fresh)
+
+        monkeypatch.setattr(store, "_insert_arrivals", slow)
+        old = store.bodies / "99.eml"
+        store.bodies.mkdir(parents=True, exist_ok=True)
+        old.write_bytes(b"orphan")
+        self.age(old)
+
+        async def scenario() -> tuple[int, bool]:
+            task = asyncio.ensure_future(store.add_async(arrival(5)))
+            while not writing.is_set():
+                await asyncio.sleep(0.01)
+            swept.append(store.sweep_bodies())
+            release.set()
+            return await task
+
+        assert asyncio.run(scenario()) == (5, False)
+        assert swept == [(1, 0)]
+        assert files(store) == ["5.eml"] and store.read_body(5) == body("intake 5")

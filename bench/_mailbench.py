@@ -12,7 +12,10 @@ a gateway and manager on loopback, and the bounded waits between them.
   everything to one host:port. It never touches the system's instance or
   /etc/postfix; it stops only the master it started.
 - `deployment`: a fresh `Deployment` (gateway and manager processes) whose
-  public listener takes every session from 127.0.0.1.
+  public listener takes every session from 127.0.0.1; `quarantine_phase`
+  sends it mail its content filter catches and waits until the manager's
+  search (`held_count`) finds it all; `held_recipients` reads the held
+  messages back through the same search.
 - `wait_until`: a bounded wait that raises `PhaseTimeout` with what it got.
 
 Every process started here is stopped by its PID; loopback only.
@@ -27,6 +30,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -39,7 +43,6 @@ from typing import Any
 from pvoq.config.model import DEFAULT_MAX_CONN_PER_IP
 from pvoq.testing.localdeploy import Deployment, DeploymentError, free_port
 
-SENDER_DOMAIN = "sender.example"
 RECIPIENT = "bob@example.com"
 POSTFIX_USER = "postfix"
 
@@ -151,8 +154,9 @@ class SmtpSink:
 
     def _follow(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         pending = b""
-        while chunk := self.proc.stdout.read1(65536):
+        while chunk := os.read(fd, 65536):
             pending += chunk
             *done, pending = re.split(rb"[\r\n]", pending)
             for record in reversed(done):
@@ -173,6 +177,8 @@ class SmtpSink:
         _stop_pid(proc)
         if self._reader is not None:
             self._reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def deliveries(self) -> list[tuple[str, str]]:
         """(MAIL FROM, RCPT TO) of every dumped transaction, one pair per recipient."""
@@ -197,8 +203,6 @@ def _address(args: bytes) -> str:
 
 def _wait_port(port: int, what: str, proc: subprocess.Popen[bytes] | None,
                timeout_s: float = 20.0) -> None:
-    import socket
-
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
@@ -367,6 +371,14 @@ def quarantine_phase(dep: Deployment, messages: int, sessions: int, size: int, *
     return messages / (end - start), messages / intake
 
 
+def report_progress(what: str, progress: Callable[[], int]) -> None:
+    """After a failure: print how far *progress* got, if it can still be asked."""
+    try:
+        print(f"{what}: {progress()}", flush=True)
+    except Exception as exc:  # the failure may be that it cannot be asked
+        print(f"{what}: unknown ({exc})", flush=True)
+
+
 def held_count(dep: Deployment, query: dict[str, Any]) -> int:
     """The total the manager's quarantine search finds for *query* (admin socket, as the
     CLI asks)."""
@@ -402,7 +414,7 @@ def _row_recipients(row: dict[str, Any]) -> list[str]:
     return result
 
 
-__all__ = ["CAUGHT_SUBJECT", "HELD", "BenchFailure", "PhaseTimeout", "PostfixRelay", "SmtpSink", "bench_root",
-           "DeploymentError", "deployment", "exactly_once", "free_port", "held_count", "held_recipients",
-           "quarantine_phase", "recipient_numbers", "run_source", "tool", "use_clamd",
-           "wait_until"]
+__all__ = ["CAUGHT_SUBJECT", "HELD", "BenchFailure", "DeploymentError", "PhaseTimeout",
+           "PostfixRelay", "SmtpSink", "bench_root", "deployment", "exactly_once", "free_port",
+           "held_count", "held_recipients", "quarantine_phase", "recipient_numbers",
+           "report_progress", "run_source", "tool", "use_clamd", "wait_until"]

@@ -40,8 +40,10 @@ from _mailbench import (
     deployment,
     exactly_once,
     free_port,
+    held_count,
     held_recipients,
     quarantine_phase,
+    report_progress,
     run_source,
     wait_until,
 )
@@ -89,6 +91,8 @@ def main() -> None:
         print(f"RESULT quarantine_e2e {rate:.1f} msgs/s ratio={rate / ref:.3f}")
     except (BenchFailure, DeploymentError) as exc:
         print(f"FAILED: {exc}", flush=True)
+        if "manager" in dep.procs:
+            report_progress("held in Policy so far", lambda: held_count(dep, HELD))
         sys.exit(2)
     finally:
         dep.stop_all()

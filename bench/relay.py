@@ -44,6 +44,7 @@ from _mailbench import (
     exactly_once,
     free_port,
     recipient_numbers,
+    report_progress,
     run_source,
     use_clamd,
     wait_until,
@@ -124,6 +125,7 @@ def main() -> None:
               f"ratio={statistics.median(ratios):.2f}")
     except (BenchFailure, DeploymentError) as exc:
         print(f"FAILED: {exc}", flush=True)
+        report_progress("taken by smtp-sink in all", lambda: sink.count)
         sys.exit(2)
     finally:
         dep.stop_all()

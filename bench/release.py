@@ -40,6 +40,7 @@ from _mailbench import (
     held_recipients,
     quarantine_phase,
     recipient_numbers,
+    report_progress,
     wait_until,
 )
 
@@ -101,6 +102,9 @@ def main() -> None:
         print(f"RESULT release {released:.1f} msgs/s ratio={released / quarantined:.2f}")
     except (BenchFailure, DeploymentError) as exc:
         print(f"FAILED: {exc}", flush=True)
+        if "manager" in dep.procs:
+            report_progress("held in Policy now", lambda: held_count(dep, HELD))
+        report_progress("taken by smtp-sink", lambda: sink.count)
         sys.exit(2)
     finally:
         dep.stop_all()

@@ -362,13 +362,27 @@ HELD = {"quarantines": ["Policy"], "subject": ["contains", "confidential"]}
 def quarantine_phase(dep: Deployment, messages: int, sessions: int, size: int, *, sender: str,
                      deadline_s: float) -> tuple[float, float]:
     """smtp-source sends *messages* the gateway's content filter catches; the clock stops
-    when the manager's search finds them all held. (msgs/s, msgs/s of SMTP intake alone)."""
+    when the manager's search finds them all held. (msgs/s, msgs/s of SMTP intake alone).
+
+    While waiting it asks the manager's `status` (its maintained held-message counter,
+    committed with each message's row): a search per poll would count every held row
+    and write an audit record each time, slowing the manager it measures. Once the
+    counter reaches *messages*, the search must find them all before the clock stops.
+    """
     start = time.perf_counter()
     intake = run_source(dep.ports["gateway_smtp"], messages, sessions, size, sender=sender,
                         subject=CAUGHT_SUBJECT, deadline_s=deadline_s)
-    end = wait_until("the manager to hold every message", lambda: held_count(dep, HELD),
-                     messages, deadline_s=deadline_s, interval_s=0.1)
+    wait_until("the manager to hold every message", lambda: held_gauge(dep), messages,
+               deadline_s=deadline_s, interval_s=0.1)
+    end = wait_until("the manager's search to find every message",
+                     lambda: held_count(dep, HELD), messages, deadline_s=deadline_s,
+                     interval_s=0.1)
     return messages / (end - start), messages / intake
+
+
+def held_gauge(dep: Deployment) -> int:
+    """The manager's count of held messages (`status`, from its maintained counters)."""
+    return int(dep.admin(dep.manager_config, "status")["data"]["messages_in_quarantine"])
 
 
 def report_progress(what: str, progress: Callable[[], int]) -> None:
@@ -416,5 +430,5 @@ def _row_recipients(row: dict[str, Any]) -> list[str]:
 
 __all__ = ["CAUGHT_SUBJECT", "HELD", "BenchFailure", "DeploymentError", "PhaseTimeout",
            "PostfixRelay", "SmtpSink", "bench_root", "deployment", "exactly_once", "free_port",
-           "held_count", "held_recipients", "quarantine_phase", "recipient_numbers",
+           "held_count", "held_gauge", "held_recipients", "quarantine_phase", "recipient_numbers",
            "report_progress", "run_source", "tool", "use_clamd", "wait_until"]

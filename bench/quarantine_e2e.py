@@ -40,7 +40,7 @@ from _mailbench import (
     deployment,
     exactly_once,
     free_port,
-    held_count,
+    held_gauge,
     held_recipients,
     quarantine_phase,
     report_progress,
@@ -92,7 +92,7 @@ def main() -> None:
     except (BenchFailure, DeploymentError) as exc:
         print(f"FAILED: {exc}", flush=True)
         if "manager" in dep.procs:
-            report_progress("held in Policy so far", lambda: held_count(dep, HELD))
+            report_progress("held so far", lambda: held_gauge(dep))
         sys.exit(2)
     finally:
         dep.stop_all()

@@ -37,6 +37,7 @@ from _mailbench import (
     deployment,
     exactly_once,
     held_count,
+    held_gauge,
     held_recipients,
     quarantine_phase,
     recipient_numbers,
@@ -103,7 +104,7 @@ def main() -> None:
     except (BenchFailure, DeploymentError) as exc:
         print(f"FAILED: {exc}", flush=True)
         if "manager" in dep.procs:
-            report_progress("held in Policy now", lambda: held_count(dep, HELD))
+            report_progress("held now", lambda: held_gauge(dep))
         report_progress("taken by smtp-sink", lambda: sink.count)
         sys.exit(2)
     finally:

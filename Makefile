@@ -27,7 +27,7 @@ e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

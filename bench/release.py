@@ -1,0 +1,117 @@
+"""Release: one bulk release of N held messages, manager → CPQ → gateway → smtp-sink.
+
+First N messages of 10 KB are quarantined the way mail arrives: Postfix's
+`smtp-source` (16 sessions, a new connection per message, each to its own
+numbered recipient) sends them to a real `pvoq gateway`, whose content filter
+catches their subject and ships them over CPQ to a real `pvoq manager`. That
+phase is timed too, from the first send until the manager's quarantine
+search finds all N held: the quarantine transfer rate, the reference.
+
+Then one bulk action releases everything the search finds (the admin socket's
+`quarantine.bulk`, what `pvoq cli quarantine bulk release` sends). The
+manager sends each released message back over CPQ to its gateway, which
+delivers it to Postfix's `smtp-sink` downstream. The clock starts with the
+bulk action and stops when smtp-sink has taken the last message; every
+numbered recipient must arrive exactly once and the quarantine must be empty.
+
+Bounded: N messages, a deadline per phase (on timeout it says how far it got
+and exits 2). Loopback only; every process it starts it stops by PID; its
+temporary directory is removed.
+
+Last line: `RESULT release <msgs/s> msgs/s ratio=<release ÷ quarantine transfer>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+
+from _mailbench import (
+    HELD,
+    BenchFailure,
+    DeploymentError,
+    SmtpSink,
+    bench_root,
+    deployment,
+    exactly_once,
+    held_count,
+    held_gauge,
+    held_recipients,
+    quarantine_phase,
+    recipient_numbers,
+    report_progress,
+    wait_until,
+)
+
+from pvoq.admin.protocol import call
+from pvoq.config.loader import load_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--size", type=int, default=10_240)
+    parser.add_argument("--deadline", type=float, default=900.0, help="seconds per phase")
+    args = parser.parse_args()
+
+    root = bench_root("pvoq-bench-release-")
+    dep = deployment(root / "deploy", args.sessions)
+    sink = SmtpSink(root / "sink", dep.ports["sink"], dump=True)
+    sender = "release@sender.example"
+    try:
+        sink.start()
+        dep.start_manager()
+        dep.start_gateway()
+        print(f"smtp-source: {args.messages} messages of {args.size} bytes, {args.sessions} "
+              "sessions, a new connection per message, caught by a content filter; "
+              "then one bulk release to smtp-sink downstream")
+        quarantined, intake = quarantine_phase(dep, args.messages, args.sessions, args.size,
+                                               sender=sender, deadline_s=args.deadline)
+        print(f"quarantine: smtp-source -> gateway -> CPQ -> manager, held and searchable: "
+              f"{quarantined:8.1f} msgs/s (SMTP intake alone {intake:.1f})")
+        problem = exactly_once(held_recipients(dep, HELD, sender), args.messages)
+        if problem:
+            raise BenchFailure(f"the manager's quarantine is wrong: {problem}")
+
+        start = time.perf_counter()
+        response = call(load_config(dep.manager_config).admin_socket, "quarantine.bulk",
+                        {"action": "release", "query": HELD}, timeout_s=args.deadline)
+        if not response.get("ok"):
+            raise BenchFailure(f"quarantine.bulk release: {response.get('error')}")
+        decided = time.perf_counter() - start
+        data = response["data"]
+        if data["count"] != args.messages:
+            raise BenchFailure(f"the bulk release found {data['count']} of {args.messages}")
+        end = wait_until("smtp-sink to take every released message", lambda: sink.count,
+                         args.messages, deadline_s=args.deadline, interval_s=0.05)
+        released = args.messages / (end - start)
+        print(f"release: one bulk action ({data['done']} done in {decided:.1f} s) -> CPQ -> "
+              f"gateway -> smtp-sink: {released:8.1f} msgs/s")
+
+        sink.stop()
+        problem = exactly_once(recipient_numbers(sink.deliveries(), sender), args.messages)
+        if problem:
+            raise BenchFailure(f"smtp-sink's deliveries: {problem}")
+        left = held_count(dep, HELD)
+        if left:
+            raise BenchFailure(f"{left} messages still held after the release")
+        print(f"delivered: {args.messages} messages at smtp-sink, each exactly once; "
+              "none left held")
+        print(f"RESULT release {released:.1f} msgs/s ratio={released / quarantined:.2f}")
+    except (BenchFailure, DeploymentError) as exc:
+        print(f"FAILED: {exc}", flush=True)
+        if "manager" in dep.procs:
+            report_progress("held now", lambda: held_gauge(dep))
+        report_progress("taken by smtp-sink", lambda: sink.count)
+        sys.exit(2)
+    finally:
+        dep.stop_all()
+        sink.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

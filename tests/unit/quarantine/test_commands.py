@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 from qhelpers import RecordingSettler, put
 
-from pvoq.admin.protocol import CommandError
+from pvoq.admin.protocol import CommandError, Peer
 from pvoq.quarantine.commands import QuarantineCommands
 from pvoq.quarantine.roles import PermissionDenied
 from pvoq.quarantine.search import SearchError
@@ -27,6 +27,7 @@ from pvoq.quarantine.settings import (
 from pvoq.quarantine.store import QuarantineError, QuarantineStore
 
 SETTINGS = merge_settings([QuarantineSettings("HR", 2 * DAY, RELEASE, False)])
+PEER = Peer(pid=4242, uid=1000, gid=1000, user="alice")
 
 
 class FakeService:
@@ -64,13 +65,13 @@ def refusal(coro: Any) -> str:
 
 class TestGuard:
     def test_an_answer_passes(self) -> None:
-        assert asyncio.run(commands(FakeService()).show({"mid": "7"})) == {"data": {"mid": 7}}
+        assert asyncio.run(commands(FakeService()).show({"mid": "7"}, PEER)) == {"data": {"mid": 7}}
 
     def test_a_missing_argument_is_its_name(self) -> None:
-        assert refusal(commands(FakeService()).show({})) == "mid"
+        assert refusal(commands(FakeService()).show({}, PEER)) == "mid"
 
     def test_a_malformed_argument_is_the_value_error_without_end_quotes(self) -> None:
-        assert refusal(commands(FakeService()).show({"mid": "x"})) == \
+        assert refusal(commands(FakeService()).show({"mid": "x"}, PEER)) == \
             "invalid literal for int() with base 10: 'x"
 
     @pytest.mark.parametrize(("exc", "text"), [
@@ -84,17 +85,17 @@ class TestGuard:
     ], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else "")
     def test_a_service_refusal_is_its_text_without_end_quotes(self, exc: BaseException,
                                                              text: str) -> None:
-        assert refusal(commands(FakeService(exc)).show({"mid": 1})) == text
-        assert refusal(commands(FakeService(exc)).delay({"mid": 1, "delay": "2y"})) == text
+        assert refusal(commands(FakeService(exc)).show({"mid": 1}, PEER)) == text
+        assert refusal(commands(FakeService(exc)).delay({"mid": 1, "delay": "2y"}, PEER)) == text
 
     def test_a_refusal_of_the_command_itself_is_as_written(self) -> None:
         result = ActionResult(1, False, text="not an address: 'nobody'")
         assert refusal(commands(FakeService(result=result)).copy(
-            {"mid": 1, "address": "nobody"})) == "not an address: 'nobody'"
+            {"mid": 1, "address": "nobody"}, PEER)) == "not an address: 'nobody'"
 
     def test_anything_else_passes_to_the_admin_socket(self) -> None:
         with pytest.raises(RuntimeError, match="boom"):
-            asyncio.run(commands(FakeService(RuntimeError("boom"))).show({"mid": 1}))
+            asyncio.run(commands(FakeService(RuntimeError("boom"))).show({"mid": 1}, PEER))
 
 
 class TestBounds:
@@ -116,10 +117,10 @@ class TestBounds:
     def test_a_huge_mid_is_an_unknown_message(self, real: QuarantineCommands, mid: int
                                               ) -> None:
         unknown = f"No message with MID {mid} in the quarantines."
-        assert refusal(real.release({"mid": mid})) == unknown
-        assert refusal(real.delete({"mid": str(mid)})) == unknown
-        assert refusal(real.delay({"mid": mid, "delay": "8h"})) == unknown
-        assert refusal(real.show({"mid": mid})) == unknown
+        assert refusal(real.release({"mid": mid}, PEER)) == unknown
+        assert refusal(real.delete({"mid": str(mid)}, PEER)) == unknown
+        assert refusal(real.delay({"mid": mid, "delay": "8h"}, PEER)) == unknown
+        assert refusal(real.show({"mid": mid}, PEER)) == unknown
 
     @pytest.mark.parametrize("args", [
         {"query": {"subject": {"op": "contains", "value": "\x00"}}},
@@ -127,9 +128,9 @@ class TestBounds:
         {"query": {"quarantines": ["\x00"]}}], ids=repr)
     def test_a_bad_search_is_refused(self, real: QuarantineCommands,
                                      args: dict[str, Any]) -> None:
-        refusal(real.search(args))
-        refusal(real.bulk({**args, "action": "delete"}))
+        refusal(real.search(args, PEER))
+        refusal(real.bulk({**args, "action": "delete"}, PEER))
 
     def test_a_bulk_still_answers_as_before(self, real: QuarantineCommands) -> None:
-        answer = asyncio.run(real.bulk({"action": "delete", "query": {}}))
+        answer = asyncio.run(real.bulk({"action": "delete", "query": {}}, PEER))
         assert answer["text"] == "delete: did act on 1 messages (1 done)."

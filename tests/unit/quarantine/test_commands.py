@@ -5,6 +5,10 @@ own refusals pass as written; anything else is left to the admin socket (interna
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -12,7 +16,7 @@ from typing import Any, cast
 import pytest
 from qhelpers import RecordingSettler, put
 
-from pvoq.admin.protocol import CommandError, Peer
+from pvoq.admin.protocol import AdminServer, CommandError, Peer, call
 from pvoq.quarantine.commands import QuarantineCommands
 from pvoq.quarantine.roles import PermissionDenied
 from pvoq.quarantine.search import SearchError
@@ -134,3 +138,42 @@ class TestBounds:
     def test_a_bulk_still_answers_as_before(self, real: QuarantineCommands) -> None:
         answer = asyncio.run(real.bulk({"action": "delete", "query": {}}, PEER))
         assert answer["text"] == "delete: did act on 1 messages (1 done)."
+
+
+class TestActor:
+    """Over a real admin socket, the audit trail names the connected process's user, whatever
+    `user` or `LOGNAME` the client gives; a release and a search by one user name the same."""
+
+    def test_the_actor_is_the_socket_peer(self, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+        store = QuarantineStore(f"sqlite:///{tmp_path / 'q.db'}", tmp_path / "bodies",
+                                settings=SETTINGS)
+        store.sync_quarantines(SETTINGS)
+        put(store, 1, "Policy")
+        service = QuarantineService(store, RecordingSettler(store), lambda line: None)
+        directory = Path(tempfile.mkdtemp(prefix="pvoq-actor-"))
+        server = AdminServer(directory / "admin.sock")
+        QuarantineCommands(service).register(server)
+        monkeypatch.setenv("LOGNAME", "mallory")
+
+        async def scenario() -> list[dict[str, Any]]:
+            await server.start()
+            try:
+                return [await asyncio.to_thread(call, server.path, name, args) for name, args in [
+                    ("quarantine.search", {"query": {}, "user": "root"}),
+                    ("quarantine.release", {"mid": 1, "user": "admin"}),
+                    ("quarantine.saved", {"op": "list", "user": "root"})]]
+            finally:
+                await server.stop()
+
+        try:
+            replies = asyncio.run(scenario())
+            assert [r["ok"] for r in replies] == [True, True, True], replies
+            records = service.audit.tail()
+        finally:
+            store.close()
+            shutil.rmtree(directory, ignore_errors=True)
+        me = pwd.getpwuid(os.getuid()).pw_name
+        assert [(r["action"], r["actor"], r["origin"]) for r in records] == [
+            (action, me, f"admin-socket (uid {os.getuid()}, pid {os.getpid()})")
+            for action in ("search", "release")]

@@ -195,6 +195,8 @@ class QuarantineCommands(CommandSet):
     @_guard
     async def audit_verify(self, args: dict[str, Any]) -> dict[str, Any]:
         verdict = self.service.audit.verify()
+        if not verdict.ok and verdict.broken_at is None:
+            raise CommandError(f"Audit trail cannot be verified: {verdict.problem}")
         if not verdict.ok:
             raise CommandError(f"Audit trail BROKEN at record {verdict.broken_at}: "
                                f"{verdict.problem} ({verdict.records} records verified before)")

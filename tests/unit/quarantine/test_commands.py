@@ -139,6 +139,13 @@ class TestBounds:
         answer = asyncio.run(real.bulk({"action": "delete", "query": {}}, PEER))
         assert answer["text"] == "delete: did act on 1 messages (1 done)."
 
+    def test_verify_under_another_key_says_so(self, real: QuarantineCommands) -> None:
+        asyncio.run(real.search({"query": {}}, PEER))
+        assert asyncio.run(real.audit_verify({}))["text"] == "Audit trail intact: 1 records."
+        real.service.audit.key = b"\x00" * 32      # as if audit.key were another manager's
+        assert refusal(real.audit_verify({})).startswith(
+            "Audit trail cannot be verified: wrong key: ")
+
 
 class TestActor:
     """Over a real admin socket, the audit trail names the connected process's user, whatever
@@ -177,3 +184,4 @@ class TestActor:
         assert [(r["action"], r["actor"], r["origin"]) for r in records] == [
             (action, me, f"admin-socket (uid {os.getuid()}, pid {os.getpid()})")
             for action in ("search", "release")]
+

@@ -127,6 +127,26 @@ class TestQuarantineCli:
         assert broken.returncode == 1
         assert "BROKEN at record 1: record 1 was altered" in broken.stderr
 
+    def test_a_manager_with_another_audit_key_does_not_start(self, deployment: Deployment
+                                                               ) -> None:
+        """The audit key the trail was written with is checked at start: with another one
+        the manager exits 1 and says which file is wrong and what to do."""
+        key = load_config(deployment.manager_config).data_dir / "audit.key"
+        deployment.start_manager()
+        deployment.admin(deployment.manager_config, "quarantine.list")  # one record
+        assert deployment.stop("manager") == 0
+        first = key.read_bytes()
+        key.write_bytes(bytes(b ^ 0xFF for b in first))
+        refused = pvoq("manager", "run", "-c", str(deployment.manager_config))
+        assert refused.returncode == 1
+        assert f"pvoq: manager cannot start: wrong key: {key} is not the key this audit " \
+            "trail was written with" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        key.write_bytes(first)
+        deployment.start_manager()
+        verified = pvoq("cli", "-c", str(deployment.manager_config), "audit", "verify")
+        assert verified.stdout.strip() == "Audit trail intact: 1 records."
+
     def test_bad_filter_is_a_usage_error(self, running: Deployment) -> None:
         """An unknown search operator is refused before anything is sent."""
         result = pvoq("cli", "-c", str(running.manager_config), "quarantine", "search",

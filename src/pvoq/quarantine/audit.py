@@ -89,7 +89,7 @@ def key_path(url: str | URL, data_dir: Path) -> Path:
     database = parsed.database or ""
     if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") \
             and not database.startswith("file:"):
-        return Path(database).resolve().parent / KEY_FILE
+        return Path(database).parent / KEY_FILE
     return Path(data_dir) / KEY_FILE
 
 

@@ -8,6 +8,8 @@ name), declared on the branch that says what an edge does with it::
     │   │                            the operator, who can act on it
     │   ├── CommandError             admin.protocol: an operator command refused (400)
     │   ├── SshFault                 remote.keys: the SSH link to a gateway failed (400)
+    │   ├── AuditKeyError            quarantine.audit: the audit key is unreadable or not
+    │   │                            this trail's (the manager does not start)
     │   ├── Invalid ................ HTTP 400: a value the operator gave is wrong
     │   │   ├── ConfigError          config.errors: the configuration is refused (CLI: exit 2)
     │   │   ├── FilterSyntaxError    config.filterlang: a filter does not parse (the loader

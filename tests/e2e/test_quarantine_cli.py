@@ -4,18 +4,23 @@ bulk actions with --dry-run, delay, send copy, and the audit trail with tamperin
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import sqlite3
+import stat
 import subprocess
 import sys
 from typing import Any
 
 from pvoq.config.loader import load_config
+from pvoq.quarantine.audit import record_hash
+from pvoq.quarantine.schema import GENESIS
 from pvoq.testing.localdeploy import Deployment, wait_for
 
 
-def pvoq(*args: str) -> subprocess.CompletedProcess[str]:
+def pvoq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "pvoq", *args], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=env)
 
 
 def search(cfg: str, *args: str) -> dict[str, Any]:
@@ -81,6 +86,66 @@ class TestQuarantineCli:
         broken = pvoq("cli", "-c", cfg, "audit", "verify")
         assert broken.returncode == 1
         assert "BROKEN at record 2" in broken.stderr
+
+    def test_one_user_one_actor_and_a_keyed_trail(self, running: Deployment) -> None:
+        """A search and a release by the same CLI user record the same actor, the user of
+        the process on the admin socket, whatever LOGNAME says; the trail is keyed with
+        audit.key (0600), so an edit with the plain SHA-256 chain recomputed is found."""
+        running.send(subject="confidential numbers", body="x")
+        wait_for("one quarantined", lambda: len(running.quarantined()) == 1)
+        cfg = str(running.manager_config)
+        env = {**os.environ, "LOGNAME": "mallory", "USER": "mallory"}
+        found = pvoq("cli", "-c", cfg, "quarantine", "search", "--json", env=env)
+        assert found.returncode == 0, found.stderr
+        mid = str(json.loads(found.stdout)["messages"][0]["id"])
+        released = pvoq("cli", "-c", cfg, "quarantine", "release", mid, env=env)
+        assert released.returncode == 0, released.stderr
+
+        tail = pvoq("cli", "-c", cfg, "audit", "tail", "--json", "-n", "50")
+        records = {r["action"]: r for r in json.loads(tail.stdout)}
+        me = pwd.getpwuid(os.getuid()).pw_name
+        assert records["search"]["actor"] == records["release"]["actor"] == me
+        assert records["release"]["origin"].startswith(f"admin-socket (uid {os.getuid()}, pid ")
+        plain = pvoq("cli", "-c", cfg, "audit", "tail", "-n", "1")
+        assert f" {me}@admin-socket (uid {os.getuid()}, pid " in plain.stdout
+
+        data_dir = load_config(cfg).data_dir
+        assert stat.S_IMODE((data_dir / "audit.key").stat().st_mode) == 0o600
+        assert pvoq("cli", "-c", cfg, "audit", "verify").returncode == 0
+        with sqlite3.connect(data_dir / "quarantine.db") as conn:
+            conn.execute("UPDATE audit SET actor = 'mallory' WHERE seq = 1")
+            prev = GENESIS
+            rows = conn.execute("SELECT seq, at, actor, origin, action, detail FROM audit "
+                                "ORDER BY seq").fetchall()
+            for seq, at, actor, origin, action, detail in rows:
+                digest = record_hash(seq, at, actor, origin, action, detail, prev)
+                conn.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?",
+                             (prev, digest, seq))
+                prev = digest
+            conn.execute("UPDATE audit_head SET hash = ?", (prev,))
+        broken = pvoq("cli", "-c", cfg, "audit", "verify")
+        assert broken.returncode == 1
+        assert "BROKEN at record 1: record 1 was altered" in broken.stderr
+
+    def test_a_manager_with_another_audit_key_does_not_start(self, deployment: Deployment
+                                                               ) -> None:
+        """The audit key the trail was written with is checked at start: with another one
+        the manager exits 1 and says which file is wrong and what to do."""
+        key = load_config(deployment.manager_config).data_dir / "audit.key"
+        deployment.start_manager()
+        deployment.admin(deployment.manager_config, "quarantine.list")  # one record
+        assert deployment.stop("manager") == 0
+        first = key.read_bytes()
+        key.write_bytes(bytes(b ^ 0xFF for b in first))
+        refused = pvoq("manager", "run", "-c", str(deployment.manager_config))
+        assert refused.returncode == 1
+        assert f"pvoq: manager cannot start: wrong key: {key} is not the key this audit " \
+            "trail was written with" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        key.write_bytes(first)
+        deployment.start_manager()
+        verified = pvoq("cli", "-c", str(deployment.manager_config), "audit", "verify")
+        assert verified.stdout.strip() == "Audit trail intact: 1 records."
 
     def test_bad_filter_is_a_usage_error(self, running: Deployment) -> None:
         """An unknown search operator is refused before anything is sent."""

@@ -28,6 +28,7 @@ from pvoq.errors import (
     TemporaryFailure,
     http_status,
 )
+from pvoq.quarantine.audit import AuditKeyError
 from pvoq.quarantine.roles import PermissionDenied
 from pvoq.quarantine.search import SearchError
 from pvoq.quarantine.settings import SettingsError
@@ -48,6 +49,7 @@ from pvoq.testing.pgserver import PostgresUnavailable
 BRANCHES: dict[type[BaseException], type[PvoqError]] = {
     CommandError: OperatorError,
     SshFault: OperatorError,
+    AuditKeyError: OperatorError,
     ConfigError: Invalid,
     FilterSyntaxError: Invalid,
     RulesError: Invalid,
@@ -70,7 +72,7 @@ BRANCHES: dict[type[BaseException], type[PvoqError]] = {
 
 # Modules whose exceptions are on the tree: each of their exception classes must be listed.
 MODULES = ["pvoq.admin.protocol", "pvoq.config.errors", "pvoq.config.filterlang",
-           "pvoq.cpq.metadata", "pvoq.cpq.transfer", "pvoq.quarantine.roles", "pvoq.quarantine.search",
+           "pvoq.cpq.metadata", "pvoq.cpq.transfer", "pvoq.quarantine.audit", "pvoq.quarantine.roles", "pvoq.quarantine.search",
            "pvoq.quarantine.settings", "pvoq.quarantine.store", "pvoq.remote.keys",
            "pvoq.scan.antivirus", "pvoq.scan.message", "pvoq.scan.outbreak", "pvoq.scan.verdict", "pvoq.scan.workers",
            "pvoq.smtp.client", "pvoq.spool.log", "pvoq.testing.clamd",

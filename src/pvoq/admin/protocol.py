@@ -6,6 +6,13 @@ Response: `{"ok": true, "text": "...", "data": {...}}` or
 
 The socket is `<data>/admin.sock`, mode 0600: whoever can read the
 appliance's data directory may operate it, nobody else.
+
+Who is connected is the kernel's word, not the client's: when a connection
+is accepted the server reads its peer credentials (`SO_PEERCRED`: pid, uid,
+gid) into a `Peer`, resolves the uid to a user name, and hands that `Peer`
+to every command registered with `peer=True` (`@command(name, peer=True)`)
+beside its arguments. Nothing in a request can change it; a client that
+still sends a `user` argument is not refused, and not believed.
 """
 
 from __future__ import annotations
@@ -14,8 +21,11 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 import socket
+import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +33,73 @@ from pvoq.errors import OperatorError, TemporaryFailure
 
 Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_LINE = 1 << 20
+_UCRED = struct.Struct("3i")   # struct ucred: pid, uid, gid
 
 
 class CommandError(OperatorError):
     """An operator command failed in a way the operator can act on (exit 1)."""
 
 
+@dataclass(frozen=True)
+class Peer:
+    """The process at the other end of an admin socket connection, as the kernel saw it
+    connect (`SO_PEERCRED`); `user` is its uid's name, or `uid:N` without a passwd entry."""
+
+    pid: int
+    uid: int
+    gid: int
+    user: str
+
+    @property
+    def actor(self) -> str:
+        """Who acts, as the audit trail records it: the user name (as for an API token)."""
+        return self.user
+
+    @property
+    def origin(self) -> str:
+        """From where, as the audit trail records it: the socket, the uid and the pid."""
+        return f"admin-socket (uid {self.uid}, pid {self.pid})"
+
+
+def user_name(uid: int) -> str:
+    """The name of *uid* in the passwd database, or `uid:N` when it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
+
+
+def peer_of(sock: Any) -> Peer | None:
+    """The credentials of the process connected on the Unix socket *sock* (None where the
+    system cannot tell: no `SO_PEERCRED`)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    try:
+        pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size))
+    except OSError:
+        return None
+    return Peer(pid, uid, gid, user_name(uid))
+
+
 class AdminServer:
     def __init__(self, path: Path, *, before_reply: Callable[[], None] | None = None) -> None:
         self.path = Path(path)
-        self.commands: dict[str, Command] = {}
+        self.commands: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {}
+        self._with_peer: set[str] = set()   # commands called with the connection's `Peer`
         self._server: asyncio.AbstractServer | None = None
         # e.g. flushing mail_logs: whoever ran a command finds its log lines written
         self._before_reply = before_reply
 
-    def register(self, name: str, command: Command) -> None:
+    def register(self, name: str, command: Callable[..., Awaitable[dict[str, Any]]], *,
+                 peer: bool = False) -> None:
+        """Answer *name* with *command*: `command(args)`, or `command(args, peer)` when
+        *peer* (the connected process's credentials, which no request can change)."""
         if name in self.commands:
             raise ValueError(f"admin command {name!r} registered twice")
         self.commands[name] = command
+        if peer:
+            self._with_peer.add(name)
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -61,9 +120,10 @@ class AdminServer:
             self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = peer_of(writer.get_extra_info("socket"))
         try:
             while line := await reader.readline():
-                reply = await self._dispatch(line)
+                reply = await self._dispatch(line, peer)
                 if self._before_reply is not None:
                     self._before_reply()
                 writer.write(json.dumps(reply).encode() + b"\n")
@@ -73,17 +133,22 @@ class AdminServer:
         finally:
             writer.close()
 
-    async def _dispatch(self, line: bytes) -> dict[str, Any]:
+    async def _dispatch(self, line: bytes, peer: Peer | None) -> dict[str, Any]:
         try:
             request = json.loads(line)
             name, args = request["command"], request.get("args") or {}
+            if not isinstance(args, dict):
+                raise TypeError("args is not an object")
         except (ValueError, KeyError, TypeError):
             return {"ok": False, "error": "malformed request", "exit": 2}
         command = self.commands.get(name)
         if command is None:
             return {"ok": False, "error": f"Unknown command: {name}", "exit": 2}
+        if name in self._with_peer and peer is None:
+            return {"ok": False, "error": f"{name}: the admin socket cannot tell which user "
+                    "is connected (no SO_PEERCRED on this system)", "exit": 1}
         try:
-            result = await command(args)
+            result = await (command(args, peer) if name in self._with_peer else command(args))
         except OperatorError as exc:  # the operator's to act on: its text, as it is
             return {"ok": False, "error": str(exc), "exit": exc.exit_code}
         except Exception as exc:

@@ -18,6 +18,15 @@ may be missing), or raises an operator error (`CommandError`, exit 1)::
 A set is given only the collaborators its commands use (queues, counters,
 listeners...), never the whole appliance, so that what a command can touch
 is visible in its constructor. The role wires its sets in its constructor.
+
+A command that must know who runs it (to record them in the audit trail)
+is marked `@command(name, peer=True)` and takes the connection's `Peer`
+(`admin.protocol`: the kernel's credentials of the connected process) as
+a second argument, never a name from the request::
+
+        @command("quarantine.release", peer=True)
+        async def release(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+            ...
 """
 
 from __future__ import annotations
@@ -29,21 +38,28 @@ CommandMethod = Callable[..., Awaitable[dict[str, Any]]]
 F = TypeVar("F", bound=CommandMethod)
 
 _MARK = "__pvoq_admin_command__"
+_PEER = "__pvoq_admin_command_peer__"
 
 
 class Registry(Protocol):
     """Where commands go: the admin server (`AdminServer.register`)."""
 
-    def register(self, name: str, command: Callable[[dict[str, Any]],
-                                                    Awaitable[dict[str, Any]]]) -> None: ...
+    def register(self, name: str, command: CommandMethod, *, peer: bool = False) -> None: ...
 
 
-def command(name: str) -> Callable[[F], F]:
-    """Mark a `CommandSet` method as the operator command *name* (e.g. `quarantine.list`)."""
+def command(name: str, *, peer: bool = False) -> Callable[[F], F]:
+    """Mark a `CommandSet` method as the operator command *name* (e.g. `quarantine.list`);
+    *peer*: the method takes the connection's `Peer` after its arguments."""
     def mark(fn: F) -> F:
         setattr(fn, _MARK, name)
+        setattr(fn, _PEER, peer)
         return fn
     return mark
+
+
+def wants_peer(method: object) -> bool:
+    """Whether *method* was marked `@command(..., peer=True)`."""
+    return bool(getattr(method, _PEER, False))
 
 
 class CommandSet:
@@ -64,5 +80,9 @@ class CommandSet:
         """Register every command of this set; returns their names."""
         names = self.command_names()
         for name, attr in names.items():
-            registry.register(name, getattr(self, attr))
+            method = getattr(self, attr)
+            if wants_peer(method):
+                registry.register(name, method, peer=True)
+            else:
+                registry.register(name, method)
         return list(names)

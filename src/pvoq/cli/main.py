@@ -16,6 +16,7 @@ from pvoq import __version__
 from pvoq.cli import logs, operator, quarantine, queues, remote, scanning, spool
 from pvoq.cli.client import ClientContext, load_or_exit
 from pvoq.config.errors import ConfigError
+from pvoq.errors import OperatorError
 from pvoq.fsutil import restrict_umask
 
 
@@ -127,7 +128,7 @@ def _run_role(config_path: str, role: str, verbose: bool) -> None:
     except ConfigError as exc:
         click.echo(f"pvoq: configuration error: {exc.located(path=str(cfg.path))}", err=True)
         sys.exit(2)
-    except OSError as exc:
+    except (OSError, OperatorError) as exc:  # e.g. the audit key is not this trail's
         click.echo(f"pvoq: {role} cannot start: {exc}", err=True)
         sys.exit(1)
 

@@ -13,7 +13,6 @@ so into its audit trail).
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 from datetime import datetime
@@ -118,13 +117,6 @@ OPS = ("contains", "does-not-contain", "starts-with", "does-not-start-with", "en
 UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry for this uid
-        return "admin"
-
-
 def _text_filter(value: str | None) -> dict[str, str] | None:
     if value is None:
         return None
@@ -223,11 +215,10 @@ def quarantine_search(ctx: click.Context, sort: str, order: str, page_size: str,
     query = build_query(kw, sort=sort, order=order, page_size=int(page_size), page=page)
     if save:
         click.echo(request(ctx, "quarantine.saved", {"op": "save", "name": save,
-                                                      "query": query, "user": _user()})["text"])
-    args: dict[str, Any] = {"query": query, "user": _user()}
+                                                      "query": query})["text"])
+    args: dict[str, Any] = {"query": query}
     if saved:
-        args = {"saved": saved, "limit": int(page_size), "offset": (page - 1) * int(page_size),
-                "user": _user()}
+        args = {"saved": saved, "limit": int(page_size), "offset": (page - 1) * int(page_size)}
     data = request(ctx, "quarantine.search", args)["data"]
     if print_json(as_json, data):
         return
@@ -264,8 +255,7 @@ def quarantine_bulk(ctx: click.Context, action: str, saved: str | None, dry_run:
     """Apply ACTION to every message a search finds (see --dry-run)."""
     response = request(ctx, "quarantine.bulk", {
         "query": build_query(kw), "saved": saved, "action": action, "dry_run": dry_run,
-        "quarantine": only_in, "delay": delay, "target": target, "address": address,
-        "user": _user()})
+        "quarantine": only_in, "delay": delay, "target": target, "address": address})
     data = response["data"]
     if print_json(as_json, data):
         return
@@ -288,10 +278,9 @@ def quarantine_saved(ctx: click.Context, op: str, name: str | None) -> None:
     if op == "delete":
         if not name:
             raise click.UsageError("delete needs a NAME")
-        click.echo(request(ctx, "quarantine.saved", {"op": "delete", "name": name,
-                                                      "user": _user()})["text"])
+        click.echo(request(ctx, "quarantine.saved", {"op": "delete", "name": name})["text"])
         return
-    data = request(ctx, "quarantine.saved", {"op": "list", "user": _user()})["data"]
+    data = request(ctx, "quarantine.saved", {"op": "list"})["data"]
     if not data:
         click.echo("No saved searches.")
     for saved_name, query in data.items():
@@ -308,8 +297,7 @@ def quarantine_delay(ctx: click.Context, mids: tuple[int, ...], delay: str,
     """Delay the scheduled exit of messages."""
     for mid in mids:
         click.echo(request(ctx, "quarantine.delay", {"mid": mid, "delay": delay,
-                                                      "quarantine": name,
-                                                      "user": _user()})["text"])
+                                                      "quarantine": name})["text"])
 
 
 @quarantine.command("move")
@@ -322,8 +310,7 @@ def quarantine_move(ctx: click.Context, mids: tuple[int, ...], source: str,
     """Move messages to another policy quarantine (exit and reason are kept)."""
     for mid in mids:
         click.echo(request(ctx, "quarantine.move", {"mid": mid, "source": source,
-                                                     "target": target,
-                                                     "user": _user()})["text"])
+                                                     "target": target})["text"])
 
 
 @quarantine.command("copy")
@@ -333,15 +320,14 @@ def quarantine_move(ctx: click.Context, mids: tuple[int, ...], source: str,
 def quarantine_copy(ctx: click.Context, mids: tuple[int, ...], address: str) -> None:
     """Send a copy to ADDRESS through the originating gateway; the message stays held."""
     for mid in mids:
-        click.echo(request(ctx, "quarantine.copy", {"mid": mid, "address": address,
-                                                     "user": _user()})["text"])
+        click.echo(request(ctx, "quarantine.copy", {"mid": mid, "address": address})["text"])
 
 
 @quarantine.command("expire")
 @click.pass_context
 def quarantine_expire(ctx: click.Context) -> None:
     """Apply default actions to every message past its scheduled exit, now."""
-    click.echo(request(ctx, "quarantine.expire", {"user": _user()})["text"])
+    click.echo(request(ctx, "quarantine.expire")["text"])
 
 
 @quarantine.command("config")

@@ -22,6 +22,7 @@ from pvoq.cpq.server import CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.manager.handler import QuarantineHandler
 from pvoq.manager.releases import Releases
+from pvoq.quarantine.audit import key_path
 from pvoq.quarantine.commands import QuarantineCommands
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, merge_settings
@@ -76,7 +77,8 @@ class Manager(Appliance):
                                  ids=self.ids, maillog=self.maillog,
                                  serial_number=config.serial_number)
         self.service = QuarantineService(self.store, self.releases, self.maillog.info,
-                                         quota_bytes=int(qs.max_size_mb * 2**20))
+                                         quota_bytes=int(qs.max_size_mb * 2**20),
+                                         audit_key_file=key_path(url, config.data_dir))
         self._expiry_task: asyncio.Task[None] | None = None
         self._expiry_wake = asyncio.Event()
         self.api: ApiServer | None = None

@@ -3,8 +3,10 @@
 `quarantine.*`, `audit.*`: each turns the JSON arguments `pvoq cli` sends
 into one call of the `QuarantineService` and its answer into
 `{"text": ..., "data": ...}`. Whoever can open the admin socket (mode 0600)
-is the appliance's administrator; the CLI passes the operating system user
-so that the audit trail says who.
+is the appliance's administrator; the audit trail says who it was from the
+socket's peer credentials (`admin.protocol.Peer`: the user name of the
+connected process's uid, with the uid and pid in the origin), never from
+anything the client sends.
 
 The service layer's errors are `OperatorError`s (`pvoq.errors`), which the
 admin socket answers with exit 1 and their text. `_guard`, around every
@@ -21,7 +23,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-from pvoq.admin.protocol import CommandError
+from pvoq.admin.protocol import CommandError, Peer
 from pvoq.admin.registry import CommandSet, command
 from pvoq.errors import OperatorError
 from pvoq.quarantine.roles import ADMIN, Caller
@@ -31,8 +33,9 @@ from pvoq.quarantine.service import QuarantineService
 Method = TypeVar("Method", bound=Callable[..., Awaitable[dict[str, Any]]])
 
 
-def _caller(args: dict[str, Any]) -> Caller:
-    return Caller(str(args.get("user") or "admin"), "admin-socket", ADMIN)
+def _caller(peer: Peer) -> Caller:
+    """The socket's administrator, named by the kernel's credentials of the connection."""
+    return Caller(peer.actor, peer.origin, ADMIN)
 
 
 def _guard(fn: Method) -> Method:
@@ -59,69 +62,69 @@ class QuarantineCommands(CommandSet):
     def __init__(self, service: QuarantineService) -> None:
         self.service = service
 
-    @command("quarantine.list")
+    @command("quarantine.list", peer=True)
     @_guard
-    async def list(self, args: dict[str, Any]) -> dict[str, Any]:
+    async def list(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
         name = args.get("quarantine")
         query = SearchQuery(quarantines=(name,) if name else (),
                             limit=int(args.get("limit", 100)), offset=int(args.get("offset", 0)))
-        rows, total = self.service.search(_caller(args), query)
+        rows, total = self.service.search(_caller(peer), query)
         return {"data": {"messages": rows, "total": total,
                          "counts": self.service.store.counts()}}
 
-    @command("quarantine.show")
+    @command("quarantine.show", peer=True)
     @_guard
-    async def show(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"data": self.service.details(_caller(args), int(args["mid"]))}
+    async def show(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return {"data": self.service.details(_caller(peer), int(args["mid"]))}
 
-    def _act(self, args: dict[str, Any], action: str) -> dict[str, Any]:
-        result = self.service.act(_caller(args), action, int(args["mid"]),
+    def _act(self, args: dict[str, Any], peer: Peer, action: str) -> dict[str, Any]:
+        result = self.service.act(_caller(peer), action, int(args["mid"]),
                                   args.get("quarantine"),
                                   recipients=list(args.get("recipients") or []) or None)
         if not result.ok:
             raise CommandError(result.text)
         return {"text": result.text, "data": result.as_dict()}
 
-    @command("quarantine.release")
+    @command("quarantine.release", peer=True)
     @_guard
-    async def release(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._act(args, "release")
+    async def release(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return self._act(args, peer, "release")
 
-    @command("quarantine.delete")
+    @command("quarantine.delete", peer=True)
     @_guard
-    async def delete(self, args: dict[str, Any]) -> dict[str, Any]:
-        return self._act(args, "delete")
+    async def delete(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        return self._act(args, peer, "delete")
 
-    @command("quarantine.delay")
+    @command("quarantine.delay", peer=True)
     @_guard
-    async def delay(self, args: dict[str, Any]) -> dict[str, Any]:
-        result = self.service.delay(_caller(args), int(args["mid"]), str(args["delay"]),
+    async def delay(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        result = self.service.delay(_caller(peer), int(args["mid"]), str(args["delay"]),
                                     args.get("quarantine"))
         if not result.ok:
             raise CommandError(result.text)
         return {"text": result.text, "data": result.as_dict()}
 
-    @command("quarantine.move")
+    @command("quarantine.move", peer=True)
     @_guard
-    async def move(self, args: dict[str, Any]) -> dict[str, Any]:
-        result = self.service.move(_caller(args), int(args["mid"]), str(args["source"]),
+    async def move(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        result = self.service.move(_caller(peer), int(args["mid"]), str(args["source"]),
                                    str(args["target"]))
         if not result.ok:
             raise CommandError(result.text)
         return {"text": result.text, "data": result.as_dict()}
 
-    @command("quarantine.copy")
+    @command("quarantine.copy", peer=True)
     @_guard
-    async def copy(self, args: dict[str, Any]) -> dict[str, Any]:
-        result = self.service.copy(_caller(args), int(args["mid"]), str(args["address"]))
+    async def copy(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        result = self.service.copy(_caller(peer), int(args["mid"]), str(args["address"]))
         if not result.ok:
             raise CommandError(result.text)
         return {"text": result.text, "data": result.as_dict()}
 
-    @command("quarantine.search")
+    @command("quarantine.search", peer=True)
     @_guard
-    async def search(self, args: dict[str, Any]) -> dict[str, Any]:
-        caller = _caller(args)
+    async def search(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        caller = _caller(peer)
         if args.get("saved"):
             saved = self.service.saved_searches(caller)
             if args["saved"] not in saved:
@@ -134,10 +137,10 @@ class QuarantineCommands(CommandSet):
         return {"data": {"messages": rows, "total": total, "limit": query.limit,
                          "offset": query.offset}}
 
-    @command("quarantine.bulk")
+    @command("quarantine.bulk", peer=True)
     @_guard
-    async def bulk(self, args: dict[str, Any]) -> dict[str, Any]:
-        caller = _caller(args)
+    async def bulk(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        caller = _caller(peer)
         query = _query(args)
         if args.get("saved"):
             query = self.service.saved_searches(caller)[args["saved"]]
@@ -156,10 +159,10 @@ class QuarantineCommands(CommandSet):
             text += f" ({data['done']} done)"
         return {"text": text + ".", "data": data}
 
-    @command("quarantine.saved")
+    @command("quarantine.saved", peer=True)
     @_guard
-    async def saved(self, args: dict[str, Any]) -> dict[str, Any]:
-        caller = _caller(args)
+    async def saved(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        caller = _caller(peer)
         op = args.get("op", "list")
         if op == "save":
             self.service.save_search(caller, str(args["name"]), _query(args))
@@ -171,10 +174,10 @@ class QuarantineCommands(CommandSet):
         saved = self.service.saved_searches(caller)
         return {"data": {name: q.to_json() for name, q in saved.items()}}
 
-    @command("quarantine.expire")
+    @command("quarantine.expire", peer=True)
     @_guard
-    async def expire(self, args: dict[str, Any]) -> dict[str, Any]:
-        n = self.service.expire()
+    async def expire(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        n = self.service.expire(caller=_caller(peer))
         return {"text": f"{n} quarantine entries expired.", "data": {"expired": n}}
 
     @command("quarantine.config")
@@ -192,6 +195,8 @@ class QuarantineCommands(CommandSet):
     @_guard
     async def audit_verify(self, args: dict[str, Any]) -> dict[str, Any]:
         verdict = self.service.audit.verify()
+        if not verdict.ok and verdict.broken_at is None:
+            raise CommandError(f"Audit trail cannot be verified: {verdict.problem}")
         if not verdict.ok:
             raise CommandError(f"Audit trail BROKEN at record {verdict.broken_at}: "
                                f"{verdict.problem} ({verdict.records} records verified before)")

@@ -11,7 +11,7 @@ PostgreSQL (psycopg 3; trigram indexes for text search). Tables:
 - `message_quarantines`: which quarantines hold a message, why, until when.
 - `message_recipients`, `attachments`: what searches look at.
 - `message_bodies`: bodies when they live in the database (`bodies=database`).
-- `audit`, `audit_head`: the hash-chained audit trail.
+- `audit`, `audit_head`: the audit trail, HMAC-chained under the audit key.
 - `saved_searches`.
 
 Schema changes go through Alembic (`pvoq/quarantine/migrations`); the
@@ -156,6 +156,9 @@ audit_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: one row
     Column("seq", BigInt, nullable=False),
     Column("hash", String(64), nullable=False),
+    # HMAC of a fixed text under the audit key: tells a wrong key from an edited record;
+    # NULL until the trail is keyed (quarantine.audit)
+    Column("key_check", String(64), nullable=True),
 )
 
 # Messages held, per quarantine and in all ("*"): kept in step by the store in the

@@ -14,13 +14,14 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 
 from pvoq.errors import Invalid
 from pvoq.quarantine import roles
-from pvoq.quarantine.audit import AuditTrail
+from pvoq.quarantine.audit import AuditTrail, key_path
 from pvoq.quarantine.recipients import split
 from pvoq.quarantine.roles import SYSTEM, Caller, PermissionDenied
 from pvoq.quarantine.schema import saved_searches
@@ -99,6 +100,8 @@ class QuarantineService:
     that no quarantine holds any more to *settler* (the manager's
     `Releases`). `quota_bytes` (0: none) bounds the quarantine space:
     `make_room` applies the overflow rule before a transfer is stored.
+    `audit_key_file` is where the audit key lives (`audit.key_path`; by
+    default beside a SQLite database, else beside the bodies directory).
     """
 
     store: QuarantineStore
@@ -106,10 +109,13 @@ class QuarantineService:
     log: Callable[[str], None]
     clock: Callable[[], float] = time.time
     quota_bytes: int = 0
+    audit_key_file: Path | None = None
     audit: AuditTrail = field(init=False)
 
     def __post_init__(self) -> None:
-        self.audit = AuditTrail(self.store.engine, self.clock)
+        key_file = self.audit_key_file or key_path(self.store.engine.url,
+                                                    self.store.bodies.parent)
+        self.audit = AuditTrail.open(self.store.engine, self.clock, key_file, self.log)
 
     # -- views ---------------------------------------------------------------
     def search(self, caller: Caller, query: SearchQuery) -> tuple[list[dict[str, Any]], int]:
@@ -384,28 +390,32 @@ class QuarantineService:
         return bool(gone)
 
     # -- expiry, deleted quarantines, overflow ----------------------------------
-    def apply_default(self, mid: int, quarantine: str, default_action: str, how: str) -> bool:
-        """Apply a quarantine's default action to *mid* (one manager process wins)."""
+    def apply_default(self, mid: int, quarantine: str, default_action: str, how: str,
+                      caller: Caller = SYSTEM) -> bool:
+        """Apply a quarantine's default action to *mid* (one manager process wins); the
+        audit trail names *caller* (the scheduler, or the operator who ran `expire`)."""
         state = RELEASED if default_action == RELEASE else DELETED
         received = self._received_at(mid)
         try:
             outcome = self.store.act(mid, state, quarantine, how=how)
         except QuarantineError:
             return False  # another manager process got there first
-        self.audit.append(SYSTEM.actor, SYSTEM.origin, default_action,
+        self.audit.append(caller.actor, caller.origin, default_action,
                           {"mid": mid, "quarantines": list(outcome.acted_on), "how": how})
         self._after(mid, state, outcome.acted_on, outcome.settled, how, received)
         return True
 
     def expire(self, now: float | None = None, *, batch: int = 1000,
-               max_batches: int | None = None) -> int:
-        """Apply the default action to every message past its scheduled exit."""
+               max_batches: int | None = None, caller: Caller = SYSTEM) -> int:
+        """Apply the default action to every message past its scheduled exit (*caller*: who
+        asked, for the audit trail; the scheduler by default)."""
         now = self.clock() if now is None else now
         done = 0
         batches = 0
         while True:
             due = self.store.due(now, limit=batch)
-            acted = sum(self.apply_default(mid, q, action, "expired") for mid, q, action in due)
+            acted = sum(self.apply_default(mid, q, action, "expired", caller)
+                        for mid, q, action in due)
             done += acted
             batches += 1
             if len(due) < batch or acted == 0 or (max_batches and batches >= max_batches):

@@ -5,6 +5,10 @@ own refusals pass as written; anything else is left to the admin socket (interna
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -12,7 +16,7 @@ from typing import Any, cast
 import pytest
 from qhelpers import RecordingSettler, put
 
-from pvoq.admin.protocol import CommandError
+from pvoq.admin.protocol import AdminServer, CommandError, Peer, call
 from pvoq.quarantine.commands import QuarantineCommands
 from pvoq.quarantine.roles import PermissionDenied
 from pvoq.quarantine.search import SearchError
@@ -27,6 +31,7 @@ from pvoq.quarantine.settings import (
 from pvoq.quarantine.store import QuarantineError, QuarantineStore
 
 SETTINGS = merge_settings([QuarantineSettings("HR", 2 * DAY, RELEASE, False)])
+PEER = Peer(pid=4242, uid=1000, gid=1000, user="alice")
 
 
 class FakeService:
@@ -64,13 +69,13 @@ def refusal(coro: Any) -> str:
 
 class TestGuard:
     def test_an_answer_passes(self) -> None:
-        assert asyncio.run(commands(FakeService()).show({"mid": "7"})) == {"data": {"mid": 7}}
+        assert asyncio.run(commands(FakeService()).show({"mid": "7"}, PEER)) == {"data": {"mid": 7}}
 
     def test_a_missing_argument_is_its_name(self) -> None:
-        assert refusal(commands(FakeService()).show({})) == "mid"
+        assert refusal(commands(FakeService()).show({}, PEER)) == "mid"
 
     def test_a_malformed_argument_is_the_value_error_without_end_quotes(self) -> None:
-        assert refusal(commands(FakeService()).show({"mid": "x"})) == \
+        assert refusal(commands(FakeService()).show({"mid": "x"}, PEER)) == \
             "invalid literal for int() with base 10: 'x"
 
     @pytest.mark.parametrize(("exc", "text"), [
@@ -84,17 +89,17 @@ class TestGuard:
     ], ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else "")
     def test_a_service_refusal_is_its_text_without_end_quotes(self, exc: BaseException,
                                                              text: str) -> None:
-        assert refusal(commands(FakeService(exc)).show({"mid": 1})) == text
-        assert refusal(commands(FakeService(exc)).delay({"mid": 1, "delay": "2y"})) == text
+        assert refusal(commands(FakeService(exc)).show({"mid": 1}, PEER)) == text
+        assert refusal(commands(FakeService(exc)).delay({"mid": 1, "delay": "2y"}, PEER)) == text
 
     def test_a_refusal_of_the_command_itself_is_as_written(self) -> None:
         result = ActionResult(1, False, text="not an address: 'nobody'")
         assert refusal(commands(FakeService(result=result)).copy(
-            {"mid": 1, "address": "nobody"})) == "not an address: 'nobody'"
+            {"mid": 1, "address": "nobody"}, PEER)) == "not an address: 'nobody'"
 
     def test_anything_else_passes_to_the_admin_socket(self) -> None:
         with pytest.raises(RuntimeError, match="boom"):
-            asyncio.run(commands(FakeService(RuntimeError("boom"))).show({"mid": 1}))
+            asyncio.run(commands(FakeService(RuntimeError("boom"))).show({"mid": 1}, PEER))
 
 
 class TestBounds:
@@ -116,10 +121,10 @@ class TestBounds:
     def test_a_huge_mid_is_an_unknown_message(self, real: QuarantineCommands, mid: int
                                               ) -> None:
         unknown = f"No message with MID {mid} in the quarantines."
-        assert refusal(real.release({"mid": mid})) == unknown
-        assert refusal(real.delete({"mid": str(mid)})) == unknown
-        assert refusal(real.delay({"mid": mid, "delay": "8h"})) == unknown
-        assert refusal(real.show({"mid": mid})) == unknown
+        assert refusal(real.release({"mid": mid}, PEER)) == unknown
+        assert refusal(real.delete({"mid": str(mid)}, PEER)) == unknown
+        assert refusal(real.delay({"mid": mid, "delay": "8h"}, PEER)) == unknown
+        assert refusal(real.show({"mid": mid}, PEER)) == unknown
 
     @pytest.mark.parametrize("args", [
         {"query": {"subject": {"op": "contains", "value": "\x00"}}},
@@ -127,9 +132,56 @@ class TestBounds:
         {"query": {"quarantines": ["\x00"]}}], ids=repr)
     def test_a_bad_search_is_refused(self, real: QuarantineCommands,
                                      args: dict[str, Any]) -> None:
-        refusal(real.search(args))
-        refusal(real.bulk({**args, "action": "delete"}))
+        refusal(real.search(args, PEER))
+        refusal(real.bulk({**args, "action": "delete"}, PEER))
 
     def test_a_bulk_still_answers_as_before(self, real: QuarantineCommands) -> None:
-        answer = asyncio.run(real.bulk({"action": "delete", "query": {}}))
+        answer = asyncio.run(real.bulk({"action": "delete", "query": {}}, PEER))
         assert answer["text"] == "delete: did act on 1 messages (1 done)."
+
+    def test_verify_under_another_key_says_so(self, real: QuarantineCommands) -> None:
+        asyncio.run(real.search({"query": {}}, PEER))
+        assert asyncio.run(real.audit_verify({}))["text"] == "Audit trail intact: 1 records."
+        real.service.audit.key = b"\x00" * 32      # as if audit.key were another manager's
+        assert refusal(real.audit_verify({})).startswith(
+            "Audit trail cannot be verified: wrong key: ")
+
+
+class TestActor:
+    """Over a real admin socket, the audit trail names the connected process's user, whatever
+    `user` or `LOGNAME` the client gives; a release and a search by one user name the same."""
+
+    def test_the_actor_is_the_socket_peer(self, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+        store = QuarantineStore(f"sqlite:///{tmp_path / 'q.db'}", tmp_path / "bodies",
+                                settings=SETTINGS)
+        store.sync_quarantines(SETTINGS)
+        put(store, 1, "Policy")
+        service = QuarantineService(store, RecordingSettler(store), lambda line: None)
+        directory = Path(tempfile.mkdtemp(prefix="pvoq-actor-"))
+        server = AdminServer(directory / "admin.sock")
+        QuarantineCommands(service).register(server)
+        monkeypatch.setenv("LOGNAME", "mallory")
+
+        async def scenario() -> list[dict[str, Any]]:
+            await server.start()
+            try:
+                return [await asyncio.to_thread(call, server.path, name, args) for name, args in [
+                    ("quarantine.search", {"query": {}, "user": "root"}),
+                    ("quarantine.release", {"mid": 1, "user": "admin"}),
+                    ("quarantine.saved", {"op": "list", "user": "root"})]]
+            finally:
+                await server.stop()
+
+        try:
+            replies = asyncio.run(scenario())
+            assert [r["ok"] for r in replies] == [True, True, True], replies
+            records = service.audit.tail()
+        finally:
+            store.close()
+            shutil.rmtree(directory, ignore_errors=True)
+        me = pwd.getpwuid(os.getuid()).pw_name
+        assert [(r["action"], r["actor"], r["origin"]) for r in records] == [
+            (action, me, f"admin-socket (uid {os.getuid()}, pid {os.getpid()})")
+            for action in ("search", "release")]
+

@@ -22,6 +22,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
@@ -127,7 +128,7 @@ def decoded_header(value: object) -> str:
     raw = str(value)
     try:
         return str(make_header(decode_header(raw)))
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, MessageError):  # `=?\x80?q??=`: CharsetError
         return raw
 
 

@@ -1,12 +1,35 @@
-"""Fixtures every test directory may use."""
+"""Fixtures every test directory may use, and the one Hypothesis settings profile.
+
+Hypothesis (the fuzzing tests, `test_fuzz_*.py`) runs under the profile
+`pvoq`, registered and loaded here and nowhere else: derandomized (the same
+examples on every run, so `make test` has a fixed budget and a failure
+reproduces), no example database, a fixed number of examples (100) and a
+deadline of 10 s per example: generous, so that a loaded machine does not
+fail it, while a hang or a quadratic blow-up on the bounded inputs the
+tests generate still does. A test may lower or raise `max_examples` with
+its own `@settings(...)`, which inherits the rest from this profile (a
+test's own `suppress_health_check` replaces the profile's list).
+`PVOQ_HYPOTHESIS_PROFILE=pvoq-long` runs the same tests randomized, ten
+times longer, to look for new failures (add each one as an `@example`).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from pvoq.testing.pgserver import PostgresServer
+
+settings.register_profile(
+    "pvoq", derandomize=True, database=None, max_examples=100, deadline=10_000,
+    print_blob=False, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "pvoq-long", parent=settings.get_profile("pvoq"), derandomize=False, max_examples=1000,
+    print_blob=True)
+settings.load_profile(os.environ.get("PVOQ_HYPOTHESIS_PROFILE", "pvoq"))
 
 
 @pytest.fixture(scope="session")

@@ -95,8 +95,30 @@ class ClientContext:
         except AdminUnavailable as exc:
             fail(f"pvoq: {cfg.role} {cfg.hostname} is not running: {exc}")
         if not response.get("ok"):
-            fail(response.get("error", "command failed"), int(response.get("exit", 1)))
+            error = str(response.get("error", "command failed"))
+            owner = owner_of(command)
+            if error.startswith("Unknown command:") and owner not in (None, cfg.role):
+                error = (f"{command} runs on the {owner}: {cfg.hostname} is a {cfg.role} "
+                         f"(pvoq cli -c <the {owner}'s configuration> ...)")
+            fail(error, int(response.get("exit", 1)))
         return response
+
+
+def owner_of(command: str) -> str | None:
+    """The role whose appliance alone answers *command* (`quarantine.list`: the manager),
+    from the command sets each role registers; None for a command both answer."""
+    # Imported here: only a refused command needs them (the role wiring registers
+    # these sets; the appliance's own, such as `status`, are on both).
+    from pvoq.gateway.commands import PipelineCommands, PvoCheckCommands, WorkQueueCommands
+    from pvoq.quarantine.commands import QuarantineCommands
+    from pvoq.remote.commands import GatewayLinkCommands, ManagerLinkCommands
+
+    for role, sets in (("manager", (QuarantineCommands, ManagerLinkCommands)),
+                       ("gateway", (PipelineCommands, WorkQueueCommands, PvoCheckCommands,
+                                    GatewayLinkCommands))):
+        if any(command in s.command_names() for s in sets):
+            return role
+    return None
 
 
 def client_of(ctx: click.Context) -> ClientContext:

@@ -12,7 +12,7 @@ import time
 import click
 
 from pvoq.cli.client import client_of, print_json, request
-from pvoq.cli.render import age, when
+from pvoq.cli.render import age, cell, when
 from pvoq.maillog.writer import format_time
 
 COUNTER_LINES = (
@@ -98,8 +98,9 @@ def tophosts(ctx: click.Context, sort: str | None, as_json: bool) -> None:
                f"{'Bounced':<9}{'Bounced'}")
     for i, h in enumerate(data["hosts"], 1):
         name = ("*" if h["down"] else "") + h["host"]
-        click.echo(f"{i:<4}{name:<26}{h['active_rcpts']:<8}{h['conn_out']:<7}"
-                   f"{h['deliv_rcpts']:<8}{h['soft_bounces']:<9}{h['hard_bounces']}")
+        click.echo(f"{cell(i, 4)}{cell(name, 26)}{cell(h['active_rcpts'], 8)}"
+                   f"{cell(h['conn_out'], 7)}{cell(h['deliv_rcpts'], 8)}"
+                   f"{cell(h['soft_bounces'], 9)}{h['hard_bounces']}")
 
 
 @click.command()

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pvoq.cli.client import print_json, request
-from pvoq.cli.render import reasons
+from pvoq.cli.render import columns, duration, reasons
 from pvoq.maillog.writer import format_time
 
 
@@ -213,9 +213,10 @@ def quarantine_search(ctx: click.Context, sort: str, order: str, page_size: str,
                       saved: str | None, save: str | None, as_json: bool, **kw: Any) -> None:
     """Search held messages: filters, sort, a page of results and the total."""
     query = build_query(kw, sort=sort, order=order, page_size=int(page_size), page=page)
-    if save:
+    if save:  # with --json, said on stderr: the output is the JSON alone
         click.echo(request(ctx, "quarantine.saved", {"op": "save", "name": save,
-                                                      "query": query})["text"])
+                                                      "query": query})["text"],
+                   err=as_json)
     args: dict[str, Any] = {"query": query}
     if saved:
         args = {"saved": saved, "limit": int(page_size), "offset": (page - 1) * int(page_size)}
@@ -338,12 +339,12 @@ def quarantine_config(ctx: click.Context, as_json: bool) -> None:
     data = request(ctx, "quarantine.config")["data"]
     if print_json(as_json, data):
         return
-    click.echo(f"{'Name':<16}{'Type':<9}{'Retention':<12}{'Default':<9}Free up space")
-    for name, q in data["quarantines"].items():
-        days = q["retention_s"] / 86400
-        retention = f"{days:g} days" if days >= 1 else f"{q['retention_s'] / 3600:g} hours"
-        click.echo(f"{name:<16}{'builtin' if q['builtin'] else 'custom':<9}{retention:<12}"
-                   f"{q['default_action']:<9}{'yes' if q['free_up_space'] else 'no'}")
+    rows = [["Name", "Type", "Retention", "Default", "Free up space"]]
+    rows += [[name, "builtin" if q["builtin"] else "custom", duration(q["retention_s"]),
+              q["default_action"], "yes" if q["free_up_space"] else "no"]
+             for name, q in data["quarantines"].items()]
+    for line in columns(rows):
+        click.echo(line)
 
 
 @click.group()

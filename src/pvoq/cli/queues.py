@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
 from pvoq.cli.client import print_json, request
+from pvoq.cli.render import cell
 
 
 def _selection(by_host: str | None, by_sender: str | None) -> dict[str, str]:
@@ -39,7 +40,8 @@ def showrecipients(ctx: click.Context, by_host: str | None, by_sender: str | Non
     click.echo(f"{'Message ID':<12}{'Bytes':<10}{'Sender':<32}Subject")
     click.echo(f"  {'[RID]':<8}{'[Atmps]':<9}Recipient")
     for m in d["messages"]:
-        click.echo(f"{m['mid']:<12}{m['size']:<10}{m['sender'] or '<>':<32}{m['subject']}")
+        click.echo(f"{cell(m['mid'], 12)}{cell(m['size'], 10)}{cell(m['sender'] or '<>', 32)}"
+                   f"{m['subject']}")
         for r in m["recipients"]:
             click.echo(f"  {('[' + str(r['rid']) + ']'):<8}{('[' + str(r['attempts']) + ']'):<9}"
                        f"{r['address']}")

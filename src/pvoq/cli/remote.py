@@ -20,8 +20,14 @@ from pvoq.cli.client import print_json, request
 @click.pass_context
 def listeners(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """Listeners with interface, port and sender groups (as `listenerconfig` lists them)."""
-    rows = request(ctx, "listeners", {"all": show_all})["data"]["listeners"]
+    data = request(ctx, "listeners", {"all": show_all})["data"]
+    rows = data["listeners"]
     if print_json(as_json, rows):
+        return
+    if not rows:  # e.g. a manager: its one listener, the cpq_listener, is hidden
+        hidden = data.get("not_shown", 0)
+        click.echo(f"No listeners ({hidden} hidden: listeners --all)." if hidden
+                   else "No listeners.")
         return
     click.echo("Currently configured listeners:")
     for i, r in enumerate(rows, 1):

@@ -28,3 +28,43 @@ def reasons(quarantines: list[dict[str, Any]]) -> str:
     """The quarantines a message is held in, with why: `Virus: Eicar; Policy: ...`."""
     return "; ".join(f"{q['quarantine']}: {q['reason']}" for q in quarantines
                      if q["state"] == "held")
+
+
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
+
+
+def duration(seconds: float) -> str:
+    """A length of time as a person says it: `30 days`, `36 hours`, `1 minute`, `90 seconds`.
+
+    The largest unit that divides it exactly (seconds only under an hour); failing
+    that (a retention given as `0.0166667` hours), the largest unit it reaches, to
+    three significant digits (`1.5 days`; whole units from 1,000 on).
+    """
+    seconds = float(seconds)
+    for name, size in _UNITS:
+        if seconds >= size and seconds % size == 0 and (size > 1 or seconds < 3600):
+            return _count(seconds / size, name)
+    for name, size in _UNITS:
+        if seconds >= size:
+            value = seconds / size
+            return _count(float(f"{value:.3g}") if value < 1000 else round(value), name)
+    return _count(seconds, "second")
+
+
+def _count(value: float, unit: str) -> str:
+    text = f"{value:,.0f}" if value >= 1000 else f"{value:g}"
+    return f"{text} {unit}" if value == 1 else f"{text} {unit}s"
+
+
+def columns(rows: list[list[str]], gap: int = 2) -> list[str]:
+    """*rows* (the first one the header) as lines of left-aligned columns, each as wide
+    as its widest cell plus *gap* spaces: no two cells ever run together."""
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(max(map(len, rows)))]
+    return ["".join(cell if i == len(r) - 1 else cell.ljust(widths[i] + gap)
+                    for i, cell in enumerate(r)) for r in rows]
+
+
+def cell(text: object, width: int) -> str:
+    """*text* left-aligned in a fixed column of *width*, always followed by a space: a
+    longer value (a host or sender name) pushes the line on, never into the next column."""
+    return f"{text!s:<{width - 1}} "

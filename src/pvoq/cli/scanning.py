@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pvoq.cli.client import print_json, request
+from pvoq.cli.render import cell
 
 
 @click.group()
@@ -24,8 +25,8 @@ def pipeline_show(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"{'#':<3}{'Stage':<18}{'PVO':<5}{'Quarantine':<12}{'Timeout':<9}Engine / rules")
     for s in data["stages"]:
         timeout = f"{s['timeout_s']:g}s" if s["timeout_s"] else "-"
-        click.echo(f"{s['n']:<3}{s['stage']:<18}{s['pvo']:<5}{s['quarantine']:<12}"
-                   f"{timeout:<9}{s['engine']}")
+        click.echo(f"{cell(s['n'], 3)}{cell(s['stage'], 18)}{cell(s['pvo'], 5)}"
+                   f"{cell(s['quarantine'], 12)}{cell(timeout, 9)}{s['engine']}")
     click.echo("")
     click.echo("A message released from a quarantine re-enters the pipeline:")
     for s in data["stages"]:

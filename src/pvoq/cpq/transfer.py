@@ -160,8 +160,10 @@ def _check_bounds(name: str, value: Any) -> None:
 
 def check_json(obj: Any) -> None:
     """MetadataError unless *obj* (a decoded JSON value) is at most MAX_DEPTH deep, every
-    number in it finite and every integer within 64 bits: what SQLite's `json_extract` and
-    PostgreSQL's `jsonb` take. Iterative: any depth costs no recursion."""
+    number in it finite, every integer within 64 bits and every string (keys included)
+    Unicode text, without a lone surrogate (`\\ud800` in the JSON): what SQLite's
+    `json_extract`, PostgreSQL's `jsonb` and their text columns take. Iterative: any
+    depth costs no recursion."""
     stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
     while stack:
         value, depth, path = stack.pop()
@@ -169,15 +171,31 @@ def check_json(obj: Any) -> None:
             if depth > MAX_DEPTH:
                 raise MetadataError(f"metadata is nested deeper than {MAX_DEPTH} levels")
             if isinstance(value, dict):
+                for k in value:
+                    _check_unicode(path or "metadata", k, "has a key that is")
                 stack.extend((v, depth + 1, f"{path}.{k}" if path else str(k))
                              for k, v in value.items())
             else:
                 stack.extend((v, depth + 1, f"{path}[]") for v in value)
+        elif isinstance(value, str):
+            _check_unicode(path or "metadata", value, "is")
         elif isinstance(value, float) and not math.isfinite(value):
             raise MetadataError(f"field {path or 'metadata'} is not a finite number")
         elif (isinstance(value, int) and not isinstance(value, bool)
               and not -MAX_INT - 1 <= value <= MAX_INT):
             raise MetadataError(f"field {path or 'metadata'} is out of range (64 bits)")
+
+
+def _check_unicode(name: str, text: str, what: str) -> None:
+    """MetadataError if *text* holds a lone surrogate (it has no UTF-8 form)."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        name = name.encode("ascii", "backslashreplace").decode("ascii")
+        raise MetadataError(f"field {name} {what} not Unicode text (a lone surrogate)"
+                            ) from None
 
 
 def fit_text(text: str, limit: int = MAX_TEXT) -> str:

@@ -52,8 +52,9 @@ class ListenerInfoCommands(CommandSet):
 
     @command("listeners")
     async def listeners(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"data": {"listeners": listener_rows(self.config(), include_hidden=bool(
-            args.get("all")))}}
+        rows = listener_rows(self.config(), include_hidden=bool(args.get("all")))
+        return {"data": {"listeners": rows,
+                         "not_shown": len(self.config().listeners) - len(rows)}}
 
 
 class GatewayLinkCommands(CommandSet):

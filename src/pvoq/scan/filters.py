@@ -38,7 +38,7 @@ from pvoq.config.filterlang import (
 )
 from pvoq.config.model import ContentFilter
 from pvoq.scan.check import Pvo, row
-from pvoq.scan.message import ScanMessage
+from pvoq.scan.message import ScanMessage, part_filename
 from pvoq.scan.verdict import BOUNCE, DROP, CheckResult, Verdict
 
 _OPS = {
@@ -144,7 +144,7 @@ def strip_attachments(body: bytes, pattern: re.Pattern[str]) -> tuple[bytes, lis
     message = message_from_bytes(body, policy=compat32)
     removed: list[str] = []
     for part in message.walk():
-        name = part.get_filename()
+        name = part_filename(part)
         if part.is_multipart() or not name or not pattern.search(name):
             continue
         removed.append(name)
@@ -152,7 +152,8 @@ def strip_attachments(body: bytes, pattern: re.Pattern[str]) -> tuple[bytes, lis
             del part[header]
         part["Content-Type"] = 'text/plain; charset="us-ascii"'
         part["Content-Disposition"] = 'inline; filename="removed.txt"'
-        part.set_payload(f"The attachment {name} was removed by a filter.\n")
+        shown = name.encode("ascii", "backslashreplace").decode("ascii")  # a us-ascii part
+        part.set_payload(f"The attachment {shown} was removed by a filter.\n")
     if not removed:
         return body, []
     return message.as_bytes(policy=compat32.clone(linesep="\r\n")), removed

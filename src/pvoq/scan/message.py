@@ -22,6 +22,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes
+from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
@@ -127,7 +128,7 @@ def decoded_header(value: object) -> str:
     raw = str(value)
     try:
         return str(make_header(decode_header(raw)))
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, MessageError):  # `=?\x80?q??=`: CharsetError
         return raw
 
 
@@ -161,9 +162,31 @@ class Attachment:
         return name.rpartition(".")[2] if "." in name else ""
 
 
+def part_filename(part: Message) -> str:
+    """The part's file name; "" if none. An RFC 2231 name in a charset that cannot
+    decode it (`filename*=idna''%ff`: the email package raises) is its text as sent."""
+    try:
+        return part.get_filename() or ""
+    except (LookupError, UnicodeError, ValueError):
+        for value in (part.get_param("filename", None, "content-disposition"),
+                      part.get_param("name", None)):
+            if value:
+                return str(value[2] if isinstance(value, tuple) else value).strip()
+        return ""
+
+
 def _is_attachment(part: Message) -> bool:
     disposition = str(part.get("Content-Disposition", "")).lower()
-    return bool(part.get_filename()) or disposition.startswith("attachment")
+    return bool(part_filename(part)) or disposition.startswith("attachment")
+
+
+def _text(payload: bytes, charset: str) -> str:
+    """*payload* decoded in its *charset*; as UTF-8 when that charset is unknown or
+    cannot decode with replacement (`idna`, `undefined`, a NUL in the name)."""
+    try:
+        return payload.decode(charset, "replace")
+    except (LookupError, UnicodeError, ValueError):
+        return payload.decode("utf-8", "replace")
 
 
 class ScanMessage:
@@ -207,7 +230,7 @@ class ScanMessage:
 
     @cached_property
     def attachments(self) -> list[Attachment]:
-        return [Attachment(decoded_header(part.get_filename() or ""),
+        return [Attachment(decoded_header(part_filename(part)),
                            part.get_content_type().lower(), payload)
                 for part, payload in self._leaves if _is_attachment(part)]
 
@@ -218,11 +241,7 @@ class ScanMessage:
         for part, payload in self._leaves:
             if _is_attachment(part) or part.get_content_maintype() != "text":
                 continue
-            charset = part.get_content_charset() or "utf-8"
-            try:
-                texts.append(payload.decode(charset, "replace"))
-            except LookupError:
-                texts.append(payload.decode("utf-8", "replace"))
+            texts.append(_text(payload, part.get_content_charset() or "utf-8"))
         return texts
 
     @cached_property

@@ -116,7 +116,7 @@ def _date(value: Any) -> float | None:
         except ValueError:
             try:
                 return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-            except ValueError:
+            except (ValueError, OverflowError, OSError):  # not a date, or out of range
                 raise HTTPException(400, f"not a date: {value!r}") from None
     if not math.isfinite(number):
         raise HTTPException(400, f"not a date: {value!r}")
@@ -181,12 +181,22 @@ def query_from_params(p: dict[str, Any]) -> SearchQuery:
         limit=_integer(p, "limit", None) or 20, offset=_integer(p, "offset", 0) or 0)
 
 
+def _iso(when: float) -> str:
+    """*when* (epoch seconds) as ISO 8601 local time; beyond what a date can say (an
+    exit extended by up to 10^12 seconds, `cpq.transfer.MAX_SECONDS`), the last or
+    first date there is."""
+    try:
+        return datetime.fromtimestamp(when).isoformat()
+    except (ValueError, OverflowError, OSError):
+        return (datetime.max if when > 0 else datetime.min).replace(microsecond=0).isoformat()
+
+
 def _entry(m: dict[str, Any]) -> dict[str, Any]:
     held = [q for q in m["quarantines"] if q["state"] == "held"]
     exits = [q["scheduled_exit"] for q in held if q["scheduled_exit"]]
     return {"mid": m["id"], "attributes": {
-        "received": datetime.fromtimestamp(m["received_at"]).isoformat(),
-        "scheduledExit": datetime.fromtimestamp(min(exits)).isoformat() if exits else None,
+        "received": _iso(m["received_at"]),
+        "scheduledExit": _iso(min(exits)) if exits else None,
         "sender": m["sender"], "recipient": [r["address"] for r in m["recipients"]],
         "subject": m["subject"], "size": m["size"], "esaHostName": m["origin_host"],
         "esaMid": m["origin_mid"], "originatingEsaIp": m["origin_ip"],

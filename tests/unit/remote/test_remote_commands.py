@@ -123,6 +123,8 @@ class TestListenerInfo:
             everything = (await gateway.cmd("listeners", all=True))["data"]["listeners"]
             assert [(x["name"], x["hidden"], x["port"]) for x in everything] == [
                 ("IncomingMail", False, 25), ("cpq_listener", True, CPQ_PORT)]
+            assert (await gateway.cmd("listeners"))["data"]["not_shown"] == 1  # hidden
+            assert (await gateway.cmd("listeners", all=True))["data"]["not_shown"] == 0
         run(body)
 
     def test_it_reads_the_running_configuration(self, tmp_path: Path) -> None:
@@ -130,7 +132,8 @@ class TestListenerInfo:
 
         async def body() -> None:
             gateway.config = dataclasses.replace(gateway.config, listeners=())
-            assert (await gateway.cmd("listeners", all=True))["data"] == {"listeners": []}
+            assert (await gateway.cmd("listeners", all=True))["data"] == {
+                "listeners": [], "not_shown": 0}
         run(body)
 
 

@@ -151,7 +151,7 @@ def _validate_param(key: str, value: str, fld: str, line: int) -> str:
         if not (value.isascii() and value.isdecimal()) or not 1 <= int(value[:12]) <= top \
                 or len(value) > 12:
             shown = value if len(value) <= 40 else value[:40] + "..."
-            raise _error(f"{key} must be a whole number from 1 to {top}, not {shown!r}",
+            raise _error(f"{key} must be a positive integer, not {shown!r} (from 1 to {top})",
                          f"{fld}.{key}", line)
         return str(int(value))
     if key == "tls":

@@ -4,7 +4,10 @@ Every error is one `ConfigError` naming the file, the line and the field:
 `gw.xml:14: config.listeners.listener[2].port: not a port number (from 1 to 65535): 'abc'`.
 The loader checks what can be checked without the network: types, ranges,
 references between sections (a listener's interface must exist), the HAT and
-RAT grammar, and that the CPQ certificate files exist.
+RAT grammar, and that the CPQ certificate files exist. A number must be finite
+and within the range its model field declares (`model.RANGE`); an element given
+twice where it takes one value, or one the loader never asks for, is refused
+(`xmltree`). What the certificates hold is `config.certs`'s (`config check`).
 
 Defaults are not written here: `convert.Fields` reads each field of a model class
 from its element, and an element left out gives the default `config.model`

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from hypothesis import HealthCheck, settings
 
-DEADLINE = timedelta(seconds=3)
+DEADLINE = timedelta(seconds=5)
 
 
 def budget(max_examples: int) -> settings:

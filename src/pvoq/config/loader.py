@@ -332,9 +332,9 @@ class _Loader:
                 raise ConfigError(f"duplicate gateway {record.hostname!r}", field=g.path,
                                   line=g.line)
             gateways.append(record)
-        manager_address = fields("manager_address", str)
+        manager_address: str | None = fields("manager_address", str)
         manager_port = fields("manager_port", convert.port)
-        manager_hostname = fields("manager_hostname", str)
+        manager_hostname: str | None = fields("manager_hostname", str)
         managers = self._managers(node, role)
         if managers:
             for tag in ("manager_address", "manager_port", "manager_hostname"):

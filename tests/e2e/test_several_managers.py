@@ -9,6 +9,8 @@ the first stored and its own; the unlisted manager's release is refused.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +47,11 @@ def delivered_subjects(dep: Deployment) -> list[str]:
     return found
 
 
+def pvo_check(dep: Deployment) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pvoq", "cli", "-c", str(dep.gateway_config),
+                           "pvo", "check"], capture_output=True, text=True, timeout=60)
+
+
 def logged(dep: Deployment, role: str, pattern: str) -> bool:
     return any(re.search(pattern, line) for line in dep.mail_logs(role))
 
@@ -53,6 +60,16 @@ def test_failover_release_from_either_and_an_unlisted_manager_refused(
         pair: Deployment) -> None:
     dep = pair
     first_port, second_port = dep.ports["manager_cpq"], dep.ports["manager2_cpq"]
+
+    # The readiness check asks each manager, a line each.
+    check = pvo_check(dep)
+    assert check.returncode == 0, check.stderr
+    lines = check.stdout.splitlines()
+    assert lines[0] == "Ready: all 2 managers ready"
+    assert lines[1].startswith(f"Ready: the manager manager.pvoq.test at 127.0.0.1:{first_port} "
+                               "answered: ")
+    assert lines[2].startswith(f"Ready: the manager manager2.pvoq.test at "
+                               f"127.0.0.1:{second_port} answered: ")
 
     # Both up: the first listed manager takes the caught mail; both see it (one database).
     dep.send(subject="confidential one", body="first")
@@ -65,6 +82,13 @@ def test_failover_release_from_either_and_an_unlisted_manager_refused(
     first = dep.procs["manager"]
     dep.stop("manager")
     assert first.returncode is not None  # it exited
+    check = pvo_check(dep)
+    assert check.returncode == 1
+    err = check.stderr.splitlines()
+    assert err[0] == "Not ready: 1 of 2 managers ready"
+    assert err[1].startswith(f"Not ready: the manager manager.pvoq.test at 127.0.0.1:{first_port}"
+                             f" cannot be used: connection to 127.0.0.1:{first_port} failed")
+    assert err[2].startswith("Ready: the manager manager2.pvoq.test")
     dep.send(subject="confidential two", body="second")
     two = wait_for("held via manager2", lambda: held(dep, "manager2", "confidential two"))
     assert two["id"] != one["id"]

@@ -58,10 +58,11 @@ class _PeerState:
 class PeerBackoff:
     """Per-peer back-off, shared by the connections of one destination.
 
-    A peer that failed is skipped until its retry time (*min_s* doubling up to
-    *max_s*, as `delivery.backoff` does) as long as another may be tried; a
-    success forgets its failures. When every peer waits, the one due first is
-    tried, so delivery never stops for want of a candidate.
+    A peer that failed waits until its retry time (*min_s* doubling up to
+    *max_s*, as `delivery.backoff` does): it comes after every peer that does
+    not wait, so it is tried only when all of those failed too, and a
+    delivery never stops for want of a candidate. A success forgets its
+    failures.
     """
 
     def __init__(self, *, min_s: float, max_s: float,
@@ -70,12 +71,13 @@ class PeerBackoff:
         self._state: dict[CpqPeer, _PeerState] = {}
 
     def order(self, peers: Sequence[CpqPeer]) -> list[CpqPeer]:
-        """The peers to try now, in their configured order."""
+        """The order to try *peers* in now: those not waiting, in their configured order,
+        then those waiting, the one due first first."""
         now = self.clock()
         ready = [p for p in peers if self._of(p).retry_at <= now]
-        if ready or not peers:
-            return ready
-        return [min(peers, key=lambda p: self._of(p).retry_at)]
+        waiting = sorted((p for p in peers if self._of(p).retry_at > now),
+                         key=lambda p: self._of(p).retry_at)
+        return ready + waiting
 
     def failed(self, peer: CpqPeer, reason: str) -> float:
         """Record a failure of *peer*; the seconds until it is tried again."""

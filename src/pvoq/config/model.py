@@ -177,12 +177,6 @@ class ManagerRecord:
     hostname: str | None
     port: int = CPQ_DEFAULT_PORT
 
-    @property
-    def label(self) -> str:
-        """How logs and `pvo check` name it: `mgr1.example (192.0.2.10:7025)`."""
-        where = f"{self.address}:{self.port}"
-        return f"{self.hostname} ({where})" if self.hostname else where
-
 
 @dataclass(frozen=True)
 class PvoSettings:

@@ -97,6 +97,19 @@ def test_failover_release_from_either_and_an_unlisted_manager_refused(
     assert logged(dep, "gateway", rf"CPQ peer manager\.pvoq\.test \(127\.0\.0\.1:{first_port}\) "
                                   r"failed: connection to")
     assert logged(dep, "manager2", rf"MID {two['id']} received from the ESA")
+    status = dep.admin(dep.gateway_config, "hoststatus", {"host": "the.cpq.host"})["data"]
+    assert not status["down"]  # a manager answered
+    first, second = status["peers"]
+    assert first["peer"] == f"manager.pvoq.test (127.0.0.1:{first_port})"
+    assert first["failures"] >= 1 and "connection to 127.0.0.1" in first["last_error"]
+    assert (second["peer"], second["failures"]) == (
+        f"manager2.pvoq.test (127.0.0.1:{second_port})", 0)
+    shown = subprocess.run([sys.executable, "-m", "pvoq", "cli", "-c", str(dep.gateway_config),
+                            "hoststatus", "the.cpq.host"], capture_output=True, text=True,
+                           timeout=60).stdout
+    assert re.search(r"Manager manager\.pvoq\.test \(127\.0\.0\.1:\d+\)\s+\d+ failures, "
+                     r"next try in \d+s: connection to", shown), shown
+    assert re.search(r"Manager manager2\.pvoq\.test \(127\.0\.0\.1:\d+\)\s+up$", shown, re.M)
 
     # The second manager releases both: its own and the one the first stored.
     for message in (two, one):

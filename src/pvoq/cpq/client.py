@@ -212,5 +212,5 @@ class CpqDestination(Destination):
                              timeout_s=self.timeout_s, source_ip=self.source_ip)
 
     def peer_status(self) -> list[dict[str, Any]]:
-        """The state of each peer this destination tries (none for a single address)."""
-        return self.backoff.describe(self.peers) if self.peers else []
+        """The state of each peer this destination tries, when it tries several."""
+        return self.backoff.describe(self.peers) if len(self.peers) > 1 else []

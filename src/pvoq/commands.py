@@ -123,6 +123,7 @@ class QueueCommands(CommandSet):
             "last_activity": s.last_activity or None,
             "first_seen": s.first_seen, "last_error": s.last_error,
             "delivery_suspended": self.queues.suspended,
+            "peers": self.queues.peer_status(name),
         }}
 
     @command("showrecipients")

@@ -53,6 +53,9 @@ def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
               help="The manager's hostname; its CPQ certificate must name it (gateway).")
 @click.option("--gateway", "gateways", multiple=True, metavar="HOSTNAME=IP:PORT",
               help="A gateway this manager serves (manager).")
+@click.option("--managed-by", "managed_by", multiple=True, metavar="HOSTNAME=HOST:PORT",
+              help="A manager this gateway delivers to, in the order given; repeat for "
+                   "several managers sharing one database (gateway; replaces --manager).")
 @click.option("--outbreak-url", "outbreak_urls", multiple=True,
               help="A URL host[/path] the outbreak filter quarantines (gateway).")
 @click.option("--clamd-socket", default=None, metavar="PATH",
@@ -69,6 +72,7 @@ def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
 def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: Path, ip: str,
          cpq_port: int, smtp_port: int, domains: tuple[str, ...], routes: tuple[str, ...],
          manager: str, manager_hostname: str | None, gateways: tuple[str, ...],
+         managed_by: tuple[str, ...],
          clamd_socket: str | None, outbreak_rules: str | None, ssh_port: int | None,
          outbreak_urls: tuple[str, ...],
          retry_min: float, retry_max: float, force: bool) -> None:
@@ -83,6 +87,13 @@ def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: 
             name, _, where = g.partition("=")
             g_host, g_port = _host_port(where)
             gw.append((name, g_host, g_port))
+        listed = []
+        for m in managed_by:
+            name, _, where = m.partition("=")
+            if not name or not where:
+                raise ValueError(f"--managed-by {m!r}: expected HOSTNAME=HOST:PORT")
+            m_addr, m_prt = _host_port(where)
+            listed.append((m_addr, m_prt, name))
         route_list = []
         for r in routes:
             dom, _, dest = r.partition("=")
@@ -95,7 +106,7 @@ def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: 
         role=role, hostname=hostname, serial=serial or f"PVOQ-{hostname.upper()}", ip=ip,
         cpq_port=cpq_port, smtp_port=smtp_port, domains=list(domains) or ["example.com"],
         routes=route_list, manager_address=m_host, manager_port=m_port,
-        manager_hostname=manager_hostname, clamd_socket=clamd_socket,
+        manager_hostname=manager_hostname, managers=listed, clamd_socket=clamd_socket,
         outbreak_rules_file=outbreak_rules, ssh_port=ssh_port,
         outbreak_urls=list(outbreak_urls), gateways=gw, retry_min_seconds=retry_min,
         retry_max_seconds=retry_max)

@@ -136,6 +136,11 @@ def hoststatus(ctx: click.Context, host: str, as_json: bool) -> None:
     click.echo(f"  {'Last Activity':<30}{when(d['last_activity'])}")
     if d["last_error"]:
         click.echo(f"  {'Last Error':<30}{d['last_error']}")
+    for peer in d.get("peers") or []:  # a gateway's managers, in the order it tries them
+        state = ("up" if not peer["failures"] else
+                 f"{peer['failures']} failures, next try in {peer['retry_in']:.0f}s: "
+                 f"{peer['last_error']}")
+        click.echo(f"  {'Manager ' + peer['peer']:<29} {state}")
 
 
 @click.command()

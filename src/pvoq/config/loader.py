@@ -46,6 +46,7 @@ from pvoq.config.model import (
     ListenerProtocol,
     ListenerType,
     MailPolicy,
+    ManagerRecord,
     OutbreakSettings,
     PvoSettings,
     QuarantineDefinition,
@@ -345,7 +346,7 @@ class _Loader:
         if role == ROLE_MANAGER:
             allowed = [g.address for g in pvo.gateways]
         else:
-            allowed = [pvo.manager_address] if pvo.manager_address else []
+            allowed = list(dict.fromkeys(m.address for m in pvo.all_managers))
         members = "\n".join(f"  {a}" for a in allowed) or "  127.0.0.1"
         hat_text = (f"$RELAYED\n  RELAY {{max_conn_per_ip = {CPQ_MAX_CONN_PER_IP}}}\n"
                     "$BLOCKED\n  REJECT {}\nRELAYLIST:\n"
@@ -399,19 +400,63 @@ class _Loader:
                 raise ConfigError(f"duplicate gateway {record.hostname!r}", field=g.path,
                                   line=g.line)
             gateways.append(record)
-        manager_address = fields("manager_address", str)
+        manager_address: str | None = fields("manager_address", str)
+        manager_port = fields("manager_port", convert.port)
+        manager_hostname: str | None = fields("manager_hostname", str)
+        managers = self._managers(node, role)
+        if managers:
+            for tag in ("manager_address", "manager_port", "manager_hostname"):
+                single = node.first(tag)
+                if single is not None:
+                    raise ConfigError(f"<{tag}> and <managers> both name managers: list every "
+                                      "manager under <managers>", field=single.path,
+                                      line=single.line)
+            first = managers[0]
+            manager_address, manager_port = first.address, first.port
+            manager_hostname = first.hostname
         enabled = fields("enabled", convert.boolean)
         if role == ROLE_GATEWAY and enabled and not manager_address:
-            raise ConfigError("a gateway with PVO enabled needs <manager_address>",
+            raise ConfigError("a gateway with PVO enabled needs <managers> (or "
+                              "<manager_address>)",
                               field=f"{node.path}.manager_address", line=node.line)
         return PvoSettings(
             enabled=enabled, interface_name=interface_name,
             port=fields("port", convert.port),
             manager_address=manager_address,
-            manager_port=fields("manager_port", convert.port),
-            manager_hostname=fields("manager_hostname", str),
+            manager_port=manager_port,
+            manager_hostname=manager_hostname,
             gateways=tuple(gateways),
+            managers=managers,
         )
+
+    def _managers(self, pvo: Node, role: str) -> tuple[ManagerRecord, ...]:
+        """`<managers>`: a gateway's managers, in the order it delivers to them, each
+        with the hostname its CPQ certificate must carry."""
+        section = pvo.first("managers")
+        if section is None:
+            return ()
+        if role != ROLE_GATEWAY:
+            raise ConfigError("<managers> is a gateway's setting: a manager lists its "
+                              "gateways under <gateways>", field=section.path,
+                              line=section.line)
+        found: list[ManagerRecord] = []
+        for m in section.all("manager"):
+            read = convert.Fields(m, ManagerRecord)
+            address = read("address", str)
+            record = ManagerRecord(address=address, hostname=read("hostname", str),
+                                   port=read("port", convert.port))
+            for other in found:
+                if (other.hostname or "").lower() == (record.hostname or "").lower():
+                    raise ConfigError(f"duplicate manager hostname {record.hostname!r}",
+                                      field=m.path, line=m.line)
+                if (other.address, other.port) == (record.address, record.port):
+                    raise ConfigError(f"duplicate manager address {address}:{record.port}",
+                                      field=m.path, line=m.line)
+            found.append(record)
+        if not found:
+            raise ConfigError("<managers> lists no <manager>", field=section.path,
+                              line=section.line)
+        return tuple(found)
 
     def _delivery(self, root: Node) -> DeliverySettings:
         node = root.first("delivery")

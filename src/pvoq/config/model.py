@@ -199,10 +199,22 @@ class GatewayRecord:
 
 
 @dataclass(frozen=True)
+class ManagerRecord:
+    """A gateway's record of one manager (`<managers><manager>`): where it listens for CPQ
+    and the name its CPQ certificate must carry (None: any manager certificate of the CA,
+    only in the single `manager_address` form)."""
+
+    address: str
+    hostname: str | None
+    port: int = bounded(CPQ_DEFAULT_PORT, PORTS)
+
+
+@dataclass(frozen=True)
 class PvoSettings:
     """Policy, Virus and Outbreak quarantine settings of either appliance.
 
-    On a gateway: where the manager listens (`manager_address`, `manager_port`).
+    On a gateway: the managers, in order (`managers`; the single form
+    `manager_address`, `manager_port`, `manager_hostname` is a list of one).
     On a manager: the gateways it serves. On both: the interface and port of
     the local `cpq_listener`.
     """
@@ -210,15 +222,35 @@ class PvoSettings:
     enabled: bool = field(metadata={FILE_DEFAULT: True})
     interface_name: str                  # in the file, by default: the first interface
     port: int = bounded(CPQ_DEFAULT_PORT, PORTS)
-    manager_address: str | None = None
+    manager_address: str | None = None   # the first manager's (kept for the single form)
     manager_port: int = bounded(CPQ_DEFAULT_PORT, PORTS)
     manager_hostname: str | None = None  # when set, the manager's certificate must name it
     gateways: tuple[GatewayRecord, ...] = ()
+    managers: tuple[ManagerRecord, ...] = ()
 
     def gateway(self, hostname: str) -> GatewayRecord | None:
         for g in self.gateways:
             if g.hostname.lower() == hostname.lower():
                 return g
+        return None
+
+    @property
+    def all_managers(self) -> tuple[ManagerRecord, ...]:
+        """The managers in the order a gateway tries them: `managers`, or the one
+        `manager_address` names (none when neither is set)."""
+        if self.managers:
+            return self.managers
+        if self.manager_address:
+            return (ManagerRecord(self.manager_address, self.manager_hostname,
+                                  self.manager_port),)
+        return ()
+
+    def manager_named(self, name: str | None) -> ManagerRecord | None:
+        """The manager whose registered hostname is *name* (a peer certificate's CN); with
+        the single form and no hostname, that one manager, whatever the name."""
+        for m in self.all_managers:
+            if m.hostname is None or (name or "").lower() == m.hostname.lower():
+                return m
         return None
 
 

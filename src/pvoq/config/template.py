@@ -40,6 +40,9 @@ class ApplianceSpec:
     manager_address: str = "127.0.0.1"
     manager_port: int = CPQ_DEFAULT_PORT
     manager_hostname: str | None = None
+    # several managers, in delivery order (address, port, hostname): written as <managers>
+    # instead of manager_address/manager_port/manager_hostname
+    managers: list[tuple[str, int, str]] = field(default_factory=list)
     outbreak_urls: list[str] = field(default_factory=list)
     clamd_socket: str | None = None       # None: the built-in EICAR check
     outbreak_rules_file: str | None = None
@@ -86,13 +89,18 @@ def render(spec: ApplianceSpec) -> str:
             f"$ACCEPTED\n  ACCEPT {{max_conn_per_ip = {DEFAULT_MAX_CONN_PER_IP}}}\n"
             "ALL\n  $ACCEPTED (Accept everyone; the RAT decides)\n",
             [(d, "ACCEPT") for d in spec.domains] + [("ALL", "REJECT")])
-        relay = [spec.manager_address]
+        relay = list(dict.fromkeys(a for a, _, _ in spec.managers)) or [spec.manager_address]
     else:
         relay = sorted({ip for _, ip, _ in spec.gateways}) or ["127.0.0.1"]
     listeners += _listener("cpq_listener", "CPQ", interface, spec.cpq_port, "private",
                            _hat(relay, "Only select hosts can relay from this box"),
                            [("ALL", "ACCEPT")])
-    if gateway:
+    if gateway and spec.managers:
+        pvo = "    <managers>\n" + "".join(
+            f"      <manager>\n        <address>{escape(a)}</address>\n"
+            f"        <port>{port}</port>\n        <hostname>{escape(h)}</hostname>\n"
+            f"      </manager>\n" for a, port, h in spec.managers) + "    </managers>\n"
+    elif gateway:
         pvo = (f"    <manager_address>{escape(spec.manager_address)}</manager_address>\n"
                f"    <manager_port>{spec.manager_port}</manager_port>\n")
         if spec.manager_hostname:

@@ -26,6 +26,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pvoq.counters import Counters
 from pvoq.delivery.backoff import retry_delay
@@ -61,6 +62,10 @@ class Destination:
     def connection(self) -> SmtpConnection:
         raise NotImplementedError
 
+    def peer_status(self) -> list[dict[str, Any]]:
+        """Per peer, when a destination tries several (a gateway's managers): for hoststatus."""
+        return []
+
 
 @dataclass
 class HostStats:
@@ -84,6 +89,7 @@ class _Host:
     stats: HostStats
     event: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    destination: Destination | None = None  # the one its last pass used
 
 
 BounceHook = Callable[[Entry, list[Recipient], str], None]
@@ -163,6 +169,13 @@ class DeliveryQueues:
                     for r in entry.pending_for(name):
                         r.next_attempt = 0.0
                 h.event.set()
+
+    def peer_status(self, host: str) -> list[dict[str, Any]]:
+        """Per peer of *host*'s destination as its last delivery pass found it, when the
+        destination tries several (a gateway's managers); empty otherwise."""
+        found = self.hosts.get(host)
+        destination = found.destination if found is not None else None
+        return destination.peer_status() if destination is not None else []
 
     def active_recipients(self, host: str) -> int:
         return sum(len(e.pending_for(host)) for e in self.entries.values())
@@ -282,6 +295,7 @@ class DeliveryQueues:
         """One pass over the due recipients of *name*; returns when each has an outcome."""
         destination = self.destination_for(name)
         host = self._host(name)
+        host.destination = destination
         by_target: dict[tuple[str, int], list[tuple[Entry, list[Recipient], Target]]] = {}
         for entry, rcpts in due:
             target = destination.target(entry)

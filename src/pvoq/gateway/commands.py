@@ -11,8 +11,9 @@ from typing import Any
 
 from pvoq.admin.protocol import CommandError
 from pvoq.admin.registry import CommandSet, command
-from pvoq.config.model import Config
+from pvoq.config.model import Config, ManagerRecord
 from pvoq.cpq.ca import certificate_problem
+from pvoq.cpq.client import CpqConnection
 from pvoq.cpq.transfer import RescanAction
 from pvoq.delivery.queue import Destination
 from pvoq.gateway.outbreak import OutbreakRules
@@ -75,10 +76,13 @@ class WorkQueueCommands(CommandSet):
 
 
 class PvoCheckCommands(CommandSet):
-    """`pvo.check`: the "Enable" readiness check, asked of the manager over CPQ.
+    """`pvo.check`: the "Enable" readiness check, asked of each listed manager over CPQ.
 
     *manager* gives the CPQ destination of `the.cpq.host` for the configuration
-    in force."""
+    in force (its connections carry the TLS settings); each manager is checked
+    on a connection of its own, verified against that manager's registered name.
+    Ready when every listed manager answers ready; the text has a line per
+    manager when there are several."""
 
     def __init__(self, config: Callable[[], Config],
                  manager: Callable[[], Destination]) -> None:
@@ -86,24 +90,47 @@ class PvoCheckCommands(CommandSet):
 
     @command("pvo.check")
     async def check(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Ask the manager over CPQ whether centralized PVO can be enabled here."""
+        """Ask each manager over CPQ whether centralized PVO can be enabled here."""
         cfg = self.config()
-        where = f"{cfg.pvo.manager_address}:{cfg.pvo.manager_port}"
         if not cfg.pvo.enabled:
             raise CommandError("Not ready: centralized PVO quarantines are disabled in this "
                                "gateway's configuration (pvo_quarantines.enabled)")
         own = certificate_problem(cfg.cpq_certificate.certificate)
         if own:
             raise CommandError(f"Not ready: gateway: {own}")
+        managers = cfg.pvo.all_managers
+        results = [await self._check_one(m) for m in managers]
+        data = [{"manager": m.hostname, "address": m.address, "port": m.port, "ready": ok,
+                 "text": text} for m, (ok, text) in zip(managers, results, strict=True)]
+        if len(results) == 1:
+            ok, text = results[0]
+            if not ok:
+                raise CommandError(f"Not ready: {text}")
+            return {"text": f"Ready: {text}", "data": {"managers": data}}
+        lines = [f"{'Ready' if ok else 'Not ready'}: {text}" for ok, text in results]
+        ready = sum(ok for ok, _ in results)
+        summary = (f"{ready} of {len(results)} managers ready" if ready < len(results)
+                   else f"all {len(results)} managers ready")
+        if ready < len(results):
+            raise CommandError("Not ready: " + summary + "\n" + "\n".join(lines))
+        return {"text": "Ready: " + summary + "\n" + "\n".join(lines),
+                "data": {"managers": data}}
+
+    async def _check_one(self, manager: ManagerRecord) -> tuple[bool, str]:
+        """(ready, what to say) for one manager."""
+        where = f"{manager.address}:{manager.port}"
+        named = f"the manager {manager.hostname} at {where}" if len(
+            self.config().pvo.all_managers) > 1 else f"the manager at {where}"
         conn = self.manager().connection()
+        if isinstance(conn, CpqConnection):  # this manager alone, verified by its own name
+            conn.peers, conn.expect_name = (), manager.hostname
         try:
-            await conn.open(cfg.pvo.manager_address or "", cfg.pvo.manager_port)
+            await conn.open(manager.address, manager.port)
             reply = await conn.command("XCPQ CHECK")
         except DeliveryError as exc:
-            raise CommandError(f"Not ready: the manager at {where} cannot be used: "
-                               f"{exc.reason}") from None
+            return False, f"{named} cannot be used: {exc.reason}"
         finally:
             await conn.close()
         if not reply.ok:
-            raise CommandError(f"Not ready: the manager at {where} answered: {reply.text}")
-        return {"text": f"Ready: the manager at {where} answered: {reply.text}"}
+            return False, f"{named} answered: {reply.text}"
+        return True, f"{named} answered: {reply.text}"

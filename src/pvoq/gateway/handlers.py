@@ -91,11 +91,12 @@ class ReleaseHandler(CpqHandler):
             log.info(f"ICID {session.icid} CPQ release refused: peer certificate role {role!r}")
             return str(cpq_replies.MANAGER_ONLY)
         config = self.config()
-        expected = config.pvo.manager_hostname
         name = peer_common_name(session.peer_certificate)
-        if expected and (name or "").lower() != expected.lower():
-            log.info(f"ICID {session.icid} CPQ release refused: certificate of {name!r}, "
-                     f"this gateway's manager is {expected!r}")
+        if config.pvo.manager_named(name) is None:  # any listed manager, by its registered name
+            names = ", ".join(repr(m.hostname) for m in config.pvo.all_managers)
+            log.info(f"ICID {session.icid} CPQ release refused: peer {session.peer_ip} "
+                     f"presented a certificate of {name!r}, this gateway's managers are "
+                     f"{names or 'none'}")
             return cpq_replies.NOT_OUR_MANAGER.format(name=name)
         origin = transfer.origin
         target = origin.hostname

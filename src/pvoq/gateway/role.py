@@ -5,8 +5,9 @@ Wires the parts: public listeners accept mail into the spool (fsync before
 (`gateway.workqueue`), whose one hook scans each message
 (`gateway.processing`) and hands the result to the router
 (`gateway.router`): clean recipients go to their domain's queue, caught
-messages to `the.cpq.host` (CPQ to the manager). The `cpq_listener` receives
-releases from the manager, which re-enter the pipeline after the stage that
+messages to `the.cpq.host` (CPQ to the first listed manager that answers).
+The `cpq_listener` receives releases from any listed manager (known by its
+certificate's name), which re-enter the pipeline after the stage that
 quarantined them and go downstream. The outbreak rules, their reloads and the
 rescans of the kept copies are `gateway.outbreak`'s; the gateway's own
 operator commands are `gateway.commands`'.
@@ -30,7 +31,7 @@ from typing import Protocol, TextIO
 
 from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_HOST, Config, Listener
-from pvoq.cpq.client import CpqDestination
+from pvoq.cpq.client import CpqDestination, CpqPeer, PeerBackoff
 from pvoq.cpq.server import CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.delivery.routes import SmtpRouteDestination
@@ -189,10 +190,15 @@ class Gateway(Appliance):
         cfg = self.config
         pvo_ip = self.interface_ip(cfg.pvo.interface_name)
         if host == THE_CPQ_HOST:
-            manager = (cfg.pvo.manager_address or "", cfg.pvo.manager_port)
+            # Every connection tries the managers in order, each skipped for its own
+            # back-off after a failure; the address below only groups the batches.
+            peers = [CpqPeer(m.address, m.port, m.hostname) for m in cfg.pvo.all_managers]
+            first = (peers[0].host, peers[0].port) if peers else ("", cfg.pvo.manager_port)
             found = CpqDestination(
-                THE_CPQ_HOST, resolve=lambda entry: manager, expect_role="manager",
-                expect_name=cfg.pvo.manager_hostname,
+                THE_CPQ_HOST, resolve=lambda entry: first, expect_role="manager",
+                expect_name=cfg.pvo.manager_hostname, peers=peers,
+                backoff=PeerBackoff(min_s=cfg.delivery.retry_min_seconds,
+                                    max_s=cfg.delivery.retry_max_seconds),
                 tls_context=self.client_tls, maillog=self.maillog, ids=self.ids,
                 local_hostname=cfg.hostname, source_ip=pvo_ip,
                 timeout_s=cfg.delivery.timeout_seconds)

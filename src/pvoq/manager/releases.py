@@ -9,7 +9,11 @@ expiry batch, a bulk action) drain in the background, yielding to the event
 loop between messages. `send_copy` spools a copy for another address.
 
 The release entry's metadata is the CPQ `release` transfer built from the
-stored quarantine transfer.
+stored quarantine transfer. Its transfer id (`release_transfer_id`) depends
+only on the stored message, not on the manager that spools it: if a manager
+dies between spooling a release and recording it, another one sharing the
+database takes the settlement over after a while, and the gateway recognises
+the second copy as the same transfer and takes it once.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import time
 from typing import Any
 
@@ -180,8 +185,10 @@ class Releases:
         stored = QuarantineTransfer.from_json(record["meta"])
         mid = copy_mid or record["id"]
         recipients = stored.recipients if to is None else (TransferRecipient(0, to),)
+        transfer_id = (f"r-{self.serial_number}-{mid}" if copy_mid is not None
+                       else release_transfer_id(record))
         release = ReleaseTransfer(
-            transfer_id=f"r-{self.serial_number}-{mid}", origin=stored.origin,
+            transfer_id=transfer_id, origin=stored.origin,
             sender=stored.sender, recipients=recipients, quarantines=stored.quarantines,
             received=stored.received, size=size or stored.size,
             release=ReleasePart(entry=mid, stages=tuple(q.stage for q in stored.quarantines),
@@ -194,3 +201,12 @@ class Releases:
                         for r in recipients],
             received=record["received_at"], size=size or record["size"], state=QUEUED,
             meta={"cpq": release.to_json(), "gateway": stored.origin.hostname})
+
+
+def release_transfer_id(record: dict[str, Any]) -> str:
+    """The transfer id of the release of the stored *record*, the same from every manager
+    sharing its database: its MID and a digest of the quarantine transfer that brought it
+    (unique across databases, whose MIDs may coincide)."""
+    origin = record.get("transfer_id") or record["meta"].get("transfer_id", "")
+    digest = hashlib.sha256(str(origin).encode()).hexdigest()[:16]
+    return f"r-{record['id']}-{digest}"

@@ -8,6 +8,12 @@ released from every quarantine that held it is spooled for
 gateway it came from, at the address the manager's record of that gateway
 gives (configured, or looked up over SSH). An expiry loop applies the
 quarantines' default actions at their scheduled exits.
+
+Several managers may share one PostgreSQL database, each with its own
+`node_name` and CPQ certificate: MIDs come from blocks reserved in the
+database (`manager.mids`), every action and settlement is claimed there by
+exactly one process, and a release's transfer id is the same whichever
+manager spools it (`releases`), so a gateway takes it once.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config, Listener
 from pvoq.cpq.server import CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.manager.handler import QuarantineHandler
+from pvoq.manager.mids import SharedIds
 from pvoq.manager.releases import Releases
 from pvoq.quarantine.audit import key_path
 from pvoq.quarantine.commands import QuarantineCommands
@@ -68,6 +75,9 @@ class Manager(Appliance):
         self.store = QuarantineStore(url, config.data_dir / "quarantine" / "bodies",
                                      bodies=qs.bodies, node=qs.node_name or config.hostname,
                                      settings=quarantine_settings(config))
+        # MIDs are the stored rows' ids: unique across every manager on this database.
+        self.ids = SharedIds(config.data_dir / "ids.json", self.store.engine)
+        self.context.ids = self.ids
         self.queues = DeliveryQueues(
             spool=self.spool, maillog=self.maillog, destination_for=self._destination,
             retry_min_s=config.delivery.retry_min_seconds,

@@ -3,6 +3,12 @@ each its own process, on free ports, in one directory.
 
 Used by `pvoq demo` and by the end-to-end tests: both drive real processes
 over real sockets. Every process it starts it stops, by PID.
+
+The high-availability layout: `Deployment(managers=2, database_url=...)`
+makes managers `manager`, `manager2`... on one PostgreSQL database (bodies
+in the database), each with its own hostname, node name and CPQ certificate
+from the one CA, and a gateway that lists them all, in order.
+`init_manager` adds a manager the gateway does not list.
 """
 
 from __future__ import annotations
@@ -88,12 +94,28 @@ class Deployment:
     retry_min_s: float = 1.0
     retry_max_s: float = 5.0
     ssh: bool = False  # the gateway runs its SSH command service on ports["gateway_ssh"]
+    managers: int = 1  # how many managers the gateway lists: manager, manager2, ...
+    database_url: str | None = None  # the managers' shared quarantine database
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def manager_config(self) -> Path:
         return self.root / "manager" / "pvoq.xml"
+
+    @property
+    def manager_names(self) -> list[str]:
+        """The managers the gateway lists, in its order: `manager`, `manager2`, ..."""
+        return ["manager", *(f"manager{n}" for n in range(2, self.managers + 1))]
+
+    def config_of(self, name: str) -> Path:
+        """The configuration file of appliance *name* (`manager2`, `gateway`...)."""
+        return self.root / name / "pvoq.xml"
+
+    @staticmethod
+    def hostname_of(name: str) -> str:
+        """The hostname (and CPQ certificate name) of manager *name*."""
+        return MANAGER if name == "manager" else f"{name}.pvoq.test"
 
     @property
     def gateway_config(self) -> Path:
@@ -105,32 +127,55 @@ class Deployment:
 
     def init(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        names = ["manager_cpq", "gateway_cpq", "gateway_smtp", "sink"]
+        names = [f"{m}_cpq" for m in self.manager_names]
+        names += ["gateway_cpq", "gateway_smtp", "sink"]
         if self.ssh:
             names.append("gateway_ssh")
         self.ports = {}
         for name in names:
-            port = free_port(self.ip)
-            while port in self.ports.values():  # the kernel may hand a released port out again
-                port = free_port(self.ip)
-            self.ports[name] = port
-        ca = self.root / "ca"
-        init_appliance(self.root / "manager", ApplianceSpec(
-            role="manager", hostname=MANAGER, serial="PVOQ-M-0001", ip=self.ip,
-            cpq_port=self.ports["manager_cpq"],
-            gateways=[(GATEWAY, self.ip, self.ports["gateway_cpq"])],
-            retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
-            ca_dir=ca)
+            self._new_port(name)
+        for name in self.manager_names:
+            self.init_manager(name)
+        listed = [(self.ip, self.ports[f"{m}_cpq"], self.hostname_of(m))
+                  for m in self.manager_names]
         init_appliance(self.root / "gateway", ApplianceSpec(
             role="gateway", hostname=GATEWAY, serial="PVOQ-G-0001", ip=self.ip,
             cpq_port=self.ports["gateway_cpq"], smtp_port=self.ports["gateway_smtp"],
             domains=["example.com"], routes=[("ALL", f"{self.ip}:{self.ports['sink']}")],
             manager_address=self.ip, manager_port=self.ports["manager_cpq"],
-            manager_hostname=MANAGER,
+            manager_hostname=MANAGER, managers=listed if self.managers > 1 else [],
             outbreak_urls=[OUTBREAK_HOST],
             ssh_port=self.ports.get("gateway_ssh"),
             retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
-            ca_dir=ca)
+            ca_dir=self.root / "ca")
+
+    def _new_port(self, name: str) -> int:
+        port = free_port(self.ip)
+        while port in self.ports.values():  # the kernel may hand a released port out again
+            port = free_port(self.ip)
+        self.ports[name] = port
+        return port
+
+    def init_manager(self, name: str) -> Path:
+        """Write manager *name*'s configuration and certificate (from the deployment's CA):
+        its own hostname, node name and CPQ port, the deployment's database if it has one.
+        A manager made after `init` is not listed by the gateway."""
+        port = self.ports.get(f"{name}_cpq") or self._new_port(f"{name}_cpq")
+        serial = "PVOQ-M-0001" if name == "manager" else f"PVOQ-M-{name.upper()}"
+        path = init_appliance(self.root / name, ApplianceSpec(
+            role="manager", hostname=self.hostname_of(name), serial=serial, ip=self.ip,
+            cpq_port=port, gateways=[(GATEWAY, self.ip, self.ports["gateway_cpq"])],
+            retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
+            ca_dir=self.root / "ca")
+        if self.database_url:
+            path.write_text(path.read_text().replace("</config>", f"""\
+  <quarantine_store>
+    <database_url>{self.database_url}</database_url>
+    <bodies>database</bodies>
+    <node_name>{name}</node_name>
+  </quarantine_store>
+</config>"""))
+        return path
 
     # -- processes ---------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
@@ -147,9 +192,10 @@ class Deployment:
                              "--dir", str(self.sink_dir)])
         wait_for("the sink to listen", lambda: self._port_open(self.ports["sink"]))
 
-    def start_manager(self) -> None:
-        self._spawn("manager", ["manager", "run", "-c", str(self.manager_config)])
-        wait_for("the manager to be ready", lambda: self._admin_ready(self.manager_config))
+    def start_manager(self, name: str = "manager") -> None:
+        config = self.config_of(name)
+        self._spawn(name, ["manager", "run", "-c", str(config)])
+        wait_for(f"{name} to be ready", lambda: self._admin_ready(config))
 
     def start_gateway(self) -> None:
         self._spawn("gateway", ["gateway", "run", "-c", str(self.gateway_config)])
@@ -157,7 +203,8 @@ class Deployment:
 
     def start(self) -> None:
         self.start_sink()
-        self.start_manager()
+        for name in self.manager_names:
+            self.start_manager(name)
         self.start_gateway()
 
     def _port_open(self, port: int) -> bool:
@@ -215,8 +262,8 @@ class Deployment:
             raise DeploymentError(f"{command}: {response.get('error')}")
         return response
 
-    def quarantined(self) -> list[dict[str, Any]]:
-        return self.admin(self.manager_config, "quarantine.list")["data"]["messages"]
+    def quarantined(self, manager: str = "manager") -> list[dict[str, Any]]:
+        return self.admin(self.config_of(manager), "quarantine.list")["data"]["messages"]
 
     def delivered(self) -> list[tuple[dict[str, Any], bytes]]:
         """What the sink received, oldest first: (envelope, message bytes)."""

@@ -34,6 +34,7 @@ from pvoq.config.model import (
     Interface,
     Listener,
     MailPolicy,
+    ManagerRecord,
     OutbreakSettings,
     PvoSettings,
     QuarantineDefinition,
@@ -118,6 +119,10 @@ SECTIONS = [
             {"hostname": WRITTEN, "address": WRITTEN},
             pvo="    <gateways><gateway><hostname>gw9</hostname>"
                 "<address>10.1.2.9</address></gateway></gateways>\n"),
+    Section(ManagerRecord, "", lambda c: c.pvo.managers[0],
+            {"hostname": WRITTEN, "address": WRITTEN},
+            pvo="    <managers><manager><address>10.1.2.9</address>"
+                "<hostname>mgr9</hostname></manager></managers>\n"),
     Section(SshSettings, "  <ssh/>\n", lambda c: c.ssh, {"interface_name": "Incoming Mail"}),
     Section(SslConfig, "  <ssl_config/>\n", lambda c: c.ssl, {}),
     Section(DeliverySettings, "  <delivery/>\n", lambda c: c.delivery, {}),
@@ -152,7 +157,10 @@ def load(directory: Path, extra: str = "", pvo: str = "") -> Config:
     for name in ("cpq-ca.pem", "cpq.pem", "cpq.key"):
         (certs / name).touch()
     path = directory / "config.xml"
-    path.write_text(MINIMAL.format(pvo=pvo, extra=extra), encoding="utf-8")
+    text = MINIMAL.format(pvo=pvo, extra=extra)
+    if "<managers>" in pvo:  # the list replaces the single form
+        text = text.replace("    <manager_address>10.1.2.3</manager_address>\n", "")
+    path.write_text(text, encoding="utf-8")
     return load_config(path)
 
 

@@ -30,7 +30,7 @@ from pvoq.cpq.transfer import (
 from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.manager.handler import QuarantineHandler
-from pvoq.manager.releases import Releases
+from pvoq.manager.releases import Releases, release_transfer_id
 from pvoq.quarantine.roles import ADMIN, Caller
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, merge_settings
@@ -117,7 +117,8 @@ class TestSettle:
             (1, "carol@example.com", THE_CPQ_RELEASE_HOST)]
         cpq = entry.meta["cpq"]
         assert entry.meta["gateway"] == "gw1.example.com"
-        assert cpq["kind"] == "release" and cpq["transfer_id"] == f"r-{SERIAL}-7"
+        assert cpq["kind"] == "release" and cpq["transfer_id"] == release_transfer_id(
+            {"id": 7, "transfer_id": meta["transfer_id"]})
         assert cpq["origin"] == meta["origin"] and cpq["recipients"] == meta["recipients"]
         assert cpq["release"] == {"entry": 7, "stages": ["content_filters"],
                                   "quarantines": ["Policy"]}

@@ -219,18 +219,22 @@ class WorkQueue:
         try:
             await asyncio.gather(*(self._process_one(e) for e in batch))
         finally:
-            self._in_work -= len(batch)
             self.claims.done(mids)
 
     async def _process_one(self, entry: Entry) -> None:
-        if entry.mid not in self.spool:
-            self._forget(entry.mid)  # deleted (deleterecipients) while it waited
-            return
-        self._under_way.add(entry.mid)
+        # Each message leaves `_in_work` as soon as its own turn ends, not with its batch:
+        # one waiting for a retry (or already queued again) is counted there, once.
         try:
-            await self._dispose_one(entry)
+            if entry.mid not in self.spool:
+                self._forget(entry.mid)  # deleted (deleterecipients) while it waited
+                return
+            self._under_way.add(entry.mid)
+            try:
+                await self._dispose_one(entry)
+            finally:
+                self._under_way.discard(entry.mid)
         finally:
-            self._under_way.discard(entry.mid)
+            self._in_work -= 1
 
     async def _dispose_one(self, entry: Entry) -> None:
         body = b""

@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import smtplib
+import shutil
 import socket
 import subprocess
 import sys
@@ -194,6 +195,13 @@ class Deployment:
 
     def start_manager(self, name: str = "manager") -> None:
         config = self.config_of(name)
+        first = self.root / self.manager_names[0] / "data" / "audit.key"
+        mine = self.root / name / "data" / "audit.key"
+        if self.database_url and first.exists() and not mine.exists():
+            # managers sharing one database share its audit key (docs/operations.md)
+            mine.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+            shutil.copyfile(first, mine)
+            mine.chmod(0o600)
         self._spawn(name, ["manager", "run", "-c", str(config)])
         wait_for(f"{name} to be ready", lambda: self._admin_ready(config))
 

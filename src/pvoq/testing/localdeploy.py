@@ -17,9 +17,9 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import smtplib
-import shutil
 import socket
 import subprocess
 import sys

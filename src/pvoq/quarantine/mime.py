@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+from email.header import Header
 from email.message import EmailMessage
 
 from pvoq.quarantine.settings import EarlyRelease
 
 STRIPPED_NOTE = "The attachment {name} was removed from this message on release.\r\n"
+CONTENT_REMOVED_NOTE = (b"This message could not be read as MIME; its content was removed "
+                        b"on release.\r\n")
 
 
 def _parse(body: bytes) -> EmailMessage:
@@ -42,24 +45,94 @@ def attachments_of(body: bytes) -> list[tuple[str, int]]:
 
 
 def apply_early_release(body: bytes, options: EarlyRelease) -> bytes:
-    """The body as released early: subject tagged, header added, attachments stripped."""
+    """The body as released early: attachments stripped, subject tagged, header added.
+
+    Never raises: a release must not stall on a message the email package
+    cannot read or write back. The subject tag and the X-header are written
+    into the raw header section, so the rest of the message stays byte for byte
+    what was held; stripping rewrites the MIME tree, and a message whose tree
+    cannot be rewritten loses its whole content to a notice instead (the option
+    exists to keep attachments from being released).
+    """
     if not options.active:
         return body
-    msg = _parse(body)
+    if options.strip_attachments:
+        body = _strip_attachments(body)
+    lines = body.splitlines(keepends=True)
+    end = next((i for i, line in enumerate(lines) if line in (b"\r\n", b"\n")), len(lines))
+    eol = b"\n" if lines and lines[0].endswith(b"\n") and not lines[0].endswith(b"\r\n") \
+        else b"\r\n"
+    head = lines[:end]
     if options.subject_tag:
-        subject = str(msg.get("Subject", ""))
-        del msg["Subject"]
-        msg["Subject"] = (f"{options.subject_tag} {subject}".strip()
-                          if options.subject_position == "prepend"
-                          else f"{subject} {options.subject_tag}".strip())
+        head = _tag_subject(head, _header_text(options.subject_tag), eol,
+                            append=options.subject_position != "prepend")
     if options.x_header and ":" in options.x_header:
         name, _, value = options.x_header.partition(":")
-        msg[name.strip()] = value.strip()
-    if options.strip_attachments and msg.is_multipart():
+        token = "".join(c for c in name.strip() if 33 <= ord(c) <= 126 and c != ":")
+        if token:
+            head.append(token.encode("ascii") + b": " + _header_text(value.strip()) + eol)
+    return b"".join(head + lines[end:])
+
+
+def _header_text(text: str) -> bytes:
+    """*text* as a header value: control characters dropped, an encoded-word if not ASCII."""
+    clean = "".join(c for c in text if c >= " " and c != "\x7f")
+    if clean.isascii():
+        return clean.encode("ascii")
+    return Header(clean, "utf-8").encode().encode("ascii")
+
+
+def _tag_subject(head: list[bytes], tag: bytes, eol: bytes, *, append: bool) -> list[bytes]:
+    """The raw header lines *head* with *tag* put before or after the Subject's value."""
+    head = list(head)
+    for i, line in enumerate(head):
+        if line[:8].lower() != b"subject:":
+            continue
+        last = i
+        while last + 1 < len(head) and head[last + 1][:1] in (b" ", b"\t"):
+            last += 1  # folded onto the lines below
+        if append:
+            text = head[last].rstrip(b"\r\n")
+            head[last] = text + (b"" if text[-1:] in (b" ", b"\t") else b" ") + tag + eol
+        else:
+            value = head[i][8:].lstrip(b" \t")
+            head[i] = b"Subject: " + tag + (b" " + value if value.strip() else eol)
+        return head
+    head.append(b"Subject: " + tag + eol)
+    return head
+
+
+def _strip_attachments(body: bytes) -> bytes:
+    try:
+        msg = _parse(body)
+        if not msg.is_multipart():
+            return body
+        stripped = False
         for part in list(msg.walk()):
             if part.is_multipart():
                 continue
             filename = part.get_filename()
             if filename or part.get_content_disposition() == "attachment":
                 part.set_content(STRIPPED_NOTE.format(name=filename or "unnamed"))
-    return msg.as_bytes(policy=email.policy.SMTP)
+                stripped = True
+        return msg.as_bytes(policy=email.policy.SMTP) if stripped else body
+    except Exception:  # unreadable MIME: release its headers and a notice, never its parts
+        return _content_removed(body)
+
+
+def _content_removed(body: bytes) -> bytes:
+    lines = body.splitlines(keepends=True)
+    end = next((i for i, line in enumerate(lines) if line in (b"\r\n", b"\n")), len(lines))
+    kept: list[bytes] = []
+    dropping = False
+    for line in lines[:end]:
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        name = line.split(b":", 1)[0].strip().lower()
+        dropping = name in (b"content-type", b"content-transfer-encoding", b"mime-version")
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept) + (b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n"
+                             b"Content-Transfer-Encoding: 7bit\r\n\r\n" + CONTENT_REMOVED_NOTE)

@@ -7,6 +7,8 @@ import email.policy
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvoq.quarantine.mime import apply_early_release, attachments_of
 from pvoq.quarantine.settings import (
@@ -150,3 +152,56 @@ class TestMime:
         """Without options the body is released byte for byte."""
         raw = _message_with_attachment()
         assert apply_early_release(raw, EarlyRelease()) is raw
+
+
+# A multipart part without a boundary, marked as an attachment: the email package reads it
+# as a leaf and then refuses to set its content.
+_UNSTRIPPABLE = (b"From: a@example.com\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n"
+                 b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n"
+                 b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+                 b"--b\r\nContent-Type: multipart/alternative\r\n"
+                 b"Content-Disposition: attachment; filename=\"x.zip\"\r\n\r\nPK\x03\x04\r\n"
+                 b"--b--\r\n")
+
+
+class TestHostileEarlyRelease:
+    def test_tag_and_header_keep_the_rest_byte_for_byte(self) -> None:
+        """Subject tag and X-header touch the header section only."""
+        raw = _message_with_attachment()
+        body = apply_early_release(raw, EarlyRelease(subject_tag="[EARLY]",
+                                                     x_header="X-Early: yes"))
+        assert body.split(b"\n\n", 1)[1] == raw.split(b"\n\n", 1)[1]
+        msg = email.message_from_bytes(body, policy=email.policy.default)
+        assert (msg["Subject"], msg["X-Early"]) == ("[EARLY] Invoice", "yes")
+
+    def test_unstrippable_message_loses_its_content_not_its_release(self) -> None:
+        """A tree the email package cannot rewrite is released as headers and a notice."""
+        body = apply_early_release(_UNSTRIPPABLE, EarlyRelease(
+            subject_tag="[EARLY]", strip_attachments=True))
+        msg = email.message_from_bytes(body, policy=email.policy.default)
+        assert msg["Subject"] == "[EARLY] Grüße"
+        assert msg.get_content_type() == "text/plain"
+        assert b"PK\x03\x04" not in body and b"content was removed" in body
+
+    def test_non_ascii_tag_and_folded_subject(self) -> None:
+        """A non-ASCII tag is an encoded word; a folded subject keeps its lines."""
+        raw = b"Subject: first\r\n second\r\nFrom: a@example.com\r\n\r\nbody\r\n"
+        body = apply_early_release(raw, EarlyRelease(subject_tag="[frühe]",
+                                                     subject_position="append"))
+        msg = email.message_from_bytes(body, policy=email.policy.default)
+        assert msg["Subject"] == "first second [frühe]"
+        assert body.endswith(b"\r\n\r\nbody\r\n")
+
+    def test_no_subject_gets_one(self) -> None:
+        body = apply_early_release(b"From: a@example.com\r\n\r\nx\r\n",
+                                   EarlyRelease(subject_tag="[EARLY]"))
+        assert email.message_from_bytes(body)["Subject"] == "[EARLY]"
+
+    @settings(max_examples=200)
+    @given(st.binary(max_size=2000), st.booleans(), st.booleans())
+    def test_any_body_is_released(self, raw: bytes, strip: bool, append: bool) -> None:
+        """Whatever the body, the early-release options give a body, never an exception."""
+        body = apply_early_release(raw, EarlyRelease(
+            subject_tag="[EARLY]", subject_position="append" if append else "prepend",
+            x_header="X-Early: yes", strip_attachments=strip))
+        assert b"[EARLY]" in body and b"X-Early: yes" in body

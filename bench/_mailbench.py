@@ -263,6 +263,10 @@ class PostfixRelay:
         self.started = False
 
     def start(self) -> PostfixRelay:
+        if os.geteuid() != 0:
+            raise BenchFailure("a private Postfix instance is started as root (its master "
+                               "binds its port and hands its daemons to the postfix user)")
+        tool("postfix")
         self.conf.mkdir(parents=True)
         for sub in ("queue", "data"):
             (self.root / sub).mkdir()

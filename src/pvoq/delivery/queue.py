@@ -406,7 +406,9 @@ class DeliveryQueues:
     def _commit(self, entry: Entry, *, outcome: str = "done") -> None:
         """Make the entry's new state durable; forget it once every recipient is final."""
         if entry.finished:
-            self.spool.remove(entry.mid)
+            # Not waited for: the message is delivered (or bounced); a crash before the
+            # removal is durable delivers it again, as it would after a lost reply.
+            self.spool.remove_soon(entry.mid, self._commit_failed)
             self.entries.pop(entry.mid, None)
             self.counters.inc("completed_recipients",
                               sum(1 for r in entry.recipients if r.status != DELETED))
@@ -414,4 +416,8 @@ class DeliveryQueues:
             if self.on_finished is not None:
                 self.on_finished(entry)
         else:
-            self.spool.update(entry)
+            self.spool.update_soon(entry, self._commit_failed)
+
+    def _commit_failed(self, exc: BaseException) -> None:
+        self.log.critical(f"Delivery queue: cannot record a delivery outcome in the spool "
+                          f"({exc}); the message may be delivered again after a restart")

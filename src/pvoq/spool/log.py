@@ -221,6 +221,34 @@ class SpoolLog:
         assert isinstance(change.done, asyncio.Future)
         await change.done
 
+    def commit_soon(self, records: list[Record], *,
+                    on_error: Callable[[BaseException], None]) -> None:
+        """Hand *records* to the writer and return at once (blocking outside an event loop).
+
+        For a change whose loss in a crash only repeats work, never loses mail:
+        a delivered message's removal, a delivery attempt's new state. The log
+        keeps the order of what it is handed, so a later change of the same
+        message never lands before this one; `close` commits it before stopping.
+        *on_error* hears of a failed commit, on the event loop.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            try:
+                self.commit(records)
+            except Exception as exc:
+                on_error(exc)
+            return
+        change = _Change(records, loop.create_future(), loop)
+        assert isinstance(change.done, asyncio.Future)
+
+        def settled(done: asyncio.Future[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                on_error(done.exception())  # type: ignore[arg-type]
+
+        change.done.add_done_callback(settled)
+        self._submit(change)
+
     def commit(self, records: list[Record]) -> None:
         """`commit_async` for a caller that may block (start-up, tests, rare paths)."""
         change = _Change(records, threading.Event())

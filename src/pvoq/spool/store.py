@@ -192,6 +192,20 @@ class Spool:
     def remove(self, mid: int) -> None:
         self.log.commit([Record(REMOVE, mid)])
 
+    def flush(self) -> None:
+        """Wait until every change handed in so far (`remove_soon`, `update_soon`) is durable."""
+        self.log.commit([])
+
+    def remove_soon(self, mid: int, on_error: Callable[[BaseException], None]) -> None:
+        """Remove a message whose work is done without waiting for the disk: a crash
+        before the removal is durable only repeats that work (`SpoolLog.commit_soon`)."""
+        self.log.commit_soon([Record(REMOVE, mid)], on_error=on_error)
+
+    def update_soon(self, entry: Entry, on_error: Callable[[BaseException], None]) -> None:
+        """`update` without waiting for the disk, for a state whose loss only repeats
+        work (a delivery attempt's outcome)."""
+        self.log.commit_soon([Record(ENTRY, entry.mid, entry.to_json())], on_error=on_error)
+
     async def remove_async(self, mid: int) -> None:
         await self.log.commit_async([Record(REMOVE, mid)])
 

@@ -149,6 +149,7 @@ def deliver(queues: DeliveryQueues, host: str = HOST) -> None:
     """Run one delivery pass over the due recipients of *host*."""
     due, _ = queues._due(host)
     asyncio.run(queues.deliver_host(host, due))
+    queues.spool.flush()  # outcomes are recorded without waiting for the disk
 
 
 def on_disk(spool: Spool, mid: int) -> Entry:

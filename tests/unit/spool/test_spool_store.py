@@ -198,3 +198,54 @@ class TestSpool:
         assert again.mids() == list(range(2, 41, 2))
         assert all(e.state == QUEUED for e in again.recover())
         assert again.read_body(8) == BODY + b"8"
+
+    def test_changes_handed_in_soon_land_in_order(self, spool: Spool) -> None:
+        """`update_soon`/`remove_soon` return at once; what they hand in is committed in
+        order, before `close` returns, and a later put of the same MID is not overtaken."""
+        import asyncio
+
+        errors: list[BaseException] = []
+
+        async def main() -> None:
+            for mid in range(1, 21):
+                entry = make_entry(mid)
+                await spool.put_async(entry, BODY)
+                entry.state = QUEUED
+                spool.update_soon(entry, errors.append)
+                if mid % 2:
+                    spool.remove_soon(mid, errors.append)
+            spool.remove_soon(2, errors.append)
+            await spool.put_async(make_entry(2), BODY + b"again")
+
+        asyncio.run(main())
+        spool.close()
+        again = Spool(spool.dir)
+        assert again.mids() == list(range(2, 21, 2))
+        assert again.read_body(2) == BODY + b"again"
+        assert errors == []
+
+    def test_a_failed_change_handed_in_soon_is_reported(self, spool: Spool,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+        """A commit that fails after `remove_soon` returned reaches its error callback."""
+        import asyncio
+        import errno
+        import os
+
+        errors: list[BaseException] = []
+        spool.put(make_entry(1), BODY)
+
+        def full(fd: int) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        async def main() -> None:
+            monkeypatch.setattr(os, "fdatasync", full)
+            spool.remove_soon(1, errors.append)
+            for _ in range(200):
+                if errors:
+                    break
+                await asyncio.sleep(0.01)
+
+        asyncio.run(main())
+        monkeypatch.undo()
+        assert [e.errno for e in errors if isinstance(e, OSError)] == [errno.ENOSPC]
+        assert 1 in spool

@@ -117,7 +117,7 @@ class Releases:
         """`settle` for claimed messages together: their releases share one spool commit
         (without blocking the event loop), their settlements one SQL transaction."""
         done = []
-        puts = []
+        puts: list[tuple[Entry, bytes]] = []
         for mid, state, how, names in chunk:
             record = self.store.get(mid)
             assert record is not None
@@ -130,9 +130,10 @@ class Releases:
                         for option in self.early_release(names):
                             body = apply_early_release(body, option)
                     entry = self.release_entry(record, len(body))
-                    puts.append(self.spool.put_async(entry, body))
+                    puts.append((entry, body))
             done.append((mid, state, how, names, record, entry))
-        await asyncio.gather(*puts)  # one group commit of the spool for all of them
+        # One group commit of the spool for all of them.
+        await asyncio.gather(*(self.spool.put_async(entry, body) for entry, body in puts))
         for mid, _, _, _, _, entry in done:
             if entry is not None:
                 self.queues.add(entry)

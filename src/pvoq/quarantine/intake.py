@@ -225,12 +225,15 @@ class Intake:
         candidates: dict[int, Path] = {}
         temps = 0
         for entry in os.scandir(self.bodies):
-            if not entry.is_file(follow_symlinks=False) or \
-                    entry.stat(follow_symlinks=False).st_mtime >= cutoff:
-                continue
-            if entry.name.endswith(TMP_SUFFIX):
-                os.unlink(entry.path)
-                temps += 1
+            try:
+                if not entry.is_file(follow_symlinks=False) or \
+                        entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+                if entry.name.endswith(TMP_SUFFIX):
+                    os.unlink(entry.path)
+                    temps += 1
+                    continue
+            except FileNotFoundError:  # gone meanwhile
                 continue
             stem, dot, ext = entry.name.partition(".")
             if dot and ext == "eml" and stem.isdigit():

@@ -3,7 +3,8 @@
 A message arrives once per transfer id (`messages.transfer_id` is unique: a
 retry after a lost `250` finds the row and stores nothing). Its body is
 written and fsync'd (or inserted in the same transaction) before the row is
-committed, and the row is committed before CPQ answers `250`.
+committed, and the row is committed before CPQ answers `250`; the arrivals
+in flight together share that work (group commit: `intake`, `arrivals`).
 
 A message sits in one or more quarantines (`message_quarantines`). AsyncOS
 semantics: it is delivered only once released from all of them, and never

@@ -179,6 +179,55 @@ class TestSettle:
             assert record is not None and record["state"] == DELETED
 
 
+    def test_a_drained_chunk_shares_one_spool_commit_and_one_transaction(
+            self, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        for mid in range(30, 36):
+            rig.put(mid, "Policy")
+        rig.put(36, "Hold")
+        finished: list[list[int]] = []
+        real = rig.store.finish_many
+        monkeypatch.setattr(rig.store, "finish_many",
+                            lambda settled: (finished.append([m for m, _ in settled]),
+                                             real(settled))[1])
+
+        async def main() -> None:
+            rig.service.act_many(CALLER, "release", list(range(30, 36)))
+            rig.service.act_many(CALLER, "delete", [36])
+            for _ in range(200):
+                if 36 in {m for chunk in finished for m in chunk}:
+                    break
+                await asyncio.sleep(0.01)
+            await rig.releases.stop()
+        asyncio.run(main())
+        assert finished == [list(range(30, 37))]  # one transaction for the whole chunk
+        for mid in range(30, 36):
+            assert rig.spool.get(mid) is not None and mid in rig.queues.entries
+            assert logged(rig, f"MID {mid} released from all quarantines")
+            assert logged(rig, f'MID {mid} released from quarantine "Policy" (manual)')
+            assert rig.store.get(mid)["state"] == RELEASED  # type: ignore[index]
+        assert rig.store.get(36)["state"] == DELETED  # type: ignore[index]
+        assert sorted(p.name for p in rig.store.bodies.iterdir()) == []
+
+    def test_a_message_that_cannot_settle_stays_alone_for_recovery(self, rig: Rig) -> None:
+        for mid in (40, 41, 42):
+            rig.put(mid, "Policy")
+        (rig.store.bodies / "41.eml").unlink()  # its body is gone: it cannot be released
+
+        async def main() -> None:
+            rig.service.act_many(CALLER, "release", [40, 41, 42])
+            for _ in range(200):
+                if rig.store.get(42)["state"] == RELEASED:  # type: ignore[index]
+                    break
+                await asyncio.sleep(0.01)
+            await rig.releases.stop()
+        asyncio.run(main())
+        assert rig.store.get(40)["state"] == RELEASED  # type: ignore[index]
+        assert rig.store.get(42)["state"] == RELEASED  # type: ignore[index]
+        assert rig.store.get(41)["state"] == "settling"  # type: ignore[index]
+        assert logged(rig, "MID 41 settlement failed, left for recovery")
+        assert rig.store.unsettled() == [41]
+
+
 class Session:
     peer_certificate = None
     peer_ip = "10.0.0.1"

@@ -40,3 +40,13 @@ def postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def umask_000() -> Iterator[None]:
+    """The process umask 000 for one test (what pvoq must hold its modes against)."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ from pvoq.config.template import ApplianceSpec
 from pvoq.deploy import init_appliance
 from pvoq.gateway import Gateway
 from pvoq.testing.files import dead_pid
-
-
-@pytest.fixture
-def umask_000() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -121,15 +120,6 @@ class TestRemoveLeftovers:
         (tmp_path / f".pvoq.xml.{dead_pid()}{TMP_SUFFIX}").write_bytes(b"x")
         assert remove_leftovers(tmp_path, ours_only=True) == 1
         assert [p.name for p in tmp_path.iterdir()] == [f"editor{TMP_SUFFIX}"]
-
-
-@pytest.fixture
-def umask_000() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")

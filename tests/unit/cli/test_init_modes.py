@@ -3,24 +3,12 @@ writes (here the CA, written 0644 by its module) is not open to other users."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from pvoq.cli.main import main
 from pvoq.testing.files import loose_paths
-
-
-@pytest.fixture
-def umask_000() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def test_init_under_umask_000(tmp_path: Path, umask_000: None) -> None:

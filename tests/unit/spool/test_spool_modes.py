@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from pvoq.spool.store import Entry, Recipient, Spool
 from pvoq.testing.files import loose_paths
-
-
-@pytest.fixture
-def umask_000() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def test_spool_and_bad_under_umask_000(tmp_path: Path, umask_000: None) -> None:

@@ -37,6 +37,9 @@ class OutbreakKeeper:
         self.copies = OutbreakCopies(data_dir / "outbreak_copies")
         self.notices = NoticeOutbox(data_dir / "outbreak_notices")
         self.log = maillog
+        if self.copies.orphans_removed:
+            maillog.info(f"Removed {self.copies.orphans_removed} outbreak copy bodies with no "
+                         f"entry (a copy cut by a crash before its entry was written)")
         self.hostname = hostname
         self.serial = serial
 

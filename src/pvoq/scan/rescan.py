@@ -20,6 +20,7 @@ This module never talks to the network and never logs: the gateway does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -80,10 +81,28 @@ class OutbreakCopies:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_leftovers(self.dir)
+        self.orphans_removed = self._remove_orphans()
+
+    def _remove_orphans(self) -> int:
+        """Bodies whose entry was never written (`keep` cut between its two writes): the
+        entry's appearance is a copy's commit, so such a body belongs to no copy."""
+        removed = 0
+        for item in os.scandir(self.dir):
+            if item.name.endswith(".eml") and not (self.dir / (item.name[:-4] + ".json")).exists():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(item.path)
+                removed += 1
+        return removed
 
     def keep(self, copy: OutbreakCopy, body: bytes) -> None:
-        atomic_write(self.dir / f"{copy.mid}.eml", body, sync_dir=False)
-        atomic_write(self.dir / f"{copy.mid}.json", json.dumps(asdict(copy)).encode())
+        body_path = self.dir / f"{copy.mid}.eml"
+        atomic_write(body_path, body, sync_dir=False)
+        try:
+            atomic_write(self.dir / f"{copy.mid}.json", json.dumps(asdict(copy)).encode())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                body_path.unlink()  # no entry, no copy: its body must not stay behind
+            raise
 
     def update(self, copy: OutbreakCopy) -> None:
         atomic_write(self.dir / f"{copy.mid}.json", json.dumps(asdict(copy)).encode())

@@ -150,6 +150,33 @@ class TestRescan:
                    engine=EicarEngine())
         assert (d.action, d.reason) == (DELETE, "a/v verdict:VIRAL Eicar-Test-Signature")
 
+    def test_a_copy_cut_before_its_entry_leaves_no_body(self, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+        """A failed entry write removes the copy's body; a body left by a crash between the
+        two writes is removed at the next start."""
+        import errno
+
+        import pvoq.scan.rescan as rescan
+
+        copies = OutbreakCopies(tmp_path / "copies")
+        real = rescan.atomic_write
+
+        def entry_fails(path: Path, data: bytes, **kw: object) -> None:
+            if path.suffix == ".json":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(path, data, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(rescan, "atomic_write", entry_fails)
+        with pytest.raises(OSError):
+            copies.keep(self.copy(), b"body")
+        monkeypatch.undo()
+        assert sorted(p.name for p in (tmp_path / "copies").iterdir()) == []
+        (tmp_path / "copies" / "13.eml").write_bytes(b"crash")  # as a SIGKILL leaves it
+        copies.keep(self.copy(), b"body")
+        again = OutbreakCopies(tmp_path / "copies")
+        assert again.orphans_removed == 1
+        assert sorted(p.name for p in (tmp_path / "copies").iterdir()) == ["12.eml", "12.json"]
+
     def test_copies_and_notices_are_durable_files(self, tmp_path: Path) -> None:
         """Copies survive a restart; a notice names the original transfer and is idempotent."""
         copies = OutbreakCopies(tmp_path / "copies")

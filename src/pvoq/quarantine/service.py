@@ -11,6 +11,7 @@ It never talks to the network itself; delivery is the Settler's job.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from pvoq.quarantine.store import (
     QuarantineError,
     QuarantineStore,
 )
+from pvoq.smtp.limits import address_fault
 
 ACTIONS = ACTION_STATE
 MAX_MID = 2**63 - 1          # MIDs are 64-bit signed integers in every database
@@ -298,8 +300,10 @@ class QuarantineService:
     def copy(self, caller: Caller, mid: int, address: str) -> ActionResult:
         """Send a copy to *address* through the originating gateway (admins only)."""
         self._authorize(caller, "copy")
-        if "@" not in address:
-            return ActionResult(mid, False, text=f"not an address: {address!r}")
+        fault = copy_address_fault(address)
+        if fault is not None:
+            return ActionResult(mid, False, text=f"not an address a gateway accepts: "
+                                                 f"{address!r} ({fault})")
         record = self.store.get(mid) if valid_mid(mid) else None
         if record is None or record["state"] != HELD:
             return _unknown(mid)
@@ -453,3 +457,25 @@ class QuarantineService:
             for name in quarantines:
                 self.log(f'Quarantine "{name}" is {after}% full')
         return True
+
+
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)*[^\W_](?:[\w-]{0,61}[^\W_])?")
+
+
+def copy_address_fault(address: str) -> str | None:
+    """Why a Send Copy to *address* could never be delivered, or None.
+
+    The copy travels to the gateway over CPQ and then out as `RCPT TO`:
+    an address a listener would refuse would wait on `the.cpq.release.host`
+    for ever (CPQ destinations hold, never bounce), so it is refused here, at
+    once: a plain `local@domain` (dot-atom local part, a domain of labels),
+    within the listeners' length and character bounds.
+    """
+    fault = address_fault(address)
+    if fault is not None:
+        return fault
+    local, at, domain = address.rpartition("@")
+    if not at or not _ATOM.fullmatch(local) or not _DOMAIN.fullmatch(domain):
+        return "expected local@domain"
+    return None

@@ -177,6 +177,18 @@ class TestOtherActions:
         assert env.settler.copies == [(1, "legal@example.com")]
         assert env.store.held_in(1) == ["Policy"]
 
+    @pytest.mark.parametrize("address", ["a b@example.com", "<legal@example.com>",
+                                         "legal@", "legal@-x.example", "a@x.com,b@y.com",
+                                         "legal\r\n@example.com", "x" * 250 + "@example.com"])
+    def test_send_copy_to_an_address_no_gateway_accepts_is_refused(self, env: Env,
+                                                                   address: str) -> None:
+        """A copy to an address a listener would refuse is refused at once: it would
+        otherwise wait on the.cpq.release.host for ever (CPQ destinations never bounce)."""
+        put(env.store, 1, "Policy")
+        result = env.service.copy(ADMIN_CALLER, 1, address)
+        assert not result.ok and "not an address a gateway accepts" in result.text
+        assert env.settler.copies == []
+
 
 class TestExpiry:
     def test_default_actions_at_scheduled_exit(self, env: Env, clock: Any) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 
 from pvoq.config.model import DEFAULT_MAX_CONN_PER_IP
 from pvoq.testing.localdeploy import Deployment, DeploymentError, free_port
+from pvoq.testing.processes import stop_process
 
 RECIPIENT = "bob@example.com"
 POSTFIX_USER = "postfix"
@@ -174,7 +175,7 @@ class SmtpSink:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        _stop_pid(proc)
+        stop_process(proc)
         if self._reader is not None:
             self._reader.join(5)
         if proc.stdout is not None:
@@ -215,15 +216,7 @@ def _wait_port(port: int, what: str, proc: subprocess.Popen[bytes] | None,
     raise PhaseTimeout(f"{what} did not listen on 127.0.0.1:{port} within {timeout_s:.0f}s")
 
 
-def _stop_pid(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout_s)
+
 
 
 # -- a private Postfix relay -------------------------------------------------------------

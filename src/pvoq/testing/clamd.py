@@ -14,13 +14,13 @@ import contextlib
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 from pvoq.errors import PvoqError
 from pvoq.scan.antivirus import EICAR, ClamdEngine
+from pvoq.testing.processes import stop_process
 
 SIGNATURE_NAME = "Eicar-Test-Signature"
 _EICAR_BODY = b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE"
@@ -124,15 +124,8 @@ class ClamdProcess:
 
     def stop(self, *, timeout_s: float = 10.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout_s)
+        if proc is not None:
+            stop_process(proc, timeout_s)
 
     def __enter__(self) -> ClamdProcess:
         self.start()

@@ -23,6 +23,7 @@ Every process started here is stopped by its PID; loopback only.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import grp
 import os
@@ -46,6 +47,16 @@ from pvoq.testing.processes import stop_process
 
 RECIPIENT = "bob@example.com"
 POSTFIX_USER = "postfix"
+
+def load_parser(doc: str, *, messages: int, deadline_s: float) -> argparse.ArgumentParser:
+    """The options every load bench takes: --messages, --sessions, --size, --deadline."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=messages)
+    parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--size", type=int, default=10_240)
+    parser.add_argument("--deadline", type=float, default=deadline_s, help="seconds per phase")
+    return parser
+
 
 
 class BenchFailure(Exception):

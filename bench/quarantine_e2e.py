@@ -42,6 +42,7 @@ from _mailbench import (
     free_port,
     held_gauge,
     held_recipients,
+    load_parser,
     quarantine_phase,
     report_progress,
     run_source,
@@ -63,11 +64,7 @@ def reference(root: Path, args: argparse.Namespace) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=5000)
-    parser.add_argument("--sessions", type=int, default=16)
-    parser.add_argument("--size", type=int, default=10_240)
-    parser.add_argument("--deadline", type=float, default=600.0, help="seconds per phase")
+    parser = load_parser(__doc__, messages=5000, deadline_s=600.0)
     args = parser.parse_args()
 
     root = bench_root("pvoq-bench-quarantine-")

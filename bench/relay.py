@@ -43,6 +43,7 @@ from _mailbench import (
     deployment,
     exactly_once,
     free_port,
+    load_parser,
     recipient_numbers,
     report_progress,
     run_source,
@@ -65,14 +66,10 @@ def through(sink: SmtpSink, port: int, sender: str, args: argparse.Namespace) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--sessions", type=int, default=16)
-    parser.add_argument("--size", type=int, default=10_240)
+    parser = load_parser(__doc__, messages=2000, deadline_s=600.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clamd", action="store_true",
                         help="scan with a private clamd instead of the built-in check")
-    parser.add_argument("--deadline", type=float, default=600.0, help="seconds per phase")
     args = parser.parse_args()
 
     root = bench_root("pvoq-bench-relay-")

@@ -23,7 +23,6 @@ Last line: `RESULT release <msgs/s> msgs/s ratio=<release ÷ quarantine transfer
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -39,6 +38,7 @@ from _mailbench import (
     held_count,
     held_gauge,
     held_recipients,
+    load_parser,
     quarantine_phase,
     recipient_numbers,
     report_progress,
@@ -50,11 +50,7 @@ from pvoq.config.loader import load_config
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=10_000)
-    parser.add_argument("--sessions", type=int, default=16)
-    parser.add_argument("--size", type=int, default=10_240)
-    parser.add_argument("--deadline", type=float, default=900.0, help="seconds per phase")
+    parser = load_parser(__doc__, messages=10_000, deadline_s=900.0)
     args = parser.parse_args()
 
     root = bench_root("pvoq-bench-release-")

@@ -1,0 +1,124 @@
+"""Idle memory of a gateway and of a manager, each with its scanner processes.
+
+Starts a real deployment on loopback (gateway with its scanner processes, a
+manager, a sink), sends one message each way so that every code path that
+loads lazily has been loaded (a clean message delivered, one quarantined),
+lets them settle, then samples every process of each appliance: the
+appliance's own process and its descendants (the scanner processes).
+
+Figures per appliance, in MB (10^6 bytes):
+- RSS: the sum of the processes' resident set sizes (shared pages counted in
+  each process: the conservative figure the target is judged on);
+- PSS: the proportional set size sum (shared pages divided among sharers).
+
+Reference measured in the same run: a bare `python3 -c` interpreter's RSS.
+Target: each appliance's RSS <= 80 MB. Last line:
+
+    RESULT idle_rss <worst appliance RSS> MB ratio=<80 / that>
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pvoq.testing.localdeploy import Deployment, wait_for
+
+TARGET_MB = 80.0
+
+
+def _status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return kids
+
+
+def tree(pid: int) -> list[int]:
+    """*pid* and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += _children(current)
+    return found
+
+
+def sample(pid: int) -> tuple[float, float, int]:
+    """(RSS MB, PSS MB, process count) of *pid*'s tree."""
+    pids = tree(pid)
+    rss = sum(_status_kb(p, "VmRSS") for p in pids) * 1024 / 1e6
+    pss = sum(_pss_kb(p) for p in pids) * 1024 / 1e6
+    return rss, pss, len(pids)
+
+
+def bare_python_mb() -> float:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.5)
+        return _status_kb(proc.pid, "VmRSS") * 1024 / 1e6
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before sampling")
+    parser.add_argument("--samples", type=int, default=5)
+    args = parser.parse_args()
+
+    reference = bare_python_mb()
+    with tempfile.TemporaryDirectory(prefix="pvoq-idle-") as tmp:
+        deploy = Deployment(Path(tmp))
+        deploy.init()
+        try:
+            deploy.start()
+            deploy.send(subject="hello", body="clean mail\n")
+            deploy.send(subject="confidential report", body="caught\n")
+            wait_for("the clean message downstream", lambda: len(deploy.delivered()) >= 1)
+            wait_for("the caught message on the manager", lambda: deploy.quarantined())
+            time.sleep(args.settle)
+            worst = 0.0
+            for name in ("gateway", "manager"):
+                pid = deploy.procs[name].pid
+                rows = [sample(pid) for _ in range(args.samples) if not time.sleep(0.2)]
+                rss = max(r[0] for r in rows)
+                pss = max(r[1] for r in rows)
+                count = rows[-1][2]
+                worst = max(worst, rss)
+                print(f"{name:8} processes={count} rss={rss:.1f} MB pss={pss:.1f} MB "
+                      f"target<={TARGET_MB:.0f} MB")
+        finally:
+            deploy.stop_all()
+    print(f"reference bare python interpreter rss={reference:.1f} MB")
+    print(f"RESULT idle_rss {worst:.1f} MB ratio={TARGET_MB / worst:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -109,6 +109,12 @@ class WebServer:
     def scheme(self) -> str:
         return "https" if self.tls is not None else "http"
 
+    @property
+    def url(self) -> str:
+        """Where it listens, as a URL (an IPv6 address in brackets)."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.scheme}://{host}:{self.port}/"
+
     def start(self) -> None:
         self._running = _Running(self.server, self.socket)
 

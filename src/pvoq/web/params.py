@@ -201,6 +201,43 @@ def parse_search(params: Mapping[str, Any] | Iterable[tuple[str, Any]], *,
     return SearchParams(query, given)
 
 
-__all__ = ["DEFAULT_LIMIT", "FILTER_BY", "MAX_LIMIT", "MAX_OFFSET", "MAX_TEXT", "ORDER_BY",
+OPERATOR_NAME = {"contains": "contains", "is": "is", "starts_with": "begins_with",
+                 "ends_with": "ends_with", "does_not_contain": "does_not_contain",
+                 "is_not": "is_not", "does_not_start_with": "does_not_begin_with",
+                 "does_not_end_with": "does_not_end_with"}
+ORDER_NAME = {"received": "received", "sender": "sender", "subject": "subject",
+              "scheduled_exit": "scheduledExit", "size": "size"}
+
+
+def local_time(when: float) -> str:
+    """Epoch seconds as the value of an `<input type="datetime-local">` (local time)."""
+    return datetime.fromtimestamp(when).strftime("%Y-%m-%dT%H:%M")
+
+
+def params_of(q: SearchQuery) -> dict[str, str]:
+    """The parameters that ask for *q* (a saved search back into the form): the inverse
+    of `parse_search` for every filter and the sort, without the paging."""
+    p: dict[str, str] = {}
+    if q.quarantines:
+        p["quarantines"] = ",".join(q.quarantines)
+    if q.received_from is not None:
+        p["startDate"] = local_time(q.received_from)
+    if q.received_to is not None:
+        p["endDate"] = local_time(q.received_to)
+    for name, (by, value) in TEXT_FILTERS.items():
+        flt = getattr(q, name)
+        if flt is not None:
+            p[by], p[value] = OPERATOR_NAME[flt.op], flt.value
+    if q.attachment_min_size is not None:
+        p["attachmentSizeMin"] = str(q.attachment_min_size)
+    if q.attachment_max_size is not None:
+        p["attachmentSizeMax"] = str(q.attachment_max_size)
+    if q.gateway:
+        p["originatingEsaIp"] = q.gateway
+    p["orderBy"], p["orderDir"] = ORDER_NAME[q.order_by], q.order_dir
+    return p
+
+
+__all__ = ["params_of", "local_time", "DEFAULT_LIMIT", "FILTER_BY", "MAX_LIMIT", "MAX_OFFSET", "MAX_TEXT", "ORDER_BY",
            "SEARCH_PARAMS", "ParamError", "SearchParams", "check_names", "date", "integer",
            "parse_search", "text"]

@@ -188,3 +188,16 @@ class TestApi:
         assert call(service, "GET", f"{API}/details?mid=1").status_code == 200
         r = call(service, "GET", f"{API}/details?mid=1&withBody=0")
         assert r.status_code == 400 and "withBody" in r.json()["detail"]
+
+
+def test_params_of_is_the_inverse_of_parse_search() -> None:
+    """A saved search comes back into the form as the parameters that ask for it."""
+    from pvoq.web.params import params_of
+
+    given = {"quarantines": "Policy,HR", "envelopeSenderFilterBy": "begins_with",
+             "envelopeSenderFilterValue": "al", "subjectFilterBy": "does_not_end_with",
+             "subjectFilterValue": "x", "attachmentSizeMin": "5", "originatingEsaIp": "gw",
+             "startDate": "2026-11-30T10:15", "orderBy": "scheduledExit", "orderDir": "asc"}
+    q = parse_search(given).query
+    assert params_of(q) == given
+    assert parse_search(params_of(q)).query == q

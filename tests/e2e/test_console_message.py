@@ -119,6 +119,8 @@ def test_preview_runs_nothing_loads_nothing_and_release_delivers(
         assert "remote image blocked" in page.locator("#remote-images").inner_text()
         page.evaluate("window.scrollTo(0, 0)")
         screenshot(page, "manager-message")
+        page.evaluate("document.querySelector('section.content').scrollIntoView()")
+        screenshot(page, "manager-message-preview")
         page.wait_for_timeout(500)   # give a would-be script or image the time to go out
         assert listener.seen == []
         others = [u for u in requested

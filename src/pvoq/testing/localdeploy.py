@@ -304,6 +304,14 @@ class Deployment:
             raise DeploymentError(f"{command}: {response.get('error')}")
         return response
 
+    def admin_error(self, config: Path, command: str,
+                    args: dict[str, Any] | None = None) -> str:
+        """The error text of *command*, which must fail."""
+        response = call(load_config(config).admin_socket, command, args)
+        if response.get("ok"):
+            raise DeploymentError(f"{command} succeeded: {response}")
+        return str(response.get("error"))
+
     def quarantined(self, manager: str = "manager") -> list[dict[str, Any]]:
         return self.admin(self.config_of(manager), "quarantine.list")["data"]["messages"]
 

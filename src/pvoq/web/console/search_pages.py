@@ -102,6 +102,7 @@ async def search_page(request: Request, user: User_) -> Response:
     try:
         p = check_names(items, PAGE_PARAMS)
         name = text(p, "saved", MAX_NAME)
+        p.pop("saved", None)
         if name is not None:
             if name not in saved:
                 raise ParamError("saved", f"no saved search named {name!r}")

@@ -160,6 +160,9 @@ class TestSearch:
         assert r.status_code == 200 and mids(r.text) == [2]
         loaded = client.get("/quarantine/search?saved=invoices")
         assert mids(loaded.text) == [2] and "invoices" in loaded.text
+        assert mids(client.get("/quarantine/search?saved=").text) == [4, 3, 2, 1]
+        unknown = client.get("/quarantine/search?saved=nothing")
+        assert unknown.status_code == 400 and "no saved search named" in unknown.text
         r = client.post("/quarantine/search/saved", data={"name": "invoices"})
         assert r.status_code == 403  # no CSRF token
 

@@ -27,26 +27,27 @@ between slices.
 Limits (`web.limits`): a request body is at most `max_body_bytes` (413
 beyond) and is read only once the token is known (401 before); one request
 names at most `max_mids` MIDs (400 beyond); a MID is a positive 64-bit
-integer (422 otherwise); every query parameter is checked (400).
+integer (422 otherwise); every query parameter is checked by `web.params`
+(400 naming it: an unknown or repeated name, a value too long or out of
+range); a body with a field the route does not know is refused (422).
 """
 
 # Without `from __future__ import annotations`: FastAPI reads the routes' annotations,
 # some of them local to `create_app`, at run time.
 import asyncio
-import math
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from pvoq import __version__
 from pvoq.config.model import ApiToken
 from pvoq.errors import PvoqError, http_status
 from pvoq.quarantine.roles import Caller
-from pvoq.quarantine.search import SearchQuery, TextFilter
+from pvoq.quarantine.search import SearchQuery
 from pvoq.quarantine.service import (
     MAX_MID,
     MAX_MIDS,
@@ -56,21 +57,16 @@ from pvoq.quarantine.service import (
     check_mids,
 )
 from pvoq.web.limits import MAX_BODY_BYTES, BodyLimit
+from pvoq.web.params import DEFAULT_LIMIT, MAX_LIMIT, ParamError, check_names, parse_search
 
-FILTER_BY = {"contains": "contains", "is": "is", "begins_with": "starts_with",
-             "starts_with": "starts_with", "ends_with": "ends_with",
-             "does_not_contain": "does_not_contain", "is_not": "is_not",
-             "does_not_begin_with": "does_not_start_with",
-             "does_not_start_with": "does_not_start_with",
-             "does_not_end_with": "does_not_end_with"}
-ORDER_BY = {"received": "received", "sender": "sender", "subject": "subject",
-            "scheduledExit": "scheduled_exit", "scheduled_exit": "scheduled_exit",
-            "size": "size"}
 Mid = Annotated[int, Field(ge=1, le=MAX_MID)]
+DETAILS_PARAMS = ("mid", "quarantineType")
 
 
 class ActionBody(BaseModel):
     """POST body: an action on messages by MID."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelled field is a 422, never ignored
 
     action: str = Field(description="release, delay, move or sendcopy")
     quarantineType: str = "pvo"  # AsyncOS field names
@@ -86,6 +82,8 @@ class ActionBody(BaseModel):
 class DeleteBody(BaseModel):
     """DELETE body: messages to delete by MID."""
 
+    model_config = ConfigDict(extra="forbid")
+
     quarantineType: str = "pvo"
     quarantineName: str | None = None
     mids: list[Mid]
@@ -95,6 +93,8 @@ class DeleteBody(BaseModel):
 
 class BulkBody(BaseModel):
     """A bulk action on every message a search finds."""
+
+    model_config = ConfigDict(extra="forbid")
 
     action: str
     search: dict[str, Any] = Field(default_factory=dict,
@@ -106,82 +106,14 @@ class BulkBody(BaseModel):
     recipientAddress: str | None = None
 
 
-def _date(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif not isinstance(value, str):
-        raise HTTPException(400, f"not a date: {value!r}")
-    else:
-        try:
-            number = float(value)
-        except ValueError:
-            try:
-                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-            except (ValueError, OverflowError, OSError):  # not a date, or out of range
-                raise HTTPException(400, f"not a date: {value!r}") from None
-    if not math.isfinite(number):
-        raise HTTPException(400, f"not a date: {value!r}")
-    return number
-
-
-def _text(p: dict[str, Any], *names: str) -> str | None:
-    """The first of parameters *names* that is given, as text (400 if it is not text)."""
-    for name in names:
-        value = p.get(name)
-        if value is None or value == "":
-            continue
-        if not isinstance(value, str):
-            raise HTTPException(400, f"{name} must be text, not {value!r}")
-        return value
-    return None
-
-
-def _integer(p: dict[str, Any], name: str, default: int | None) -> int | None:
-    """Parameter *name* as a whole number from 0 to 2^63-1 (400 otherwise)."""
-    value = p.get(name)
-    if value is None or value == "":
-        return default
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 19:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MID:
-        raise HTTPException(400, f"{name} must be a whole number from 0 to {MAX_MID}, "
-                                 f"not {value!r}")
-    return value
-
-
-def _filter(by: str | None, value: str | None) -> TextFilter | None:
-    if value is None or value == "":
-        return None
-    op = FILTER_BY.get(by or "contains")
-    if op is None:
-        raise HTTPException(400, f"unknown filter {by!r}; one of {', '.join(FILTER_BY)}")
-    return TextFilter(op, value)
-
-
-def query_from_params(p: dict[str, Any]) -> SearchQuery:
-    """A SearchQuery from AsyncOS-style parameters (pure)."""
-    names = _text(p, "quarantines") or ""
-    order = ORDER_BY.get(_text(p, "orderBy") or "received")
-    if order is None:
-        raise HTTPException(400, f"cannot order by {p.get('orderBy')!r}")
-    return SearchQuery(
-        quarantines=tuple(n.strip() for n in names.split(",") if n.strip()),
-        received_from=_date(p.get("startDate")), received_to=_date(p.get("endDate")),
-        sender=_filter(_text(p, "envelopeSenderFilterBy"),
-                       _text(p, "envelopeSenderFilterValue")),
-        recipient=_filter(_text(p, "envelopeRecipientFilterBy"),
-                          _text(p, "envelopeRecipientFilterValue")),
-        subject=_filter(_text(p, "subjectFilterBy"), _text(p, "subjectFilterValue")),
-        reason=_filter(_text(p, "reasonFilterBy"), _text(p, "reasonFilterValue")),
-        attachment_name=_filter(_text(p, "attachmentNameFilterBy"),
-                                _text(p, "attachmentNameFilterValue")),
-        attachment_min_size=_integer(p, "attachmentSizeMin", None),
-        attachment_max_size=_integer(p, "attachmentSizeMax", None),
-        gateway=_text(p, "originatingEsaIp", "originatingEsa"),
-        order_by=order, order_dir=(_text(p, "orderDir") or "desc").lower(),
-        limit=_integer(p, "limit", None) or 20, offset=_integer(p, "offset", 0) or 0)
+def query_from_params(p: dict[str, Any] | Iterable[tuple[str, Any]],
+                      default_limit: int = DEFAULT_LIMIT) -> SearchQuery:
+    """A SearchQuery from AsyncOS-style parameters (`web.params`: unknown or repeated
+    names, values too long or out of range are a 400 naming the parameter)."""
+    try:
+        return parse_search(p, default_limit=default_limit).query
+    except ParamError as exc:
+        raise HTTPException(400, str(exc)) from None
 
 
 def _iso(when: float) -> str:
@@ -269,17 +201,18 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
     router = APIRouter()
 
     @router.get("/quarantine/messages", summary="Search quarantined messages")
-    async def search(request: Request, who: Who,
-                     limit: Annotated[int, Query(ge=1, le=250)] = 20,
-                     offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
-        params: dict[str, Any] = dict(request.query_params)
-        params["limit"], params["offset"] = limit, offset
-        rows, total = service.search(who, query_from_params(params))
+    async def search(request: Request, who: Who) -> dict[str, Any]:
+        query = query_from_params(request.query_params.multi_items())
+        rows, total = service.search(who, query)
         return {"meta": {"totalCount": total}, "data": [_entry(m) for m in rows]}
 
     @router.get("/quarantine/messages/details", summary="One message with its body")
-    async def details(mid: Annotated[int, Query(ge=1, le=MAX_MID)],
+    async def details(request: Request, mid: Annotated[int, Query(ge=1, le=MAX_MID)],
                       who: Who) -> dict[str, Any]:
+        try:
+            check_names(request.query_params.multi_items(), DETAILS_PARAMS)
+        except ParamError as exc:
+            raise HTTPException(400, str(exc)) from None
         record = service.details(who, mid)
         entry = _entry(record)
         entry["attributes"]["messageBody"] = record["body"]
@@ -321,7 +254,7 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
 
     @router.post("/quarantine/messages/bulk", summary="An action on a search result")
     async def bulk(body: BulkBody, who: Who) -> dict[str, Any]:
-        query = query_from_params({**body.search, "limit": 250})
+        query = query_from_params(body.search, default_limit=MAX_LIMIT)
         summary: dict[str, Any] | None = None
         for step in service.bulk_steps(who, query, body.action, dry_run=body.dryRun,
                                        quarantine=body.quarantineName, delay=body.delay,

@@ -243,7 +243,7 @@ class TestErrors:
         with api.client() as c:
             r = c.get(API, params={"orderDir": "sideways"})
         assert (r.status_code, r.json()) == (
-            400, {"error": {"message": "order direction must be asc or desc, not 'sideways'"}})
+            400, {"detail": "orderDir must be asc or desc, not 'sideways'"})
 
     def test_a_bad_setting_is_400_with_the_message(self, api: Api) -> None:
         fill(api.store)

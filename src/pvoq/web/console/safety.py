@@ -46,10 +46,14 @@ class SafetyMiddleware:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                own = [v for k, v in message.get("headers", [])
+                       if k.lower() == b"content-security-policy"]  # a framed document's
                 headers = [(k, v) for k, v in message.get("headers", [])
                            if k.lower() not in {h for h, _ in HEADERS}
                            and k.lower() != b"cache-control"]
-                headers += HEADERS
+                headers += HEADERS if not own else [
+                    (b"content-security-policy", own[0]), *HEADERS[1:3],
+                    (b"x-frame-options", b"SAMEORIGIN")]
                 headers.append((b"cache-control",
                                 b"no-cache" if static else b"no-store"))
                 message = {**message, "headers": headers}

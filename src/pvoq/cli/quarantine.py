@@ -77,6 +77,8 @@ def quarantine_show(ctx: click.Context, mid: int, as_json: bool) -> None:
     click.echo(f"Size:              {m['size']} bytes")
     for q in m["quarantines"]:
         click.echo(f'Quarantine:        "{q["quarantine"]}" {q["state"]} ({q["reason"]})')
+    for line in m.get("release_history", []):  # made printable and bounded by the manager
+        click.echo(f"Release:           {line}")
     if m.get("body"):
         click.echo("")
         click.echo(m["body"])

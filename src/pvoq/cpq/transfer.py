@@ -10,6 +10,9 @@ encodes it for the wire. This module owns its meaning:
   it was and which scan stages it already went through.
 - `RescanNotice` (kind `outbreak_rescan`): a gateway's decision on a message
   it rescanned in "Outbreak" (`RescanAction`: release, extend or delete).
+- `ReleaseReceipt` (kind `release_receipt`): what became of a released
+  message on its gateway (`ReceiptOutcome` per recipient: delivered, bounced
+  or expired, the downstream host and its reply).
 
 Each class has `from_json(obj)`, which checks exactly what version 1 requires
 and raises `MetadataError` naming the offending field, and `to_json()`, which
@@ -68,6 +71,7 @@ class Kind(StrEnum):
     QUARANTINE = "quarantine"
     RELEASE = "release"
     OUTBREAK_RESCAN = "outbreak_rescan"  # a gateway's rescan decision on an Outbreak message
+    RELEASE_RECEIPT = "release_receipt"  # a released message's final outcome, to the manager
 
 
 class RescanAction(StrEnum):
@@ -546,11 +550,112 @@ class RescanNotice:
         return _with_extra(known, self.extra)
 
 
-Transfer = QuarantineTransfer | ReleaseTransfer | RescanNotice
+class Outcome(StrEnum):
+    """How a released message's delivery ended for one recipient (a release receipt)."""
 
-_BY_KIND: dict[Kind, type[QuarantineTransfer] | type[ReleaseTransfer] | type[RescanNotice]] = {
+    DELIVERED = "delivered"  # the downstream host answered 2xx
+    BOUNCED = "bounced"      # it answered 5xx
+    EXPIRED = "expired"      # it waited longer than the maximum time in queue
+
+
+MAX_REPLY = 512  # octets of a downstream reply in a receipt (its text is the peer's)
+
+
+@dataclass(frozen=True)
+class ReceiptOutcome:
+    """An entry of a receipt's `outcomes[]`: one recipient's final outcome."""
+
+    rid: int
+    address: str
+    outcome: Outcome
+    host: str          # the downstream host (`host` or `host:port`) it was delivered to
+    reply: str         # that host's reply, or the expiry's reason
+    at: float          # when (epoch seconds)
+
+    def __post_init__(self) -> None:
+        # Built by a gateway from what a downstream host said: cut to what the manager takes.
+        object.__setattr__(self, "host", fit_text(self.host, MAX_NAME))
+        object.__setattr__(self, "reply", fit_text(self.reply, MAX_REPLY))
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        if not isinstance(obj, dict):
+            raise MetadataError("outcomes[] must be objects")
+        f = _Fields(obj, "outcomes[].")
+        outcome = f.require("outcome", str)
+        if outcome not in Outcome.__members__.values():
+            raise MetadataError(f"unknown outcome {outcome!r}")
+        host = f.require("host", str)
+        reply = f.require("reply", str)
+        for name, value, limit in (("host", host, MAX_NAME), ("reply", reply, MAX_REPLY)):
+            if len(value.encode("utf-8", "surrogatepass")) > limit:
+                raise MetadataError(f"field outcomes[].{name} is longer than {limit} octets")
+        return cls(rid=f.require("rid", int), address=f.address("address"),
+                   outcome=Outcome(outcome), host=host, reply=reply,
+                   at=f.require("at", (int, float)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rid": self.rid, "address": self.address, "outcome": self.outcome.value,
+                "host": self.host, "reply": self.reply, "at": self.at}
+
+
+@dataclass(frozen=True)
+class ReleaseReceipt:
+    """What became of a released message on its gateway (kind `release_receipt`).
+
+    `origin` is the gateway and its MID of the message it delivered;
+    `release_id` the transfer id of the release, `entry` the manager's MID
+    (`copy_of`: the held message, for a Send Copy); `manager` the name of
+    the manager the release came from.
+    """
+
+    kind: ClassVar[Kind] = Kind.RELEASE_RECEIPT
+    transfer_id: str
+    origin: Origin
+    release_id: str
+    entry: int
+    outcomes: tuple[ReceiptOutcome, ...]
+    copy_of: int | None = None
+    manager: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def message(self) -> int:
+        """The manager's MID of the quarantined message this receipt is about."""
+        return self.copy_of if self.copy_of is not None else self.entry
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f, _, transfer_id, origin = _header(obj, cls.kind)
+        release = _Fields(f.require("release", dict), "release.")
+        raw = f.items("outcomes", MAX_RECIPIENTS)
+        if not raw:
+            raise MetadataError("outcomes is empty")
+        receipt = cls(transfer_id=transfer_id, origin=origin,
+                      release_id=release.text("transfer_id", 128),
+                      entry=release.require("entry", int),
+                      copy_of=release.optional("copy_of", int),
+                      outcomes=tuple(ReceiptOutcome.from_json(o) for o in raw),
+                      manager=f.text("manager", MAX_NAME, optional=True), extra=f.extra())
+        return receipt
+
+    def to_json(self) -> dict[str, Any]:
+        release: dict[str, Any] = {"transfer_id": self.release_id, "entry": self.entry}
+        if self.copy_of is not None:
+            release["copy_of"] = self.copy_of
+        known = {**_head_json(self.kind, self.transfer_id, self.origin), "release": release,
+                 "outcomes": [o.to_json() for o in self.outcomes]}
+        if self.manager is not None:
+            known["manager"] = self.manager
+        return _with_extra(known, self.extra)
+
+
+Transfer = QuarantineTransfer | ReleaseTransfer | RescanNotice | ReleaseReceipt
+
+_BY_KIND: dict[Kind, type[QuarantineTransfer] | type[ReleaseTransfer] | type[RescanNotice]
+               | type[ReleaseReceipt]] = {
     Kind.QUARANTINE: QuarantineTransfer, Kind.RELEASE: ReleaseTransfer,
-    Kind.OUTBREAK_RESCAN: RescanNotice,
+    Kind.OUTBREAK_RESCAN: RescanNotice, Kind.RELEASE_RECEIPT: ReleaseReceipt,
 }
 
 

@@ -122,7 +122,8 @@ class ReleaseHandler(CpqHandler):
             transfer_id=tid,
             meta={"subject": info.subject, "released": {
                 "origin_mid": origin.mid, "manager_mid": release.entry,
-                "resume_after": Pipeline.resume_point(list(release.stages))}})
+                "resume_after": Pipeline.resume_point(list(release.stages)),
+                "transfer_id": tid, "manager": name or "", "copy_of": release.copy_of}})
         self._receiving.add(tid)
         try:
             await self.spool.put_async(entry, content)

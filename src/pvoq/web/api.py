@@ -273,6 +273,11 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
         entry = _entry(record)
         entry["attributes"]["messageBody"] = record["body"]
         entry["attributes"]["attachments"] = [a["name"] for a in record["attachments"]]
+        entry["attributes"]["releaseHistory"] = record.get("release_history", [])
+        entry["attributes"]["releaseReceipts"] = [{
+            "mid": r["entry"], "rid": r["rid"], "recipient": r["address"],
+            "outcome": r["outcome"], "gateway": r["gateway"], "host": r["host"],
+            "reply": r["reply"], "at": _iso(r["at"])} for r in record.get("receipts", [])]
         return {"data": entry}
 
     @router.post("/quarantine/messages", summary="Release, delay, move or send a copy")

@@ -50,3 +50,8 @@ OTHER_GATEWAY = StatusCode(
 # The same transfer retried while its first copy is being stored.
 BEING_STORED = StatusCode(451, "4.3.0 Transfer {transfer_id} is being stored, try again later")
 ALREADY_RECEIVED = StatusCode(250, "2.0.0 Ok: transfer {transfer_id} already received")
+# A dry rescan (kind rescan_request): the verdict in `VERDICT` lines between these two.
+RESCAN_VERDICT = StatusCode(250, "2.0.0 Dry rescan of MID {mid}: {action}")
+RESCAN_DONE = StatusCode(250, "2.0.0 Ok: dry run, nothing kept")
+RESCAN_VERDICT_LINE = StatusCode(250, "{line}")
+RESCAN_FAILED = StatusCode(451, "4.3.0 Dry rescan of MID {mid} failed: {reason}")

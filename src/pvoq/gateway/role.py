@@ -37,6 +37,7 @@ from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.delivery.routes import SmtpRouteDestination
 from pvoq.fsutil import atomic_write, remove_leftovers
 from pvoq.gateway.commands import PipelineCommands, PvoCheckCommands, WorkQueueCommands
+from pvoq.gateway.dryrun import DryRescan
 from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
 from pvoq.gateway.outbreak import OutbreakRules
 from pvoq.gateway.processing import Processor, ScanEngines
@@ -165,7 +166,11 @@ class Gateway(Appliance):
         if listener.is_cpq:
             return ReleaseHandler(self.context, config=self.current_config, spool=self.spool,
                                   marker=self.transfer_marker,
-                                  submit=self.workqueue.submit), CpqSMTP
+                                  submit=self.workqueue.submit,
+                                  rescan=DryRescan(config=self.current_config,
+                                                   engines=self.engines,
+                                                   processor=self.processor,
+                                                   maillog=self.maillog)), CpqSMTP
         return PublicHandler(self.context, spool=self.spool,
                              submit=self.workqueue.submit), PvoqSMTP
 

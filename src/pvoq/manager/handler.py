@@ -83,6 +83,7 @@ class QuarantineHandler(CpqHandler):
         if isinstance(transfer, RescanNotice):
             return self.rescan_notice(session, transfer)
         if isinstance(transfer, ReleaseReceipt):
+            envelope.counted = False  # not mail
             return self.release_receipt(session, transfer)
         store = self.service.store
         tid = transfer.transfer_id

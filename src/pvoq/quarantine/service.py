@@ -21,10 +21,10 @@ from typing import Any, Protocol
 from sqlalchemy import delete, select
 
 from pvoq.cpq.transfer import ReleaseReceipt
-from pvoq.errors import Invalid
+from pvoq.errors import Conflict, Invalid, OperatorError
 from pvoq.quarantine import roles
 from pvoq.quarantine.audit import AuditTrail, key_path
-from pvoq.quarantine.receipts import ReceiptBook, Recorded
+from pvoq.quarantine.receipts import ReceiptBook, Recorded, printable
 from pvoq.quarantine.recipients import split
 from pvoq.quarantine.roles import SYSTEM, Caller, PermissionDenied
 from pvoq.quarantine.schema import saved_searches
@@ -80,6 +80,13 @@ class Settler(Protocol):
         """Settle claimed messages (mid, state, quarantines acted on); may finish later."""
 
 
+class Rescanner(Protocol):
+    """Has the origin gateway of a held message scan it, changing nothing (the manager's
+    `manager.rescan.DryRescanner`); raises an `OperatorError` naming the peer."""
+
+    async def rescan(self, record: dict[str, Any], body: bytes) -> dict[str, Any]: ...
+
+
 @dataclass
 class ActionResult:
     """One message's result in a (bulk) action."""
@@ -114,6 +121,7 @@ class QuarantineService:
     clock: Callable[[], float] = time.time
     quota_bytes: int = 0
     audit_key_file: Path | None = None
+    rescanner: Rescanner | None = None
     audit: AuditTrail = field(init=False)
     receipts: ReceiptBook = field(init=False)
 
@@ -404,6 +412,36 @@ class QuarantineService:
             gone = conn.execute(delete(saved_searches).where(
                 saved_searches.c.owner == caller.actor, saved_searches.c.name == name)).rowcount
         return bool(gone)
+
+    # -- dry rescan --------------------------------------------------------------
+    async def rescan(self, caller: Caller, mid: int) -> dict[str, Any]:
+        """Have the gateway *mid* came from scan it with today's filters, anti-virus and
+        outbreak rules, and return the verdict per stage; nothing changes anywhere (the
+        audit trail gets a "rescanned (dry run)" record)."""
+        self._authorize(caller, "rescan")
+        record = self.store.get(mid) if valid_mid(mid) else None
+        if record is None:
+            raise QuarantineError(f"No message with MID {mid} in the quarantines.")
+        self._check_quarantines(caller, [q["quarantine"] for q in record["quarantines"]])
+        if record["state"] != HELD:
+            raise Conflict(f"MID {mid} is no longer held ({record['state']}): "
+                           "there is nothing to rescan")
+        if self.rescanner is None:
+            raise Conflict("dry rescans are made by a running manager, over CPQ")
+        try:
+            verdict = await self.rescanner.rescan(record, self.store.read_body(mid))
+        except OperatorError as exc:
+            self.audit.append(caller.actor, caller.origin, "rescan",
+                              {"mid": mid, "dry_run": True, "error": str(exc)})
+            self.log(f"MID {mid} rescanned (dry run): failed: {printable(exc)}")
+            raise
+        self.audit.append(caller.actor, caller.origin, "rescan", {
+            "mid": mid, "dry_run": True, "gateway": verdict["gateway"],
+            "action": verdict["action"],
+            "verdicts": [f"{v['quarantine']} ({v['reason']})" for v in verdict["verdicts"]]})
+        self.log(f"MID {mid} rescanned (dry run) by {printable(verdict['gateway'])}: "
+                 f"{printable(verdict['action']).upper()}")
+        return {"mid": mid, "dry_run": True, **verdict}
 
     # -- release receipts ------------------------------------------------------
     def record_receipt(self, receipt: ReleaseReceipt, peer: str) -> Recorded:

@@ -321,7 +321,7 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             status = str(status)
         line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") \
             if isinstance(status, str) else status
-        if line[3:4] == b"-":
+        if line[3:4] == b"-" and b"\r\n" not in line:  # a handler's whole reply goes as is
             self._reply_lines.append(line)
             return
         if self._reply_lines:

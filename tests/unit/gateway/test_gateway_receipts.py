@@ -144,3 +144,37 @@ class TestDurability:
         outcome = next(i for i, (kind, mid) in enumerate(records)
                        if mid == 23502 and kind in (ENTRY, REMOVE))
         assert put_receipt < outcome, records
+
+    def test_an_expired_release_gets_an_expired_receipt(self, tmp_path: Path,
+                                                        maillog: MailLog) -> None:
+        """Older than the maximum time in queue: bounced, and the receipt says `expired`."""
+        async def scenario() -> list[Entry]:
+            spool = Spool(tmp_path / "spool")
+            queues = DeliveryQueues(spool=spool, maillog=maillog,
+                                    destination_for=lambda host: Answering(),
+                                    retry_min_s=60, retry_max_s=3600,
+                                    max_queue_lifetime_s=10.0, clock=lambda: 1000.0)
+            receipts = Receipts(config=lambda: CONFIG, spool=spool,
+                                ids=IdAllocator(tmp_path / "ids.json"), queues=queues,
+                                maillog=maillog)
+            queues.on_final = receipts.final
+            entry = released()
+            entry.recipients[0].last_error = "451 4.3.0 try later"
+            spool.put(entry, BODY)
+            queues.entries[entry.mid] = entry
+            queues.expire("example.com")
+            spool.flush()
+            for _ in range(100):
+                made = [e for e in queues.entries.values() if e.meta.get("receipt_for")]
+                if made:
+                    break
+                await asyncio.sleep(0.02)
+            spool.close()
+            return made
+
+        (made,) = asyncio.run(scenario())
+        receipt = parse_transfer(made.meta["cpq"])
+        assert isinstance(receipt, ReleaseReceipt)
+        (outcome,) = receipt.outcomes
+        assert (outcome.outcome, outcome.host) == ("expired", "example.com")
+        assert outcome.reply.startswith("5.4.7 - Delivery expired (message too old) 451")

@@ -13,8 +13,9 @@ its recipients). The receipt is queued once it is durable; it goes to the
 manager the release came from first (`meta["manager"]`), to the others
 (which share its database) only when that one does not answer.
 
-Only released mail gets receipts (`EntryMeta.released`); a message routed to
-`the.cpq.host` again (quarantined anew) gets none.
+Only released mail gets receipts (`EntryMeta.released`; a released message
+is never split by policy, so its MID on release is the one delivered); a
+message routed to `the.cpq.host` again (quarantined anew) gets none.
 """
 
 from __future__ import annotations

@@ -130,8 +130,6 @@ class Router:
                 meta={"subject": entry.meta.get("subject", ""), "policy": name,
                       "split_from": entry.mid, "resume_after": MESSAGE_FILTERS,
                       "prior_verdicts": [asdict(v) for v in first.verdicts], "skip": skip})
-            if "released" in entry.meta:  # its parts' deliveries end in release receipts
-                part.meta["released"] = entry.meta["released"]
             await self.spool.put_async(part, part_body)
             parts.append((name, part))
             fresh.append(part)

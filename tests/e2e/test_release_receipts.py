@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -90,6 +92,15 @@ class TestReleaseReceipts:
         history = _show(running, mid)["release_history"]
         assert "; bounced by gw1.pvoq.test to " in history[0]
         assert ": 550 " in history[0]
+        shown = subprocess.run([sys.executable, "-m", "pvoq", "cli", "-c",
+                                str(running.manager_config), "quarantine", "show", str(mid)],
+                               capture_output=True, text=True, timeout=60, check=True).stdout
+        assert f"Release:           {history[0]}\n" in shown
+        verdict = subprocess.run([sys.executable, "-m", "pvoq", "cli", "-c",
+                                  str(running.manager_config), "quarantine", "rescan", str(mid),
+                                  "--dry-run"], capture_output=True, text=True, timeout=60)
+        assert verdict.returncode == 1  # released: nothing held to rescan
+        assert "is no longer held (released)" in verdict.stderr + verdict.stdout
 
     def test_gateway_killed_before_sending_its_receipt_sends_it_after_restart(
             self, running: Deployment) -> None:

@@ -28,6 +28,7 @@ from pvoq.errors import (
     TemporaryFailure,
     http_status,
 )
+from pvoq.manager.rescan import RescanFailed
 from pvoq.quarantine.audit import AuditKeyError
 from pvoq.quarantine.roles import PermissionDenied
 from pvoq.quarantine.search import SearchError
@@ -50,6 +51,7 @@ BRANCHES: dict[type[BaseException], type[PvoqError]] = {
     CommandError: OperatorError,
     SshFault: OperatorError,
     AuditKeyError: OperatorError,
+    RescanFailed: OperatorError,
     ConfigError: Invalid,
     FilterSyntaxError: Invalid,
     RulesError: Invalid,
@@ -72,7 +74,8 @@ BRANCHES: dict[type[BaseException], type[PvoqError]] = {
 
 # Modules whose exceptions are on the tree: each of their exception classes must be listed.
 MODULES = ["pvoq.admin.protocol", "pvoq.config.errors", "pvoq.config.filterlang",
-           "pvoq.cpq.metadata", "pvoq.cpq.transfer", "pvoq.quarantine.audit", "pvoq.quarantine.roles", "pvoq.quarantine.search",
+           "pvoq.cpq.bounds", "pvoq.cpq.metadata", "pvoq.cpq.transfer",
+           "pvoq.manager.rescan", "pvoq.quarantine.audit", "pvoq.quarantine.roles", "pvoq.quarantine.search",
            "pvoq.quarantine.settings", "pvoq.quarantine.store", "pvoq.remote.keys",
            "pvoq.scan.antivirus", "pvoq.scan.message", "pvoq.scan.outbreak", "pvoq.scan.verdict", "pvoq.scan.workers",
            "pvoq.smtp.client", "pvoq.spool.log", "pvoq.testing.clamd",

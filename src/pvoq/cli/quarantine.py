@@ -25,6 +25,7 @@ from rich.table import Table
 from pvoq.cli.client import print_json, request
 from pvoq.cli.render import columns, duration, reasons
 from pvoq.maillog.writer import format_time
+from pvoq.quarantine.receipts import printable
 
 
 @click.group()
@@ -77,6 +78,8 @@ def quarantine_show(ctx: click.Context, mid: int, as_json: bool) -> None:
     click.echo(f"Size:              {m['size']} bytes")
     for q in m["quarantines"]:
         click.echo(f'Quarantine:        "{q["quarantine"]}" {q["state"]} ({q["reason"]})')
+    for line in m.get("release_history", []):  # made printable and bounded by the manager
+        click.echo(f"Release:           {line}")
     if m.get("body"):
         click.echo("")
         click.echo(m["body"])
@@ -322,6 +325,39 @@ def quarantine_copy(ctx: click.Context, mids: tuple[int, ...], address: str) -> 
     """Send a copy to ADDRESS through the originating gateway; the message stays held."""
     for mid in mids:
         click.echo(request(ctx, "quarantine.copy", {"mid": mid, "address": address})["text"])
+
+
+@quarantine.command("rescan")
+@click.argument("mid", type=int)
+@click.option("--dry-run", "dry_run", is_flag=True, required=True,
+              help="Required: the gateway scans the held copy and nothing changes.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def quarantine_rescan(ctx: click.Context, mid: int, dry_run: bool, as_json: bool) -> None:
+    """Have the originating gateway scan a held message with today's filters, anti-virus
+    and outbreak rules, and show its verdict per stage; nothing is released or changed."""
+    if not dry_run:
+        raise click.UsageError("only a dry run exists: add --dry-run")
+    data = request(ctx, "quarantine.rescan", {"mid": mid, "dry_run": True})["data"]
+    if print_json(as_json, data):
+        return
+    # What the gateway says quotes the mail (filter hits, virus names): shown escaped.
+    click.echo(f"MID {mid}: dry rescan by {printable(data['gateway'])}: "
+               f"{printable(data['action']).upper()}")
+    for v in data["verdicts"]:
+        click.echo(f'  Verdict:  "{printable(v["quarantine"])}" ({printable(v["reason"])})')
+    if data.get("reason"):
+        click.echo(f"  Reason:   {printable(data['reason'])}")
+    if data.get("unscannable"):
+        click.echo(f"  Unscannable: {printable(data['unscannable'])}")
+    for stage in data["stages"]:
+        line = f"  Stage {printable(stage['stage'])}: {printable(stage['outcome']).upper()}"
+        if stage["hits"]:
+            line += f"; hits: {printable(', '.join(stage['hits']))}"
+        if stage["misses"]:
+            line += f"; misses: {printable(', '.join(stage['misses']))}"
+        click.echo(line)
+    click.echo("Nothing was released, stored or counted.")
 
 
 @quarantine.command("expire")

@@ -126,9 +126,11 @@ class PeerBackoff:
 class CpqConnection(SmtpConnection):
     """An SMTP connection that is only usable once the peer proved it is CPQ.
 
-    With *peers* (and their *backoff*), `open` ignores the address it is given
-    and tries the peers `backoff.order` names, in turn, each verified against
-    its own name; `peer` is the one that answered.
+    With *peers* (and their *backoff*), `open` tries the peers `backoff.order`
+    names, in turn, each verified against its own name; `peer` is the one that
+    answered. The address it is given only matters when it is that of a peer
+    other than the first: that peer is then tried first (a release receipt goes
+    to the manager the release came from).
     """
 
     def __init__(self, *, expect_role: str, expect_name: str | None = None,
@@ -148,7 +150,11 @@ class CpqConnection(SmtpConnection):
         backoff = self.backoff or PeerBackoff(min_s=0.0, max_s=0.0)
         failures: list[str] = []
         last: DeliveryError | None = None
-        for peer in backoff.order(self.peers):
+        order = backoff.order(self.peers)
+        preferred = [p for p in self.peers[1:] if (p.host, p.port) == (host, port)]
+        if preferred:  # mail pinned to another listed peer (a release receipt): it first
+            order = preferred[:1] + [p for p in order if p != preferred[0]]
+        for peer in order:
             self.expect_name = peer.name
             try:
                 await self._open_verified(peer.host, peer.port)

@@ -25,7 +25,8 @@ from pvoq.cpq.transfer import (
 )
 
 __all__ = [
-    "CHUNK_CHARS", "KIND_OUTBREAK_RESCAN", "KIND_QUARANTINE", "KIND_RELEASE", "MAX_CHUNKS",
+    "CHUNK_CHARS", "KIND_OUTBREAK_RESCAN", "KIND_QUARANTINE", "KIND_RELEASE",
+    "KIND_RELEASE_RECEIPT", "MAX_CHUNKS",
     "RESCAN_ACTIONS", "VERSION", "MetadataError", "decode_chunks", "decode_transfer",
     "encode_chunks", "validate",
 ]
@@ -33,6 +34,7 @@ __all__ = [
 KIND_QUARANTINE = Kind.QUARANTINE
 KIND_RELEASE = Kind.RELEASE
 KIND_OUTBREAK_RESCAN = Kind.OUTBREAK_RESCAN  # a gateway's rescan decision on an Outbreak message
+KIND_RELEASE_RECEIPT = Kind.RELEASE_RECEIPT  # a released message's outcome on its gateway
 RESCAN_ACTIONS = tuple(RescanAction)
 CHUNK_CHARS = 900          # an SMTP command line stays under 1,000 octets
 MAX_CHUNKS = 1024          # ~690 KB of JSON (921,600 base64 characters) at most

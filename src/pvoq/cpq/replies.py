@@ -24,7 +24,7 @@ METADATA_REFUSED = StatusCode(554, "5.6.0 CPQ metadata refused: {reason}")
 READY = StatusCode(250, "2.0.0 Ready: centralized PVO quarantines can be enabled for {peer}")
 NOT_READY = StatusCode(550, "5.7.0 Not ready: {problems}")   # problems joined by "; "
 
-# -- the manager's cpq_listener: quarantine transfers and rescan notices ------------------
+# -- the manager's cpq_listener: quarantine transfers, rescan notices, release receipts ----
 QUARANTINE_TRANSFERS_ONLY = StatusCode(
     554, "5.7.0 The manager accepts only quarantine transfers over CPQ")
 CERTIFICATE_MISMATCH = StatusCode(554, "5.7.1 Certificate does not match origin gateway {origin}")
@@ -34,6 +34,12 @@ SPACE_FULL = StatusCode(452, "4.3.1 Quarantine space full, try again later")
 ALREADY_STORED = StatusCode(250, "2.0.0 Ok: transfer {transfer_id} already stored as MID {mid}")
 NOTICE_NO_SUCH_MESSAGE = StatusCode(250, "2.0.0 Ok: notice {transfer_id} noted, no such message")
 NOTICE_DONE = StatusCode(250, "2.0.0 Ok: notice {transfer_id}: MID {mid} {action} done")
+RECEIPT_RECORDED = StatusCode(250, "2.0.0 Ok: receipt {transfer_id} recorded for MID {mid}")
+RECEIPT_KNOWN = StatusCode(250, "2.0.0 Ok: receipt {transfer_id} already recorded for MID {mid}")
+RECEIPT_NO_SUCH_MESSAGE = StatusCode(250,
+                                     "2.0.0 Ok: receipt {transfer_id} noted, no such message")
+RECEIPT_OTHER_GATEWAY = StatusCode(
+    554, "5.7.1 MID {mid} did not come from gateway {origin}")
 
 # -- the gateway's cpq_listener: releases from the manager --------------------------------
 RELEASES_ONLY = StatusCode(554, "5.7.0 This gateway accepts only releases over CPQ")
@@ -44,3 +50,8 @@ OTHER_GATEWAY = StatusCode(
 # The same transfer retried while its first copy is being stored.
 BEING_STORED = StatusCode(451, "4.3.0 Transfer {transfer_id} is being stored, try again later")
 ALREADY_RECEIVED = StatusCode(250, "2.0.0 Ok: transfer {transfer_id} already received")
+# A dry rescan (kind rescan_request): the verdict in `VERDICT` lines between these two.
+RESCAN_VERDICT = StatusCode(250, "2.0.0 Dry rescan of MID {mid}: {action}")
+RESCAN_DONE = StatusCode(250, "2.0.0 Ok: dry run, nothing kept")
+RESCAN_VERDICT_LINE = StatusCode(250, "{line}")
+RESCAN_FAILED = StatusCode(451, "4.3.0 Dry rescan of MID {mid} failed: {reason}")

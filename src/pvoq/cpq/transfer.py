@@ -10,6 +10,12 @@ encodes it for the wire. This module owns its meaning:
   it was and which scan stages it already went through.
 - `RescanNotice` (kind `outbreak_rescan`): a gateway's decision on a message
   it rescanned in "Outbreak" (`RescanAction`: release, extend or delete).
+- `RescanRequest` (kind `rescan_request`): the manager asks the gateway a
+  held message came from to scan it with today's rules, storing nothing; the
+  verdict comes back in the reply (`cpq.rescan`).
+- `ReleaseReceipt` (kind `release_receipt`): what became of a released
+  message on its gateway (`ReceiptOutcome` per recipient: delivered, bounced
+  or expired, the downstream host and its reply).
 
 Each class has `from_json(obj)`, which checks exactly what version 1 requires
 and raises `MetadataError` naming the offending field, and `to_json()`, which
@@ -20,7 +26,7 @@ another type than the one modelled are not refused: they are kept in the
 object's `extra` mapping and written back unchanged, so a transfer read and
 written again is the same JSON object.
 
-Everything a transfer says is bounded (docs/cpq.md, "Limits"), so that what
+Everything a transfer says is bounded (docs/cpq.md, "Limits"; `cpq.bounds`), so that what
 the manager accepts it can also store, search and release: integers are
 0 to 2^63-1 (SQLite's and PostgreSQL's 64-bit integers), numbers finite,
 other strings and lists of a bounded length, and the JSON nested at most
@@ -33,34 +39,36 @@ a missing one: it can never succeed, so the listener answers 554.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
-from pvoq.errors import ProtocolError
-from pvoq.smtp.limits import MAX_ADDRESS_OCTETS, MAX_RECIPIENTS, address_fault
+from pvoq.cpq.bounds import (
+    MAX_ADDRESS,
+    MAX_DEPTH,
+    MAX_INT,
+    MAX_NAME,
+    MAX_QUARANTINES,
+    MAX_RECIPIENTS,
+    MAX_SECONDS,
+    MAX_SHORT,
+    MAX_TEXT,
+    MAX_TRACE,
+    Fields,
+    MetadataError,
+    check_json,
+    fit_text,
+    with_extra,
+    with_optional,
+)
+
+__all__ = ["MAX_ADDRESS", "MAX_DEPTH", "MAX_INT", "MAX_NAME", "MAX_QUARANTINES",
+           "MAX_RECIPIENTS", "MAX_SECONDS", "MAX_SHORT", "MAX_TEXT", "MAX_TRACE",
+           "MetadataError", "check_json", "fit_text"]
+
 
 VERSION = 1
-
-# -- limits (docs/cpq.md, "Limits") ----------------------------------------------------
-MAX_INT = 2**63 - 1        # MIDs, RIDs, ICIDs, sizes, entries: 0..MAX_INT (64-bit columns)
-MAX_ADDRESS = MAX_ADDRESS_OCTETS  # octets of an address, as every listener takes them
-MAX_NAME = 255             # hostnames, quarantine names, peers, rules versions
-MAX_SHORT = 64             # serials and stage names (the manager's columns are 64 wide)
-MAX_TEXT = 2000            # octets of reasons, details, rescan reasons (PostgreSQL indexes
-                           # `reasons.text`: a b-tree entry is at most ~2,700 octets)
-# MAX_RECIPIENTS: recipients of one message, as every listener takes them
-MAX_QUARANTINES = 64       # quarantines one message goes to
-MAX_TRACE = 256            # scan_trace steps, and hits/misses of one step
-MAX_DEPTH = 32             # nesting of the metadata JSON (the modelled part needs 4)
-MAX_SECONDS = 1e12         # times and retentions (seconds; ~31,700 years)
-
-
-class MetadataError(ProtocolError, ValueError):
-    """The metadata of a transfer is missing, malformed or of an unknown version."""
-
 
 class Kind(StrEnum):
     """What a transfer is (its `kind`)."""
@@ -68,6 +76,8 @@ class Kind(StrEnum):
     QUARANTINE = "quarantine"
     RELEASE = "release"
     OUTBREAK_RESCAN = "outbreak_rescan"  # a gateway's rescan decision on an Outbreak message
+    RELEASE_RECEIPT = "release_receipt"  # a released message's final outcome, to the manager
+    RESCAN_REQUEST = "rescan_request"    # the manager asks a gateway to scan a held copy, dry
 
 
 class RescanAction(StrEnum):
@@ -76,159 +86,6 @@ class RescanAction(StrEnum):
     RELEASE = "release"  # release it from "Outbreak" (as "rescanned")
     EXTEND = "extend"    # keep it until `rescanned_at + retention_s`
     DELETE = "delete"    # delete it from "Outbreak"
-
-
-class _Fields:
-    """Reads the fields of one JSON object, remembering which ones were taken."""
-
-    def __init__(self, obj: Any, where: str) -> None:
-        if not isinstance(obj, dict):
-            raise MetadataError(f"{where.rstrip('.') or 'metadata'} is not a JSON object")
-        self.obj: dict[str, Any] = obj
-        self.where = where
-        self.taken: set[str] = set()
-
-    def require(self, key: str, kind: type | tuple[type, ...]) -> Any:
-        """The value of *key*; MetadataError when it is missing, of another type or
-        out of its bounds (`_check_bounds`)."""
-        if key not in self.obj:
-            raise MetadataError(f"missing field {self.where}{key}")
-        if not _is(self.obj[key], kind):
-            raise MetadataError(f"field {self.where}{key} has the wrong type")
-        _check_bounds(f"{self.where}{key}", self.obj[key])
-        self.taken.add(key)
-        return self.obj[key]
-
-    def text(self, key: str, limit: int, *, optional: bool = False) -> Any:
-        """A string field of at most *limit* characters (None when optional and absent)."""
-        value = self.optional(key, str) if optional else self.require(key, str)
-        if value is not None and len(value) > limit:
-            raise MetadataError(f"field {self.where}{key} is longer than {limit} characters")
-        return value
-
-    def prose(self, key: str, *, optional: bool = False) -> Any:
-        """A free text field of at most MAX_TEXT octets of UTF-8 (see `fit_text`)."""
-        value = self.optional(key, str) if optional else self.require(key, str)
-        if value is not None and len(value) > MAX_TEXT // 4 and len(
-                value.encode("utf-8", "surrogatepass")) > MAX_TEXT:
-            raise MetadataError(f"field {self.where}{key} is longer than {MAX_TEXT} octets")
-        return value
-
-    def address(self, key: str, *, empty: bool = False) -> str:
-        """An address (RFC 5321 lengths); the empty reverse-path only when *empty*."""
-        value: str = self.require(key, str)
-        name = f"{self.where}{key}"
-        if not value:
-            if empty:
-                return value
-            raise MetadataError(f"field {name} is empty")
-        fault = address_fault(value)  # what every SMTP listener refuses
-        if fault is not None:
-            raise MetadataError(f"field {name} {fault}")
-        return value
-
-    def items(self, key: str, limit: int) -> list[Any]:
-        """A list field of at most *limit* items."""
-        value: list[Any] = self.require(key, list)
-        if len(value) > limit:
-            raise MetadataError(f"field {self.where}{key} has more than {limit} items")
-        return value
-
-    def optional(self, key: str, kind: type | tuple[type, ...]) -> Any:
-        """The value of *key* when present and of *kind*; None otherwise (then kept in extra)."""
-        if key in self.obj and _is(self.obj[key], kind):
-            _check_bounds(f"{self.where}{key}", self.obj[key])
-            self.taken.add(key)
-            return self.obj[key]
-        return None
-
-    def extra(self) -> dict[str, Any]:
-        """The keys not taken, as received."""
-        return {k: v for k, v in self.obj.items() if k not in self.taken}
-
-
-def _check_bounds(name: str, value: Any) -> None:
-    """Integers within 0..MAX_INT, numbers finite and within MAX_SECONDS."""
-    if isinstance(value, bool):
-        return
-    if isinstance(value, int) and not 0 <= value <= MAX_INT:
-        raise MetadataError(f"field {name} is out of range (0 to {MAX_INT})")
-    if isinstance(value, float) and not (math.isfinite(value) and 0 <= value <= MAX_SECONDS):
-        raise MetadataError(f"field {name} is out of range (a finite number, "
-                            f"0 to {MAX_SECONDS:.0f})")
-
-
-def check_json(obj: Any) -> None:
-    """MetadataError unless *obj* (a decoded JSON value) is at most MAX_DEPTH deep, every
-    number in it finite, every integer within 64 bits and every string (keys included)
-    Unicode text, without a lone surrogate (`\\ud800` in the JSON): what SQLite's
-    `json_extract`, PostgreSQL's `jsonb` and their text columns take. Iterative: any
-    depth costs no recursion."""
-    stack: list[tuple[Any, int, str]] = [(obj, 1, "")]
-    while stack:
-        value, depth, path = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > MAX_DEPTH:
-                raise MetadataError(f"metadata is nested deeper than {MAX_DEPTH} levels")
-            if isinstance(value, dict):
-                for k in value:
-                    _check_unicode(path or "metadata", k, "has a key that is")
-                stack.extend((v, depth + 1, f"{path}.{k}" if path else str(k))
-                             for k, v in value.items())
-            else:
-                stack.extend((v, depth + 1, f"{path}[]") for v in value)
-        elif isinstance(value, str):
-            _check_unicode(path or "metadata", value, "is")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise MetadataError(f"field {path or 'metadata'} is not a finite number")
-        elif (isinstance(value, int) and not isinstance(value, bool)
-              and not -MAX_INT - 1 <= value <= MAX_INT):
-            raise MetadataError(f"field {path or 'metadata'} is out of range (64 bits)")
-
-
-def _check_unicode(name: str, text: str, what: str) -> None:
-    """MetadataError if *text* holds a lone surrogate (it has no UTF-8 form)."""
-    if text.isascii():
-        return
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        name = name.encode("ascii", "backslashreplace").decode("ascii")
-        raise MetadataError(f"field {name} {what} not Unicode text (a lone surrogate)"
-                            ) from None
-
-
-def fit_text(text: str, limit: int = MAX_TEXT) -> str:
-    """*text* cut to at most *limit* octets of UTF-8 (on a character boundary, with "...").
-
-    What a gateway builds (`QuarantineRef`, `RescanNotice`) goes through this, so that an
-    anti-virus verdict naming hundreds of viruses or a long filter source still makes a
-    transfer the manager accepts: the manager refuses what is longer, never cuts it.
-    """
-    if len(text) <= limit // 4:
-        return text
-    octets = text.encode("utf-8", "surrogatepass")
-    if len(octets) <= limit:
-        return text
-    return octets[:limit - 3].decode("utf-8", "ignore") + "..."
-
-
-def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and kind is not bool:  # JSON true is not a number
-        return False
-    return isinstance(value, kind)
-
-
-def _with_extra(known: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in extra.items():
-        known.setdefault(key, value)
-    return known
-
-
-def _optional(known: dict[str, Any], **values: Any) -> dict[str, Any]:
-    """*known* with those of *values* that are not None added."""
-    known.update((k, v) for k, v in values.items() if v is not None)
-    return known
 
 
 @dataclass(frozen=True)
@@ -244,15 +101,15 @@ class Origin:
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
-        f = _Fields(obj, "origin.")
+        f = Fields(obj, "origin.")
         return cls(hostname=f.text("hostname", MAX_NAME), serial=f.text("serial", MAX_SHORT),
                    mid=f.require("mid", int), icid=f.optional("icid", int),
                    peer=f.text("peer", MAX_NAME, optional=True), extra=f.extra())
 
     def to_json(self) -> dict[str, Any]:
-        known = _optional({"hostname": self.hostname, "serial": self.serial, "mid": self.mid},
+        known = with_optional({"hostname": self.hostname, "serial": self.serial, "mid": self.mid},
                           icid=self.icid, peer=self.peer)
-        return _with_extra(known, self.extra)
+        return with_extra(known, self.extra)
 
 
 @dataclass(frozen=True)
@@ -267,11 +124,11 @@ class TransferRecipient:
     def from_json(cls, obj: Any) -> Self:
         if not isinstance(obj, dict):
             raise MetadataError("recipients[] must be objects")
-        f = _Fields(obj, "recipients[].")
+        f = Fields(obj, "recipients[].")
         return cls(rid=f.require("rid", int), address=f.address("address"), extra=f.extra())
 
     def to_json(self) -> dict[str, Any]:
-        return _with_extra({"rid": self.rid, "address": self.address}, self.extra)
+        return with_extra({"rid": self.rid, "address": self.address}, self.extra)
 
 
 @dataclass(frozen=True)
@@ -296,7 +153,7 @@ class QuarantineRef:
     def from_json(cls, obj: Any) -> Self:
         if not isinstance(obj, dict):
             raise MetadataError("quarantines[] must be objects")
-        f = _Fields(obj, "quarantines[].")
+        f = Fields(obj, "quarantines[].")
         return cls(name=f.text("name", MAX_NAME), reason=f.prose("reason"),
                    stage=f.text("stage", MAX_SHORT),
                    detail=f.prose("detail", optional=True),
@@ -304,10 +161,10 @@ class QuarantineRef:
                    threat_level=f.optional("threat_level", int), extra=f.extra())
 
     def to_json(self) -> dict[str, Any]:
-        known = _optional({"name": self.name, "reason": self.reason, "stage": self.stage},
+        known = with_optional({"name": self.name, "reason": self.reason, "stage": self.stage},
                           detail=self.detail, retention_s=self.retention_s,
                           threat_level=self.threat_level)
-        return _with_extra(known, self.extra)
+        return with_extra(known, self.extra)
 
 
 @dataclass(frozen=True)
@@ -334,7 +191,7 @@ class TraceStep:
                 "misses": list(self.misses)}
 
 
-def _scan_trace(f: _Fields) -> tuple[TraceStep, ...] | None:
+def _scan_trace(f: Fields) -> tuple[TraceStep, ...] | None:
     raw = f.optional("scan_trace", list)
     if raw is None:
         return None
@@ -349,13 +206,13 @@ def _scan_trace(f: _Fields) -> tuple[TraceStep, ...] | None:
     return tuple(s for s in steps if s is not None)
 
 
-def _header(obj: Any, kind: Kind | None) -> tuple[_Fields, Kind, str, Origin]:
+def _header(obj: Any, kind: Kind | None) -> tuple[Fields, Kind, str, Origin]:
     """The fields every kind has (`v`, `kind`, `transfer_id`, `origin`), checked in order.
 
     *kind*, when given, is the one the caller reads: another valid kind is refused.
     """
     check_json(obj)
-    f = _Fields(obj, "")
+    f = Fields(obj, "")
     version = f.require("v", int)
     if version != VERSION:
         raise MetadataError(f"unsupported metadata version {version} (this side speaks {VERSION})")
@@ -389,7 +246,7 @@ class _Message:
     size: int         # bytes
 
     @staticmethod
-    def _read(f: _Fields, kind: Kind) -> dict[str, Any]:
+    def _read(f: Fields, kind: Kind) -> dict[str, Any]:
         sender = f.address("sender", empty=True)
         raw_recipients = f.items("recipients", MAX_RECIPIENTS)
         if not raw_recipients:
@@ -428,7 +285,7 @@ class QuarantineTransfer(_Message):
         known = self._json(self.kind)
         if self.scan_trace is not None:
             known["scan_trace"] = [s.to_json() for s in self.scan_trace]
-        return _with_extra(known, self.extra)
+        return with_extra(known, self.extra)
 
 
 @dataclass(frozen=True)
@@ -443,7 +300,7 @@ class ReleasePart:
 
     @classmethod
     def from_json(cls, obj: Any) -> Self:
-        f = _Fields(obj, "release.")
+        f = Fields(obj, "release.")
         entry = f.require("entry", int)
         stages = f.items("stages", MAX_QUARANTINES)
         if not all(isinstance(s, str) for s in stages):
@@ -465,7 +322,7 @@ class ReleasePart:
             known["quarantines"] = list(self.quarantines)
         if self.copy_of is not None:
             known["copy_of"] = self.copy_of
-        return _with_extra(known, self.extra)
+        return with_extra(known, self.extra)
 
 
 @dataclass(frozen=True)
@@ -487,7 +344,7 @@ class ReleaseTransfer(_Message):
     def to_json(self) -> dict[str, Any]:
         known = self._json(self.kind)
         known["release"] = self.release.to_json()
-        return _with_extra(known, self.extra)
+        return with_extra(known, self.extra)
 
 
 @dataclass(frozen=True)
@@ -543,14 +400,152 @@ class RescanNotice:
         known["rescanned_at"] = self.rescanned_at
         if self.retention_s is not None:
             known["retention_s"] = self.retention_s
-        return _with_extra(known, self.extra)
+        return with_extra(known, self.extra)
 
 
-Transfer = QuarantineTransfer | ReleaseTransfer | RescanNotice
+class Outcome(StrEnum):
+    """How a released message's delivery ended for one recipient (a release receipt)."""
 
-_BY_KIND: dict[Kind, type[QuarantineTransfer] | type[ReleaseTransfer] | type[RescanNotice]] = {
+    DELIVERED = "delivered"  # the downstream host answered 2xx
+    BOUNCED = "bounced"      # it answered 5xx
+    EXPIRED = "expired"      # it waited longer than the maximum time in queue
+
+
+MAX_REPLY = 512  # octets of a downstream reply in a receipt (its text is the peer's)
+
+
+@dataclass(frozen=True)
+class ReceiptOutcome:
+    """An entry of a receipt's `outcomes[]`: one recipient's final outcome."""
+
+    rid: int
+    address: str
+    outcome: Outcome
+    host: str          # the downstream host (`host` or `host:port`) it was delivered to
+    reply: str         # that host's reply, or the expiry's reason
+    at: float          # when (epoch seconds)
+
+    def __post_init__(self) -> None:
+        # Built by a gateway from what a downstream host said: cut to what the manager takes.
+        object.__setattr__(self, "host", fit_text(self.host, MAX_NAME))
+        object.__setattr__(self, "reply", fit_text(self.reply, MAX_REPLY))
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        if not isinstance(obj, dict):
+            raise MetadataError("outcomes[] must be objects")
+        f = Fields(obj, "outcomes[].")
+        outcome = f.require("outcome", str)
+        if outcome not in Outcome.__members__.values():
+            raise MetadataError(f"unknown outcome {outcome!r}")
+        host = f.require("host", str)
+        reply = f.require("reply", str)
+        for name, value, limit in (("host", host, MAX_NAME), ("reply", reply, MAX_REPLY)):
+            if len(value.encode("utf-8", "surrogatepass")) > limit:
+                raise MetadataError(f"field outcomes[].{name} is longer than {limit} octets")
+        return cls(rid=f.require("rid", int), address=f.address("address"),
+                   outcome=Outcome(outcome), host=host, reply=reply,
+                   at=f.require("at", (int, float)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rid": self.rid, "address": self.address, "outcome": self.outcome.value,
+                "host": self.host, "reply": self.reply, "at": self.at}
+
+
+@dataclass(frozen=True)
+class ReleaseReceipt:
+    """What became of a released message on its gateway (kind `release_receipt`).
+
+    `origin` is the gateway and its MID of the message it delivered;
+    `release_id` the transfer id of the release, `entry` the manager's MID
+    (`copy_of`: the held message, for a Send Copy); `manager` the name of
+    the manager the release came from.
+    """
+
+    kind: ClassVar[Kind] = Kind.RELEASE_RECEIPT
+    transfer_id: str
+    origin: Origin
+    release_id: str
+    entry: int
+    outcomes: tuple[ReceiptOutcome, ...]
+    copy_of: int | None = None
+    manager: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def message(self) -> int:
+        """The manager's MID of the quarantined message this receipt is about."""
+        return self.copy_of if self.copy_of is not None else self.entry
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f, _, transfer_id, origin = _header(obj, cls.kind)
+        release = Fields(f.require("release", dict), "release.")
+        raw = f.items("outcomes", MAX_RECIPIENTS)
+        if not raw:
+            raise MetadataError("outcomes is empty")
+        receipt = cls(transfer_id=transfer_id, origin=origin,
+                      release_id=release.text("transfer_id", 128),
+                      entry=release.require("entry", int),
+                      copy_of=release.optional("copy_of", int),
+                      outcomes=tuple(ReceiptOutcome.from_json(o) for o in raw),
+                      manager=f.text("manager", MAX_NAME, optional=True), extra=f.extra())
+        return receipt
+
+    def to_json(self) -> dict[str, Any]:
+        release: dict[str, Any] = {"transfer_id": self.release_id, "entry": self.entry}
+        if self.copy_of is not None:
+            release["copy_of"] = self.copy_of
+        known = {**_head_json(self.kind, self.transfer_id, self.origin), "release": release,
+                 "outcomes": [o.to_json() for o in self.outcomes]}
+        if self.manager is not None:
+            known["manager"] = self.manager
+        return with_extra(known, self.extra)
+
+
+@dataclass(frozen=True)
+class RescanRequest:
+    """The manager asks the origin gateway to scan a held message, storing nothing (kind
+    `rescan_request`): `origin`, `sender` and `recipients` are the stored message's,
+    `entry` its manager MID. Version 1 knows only dry runs (`dry_run` must be true)."""
+
+    kind: ClassVar[Kind] = Kind.RESCAN_REQUEST
+    transfer_id: str
+    origin: Origin
+    sender: str
+    recipients: tuple[TransferRecipient, ...]
+    entry: int
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f, _, transfer_id, origin = _header(obj, cls.kind)
+        sender = f.address("sender", empty=True)
+        raw = f.items("recipients", MAX_RECIPIENTS)
+        if not raw:
+            raise MetadataError("recipients is empty")
+        rescan = Fields(f.require("rescan", dict), "rescan.")
+        entry = rescan.require("entry", int)
+        if rescan.require("dry_run", bool) is not True:
+            raise MetadataError("rescan.dry_run must be true (only dry runs exist)")
+        return cls(transfer_id=transfer_id, origin=origin, sender=sender,
+                   recipients=tuple(TransferRecipient.from_json(r) for r in raw),
+                   entry=entry, extra=f.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        known = {**_head_json(self.kind, self.transfer_id, self.origin), "sender": self.sender,
+                 "recipients": [r.to_json() for r in self.recipients],
+                 "rescan": {"entry": self.entry, "dry_run": True}}
+        return with_extra(known, self.extra)
+
+
+Transfer = QuarantineTransfer | ReleaseTransfer | RescanNotice | ReleaseReceipt | RescanRequest
+
+_BY_KIND: dict[Kind, type[QuarantineTransfer] | type[ReleaseTransfer] | type[RescanNotice]
+               | type[ReleaseReceipt] | type[RescanRequest]] = {
     Kind.QUARANTINE: QuarantineTransfer, Kind.RELEASE: ReleaseTransfer,
-    Kind.OUTBREAK_RESCAN: RescanNotice,
+    Kind.OUTBREAK_RESCAN: RescanNotice, Kind.RELEASE_RECEIPT: ReleaseReceipt,
+    Kind.RESCAN_REQUEST: RescanRequest,
 }
 
 

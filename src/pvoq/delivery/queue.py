@@ -95,6 +95,22 @@ class _Host:
 BounceHook = Callable[[Entry, list[Recipient], str], None]
 
 
+@dataclass(frozen=True)
+class Final:
+    """A recipient's delivery that just ended: how (`delivered`, `bounced` or `expired`),
+    at which host, with what reply (for an expiry: its reason)."""
+
+    recipient: Recipient
+    outcome: str
+    host: str
+    reply: str
+
+
+# Hears of recipients whose delivery ended, before that outcome is handed to the spool:
+# what it spools first (a release receipt) is durable whenever the outcome is.
+FinalHook = Callable[[Entry, list[Final]], None]
+
+
 class DeliveryQueues:
     """Every queued entry of the appliance, and one delivery worker per destination host.
 
@@ -117,7 +133,8 @@ class DeliveryQueues:
                  clock: Callable[[], float] = time.time,
                  on_finished: Callable[[Entry], None] | None = None,
                  on_bounce: BounceHook | None = None,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None,
+                 on_final: FinalHook | None = None) -> None:
         self.spool = spool
         self.log = maillog
         self.destination_for = destination_for
@@ -128,6 +145,7 @@ class DeliveryQueues:
         self.clock = clock
         self.on_finished = on_finished
         self.on_bounce = on_bounce
+        self.on_final = on_final
         self.counters = counters or Counters()
         self.entries: dict[int, Entry] = {}
         self.hosts: dict[str, _Host] = {}
@@ -261,6 +279,8 @@ class DeliveryQueues:
             self.log.info(f"Bounced: MID {entry.mid} to RID [{rids}] - {reason}")
             if self.on_bounce is not None:
                 self.on_bounce(entry, rcpts, reason)
+            if self.on_final is not None:
+                self.on_final(entry, [Final(r, "expired", name, reason) for r in rcpts])
             self._commit(entry)
 
     async def _worker(self, host: _Host) -> None:
@@ -354,9 +374,17 @@ class DeliveryQueues:
                                   done_note=target.done_note)
         if entry.mid not in self.entries:
             return  # deleted by an operator while it was on the wire: nothing left to record
+        finals: list[Final] = []
+        where = target.host if target.port == 25 else f"{target.host}:{target.port}"
         for r in rcpts:
             if r.pending:  # deleterecipients may have taken it meanwhile
-                self._record(entry, r, results[r.rid], conn.dcid, destination, host.stats)
+                reply = results[r.rid]
+                self._record(entry, r, reply, conn.dcid, destination, host.stats)
+                if not r.pending:
+                    finals.append(Final(r, "delivered" if reply.ok else "bounced", where,
+                                        f"{reply.code} {reply.text}"))
+        if finals and self.on_final is not None:
+            self.on_final(entry, finals)
         self._commit(entry)
 
     def _record(self, entry: Entry, r: Recipient, reply: Reply, dcid: int,

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pvoq.config.model import Config
 from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.ca import peer_common_name, peer_role
 from pvoq.cpq.server import CpqHandler
-from pvoq.cpq.transfer import ReleaseTransfer, Transfer
+from pvoq.cpq.transfer import ReleaseTransfer, RescanRequest, Transfer
 from pvoq.fsutil import atomic_write
 from pvoq.scan.pipeline import Pipeline
 from pvoq.smtp import replies
@@ -33,6 +33,8 @@ from pvoq.spool.store import Entry, Recipient, Spool
 
 # The work queue's `submit(entry, body)`: the message is spooled, scan it.
 Submit = Callable[[Entry, bytes], None]
+# A dry rescan (`gateway.dryrun.DryRescan`): (request, body, MID, manager) -> the reply.
+Rescan = Callable[[RescanRequest, bytes, int, str], Awaitable[str]]
 
 # How the arrival of a message from the manager ends its log line: AsyncOS's wording
 # for a release; a Send Copy (the manager still holds the message) says so.
@@ -73,18 +75,21 @@ class ReleaseHandler(CpqHandler):
     """The gateway's `cpq_listener`: released mail from the manager."""
 
     def __init__(self, context: ServerContext, *, config: Callable[[], Config], spool: Spool,
-                 marker: Callable[[str], Path], submit: Submit) -> None:
+                 marker: Callable[[str], Path], submit: Submit,
+                 rescan: Rescan | None = None) -> None:
         super().__init__(context)
         self.config = config  # the configuration in force
         self.spool = spool
         self.marker = marker  # transfer id -> its marker file
         self.submit = submit
+        self.rescan = rescan  # dry rescans of held messages (None: refused as not a release)
         self._receiving: set[str] = set()  # transfer ids being stored right now
 
     async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,
                     content: bytes, info: MessageInfo) -> str:
         log = self.context.maillog
-        if not isinstance(transfer, ReleaseTransfer):
+        dry = isinstance(transfer, RescanRequest) and self.rescan is not None
+        if not isinstance(transfer, ReleaseTransfer) and not dry:
             return str(cpq_replies.RELEASES_ONLY)
         role = peer_role(session.peer_certificate)
         if role != "manager":
@@ -104,6 +109,11 @@ class ReleaseHandler(CpqHandler):
             log.info(f"ICID {session.icid} CPQ release refused: MID originally on {target}, "
                      f"this is {config.hostname}")
             return cpq_replies.OTHER_GATEWAY.format(target=target, hostname=config.hostname)
+        if isinstance(transfer, RescanRequest):
+            assert self.rescan is not None
+            envelope.counted = False  # not mail: nothing is kept, nothing counted
+            return await self.rescan(transfer, content, envelope.mid, name or "?")
+        assert isinstance(transfer, ReleaseTransfer)
         tid = transfer.transfer_id
         if tid in self._receiving:  # the same transfer, retried while its first copy is stored
             log.info(f"MID {envelope.mid} CPQ transfer {tid} is being stored by another "
@@ -122,7 +132,8 @@ class ReleaseHandler(CpqHandler):
             transfer_id=tid,
             meta={"subject": info.subject, "released": {
                 "origin_mid": origin.mid, "manager_mid": release.entry,
-                "resume_after": Pipeline.resume_point(list(release.stages))}})
+                "resume_after": Pipeline.resume_point(list(release.stages)),
+                "transfer_id": tid, "manager": name or "", "copy_of": release.copy_of}})
         self._receiving.add(tid)
         try:
             await self.spool.put_async(entry, content)

@@ -37,9 +37,11 @@ from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.delivery.routes import SmtpRouteDestination
 from pvoq.fsutil import atomic_write, remove_leftovers
 from pvoq.gateway.commands import PipelineCommands, PvoCheckCommands, WorkQueueCommands
+from pvoq.gateway.dryrun import DryRescan
 from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
 from pvoq.gateway.outbreak import OutbreakRules
 from pvoq.gateway.processing import Processor, ScanEngines
+from pvoq.gateway.receipts import Receipts
 from pvoq.gateway.router import Router
 from pvoq.gateway.workqueue import Dispose, GiveUp, WorkQueue
 from pvoq.maillog import IdAllocator, MailLog
@@ -51,7 +53,7 @@ from pvoq.smtp.server import (
     BaseHandler,
     PvoqSMTP,
 )
-from pvoq.spool.store import INCOMING, Spool
+from pvoq.spool.store import INCOMING, Entry, Spool
 
 # A received release's id comes again only if its 250 was lost, at the manager's
 # next retry: within its back-off, or when this gateway is back after an outage.
@@ -120,6 +122,9 @@ class Gateway(Appliance):
                              maillog=self.maillog, ids=self.ids, queues=self.queues,
                              outbreak=self.outbreak)
         self.queues.on_bounce = self.router.bounce
+        self.receipts = Receipts(config=self.current_config, spool=self.spool, ids=self.ids,
+                                 queues=self.queues, maillog=self.maillog)
+        self.queues.on_final = self.receipts.final
         self.processor = Processor(config=self.current_config, engines=self.engines,
                                    router=self.router, outbreak=self.outbreak,
                                    maillog=self.maillog)
@@ -161,7 +166,11 @@ class Gateway(Appliance):
         if listener.is_cpq:
             return ReleaseHandler(self.context, config=self.current_config, spool=self.spool,
                                   marker=self.transfer_marker,
-                                  submit=self.workqueue.submit), CpqSMTP
+                                  submit=self.workqueue.submit,
+                                  rescan=DryRescan(config=self.current_config,
+                                                   engines=self.engines,
+                                                   processor=self.processor,
+                                                   maillog=self.maillog)), CpqSMTP
         return PublicHandler(self.context, spool=self.spool,
                              submit=self.workqueue.submit), PvoqSMTP
 
@@ -194,8 +203,14 @@ class Gateway(Appliance):
             # back-off after a failure; the address below only groups the batches.
             peers = [CpqPeer(m.address, m.port, m.hostname) for m in cfg.pvo.all_managers]
             first = (peers[0].host, peers[0].port) if peers else ("", cfg.pvo.manager_port)
+
+            def resolve(entry: Entry) -> tuple[str, int]:
+                # A release receipt goes to the manager the release came from first.
+                wanted = (entry.meta.get("manager") or "").lower()
+                return next(((p.host, p.port) for p in peers
+                             if wanted and (p.name or "").lower() == wanted), first)
             found = CpqDestination(
-                THE_CPQ_HOST, resolve=lambda entry: first, expect_role="manager",
+                THE_CPQ_HOST, resolve=resolve, expect_role="manager",
                 expect_name=cfg.pvo.manager_hostname, peers=peers,
                 backoff=PeerBackoff(min_s=cfg.delivery.retry_min_seconds,
                                     max_s=cfg.delivery.retry_max_seconds),

@@ -2,8 +2,9 @@
 
 A gateway ships a quarantine transfer (stored once per transfer id, body and
 row durable before `250`, group-committed with the transfers arriving beside
-it: `quarantine.arrivals`) or an outbreak rescan notice (release, extend or
-delete a message it sent to "Outbreak"). The peer certificate must name the
+it: `quarantine.arrivals`), an outbreak rescan notice (release, extend or
+delete a message it sent to "Outbreak") or a release receipt (what became
+of a message released to it: `quarantine.receipts`). The peer certificate must name the
 origin gateway, and that gateway must be registered on this manager.
 """
 
@@ -16,8 +17,15 @@ from pvoq.config.model import Config
 from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.ca import certificate_problem, peer_common_name, peer_role
 from pvoq.cpq.server import CpqHandler
-from pvoq.cpq.transfer import QuarantineTransfer, RescanAction, RescanNotice, Transfer
+from pvoq.cpq.transfer import (
+    QuarantineTransfer,
+    ReleaseReceipt,
+    RescanAction,
+    RescanNotice,
+    Transfer,
+)
 from pvoq.quarantine.arrivals import Arrival
+from pvoq.quarantine.receipts import printable
 from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import quarantine_for
@@ -60,7 +68,7 @@ class QuarantineHandler(CpqHandler):
     async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,
                     content: bytes, info: MessageInfo) -> str:
         log = self.context.maillog
-        if not isinstance(transfer, QuarantineTransfer | RescanNotice):
+        if not isinstance(transfer, QuarantineTransfer | RescanNotice | ReleaseReceipt):
             return str(cpq_replies.QUARANTINE_TRANSFERS_ONLY)
         origin = transfer.origin.hostname
         cert = session.peer_certificate
@@ -74,6 +82,9 @@ class QuarantineHandler(CpqHandler):
             return cpq_replies.UNKNOWN_GATEWAY.format(origin=origin)
         if isinstance(transfer, RescanNotice):
             return self.rescan_notice(session, transfer)
+        if isinstance(transfer, ReleaseReceipt):
+            envelope.counted = False  # not mail
+            return self.release_receipt(session, transfer)
         store = self.service.store
         tid = transfer.transfer_id
         if self.service.quota_bytes > 0 and store.find_transfer(tid) is None:
@@ -96,6 +107,35 @@ class QuarantineHandler(CpqHandler):
         for q in transfer.quarantines:
             log.info(f'MID {mid} quarantined to "{q.name}" ({q.reason})')
         return replies.accepted(mid)
+
+    def release_receipt(self, session: PvoqSession, receipt: ReleaseReceipt) -> str:
+        """A gateway reports what became of a message released to it: recorded once per
+        recipient (a retried receipt, or a repeated delivery's, adds nothing)."""
+        log = self.context.maillog
+        mid, tid, origin = receipt.message, receipt.transfer_id, receipt.origin.hostname
+        record = self.service.store.get(mid)
+        if record is None:
+            log.info(f"Release receipt {tid} from {origin} for MID {mid}: no such message "
+                     "here, nothing to do")
+            return cpq_replies.RECEIPT_NO_SUCH_MESSAGE.format(transfer_id=tid)
+        if str(record["origin_host"]).lower() != origin.lower():
+            log.info(f"ICID {session.icid} CPQ transfer refused: release receipt {tid} from "
+                     f"{origin} for MID {mid}, which came from {record['origin_host']}")
+            return cpq_replies.RECEIPT_OTHER_GATEWAY.format(mid=mid, origin=origin)
+        recorded = self.service.record_receipt(receipt, session.peer_ip)
+        if not recorded.new:
+            log.info(f"MID {mid} duplicate release receipt {tid} from {origin}: "
+                     "acknowledged, not recorded again")
+            return cpq_replies.RECEIPT_KNOWN.format(transfer_id=tid, mid=mid)
+        copy = f" (copy MID {receipt.entry})" if receipt.copy_of is not None else ""
+        for o in receipt.outcomes:
+            if o.rid not in recorded.new:
+                continue
+            where = "" if o.outcome == "expired" else f" to {printable(o.host)}"
+            log.info(f"MID {mid}{copy} release receipt {tid} from {origin} (ESA MID "
+                     f"{receipt.origin.mid}): RID {o.rid} {o.outcome}{where}: "
+                     f"'{printable(o.reply)}'")
+        return cpq_replies.RECEIPT_RECORDED.format(transfer_id=tid, mid=mid)
 
     def rescan_notice(self, session: PvoqSession, notice: RescanNotice) -> str:
         """A gateway rescanned a message it sent to "Outbreak": release, extend or delete it.

@@ -29,6 +29,7 @@ from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.manager.handler import QuarantineHandler
 from pvoq.manager.mids import SharedIds
 from pvoq.manager.releases import Releases
+from pvoq.manager.rescan import DryRescanner
 from pvoq.quarantine.audit import key_path
 from pvoq.quarantine.commands import QuarantineCommands
 from pvoq.quarantine.service import QuarantineService
@@ -99,6 +100,10 @@ class Manager(Appliance):
         self.ssh = SshClient(config.data_dir, hostname=config.hostname,
                              timeout_s=config.ssh.timeout_seconds)
         self.locator = GatewayLocator(self.ssh, self.maillog, self._wake_releases)
+        self.service.rescanner = DryRescanner(
+            config=lambda: self.config, address=self._address_of, tls=lambda: self.client_tls,
+            ids=self.ids, maillog=self.maillog,
+            source_ip=lambda: self.interface_ip(self.config.pvo.interface_name))
         self.register_commands()
         QuarantineCommands(self.service).register(self.admin)
         ManagerLinkCommands(lambda: self.config, self.ssh, self.locator,
@@ -130,7 +135,11 @@ class Manager(Appliance):
     def _gateway_address(self, entry: Entry) -> tuple[str, int] | None:
         """Where a release goes: for a gateway added over SSH, what it last said (a miss
         starts a lookup and defers the release); otherwise the configured address."""
-        record = self.config.pvo.gateway(entry.meta["gateway"])
+        return self._address_of(entry.meta["gateway"])
+
+    def _address_of(self, gateway: str) -> tuple[str, int] | None:
+        """Where the `cpq_listener` of *gateway* is (releases and dry rescans)."""
+        record = self.config.pvo.gateway(gateway)
         if record is None:
             return None
         if self.locator.enrolled(record.hostname):

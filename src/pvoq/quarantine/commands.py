@@ -181,6 +181,14 @@ class QuarantineCommands(CommandSet):
         n = self.service.expire(caller=_caller(peer))
         return {"text": f"{n} quarantine entries expired.", "data": {"expired": n}}
 
+    @command("quarantine.rescan", peer=True)
+    @_guard
+    async def rescan(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        """A dry rescan: the origin gateway's verdict on a held message, nothing changed."""
+        if args.get("dry_run") is not True:
+            raise CommandError("only a dry run exists: quarantine rescan MID --dry-run")
+        return {"data": await self.service.rescan(_caller(peer), int(args["mid"]))}
+
     @command("quarantine.config")
     @_guard
     async def config(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ CUSTOM = "custom"
 ROLES = (ADMIN, OPERATOR, HELPDESK, READONLY, CUSTOM)
 
 VIEW = ("search", "view", "saved_search")
-ACT = ("release", "delete", "delay", "move")
+ACT = ("release", "delete", "delay", "move", "rescan")  # rescan: a dry run, before releasing
 _PERMISSIONS: dict[str, frozenset[str]] = {
     ADMIN: frozenset((*VIEW, *ACT, "copy", "audit", "configure")),
     OPERATOR: frozenset((*VIEW, *ACT)),

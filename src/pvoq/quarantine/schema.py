@@ -13,6 +13,8 @@ PostgreSQL (psycopg 3; trigram indexes for text search). Tables:
 - `message_bodies`: bodies when they live in the database (`bodies=database`).
 - `audit`, `audit_head`: the audit trail, HMAC-chained under the audit key.
 - `saved_searches`.
+- `release_receipts`, `message_releases`: who released a message and what
+  became of it on its gateway (`quarantine.receipts`).
 
 Schema changes go through Alembic (`pvoq/quarantine/migrations`); the
 `create_all` here creates a fresh database at the current revision.
@@ -177,6 +179,38 @@ saved_searches = Table(
     Column("name", String(128), primary_key=True),
     Column("query", Text, nullable=False),        # JSON of a SearchQuery
     Column("created_at", Float, nullable=False),
+)
+
+# Release receipts: what became of a released message on its gateway, one row per
+# recipient (of the release, or of a Send Copy: `entry` is then the copy's MID), the
+# first receipt for it winning; and who released each message, and when.
+release_receipts = Table(
+    "release_receipts", metadata,
+    Column("entry", BigInt, primary_key=True, autoincrement=False),
+    Column("rid", BigInt, primary_key=True, autoincrement=False),
+    Column("message_id", BigInt, nullable=False),   # the held message (not a foreign key:
+    Column("receipt_id", String(128), nullable=False),  # a copy's MID has no row)
+    Column("gateway", String(255), nullable=False),
+    Column("gateway_mid", BigInt, nullable=False),
+    Column("address", String(512), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("reply", Text, nullable=False),
+    Column("at", Float, nullable=False),             # on the gateway
+    Column("received_at", Float, nullable=False),    # here
+    Index("ix_receipts_message", "message_id"),
+)
+
+message_releases = Table(
+    "message_releases", metadata,
+    Column("entry", BigInt, primary_key=True, autoincrement=False),  # a MID, or a copy's
+    Column("message_id", BigInt, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("origin", String(128), nullable=False),
+    Column("how", String(64), nullable=False),
+    Column("address", String(512)),                  # a Send Copy's address
+    Column("at", Float, nullable=False),
+    Index("ix_releases_message", "message_id"),
 )
 
 GENESIS = "0" * 64

@@ -20,9 +20,11 @@ from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 
-from pvoq.errors import Invalid
+from pvoq.cpq.transfer import ReleaseReceipt
+from pvoq.errors import Conflict, Invalid, OperatorError
 from pvoq.quarantine import roles
 from pvoq.quarantine.audit import AuditTrail, key_path
+from pvoq.quarantine.receipts import ReceiptBook, Recorded, printable
 from pvoq.quarantine.recipients import split
 from pvoq.quarantine.roles import SYSTEM, Caller, PermissionDenied
 from pvoq.quarantine.schema import saved_searches
@@ -78,6 +80,13 @@ class Settler(Protocol):
         """Settle claimed messages (mid, state, quarantines acted on); may finish later."""
 
 
+class Rescanner(Protocol):
+    """Has the origin gateway of a held message scan it, changing nothing (the manager's
+    `manager.rescan.DryRescanner`); raises an `OperatorError` naming the peer."""
+
+    async def rescan(self, record: dict[str, Any], body: bytes) -> dict[str, Any]: ...
+
+
 @dataclass
 class ActionResult:
     """One message's result in a (bulk) action."""
@@ -112,12 +121,15 @@ class QuarantineService:
     clock: Callable[[], float] = time.time
     quota_bytes: int = 0
     audit_key_file: Path | None = None
+    rescanner: Rescanner | None = None
     audit: AuditTrail = field(init=False)
+    receipts: ReceiptBook = field(init=False)
 
     def __post_init__(self) -> None:
         key_file = self.audit_key_file or key_path(self.store.engine.url,
                                                     self.store.bodies.parent)
         self.audit = AuditTrail.open(self.store.engine, self.clock, key_file, self.log)
+        self.receipts = ReceiptBook(self.store.engine, self.clock)
 
     # -- views ---------------------------------------------------------------
     def search(self, caller: Caller, query: SearchQuery) -> tuple[list[dict[str, Any]], int]:
@@ -138,6 +150,8 @@ class QuarantineService:
         record["body"] = ""
         if with_body and record["state"] == HELD:
             record["body"] = self.store.read_body(mid).decode("utf-8", "replace")
+        record["receipts"] = self.receipts.of(mid)["receipts"]
+        record["release_history"] = self.receipts.history(mid)
         self.audit.append(caller.actor, caller.origin, "view", {"mid": mid})
         return record
 
@@ -204,6 +218,8 @@ class QuarantineService:
             return ActionResult(mid, False, text=str(exc))
         self.audit.append(caller.actor, caller.origin, action,
                           {"mid": mid, "quarantines": list(outcome.acted_on), "how": how})
+        if outcome.settled == RELEASED:
+            self.receipts.released([(mid, mid)], caller.actor, caller.origin, how)
         self._after(mid, state, outcome.acted_on, outcome.settled, how, received)
         verb = "released" if state == RELEASED else "deleted"
         text = f"MID {mid} {verb} from {', '.join(outcome.acted_on)}."
@@ -237,6 +253,9 @@ class QuarantineService:
                 "quarantines": sorted({q for o in outcomes for q in o.acted_on})})
             done = {o.mid for o in outcomes}
             settled = [(o.mid, o.settled, o.acted_on) for o in outcomes if o.settled]
+            released = [(m, m) for m, state_, _ in settled if state_ == RELEASED]
+            if released:
+                self.receipts.released(released, caller.actor, caller.origin, how)
             if settled:
                 self.settler.settle_many(settled, how)
             for o in outcomes:
@@ -310,6 +329,7 @@ class QuarantineService:
         if self._granted(caller, mid, None) == ():
             return self._not_granted(mid)
         copy_mid = self.settler.send_copy(mid, address)
+        self.receipts.released([(copy_mid, mid)], caller.actor, caller.origin, "copy", address)
         self.audit.append(caller.actor, caller.origin, "copy",
                           {"mid": mid, "to": address, "copy_mid": copy_mid})
         self.log(f"MID {mid} copy queued to {address} as MID {copy_mid}")
@@ -393,6 +413,50 @@ class QuarantineService:
                 saved_searches.c.owner == caller.actor, saved_searches.c.name == name)).rowcount
         return bool(gone)
 
+    # -- dry rescan --------------------------------------------------------------
+    async def rescan(self, caller: Caller, mid: int) -> dict[str, Any]:
+        """Have the gateway *mid* came from scan it with today's filters, anti-virus and
+        outbreak rules, and return the verdict per stage; nothing changes anywhere (the
+        audit trail gets a "rescanned (dry run)" record)."""
+        self._authorize(caller, "rescan")
+        record = self.store.get(mid) if valid_mid(mid) else None
+        if record is None:
+            raise QuarantineError(f"No message with MID {mid} in the quarantines.")
+        self._check_quarantines(caller, [q["quarantine"] for q in record["quarantines"]])
+        if record["state"] != HELD:
+            raise Conflict(f"MID {mid} is no longer held ({record['state']}): "
+                           "there is nothing to rescan")
+        if self.rescanner is None:
+            raise Conflict("dry rescans are made by a running manager, over CPQ")
+        try:
+            verdict = await self.rescanner.rescan(record, self.store.read_body(mid))
+        except OperatorError as exc:
+            self.audit.append(caller.actor, caller.origin, "rescan",
+                              {"mid": mid, "dry_run": True, "error": str(exc)})
+            self.log(f"MID {mid} rescanned (dry run): failed: {printable(exc)}")
+            raise
+        self.audit.append(caller.actor, caller.origin, "rescan", {
+            "mid": mid, "dry_run": True, "gateway": verdict["gateway"],
+            "action": verdict["action"],
+            "verdicts": [f"{v['quarantine']} ({v['reason']})" for v in verdict["verdicts"]]})
+        self.log(f"MID {mid} rescanned (dry run) by {printable(verdict['gateway'])}: "
+                 f"{printable(verdict['action']).upper()}")
+        return {"mid": mid, "dry_run": True, **verdict}
+
+    # -- release receipts ------------------------------------------------------
+    def record_receipt(self, receipt: ReleaseReceipt, peer: str) -> Recorded:
+        """A gateway's release receipt (`quarantine.receipts`): stored once per recipient;
+        the audit trail gets a record of what was new, in the gateway's name."""
+        recorded = self.receipts.record(receipt)
+        if recorded.new:
+            new = [o for o in receipt.outcomes if o.rid in recorded.new]
+            self.audit.append(receipt.origin.hostname, peer, "receipt", {
+                "mid": receipt.message, "entry": receipt.entry,
+                "receipt": receipt.transfer_id, "gateway_mid": receipt.origin.mid,
+                "outcomes": [{"rid": o.rid, "address": o.address, "outcome": o.outcome.value,
+                              "host": o.host, "reply": o.reply, "at": o.at} for o in new]})
+        return recorded
+
     # -- expiry, deleted quarantines, overflow ----------------------------------
     def apply_default(self, mid: int, quarantine: str, default_action: str, how: str,
                       caller: Caller = SYSTEM) -> bool:
@@ -406,6 +470,8 @@ class QuarantineService:
             return False  # another manager process got there first
         self.audit.append(caller.actor, caller.origin, default_action,
                           {"mid": mid, "quarantines": list(outcome.acted_on), "how": how})
+        if outcome.settled == RELEASED:
+            self.receipts.released([(mid, mid)], caller.actor, caller.origin, how)
         self._after(mid, state, outcome.acted_on, outcome.settled, how, received)
         return True
 

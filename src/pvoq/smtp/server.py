@@ -97,6 +97,7 @@ class PvoqEnvelope(Envelope):
         super().__init__()
         self.mid: int = 0
         self.cpq_chunks: list[str] = []
+        self.counted = True  # False: not mail (a CPQ receipt or dry rescan), not counted
 
 
 @dataclass
@@ -320,7 +321,7 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             status = str(status)
         line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") \
             if isinstance(status, str) else status
-        if line[3:4] == b"-":
+        if line[3:4] == b"-" and b"\r\n" not in line:  # a handler's whole reply goes as is
             self._reply_lines.append(line)
             return
         if self._reply_lines:
@@ -582,7 +583,7 @@ class BaseHandler(HookNames):
         except Exception as exc:  # the client must retry; nothing was acknowledged
             log.warning(f"MID {mid} application fault: {type(exc).__name__}: {exc}")
             return str(replies.LOCAL_ERROR)
-        if reply.startswith("2") and self.context.counters is not None:
+        if reply.startswith("2") and self.context.counters is not None and envelope.counted:
             self.context.counters.inc("messages_received")
             self.context.counters.inc("recipients_received", len(envelope.rcpt_tos))
         return reply

@@ -222,14 +222,16 @@ class SpoolLog:
         await change.done
 
     def commit_soon(self, records: list[Record], *,
-                    on_error: Callable[[BaseException], None]) -> None:
+                    on_error: Callable[[BaseException], None],
+                    then: Callable[[], None] | None = None) -> None:
         """Hand *records* to the writer and return at once (blocking outside an event loop).
 
         For a change whose loss in a crash only repeats work, never loses mail:
         a delivered message's removal, a delivery attempt's new state. The log
         keeps the order of what it is handed, so a later change of the same
         message never lands before this one; `close` commits it before stopping.
-        *on_error* hears of a failed commit, on the event loop.
+        *on_error* hears of a failed commit, on the event loop; *then* runs there once
+        the records are durable.
         """
         try:
             loop = asyncio.get_running_loop()
@@ -238,8 +240,11 @@ class SpoolLog:
                 self.commit(records)
             except Exception as exc:
                 on_error(exc)
+            else:
+                if then is not None:
+                    then()
             return
-        change = _Change(records, loop.create_future(), loop)
+        change = _Change(records, loop.create_future(), loop, then)
         assert isinstance(change.done, asyncio.Future)
 
         def settled(done: asyncio.Future[None]) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from pvoq.fsutil import atomic_write, make_dir, remove_leftovers
 from pvoq.spool.log import ENTRY, PUT, REMOVE, SEGMENT_BYTES, STATE, Record, SpoolLog
@@ -56,6 +56,9 @@ class ReleasedMeta(TypedDict):
     origin_mid: int             # its MID on this gateway when it was quarantined
     manager_mid: int            # its MID on the manager
     resume_after: str | None    # the scan stage after which its scan resumes
+    transfer_id: NotRequired[str]       # the release's transfer id (its receipts name it)
+    manager: NotRequired[str]           # the manager it came from (its receipts go there)
+    copy_of: NotRequired[int | None]    # a Send Copy: the manager MID of the held message
 
 
 class EntryMeta(TypedDict, total=False):
@@ -75,6 +78,8 @@ class EntryMeta(TypedDict, total=False):
     duplicate_of: int                      # the MID this duplicate-quarantine copy was made of
     dsn_for: int                           # the MID this delivery status notification is about
     notice_for: int                        # the MID this outbreak rescan notice is about
+    receipt_for: int                       # the MID this release receipt is about
+    manager: str                           # gateway: the manager a release receipt goes to
 
 
 @dataclass
@@ -181,6 +186,13 @@ class Spool:
         """`put` without blocking the event loop; *then* runs once it is durable (see
         `SpoolLog.commit_async`)."""
         await self.log.commit_async([Record(PUT, entry.mid, entry.to_json(), body)], then=then)
+
+    def put_soon(self, entry: Entry, body: bytes, *, then: Callable[[], None],
+                 on_error: Callable[[BaseException], None]) -> None:
+        """`put` handed to the writer at once, in order with the changes handed in after it
+        (durable whenever they are); *then* runs once it is durable (`commit_soon`)."""
+        self.log.commit_soon([Record(PUT, entry.mid, entry.to_json(), body)],
+                             on_error=on_error, then=then)
 
     def update(self, entry: Entry) -> None:
         """Record *entry*'s new state durably (its body is unchanged)."""

@@ -37,7 +37,7 @@ range); a body with a field the route does not know is refused (422).
 import asyncio
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
@@ -77,6 +77,13 @@ class ActionBody(BaseModel):
     recipientAddresses: list[str] = []
     recipients: list[str] = Field(default_factory=list,
                                   description="release for these envelope recipients only")
+
+
+class RescanBody(BaseModel):
+    """`POST /quarantine/messages/rescan`: a dry rescan of one held message."""
+
+    mid: Mid
+    dryRun: Literal[True] = True  # only dry runs exist
 
 
 class DeleteBody(BaseModel):
@@ -217,7 +224,17 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
         entry = _entry(record)
         entry["attributes"]["messageBody"] = record["body"]
         entry["attributes"]["attachments"] = [a["name"] for a in record["attachments"]]
+        entry["attributes"]["releaseHistory"] = record.get("release_history", [])
+        entry["attributes"]["releaseReceipts"] = [{
+            "mid": r["entry"], "rid": r["rid"], "recipient": r["address"],
+            "outcome": r["outcome"], "gateway": r["gateway"], "host": r["host"],
+            "reply": r["reply"], "at": _iso(r["at"])} for r in record.get("receipts", [])]
         return {"data": entry}
+
+    @router.post("/quarantine/messages/rescan",
+                 summary="Dry rescan: the originating gateway's verdict, nothing changed")
+    async def rescan(body: RescanBody, who: Who) -> dict[str, Any]:
+        return {"data": await service.rescan(who, body.mid)}
 
     @router.post("/quarantine/messages", summary="Release, delay, move or send a copy")
     async def act(body: ActionBody, who: Who) -> dict[str, Any]:

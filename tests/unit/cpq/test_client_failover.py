@@ -224,3 +224,25 @@ def test_a_single_peer_fails_with_its_own_reason(run: Callable[[Scenario], None]
             await opened(dest)
         assert "verified" not in read_log()
     run(scenario)
+
+
+def test_mail_pinned_to_another_listed_peer_tries_that_peer_first(
+        run: Callable[[Scenario], None]) -> None:
+    """A release receipt goes to the manager the release came from: given that peer's
+    address, a connection tries it before the first listed one (and falls over as ever)."""
+    dead = dead_port()
+
+    async def scenario(port: int, destination: Callable[..., CpqDestination],
+                       read_log: Callable[[], str]) -> None:
+        first = CpqPeer("127.0.0.1", port, MANAGER)
+        pinned = CpqPeer("127.0.0.1", dead, "mgr2.example.com")
+        dest = destination([first, pinned], PeerBackoff(min_s=60, max_s=600))
+        conn = dest.connection()
+        assert isinstance(conn, CpqConnection)
+        await conn.open("127.0.0.1", dead)
+        assert conn.peer == first
+        await conn.close()
+        log = read_log()
+        assert f"CPQ peer mgr2.example.com (127.0.0.1:{dead}) failed" in log
+        assert log.index("mgr2.example.com") < log.index("verified (manager 1 of 2)")
+    run(scenario)

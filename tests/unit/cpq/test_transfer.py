@@ -18,6 +18,7 @@ from pvoq.cpq.metadata import (
     KIND_OUTBREAK_RESCAN,
     KIND_QUARANTINE,
     KIND_RELEASE,
+    KIND_RELEASE_RECEIPT,
     RESCAN_ACTIONS,
     decode_chunks,
     decode_transfer,
@@ -288,8 +289,10 @@ class TestDispatch:
 
     def test_enums(self) -> None:
         """The kinds and actions are string enums, equal to their wire strings."""
-        assert [str(k) for k in Kind] == ["quarantine", "release", "outbreak_rescan"]
-        assert tuple(Kind) == (KIND_QUARANTINE, KIND_RELEASE, KIND_OUTBREAK_RESCAN)
+        assert [str(k) for k in Kind] == ["quarantine", "release", "outbreak_rescan",
+                                       "release_receipt", "rescan_request"]
+        assert tuple(Kind)[:4] == (KIND_QUARANTINE, KIND_RELEASE, KIND_OUTBREAK_RESCAN,
+                                   KIND_RELEASE_RECEIPT)
         assert KIND_RELEASE == "release" and json.dumps(KIND_RELEASE) == '"release"'
         assert RESCAN_ACTIONS == ("release", "extend", "delete") == tuple(RescanAction)
         notice = parse_transfer(gateway_notice("delete"))

@@ -70,7 +70,9 @@ def test_a_release_is_spooled_once_and_submitted(gateway: Gateway) -> None:
     assert (entry.mid, entry.sender, entry.transfer_id) == (100, "alice@example.org", "r-SN-M-31")
     assert [(r.rid, r.address) for r in entry.recipients] == [(2, "bob@example.com")]
     assert entry.meta["released"] == {"origin_mid": 12, "manager_mid": 31,
-                                      "resume_after": "outbreak_filters+antivirus"}
+                                      "resume_after": "outbreak_filters+antivirus",
+                                      "transfer_id": "r-SN-M-31", "manager": "m.test",
+                                      "copy_of": None}
     assert gateway.spool.get(100) is not None
     assert store(handler, release(), mid=101) == \
         cpq_replies.ALREADY_RECEIVED.format(transfer_id="r-SN-M-31")

@@ -23,7 +23,7 @@ from pvoq.quarantine.audit import (
     open_key,
     record_hash,
 )
-from pvoq.quarantine.migrate import alembic_config, current
+from pvoq.quarantine.migrate import alembic_config, current, head
 from pvoq.quarantine.schema import GENESIS, audit, audit_head, make_engine
 from pvoq.quarantine.store import QuarantineStore
 
@@ -247,7 +247,7 @@ class TestUpgrade:
             engine.dispose()
         store = QuarantineStore(database_url, tmp_path / "bodies")
         try:
-            assert current(store.engine) == "0004"
+            assert current(store.engine) == head()
             t = trail(store.engine, tmp_path / "audit.key")
             assert t.verify().ok and t.verify().records == 3
         finally:

@@ -63,7 +63,7 @@ class TestMigrations:
         """A new database gets the current schema and the head revision."""
         store = QuarantineStore(database_url, tmp_path / "bodies")
         try:
-            assert current(store.engine) == head() == "0004"
+            assert current(store.engine) == head() == "0005"
         finally:
             store.close()
         assert schema_differences(database_url) == []
@@ -74,7 +74,7 @@ class TestMigrations:
         foundation_database(database_url)
         assert schema_differences(database_url) != []
         store = make_store()
-        assert current(store.engine) == "0004"
+        assert current(store.engine) == "0005"
         assert schema_differences(database_url) == []
         rows, total = store.search(SearchQuery(recipient=TextFilter("is", "bob@example.com")))
         assert total == 1 and rows[0]["subject"] == "Old one"
@@ -85,6 +85,6 @@ class TestMigrations:
         """Running the migration again changes nothing."""
         engine = make_engine(database_url)
         try:
-            assert migrate(engine) == migrate(engine) == "0004"
+            assert migrate(engine) == migrate(engine) == "0005"
         finally:
             engine.dispose()

@@ -31,6 +31,7 @@ from pvoq.manager.mids import SharedIds
 from pvoq.manager.releases import Releases
 from pvoq.quarantine.audit import key_path
 from pvoq.quarantine.commands import QuarantineCommands
+from pvoq.quarantine.definitions import QuarantineConfigCommands
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, merge_settings
 from pvoq.quarantine.store import QuarantineStore
@@ -98,6 +99,8 @@ class Manager(Appliance):
         self.locator = GatewayLocator(self.ssh, self.maillog, self._wake_releases)
         self.register_commands()
         QuarantineCommands(self.service).register(self.admin)
+        QuarantineConfigCommands(lambda: self.config, self.reload, self.service.audit.append,
+                                 self.store.held_count, self.maillog.info).register(self.admin)
         ManagerLinkCommands(lambda: self.config, self.ssh, self.locator,
                             self._wake_releases).register(self.admin)
         ListenerInfoCommands(lambda: self.config).register(self.admin)

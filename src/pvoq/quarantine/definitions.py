@@ -63,9 +63,13 @@ class DefinitionError(Invalid):
 class DefinitionConflict(DefinitionError, Conflict):
     """The file changed since the caller read it, or the name is taken."""
 
+    status = Conflict.status
+
 
 class NoSuchQuarantine(DefinitionError, NotFound):
     """No quarantine of that name."""
+
+    status = NotFound.status
 
 
 @dataclass(frozen=True)

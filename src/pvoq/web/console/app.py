@@ -41,6 +41,8 @@ def build_app(ctx: ConsoleContext) -> FastAPI:
         app.include_router(gateway_pages.router)
     if ctx.role == "manager":
         pass  # manager-only areas: app.include_router(<area>.router)
+        from pvoq.web.console import admin_pages
+        app.include_router(admin_pages.router)
     _finish(app, ctx)
     return app
 

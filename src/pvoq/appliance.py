@@ -5,6 +5,13 @@ CPQ TLS contexts, listeners (`listeners.ListenerSet`), delivery queues, the
 admin socket, reload, and the wiring of the operator commands common to both
 roles (`commands`: `status`, `tophosts`, `delivernow`...).
 The role modules (`gateway`, `manager`) add their handlers and commands.
+
+The web console (`<web>`): the appliance's users (`users.UserStore`,
+`<data>/users.json`) and console sessions, the admin socket's mapping of
+peer uids to those users (`users.identity`) with the role check of every
+command (`users.permissions`), and the HTTPS server (`web.server.WebServer`)
+serving `web.console.app.build_app(console_context())`, restarted in place
+on reload.
 """
 
 from __future__ import annotations
@@ -44,6 +51,13 @@ from pvoq.listeners import ListenerSet, interface_ip
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.server import BaseHandler, ConnectionGate, PvoqSMTP, ServerContext
 from pvoq.spool.store import Spool
+from pvoq.users import SessionStore, UserStore
+from pvoq.users.commands import UserCommands
+from pvoq.users.identity import authorize, identify, web_peer
+from pvoq.web.console.app import build_app
+from pvoq.web.console.auth import User
+from pvoq.web.console.context import ConsoleContext
+from pvoq.web.server import WebServer, web_tls_context
 
 # Data directories whose files only `fsutil.atomic_write` creates (never looser than 0640,
 # whatever the umask), and that grow with the mail: their files are not checked one by one.
@@ -104,6 +118,16 @@ class Appliance:
         for problem in self.spool.damaged:
             self.maillog.warning(f"Spool log: {problem}")
         self.admin = AdminServer(config.admin_socket, before_reply=self.maillog.flush)
+        web = config.web
+        self.users = UserStore(config.data_dir / "users.json",
+                               max_failures=web.lockout_failures,
+                               lockout_seconds=web.lockout_seconds, on_lockout=self._lockout)
+        self.sessions = SessionStore(idle_seconds=web.session_idle_seconds,
+                                     absolute_seconds=web.session_max_seconds)
+        self.admin.identify = lambda peer: identify(peer, self.users)
+        self.admin.authorize = authorize
+        self.web_tls = web_tls_context(web) if web.enabled else None
+        self.web: WebServer | None = None
         self.listeners = ListenerSet(lambda: self.config, self.maillog, self._sessions)
         self.started = time.time()
         self._stopping = asyncio.Event()
@@ -151,7 +175,8 @@ class Appliance:
                 StatusCommands(role=self.role, started=self.started, config=lambda: self.config,
                                queues=self.queues, counters=self.counters,
                                listeners=self.listeners, gauges=self.status_gauges),
-                ReloadCommands(self.reload)):
+                ReloadCommands(self.reload),
+                UserCommands(self.users, self.sessions, self.maillog)):
             commands.register(self.admin)
 
     # -- wiring hooks for the roles -----------------------------------------
@@ -174,6 +199,63 @@ class Appliance:
     def status_gauges(self) -> dict[str, int]:
         return {}
 
+    # -- the web console -------------------------------------------------------
+    def console_context(self) -> ConsoleContext:
+        """What the console's pages reach; the manager adds its service and REST API."""
+        return ConsoleContext(
+            role=self.role, hostname=self.config.hostname, config=lambda: self.config,
+            maillog=self.maillog, users=self.users, call=self.console_call,
+            sessions=self.sessions, https=self.web_tls is not None,
+            max_body_bytes=self.config.web.max_body_bytes)
+
+    async def console_call(self, name: str, args: dict[str, Any], user: User) -> dict[str, Any]:
+        """Operator command *name* as the console's *user*: the admin socket's own path
+        (role check, audit), in-process."""
+        peer = web_peer(user.name, user.role, user.quarantines, user.origin)
+        return await self.admin.execute(name, args, peer)
+
+    def _lockout(self, user: str, client: str, failures: int) -> None:
+        minutes = self.config.web.lockout_seconds / 60
+        self.maillog.warning(f"Console user {user} locked out for {minutes:g} minutes after "
+                             f"{failures} failed logins, the last from {client}")
+
+    async def _start_console(self) -> None:
+        web = self.config.web
+        if not web.enabled:
+            return
+        self.web = WebServer(build_app(self.console_context()), web.address, web.port,
+                             self.web_tls)
+        self.web.start()
+        self.maillog.info(f"Web console listening on {self.web.scheme}://{web.address}:"
+                          f"{self.web.port}/")
+
+    async def _reload_console(self, new: Config, tls: ssl.SSLContext | None) -> None:
+        """Take `<web>` (and the users' lockout and session settings) into effect."""
+        web = new.web
+        self.users.max_failures, self.users.lockout_seconds = (web.lockout_failures,
+                                                               web.lockout_seconds)
+        self.sessions.idle_seconds = web.session_idle_seconds
+        self.sessions.absolute_seconds = web.session_max_seconds
+        self.web_tls = tls
+        if not web.enabled:
+            if self.web is not None:
+                await self.web.stop()
+                self.web = None
+                self.maillog.info("Web console stopped: no <web> in the configuration")
+            return
+        if self.web is None:
+            await self._start_console()
+            return
+        try:
+            await self.web.restart(build_app(self.console_context()), web.address, web.port,
+                                   tls)
+        except OSError as exc:
+            self.maillog.warning(f"Web console kept on {self.web.address}:{self.web.port}: "
+                                 f"cannot listen on {web.address}:{web.port}: {exc.strerror}")
+            return
+        self.maillog.info(f"Web console restarted on {self.web.scheme}://{web.address}:"
+                          f"{self.web.port}/")
+
     # -- lifecycle -----------------------------------------------------------
     def listeners_suspended(self) -> bool:
         """True when no CPQ listener accepts connections (suspended or not bound)."""
@@ -188,6 +270,7 @@ class Appliance:
         self.queues.start()
         await self.listeners.bind_all()
         await self.admin.start()
+        await self._start_console()
         self.maillog.info(f"{self.role} {self.config.hostname} ready")
 
     def _sessions(self, listener: Listener, gate: ConnectionGate) -> Callable[[], PvoqSMTP]:
@@ -217,6 +300,7 @@ class Appliance:
             listener_tls = listener_contexts(new)
             client_tls = tls.client_context(new.cpq_certificate,
                                             ciphers=new.ssl.outbound_ciphers)
+            web_tls = web_tls_context(new.web) if new.web.enabled else None
         except ConfigError as exc:
             located = exc.located(path=str(self.config.path))
             self.maillog.warning(f"Configuration reload refused: {located}")
@@ -234,11 +318,14 @@ class Appliance:
         self.apply_config(new)
         await self.after_reload(old, new)
         await self.listeners.rebind(new)
+        await self._reload_console(new, web_tls)
         self.maillog.info(f"Configuration reloaded from {new.path}")
         return f"Configuration reloaded from {new.path}."
 
     async def stop(self) -> None:
         self.counters.save()
+        if self.web is not None:
+            await self.web.stop()
         await self.admin.stop()
         await self.listeners.close()
         await self.queues.stop()

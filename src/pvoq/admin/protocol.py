@@ -13,6 +13,11 @@ gid) into a `Peer`, resolves the uid to a user name, and hands that `Peer`
 to every command registered with `peer=True` (`@command(name, peer=True)`)
 beside its arguments. Nothing in a request can change it; a client that
 still sends a `user` argument is not refused, and not believed.
+
+The appliance maps that `Peer` to one of its users (`identify`, which may
+refuse the connection) and checks each command against the user's role
+(`authorize`) before running it; `execute` is the same path in-process, for
+the web console acting as its logged-in user.
 """
 
 from __future__ import annotations
@@ -49,16 +54,21 @@ class Peer:
     uid: int
     gid: int
     user: str
+    role: str = "admin"                        # the pvoq role it acts with (`identify`)
+    quarantines: tuple[str, ...] | None = None  # a custom role's granted quarantines
+    account: str | None = None                 # the pvoq user it maps to, if any
+    via: str | None = None                     # another origin (e.g. "web 192.0.2.1")
 
     @property
     def actor(self) -> str:
-        """Who acts, as the audit trail records it: the user name (as for an API token)."""
-        return self.user
+        """Who acts, as the audit trail records it: the pvoq user it maps to, else the
+        Unix user name."""
+        return self.account or self.user
 
     @property
     def origin(self) -> str:
         """From where, as the audit trail records it: the socket, the uid and the pid."""
-        return f"admin-socket (uid {self.uid}, pid {self.pid})"
+        return self.via or f"admin-socket (uid {self.uid}, pid {self.pid})"
 
 
 def user_name(uid: int) -> str:
@@ -90,6 +100,10 @@ class AdminServer:
         self._server: asyncio.AbstractServer | None = None
         # e.g. flushing mail_logs: whoever ran a command finds its log lines written
         self._before_reply = before_reply
+        # The appliance's users: the connected process as a user (raises an
+        # OperatorError to refuse it), and whether that user may run a command.
+        self.identify: Callable[[Peer], Peer] | None = None
+        self.authorize: Callable[[str, Peer], None] | None = None
 
     def register(self, name: str, command: Callable[..., Awaitable[dict[str, Any]]], *,
                  peer: bool = False) -> None:
@@ -121,9 +135,16 @@ class AdminServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_of(writer.get_extra_info("socket"))
+        refused: str | None = None
+        if peer is not None and self.identify is not None:
+            try:
+                peer = self.identify(peer)
+            except OperatorError as exc:
+                refused = str(exc)
         try:
             while line := await reader.readline():
-                reply = await self._dispatch(line, peer)
+                reply = ({"ok": False, "error": refused, "exit": 1} if refused is not None
+                         else await self._dispatch(line, peer))
                 if self._before_reply is not None:
                     self._before_reply()
                 writer.write(json.dumps(reply).encode() + b"\n")
@@ -141,20 +162,34 @@ class AdminServer:
                 raise TypeError("args is not an object")
         except (ValueError, KeyError, TypeError):
             return {"ok": False, "error": "malformed request", "exit": 2}
-        command = self.commands.get(name)
-        if command is None:
+        if name not in self.commands:
             return {"ok": False, "error": f"Unknown command: {name}", "exit": 2}
         if name in self._with_peer and peer is None:
             return {"ok": False, "error": f"{name}: the admin socket cannot tell which user "
                     "is connected (no SO_PEERCRED on this system)", "exit": 1}
         try:
-            result = await (command(args, peer) if name in self._with_peer else command(args))
+            result = await self.execute(name, args, peer)
         except OperatorError as exc:  # the operator's to act on: its text, as it is
             return {"ok": False, "error": str(exc), "exit": exc.exit_code}
         except Exception as exc:
             return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}",
                     "exit": 1}
         return {"ok": True, **result}
+
+
+    async def execute(self, name: str, args: dict[str, Any], peer: Peer | None) -> dict[str, Any]:
+        """Run command *name* as *peer* (checked by `authorize`); its result, or the
+        command's `OperatorError` (an unknown command: `CommandError`)."""
+        command = self.commands.get(name)
+        if command is None:
+            raise CommandError(f"Unknown command: {name}")
+        if peer is not None and self.authorize is not None:
+            self.authorize(name, peer)
+        if name in self._with_peer:
+            if peer is None:
+                raise CommandError(f"{name}: cannot tell which user runs it")
+            return await command(args, peer)
+        return await command(args)
 
 
 class AdminUnavailable(TemporaryFailure):

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from pvoq import __version__
-from pvoq.cli import logs, operator, quarantine, queues, remote, scanning, spool
+from pvoq.cli import logs, operator, quarantine, queues, remote, scanning, spool, users
 from pvoq.cli.client import ClientContext, load_or_exit
 from pvoq.config.errors import ConfigError
 from pvoq.errors import OperatorError
@@ -69,13 +69,16 @@ def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
 @click.option("--retry-min", type=float, default=60.0, show_default=True)
 @click.option("--retry-max", type=float, default=3600.0, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing configuration.")
+@click.option("--web-port", type=click.IntRange(0, 65535), default=8443, show_default=True,
+              help="Serve the web console over HTTPS on this port of --ip, with a "
+                   "certificate from the CA (0: no console).")
 def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: Path, ip: str,
          cpq_port: int, smtp_port: int, domains: tuple[str, ...], routes: tuple[str, ...],
          manager: str, manager_hostname: str | None, gateways: tuple[str, ...],
          managed_by: tuple[str, ...],
          clamd_socket: str | None, outbreak_rules: str | None, ssh_port: int | None,
          outbreak_urls: tuple[str, ...],
-         retry_min: float, retry_max: float, force: bool) -> None:
+         retry_min: float, retry_max: float, force: bool, web_port: int) -> None:
     """Write a working configuration and certificates for one appliance."""
     from pvoq.config.template import ApplianceSpec
     from pvoq.deploy import init_appliance
@@ -111,13 +114,17 @@ def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: 
         outbreak_urls=list(outbreak_urls), gateways=gw, retry_min_seconds=retry_min,
         retry_max_seconds=retry_max)
     try:
-        path = init_appliance(directory, spec, ca_dir=ca_dir, force=force)
+        path = init_appliance(directory, spec, ca_dir=ca_dir, force=force,
+                              web_port=web_port or None)
     except FileExistsError as exc:
         click.echo(f"pvoq: {exc}", err=True)
         sys.exit(2)
     load_or_exit(str(path))
     click.echo(f"{role} {hostname} initialised: {path}")
     click.echo(f"start it with: pvoq {role} run -c {path}")
+    if web_port:
+        click.echo(f"web console: https://{ip}:{web_port}/ (first add a user: pvoq cli -c "
+                   f"{path} user add NAME --role admin)")
 
 
 def _run_role(config_path: str, role: str, verbose: bool) -> None:
@@ -280,6 +287,7 @@ remote.register(operator_cli)       # listeners, gateway add|list|..., ssh token
 scanning.register(operator_cli)     # pipeline show, outbreak reload|rescan
 logs.register(operator_cli)         # grep, tail (read the log file itself)
 spool.register(operator_cli)        # spool list|show (read the spool log itself)
+users.register(operator_cli)        # user add|passwd|role|delete|list|whoami
 
 if __name__ == "__main__":  # pragma: no cover
     main()

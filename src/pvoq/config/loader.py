@@ -59,6 +59,7 @@ from pvoq.config.model import (
     file_default,
     value_range,
 )
+from pvoq.config.webload import parse_web
 from pvoq.config.xmltree import MAX_BYTES, Node, parse_xml, unknown
 
 T = TypeVar("T")
@@ -172,6 +173,7 @@ class _Loader:
             scan=self._scan(root), database_url=database_url,
             **self._quarantines(root),
             ssh=self._ssh(root, interfaces), cluster=cluster,
+            web=parse_web(root, self.base),
         )
         # Last: every element the file gives must have been read by now.
         layout = original.first("cluster") if cluster is not None else None

@@ -43,6 +43,9 @@ from pvoq.smtp.server import BaseHandler, PvoqSMTP
 from pvoq.spool.store import Entry
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from pvoq.web.console.context import ConsoleContext
     from pvoq.web.server import ApiServer
 
 
@@ -175,16 +178,58 @@ class Manager(Appliance):
     async def start(self) -> None:
         await super().start()
         self._expiry_task = asyncio.ensure_future(self._expiry_loop())
+        await self._start_api()
+
+    def api_app(self) -> FastAPI:
+        """The REST API v2.0 over the service, with `<api>`'s tokens; a token whose user is
+        one of the appliance's users acts with that user's role."""
+        from pvoq.web.api import create_app
+
+        api = self.config.api
+
+        def role_of(name: str) -> tuple[str, tuple[str, ...] | None] | None:
+            account = self.users.get(name)
+            return (account.role, account.quarantines) if account is not None else None
+
+        return create_app(self.service, api.tokens, max_body_bytes=api.max_body_bytes,
+                          max_mids=api.max_mids, role_of=role_of)
+
+    def console_context(self) -> ConsoleContext:
+        ctx = super().console_context()
+        ctx.service, ctx.api = self.service, self.api_app()
+        return ctx
+
+    async def _start_api(self) -> None:
         api = self.config.api
         if api.enabled and api.port:
-            from pvoq.web.api import create_app
             from pvoq.web.server import ApiServer
 
-            app = create_app(self.service, api.tokens, max_body_bytes=api.max_body_bytes,
-                             max_mids=api.max_mids)
-            self.api = ApiServer(app, api.address, api.port)
+            self.api = ApiServer(self.api_app(), api.address, api.port)
             self.api.start()
             self.maillog.info(f"REST API listening on {api.address} port {api.port}")
+
+    async def after_reload(self, old: Config, new: Config) -> None:
+        """`<api>` takes effect at once: its server restarts in place (new tokens, limits,
+        address), starts, or stops."""
+        await super().after_reload(old, new)
+        api = new.api
+        if not (api.enabled and api.port):
+            if self.api is not None:
+                await self.api.stop()
+                self.api = None
+                self.maillog.info("REST API stopped: no <api> in the configuration")
+            return
+        if self.api is None:
+            await self._start_api()
+            return
+        try:
+            await self.api.restart(self.api_app(), api.address, api.port, None)
+        except OSError as exc:
+            self.maillog.warning(f"REST API kept on {self.api.address} port {self.api.port}: "
+                                 f"cannot listen on {api.address} port {api.port}: "
+                                 f"{exc.strerror}")
+            return
+        self.maillog.info(f"REST API restarted on {api.address} port {self.api.port}")
 
     async def stop(self) -> None:
         await self.locator.stop()

@@ -34,8 +34,9 @@ Method = TypeVar("Method", bound=Callable[..., Awaitable[dict[str, Any]]])
 
 
 def _caller(peer: Peer) -> Caller:
-    """The socket's administrator, named by the kernel's credentials of the connection."""
-    return Caller(peer.actor, peer.origin, ADMIN)
+    """The connected user, named by the kernel's credentials of the connection (or the
+    console's session), with the role the appliance's users give it."""
+    return Caller(peer.actor, peer.origin, peer.role or ADMIN, peer.quarantines)
 
 
 def _guard(fn: Method) -> Method:

@@ -9,6 +9,10 @@ makes managers `manager`, `manager2`... on one PostgreSQL database (bodies
 in the database), each with its own hostname, node name and CPQ certificate
 from the one CA, and a gateway that lists them all, in order.
 `init_manager` adds a manager the gateway does not list.
+
+The web console: `Deployment(console=True, users=[("alice", "admin", "pw...")])`
+serves each appliance's console over HTTPS (`console_url(name)`, trusting
+`ca_file`) and adds those users to each appliance when it first starts.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 from pvoq.admin.protocol import AdminUnavailable, call
 from pvoq.config.loader import load_config
 from pvoq.config.template import ApplianceSpec
+from pvoq.cpq.ca import CA_CERT_FILE
 from pvoq.deploy import init_appliance
 from pvoq.errors import PvoqError
 from pvoq.spool.store import Entry, Spool
@@ -97,6 +102,10 @@ class Deployment:
     ssh: bool = False  # the gateway runs its SSH command service on ports["gateway_ssh"]
     managers: int = 1  # how many managers the gateway lists: manager, manager2, ...
     database_url: str | None = None  # the managers' shared quarantine database
+    # the web console on every appliance (HTTPS, certificates from the deployment's CA),
+    # with these users (name, role, password) added to each when it starts
+    console: bool = False
+    users: list[tuple[str, str, str]] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -132,6 +141,8 @@ class Deployment:
         names += ["gateway_cpq", "gateway_smtp", "sink"]
         if self.ssh:
             names.append("gateway_ssh")
+        if self.console:
+            names += [f"{m}_web" for m in self.manager_names] + ["gateway_web"]
         self.ports = {}
         for name in names:
             self._new_port(name)
@@ -148,7 +159,23 @@ class Deployment:
             outbreak_urls=[OUTBREAK_HOST],
             ssh_port=self.ports.get("gateway_ssh"),
             retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
-            ca_dir=self.root / "ca")
+            ca_dir=self.root / "ca", web_port=self.ports.get("gateway_web"))
+
+    @property
+    def ca_file(self) -> Path:
+        """The deployment CA's certificate: what a client of the consoles trusts."""
+        return self.root / "ca" / CA_CERT_FILE
+
+    def console_url(self, name: str) -> str:
+        """The web console of appliance *name* (`manager`, `gateway`...)."""
+        return f"https://{self.ip}:{self.ports[f'{name}_web']}"
+
+    def add_users(self, name: str) -> None:
+        """Add the deployment's `users` to appliance *name* (running)."""
+        for user, role, password in self.users:
+            self.admin(self.config_of(name), "user.add",
+                       {"name": user, "role": role, "password": password,
+                        "quarantines": ["Policy"] if role == "custom" else None})
 
     def _new_port(self, name: str) -> int:
         port = free_port(self.ip)
@@ -167,7 +194,7 @@ class Deployment:
             role="manager", hostname=self.hostname_of(name), serial=serial, ip=self.ip,
             cpq_port=port, gateways=[(GATEWAY, self.ip, self.ports["gateway_cpq"])],
             retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
-            ca_dir=self.root / "ca")
+            ca_dir=self.root / "ca", web_port=self.ports.get(f"{name}_web"))
         if self.database_url:
             path.write_text(path.read_text().replace("</config>", f"""\
   <quarantine_store>
@@ -204,10 +231,17 @@ class Deployment:
             mine.chmod(0o600)
         self._spawn(name, ["manager", "run", "-c", str(config)])
         wait_for(f"{name} to be ready", lambda: self._admin_ready(config))
+        self._first_start(name)
+
+    def _first_start(self, name: str) -> None:
+        """Add the users to *name* the first time it starts (they persist after)."""
+        if self.users and not (self.root / name / "data" / "users.json").exists():
+            self.add_users(name)
 
     def start_gateway(self) -> None:
         self._spawn("gateway", ["gateway", "run", "-c", str(self.gateway_config)])
         wait_for("the gateway to be ready", lambda: self._admin_ready(self.gateway_config))
+        self._first_start("gateway")
 
     def start(self) -> None:
         self.start_sink()

@@ -223,8 +223,12 @@ async def in_slices(mids: Iterable[int], one: Callable[[int], Any],
 
 
 def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
-               max_body_bytes: int = MAX_BODY_BYTES, max_mids: int = MAX_MIDS) -> FastAPI:
-    """The API application over *service*, authenticating with *tokens*."""
+               max_body_bytes: int = MAX_BODY_BYTES, max_mids: int = MAX_MIDS,
+               role_of: Callable[[str], tuple[str, tuple[str, ...] | None] | None] | None = None,
+               ) -> FastAPI:
+    """The API application over *service*, authenticating with *tokens*. *role_of*: the
+    role (and granted quarantines) of a console user by name, or None when there is no
+    such user; a token whose user is one acts with that user's role, not its own."""
     by_token = {t.token: t for t in tokens}
     app = FastAPI(title="pvoq manager API", version=__version__,
                   description="Centralized Policy, Virus and Outbreak quarantines "
@@ -243,6 +247,9 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
             raise HTTPException(401, "missing or unknown bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
         origin = request.client.host if request.client else "unknown"
+        account = role_of(entry.user) if role_of is not None else None
+        if account is not None:
+            return Caller(entry.user, f"api {origin}", account[0], account[1])
         return Caller(entry.user, f"api {origin}", entry.role, entry.quarantines)
 
     @app.exception_handler(PvoqError)

@@ -1,7 +1,13 @@
-"""Serve the REST API with uvicorn inside the manager's event loop.
+"""Serve an ASGI application with uvicorn inside the appliance's event loop, over TLS or not.
 
 The listening socket is bound before `start()` returns, so a client that
 connects right after start waits in the backlog instead of being refused.
+`WebServer.restart()` takes a new application, TLS context or address in
+place (a reload): on the same address the new server starts on the same
+listening socket before the old one stops, so no connection is refused; on
+a new address the new socket is bound first, and if that fails the old
+server runs on. `web_tls_context()` builds the TLS context from `<web>`,
+naming the field a bad certificate or key comes from.
 """
 
 from __future__ import annotations
@@ -9,14 +15,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+
+from pvoq.config.errors import ConfigError
+from pvoq.config.web import WebSettings
 
 
 def bind(address: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((address, port))
     sock.listen(128)
@@ -24,8 +35,32 @@ def bind(address: str, port: int) -> socket.socket:
     return sock
 
 
+def web_tls_context(web: WebSettings) -> ssl.SSLContext | None:
+    """The server TLS context of *web* (None for plain HTTP); `ConfigError` naming
+    `config.web.certificate` or `config.web.private_key` when they do not make one."""
+    if web.plain_http:
+        return None
+    if web.certificate is None or web.private_key is None:
+        raise ConfigError("HTTPS needs <certificate> and <private_key>",
+                          field="config.web.certificate")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(str(web.certificate), str(web.private_key))
+    except ssl.SSLError as exc:
+        field = ("config.web.private_key" if "KEY" in str(exc).upper()
+                 else "config.web.certificate")
+        raise ConfigError(f"certificate {web.certificate} and key {web.private_key} do not "
+                          f"make a TLS server: {exc.reason or exc}", field=field) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {exc.filename}: {exc.strerror}",
+                          field="config.web.certificate") from None
+    return context
+
+
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the manager owns SIGTERM and SIGHUP."""
+    """uvicorn without its own signal handling: the appliance owns SIGTERM and SIGHUP."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -35,21 +70,68 @@ class _Server(uvicorn.Server):
         return None
 
 
-class ApiServer:
-    def __init__(self, app: FastAPI, address: str, port: int) -> None:
-        self.socket = bind(address, port)
-        self.address, self.port = self.socket.getsockname()[:2]
-        self.server = _Server(uvicorn.Config(
-            app, log_level="warning", lifespan="off", access_log=False,
-            timeout_graceful_shutdown=2))
-        self.task: asyncio.Task[None] | None = None
+class _Running:
+    """One uvicorn server on a duplicate of the listening socket."""
 
-    def start(self) -> None:
+    def __init__(self, app: Any, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
+        self.socket = sock.dup()
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                                timeout_graceful_shutdown=2, server_header=False)
+        config.load()
+        config.ssl = tls   # our context: built (and checked) before the server is
+        self.server = _Server(config)
         self.task = asyncio.ensure_future(self.server.serve(sockets=[self.socket]))
 
     async def stop(self) -> None:
         self.server.should_exit = True
-        if self.task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self.task, 5)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(self.task, 5)
         self.socket.close()
+
+
+class WebServer:
+    """An ASGI application served on *address*:*port* (TLS when *tls*), restartable in place."""
+
+    def __init__(self, app: Any, address: str, port: int,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.app, self.tls = app, tls
+        self.socket = bind(address, port)
+        self.address, self.port = self.socket.getsockname()[:2]
+        self.configured = (address, port)
+        self._running: _Running | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    def start(self) -> None:
+        self._running = _Running(self.app, self.socket, self.tls)
+
+    async def restart(self, app: Any, address: str, port: int,
+                      tls: ssl.SSLContext | None) -> None:
+        """Serve *app* with *tls* on *address*:*port* from now on (see module doc); an
+        `OSError` binding a new address leaves the old server running."""
+        old_socket = self.socket
+        if (address, port) != self.configured:
+            self.socket = bind(address, port)   # raises: the old server runs on
+            self.address, self.port = self.socket.getsockname()[:2]
+            self.configured = (address, port)
+        old = self._running
+        self.app, self.tls = app, tls
+        self._running = _Running(app, self.socket, tls)
+        if old is not None:
+            await old.stop()
+        if old_socket is not self.socket:
+            old_socket.close()
+
+    async def stop(self) -> None:
+        if self._running is not None:
+            await self._running.stop()
+        self.socket.close()
+
+
+class ApiServer(WebServer):
+    """The REST API on `<api>`'s address and port, plain HTTP (as it has always been)."""
+
+    def __init__(self, app: Any, address: str, port: int) -> None:
+        super().__init__(app, address, port, None)

@@ -34,6 +34,7 @@ from pvoq.config import writer
 from pvoq.config.errors import ConfigError
 from pvoq.config.model import RETENTION_DEFAULT, Config, QuarantineDefinition
 from pvoq.errors import Conflict, Invalid, NotFound
+from pvoq.quarantine.roles import Caller, check
 from pvoq.quarantine.settings import (
     UNITS,
     EarlyRelease,
@@ -341,6 +342,7 @@ class QuarantineConfigCommands(CommandSet):
         return await self._change("remove", args, peer)
 
     async def _change(self, op: str, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        check(Caller(peer.actor, peer.origin, peer.role, peer.quarantines), "configure")
         args = dict(args)
         expected = args.pop("version", None)
         async with self._lock:

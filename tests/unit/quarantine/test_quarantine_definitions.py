@@ -25,6 +25,8 @@ from pvoq.quarantine.definitions import (
     split_retention,
     validate,
 )
+from pvoq.quarantine.roles import PermissionDenied
+from pvoq.users.permissions import required_permission
 
 PEER = Peer(pid=42, uid=1000, gid=1000, user="alice")
 
@@ -219,6 +221,20 @@ class TestCommands:
         with pytest.raises(DefinitionConflict, match="changed since"):
             h.run("add", {"name": "HR", "version": stale})
         assert h.reloads == 0 and h.records == []
+
+    def test_only_a_role_that_may_configure_changes_quarantines(self, manager_file: Path
+                                                                 ) -> None:
+        h = Harness(manager_file)
+        before = manager_file.read_bytes()
+        for role in ("operator", "helpdesk", "read-only"):
+            peer = Peer(pid=1, uid=1001, gid=1001, user="oscar", role=role)
+            with pytest.raises(PermissionDenied):
+                asyncio.run(h.commands.add({"name": "HR"}, peer))
+        assert manager_file.read_bytes() == before and h.reloads == 0
+        for name in ("quarantine.add", "quarantine.edit", "quarantine.remove",
+                     "quarantine.definitions", "quarantine.overview"):
+            assert required_permission(name) == "configure"
+        assert required_permission("audit.search") == "audit"
 
     def test_a_refused_reload_puts_the_old_file_back(self, manager_file: Path) -> None:
         before = manager_file.read_bytes()

@@ -10,8 +10,8 @@ does; the browser tests (tests/e2e/test_console_admin.py) run the real processes
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from consolehelpers import csrf_of, log_in, make_context
 from fastapi.testclient import TestClient
 
-from pvoq.admin.protocol import CommandError
+from pvoq.admin.protocol import AdminServer
 from pvoq.admin.registry import CommandSet
 from pvoq.config.loader import load_config
 from pvoq.config.template import ApplianceSpec
@@ -33,18 +33,13 @@ from pvoq.quarantine.store import QuarantineStore
 from pvoq.remote.client import SshClient
 from pvoq.remote.commands import ManagerLinkCommands
 from pvoq.remote.lookup import GatewayLocator
+from pvoq.users.identity import authorize, web_peer
 from pvoq.web.console.admin_pages import shown, utc_epoch
 from pvoq.web.console.app import build_app
 from pvoq.web.console.auth import User
 from pvoq.web.console.context import ConsoleContext
 
 GATEWAY = "gw1.example.com"
-
-
-@dataclass(frozen=True)
-class WebPeer:
-    actor: str
-    origin: str
 
 
 class Settler:
@@ -66,13 +61,24 @@ class Settler:
         return 99998
 
 
-class Manager:
-    """The manager's parts these pages reach, and `call` over their command sets."""
+@pytest.fixture(scope="module")
+def initialized(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A manager's directory from `pvoq init`, made once (each test works on a copy)."""
+    root = tmp_path_factory.mktemp("init")
+    init_appliance(root / "mgr", ApplianceSpec(
+        role="manager", hostname="manager.test", serial="SN-M",
+        gateways=[(GATEWAY, "127.0.0.1", 7026)]), ca_dir=root / "ca")
+    return root
 
-    def __init__(self, root: Path) -> None:
-        self.path = init_appliance(root / "mgr", ApplianceSpec(
-            role="manager", hostname="manager.test", serial="SN-M",
-            gateways=[(GATEWAY, "127.0.0.1", 7026)]), ca_dir=root / "ca")
+
+class Manager:
+    """The manager's parts these pages reach, and `call`: their command sets on an admin
+    registry with the appliance's role check, run as the console's user (as
+    `Appliance.console_call` does)."""
+
+    def __init__(self, root: Path, initialized: Path) -> None:
+        shutil.copytree(initialized, root, dirs_exist_ok=True)
+        self.path = root / "mgr" / "pvoq.xml"
         self.config = load_config(self.path)
         self.log = MailLog(root / "mgr-logs", appliance="manager test", serial="SN-M")
         self.store = QuarantineStore(f"sqlite:///{root / 'q.db'}", root / "bodies",
@@ -81,7 +87,8 @@ class Manager:
         self.service = QuarantineService(self.store, Settler(self.store), self.log.info,
                                          audit_key_file=root / "audit.key")
         ssh = SshClient(root / "ssh", hostname="manager.test", timeout_s=5)
-        self.commands: dict[str, Any] = {}
+        self.admin = AdminServer(root / "admin.sock")
+        self.admin.authorize = authorize
         sets: list[CommandSet] = [
             QuarantineCommands(self.service),
             QuarantineConfigCommands(lambda: self.config, self.reload, self.service.audit.append,
@@ -91,8 +98,7 @@ class Manager:
                                                                          lambda: None),
                                 lambda: None)]
         for s in sets:
-            for name, attr in s.command_names().items():
-                self.commands[name] = getattr(s, attr)
+            s.register(self.admin)
 
     async def reload(self) -> str:
         self.config = load_config(self.path)
@@ -101,15 +107,8 @@ class Manager:
         return "reloaded"
 
     async def call(self, name: str, args: dict[str, Any], user: User) -> dict[str, Any]:
-        from pvoq.admin.registry import wants_peer
-        method = self.commands.get(name)
-        if method is None:
-            raise CommandError(f"Unknown command: {name}")
-        if wants_peer(method):
-            result: dict[str, Any] = await method(args, WebPeer(user.name, user.origin))
-        else:
-            result = await method(args)
-        return result
+        peer = web_peer(user.name, user.role, user.quarantines, user.origin)
+        return await self.admin.execute(name, args, peer)
 
 
 def put_one(store: QuarantineStore, mid: int, quarantine: str) -> None:
@@ -126,8 +125,8 @@ def put_one(store: QuarantineStore, mid: int, quarantine: str) -> None:
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> Iterator[Manager]:
-    m = Manager(tmp_path)
+def manager(tmp_path: Path, initialized: Path) -> Iterator[Manager]:
+    m = Manager(tmp_path, initialized)
     yield m
     m.store.close()
 

@@ -248,12 +248,12 @@ async def delete_quarantine(request: Request, user: Admin) -> Response:
 def _status(row: dict[str, Any]) -> tuple[str, str]:
     """(status word, CSS class) of a `gateway.list` row."""
     if row.get("fault"):
-        return "FAULT", "bad"
+        return "FAULT", "error"
     if row.get("fingerprint") is None:
         return "Configured address (not added over SSH)", ""
     if row.get("looked_up") is None:
         return "Added (not looked up yet)", ""
-    return "OK", "good"
+    return "OK", "ok"
 
 
 async def _centralized(request: Request, user: User, *, result: str = "",

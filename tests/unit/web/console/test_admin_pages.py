@@ -350,3 +350,14 @@ def test_shown_makes_control_characters_visible() -> None:
 def test_utc_epoch() -> None:
     assert utc_epoch("since", "2026-11-30T15:04") == "1796051040"
     assert utc_epoch("since", "") == ""
+
+
+def test_no_inline_script_or_style_on_these_pages(web: TestClient) -> None:
+    log_in(web)
+    for path in ("/quarantines", "/quarantines/new", "/quarantines/edit?name=Policy",
+                 "/quarantines/delete?name=Policy", "/centralized/pvo", "/audit"):
+        html = web.get(path).text
+        assert not re.search(r"<script(?![^>]*\bsrc=)", html), path
+        assert " style=" not in html and "<style" not in html, path
+        assert '<link rel="stylesheet" href="/static/admin.css">' in html, path
+    assert web.get("/static/admin.css").status_code == 200

@@ -6,6 +6,8 @@ FAULT), and the Audit page (a release, the verified chain)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,6 +205,34 @@ def test_centralized_services_add_test_and_a_wrong_host_key(running: Deployment)
         assert f"host key mismatch (pinned {pinned}, offered {offered})" in fault
         assert row.locator(".fingerprint").inner_text() == pinned
         screenshot(page, "manager-centralized")
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pvoq", "cli", "-c", str(config), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_changes_the_same_file(running: Deployment) -> None:
+    """`pvoq cli quarantine add|edit|remove`: the page's operations from a terminal."""
+    dep = running
+    added = _cli(dep.manager_config, "quarantine", "add", "Finance", "--retention", "2",
+                 "--unit", "hours", "--action", "release", "--x-header", "X-Early: yes")
+    assert added.returncode == 0, added.stderr
+    assert "Quarantine Finance created" in added.stdout
+    assert configured(dep)["Finance"]["retention_s"] == 7200
+    edited = _cli(dep.manager_config, "quarantine", "edit", "Finance", "--retention", "3")
+    assert edited.returncode == 0, edited.stderr
+    finance = configured(dep)["Finance"]
+    assert (finance["retention_s"], finance["default_action"]) == (3 * 3600, "release")
+    assert finance["early_release"]["x_header"] == "X-Early: yes"     # kept
+    refused = _cli(dep.manager_config, "quarantine", "edit", "Finance", "--retention", "abc")
+    assert refused.returncode == 1 and refused.stderr.startswith("retention: ")
+    assert "'abc'" in refused.stderr
+    removed = _cli(dep.manager_config, "quarantine", "remove", "Finance")
+    assert removed.returncode == 0, removed.stderr
+    assert "Finance" not in configured(dep) and "Finance" not in dep.manager_config.read_text()
+    wrong_role = _cli(dep.gateway_config, "quarantine", "add", "X")
+    assert wrong_role.returncode == 2 and "manager" in wrong_role.stderr
 
 
 def test_screenshots_are_in_the_docs() -> None:

@@ -226,8 +226,7 @@ class Appliance:
         self.web = WebServer(build_app(self.console_context()), web.address, web.port,
                              self.web_tls)
         self.web.start()
-        self.maillog.info(f"Web console listening on {self.web.scheme}://{web.address}:"
-                          f"{self.web.port}/")
+        self.maillog.info(f"Web console listening on {self.web.url}")
 
     async def _reload_console(self, new: Config, tls: ssl.SSLContext | None) -> None:
         """Take `<web>` (and the users' lockout and session settings) into effect."""
@@ -253,8 +252,7 @@ class Appliance:
             self.maillog.warning(f"Web console kept on {self.web.address}:{self.web.port}: "
                                  f"cannot listen on {web.address}:{web.port}: {exc.strerror}")
             return
-        self.maillog.info(f"Web console restarted on {self.web.scheme}://{web.address}:"
-                          f"{self.web.port}/")
+        self.maillog.info(f"Web console restarted on {self.web.url}")
 
     # -- lifecycle -----------------------------------------------------------
     def listeners_suspended(self) -> bool:

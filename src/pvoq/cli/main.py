@@ -124,7 +124,8 @@ def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: 
     click.echo(f"{role} {hostname} initialised: {path}")
     click.echo(f"start it with: pvoq {role} run -c {path}")
     if web_port:
-        click.echo(f"web console: https://{ip}:{web_port}/ (first add a user: pvoq cli -c "
+        host = f"[{ip}]" if ":" in ip else ip
+        click.echo(f"web console: https://{host}:{web_port}/ (first add a user: pvoq cli -c "
                    f"{path} user add NAME --role admin)")
 
 

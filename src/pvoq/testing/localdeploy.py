@@ -103,9 +103,10 @@ class Deployment:
     managers: int = 1  # how many managers the gateway lists: manager, manager2, ...
     database_url: str | None = None  # the managers' shared quarantine database
     # the web console on every appliance (HTTPS, certificates from the deployment's CA),
-    # with these users (name, role, password) added to each when it starts
+    # with these users (name, role, password[, granted quarantines for a custom role])
+    # added to each when it first starts; passwords have 8 characters at least
     console: bool = False
-    users: list[tuple[str, str, str]] = field(default_factory=list)
+    users: list[tuple[Any, ...]] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -172,10 +173,12 @@ class Deployment:
 
     def add_users(self, name: str) -> None:
         """Add the deployment's `users` to appliance *name* (running)."""
-        for user, role, password in self.users:
+        for user, role, password, *granted in self.users:
+            quarantines = list(granted[0]) if granted else (["Policy"] if role == "custom"
+                                                             else None)
             self.admin(self.config_of(name), "user.add",
                        {"name": user, "role": role, "password": password,
-                        "quarantines": ["Policy"] if role == "custom" else None})
+                        "quarantines": quarantines})
 
     def _new_port(self, name: str) -> int:
         port = free_port(self.ip)
@@ -303,6 +306,14 @@ class Deployment:
         if not response.get("ok"):
             raise DeploymentError(f"{command}: {response.get('error')}")
         return response
+
+    def admin_error(self, config: Path, command: str,
+                    args: dict[str, Any] | None = None) -> str:
+        """The error text of *command*, which must fail."""
+        response = call(load_config(config).admin_socket, command, args)
+        if response.get("ok"):
+            raise DeploymentError(f"{command} succeeded: {response}")
+        return str(response.get("error"))
 
     def quarantined(self, manager: str = "manager") -> list[dict[str, Any]]:
         return self.admin(self.config_of(manager), "quarantine.list")["data"]["messages"]

@@ -10,6 +10,7 @@ deleting it, ends its console sessions.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pvoq.admin.protocol import Peer
@@ -46,10 +47,10 @@ class UserCommands(CommandSet):
 
     @command("user.add", peer=True)
     async def add(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        name = _text(args, "name")
-        account = self.users.add(str(name), str(_text(args, "password")),
-                                 str(_text(args, "role")), quarantines=args.get("quarantines"),
-                                 unix_user=_text(args, "unix_user", required=False))
+        account = await asyncio.to_thread(  # argon2 takes a while: not on the event loop
+            self.users.add, str(_text(args, "name")), str(_text(args, "password")),
+            str(_text(args, "role")), quarantines=args.get("quarantines"),
+            unix_user=_text(args, "unix_user", required=False))
         self.maillog.info(f"User {account.name} added with role {account.role} "
                           f"by {peer.actor} ({peer.origin})")
         return {"text": f"User {account.name} added ({account.role}).",
@@ -57,7 +58,8 @@ class UserCommands(CommandSet):
 
     @command("user.passwd", peer=True)
     async def passwd(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        account = self.users.passwd(str(_text(args, "name")), str(_text(args, "password")))
+        account = await asyncio.to_thread(self.users.passwd, str(_text(args, "name")),
+                                          str(_text(args, "password")))
         ended = self.sessions.end_user(account.name)
         self.maillog.info(f"User {account.name} password changed by {peer.actor} "
                           f"({peer.origin}); {ended} console sessions ended")

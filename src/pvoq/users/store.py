@@ -126,6 +126,8 @@ class UserStore:
         self.clock = clock
         self.on_lockout = on_lockout      # (user, client, failures): log the lockout
         self._lock = threading.Lock()
+        # argon2 costs CPU and memory on purpose: at most two verifications at once
+        self._verifying = threading.BoundedSemaphore(2)
         self._failures: dict[str, _Failures] = {}
         self._records: dict[str, _Record] = self._load()
 
@@ -247,17 +249,19 @@ class UserStore:
     # -- login ---------------------------------------------------------------
     def authenticate(self, name: str, password: str, client: str) -> Account:
         """The account if *password* is *name*'s; `LoginFailed` or `AccountLocked` otherwise.
-        *client*: where the attempt came from (for the lockout's log line)."""
+        *client*: where the attempt came from (for the lockout's log line). It takes a
+        while (argon2): an event loop calls it in a thread (`asyncio.to_thread`)."""
         now = self.clock()
         state = self._failures.get(name)
         if state is not None and state.locked_until > now:
             raise AccountLocked(name, state.locked_until)
         record = self._records.get(name)
         ok = False
-        try:
-            ok = _HASHER.verify(record.password_hash if record else _DUMMY, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            ok = False
+        with self._verifying:
+            try:
+                ok = _HASHER.verify(record.password_hash if record else _DUMMY, password)
+            except (VerifyMismatchError, VerificationError, InvalidHashError):
+                ok = False
         if ok and record is not None:
             self._failures.pop(name, None)
             return record.account

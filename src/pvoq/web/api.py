@@ -16,7 +16,10 @@
 
 The same routes answer under `/sma/api/v2.0`. Authentication: `Authorization:
 Bearer <token>`, tokens from `<api>` with a role (admin, operator, helpdesk,
-read-only, custom with named quarantines). Handlers are coroutines: they
+read-only, custom with named quarantines); a token whose user is one of the
+appliance's users (`pvoq cli user ...`) acts with that user's role instead.
+`/openapi.json` describes the routes; `/docs` and `/redoc` are off (their
+pages would load their assets from a CDN). Handlers are coroutines: they
 run on the manager's event loop like every other operator command, so an
 action on many messages works a slice at a time and yields to the loop
 between slices.
@@ -231,6 +234,7 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
     such user; a token whose user is one acts with that user's role, not its own."""
     by_token = {t.token: t for t in tokens}
     app = FastAPI(title="pvoq manager API", version=__version__,
+                  docs_url=None, redoc_url=None,   # their pages load assets from a CDN
                   description="Centralized Policy, Virus and Outbreak quarantines "
                               "(AsyncOS v2.0 shape).")
 

@@ -70,16 +70,20 @@ class _Server(uvicorn.Server):
         return None
 
 
+def _uvicorn(app: Any, tls: ssl.SSLContext | None) -> _Server:
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                            timeout_graceful_shutdown=2, server_header=False)
+    config.load()
+    config.ssl = tls   # our context: built (and checked) before the server is
+    return _Server(config)
+
+
 class _Running:
     """One uvicorn server on a duplicate of the listening socket."""
 
-    def __init__(self, app: Any, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, server: _Server, sock: socket.socket) -> None:
         self.socket = sock.dup()
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=2, server_header=False)
-        config.load()
-        config.ssl = tls   # our context: built (and checked) before the server is
-        self.server = _Server(config)
+        self.server = server
         self.task = asyncio.ensure_future(self.server.serve(sockets=[self.socket]))
 
     async def stop(self) -> None:
@@ -98,14 +102,21 @@ class WebServer:
         self.socket = bind(address, port)
         self.address, self.port = self.socket.getsockname()[:2]
         self.configured = (address, port)
+        self.server = _uvicorn(app, tls)
         self._running: _Running | None = None
 
     @property
     def scheme(self) -> str:
         return "https" if self.tls is not None else "http"
 
+    @property
+    def url(self) -> str:
+        """Where it listens, as a URL (an IPv6 address in brackets)."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.scheme}://{host}:{self.port}/"
+
     def start(self) -> None:
-        self._running = _Running(self.app, self.socket, self.tls)
+        self._running = _Running(self.server, self.socket)
 
     async def restart(self, app: Any, address: str, port: int,
                       tls: ssl.SSLContext | None) -> None:
@@ -118,7 +129,8 @@ class WebServer:
             self.configured = (address, port)
         old = self._running
         self.app, self.tls = app, tls
-        self._running = _Running(app, self.socket, tls)
+        self.server = _uvicorn(app, tls)
+        self._running = _Running(self.server, self.socket)
         if old is not None:
             await old.stop()
         if old_socket is not self.socket:

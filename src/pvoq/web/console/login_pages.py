@@ -9,6 +9,7 @@ client address (`UserStore.on_lockout`); no line ever holds a password.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated
 
@@ -63,7 +64,7 @@ async def login(request: Request, username: Annotated[str, Form(max_length=64)],
     ctx = request.app.state.ctx
     client = client_address(request)
     try:
-        account = ctx.users.authenticate(username, password, client)
+        account = await asyncio.to_thread(ctx.users.authenticate, username, password, client)
     except AccountLocked as exc:
         ctx.maillog.info(f"Console login refused for {username!r} from {client}: "
                          f"account locked")

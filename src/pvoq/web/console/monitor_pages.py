@@ -23,6 +23,12 @@ from pvoq.web.console.templating import render
 router = APIRouter()
 MAX_HOSTS_SHOWN = 50
 SORTS = ("active_rcpts", "conn_out", "deliv_rcpts", "soft_bounces", "hard_bounces")
+# what the page shows of `hoststatus` (an older appliance may not give every field)
+HOST_FIELDS = dict.fromkeys(
+    ("down", "delivery_suspended", "active_recipients", "unattempted_recipients",
+     "attempted_recipients", "delivered_recipients", "soft_bounced", "hard_bounced",
+     "deleted_recipients", "connections", "current_outbound_connections", "oldest_message",
+     "last_activity", "last_error"))
 
 
 def when(epoch: Any) -> str:
@@ -47,7 +53,8 @@ async def delivery(request: Request, user: Annotated[User, Depends(page_user)],
     details = []
     for name in names:
         one = await run(request, user, "hoststatus", {"host": name})
-        details.append({"host": name, "ok": one.ok, "text": one.text, **one.data})
+        details.append({**HOST_FIELDS, "peers": [], **one.data, "host": name, "ok": one.ok,
+                        "text": one.text})
     return render(request, "monitor/delivery.html", user=user, status=status, top=top,
                   hosts=hosts, details=details, when=when, selected=host, sort=order)
 

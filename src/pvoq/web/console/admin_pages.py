@@ -36,10 +36,11 @@ from pvoq.web.console.templating import NavItem, add_nav, render
 
 router = APIRouter()
 
-add_nav(NavItem("Quarantines", "PVO Quarantines", "/quarantines", roles=("manager",),
-                permission="configure"))
-add_nav(NavItem("Centralized Services", "PVO Quarantines", "/centralized/pvo",
+# The vendor's names (Cisco SMA): Policy, Virus and Outbreak Quarantines.
+add_nav(NavItem("Quarantines", "Policy, Virus and Outbreak Quarantines", "/quarantines",
                 roles=("manager",), permission="configure"))
+add_nav(NavItem("Centralized Services", "Policy, Virus and Outbreak Quarantines",
+                "/centralized/pvo", roles=("manager",), permission="configure"))
 add_nav(NavItem("Administration", "Audit", "/audit", roles=("manager",), permission="audit"))
 
 Admin = Annotated[User, Depends(require("configure"))]

@@ -293,6 +293,14 @@ def _configured(config: Config, name: str) -> QuarantineDefinition | None:
     return next((d for d in config.quarantines if d.name == name), None)
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DefinitionError(f"cannot read the configuration file {path}: "
+                              f"{exc.strerror or exc}") from None
+
+
 # -- the operator commands ---------------------------------------------------------------
 class QuarantineConfigCommands(CommandSet):
     """`quarantine.add`, `quarantine.edit`, `quarantine.remove`: change the configuration
@@ -318,7 +326,7 @@ class QuarantineConfigCommands(CommandSet):
     @command("quarantine.definitions")
     async def definitions(self, args: dict[str, Any]) -> dict[str, Any]:
         cfg = self.config()
-        data = cfg.path.read_bytes()
+        data = _read(cfg.path)
         rows = []
         for name, s in sorted(effective(cfg).items(), key=lambda kv: (not kv[1].builtin,
                                                                         kv[0].lower())):
@@ -348,7 +356,7 @@ class QuarantineConfigCommands(CommandSet):
         async with self._lock:
             cfg = self.config()
             path = cfg.path
-            data = path.read_bytes()
+            data = _read(path)
             if expected is not None and str(expected) != writer.version(data):
                 raise DefinitionConflict("the configuration file changed since it was read; "
                                          "nothing was changed (show the page again)")
@@ -373,8 +381,12 @@ class QuarantineConfigCommands(CommandSet):
                     raise NoSuchQuarantine(f"no quarantine {name!r}", "name")
             held = self.held(name) if op == "remove" else 0
             edit = apply_change(data, op, name, form)
-            validate(path, edit)
-            writer.replace_file(path, edit.data, expected=data)
+            try:
+                validate(path, edit)
+                writer.replace_file(path, edit.data, expected=data)
+            except OSError as exc:
+                raise DefinitionError(f"cannot write the configuration file {path}: "
+                                      f"{exc.strerror or exc}; nothing was changed") from None
             try:
                 await self.reload()
             except CommandError as exc:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,16 @@ class TestCommands:
                      "quarantine.definitions", "quarantine.overview"):
             assert required_permission(name) == "configure"
         assert required_permission("audit.search") == "audit"
+
+    def test_a_file_that_cannot_be_written_is_an_operator_error(self, manager_file: Path
+                                                                 ) -> None:
+        h = Harness(manager_file)
+        before = manager_file.read_bytes()
+        # where the candidate file goes, something that is not a file: the write fails
+        (manager_file.parent / f".{manager_file.name}.{os.getpid()}.check.tmp").mkdir()
+        with pytest.raises(DefinitionError, match="cannot write the configuration file"):
+            h.run("add", {"name": "HR"})
+        assert manager_file.read_bytes() == before and h.reloads == 0
 
     def test_a_refused_reload_puts_the_old_file_back(self, manager_file: Path) -> None:
         before = manager_file.read_bytes()

@@ -111,9 +111,12 @@ def owner_of(command: str) -> str | None:
     # these sets; the appliance's own, such as `status`, are on both).
     from pvoq.gateway.commands import PipelineCommands, PvoCheckCommands, WorkQueueCommands
     from pvoq.quarantine.commands import QuarantineCommands
+    from pvoq.quarantine.definitions import QuarantineConfigCommands
+    from pvoq.quarantine.overview import OverviewCommands
     from pvoq.remote.commands import GatewayLinkCommands, ManagerLinkCommands
 
-    for role, sets in (("manager", (QuarantineCommands, ManagerLinkCommands)),
+    for role, sets in (("manager", (QuarantineCommands, ManagerLinkCommands,
+                                    QuarantineConfigCommands, OverviewCommands)),
                        ("gateway", (PipelineCommands, WorkQueueCommands, PvoCheckCommands,
                                     GatewayLinkCommands))):
         if any(command in s.command_names() for s in sets):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+import pvoq.cli.quarantine_admin as quarantine_admin
 from pvoq import __version__
 from pvoq.cli import logs, operator, quarantine, queues, remote, scanning, spool, users
 from pvoq.cli.client import ClientContext, load_or_exit
@@ -283,6 +284,7 @@ def operator_cli(ctx: click.Context, config_path: str) -> None:
 # Each command module adds its commands (and groups) to `pvoq cli`.
 operator.register(operator_cli)     # status, tophosts, hoststatus, reload, pvo check
 quarantine.register(operator_cli)   # quarantine list|show|release|delete|search|bulk|..., audit
+quarantine_admin.register(operator_cli)  # quarantine add|edit|remove (the configuration file)
 queues.register(operator_cli)       # showrecipients, suspend/resume, workqueue, rate, ...
 remote.register(operator_cli)       # listeners, gateway add|list|..., ssh token|authorize|show
 scanning.register(operator_cli)     # pipeline show, outbreak reload|rescan

@@ -32,6 +32,8 @@ from pvoq.manager.releases import Releases
 from pvoq.manager.rescan import DryRescanner
 from pvoq.quarantine.audit import key_path
 from pvoq.quarantine.commands import QuarantineCommands
+from pvoq.quarantine.definitions import QuarantineConfigCommands
+from pvoq.quarantine.overview import OverviewCommands
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, merge_settings
 from pvoq.quarantine.store import QuarantineStore
@@ -106,6 +108,10 @@ class Manager(Appliance):
             source_ip=lambda: self.interface_ip(self.config.pvo.interface_name))
         self.register_commands()
         QuarantineCommands(self.service).register(self.admin)
+        QuarantineConfigCommands(lambda: self.config, self.reload, self.service.audit.append,
+                                 self.store.held_count, self.maillog.info).register(self.admin)
+        OverviewCommands(lambda: self.store.settings, self.store.engine,
+                         lambda: self.service.quota_bytes).register(self.admin)
         ManagerLinkCommands(lambda: self.config, self.ssh, self.locator,
                             self._wake_releases).register(self.admin)
         ListenerInfoCommands(lambda: self.config).register(self.admin)

@@ -19,8 +19,10 @@ VIEW_COMMANDS = frozenset({
     "pipeline.show", "pvo.check", "gateway.list", "ssh.show", "quarantine.config",
     "user.whoami",
 })
-AUDIT_COMMANDS = frozenset({"audit.verify", "audit.tail"})
-ADMIN_QUARANTINE_COMMANDS = frozenset({"quarantine.expire"})
+AUDIT_COMMANDS = frozenset({"audit.verify", "audit.tail", "audit.search"})
+ADMIN_QUARANTINE_COMMANDS = frozenset({"quarantine.expire", "quarantine.add", "quarantine.edit",
+                                       "quarantine.remove", "quarantine.definitions",
+                                       "quarantine.overview"})
 
 
 def required_permission(command: str) -> str:

@@ -20,7 +20,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pvoq import __version__
 from pvoq.errors import OperatorError, http_status
-from pvoq.web.console import gateway_pages, home_pages, login_pages, monitor_pages, search_pages
+from pvoq.web.console import (
+    admin_pages,
+    gateway_pages,
+    home_pages,
+    login_pages,
+    monitor_pages,
+    search_pages,
+)
 from pvoq.web.console.auth import LoginRequired
 from pvoq.web.console.context import ConsoleContext
 from pvoq.web.console.safety import SafetyMiddleware
@@ -40,8 +47,8 @@ def build_app(ctx: ConsoleContext) -> FastAPI:
     if ctx.role == "gateway":
         app.include_router(gateway_pages.router)
     if ctx.role == "manager":
-        pass  # manager-only areas: app.include_router(<area>.router)
         app.include_router(search_pages.router)
+        app.include_router(admin_pages.router)
     _finish(app, ctx)
     return app
 

@@ -44,7 +44,7 @@ def listener_results(ctx: Context, status: dict[str, Any], *, where: str = "",
                      cli: str | None = None) -> list[CheckResult]:
     """The listeners and delivery lines from a `status` answer (*where*: whose, when not
     this appliance's; *cli*: how to reach it)."""
-    prefix = f"{where}: " if where else ""
+    prefix = ""  # the line's name says whose it is
     run = (lambda c: f"{cli} {c}") if cli else ctx.cli
     suffix = f" {where}" if where else ""
     suspended = [str(n) for n in status.get("receiving_suspended") or []]

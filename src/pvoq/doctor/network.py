@@ -121,6 +121,15 @@ async def check_peer(ctx: Context, peer: Peer) -> list[CheckResult]:
                             "CA_DIR --force on it, or copy the right cpq.pem/cpq.key; then "
                             "restart it"))
         return results
+    if probe.step == "ehlo after STARTTLS":  # TLS 1.3: the server checks ours after
+        results.append(fail(f"cpq client certificate {label}",
+                            f"{where}: the {peer.role} ended the session once TLS was up "
+                            f"({probe.error}): it does not accept this {ctx.role}'s CPQ "
+                            "certificate",
+                            f"see the certificate line: this {ctx.role}'s certificate must be "
+                            f"issued by the deployment CA the {peer.role} trusts, for "
+                            f"{cfg.hostname} (role {ctx.role})"))
+        return results
     if probe.step:
         results.append(fail(tls_name, f"{where}: {probe.step} failed: {probe.error}",
                             f"see the {peer.role}'s mail_logs for this connection"))

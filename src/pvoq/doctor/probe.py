@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 from dataclasses import dataclass
 
@@ -120,8 +121,9 @@ async def _run(host: str, port: int, *, source_ip: str | None, context: ssl.SSLC
             reader, writer = await asyncio.open_connection(host, port, local_addr=local)
     except TimeoutError:
         return probe.failed("connect", f"no answer within {timeout_s:g}s"), None
-    except OSError as exc:
-        return probe.failed("connect", exc.strerror or str(exc)), None
+    except OSError as exc:  # asyncio's text hides the cause: name it by its errno
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return probe.failed("connect", reason), None
     der: bytes | None = None
     step = "banner"
     try:

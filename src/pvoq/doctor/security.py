@@ -73,7 +73,7 @@ def certificate_results(ctx: Context, *, now: dt.datetime | None = None) -> list
     if (cn or "").lower() != cfg.hostname.lower():
         problems.append(f"its CN is {cn!r}, not the hostname {cfg.hostname!r}")
     if role != cfg.role:
-        problems.append(f"its role is {role!r}, not {cfg.role!r}")
+        problems.append(f"its role is {role!r}, not {str(cfg.role)!r}")
     if problems:
         return [fail(name, f"{files.certificate}: " + "; ".join(problems), reissue)]
     now = now or dt.datetime.now(dt.UTC)

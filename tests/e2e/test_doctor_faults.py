@@ -13,9 +13,11 @@ import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -89,16 +91,42 @@ def clustered(config: Path, gw2_interfaces: list[str]) -> None:
 """ + text[end:])
 
 
+def add_gateway(dep: Deployment) -> str:
+    """`gateway add` on the manager with a one-time token; the pinned fingerprint."""
+    token = dep.admin(dep.gateway_config, "ssh.token")["data"]["token"]
+    added = subprocess.run(
+        [sys.executable, "-m", "pvoq", "cli", "-c", str(dep.manager_config), "gateway",
+         "add", GATEWAY, "--host", dep.ip, "--ssh-port", str(dep.ports["gateway_ssh"]),
+         "--token", token], capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    pinned = re.search(r"SHA256:\S+", added.stdout)
+    assert pinned is not None
+    return pinned.group(0)
+
+
+@pytest.fixture
+def ssh_deployment(tmp_path: Path) -> Iterator[Deployment]:
+    dep = Deployment(tmp_path / "deploy", retry_min_s=0.5, retry_max_s=2.0, ssh=True)
+    dep.init()
+    try:
+        yield dep
+    finally:
+        dep.stop_all()
+
+
 class TestManagerDownGatewayOffline:
-    def test_the_faults_are_named_with_their_fixes(self, deployment: Deployment) -> None:
+    def test_the_faults_are_named_with_their_fixes(self, ssh_deployment: Deployment) -> None:
         """Manager down, a message stuck in the.cpq.host, the gateway Offline, a loose
-        key file, a certificate expiring in 9 days, a store behind its schema, then a
-        cluster machine lacking the PVO interface."""
-        dep = deployment
+        key file, a certificate expiring in 9 days, a store behind its schema, the
+        manager's SSH key no longer authorized, then a cluster machine lacking the PVO
+        interface."""
+        dep = ssh_deployment
         gw_certs = dep.gateway_config.parent / "certs"
         expiring_certificate(dep.root / "ca", gw_certs, hostname=GATEWAY, role="gateway",
                              days=9)
         dep.start()
+        add_gateway(dep)
+        (dep.gateway_config.parent / "data" / "ssh" / "authorized_keys").write_text("")
         dep.stop("manager")
         dep.send(subject="Confidential plans", body="held for the manager")
         wait_for("a failed attempt on the.cpq.host", lambda: any(
@@ -142,6 +170,9 @@ class TestManagerDownGatewayOffline:
         schema = line(mgr, "store schema", "FAIL")
         assert "at revision 0003, behind 0004" in schema["observed"]
         assert "migrates the store at start" in schema["fix"]
+        unauthorized = line(mgr, f"ssh {GATEWAY}", "FAIL")
+        assert "authentication failed" in unauthorized["observed"]
+        assert "ssh authorize" in unauthorized["fix"]
 
         clustered(dep.gateway_config, ["Management", "Data 1"])
         code, gw = doctor(dep.gateway_config)
@@ -153,67 +184,56 @@ class TestManagerDownGatewayOffline:
 
 
 class TestCiphersNamesClamdAndHostKey:
-    def test_the_faults_are_named_with_their_fixes(self, tmp_path: Path) -> None:
+    def test_the_faults_are_named_with_their_fixes(self, ssh_deployment: Deployment) -> None:
         """Anonymous cipher lists on both sides, a gateway certificate naming another host,
         clamd configured but not running, a wrong pinned SSH host key."""
-        dep = Deployment(tmp_path / "deploy", retry_min_s=0.5, retry_max_s=2.0, ssh=True)
-        dep.init()
-        try:
-            set_tag(dep.manager_config, "inbound_ciphers", ANONYMOUS_FIRST)
-            set_tag(dep.gateway_config, "outbound_ciphers", ANONYMOUS_FIRST)
-            issue_certificate(dep.root / "ca", dep.gateway_config.parent / "certs",
-                              hostname="wrong.pvoq.test", role="gateway")
-            clamd = tmp_path / "no-clamd.sock"
-            text = dep.gateway_config.read_text()
-            dep.gateway_config.write_text(text.replace(
-                "<antivirus>\n    <enabled>true</enabled>\n",
-                f"<antivirus>\n    <enabled>true</enabled>\n    <clamd_socket>{clamd}"
-                "</clamd_socket>\n", 1))
-            dep.start()
-            token = dep.admin(dep.gateway_config, "ssh.token")["data"]["token"]
-            added = subprocess.run(
-                [sys.executable, "-m", "pvoq", "cli", "-c", str(dep.manager_config), "gateway",
-                 "add", GATEWAY, "--host", dep.ip, "--ssh-port", str(dep.ports["gateway_ssh"]),
-                 "--token", token], capture_output=True, text=True, timeout=60)
-            assert added.returncode == 0, added.stderr
-            pinned = re.search(r"SHA256:\S+", added.stdout)
-            assert pinned is not None
-            dep.stop("gateway")  # a new host key: the gateway was reinstalled
-            (dep.gateway_config.parent / "data" / "ssh" / "ssh_host_ed25519_key").unlink()
-            dep.start_gateway()
-            offered = dep.admin(dep.gateway_config, "ssh.show")["data"]["fingerprint"]
-            assert offered != pinned.group(0)
+        dep = ssh_deployment
+        set_tag(dep.manager_config, "inbound_ciphers", ANONYMOUS_FIRST)
+        set_tag(dep.gateway_config, "outbound_ciphers", ANONYMOUS_FIRST)
+        issue_certificate(dep.root / "ca", dep.gateway_config.parent / "certs",
+                          hostname="wrong.pvoq.test", role="gateway")
+        clamd = dep.root / "no-clamd.sock"
+        text = dep.gateway_config.read_text()
+        dep.gateway_config.write_text(text.replace(
+            "<antivirus>\n    <enabled>true</enabled>\n",
+            f"<antivirus>\n    <enabled>true</enabled>\n    <clamd_socket>{clamd}"
+            "</clamd_socket>\n", 1))
+        dep.start()
+        pinned = add_gateway(dep)
+        dep.stop("gateway")  # a new host key: the gateway was reinstalled
+        (dep.gateway_config.parent / "data" / "ssh" / "ssh_host_ed25519_key").unlink()
+        dep.start_gateway()
+        offered = dep.admin(dep.gateway_config, "ssh.show")["data"]["fingerprint"]
+        assert offered != pinned
 
-            code, gw = doctor(dep.gateway_config)
-            assert code == 1
-            static = line(gw, "ciphers ssl_config outbound_ciphers", "FAIL")
-            assert "admits anonymous (aNULL) suites" in static["observed"]
-            assert f"<outbound_ciphers>{ANONYMOUS_FIRST}:-aNULL</outbound_ciphers>" \
-                in static["fix"]
-            live = line(gw, f"tls negotiated manager {MANAGER}", "FAIL")
-            assert "anonymous cipher" in live["observed"]
-            assert "no certificate from server" in live["observed"]
-            assert ":-aNULL" in live["fix"]
-            own = line(gw, "certificate", "FAIL")
-            assert "its CN is 'wrong.pvoq.test', not the hostname 'gw1.pvoq.test'" \
-                in own["observed"]
-            av = line(gw, "clamd", "FAIL")
-            assert str(clamd) in av["observed"]
-            assert "start clamd" in av["fix"]
+        code, gw = doctor(dep.gateway_config)
+        assert code == 1
+        static = line(gw, "ciphers ssl_config outbound_ciphers", "FAIL")
+        assert "admits anonymous (aNULL) suites" in static["observed"]
+        assert f"<outbound_ciphers>{ANONYMOUS_FIRST}:-aNULL</outbound_ciphers>" \
+            in static["fix"]
+        live = line(gw, f"tls negotiated manager {MANAGER}", "FAIL")
+        assert "anonymous cipher" in live["observed"]
+        assert "no certificate from server" in live["observed"]
+        assert ":-aNULL" in live["fix"]
+        own = line(gw, "certificate", "FAIL")
+        assert "its CN is 'wrong.pvoq.test', not the hostname 'gw1.pvoq.test'" \
+            in own["observed"]
+        av = line(gw, "clamd", "FAIL")
+        assert str(clamd) in av["observed"]
+        assert "start clamd" in av["fix"]
 
-            code, mgr = doctor(dep.manager_config)
-            assert code == 1
-            inbound = line(mgr, "ciphers ssl_config inbound_ciphers", "FAIL")
-            assert f"<inbound_ciphers>{ANONYMOUS_FIRST}:-aNULL</inbound_ciphers>" \
-                in inbound["fix"]
-            name = line(mgr, f"cpq certificate gateway {GATEWAY}", "FAIL")
-            assert "it names 'wrong.pvoq.test', not 'gw1.pvoq.test'" in name["observed"]
-            ssh = line(mgr, f"ssh {GATEWAY}", "FAIL")
-            assert f"host key mismatch (pinned {pinned.group(0)}, offered {offered})" \
-                in ssh["observed"]
-            assert f"gateway add {GATEWAY}" in ssh["fix"] and "--replace" in ssh["fix"]
-        finally:
-            dep.stop_all()
+        code, mgr = doctor(dep.manager_config)
+        assert code == 1
+        inbound = line(mgr, "ciphers ssl_config inbound_ciphers", "FAIL")
+        assert f"<inbound_ciphers>{ANONYMOUS_FIRST}:-aNULL</inbound_ciphers>" \
+            in inbound["fix"]
+        name = line(mgr, f"cpq certificate gateway {GATEWAY}", "FAIL")
+        assert "it names 'wrong.pvoq.test', not 'gw1.pvoq.test'" in name["observed"]
+        ssh = line(mgr, f"ssh {GATEWAY}", "FAIL")
+        assert f"host key mismatch (pinned {pinned}, offered {offered})" \
+            in ssh["observed"]
+        assert f"gateway add {GATEWAY}" in ssh["fix"] and "--replace" in ssh["fix"]
 
 
 class TestAnotherCaAndOneListener:

@@ -235,15 +235,27 @@ class TestCiphersNamesClamdAndHostKey:
             in ssh["observed"]
         assert f"gateway add {GATEWAY}" in ssh["fix"] and "--replace" in ssh["fix"]
 
+        dep.admin(dep.manager_config, "suspend")  # the manager Offline, seen from both sides
+        code, gw = doctor(dep.gateway_config)
+        refused = line(gw, f"cpq reach manager {MANAGER}", "FAIL")
+        assert "Connection refused" in refused["observed"]
+        assert "resumelisteners cpq_listener" in refused["fix"]
+        code, mgr = doctor(dep.manager_config)
+        offline = line(mgr, "listeners", "FAIL")
+        assert "system status Offline" in offline["observed"]
+        assert offline["fix"] == f"pvoq cli -c {dep.manager_config.resolve()} resume"
+
 
 class TestAnotherCaAndOneListener:
-    def test_the_faults_are_named_with_their_fixes(self, deployment: Deployment) -> None:
-        """The manager's certificate from another CA; one gateway listener suspended."""
-        dep = deployment
+    def test_the_faults_are_named_with_their_fixes(self, ssh_deployment: Deployment) -> None:
+        """The manager's certificate from another CA; one gateway listener suspended (seen
+        on the gateway, and by the manager over SSH)."""
+        dep = ssh_deployment
         create_ca(dep.root / "other-ca", name="Some other CA")
         issue_certificate(dep.root / "other-ca", dep.manager_config.parent / "certs",
                           hostname=MANAGER, role="manager")
         dep.start()
+        add_gateway(dep)
         listeners = dep.admin(dep.gateway_config, "listeners")["data"]["listeners"]
         public = listeners[0]["name"]
         dep.admin(dep.gateway_config, "suspendlisteners", {"listener": public})
@@ -267,3 +279,8 @@ class TestAnotherCaAndOneListener:
         refused = line(mgr, f"cpq client certificate gateway {GATEWAY}", "FAIL")
         assert "does not accept this manager's CPQ certificate" in refused["observed"]
         assert "issued by the deployment CA" in refused["fix"]
+        remote = line(mgr, f"listeners gateway {GATEWAY}", "FAIL")
+        assert f"receiving suspended on {public}" in remote["observed"]
+        assert remote["fix"] == f"pvoq cli -c GATEWAY resumelisteners {public}"
+        line(mgr, f"ssh {GATEWAY}", "OK")
+        line(mgr, f"clock skew {GATEWAY}", "OK")

@@ -10,7 +10,7 @@ from typing import Any
 from pvoq.admin.protocol import AdminUnavailable, call
 from pvoq.config.model import Config
 
-ADMIN_TIMEOUT_S = 30.0
+ADMIN_TIMEOUT_S = 75.0  # pvo.check may wait for a manager's delivery timeout (60s)
 
 
 class Unknown(Exception):
@@ -63,6 +63,9 @@ class Context:
         try:
             response = await asyncio.to_thread(call, self.config.admin_socket, command, args,
                                                timeout_s=ADMIN_TIMEOUT_S)
+        except TimeoutError:  # it runs, but this command took too long (pvo.check waits
+            # for the manager): that command's line says so, the others still ask
+            raise Refused(f"{command}: no answer within {ADMIN_TIMEOUT_S:g}s") from None
         except (AdminUnavailable, OSError) as exc:
             self._down = str(exc)
             raise AdminUnavailable(self._down) from None

@@ -315,3 +315,16 @@ def test_admin_unavailable_is_remembered(tmp_path: Path) -> None:
     with pytest.raises(AdminUnavailable):
         run(ctx.admin("status"))
     assert ctx.down is not None
+
+
+def test_a_slow_command_is_not_a_down_appliance(tmp_path: Path, monkeypatch: Any) -> None:
+    from pvoq.doctor import context
+
+    def slow(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(context, "call", slow)
+    ctx = Context(_config(tmp_path))
+    with pytest.raises(Refused, match="pvo.check: no answer within"):
+        run(ctx.admin("pvo.check"))
+    assert ctx.down is None

@@ -43,27 +43,26 @@ async def check_running(ctx: Context) -> list[CheckResult]:
 def listener_results(ctx: Context, status: dict[str, Any], *, where: str = "",
                      cli: str | None = None) -> list[CheckResult]:
     """The listeners and delivery lines from a `status` answer (*where*: whose, when not
-    this appliance's; *cli*: how to reach it)."""
-    prefix = ""  # the line's name says whose it is
+    this appliance's, added to the lines' names; *cli*: the command line that reaches it)."""
     run = (lambda c: f"{cli} {c}") if cli else ctx.cli
     suffix = f" {where}" if where else ""
     suspended = [str(n) for n in status.get("receiving_suspended") or []]
     results = []
     if status.get("system_status") == "Offline":
         results.append(fail(f"listeners{suffix}",
-                            f"{prefix}system status Offline (receiving suspended on "
+                            f"system status Offline (receiving suspended on "
                             f"{', '.join(suspended) or 'every listener'})", run("resume")))
     elif suspended:
         results.append(fail(f"listeners{suffix}",
-                            f"{prefix}receiving suspended on {', '.join(suspended)}",
+                            f"receiving suspended on {', '.join(suspended)}",
                             " ; ".join(run(f"resumelisteners {n}") for n in suspended)))
     else:
-        results.append(ok(f"listeners{suffix}", f"{prefix}system status Online, every "
-                                                 "listener receiving"))
+        results.append(ok(f"listeners{suffix}", "system status Online, every listener "
+                                                 "receiving"))
     if status.get("delivery_suspended"):
-        results.append(fail(f"delivery{suffix}", f"{prefix}delivery suspended", run("resumedel")))
+        results.append(fail(f"delivery{suffix}", "delivery suspended", run("resumedel")))
     else:
-        results.append(ok(f"delivery{suffix}", f"{prefix}delivery running"))
+        results.append(ok(f"delivery{suffix}", "delivery running"))
     return results
 
 

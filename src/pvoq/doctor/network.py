@@ -79,6 +79,15 @@ def _reach_fix(ctx: Context, peer: Peer, probe: Probe) -> str:
             f"mandatory on CPQ); check {peer.how}")
 
 
+def refused_our_certificate(probe: Probe) -> bool:
+    """Did the peer end the session because of our certificate? TLS 1.3 tells the client
+    after its handshake (the next read fails); TLS 1.2 during it, with an alert."""
+    error = probe.error.upper()
+    return probe.step == "ehlo after STARTTLS" or (
+        probe.step == "handshake" and "ALERT" in error
+        and any(w in error for w in ("UNKNOWN_CA", "CERTIFICATE")))
+
+
 async def check_peer(ctx: Context, peer: Peer) -> list[CheckResult]:
     cfg = ctx.config
     label = _label(peer)
@@ -98,6 +107,14 @@ async def check_peer(ctx: Context, peer: Peer) -> list[CheckResult]:
         return [fail(reach, f"{where}: {probe.step} failed: {probe.error}",
                      _reach_fix(ctx, peer, probe))]
     results = [ok(reach, f"{where}: banner {probe.banner!r}, STARTTLS offered")]
+    if refused_our_certificate(probe):
+        results.append(fail(f"cpq client certificate {label}",
+                            f"{where}: the {peer.role} refused the session ({probe.error}): it "
+                            f"does not accept this {ctx.role}'s CPQ certificate",
+                            f"see the certificate line: this {ctx.role}'s certificate must be "
+                            f"issued by the deployment CA the {peer.role} trusts, for "
+                            f"{cfg.hostname} (role {ctx.role})"))
+        return results
     if probe.step == "handshake":
         results.append(fail(tls_name, f"{where}: {probe.error}",
                             f"make the cipher lists meet: ssl_config outbound_ciphers here "
@@ -120,15 +137,6 @@ async def check_peer(ctx: Context, peer: Peer) -> list[CheckResult]:
                             f"CA ({cfg.cpq_certificate.ca_certificate}): pvoq init ... --ca-dir "
                             "CA_DIR --force on it, or copy the right cpq.pem/cpq.key; then "
                             "restart it"))
-        return results
-    if probe.step == "ehlo after STARTTLS":  # TLS 1.3: the server checks ours after
-        results.append(fail(f"cpq client certificate {label}",
-                            f"{where}: the {peer.role} ended the session once TLS was up "
-                            f"({probe.error}): it does not accept this {ctx.role}'s CPQ "
-                            "certificate",
-                            f"see the certificate line: this {ctx.role}'s certificate must be "
-                            f"issued by the deployment CA the {peer.role} trusts, for "
-                            f"{cfg.hostname} (role {ctx.role})"))
         return results
     if probe.step:
         results.append(fail(tls_name, f"{where}: {probe.step} failed: {probe.error}",

@@ -68,3 +68,17 @@ def test_a_silent_peer_times_out() -> None:
 
     probe = asyncio.run(_probe_against(handler))
     assert probe.step == "banner" and "no answer within 2s" in probe.error
+
+
+def test_which_failures_are_our_certificate_refused() -> None:
+    from pvoq.doctor.network import refused_our_certificate
+
+    def probe(step: str, error: str) -> Probe:
+        return Probe("h", 1, None).failed(step, error)
+
+    assert refused_our_certificate(probe("ehlo after STARTTLS", "Connection reset by peer"))
+    assert refused_our_certificate(probe("handshake", "TLS handshake failed: "
+                                                      "TLSV1_ALERT_UNKNOWN_CA"))
+    assert refused_our_certificate(probe("handshake", "SSLV3_ALERT_BAD_CERTIFICATE"))
+    assert not refused_our_certificate(probe("handshake", "NO_SHARED_CIPHER"))
+    assert not refused_our_certificate(probe("handshake", "SSLV3_ALERT_HANDSHAKE_FAILURE"))

@@ -14,7 +14,7 @@ import click
 
 import pvoq.cli.quarantine_admin as quarantine_admin
 from pvoq import __version__
-from pvoq.cli import logs, operator, quarantine, queues, remote, scanning, spool, users
+from pvoq.cli import doctor, logs, operator, quarantine, queues, remote, scanning, spool, users
 from pvoq.cli.client import ClientContext, load_or_exit
 from pvoq.config.errors import ConfigError
 from pvoq.errors import OperatorError
@@ -291,6 +291,7 @@ scanning.register(operator_cli)     # pipeline show, outbreak reload|rescan
 logs.register(operator_cli)         # grep, tail (read the log file itself)
 spool.register(operator_cli)        # spool list|show (read the spool log itself)
 users.register(operator_cli)        # user add|passwd|role|delete|list|whoami
+doctor.register(main)               # pvoq doctor -c FILE [--json]
 
 if __name__ == "__main__":  # pragma: no cover
     main()

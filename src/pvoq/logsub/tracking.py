@@ -1,0 +1,269 @@
+"""Message tracking: each message's whole path, from the tracking index, in one value.
+
+`Query` holds the filters (sender, recipient, subject, Message-ID, a
+gateway's MID, a manager's MID, a time range) and `track(index, query)` the
+answer: one journey per message as it entered a gateway, newest first. A
+message found anywhere on its path (the gateway's MID, the manager's copy,
+the release the gateway took back) gives the whole journey:
+
+- `gateway`: where it came in: the gateway, ICID, MID, the client's
+  connection line, sender, recipients, subject, Message-ID, each scan
+  stage's verdict line, and its deliveries (the `the.cpq.host` DCID and the
+  manager's reply, or a downstream DCID);
+- `manager`: each manager copy (found by the manager's `received from the
+  ESA … (ESA <gateway> MID <n>)` line): MID, ICID, the quarantine and release
+  lines, its deliveries (`the.cpq.release.host`, the gateway's reply);
+- `releases`: each message the gateway took back (`MID <new> … (MID
+  originally <n>)`): MID, verdicts, deliveries downstream with the reply;
+- `lines`: every line of the path in time order, with the log it is from.
+
+A delivery's reply is the `Response` line, which mail_logs writes only for
+the `250` that ends an accepted DATA: it is shown as `250 <text>`.
+
+The same function serves `pvoq cli track` (over the admin socket) and the
+web console. Every string in the answer came from mail or from a gateway:
+whoever shows it escapes it.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pvoq.admin.protocol import CommandError
+from pvoq.logsub.index import MANAGER, TrackingIndex
+
+MAX_LIMIT = 1000
+MAX_TEXT = 1000
+_VERDICT = re.compile(r"^MID \d+ (antivirus |unscannable|content filters |message filters |"
+                      r"Outbreak Filters|matched all recipients|[\w ]+ matched: )")
+_QUARANTINE = re.compile(r"^MID \d+ (quarantined to |enqueued for transfer|released|"
+                         r"deleted|delayed|moved|copied|received from the ESA)")
+_RESPONSE = re.compile(r"^MID \d+ RID \[[\d, ]*\] Response '(.*)'$")
+_NEW_DCID = re.compile(r"^New SMTP DCID \d+ interface \S+ address (\S+) port (\d+)")
+_CPQ_HOST = re.compile(r"\b(the\.cpq\.(?:release\.)?host)\b")
+_LINES_PER_CONNECTION = 20
+
+
+@dataclass(frozen=True)
+class Query:
+    """The filters of one tracking query; those left None do not filter."""
+
+    sender: str | None = None
+    recipient: str | None = None
+    subject: str | None = None
+    message_id: str | None = None
+    mid: int | None = None            # a gateway's MID (of *gateway*, if given)
+    gateway: str | None = None
+    manager_mid: int | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 50
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, Any]) -> Query:
+        """The query an admin request asks; `CommandError` naming a bad field."""
+        def text(name: str) -> str | None:
+            value = args.get(name)
+            if value is None or value == "":
+                return None
+            if not isinstance(value, str) or len(value) > MAX_TEXT or "\x00" in value:
+                raise CommandError(f"{name}: text of at most {MAX_TEXT} characters, no NUL")
+            return value
+
+        def number(name: str, low: float, high: float, *, integer: bool) -> Any:
+            value = args.get(name)
+            if value is None or value == "":
+                return None
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    (integer and not isinstance(value, int)) or not low <= value <= high:
+                kind = "an integer" if integer else "a number"
+                raise CommandError(f"{name}: {kind} from {low:g} to {high:g}")
+            return value
+
+        return cls(sender=text("sender"), recipient=text("recipient"), subject=text("subject"),
+                   message_id=text("message_id"), mid=number("mid", 1, 2**63 - 1, integer=True),
+                   gateway=text("gateway"),
+                   manager_mid=number("manager_mid", 1, 2**63 - 1, integer=True),
+                   since=number("since", 0, 1e12, integer=False),
+                   until=number("until", 0, 1e12, integer=False),
+                   limit=number("limit", 1, MAX_LIMIT, integer=True) or 50)
+
+
+def _like(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@dataclass
+class _Context:
+    db: sqlite3.Connection
+    names: dict[int, str]
+    kinds: dict[int, str]
+    ids: dict[str, int] = field(default_factory=dict)
+
+
+def track(index: TrackingIndex, query: Query) -> list[dict[str, Any]]:
+    """The journeys of the messages *query* finds, newest first, at most `query.limit`."""
+    with index.reading() as db:
+        rows = db.execute("SELECT id, name, kind FROM sources").fetchall()
+        ctx = _Context(db, {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows},
+                       {r[1]: r[0] for r in rows})
+        roots: list[tuple[int, int]] = []
+        seen: set[tuple[int, int]] = set()
+        for src, mid in _candidates(ctx, query):
+            root = _root(ctx, src, mid)
+            if root not in seen:
+                seen.add(root)
+                roots.append(root)
+            if len(roots) >= query.limit:
+                break
+        return [_journey(ctx, *root) for root in roots]
+
+
+def _candidates(ctx: _Context, q: Query) -> list[tuple[int, int]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if q.sender is not None:
+        where.append("m.sender LIKE ? ESCAPE '\\'")
+        params.append(_like(q.sender))
+    if q.subject is not None:
+        where.append("m.subject LIKE ? ESCAPE '\\'")
+        params.append(_like(q.subject))
+    if q.message_id is not None:
+        bare = q.message_id.strip().strip("<>")
+        where.append("m.message_id IN (?, ?)")
+        params += [bare, f"<{bare}>"]
+    if q.recipient is not None:
+        where.append("(m.src, m.mid) IN (SELECT src, mid FROM recipients WHERE rcpt LIKE ? "
+                     "ESCAPE '\\')")
+        params.append(_like(q.recipient))
+    if q.mid is not None:
+        gateways = [i for i, k in ctx.kinds.items() if k != MANAGER and
+                    (q.gateway is None or ctx.names[i] == q.gateway.lower())]
+        where.append(f"m.mid = ? AND m.src IN ({','.join('?' * len(gateways)) or 'NULL'})")
+        params += [q.mid, *gateways]
+    elif q.gateway is not None:
+        where.append("(m.src = ? OR m.origin_host = ?)")
+        params += [ctx.ids.get(q.gateway.lower(), -1), q.gateway.lower()]
+    if q.manager_mid is not None:
+        managers = [i for i, k in ctx.kinds.items() if k == MANAGER]
+        where.append(f"m.mid = ? AND m.src IN ({','.join('?' * len(managers)) or 'NULL'})")
+        params += [q.manager_mid, *managers]
+    if q.since is not None:
+        where.append("m.t_first >= ?")
+        params.append(q.since)
+    if q.until is not None:
+        where.append("m.t_first <= ?")
+        params.append(q.until)
+    sql = ("SELECT m.src, m.mid FROM messages m"
+           + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY m.t_first DESC, m.mid DESC LIMIT ?")
+    params.append(q.limit * 4)
+    return [(r[0], r[1]) for r in ctx.db.execute(sql, params)]
+
+
+def _root(ctx: _Context, src: int, mid: int) -> tuple[int, int]:
+    """The message as it first entered a gateway (or the one found, if that is unknown)."""
+    row = ctx.db.execute("SELECT origin_host, origin_mid FROM messages WHERE src = ? AND mid = ?",
+                         (src, mid)).fetchone()
+    if row is None or row[1] is None:
+        return src, mid
+    host, origin = row
+    if host is None:
+        return src, origin                         # a release: MID originally <origin>
+    gateway = ctx.ids.get(host)
+    return (gateway, origin) if gateway is not None else (src, mid)
+
+
+def _journey(ctx: _Context, src: int, mid: int) -> dict[str, Any]:
+    lines: list[dict[str, Any]] = []
+    first = _message(ctx, src, mid, lines)
+    journey: dict[str, Any] = {"gateway": None, "manager": [], "releases": []}
+    if ctx.kinds.get(src) == MANAGER:
+        journey["manager"].append(first)
+    else:
+        journey["gateway"] = first
+        name = ctx.names[src]
+        for m_src, m_mid in ctx.db.execute(
+                "SELECT src, mid FROM messages WHERE origin_host = ? AND origin_mid = ? "
+                "ORDER BY t_first", (name, mid)).fetchall():
+            journey["manager"].append(_message(ctx, m_src, m_mid, lines))
+        for (r_mid,) in ctx.db.execute(
+                "SELECT mid FROM messages WHERE src = ? AND origin_mid = ? AND origin_host IS "
+                "NULL ORDER BY t_first", (src, mid)).fetchall():
+            journey["releases"].append(_message(ctx, src, r_mid, lines))
+    lines.sort(key=lambda line: (line["time"], line["seq"]))
+    for line in lines:
+        del line["seq"]
+    journey["lines"] = lines
+    return journey
+
+
+def _message(ctx: _Context, src: int, mid: int, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    db, name = ctx.db, ctx.names[src]
+    row = db.execute("SELECT icid, t_first, t_last, sender, message_id, subject, origin_host, "
+                     "origin_mid FROM messages WHERE src = ? AND mid = ?", (src, mid)).fetchone()
+    icid, t_first, t_last, sender, message_id, subject, origin_host, origin_mid = \
+        row if row is not None else (None,) * 8
+    recipients = [r[0] for r in db.execute(
+        "SELECT rcpt FROM recipients WHERE src = ? AND mid = ? ORDER BY rcpt", (src, mid))]
+    events = db.execute("SELECT seq, t, dcid, text FROM events WHERE src = ? AND mid = ? "
+                        "ORDER BY seq", (src, mid)).fetchall()
+    dcids = list(dict.fromkeys(e[2] for e in events if e[2] is not None))
+    conn_lines: dict[tuple[str, int], list[tuple[int, float, str]]] = {}
+    for kind, ids in (("ICID", [icid] if icid is not None else []), ("DCID", dcids)):
+        for conn_id in ids:
+            conn_lines[(kind, conn_id)] = db.execute(
+                "SELECT seq, t, text FROM conns WHERE src = ? AND kind = ? AND id = ? "
+                "ORDER BY seq LIMIT ?", (src, kind, conn_id, _LINES_PER_CONNECTION)).fetchall()
+    for seq, t, _, text in events:
+        lines.append({"source": name, "time": t, "text": text, "seq": seq})
+    for found in conn_lines.values():
+        for seq, t, text in found:
+            lines.append({"source": name, "time": t, "text": text, "seq": seq})
+    client = next((text for _, _, text in conn_lines.get(("ICID", icid or 0), [])
+                   if text.startswith("New ")), None)
+    return {
+        "source": name, "mid": mid, "icid": icid, "first": t_first, "last": t_last,
+        "sender": sender, "recipients": recipients, "subject": subject,
+        "message_id": message_id, "connection": client,
+        "origin": None if origin_mid is None else {"host": origin_host or name,
+                                                   "mid": origin_mid},
+        "verdicts": [e[3] for e in events if _VERDICT.match(e[3])],
+        "quarantine": [e[3] for e in events if _QUARANTINE.match(e[3])],
+        "deliveries": _deliveries(events, conn_lines),
+    }
+
+
+def _deliveries(events: list[tuple[int, float, int | None, str]],
+                conn_lines: dict[tuple[str, int], list[tuple[int, float, str]]]
+                ) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for _, t, dcid, text in events:
+        if dcid is not None and text.startswith("Delivery start"):
+            current = {"dcid": dcid, "time": t, "destination": None, "address": None,
+                       "port": None, "reply": None, "done": False}
+            for _, _, line in conn_lines.get(("DCID", dcid), []):
+                if (m := _NEW_DCID.match(line)) is not None:
+                    current["address"], current["port"] = m.group(1), int(m.group(2))
+                if (c := _CPQ_HOST.search(line)) is not None:
+                    current["destination"] = c.group(1)
+            if current["destination"] is None:
+                if "Centralized" in text and "release" not in text:
+                    current["destination"] = "the.cpq.host"
+                elif "on release from" in text:
+                    current["destination"] = "the.cpq.release.host"
+                elif current["address"] is not None:
+                    current["destination"] = f"{current['address']}:{current['port']}"
+            out.append(current)
+        elif current is not None and (m := _RESPONSE.match(text)) is not None:
+            if current["reply"] is None:
+                current["reply"] = f"250 {m.group(1)}"
+        elif current is not None and dcid == current["dcid"] and text.startswith("Message done"):
+            current["done"] = True
+    return out

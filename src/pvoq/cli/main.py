@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from pvoq import __version__
-from pvoq.cli import logs, operator, quarantine, queues, remote, scanning, spool
+from pvoq.cli import logs, operator, quarantine, queues, remote, scanning, spool, track
 from pvoq.cli.client import ClientContext, load_or_exit
 from pvoq.config.errors import ConfigError
 from pvoq.errors import OperatorError
@@ -280,6 +280,7 @@ remote.register(operator_cli)       # listeners, gateway add|list|..., ssh token
 scanning.register(operator_cli)     # pipeline show, outbreak reload|rescan
 logs.register(operator_cli)         # grep, tail (read the log file itself)
 spool.register(operator_cli)        # spool list|show (read the spool log itself)
+track.register(operator_cli)        # track, logsub status|pull (the manager)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

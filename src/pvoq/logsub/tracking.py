@@ -39,9 +39,9 @@ from pvoq.logsub.index import MANAGER, TrackingIndex
 MAX_LIMIT = 1000
 MAX_TEXT = 1000
 _VERDICT = re.compile(r"^MID \d+ (antivirus |unscannable|content filters |message filters |"
-                      r"Outbreak Filters|matched all recipients|[\w ]+ matched: )")
+                      r"Outbreak Filters|[\w ]+ matched: )")
 _QUARANTINE = re.compile(r"^MID \d+ (quarantined to |enqueued for transfer|released|"
-                         r"deleted|delayed|moved|copied|received from the ESA)")
+                         r"deleted|delayed|moved|copied)")
 _RESPONSE = re.compile(r"^MID \d+ RID \[[\d, ]*\] Response '(.*)'$")
 _NEW_DCID = re.compile(r"^New SMTP DCID \d+ interface \S+ address (\S+) port (\d+)")
 _CPQ_HOST = re.compile(r"\b(the\.cpq\.(?:release\.)?host)\b")

@@ -98,9 +98,6 @@ class _Message:
         self.recipients: set[str] = set()
 
 
-_MERGED = ("icid", "sender", "message_id", "subject", "origin_host", "origin_mid")
-
-
 class TrackingIndex:
     """The SQLite tracking index of one manager."""
 
@@ -235,11 +232,18 @@ def _merge(messages: dict[int, _Message], p: Parsed) -> None:
         m.fields["t_first"] = min(m.fields["t_first"], p.time)
     if p.recipient is not None:
         m.recipients.add(p.recipient)
-        return
-    for name in _MERGED:
-        value = getattr(p, name)
-        if value is not None:
-            m.fields[name] = value
+    elif p.icid is not None:
+        m.fields["icid"] = p.icid
+    elif p.sender is not None:
+        m.fields["sender"] = p.sender
+    elif p.message_id is not None:
+        m.fields["message_id"] = p.message_id
+    elif p.subject is not None:
+        m.fields["subject"] = p.subject
+    elif p.origin_mid is not None:
+        m.fields["origin_mid"] = p.origin_mid
+        if p.origin_host is not None:
+            m.fields["origin_host"] = p.origin_host
 
 
 def _source(row: tuple[Any, ...]) -> Source:

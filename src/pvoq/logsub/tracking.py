@@ -61,7 +61,7 @@ class Query:
     manager_mid: int | None = None
     since: float | None = None
     until: float | None = None
-    limit: int = 50
+    limit: int = 20
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> Query:
@@ -90,7 +90,7 @@ class Query:
                    manager_mid=number("manager_mid", 1, 2**63 - 1, integer=True),
                    since=number("since", 0, 1e12, integer=False),
                    until=number("until", 0, 1e12, integer=False),
-                   limit=number("limit", 1, MAX_LIMIT, integer=True) or 50)
+                   limit=number("limit", 1, MAX_LIMIT, integer=True) or 20)
 
 
 def _like(value: str) -> str:

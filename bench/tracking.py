@@ -246,7 +246,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=40, help="Queries of each kind.")
     parser.add_argument("--chunk", type=int, default=10_000, help="Lines per index.add.")
     parser.add_argument("--seed", type=int, default=14)
-    parser.add_argument("--dir", type=Path, default=None, help="Keep the index here.")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="Keep the index here (and reuse it when it is there).")
     args = parser.parse_args()
 
     root = args.dir or Path(tempfile.mkdtemp(prefix="pvoq-tracking-"))
@@ -257,11 +258,15 @@ def main() -> None:
         total = len(gw) + len(sma)
         print(f"generated {total:,} lines ({len(gw):,} gateway, {len(sma):,} "
               f"manager) for {logs.messages:,} messages in {time.perf_counter() - t0:.1f}s")
+        reuse = args.dir is not None and (root / "tracking.db").exists()
         index = TrackingIndex(root / "tracking.db")
-        took = index_all(index, gw, sma, args.chunk)
-        size = sum(p.stat().st_size for p in root.glob("tracking.db*"))
-        print(f"indexed in {took:.1f}s ({total / took:,.0f} lines/s); index "
-              f"{size / 2**20:.0f} MiB")
+        if reuse:
+            print(f"reusing the index in {root} (same --lines and --seed)")
+        else:
+            took = index_all(index, gw, sma, args.chunk)
+            size = sum(p.stat().st_size for p in root.glob("tracking.db*"))
+            print(f"indexed in {took:.1f}s ({total / took:,.0f} lines/s); index "
+                  f"{size / 2**20:.0f} MiB")
         rng = random.Random(args.seed + 1)
         kinds = queries(logs, gw, rng)
         for make in kinds.values():   # warm the page cache once

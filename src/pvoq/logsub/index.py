@@ -13,7 +13,9 @@ quarantine store. Tables:
   was originally);
 - `recipients`: (source, MID, recipient);
 - `events`: every line about a MID, in log order (its DCID when it names one);
-- `conns`: every line about an ICID or a DCID that names no MID.
+- `conns`: every line about an ICID or a DCID that names no MID;
+- `tokens`: each word of each message's sender, recipients and subject, for
+  tracking's "contains" filters.
 
 `add` indexes a chunk of lines and moves the source's position in the same
 transaction: the position and the rows it covers commit together, so a crash
@@ -24,6 +26,7 @@ subscription writes from a worker thread while a tracking query reads.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -62,7 +65,22 @@ CREATE TABLE IF NOT EXISTS conns (
   seq INTEGER PRIMARY KEY, src INTEGER NOT NULL, kind TEXT NOT NULL, id INTEGER NOT NULL,
   t REAL NOT NULL, text TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS conns_id ON conns (src, kind, id);
+CREATE TABLE IF NOT EXISTS tokens (
+  token TEXT NOT NULL, src INTEGER NOT NULL, mid INTEGER NOT NULL,
+  PRIMARY KEY (token, src, mid)) WITHOUT ROWID;
 """
+
+TOKEN = re.compile(r"\w+")
+"""A word of a sender, recipient or subject, as `tokens` holds it (lower case), prefixed by its
+field: `s:` sender, `r:` recipient, `j:` subject. Tracking's "contains" filters use it to find
+the few messages holding a word the filter holds whole, instead of scanning every message."""
+FIELD_PREFIX = {"sender": "s:", "recipient": "r:", "subject": "j:"}
+
+
+def words(field: str, value: str) -> set[str]:
+    """The `tokens` entries of *value* in *field*."""
+    prefix = FIELD_PREFIX[field]
+    return {prefix + w for w in TOKEN.findall(value.lower())}
 
 GATEWAY = "gateway"
 MANAGER = "manager"
@@ -213,6 +231,9 @@ class TrackingIndex:
             db.executemany("INSERT OR IGNORE INTO recipients (src, mid, rcpt) VALUES (?, ?, ?)",
                            [(src, mid, r) for mid, m in messages.items()
                             for r in m.recipients])
+            db.executemany("INSERT OR IGNORE INTO tokens (token, src, mid) VALUES (?, ?, ?)",
+                           [(w, src, mid) for mid, m in messages.items()
+                            for w in _words(m)])
         if events:
             db.executemany("INSERT INTO events (src, mid, t, dcid, text) VALUES (?, ?, ?, ?, ?)",
                            events)
@@ -244,6 +265,17 @@ def _merge(messages: dict[int, _Message], p: Parsed) -> None:
         m.fields["origin_mid"] = p.origin_mid
         if p.origin_host is not None:
             m.fields["origin_host"] = p.origin_host
+
+
+def _words(m: _Message) -> set[str]:
+    found = set()
+    for field in ("sender", "subject"):
+        value = m.fields.get(field)
+        if value:
+            found |= words(field, value)
+    for rcpt in m.recipients:
+        found |= words("recipient", rcpt)
+    return found
 
 
 def _source(row: tuple[Any, ...]) -> Source:

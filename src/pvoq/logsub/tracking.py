@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pvoq.admin.protocol import CommandError
-from pvoq.logsub.index import MANAGER, TrackingIndex
+from pvoq.logsub.index import FIELD_PREFIX, MANAGER, TOKEN, TrackingIndex
 
 MAX_LIMIT = 1000
 MAX_TEXT = 1000
@@ -124,9 +124,42 @@ def track(index: TrackingIndex, query: Query) -> list[dict[str, Any]]:
         return [_journey(ctx, *root) for root in roots]
 
 
+_DENSE = 500     # a word in this many messages or more: walk them newest first instead
+
+
+def _count(db: sqlite3.Connection, token: str) -> int:
+    """How many messages hold *token* (counted up to `_DENSE`)."""
+    return int(db.execute("SELECT count(*) FROM (SELECT 1 FROM tokens WHERE token = ? LIMIT ?)",
+                          (token, _DENSE)).fetchone()[0])
+
+
+def _driving_word(db: sqlite3.Connection, filters: list[tuple[str, str]]
+                  ) -> tuple[str | None, bool]:
+    """The rarest word some "contains" filter holds whole, if it is rare enough to find the
+    messages by (else None); and whether the filters' matches are likely dense (so that the
+    newest come first in a walk by time)."""
+    best: tuple[int, str] | None = None
+    dense = False
+    for name, value in filters:
+        text = value.lower()
+        for m in TOKEN.finditer(text):
+            token = FIELD_PREFIX[name] + m.group()
+            if m.start() > 0 and m.end() < len(text):   # whole: separators on both sides
+                n = _count(db, token)
+                if best is None or n < best[0]:
+                    best = (n, token)
+            elif _count(db, token) >= _DENSE:
+                dense = True
+    if best is not None and best[0] < _DENSE:
+        return best[1], dense
+    return None, dense or best is not None
+
+
 def _candidates(ctx: _Context, q: Query) -> list[tuple[int, int]]:
     where: list[str] = []
     params: list[Any] = []
+    contains = [(f, v) for f, v in (("sender", q.sender), ("recipient", q.recipient),
+                                    ("subject", q.subject)) if v is not None]
     if q.sender is not None:
         where.append("m.sender LIKE ? ESCAPE '\\'")
         params.append(_like(q.sender))
@@ -159,9 +192,19 @@ def _candidates(ctx: _Context, q: Query) -> list[tuple[int, int]]:
     if q.until is not None:
         where.append("m.t_first <= ?")
         params.append(q.until)
-    sql = ("SELECT m.src, m.mid FROM messages m"
+    source, order = "messages m", "m.t_first"
+    if contains and q.mid is None and q.manager_mid is None and q.message_id is None:
+        word, dense = _driving_word(ctx.db, contains)
+        if word is not None:
+            # the few messages holding that word, found by it; the filters then check them
+            source = "tokens t JOIN messages m ON m.src = t.src AND m.mid = t.mid"
+            where.insert(0, "t.token = ?")
+            params.insert(0, word)
+        elif not dense:
+            order = "+m.t_first"   # rare matches: one pass over the messages, then a sort
+    sql = (f"SELECT m.src, m.mid FROM {source}"
            + (" WHERE " + " AND ".join(where) if where else "")
-           + " ORDER BY m.t_first DESC, m.mid DESC LIMIT ?")
+           + f" ORDER BY {order} DESC, m.mid DESC LIMIT ?")
     params.append(q.limit * 4)
     return [(r[0], r[1]) for r in ctx.db.execute(sql, params)]
 

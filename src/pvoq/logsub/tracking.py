@@ -27,6 +27,7 @@ whoever shows it escapes it.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Mapping
@@ -114,8 +115,8 @@ def track(index: TrackingIndex, query: Query) -> list[dict[str, Any]]:
                        {r[1]: r[0] for r in rows})
         roots: list[tuple[int, int]] = []
         seen: set[tuple[int, int]] = set()
-        for src, mid in _candidates(ctx, query):
-            root = _root(ctx, src, mid)
+        for src, mid, origin_host, origin_mid in _candidates(ctx, query):
+            root = _root(ctx, src, mid, origin_host, origin_mid)
             if root not in seen:
                 seen.add(root)
                 roots.append(root)
@@ -124,38 +125,40 @@ def track(index: TrackingIndex, query: Query) -> list[dict[str, Any]]:
         return [_journey(ctx, *root) for root in roots]
 
 
-_DENSE = 500     # a word in this many messages or more: walk them newest first instead
+_DENSE = 500      # a word in this many messages or more is common
+_COUNTED = 5_000   # words are counted up to this many messages
+_MORE_WORDS = 2    # common words checked beside the rarest, when all are common
 
 
-def _count(db: sqlite3.Connection, token: str) -> int:
-    """How many messages hold *token* (counted up to `_DENSE`)."""
+def _count(db: sqlite3.Connection, token: str, cap: int) -> int:
+    """How many messages hold *token* (counted up to *cap*)."""
     return int(db.execute("SELECT count(*) FROM (SELECT 1 FROM tokens WHERE token = ? LIMIT ?)",
-                          (token, _DENSE)).fetchone()[0])
+                          (token, cap)).fetchone()[0])
 
 
-def _driving_word(db: sqlite3.Connection, filters: list[tuple[str, str]]
-                  ) -> tuple[str | None, bool]:
-    """The rarest word some "contains" filter holds whole, if it is rare enough to find the
-    messages by (else None); and whether the filters' matches are likely dense (so that the
-    newest come first in a walk by time)."""
-    best: tuple[int, str] | None = None
-    dense = False
+def _plan(db: sqlite3.Connection, filters: list[tuple[str, str]]) -> tuple[list[str], bool]:
+    """How to find what the "contains" *filters* match: the words (held whole by a filter,
+    rarest first) to find the messages by, none to look at every message; and whether the
+    matches are likely many (so that a walk from the newest finds a page soon)."""
+    whole: list[tuple[int, str]] = []
+    partial_common = False
     for name, value in filters:
         text = value.lower()
         for m in TOKEN.finditer(text):
             token = FIELD_PREFIX[name] + m.group()
             if m.start() > 0 and m.end() < len(text):   # whole: separators on both sides
-                n = _count(db, token)
-                if best is None or n < best[0]:
-                    best = (n, token)
-            elif _count(db, token) >= _DENSE:
-                dense = True
-    if best is not None and best[0] < _DENSE:
-        return best[1], dense
-    return None, dense or best is not None
+                whole.append((_count(db, token, _COUNTED), token))
+            elif _count(db, token, _DENSE) >= _DENSE:
+                partial_common = True
+    whole.sort()
+    if whole and whole[0][0] < _DENSE:
+        return [whole[0][1]], False          # a rare word: the few messages holding it
+    if len(whole) > 1:
+        return [t for _, t in whole[:1 + _MORE_WORDS]], False   # common words together
+    return [], bool(whole) or partial_common
 
 
-def _candidates(ctx: _Context, q: Query) -> list[tuple[int, int]]:
+def _candidates(ctx: _Context, q: Query) -> list[tuple[int, int, str | None, int | None]]:
     where: list[str] = []
     params: list[Any] = []
     contains = [(f, v) for f, v in (("sender", q.sender), ("recipient", q.recipient),
@@ -171,8 +174,8 @@ def _candidates(ctx: _Context, q: Query) -> list[tuple[int, int]]:
         where.append("m.message_id IN (?, ?)")
         params += [bare, f"<{bare}>"]
     if q.recipient is not None:
-        where.append("(m.src, m.mid) IN (SELECT src, mid FROM recipients WHERE rcpt LIKE ? "
-                     "ESCAPE '\\')")
+        where.append("EXISTS (SELECT 1 FROM recipients r WHERE r.src = m.src AND "
+                     "r.mid = m.mid AND r.rcpt LIKE ? ESCAPE '\\')")
         params.append(_like(q.recipient))
     if q.mid is not None:
         gateways = [i for i, k in ctx.kinds.items() if k != MANAGER and
@@ -194,28 +197,28 @@ def _candidates(ctx: _Context, q: Query) -> list[tuple[int, int]]:
         params.append(q.until)
     source, order = "messages m", "m.t_first"
     if contains and q.mid is None and q.manager_mid is None and q.message_id is None:
-        word, dense = _driving_word(ctx.db, contains)
-        if word is not None:
-            # the few messages holding that word, found by it; the filters then check them
+        found_by, many = _plan(ctx.db, contains)
+        if found_by:
+            # the messages holding those words, found by them; the filters then check them
             source = "tokens t JOIN messages m ON m.src = t.src AND m.mid = t.mid"
-            where.insert(0, "t.token = ?")
-            params.insert(0, word)
-        elif not dense:
+            also = ["EXISTS (SELECT 1 FROM tokens u WHERE u.token = ? AND u.src = t.src "
+                    "AND u.mid = t.mid)"] * (len(found_by) - 1)
+            where[:0] = ["t.token = ?", *also]
+            params[:0] = found_by
+        elif not many:
             order = "+m.t_first"   # rare matches: one pass over the messages, then a sort
-    sql = (f"SELECT m.src, m.mid FROM {source}"
+    sql = (f"SELECT m.src, m.mid, m.origin_host, m.origin_mid FROM {source}"
            + (" WHERE " + " AND ".join(where) if where else "")
            + f" ORDER BY {order} DESC, m.mid DESC LIMIT ?")
     params.append(q.limit * 4)
-    return [(r[0], r[1]) for r in ctx.db.execute(sql, params)]
+    return [(r[0], r[1], r[2], r[3]) for r in ctx.db.execute(sql, params)]
 
 
-def _root(ctx: _Context, src: int, mid: int) -> tuple[int, int]:
+def _root(ctx: _Context, src: int, mid: int, host: str | None, origin: int | None
+          ) -> tuple[int, int]:
     """The message as it first entered a gateway (or the one found, if that is unknown)."""
-    row = ctx.db.execute("SELECT origin_host, origin_mid FROM messages WHERE src = ? AND mid = ?",
-                         (src, mid)).fetchone()
-    if row is None or row[1] is None:
+    if origin is None:
         return src, mid
-    host, origin = row
     if host is None:
         return src, origin                         # a release: MID originally <origin>
     gateway = ctx.ids.get(host)
@@ -248,21 +251,24 @@ def _journey(ctx: _Context, src: int, mid: int) -> dict[str, Any]:
 
 def _message(ctx: _Context, src: int, mid: int, lines: list[dict[str, Any]]) -> dict[str, Any]:
     db, name = ctx.db, ctx.names[src]
-    row = db.execute("SELECT icid, t_first, t_last, sender, message_id, subject, origin_host, "
-                     "origin_mid FROM messages WHERE src = ? AND mid = ?", (src, mid)).fetchone()
-    icid, t_first, t_last, sender, message_id, subject, origin_host, origin_mid = \
-        row if row is not None else (None,) * 8
-    recipients = [r[0] for r in db.execute(
-        "SELECT rcpt FROM recipients WHERE src = ? AND mid = ? ORDER BY rcpt", (src, mid))]
+    row = db.execute(
+        "SELECT icid, t_first, t_last, sender, message_id, subject, origin_host, origin_mid, "
+        "(SELECT json_group_array(rcpt) FROM (SELECT rcpt FROM recipients r WHERE r.src = m.src "
+        "AND r.mid = m.mid ORDER BY rcpt)) FROM messages m WHERE src = ? AND mid = ?",
+        (src, mid)).fetchone()
+    icid, t_first, t_last, sender, message_id, subject, origin_host, origin_mid, rcpts = \
+        row if row is not None else (None,) * 8 + ("[]",)
+    recipients = [str(r) for r in json.loads(rcpts or "[]")]
     events = db.execute("SELECT seq, t, dcid, text FROM events WHERE src = ? AND mid = ? "
                         "ORDER BY seq", (src, mid)).fetchall()
     dcids = list(dict.fromkeys(e[2] for e in events if e[2] is not None))
     conn_lines: dict[tuple[str, int], list[tuple[int, float, str]]] = {}
-    for kind, ids in (("ICID", [icid] if icid is not None else []), ("DCID", dcids)):
-        for conn_id in ids:
-            conn_lines[(kind, conn_id)] = db.execute(
-                "SELECT seq, t, text FROM conns WHERE src = ? AND kind = ? AND id = ? "
-                "ORDER BY seq LIMIT ?", (src, kind, conn_id, _LINES_PER_CONNECTION)).fetchall()
+    wanted = [("ICID", icid)] if icid is not None else []
+    wanted += [("DCID", d) for d in dcids]
+    for kind, conn_id in wanted:
+        conn_lines[(kind, conn_id)] = db.execute(
+            "SELECT seq, t, text FROM conns WHERE src = ? AND kind = ? AND id = ? "
+            "ORDER BY seq LIMIT ?", (src, kind, conn_id, _LINES_PER_CONNECTION)).fetchall()
     for seq, t, _, text in events:
         lines.append({"source": name, "time": t, "text": text, "seq": seq})
     for found in conn_lines.values():

@@ -194,6 +194,8 @@ class TestWordIndex:
         import pvoq.logsub.tracking as tracking
 
         by_word = {j["gateway"]["mid"] for j in track(many, query)}
-        monkeypatch.setattr(tracking, "_DENSE", 0)   # no word is rare enough: scan them all
+        monkeypatch.setattr(tracking, "_plan", lambda db, filters: ([], False))   # scan all
         by_scan = {j["gateway"]["mid"] for j in track(many, query)}
-        assert by_word == by_scan and by_word
+        monkeypatch.setattr(tracking, "_DENSE", 1)   # every word common: words together
+        together = {j["gateway"]["mid"] for j in track(many, query)}
+        assert by_word == by_scan == together and by_word

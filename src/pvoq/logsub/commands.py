@@ -76,13 +76,14 @@ class LogSubscriptionCommands(CommandSet):
 
     @command("logsub.status")
     async def status(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"data": self.subscription.status()}
+        return {"data": await asyncio.to_thread(self.subscription.status)}
 
     @command("logsub.pull")
     async def pull(self, args: dict[str, Any]) -> dict[str, Any]:
         """One round now (each gateway once, and the manager's own log)."""
         more = await self.subscription.pull_all()
-        return {"data": {**self.subscription.status(), "more": more}}
+        status = await asyncio.to_thread(self.subscription.status)
+        return {"data": {**status, "more": more}}
 
     @command("track")
     async def track(self, args: dict[str, Any]) -> dict[str, Any]:

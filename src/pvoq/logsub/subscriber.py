@@ -172,7 +172,8 @@ class LogSubscription:
             self._failed(name, "not reachable over SSH: add it with `pvoq cli gateway add`",
                          log=False)
             return False
-        source = self.index.source(name, GATEWAY)
+        # the index's lock may be held by a pull being indexed: never wait for it on the loop
+        source = await asyncio.to_thread(self.index.source, name, GATEWAY)
         try:
             answer = await self.ssh.run(name, chunk_command(source.position, settings))
             chunk = decode_chunk(answer, max_bytes=settings.chunk_bytes,
@@ -215,7 +216,7 @@ class LogSubscription:
         self.log.flush()
         settings = self.config().log_subscription
         cfg = self.config()
-        source = self.index.source(cfg.hostname, MANAGER)
+        source = await asyncio.to_thread(self.index.source, cfg.hostname, MANAGER)
         for _ in range(_OWN_CHUNKS_PER_ROUND):
             chunk = await asyncio.to_thread(
                 read_chunk, cfg.logs_dir, source.position, max_bytes=settings.chunk_bytes,
@@ -226,7 +227,7 @@ class LogSubscription:
                                     position=chunk.position, stored=0, pulled_at=time.time())
             if not chunk.more:
                 return False
-            source = self.index.source(cfg.hostname, MANAGER)
+            source = await asyncio.to_thread(self.index.source, cfg.hostname, MANAGER)
         return True
 
     # -- health -----------------------------------------------------------------------
@@ -244,7 +245,7 @@ class LogSubscription:
         health.failing = False
 
     def status(self) -> dict[str, Any]:
-        """What `logsub.status` answers."""
+        """What `logsub.status` answers (it reads the index: call it from a worker thread)."""
         sources = {s.name: s for s in self.index.sources()}
         settings = self.config().log_subscription
 

@@ -56,7 +56,8 @@ CREATE INDEX IF NOT EXISTS messages_origin_mid ON messages (src, origin_mid);
 CREATE TABLE IF NOT EXISTS recipients (
   src INTEGER NOT NULL, mid INTEGER NOT NULL, rcpt TEXT NOT NULL,
   PRIMARY KEY (src, mid, rcpt)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS recipients_rcpt ON recipients (rcpt);
+CREATE INDEX IF NOT EXISTS recipients_address ON recipients (rcpt COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS messages_sender ON messages (sender COLLATE NOCASE);
 CREATE TABLE IF NOT EXISTS events (
   seq INTEGER PRIMARY KEY, src INTEGER NOT NULL, mid INTEGER NOT NULL, t REAL NOT NULL,
   dcid INTEGER, text TEXT NOT NULL);

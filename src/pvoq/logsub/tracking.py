@@ -53,7 +53,7 @@ _LINES_PER_CONNECTION = 20
 class Query:
     """The filters of one tracking query; those left None do not filter."""
 
-    sender: str | None = None
+    sender: str | None = None        # a whole address: is; otherwise: contains
     recipient: str | None = None
     subject: str | None = None
     message_id: str | None = None
@@ -125,6 +125,9 @@ def track(index: TrackingIndex, query: Query) -> list[dict[str, Any]]:
         return [_journey(ctx, *root) for root in roots]
 
 
+ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>.]+")
+"""A --sender or --recipient that is a whole address (`local@domain.tld`) matches that address
+(any case); any other value, the addresses that contain it."""
 _DENSE = 500      # a word in this many messages or more is common
 _COUNTED = 5_000   # words are counted up to this many messages
 _MORE_WORDS = 2    # common words checked beside the rarest, when all are common
@@ -161,9 +164,15 @@ def _plan(db: sqlite3.Connection, filters: list[tuple[str, str]]) -> tuple[list[
 def _candidates(ctx: _Context, q: Query) -> list[tuple[int, int, str | None, int | None]]:
     where: list[str] = []
     params: list[Any] = []
-    contains = [(f, v) for f, v in (("sender", q.sender), ("recipient", q.recipient),
+    sender_is = q.sender is not None and ADDRESS.fullmatch(q.sender) is not None
+    recipient_is = q.recipient is not None and ADDRESS.fullmatch(q.recipient) is not None
+    contains = [(f, v) for f, v in (("sender", None if sender_is else q.sender),
+                                    ("recipient", None if recipient_is else q.recipient),
                                     ("subject", q.subject)) if v is not None]
-    if q.sender is not None:
+    if q.sender is not None and sender_is:
+        where.append("m.sender = ? COLLATE NOCASE")
+        params.append(q.sender)
+    elif q.sender is not None:
         where.append("m.sender LIKE ? ESCAPE '\\'")
         params.append(_like(q.sender))
     if q.subject is not None:
@@ -173,7 +182,7 @@ def _candidates(ctx: _Context, q: Query) -> list[tuple[int, int, str | None, int
         bare = q.message_id.strip().strip("<>")
         where.append("m.message_id IN (?, ?)")
         params += [bare, f"<{bare}>"]
-    if q.recipient is not None:
+    if q.recipient is not None and not recipient_is:
         where.append("EXISTS (SELECT 1 FROM recipients r WHERE r.src = m.src AND "
                      "r.mid = m.mid AND r.rcpt LIKE ? ESCAPE '\\')")
         params.append(_like(q.recipient))
@@ -196,7 +205,14 @@ def _candidates(ctx: _Context, q: Query) -> list[tuple[int, int, str | None, int
         where.append("m.t_first <= ?")
         params.append(q.until)
     source, order = "messages m", "m.t_first"
-    if contains and q.mid is None and q.manager_mid is None and q.message_id is None:
+    if recipient_is:   # a whole address: the messages to it, by the address index
+        source = "recipients x JOIN messages m ON m.src = x.src AND m.mid = x.mid"
+        where.insert(0, "x.rcpt = ? COLLATE NOCASE")
+        params.insert(0, q.recipient)
+        order = "+m.t_first"
+    elif sender_is:
+        order = "+m.t_first"   # by the sender index, then sorted
+    elif contains and q.mid is None and q.manager_mid is None and q.message_id is None:
         found_by, many = _plan(ctx.db, contains)
         if found_by:
             # the messages holding those words, found by them; the filters then check them

@@ -199,3 +199,14 @@ class TestWordIndex:
         monkeypatch.setattr(tracking, "_DENSE", 1)   # every word common: words together
         together = {j["gateway"]["mid"] for j in track(many, query)}
         assert by_word == by_scan == together and by_word
+
+    def test_a_whole_address_is_matched_exactly_in_any_case(self, many: TrackingIndex) -> None:
+        senders = {j["gateway"]["sender"] for j in track(many, Query(sender="Ann.Lee@corp1.example",
+                                                                     limit=100))}
+        assert senders == {"ann.lee@corp1.example", "ANN.LEE@CORP1.EXAMPLE"}
+        part = {j["gateway"]["sender"] for j in track(many, Query(sender="ann.lee@corp1",
+                                                                  limit=100))}
+        assert "joann.lee@corp1.example.net" in part   # not a whole address: contains
+        to = {j["gateway"]["recipients"][0] for j in track(many, Query(
+            recipient="RCPT1@example.com", limit=100))}
+        assert to == {"rcpt1@example.com"}

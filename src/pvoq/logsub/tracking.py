@@ -122,7 +122,7 @@ def track(index: TrackingIndex, query: Query) -> list[dict[str, Any]]:
                 roots.append(root)
             if len(roots) >= query.limit:
                 break
-        return [_journey(ctx, *root) for root in roots]
+        return _journeys(ctx, roots)
 
 
 ADDRESS = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>.]+")
@@ -241,56 +241,116 @@ def _root(ctx: _Context, src: int, mid: int, host: str | None, origin: int | Non
     return (gateway, origin) if gateway is not None else (src, mid)
 
 
-def _journey(ctx: _Context, src: int, mid: int) -> dict[str, Any]:
-    lines: list[dict[str, Any]] = []
-    first = _message(ctx, src, mid, lines)
-    journey: dict[str, Any] = {"gateway": None, "manager": [], "releases": []}
-    if ctx.kinds.get(src) == MANAGER:
-        journey["manager"].append(first)
-    else:
-        journey["gateway"] = first
+Key = tuple[int, int]   # (source id, MID)
+_BATCH = 500
+
+
+def _in(values: list[int]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _journeys(ctx: _Context, roots: list[Key]) -> list[dict[str, Any]]:
+    """The journeys of *roots*, with a few batched queries for them all."""
+    copies: dict[Key, list[Key]] = {r: [] for r in roots}
+    releases: dict[Key, list[Key]] = {r: [] for r in roots}
+    for src, mids in _by_source(r for r in roots if ctx.kinds.get(r[0]) != MANAGER).items():
+        for part in _batches(mids):
+            for m_src, m_mid, origin in ctx.db.execute(
+                    f"SELECT src, mid, origin_mid FROM messages WHERE origin_host = ? AND "
+                    f"origin_mid IN ({_in(part)}) ORDER BY t_first", (ctx.names[src], *part)):
+                copies[(src, origin)].append((m_src, m_mid))
+            for r_mid, origin in ctx.db.execute(
+                    f"SELECT mid, origin_mid FROM messages INDEXED BY messages_origin_mid "
+                    f"WHERE src = ? AND origin_mid IN "
+                    f"({_in(part)}) AND origin_host IS NULL ORDER BY t_first", (src, *part)):
+                releases[(src, origin)].append((src, r_mid))
+    wanted = set(roots) | {k for ks in copies.values() for k in ks} | \
+        {k for ks in releases.values() for k in ks}
+    found = _messages(ctx, wanted)
+    out = []
+    for root in roots:
+        lines: list[dict[str, Any]] = []
+        journey: dict[str, Any] = {"gateway": None, "manager": [], "releases": []}
+        first, first_lines = found[root]
+        lines += first_lines
+        if ctx.kinds.get(root[0]) == MANAGER:
+            journey["manager"].append(first)
+        else:
+            journey["gateway"] = first
+            for key in copies[root]:
+                journey["manager"].append(found[key][0])
+                lines += found[key][1]
+            for key in releases[root]:
+                journey["releases"].append(found[key][0])
+                lines += found[key][1]
+        lines.sort(key=lambda line: (line["time"], line["seq"]))
+        for line in lines:
+            del line["seq"]
+        journey["lines"] = lines
+        out.append(journey)
+    return out
+
+
+def _by_source(keys: Any) -> dict[int, list[int]]:
+    grouped: dict[int, list[int]] = {}
+    for src, mid in keys:
+        grouped.setdefault(src, []).append(mid)
+    return grouped
+
+
+def _batches(values: list[int]) -> list[list[int]]:
+    return [values[i:i + _BATCH] for i in range(0, len(values), _BATCH)]
+
+
+def _messages(ctx: _Context, keys: set[Key]
+              ) -> dict[Key, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each message of *keys* as tracking shows it, and its lines (with their `seq`)."""
+    db = ctx.db
+    out: dict[Key, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for src, mids in _by_source(sorted(keys)).items():
         name = ctx.names[src]
-        for m_src, m_mid in ctx.db.execute(
-                "SELECT src, mid FROM messages WHERE origin_host = ? AND origin_mid = ? "
-                "ORDER BY t_first", (name, mid)).fetchall():
-            journey["manager"].append(_message(ctx, m_src, m_mid, lines))
-        for (r_mid,) in ctx.db.execute(
-                "SELECT mid FROM messages WHERE src = ? AND origin_mid = ? AND origin_host IS "
-                "NULL ORDER BY t_first", (src, mid)).fetchall():
-            journey["releases"].append(_message(ctx, src, r_mid, lines))
-    lines.sort(key=lambda line: (line["time"], line["seq"]))
-    for line in lines:
-        del line["seq"]
-    journey["lines"] = lines
-    return journey
+        for part in _batches(mids):
+            rows = {r[0]: r[1:] for r in db.execute(
+                "SELECT mid, icid, t_first, t_last, sender, message_id, subject, origin_host, "
+                "origin_mid, (SELECT json_group_array(rcpt) FROM (SELECT rcpt FROM recipients r "
+                "WHERE r.src = m.src AND r.mid = m.mid ORDER BY rcpt)) FROM messages m "
+                f"WHERE src = ? AND mid IN ({_in(part)})", (src, *part))}
+            events: dict[int, list[tuple[int, float, int | None, str]]] = {m: [] for m in part}
+            for mid, seq, t, dcid, text in db.execute(
+                    f"SELECT mid, seq, t, dcid, text FROM events WHERE src = ? AND mid IN "
+                    f"({_in(part)}) ORDER BY seq", (src, *part)):
+                events[mid].append((seq, t, dcid, text))
+            icids = sorted({r[0] for r in rows.values() if r[0] is not None})
+            dcids = sorted({e[2] for es in events.values() for e in es if e[2] is not None})
+            conns: dict[tuple[str, int], list[tuple[int, float, str]]] = {}
+            for kind, ids in (("ICID", icids), ("DCID", dcids)):
+                for chunk in _batches(ids):
+                    for conn_id, seq, t, text in db.execute(
+                            f"SELECT id, seq, t, text FROM conns WHERE src = ? AND kind = ? AND "
+                            f"id IN ({_in(chunk)}) ORDER BY seq", (src, kind, *chunk)):
+                        lines = conns.setdefault((kind, conn_id), [])
+                        if len(lines) < _LINES_PER_CONNECTION:
+                            lines.append((seq, t, text))
+            for mid in part:
+                out[(src, mid)] = _message(name, mid, rows.get(mid), events[mid], conns)
+    return out
 
 
-def _message(ctx: _Context, src: int, mid: int, lines: list[dict[str, Any]]) -> dict[str, Any]:
-    db, name = ctx.db, ctx.names[src]
-    row = db.execute(
-        "SELECT icid, t_first, t_last, sender, message_id, subject, origin_host, origin_mid, "
-        "(SELECT json_group_array(rcpt) FROM (SELECT rcpt FROM recipients r WHERE r.src = m.src "
-        "AND r.mid = m.mid ORDER BY rcpt)) FROM messages m WHERE src = ? AND mid = ?",
-        (src, mid)).fetchone()
+def _message(name: str, mid: int, row: tuple[Any, ...] | None,
+             events: list[tuple[int, float, int | None, str]],
+             conns: dict[tuple[str, int], list[tuple[int, float, str]]]
+             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     icid, t_first, t_last, sender, message_id, subject, origin_host, origin_mid, rcpts = \
         row if row is not None else (None,) * 8 + ("[]",)
     recipients = [str(r) for r in json.loads(rcpts or "[]")]
-    events = db.execute("SELECT seq, t, dcid, text FROM events WHERE src = ? AND mid = ? "
-                        "ORDER BY seq", (src, mid)).fetchall()
-    dcids = list(dict.fromkeys(e[2] for e in events if e[2] is not None))
-    conn_lines: dict[tuple[str, int], list[tuple[int, float, str]]] = {}
-    wanted = [("ICID", icid)] if icid is not None else []
-    wanted += [("DCID", d) for d in dcids]
-    for kind, conn_id in wanted:
-        conn_lines[(kind, conn_id)] = db.execute(
-            "SELECT seq, t, text FROM conns WHERE src = ? AND kind = ? AND id = ? "
-            "ORDER BY seq LIMIT ?", (src, kind, conn_id, _LINES_PER_CONNECTION)).fetchall()
-    for seq, t, _, text in events:
-        lines.append({"source": name, "time": t, "text": text, "seq": seq})
-    for found in conn_lines.values():
-        for seq, t, text in found:
-            lines.append({"source": name, "time": t, "text": text, "seq": seq})
-    client = next((text for _, _, text in conn_lines.get(("ICID", icid or 0), [])
+    keys = [("ICID", icid)] if icid is not None else []
+    keys += [("DCID", d) for d in dict.fromkeys(e[2] for e in events if e[2] is not None)]
+    mine = {key: conns[key] for key in keys if key in conns}
+    lines = [{"source": name, "time": t, "text": text, "seq": seq}
+             for seq, t, _, text in events]
+    lines += [{"source": name, "time": t, "text": text, "seq": seq}
+              for found in mine.values() for seq, t, text in found]
+    client = next((text for _, _, text in conns.get(("ICID", icid or 0), [])
                    if text.startswith("New ")), None)
     return {
         "source": name, "mid": mid, "icid": icid, "first": t_first, "last": t_last,
@@ -300,8 +360,8 @@ def _message(ctx: _Context, src: int, mid: int, lines: list[dict[str, Any]]) -> 
                                                    "mid": origin_mid},
         "verdicts": [e[3] for e in events if _VERDICT.match(e[3])],
         "quarantine": [e[3] for e in events if _QUARANTINE.match(e[3])],
-        "deliveries": _deliveries(events, conn_lines),
-    }
+        "deliveries": _deliveries(events, mine),
+    }, lines
 
 
 def _deliveries(events: list[tuple[int, float, int | None, str]],

@@ -14,8 +14,8 @@ quarantine store. Tables:
 - `recipients`: (source, MID, recipient);
 - `events`: every line about a MID, in log order (its DCID when it names one);
 - `conns`: every line about an ICID or a DCID that names no MID;
-- `tokens`: each word of each message's sender, recipients and subject, for
-  tracking's "contains" filters.
+- `tokens`: each word (and pair of adjacent words) of each message's sender,
+  recipients and subject, for tracking's "contains" filters.
 
 `add` indexes a chunk of lines and moves the source's position in the same
 transaction: the position and the rows it covers commit together, so a crash
@@ -79,9 +79,12 @@ FIELD_PREFIX = {"sender": "s:", "recipient": "r:", "subject": "j:"}
 
 
 def words(field: str, value: str) -> set[str]:
-    """The `tokens` entries of *value* in *field*."""
+    """The `tokens` entries of *value* in *field*: each word, and each pair of adjacent words
+    (`j:invoice meeting`: two common words together are rarer than either)."""
     prefix = FIELD_PREFIX[field]
-    return {prefix + w for w in TOKEN.findall(value.lower())}
+    found = TOKEN.findall(value.lower())
+    return ({prefix + w for w in found}
+            | {f"{prefix}{a} {b}" for a, b in zip(found, found[1:], strict=False)})
 
 GATEWAY = "gateway"
 MANAGER = "manager"

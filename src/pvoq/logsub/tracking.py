@@ -140,25 +140,31 @@ def _count(db: sqlite3.Connection, token: str, cap: int) -> int:
 
 
 def _plan(db: sqlite3.Connection, filters: list[tuple[str, str]]) -> tuple[list[str], bool]:
-    """How to find what the "contains" *filters* match: the words (held whole by a filter,
-    rarest first) to find the messages by, none to look at every message; and whether the
-    matches are likely many (so that a walk from the newest finds a page soon)."""
+    """How to find what the "contains" *filters* match: the words or pairs of words (held
+    whole by a filter, rarest first) to find the messages by, none to look at every message;
+    and whether the matches are likely many (so that a walk from the newest finds a page
+    soon: a single common word)."""
     whole: list[tuple[int, str]] = []
-    partial_common = False
+    common_word = False
     for name, value in filters:
         text = value.lower()
-        for m in TOKEN.finditer(text):
-            token = FIELD_PREFIX[name] + m.group()
-            if m.start() > 0 and m.end() < len(text):   # whole: separators on both sides
-                whole.append((_count(db, token, _COUNTED), token))
-            elif _count(db, token, _DENSE) >= _DENSE:
-                partial_common = True
+        found = list(TOKEN.finditer(text))
+        inner = [m.start() > 0 and m.end() < len(text) for m in found]
+        prefix = FIELD_PREFIX[name]
+        for k, m in enumerate(found):
+            if inner[k]:
+                whole.append((_count(db, prefix + m.group(), _COUNTED), prefix + m.group()))
+                if k + 1 < len(found) and inner[k + 1]:
+                    pair = f"{prefix}{m.group()} {found[k + 1].group()}"
+                    whole.append((_count(db, pair, _COUNTED), pair))
+        if len(found) == 1 and _count(db, prefix + found[0].group(), _DENSE) >= _DENSE:
+            common_word = True
     whole.sort()
     if whole and whole[0][0] < _DENSE:
         return [whole[0][1]], False          # a rare word: the few messages holding it
     if len(whole) > 1:
         return [t for _, t in whole[:1 + _MORE_WORDS]], False   # common words together
-    return [], bool(whole) or partial_common
+    return [], common_word or bool(whole)
 
 
 def _candidates(ctx: _Context, q: Query) -> list[tuple[int, int, str | None, int | None]]:

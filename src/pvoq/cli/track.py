@@ -107,8 +107,10 @@ def render(journey: dict[str, Any], number: int, total: int) -> list[str]:
 
 
 @click.command("track")
-@click.option("--sender", default=None, help="Envelope sender contains this.")
-@click.option("--recipient", default=None, help="A recipient contains this.")
+@click.option("--sender", default=None,
+              help="Envelope sender: a whole address (exact, any case), or text it contains.")
+@click.option("--recipient", default=None,
+              help="A recipient: a whole address (exact, any case), or text it contains.")
 @click.option("--subject", default=None, help="Subject contains this.")
 @click.option("--message-id", "message_id", default=None, help="Message-ID (with or without <>).")
 @click.option("--mid", type=click.IntRange(1), default=None, help="A gateway's MID.")

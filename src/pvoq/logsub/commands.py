@@ -81,6 +81,8 @@ class LogSubscriptionCommands(CommandSet):
     @command("logsub.pull")
     async def pull(self, args: dict[str, Any]) -> dict[str, Any]:
         """One round now (each gateway once, and the manager's own log)."""
+        if not self.subscription.config().log_subscription.enabled:
+            raise CommandError("the log subscription is disabled (<log_subscription><enabled>)")
         more = await self.subscription.pull_all()
         status = await asyncio.to_thread(self.subscription.status)
         return {"data": {**status, "more": more}}

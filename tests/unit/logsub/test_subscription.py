@@ -268,3 +268,19 @@ class TestFaults:
 def test_a_malformed_answer_is_refused_naming_what_is_wrong(answer: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         decode_chunk(answer, max_bytes=4096, max_lines=10)
+
+
+def test_pull_now_is_refused_while_the_subscription_is_disabled(tmp_path: Path) -> None:
+    from pvoq.admin.protocol import CommandError
+
+    async def body(world: World) -> None:
+        world.config = cast(Config, SimpleNamespace(**{
+            **vars(world.config), "log_subscription": LogSubscriptionSettings(enabled=False)}))
+        sub = world.subscription()
+        commands = Commands()
+        LogSubscriptionCommands(sub).register(commands)
+        with pytest.raises(CommandError, match="disabled"):
+            await commands["logsub.pull"]({})
+        assert (await commands["logsub.status"]({}))["data"]["enabled"] is False
+        await sub.stop()
+    run(tmp_path, body)

@@ -110,15 +110,17 @@ def owner_of(command: str) -> str | None:
     # Imported here: only a refused command needs them (the role wiring registers
     # these sets; the appliance's own, such as `status`, are on both).
     from pvoq.gateway.commands import PipelineCommands, PvoCheckCommands, WorkQueueCommands
+    from pvoq.logsub.commands import LogChunkCommands, LogSubscriptionCommands
     from pvoq.quarantine.commands import QuarantineCommands
     from pvoq.quarantine.definitions import QuarantineConfigCommands
     from pvoq.quarantine.overview import OverviewCommands
     from pvoq.remote.commands import GatewayLinkCommands, ManagerLinkCommands
 
     for role, sets in (("manager", (QuarantineCommands, ManagerLinkCommands,
-                                    QuarantineConfigCommands, OverviewCommands)),
+                                    QuarantineConfigCommands, OverviewCommands,
+                                    LogSubscriptionCommands)),
                        ("gateway", (PipelineCommands, WorkQueueCommands, PvoCheckCommands,
-                                    GatewayLinkCommands))):
+                                    GatewayLinkCommands, LogChunkCommands))):
         if any(command in s.command_names() for s in sets):
             return role
     return None

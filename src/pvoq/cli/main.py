@@ -14,7 +14,18 @@ import click
 
 import pvoq.cli.quarantine_admin as quarantine_admin
 from pvoq import __version__
-from pvoq.cli import doctor, logs, operator, quarantine, queues, remote, scanning, spool, users
+from pvoq.cli import (
+    doctor,
+    logs,
+    operator,
+    quarantine,
+    queues,
+    remote,
+    scanning,
+    spool,
+    track,
+    users,
+)
 from pvoq.cli.client import ClientContext, load_or_exit
 from pvoq.config.errors import ConfigError
 from pvoq.errors import OperatorError
@@ -292,6 +303,7 @@ logs.register(operator_cli)         # grep, tail (read the log file itself)
 spool.register(operator_cli)        # spool list|show (read the spool log itself)
 users.register(operator_cli)        # user add|passwd|role|delete|list|whoami
 doctor.register(main)               # pvoq doctor -c FILE [--json]
+track.register(operator_cli)        # track, logsub status|pull (the manager)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

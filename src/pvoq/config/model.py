@@ -454,6 +454,16 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class LogSubscriptionSettings:
+    """`<log_subscription>`: the manager pulls its gateways' mail_logs over SSH (on by default)."""
+
+    enabled: bool = True
+    interval_seconds: float = bounded(60.0, (0.1, 86400.0))  # between pulls once caught up
+    chunk_bytes: int = bounded(1024 * 1024, (4096, 64 * 1024 * 1024))  # per pull, at most
+    chunk_lines: int = bounded(10_000, (1, 1_000_000))  # per pull, at most
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     role: str
@@ -476,6 +486,7 @@ class Config:
     ssh: SshSettings = field(default_factory=SshSettings)
     cluster: ClusterInfo | None = None
     web: WebSettings = field(default_factory=WebSettings)  # config.web: the console
+    log_subscription: LogSubscriptionSettings = field(default_factory=LogSubscriptionSettings)
 
     def interface(self, name: str) -> Interface | None:
         for i in self.interfaces:

@@ -44,6 +44,7 @@ from pvoq.gateway.processing import Processor, ScanEngines
 from pvoq.gateway.receipts import Receipts
 from pvoq.gateway.router import Router
 from pvoq.gateway.workqueue import Dispose, GiveUp, WorkQueue
+from pvoq.logsub.commands import LogChunkCommands
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.remote.commands import GatewayLinkCommands, ListenerInfoCommands
 from pvoq.remote.service import CommandService
@@ -258,6 +259,7 @@ class Gateway(Appliance):
     async def start(self) -> None:
         self.ssh_service: CommandService | None = self._make_ssh_service(self.config)
         GatewayLinkCommands(lambda: self.config, lambda: self.ssh_service).register(self.admin)
+        LogChunkCommands(lambda: self.config.logs_dir).register(self.admin)
         ListenerInfoCommands(lambda: self.config).register(self.admin)
         await super().start()
         if self.ssh_service is not None:

@@ -26,6 +26,8 @@ from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config, Listener
 from pvoq.cpq.server import CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
+from pvoq.logsub.commands import LogSubscriptionCommands
+from pvoq.logsub.subscriber import LogSubscription
 from pvoq.manager.handler import QuarantineHandler
 from pvoq.manager.mids import SharedIds
 from pvoq.manager.releases import Releases
@@ -115,6 +117,9 @@ class Manager(Appliance):
         ManagerLinkCommands(lambda: self.config, self.ssh, self.locator,
                             self._wake_releases).register(self.admin)
         ListenerInfoCommands(lambda: self.config).register(self.admin)
+        self.logsub = LogSubscription(config=lambda: self.config, ssh=self.ssh,
+                                      maillog=self.maillog)
+        LogSubscriptionCommands(self.logsub).register(self.admin)
 
     def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP]]:
         if not listener.is_cpq:
@@ -209,6 +214,7 @@ class Manager(Appliance):
         return ctx
 
     async def _start_api(self) -> None:
+        self.logsub.start()
         api = self.config.api
         if api.enabled and api.port:
             from pvoq.web.server import ApiServer
@@ -242,6 +248,7 @@ class Manager(Appliance):
 
     async def stop(self) -> None:
         await self.locator.stop()
+        await self.logsub.stop()
         if self.api is not None:
             await self.api.stop()
         if self._expiry_task is not None and not self._expiry_task.done():

@@ -43,6 +43,10 @@ COMMANDS: Mapping[str, str] = {
     "tophosts": "tophosts",
     "listeners": "listeners",
 }
+# SSH command words -> admin command that takes the words after them as `argv`.
+ARG_COMMANDS: Mapping[str, str] = {
+    "logs chunk": "logs.chunk",   # INODE OFFSET HEAD BYTES LINES: the manager's log subscription
+}
 
 Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -103,10 +107,13 @@ class CommandService:
         process.exit(code)
 
     async def _run(self, command: str) -> tuple[int, str]:
-        name = COMMANDS.get(command)
+        name, args = COMMANDS.get(command), {}
+        words = command.split()
+        if name is None and " ".join(words[:2]) in ARG_COMMANDS:
+            name, args = ARG_COMMANDS[" ".join(words[:2])], {"argv": words[2:]}
         if name is None or name not in self.commands:
             return 1, f"command not allowed: {command!r} (allowed: {', '.join(COMMANDS)})"
-        result = await self.commands[name]({})
+        result = await self.commands[name](args)
         return 0, json.dumps(result.get("data", result.get("text")))
 
     def _enrol(self, command: str, key: asyncssh.SSHKey | None, peer: str) -> tuple[int, str]:

@@ -33,6 +33,7 @@ from pvoq.config.model import (
     GatewayRecord,
     Interface,
     Listener,
+    LogSubscriptionSettings,
     MailPolicy,
     ManagerRecord,
     OutbreakSettings,
@@ -148,6 +149,7 @@ SECTIONS = [
             {"port": WRITTEN}),
     Section(ApiToken, "  <api><port>8080</port><token><value>t1</value><user>alice</user>"
             "</token></api>\n", lambda c: c.api.tokens[0], {"token": WRITTEN, "user": WRITTEN}),
+    Section(LogSubscriptionSettings, "  <log_subscription/>\n", lambda c: c.log_subscription, {}),
 ]
 
 

@@ -316,7 +316,8 @@ SECTIONS = [(model.Listener, "<listener>"), (model.PvoSettings, "<pvo_quarantine
             (model.OutbreakSettings, "<outbreak_filters>"),
             (model.ScanSettings, "<scan_pipeline>"),
             (model.QuarantineDefinition, "<quarantine>"),
-            (model.QuarantineStoreSettings, "<quarantine_store>"), (model.ApiSettings, "<api>")]
+            (model.QuarantineStoreSettings, "<quarantine_store>"), (model.ApiSettings, "<api>"),
+            (model.LogSubscriptionSettings, "<log_subscription>")]
 
 
 LABELS = {(model.Route, "port"): "the port of `destination`",

@@ -192,6 +192,7 @@ class Manager(Appliance):
     async def start(self) -> None:
         await super().start()
         self._expiry_task = asyncio.ensure_future(self._expiry_loop())
+        self.logsub.start()
         await self._start_api()
 
     def api_app(self) -> FastAPI:
@@ -214,7 +215,6 @@ class Manager(Appliance):
         return ctx
 
     async def _start_api(self) -> None:
-        self.logsub.start()
         api = self.config.api
         if api.enabled and api.port:
             from pvoq.web.server import ApiServer

@@ -453,6 +453,15 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """`<metrics>`: Prometheus `/metrics` on its own port (`config.metrics` reads it)."""
+
+    enabled: bool = field(default=False, metadata={FILE_DEFAULT: True})
+    address: str = "127.0.0.1"
+    port: int = bounded(0, PORTS, file_default=MISSING)  # required in a written <metrics>
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     role: str
@@ -474,6 +483,7 @@ class Config:
     api: ApiSettings = field(default_factory=ApiSettings)
     ssh: SshSettings = field(default_factory=SshSettings)
     cluster: ClusterInfo | None = None
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def interface(self, name: str) -> Interface | None:
         for i in self.interfaces:

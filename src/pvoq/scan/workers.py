@@ -45,6 +45,7 @@ import struct
 import sys
 from typing import Any, BinaryIO
 
+from pvoq import metrics
 from pvoq.config.model import ScanSettings
 from pvoq.scan.message import Envelope
 from pvoq.scan.outbreak import RulesError
@@ -259,7 +260,10 @@ class ScanWorkers:
                                tuple(skip)), future))
         if len(self._waiting) == 1:
             loop.call_soon(self._send)
-        return await future
+        started = metrics.now()
+        result = await future
+        metrics.scanned(started)
+        return result
 
     def _send(self) -> None:
         alive = [w for w in self._workers if w.alive]

@@ -97,6 +97,7 @@ class Deployment:
     ssh: bool = False  # the gateway runs its SSH command service on ports["gateway_ssh"]
     managers: int = 1  # how many managers the gateway lists: manager, manager2, ...
     database_url: str | None = None  # the managers' shared quarantine database
+    metrics: bool = False  # each appliance serves /metrics on ports["<name>_metrics"]
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -132,6 +133,8 @@ class Deployment:
         names += ["gateway_cpq", "gateway_smtp", "sink"]
         if self.ssh:
             names.append("gateway_ssh")
+        if self.metrics:
+            names += [f"{n}_metrics" for n in (*self.manager_names, "gateway")]
         self.ports = {}
         for name in names:
             self._new_port(name)
@@ -146,7 +149,7 @@ class Deployment:
             manager_address=self.ip, manager_port=self.ports["manager_cpq"],
             manager_hostname=MANAGER, managers=listed if self.managers > 1 else [],
             outbreak_urls=[OUTBREAK_HOST],
-            ssh_port=self.ports.get("gateway_ssh"),
+            ssh_port=self.ports.get("gateway_ssh"), metrics_port=self.ports.get("gateway_metrics"),
             retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
             ca_dir=self.root / "ca")
 
@@ -166,6 +169,7 @@ class Deployment:
         path = init_appliance(self.root / name, ApplianceSpec(
             role="manager", hostname=self.hostname_of(name), serial=serial, ip=self.ip,
             cpq_port=port, gateways=[(GATEWAY, self.ip, self.ports["gateway_cpq"])],
+            metrics_port=self.ports.get(f"{name}_metrics"),
             retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
             ca_dir=self.root / "ca")
         if self.database_url:

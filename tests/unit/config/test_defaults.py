@@ -35,6 +35,7 @@ from pvoq.config.model import (
     Listener,
     MailPolicy,
     ManagerRecord,
+    MetricsSettings,
     OutbreakSettings,
     PvoSettings,
     QuarantineDefinition,
@@ -148,6 +149,8 @@ SECTIONS = [
             {"port": WRITTEN}),
     Section(ApiToken, "  <api><port>8080</port><token><value>t1</value><user>alice</user>"
             "</token></api>\n", lambda c: c.api.tokens[0], {"token": WRITTEN, "user": WRITTEN}),
+    Section(MetricsSettings, "  <metrics><port>9325</port></metrics>\n", lambda c: c.metrics,
+            {"port": WRITTEN}),
 ]
 
 

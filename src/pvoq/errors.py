@@ -10,6 +10,8 @@ name), declared on the branch that says what an edge does with it::
     │   ├── SshFault                 remote.keys: the SSH link to a gateway failed (400)
     │   ├── AuditKeyError            quarantine.audit: the audit key is unreadable or not
     │   │                            this trail's (the manager does not start)
+    │   ├── DataDirInUse             datadir_lock: another process runs on the data
+    │   │                            directory (the appliance does not start)
     │   ├── Invalid ................ HTTP 400: a value the operator gave is wrong
     │   │   ├── ConfigError          config.errors: the configuration is refused (CLI: exit 2)
     │   │   ├── FilterSyntaxError    config.filterlang: a filter does not parse (the loader

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pvoq.config.model import THE_CPQ_HOST, THE_CPQ_RELEASE_HOST
-from pvoq.testing.localdeploy import GATEWAY, MANAGER, Deployment, wait_for
+from pvoq.testing.localdeploy import GATEWAY, MANAGER, Deployment, free_port, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -90,6 +90,17 @@ def test_a_gateway_and_a_manager_say_what_flowed(flowed: Deployment) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://127.0.0.1:{flowed.ports['manager_metrics']}/", timeout=10)
     assert refused.value.code == 404
+
+
+def test_a_reload_moves_metrics_to_a_new_port(flowed: Deployment) -> None:
+    old = flowed.ports["manager_metrics"]
+    new = free_port("127.0.0.1")
+    config = flowed.manager_config
+    config.write_text(config.read_text().replace(f"<port>{old}</port>", f"<port>{new}</port>"))
+    flowed.admin(config, "reload")
+    assert value(scrape(new), "pvoq_quarantine_messages", quarantine="Policy") == 1
+    with pytest.raises(OSError):
+        scrape(old)
 
 
 def test_suspended_listeners_a_stuck_cpq_host_and_tls_failures(flowed: Deployment) -> None:

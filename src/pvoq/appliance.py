@@ -303,7 +303,7 @@ class Appliance:
         self.apply_config(new)
         await self.after_reload(old, new)
         await self.listeners.rebind(new)
-        if new.metrics != old.metrics:
+        if new.metrics != old.metrics or self.metrics_error:  # moved, or bind again
             if self.metrics is not None:
                 await self.metrics.stop()
                 self.metrics = None

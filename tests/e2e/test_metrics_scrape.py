@@ -7,6 +7,7 @@ Real processes (manager, gateway, sink), real CPQ over mutual TLS, real sockets.
 from __future__ import annotations
 
 import smtplib
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -132,3 +133,28 @@ def test_suspended_listeners_a_stuck_cpq_host_and_tls_failures(flowed: Deploymen
 def _version() -> str:
     from pvoq import __version__
     return __version__
+
+
+def test_a_metrics_port_in_use_does_not_stop_the_appliance(tmp_path: Path) -> None:
+    """The port taken: the manager starts anyway and says so; a reload binds it once free."""
+    dep = Deployment(tmp_path / "d", metrics=True)
+    dep.init()
+    port = dep.ports["manager_metrics"]
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", port))
+    squatter.listen(1)
+    try:
+        dep.start_manager()
+        ready = [line for line in (dep.root / "manager.out").read_text().splitlines()
+                 if " ready " in line]
+        assert len(ready) == 1
+        assert f"; metrics cannot bind 127.0.0.1:{port}: Address already in use; " in ready[0]
+        assert any(f"Critical: Metrics cannot bind 127.0.0.1:{port}" in line
+                   for line in dep.mail_logs("manager"))
+        squatter.close()
+        dep.admin(dep.manager_config, "reload")
+        assert value(scrape(port), "pvoq_quarantine_held_messages") == 0
+    finally:
+        squatter.close()
+        dep.stop_all()

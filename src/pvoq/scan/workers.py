@@ -45,7 +45,6 @@ import struct
 import sys
 from typing import Any, BinaryIO
 
-from pvoq import metrics
 from pvoq.config.model import ScanSettings
 from pvoq.scan.message import Envelope
 from pvoq.scan.outbreak import RulesError
@@ -260,6 +259,8 @@ class ScanWorkers:
                                tuple(skip)), future))
         if len(self._waiting) == 1:
             loop.call_soon(self._send)
+        from pvoq import metrics  # here: the scanner processes never load prometheus-client
+
         started = metrics.now()
         result = await future
         metrics.scanned(started)

@@ -12,17 +12,25 @@ peer uids to those users (`users.identity`) with the role check of every
 command (`users.permissions`), and the HTTPS server (`web.server.WebServer`)
 serving `web.console.app.build_app(console_context())`, restarted in place
 on reload.
+
+`run(announce=...)` tells the operator when the appliance is ready (one line: what
+listens where) and when it has stopped; `pvoq gateway|manager run` prints both on
+stdout. With `<metrics>`, `/metrics` is served on its own port (`metrics.server`)
+from the appliance's live collector (`metrics.live`), which a role extends with
+`metric_families`. One process per data directory: `datadir_lock.hold_data_dir`,
+which `pvoq ... run` takes before the appliance is made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import ssl
 import time
-from collections.abc import Callable
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pvoq import __version__
 from pvoq.admin.protocol import AdminServer, CommandError
@@ -49,6 +57,7 @@ from pvoq.fsutil import (
 )
 from pvoq.listeners import ListenerSet, interface_ip
 from pvoq.maillog import IdAllocator, MailLog
+from pvoq.metrics.live import ApplianceCollector
 from pvoq.smtp.server import BaseHandler, ConnectionGate, PvoqSMTP, ServerContext
 from pvoq.spool.store import Spool
 from pvoq.users import SessionStore, UserStore
@@ -58,6 +67,10 @@ from pvoq.web.console.app import build_app
 from pvoq.web.console.auth import User
 from pvoq.web.console.context import ConsoleContext
 from pvoq.web.server import WebServer, web_tls_context
+
+if TYPE_CHECKING:
+    from pvoq.metrics.live import Metric
+    from pvoq.metrics.server import MetricsServer
 
 # Data directories whose files only `fsutil.atomic_write` creates (never looser than 0640,
 # whatever the umask), and that grow with the mail: their files are not checked one by one.
@@ -135,6 +148,8 @@ class Appliance:
         self.counters = Counters(config.data_dir / "counters.json")
         self.context.counters = self.counters
         self._background: set[asyncio.Future[None]] = set()
+        self.metrics: MetricsServer | None = None
+        self.metrics_error = ""  # why `<metrics>` is not served, when it is not
 
     @staticmethod
     def _remove_leftovers(config: Config, removed: dict[str, int]) -> dict[str, int]:
@@ -254,6 +269,11 @@ class Appliance:
             return
         self.maillog.info(f"Web console restarted on {self.web.url}")
 
+    def metric_families(self) -> Iterable[Metric]:
+        """The role's own live metrics (`metrics.live`), read at scrape time in a worker
+        thread: from snapshots and maintained counters only."""
+        return ()
+
     # -- lifecycle -----------------------------------------------------------
     def listeners_suspended(self) -> bool:
         """True when no CPQ listener accepts connections (suspended or not bound)."""
@@ -269,7 +289,56 @@ class Appliance:
         await self.listeners.bind_all()
         await self.admin.start()
         await self._start_console()
+        self._start_metrics(self.config)
         self.maillog.info(f"{self.role} {self.config.hostname} ready")
+
+    def _start_metrics(self, config: Config) -> None:
+        """Serve `/metrics` as *config* says. A port that cannot be bound is logged (and
+        said on the ready line), not fatal: monitoring never stops the mail."""
+        settings = config.metrics
+        self.metrics_error = ""
+        if not (settings.enabled and settings.port):
+            return
+        from pvoq.metrics.server import MetricsServer
+
+        collector = ApplianceCollector(
+            role=self.role, hostname=lambda: self.config.hostname, started=self.started,
+            config=lambda: self.config, queues=self.queues, listeners=self.listeners,
+            counters=self.counters, extra=self.metric_families)
+        try:
+            self.metrics = MetricsServer(collector, settings.address, settings.port)
+        except OSError as exc:
+            self.metrics_error = (f"metrics cannot bind {settings.address}:{settings.port}: "
+                                  f"{exc.strerror}")
+            self.maillog.critical(f"{self.metrics_error[0].upper()}{self.metrics_error[1:]}; "
+                                  "/metrics is off until a reload")
+            return
+        self.metrics.start()
+        self.maillog.info(f"Metrics listening on {settings.address} port {settings.port}")
+
+    def ready_line(self) -> str:
+        """What listens where, in one line: each listener, SSH, API and console, metrics,
+        the admin socket (a role's server found as `ssh_service`, `api` or `console`)."""
+        parts = []
+        for listener in self.config.listeners:
+            sockets = getattr(self.listeners.servers.get(listener.name), "sockets", None)
+            if not sockets:
+                parts.append(f"{listener.name} ({listener.protocol}) not listening")
+                continue
+            host, port = sockets[0].getsockname()[:2]
+            parts.append(f"{listener.name} ({listener.protocol}) {host}:{port}")
+        for label, attribute in (("SSH", "ssh_service"), ("REST API", "api"),
+                                 ("console", "web"), ("metrics", "metrics")):
+            service = getattr(self, attribute, None)
+            host = getattr(service, "address", None) or getattr(service, "host", None)
+            if service is not None and host is not None:
+                path = "/metrics" if attribute == "metrics" else ""
+                parts.append(f"{label} {host}:{getattr(service, 'port', '?')}{path}")
+        if self.metrics_error:
+            parts.append(self.metrics_error)
+        parts.append(f"admin socket {self.config.admin_socket}")
+        return (f"pvoq {__version__} {self.role} {self.config.hostname} ready (pid "
+                f"{os.getpid()}): " + "; ".join(parts))
 
     def _sessions(self, listener: Listener, gate: ConnectionGate) -> Callable[[], PvoqSMTP]:
         """The protocol factory of *listener*'s server (`listeners.SessionFactory`)."""
@@ -317,6 +386,11 @@ class Appliance:
         await self.after_reload(old, new)
         await self.listeners.rebind(new)
         await self._reload_console(new, web_tls)
+        if new.metrics != old.metrics or self.metrics_error:  # moved, or bind again
+            if self.metrics is not None:
+                await self.metrics.stop()
+                self.metrics = None
+            self._start_metrics(new)
         self.maillog.info(f"Configuration reloaded from {new.path}")
         return f"Configuration reloaded from {new.path}."
 
@@ -324,6 +398,8 @@ class Appliance:
         self.counters.save()
         if self.web is not None:
             await self.web.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         await self.admin.stop()
         await self.listeners.close()
         await self.queues.stop()
@@ -331,16 +407,23 @@ class Appliance:
         self.maillog.info(f"{self.role} {self.config.hostname} stopped")
         self.maillog.close()
 
-    async def run(self) -> None:
+    async def run(self, announce: Callable[[str], None] | None = None) -> None:
+        """Start, wait for SIGTERM or SIGINT, stop; *announce* hears the ready line once
+        started and the stopped line once stopped."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
         await self.start()
+        if announce is not None:
+            announce(self.ready_line())
         try:
             await self._stopping.wait()
         finally:
             await self.stop()
+            if announce is not None:
+                announce(f"pvoq {self.role} {self.config.hostname} stopped (pid "
+                         f"{os.getpid()})")
 
     def _reload_on_signal(self) -> None:
         async def reload() -> None:

@@ -12,6 +12,8 @@ name), declared on the branch that says what an edge does with it::
     │   │                            this trail's (the manager does not start)
     │   ├── RescanFailed             manager.rescan: a dry rescan's gateway could not answer
     │   │                            (HTTP 502; the text names the gateway)
+    │   ├── DataDirInUse             datadir_lock: another process runs on the data
+    │   │                            directory (the appliance does not start)
     │   ├── Invalid ................ HTTP 400: a value the operator gave is wrong
     │   │   ├── ConfigError          config.errors: the configuration is refused (CLI: exit 2)
     │   │   ├── FilterSyntaxError    config.filterlang: a filter does not parse (the loader

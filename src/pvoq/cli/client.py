@@ -39,8 +39,9 @@ def load_or_exit(path: str) -> Config:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print *message* on stderr and exit with *code*."""
-    click.echo(message, err=True)
+    """Print *message* (made `render.safe`: it may quote mail) on stderr and exit with *code*."""
+    from pvoq.cli.render import echo  # render imports nothing of the client
+    echo(message, err=True)
     sys.exit(code)
 
 

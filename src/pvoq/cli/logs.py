@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pvoq.cli.client import config
+from pvoq.cli.render import echo
 
 
 def _log_path(ctx: click.Context, name: str) -> Path:
@@ -44,7 +45,7 @@ def grep_cmd(ctx: click.Context, pattern: str, ignore_case: bool, count_only: bo
         any_found = False
         for line in found:
             any_found = True
-            click.echo(line)
+            echo(line)
     except re.error as exc:
         raise click.UsageError(f"bad regular expression: {exc}") from None
     if not any_found:
@@ -66,11 +67,11 @@ def tail_cmd(ctx: click.Context, lines: int, follow_on: bool, seconds: float | N
 
     path = _log_path(ctx, log)
     for line in tail(path, lines):
-        click.echo(line)
+        echo(line)
     if follow_on:
         try:
             for line in follow(path, stop_after_s=seconds):
-                click.echo(line)
+                echo(line)
         except KeyboardInterrupt:
             pass
 

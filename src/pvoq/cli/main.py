@@ -78,6 +78,9 @@ def _host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
 @click.option("--ssh-port", type=int, default=None,
               help="Run the SSH command service the manager asks for the PVO listener "
                    "(gateway).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus /metrics on 127.0.0.1 at this port; 0: off "
+                   "[default: 9325 on a manager, 9326 on a gateway].")
 @click.option("--retry-min", type=float, default=60.0, show_default=True)
 @click.option("--retry-max", type=float, default=3600.0, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing configuration.")
@@ -89,7 +92,7 @@ def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: 
          manager: str, manager_hostname: str | None, gateways: tuple[str, ...],
          managed_by: tuple[str, ...],
          clamd_socket: str | None, outbreak_rules: str | None, ssh_port: int | None,
-         outbreak_urls: tuple[str, ...],
+         outbreak_urls: tuple[str, ...], metrics_port: int | None,
          retry_min: float, retry_max: float, force: bool, web_port: int) -> None:
     """Write a working configuration and certificates for one appliance."""
     from pvoq.config.template import ApplianceSpec
@@ -124,7 +127,9 @@ def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: 
         manager_hostname=manager_hostname, managers=listed, clamd_socket=clamd_socket,
         outbreak_rules_file=outbreak_rules, ssh_port=ssh_port,
         outbreak_urls=list(outbreak_urls), gateways=gw, retry_min_seconds=retry_min,
-        retry_max_seconds=retry_max)
+        retry_max_seconds=retry_max,
+        metrics_port=(9325 if role == "manager" else 9326) if metrics_port is None
+        else metrics_port or None)
     try:
         path = init_appliance(directory, spec, ca_dir=ca_dir, force=force,
                               web_port=web_port or None)
@@ -146,16 +151,22 @@ def _run_role(config_path: str, role: str, verbose: bool) -> None:
         click.echo(f"pvoq: {config_path}: system.role: this is a {cfg.role} configuration, "
                    f"not a {role} one", err=True)
         sys.exit(2)
+    def announce(line: str) -> None:  # the ready and stopped lines, on stdout
+        click.echo(line)
+        sys.stdout.flush()
+
     try:
         from pvoq.appliance import Appliance
+        from pvoq.datadir_lock import hold_data_dir
         app: Appliance
-        if role == "gateway":
-            from pvoq.gateway import Gateway
-            app = Gateway(cfg, echo=sys.stdout if verbose else None)
-        else:
-            from pvoq.manager import Manager
-            app = Manager(cfg, echo=sys.stdout if verbose else None)
-        asyncio.run(app.run())
+        with hold_data_dir(cfg.data_dir):  # before anything in the data directory is touched
+            if role == "gateway":
+                from pvoq.gateway import Gateway
+                app = Gateway(cfg, echo=sys.stdout if verbose else None)
+            else:
+                from pvoq.manager import Manager
+                app = Manager(cfg, echo=sys.stdout if verbose else None)
+            asyncio.run(app.run(announce))
     except ConfigError as exc:
         click.echo(f"pvoq: configuration error: {exc.located(path=str(cfg.path))}", err=True)
         sys.exit(2)

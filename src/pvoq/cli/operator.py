@@ -12,7 +12,7 @@ import time
 import click
 
 from pvoq.cli.client import client_of, print_json, request
-from pvoq.cli.render import age, cell, when
+from pvoq.cli.render import age, cell, echo, when
 from pvoq.maillog.writer import format_time
 
 COUNTER_LINES = (
@@ -98,9 +98,9 @@ def tophosts(ctx: click.Context, sort: str | None, as_json: bool) -> None:
                f"{'Bounced':<9}{'Bounced'}")
     for i, h in enumerate(data["hosts"], 1):
         name = ("*" if h["down"] else "") + h["host"]
-        click.echo(f"{cell(i, 4)}{cell(name, 26)}{cell(h['active_rcpts'], 8)}"
-                   f"{cell(h['conn_out'], 7)}{cell(h['deliv_rcpts'], 8)}"
-                   f"{cell(h['soft_bounces'], 9)}{h['hard_bounces']}")
+        echo(f"{cell(i, 4)}{cell(name, 26)}{cell(h['active_rcpts'], 8)}"
+             f"{cell(h['conn_out'], 7)}{cell(h['deliv_rcpts'], 8)}"
+             f"{cell(h['soft_bounces'], 9)}{h['hard_bounces']}")
 
 
 @click.command()
@@ -112,7 +112,7 @@ def hoststatus(ctx: click.Context, host: str, as_json: bool) -> None:
     d = request(ctx, "hoststatus", {"host": host})["data"]
     if print_json(as_json, d):
         return
-    click.echo(f"Host mail status for: '{d['host']}'")
+    echo(f"Host mail status for: '{d['host']}'")
     click.echo(f"Status as of:                {format_time(d['status_as_of'])}")
     click.echo(f"Host up/down:                {'down' if d['down'] else 'up'}")
     if d["delivery_suspended"]:
@@ -135,12 +135,12 @@ def hoststatus(ctx: click.Context, host: str, as_json: bool) -> None:
     click.echo(f"  {'Oldest Message':<30}{'No Messages' if not oldest else age(time.time() - oldest):>10}")
     click.echo(f"  {'Last Activity':<30}{when(d['last_activity'])}")
     if d["last_error"]:
-        click.echo(f"  {'Last Error':<30}{d['last_error']}")
+        echo(f"  {'Last Error':<30}{d['last_error']}")
     for peer in d.get("peers") or []:  # a gateway's managers, in the order it tries them
         state = ("up" if not peer["failures"] else
                  f"{peer['failures']} failures, next try in {peer['retry_in']:.0f}s: "
                  f"{peer['last_error']}")
-        click.echo(f"  {'Manager ' + peer['peer']:<29} {state}")
+        echo(f"  {'Manager ' + peer['peer']:<29} {state}")
 
 
 @click.command()
@@ -163,7 +163,7 @@ def pvo() -> None:
 @click.pass_context
 def pvo_check(ctx: click.Context) -> None:
     """Can centralized PVO be enabled? (what greys out the gateway's Enable button)"""
-    click.echo(request(ctx, "pvo.check")["text"])
+    echo(request(ctx, "pvo.check")["text"])
 
 
 def register(cli: click.Group) -> None:

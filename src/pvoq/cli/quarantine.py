@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pvoq.cli.client import print_json, request
-from pvoq.cli.render import columns, duration, reasons
+from pvoq.cli.render import columns, duration, echo, reasons, rich_text
 from pvoq.maillog.writer import format_time
 from pvoq.quarantine.receipts import printable
 
@@ -46,15 +46,15 @@ def quarantine_list(ctx: click.Context, name: str | None, limit: int, offset: in
                     {"quarantine": name, "limit": limit, "offset": offset})["data"]
     if print_json(as_json, data):
         return
-    table = Table(title=f"PVO quarantines: {data['total']} messages"
-                  + (f" in {name}" if name else ""), title_justify="left")
+    table = Table(title=rich_text(f"PVO quarantines: {data['total']} messages"
+                                  + (f" in {name}" if name else "")), title_justify="left")
     for col in ("MID", "Received", "Gateway (MID)", "Sender", "Subject", "Size",
                 "Quarantines (reason)"):
         table.add_column(col, overflow="fold")
     for m in data["messages"]:
-        table.add_row(str(m["id"]), format_time(m["received_at"]),
-                      f"{m['origin_host']} ({m['origin_mid']})", m["sender"], m["subject"],
-                      f"{m['size'] / 1024:.1f}K", reasons(m["quarantines"]))
+        table.add_row(*map(rich_text, (
+            m["id"], format_time(m["received_at"]), f"{m['origin_host']} ({m['origin_mid']})",
+            m["sender"], m["subject"], f"{m['size'] / 1024:.1f}K", reasons(m["quarantines"]))))
     Console(width=max(140, Console().width)).print(table)
 
 
@@ -70,19 +70,19 @@ def quarantine_show(ctx: click.Context, mid: int, as_json: bool) -> None:
     click.echo(f"MID:               {m['id']}")
     click.echo(f"State:             {m['state']}")
     click.echo(f"Received:          {format_time(m['received_at'])}")
-    click.echo(f"Gateway:           {m['origin_host']} ({m['origin_ip']}) MID {m['origin_mid']}")
-    click.echo(f"Envelope sender:   {m['sender']}")
+    echo(f"Gateway:           {m['origin_host']} ({m['origin_ip']}) MID {m['origin_mid']}")
+    echo(f"Envelope sender:   {m['sender']}")
     for r in m["recipients"]:
-        click.echo(f"Envelope rcpt:     [{r['rid']}] {r['address']}")
-    click.echo(f"Subject:           {m['subject']}")
+        echo(f"Envelope rcpt:     [{r['rid']}] {r['address']}")
+    echo(f"Subject:           {m['subject']}")
     click.echo(f"Size:              {m['size']} bytes")
     for q in m["quarantines"]:
-        click.echo(f'Quarantine:        "{q["quarantine"]}" {q["state"]} ({q["reason"]})')
+        echo(f'Quarantine:        "{q["quarantine"]}" {q["state"]} ({q["reason"]})')
     for line in m.get("release_history", []):  # made printable and bounded by the manager
         click.echo(f"Release:           {line}")
     if m.get("body"):
         click.echo("")
-        click.echo(m["body"])
+        echo(m["body"], multiline=True)
 
 
 @quarantine.command("release")
@@ -96,8 +96,8 @@ def quarantine_release(ctx: click.Context, mids: tuple[int, ...], name: str | No
                        recipients: tuple[str, ...]) -> None:
     """Release messages; each goes back to the gateway it came from."""
     for mid in mids:
-        click.echo(request(ctx, "quarantine.release", {"mid": mid, "quarantine": name,
-                                                        "recipients": list(recipients)})["text"])
+        echo(request(ctx, "quarantine.release", {"mid": mid, "quarantine": name,
+                                                  "recipients": list(recipients)})["text"])
 
 
 @quarantine.command("delete")
@@ -111,8 +111,8 @@ def quarantine_delete(ctx: click.Context, mids: tuple[int, ...], name: str | Non
                       recipients: tuple[str, ...]) -> None:
     """Delete messages."""
     for mid in mids:
-        click.echo(request(ctx, "quarantine.delete", {"mid": mid, "quarantine": name,
-                                                       "recipients": list(recipients)})["text"])
+        echo(request(ctx, "quarantine.delete", {"mid": mid, "quarantine": name,
+                                                 "recipients": list(recipients)})["text"])
 
 
 OPS = ("contains", "does-not-contain", "starts-with", "does-not-start-with", "ends-with",
@@ -228,15 +228,15 @@ def quarantine_search(ctx: click.Context, sort: str, order: str, page_size: str,
         return
     first = data["offset"] + 1 if data["messages"] else 0
     last = data["offset"] + len(data["messages"])
-    table = Table(title=f"{data['total']} messages found, showing {first}-{last}",
+    table = Table(title=rich_text(f"{data['total']} messages found, showing {first}-{last}"),
                   title_justify="left")
     for col in ("MID", "Received", "Scheduled Exit", "Sender", "Subject", "Size",
                 "Gateway", "In quarantines (reason)"):
         table.add_column(col, overflow="fold")
     for m in data["messages"]:
-        table.add_row(str(m["id"]), format_time(m["received_at"]), _exit_of(m), m["sender"],
-                      m["subject"], f"{m['size'] / 1024:.1f}K", m["origin_host"],
-                      reasons(m["quarantines"]))
+        table.add_row(*map(rich_text, (
+            m["id"], format_time(m["received_at"]), _exit_of(m), m["sender"], m["subject"],
+            f"{m['size'] / 1024:.1f}K", m["origin_host"], reasons(m["quarantines"]))))
     Console(width=max(160, Console().width)).print(table)
 
 
@@ -269,8 +269,8 @@ def quarantine_bulk(ctx: click.Context, action: str, saved: str | None, dry_run:
             click.echo(f"  would {action} MID {mid}")
         return
     for r in data["results"]:
-        click.echo(r["text"])
-    click.echo(response["text"])
+        echo(r["text"])
+    echo(response["text"])
 
 
 @quarantine.command("saved")
@@ -288,7 +288,7 @@ def quarantine_saved(ctx: click.Context, op: str, name: str | None) -> None:
     if not data:
         click.echo("No saved searches.")
     for saved_name, query in data.items():
-        click.echo(f"{saved_name}: {query}")
+        echo(f"{saved_name}: {query}")
 
 
 @quarantine.command("delay")
@@ -300,8 +300,8 @@ def quarantine_delay(ctx: click.Context, mids: tuple[int, ...], delay: str,
                      name: str | None) -> None:
     """Delay the scheduled exit of messages."""
     for mid in mids:
-        click.echo(request(ctx, "quarantine.delay", {"mid": mid, "delay": delay,
-                                                      "quarantine": name})["text"])
+        echo(request(ctx, "quarantine.delay", {"mid": mid, "delay": delay,
+                                                "quarantine": name})["text"])
 
 
 @quarantine.command("move")
@@ -313,8 +313,8 @@ def quarantine_move(ctx: click.Context, mids: tuple[int, ...], source: str,
                     target: str) -> None:
     """Move messages to another policy quarantine (exit and reason are kept)."""
     for mid in mids:
-        click.echo(request(ctx, "quarantine.move", {"mid": mid, "source": source,
-                                                     "target": target})["text"])
+        echo(request(ctx, "quarantine.move", {"mid": mid, "source": source,
+                                               "target": target})["text"])
 
 
 @quarantine.command("copy")
@@ -324,7 +324,7 @@ def quarantine_move(ctx: click.Context, mids: tuple[int, ...], source: str,
 def quarantine_copy(ctx: click.Context, mids: tuple[int, ...], address: str) -> None:
     """Send a copy to ADDRESS through the originating gateway; the message stays held."""
     for mid in mids:
-        click.echo(request(ctx, "quarantine.copy", {"mid": mid, "address": address})["text"])
+        echo(request(ctx, "quarantine.copy", {"mid": mid, "address": address})["text"])
 
 
 @quarantine.command("rescan")
@@ -405,8 +405,8 @@ def audit_tail(ctx: click.Context, limit: int, as_json: bool) -> None:
     if print_json(as_json, data):
         return
     for r in data:
-        click.echo(f"{r['seq']:>6} {format_time(r['at'])} {r['actor']}@{r['origin']} "
-                   f"{r['action']} {json.dumps(r['detail'], sort_keys=True)}")
+        echo(f"{r['seq']:>6} {format_time(r['at'])} {r['actor']}@{r['origin']} "
+             f"{r['action']} {json.dumps(r['detail'], sort_keys=True)}")
 
 
 def register(cli: click.Group) -> None:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
 from pvoq.cli.client import print_json, request
-from pvoq.cli.render import cell
+from pvoq.cli.render import cell, echo
 
 
 def _selection(by_host: str | None, by_sender: str | None) -> dict[str, str]:
@@ -40,11 +40,11 @@ def showrecipients(ctx: click.Context, by_host: str | None, by_sender: str | Non
     click.echo(f"{'Message ID':<12}{'Bytes':<10}{'Sender':<32}Subject")
     click.echo(f"  {'[RID]':<8}{'[Atmps]':<9}Recipient")
     for m in d["messages"]:
-        click.echo(f"{cell(m['mid'], 12)}{cell(m['size'], 10)}{cell(m['sender'] or '<>', 32)}"
-                   f"{m['subject']}")
+        echo(f"{cell(m['mid'], 12)}{cell(m['size'], 10)}{cell(m['sender'] or '<>', 32)}"
+             f"{m['subject']}")
         for r in m["recipients"]:
-            click.echo(f"  {('[' + str(r['rid']) + ']'):<8}{('[' + str(r['attempts']) + ']'):<9}"
-                       f"{r['address']}")
+            echo(f"  {('[' + str(r['rid']) + ']'):<8}{('[' + str(r['attempts']) + ']'):<9}"
+                 f"{r['address']}")
     if d["total"] > len(d["messages"]):
         click.echo(f"({d['total']} messages in all; {len(d['messages'])} shown)")
 

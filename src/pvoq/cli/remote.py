@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from pvoq.cli.client import print_json, request
+from pvoq.cli.render import echo
 
 
 @click.command("listeners")
@@ -68,10 +69,10 @@ def gateway_list(ctx: click.Context, as_json: bool) -> None:
     if print_json(as_json, rows):
         return
     for r in rows:
-        click.echo(f"{r['name']}: CPQ {r['cpq_address']}:{r['cpq_port']}  "
-                   f"SSH {r['ssh'] or 'not added'}  "
-                   f"{r['fingerprint'] or ''}  looked up: {r['looked_up'] or '-'}"
-                   + (f"  FAULT: {r['fault']}" if r["fault"] else ""))
+        echo(f"{r['name']}: CPQ {r['cpq_address']}:{r['cpq_port']}  "
+             f"SSH {r['ssh'] or 'not added'}  "
+             f"{r['fingerprint'] or ''}  looked up: {r['looked_up'] or '-'}"
+             + (f"  FAULT: {r['fault']}" if r["fault"] else ""))
 
 
 @gateway_group.command("remove")

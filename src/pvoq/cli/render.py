@@ -1,11 +1,56 @@
-"""How `pvoq cli` renders what several of its command modules print: ages, times, reasons."""
+"""How `pvoq cli` renders what several of its command modules print: ages, times, reasons,
+and every string that came in with mail, made harmless for the terminal (`safe`, `echo`,
+`rich_text`).
+
+A subject, a sender, a file name, a reason, a header or a log line is hostile: it may
+carry ESC sequences (clear the screen, retitle the terminal, hide a hyperlink), C1
+controls (`\x9b` is a one-byte CSI on some terminals), bidi overrides that reorder what
+is shown, or rich markup (`[/bold]`, `[link=...]`). `safe()` is the one function that
+neutralises them; `echo()` prints a line through it and `rich_text()` makes a rich
+table cell of it (never parsed as markup). JSON output (`--json`) is printed as JSON,
+whose escaping is exact and enough.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import click
+from rich.text import Text
+
 from pvoq.maillog.writer import format_time
+
+# C0 controls, DEL and C1 controls: shown as `\xNN`.
+_CONTROLS = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]
+# Bidi embeddings, overrides, isolates and marks, and the Unicode line separators:
+# shown as `\uNNNN`, so that nothing after them is reordered or moved to a new line.
+_BIDI = [0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A),
+         0x2028, 0x2029]
+_ONE_LINE = str.maketrans({**{c: f"\\x{c:02x}" for c in _CONTROLS},
+                           **{c: f"\\u{c:04x}" for c in _BIDI}})
+_MULTILINE = str.maketrans({**{c: f"\\x{c:02x}" for c in _CONTROLS if c not in (0x09, 0x0A)},
+                            **{c: f"\\u{c:04x}" for c in _BIDI}})
+
+
+def safe(text: object, *, multiline: bool = False) -> str:
+    """*text* as it may be shown in a terminal: every control character (C0, DEL, C1, ESC
+    among them) and every bidi control shown visibly as `\\x1b`, `\\u202e`; a line break
+    too unless *multiline* (then `\\n` and tab stay, and CRLF becomes `\\n`)."""
+    text = str(text)
+    if multiline:
+        return text.replace("\r\n", "\n").translate(_MULTILINE)
+    return text.translate(_ONE_LINE)
+
+
+def echo(text: object, *, err: bool = False, multiline: bool = False) -> None:
+    """Print *text* (a line holding mail-derived strings) made `safe`."""
+    click.echo(safe(text, multiline=multiline), err=err)
+
+
+def rich_text(text: object) -> Text:
+    """*text* as a rich cell or title: made `safe`, and never parsed as markup."""
+    return Text(safe(text))
 
 
 def age(seconds: float) -> str:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pvoq.cli.client import config, print_json
+from pvoq.cli.render import echo
 
 if TYPE_CHECKING:
     from pvoq.spool.store import Spool
@@ -66,8 +67,8 @@ def spool_list(ctx: click.Context, as_json: bool) -> None:
         rcpts = ", ".join(f"{r['address']} ({r['host'] or '-'}, {r['status']})"
                           for r in row["recipients"])
         age = int(max(0, now - row["received"]))
-        click.echo(f"{row['mid']:>8}  {row['state']:<9} {age:>6}s {row['size']:>8}  "
-                   f"<{row['sender']}> -> {rcpts}")
+        echo(f"{row['mid']:>8}  {row['state']:<9} {age:>6}s {row['size']:>8}  "
+             f"<{row['sender']}> -> {rcpts}")
     click.echo(f"{len(rows)} messages in the spool.")
 
 
@@ -86,8 +87,7 @@ def spool_show(ctx: click.Context, mid: int, with_body: bool) -> None:
         click.echo(json.dumps(json.loads(data), indent=2))
         if with_body:
             click.echo("")
-            sys.stdout.flush()
-            sys.stdout.buffer.write(spool.read_body(mid))
+            echo(spool.read_body(mid).decode("utf-8", "replace"), multiline=True)
             sys.stdout.buffer.flush()
     finally:
         spool.close()

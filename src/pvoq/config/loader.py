@@ -26,6 +26,7 @@ from pvoq.config.errors import ConfigError
 from pvoq.config.filterlang import BUILTIN_QUARANTINES, Filter, FilterSyntaxError, parse_filters
 from pvoq.config.hat import Hat, Rat, make_rat, parse_hat
 from pvoq.config.logsub import log_subscription
+from pvoq.config.metrics import parse_metrics
 from pvoq.config.model import (
     CPQ_DEFAULT_PORT,
     CPQ_LISTENER_NAME,
@@ -176,6 +177,7 @@ class _Loader:
             ssh=self._ssh(root, interfaces), cluster=cluster,
             web=parse_web(root, self.base),
             log_subscription=log_subscription(root),
+            metrics=parse_metrics(root),
         )
         # Last: every element the file gives must have been read by now.
         layout = original.first("cluster") if cluster is not None else None

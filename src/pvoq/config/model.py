@@ -464,6 +464,15 @@ class LogSubscriptionSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """`<metrics>`: Prometheus `/metrics` on its own port (`config.metrics` reads it)."""
+
+    enabled: bool = field(default=False, metadata={FILE_DEFAULT: True})
+    address: str = "127.0.0.1"
+    port: int = bounded(0, PORTS, file_default=MISSING)  # required in a written <metrics>
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     role: str
@@ -487,6 +496,7 @@ class Config:
     cluster: ClusterInfo | None = None
     web: WebSettings = field(default_factory=WebSettings)  # config.web: the console
     log_subscription: LogSubscriptionSettings = field(default_factory=LogSubscriptionSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def interface(self, name: str) -> Interface | None:
         for i in self.interfaces:

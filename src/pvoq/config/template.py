@@ -52,6 +52,7 @@ class ApplianceSpec:
     ssh_timeout_seconds: float = SshSettings.timeout_seconds  # manager: SSH lookups of gateways
     retry_min_seconds: float = DeliverySettings.retry_min_seconds
     retry_max_seconds: float = DeliverySettings.retry_max_seconds
+    metrics_port: int | None = None      # `<metrics>` on 127.0.0.1 at this port (None: off)
 
 
 _LISTEN_QUEUE_SIZE = file_default(Listener, "listen_queue_size")
@@ -117,6 +118,8 @@ def render(spec: ApplianceSpec) -> str:
     elif not gateway:
         ssh = (f"  <ssh>\n    <timeout_seconds>{spec.ssh_timeout_seconds:g}</timeout_seconds>\n"
                "  </ssh>\n")
+    metrics = (f"  <metrics>\n    <address>127.0.0.1</address>\n    <port>{spec.metrics_port}"
+               "</port>\n  </metrics>\n" if spec.metrics_port else "")
     routes = "".join(
         f"      <route><domain>{escape(d)}</domain><destination>{escape(dest)}</destination>"
         f"</route>\n" for d, dest in spec.routes)
@@ -166,7 +169,7 @@ def render(spec: ApplianceSpec) -> str:
     <interface_name>{interface}</interface_name>
     <port>{spec.cpq_port}</port>
 {pvo}  </pvo_quarantines>
-{ssh}  <cpq_certificate>
+{ssh}{metrics}  <cpq_certificate>
     <ca_certificate>certs/cpq-ca.pem</ca_certificate>
     <certificate>certs/cpq.pem</certificate>
     <private_key>certs/cpq.key</private_key>

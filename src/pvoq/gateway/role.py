@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -46,6 +46,7 @@ from pvoq.gateway.router import Router
 from pvoq.gateway.workqueue import Dispose, GiveUp, WorkQueue
 from pvoq.logsub.commands import LogChunkCommands
 from pvoq.maillog import IdAllocator, MailLog
+from pvoq.metrics.live import Metric, gateway_families
 from pvoq.remote.commands import GatewayLinkCommands, ListenerInfoCommands
 from pvoq.remote.service import CommandService
 from pvoq.scan.keeper import OutbreakKeeper
@@ -284,6 +285,9 @@ class Gateway(Appliance):
             self._watcher.cancel()
         await self.engines.scanners.aclose()
         await super().stop()
+
+    def metric_families(self) -> Iterable[Metric]:
+        return gateway_families(self.workqueue.depth)
 
     def status_gauges(self) -> dict[str, int]:
         cpq = [e for e in self.queues.entries.values() if e.pending_for(THE_CPQ_HOST)]

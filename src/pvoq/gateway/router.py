@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 
+from pvoq import metrics
 from pvoq.config.model import THE_CPQ_HOST, Config
 from pvoq.cpq.transfer import Origin, QuarantineTransfer, TraceStep, TransferRecipient
 from pvoq.delivery.dsn import build_dsn, status_of
@@ -63,6 +64,8 @@ class Router:
             log.info(f"MID {mid} unscannable: {result.unscannable}")
         for trace in result.trace:
             self._log_trace(mid, trace)
+        metrics.verdict({DROP: "dropped", BOUNCE: "bounced"}.get(result.action, "quarantined" if
+                        result.verdicts else "clean"), [v.quarantine for v in result.verdicts])
         if result.action in (DROP, BOUNCE):
             await self._finish_unqueued(entry, result)
             return

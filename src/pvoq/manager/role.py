@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from pvoq.appliance import Appliance
@@ -32,6 +33,7 @@ from pvoq.manager.handler import QuarantineHandler
 from pvoq.manager.mids import SharedIds
 from pvoq.manager.releases import Releases
 from pvoq.manager.rescan import DryRescanner
+from pvoq.metrics.live import Metric, manager_families
 from pvoq.quarantine.audit import key_path
 from pvoq.quarantine.commands import QuarantineCommands
 from pvoq.quarantine.definitions import QuarantineConfigCommands
@@ -271,6 +273,11 @@ class Manager(Appliance):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._expiry_wake.wait(),
                                        self.config.quarantine_store.expiry_interval_seconds)
+
+    def metric_families(self) -> Iterable[Metric]:
+        return manager_families(self.store, quarantine_settings(self.config),
+                                [g.hostname for g in self.config.pvo.gateways],
+                                self.locator.fault)
 
     def status_gauges(self) -> dict[str, int]:
         # From the maintained counters: a message in two quarantines counts once.

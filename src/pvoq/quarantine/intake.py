@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from pvoq import metrics
 from pvoq.errors import TemporaryFailure
 from pvoq.fsutil import TMP_SUFFIX, fsync_dir
 from pvoq.quarantine.arrivals import (
@@ -121,7 +122,9 @@ class Intake:
         fresh = [a for t, a in first.items() if t not in done]
         if fresh:
             try:
+                started = metrics.now()
                 self._insert_arrivals(fresh)
+                metrics.store_commit(started)
                 done.update((a.transfer_id, (a.mid, False)) for a in fresh)
             except IntegrityError:
                 if len(fresh) > 1:

@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, cast
 
+from pvoq import metrics
 from pvoq.cpq.client import CpqDestination
 from pvoq.maillog import MailLog
 from pvoq.remote.client import SshClient
@@ -105,6 +106,7 @@ class GatewayLocator:
             answer = await self.client.listener(name)
         except SshFault as exc:
             self._faults[key] = str(exc)
+            metrics.ssh_lookup_failed(name)
             self.log.critical(fault_line(name, str(exc)))
             if raise_fault:
                 raise

@@ -259,7 +259,12 @@ class ScanWorkers:
                                tuple(skip)), future))
         if len(self._waiting) == 1:
             loop.call_soon(self._send)
-        return await future
+        from pvoq import metrics  # here: the scanner processes never load prometheus-client
+
+        started = metrics.now()
+        result = await future
+        metrics.scanned(started)
+        return result
 
     def _send(self) -> None:
         alive = [w for w in self._workers if w.alive]

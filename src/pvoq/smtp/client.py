@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
+from pvoq import metrics
 from pvoq.errors import TemporaryFailure
 from pvoq.maillog import IdAllocator, MailLog
 
@@ -95,7 +96,8 @@ class SmtpConnection:
             await smtp.ehlo()
             if self.tls.required:
                 await self._start_tls()
-        except DeliveryError:
+        except DeliveryError:  # only _start_tls raises it here
+            metrics.tls_failure(self.label)
             await self.close()
             raise
         except (aiosmtplib.SMTPException, OSError) as exc:

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pvoq import metrics
 from pvoq.errors import PvoqError
 from pvoq.fsutil import fsync_dir
 
@@ -323,8 +324,10 @@ class SpoolLog:
                 return
 
     def _write_batch(self, batch: list[_Change]) -> None:
+        started = metrics.now()
         try:
             self._append([r for change in batch for r in change.records])
+            metrics.spool_commit(started)
         except OSError as exc:
             for change in batch:
                 change.error = exc

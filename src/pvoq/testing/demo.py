@@ -63,7 +63,7 @@ def _quarantine_table(rows: list[dict]) -> Table:
 
 def run_demo(*, keep: bool = False, directory: Path | None = None) -> int:
     root = directory or Path(tempfile.mkdtemp(prefix="pvoq-demo-"))
-    dep = Deployment(root)
+    dep = Deployment(root, metrics=True)
     ok = False
     try:
         _step(f"Creating a deployment in {root} (CPQ CA, manager, gateway)")
@@ -75,6 +75,8 @@ def run_demo(*, keep: bool = False, directory: Path | None = None) -> int:
         console.print(f"    gateway SMTP 127.0.0.1:{dep.ports['gateway_smtp']}, gateway "
                       f"cpq_listener :{dep.ports['gateway_cpq']}, manager cpq_listener "
                       f":{dep.ports['manager_cpq']}, sink :{dep.ports['sink']}")
+        console.print(f"    metrics: gateway http://127.0.0.1:{dep.ports['gateway_metrics']}"
+                      f"/metrics, manager http://127.0.0.1:{dep.ports['manager_metrics']}/metrics")
 
         _step("Sending four messages to the gateway")
         dep.send(subject="Lunch on Friday?", body="A clean message.")
@@ -130,6 +132,8 @@ def run_demo(*, keep: bool = False, directory: Path | None = None) -> int:
             console.print(f"    quarantines: pvoq cli -c {dep.manager_config} quarantine list")
             console.print(f"    gateway:     pvoq cli -c {dep.gateway_config} tophosts")
             console.print(f"    logs:        {root}/*/data/logs/mail_logs")
+            console.print(f"    metrics:     curl http://127.0.0.1:{dep.ports['gateway_metrics']}"
+                          f"/metrics (manager: {dep.ports['manager_metrics']})")
             pids = " ".join(str(p.pid) for p in dep.procs.values())
             console.print(f"    stop it:     kill {pids}")
         else:

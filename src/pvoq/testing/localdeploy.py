@@ -107,6 +107,7 @@ class Deployment:
     # added to each when it first starts; passwords have 8 characters at least
     console: bool = False
     users: list[tuple[Any, ...]] = field(default_factory=list)
+    metrics: bool = False  # each appliance serves /metrics on ports["<name>_metrics"]
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -144,6 +145,8 @@ class Deployment:
             names.append("gateway_ssh")
         if self.console:
             names += [f"{m}_web" for m in self.manager_names] + ["gateway_web"]
+        if self.metrics:
+            names += [f"{n}_metrics" for n in (*self.manager_names, "gateway")]
         self.ports = {}
         for name in names:
             self._new_port(name)
@@ -158,7 +161,7 @@ class Deployment:
             manager_address=self.ip, manager_port=self.ports["manager_cpq"],
             manager_hostname=MANAGER, managers=listed if self.managers > 1 else [],
             outbreak_urls=[OUTBREAK_HOST],
-            ssh_port=self.ports.get("gateway_ssh"),
+            ssh_port=self.ports.get("gateway_ssh"), metrics_port=self.ports.get("gateway_metrics"),
             retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
             ca_dir=self.root / "ca", web_port=self.ports.get("gateway_web"))
 
@@ -196,6 +199,7 @@ class Deployment:
         path = init_appliance(self.root / name, ApplianceSpec(
             role="manager", hostname=self.hostname_of(name), serial=serial, ip=self.ip,
             cpq_port=port, gateways=[(GATEWAY, self.ip, self.ports["gateway_cpq"])],
+            metrics_port=self.ports.get(f"{name}_metrics"),
             retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
             ca_dir=self.root / "ca", web_port=self.ports.get(f"{name}_web"))
         if self.database_url:

@@ -36,6 +36,7 @@ from pvoq.config.model import (
     LogSubscriptionSettings,
     MailPolicy,
     ManagerRecord,
+    MetricsSettings,
     OutbreakSettings,
     PvoSettings,
     QuarantineDefinition,
@@ -150,6 +151,8 @@ SECTIONS = [
     Section(ApiToken, "  <api><port>8080</port><token><value>t1</value><user>alice</user>"
             "</token></api>\n", lambda c: c.api.tokens[0], {"token": WRITTEN, "user": WRITTEN}),
     Section(LogSubscriptionSettings, "  <log_subscription/>\n", lambda c: c.log_subscription, {}),
+    Section(MetricsSettings, "  <metrics><port>9325</port></metrics>\n", lambda c: c.metrics,
+            {"port": WRITTEN}),
 ]
 
 

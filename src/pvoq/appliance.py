@@ -41,6 +41,7 @@ from pvoq.fsutil import (
     restrict_umask,
 )
 from pvoq.listeners import ListenerSet, interface_ip
+from pvoq.logcommands import LogCommands
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.server import BaseHandler, ConnectionGate, PvoqSMTP, ServerContext
 from pvoq.spool.store import Spool
@@ -77,8 +78,8 @@ class Appliance:
     common operator commands; it answers `handler_for(listener)` with the
     SMTP handler of each listener, and may extend `apply_config`,
     `after_reload`, `recover` and `status_gauges`. `run()` starts it,
-    waits for SIGTERM/SIGINT and stops it; SIGHUP (or `reload`) re-reads
-    the configuration.
+    waits for SIGTERM/SIGINT and stops it; SIGHUP reopens the logs (after an
+    outside rename) and re-reads the configuration, as `reload` does.
     """
 
     role = "appliance"
@@ -91,7 +92,8 @@ class Appliance:
         tightened = prepare_tree(config.data_dir, trusted=ATOMIC_ONLY)
         removed = self._remove_leftovers(config, tightened.removed)
         self.maillog = MailLog(config.logs_dir, appliance=f"{self.role} {config.hostname}",
-                               serial=config.serial_number, echo=echo)
+                               serial=config.serial_number, echo=echo,
+                               settings=config.logs.get("mail_logs"), hostname=config.hostname)
         self._log_start_cleanup(tightened, removed)
         self.ids = IdAllocator(config.data_dir / "ids.json")
         self.context = ServerContext(self.maillog, self.ids, config.hostname)
@@ -151,7 +153,8 @@ class Appliance:
                 StatusCommands(role=self.role, started=self.started, config=lambda: self.config,
                                queues=self.queues, counters=self.counters,
                                listeners=self.listeners, gauges=self.status_gauges),
-                ReloadCommands(self.reload)):
+                ReloadCommands(self.reload),
+                LogCommands({self.maillog.name: self.maillog}, lambda: self.config, self.reload)):
             commands.register(self.admin)
 
     # -- wiring hooks for the roles -----------------------------------------
@@ -232,6 +235,7 @@ class Appliance:
         self.config, self.server_tls, self.client_tls = new, server_tls, client_tls
         self.listener_tls = listener_tls
         self.apply_config(new)
+        self.maillog.configure(new.logs.get(self.maillog.name))
         await self.after_reload(old, new)
         await self.listeners.rebind(new)
         self.maillog.info(f"Configuration reloaded from {new.path}")
@@ -258,6 +262,9 @@ class Appliance:
             await self.stop()
 
     def _reload_on_signal(self) -> None:
+        # SIGHUP also reopens the logs: after logrotate's rename, a new mail_logs begins
+        self.maillog.reopen()
+
         async def reload() -> None:
             with contextlib.suppress(CommandError):  # already logged; the old config runs on
                 await self.reload()

@@ -25,6 +25,7 @@ from pvoq.config.cluster import ClusterInfo, effective_root, parse_layout
 from pvoq.config.errors import ConfigError
 from pvoq.config.filterlang import BUILTIN_QUARANTINES, Filter, FilterSyntaxError, parse_filters
 from pvoq.config.hat import Hat, Rat, make_rat, parse_hat
+from pvoq.config.logs import parse_logs
 from pvoq.config.model import (
     CPQ_DEFAULT_PORT,
     CPQ_LISTENER_NAME,
@@ -172,6 +173,7 @@ class _Loader:
             scan=self._scan(root), database_url=database_url,
             **self._quarantines(root),
             ssh=self._ssh(root, interfaces), cluster=cluster,
+            logs=parse_logs(root),
         )
         # Last: every element the file gives must have been read by now.
         layout = original.first("cluster") if cluster is not None else None

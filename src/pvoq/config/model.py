@@ -25,6 +25,7 @@ from typing import Any
 from pvoq.config.cluster import ClusterInfo
 from pvoq.config.filterlang import BUILTIN_QUARANTINES, BuiltinQuarantine, Filter
 from pvoq.config.hat import Hat, Rat
+from pvoq.maillog.settings import LogsConfig
 
 CPQ_DEFAULT_PORT = 7025
 DEFAULT_MAX_CONN_PER_IP = 10
@@ -474,6 +475,7 @@ class Config:
     api: ApiSettings = field(default_factory=ApiSettings)
     ssh: SshSettings = field(default_factory=SshSettings)
     cluster: ClusterInfo | None = None
+    logs: LogsConfig = field(default_factory=LogsConfig)  # <logs>: config.logs
 
     def interface(self, name: str) -> Interface | None:
         for i in self.interfaces:

@@ -26,14 +26,15 @@ _ROLLED = re.compile(r"\.@(\d{8}T\d{6})(?:\.(\d{1,9}))?\.s")
 
 
 def rolled_name(name: str, when: float, taken: set[str] | frozenset[str] = frozenset()) -> str:
-    """The name a rollover of log *name* at *when* (epoch) gives its file, not one in *taken*."""
+    """The name a rollover of log *name* at *when* (epoch) gives its file, *taken* being the
+    names in the directory: after every rolled file of the same second, so that the order
+    of the names stays the order of the rollovers (even when the oldest were deleted)."""
     stamp = time.strftime(STAMP, time.gmtime(when))
-    candidate = f"{name}.@{stamp}.s"
-    counter = 1
-    while candidate in taken:
-        counter += 1
-        candidate = f"{name}.@{stamp}.{counter}.s"
-    return candidate
+    counters = [key[1] for key in (rolled_key(name, x) for x in taken)
+                if key is not None and key[0] == stamp]
+    if not counters:
+        return f"{name}.@{stamp}.s"
+    return f"{name}.@{stamp}.{max(counters) + 1}.s"
 
 
 def rolled_key(name: str, filename: str) -> tuple[str, int] | None:

@@ -171,7 +171,7 @@ class TestConcurrency:
             try:
                 for n in range(300):
                     log.info(f"line {k}-{n}")
-            except BaseException as exc:  # noqa: BLE001 (reported below)
+            except BaseException as exc:
                 errors.append(exc)
 
         def roller() -> None:

@@ -165,6 +165,7 @@ class SyslogSender:
                 if left <= 0:
                     break
                 self._cond.wait(timeout=left)
+            self._report_drops()  # a long outage: the drops are reported while it lasts
             return self._closing and time.monotonic() >= self._drain_deadline
 
     def _encode(self, item: tuple[float, str, str]) -> bytes:

@@ -135,3 +135,19 @@ class TestReplaceSection:
     def test_several_sections_are_refused(self) -> None:
         with pytest.raises(ConfigError, match="several <logs>"):
             replace_section("<config><logs/><cluster><logs/></cluster></config>", "<logs/>")
+
+
+def test_the_readme_lists_the_ranges() -> None:
+    """The README's range table has the bounds the loader applies."""
+    from pvoq.config.convert import show_number
+    from pvoq.maillog.settings import BUFFER_RANGE, FILES_RANGE, INTERVAL_RANGE, SIZE_RANGE
+
+    def span(bounds: tuple[float, float]) -> str:
+        return f"{show_number(bounds[0])}–{show_number(bounds[1])}"
+
+    row = (f"| `<log>` (in `<logs>`) | `max_file_size` {span(SIZE_RANGE)} (bytes, or with K, M, "
+           f"G, T), `rollover_interval_seconds` {span(INTERVAL_RANGE)} (0: none), `max_files` "
+           f"{span(FILES_RANGE)}, and in `<syslog>` `port` 1–65535, `buffer_lines` "
+           f"{span(BUFFER_RANGE)} |")
+    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    assert row in readme.splitlines()

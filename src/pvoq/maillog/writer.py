@@ -110,13 +110,13 @@ class MailLog:
         self._pending: list[tuple[str, str, str, float]] = []
         self._scheduled = False
         self._lock = threading.RLock()  # lines may come from other threads too
+        self._closed = threading.Event()
         make_dir(self.directory)
         self._file = self._open()
         self._began = self._first_line_time() or time.time()
         self._retry_at = 0.0
         self._syslog: SyslogSender | None = None
         self._start_syslog()
-        self._closed = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name=f"{self.name} rollover",
                                         daemon=True)
         self._ticker.start()
@@ -176,12 +176,12 @@ class MailLog:
 
     # -- lines ------------------------------------------------------------------
     def log(self, text: str, *, level: str = "Info") -> None:
-        if self._file.closed:
+        if self._closed.is_set():  # not the file's state: a rollover swaps files under the lock
             raise ValueError(f"{self.name} is closed")
-        if not self.settings.keeps(level):
-            return
         now = time.time()
         line = format_line(text, level=level, epoch=now)
+        if not self.settings.keeps(level):
+            return
         loop: asyncio.AbstractEventLoop | None = None
         with self._lock:
             self._pending.append((line, level, line[line.index(": ", 20) + 2:], now))
@@ -309,8 +309,8 @@ class MailLog:
             if old.syslog != settings.syslog:
                 old_sender = self._syslog
                 self._start_syslog()
-        if old_sender is not None:
-            old_sender.close()
+        if old_sender is not None:  # its last lines may take a while: not on the event loop
+            threading.Thread(target=old_sender.close, name="syslog close", daemon=True).start()
         self.flush()
 
     def syslog_state(self) -> dict[str, object] | None:

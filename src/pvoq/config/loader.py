@@ -171,9 +171,8 @@ class _Loader:
             data_dir=data_dir, interfaces=interfaces, listeners=listeners, pvo=pvo,
             cpq_certificate=certificate, ssl=ssl, delivery=self._delivery(root),
             scan=self._scan(root), database_url=database_url,
-            **self._quarantines(root),
+            **self._quarantines(root), logs=parse_logs(root),
             ssh=self._ssh(root, interfaces), cluster=cluster,
-            logs=parse_logs(root),
         )
         # Last: every element the file gives must have been read by now.
         layout = original.first("cluster") if cluster is not None else None

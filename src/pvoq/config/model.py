@@ -474,8 +474,8 @@ class Config:
         default_factory=QuarantineStoreSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     ssh: SshSettings = field(default_factory=SshSettings)
-    cluster: ClusterInfo | None = None
     logs: LogsConfig = field(default_factory=LogsConfig)  # <logs>: config.logs
+    cluster: ClusterInfo | None = None
 
     def interface(self, name: str) -> Interface | None:
         for i in self.interfaces:

@@ -166,3 +166,25 @@ def test_maillog_pushes_what_it_writes(tmp_path: Path) -> None:
     finally:
         log.close()
         receiver.close()
+
+
+def test_udp_receiver_down_then_up(senders: list[SyslogSender]) -> None:
+    """UDP: what is sent while nothing listens is lost (ICMP refusals do not stop the push);
+    lines sent once the receiver is up arrive."""
+    port = free_port()
+    sender = SyslogSender(SyslogTarget("127.0.0.1", port, "udp"), hostname="h",
+                          msgid="mail_logs")
+    senders.append(sender)
+    for n in range(20):
+        sender.submit(f"down {n}", "Info")
+    deadline = time.monotonic() + 30
+    while sender.pending() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sender.pending() == 0
+    receiver = SyslogReceiver("udp", port)
+    try:
+        sender.submit("up", "Info")
+        found = receiver.wait_for(lambda m: any(x.text == "Info: up" for x in m))
+        assert all(not x.text.startswith("Info: down") for x in found)
+    finally:
+        receiver.close()

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 NO_RESULTS = "No results were found"
 
@@ -84,25 +85,33 @@ def _inode(path: Path) -> tuple[int, int] | None:
     return stat.st_dev, stat.st_ino
 
 
+def _open(path: Path) -> TextIO | None:
+    try:
+        return open(path, encoding="utf-8", errors="replace")  # the caller closes it
+    except FileNotFoundError:
+        return None
+
+
 def follow(path: Path, *, poll_s: float = 0.2, stop_after_s: float | None = None
            ) -> Iterator[str]:
     """New lines as they are written (like `tail -F`); bounded by *stop_after_s* if given.
 
     The file is opened and its end noted at once, not at the first `next()`. When
     *path* becomes another file (a rollover), the rest of the old one is read, then
-    the new one from its beginning.
+    the new one from its beginning; a *path* missing at first (moved away, the
+    appliance not yet told) is waited for and read from its beginning.
     """
-    f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by the generator)
-    f.seek(0, 2)
+    held = _open(path)
+    if held is not None:
+        held.seek(0, 2)
     deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
 
     def lines() -> Iterator[str]:
-        nonlocal f
+        f = held
         partial = ""
-        held = os.fstat(f.fileno())
         try:
             while deadline is None or time.monotonic() < deadline:
-                chunk = f.readline()
+                chunk = f.readline() if f is not None else ""
                 if chunk:
                     partial += chunk
                     if partial.endswith("\n"):
@@ -110,22 +119,23 @@ def follow(path: Path, *, poll_s: float = 0.2, stop_after_s: float | None = None
                         partial = ""
                     continue
                 now = _inode(path)
-                if now is not None and now != (held.st_dev, held.st_ino):
-                    try:
-                        following = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
-                    except FileNotFoundError:
+                mine = None if f is None else os.fstat(f.fileno())
+                if now is not None and (mine is None or now != (mine.st_dev, mine.st_ino)):
+                    following = _open(path)
+                    if following is None:
                         continue
-                    # the old file is complete once renamed: its last lines, then the new one
-                    for rest in f:
-                        partial += rest
-                        if partial.endswith("\n"):
-                            yield partial.rstrip("\n")
-                            partial = ""
-                    f.close()
+                    if f is not None:
+                        # the old file is complete once renamed: its last lines, then the new
+                        for rest in f:
+                            partial += rest
+                            if partial.endswith("\n"):
+                                yield partial.rstrip("\n")
+                                partial = ""
+                        f.close()
                     f, partial = following, ""
-                    held = os.fstat(f.fileno())
                     continue
                 time.sleep(poll_s)
         finally:
-            f.close()
+            if f is not None:
+                f.close()
     return lines()

@@ -78,3 +78,12 @@ def test_follow_goes_on_into_the_new_file(tmp_path: Path) -> None:
     assert done.wait(30)
     reader.join(5)
     assert seen == ["old 1", "old 2", "new 1", "new 2"]
+
+
+def test_follow_waits_for_a_missing_file(tmp_path: Path) -> None:
+    """Moved away and not yet reopened: the new file is read from its beginning once it is
+    there."""
+    current = tmp_path / "mail_logs"
+    lines = follow(current, poll_s=0.01, stop_after_s=30)
+    write(current, "first", "second")
+    assert [next(lines), next(lines)] == ["first", "second"]

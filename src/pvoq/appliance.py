@@ -56,6 +56,7 @@ from pvoq.fsutil import (
     restrict_umask,
 )
 from pvoq.listeners import ListenerSet, interface_ip
+from pvoq.logcommands import LogCommands
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.metrics.live import ApplianceCollector
 from pvoq.smtp.server import BaseHandler, ConnectionGate, PvoqSMTP, ServerContext
@@ -104,8 +105,8 @@ class Appliance:
     common operator commands; it answers `handler_for(listener)` with the
     SMTP handler of each listener, and may extend `apply_config`,
     `after_reload`, `recover` and `status_gauges`. `run()` starts it,
-    waits for SIGTERM/SIGINT and stops it; SIGHUP (or `reload`) re-reads
-    the configuration.
+    waits for SIGTERM/SIGINT and stops it; SIGHUP reopens the logs (after an
+    outside rename) and re-reads the configuration, as `reload` does.
     """
 
     role = "appliance"
@@ -118,7 +119,8 @@ class Appliance:
         tightened = prepare_tree(config.data_dir, trusted=ATOMIC_ONLY)
         removed = self._remove_leftovers(config, tightened.removed)
         self.maillog = MailLog(config.logs_dir, appliance=f"{self.role} {config.hostname}",
-                               serial=config.serial_number, echo=echo)
+                               serial=config.serial_number, echo=echo,
+                               settings=config.logs.get("mail_logs"), hostname=config.hostname)
         self._log_start_cleanup(tightened, removed)
         self.ids = IdAllocator(config.data_dir / "ids.json")
         self.context = ServerContext(self.maillog, self.ids, config.hostname)
@@ -191,6 +193,7 @@ class Appliance:
                                queues=self.queues, counters=self.counters,
                                listeners=self.listeners, gauges=self.status_gauges),
                 ReloadCommands(self.reload),
+                LogCommands({self.maillog.name: self.maillog}, lambda: self.config, self.reload),
                 UserCommands(self.users, self.sessions, self.maillog)):
             commands.register(self.admin)
 
@@ -383,6 +386,7 @@ class Appliance:
         self.config, self.server_tls, self.client_tls = new, server_tls, client_tls
         self.listener_tls = listener_tls
         self.apply_config(new)
+        self.maillog.configure(new.logs.get(self.maillog.name))
         await self.after_reload(old, new)
         await self.listeners.rebind(new)
         await self._reload_console(new, web_tls)
@@ -426,6 +430,9 @@ class Appliance:
                          f"{os.getpid()})")
 
     def _reload_on_signal(self) -> None:
+        # SIGHUP also reopens the logs: after logrotate's rename, a new mail_logs begins
+        self.maillog.reopen()
+
         async def reload() -> None:
             with contextlib.suppress(CommandError):  # already logged; the old config runs on
                 await self.reload()

@@ -25,6 +25,7 @@ from pvoq.config.cluster import ClusterInfo, effective_root, parse_layout
 from pvoq.config.errors import ConfigError
 from pvoq.config.filterlang import BUILTIN_QUARANTINES, Filter, FilterSyntaxError, parse_filters
 from pvoq.config.hat import Hat, Rat, make_rat, parse_hat
+from pvoq.config.logs import parse_logs
 from pvoq.config.logsub import log_subscription
 from pvoq.config.metrics import parse_metrics
 from pvoq.config.model import (
@@ -173,7 +174,7 @@ class _Loader:
             data_dir=data_dir, interfaces=interfaces, listeners=listeners, pvo=pvo,
             cpq_certificate=certificate, ssl=ssl, delivery=self._delivery(root),
             scan=self._scan(root), database_url=database_url,
-            **self._quarantines(root),
+            **self._quarantines(root), logs=parse_logs(root),
             ssh=self._ssh(root, interfaces), cluster=cluster,
             web=parse_web(root, self.base),
             log_subscription=log_subscription(root),

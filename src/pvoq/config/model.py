@@ -26,6 +26,7 @@ from pvoq.config.cluster import ClusterInfo
 from pvoq.config.filterlang import BUILTIN_QUARANTINES, BuiltinQuarantine, Filter
 from pvoq.config.hat import Hat, Rat
 from pvoq.config.web import WebSettings
+from pvoq.maillog.settings import LogsConfig
 
 CPQ_DEFAULT_PORT = 7025
 DEFAULT_MAX_CONN_PER_IP = 10
@@ -493,6 +494,7 @@ class Config:
         default_factory=QuarantineStoreSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     ssh: SshSettings = field(default_factory=SshSettings)
+    logs: LogsConfig = field(default_factory=LogsConfig)  # <logs>: config.logs
     cluster: ClusterInfo | None = None
     web: WebSettings = field(default_factory=WebSettings)  # config.web: the console
     log_subscription: LogSubscriptionSettings = field(default_factory=LogSubscriptionSettings)

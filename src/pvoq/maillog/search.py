@@ -1,15 +1,20 @@
 """`grep` and `tail` over mail_logs, as the AsyncOS CLI offers them.
 
 Pure functions over lines plus a small file follower; they read the log
-files and never write them.
+files and never write them. A log is read across its files
+(`maillog.rollover.log_files`): the rolled files, oldest first, then the
+current one; `follow` goes on into the new current file after a rollover.
 """
 
 from __future__ import annotations
 
+import collections
+import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 NO_RESULTS = "No results were found"
 
@@ -48,35 +53,89 @@ def log_lines(path: Path) -> Iterator[str]:
             yield line.rstrip("\n")
 
 
-def tail(path: Path, count: int) -> list[str]:
-    lines: list[str] = []
-    for line in log_lines(path):
-        lines.append(line)
-        if len(lines) > count:
-            lines.pop(0)
-    return lines
+def files_lines(paths: Sequence[Path]) -> Iterator[str]:
+    """The lines of *paths* in order; a file deleted meanwhile (retention) is skipped."""
+    for path in paths:
+        try:
+            yield from log_lines(path)
+        except FileNotFoundError:
+            continue
+
+
+def tail(paths: Path | Sequence[Path], count: int) -> list[str]:
+    """The last *count* lines of *paths* (the files of one log, oldest first)."""
+    files = [paths] if isinstance(paths, Path) else list(paths)
+    found: collections.deque[str] = collections.deque()
+    for path in reversed(files):
+        try:
+            last = collections.deque(log_lines(path), maxlen=count - len(found))
+        except FileNotFoundError:
+            continue
+        found.extendleft(reversed(last))
+        if len(found) >= count:
+            break
+    return list(found)
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _open(path: Path) -> TextIO | None:
+    try:
+        return open(path, encoding="utf-8", errors="replace")  # the caller closes it
+    except FileNotFoundError:
+        return None
 
 
 def follow(path: Path, *, poll_s: float = 0.2, stop_after_s: float | None = None
            ) -> Iterator[str]:
-    """New lines as they are written (like `tail -f`); bounded by *stop_after_s* if given.
+    """New lines as they are written (like `tail -F`); bounded by *stop_after_s* if given.
 
-    The file is opened and its end noted at once, not at the first `next()`.
+    The file is opened and its end noted at once, not at the first `next()`. When
+    *path* becomes another file (a rollover), the rest of the old one is read, then
+    the new one from its beginning; a *path* missing at first (moved away, the
+    appliance not yet told) is waited for and read from its beginning.
     """
-    f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed by the generator)
-    f.seek(0, 2)
+    held = _open(path)
+    if held is not None:
+        held.seek(0, 2)
     deadline = None if stop_after_s is None else time.monotonic() + stop_after_s
 
     def lines() -> Iterator[str]:
+        f = held
         partial = ""
-        with f:
+        try:
             while deadline is None or time.monotonic() < deadline:
-                chunk = f.readline()
-                if not chunk:
-                    time.sleep(poll_s)
+                chunk = f.readline() if f is not None else ""
+                if chunk:
+                    partial += chunk
+                    if partial.endswith("\n"):
+                        yield partial.rstrip("\n")
+                        partial = ""
                     continue
-                partial += chunk
-                if partial.endswith("\n"):
-                    yield partial.rstrip("\n")
-                    partial = ""
+                now = _inode(path)
+                mine = None if f is None else os.fstat(f.fileno())
+                if now is not None and (mine is None or now != (mine.st_dev, mine.st_ino)):
+                    following = _open(path)
+                    if following is None:
+                        continue
+                    if f is not None:
+                        # the old file is complete once renamed: its last lines, then the new
+                        for rest in f:
+                            partial += rest
+                            if partial.endswith("\n"):
+                                yield partial.rstrip("\n")
+                                partial = ""
+                        f.close()
+                    f, partial = following, ""
+                    continue
+                time.sleep(poll_s)
+        finally:
+            if f is not None:
+                f.close()
     return lines()

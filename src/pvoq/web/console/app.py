@@ -22,11 +22,13 @@ from pvoq import __version__
 from pvoq.errors import OperatorError, http_status
 from pvoq.web.console import (
     admin_pages,
+    doctor_pages,
     gateway_pages,
     home_pages,
     login_pages,
     monitor_pages,
     search_pages,
+    tracking_pages,
 )
 from pvoq.web.console.auth import LoginRequired
 from pvoq.web.console.context import ConsoleContext
@@ -44,11 +46,13 @@ def build_app(ctx: ConsoleContext) -> FastAPI:
     app.include_router(login_pages.router)
     app.include_router(home_pages.router)
     app.include_router(monitor_pages.router)
+    app.include_router(doctor_pages.router)
     if ctx.role == "gateway":
         app.include_router(gateway_pages.router)
     if ctx.role == "manager":
         app.include_router(search_pages.router)
         app.include_router(admin_pages.router)
+        app.include_router(tracking_pages.router)
     _finish(app, ctx)
     return app
 

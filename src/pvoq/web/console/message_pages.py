@@ -11,6 +11,10 @@
   roles in `DOWNLOAD_ROLES` (admin and operator: a held message may carry
   malware, so help desk, read-only and custom roles view it but never take
   it away); audited as `download`.
+- `POST /quarantine/messages/<mid>/rescan`: "Rescan (dry run)": the
+  originating gateway's verdict per stage with today's rules
+  (`QuarantineService.rescan`, as `pvoq cli quarantine rescan MID --dry-run`);
+  nothing changes.
 - `POST /quarantine/messages/<mid>/act`: release, delete, delay, move or
   send copy, through the same `QuarantineService` calls as the REST API
   (the same role checks: a custom role acts only in its granted quarantines).
@@ -31,7 +35,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, or_, select
 
-from pvoq.errors import Forbidden
+from pvoq.errors import Forbidden, OperatorError
 from pvoq.quarantine import roles
 from pvoq.quarantine.schema import audit as audit_table
 from pvoq.quarantine.service import MAX_MID, ActionResult, QuarantineService
@@ -114,7 +118,7 @@ def _headers(body: bytes) -> list[tuple[str, str]]:
 
 
 async def _page(request: Request, user: User, mid: int, *, result: ActionResult | None = None,
-                status_code: int = 200) -> HTMLResponse:
+                status_code: int = 200, **extra: Any) -> HTMLResponse:
     service = service_of(request)
     remote = _remote(request) if request.method == "GET" else False
     record = service.details(user.caller, mid, with_body=False)
@@ -131,7 +135,7 @@ async def _page(request: Request, user: User, mid: int, *, result: ActionResult 
                           remote=remote, result=result, status_code=status_code,
                           stage={q["quarantine"]: visible_text(q.get("stage") or "")
                                  for q in record["quarantines"]},
-                          meta_keys=sorted(visible_text(k, 64) for k in meta)[:50])
+                          meta_keys=sorted(visible_text(k, 64) for k in meta)[:50], **extra)
 
 
 def render_message(request: Request, user: User, mid: int, *, status_code: int,
@@ -201,6 +205,21 @@ async def message_act(request: Request, mid: Mid, user: Viewer) -> Response:
         result = service.copy(caller, mid, text(p, "address", 320) or "")
     return await _page(request, user, mid, result=result,
                        status_code=200 if result.ok else 409)
+
+
+@router.post("/quarantine/messages/{mid}/rescan", include_in_schema=False,
+             dependencies=[Depends(verify_csrf)])
+async def message_rescan(request: Request, mid: Mid,
+                         user: Annotated[User, Depends(require("rescan"))]) -> Response:
+    check_names([(k, v) for k, v in (await request.form()).multi_items() if k != FIELD], ())
+    try:
+        verdict = await service_of(request).rescan(user.caller, mid)
+    except Forbidden:
+        raise
+    except OperatorError as exc:
+        return await _page(request, user, mid, rescan=None, rescan_error=str(exc),
+                           status_code=409)
+    return await _page(request, user, mid, rescan=verdict, rescan_error="")
 
 
 __all__ = ["DOWNLOAD_ROLES", "history", "router"]

@@ -100,13 +100,16 @@ class TestQuarantineCli:
         mid = str(json.loads(found.stdout)["messages"][0]["id"])
         released = pvoq("cli", "-c", cfg, "quarantine", "release", mid, env=env)
         assert released.returncode == 0, released.stderr
+        # The gateway's release receipt is the trail's last record, once it has come back.
+        wait_for("the release receipt", lambda: any(r["action"] == "receipt" for r in json.loads(
+            pvoq("cli", "-c", cfg, "audit", "tail", "--json", "-n", "50").stdout)))
 
         tail = pvoq("cli", "-c", cfg, "audit", "tail", "--json", "-n", "50")
         records = {r["action"]: r for r in json.loads(tail.stdout)}
         me = pwd.getpwuid(os.getuid()).pw_name
         assert records["search"]["actor"] == records["release"]["actor"] == me
         assert records["release"]["origin"].startswith(f"admin-socket (uid {os.getuid()}, pid ")
-        plain = pvoq("cli", "-c", cfg, "audit", "tail", "-n", "1")
+        plain = pvoq("cli", "-c", cfg, "audit", "tail", "-n", "2")
         assert f" {me}@admin-socket (uid {os.getuid()}, pid " in plain.stdout
 
         data_dir = load_config(cfg).data_dir

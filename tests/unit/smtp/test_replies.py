@@ -98,6 +98,21 @@ WIRE: dict[str, tuple[StatusCode, dict[str, object], str]] = {
                      "451 4.3.0 Transfer r-1 is being stored, try again later"),
     "ALREADY_RECEIVED": (cpq.ALREADY_RECEIVED, {"transfer_id": "r-1"},
                          "250 2.0.0 Ok: transfer r-1 already received"),
+    "RECEIPT_RECORDED": (cpq.RECEIPT_RECORDED, {"transfer_id": "d-1", "mid": 7},
+                         "250 2.0.0 Ok: receipt d-1 recorded for MID 7"),
+    "RECEIPT_KNOWN": (cpq.RECEIPT_KNOWN, {"transfer_id": "d-1", "mid": 7},
+                      "250 2.0.0 Ok: receipt d-1 already recorded for MID 7"),
+    "RECEIPT_NO_SUCH_MESSAGE": (cpq.RECEIPT_NO_SUCH_MESSAGE, {"transfer_id": "d-1"},
+                                "250 2.0.0 Ok: receipt d-1 noted, no such message"),
+    "RECEIPT_OTHER_GATEWAY": (cpq.RECEIPT_OTHER_GATEWAY, {"mid": 7, "origin": "gw2"},
+                              "554 5.7.1 MID 7 did not come from gateway gw2"),
+    "RESCAN_VERDICT": (cpq.RESCAN_VERDICT, {"mid": 7, "action": "PASS"},
+                       "250 2.0.0 Dry rescan of MID 7: PASS"),
+    "RESCAN_DONE": (cpq.RESCAN_DONE, {}, "250 2.0.0 Ok: dry run, nothing kept"),
+    "RESCAN_VERDICT_LINE": (cpq.RESCAN_VERDICT_LINE, {"line": "VERDICT e30="},
+                            "250 VERDICT e30="),
+    "RESCAN_FAILED": (cpq.RESCAN_FAILED, {"mid": 7, "reason": "antivirus: clamd down"},
+                      "451 4.3.0 Dry rescan of MID 7 failed: antivirus: clamd down"),
 }
 
 

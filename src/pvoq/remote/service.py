@@ -3,10 +3,11 @@
 Owns the asyncssh server a gateway runs on `<ssh><interface_name>` and
 `<ssh><port>`: public-key authentication only (no passwords, no keyboard-
 interactive, no shell, no pty, no forwarding), and an exec request may run
-only a command of `COMMANDS`, each a read-only operator command answered in
-JSON. One extra user, `enrol`, may authenticate with any key but run only
-`enrol TOKEN NAME`: a valid one-time token (issued by the gateway admin with
-`pvoq cli -c GATEWAY ssh token`) installs that very key in `authorized_keys`.
+only a command of `COMMANDS` (or of `ARG_COMMANDS`, with its arguments),
+each a read-only operator command answered in JSON. One extra user, `enrol`,
+may authenticate with any key but run only `enrol TOKEN NAME`: a valid
+one-time token (issued by the gateway admin with `pvoq cli -c GATEWAY ssh
+token`) installs that very key in `authorized_keys`.
 
 It must never run anything but the listed commands, and never accept a key
 that is not authorized for any user but `enrol`.

@@ -41,7 +41,7 @@ def load_or_exit(path: str) -> Config:
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print *message* (made `render.safe`: it may quote mail) on stderr and exit with *code*."""
     from pvoq.cli.render import echo  # render imports nothing of the client
-    echo(message, err=True)
+    echo(message, err=True, multiline=True)  # an appliance's answer may be several lines
     sys.exit(code)
 
 

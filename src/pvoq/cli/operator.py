@@ -163,7 +163,7 @@ def pvo() -> None:
 @click.pass_context
 def pvo_check(ctx: click.Context) -> None:
     """Can centralized PVO be enabled? (what greys out the gateway's Enable button)"""
-    echo(request(ctx, "pvo.check")["text"])
+    echo(request(ctx, "pvo.check")["text"], multiline=True)  # one line per manager
 
 
 def register(cli: click.Group) -> None:

@@ -64,14 +64,13 @@ from pvoq.spool.store import Spool
 from pvoq.users import SessionStore, UserStore
 from pvoq.users.commands import UserCommands
 from pvoq.users.identity import authorize, identify, web_peer
-from pvoq.web.console.app import build_app
-from pvoq.web.console.auth import User
-from pvoq.web.console.context import ConsoleContext
-from pvoq.web.server import WebServer, web_tls_context
 
 if TYPE_CHECKING:
     from pvoq.metrics.live import Metric
     from pvoq.metrics.server import MetricsServer
+    from pvoq.web.console.auth import User
+    from pvoq.web.console.context import ConsoleContext
+    from pvoq.web.server import WebServer
 
 # Data directories whose files only `fsutil.atomic_write` creates (never looser than 0640,
 # whatever the umask), and that grow with the mail: their files are not checked one by one.
@@ -95,6 +94,15 @@ def listener_contexts(config: Config) -> dict[str, ssl.SSLContext]:
             raise ConfigError(exc.message, field=f"listener {listener.name}: {exc.field}",
                               path=str(config.path)) from None
     return contexts
+
+
+def _web_tls(config: Config) -> ssl.SSLContext | None:
+    """The console's TLS context (None without `<web>`, or over plain HTTP)."""
+    if not config.web.enabled:
+        return None
+    from pvoq.web.server import web_tls_context
+
+    return web_tls_context(config.web)
 
 
 class Appliance:
@@ -141,7 +149,7 @@ class Appliance:
                                      absolute_seconds=web.session_max_seconds)
         self.admin.identify = lambda peer: identify(peer, self.users)
         self.admin.authorize = authorize
-        self.web_tls = web_tls_context(web) if web.enabled else None
+        self.web_tls = _web_tls(config)
         self.web: WebServer | None = None
         self.listeners = ListenerSet(lambda: self.config, self.maillog, self._sessions)
         self.started = time.time()
@@ -220,6 +228,8 @@ class Appliance:
     # -- the web console -------------------------------------------------------
     def console_context(self) -> ConsoleContext:
         """What the console's pages reach; the manager adds its service and REST API."""
+        from pvoq.web.console.context import ConsoleContext
+
         return ConsoleContext(
             role=self.role, hostname=self.config.hostname, config=lambda: self.config,
             maillog=self.maillog, users=self.users, call=self.console_call,
@@ -241,6 +251,10 @@ class Appliance:
         web = self.config.web
         if not web.enabled:
             return
+        # Imported here: an appliance without a console never loads FastAPI and uvicorn.
+        from pvoq.web.console.app import build_app
+        from pvoq.web.server import WebServer
+
         self.web = WebServer(build_app(self.console_context()), web.address, web.port,
                              self.web_tls)
         self.web.start()
@@ -263,6 +277,8 @@ class Appliance:
         if self.web is None:
             await self._start_console()
             return
+        from pvoq.web.console.app import build_app
+
         try:
             await self.web.restart(build_app(self.console_context()), web.address, web.port,
                                    tls)
@@ -370,7 +386,7 @@ class Appliance:
             listener_tls = listener_contexts(new)
             client_tls = tls.client_context(new.cpq_certificate,
                                             ciphers=new.ssl.outbound_ciphers)
-            web_tls = web_tls_context(new.web) if new.web.enabled else None
+            web_tls = _web_tls(new)
         except ConfigError as exc:
             located = exc.located(path=str(self.config.path))
             self.maillog.warning(f"Configuration reload refused: {located}")

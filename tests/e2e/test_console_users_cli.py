@@ -73,10 +73,10 @@ def as_uid(uid: int, path: Path, command: str) -> dict[str, Any]:
 def test_uid_mapping_on_the_admin_socket(gateway: Deployment) -> None:
     config = load_config(gateway.gateway_config)
     # let other Unix accounts reach the socket (an operator's choice: pvoq makes it 0600)
-    directory = config.data_dir
-    while not directory.stat().st_mode & 0o001:   # up to the first one others may cross
-        directory.chmod(directory.stat().st_mode & 0o7777 | 0o001)
-        directory = directory.parent
+    for directory in (config.data_dir, *config.data_dir.parents):
+        mode = directory.stat().st_mode
+        if not mode & 0o001:            # others may not cross it yet
+            directory.chmod(mode & 0o7777 | 0o001)
     config.admin_socket.chmod(0o666)
 
     refused = as_uid(NOBODY, config.admin_socket, "status")

@@ -14,6 +14,7 @@ in memory; a successful login clears them. Every write goes through
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -34,9 +35,14 @@ USERS_FILE = "users.json"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
-# A hash to verify against when the user does not exist: the answer takes as long.
 _HASHER = PasswordHasher()
-_DUMMY = _HASHER.hash("no such user, no such password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist: the answer takes as long.
+    Made on first use: an appliance that never sees a login never pays for it."""
+    return _HASHER.hash("no such user, no such password")
 
 
 class UserError(Invalid):
@@ -259,7 +265,7 @@ class UserStore:
         ok = False
         with self._verifying:
             try:
-                ok = _HASHER.verify(record.password_hash if record else _DUMMY, password)
+                ok = _HASHER.verify(record.password_hash if record else _dummy_hash(), password)
             except (VerifyMismatchError, VerificationError, InvalidHashError):
                 ok = False
         if ok and record is not None:

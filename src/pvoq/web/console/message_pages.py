@@ -26,6 +26,7 @@ each is audited as a view.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -64,6 +65,7 @@ HISTORY_SCAN = 50_000   # audit records looked through, newest first
 DELAYS = ("8h", "24h", "48h", "1w")
 ACTIONS = ("release", "delete", "delay", "move", "copy")
 Mid = Annotated[int, Path(ge=1, le=MAX_MID)]
+_FOLD = re.compile(r"\r?\n(?=[ \t])")   # a header field folded onto its next line
 Viewer = Annotated[User, Depends(require("view"))]
 
 
@@ -113,7 +115,8 @@ def history(service: QuarantineService, mid: int, since: float) -> tuple[list[Ev
 
 def _headers(body: bytes) -> list[tuple[str, str]]:
     parsed = BytesHeaderParser(policy=compat32).parsebytes(body)
-    return [(visible_text(name, 200), visible_text(decoded_header(value)))
+    return [(visible_text(name, 200),
+             visible_text(_FOLD.sub(" ", decoded_header(value)).strip()))
             for name, value in parsed.items()[:MAX_HEADERS]]
 
 

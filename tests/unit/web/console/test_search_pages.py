@@ -76,6 +76,7 @@ def hostile() -> bytes:
     msg = EmailMessage()
     msg["Subject"] = HOSTILE_SUBJECT
     msg["X-Evil"] = "<b>bold</b>\x07"
+    msg["X-Folded"] = "first-half " + "x" * 80 + " second-half"
     msg.set_content("plain <b>text</b>")
     msg.add_alternative('<p>Hi<script>alert(1)</script><img src="http://127.0.0.1:9/x.png">'
                         "</p>", subtype="html")
@@ -246,6 +247,7 @@ class TestMessage:
         assert "&lt;svg onload=alert(2)&gt;.exe" in text
         assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in text   # the reason
         assert "&lt;b&gt;bold&lt;/b&gt;\\x07" in text                   # a header
+        assert re.search(r"first-half x+ +second-half", text)             # unfolded
         assert "plain &lt;b&gt;text&lt;/b&gt;" in text                  # the text part
         assert 'sandbox=""' in text and 'id="load-remote"' in text
         assert "1 remote image blocked" in text

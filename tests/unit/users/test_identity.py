@@ -66,3 +66,11 @@ def test_authorize_by_role() -> None:
     with pytest.raises(PermissionDenied):
         check_command("audit.tail", Caller("oscar", "web", "operator"))
     assert readonly.actor == "rita" and readonly.origin == "web 192.0.2.1"
+
+
+def test_tracking_is_refused_to_a_role_limited_to_some_quarantines() -> None:
+    # Tracking shows every message's path, clean mail included: not for a custom role.
+    with pytest.raises(PermissionDenied, match="limited to Policy"):
+        check_command("track", Caller("carol", "web", "custom", ("Policy",)))
+    check_command("track", Caller("rita", "web", "read-only"))
+    check_command("track", Caller("hal", "web", "helpdesk"))

@@ -9,12 +9,13 @@ who asks: only an administrator may change users (`users.permissions`).
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import click
 
 from pvoq.cli.client import fail, print_json, request
-from pvoq.cli.render import cell
+from pvoq.cli.render import cell, safe
 
 ROLES = ("admin", "operator", "helpdesk", "read-only", "custom")
 
@@ -115,6 +116,50 @@ def user_list(ctx: click.Context, as_json: bool) -> None:
         granted = ",".join(u["quarantines"]) if u["quarantines"] else "-"
         click.echo(f"{cell(u['name'], 21)}{cell(u['role'], 11)}{cell(granted, 21)}"
                    f"{cell(u['unix_user'] or '-', 13)}{'yes' if u['locked_until'] else '-'}")
+
+
+@user.group("token")
+def user_token() -> None:
+    """A user's REST API tokens: each acts with its user's role."""
+
+
+@user_token.command("add")
+@click.argument("name")
+@click.option("--label", default="", help="What the token is for (shown in list).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def user_token_add(ctx: click.Context, name: str, label: str, as_json: bool) -> None:
+    """Make an API token for user NAME; its secret is printed once."""
+    answer = request(ctx, "user.token.add", {"name": name, "label": label})
+    if not print_json(as_json, answer["data"]):
+        click.echo(answer["text"])
+
+
+@user_token.command("list")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def user_token_list(ctx: click.Context, name: str, as_json: bool) -> None:
+    """User NAME's API tokens: id, label, when made (never the secret)."""
+    data = request(ctx, "user.token.list", {"name": name})["data"]
+    if print_json(as_json, data):
+        return
+    if not data["tokens"]:
+        click.echo(f"User {safe(name)} has no API token.")
+        return
+    click.echo(f"{'Id':<10}{'Created (UTC)':<21}Label")
+    for t in data["tokens"]:
+        made = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t["created"]))
+        click.echo(f"{t['id']:<10}{made:<21}{safe(t['label'] or '-')}")
+
+
+@user_token.command("revoke")
+@click.argument("name")
+@click.argument("token_id")
+@click.pass_context
+def user_token_revoke(ctx: click.Context, name: str, token_id: str) -> None:
+    """Revoke API token TOKEN_ID of user NAME."""
+    click.echo(request(ctx, "user.token.revoke", {"name": name, "id": token_id})["text"])
 
 
 @user.command("whoami")

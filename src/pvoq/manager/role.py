@@ -208,8 +208,13 @@ class Manager(Appliance):
             account = self.users.get(name)
             return (account.role, account.quarantines) if account is not None else None
 
+        def token_owner(secret: str) -> tuple[str, str, tuple[str, ...] | None] | None:
+            account = self.users.token_owner(secret)
+            return ((account.name, account.role, account.quarantines)
+                    if account is not None else None)
+
         return create_app(self.service, api.tokens, max_body_bytes=api.max_body_bytes,
-                          max_mids=api.max_mids, role_of=role_of)
+                          max_mids=api.max_mids, role_of=role_of, token_owner=token_owner)
 
     def console_context(self) -> ConsoleContext:
         ctx = super().console_context()

@@ -2,7 +2,9 @@
 
 `user.add`, `user.passwd`, `user.role`, `user.delete` change the store (the
 administrator's: `permissions`); `user.list` shows it (never a hash);
-`user.whoami` says who the caller is to the appliance. A password travels in
+`user.whoami` says who the caller is to the appliance. `user.token.add`,
+`user.token.list`, `user.token.revoke`: a user's REST API tokens (the secret
+is in the answer to `add` only). A password travels in
 the request's arguments over the admin socket (mode 0600), never in argv;
 it is never logged or echoed. Changing a user's password or role, or
 deleting it, ends its console sessions.
@@ -83,6 +85,32 @@ class UserCommands(CommandSet):
         self.sessions.end_user(name)
         self.maillog.info(f"User {name} deleted by {peer.actor} ({peer.origin})")
         return {"text": f"User {name} deleted.", "data": {"name": name}}
+
+    @command("user.token.add", peer=True)
+    async def token_add(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        name = str(_text(args, "name"))
+        token, secret = self.users.add_token(name, str(args.get("label") or ""))
+        self.maillog.info(f"API token {token['id']} added for user {name} by {peer.actor} "
+                          f"({peer.origin})")
+        return {"text": f"API token {token['id']} for {name} (shown once, keep it):\n{secret}",
+                "data": {**token, "user": name, "token": secret}}
+
+    @command("user.token.list")
+    async def token_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        name = str(_text(args, "name"))
+        tokens = self.users.tokens(name)
+        return {"text": "\n".join(f"{t['id']}  {t['label'] or '-'}" for t in tokens)
+                or f"User {name} has no API token.",
+                "data": {"user": name, "tokens": list(tokens)}}
+
+    @command("user.token.revoke", peer=True)
+    async def token_revoke(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        name, token_id = str(_text(args, "name")), str(_text(args, "id"))
+        self.users.revoke_token(name, token_id)
+        self.maillog.info(f"API token {token_id} of user {name} revoked by {peer.actor} "
+                          f"({peer.origin})")
+        return {"text": f"API token {token_id} of {name} revoked.",
+                "data": {"user": name, "id": token_id}}
 
     @command("user.whoami", peer=True)
     async def whoami(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:

@@ -5,6 +5,11 @@ custom role is granted, and optionally the Unix account it is bound to (the
 admin socket's peer uid maps to it). Passwords are never stored, logged or
 returned: only their argon2id hashes (argon2-cffi).
 
+API tokens belong to a user: `add_token` makes one (a random secret shown
+once; only its SHA-256 is stored, with an id and a label), `token_owner`
+finds the account a presented secret belongs to, so the token acts with its
+user's role as it is now; deleting the user or revoking the token ends it.
+
 Lockout: `max_failures` wrong passwords in a row lock the account for
 `lockout_seconds`; while locked, even the right password is refused
 (`AccountLocked`, which says until when). Failures are counted per account
@@ -15,8 +20,10 @@ in memory; a successful login clears them. Every write goes through
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -118,6 +125,15 @@ def check_role(role: Any, quarantines: Any) -> tuple[str, tuple[str, ...] | None
 class _Record:
     account: Account
     password_hash: str = field(repr=False)
+    tokens: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+
+TOKEN_PREFIX = "pvoq_"
+MAX_TOKENS = 20  # per user
+
+
+def token_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class UserStore:
@@ -151,11 +167,12 @@ class UserStore:
             account = Account(item["name"], item["role"], tuple(q) if q is not None else None,
                               item.get("unix_user"), float(item.get("created", 0)),
                               float(item.get("changed", 0)))
-            records[account.name] = _Record(account, item["password_hash"])
+            records[account.name] = _Record(account, item["password_hash"],
+                                            list(item.get("tokens", [])))
         return records
 
     def _save(self) -> None:
-        users = [{**r.account.public(), "password_hash": r.password_hash}
+        users = [{**r.account.public(), "password_hash": r.password_hash, "tokens": r.tokens}
                  for r in sorted(self._records.values(), key=lambda r: r.account.name)]
         atomic_write(self.path, json.dumps({"users": users}, indent=1).encode() + b"\n",
                      mode=SECRET_MODE)
@@ -252,6 +269,45 @@ class UserStore:
             self._failures.pop(name, None)
             self._save()
 
+    # -- API tokens ----------------------------------------------------------
+    def add_token(self, name: str, label: str = "") -> tuple[dict[str, Any], str]:
+        """A new API token for *name*: (its public record, the secret, shown only now)."""
+        label = str(label)
+        if len(label) > 64 or any(not c.isprintable() for c in label):
+            raise UserError("a token label is at most 64 printable characters")
+        with self._lock:
+            record = self._require(name)
+            if len(record.tokens) >= MAX_TOKENS:
+                raise UserError(f"user {name!r} has {MAX_TOKENS} tokens already: revoke one")
+            secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+            token = {"id": secrets.token_hex(4), "label": label, "created": self.clock(),
+                     "sha256": token_digest(secret)}
+            record.tokens.append(token)
+            self._save()
+            return _public_token(token), secret
+
+    def tokens(self, name: str) -> tuple[dict[str, Any], ...]:
+        return tuple(_public_token(t) for t in self._require(name).tokens)
+
+    def revoke_token(self, name: str, token_id: str) -> None:
+        with self._lock:
+            record = self._require(name)
+            kept = [t for t in record.tokens if t["id"] != token_id]
+            if len(kept) == len(record.tokens):
+                raise NotFound(f"user {name!r} has no token {token_id!r}")
+            record.tokens = kept
+            self._save()
+
+    def token_owner(self, secret: str) -> Account | None:
+        """The account whose token *secret* is, or None."""
+        if not secret.startswith(TOKEN_PREFIX):
+            return None
+        digest = token_digest(secret)
+        for record in list(self._records.values()):
+            if any(secrets.compare_digest(t["sha256"], digest) for t in record.tokens):
+                return record.account
+        return None
+
     # -- login ---------------------------------------------------------------
     def authenticate(self, name: str, password: str, client: str) -> Account:
         """The account if *password* is *name*'s; `LoginFailed` or `AccountLocked` otherwise.
@@ -283,3 +339,7 @@ class UserStore:
                     self.on_lockout(name, client, count)
                 raise AccountLocked(name, state.locked_until)
         raise LoginFailed("wrong user name or password")
+
+
+def _public_token(token: dict[str, Any]) -> dict[str, Any]:
+    return {"id": token["id"], "label": token["label"], "created": token["created"]}

@@ -167,10 +167,14 @@ async def in_slices(mids: Iterable[int], one: Callable[[int], Any],
 def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
                max_body_bytes: int = MAX_BODY_BYTES, max_mids: int = MAX_MIDS,
                role_of: Callable[[str], tuple[str, tuple[str, ...] | None] | None] | None = None,
+               token_owner: Callable[[str], tuple[str, str, tuple[str, ...] | None] | None]
+               | None = None,
                ) -> FastAPI:
     """The API application over *service*, authenticating with *tokens*. *role_of*: the
     role (and granted quarantines) of a console user by name, or None when there is no
-    such user; a token whose user is one acts with that user's role, not its own."""
+    such user; a token whose user is one acts with that user's role, not its own.
+    *token_owner*: (user, role, granted quarantines) of a user's own API token
+    (`pvoq cli user token add`), or None for a secret that is none."""
     by_token = {t.token: t for t in tokens}
     app = FastAPI(title="pvoq manager API", version=__version__,
                   docs_url=None, redoc_url=None,   # their pages load assets from a CDN
@@ -179,7 +183,15 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
 
     def token_entry(header: str) -> ApiToken | None:
         scheme, _, token = header.partition(" ")
-        return by_token.get(token.strip()) if scheme.lower() == "bearer" else None
+        if scheme.lower() != "bearer":
+            return None
+        token = token.strip()
+        entry = by_token.get(token)
+        if entry is None and token_owner is not None:
+            owner = token_owner(token)
+            if owner is not None:  # a user's own token: its user's role as it is now
+                return ApiToken(token, owner[0], owner[1], owner[2])
+        return entry
 
     app.add_middleware(BodyLimit, authorized=lambda h: token_entry(h) is not None,
                        limit=max_body_bytes)

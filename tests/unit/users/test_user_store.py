@@ -105,3 +105,23 @@ def test_role_passwd_bind_delete(tmp_path: Path) -> None:
     assert UserStore(tmp_path / "users.json").list() == []
     with pytest.raises(NotFound):
         store.delete("hannah")
+
+
+def test_api_tokens_store_only_a_digest_and_survive_a_reload(tmp_path: Path) -> None:
+    store = UserStore(tmp_path / "users.json")
+    store.add("fred", "correct horse", "operator")
+    token, secret = store.add_token("fred", "backup job")
+    assert secret.startswith("pvoq_") and len(secret) > 40
+    raw = (tmp_path / "users.json").read_text()
+    assert secret not in raw and token["id"] in raw
+    again = UserStore(tmp_path / "users.json")
+    owner = again.token_owner(secret)
+    assert owner is not None and owner.name == "fred" and owner.role == "operator"
+    assert again.tokens("fred") == (token,)
+    assert again.token_owner(secret + "x") is None and again.token_owner("t-admin") is None
+    with pytest.raises(NotFound, match="no token"):
+        again.revoke_token("fred", "nope")
+    with pytest.raises(UserError, match="label"):
+        again.add_token("fred", "bad\x1blabel")
+    with pytest.raises(NotFound):
+        again.add_token("nobody")

@@ -1,7 +1,9 @@
 """Idle memory of a gateway and of a manager, each with its scanner processes.
 
 Starts a real deployment on loopback (gateway with its scanner processes, a
-manager, a sink), sends one message each way so that every code path that
+manager, a sink) as `pvoq init` configures them: the web console, `/metrics`
+and (with `--ssh`) the SSH command service and the manager's log
+subscription on, sends one message each way so that every code path that
 loads lazily has been loaded (a clean message delivered, one quarantined),
 lets them settle, then samples every process of each appliance: the
 appliance's own process and its descendants (the scanner processes).
@@ -90,11 +92,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before sampling")
     parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--bare", action="store_true",
+                        help="without the console, /metrics and SSH (the minimal appliance)")
     args = parser.parse_args()
 
     reference = bare_python_mb()
     with tempfile.TemporaryDirectory(prefix="pvoq-idle-") as tmp:
-        deploy = Deployment(Path(tmp))
+        full = not args.bare
+        deploy = Deployment(Path(tmp), console=full, metrics=full, ssh=full)
         deploy.init()
         try:
             deploy.start()
@@ -111,8 +116,9 @@ def main() -> int:
                 pss = max(r[1] for r in rows)
                 count = rows[-1][2]
                 worst = max(worst, rss)
+                each = ", ".join(f"{_status_kb(p, 'VmRSS') / 1000:.1f}" for p in tree(pid))
                 print(f"{name:8} processes={count} rss={rss:.1f} MB pss={pss:.1f} MB "
-                      f"target<={TARGET_MB:.0f} MB")
+                      f"(each, MB: {each}) target<={TARGET_MB:.0f} MB")
         finally:
             deploy.stop_all()
     print(f"reference bare python interpreter rss={reference:.1f} MB")

@@ -116,6 +116,9 @@ def data_dir_of(path: str | Path) -> Path | None:
     return (path.parent / raw).resolve()
 
 
+MAX_QUARANTINE_NAME = 64  # the quarantine store's name columns
+
+
 class _Loader:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -195,6 +198,9 @@ class _Loader:
         for q in ([] if section is None else section.all("quarantine")):
             fields = convert.Fields(q, QuarantineDefinition)
             name = fields("name", str)
+            if not 0 < len(name) <= MAX_QUARANTINE_NAME:
+                raise ConfigError(f"quarantine name {name[:80]!r}: 1 to {MAX_QUARANTINE_NAME} "
+                                  "characters", field=f"{q.path}.name", line=q.line)
             if any(d.name == name for d in definitions):
                 raise ConfigError(f"duplicate quarantine {name!r}", field=q.path, line=q.line)
             unit = convert.value(q, "retention_unit", convert.choice(*_RETENTION_UNITS), RETENTION_DEFAULT[1])

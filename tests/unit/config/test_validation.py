@@ -104,6 +104,16 @@ class TestNumbers:
             assert err.field == "config.quarantine_store.max_size_mb"
             assert "from 0 to 1000000000" in err.message
 
+    def test_quarantine_name_longer_than_the_store_keeps(self, tmp_path: Path,
+                                                         manager_text: str) -> None:
+        text = manager_text.replace(
+            "</config>", f"  <quarantines><quarantine><name>{'Q' * 65}</name>"
+            "<retention>4</retention><retention_unit>days</retention_unit>"
+            "</quarantine></quarantines>\n</config>")
+        err = load_error(write_config(tmp_path, text))
+        assert err.field == "config.quarantines.quarantine.name"
+        assert "1 to 64 characters" in err.message
+
     def test_retention_beyond_ten_years(self, tmp_path: Path, manager_text: str) -> None:
         text = manager_text.replace(
             "</config>", "  <quarantines><quarantine><name>Policy</name>"

@@ -23,21 +23,13 @@ from typing import Any
 import click
 
 from pvoq.cli.client import print_json, request
+from pvoq.cli.render import safe
 from pvoq.maillog.writer import format_time
 
 # C0 and C1 controls, DEL, line and paragraph separators, bidi overrides and isolates
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200e\u200f]")
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MID_PREFIX = re.compile(r"^MID \d+ ")
-
-
-def safe(value: object) -> str:
-    """*value* as text that cannot drive the terminal: controls escaped."""
-    def escape(m: re.Match[str]) -> str:
-        code = ord(m.group())
-        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-    return _UNSAFE.sub(escape, str(value))
 
 
 def parse_when(value: str, option: str) -> float:

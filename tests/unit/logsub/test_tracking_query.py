@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pvoq.admin.protocol import CommandError
-from pvoq.cli.track import render, safe
+from pvoq.cli.render import safe
+from pvoq.cli.track import render
 from pvoq.logsub.index import GATEWAY, MANAGER, TrackingIndex
 from pvoq.logsub.lines import parse
 from pvoq.logsub.reader import Position

@@ -37,6 +37,36 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
+async def read_bounded(app: App, scope: Scope, receive: Receive, send: Send, limit: int,
+                       too_large: Callable[[BodyTooLarge], Awaitable[None]]) -> None:
+    """Run *app* with its body counted as it is read: past *limit* bytes, *too_large*
+    answers instead (unless the response has started: then the error goes up)."""
+    seen = 0
+    started = False
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    async def tracked(message: Message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            started = True
+        await send(message)
+
+    try:
+        await app(scope, counted, tracked)
+    except BodyTooLarge as exc:
+        if started:
+            raise
+        await too_large(exc)
+
+
 class BodyLimit:
     """The ASGI middleware: *authorized* tells a known `Authorization` header value."""
 
@@ -68,30 +98,8 @@ class BodyLimit:
         if declared is not None and declared > self.limit:
             await _answer(send, 413, f"request body larger than {self.limit} bytes")
             return
-        seen = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise BodyTooLarge(self.limit)
-            return message
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracked)
-        except BodyTooLarge as exc:
-            if started:
-                raise
-            await _answer(send, 413, str(exc.detail))
+        await read_bounded(self.app, scope, receive, send, self.limit,
+                           lambda exc: _answer(send, 413, str(exc.detail)))
 
 
 async def _answer(send: Send, status: int, message: str,

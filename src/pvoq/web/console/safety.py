@@ -17,6 +17,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pvoq.web.limits import read_bounded
+
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "object-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 HEADERS = [(b"content-security-policy", CSP.encode()),
@@ -24,10 +26,6 @@ HEADERS = [(b"content-security-policy", CSP.encode()),
            (b"referrer-policy", b"no-referrer"),
            (b"x-frame-options", b"DENY")]
 API_PREFIXES = ("/api/", "/sma/api/")
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class SafetyMiddleware:
@@ -68,30 +66,8 @@ class SafetyMiddleware:
             await _plain(with_headers, status, "Content-Length is not a number" if status == 400
                          else f"Request body larger than {self.limit} bytes")
             return
-        seen = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await with_headers(message)
-
-        try:
-            await self.app(scope, counted, tracked)
-        except _TooLarge:
-            if started:
-                raise
-            await _plain(with_headers, 413, f"Request body larger than {self.limit} bytes")
+        await read_bounded(self.app, scope, receive, with_headers, self.limit, lambda _: _plain(
+            with_headers, 413, f"Request body larger than {self.limit} bytes"))
 
 
 def _header(scope: MutableMapping[str, Any], name: bytes) -> str | None:

@@ -13,6 +13,9 @@ from the one CA, and a gateway that lists them all, in order.
 The web console: `Deployment(console=True, users=[("alice", "admin", "pw...")])`
 serves each appliance's console over HTTPS (`console_url(name)`, trusting
 `ca_file`) and adds those users to each appliance when it first starts.
+
+`Deployment(env={"gateway": {...}})` adds to one process's environment (e.g.
+libfaketime's variables, to run the gateway's clock ahead).
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class Deployment:
     console: bool = False
     users: list[tuple[Any, ...]] = field(default_factory=list)
     metrics: bool = False  # each appliance serves /metrics on ports["<name>_metrics"]
+    env: dict[str, dict[str, str]] = field(default_factory=dict)  # more environment, by process
     ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -217,7 +221,8 @@ class Deployment:
         out = open(self.root / f"{name}.out", "ab")  # noqa: SIM115 (closed in stop)
         proc = subprocess.Popen([sys.executable, "-m", "pvoq", *args], stdout=out,
                                 stderr=subprocess.STDOUT, cwd=self.root,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ,
+                                                             **self.env.get(name, {})})
         out.close()
         self.procs[name] = proc
         return proc

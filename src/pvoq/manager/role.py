@@ -117,7 +117,7 @@ class Manager(Appliance):
         OverviewCommands(lambda: self.store.settings, self.store.engine,
                          lambda: self.service.quota_bytes).register(self.admin)
         ManagerLinkCommands(lambda: self.config, self.ssh, self.locator,
-                            self._wake_releases).register(self.admin)
+                            self._gateway_linked).register(self.admin)
         ListenerInfoCommands(lambda: self.config).register(self.admin)
         self.logsub = LogSubscription(config=lambda: self.config, ssh=self.ssh,
                                       maillog=self.maillog)
@@ -144,6 +144,12 @@ class Manager(Appliance):
 
     def _wake_releases(self) -> None:
         self.queues.wake(THE_CPQ_RELEASE_HOST)
+
+    def _gateway_linked(self) -> None:
+        """A gateway was added or its address may have changed: releases waiting for it go,
+        and the log subscription pulls at once instead of at its next interval."""
+        self._wake_releases()
+        self.logsub.wake()
 
     def _gateway_address(self, entry: Entry) -> tuple[str, int] | None:
         """Where a release goes: for a gateway added over SSH, what it last said (a miss

@@ -62,6 +62,7 @@ class Health:
     last_error: str | None = None
     last_error_time: float | None = None
     failing: bool = False
+    fault_logged: bool = False  # a fault line was written: its clearing is logged too
 
 
 class LogSubscription:
@@ -235,14 +236,15 @@ class LogSubscription:
         health = self.health.setdefault(name, Health())
         if log and (not health.failing or health.last_error != cause):
             self.log.critical(fault_line(name, cause))
+            health.fault_logged = True
         health.last_error, health.last_error_time, health.failing = cause, time.time(), True
 
     def _succeeded(self, name: str) -> None:
         health = self.health.setdefault(name, Health())
-        if health.failing:
+        if health.failing and health.fault_logged:
             self.log.info(f"Log subscription of {name}: pull succeeded, application fault "
                           "cleared")
-        health.failing = False
+        health.failing = health.fault_logged = False
 
     def status(self) -> dict[str, Any]:
         """What `logsub.status` answers (it reads the index: call it from a worker thread)."""

@@ -254,6 +254,22 @@ class TestFaults:
         run(tmp_path, body)
 
 
+    def test_a_gateway_added_later_clears_no_fault_that_was_never_logged(
+            self, tmp_path: Path) -> None:
+        async def body(world: World) -> None:
+            world.write(2)
+            sub = world.subscription()
+            # not added yet: recorded as failing, silently (it is no fault of the gateway)
+            sub._failed(GW, "not reachable over SSH: add it", log=False)
+            await _catch_up(sub)
+            world.maillog.flush()
+            text = (world.manager_logs / "mail_logs").read_text()
+            assert "application fault" not in text
+            assert not sub.status()["gateways"][0]["failing"]
+            await sub.stop()
+        run(tmp_path, body)
+
+
 @pytest.mark.parametrize(("answer", "problem"), [
     ("nonsense", "not JSON"),
     ("[]", "not a JSON object"),

@@ -5,8 +5,6 @@ MID, back through the gateway (`MID originally N`) and out with the downstream `
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +25,7 @@ def subscribed(tmp_path: Path) -> Iterator[Deployment]:
     dep.init()
     try:
         dep.start()
-        token = dep.admin(dep.gateway_config, "ssh.token")["data"]["token"]
-        added = subprocess.run(
-            [sys.executable, "-m", "pvoq", "cli", "-c", str(dep.manager_config), "gateway",
-             "add", GATEWAY, "--host", dep.ip, "--ssh-port", str(dep.ports["gateway_ssh"]),
-             "--token", token], capture_output=True, text=True, timeout=60)
-        assert added.returncode == 0, added.stderr
+        dep.add_gateway_over_ssh()
         yield dep
     finally:
         dep.stop_all()

@@ -33,12 +33,7 @@ def linked(tmp_path: Path) -> Iterator[Deployment]:
     dep.init()
     try:
         dep.start()
-        token = dep.admin(dep.gateway_config, "ssh.token")["data"]["token"]
-        added = subprocess.run(
-            [sys.executable, "-m", "pvoq", "cli", "-c", str(dep.manager_config), "gateway",
-             "add", GATEWAY, "--host", dep.ip, "--ssh-port", str(dep.ports["gateway_ssh"]),
-             "--token", token], capture_output=True, text=True, timeout=60)
-        assert added.returncode == 0, added.stderr
+        dep.add_gateway_over_ssh()
         # healthy: the manager's log subscription has pulled the new gateway's log
         # (it is woken by the add, not left to its next interval)
         wait_for("the first pull of the gateway's mail_logs", lambda: any(

@@ -43,11 +43,7 @@ def subscribed(tmp_path: Path) -> Iterator[Deployment]:
                                                                          SUBSCRIPTION))
     try:
         dep.start()
-        token = dep.admin(dep.gateway_config, "ssh.token")["data"]["token"]
-        added = _run("cli", "-c", str(dep.manager_config), "gateway", "add", GATEWAY,
-                     "--host", dep.ip, "--ssh-port", str(dep.ports["gateway_ssh"]),
-                     "--token", token)
-        assert added.returncode == 0, added.stderr
+        dep.add_gateway_over_ssh()
         yield dep
     finally:
         dep.stop_all()

@@ -58,10 +58,7 @@ def subscribed(tmp_path: Path) -> Iterator[Deployment]:
     dep.gateway_config.write_text(dep.gateway_config.read_text().replace("</config>", LOGS))
     try:
         dep.start()
-        token = dep.admin(dep.gateway_config, "ssh.token")["data"]["token"]
-        added = _cli(dep.manager_config, "gateway", "add", GATEWAY, "--host", dep.ip,
-                     "--ssh-port", str(dep.ports["gateway_ssh"]), "--token", token)
-        assert added.returncode == 0, added.stderr
+        dep.add_gateway_over_ssh()
         yield dep
     finally:
         dep.stop_all()

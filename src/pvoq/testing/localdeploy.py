@@ -310,6 +310,17 @@ class Deployment:
             smtp.sendmail(sender, [to], wire)
         return wire
 
+    def add_gateway_over_ssh(self, manager: str = "manager") -> None:
+        """`pvoq cli gateway add` on *manager* with a one-time token from the gateway's SSH
+        service (the deployment needs `ssh=True`), as an operator links them."""
+        token = self.admin(self.gateway_config, "ssh.token")["data"]["token"]
+        added = subprocess.run(
+            [sys.executable, "-m", "pvoq", "cli", "-c", str(self.config_of(manager)), "gateway",
+             "add", GATEWAY, "--host", self.ip, "--ssh-port", str(self.ports["gateway_ssh"]),
+             "--token", token], capture_output=True, text=True, timeout=60)
+        if added.returncode != 0:
+            raise DeploymentError(f"gateway add: {added.stderr}")
+
     def admin(self, config: Path, command: str, args: dict[str, Any] | None = None) -> Any:
         response = call(load_config(config).admin_socket, command, args)
         if not response.get("ok"):

@@ -46,7 +46,9 @@ def test_ready_and_stopped_lines_say_what_listens_where(dep: Deployment) -> None
     dep.start()
     pid = dep.procs["gateway"].pid
     gateway = load_config(dep.gateway_config)
-    ready = [line for line in output(dep, "gateway") if " ready " in line]
+    # the admin socket answers a moment before the line is printed
+    ready = wait_for("the gateway's ready line",
+                     lambda: [line for line in output(dep, "gateway") if " ready " in line])
     assert ready == [
         f"pvoq {__version__} gateway {GATEWAY} ready (pid {pid}): "
         f"IncomingMail (SMTP) 127.0.0.1:{dep.ports['gateway_smtp']}; "
@@ -54,7 +56,8 @@ def test_ready_and_stopped_lines_say_what_listens_where(dep: Deployment) -> None
         f"SSH 127.0.0.1:{dep.ports['gateway_ssh']}; "
         f"metrics 127.0.0.1:{dep.ports['gateway_metrics']}/metrics; "
         f"admin socket {gateway.admin_socket}"], output(dep, "gateway")
-    manager_ready = [line for line in output(dep, "manager") if " ready " in line]
+    manager_ready = wait_for("the manager's ready line", lambda: [
+        line for line in output(dep, "manager") if " ready " in line])
     assert len(manager_ready) == 1
     assert re.fullmatch(
         rf"pvoq \S+ manager {re.escape(MANAGER)} ready \(pid \d+\): cpq_listener \(CPQ\) "

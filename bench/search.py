@@ -145,6 +145,15 @@ INSERT INTO reasons (id, text) SELECT reason_id, min(reason) FROM message_quaran
     GROUP BY reason_id;
 """
 
+# The loaded tables' indexes that back no constraint (primary keys stay).
+SECONDARY_INDEXES = """
+SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x
+    JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
+    WHERE t.relname IN ('messages', 'message_quarantines', 'message_recipients', 'attachments')
+      AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.oid)
+    ORDER BY i.relname
+"""
+
 
 def load_sqlite(path: Path, n: int, batch: int = 20_000) -> float:
     store = QuarantineStore(f"sqlite:///{path}", path.parent / "bodies", settings=SETTINGS)
@@ -197,6 +206,13 @@ def load_postgres(url: str, n: int, batch: int = 50_000) -> float:
     store.close()
     start = time.perf_counter()
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # A bulk load's usual order: the secondary indexes are dropped here and built
+        # once after the rows are in (counted in the load time), instead of growing
+        # ten million entries at a time in random order.
+        indexes = conn.execute(SECONDARY_INDEXES).fetchall()
+        for name, _definition in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
     with psycopg.connect(dsn) as conn:
         rows: list[list[Any]] = [[], [], [], []]
 
@@ -224,6 +240,9 @@ def load_postgres(url: str, n: int, batch: int = 50_000) -> float:
                 flush()
         flush()
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        for _name, definition in indexes:
+            conn.execute(definition)
         for statement in (COUNTS + REASONS
                           + "SELECT setval('reasons_id_seq', (SELECT max(id) FROM reasons));"
                           ).strip().split(";"):

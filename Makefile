@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-install
+# Test workers (pytest-xdist), one test file per worker at a time: most e2e tests
+# wait on real processes, so more workers than cores pays (docs/operations.md).
+WORKERS ?= 4
+XDIST   := -n $(WORKERS) --dist loadfile
 
 .PHONY: demo test unit e2e lint typecheck bench clean
 
@@ -18,13 +22,13 @@ demo: $(STAMP)
 	$(BIN)/pvoq demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q $(XDIST) tests/unit
 
 e2e: $(STAMP)
-	$(BIN)/python -m pytest -q tests/e2e
+	$(BIN)/python -m pytest -q $(XDIST) tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import shutil
 import signal
 import smtplib
@@ -44,40 +43,11 @@ from pvoq.cpq.ca import CA_CERT_FILE
 from pvoq.deploy import init_appliance
 from pvoq.errors import PvoqError
 from pvoq.spool.store import Entry, Spool
+from pvoq.testing.ports import free_port
 
 MANAGER = "manager.pvoq.test"
 GATEWAY = "gw1.pvoq.test"
 OUTBREAK_HOST = "outbreak-demo.example"
-
-
-def _ephemeral_low() -> int:
-    """The first port the kernel hands out to outgoing connections (Linux), else 32768."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A free port below the kernel's ephemeral range.
-
-    A listening port chosen inside that range can be taken, before its
-    process binds it, as the source port of an outgoing connection; a
-    connection to 127.0.0.1 on a port nobody listens on can even connect to
-    itself through it (TCP simultaneous open) and hold the port.
-    """
-    low = _ephemeral_low()
-    for _ in range(200):
-        port = random.randrange(10_000, max(10_001, low))
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class DeploymentError(PvoqError):

@@ -17,12 +17,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 from pvoq.errors import PvoqError
+from pvoq.testing.ports import free_port
 
 
 class PostgresUnavailable(PvoqError):
@@ -46,12 +46,6 @@ def find_bindir() -> Path:
                               "install Debian's postgresql package")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _run_as() -> str | None:
     if os.geteuid() != 0:
         return None
@@ -70,7 +64,7 @@ class PostgresServer:
         self.user = _run_as()
         self.root = Path(tempfile.mkdtemp(prefix="pvoq-pg-"))
         self.datadir = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.fsync = fsync
         self._started = False
 

@@ -211,8 +211,8 @@ class Deployment:
             mine.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
             shutil.copyfile(first, mine)
             mine.chmod(0o600)
-        self._spawn(name, ["manager", "run", "-c", str(config)])
-        wait_for(f"{name} to be ready", lambda: self._admin_ready(config))
+        proc = self._spawn(name, ["manager", "run", "-c", str(config)])
+        wait_for(f"{name} to be ready", lambda: self._ready(name, proc, config))
         self._first_start(name)
 
     def _first_start(self, name: str) -> None:
@@ -221,8 +221,9 @@ class Deployment:
             self.add_users(name)
 
     def start_gateway(self) -> None:
-        self._spawn("gateway", ["gateway", "run", "-c", str(self.gateway_config)])
-        wait_for("the gateway to be ready", lambda: self._admin_ready(self.gateway_config))
+        proc = self._spawn("gateway", ["gateway", "run", "-c", str(self.gateway_config)])
+        wait_for("the gateway to be ready",
+                 lambda: self._ready("gateway", proc, self.gateway_config))
         self._first_start("gateway")
 
     def start(self) -> None:
@@ -245,6 +246,15 @@ class Deployment:
             return bool(call(load_config(config).admin_socket, "status", timeout_s=2)["ok"])
         except (AdminUnavailable, OSError):
             return False
+
+    def _ready(self, name: str, proc: subprocess.Popen[bytes], config: Path) -> bool:
+        """The admin socket answers *and* the process printed its ready line: the socket
+        answers a moment before the console, the metrics and the line (and a test may read
+        the line or use the console as soon as this returns)."""
+        if not self._admin_ready(config):
+            return False
+        out = (self.root / f"{name}.out").read_text(errors="replace")
+        return f" ready (pid {proc.pid})" in out
 
     def stop(self, name: str, *, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int | None:
         proc = self.procs.pop(name, None)

@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.stamp-install
 WORKERS ?= 4
 XDIST   := -n $(WORKERS) --dist loadfile
 
-.PHONY: demo test unit e2e lint typecheck bench clean
+.PHONY: demo test unit e2e screenshots lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "pvoq needs Python >= 3.11 (set PYTHON=...)")'
@@ -29,6 +29,11 @@ unit: $(STAMP)
 
 e2e: $(STAMP)
 	$(BIN)/python -m pytest -q $(XDIST) tests/e2e
+
+# The console's pictures in docs/console/ (docs/console.md), taken by its browser tests.
+screenshots: $(STAMP)
+	PVOQ_SCREENSHOTS=$(CURDIR)/docs/console $(BIN)/python -m pytest -q $(XDIST) \
+		tests/e2e/test_console_*.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -1,8 +1,11 @@
 """What the console's end-to-end tests share: a deployment with the consoles on, its users,
-and where screenshots go (`docs/console/`, referenced by docs/console.md)."""
+and where screenshots go: `docs/console/` (referenced by docs/console.md) under
+`make screenshots` (`PVOQ_SCREENSHOTS=docs/console`), else nowhere (taken, not kept), so that
+a test run leaves the source tree as it found it and parallel runs write no shared file."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +17,6 @@ from pvoq.testing.localdeploy import Deployment
 ADMIN_PW = "alice's long password"
 READONLY_PW = "rita's long password"
 USERS = [("alice", "admin", ADMIN_PW), ("rita", "read-only", READONLY_PW)]
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 
 
 def console_deployment(root: Path) -> Deployment:
@@ -37,6 +39,10 @@ def browser_page(dep: Deployment, name: str) -> Iterator[Any]:
 
 
 def screenshot(page: Any, name: str) -> None:
-    """Keep a small PNG of *page* for the documentation."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+    """Take a small PNG of *page*; keep it for the documentation under `make screenshots`."""
+    shots = os.environ.get("PVOQ_SCREENSHOTS")
+    if not shots:
+        assert page.screenshot(full_page=False).startswith(b"\x89PNG")
+        return
+    Path(shots).mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(Path(shots) / f"{name}.png"), full_page=False)

@@ -6,8 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-install
 # Test workers (pytest-xdist), one test file per worker at a time: most e2e tests
 # wait on real processes, so more workers than cores pays (docs/operations.md).
-WORKERS ?= 4
-XDIST   := -n $(WORKERS) --dist loadfile
+WORKERS ?= 6
+XDIST   := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test unit e2e screenshots lint typecheck bench clean
 

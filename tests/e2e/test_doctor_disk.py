@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 SCRIPT = r'''
@@ -32,11 +33,19 @@ finally:
 '''
 
 
-def test_a_nearly_full_file_system_is_named_with_its_fix(tmp_path: Path) -> None:
+def test_a_nearly_full_file_system_is_named_with_its_fix() -> None:
     unshare = shutil.which("unshare")
     assert unshare, "unshare (util-linux) is needed to give the deployment a small file system"
-    where = tmp_path / "small"
-    where.mkdir()
+    # A short directory: the admin sockets under it must fit AF_UNIX's 108 bytes, which a
+    # parallel run's tmp_path (one level deeper) plus this test's long name does not.
+    where = Path(tempfile.mkdtemp(prefix="pvoq-disk-"))
+    try:
+        _check_nearly_full(unshare, where)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def _check_nearly_full(unshare: str, where: Path) -> None:
     namespaces = ["-m"] if os.geteuid() == 0 else ["-r", "-m"]
     result = subprocess.run(
         [unshare, *namespaces, "--propagation", "private", sys.executable, "-c", SCRIPT,

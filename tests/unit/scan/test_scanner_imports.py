@@ -29,7 +29,9 @@ from pvoq.scan.message import Envelope
 FORBIDDEN = ("aiosmtpd", "sqlalchemy", "alembic", "asyncssh", "cryptography", "fastapi",
              "starlette", "uvicorn", "jinja2", "pydantic", "prometheus_client", "argon2",
              "defusedxml", "asyncio", "ssl", "pvoq.smtp", "pvoq.cpq", "pvoq.spool",
-             "pvoq.quarantine", "pvoq.web", "pvoq.metrics", "pvoq.maillog.writer")
+             "pvoq.quarantine", "pvoq.web", "pvoq.metrics", "pvoq.maillog.writer",
+             # OpenSSL's libcrypto: only for an outbreak rule with attachment hashes
+             "_hashlib")
 
 SCRIPT = """
 import pickle, sys

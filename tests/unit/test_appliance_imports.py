@@ -2,7 +2,8 @@
 
 `pvoq gateway` and `pvoq manager` load the CLI and their role module; the
 console (FastAPI, Starlette, Jinja2, uvicorn, pydantic) is built on its
-first connection, rich only for a CLI table, SQLAlchemy only on the manager
+first connection, rich only for a CLI table, argon2 only when a password is set
+or checked, SQLAlchemy only on the manager
 and Alembic only when a migration is due. Each test runs a fresh interpreter.
 """
 
@@ -27,12 +28,12 @@ def _loaded(code: str) -> set[str]:
 
 def test_a_gateway_process_loads_no_console_store_or_table_library() -> None:
     loaded = _loaded("import pvoq.cli.main, pvoq.gateway.role")
-    assert sorted(loaded & {*CONSOLE, "sqlalchemy", "alembic", "rich"}) == []
+    assert sorted(loaded & {*CONSOLE, "sqlalchemy", "alembic", "rich", "argon2"}) == []
 
 
 def test_a_manager_process_loads_no_console_migration_or_table_library() -> None:
     loaded = _loaded("import pvoq.cli.main, pvoq.manager.role")
-    assert sorted(loaded & {*CONSOLE, "alembic", "rich"}) == []
+    assert sorted(loaded & {*CONSOLE, "alembic", "rich", "argon2"}) == []
 
 
 def test_a_store_at_the_head_revision_opens_without_alembic(tmp_path: Path) -> None:

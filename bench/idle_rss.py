@@ -2,11 +2,16 @@
 
 Starts a real deployment on loopback (gateway with its scanner processes, a
 manager, a sink) as `pvoq init` configures them: the web console, `/metrics`
-and (with `--ssh`) the SSH command service and the manager's log
-subscription on, sends one message each way so that every code path that
-loads lazily has been loaded (a clean message delivered, one quarantined),
-lets them settle, then samples every process of each appliance: the
-appliance's own process and its descendants (the scanner processes).
+and the SSH command service on, the gateway linked to the manager over SSH
+(`pvoq cli gateway add`) so that the manager's log subscription pulls its
+logs, sends one message each way so that the mail paths are loaded (a clean
+message delivered, one quarantined), scrapes `/metrics` once, lets them
+settle, then samples every process of each appliance: the appliance's own
+process and its descendants (the scanner processes).
+
+The console is built on its first connection: the figure judged is the idle
+appliance whose console nobody has opened; the script then opens one console
+page on each appliance, lets them settle again and prints that figure too.
 
 Figures per appliance, in MB (10^6 bytes):
 - RSS: the sum of the processes' resident set sizes (shared pages counted in
@@ -14,6 +19,7 @@ Figures per appliance, in MB (10^6 bytes):
 - PSS: the proportional set size sum (shared pages divided among sharers).
 
 Reference measured in the same run: a bare `python3 -c` interpreter's RSS.
+The load average is printed first (RSS hardly depends on it).
 Target: each appliance's RSS <= 80 MB. Last line:
 
     RESULT idle_rss <worst appliance RSS> MB ratio=<80 / that>
@@ -22,10 +28,13 @@ Target: each appliance's RSS <= 80 MB. Last line:
 from __future__ import annotations
 
 import argparse
+import os
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from pvoq.testing.localdeploy import Deployment, wait_for
@@ -88,6 +97,28 @@ def bare_python_mb() -> float:
         proc.wait()
 
 
+def report(deploy: Deployment, samples: int, when: str) -> float:
+    """Print each appliance's figures; the worst RSS."""
+    worst = 0.0
+    for name in ("gateway", "manager"):
+        pid = deploy.procs[name].pid
+        rows = [sample(pid) for _ in range(samples) if not time.sleep(0.2)]
+        rss = max(r[0] for r in rows)
+        pss = max(r[1] for r in rows)
+        count = rows[-1][2]
+        worst = max(worst, rss)
+        each = ", ".join(f"{_status_kb(p, 'VmRSS') / 1000:.1f}" for p in tree(pid))
+        print(f"{when:14} {name:8} processes={count} rss={rss:.1f} MB pss={pss:.1f} MB "
+              f"(each, MB: {each}) target<={TARGET_MB:.0f} MB")
+    return worst
+
+
+def fetch(url: str, context: ssl.SSLContext | None = None) -> int:
+    with urllib.request.urlopen(url, timeout=30, context=context) as response:
+        response.read()
+        return int(response.status)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before sampling")
@@ -96,6 +127,8 @@ def main() -> int:
                         help="without the console, /metrics and SSH (the minimal appliance)")
     args = parser.parse_args()
 
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     reference = bare_python_mb()
     with tempfile.TemporaryDirectory(prefix="pvoq-idle-") as tmp:
         full = not args.bare
@@ -103,22 +136,25 @@ def main() -> int:
         deploy.init()
         try:
             deploy.start()
+            if full:
+                deploy.add_gateway_over_ssh()
             deploy.send(subject="hello", body="clean mail\n")
             deploy.send(subject="confidential report", body="caught\n")
             wait_for("the clean message downstream", lambda: len(deploy.delivered()) >= 1)
             wait_for("the caught message on the manager", lambda: deploy.quarantined())
+            if full:
+                for name in ("gateway", "manager"):
+                    fetch(f"http://127.0.0.1:{deploy.ports[f'{name}_metrics']}/metrics")
             time.sleep(args.settle)
-            worst = 0.0
-            for name in ("gateway", "manager"):
-                pid = deploy.procs[name].pid
-                rows = [sample(pid) for _ in range(args.samples) if not time.sleep(0.2)]
-                rss = max(r[0] for r in rows)
-                pss = max(r[1] for r in rows)
-                count = rows[-1][2]
-                worst = max(worst, rss)
-                each = ", ".join(f"{_status_kb(p, 'VmRSS') / 1000:.1f}" for p in tree(pid))
-                print(f"{name:8} processes={count} rss={rss:.1f} MB pss={pss:.1f} MB "
-                      f"(each, MB: {each}) target<={TARGET_MB:.0f} MB")
+            worst = report(deploy, args.samples, "idle")
+            if full:
+                trust = ssl.create_default_context(cafile=str(deploy.ca_file))
+                for name in ("gateway", "manager"):
+                    fetch(deploy.console_url(name) + "/", trust)
+                time.sleep(args.settle)
+                browsed = report(deploy, args.samples, "one page open")
+                print(f"after one console page on each: worst rss={browsed:.1f} MB "
+                      "(not judged: the target is the idle appliance)")
         finally:
             deploy.stop_all()
     print(f"reference bare python interpreter rss={reference:.1f} MB")

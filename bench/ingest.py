@@ -14,7 +14,9 @@ Internet) to:
 
 Both in one run, same machine, in alternating rounds (the sink, then a fresh
 gateway; five rounds by default) because this machine's speed drifts by a
-quarter within a minute. Last line, medians over the rounds:
+quarter within a minute. The load average is printed first and after each
+round (the ratio means little on a loaded machine). Last line, medians over
+the rounds:
 `RESULT ingest <msgs/s> msgs/s ratio=<pvoq ÷ bare sink of the same round>`.
 """
 
@@ -96,6 +98,8 @@ def main() -> None:
     ratios: list[float] = []
     try:
         assert sink.stdout is not None and sink.stdout.readline().strip() == b"ready"
+        load = os.getloadavg()
+        print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (2 CPUs)")
         print(f"smtp-source: {args.messages} messages of {args.size} bytes, "
               f"{args.sessions} sessions, a new connection per message; "
               f"{args.rounds} rounds, each the bare sink then a fresh gateway")
@@ -108,7 +112,8 @@ def main() -> None:
             ratios.append(rate / reference)
             print(f"round {n}: bare aiosmtpd sink (keeps nothing) {reference:7.1f} msgs/s; "
                   f"pvoq gateway (fsync'd spool, filters, routed) {rate:7.1f} msgs/s "
-                  f"(SMTP alone {smtp_rate:.1f}); ratio {rate / reference:.2f}")
+                  f"(SMTP alone {smtp_rate:.1f}); ratio {rate / reference:.2f}; "
+                  f"load average {os.getloadavg()[0]:.2f}")
         print(f"RESULT ingest {statistics.median(ours):.1f} msgs/s "
               f"ratio={statistics.median(ratios):.2f}")
     finally:

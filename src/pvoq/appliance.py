@@ -70,7 +70,7 @@ if TYPE_CHECKING:
     from pvoq.metrics.server import MetricsServer
     from pvoq.web.console.auth import User
     from pvoq.web.console.context import ConsoleContext
-    from pvoq.web.server import WebServer
+    from pvoq.web.server import Deferred, WebServer
 
 # Data directories whose files only `fsutil.atomic_write` creates (never looser than 0640,
 # whatever the umask), and that grow with the mail: their files are not checked one by one.
@@ -247,16 +247,25 @@ class Appliance:
         self.maillog.warning(f"Console user {user} locked out for {minutes:g} minutes after "
                              f"{failures} failed logins, the last from {client}")
 
+    def _console_app(self) -> Deferred:
+        """The console, built on its first connection: an appliance whose console nobody
+        opens never loads FastAPI, Jinja2 and uvicorn."""
+        from pvoq.web.server import Deferred
+
+        def build() -> Any:
+            from pvoq.web.console.app import build_app
+
+            return build_app(self.console_context())
+
+        return Deferred(build, ("pvoq.web.console.app", "uvicorn"))
+
     async def _start_console(self) -> None:
         web = self.config.web
         if not web.enabled:
             return
-        # Imported here: an appliance without a console never loads FastAPI and uvicorn.
-        from pvoq.web.console.app import build_app
         from pvoq.web.server import WebServer
 
-        self.web = WebServer(build_app(self.console_context()), web.address, web.port,
-                             self.web_tls)
+        self.web = WebServer(self._console_app(), web.address, web.port, self.web_tls)
         self.web.start()
         self.maillog.info(f"Web console listening on {self.web.url}")
 
@@ -277,11 +286,8 @@ class Appliance:
         if self.web is None:
             await self._start_console()
             return
-        from pvoq.web.console.app import build_app
-
         try:
-            await self.web.restart(build_app(self.console_context()), web.address, web.port,
-                                   tls)
+            await self.web.restart(self._console_app(), web.address, web.port, tls)
         except OSError as exc:
             self.maillog.warning(f"Web console kept on {self.web.address}:{self.web.port}: "
                                  f"cannot listen on {web.address}:{web.port}: {exc.strerror}")

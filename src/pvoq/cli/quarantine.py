@@ -19,13 +19,18 @@ from datetime import datetime
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from pvoq.cli.client import print_json, request
 from pvoq.cli.render import columns, duration, echo, reasons, rich_text
 from pvoq.maillog.writer import format_time
-from pvoq.quarantine.receipts import printable
+
+
+def printable(text: object) -> str:
+    """The receipts' `printable`, imported when a line is shown: loading the CLI (as every
+    appliance process does) does not load SQLAlchemy for it."""
+    from pvoq.quarantine.receipts import printable as shown
+
+    return shown(text)
 
 
 @click.group()
@@ -46,6 +51,9 @@ def quarantine_list(ctx: click.Context, name: str | None, limit: int, offset: in
                     {"quarantine": name, "limit": limit, "offset": offset})["data"]
     if print_json(as_json, data):
         return
+    from rich.console import Console  # here: an appliance process never loads rich
+    from rich.table import Table
+
     table = Table(title=rich_text(f"PVO quarantines: {data['total']} messages"
                                   + (f" in {name}" if name else "")), title_justify="left")
     for col in ("MID", "Received", "Gateway (MID)", "Sender", "Subject", "Size",
@@ -228,6 +236,9 @@ def quarantine_search(ctx: click.Context, sort: str, order: str, page_size: str,
         return
     first = data["offset"] + 1 if data["messages"] else 0
     last = data["offset"] + len(data["messages"])
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=rich_text(f"{data['total']} messages found, showing {first}-{last}"),
                   title_justify="left")
     for col in ("MID", "Received", "Scheduled Exit", "Sender", "Subject", "Size",

@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
 from pvoq.cli.client import print_json, request
 from pvoq.cli.render import cell, echo
@@ -62,6 +60,9 @@ def deleterecipients(ctx: click.Context, by_host: str | None, by_sender: str | N
         raise click.UsageError("say --host HOST, --sender ADDRESS or --all")
     total = request(ctx, "showrecipients", {**selection, "limit": 1})["data"]["total"]
     deleted = 0
+    from rich.console import Console  # here: an appliance process never loads rich
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("deleting"), BarColumn(), MofNCompleteColumn(),
                   console=console, transient=True, disable=not console.is_terminal) as bar:

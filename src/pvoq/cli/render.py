@@ -14,12 +14,14 @@ whose escaping is exact and enough.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.text import Text
 
 from pvoq.maillog.writer import format_time
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 # C0 controls, DEL and C1 controls: shown as `\xNN`.
 _CONTROLS = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]
@@ -50,6 +52,8 @@ def echo(text: object, *, err: bool = False, multiline: bool = False) -> None:
 
 def rich_text(text: object) -> Text:
     """*text* as a rich cell or title: made `safe`, and never parsed as markup."""
+    from rich.text import Text  # here: an appliance process never loads rich
+
     return Text(safe(text))
 
 

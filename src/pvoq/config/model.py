@@ -20,13 +20,15 @@ from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pvoq.config.cluster import ClusterInfo
 from pvoq.config.filterlang import BUILTIN_QUARANTINES, BuiltinQuarantine, Filter
 from pvoq.config.hat import Hat, Rat
 from pvoq.config.web import WebSettings
 from pvoq.maillog.settings import LogsConfig
+
+if TYPE_CHECKING:
+    from pvoq.config.cluster import ClusterInfo  # defusedxml: not for the scanner process
 
 CPQ_DEFAULT_PORT = 7025
 DEFAULT_MAX_CONN_PER_IP = 10

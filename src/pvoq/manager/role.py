@@ -230,9 +230,10 @@ class Manager(Appliance):
     async def _start_api(self) -> None:
         api = self.config.api
         if api.enabled and api.port:
-            from pvoq.web.server import ApiServer
+            from pvoq.web.server import ApiServer, Deferred
 
-            self.api = ApiServer(self.api_app(), api.address, api.port)
+            self.api = ApiServer(Deferred(self.api_app, ("pvoq.web.api", "uvicorn")),
+                                 api.address, api.port)
             self.api.start()
             self.maillog.info(f"REST API listening on {api.address} port {api.port}")
 
@@ -251,7 +252,10 @@ class Manager(Appliance):
             await self._start_api()
             return
         try:
-            await self.api.restart(self.api_app(), api.address, api.port, None)
+            from pvoq.web.server import Deferred
+
+            await self.api.restart(Deferred(self.api_app, ("pvoq.web.api", "uvicorn")),
+                                   api.address, api.port, None)
         except OSError as exc:
             self.maillog.warning(f"REST API kept on {self.api.address} port {self.api.port}: "
                                  f"cannot listen on {api.address} port {api.port}: "

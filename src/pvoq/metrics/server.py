@@ -1,18 +1,20 @@
 """Serve `/metrics` (Prometheus text format) on the port `<metrics>` gives.
 
-One small FastAPI app per appliance, served by `web.server.ApiServer` on the
-appliance's event loop (bound before `start()` returns, like the API). A scrape
-renders the event metrics of this process (`pvoq.metrics`) and the appliance's
-live collector (`metrics.live`) in a worker thread, so the event loop carries on
-while the collectors read. Any other path is a 404.
+One small ASGI application per appliance (plain ASGI: one path does not need
+FastAPI's import set, about 15 MB of an idle appliance), served by
+`web.server.ApiServer` on the appliance's event loop (bound before `start()`
+returns, like the API). A scrape renders the event metrics of this process
+(`pvoq.metrics`) and the appliance's live collector (`metrics.live`) in a worker
+thread, so the event loop carries on while the collectors read. Any other path
+is a 404, any other method on `/metrics` a 405.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
-from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
@@ -36,13 +38,31 @@ def registry_of(live: Collector) -> CollectorRegistry:
     return registry
 
 
-def create_app(registry: CollectorRegistry) -> FastAPI:
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+Asgi = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]],
+                 Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        data = await asyncio.to_thread(generate_latest, registry)
-        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+def create_app(registry: CollectorRegistry) -> Asgi:
+    """The ASGI application: `GET /metrics` renders *registry*."""
+
+    async def app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                  send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/metrics":
+            status, body, kind = 404, b"Not Found\n", "text/plain; charset=utf-8"
+        elif scope["method"] not in ("GET", "HEAD"):
+            status, body, kind = 405, b"Method Not Allowed\n", "text/plain; charset=utf-8"
+        else:
+            status, kind = 200, CONTENT_TYPE_LATEST
+            body = await asyncio.to_thread(generate_latest, registry)
+        headers = [(b"content-type", kind.encode()),
+                   (b"content-length", str(len(body)).encode())]
+        if status == 405:
+            headers.append((b"allow", b"GET, HEAD"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body",
+                    "body": b"" if scope["method"] == "HEAD" else body})
 
     return app
 

@@ -18,7 +18,6 @@ too.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -154,6 +153,8 @@ class Attachment:
 
     @cached_property
     def sha256(self) -> str:
+        import hashlib  # here: OpenSSL's libcrypto (4 MB) only for a rule that asks for a hash
+
         return hashlib.sha256(self.payload).hexdigest()
 
     @property

@@ -44,10 +44,8 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pvoq.config.model import MailPolicy, ScanSettings
 from pvoq.scan.antivirus import (
@@ -74,6 +72,9 @@ from pvoq.scan.verdict import (
     StageTrace,
     Verdict,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
     "ANTIVIRUS", "CONTENT_FILTERS", "DELIVERY", "EICAR", "MESSAGE_FILTERS", "OUTBREAK_FILTERS",
@@ -239,11 +240,16 @@ class Pipeline:
         self.rescan_on_release = dict(rescan_on_release)
         self.alarm_timeouts = alarm_timeouts
         self.limits = limits_of(settings) if settings is not None else MimeLimits()
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scan")
+        self._executor: ThreadPoolExecutor | None = None
+        if not alarm_timeouts:  # a scanner process times stages with SIGALRM, no threads
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scan")
 
     def close(self) -> None:
         """Let checks in flight finish; a scan started after this fails (and is retried)."""
-        self._executor.shutdown(wait=False)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
 
     # -- the checks that others share or ask about -------------------------------
     def _find(self, kind: type[C], name: str | None = None) -> C:
@@ -376,9 +382,10 @@ class Pipeline:
         try:
             if self.alarm_timeouts:
                 return self._under_alarm(check, msg, timeout)
+            assert self._executor is not None
             future = self._executor.submit(check.check, msg)
             return future.result(timeout=timeout)
-        except (FutureTimeout, _StageTimeout):
+        except (TimeoutError, _StageTimeout):  # concurrent.futures' TimeoutError is this one
             raise ScanError(f"{stage} timed out after {timeout:g}s", stage=stage) from None
         except ScanError as exc:
             exc.stage = exc.stage or stage

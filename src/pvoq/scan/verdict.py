@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from pvoq.cpq.transfer import QuarantineRef
 from pvoq.errors import TemporaryFailure
+
+if TYPE_CHECKING:
+    from pvoq.cpq.transfer import QuarantineRef
 
 
 class CheckAction(StrEnum):
@@ -71,6 +73,8 @@ class Verdict:
 
     def ref(self) -> QuarantineRef:
         """The entry of a quarantine transfer's `quarantines[]` for this verdict."""
+        from pvoq.cpq.transfer import QuarantineRef  # here: the scanner process has no CPQ
+
         return QuarantineRef(name=self.quarantine, reason=self.reason, stage=self.stage,
                              detail=self.detail, retention_s=self.retention_s,
                              threat_level=self.threat_level)

@@ -4,8 +4,8 @@ The gateway's event loop serves every SMTP session, commits the spool and
 routes mail; the checks (MIME parsing, filters, URL extraction, outbreak
 rules, the clamd client) are Python too. In threads of the same process they
 hold the same interpreter lock, and every session then waits for them. Here
-each scan runs in a worker process (`python -m pvoq.scan.workers`), which
-builds its pipelines from the same `ScanSettings` and gives back the
+each scan runs in a worker process (`python -m pvoq.scan.scanner`, the
+worker side, which imports no more than the scans need), which builds its pipelines from the same `ScanSettings` and gives back the
 `ScanResult` (or the `ScanError`) the pipeline would have given in-process.
 
 The gateway talks to each worker over its stdin and stdout with the event
@@ -41,96 +41,22 @@ import contextlib
 import fcntl
 import os
 import pickle
-import struct
 import sys
-from typing import Any, BinaryIO
+from typing import Any
 
 from pvoq.config.model import ScanSettings
 from pvoq.scan.message import Envelope
-from pvoq.scan.outbreak import RulesError
-from pvoq.scan.pipeline import Pipeline
+from pvoq.scan.scanner import FRAME, Job, worker_main
 from pvoq.scan.verdict import ScanError, ScanResult
 
 MAX_DEFAULT_PROCESSES = 4
 PIPE_BYTES = 1 << 20  # the pipe to a worker (Linux's default maximum for a user)
 OVERDUE_MARGIN_S = 10.0  # beyond the sum of a batch's stage timeouts, before a worker is stopped
-FRAME = struct.Struct(">I")
-
-# body, envelope, policy, resume_after, stop_after, skip
-Job = tuple[bytes, Envelope | None, str | None, str | None, str | None, tuple[str, ...]]
+SCANNER_MODULE = "pvoq.scan.scanner"  # what a worker process runs (`python -m`)
 
 
 class ScannerLost(ScanError):
     """The scanner process died (or was stopped) with this message in its batch."""
-
-
-# -- the worker side ------------------------------------------------------------------
-class _Scanner:
-    """A worker's pipelines: the default one and one per named policy, built on demand."""
-
-    def __init__(self, settings: ScanSettings) -> None:
-        self.settings = settings
-        self.generation = 0
-        self.base = Pipeline(settings, alarm_timeouts=True)
-        self.pipelines: dict[str, Pipeline] = {}
-
-    def pipeline(self, policy: str | None) -> Pipeline:
-        if policy is None:
-            return self.base
-        found = self.pipelines.get(policy)
-        if found is None:
-            match = next((p for p in self.settings.policies if p.name == policy), None)
-            found = self.pipelines[policy] = (self.base if match is None
-                                              else self.base.for_policy(match))
-        return found
-
-    def scan_many(self, jobs: list[Job], generation: int) -> list[ScanResult | Exception]:
-        """Scan a batch; each message gives its result or its error."""
-        if generation != self.generation:
-            self.generation = generation
-            # The policies' pipelines share these rules. A RulesError: the gateway
-            # refused this file too, and the rules in force stay.
-            with contextlib.suppress(RulesError):
-                self.base.reload_rules()
-        results: list[ScanResult | Exception] = []
-        for body, envelope, policy, resume_after, stop_after, skip in jobs:
-            try:
-                results.append(self.pipeline(policy).run(
-                    body, envelope=envelope, resume_after=resume_after,
-                    stop_after=stop_after, skip=skip))
-            except ScanError as exc:
-                results.append(exc)
-            except Exception as exc:  # a bug: the gateway logs it as an application fault
-                results.append(RuntimeError(f"{type(exc).__name__}: {exc}"))
-        return results
-
-
-def _read_frame(stream: BinaryIO) -> Any:
-    head = stream.read(FRAME.size)
-    if len(head) < FRAME.size:
-        raise EOFError
-    data = stream.read(FRAME.unpack(head)[0])
-    return pickle.loads(data)  # our own parent, over our own pipe
-
-
-def _write_frame(stream: BinaryIO, obj: object) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(FRAME.pack(len(data)) + data)
-    stream.flush()
-
-
-def worker_main() -> None:
-    """`python -m pvoq.scan.workers`: serve batches on stdin/stdout until stdin ends."""
-    requests, replies = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing but frames on the pipe to the gateway
-    try:
-        scanner = _Scanner(_read_frame(requests))
-        _write_frame(replies, os.getpid())
-        while True:
-            jobs, generation = _read_frame(requests)
-            _write_frame(replies, scanner.scan_many(jobs, generation))
-    except (EOFError, BrokenPipeError, KeyboardInterrupt):
-        return  # the gateway is gone (or stopping): so is this worker
 
 
 # -- the gateway side -----------------------------------------------------------------
@@ -183,7 +109,7 @@ class ScanWorkers:
 
     async def _spawn(self) -> None:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pvoq.scan.workers", stdin=asyncio.subprocess.PIPE,
+            sys.executable, "-m", SCANNER_MODULE, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         worker = _Worker(process)
         self._workers.append(worker)

@@ -134,8 +134,12 @@ class HookNames:
     handler, which fetches every attribute of both: on a busy listener that
     was a tenth of the gateway's CPU. `dir()` of these objects lists only the
     names that lookup wants (computed once per class), and the EHLO hook
-    carries its signature; attribute access itself is unchanged.
+    carries its signature; attribute access itself is unchanged. A session
+    lists no `smtp_*` method: `LimitedSMTP` makes its command table once per
+    class, and aiosmtpd need not fetch them for every session.
     """
+
+    dir_prefixes: tuple[str, ...] = _HOOK_PREFIXES
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -149,7 +153,7 @@ class HookNames:
         cls = type(self)
         names = _HOOK_NAMES.get(cls)
         if names is None:
-            names = _HOOK_NAMES[cls] = [n for n in dir(cls) if n.startswith(_HOOK_PREFIXES)]
+            names = _HOOK_NAMES[cls] = [n for n in dir(cls) if n.startswith(cls.dir_prefixes)]
         return names
 
 
@@ -157,6 +161,7 @@ class PvoqSMTP(HookNames, LimitedSMTP):
     """An aiosmtpd session that logs and enforces like an AsyncOS listener."""
 
     extra_command_size_limits: dict[str, int] = {}
+    dir_prefixes = ("auth_",)  # the commands: `LimitedSMTP`'s table, made once per class
     trace_headers = True  # False: never a `Received:` line, whatever the listener says
 
     def __init__(self, handler: Any, *, listener: Listener, interface_ip: str,

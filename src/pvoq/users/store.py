@@ -29,27 +29,34 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from typing import TYPE_CHECKING, Any
 
 from pvoq.errors import Forbidden, Invalid, NotFound
 from pvoq.fsutil import SECRET_MODE, atomic_write
 from pvoq.quarantine.roles import CUSTOM, ROLES
 
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
 USERS_FILE = "users.json"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
-_HASHER = PasswordHasher()
+
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    """argon2's hasher, loaded when a password is first set or checked (not at start)."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 @functools.cache
 def _dummy_hash() -> str:
     """A hash to verify against when the user does not exist: the answer takes as long.
     Made on first use: an appliance that never sees a login never pays for it."""
-    return _HASHER.hash("no such user, no such password")
+    return _hasher().hash("no such user, no such password")
 
 
 class UserError(Invalid):
@@ -227,7 +234,7 @@ class UserStore:
                                 f"{self.by_unix_user(unix_user).name!r}")  # type: ignore[union-attr]
             now = self.clock()
             account = Account(name, role, granted, unix_user, now, now)
-            self._records[name] = _Record(account, _HASHER.hash(password))
+            self._records[name] = _Record(account, _hasher().hash(password))
             self._save()
             return account
 
@@ -235,7 +242,7 @@ class UserStore:
         check_password(password)
         with self._lock:
             record = self._require(name)
-            record.password_hash = _HASHER.hash(password)
+            record.password_hash = _hasher().hash(password)
             record.account = replace(record.account, changed=self.clock())
             self._failures.pop(name, None)
             self._save()
@@ -319,9 +326,11 @@ class UserStore:
             raise AccountLocked(name, state.locked_until)
         record = self._records.get(name)
         ok = False
+        from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
         with self._verifying:
             try:
-                ok = _HASHER.verify(record.password_hash if record else _dummy_hash(), password)
+                ok = _hasher().verify(record.password_hash if record else _dummy_hash(), password)
             except (VerifyMismatchError, VerificationError, InvalidHashError):
                 ok = False
         if ok and record is not None:

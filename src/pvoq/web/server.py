@@ -8,21 +8,30 @@ listening socket before the old one stops, so no connection is refused; on
 a new address the new socket is bound first, and if that fails the old
 server runs on. `web_tls_context()` builds the TLS context from `<web>`,
 naming the field a bad certificate or key comes from.
+
+An application given as `Deferred(build, modules)` is built on the first
+connection, not at start: the socket is bound and listening at once (a first
+client waits in the backlog), *modules* are imported in a thread and *build*
+then runs on the event loop. An appliance whose console nobody opens never
+loads FastAPI, Starlette, Jinja2 or uvicorn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import importlib
 import socket
 import ssl
-from collections.abc import Iterator
-from typing import Any
-
-import uvicorn
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from pvoq.config.errors import ConfigError
 from pvoq.config.web import WebSettings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def bind(address: str, port: int) -> socket.socket:
@@ -59,29 +68,49 @@ def web_tls_context(web: WebSettings) -> ssl.SSLContext | None:
     return context
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the appliance owns SIGTERM and SIGHUP."""
+@functools.cache
+def _server_class() -> type[uvicorn.Server]:
+    import uvicorn  # here: only an appliance that serves a page loads it
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    class _Server(uvicorn.Server):
+        """uvicorn without its own signal handling: the appliance owns SIGTERM and SIGHUP."""
 
-    def install_signal_handlers(self) -> None:
-        return None
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+        def install_signal_handlers(self) -> None:
+            return None
+
+    return _Server
 
 
-def _uvicorn(app: Any, tls: ssl.SSLContext | None) -> _Server:
+def _uvicorn(app: Any, tls: ssl.SSLContext | None) -> uvicorn.Server:
+    import uvicorn
+
     config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
                             timeout_graceful_shutdown=2, server_header=False)
     config.load()
     config.ssl = tls   # our context: built (and checked) before the server is
-    return _Server(config)
+    return _server_class()(config)
+
+
+class Deferred:
+    """An application built on its server's first connection: *modules* imported in a
+    thread (the event loop serves mail meanwhile), then *build()* on the loop."""
+
+    def __init__(self, build: Callable[[], Any], modules: tuple[str, ...] = ()) -> None:
+        self.build, self.modules = build, modules
+
+    async def make(self) -> Any:
+        await asyncio.to_thread(lambda: [importlib.import_module(m) for m in self.modules])
+        return self.build()
 
 
 class _Running:
     """One uvicorn server on a duplicate of the listening socket."""
 
-    def __init__(self, server: _Server, sock: socket.socket) -> None:
+    def __init__(self, server: uvicorn.Server, sock: socket.socket) -> None:
         self.socket = sock.dup()
         self.server = server
         self.task = asyncio.ensure_future(self.server.serve(sockets=[self.socket]))
@@ -94,7 +123,8 @@ class _Running:
 
 
 class WebServer:
-    """An ASGI application served on *address*:*port* (TLS when *tls*), restartable in place."""
+    """An ASGI application served on *address*:*port* (TLS when *tls*), restartable in place;
+    *app* may be `Deferred` (built on the first connection)."""
 
     def __init__(self, app: Any, address: str, port: int,
                  tls: ssl.SSLContext | None = None) -> None:
@@ -102,8 +132,11 @@ class WebServer:
         self.socket = bind(address, port)
         self.address, self.port = self.socket.getsockname()[:2]
         self.configured = (address, port)
-        self.server = _uvicorn(app, tls)
+        self.server: uvicorn.Server | None = (None if isinstance(app, Deferred)
+                                              else _uvicorn(app, tls))
         self._running: _Running | None = None
+        self._watched: socket.socket | None = None  # waiting for a first connection
+        self._building: asyncio.Task[None] | None = None
 
     @property
     def scheme(self) -> str:
@@ -115,13 +148,47 @@ class WebServer:
         host = f"[{self.address}]" if ":" in self.address else self.address
         return f"{self.scheme}://{host}:{self.port}/"
 
+    @property
+    def built(self) -> bool:
+        """Whether the application is built and served (a `Deferred` one: once a client
+        has connected)."""
+        return self._running is not None
+
     def start(self) -> None:
+        if self.server is None:
+            self._watch()
+        else:
+            self._running = _Running(self.server, self.socket)
+
+    def _watch(self) -> None:
+        self._watched = self.socket
+        asyncio.get_running_loop().add_reader(self.socket.fileno(), self._first_connection)
+
+    def _unwatch(self) -> None:
+        if self._watched is not None:
+            asyncio.get_running_loop().remove_reader(self._watched.fileno())
+            self._watched = None
+        if self._building is not None:
+            self._building.cancel()
+            self._building = None
+
+    def _first_connection(self) -> None:
+        """A client waits in the backlog: build the application, then serve it."""
+        self._unwatch()
+        self._building = asyncio.ensure_future(self._build())
+
+    async def _build(self) -> None:
+        assert isinstance(self.app, Deferred)
+        app = await self.app.make()
+        self._building = None
+        self.server = _uvicorn(app, self.tls)
         self._running = _Running(self.server, self.socket)
 
     async def restart(self, app: Any, address: str, port: int,
                       tls: ssl.SSLContext | None) -> None:
         """Serve *app* with *tls* on *address*:*port* from now on (see module doc); an
-        `OSError` binding a new address leaves the old server running."""
+        `OSError` binding a new address leaves the old server running. A `Deferred` *app*
+        stays deferred while no client has connected yet."""
         old_socket = self.socket
         if (address, port) != self.configured:
             self.socket = bind(address, port)   # raises: the old server runs on
@@ -129,14 +196,20 @@ class WebServer:
             self.configured = (address, port)
         old = self._running
         self.app, self.tls = app, tls
-        self.server = _uvicorn(app, tls)
-        self._running = _Running(self.server, self.socket)
+        if old is None and isinstance(app, Deferred):
+            self._unwatch()
+            self._watch()
+        else:
+            self.server = _uvicorn(await app.make() if isinstance(app, Deferred) else app, tls)
+            self._unwatch()
+            self._running = _Running(self.server, self.socket)
         if old is not None:
             await old.stop()
         if old_socket is not self.socket:
             old_socket.close()
 
     async def stop(self) -> None:
+        self._unwatch()
         if self._running is not None:
             await self._running.stop()
         self.socket.close()

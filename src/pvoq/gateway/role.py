@@ -39,6 +39,7 @@ from pvoq.fsutil import atomic_write, remove_leftovers
 from pvoq.gateway.commands import PipelineCommands, PvoCheckCommands, WorkQueueCommands
 from pvoq.gateway.dryrun import DryRescan
 from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
+from pvoq.gateway.local import LocalQuarantines
 from pvoq.gateway.outbreak import OutbreakRules
 from pvoq.gateway.processing import Processor, ScanEngines
 from pvoq.gateway.receipts import Receipts
@@ -47,6 +48,9 @@ from pvoq.gateway.workqueue import Dispose, GiveUp, WorkQueue
 from pvoq.logsub.commands import LogChunkCommands
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.metrics.live import Metric, gateway_families
+from pvoq.quarantine.commands import QuarantineCommands
+from pvoq.quarantine.definitions import QuarantineConfigCommands
+from pvoq.quarantine.overview import OverviewCommands
 from pvoq.remote.commands import GatewayLinkCommands, ListenerInfoCommands
 from pvoq.remote.service import CommandService
 from pvoq.scan.keeper import OutbreakKeeper
@@ -68,7 +72,7 @@ class RouterFactory(Protocol):
 
     def __call__(self, *, config: Callable[[], Config], spool: Spool, maillog: MailLog,
                  ids: IdAllocator, queues: DeliveryQueues,
-                 outbreak: OutbreakKeeper) -> Router: ...
+                 outbreak: OutbreakKeeper, local: LocalQuarantines | None = None) -> Router: ...
 
 
 class WorkQueueFactory(Protocol):
@@ -94,7 +98,12 @@ class Gateway(Appliance):
     - `outbreak` (`OutbreakKeeper`) and `rules` (`OutbreakRules`): the kept
       outbreak copies, the rules, their reloads and rescans;
     - `queues` (`DeliveryQueues`): routed mail, per destination host
-      (`destination`), `the.cpq.host` being the manager.
+      (`destination`), `the.cpq.host` being the manager;
+    - `local` (`gateway.local.LocalQuarantines`): the local quarantines, built
+      whatever the mode: `local.store` (`QuarantineStore` at
+      `<data_dir>/quarantine.db`), `local.service` (`QuarantineService`, what
+      `quarantine.*` commands and the API call), `local.releases` (its settler:
+      releases go through this gateway's own pipeline and delivery).
 
     See the module docstring for how *router* and *workqueue* are injected.
     """
@@ -120,9 +129,13 @@ class Gateway(Appliance):
             max_connections_per_host=config.delivery.max_connections_per_host,
             counters=self.counters)
         self._destinations: dict[str, Destination] = {}
+        self.local = LocalQuarantines(config=self.current_config, spool=self.spool,
+                                      ids=self.ids, maillog=self.maillog,
+                                      marker=self.transfer_marker,
+                                      submit=lambda e, b: self.workqueue.submit(e, b))
         self.router = router(config=self.current_config, spool=self.spool,
                              maillog=self.maillog, ids=self.ids, queues=self.queues,
-                             outbreak=self.outbreak)
+                             outbreak=self.outbreak, local=self.local)
         self.queues.on_bounce = self.router.bounce
         self.receipts = Receipts(config=self.current_config, spool=self.spool, ids=self.ids,
                                  queues=self.queues, maillog=self.maillog)
@@ -144,6 +157,13 @@ class Gateway(Appliance):
         PvoCheckCommands(self.current_config,
                          lambda: self.destination(THE_CPQ_HOST)).register(self.admin)
         self.register_commands(incoming=self.workqueue)
+        # The local quarantines answer the same commands as the manager's.
+        QuarantineCommands(self.local.service).register(self.admin)
+        QuarantineConfigCommands(lambda: self.config, self.reload,
+                                 self.local.service.audit.append, self.local.store.held_count,
+                                 self.maillog.info).register(self.admin)
+        OverviewCommands(lambda: self.local.store.settings, self.local.store.engine,
+                         lambda: self.local.service.quota_bytes).register(self.admin)
 
     def current_config(self) -> Config:
         """The configuration in force (a reload replaces it): what the parts read."""
@@ -191,6 +211,7 @@ class Gateway(Appliance):
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self._destinations.clear()
+        self.local.apply_config(config)
 
     def destination(self, host: str) -> Destination:
         """Where the delivery queue of *host* delivers: the manager over CPQ for
@@ -235,7 +256,7 @@ class Gateway(Appliance):
                     atomic_write(marker, str(entry.mid).encode())
             if entry.state != INCOMING:
                 self.queues.add(entry)
-        self.workqueue.recover([e for e in entries if e.state == INCOMING])
+        self.workqueue.recover(self.local.recover([e for e in entries if e.state == INCOMING]))
         if entries:
             self.maillog.info(f"Recovered {len(entries)} messages from the spool")
         await self.rules.ship_notices()  # decisions a crash left in the outbox
@@ -246,6 +267,7 @@ class Gateway(Appliance):
             self.maillog.critical(f"Scanner processes could not start: {exc}; received mail "
                                   f"waits in the spool")
         self.workqueue.start()
+        self.local.start()
         self._watcher = asyncio.create_task(self.rules.watch(), name="outbreak-rules")
 
     # -- lifecycle ------------------------------------------------------------------
@@ -284,6 +306,7 @@ class Gateway(Appliance):
         if self._watcher is not None:
             self._watcher.cancel()
         await self.engines.scanners.aclose()
+        await self.local.stop()
         await super().stop()
 
     def metric_families(self) -> Iterable[Metric]:

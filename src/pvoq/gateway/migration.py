@@ -24,7 +24,6 @@ local quarantines being emptied.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import time
@@ -43,6 +42,7 @@ from pvoq.fsutil import atomic_write
 from pvoq.maillog import MailLog
 from pvoq.quarantine.export import audit_history, export_message, held_in, remove_moved
 from pvoq.quarantine.store import QuarantineStore
+from pvoq.remote.commands import CENTRALIZED, LOCAL, decode_plan_arg
 from pvoq.smtp.client import DeliveryError, SmtpConnection
 
 PLAN_FILE = "plan.json"
@@ -56,7 +56,8 @@ PVO_SECTIONS = ("pvo_quarantines", "message_filters", "content_filters", "outbre
 START_NOTE = "to Centralized Policy Quarantine (migration)"
 DONE_NOTE = "(migration to centralized policy quarantine)"
 
-LOCAL, CENTRALIZED = "local", "centralized"
+__all__ = ["CENTRALIZED", "LOCAL", "GatewayMigrationCommands", "LocalPlan", "Migrator",
+           "PlanError", "cluster_facts"]
 
 
 class PlanError(ValueError):
@@ -340,25 +341,6 @@ class Migrator:
         return done, True
 
 
-def decode_plan_arg(args: dict[str, Any]) -> Any:
-    """The plan of `pvo.migrate.start`: `plan` (admin socket) or one base64url JSON word
-    (`argv`, over SSH, where a command is words)."""
-    if "plan" in args:
-        return args["plan"]
-    argv = args.get("argv") or []
-    if len(argv) != 1:
-        raise PlanError("pvo migrate takes one argument: the plan (base64url JSON)")
-    try:
-        return json.loads(base64.urlsafe_b64decode(str(argv[0]).encode("ascii")))
-    except (ValueError, UnicodeError) as exc:
-        raise PlanError(f"the plan is not base64url JSON ({exc})") from None
-
-
-def encode_plan_arg(plan: dict[str, Any]) -> str:
-    """`decode_plan_arg`'s SSH form of *plan*."""
-    return base64.urlsafe_b64encode(json.dumps(plan, separators=(",", ":")).encode()).decode()
-
-
 class GatewayMigrationCommands(CommandSet):
     """`pvo.local` (what the manager's wizard asks) and `pvo.migrate.start`."""
 
@@ -377,6 +359,6 @@ class GatewayMigrationCommands(CommandSet):
     async def start(self, args: dict[str, Any]) -> dict[str, Any]:
         try:
             status = self.migrator.start(decode_plan_arg(args))
-        except PlanError as exc:
+        except (PlanError, ValueError) as exc:
             raise CommandError(str(exc)) from None
         return {"text": f"Migration {status.get('id')} {status.get('state')}.", "data": status}

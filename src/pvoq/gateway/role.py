@@ -40,6 +40,7 @@ from pvoq.gateway.commands import PipelineCommands, PvoCheckCommands, WorkQueueC
 from pvoq.gateway.dryrun import DryRescan
 from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
 from pvoq.gateway.local import LocalQuarantines
+from pvoq.gateway.migration import GatewayMigrationCommands, Migrator
 from pvoq.gateway.outbreak import OutbreakRules
 from pvoq.gateway.processing import Processor, ScanEngines
 from pvoq.gateway.receipts import Receipts
@@ -164,6 +165,12 @@ class Gateway(Appliance):
                                  self.maillog.info).register(self.admin)
         OverviewCommands(lambda: self.local.store.settings, self.local.store.engine,
                          lambda: self.local.service.quota_bytes).register(self.admin)
+        # The migration wizard's gateway side: push the local quarantines to the manager.
+        self.migrator = Migrator(
+            data_dir=config.data_dir, config=self.current_config, store=lambda: self.local.store,
+            mode=self.local.mode, connect=lambda: self.destination(THE_CPQ_HOST).connection(),
+            maillog=self.maillog, record=self.local.service.audit.append)
+        GatewayMigrationCommands(self.migrator).register(self.admin)
 
     def current_config(self) -> Config:
         """The configuration in force (a reload replaces it): what the parts read."""
@@ -268,6 +275,7 @@ class Gateway(Appliance):
                                   f"waits in the spool")
         self.workqueue.start()
         self.local.start()
+        self.migrator.resume()  # a plan a stop or crash interrupted
         self._watcher = asyncio.create_task(self.rules.watch(), name="outbreak-rules")
 
     # -- lifecycle ------------------------------------------------------------------
@@ -306,6 +314,7 @@ class Gateway(Appliance):
         if self._watcher is not None:
             self._watcher.cancel()
         await self.engines.scanners.aclose()
+        await self.migrator.stop()
         await self.local.stop()
         await super().stop()
 

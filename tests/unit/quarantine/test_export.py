@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from qhelpers import put
 
 from pvoq.cpq.metadata import decode_transfer, encode_chunks
 from pvoq.cpq.transfer import MetadataError, MigrationTransfer, parse_transfer
@@ -19,8 +20,6 @@ from pvoq.quarantine.export import (
 )
 from pvoq.quarantine.settings import QuarantineSettings, merge_settings
 from pvoq.quarantine.store import QuarantineStore
-
-from qhelpers import put
 
 
 def _stores(tmp_path: Path, clock: object) -> tuple[QuarantineStore, QuarantineStore]:

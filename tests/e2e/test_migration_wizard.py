@@ -5,10 +5,10 @@ is broken."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -156,16 +156,18 @@ def test_sigkill_of_both_sides_mid_migration_ends_with_every_message_once(
     dep = _deployment(tmp_path)
     try:
         _start(dep)
-        held = _hold_locally(dep, policy=150, legal=0)
+        held = _hold_locally(dep, policy=300, legal=0)
         _set_mode(dep, centralized=True)
         dep.admin(dep.manager_config, "pvo.migrate", {"mode": "automatic"})
-        wait_for("the first messages to move", lambda: len(_central(dep)) > 0, timeout_s=60)
+        wait_for("the first messages to move", lambda: len(_central(dep)) > 0,
+                 timeout_s=60, interval_s=0.02)
+        # Freeze the manager mid-migration (transactions in flight), then kill both sides.
+        os.kill(dep.procs["manager"].pid, signal.SIGSTOP)
+        assert _local(dep)["total"] > 0, "the migration must be under way when both die"
         dep.stop("gateway", sig=signal.SIGKILL)
-        dep.start_gateway()
-        wait_for("more to move", lambda: len(_central(dep)) > 0, timeout_s=60)
         dep.stop("manager", sig=signal.SIGKILL)
-        time.sleep(0.5)  # the gateway meets a dead manager and keeps its copies
         dep.start_manager()
+        dep.start_gateway()  # both resume the plan they kept
         _migrated(dep, timeout_s=120)
         central = _central(dep)
         origins = [m["origin_mid"] for m in central]

@@ -46,7 +46,7 @@ from pvoq.remote.commands import CENTRALIZED, LOCAL, decode_plan_arg
 from pvoq.smtp.client import DeliveryError, SmtpConnection
 
 PLAN_FILE = "plan.json"
-CONNECTIONS = 8      # connections to the manager at once
+CONNECTIONS = 16     # connections to the manager at once (a batch job: more than mail)
 CHUNK = 32           # messages exported, then removed, together
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
@@ -292,17 +292,21 @@ class Migrator:
                         return False
                 done, ok = await self._send_chunk(conn, store, plan, chunk, history)
                 if done:
-                    await asyncio.to_thread(remove_moved, store, done)
+                    await asyncio.to_thread(self._remove, store, plan, done)
                     self.moved += len(done)
-                    if self.record is not None:
-                        self.record("system", f"migration {plan.id}", "migrate",
-                                    {"mids": done, "to": plan.manager})
                 if not ok:
                     return False  # what is left is looked for again after a back-off
         finally:
             if conn is not None:
                 await conn.close()
         return True
+
+    def _remove(self, store: QuarantineStore, plan: LocalPlan, done: list[int]) -> None:
+        """Drop the acknowledged local copies, and say so in the local audit trail."""
+        remove_moved(store, done)
+        if self.record is not None:
+            self.record("system", f"migration {plan.id}", "migrate",
+                        {"mids": done, "to": plan.manager})
 
     async def _send_chunk(self, conn: SmtpConnection, store: QuarantineStore, plan: LocalPlan,
                           chunk: list[int], history: dict[int, list[dict[str, Any]]]

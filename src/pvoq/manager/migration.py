@@ -62,7 +62,7 @@ from pvoq.smtp.limits import address_fault
 from pvoq.spool.store import QUEUED, Entry, Recipient
 
 PLAN_FILE = "plan.json"
-POLL_S = 1.0            # how often the watcher asks the gateways for their progress
+POLL_S = 2.0            # how often the watcher asks the gateways for their progress
 NEW = "new"
 
 RULE_MODE = "a gateway is all local or all centralized"

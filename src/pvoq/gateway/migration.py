@@ -46,7 +46,7 @@ from pvoq.remote.commands import CENTRALIZED, LOCAL, decode_plan_arg
 from pvoq.smtp.client import DeliveryError, SmtpConnection
 
 PLAN_FILE = "plan.json"
-CONNECTIONS = 16     # connections to the manager at once (a batch job: more than mail)
+CONNECTIONS = 10     # connections to the manager at once (the cpq_listener takes 20 a peer)
 CHUNK = 32           # messages exported, then removed, together
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0

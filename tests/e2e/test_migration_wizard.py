@@ -133,10 +133,10 @@ def test_custom_mapping_moves_everything_with_its_clocks_and_history(tmp_path: P
         assert "Legal" in [q["name"] for q in configured["quarantines"]]
 
         trail = dep.admin(dep.manager_config, "audit.tail", {"limit": 100})["data"]
-        moved = [r for r in trail if r["action"] == "migrate-in"]
-        assert sorted(r["detail"]["origin_mid"] for r in moved) == sorted(by_mid)
-        delayed = next(r for r in moved if r["detail"]["origin_mid"] == one)
-        assert "delay" in [h["action"] for h in delayed["detail"]["history"]]
+        moved = [m for r in trail if r["action"] == "migrate-in" for m in r["detail"]["migrated"]]
+        assert sorted(m["origin_mid"] for m in moved) == sorted(by_mid)
+        delayed = next(m for m in moved if m["origin_mid"] == one)
+        assert "delay" in [h["action"] for h in delayed["history"]]
         assert dep.admin(dep.manager_config, "audit.verify")["data"]["records"] >= len(moved)
 
         logs = dep.mail_logs("manager")

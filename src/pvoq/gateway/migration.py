@@ -40,7 +40,7 @@ from pvoq.config.xmltree import parse_xml
 from pvoq.cpq.metadata import encode_chunks
 from pvoq.fsutil import atomic_write
 from pvoq.maillog import MailLog
-from pvoq.quarantine.export import audit_history, export_message, held_in, remove_moved
+from pvoq.quarantine.export import audit_history, export_messages, held_in, remove_moved
 from pvoq.quarantine.store import QuarantineStore
 from pvoq.remote.commands import CENTRALIZED, LOCAL, decode_plan_arg
 from pvoq.smtp.client import DeliveryError, SmtpConnection
@@ -314,14 +314,8 @@ class Migrator:
         cfg = self.config()
 
         def export() -> list[tuple[int, Any, bytes]]:
-            out = []
-            for mid in chunk:
-                found = export_message(store, mid, targets=plan.targets,
-                                       hostname=cfg.hostname, serial=cfg.serial_number,
-                                       plan=plan.id, history=history.get(mid))
-                if found is not None:
-                    out.append((mid, *found))
-            return out
+            return export_messages(store, chunk, targets=plan.targets, hostname=cfg.hostname,
+                                   serial=cfg.serial_number, plan=plan.id, history=history)
 
         done: list[int] = []
         for mid, transfer, body in await asyncio.to_thread(export):

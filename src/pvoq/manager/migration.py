@@ -430,20 +430,26 @@ class MigrationCommands(CommandSet):
 
 
 def audit_hook(append: Callable[..., int]) -> Callable[[Connection, Sequence[Arrival]], None]:
-    """The store's `on_batch`: one audit record per migrated message, in the batch's own
-    transaction (committed with its row, or not at all), holding the gateway's history
-    of it. *append* is `AuditTrail.append`."""
+    """The store's `on_batch`: the migrated messages of a batch recorded in the audit
+    trail in the batch's own transaction (committed with their rows, or not at all), one
+    `migrate-in` record per gateway of the batch: `mids`, and per message its local MID,
+    the plan, the quarantines moved and `history`, the gateway's records of it.
+    *append* is `AuditTrail.append`."""
     def record(conn: Connection, arrivals: Sequence[Arrival]) -> None:
+        by_gateway: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for a in arrivals:
             meta = a.meta
             if meta.get("kind") != Kind.MIGRATION:
                 continue
             migration = meta["migration"]
-            append(meta["origin"]["hostname"], f"cpq {a.origin_ip}", "migrate-in", {
+            by_gateway.setdefault((meta["origin"]["hostname"], a.origin_ip), []).append({
                 "mid": a.mid, "origin_mid": meta["origin"]["mid"], "plan": migration["plan"],
                 "quarantines": [{"from": h["local"], "to": h["target"]}
                                 for h in migration["held"]],
-                "history": migration.get("audit", [])}, conn=conn)
+                "history": migration.get("audit", [])})
+        for (gateway, ip), moved in by_gateway.items():
+            append(gateway, f"cpq {ip}", "migrate-in",
+                   {"mids": [m["mid"] for m in moved], "migrated": moved}, conn=conn)
     return record
 
 

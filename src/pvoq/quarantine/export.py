@@ -6,7 +6,8 @@ everything it carries and puts it into the second:
 
 - `audit_history`: the local audit records naming each message (`mid`,
   `mids`, `new_mid` in their details), oldest first, at most `MAX_AUDIT`;
-- `export_message`: one held message as a `MigrationTransfer` (its reasons
+- `export_message` (`export_messages`, a chunk): one held message as a
+  `MigrationTransfer` (its reasons
   per local quarantine, the central quarantine each goes to, its arrival
   time, retention clock and scheduled exit, its audit history) and its body;
 - `migration_arrival`: on the manager, the `Arrival` that stores such a
@@ -37,7 +38,7 @@ from pvoq.cpq.transfer import (
     fit_text,
 )
 from pvoq.quarantine.arrivals import Arrival
-from pvoq.quarantine.schema import audit
+from pvoq.quarantine.schema import audit, messages
 from pvoq.quarantine.schema import message_quarantines as mq
 from pvoq.quarantine.states import State
 from pvoq.quarantine.store import QuarantineStore
@@ -93,19 +94,49 @@ def export_message(store: QuarantineStore, mid: int, *, targets: Mapping[str, st
     """Held message *mid* as a migration transfer and its body; None when no quarantine
     holds it any more. *targets* maps each local quarantine to its central one (a
     local quarantine it does not name keeps its own name)."""
-    record = store.get(mid)
-    if record is None or record["state"] != State.HELD:
-        return None
-    held = [q for q in record["quarantines"] if q["state"] == State.HELD]
-    if not held:
-        return None
-    reasons = {q["quarantine"]: str(q["reason"]) for q in held}
-    meta = record.get("meta") or {}
+    found = export_messages(store, [mid], targets=targets, hostname=hostname, serial=serial,
+                            plan=plan, history={mid: history or []})
+    return (found[0][1], found[0][2]) if found else None
+
+
+def export_messages(store: QuarantineStore, mids: list[int], *, targets: Mapping[str, str],
+                    hostname: str, serial: str, plan: str,
+                    history: Mapping[int, list[dict[str, Any]]] | None = None
+                    ) -> list[tuple[int, MigrationTransfer, bytes]]:
+    """`export_message` for a chunk of MIDs, in two queries: `(mid, transfer, body)` for
+    each one still held, in the order given."""
+    held: dict[int, list[dict[str, Any]]] = {}
+    with store.engine.connect() as conn:
+        rows = {int(r["id"]): dict(r) for r in conn.execute(
+            select(messages).where(messages.c.id.in_(mids), messages.c.state == State.HELD)
+        ).mappings()}
+        if rows:
+            for q in conn.execute(select(mq).where(
+                    mq.c.message_id.in_(list(rows)), mq.c.state == State.HELD)
+                    .order_by(mq.c.message_id, mq.c.quarantine)).mappings():
+                held.setdefault(int(q["message_id"]), []).append(dict(q))
+    out = []
+    for mid in mids:
+        record = rows.get(mid)
+        if record is None or not held.get(mid):
+            continue
+        transfer = _transfer(record, held[mid], targets=targets, hostname=hostname,
+                             serial=serial, plan=plan, history=(history or {}).get(mid, []),
+                             size=int(record["size"]))
+        out.append((mid, transfer, store.read_body(mid)))
+    return out
+
+
+def _transfer(record: dict[str, Any], held: list[dict[str, Any]], *,
+              targets: Mapping[str, str], hostname: str, serial: str, plan: str,
+              history: list[dict[str, Any]], size: int) -> MigrationTransfer:
+    mid = int(record["id"])
+    meta = json.loads(record["meta"] or "{}")
     by_name = {str(q.get("name")): q for q in meta.get("quarantines", [])
                if isinstance(q, dict)}
     holds = tuple(MigratedHold(
         local=q["quarantine"], target=targets.get(q["quarantine"], q["quarantine"]),
-        reason=fit_text(reasons[q["quarantine"]]), stage=str(q["stage"] or "unknown"),
+        reason=fit_text(str(q["reason"])), stage=str(q["stage"] or "unknown"),
         received_at=float(q["received_at"]), scheduled_exit=float(q["scheduled_exit"]))
         for q in held)
     refs: dict[str, QuarantineRef] = {}
@@ -117,17 +148,14 @@ def export_message(store: QuarantineStore, mid: int, *, targets: Mapping[str, st
                 detail=source.get("detail") if isinstance(source.get("detail"), str) else None,
                 threat_level=source.get("threat_level")
                 if isinstance(source.get("threat_level"), int) else None)
-    body = store.read_body(mid)
-    transfer = MigrationTransfer(
+    return MigrationTransfer(
         transfer_id=transfer_id(serial, mid),
         origin=Origin(hostname=hostname, serial=serial, mid=mid),
         sender=str(record["sender"]),
         recipients=tuple(TransferRecipient(int(r["rid"]), str(r["address"]))
-                         for r in record["recipients"]),
-        quarantines=tuple(refs.values()), received=float(record["received_at"]),
-        size=len(body),
-        migration=MigrationPart(plan=plan, held=holds, audit=tuple(history or ())))
-    return transfer, body
+                         for r in json.loads(record["recipients"])),
+        quarantines=tuple(refs.values()), received=float(record["received_at"]), size=size,
+        migration=MigrationPart(plan=plan, held=holds, audit=tuple(history)))
 
 
 def migration_arrival(transfer: MigrationTransfer, mid: int, body: bytes, origin_ip: str,

@@ -122,11 +122,19 @@ def test_the_audit_hook_records_migrated_arrivals_only() -> None:
                           "audit": [{"action": "delay"}]}}
     hook = audit_hook(append)
     hook("conn", [Arrival(11, meta, b"", "10.0.0.1", "s"),
-                  Arrival(12, {"kind": "quarantine"}, b"", "10.0.0.1", "s")])
+                  Arrival(12, {"kind": "quarantine"}, b"", "10.0.0.1", "s"),
+                  Arrival(13, {**meta, "origin": {"hostname": "gw1.test", "mid": 8}}, b"",
+                          "10.0.0.1", "s")])
+    moved = {"origin_mid": 7, "plan": "p1",
+             "quarantines": [{"from": "Legal", "to": "Compliance"}],
+             "history": [{"action": "delay"}]}
     assert calls == [("gw1.test", "cpq 10.0.0.1", "migrate-in",
-                      {"mid": 11, "origin_mid": 7, "plan": "p1",
-                       "quarantines": [{"from": "Legal", "to": "Compliance"}],
-                       "history": [{"action": "delay"}]}, "conn")]
+                      {"mids": [11, 13], "migrated": [{"mid": 11, **moved},
+                                                      {"mid": 13, **moved, "origin_mid": 8}]},
+                      "conn")]
+    calls.clear()
+    hook("conn", [Arrival(12, {"kind": "quarantine"}, b"", "10.0.0.1", "s")])
+    assert calls == []
 
 
 def test_the_notice_is_a_mail_to_the_address() -> None:

@@ -1,4 +1,6 @@
-"""`pvoq cli -c FILE status|tophosts|hoststatus|reload|pvo check`: the appliance's state.
+"""`pvoq cli -c FILE status|tophosts|hoststatus|reload|pvo ...`: the appliance's state.
+
+`pvo check|enable|disable|status`: a gateway's readiness and mode (`gateway.enable`).
 
 Each command sends one request over the admin socket (`cli.client`) and
 renders the answer in the shape AsyncOS administrators know (`--json` for
@@ -164,6 +166,27 @@ def pvo() -> None:
 def pvo_check(ctx: click.Context) -> None:
     """Can centralized PVO be enabled? (what greys out the gateway's Enable button)"""
     echo(request(ctx, "pvo.check")["text"], multiline=True)  # one line per manager
+
+
+@pvo.command("enable")
+@click.pass_context
+def pvo_enable(ctx: click.Context) -> None:
+    """Switch this gateway to centralized quarantines (after the readiness check)."""
+    echo(request(ctx, "pvo.enable")["text"], multiline=True)
+
+
+@pvo.command("disable")
+@click.pass_context
+def pvo_disable(ctx: click.Context) -> None:
+    """Hold newly caught mail in this gateway's local quarantines again."""
+    echo(request(ctx, "pvo.disable")["text"])
+
+
+@pvo.command("status")
+@click.pass_context
+def pvo_status(ctx: click.Context) -> None:
+    """The mode: local, centralized, or centralized with messages still held locally."""
+    echo(request(ctx, "pvo.status")["text"], multiline=True)
 
 
 def register(cli: click.Group) -> None:

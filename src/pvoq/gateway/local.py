@@ -19,7 +19,7 @@ A release (`LocalReleases`, the service's `Settler`) is delivered by the
 gateway itself: a new MID is spooled with the released body and
 `meta["local_release"]` saying after which stage its scan resumes, and
 handed to the work queue, as a release from the manager would be. Its
-transfer id (`lr-<serial>-<mid>`) has a marker file (the gateway's received
+transfer id (`local-release-<serial>-<mid>`) has a marker file (the gateway's received
 transfer markers), so a release is spooled once across crashes.
 """
 
@@ -74,12 +74,12 @@ def quarantine_settings(config: Config) -> dict[str, QuarantineSettings]:
 
 def local_transfer_id(serial: str, mid: int) -> str:
     """The transfer id of the message *mid* held locally: the same each time it is routed."""
-    return f"l-{serial}-{mid}"
+    return f"local-{serial}-{mid}"
 
 
 def release_transfer_id(serial: str, mid: int) -> str:
     """The id of the local release of held message *mid* (its marker says it was spooled)."""
-    return f"lr-{serial}-{mid}"
+    return f"local-release-{serial}-{mid}"
 
 
 class LocalReleases:
@@ -181,7 +181,7 @@ class LocalReleases:
         assert record is not None
         body = self.store.read_body(mid)
         stored = QuarantineTransfer.from_json(record["meta"])
-        tid = f"lc-{self.serial_number}-{mid}-{self.ids.next('mid')}"
+        tid = f"local-copy-{self.serial_number}-{mid}-{self.ids.next('mid')}"
         entry = self.release_entry(record, stored, body, tid, copy_to=address)
         self.spool.put(entry, body)
         self.submit(entry, body)

@@ -38,6 +38,7 @@ from pvoq.delivery.routes import SmtpRouteDestination
 from pvoq.fsutil import atomic_write, remove_leftovers
 from pvoq.gateway.commands import PipelineCommands, PvoCheckCommands, WorkQueueCommands
 from pvoq.gateway.dryrun import DryRescan
+from pvoq.gateway.enable import PvoModeCommands
 from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
 from pvoq.gateway.local import LocalQuarantines
 from pvoq.gateway.outbreak import OutbreakRules
@@ -154,8 +155,11 @@ class Gateway(Appliance):
         self._watcher: asyncio.Task[None] | None = None
         PipelineCommands(self.current_config, self.engines, self.rules).register(self.admin)
         WorkQueueCommands(self.workqueue, self.maillog).register(self.admin)
-        PvoCheckCommands(self.current_config,
-                         lambda: self.destination(THE_CPQ_HOST)).register(self.admin)
+        check = PvoCheckCommands(self.current_config, lambda: self.destination(THE_CPQ_HOST))
+        check.register(self.admin)
+        self.pvo_mode = PvoModeCommands(self.current_config, self.reload, check.readiness,
+                                        self.local.held_count, self.maillog)
+        self.pvo_mode.register(self.admin)
         self.register_commands(incoming=self.workqueue)
         # The local quarantines answer the same commands as the manager's.
         QuarantineCommands(self.local.service).register(self.admin)

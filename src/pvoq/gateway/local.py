@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from pvoq.config.model import Config
-from pvoq.cpq.transfer import QuarantineTransfer
+from pvoq.cpq.transfer import QuarantineTransfer, RescanAction, RescanNotice
 from pvoq.fsutil import atomic_write
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.quarantine.arrivals import Arrival
 from pvoq.quarantine.audit import key_path
+from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.mime import apply_early_release
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import (
@@ -248,6 +249,31 @@ class LocalQuarantines:
         """Whether *entry* is already held here (stored before a crash removed it)."""
         tid = local_transfer_id(self.config().serial_number, entry.mid)
         return self.store.find_transfer(tid) is not None
+
+    def apply_notice(self, notice: RescanNotice) -> bool:
+        """Act on an outbreak rescan of a message held here (release, delete or extend, as
+        the manager does); False when the message was not held here (it went to a manager)."""
+        mid = self.store.find_transfer(notice.quarantine_transfer_id)
+        if mid is None:
+            return False
+        action, quarantine = notice.action, notice.quarantine
+        self.maillog.info(f"MID {mid} outbreak rescan: {notice.reason}; {action}")
+        if action in (RescanAction.RELEASE, RescanAction.DELETE):
+            result = self.service.act(SYSTEM, action.value, mid, quarantine=quarantine,
+                                      how="rescanned")
+            if not result.ok:
+                self.maillog.info(f"MID {mid} outbreak rescan {action}: {result.text}")
+            return True
+        record = self.store.get(mid)
+        current = next((q.get("scheduled_exit") for q in (record or {}).get("quarantines", [])
+                        if q["quarantine"] == quarantine and q["state"] == "held"), None)
+        if notice.retention_s is not None and current is not None:
+            wanted = float(notice.rescanned_at) + float(notice.retention_s)
+            if wanted > float(current):
+                self.store.delay(mid, wanted - float(current), quarantine)
+                self.maillog.info(f'MID {mid} scheduled exit in quarantine "{quarantine}" '
+                                  f"extended to {time.ctime(wanted)} (rescanned)")
+        return True
 
     # -- lifecycle ------------------------------------------------------------------
     def recover(self, incoming: list[Entry]) -> list[Entry]:

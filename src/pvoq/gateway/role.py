@@ -151,7 +151,8 @@ class Gateway(Appliance):
                                    max_failures=lambda: self.config.scan.max_temporary_failures)
         self.rules = OutbreakRules(config=self.current_config, engines=self.engines,
                                    keeper=self.outbreak, spool=self.spool, ids=self.ids,
-                                   maillog=self.maillog, queues=self.queues)
+                                   maillog=self.maillog, queues=self.queues,
+                                   apply_locally=self.local.apply_notice)
         self._watcher: asyncio.Task[None] | None = None
         PipelineCommands(self.current_config, self.engines, self.rules).register(self.admin)
         WorkQueueCommands(self.workqueue, self.maillog).register(self.admin)

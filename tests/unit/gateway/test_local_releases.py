@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
+from typing import Any
 
+from pvoq.cpq.transfer import Origin, RescanAction, RescanNotice
 from pvoq.gateway import Gateway
-from pvoq.gateway.local import release_transfer_id
+from pvoq.gateway.local import local_transfer_id, release_transfer_id
 from pvoq.quarantine.roles import ADMIN, Caller
 from pvoq.scan.verdict import QUARANTINE, ScanResult, Verdict
 from pvoq.spool.store import INCOMING, Entry, Recipient
@@ -92,3 +95,40 @@ def test_send_copy_is_delivered_by_the_gateway_to_the_address(gateway: Gateway) 
     assert [r.address for r in entry.recipients] == ["audit@example.com"]
     assert entry.meta["local_release"]["copy_of"] == mid
     assert gateway.local.held_count() == 1  # still held
+
+
+def notice_for(gw: Gateway, mid: int, action: str, **extra: Any) -> RescanNotice:
+    return RescanNotice(transfer_id=f"o-SN-{mid}-notice", origin=Origin("gw.test", "SN", mid),
+                        quarantine_transfer_id=local_transfer_id("SN", mid),
+                        quarantine="Outbreak", action=RescanAction(action),
+                        reason="VOF rule:OF-1 no longer matches", rescanned_at=time.time(),
+                        **extra)
+
+
+def test_an_outbreak_rescan_of_a_message_held_here_is_applied_here(gateway: Gateway) -> None:
+    """The notice never goes to the.cpq.host: the local quarantine releases the message."""
+    mid, submitted = held(gateway, Verdict("outbreak_filters", "Outbreak", "VOF rule:OF-1"))
+    gateway.outbreak.notices.put(notice_for(gateway, mid, "release"))
+    assert asyncio.run(gateway.rules.ship_notices()) == 0
+    assert gateway.outbreak.notices.pending() == [] and not gateway.queues.entries
+    [(entry, _)] = submitted
+    assert entry.meta["local_release"]["resume_after"] == "outbreak_filters+antivirus"
+    assert f'MID {mid} released from quarantine "Outbreak" (rescanned)' in log_of(gateway)
+
+
+def test_an_outbreak_rescan_extends_the_exit_here(gateway: Gateway) -> None:
+    mid, _ = held(gateway, Verdict("outbreak_filters", "Outbreak", "VOF rule:OF-1"))
+    assert gateway.local.apply_notice(notice_for(gateway, mid, "extend",
+                                                 retention_s=400 * 86400.0))
+    record = gateway.local.store.get(mid)
+    assert record is not None
+    assert record["quarantines"][0]["scheduled_exit"] > time.time() + 399 * 86400
+
+
+def test_a_notice_for_a_message_sent_to_the_manager_still_goes_there(gateway: Gateway) -> None:
+    notice = notice_for(gateway, 99, "release")
+    assert not gateway.local.apply_notice(notice)
+    gateway.outbreak.notices.put(notice)
+    assert asyncio.run(gateway.rules.ship_notices()) == 1
+    [queued] = gateway.queues.entries.values()
+    assert queued.meta["cpq"]["kind"] == "outbreak_rescan"

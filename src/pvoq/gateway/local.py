@@ -38,8 +38,8 @@ from pvoq.fsutil import atomic_write
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.quarantine.arrivals import Arrival
 from pvoq.quarantine.audit import key_path
-from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.mime import apply_early_release
+from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import (
     EarlyRelease,

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+from consolesetup import ADMIN_PW, browser_page, console_deployment
+
 from pvoq.config.loader import load_config
+from pvoq.testing.browser import login
 from pvoq.testing.localdeploy import Deployment, wait_for
 
 
@@ -27,13 +31,18 @@ def mode(dep: Deployment) -> str:
     return str(dep.admin(dep.gateway_config, "pvo.status")["data"]["description"])
 
 
+def make_local(dep: Deployment) -> None:
+    path = dep.gateway_config
+    path.write_text(path.read_text().replace("<enabled>true</enabled>",
+                                             "<enabled>false</enabled>", 1))
+
+
 class TestPvoEnable:
     def test_refused_while_the_manager_is_down_then_enabled_and_disabled(
             self, deployment: Deployment) -> None:
         dep = deployment
         path = dep.gateway_config
-        path.write_text(path.read_text().replace("<enabled>true</enabled>",
-                                                 "<enabled>false</enabled>", 1))
+        make_local(dep)
         dep.start_sink()
         dep.start_gateway()
         assert mode(dep) == "local"
@@ -87,10 +96,42 @@ class TestPvoEnable:
     def test_pvo_check_probes_the_manager_whatever_the_flag(
             self, deployment: Deployment) -> None:
         dep = deployment
-        path = dep.gateway_config
-        path.write_text(path.read_text().replace("<enabled>true</enabled>",
-                                                 "<enabled>false</enabled>", 1))
+        make_local(dep)
         dep.start()
         checked = cli(dep, "pvo", "check")
         assert checked.returncode == 0, checked.stderr
         assert checked.stdout.startswith("Ready: the manager at 127.0.0.1:")
+
+
+def test_console_searches_the_local_quarantines_and_its_enable_button_switches(
+        tmp_path: Path) -> None:
+    dep = console_deployment(tmp_path / "deploy")
+    try:
+        make_local(dep)
+        dep.start_sink()
+        dep.start_gateway()
+        dep.send(subject="confidential", body="held here")
+        (row,) = wait_for("held locally", lambda: held_locally(dep))
+        url = dep.console_url("gateway")
+        with browser_page(dep, "gateway") as page:
+            login(page, url, "alice", ADMIN_PW)
+            page.goto(url + "/quarantine/search")
+            assert page.locator("#total").inner_text() == "1 message"
+            mids = page.locator("#results tr.result").evaluate_all(
+                "rows => rows.map(r => r.dataset.mid)")
+            assert [int(x) for x in mids] == [row["id"]]
+
+            page.goto(url + "/services/pvo")
+            assert page.locator("#pvo-mode").inner_text() == "local"
+            assert page.locator("#pvo-enable").is_disabled()  # the manager is down
+            dep.start_manager()
+            page.goto(url + "/services/pvo")
+            with page.expect_navigation():
+                page.click("#pvo-enable")
+            result = page.locator("#enable-result").inner_text()
+            assert result.startswith("Centralized PVO quarantines enabled"), result
+            assert page.locator("#pvo-mode").inner_text() == (
+                "centralized, 1 message still held locally (migration pending)")
+        assert load_config(dep.gateway_config).pvo.enabled
+    finally:
+        dep.stop_all()

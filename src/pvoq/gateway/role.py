@@ -27,7 +27,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_HOST, Config, Listener
@@ -41,6 +41,7 @@ from pvoq.gateway.dryrun import DryRescan
 from pvoq.gateway.enable import PvoModeCommands
 from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
 from pvoq.gateway.local import LocalQuarantines
+from pvoq.gateway.local_api import LocalApi
 from pvoq.gateway.outbreak import OutbreakRules
 from pvoq.gateway.processing import Processor, ScanEngines
 from pvoq.gateway.receipts import Receipts
@@ -61,6 +62,9 @@ from pvoq.smtp.server import (
     PvoqSMTP,
 )
 from pvoq.spool.store import INCOMING, Entry, Spool
+
+if TYPE_CHECKING:
+    from pvoq.web.console.context import ConsoleContext
 
 # A received release's id comes again only if its 250 was lost, at the manager's
 # next retry: within its back-off, or when this gateway is back after an outage.
@@ -169,6 +173,8 @@ class Gateway(Appliance):
                                  self.maillog.info).register(self.admin)
         OverviewCommands(lambda: self.local.store.settings, self.local.store.engine,
                          lambda: self.local.service.quota_bytes).register(self.admin)
+        self.api = LocalApi(config=self.current_config, service=self.local.service,
+                            users=self.users, maillog=self.maillog)
 
     def current_config(self) -> Config:
         """The configuration in force (a reload replaces it): what the parts read."""
@@ -292,9 +298,19 @@ class Gateway(Appliance):
         await super().start()
         if self.ssh_service is not None:
             await self.ssh_service.start()
+        await self.api.start()
+
+    def console_context(self) -> ConsoleContext:
+        """The console also searches and acts on the local quarantines, and mounts the API."""
+        ctx = super().console_context()
+        ctx.service, ctx.api = self.local.service, self.api.app()
+        return ctx
 
     async def after_reload(self, old: Config, new: Config) -> None:
-        """A changed `<ssh>` section restarts the SSH command service on its new address."""
+        """A changed `<ssh>` section restarts the SSH command service on its new address;
+        a changed `<api>` restarts the REST API of the local quarantines."""
+        if old.api != new.api:
+            await self.api.after_reload()
         if old.ssh == new.ssh:
             return
         if self.ssh_service is not None:
@@ -307,6 +323,7 @@ class Gateway(Appliance):
         service: CommandService | None = getattr(self, "ssh_service", None)
         if service is not None:
             await service.stop()
+        await self.api.stop()
         self.workqueue.stop()
         if self._watcher is not None:
             self._watcher.cancel()

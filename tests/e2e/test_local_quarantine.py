@@ -10,10 +10,11 @@ import sys
 from email import message_from_bytes
 from typing import Any
 
+import httpx
 import pytest
 
 from pvoq.scan.pipeline import EICAR
-from pvoq.testing.localdeploy import OUTBREAK_HOST, Deployment, wait_for
+from pvoq.testing.localdeploy import OUTBREAK_HOST, Deployment, free_port, wait_for
 from pvoq.testing.trace import relayed
 
 CUSTOM = """\
@@ -136,3 +137,33 @@ class TestLocalQuarantines:
         assert deleted.returncode == 0, deleted.stderr
         assert [r["quarantines"][0]["quarantine"] for r in held(local)] == ["Legal Hold"]
         assert local.delivered() == []
+
+
+def test_the_rest_api_releases_from_the_local_quarantines(deployment: Deployment) -> None:
+    """The manager's REST API v2.0, served by the gateway over its own quarantines."""
+    make_local(deployment)
+    port = free_port()
+    path = deployment.gateway_config
+    path.write_text(path.read_text().replace("</config>", f"""
+  <api>
+    <port>{port}</port>
+    <token><value>s3cret</value><user>alice</user><role>admin</role></token>
+  </api>
+</config>"""))
+    deployment.start_sink()
+    deployment.start_gateway()
+    deployment.send(subject="confidential api test", body="x")
+    wait_for("held locally", lambda: held(deployment))
+    api = "/api/v2.0/quarantine/messages"
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                      headers={"Authorization": "Bearer s3cret"}, timeout=30) as c:
+        found = c.get(api, params={"subjectFilterBy": "contains",
+                                   "subjectFilterValue": "api test"}).json()
+        assert found["meta"]["totalCount"] == 1
+        assert found["data"][0]["attributes"]["esaHostName"] == "gw1.pvoq.test"
+        mid = found["data"][0]["mid"]
+        released = c.post(api, json={"action": "release", "quarantineType": "pvo",
+                                     "quarantineName": "Policy", "mids": [mid]})
+        assert released.json()["data"]["mids"] == [mid]
+    _, message = wait_for("delivered", deployment.delivered)[0]
+    assert b"confidential api test" in message

@@ -1,7 +1,7 @@
 """The REST API v2.0 over the gateway's local quarantines, as the manager serves its own.
 
 `LocalApi` builds the API application over `LocalQuarantines.service` with
-`<api>`'s tokens (a token whose user is one of the gateway's users acts with
+`<api>`'s tokens (built, with the local store, when first served; a token whose user is one of the gateway's users acts with
 that user's role), serves it on `<api>`'s address and port when configured,
 and restarts, starts or stops it when a reload changes `<api>`. The console
 mounts the same application (`Gateway.console_context`).
@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 from pvoq.config.model import Config
 from pvoq.maillog import MailLog
-from pvoq.quarantine.service import QuarantineService
 from pvoq.users.store import UserStore
 
 if TYPE_CHECKING:
+    from pvoq.quarantine.service import QuarantineService
     from pvoq.web.server import ApiServer
 
 
 class LocalApi:
     """The REST API of the local quarantines (see the module docstring)."""
 
-    def __init__(self, *, config: Callable[[], Config], service: QuarantineService,
+    def __init__(self, *, config: Callable[[], Config],
+                 service: Callable[[], QuarantineService],
                  users: UserStore, maillog: MailLog) -> None:
         self.config = config
         self.service = service
@@ -46,7 +47,7 @@ class LocalApi:
             return ((account.name, account.role, account.quarantines)
                     if account is not None else None)
 
-        return create_app(self.service, api.tokens, max_body_bytes=api.max_body_bytes,
+        return create_app(self.service(), api.tokens, max_body_bytes=api.max_body_bytes,
                           max_mids=api.max_mids, role_of=role_of, token_owner=token_owner)
 
     async def start(self) -> None:

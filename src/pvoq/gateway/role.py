@@ -50,9 +50,6 @@ from pvoq.gateway.workqueue import Dispose, GiveUp, WorkQueue
 from pvoq.logsub.commands import LogChunkCommands
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.metrics.live import Metric, gateway_families
-from pvoq.quarantine.commands import QuarantineCommands
-from pvoq.quarantine.definitions import QuarantineConfigCommands
-from pvoq.quarantine.overview import OverviewCommands
 from pvoq.remote.commands import GatewayLinkCommands, ListenerInfoCommands
 from pvoq.remote.service import CommandService
 from pvoq.scan.keeper import OutbreakKeeper
@@ -137,7 +134,9 @@ class Gateway(Appliance):
         self.local = LocalQuarantines(config=self.current_config, spool=self.spool,
                                       ids=self.ids, maillog=self.maillog,
                                       marker=self.transfer_marker,
-                                      submit=lambda e, b: self.workqueue.submit(e, b))
+                                      submit=lambda e, b: self.workqueue.submit(e, b),
+                                      on_built=self._register_local_commands)
+        self._local_commands = False
         self.router = router(config=self.current_config, spool=self.spool,
                              maillog=self.maillog, ids=self.ids, queues=self.queues,
                              outbreak=self.outbreak, local=self.local)
@@ -166,15 +165,27 @@ class Gateway(Appliance):
                                         self.local.held_count, self.maillog)
         self.pvo_mode.register(self.admin)
         self.register_commands(incoming=self.workqueue)
-        # The local quarantines answer the same commands as the manager's.
-        QuarantineCommands(self.local.service).register(self.admin)
-        QuarantineConfigCommands(lambda: self.config, self.reload,
-                                 self.local.service.audit.append, self.local.store.held_count,
-                                 self.maillog.info).register(self.admin)
-        OverviewCommands(lambda: self.local.store.settings, self.local.store.engine,
-                         lambda: self.local.service.quota_bytes).register(self.admin)
-        self.api = LocalApi(config=self.current_config, service=self.local.service,
+        self.api = LocalApi(config=self.current_config, service=lambda: self.local.service,
                             users=self.users, maillog=self.maillog)
+        if self.local.needed():
+            self._register_local_commands()
+
+    def _register_local_commands(self) -> None:
+        """The local quarantines answer the same commands as the manager's; registered once
+        they are in use (the database layer is loaded only then)."""
+        if self._local_commands:
+            return
+        self._local_commands = True
+        from pvoq.quarantine.commands import QuarantineCommands
+        from pvoq.quarantine.definitions import QuarantineConfigCommands
+        from pvoq.quarantine.overview import OverviewCommands
+
+        local = self.local
+        QuarantineCommands(local.service).register(self.admin)
+        QuarantineConfigCommands(lambda: self.config, self.reload, local.service.audit.append,
+                                 local.store.held_count, self.maillog.info).register(self.admin)
+        OverviewCommands(lambda: local.store.settings, local.store.engine,
+                         lambda: local.service.quota_bytes).register(self.admin)
 
     def current_config(self) -> Config:
         """The configuration in force (a reload replaces it): what the parts read."""
@@ -303,7 +314,8 @@ class Gateway(Appliance):
     def console_context(self) -> ConsoleContext:
         """The console also searches and acts on the local quarantines, and mounts the API."""
         ctx = super().console_context()
-        ctx.service, ctx.api = self.local.service, self.api.app()
+        if self.local.needed() or self.config.api.enabled:
+            ctx.service, ctx.api = self.local.service, self.api.app()
         return ctx
 
     async def after_reload(self, old: Config, new: Config) -> None:

@@ -138,3 +138,17 @@ def test_a_switch_to_local_mid_routing_leaves_the_message_wholly_central(
     copies = [e for m, e in gateway.queues.entries.items() if m != entry.mid]
     assert [c.meta["duplicate_of"] for c in copies] == [entry.mid]
     assert {r.host for r in copies[0].recipients} == {THE_CPQ_HOST}
+
+
+def test_a_centralized_gateway_builds_no_local_store_until_one_is_needed(
+        gateway: Gateway) -> None:
+    """The database layer stays unloaded (memory) while nothing is held locally."""
+    assert not gateway.local.built and not gateway.local.needed()
+    assert gateway.local.held_count() == 0 and not gateway.local.built
+    assert "quarantine.list" not in gateway.admin.commands
+    assert not (gateway.config.data_dir / "quarantine.db").exists()
+    set_enabled(gateway, False)
+    entry = incoming(gateway)
+    asyncio.run(gateway.router.route(entry, caught(POLICY)))
+    assert gateway.local.built and "quarantine.list" in gateway.admin.commands
+    assert (gateway.config.data_dir / "quarantine.db").exists()

@@ -101,6 +101,8 @@ class LocalReleases:
     *submit* hands a spooled release to the work queue (bound once it exists).
     """
 
+    delivers_on = "this gateway"  # what a release's answer says (`QuarantineService.act`)
+
     def __init__(self, *, store: QuarantineStore, spool: Spool, ids: IdAllocator,
                  maillog: MailLog, marker: Callable[[str], Path], serial_number: str,
                  submit: Submit) -> None:

@@ -42,6 +42,7 @@ def test_a_release_is_spooled_under_a_new_mid_for_the_stages_after_the_quarantin
     mid, submitted = held(gateway, Verdict("antivirus", "Virus", "a/v verdict:VIRAL X"))
     result = gateway.local.service.act(ADMIN_CALLER, "release", mid)
     assert result.ok and result.settled == "released"
+    assert result.text.endswith("Queued for delivery on this gateway.")
     [(entry, body)] = submitted
     assert entry.mid != mid and body == BODY
     assert entry.state == INCOMING and gateway.spool.get(entry.mid) is not None

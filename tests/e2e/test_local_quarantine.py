@@ -123,6 +123,10 @@ class TestLocalQuarantines:
         status = cli(local, "pvo", "status")
         assert status.returncode == 0, status.stderr
         assert status.stdout.startswith("PVO quarantines: local\n")
+        shown = cli(local, "status")
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(r"Messages In Quarantine\n\s+Policy, Virus and Outbreak\s+3\n",
+                         shown.stdout), shown.stdout
 
     def test_held_messages_survive_a_restart_and_sigkill(self, local: Deployment) -> None:
         local.send(subject="confidential", body="one")

@@ -78,6 +78,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
                    f"{data.get('messages_in_release_host', 0):>12}")
     else:
         click.echo(f"    {'Messages In Work Queue':<30}{data['messages_in_work_queue']:>12}")
+        if "messages_in_quarantine" in data:  # local quarantines in use
+            click.echo("  Messages In Quarantine")
+            click.echo(f"    {'Policy, Virus and Outbreak':<30}"
+                       f"{data['messages_in_quarantine']:>12}")
+            click.echo("  Kilobytes In Quarantine")
+            click.echo(f"    {'Policy, Virus and Outbreak':<30}"
+                       f"{data['kilobytes_in_quarantine']:>12}")
         click.echo(f"  {'Messages In the.cpq.host':<32}{data['messages_in_cpq_host']:>12}")
         click.echo(f"  {'Kilobytes In the.cpq.host':<32}{data['kilobytes_in_cpq_host']:>12}")
 

@@ -348,6 +348,10 @@ class Gateway(Appliance):
 
     def status_gauges(self) -> dict[str, int]:
         cpq = [e for e in self.queues.entries.values() if e.pending_for(THE_CPQ_HOST)]
-        return {"messages_in_work_queue": self.workqueue.depth,
-                "messages_in_cpq_host": len(cpq),
-                "kilobytes_in_cpq_host": sum(e.size for e in cpq) // 1024}
+        gauges = {"messages_in_work_queue": self.workqueue.depth,
+                  "messages_in_cpq_host": len(cpq),
+                  "kilobytes_in_cpq_host": sum(e.size for e in cpq) // 1024}
+        if self.local.needed():  # the local quarantines, once in use
+            gauges["messages_in_quarantine"] = self.local.store.held_count()
+            gauges["kilobytes_in_quarantine"] = self.local.store.used_bytes() // 1024
+        return gauges

@@ -152,3 +152,12 @@ def test_a_centralized_gateway_builds_no_local_store_until_one_is_needed(
     asyncio.run(gateway.router.route(entry, caught(POLICY)))
     assert gateway.local.built and "quarantine.list" in gateway.admin.commands
     assert (gateway.config.data_dir / "quarantine.db").exists()
+
+
+def test_status_gauges_count_the_local_quarantines_once_in_use(gateway: Gateway) -> None:
+    assert "messages_in_quarantine" not in gateway.status_gauges()
+    set_enabled(gateway, False)
+    asyncio.run(gateway.router.route(incoming(gateway), caught(POLICY, VIRUS)))
+    gauges = gateway.status_gauges()
+    assert gauges["messages_in_quarantine"] == 1  # one message, in two quarantines
+    assert gauges["kilobytes_in_quarantine"] == len(BODY) // 1024

@@ -303,8 +303,10 @@ class LocalQuarantines:
                 raise ScanError("local quarantine space full: the message waits in the spool",
                                 stage="quarantine")
         subject = str(entry.meta.get("subject", ""))
+        cfg = self.config()
+        own = cfg.interface(cfg.pvo.interface_name)  # the originating ESA's address is ours
         mid, duplicate = await store.add_async(Arrival(
-            entry.mid, transfer.to_json(), body, entry.peer or "", subject))
+            entry.mid, transfer.to_json(), body, own.ip if own else "", subject))
         if duplicate:
             self.maillog.info(f"MID {entry.mid} already held in the local quarantines")
         if entry.mid in self.spool:

@@ -63,6 +63,7 @@ def test_local_mode_holds_caught_mail_here_and_removes_it_from_the_spool(
     assert record is not None
     assert sorted(q["quarantine"] for q in record["quarantines"]) == ["Policy", "Virus"]
     assert record["transfer_id"] == local_transfer_id("SN", entry.mid)
+    assert record["origin_host"] == "gw.test" and record["origin_ip"] == "127.0.0.1"
     assert gateway.local.store.read_body(entry.mid) == BODY
     assert gateway.local.held_count() == 1
     log = log_of(gateway)

@@ -156,12 +156,19 @@ class PvoModeCommands(CommandSet):
             raise CommandError(f"Cannot {'enable' if enabled else 'disable'}: cannot write "
                                f"the configuration file {path}: {exc.strerror or exc}; "
                                "nothing was changed") from None
+        verb = "enable" if enabled else "disable"
         try:
             await self.reload()
         except CommandError as exc:
             writer.replace_file(path, data, expected=edited)
-            raise CommandError(f"Cannot {'enable' if enabled else 'disable'}: the reload "
-                               f"refused the new file, the old one is back: {exc}") from None
+            raise CommandError(f"Cannot {verb}: the reload refused the new file, the old one "
+                               f"is back: {exc}") from None
+        if self.config().pvo.enabled != enabled:  # a cluster level below overrides the flag
+            writer.replace_file(path, data, expected=edited)
+            await self.reload()
+            raise CommandError(f"Cannot {verb}: {path} sets <pvo_quarantines><enabled> at "
+                               "another level too (a <cluster> group or machine overrides it); "
+                               "change it there. The old file is back.")
         return str(path)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -107,5 +108,23 @@ def test_a_refused_reload_puts_the_old_file_back(gateway: Gateway) -> None:
                            commands(gateway, True).readiness, gateway.local.held_count,
                            gateway.maillog)
     with pytest.raises(CommandError, match="the old one is back"):
+        asyncio.run(cmds.enable({}, PEER))
+    assert gateway.config.path.read_bytes() == data and cmds.mode() == "local"
+
+
+def test_a_flag_overridden_below_the_top_level_is_refused_and_the_file_restored(
+        gateway: Gateway) -> None:
+    """A clustered file whose group or machine sets the flag too: the reload keeps local."""
+    data = disabled(gateway)
+
+    async def overridden() -> str:
+        gateway.config = load_config(gateway.config.path)
+        gateway.config = dataclasses.replace(
+            gateway.config, pvo=dataclasses.replace(gateway.config.pvo, enabled=False))
+        return "reloaded"
+    cmds = PvoModeCommands(lambda: gateway.config, overridden,
+                           commands(gateway, True).readiness, gateway.local.held_count,
+                           gateway.maillog)
+    with pytest.raises(CommandError, match="overrides it"):
         asyncio.run(cmds.enable({}, PEER))
     assert gateway.config.path.read_bytes() == data and cmds.mode() == "local"

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pvoq.admin.protocol import CommandError
 from pvoq.admin.registry import CommandSet, command
@@ -40,10 +40,11 @@ from pvoq.config.xmltree import parse_xml
 from pvoq.cpq.metadata import encode_chunks
 from pvoq.fsutil import atomic_write
 from pvoq.maillog import MailLog
-from pvoq.quarantine.export import audit_history, export_messages, held_in, remove_moved
-from pvoq.quarantine.store import QuarantineStore
 from pvoq.remote.commands import CENTRALIZED, LOCAL, decode_plan_arg
 from pvoq.smtp.client import DeliveryError, SmtpConnection
+
+if TYPE_CHECKING:  # the database layer loads only when there is something to migrate
+    from pvoq.quarantine.store import QuarantineStore
 
 PLAN_FILE = "plan.json"
 CONNECTIONS = 10     # connections to the manager at once (the cpq_listener takes 20 a peer)
@@ -242,6 +243,8 @@ class Migrator:
 
     # -- the push -------------------------------------------------------------------
     async def _run(self) -> None:
+        from pvoq.quarantine.export import audit_history, held_in
+
         plan = self.plan
         store = self.store()
         assert plan is not None
@@ -303,6 +306,8 @@ class Migrator:
 
     def _remove(self, store: QuarantineStore, plan: LocalPlan, done: list[int]) -> None:
         """Drop the acknowledged local copies, and say so in the local audit trail."""
+        from pvoq.quarantine.export import remove_moved
+
         remove_moved(store, done)
         if self.record is not None:
             self.record("system", f"migration {plan.id}", "migrate",
@@ -311,6 +316,8 @@ class Migrator:
     async def _send_chunk(self, conn: SmtpConnection, store: QuarantineStore, plan: LocalPlan,
                           chunk: list[int], history: dict[int, list[dict[str, Any]]]
                           ) -> tuple[list[int], bool]:
+        from pvoq.quarantine.export import export_messages
+
         cfg = self.config()
 
         def export() -> list[tuple[int, Any, bytes]]:

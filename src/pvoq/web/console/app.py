@@ -50,6 +50,8 @@ def build_app(ctx: ConsoleContext) -> FastAPI:
     app.include_router(doctor_pages.router)
     if ctx.role == "gateway":
         app.include_router(gateway_pages.router)
+        if ctx.service is not None:  # its local quarantines
+            app.include_router(search_pages.router)
     if ctx.role == "manager":
         app.include_router(search_pages.router)
         app.include_router(admin_pages.router)

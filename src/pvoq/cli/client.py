@@ -111,6 +111,7 @@ def owner_of(command: str) -> str | None:
     # Imported here: only a refused command needs them (the role wiring registers
     # these sets; the appliance's own, such as `status`, are on both).
     from pvoq.gateway.commands import PipelineCommands, PvoCheckCommands, WorkQueueCommands
+    from pvoq.gateway.enable import PvoModeCommands
     from pvoq.logsub.commands import LogChunkCommands, LogSubscriptionCommands
     from pvoq.quarantine.commands import QuarantineCommands
     from pvoq.quarantine.definitions import QuarantineConfigCommands
@@ -121,7 +122,7 @@ def owner_of(command: str) -> str | None:
                                     QuarantineConfigCommands, OverviewCommands,
                                     LogSubscriptionCommands)),
                        ("gateway", (PipelineCommands, WorkQueueCommands, PvoCheckCommands,
-                                    GatewayLinkCommands, LogChunkCommands))):
+                                    PvoModeCommands, GatewayLinkCommands, LogChunkCommands))):
         if any(command in s.command_names() for s in sets):
             return role
     return None

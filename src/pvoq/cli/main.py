@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+import pvoq.cli.migrate as migrate
 import pvoq.cli.quarantine_admin as quarantine_admin
 from pvoq import __version__
 from pvoq.cli import (
@@ -315,6 +316,7 @@ spool.register(operator_cli)        # spool list|show (read the spool log itself
 users.register(operator_cli)        # user add|passwd|role|delete|list|whoami
 doctor.register(main)               # pvoq doctor -c FILE [--json]
 track.register(operator_cli)        # track, logsub status|pull (the manager)
+migrate.register(operator.pvo)      # pvo migrate (the manager's migration wizard)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

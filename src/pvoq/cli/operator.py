@@ -1,4 +1,6 @@
-"""`pvoq cli -c FILE status|tophosts|hoststatus|reload|pvo check`: the appliance's state.
+"""`pvoq cli -c FILE status|tophosts|hoststatus|reload|pvo ...`: the appliance's state.
+
+`pvo check|enable|disable|status`: a gateway's readiness and mode (`gateway.enable`).
 
 Each command sends one request over the admin socket (`cli.client`) and
 renders the answer in the shape AsyncOS administrators know (`--json` for
@@ -76,6 +78,13 @@ def status(ctx: click.Context, as_json: bool) -> None:
                    f"{data.get('messages_in_release_host', 0):>12}")
     else:
         click.echo(f"    {'Messages In Work Queue':<30}{data['messages_in_work_queue']:>12}")
+        if "messages_in_quarantine" in data:  # local quarantines in use
+            click.echo("  Messages In Quarantine")
+            click.echo(f"    {'Policy, Virus and Outbreak':<30}"
+                       f"{data['messages_in_quarantine']:>12}")
+            click.echo("  Kilobytes In Quarantine")
+            click.echo(f"    {'Policy, Virus and Outbreak':<30}"
+                       f"{data['kilobytes_in_quarantine']:>12}")
         click.echo(f"  {'Messages In the.cpq.host':<32}{data['messages_in_cpq_host']:>12}")
         click.echo(f"  {'Kilobytes In the.cpq.host':<32}{data['kilobytes_in_cpq_host']:>12}")
 
@@ -164,6 +173,27 @@ def pvo() -> None:
 def pvo_check(ctx: click.Context) -> None:
     """Can centralized PVO be enabled? (what greys out the gateway's Enable button)"""
     echo(request(ctx, "pvo.check")["text"], multiline=True)  # one line per manager
+
+
+@pvo.command("enable")
+@click.pass_context
+def pvo_enable(ctx: click.Context) -> None:
+    """Switch this gateway to centralized quarantines (after the readiness check)."""
+    echo(request(ctx, "pvo.enable")["text"], multiline=True)
+
+
+@pvo.command("disable")
+@click.pass_context
+def pvo_disable(ctx: click.Context) -> None:
+    """Hold newly caught mail in this gateway's local quarantines again."""
+    echo(request(ctx, "pvo.disable")["text"])
+
+
+@pvo.command("status")
+@click.pass_context
+def pvo_status(ctx: click.Context) -> None:
+    """The mode: local, centralized, or centralized with messages still held locally."""
+    echo(request(ctx, "pvo.status")["text"], multiline=True)
 
 
 def register(cli: click.Group) -> None:

@@ -25,7 +25,7 @@ from pvoq.cpq.transfer import (
 )
 
 __all__ = [
-    "CHUNK_CHARS", "KIND_OUTBREAK_RESCAN", "KIND_QUARANTINE", "KIND_RELEASE",
+    "CHUNK_CHARS", "KIND_MIGRATION", "KIND_OUTBREAK_RESCAN", "KIND_QUARANTINE", "KIND_RELEASE",
     "KIND_RELEASE_RECEIPT", "MAX_CHUNKS",
     "RESCAN_ACTIONS", "VERSION", "MetadataError", "decode_chunks", "decode_transfer",
     "encode_chunks", "validate",
@@ -35,6 +35,7 @@ KIND_QUARANTINE = Kind.QUARANTINE
 KIND_RELEASE = Kind.RELEASE
 KIND_OUTBREAK_RESCAN = Kind.OUTBREAK_RESCAN  # a gateway's rescan decision on an Outbreak message
 KIND_RELEASE_RECEIPT = Kind.RELEASE_RECEIPT  # a released message's outcome on its gateway
+KIND_MIGRATION = Kind.MIGRATION  # a message held locally on a gateway, moved to the manager
 RESCAN_ACTIONS = tuple(RescanAction)
 CHUNK_CHARS = 900          # an SMTP command line stays under 1,000 octets
 MAX_CHUNKS = 1024          # ~690 KB of JSON (921,600 base64 characters) at most

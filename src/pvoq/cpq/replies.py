@@ -32,6 +32,10 @@ UNKNOWN_GATEWAY = StatusCode(554, "5.7.1 Gateway {origin} is not registered on t
 # Temporary: the gateway keeps the message and ships it again later.
 SPACE_FULL = StatusCode(452, "4.3.1 Quarantine space full, try again later")
 ALREADY_STORED = StatusCode(250, "2.0.0 Ok: transfer {transfer_id} already stored as MID {mid}")
+# A migration transfer naming a central quarantine the manager does not have (yet: the
+# wizard creates it before the gateways start): temporary, the gateway sends it again.
+NO_SUCH_QUARANTINE = StatusCode(451, "4.3.0 No central quarantine {name!r} here (yet)")
+MIGRATED = StatusCode(250, "2.0.0 Ok: migrated as MID {mid}")
 NOTICE_NO_SUCH_MESSAGE = StatusCode(250, "2.0.0 Ok: notice {transfer_id} noted, no such message")
 NOTICE_DONE = StatusCode(250, "2.0.0 Ok: notice {transfer_id}: MID {mid} {action} done")
 RECEIPT_RECORDED = StatusCode(250, "2.0.0 Ok: receipt {transfer_id} recorded for MID {mid}")

@@ -16,6 +16,10 @@ encodes it for the wire. This module owns its meaning:
 - `ReleaseReceipt` (kind `release_receipt`): what became of a released
   message on its gateway (`ReceiptOutcome` per recipient: delivered, bounced
   or expired, the downstream host and its reply).
+- `MigrationTransfer` (kind `migration`): a message held in a gateway's local
+  quarantines moves to the manager's (`MigrationPart`: per local quarantine
+  its target, reason and retention clock (`MigratedHold`), and the local audit
+  history of the message).
 
 Each class has `from_json(obj)`, which checks exactly what version 1 requires
 and raises `MetadataError` naming the offending field, and `to_json()`, which
@@ -78,6 +82,7 @@ class Kind(StrEnum):
     OUTBREAK_RESCAN = "outbreak_rescan"  # a gateway's rescan decision on an Outbreak message
     RELEASE_RECEIPT = "release_receipt"  # a released message's final outcome, to the manager
     RESCAN_REQUEST = "rescan_request"    # the manager asks a gateway to scan a held copy, dry
+    MIGRATION = "migration"              # a locally held message moves to the manager
 
 
 class RescanAction(StrEnum):
@@ -539,13 +544,99 @@ class RescanRequest:
         return with_extra(known, self.extra)
 
 
-Transfer = QuarantineTransfer | ReleaseTransfer | RescanNotice | ReleaseReceipt | RescanRequest
+MAX_AUDIT = 1000  # audit records one migrated message carries (the oldest are dropped)
+
+
+@dataclass(frozen=True)
+class MigratedHold:
+    """An entry of `migration.held[]`: one local quarantine holding the message, the
+    central quarantine it goes to, and its retention clock there."""
+
+    local: str             # the local quarantine's name
+    target: str            # the central quarantine it moves to
+    reason: str
+    stage: str
+    received_at: float     # when it entered the local quarantine (the retention clock)
+    scheduled_exit: float  # when its default action is due
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f = Fields(obj, "migration.held[].")
+        return cls(local=f.text("local", MAX_NAME), target=f.text("target", MAX_NAME),
+                   reason=f.prose("reason"), stage=f.text("stage", MAX_SHORT),
+                   received_at=f.require("received_at", (int, float)),
+                   scheduled_exit=f.require("scheduled_exit", (int, float)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"local": self.local, "target": self.target, "reason": self.reason,
+                "stage": self.stage, "received_at": self.received_at,
+                "scheduled_exit": self.scheduled_exit}
+
+
+@dataclass(frozen=True)
+class MigrationPart:
+    """The `migration` object: the plan it belongs to, where it is held, its history."""
+
+    plan: str                             # the migration plan's id
+    held: tuple[MigratedHold, ...]
+    audit: tuple[dict[str, Any], ...] = ()  # the local audit records naming the message
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f = Fields(obj, "migration.")
+        plan = f.text("plan", 128)
+        raw = f.items("held", MAX_QUARANTINES)
+        if not raw:
+            raise MetadataError("migration.held is empty")
+        audit = f.items("audit", MAX_AUDIT) if "audit" in obj else []
+        if not all(isinstance(a, dict) for a in audit):
+            raise MetadataError("migration.audit[] must be objects")
+        return cls(plan=plan, held=tuple(MigratedHold.from_json(h) for h in raw),
+                   audit=tuple(audit))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plan": self.plan, "held": [h.to_json() for h in self.held],
+                "audit": list(self.audit)}
+
+
+@dataclass(frozen=True)
+class MigrationTransfer(_Message):
+    """A message held locally on a gateway, moved to the manager (kind `migration`).
+
+    `quarantines` names the central quarantines (`migration.held[].target`),
+    `received` the original arrival on the gateway, `origin.mid` the local MID.
+    """
+
+    kind: ClassVar[Kind] = Kind.MIGRATION
+    migration: MigrationPart
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f, _, transfer_id, origin = _header(obj, cls.kind)
+        parts = cls._read(f, Kind.QUARANTINE)  # at least one quarantine, as a quarantine
+        migration = MigrationPart.from_json(f.require("migration", dict))
+        targets = {q.name for q in parts["quarantines"]}
+        stray = [h.target for h in migration.held if h.target not in targets]
+        if stray:
+            raise MetadataError(f"migration.held[].target {stray[0]!r} is not in quarantines")
+        return cls(transfer_id=transfer_id, origin=origin, **parts, migration=migration,
+                   extra=f.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        known = self._json(self.kind)
+        known["migration"] = self.migration.to_json()
+        return with_extra(known, self.extra)
+
+
+Transfer = (QuarantineTransfer | ReleaseTransfer | RescanNotice | ReleaseReceipt | RescanRequest
+            | MigrationTransfer)
 
 _BY_KIND: dict[Kind, type[QuarantineTransfer] | type[ReleaseTransfer] | type[RescanNotice]
-               | type[ReleaseReceipt] | type[RescanRequest]] = {
+               | type[ReleaseReceipt] | type[RescanRequest] | type[MigrationTransfer]] = {
     Kind.QUARANTINE: QuarantineTransfer, Kind.RELEASE: ReleaseTransfer,
     Kind.OUTBREAK_RESCAN: RescanNotice, Kind.RELEASE_RECEIPT: ReleaseReceipt,
-    Kind.RESCAN_REQUEST: RescanRequest,
+    Kind.RESCAN_REQUEST: RescanRequest, Kind.MIGRATION: MigrationTransfer,
 }
 
 

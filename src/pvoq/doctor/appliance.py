@@ -108,6 +108,8 @@ async def check_cpq_queue(ctx: Context) -> list[CheckResult]:
 async def check_enable(ctx: Context) -> list[CheckResult]:
     if ctx.role != "gateway":
         return []
+    if not ctx.config.pvo.all_managers:  # local mode with no manager: nothing to enable
+        return [ok("enable readiness", "local quarantines; no manager is configured")]
     try:
         answer = await ctx.admin("pvo.check")
     except Refused as exc:

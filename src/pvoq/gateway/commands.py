@@ -82,7 +82,8 @@ class PvoCheckCommands(CommandSet):
     in force (its connections carry the TLS settings); each manager is checked
     on a connection of its own, verified against that manager's registered name.
     Ready when every listed manager answers ready; the text has a line per
-    manager when there are several."""
+    manager when there are several. The probe (`readiness`) runs whatever
+    `<pvo_quarantines><enabled>` says: it is what `pvo.enable` asks first."""
 
     def __init__(self, config: Callable[[], Config],
                  manager: Callable[[], Destination]) -> None:
@@ -91,30 +92,31 @@ class PvoCheckCommands(CommandSet):
     @command("pvo.check")
     async def check(self, args: dict[str, Any]) -> dict[str, Any]:
         """Ask each manager over CPQ whether centralized PVO can be enabled here."""
+        ready, text, data = await self.readiness()
+        if not ready:
+            raise CommandError(f"Not ready: {text}")
+        return {"text": f"Ready: {text}", "data": {"managers": data}}
+
+    async def readiness(self) -> tuple[bool, str, list[dict[str, Any]]]:
+        """(ready, what to say after "Ready: "/"Not ready: ", a row per manager)."""
         cfg = self.config()
-        if not cfg.pvo.enabled:
-            raise CommandError("Not ready: centralized PVO quarantines are disabled in this "
-                               "gateway's configuration (pvo_quarantines.enabled)")
         own = certificate_problem(cfg.cpq_certificate.certificate)
         if own:
-            raise CommandError(f"Not ready: gateway: {own}")
+            return False, f"gateway: {own}", []
         managers = cfg.pvo.all_managers
+        if not managers:
+            return False, ("no manager is configured (pvo_quarantines.managers)"), []
         results = [await self._check_one(m) for m in managers]
         data = [{"manager": m.hostname, "address": m.address, "port": m.port, "ready": ok,
                  "text": text} for m, (ok, text) in zip(managers, results, strict=True)]
         if len(results) == 1:
             ok, text = results[0]
-            if not ok:
-                raise CommandError(f"Not ready: {text}")
-            return {"text": f"Ready: {text}", "data": {"managers": data}}
+            return ok, text, data
         lines = [f"{'Ready' if ok else 'Not ready'}: {text}" for ok, text in results]
         ready = sum(ok for ok, _ in results)
         summary = (f"{ready} of {len(results)} managers ready" if ready < len(results)
                    else f"all {len(results)} managers ready")
-        if ready < len(results):
-            raise CommandError("Not ready: " + summary + "\n" + "\n".join(lines))
-        return {"text": "Ready: " + summary + "\n" + "\n".join(lines),
-                "data": {"managers": data}}
+        return ready == len(results), summary + "\n" + "\n".join(lines), data
 
     async def _check_one(self, manager: ManagerRecord) -> tuple[bool, str]:
         """(ready, what to say) for one manager."""

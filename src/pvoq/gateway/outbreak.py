@@ -3,7 +3,8 @@
 Owns reloading the rules file (`outbreak reload`, or a watcher when the file
 changes), rescanning the kept outbreak copies against the new rules
 (`scan.keeper`), and shipping the resulting notices to the manager on
-`the.cpq.host`, each spooled and queued like a quarantined message.
+`the.cpq.host`, each spooled and queued like a quarantined message; a notice
+about a message held in the gateway's local quarantines is applied there.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 from pvoq.admin.protocol import CommandError
 from pvoq.config.model import THE_CPQ_HOST, Config
+from pvoq.cpq.transfer import RescanNotice
 from pvoq.delivery.queue import DeliveryQueues
 from pvoq.gateway.processing import ScanEngines
 from pvoq.maillog import IdAllocator, MailLog
@@ -30,8 +32,10 @@ class OutbreakRules:
 
     def __init__(self, *, config: Callable[[], Config], engines: ScanEngines,
                  keeper: OutbreakKeeper, spool: Spool, ids: IdAllocator, maillog: MailLog,
-                 queues: DeliveryQueues) -> None:
+                 queues: DeliveryQueues,
+                 apply_locally: Callable[[RescanNotice], bool] | None = None) -> None:
         self.config = config
+        self.apply_locally = apply_locally  # True: the message was held here, done
         self.engines = engines
         self.keeper = keeper
         self.spool = spool
@@ -86,6 +90,9 @@ class OutbreakRules:
         shipped = 0
         for notice in self.keeper.notices.pending():
             tid, action, mid = notice.transfer_id, notice.action, notice.origin.mid
+            if self.apply_locally is not None and self.apply_locally(notice):
+                self.keeper.notices.done(tid)  # applied (idempotent, like the manager's)
+                continue
             body = (f"From: MAILER-DAEMON@{self.config().hostname}\r\n"
                     f"To: {NOTICE_RECIPIENT}\r\n"
                     f"Subject: Outbreak rescan: {action} MID {mid}\r\n"

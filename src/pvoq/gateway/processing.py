@@ -85,7 +85,7 @@ class Processor:
         out) propagates: the entry stays INCOMING in the spool, untouched, and is
         scanned again later.
         """
-        released = entry.meta.get("released")
+        released = entry.meta.get("released") or entry.meta.get("local_release")
         resume_after = released["resume_after"] if released else entry.meta.get("resume_after")
         envelope = envelope_of(entry, self.config().listeners)
         if not released and "policy" not in entry.meta:

@@ -27,7 +27,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_HOST, Config, Listener
@@ -38,7 +38,11 @@ from pvoq.delivery.routes import SmtpRouteDestination
 from pvoq.fsutil import atomic_write, remove_leftovers
 from pvoq.gateway.commands import PipelineCommands, PvoCheckCommands, WorkQueueCommands
 from pvoq.gateway.dryrun import DryRescan
+from pvoq.gateway.enable import PvoModeCommands
 from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
+from pvoq.gateway.local import LocalQuarantines
+from pvoq.gateway.local_api import LocalApi
+from pvoq.gateway.migration import GatewayMigrationCommands, Migrator
 from pvoq.gateway.outbreak import OutbreakRules
 from pvoq.gateway.processing import Processor, ScanEngines
 from pvoq.gateway.receipts import Receipts
@@ -57,6 +61,9 @@ from pvoq.smtp.server import (
 )
 from pvoq.spool.store import INCOMING, Entry, Spool
 
+if TYPE_CHECKING:
+    from pvoq.web.console.context import ConsoleContext
+
 # A received release's id comes again only if its 250 was lost, at the manager's
 # next retry: within its back-off, or when this gateway is back after an outage.
 # A year covers any outage worth waiting out; the markers are empty files.
@@ -68,7 +75,7 @@ class RouterFactory(Protocol):
 
     def __call__(self, *, config: Callable[[], Config], spool: Spool, maillog: MailLog,
                  ids: IdAllocator, queues: DeliveryQueues,
-                 outbreak: OutbreakKeeper) -> Router: ...
+                 outbreak: OutbreakKeeper, local: LocalQuarantines | None = None) -> Router: ...
 
 
 class WorkQueueFactory(Protocol):
@@ -94,7 +101,12 @@ class Gateway(Appliance):
     - `outbreak` (`OutbreakKeeper`) and `rules` (`OutbreakRules`): the kept
       outbreak copies, the rules, their reloads and rescans;
     - `queues` (`DeliveryQueues`): routed mail, per destination host
-      (`destination`), `the.cpq.host` being the manager.
+      (`destination`), `the.cpq.host` being the manager;
+    - `local` (`gateway.local.LocalQuarantines`): the local quarantines, built
+      whatever the mode: `local.store` (`QuarantineStore` at
+      `<data_dir>/quarantine.db`), `local.service` (`QuarantineService`, what
+      `quarantine.*` commands and the API call), `local.releases` (its settler:
+      releases go through this gateway's own pipeline and delivery).
 
     See the module docstring for how *router* and *workqueue* are injected.
     """
@@ -120,9 +132,15 @@ class Gateway(Appliance):
             max_connections_per_host=config.delivery.max_connections_per_host,
             counters=self.counters)
         self._destinations: dict[str, Destination] = {}
+        self.local = LocalQuarantines(config=self.current_config, spool=self.spool,
+                                      ids=self.ids, maillog=self.maillog,
+                                      marker=self.transfer_marker,
+                                      submit=lambda e, b: self.workqueue.submit(e, b),
+                                      on_built=self._register_local_commands)
+        self._local_commands = False
         self.router = router(config=self.current_config, spool=self.spool,
                              maillog=self.maillog, ids=self.ids, queues=self.queues,
-                             outbreak=self.outbreak)
+                             outbreak=self.outbreak, local=self.local)
         self.queues.on_bounce = self.router.bounce
         self.receipts = Receipts(config=self.current_config, spool=self.spool, ids=self.ids,
                                  queues=self.queues, maillog=self.maillog)
@@ -137,13 +155,47 @@ class Gateway(Appliance):
                                    max_failures=lambda: self.config.scan.max_temporary_failures)
         self.rules = OutbreakRules(config=self.current_config, engines=self.engines,
                                    keeper=self.outbreak, spool=self.spool, ids=self.ids,
-                                   maillog=self.maillog, queues=self.queues)
+                                   maillog=self.maillog, queues=self.queues,
+                                   apply_locally=self.local.apply_notice)
         self._watcher: asyncio.Task[None] | None = None
         PipelineCommands(self.current_config, self.engines, self.rules).register(self.admin)
         WorkQueueCommands(self.workqueue, self.maillog).register(self.admin)
-        PvoCheckCommands(self.current_config,
-                         lambda: self.destination(THE_CPQ_HOST)).register(self.admin)
+        check = PvoCheckCommands(self.current_config, lambda: self.destination(THE_CPQ_HOST))
+        check.register(self.admin)
+        self.pvo_mode = PvoModeCommands(self.current_config, self.reload, check.readiness,
+                                        self.local.held_count, self.maillog)
+        self.pvo_mode.register(self.admin)
         self.register_commands(incoming=self.workqueue)
+        self.api = LocalApi(config=self.current_config, service=lambda: self.local.service,
+                            users=self.users, maillog=self.maillog)
+        if self.local.needed():
+            self._register_local_commands()
+        # The migration wizard's gateway side: push the local quarantines to the manager
+        # (the local store only when in use: a gateway that never held mail has none).
+        self.migrator = Migrator(
+            data_dir=config.data_dir, config=self.current_config,
+            store=lambda: self.local.store if self.local.needed() else None,
+            mode=self.local.mode, connect=lambda: self.destination(THE_CPQ_HOST).connection(),
+            maillog=self.maillog,
+            record=lambda *args, **kwargs: self.local.service.audit.append(*args, **kwargs))
+        GatewayMigrationCommands(self.migrator).register(self.admin)
+
+    def _register_local_commands(self) -> None:
+        """The local quarantines answer the same commands as the manager's; registered once
+        they are in use (the database layer is loaded only then)."""
+        if self._local_commands:
+            return
+        self._local_commands = True
+        from pvoq.quarantine.commands import QuarantineCommands
+        from pvoq.quarantine.definitions import QuarantineConfigCommands
+        from pvoq.quarantine.overview import OverviewCommands
+
+        local = self.local
+        QuarantineCommands(local.service).register(self.admin)
+        QuarantineConfigCommands(lambda: self.config, self.reload, local.service.audit.append,
+                                 local.store.held_count, self.maillog.info).register(self.admin)
+        OverviewCommands(lambda: local.store.settings, local.store.engine,
+                         lambda: local.service.quota_bytes).register(self.admin)
 
     def current_config(self) -> Config:
         """The configuration in force (a reload replaces it): what the parts read."""
@@ -191,6 +243,7 @@ class Gateway(Appliance):
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         self._destinations.clear()
+        self.local.apply_config(config)
 
     def destination(self, host: str) -> Destination:
         """Where the delivery queue of *host* delivers: the manager over CPQ for
@@ -235,7 +288,7 @@ class Gateway(Appliance):
                     atomic_write(marker, str(entry.mid).encode())
             if entry.state != INCOMING:
                 self.queues.add(entry)
-        self.workqueue.recover([e for e in entries if e.state == INCOMING])
+        self.workqueue.recover(self.local.recover([e for e in entries if e.state == INCOMING]))
         if entries:
             self.maillog.info(f"Recovered {len(entries)} messages from the spool")
         await self.rules.ship_notices()  # decisions a crash left in the outbox
@@ -246,6 +299,8 @@ class Gateway(Appliance):
             self.maillog.critical(f"Scanner processes could not start: {exc}; received mail "
                                   f"waits in the spool")
         self.workqueue.start()
+        self.local.start()
+        self.migrator.resume()  # a plan a stop or crash interrupted
         self._watcher = asyncio.create_task(self.rules.watch(), name="outbreak-rules")
 
     # -- lifecycle ------------------------------------------------------------------
@@ -265,9 +320,20 @@ class Gateway(Appliance):
         await super().start()
         if self.ssh_service is not None:
             await self.ssh_service.start()
+        await self.api.start()
+
+    def console_context(self) -> ConsoleContext:
+        """The console also searches and acts on the local quarantines, and mounts the API."""
+        ctx = super().console_context()
+        if self.local.needed() or self.config.api.enabled:
+            ctx.service, ctx.api = self.local.service, self.api.app()
+        return ctx
 
     async def after_reload(self, old: Config, new: Config) -> None:
-        """A changed `<ssh>` section restarts the SSH command service on its new address."""
+        """A changed `<ssh>` section restarts the SSH command service on its new address;
+        a changed `<api>` restarts the REST API of the local quarantines."""
+        if old.api != new.api:
+            await self.api.after_reload()
         if old.ssh == new.ssh:
             return
         if self.ssh_service is not None:
@@ -280,10 +346,13 @@ class Gateway(Appliance):
         service: CommandService | None = getattr(self, "ssh_service", None)
         if service is not None:
             await service.stop()
+        await self.api.stop()
         self.workqueue.stop()
         if self._watcher is not None:
             self._watcher.cancel()
         await self.engines.scanners.aclose()
+        await self.migrator.stop()
+        await self.local.stop()
         await super().stop()
 
     def metric_families(self) -> Iterable[Metric]:
@@ -291,6 +360,10 @@ class Gateway(Appliance):
 
     def status_gauges(self) -> dict[str, int]:
         cpq = [e for e in self.queues.entries.values() if e.pending_for(THE_CPQ_HOST)]
-        return {"messages_in_work_queue": self.workqueue.depth,
-                "messages_in_cpq_host": len(cpq),
-                "kilobytes_in_cpq_host": sum(e.size for e in cpq) // 1024}
+        gauges = {"messages_in_work_queue": self.workqueue.depth,
+                  "messages_in_cpq_host": len(cpq),
+                  "kilobytes_in_cpq_host": sum(e.size for e in cpq) // 1024}
+        if self.local.needed():  # the local quarantines, once in use
+            gauges["messages_in_quarantine"] = self.local.store.held_count()
+            gauges["kilobytes_in_quarantine"] = self.local.store.used_bytes() // 1024
+        return gauges

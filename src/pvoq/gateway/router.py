@@ -2,7 +2,8 @@
 
 Owns what happens to a message once the pipeline has decided: clean
 recipients go to their domain's delivery queue, caught messages to
-`the.cpq.host` with the quarantine metadata the manager reads (CPQ); a
+`the.cpq.host` with the quarantine metadata the manager reads (CPQ), or, in
+local mode, into the gateway's own quarantines (`gateway.local`); a
 message whose recipients fall under different per-recipient policies is
 split into one new message per policy; duplicate-quarantine copies are made
 as their own messages; a dropped or bounced message is finished (with a DSN,
@@ -27,6 +28,7 @@ from pvoq.config.model import THE_CPQ_HOST, Config
 from pvoq.cpq.transfer import Origin, QuarantineTransfer, TraceStep, TransferRecipient
 from pvoq.delivery.dsn import build_dsn, status_of
 from pvoq.delivery.queue import DeliveryQueues
+from pvoq.gateway.local import LocalQuarantines, centralized, local_transfer_id
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.scan.keeper import OutbreakKeeper
 from pvoq.scan.pipeline import ANTIVIRUS, MESSAGE_FILTERS, OUTBREAK_FILTERS
@@ -44,22 +46,37 @@ class Router:
 
     *config* gives the configuration in force (it changes on a reload);
     *queues* takes every message once it is routed and on disk; *outbreak*
-    keeps a copy of each message caught, for the rescans.
+    keeps a copy of each message caught, for the rescans; *local* holds what
+    is caught while the gateway is in local mode (`gateway.local.centralized`
+    says which mode is in force, read once per message; without *local* every
+    caught message goes to `the.cpq.host`).
     """
 
     def __init__(self, *, config: Callable[[], Config], spool: Spool, maillog: MailLog,
-                 ids: IdAllocator, queues: DeliveryQueues, outbreak: OutbreakKeeper) -> None:
+                 ids: IdAllocator, queues: DeliveryQueues, outbreak: OutbreakKeeper,
+                 local: LocalQuarantines | None = None) -> None:
         self.config = config
         self.spool = spool
         self.maillog = maillog
         self.ids = ids
         self.queues = queues
         self.outbreak = outbreak
+        self.local = local
+
+    def central(self) -> bool:
+        """The mode in force: True when caught mail goes to the manager (centralized)."""
+        return self.local is None or centralized(self.config())
 
     async def route(self, entry: Entry, result: ScanResult) -> None:
-        """Act on a scan result; every change is on disk before the entry is queued."""
+        """Act on a scan result; every change is on disk before the entry is queued.
+
+        Caught mail goes one way as a whole, by the mode in force when routing
+        begins: to `the.cpq.host`, or (local mode) into the local quarantines,
+        stored durably before the spool entry is removed.
+        """
         log = self.maillog
         mid = entry.mid
+        central = self.central()
         if result.unscannable:
             log.info(f"MID {mid} unscannable: {result.unscannable}")
         for trace in result.trace:
@@ -71,24 +88,32 @@ class Router:
             return
         body = result.body  # the message as the pipeline rewrote it, or None
         for dup in result.duplicates:
-            await self.duplicate(entry, dup, body)
+            await self.duplicate(entry, dup, body, central=central)
         if body is not None:
             entry.size = len(body)
             log.info(f"MID {mid} rewritten by the pipeline ({entry.size} bytes)")
         if result.verdicts:
             for v in result.verdicts:
                 log.info(f'MID {mid} quarantined to "{v.quarantine}" ({v.reason})')
-                log.info(f'MID {mid} enqueued for transfer to centralized quarantine '
-                         f'"{v.quarantine}" ({v.reason})')
-            for r in entry.recipients:
-                r.host = THE_CPQ_HOST
-            transfer = self.quarantine_transfer(entry, result.verdicts, result.trace)
-            entry.meta["cpq"] = transfer.to_json()
+                if central:
+                    log.info(f'MID {mid} enqueued for transfer to centralized quarantine '
+                             f'"{v.quarantine}" ({v.reason})')
+            held = body if body is not None else self.spool.read_body(entry.mid)
+            transfer = self.quarantine_transfer(
+                entry, result.verdicts, result.trace,
+                transfer_id=None if central else local_transfer_id(
+                    self.config().serial_number, entry.mid))
             self.outbreak.keep(mid=entry.mid, transfer_id=transfer.transfer_id,
                                sender=entry.sender,
                                recipients=[r.address for r in entry.recipients],
-                               verdicts=result.verdicts,
-                               body=body if body is not None else self.spool.read_body(entry.mid))
+                               verdicts=result.verdicts, body=held)
+            if not central:
+                assert self.local is not None
+                await self.local.hold(entry, transfer, held)
+                return
+            for r in entry.recipients:
+                r.host = THE_CPQ_HOST
+            entry.meta["cpq"] = transfer.to_json()
         else:
             for r in entry.recipients:
                 r.host = domain_of(r.address)
@@ -143,10 +168,31 @@ class Router:
         await self.spool.remove_async(entry.mid)
         return fresh
 
-    async def duplicate(self, entry: Entry, verdict: Verdict, body: bytes | None) -> None:
-        """A copy of the message, as its own MID, to a quarantine (duplicate-quarantine)."""
+    async def duplicate(self, entry: Entry, verdict: Verdict, body: bytes | None, *,
+                        central: bool = True) -> None:
+        """A copy of the message, as its own MID, to a quarantine (duplicate-quarantine):
+        to `the.cpq.host`, or (not *central*) into the local quarantines."""
         key = f"duplicate:{verdict.quarantine}:{verdict.reason}"
         new_mid = (await self.plan(entry, key, ["copy"]))["copy"]
+        if not central:
+            assert self.local is not None
+            local = Entry(mid=new_mid, sender=entry.sender,
+                          recipients=[Recipient(r.rid, r.address) for r in entry.recipients],
+                          received=entry.received,
+                          size=entry.size if body is None else len(body),
+                          icid=entry.icid, peer=entry.peer,
+                          meta={"subject": entry.meta.get("subject", ""),
+                                "duplicate_of": entry.mid})
+            transfer = self.quarantine_transfer(
+                local, [verdict],
+                transfer_id=local_transfer_id(self.config().serial_number, new_mid))
+            self.maillog.info(f"MID {new_mid} was generated based on MID {entry.mid} by "
+                              f"duplicate-quarantine ({verdict.reason})")
+            self.maillog.info(f'MID {new_mid} quarantined to "{verdict.quarantine}" '
+                              f'({verdict.reason})')
+            await self.local.hold(local, transfer, body if body is not None
+                                  else self.spool.read_body(entry.mid))
+            return
         if new_mid in self.spool:
             return  # made before a crash; the recovery queued it
         copy = Entry(mid=new_mid, sender=entry.sender,
@@ -207,11 +253,14 @@ class Router:
         return {name: int(mid) for name, mid in plan.items()}
 
     def quarantine_transfer(self, entry: Entry, verdicts: list[Verdict],
-                            trace: list[StageTrace] | None = None) -> QuarantineTransfer:
-        """The CPQ quarantine transfer of *entry* caught by *verdicts* (its `meta["cpq"]`)."""
+                            trace: list[StageTrace] | None = None, *,
+                            transfer_id: str | None = None) -> QuarantineTransfer:
+        """The CPQ quarantine transfer of *entry* caught by *verdicts* (its `meta["cpq"]`);
+        a new transfer id unless *transfer_id* is given (a locally held message's)."""
         config = self.config()
         return QuarantineTransfer(
-            transfer_id=f"q-{config.serial_number}-{entry.mid}-{uuid.uuid4().hex[:12]}",
+            transfer_id=transfer_id or
+            f"q-{config.serial_number}-{entry.mid}-{uuid.uuid4().hex[:12]}",
             origin=Origin(hostname=config.hostname, serial=config.serial_number,
                           mid=entry.mid, icid=entry.icid, peer=entry.peer),
             sender=entry.sender,

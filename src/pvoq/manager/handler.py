@@ -4,7 +4,9 @@ A gateway ships a quarantine transfer (stored once per transfer id, body and
 row durable before `250`, group-committed with the transfers arriving beside
 it: `quarantine.arrivals`), an outbreak rescan notice (release, extend or
 delete a message it sent to "Outbreak") or a release receipt (what became
-of a message released to it: `quarantine.receipts`). The peer certificate must name the
+of a message released to it: `quarantine.receipts`), or a migration transfer (a
+message held in its local quarantines, stored as a quarantine transfer is, with its
+clocks and history kept: `quarantine.export`). The peer certificate must name the
 origin gateway, and that gateway must be registered on this manager.
 """
 
@@ -18,6 +20,7 @@ from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.ca import certificate_problem, peer_common_name, peer_role
 from pvoq.cpq.server import CpqHandler
 from pvoq.cpq.transfer import (
+    MigrationTransfer,
     QuarantineTransfer,
     ReleaseReceipt,
     RescanAction,
@@ -25,6 +28,7 @@ from pvoq.cpq.transfer import (
     Transfer,
 )
 from pvoq.quarantine.arrivals import Arrival
+from pvoq.quarantine.export import migration_arrival
 from pvoq.quarantine.receipts import printable
 from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.service import QuarantineService
@@ -68,7 +72,8 @@ class QuarantineHandler(CpqHandler):
     async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,
                     content: bytes, info: MessageInfo) -> str:
         log = self.context.maillog
-        if not isinstance(transfer, QuarantineTransfer | RescanNotice | ReleaseReceipt):
+        if not isinstance(transfer, QuarantineTransfer | RescanNotice | ReleaseReceipt
+                          | MigrationTransfer):
             return str(cpq_replies.QUARANTINE_TRANSFERS_ONLY)
         origin = transfer.origin.hostname
         cert = session.peer_certificate
@@ -87,6 +92,12 @@ class QuarantineHandler(CpqHandler):
             return self.release_receipt(session, transfer)
         store = self.service.store
         tid = transfer.transfer_id
+        if isinstance(transfer, MigrationTransfer):
+            missing = [q.name for q in transfer.quarantines if q.name not in store.settings]
+            if missing:
+                log.info(f"MID {envelope.mid} migration {tid} from {origin} deferred: no "
+                         f'central quarantine "{missing[0]}"')
+                return cpq_replies.NO_SUCH_QUARANTINE.format(name=missing[0])
         if self.service.quota_bytes > 0 and store.find_transfer(tid) is None:
             names = [quarantine_for(q.name, store.settings) for q in transfer.quarantines]
             # What is handed to the writer and not yet committed counts as used.
@@ -96,6 +107,8 @@ class QuarantineHandler(CpqHandler):
                 return str(cpq_replies.SPACE_FULL)
         # Group-committed with the transfers arriving beside it, off the event loop;
         # the 250 follows only once its row and body are durable.
+        if isinstance(transfer, MigrationTransfer):
+            return await self.migration(session, envelope, transfer, content, info)
         mid, duplicate = await store.add_async(Arrival(
             envelope.mid, transfer.to_json(), content, session.peer_ip, info.subject))
         if duplicate:
@@ -107,6 +120,24 @@ class QuarantineHandler(CpqHandler):
         for q in transfer.quarantines:
             log.info(f'MID {mid} quarantined to "{q.name}" ({q.reason})')
         return replies.accepted(mid)
+
+    async def migration(self, session: PvoqSession, envelope: PvoqEnvelope,
+                        transfer: MigrationTransfer, content: bytes, info: MessageInfo) -> str:
+        """A message held locally on a gateway moves here: stored once per transfer id,
+        group-committed like quarantine transfers, its audit record in the same commit."""
+        log = self.context.maillog
+        origin, tid = transfer.origin.hostname, transfer.transfer_id
+        mid, duplicate = await self.service.store.add_async(migration_arrival(
+            transfer, envelope.mid, content, session.peer_ip, info.subject))
+        if duplicate:
+            log.info(f"MID {envelope.mid} duplicate CPQ transfer {tid} of "
+                     f"MID {mid}: acknowledged, not stored again")
+            return cpq_replies.ALREADY_STORED.format(transfer_id=tid, mid=mid)
+        for h in transfer.migration.held:
+            log.info(f'MID {mid} migrated from local quarantine "{printable(h.local)}" on '
+                     f'{origin} (ESA MID {transfer.origin.mid}) to "{printable(h.target)}" '
+                     f"({printable(h.reason)})")
+        return cpq_replies.MIGRATED.format(mid=mid)
 
     def release_receipt(self, session: PvoqSession, receipt: ReleaseReceipt) -> str:
         """A gateway reports what became of a message released to it: recorded once per

@@ -27,10 +27,12 @@ from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config, Listener
 from pvoq.cpq.server import CpqSMTP
 from pvoq.delivery.queue import DeliveryQueues, Destination
+from pvoq.delivery.routes import SmtpRouteDestination
 from pvoq.logsub.commands import LogSubscriptionCommands
 from pvoq.logsub.subscriber import LogSubscription
 from pvoq.manager.handler import QuarantineHandler
 from pvoq.manager.mids import SharedIds
+from pvoq.manager.migration import MigrationCommands, MigrationWizard, audit_hook, notice_entry
 from pvoq.manager.releases import Releases
 from pvoq.manager.rescan import DryRescanner
 from pvoq.metrics.live import Metric, manager_families
@@ -112,8 +114,10 @@ class Manager(Appliance):
             source_ip=lambda: self.interface_ip(self.config.pvo.interface_name))
         self.register_commands()
         QuarantineCommands(self.service).register(self.admin)
-        QuarantineConfigCommands(lambda: self.config, self.reload, self.service.audit.append,
-                                 self.store.held_count, self.maillog.info).register(self.admin)
+        definitions = QuarantineConfigCommands(lambda: self.config, self.reload,
+                                               self.service.audit.append,
+                                               self.store.held_count, self.maillog.info)
+        definitions.register(self.admin)
         OverviewCommands(lambda: self.store.settings, self.store.engine,
                          lambda: self.service.quota_bytes).register(self.admin)
         ManagerLinkCommands(lambda: self.config, self.ssh, self.locator,
@@ -122,6 +126,14 @@ class Manager(Appliance):
         self.logsub = LogSubscription(config=lambda: self.config, ssh=self.ssh,
                                       maillog=self.maillog)
         LogSubscriptionCommands(self.logsub).register(self.admin)
+        # The migration wizard: the gateways' local quarantines moved here over CPQ.
+        self.store.on_batch = audit_hook(self.service.audit.append)
+        self.migration = MigrationWizard(
+            config=lambda: self.config, ssh=self.ssh, data_dir=config.data_dir,
+            maillog=self.maillog, central=lambda: set(self.store.settings),
+            create_quarantine=lambda name, peer: definitions.add({"name": name}, peer),
+            notify=self._notify)
+        MigrationCommands(self.migration).register(self.admin)
 
     def handler_for(self, listener: Listener) -> tuple[BaseHandler, type[PvoqSMTP]]:
         if not listener.is_cpq:
@@ -165,9 +177,20 @@ class Manager(Appliance):
             return self.locator.address(record.hostname)
         return (record.address, record.cpq_port)
 
+    def _notify(self, address: str, subject: str, text: str) -> int:
+        """Spool a notification mail (the migration wizard's) for *address*; its MID."""
+        entry, body = notice_entry(mid=self.ids.next("mid"), hostname=self.config.hostname,
+                                   address=address, subject=subject, text=text)
+        self.spool.put(entry, body)
+        self.queues.add(entry)
+        self.maillog.info(f"MID {entry.mid} notification to {address} queued: {subject}")
+        return entry.mid
+
     def _destination(self, host: str) -> Destination:
-        if host != THE_CPQ_RELEASE_HOST:
-            raise ValueError(f"the manager delivers only to {THE_CPQ_RELEASE_HOST}, not {host}")
+        if host != THE_CPQ_RELEASE_HOST:  # a notification mail: the SMTP routes
+            return SmtpRouteDestination(host, settings=self.config.delivery,
+                                        maillog=self.maillog, ids=self.ids,
+                                        local_hostname=self.config.hostname, source_ip=None)
         if self._release_destination is None:
             cfg = self.config
             self._release_destination = LookupCpqDestination(
@@ -201,6 +224,7 @@ class Manager(Appliance):
         await super().start()
         self._expiry_task = asyncio.ensure_future(self._expiry_loop())
         self.logsub.start()
+        self.migration.resume()  # a migration a stop or crash interrupted
         await self._start_api()
 
     def api_app(self) -> FastAPI:
@@ -265,6 +289,7 @@ class Manager(Appliance):
 
     async def stop(self) -> None:
         await self.locator.stop()
+        await self.migration.stop()
         await self.logsub.stop()
         if self.api is not None:
             await self.api.stop()

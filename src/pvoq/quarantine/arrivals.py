@@ -29,7 +29,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,10 @@ class Arrival:
     origin_ip: str
     subject: str
     retention_s: float | None = None
+    # A migrated message keeps its clocks: its arrival time, and per quarantine
+    # (received_at, scheduled_exit); None: the time of the commit and the retention.
+    received_at: float | None = None
+    held_times: Mapping[str, tuple[float, float]] | None = None
 
     @property
     def transfer_id(self) -> str:
@@ -87,15 +91,16 @@ def arrival_rows(arrival: Arrival, now: float, settings: dict[str, QuarantineSet
             continue
         keep = arrival.retention_s if arrival.retention_s is not None \
             else settings[name].retention_s
+        entered, leaves = (arrival.held_times or {}).get(q["name"], (now, now + keep))
         held[name] = dict(message_id=mid, quarantine=name, reason=q["reason"], reason_id=None,
-                          stage=q["stage"], state=State.HELD, received_at=now,
-                          scheduled_exit=now + keep, acted_at=None, how=None)
+                          stage=q["stage"], state=State.HELD, received_at=entered,
+                          scheduled_exit=leaves, acted_at=None, how=None)
     message = dict(
         id=mid, transfer_id=meta["transfer_id"], origin_host=origin["hostname"],
         origin_serial=origin["serial"], origin_mid=origin["mid"],
         origin_ip=arrival.origin_ip, sender=meta["sender"],
         recipients=json.dumps(meta["recipients"]), subject=arrival.subject,
-        received_at=now, size=len(arrival.body), body_path=body_path, state=State.HELD,
+        received_at=now if arrival.received_at is None else arrival.received_at, size=len(arrival.body), body_path=body_path, state=State.HELD,
         meta=json.dumps(meta), sender_rev=meta["sender"].lower()[::-1])
     return ArrivalRows(
         message=message, held=held,

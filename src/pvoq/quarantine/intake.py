@@ -70,6 +70,9 @@ class Intake:
     settings: dict[str, QuarantineSettings]
     _committer: GroupCommit | None = None
     _pool: ThreadPoolExecutor | None = None
+    # Called inside each batch's transaction with its new arrivals (the manager writes
+    # the audit records of migrated messages there: committed with their rows, or not).
+    on_batch: Callable[[Connection, Sequence[Arrival]], None] | None = None
 
     @property
     def dialect(self) -> str:
@@ -179,6 +182,8 @@ class Intake:
                 self._count(conn, deltas)
                 self._index_many(conn, [(a.mid, r.texts) for a, r in zip(fresh, rows,
                                                                          strict=True)])
+                if self.on_batch is not None:
+                    self.on_batch(conn, fresh)
                 files.wait()
                 if self.dialect != "sqlite" and \
                         time.time() - started > SHARED_SWEEP_AGE_S / 2:

@@ -224,7 +224,8 @@ class QuarantineService:
         verb = "released" if state == RELEASED else "deleted"
         text = f"MID {mid} {verb} from {', '.join(outcome.acted_on)}."
         if outcome.settled == RELEASED:
-            text += " Queued for delivery on the.cpq.release.host."
+            where = getattr(self.settler, "delivers_on", "the.cpq.release.host")
+            text += f" Queued for delivery on {where}."
         elif outcome.settled is None and state == RELEASED and self.store.held_in(mid):
             text += " Still held in another quarantine."
         return ActionResult(mid, True, outcome.acted_on, outcome.settled, text)

@@ -323,11 +323,14 @@ class QuarantineStore(Intake):
             self._count(conn, lost)
         if not acted:
             return []
-        held = select(mq.message_id).where(mq.message_id == messages.c.id, mq.state == HELD)
+        # Uncorrelated (one set of the acted messages still held somewhere): a correlated
+        # EXISTS made SQLite scan every held row of the state index once per message.
+        held = select(mq.message_id).where(mq.message_id.in_(builtins.list(acted)),
+                                           mq.state == HELD)
         with self.engine.begin() as conn:
             sizes = {int(i): int(n) for i, n in conn.execute(update(messages).where(
                 messages.c.id.in_(builtins.list(acted)), messages.c.state == HELD,
-                not_(held.exists())).values(state=SETTLING, claimed_by=self.node,
+                messages.c.id.not_in(held)).values(state=SETTLING, claimed_by=self.node,
                                             claimed_at=self.clock())
                 .returning(messages.c.id, messages.c.size))}
             claimed = set(sizes)
@@ -367,11 +370,13 @@ class QuarantineStore(Intake):
         """Messages to settle after a crash: unclaimed with no quarantine holding them,
         claimed by this process, or claimed by another long ago."""
         mq = message_quarantines.c
-        still_held = exists().where(mq.message_id == messages.c.id, mq.state == HELD)
+        # One set of every held message (uncorrelated): a correlated EXISTS made SQLite scan
+        # every held row of the state index once per held message (a minute at 10,000).
+        still_held = select(mq.message_id).where(mq.state == HELD)
         stale = self.clock() - STALE_CLAIM_S
         with self.engine.connect() as conn:
             return [i for (i,) in conn.execute(select(messages.c.id).where(or_(
-                and_(messages.c.state == HELD, not_(still_held)),
+                and_(messages.c.state == HELD, messages.c.id.not_in(still_held)),
                 and_(messages.c.state == SETTLING,
                      or_(messages.c.claimed_by == self.node, messages.c.claimed_at < stale))))
                 .order_by(messages.c.id))]

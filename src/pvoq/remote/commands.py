@@ -14,6 +14,8 @@ reload, so they are given as callables returning the current one.
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,29 @@ if TYPE_CHECKING:
     from pvoq.remote.client import SshClient
     from pvoq.remote.lookup import GatewayLocator
     from pvoq.remote.service import CommandService
+
+
+# A gateway's mode, as `pvo local` says it: caught mail held here, or sent to a manager.
+LOCAL, CENTRALIZED = "local", "centralized"
+
+
+def decode_plan_arg(args: dict[str, Any]) -> Any:
+    """The migration plan of `pvo.migrate.start`: `plan` (admin socket) or one base64url
+    JSON word (`argv`, over SSH, where a command is words); ValueError naming the fault."""
+    if "plan" in args:
+        return args["plan"]
+    argv = args.get("argv") or []
+    if len(argv) != 1:
+        raise ValueError("pvo migrate takes one argument: the plan (base64url JSON)")
+    try:
+        return json.loads(base64.urlsafe_b64decode(str(argv[0]).encode("ascii")))
+    except (ValueError, UnicodeError) as exc:
+        raise ValueError(f"the plan is not base64url JSON ({exc})") from None
+
+
+def encode_plan_arg(plan: dict[str, Any]) -> str:
+    """`decode_plan_arg`'s SSH form of *plan*: `pvo migrate <this>`."""
+    return base64.urlsafe_b64encode(json.dumps(plan, separators=(",", ":")).encode()).decode()
 
 
 def listener_rows(config: Config, *, include_hidden: bool) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ Owns the asyncssh server a gateway runs on `<ssh><interface_name>` and
 `<ssh><port>`: public-key authentication only (no passwords, no keyboard-
 interactive, no shell, no pty, no forwarding), and an exec request may run
 only a command of `COMMANDS` (or of `ARG_COMMANDS`, with its arguments),
-each a read-only operator command answered in JSON. One extra user, `enrol`,
+each a read-only operator command answered in JSON, but for `pvo migrate`,
+by which the manager's migration wizard hands this gateway its plan. One extra user, `enrol`,
 may authenticate with any key but run only `enrol TOKEN NAME`: a valid
 one-time token (issued by the gateway admin with `pvoq cli -c GATEWAY ssh
 token`) installs that very key in `authorized_keys`.
@@ -43,10 +44,12 @@ COMMANDS: Mapping[str, str] = {
     "status": "status",
     "tophosts": "tophosts",
     "listeners": "listeners",
+    "pvo local": "pvo.local",     # the migration wizard: mode, local quarantines, cluster
 }
 # SSH command words -> admin command that takes the words after them as `argv`.
 ARG_COMMANDS: Mapping[str, str] = {
     "logs chunk": "logs.chunk",   # INODE OFFSET HEAD BYTES LINES: the manager's log subscription
+    "pvo migrate": "pvo.migrate.start",  # PLAN (base64url JSON): the migration wizard's plan
 }
 
 Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]

@@ -75,6 +75,7 @@ class EntryMeta(TypedDict, total=False):
     skip: list[str]                        # the scan stages this part skips (skip-filters)
     plans: dict[str, dict[str, int]]       # MIDs chosen for the messages this one gives rise to
     released: ReleasedMeta                 # a release from the manager, and where it resumes
+    local_release: ReleasedMeta            # gateway: a release from its local quarantines
     duplicate_of: int                      # the MID this duplicate-quarantine copy was made of
     dsn_for: int                           # the MID this delivery status notification is about
     notice_for: int                        # the MID this outbreak rescan notice is about

@@ -173,6 +173,7 @@ class Deployment:
         path = init_appliance(self.root / name, ApplianceSpec(
             role="manager", hostname=self.hostname_of(name), serial=serial, ip=self.ip,
             cpq_port=port, gateways=[(GATEWAY, self.ip, self.ports["gateway_cpq"])],
+            routes=[("ALL", f"{self.ip}:{self.ports['sink']}")],  # the manager's own mail
             metrics_port=self.ports.get(f"{name}_metrics"),
             retry_min_seconds=self.retry_min_s, retry_max_seconds=self.retry_max_s),
             ca_dir=self.root / "ca", web_port=self.ports.get(f"{name}_web"))

@@ -17,7 +17,7 @@ from pvoq.quarantine.roles import Caller, PermissionDenied, permits
 
 VIEW_COMMANDS = frozenset({
     "status", "tophosts", "hoststatus", "listeners", "showrecipients", "workqueue.status",
-    "pipeline.show", "pvo.check", "gateway.list", "ssh.show", "quarantine.config",
+    "pipeline.show", "pvo.check", "pvo.status", "gateway.list", "ssh.show", "quarantine.config",
     "user.whoami", "track", "logsub.status",
 })
 AUDIT_COMMANDS = frozenset({"audit.verify", "audit.tail", "audit.search"})

@@ -213,6 +213,16 @@ class TestAdminChecks:
             cfg, {"pvo.check": Refused("Not ready: the manager at x cannot be used")})))
         assert r.status is Status.FAIL and "cannot be used" in r.observed
 
+    def test_a_local_gateway_without_a_manager_has_nothing_to_enable(
+            self, tmp_path: Path) -> None:
+        import dataclasses
+        cfg = _config(tmp_path)
+        local = dataclasses.replace(cfg, pvo=dataclasses.replace(
+            cfg.pvo, enabled=False, managers=(), manager_address=None))
+        [r] = run(appliance.check_enable(FakeContext(
+            local, {"pvo.check": Refused("Not ready: no manager is configured")})))
+        assert r.status is Status.OK and "no manager is configured" in r.observed
+
     def test_a_down_appliance_fails_each_check_with_the_start_command(
             self, tmp_path: Path) -> None:
         cfg = _config(tmp_path)

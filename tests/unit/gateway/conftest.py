@@ -19,5 +19,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
                                                         serial="SN"), ca_dir=tmp_path / "ca")
     gw = Gateway(load_config(path))
     yield gw
+    if gw.local.built:
+        gw.local.store.close()
     gw.spool.close()
     gw.maillog.close()

@@ -26,6 +26,7 @@ from pvoq.web.console import (
     gateway_pages,
     home_pages,
     login_pages,
+    migration_pages,
     monitor_pages,
     search_pages,
     tracking_pages,
@@ -49,10 +50,13 @@ def build_app(ctx: ConsoleContext) -> FastAPI:
     app.include_router(doctor_pages.router)
     if ctx.role == "gateway":
         app.include_router(gateway_pages.router)
+        if ctx.service is not None:  # its local quarantines
+            app.include_router(search_pages.router)
     if ctx.role == "manager":
         app.include_router(search_pages.router)
         app.include_router(admin_pages.router)
         app.include_router(tracking_pages.router)
+        app.include_router(migration_pages.router)
     _finish(app, ctx)
     return app
 

@@ -26,11 +26,13 @@ async def _pvo_page(request: Request, user: User, result: Outcome | None = None,
                     status_code: int = 200) -> HTMLResponse:
     config = request.app.state.ctx.config()
     check = await run(request, user, "pvo.check")
+    mode = await run(request, user, "pvo.status")
     managers: list[dict[str, Any]] = [
         {"hostname": m.hostname or "-", "address": m.address, "port": m.port}
         for m in config.pvo.all_managers]
     return render(request, "gateway/pvo.html", user=user, check=check, pvo=config.pvo,
-                  managers=managers, result=result, status_code=status_code)
+                  managers=managers, result=result, status_code=status_code,
+                  mode=mode.data.get("description") if mode.ok else None)
 
 
 @router.get("/services/pvo", include_in_schema=False)

@@ -52,7 +52,8 @@ from pvoq.web.params import (
 
 router = APIRouter()
 router.include_router(message_pages.router)
-add_nav(NavItem("Quarantines", "Quarantine Search", "/quarantine/search", roles=("manager",),
+add_nav(NavItem("Quarantines", "Quarantine Search", "/quarantine/search",
+                roles=("manager", "gateway"),
                 permission="search"))
 
 PAGE_PARAMS = SEARCH_PARAMS | {"saved"}

@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from qhelpers import RecordingSettler, put
 
 from pvoq.cpq.transfer import Origin, Outcome, ReceiptOutcome, ReleaseReceipt
@@ -113,6 +114,28 @@ class TestReceipts:
             "copy MID 90001 to audit@example.com sent by alice at 2027-01-15T08:00:00Z; "
             "expired on gw1.example.com for <rcpt0@example.com> at 2027-01-15T08:01:40Z: "
             "5.4.7 - Delivery expired"]
+
+    def test_a_bulk_release_notes_its_chunk_in_one_commit_and_keeps_earlier_notes(
+            self, store: QuarantineStore, service: QuarantineService) -> None:
+        """Releases noted together share one transaction (one commit, not one per
+        message); a release noted before (another process, a retry) keeps its record."""
+        mids = [put(store, 1001 + i, "Policy") for i in range(5)]
+        service.receipts.released([(mids[2], mids[2])], "bob", "10.0.0.9", "manual")
+        commits: list[object] = []
+
+        def committed(conn: object) -> None:
+            commits.append(conn)
+
+        event.listen(store.engine, "commit", committed)
+        try:
+            service.receipts.released([(m, m) for m in mids], "alice", "10.0.0.5", "manual")
+        finally:
+            event.remove(store.engine, "commit", committed)
+        assert len(commits) == 1
+        for i, mid in enumerate(mids):
+            who = "bob" if i == 2 else "alice"
+            assert service.details(ALICE, mid)["release_history"] == [
+                f"released by {who} at 2027-01-15T08:00:00Z; no receipt from the gateway yet"]
 
 
 VERDICT = {"gateway": "gw1.example.com", "action": "quarantine", "reason": "",

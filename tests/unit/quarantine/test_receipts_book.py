@@ -9,8 +9,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 from qhelpers import RecordingSettler, put
+from sqlalchemy import event
 
 from pvoq.cpq.transfer import Origin, Outcome, ReceiptOutcome, ReleaseReceipt
 from pvoq.errors import Conflict, OperatorError

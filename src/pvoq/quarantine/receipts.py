@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from pvoq.cpq.transfer import ReleaseReceipt
+from pvoq.cpq.transfer import ReceiptOutcome, ReleaseReceipt
 from pvoq.quarantine.schema import message_releases, release_receipts
 
 MAX_SHOWN = 300  # characters of a gateway's or downstream host's text in one line
@@ -88,8 +88,12 @@ class ReceiptBook:
             except IntegrityError:
                 continue  # noted by another manager process at the same moment
 
-    def record(self, receipt: ReleaseReceipt) -> Recorded:
-        """Store *receipt*'s outcomes; only recipients without one yet are added."""
+    def record(self, receipt: ReleaseReceipt,
+               also: Callable[[Connection, list[ReceiptOutcome]], None] | None = None
+               ) -> Recorded:
+        """Store *receipt*'s outcomes; only recipients without one yet are added. *also*
+        hears of the new outcomes inside the same transaction (the audit record: one
+        commit for both)."""
         now = self.clock()
         wanted = {o.rid: o for o in receipt.outcomes}
         for _ in range(3):  # a concurrent insert of another manager process: look again
@@ -108,6 +112,8 @@ class ReceiptBook:
                             "gateway_mid": receipt.origin.mid, "address": o.address,
                             "outcome": o.outcome.value, "host": o.host, "reply": o.reply,
                             "at": float(o.at), "received_at": now} for o in new])
+                        if also is not None:
+                            also(conn, new)
                 return Recorded(tuple(o.rid for o in new), tuple(sorted(known)))
             except IntegrityError:
                 continue

@@ -115,6 +115,25 @@ class TestReceipts:
             "expired on gw1.example.com for <rcpt0@example.com> at 2027-01-15T08:01:40Z: "
             "5.4.7 - Delivery expired"]
 
+    def test_a_receipt_and_its_audit_record_share_one_commit(
+            self, store: QuarantineStore, service: QuarantineService) -> None:
+        mid = put(store, 1001, "Policy")
+        assert service.act(ALICE, "release", mid).ok
+        commits: list[object] = []
+
+        def committed(conn: object) -> None:
+            commits.append(conn)
+
+        event.listen(store.engine, "commit", committed)
+        try:
+            recorded = service.record_receipt(
+                receipt(mid, (0, "delivered", "250 2.0.0 Ok")), "10.1.2.1")
+        finally:
+            event.remove(store.engine, "commit", committed)
+        assert recorded.new == (0,) and len(commits) == 1
+        assert len(audit_of(service, "receipt")) == 1
+        assert service.audit.verify().ok
+
     def test_a_bulk_release_notes_its_chunk_in_one_commit_and_keeps_earlier_notes(
             self, store: QuarantineStore, service: QuarantineService) -> None:
         """Releases noted together share one transaction (one commit, not one per

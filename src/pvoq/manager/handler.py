@@ -4,7 +4,8 @@ A gateway ships a quarantine transfer (stored once per transfer id, body and
 row durable before `250`, group-committed with the transfers arriving beside
 it: `quarantine.arrivals`), an outbreak rescan notice (release, extend or
 delete a message it sent to "Outbreak") or a release receipt (what became
-of a message released to it: `quarantine.receipts`). The peer certificate must name the
+of a message released to it: `quarantine.receipts`, group-committed with the
+receipts arriving beside it: `manager.batching`). The peer certificate must name the
 origin gateway, and that gateway must be registered on this manager.
 """
 
@@ -24,8 +25,9 @@ from pvoq.cpq.transfer import (
     RescanNotice,
     Transfer,
 )
+from pvoq.manager.batching import Batcher
 from pvoq.quarantine.arrivals import Arrival
-from pvoq.quarantine.receipts import printable
+from pvoq.quarantine.receipts import Recorded, printable
 from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import quarantine_for
@@ -46,6 +48,8 @@ class QuarantineHandler(CpqHandler):
         self.config = config
         self.service = service
         self.cpq_suspended = cpq_suspended
+        self._receipts: Batcher[tuple[ReleaseReceipt, str], Recorded] = Batcher(
+            lambda items: self.service.record_receipts(items))
 
     def readiness(self, session: PvoqSession) -> list[str]:
         cfg = self.config()
@@ -84,7 +88,7 @@ class QuarantineHandler(CpqHandler):
             return self.rescan_notice(session, transfer)
         if isinstance(transfer, ReleaseReceipt):
             envelope.counted = False  # not mail
-            return self.release_receipt(session, transfer)
+            return await self.release_receipt(session, transfer)
         store = self.service.store
         tid = transfer.transfer_id
         if self.service.quota_bytes > 0 and store.find_transfer(tid) is None:
@@ -108,7 +112,7 @@ class QuarantineHandler(CpqHandler):
             log.info(f'MID {mid} quarantined to "{q.name}" ({q.reason})')
         return replies.accepted(mid)
 
-    def release_receipt(self, session: PvoqSession, receipt: ReleaseReceipt) -> str:
+    async def release_receipt(self, session: PvoqSession, receipt: ReleaseReceipt) -> str:
         """A gateway reports what became of a message released to it: recorded once per
         recipient (a retried receipt, or a repeated delivery's, adds nothing)."""
         log = self.context.maillog
@@ -122,7 +126,8 @@ class QuarantineHandler(CpqHandler):
             log.info(f"ICID {session.icid} CPQ transfer refused: release receipt {tid} from "
                      f"{origin} for MID {mid}, which came from {record['origin_host']}")
             return cpq_replies.RECEIPT_OTHER_GATEWAY.format(mid=mid, origin=origin)
-        recorded = self.service.record_receipt(receipt, session.peer_ip)
+        # Group-committed with the receipts arriving beside it, off the event loop.
+        recorded = await self._receipts.submit((receipt, session.peer_ip))
         if not recorded.new:
             log.info(f"MID {mid} duplicate release receipt {tid} from {origin}: "
                      "acknowledged, not recorded again")

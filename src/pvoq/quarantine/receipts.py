@@ -31,6 +31,8 @@ from sqlalchemy.exc import IntegrityError
 from pvoq.cpq.transfer import ReceiptOutcome, ReleaseReceipt
 from pvoq.quarantine.schema import message_releases, release_receipts
 
+# Hears of a receipt's new outcomes inside the transaction that stores them (the audit).
+Also = Callable[[Connection, list[ReceiptOutcome]], None]
 MAX_SHOWN = 300  # characters of a gateway's or downstream host's text in one line
 
 
@@ -88,36 +90,45 @@ class ReceiptBook:
             except IntegrityError:
                 continue  # noted by another manager process at the same moment
 
-    def record(self, receipt: ReleaseReceipt,
-               also: Callable[[Connection, list[ReceiptOutcome]], None] | None = None
-               ) -> Recorded:
+    def record(self, receipt: ReleaseReceipt, also: Also | None = None) -> Recorded:
         """Store *receipt*'s outcomes; only recipients without one yet are added. *also*
         hears of the new outcomes inside the same transaction (the audit record: one
         commit for both)."""
-        now = self.clock()
-        wanted = {o.rid: o for o in receipt.outcomes}
         for _ in range(3):  # a concurrent insert of another manager process: look again
             try:
                 with self.engine.begin() as conn:
-                    known = {int(r) for (r,) in conn.execute(
-                        select(release_receipts.c.rid).where(
-                            release_receipts.c.entry == receipt.entry,
-                            release_receipts.c.rid.in_(list(wanted))))}
-                    new = [o for rid, o in wanted.items() if rid not in known]
-                    if new:
-                        conn.execute(release_receipts.insert(), [{
-                            "entry": receipt.entry, "rid": o.rid,
-                            "message_id": receipt.message, "receipt_id": receipt.transfer_id,
-                            "gateway": receipt.origin.hostname,
-                            "gateway_mid": receipt.origin.mid, "address": o.address,
-                            "outcome": o.outcome.value, "host": o.host, "reply": o.reply,
-                            "at": float(o.at), "received_at": now} for o in new])
-                        if also is not None:
-                            also(conn, new)
-                return Recorded(tuple(o.rid for o in new), tuple(sorted(known)))
+                    return self._record(conn, receipt, also, self.clock())
             except IntegrityError:
                 continue
-        return Recorded((), tuple(sorted(wanted)))
+        return Recorded((), tuple(sorted({o.rid for o in receipt.outcomes})))
+
+    def record_many(self, receipts: list[tuple[ReleaseReceipt, Also | None]]
+                    ) -> list[Recorded]:
+        """`record` for receipts arriving together, in one transaction (one commit). Raises
+        if any fails (nothing of them is then stored): the caller records them one by one."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            return [self._record(conn, receipt, also, now) for receipt, also in receipts]
+
+    def _record(self, conn: Connection, receipt: ReleaseReceipt, also: Also | None,
+                now: float) -> Recorded:
+        wanted = {o.rid: o for o in receipt.outcomes}
+        known = {int(r) for (r,) in conn.execute(
+            select(release_receipts.c.rid).where(
+                release_receipts.c.entry == receipt.entry,
+                release_receipts.c.rid.in_(list(wanted))))}
+        new = [o for rid, o in wanted.items() if rid not in known]
+        if new:
+            conn.execute(release_receipts.insert(), [{
+                "entry": receipt.entry, "rid": o.rid,
+                "message_id": receipt.message, "receipt_id": receipt.transfer_id,
+                "gateway": receipt.origin.hostname,
+                "gateway_mid": receipt.origin.mid, "address": o.address,
+                "outcome": o.outcome.value, "host": o.host, "reply": o.reply,
+                "at": float(o.at), "received_at": now} for o in new])
+            if also is not None:
+                also(conn, new)
+        return Recorded(tuple(o.rid for o in new), tuple(sorted(known)))
 
     def of(self, mid: int) -> dict[str, list[dict[str, Any]]]:
         """The releases and receipts of message *mid* (its copies' included)."""

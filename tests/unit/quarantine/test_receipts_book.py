@@ -134,6 +134,38 @@ class TestReceipts:
         assert len(audit_of(service, "receipt")) == 1
         assert service.audit.verify().ok
 
+    def test_receipts_arriving_together_share_one_commit_and_fail_alone(
+            self, store: QuarantineStore, service: QuarantineService) -> None:
+        """`record_receipts`: one transaction for the batch (receipts and their audit
+        records); a receipt that cannot be stored fails alone, the others are kept."""
+        mids = [put(store, 1001 + i, "Policy") for i in range(3)]
+        for mid in mids:
+            assert service.act(ALICE, "release", mid).ok
+        commits: list[object] = []
+
+        def committed(conn: object) -> None:
+            commits.append(conn)
+
+        event.listen(store.engine, "commit", committed)
+        try:
+            results = service.record_receipts(
+                [(receipt(m, (0, "delivered", "250 ok"), tid=f"d-GW-SN-7-{m:012d}"), "ip")
+                 for m in mids])
+        finally:
+            event.remove(store.engine, "commit", committed)
+        assert [r.new for r in results] == [(0,), (0,), (0,)]  # type: ignore[union-attr]
+        assert len(commits) == 1
+        assert len(audit_of(service, "receipt")) == 3
+
+        bad = receipt(mids[0], (1, "delivered", "250 ok"), tid="d-GW-SN-7-000000000009")
+        object.__setattr__(bad, "outcomes", (*bad.outcomes, None))  # cannot be stored
+        again = service.record_receipts(
+            [(bad, "ip"), (receipt(mids[1], (1, "bounced", "550 no")), "ip")])
+        assert isinstance(again[0], Exception)
+        assert again[1].new == (1,)  # type: ignore[union-attr]
+        assert len(audit_of(service, "receipt")) == 4
+        assert service.audit.verify().ok
+
     def test_a_bulk_release_notes_its_chunk_in_one_commit_and_keeps_earlier_notes(
             self, store: QuarantineStore, service: QuarantineService) -> None:
         """Releases noted together share one transaction (one commit, not one per

@@ -81,6 +81,11 @@ async def drive(make_conn, port: int, total: int, conns: int, size: int, cpq: bo
     return total / (time.perf_counter() - start)
 
 
+def print_load() -> None:
+    """The load average beside the figures: other work on the cores changes them."""
+    print("load average (1, 5, 15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
@@ -115,6 +120,7 @@ def main() -> None:
 
         print(f"{args.messages} messages of {args.size} bytes over {args.connections} "
               "TLS connections (reused), one machine, loopback")
+        print_load()
         reference = asyncio.run(drive(plain, sink_port, args.messages, args.connections,
                                       args.size, cpq=False))
         print(f"reference: bare aiosmtpd, same TLS, stores nothing: {reference:8.1f} msgs/s")
@@ -127,6 +133,7 @@ def main() -> None:
               f"{ours:8.1f} msgs/s ({stored} stored)")
         if stored != args.messages:
             raise SystemExit(f"expected {args.messages} stored, found {stored}")
+        print_load()
         print(f"RESULT cpq_throughput {ours:.1f} msgs/s ratio={ours / reference:.2f}")
     finally:
         dep.stop_all()

@@ -26,6 +26,7 @@ Last line: `RESULT quarantine_e2e <msgs/s> msgs/s ratio=<pvoq ÷ smtp-sink>`.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -63,6 +64,12 @@ def reference(root: Path, args: argparse.Namespace) -> float:
         sink.stop()
 
 
+def print_load() -> None:
+    """The load average beside the figures: other work on the cores changes them."""
+    print("load average (1, 5, 15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()),
+          flush=True)
+
+
 def main() -> None:
     parser = load_parser(__doc__, messages=5000, deadline_s=600.0)
     args = parser.parse_args()
@@ -72,6 +79,7 @@ def main() -> None:
     try:
         print(f"smtp-source: {args.messages} messages of {args.size} bytes, {args.sessions} "
               f"sessions, a new connection per message, subject {CAUGHT_SUBJECT!r}")
+        print_load()
         ref = reference(root, args)
         print(f"reference: smtp-source -> Postfix smtp-sink (keeps nothing): {ref:8.1f} msgs/s")
         dep.start_manager()
@@ -85,6 +93,7 @@ def main() -> None:
         if problem:
             raise BenchFailure(f"the manager's quarantine is wrong: {problem}")
         print(f"held: {args.messages} messages in Policy, each recipient exactly once")
+        print_load()
         print(f"RESULT quarantine_e2e {rate:.1f} msgs/s ratio={rate / ref:.3f}")
     except (BenchFailure, DeploymentError) as exc:
         print(f"FAILED: {exc}", flush=True)

@@ -23,6 +23,7 @@ Last line: `RESULT release <msgs/s> msgs/s ratio=<release ÷ quarantine transfer
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -49,6 +50,12 @@ from pvoq.admin.protocol import call
 from pvoq.config.loader import load_config
 
 
+def print_load() -> None:
+    """The load average beside the figures: other work on the cores changes them."""
+    print("load average (1, 5, 15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()),
+          flush=True)
+
+
 def main() -> None:
     parser = load_parser(__doc__, messages=10_000, deadline_s=900.0)
     args = parser.parse_args()
@@ -64,6 +71,7 @@ def main() -> None:
         print(f"smtp-source: {args.messages} messages of {args.size} bytes, {args.sessions} "
               "sessions, a new connection per message, caught by a content filter; "
               "then one bulk release to smtp-sink downstream")
+        print_load()
         quarantined, intake = quarantine_phase(dep, args.messages, args.sessions, args.size,
                                                sender=sender, deadline_s=args.deadline)
         print(f"quarantine: smtp-source -> gateway -> CPQ -> manager, held and searchable: "
@@ -96,6 +104,7 @@ def main() -> None:
             raise BenchFailure(f"{left} messages still held after the release")
         print(f"delivered: {args.messages} messages at smtp-sink, each exactly once; "
               "none left held")
+        print_load()
         print(f"RESULT release {released:.1f} msgs/s ratio={released / quarantined:.2f}")
     except (BenchFailure, DeploymentError) as exc:
         print(f"FAILED: {exc}", flush=True)

@@ -8,7 +8,9 @@ spools them for the stages after the one that quarantined them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +20,7 @@ from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.ca import peer_common_name, peer_role
 from pvoq.cpq.server import CpqHandler
 from pvoq.cpq.transfer import ReleaseTransfer, RescanRequest, Transfer
-from pvoq.fsutil import atomic_write
+from pvoq.fsutil import FILE_MODE, fsync_dir
 from pvoq.scan.pipeline import Pipeline
 from pvoq.smtp import replies
 from pvoq.smtp.server import (
@@ -40,11 +42,64 @@ Rescan = Callable[[RescanRequest, bytes, int, str], Awaitable[str]]
 # for a release; a Send Copy (the manager still holds the message) says so.
 RECEIVED_RELEASE = "on release from central quarantine"
 RECEIVED_COPY = "as a copy from central quarantine"
+MARKER_MODE = FILE_MODE
 
 
 def transfer_marker(directory: Path, transfer_id: str) -> Path:
     """The file that says a CPQ transfer was received (exactly once across retries)."""
     return directory / hashlib.sha256(transfer_id.encode()).hexdigest()
+
+
+def _create_marker(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, MARKER_MODE)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+class TransferMarkers:
+    """Received-transfer markers made durable together (group commit).
+
+    A marker says a transfer was received; only its existence counts (its
+    content, the MID, is for whoever looks). `write` creates it in place off
+    the event loop, then waits for a fsync of the directory that began after
+    the file was created: the releases arriving together share one fsync,
+    not a file fsync, a rename and a directory fsync each. A failed fsync
+    fails the writers it was meant to cover, and only those; a crash before
+    it leaves a marker that may vanish, whose release was not acknowledged
+    yet (and whose spool entry, already durable, brings the marker back at
+    the next start).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._wanted = 0   # markers created so far (each waits for a sync covering it)
+        self._synced = 0   # markers covered by the last successful sync
+        self._running: tuple[int, asyncio.Future[None]] | None = None
+
+    async def write(self, path: Path, data: bytes) -> None:
+        """Create *path* with *data*; return once its directory entry is durable."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _create_marker, path, data)
+        self._wanted += 1
+        mine = self._wanted
+        while self._synced < mine:
+            if self._running is None:
+                self._running = (self._wanted, loop.run_in_executor(
+                    None, fsync_dir, self.directory))
+            upto, future = self._running
+            try:
+                await asyncio.shield(future)
+            except Exception:
+                if mine <= upto:
+                    raise  # the sync meant to cover this marker failed
+            finally:  # the first waiter back records the round
+                if self._running is not None and self._running[1] is future \
+                        and future.done():
+                    self._running = None
+                    if not future.cancelled() and future.exception() is None:
+                        self._synced = max(self._synced, upto)
 
 
 class PublicHandler(BaseHandler):
@@ -84,6 +139,7 @@ class ReleaseHandler(CpqHandler):
         self.submit = submit
         self.rescan = rescan  # dry rescans of held messages (None: refused as not a release)
         self._receiving: set[str] = set()  # transfer ids being stored right now
+        self.markers = TransferMarkers(marker("").parent)
 
     async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,
                     content: bytes, info: MessageInfo) -> str:
@@ -137,7 +193,7 @@ class ReleaseHandler(CpqHandler):
         self._receiving.add(tid)
         try:
             await self.spool.put_async(entry, content)
-            atomic_write(marker, str(entry.mid).encode())
+            await self.markers.write(marker, str(entry.mid).encode())
         finally:
             self._receiving.discard(tid)
         how = RECEIVED_COPY if release.copy_of is not None else RECEIVED_RELEASE

@@ -4,7 +4,8 @@ A gateway ships a quarantine transfer (stored once per transfer id, body and
 row durable before `250`, group-committed with the transfers arriving beside
 it: `quarantine.arrivals`), an outbreak rescan notice (release, extend or
 delete a message it sent to "Outbreak") or a release receipt (what became
-of a message released to it: `quarantine.receipts`), or a migration transfer (a
+of a message released to it: `quarantine.receipts`, group-committed with the
+receipts arriving beside it: `manager.batching`), or a migration transfer (a
 message held in its local quarantines, stored as a quarantine transfer is, with its
 clocks and history kept: `quarantine.export`). The peer certificate must name the
 origin gateway, and that gateway must be registered on this manager.
@@ -27,9 +28,10 @@ from pvoq.cpq.transfer import (
     RescanNotice,
     Transfer,
 )
+from pvoq.manager.batching import Batcher
 from pvoq.quarantine.arrivals import Arrival
 from pvoq.quarantine.export import migration_arrival
-from pvoq.quarantine.receipts import printable
+from pvoq.quarantine.receipts import Recorded, printable
 from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import quarantine_for
@@ -50,6 +52,8 @@ class QuarantineHandler(CpqHandler):
         self.config = config
         self.service = service
         self.cpq_suspended = cpq_suspended
+        self._receipts: Batcher[tuple[ReleaseReceipt, str], Recorded] = Batcher(
+            lambda items: self.service.record_receipts(items))
 
     def readiness(self, session: PvoqSession) -> list[str]:
         cfg = self.config()
@@ -89,7 +93,7 @@ class QuarantineHandler(CpqHandler):
             return self.rescan_notice(session, transfer)
         if isinstance(transfer, ReleaseReceipt):
             envelope.counted = False  # not mail
-            return self.release_receipt(session, transfer)
+            return await self.release_receipt(session, transfer)
         store = self.service.store
         tid = transfer.transfer_id
         if isinstance(transfer, MigrationTransfer):
@@ -139,7 +143,7 @@ class QuarantineHandler(CpqHandler):
                      f"({printable(h.reason)})")
         return cpq_replies.MIGRATED.format(mid=mid)
 
-    def release_receipt(self, session: PvoqSession, receipt: ReleaseReceipt) -> str:
+    async def release_receipt(self, session: PvoqSession, receipt: ReleaseReceipt) -> str:
         """A gateway reports what became of a message released to it: recorded once per
         recipient (a retried receipt, or a repeated delivery's, adds nothing)."""
         log = self.context.maillog
@@ -153,7 +157,8 @@ class QuarantineHandler(CpqHandler):
             log.info(f"ICID {session.icid} CPQ transfer refused: release receipt {tid} from "
                      f"{origin} for MID {mid}, which came from {record['origin_host']}")
             return cpq_replies.RECEIPT_OTHER_GATEWAY.format(mid=mid, origin=origin)
-        recorded = self.service.record_receipt(receipt, session.peer_ip)
+        # Group-committed with the receipts arriving beside it, off the event loop.
+        recorded = await self._receipts.submit((receipt, session.peer_ip))
         if not recorded.new:
             log.info(f"MID {mid} duplicate release receipt {tid} from {origin}: "
                      "acknowledged, not recorded again")

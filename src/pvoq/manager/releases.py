@@ -31,7 +31,7 @@ from pvoq.delivery.queue import DeliveryQueues
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.quarantine.mime import apply_early_release
 from pvoq.quarantine.settings import EarlyRelease
-from pvoq.quarantine.store import RELEASED, QuarantineStore
+from pvoq.quarantine.store import RELEASED, QuarantineStore, unlink_bodies
 from pvoq.spool.store import QUEUED, Entry, Recipient, Spool
 
 SETTLE_BATCH = 64  # settlements drained together: one spool commit, one SQL transaction
@@ -118,8 +118,9 @@ class Releases:
         (without blocking the event loop), their settlements one SQL transaction."""
         done = []
         puts: list[tuple[Entry, bytes]] = []
+        records = self.store.get_many([mid for mid, *_ in chunk])
         for mid, state, how, names in chunk:
-            record = self.store.get(mid)
+            record = records.get(mid)
             assert record is not None
             entry = None
             if state == RELEASED:
@@ -138,7 +139,7 @@ class Releases:
             if entry is not None:
                 self.queues.add(entry)
                 self.maillog.info(f"MID {mid} released from all quarantines")
-        self.store.finish_many([(mid, state) for mid, state, *_ in done])
+        bodies = self.store.finish_many([(mid, state) for mid, state, *_ in done], unlink=False)
         now = time.time()
         for mid, state, how, names, record, _ in done:
             held_for = now - record["received_at"]
@@ -146,6 +147,9 @@ class Releases:
             for name in names:
                 self.maillog.info(f'MID {mid} {verb} quarantine "{name}" ({how}) '
                                   f"t={held_for:.0f}")
+        # The unlinks off the event loop (on a busy disk one can take milliseconds); one
+        # a crash or a cancellation cuts short is swept at the next start.
+        await asyncio.get_running_loop().run_in_executor(None, unlink_bodies, bodies)
 
     async def stop(self) -> None:
         """Stop draining the backlog; the claims left are settled on the next start."""

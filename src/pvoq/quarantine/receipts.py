@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from pvoq.cpq.transfer import ReleaseReceipt
+from pvoq.cpq.transfer import ReceiptOutcome, ReleaseReceipt
 from pvoq.quarantine.schema import message_releases, release_receipts
 
+# Hears of a receipt's new outcomes inside the transaction that stores them (the audit).
+Also = Callable[[Connection, list[ReceiptOutcome]], None]
 MAX_SHOWN = 300  # characters of a gateway's or downstream host's text in one line
 
 
@@ -67,6 +69,18 @@ class ReceiptBook:
         pairs now; a release noted before (another process, a retry) is kept."""
         rows = [{"entry": e, "message_id": m, "actor": actor[:128], "origin": origin[:128],
                  "how": how[:64], "address": address, "at": self.clock()} for e, m in entries]
+        if not rows:
+            return
+        try:  # the whole chunk in one transaction (one commit: one WAL fsync)
+            with self.engine.begin() as conn:
+                known = {int(e) for (e,) in conn.execute(select(message_releases.c.entry).where(
+                    message_releases.c.entry.in_([r["entry"] for r in rows])))}
+                new = [r for r in rows if r["entry"] not in known]
+                if new:
+                    conn.execute(message_releases.insert(), new)
+            return
+        except IntegrityError:
+            pass  # another manager process noted one of them meanwhile: one at a time
         for row in rows:
             try:
                 with self.engine.begin() as conn:
@@ -76,30 +90,45 @@ class ReceiptBook:
             except IntegrityError:
                 continue  # noted by another manager process at the same moment
 
-    def record(self, receipt: ReleaseReceipt) -> Recorded:
-        """Store *receipt*'s outcomes; only recipients without one yet are added."""
-        now = self.clock()
-        wanted = {o.rid: o for o in receipt.outcomes}
+    def record(self, receipt: ReleaseReceipt, also: Also | None = None) -> Recorded:
+        """Store *receipt*'s outcomes; only recipients without one yet are added. *also*
+        hears of the new outcomes inside the same transaction (the audit record: one
+        commit for both)."""
         for _ in range(3):  # a concurrent insert of another manager process: look again
             try:
                 with self.engine.begin() as conn:
-                    known = {int(r) for (r,) in conn.execute(
-                        select(release_receipts.c.rid).where(
-                            release_receipts.c.entry == receipt.entry,
-                            release_receipts.c.rid.in_(list(wanted))))}
-                    new = [o for rid, o in wanted.items() if rid not in known]
-                    if new:
-                        conn.execute(release_receipts.insert(), [{
-                            "entry": receipt.entry, "rid": o.rid,
-                            "message_id": receipt.message, "receipt_id": receipt.transfer_id,
-                            "gateway": receipt.origin.hostname,
-                            "gateway_mid": receipt.origin.mid, "address": o.address,
-                            "outcome": o.outcome.value, "host": o.host, "reply": o.reply,
-                            "at": float(o.at), "received_at": now} for o in new])
-                return Recorded(tuple(o.rid for o in new), tuple(sorted(known)))
+                    return self._record(conn, receipt, also, self.clock())
             except IntegrityError:
                 continue
-        return Recorded((), tuple(sorted(wanted)))
+        return Recorded((), tuple(sorted({o.rid for o in receipt.outcomes})))
+
+    def record_many(self, receipts: list[tuple[ReleaseReceipt, Also | None]]
+                    ) -> list[Recorded]:
+        """`record` for receipts arriving together, in one transaction (one commit). Raises
+        if any fails (nothing of them is then stored): the caller records them one by one."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            return [self._record(conn, receipt, also, now) for receipt, also in receipts]
+
+    def _record(self, conn: Connection, receipt: ReleaseReceipt, also: Also | None,
+                now: float) -> Recorded:
+        wanted = {o.rid: o for o in receipt.outcomes}
+        known = {int(r) for (r,) in conn.execute(
+            select(release_receipts.c.rid).where(
+                release_receipts.c.entry == receipt.entry,
+                release_receipts.c.rid.in_(list(wanted))))}
+        new = [o for rid, o in wanted.items() if rid not in known]
+        if new:
+            conn.execute(release_receipts.insert(), [{
+                "entry": receipt.entry, "rid": o.rid,
+                "message_id": receipt.message, "receipt_id": receipt.transfer_id,
+                "gateway": receipt.origin.hostname,
+                "gateway_mid": receipt.origin.mid, "address": o.address,
+                "outcome": o.outcome.value, "host": o.host, "reply": o.reply,
+                "at": float(o.at), "received_at": now} for o in new])
+            if also is not None:
+                also(conn, new)
+        return Recorded(tuple(o.rid for o in new), tuple(sorted(known)))
 
     def of(self, mid: int) -> dict[str, list[dict[str, Any]]]:
         """The releases and receipts of message *mid* (its copies' included)."""

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select
+from sqlalchemy.engine import Connection
 
-from pvoq.cpq.transfer import ReleaseReceipt
+from pvoq.cpq.transfer import ReceiptOutcome, ReleaseReceipt
 from pvoq.errors import Conflict, Invalid, OperatorError
 from pvoq.quarantine import roles
 from pvoq.quarantine.audit import AuditTrail, key_path
@@ -448,15 +449,36 @@ class QuarantineService:
     def record_receipt(self, receipt: ReleaseReceipt, peer: str) -> Recorded:
         """A gateway's release receipt (`quarantine.receipts`): stored once per recipient;
         the audit trail gets a record of what was new, in the gateway's name."""
-        recorded = self.receipts.record(receipt)
-        if recorded.new:
-            new = [o for o in receipt.outcomes if o.rid in recorded.new]
+        return self.receipts.record(receipt, also=self._audit_receipt(receipt, peer))
+
+    def record_receipts(self, receipts: list[tuple[ReleaseReceipt, str]]
+                        ) -> list[Recorded | Exception]:
+        """`record_receipt` for receipts arriving together `(receipt, peer)`: one
+        transaction for all; if it fails, each is recorded alone, so that a failure is
+        only its own (the error in its place)."""
+        try:
+            return list(self.receipts.record_many(
+                [(r, self._audit_receipt(r, peer)) for r, peer in receipts]))
+        except Exception:
+            results: list[Recorded | Exception] = []
+            for receipt, peer in receipts:
+                try:
+                    results.append(self.record_receipt(receipt, peer))
+                except Exception as exc:
+                    results.append(exc)
+            return results
+
+    def _audit_receipt(self, receipt: ReleaseReceipt, peer: str
+                       ) -> Callable[[Connection, list[ReceiptOutcome]], None]:
+        def audited(conn: Connection, new: list[ReceiptOutcome]) -> None:
+            # In the receipt's own transaction: one commit for the rows and the record.
             self.audit.append(receipt.origin.hostname, peer, "receipt", {
                 "mid": receipt.message, "entry": receipt.entry,
                 "receipt": receipt.transfer_id, "gateway_mid": receipt.origin.mid,
                 "outcomes": [{"rid": o.rid, "address": o.address, "outcome": o.outcome.value,
-                              "host": o.host, "reply": o.reply, "at": o.at} for o in new]})
-        return recorded
+                              "host": o.host, "reply": o.reply, "at": o.at} for o in new]},
+                conn=conn)
+        return audited
 
     # -- expiry, deleted quarantines, overflow ----------------------------------
     def apply_default(self, mid: int, quarantine: str, default_action: str, how: str,

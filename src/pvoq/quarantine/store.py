@@ -239,6 +239,29 @@ class QuarantineStore(Intake):
         result["meta"] = json.loads(result["meta"])
         return result
 
+    def get_many(self, mids: builtins.list[int]) -> dict[int, dict[str, Any]]:
+        """`get` for many MIDs at once (three queries in all); the MIDs not found are
+        missing from the result."""
+        if not mids:
+            return {}
+        with self.engine.connect() as conn:
+            found = {int(r["id"]): dict(r) for r in conn.execute(
+                select(messages).where(messages.c.id.in_(mids))).mappings()}
+            ids = sorted(found)
+            qs = self._quarantines_of(conn, ids)
+            files: dict[int, builtins.list[dict[str, Any]]] = {i: [] for i in ids}
+            for m, n, s in conn.execute(
+                    select(attachments.c.message_id, attachments.c.name, attachments.c.size)
+                    .where(attachments.c.message_id.in_(ids))
+                    .order_by(attachments.c.message_id, attachments.c.n)):
+                files[int(m)].append(dict(name=n, size=s))
+        for mid, result in found.items():
+            result["quarantines"] = qs[mid]
+            result["attachments"] = files[mid]
+            result["recipients"] = json.loads(result["recipients"])
+            result["meta"] = json.loads(result["meta"])
+        return found
+
     def counts(self) -> dict[str, tuple[int, int]]:
         """Per quarantine: (messages held, bytes held)."""
         with self.engine.connect() as conn:
@@ -407,10 +430,13 @@ class QuarantineStore(Intake):
             # No directory fsync: a body an unlink lost to a crash is swept at start-up.
             remove_durably(Path(path), sync_dir=False)
 
-    def finish_many(self, settled: builtins.list[tuple[int, str]]) -> None:
-        """`finish` for many messages `(mid, state)`: one transaction, then the unlinks."""
+    def finish_many(self, settled: builtins.list[tuple[int, str]], *,
+                    unlink: bool = True) -> builtins.list[Path]:
+        """`finish` for many messages `(mid, state)`: one transaction, then the unlinks
+        (with *unlink* False, left to the caller: the body files are returned, for
+        `unlink_bodies` off the event loop)."""
         if not settled:
-            return
+            return []
         mids = [mid for mid, _ in settled]
         with self.engine.begin() as conn:
             paths = [p for (p,) in conn.execute(select(messages.c.body_path).where(
@@ -421,8 +447,10 @@ class QuarantineStore(Intake):
                     state=state, settled_at=self.clock()))
             if self.bodies_in_db:
                 conn.execute(delete(message_bodies).where(message_bodies.c.message_id.in_(mids)))
-        for path in paths:
-            remove_durably(Path(path), sync_dir=False)
+        files = [Path(p) for p in paths]
+        if unlink:
+            unlink_bodies(files)
+        return files
 
     def read_body(self, mid: int) -> bytes:
         if self.bodies_in_db:
@@ -508,3 +536,10 @@ class QuarantineStore(Intake):
         with self.engine.connect() as conn:
             return [q for (q,) in conn.execute(select(mq.quarantine).where(
                 mq.message_id == mid, mq.state == HELD).order_by(mq.quarantine))]
+
+
+def unlink_bodies(paths: builtins.list[Path]) -> None:
+    """Unlink settled bodies (missing is fine). No directory fsync: a body an unlink lost
+    to a crash has no held row any more, and the start-up sweep removes it."""
+    for path in paths:
+        remove_durably(path, sync_dir=False)

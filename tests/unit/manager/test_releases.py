@@ -187,8 +187,8 @@ class TestSettle:
         finished: list[list[int]] = []
         real = rig.store.finish_many
         monkeypatch.setattr(rig.store, "finish_many",
-                            lambda settled: (finished.append([m for m, _ in settled]),
-                                             real(settled))[1])
+                            lambda settled, **kw: (finished.append([m for m, _ in settled]),
+                                                   real(settled, **kw))[1])
 
         async def main() -> None:
             rig.service.act_many(CALLER, "release", list(range(30, 36)))

@@ -14,6 +14,7 @@ from pvoq.quarantine.store import (
     RELEASED,
     QuarantineError,
     QuarantineStore,
+    unlink_bodies,
 )
 
 StoreFactory = Callable[..., QuarantineStore]
@@ -103,6 +104,19 @@ class TestViews:
         """get() of an unknown MID is None."""
         assert store.get(404) is None
 
+    def test_get_many_is_get_for_each_found(self, store: QuarantineStore) -> None:
+        """get_many() answers what get() does for each MID, and leaves the unknown out."""
+        add(store, 1, "Policy", "Virus")
+        add(store, 2, "Policy",
+            body=b"Subject: a\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                 b"Content-Type: text/plain\r\nContent-Disposition: attachment; "
+                 b"filename=x.txt\r\n\r\nhello\r\n--b--\r\n")
+        many = store.get_many([2, 404, 1])
+        assert sorted(many) == [1, 2]
+        assert many == {1: store.get(1), 2: store.get(2)}
+        assert many[2]["attachments"] == [{"name": "x.txt", "size": 5}]
+        assert store.get_many([]) == {}
+
 
 class TestActions:
     def test_release_from_one_of_two_keeps_it_held(self, store: QuarantineStore) -> None:
@@ -187,6 +201,22 @@ class TestSettlement:
         assert store.unsettled() == []
         row = store.get(1)
         assert row["state"] == DELETED and row["settled_at"] is not None
+
+    def test_finish_many_can_leave_the_unlinks_to_the_caller(
+            self, store: QuarantineStore) -> None:
+        """finish_many(unlink=False) settles in one transaction and returns the bodies,
+        which stay until the caller unlinks them (off the event loop)."""
+        add(store, 1, "Policy")
+        add(store, 2, "Policy")
+        store.act(1, DELETED)
+        store.act(2, RELEASED)
+        bodies = store.finish_many([(1, DELETED), (2, RELEASED)], unlink=False)
+        assert sorted(p.name for p in bodies) == ["1.eml", "2.eml"]
+        assert all(p.exists() for p in bodies)
+        assert store.unsettled() == []
+        unlink_bodies(bodies)
+        unlink_bodies(bodies)  # already gone: nothing to do
+        assert not any(p.exists() for p in bodies)
 
 
 class TestBodiesInDatabase:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from qhelpers import RecordingSettler, put
+from sqlalchemy import event
 
 from pvoq.cpq.transfer import Origin, Outcome, ReceiptOutcome, ReleaseReceipt
 from pvoq.errors import Conflict, OperatorError
@@ -113,6 +114,79 @@ class TestReceipts:
             "copy MID 90001 to audit@example.com sent by alice at 2027-01-15T08:00:00Z; "
             "expired on gw1.example.com for <rcpt0@example.com> at 2027-01-15T08:01:40Z: "
             "5.4.7 - Delivery expired"]
+
+    def test_a_receipt_and_its_audit_record_share_one_commit(
+            self, store: QuarantineStore, service: QuarantineService) -> None:
+        mid = put(store, 1001, "Policy")
+        assert service.act(ALICE, "release", mid).ok
+        commits: list[object] = []
+
+        def committed(conn: object) -> None:
+            commits.append(conn)
+
+        event.listen(store.engine, "commit", committed)
+        try:
+            recorded = service.record_receipt(
+                receipt(mid, (0, "delivered", "250 2.0.0 Ok")), "10.1.2.1")
+        finally:
+            event.remove(store.engine, "commit", committed)
+        assert recorded.new == (0,) and len(commits) == 1
+        assert len(audit_of(service, "receipt")) == 1
+        assert service.audit.verify().ok
+
+    def test_receipts_arriving_together_share_one_commit_and_fail_alone(
+            self, store: QuarantineStore, service: QuarantineService) -> None:
+        """`record_receipts`: one transaction for the batch (receipts and their audit
+        records); a receipt that cannot be stored fails alone, the others are kept."""
+        mids = [put(store, 1001 + i, "Policy") for i in range(3)]
+        for mid in mids:
+            assert service.act(ALICE, "release", mid).ok
+        commits: list[object] = []
+
+        def committed(conn: object) -> None:
+            commits.append(conn)
+
+        event.listen(store.engine, "commit", committed)
+        try:
+            results = service.record_receipts(
+                [(receipt(m, (0, "delivered", "250 ok"), tid=f"d-GW-SN-7-{m:012d}"), "ip")
+                 for m in mids])
+        finally:
+            event.remove(store.engine, "commit", committed)
+        assert [r.new for r in results] == [(0,), (0,), (0,)]  # type: ignore[union-attr]
+        assert len(commits) == 1
+        assert len(audit_of(service, "receipt")) == 3
+
+        bad = receipt(mids[0], (1, "delivered", "250 ok"), tid="d-GW-SN-7-000000000009")
+        object.__setattr__(bad, "outcomes", (*bad.outcomes, None))  # cannot be stored
+        again = service.record_receipts(
+            [(bad, "ip"), (receipt(mids[1], (1, "bounced", "550 no")), "ip")])
+        assert isinstance(again[0], Exception)
+        assert again[1].new == (1,)  # type: ignore[union-attr]
+        assert len(audit_of(service, "receipt")) == 4
+        assert service.audit.verify().ok
+
+    def test_a_bulk_release_notes_its_chunk_in_one_commit_and_keeps_earlier_notes(
+            self, store: QuarantineStore, service: QuarantineService) -> None:
+        """Releases noted together share one transaction (one commit, not one per
+        message); a release noted before (another process, a retry) keeps its record."""
+        mids = [put(store, 1001 + i, "Policy") for i in range(5)]
+        service.receipts.released([(mids[2], mids[2])], "bob", "10.0.0.9", "manual")
+        commits: list[object] = []
+
+        def committed(conn: object) -> None:
+            commits.append(conn)
+
+        event.listen(store.engine, "commit", committed)
+        try:
+            service.receipts.released([(m, m) for m in mids], "alice", "10.0.0.5", "manual")
+        finally:
+            event.remove(store.engine, "commit", committed)
+        assert len(commits) == 1
+        for i, mid in enumerate(mids):
+            who = "bob" if i == 2 else "alice"
+            assert service.details(ALICE, mid)["release_history"] == [
+                f"released by {who} at 2027-01-15T08:00:00Z; no receipt from the gateway yet"]
 
 
 VERDICT = {"gateway": "gw1.example.com", "action": "quarantine", "reason": "",

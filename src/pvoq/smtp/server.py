@@ -352,7 +352,7 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             size_limit = max(1, size_limit - len(trace))
         await self.push(replies.START_DATA)
         block = await read_data(self._reader, size_limit=size_limit,
-                                line_limit=self.line_length_limit)
+                                line_limit=self.line_length_limit, prefix=trace)
         if block is None:
             return  # the connection ended in the middle of the data
         if block.state != NOMINAL:
@@ -360,7 +360,7 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             await self.push(replies.LINE_TOO_LONG if block.state == TOO_LONG
                             else replies.TOO_MUCH_DATA)
             return
-        content = trace + block.content if trace else block.content
+        content = block.content  # the trace header first
         self.envelope.content = self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()

@@ -74,10 +74,18 @@ class Record:
     body: bytes = b""
 
     def encode(self) -> bytes:
+        return b"".join(self.parts())
+
+    def parts(self) -> tuple[bytes, bytes, bytes]:
+        """The record as written: header, entry, body (not joined: a body may be large)."""
         rest = struct.pack(">qII", self.mid, len(self.entry), len(self.body))
         crc = zlib.crc32(self.body, zlib.crc32(self.entry, zlib.crc32(bytes([self.kind]) + rest)))
-        return HEADER.pack(MAGIC, self.kind, crc, self.mid, len(self.entry),
-                           len(self.body)) + self.entry + self.body
+        return (HEADER.pack(MAGIC, self.kind, crc, self.mid, len(self.entry), len(self.body)),
+                self.entry, self.body)
+
+    @property
+    def size(self) -> int:
+        return HEADER.size + len(self.entry) + len(self.body)
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,21 @@ class _Segment:
     path: Path
     size: int = 0
     live: Counter[str] = field(default_factory=Counter)  # "refs", "bytes"
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """Write *parts* in order with as few system calls as the kernel allows, without
+    joining them into one copy (a message body may be tens of megabytes)."""
+    views = [memoryview(p) for p in parts]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
+
+
+_IOV_MAX = 1024
 
 
 def _settle_all(changes: list[_Change]) -> None:
@@ -340,13 +363,9 @@ class SpoolLog:
         if current.size >= self.segment_bytes:
             self._roll()
             current = self._segments[max(self._segments)]
-        encoded = [r.encode() for r in records]
-        data = b"".join(encoded)
         start = current.size
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
+            _write_all(self._fd, [part for r in records for part in r.parts() if part])
             os.fdatasync(self._fd)
         except OSError:
             with contextlib.suppress(OSError):
@@ -354,9 +373,9 @@ class SpoolLog:
             raise
         with self._lock:
             offset = start
-            for record, raw in zip(records, encoded, strict=True):
+            for record in records:
                 self._apply(record, current, offset + HEADER.size)
-                offset += len(raw)
+                offset += record.size
             current.size = offset
 
     def _roll(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -180,7 +180,7 @@ class SmtpConnection:
                     await _rset(smtp)
                     return {rid: reply for rid in rids}
             try:
-                response = await smtp.data(body)
+                response = await send_data(smtp, body)
                 final = Reply(response.code, response.message)
             except aiosmtplib.SMTPDataError as exc:
                 final = Reply(exc.code, exc.message)
@@ -208,6 +208,70 @@ class SmtpConnection:
         except (aiosmtplib.SMTPException, OSError):
             smtp.close()
         self.log.info(f"DCID {self.dcid} close")
+
+
+STREAM_ABOVE = 1024 * 1024  # a body larger than this is sent in chunks (`send_data`)
+CHUNK = 256 * 1024
+
+
+def stuffed_chunks(body: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
+    """*body* (CRLF line ends only) dot-stuffed (RFC 5321 4.5.2), in pieces of about
+    *chunk* bytes cut after a CRLF, then the end of the data (`.` CRLF, after a CRLF
+    if the body does not end with one). Only one piece is a copy at any time."""
+    start, size = 0, len(body)
+    line_start = True
+    while start < size:
+        end = min(start + chunk, size)
+        if end < size:
+            crlf = body.rfind(b"\r\n", start, end)
+            if crlf >= start:
+                end = crlf + 2
+            elif body[end - 1] == 0x0D:  # never between the CR and the LF of a CRLF
+                end = end - 1 if end - 1 > start else end + 1
+        piece = body[start:end]
+        piece = piece.replace(b"\r\n.", b"\r\n..") if b"\r\n." in piece else piece
+        yield b"." + piece if line_start and piece.startswith(b".") else piece
+        line_start = body[end - 2:end] == b"\r\n"
+        start = end
+    yield b".\r\n" if line_start else b"\r\n.\r\n"
+
+
+def _crlf_only(body: bytes) -> bool:
+    pairs = body.count(b"\r\n")
+    return body.count(b"\r") == pairs and body.count(b"\n") == pairs
+
+
+async def send_data(smtp: aiosmtplib.SMTP, body: bytes, *, stream_above: int = STREAM_ABOVE,
+                    chunk: int = CHUNK) -> aiosmtplib.SMTPResponse:
+    """DATA with *body*: as aiosmtplib sends it, but a large body with CRLF line ends
+    only goes out in dot-stuffed chunks (`stuffed_chunks`), each handed to the
+    transport once the previous ones have drained, instead of as three whole copies
+    (line ends, dot-stuffing, end marker) in the transport's buffer."""
+    protocol = smtp.protocol
+    if len(body) <= stream_above or protocol is None or not _crlf_only(body):
+        return await smtp.data(body)
+    lock = protocol._command_lock
+    if lock is None:
+        raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+    timeout = smtp.timeout
+    try:
+        async with lock:
+            protocol._response_pending = True
+            protocol.write(b"DATA\r\n")
+            start = await protocol.read_response(timeout=timeout)
+            if start.code != aiosmtplib.SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            protocol._response_pending = True  # a reply during the data is kept
+            for piece in stuffed_chunks(body, chunk):
+                protocol.write(piece)
+                await protocol._drain_helper()
+            response = await protocol.read_response(timeout=timeout)
+            if response.code != aiosmtplib.SMTPStatus.completed:
+                raise aiosmtplib.SMTPDataError(response.code, response.message)
+            return response
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError):
+        smtp.close()
+        raise
 
 
 async def _rset(smtp: aiosmtplib.SMTP) -> None:

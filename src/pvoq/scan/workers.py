@@ -113,6 +113,28 @@ def _read_frame(stream: BinaryIO) -> Any:
     return pickle.loads(data)  # our own parent, over our own pipe
 
 
+def _read_batch(stream: BinaryIO) -> tuple[list[Job], int]:
+    """A batch: a frame of its jobs, each with its body's length where the body goes,
+    then the bodies, raw, one after another (`batch_frames`)."""
+    heads, generation = _read_frame(stream)
+    jobs: list[Job] = []
+    for size, *rest in heads:
+        body = stream.read(size) if size else b""
+        if len(body) < size:
+            raise EOFError
+        jobs.append((body, *rest))
+    return jobs, generation
+
+
+def batch_frames(jobs: list[Job], generation: int) -> list[bytes]:
+    """What goes down the pipe for a batch: a frame of the jobs with each body's length
+    in its place, then the bodies themselves, never pickled (a pickle of a batch would
+    be another copy of every body in it)."""
+    heads = [(len(body), *rest) for body, *rest in jobs]
+    data = pickle.dumps((heads, generation), protocol=pickle.HIGHEST_PROTOCOL)
+    return [FRAME.pack(len(data)) + data, *(body for body, *_ in jobs if body)]
+
+
 def _write_frame(stream: BinaryIO, obj: object) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(FRAME.pack(len(data)) + data)
@@ -127,7 +149,7 @@ def worker_main() -> None:
         scanner = _Scanner(_read_frame(requests))
         _write_frame(replies, os.getpid())
         while True:
-            jobs, generation = _read_frame(requests)
+            jobs, generation = _read_batch(requests)
             _write_frame(replies, scanner.scan_many(jobs, generation))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         return  # the gateway is gone (or stopping): so is this worker
@@ -280,13 +302,13 @@ class ScanWorkers:
             batch = waiting[start:start + share]
             stdin = worker.process.stdin
             assert stdin is not None
-            data = pickle.dumps(([job for job, _ in batch], self._generation),
-                                protocol=pickle.HIGHEST_PROTOCOL)
+            frames = batch_frames([job for job, _ in batch], self._generation)
             allowed = len(batch) * self._scan_allowance + OVERDUE_MARGIN_S
             worker.pending.append((batch, asyncio.get_running_loop().call_later(
                 allowed, self._overdue, worker, batch, allowed)))
             try:
-                stdin.write(FRAME.pack(len(data)) + data)
+                for frame in frames:
+                    stdin.write(frame)
             except (ConnectionError, RuntimeError) as exc:
                 self._lost(worker, exc)
 

@@ -196,3 +196,28 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+class TestBatchFrames:
+    def test_bodies_travel_raw_after_a_small_frame_and_come_back_whole(self) -> None:
+        """A batch is a pickle of its jobs without their bodies, then each body as it is:
+        read back, every job has its own body, empty bodies included."""
+        import io
+
+        big = b"x" * 300_000 + b"\r\n"
+        jobs: list[workers_module.Job] = [
+            (big, ENVELOPE, None, None, None, ()),
+            (b"", None, "policy-a", "antivirus", None, ("outbreak_filters",)),
+            (PARCEL, ENVELOPE, None, None, "antivirus", ()),
+        ]
+        frames = workers_module.batch_frames(jobs, 7)
+        assert len(frames[0]) < 2000 and frames[1:] == [big, PARCEL]
+        stream = io.BytesIO(b"".join(frames))
+        assert workers_module._read_batch(stream) == (jobs, 7)
+
+    def test_a_pipe_that_ends_inside_a_body_is_the_end_of_the_gateway(self) -> None:
+        import io
+
+        frames = workers_module.batch_frames([(b"abcdef", None, None, None, None, ())], 1)
+        with pytest.raises(EOFError):
+            workers_module._read_batch(io.BytesIO(frames[0] + b"abc"))

@@ -48,7 +48,7 @@ Content-Transfer-Encoding: quoted-printable
 
 Read http://text.example/a?b=3D1 caf=C3=A9=
  soon
---outer\t 
+--outer \t
 Content-Type: multipart/alternative; boundary=inner
 
 --inner

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
-from email.policy import compat32
+from email.policy import Policy, compat32
 
 _HEADER = re.compile(rb"(From |[\041-\071\073-\176]*:|[\t ])")  # the email parser's
 _PARSER = BytesParser(policy=compat32)
@@ -74,7 +74,7 @@ class Leaf:
 
 def _whole(part: Message, raw: bytes) -> Message:
     """*part* with *raw* as its content, parsed by the email package (the rare cases)."""
-    msg = Message(policy=compat32)
+    msg = Message(policy=part.policy)
     for name, value in part.items():
         msg[name] = value
     msg.set_payload(raw.decode("ascii", "surrogateescape"))
@@ -100,31 +100,32 @@ def header_end(body: bytes, start: int, end: int) -> tuple[int, int]:
     return end, end
 
 
-def parse_headers(body: bytes, start: int, stop: int) -> Message:
-    return _PARSER.parsebytes(body[start:stop], headersonly=True)
+def parse_headers(body: bytes, start: int, stop: int, policy: Policy = compat32) -> Message:
+    parser = _PARSER if policy is compat32 else BytesParser(policy=policy)
+    return parser.parsebytes(body[start:stop], headersonly=True)
 
 
-def leaves(body: bytes, *, max_depth: int = MAX_DEPTH) -> Iterator[Leaf]:
-    """Every leaf of *body*'s MIME tree in the order `Message.walk` gives them."""
+def leaves(body: bytes, *, max_depth: int = MAX_DEPTH, policy: Policy = compat32
+           ) -> Iterator[Leaf]:
+    """Every leaf of *body*'s MIME tree in the order `Message.walk` gives them, each
+    part's headers parsed under *policy*."""
     if not crlf_only(body):
         raise NotWalkable("a line end other than CRLF")
-    yield from _entity(body, 0, len(body), len(body), 0, max_depth)
+    yield from _entity(body, 0, len(body), 0, max_depth, policy)
 
 
-def _entity(body: bytes, start: int, end: int, full_end: int, depth: int,
-            max_depth: int) -> Iterator[Leaf]:
-    """The leaves of the entity at *start*; its content ends at *end*, or at *full_end*
-    (the CRLF before the next delimiter included) for a `message/rfc822` part, whose last
-    line end the email package leaves in the message it contains."""
+def _entity(body: bytes, start: int, end: int, depth: int, max_depth: int,
+            policy: Policy) -> Iterator[Leaf]:
+    """The leaves of the entity at *start*, whose content ends at *end*."""
     if depth > max_depth:
         raise NotWalkable("nesting deeper than the walk follows")
     head_end, content = header_end(body, start, end)
-    part = parse_headers(body, start, head_end)
+    part = parse_headers(body, start, head_end, policy)
     maintype = part.get_content_maintype()
     if maintype == "message":
         if part.get_content_subtype() != "rfc822":
             raise NotWalkable(f"{part.get_content_type()} content")
-        yield from _entity(body, content, full_end, full_end, depth + 1, max_depth)
+        yield from _entity(body, content, end, depth + 1, max_depth, policy)
         return
     if maintype != "multipart":
         yield Leaf(part, content, max(content, end))
@@ -144,5 +145,5 @@ def _entity(body: bytes, start: int, end: int, full_end: int, depth: int,
             raise NotWalkable("the multipart's close delimiter is missing")
         if found.start() == part_start:  # the email package merges delimiters in a row
             raise NotWalkable("a delimiter line right after another")
-        yield from _entity(body, part_start, max(part_start, found.start() - 2),
-                           max(part_start, found.start()), depth + 1, max_depth)
+        yield from _entity(body, part_start, max(part_start, found.start() - 2), depth + 1,
+                           max_depth, policy)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.errors import MessageError
@@ -73,7 +73,7 @@ def check_structure(body: bytes, limits: MimeLimits) -> None:
     open_at: dict[bytes, int] = {}  # delimiter → its place in the stack (the innermost)
     depth, parts, in_headers, headers, ct_index = 0, 1, True, 0, 0
     content_type = b""
-    for raw in body.splitlines():
+    for raw in _lines(body):
         if in_headers:
             if raw.strip() and _HEADER.match(raw):
                 if raw[:1] in (b" ", b"\t"):
@@ -116,6 +116,17 @@ def check_structure(body: bytes, limits: MimeLimits) -> None:
         else:
             continue
         open_at = {d: k for k, (d, _) in enumerate(stack)}
+
+
+def _lines(body: bytes, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """`body.splitlines()`, a chunk of about *chunk* bytes (cut after an LF) at a time, so
+    that a large message is never a list of all its lines at once."""
+    start, size = 0, len(body)
+    while start < size:
+        cut = body.find(b"\n", min(start + chunk, size) - 1)
+        end = size if cut < 0 else cut + 1
+        yield from body[start:end].splitlines()
+        start = end
 
 
 def _check_depth_parts(depth: int, parts: int, limits: MimeLimits) -> None:
@@ -301,9 +312,7 @@ class ScanMessage:
         body = self.body
         for leaf in leaves(body):
             payload = leaf.decode(body)
-            attachment = _read_leaf(views, leaf.part, payload, load=partial(leaf.decode, body))
-            if attachment is not None:
-                attachment.sha256  # noqa: B018 (computed while the payload is here)
+            _read_leaf(views, leaf.part, payload, load=partial(leaf.decode, body))
             payloads.append(payload)
             views.urls = _urls(payloads, views.urls)
             payloads = []
@@ -332,7 +341,8 @@ def _read_leaf(views: _Views, part: Message, payload: bytes, *,
     if _is_attachment(part):
         name, ctype = decoded_header(part_filename(part)), part.get_content_type().lower()
         attachment = (Attachment(name, ctype, payload) if load is None else
-                      Attachment(name, ctype, load=load, size=len(payload)))
+                      Attachment(name, ctype, load=load, size=len(payload),
+                                 sha256=hashlib.sha256(payload).hexdigest()))
         views.attachments.append(attachment)
         return attachment
     if part.get_content_maintype() == "text":
@@ -340,11 +350,30 @@ def _read_leaf(views: _Views, part: Message, payload: bytes, *,
     return None
 
 
+def url_matches(payload: bytes) -> Iterator[re.Match[bytes]]:
+    """What `_URL.finditer(payload)` finds, found faster: the pattern (case-insensitive,
+    so without a literal prefix the regex engine can skip to) is tried only where `://`
+    follows `http` or `https`, which a plain byte search finds."""
+    end = 0  # where the last match ended: the next one starts there or later
+    found = payload.find(b"://")
+    while found >= 0:
+        if found >= 5 and payload[found - 5:found].lower() == b"https":
+            start = found - 5
+        elif found >= 4 and payload[found - 4:found].lower() == b"http":
+            start = found - 4
+        else:
+            start = -1
+        if start >= end and (match := _URL.match(payload, start)) is not None:
+            yield match
+            end = match.end()
+        found = payload.find(b"://", max(found + 1, end))
+
+
 def _urls(payloads: list[bytes], seen: list[tuple[str, str]] | None = None
           ) -> list[tuple[str, str]]:
     seen = [] if seen is None else seen
     for payload in payloads:
-        for m in _URL.finditer(payload):
+        for m in url_matches(payload):
             host = m.group(1).decode("ascii", "replace").lower().rstrip(".")
             path = (m.group(2) or b"/").decode("ascii", "replace")
             if (host, path) not in seen:

@@ -56,16 +56,19 @@ class Leaf:
 
     def decode(self, body: bytes) -> bytes:
         """The content decoded as `Message.get_payload(decode=True)` decodes it."""
-        raw = body[self.start:self.end]
         cte = str(self.part.get("content-transfer-encoding", "")).lower()
+        if cte == "base64":
+            with memoryview(body) as view:  # decoded from the message, not from a copy
+                try:
+                    return binascii.a2b_base64(view[self.start:self.end])
+                except binascii.Error:  # padding the email package repairs: let it
+                    pass
+        raw = body[self.start:self.end]
         if cte == "quoted-printable":
             return quopri.decodestring(raw)
         if cte == "base64":
-            try:
-                return binascii.a2b_base64(raw)
-            except binascii.Error:  # padding the email package repairs: let it
-                payload = _whole(self.part, raw).get_payload(decode=True)
-                return payload if isinstance(payload, bytes) else b""
+            payload = _whole(self.part, raw).get_payload(decode=True)
+            return payload if isinstance(payload, bytes) else b""
         if cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
             payload = _whole(self.part, raw).get_payload(decode=True)
             return payload if isinstance(payload, bytes) else b""
@@ -133,17 +136,34 @@ def _entity(body: bytes, start: int, end: int, depth: int, max_depth: int,
     boundary = part.get_boundary()
     if not boundary:
         raise NotWalkable("a multipart without a boundary")
-    delimiter = re.compile(rb"^--" + re.escape(boundary.encode("ascii", "surrogateescape"))
-                           + rb"(--)?[ \t]*(?:\r\n|\Z)", re.MULTILINE)
-    found = delimiter.search(body, content, end)
+    marker = b"--" + boundary.encode("ascii", "surrogateescape")
+    delimiter = re.compile(re.escape(marker) + rb"(--)?[ \t]*(?:\r\n|\Z)")
+    found = _delimiter(body, marker, delimiter, content, end)
     if found is None:
         raise NotWalkable("the multipart's first delimiter is missing")
     while not found.group(1):
         part_start = found.end()
-        found = delimiter.search(body, part_start, end)
+        found = _delimiter(body, marker, delimiter, part_start, end)
         if found is None:
             raise NotWalkable("the multipart's close delimiter is missing")
         if found.start() == part_start:  # the email package merges delimiters in a row
             raise NotWalkable("a delimiter line right after another")
         yield from _entity(body, part_start, max(part_start, found.start() - 2), depth + 1,
                            max_depth, policy)
+
+
+def _delimiter(body: bytes, marker: bytes, delimiter: re.Pattern[bytes], start: int,
+               end: int) -> re.Match[bytes] | None:
+    """The first delimiter line in `body[start:end]` (*start* is a line's start): a line
+    that starts with *marker* and matches *delimiter*. Found with a byte search for the
+    marker after a CRLF (a multi-line regex search has no literal to skip to)."""
+    at = start
+    if not body.startswith(marker, at, end):
+        at = body.find(b"\r\n" + marker, max(at - 2, 0), end)
+        at = -1 if at < 0 else at + 2
+    while at >= 0:
+        if at >= start and (match := delimiter.match(body, at, end)) is not None:
+            return match
+        at = body.find(b"\r\n" + marker, at, end)
+        at = -1 if at < 0 else at + 2
+    return None

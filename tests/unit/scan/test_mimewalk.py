@@ -161,3 +161,26 @@ def test_the_builtin_engine_finds_eicar_in_a_walked_attachment(
     monkeypatch.setattr(antivirus, "WALK_ABOVE", 0)
     assert EicarEngine().scan(body).verdict == "VIRAL"
     assert EicarEngine().scan(body.replace(b"WDVP", b"WDVQ")).verdict == "CLEAN"
+
+
+url_texts = st.lists(st.sampled_from([b"http", b"HTTPS", b"hTTp", b"s", b"://", b"x.example",
+                                      b"/p", b"@", b" ", b"\r\n", b"'", b":80", b".", b"a"]),
+                     max_size=40).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(url_texts)
+def test_url_matches_finds_what_the_regex_finds(payload: bytes) -> None:
+    """The byte search for `://` finds the same URLs, in the same order, as the regex
+    run over every position (overlaps, upper case, a URL inside another's path)."""
+    expected = [m.span() for m in message_module._URL.finditer(payload)]
+    assert [m.span() for m in message_module.url_matches(payload)] == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b"bb", b"\r", b"\n", b"\r\n", b"\n\r", b""]),
+                max_size=40).map(b"".join), st.integers(min_value=1, max_value=8))
+def test_lines_in_chunks_are_splitlines(body: bytes, chunk: int) -> None:
+    """The structure check reads a message's lines a chunk at a time: the same lines as
+    `splitlines`, whatever the line ends and wherever a chunk would cut."""
+    assert list(message_module._lines(body, chunk)) == body.splitlines()

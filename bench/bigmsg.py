@@ -37,7 +37,7 @@ import smtplib
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -70,6 +70,7 @@ class Watched:
     pid: int
     idle_kib: int = 0
     peak_kib: int = 0       # the largest VmRSS sampled
+    phases: dict[str, int] = field(default_factory=dict)  # the largest VmRSS in each phase
     hwm_kib: int = 0        # VmHWM at the end
     hwm_reset: bool = False
 
@@ -123,13 +124,16 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.watched = watched
         self.halt = threading.Event()
+        self.phase = "send"
 
     def run(self) -> None:
         while not self.halt.is_set():
+            phase = self.phase
             for w in self.watched:
                 rss = status_kib(w.pid, "VmRSS")
-                if rss is not None and rss > w.peak_kib:
-                    w.peak_kib = rss
+                if rss is not None:
+                    w.peak_kib = max(w.peak_kib, rss)
+                    w.phases[phase] = max(w.phases.get(phase, 0), rss)
             self.halt.wait(SAMPLE_S)
 
 
@@ -214,6 +218,11 @@ def report(watched: list[Watched], size: int) -> float:
         peak = max(w.peak_kib, w.hwm_kib if w.hwm_reset else 0)
         print(f"{w.name:<28} {w.pid:>7} {w.idle_kib / 1024:9.1f} {peak / 1024:9.1f} "
               f"{w.growth_kib / 1024:11.1f} {ratio:11.2f}x{hwm}")
+    phases = list(dict.fromkeys(p for w in watched for p in w.phases))
+    print("peak growth ÷ size by phase (sampled VmRSS): "
+          + "; ".join(f"{w.name}: " + ", ".join(
+              f"{p} {(w.phases.get(p, w.idle_kib) - w.idle_kib) * 1024 / size:.2f}x"
+              for p in phases) for w in watched))
     return worst
 
 
@@ -256,10 +265,12 @@ def main() -> None:
         sent = send(dep, wire, to, args.deadline)
         print(f"sent to the gateway in {sent:.1f} s")
         del wire
+        sampler.phase = "scan+cpq"
         wait_until("the manager to hold the message", lambda: held_gauge(dep), 1,
                    deadline_s=args.deadline, interval_s=0.1)
         held = time.perf_counter()
         print(f"held on the manager after {held - start:.1f} s")
+        sampler.phase = "release"
         release_all(dep, args.deadline)
         done = wait_until("smtp-sink to take the released message", lambda: sink.count, 1,
                           deadline_s=args.deadline, interval_s=0.05)

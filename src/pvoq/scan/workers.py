@@ -174,6 +174,7 @@ class _Worker:
         self.pending: collections.deque[tuple[list[Waiter], asyncio.TimerHandle]] = \
             collections.deque()
         self.reader: asyncio.Task[None] | None = None
+        self.writer: asyncio.Task[None] | None = None  # a large batch still being written
         self.alive = True
         self.stopped_because = ""  # set when the gateway stopped it (an overdue batch)
 
@@ -306,11 +307,42 @@ class ScanWorkers:
             allowed = len(batch) * self._scan_allowance + OVERDUE_MARGIN_S
             worker.pending.append((batch, asyncio.get_running_loop().call_later(
                 allowed, self._overdue, worker, batch, allowed)))
+            if worker.writer is not None or sum(map(len, frames)) > PIPE_BYTES:
+                self._write_later(worker, frames)
+                continue
             try:
                 for frame in frames:
                     stdin.write(frame)
             except (ConnectionError, RuntimeError) as exc:
                 self._lost(worker, exc)
+
+    def _write_later(self, worker: _Worker, frames: list[bytes]) -> None:
+        """Write a large batch a pipe's worth at a time, each piece once the pipe has taken
+        the last (the transport would otherwise copy all of it into its buffer), after
+        the batches written this way before it."""
+        previous = worker.writer
+
+        async def write() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            stdin = worker.process.stdin
+            assert stdin is not None
+            try:
+                for frame in frames:
+                    view = memoryview(frame)
+                    for offset in range(0, len(view), PIPE_BYTES):
+                        if not worker.alive:
+                            return
+                        stdin.write(view[offset:offset + PIPE_BYTES])
+                        await stdin.drain()
+            except (ConnectionError, RuntimeError) as exc:
+                if worker.alive:
+                    self._lost(worker, exc)
+            finally:
+                if worker.writer is task:
+                    worker.writer = None
+
+        task = worker.writer = asyncio.ensure_future(write())
 
     def _overdue(self, worker: _Worker, batch: list[Waiter], allowed: float) -> None:
         """A batch took longer than all its stages' timeouts allow: something in the worker

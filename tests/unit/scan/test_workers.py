@@ -62,6 +62,22 @@ class TestResults:
         assert got == expected
         assert [r.action for r in got] == [PASS, QUARANTINE, QUARANTINE]  # type: ignore[attr-defined]
 
+    def test_large_messages_go_down_the_pipe_in_pieces_and_keep_their_order(
+            self, tmp_path: Path) -> None:
+        """Messages larger than the pipe (written a pipe's worth at a time) between small
+        ones, on one worker: each gets its own verdict, in order."""
+        cfg = settings(tmp_path)
+        big = workers_module.PIPE_BYTES * 3
+        bodies = [with_attachment(os.urandom(big) + EICAR, filename="a.bin"), message(),
+                  with_attachment(os.urandom(big)), PARCEL, message()]
+        here = Pipeline(cfg)
+        expected = [here.run(b, envelope=ENVELOPE) for b in bodies]
+        here.close()
+        got = run(ScanWorkers(cfg, processes=1), *bodies)
+        assert got == expected
+        assert [r.action for r in got] == [  # type: ignore[attr-defined]
+            QUARANTINE, PASS, PASS, QUARANTINE, PASS]
+
     def test_a_policy_is_scanned_with_its_own_settings(self, tmp_path: Path) -> None:
         """A named per-recipient policy without anti-virus lets EICAR through; the default not."""
         cfg = settings(tmp_path, policies=(

@@ -125,6 +125,7 @@ class Sampler(threading.Thread):
         self.watched = watched
         self.halt = threading.Event()
         self.phase = "send"
+        self.timeline: list[tuple[float, str, str, int]] | None = None
 
     def run(self) -> None:
         while not self.halt.is_set():
@@ -134,6 +135,8 @@ class Sampler(threading.Thread):
                 if rss is not None:
                     w.peak_kib = max(w.peak_kib, rss)
                     w.phases[phase] = max(w.phases.get(phase, 0), rss)
+                    if self.timeline is not None:
+                        self.timeline.append((time.monotonic(), phase, w.name, rss))
             self.halt.wait(SAMPLE_S)
 
 
@@ -232,6 +235,8 @@ def main() -> None:
                         help="attachment bytes before base64 (default 50 MB)")
     parser.add_argument("--clamd", action="store_true", help="scan with a private clamd")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds per phase")
+    parser.add_argument("--timeline", help="write every RSS sample (s, phase, process, MiB) "
+                        "to this file")
     args = parser.parse_args()
 
     root = bench_root("pvoq-bench-bigmsg-")
@@ -260,6 +265,8 @@ def main() -> None:
               f"{'clamd' if args.clamd else 'built-in check'}")
         measure_idle(watched)
         sampler = Sampler(watched)
+        if args.timeline:
+            sampler.timeline = []
         sampler.start()
         start = time.perf_counter()
         sent = send(dep, wire, to, args.deadline)
@@ -282,6 +289,10 @@ def main() -> None:
         for w in watched:
             w.hwm_kib = status_kib(w.pid, "VmHWM") or 0
         print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if sampler.timeline is not None:
+            with open(args.timeline, "w") as out:
+                for at, phase, name, rss in sampler.timeline:
+                    out.write(f"{at - start:.3f}\t{phase}\t{name}\t{rss / 1024:.1f}\n")
         sink.stop()
         check_arrived(sink, body)
         print("delivered: the message's body arrived byte for byte")

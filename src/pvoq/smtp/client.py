@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiosmtplib
 
@@ -148,7 +149,7 @@ class SmtpConnection:
         return Reply(response.code, response.message)
 
     async def send(self, *, mid: int, sender: str, recipients: Sequence[tuple[int, str]],
-                   body: bytes, extra: Sequence[str] = (), start_note: str = "",
+                   body: bytes | BodySource, extra: Sequence[str] = (), start_note: str = "",
                    done_note: str = "") -> dict[int, Reply]:
         """One transaction; the answer for each RID. Raises DeliveryError if the link fails."""
         smtp = self._smtp
@@ -214,12 +215,20 @@ STREAM_ABOVE = 1024 * 1024  # a body larger than this is sent in chunks (`send_d
 CHUNK = 256 * 1024
 
 
-def stuffed_chunks(body: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
-    """*body* (CRLF line ends only) dot-stuffed (RFC 5321 4.5.2), in pieces of about
-    *chunk* bytes cut after a CRLF, then the end of the data (`.` CRLF, after a CRLF
-    if the body does not end with one). Only one piece is a copy at any time."""
+class BodySource(Protocol):
+    """A body read a piece at a time (the spool's `BodyFile`): `send` streams it."""
+
+    size: int
+
+    def read(self) -> bytes: ...
+
+    def pieces(self, chunk: int = CHUNK) -> Iterator[bytes]: ...
+
+
+def cut_pieces(body: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
+    """*body* in pieces of about *chunk* bytes, each but the last cut after a CRLF (or, in
+    a line longer than *chunk*, anywhere but between a CR and its LF)."""
     start, size = 0, len(body)
-    line_start = True
     while start < size:
         end = min(start + chunk, size)
         if end < size:
@@ -228,12 +237,27 @@ def stuffed_chunks(body: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
                 end = crlf + 2
             elif body[end - 1] == 0x0D:  # never between the CR and the LF of a CRLF
                 end = end - 1 if end - 1 > start else end + 1
-        piece = body[start:end]
+        yield body[start:end]
+        start = end
+
+
+def stuffed(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """*pieces* of a body (CRLF line ends only; cut as `cut_pieces` cuts) dot-stuffed
+    (RFC 5321 4.5.2), then the end of the data (`.` CRLF, after a CRLF if the body does
+    not end with one). Only one piece is a copy at any time."""
+    line_start = True
+    for piece in pieces:
+        if not piece:
+            continue
         piece = piece.replace(b"\r\n.", b"\r\n..") if b"\r\n." in piece else piece
         yield b"." + piece if line_start and piece.startswith(b".") else piece
-        line_start = body[end - 2:end] == b"\r\n"
-        start = end
+        line_start = piece.endswith(b"\r\n")
     yield b".\r\n" if line_start else b"\r\n.\r\n"
+
+
+def stuffed_chunks(body: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
+    """*body* (CRLF line ends only) dot-stuffed in pieces of about *chunk* bytes."""
+    return stuffed(cut_pieces(body, chunk))
 
 
 def _crlf_only(body: bytes) -> bool:
@@ -241,15 +265,23 @@ def _crlf_only(body: bytes) -> bool:
     return body.count(b"\r") == pairs and body.count(b"\n") == pairs
 
 
-async def send_data(smtp: aiosmtplib.SMTP, body: bytes, *, stream_above: int = STREAM_ABOVE,
-                    chunk: int = CHUNK) -> aiosmtplib.SMTPResponse:
+async def send_data(smtp: aiosmtplib.SMTP, body: bytes | BodySource, *,
+                    stream_above: int = STREAM_ABOVE, chunk: int = CHUNK
+                    ) -> aiosmtplib.SMTPResponse:
     """DATA with *body*: as aiosmtplib sends it, but a large body with CRLF line ends
-    only goes out in dot-stuffed chunks (`stuffed_chunks`), each handed to the
-    transport once the previous ones have drained, instead of as three whole copies
-    (line ends, dot-stuffing, end marker) in the transport's buffer."""
+    only goes out in dot-stuffed chunks (`stuffed`), each handed to the transport once
+    the previous ones have drained, instead of as three whole copies (line ends,
+    dot-stuffing, end marker) in the transport's buffer. A `BodySource` (a body in the
+    spool) is read a piece at a time and never held whole."""
     protocol = smtp.protocol
-    if len(body) <= stream_above or protocol is None or not _crlf_only(body):
-        return await smtp.data(body)
+    if isinstance(body, bytes):
+        streamed = len(body) > stream_above and _crlf_only(body)
+        pieces: Iterable[bytes] = cut_pieces(body, chunk) if streamed else ()
+    else:
+        streamed = body.size > stream_above and all(map(_crlf_only, body.pieces(chunk)))
+        pieces = body.pieces(chunk) if streamed else ()
+    if not streamed or protocol is None:
+        return await smtp.data(body if isinstance(body, bytes) else body.read())
     lock = protocol._command_lock
     if lock is None:
         raise aiosmtplib.SMTPServerDisconnected("Server not connected")
@@ -262,7 +294,7 @@ async def send_data(smtp: aiosmtplib.SMTP, body: bytes, *, stream_above: int = S
             if start.code != aiosmtplib.SMTPStatus.start_input:
                 raise aiosmtplib.SMTPDataError(start.code, start.message)
             protocol._response_pending = True  # a reply during the data is kept
-            for piece in stuffed_chunks(body, chunk):
+            for piece in stuffed(pieces):
                 protocol.write(piece)
                 await protocol._drain_helper()
             response = await protocol.read_response(timeout=timeout)

@@ -168,6 +168,58 @@ def decode(data: bytes, offset: int) -> tuple[Record, int, int] | None:
     return Record(kind, mid, entry, body), end_header, end
 
 
+class BodyFile:
+    """A message's body in its segment file, read a piece at a time (`pieces`) instead of
+    whole. It has a file descriptor of its own: the segment may be deleted meanwhile
+    (compaction copies the message forward), its bytes stay readable until `close`."""
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self._fd = fd
+        self.offset = offset
+        self.size = length
+
+    def __enter__(self) -> BodyFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def _pread(self, length: int, at: int) -> bytes:
+        data = os.pread(self._fd, length, self.offset + at)
+        if len(data) != length:
+            raise OSError(f"a spool segment is shorter than its index says ({len(data)} "
+                          f"of {length} bytes at {self.offset + at})")
+        return data
+
+    def read(self) -> bytes:
+        return self._pread(self.size, 0)
+
+    def pieces(self, chunk: int = 256 * 1024) -> Iterator[bytes]:
+        """The body in pieces of about *chunk* bytes, each but the last cut after a CRLF
+        (or, in a line longer than *chunk*, anywhere but between a CR and its LF)."""
+        at, carry = 0, b""
+        while at < self.size:
+            data = self._pread(min(chunk, self.size - at), at)
+            at += len(data)
+            data = carry + data if carry else data
+            carry = b""
+            if at < self.size:
+                cut = data.rfind(b"\r\n")
+                if cut >= 0:
+                    data, carry = data[:cut + 2], data[cut + 2:]
+                elif data.endswith(b"\r"):
+                    data, carry = data[:-1], b"\r"
+            if data:
+                yield data
+        if carry:
+            yield carry
+
+
 class SpoolLog:
     """The segment files, their index (MID → entry and body places), and the writer thread."""
 
@@ -208,6 +260,19 @@ class SpoolLog:
             if item is None:
                 raise FileNotFoundError(f"MID {mid} is not in the spool")
             return self._read(item.body)
+
+    def open_body(self, mid: int) -> BodyFile:
+        """*mid*'s body where it lies, to be read a piece at a time (`BodyFile`)."""
+        with self._lock:
+            item = self._items.get(mid)
+            if item is None:
+                raise FileNotFoundError(f"MID {mid} is not in the spool")
+            place = item.body
+            fd = self._readers.get(place.seg)
+            if fd is None:
+                fd = self._readers[place.seg] = os.open(self._segments[place.seg].path,
+                                                        os.O_RDONLY)
+            return BodyFile(os.dup(fd), place.offset, place.length)
 
     def entries(self) -> Iterator[tuple[int, bytes]]:
         for mid in self.mids():

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import aiosmtplib
+import pytest
 from aiosmtpd.smtp import SMTP as AioSMTP
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pvoq.smtp.client import send_data, stuffed_chunks
+from pvoq.smtp.client import cut_pieces, send_data, stuffed_chunks
 
 
 def wire(body: bytes) -> bytes:
@@ -49,11 +51,35 @@ class Keep:
         return "250 OK"
 
 
-def test_a_large_body_arrives_byte_identical_over_a_real_connection() -> None:
+class Pieces:
+    """A body read a piece at a time, as the spool's BodyFile reads it."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.size = len(body)
+
+    def read(self) -> bytes:
+        return self.body
+
+    def pieces(self, chunk: int = 1000) -> Iterator[bytes]:
+        return cut_pieces(self.body, chunk)
+
+
+BIG = b"".join(b".line %d with a dot\r\n..two dots\r\nplain %d\r\n" % (n, n)
+               for n in range(20_000))
+
+
+@pytest.mark.parametrize(("body", "arrives"), [
+    (BIG, BIG),
+    (Pieces(BIG), BIG),
+    (Pieces(b"bare\nLF\r\n.dot\n" * 10), b"bare\r\nLF\r\n.dot\r\n" * 10),
+])
+def test_a_large_body_arrives_byte_identical_over_a_real_connection(
+        body: bytes | Pieces, arrives: bytes) -> None:
     """Sent in small chunks (dots at line starts, lines across chunk edges) to aiosmtpd on
-    127.0.0.1: the server reads exactly the body, and the connection takes a next message."""
-    body = b"".join(b".line %d with a dot\r\n..two dots\r\nplain %d\r\n" % (n, n)
-                    for n in range(20_000))
+    127.0.0.1, from bytes or read a piece at a time: the server reads exactly the body, and
+    the connection takes a next message. A body with bare line ends goes as aiosmtplib
+    sends it (its line ends made CRLF)."""
 
     async def main() -> list[bytes]:
         keep = Keep()
@@ -75,4 +101,4 @@ def test_a_large_body_arrives_byte_identical_over_a_real_connection() -> None:
             await server.wait_closed()
         return keep.got
 
-    assert asyncio.run(asyncio.wait_for(main(), 60)) == [body, b"small\r\n"]
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == [arrives, b"small\r\n"]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvoq.spool import log as spool_log
 from pvoq.spool.log import ENTRY, PUT, REMOVE, Record, SpoolLog, SpoolLogError
@@ -193,3 +196,40 @@ class TestLargeBodies:
         again = SpoolLog(tmp_path)
         assert again.body(7) == body and again.body(8) == b"x" and not again.damaged
         again.close()
+
+
+class TestBodyFile:
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.sampled_from([b"a", b"bbbbbbbbbbbb", b"\r\n", b"\r", b"\n", b"."]),
+                    max_size=60).map(b"".join), st.integers(min_value=1, max_value=9))
+    def test_pieces_join_to_the_body_and_end_after_a_crlf(self, body: bytes,
+                                                          chunk: int) -> None:
+        """Read a piece at a time: every byte once, in order; a piece but the last ends
+        after a CRLF, or inside a line longer than a piece, but never after a lone CR
+        that an LF follows."""
+        with tempfile.TemporaryDirectory() as root:
+            log = SpoolLog(Path(root))
+            log.commit([Record(PUT, 1, b"{}", body)])
+            with log.open_body(1) as opened:
+                pieces = list(opened.pieces(chunk))
+            log.close()
+        assert b"".join(pieces) == body and opened.size == len(body)
+        for piece, after in zip(pieces, pieces[1:], strict=False):
+            assert piece and not (piece.endswith(b"\r") and after.startswith(b"\n"))
+            assert piece.endswith(b"\r\n") or b"\r\n" not in piece
+
+    def test_an_opened_body_stays_readable_when_its_segment_goes(self, tmp_path: Path) -> None:
+        """The message is removed and its segment deleted while a delivery reads it: the
+        delivery's own descriptor still reads every byte."""
+        log = SpoolLog(tmp_path, segment_bytes=1)
+        body = b"line\r\n" * 5000
+        log.commit([Record(PUT, 1, b"{}", body)])
+        opened = log.open_body(1)
+        first = sorted(tmp_path.glob("log-*.seg"))[0]
+        log.commit([Record(PUT, 2, b"{}", b"x")])  # rolls to a new segment
+        log.commit([Record(REMOVE, 1)])
+        log.commit([Record(PUT, 3, b"{}", b"y")])
+        assert not first.exists()
+        assert b"".join(opened.pieces(1000)) == body and opened.read() == body
+        opened.close()
+        log.close()

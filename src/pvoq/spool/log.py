@@ -381,35 +381,39 @@ class SpoolLog:
     def _write_forever(self) -> None:
         while True:
             first = self._queue.get()
-            if first is None:
+            if first is None or self._write_round(first):
                 return
-            batch, stop = [first], False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._write_batch(batch)
-            # One wake-up per event loop for the whole batch: each call_soon_threadsafe
-            # is a system call, after which this thread waits for the interpreter lock
-            # again while the busy event loop holds it.
-            by_loop: dict[asyncio.AbstractEventLoop, list[_Change]] = {}
-            for change in batch:
-                if change.loop is None:
-                    change.settle()
-                else:
-                    by_loop.setdefault(change.loop, []).append(change)
-            for loop, changes in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                    loop.call_soon_threadsafe(_settle_all, changes)
-            if not stop:
-                self._maintain()
+            del first  # nothing of a batch stays referenced while the next one is awaited
+
+    def _write_round(self, first: _Change) -> bool:
+        """Write *first* and every change waiting behind it; True if told to stop. (Its
+        own frame, so that its records, a body of tens of MB among them, go with it.)"""
+        batch, stop = [first], False
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            batch.append(item)
+        self._write_batch(batch)
+        # One wake-up per event loop for the whole batch: each call_soon_threadsafe
+        # is a system call, after which this thread waits for the interpreter lock
+        # again while the busy event loop holds it.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Change]] = {}
+        for change in batch:
+            if change.loop is None:
+                change.settle()
             else:
-                return
+                by_loop.setdefault(change.loop, []).append(change)
+        for loop, changes in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(_settle_all, changes)
+        if not stop:
+            self._maintain()
+        return stop
 
     def _write_batch(self, batch: list[_Change]) -> None:
         started = metrics.now()

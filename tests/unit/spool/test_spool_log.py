@@ -233,3 +233,19 @@ class TestBodyFile:
         assert b"".join(opened.pieces(1000)) == body and opened.read() == body
         opened.close()
         log.close()
+
+    def test_the_writer_keeps_no_body_once_it_is_written(self, tmp_path: Path) -> None:
+        """Once a PUT is durable, the writer thread, waiting for the next change, holds no
+        reference to its body (a body may be tens of MB)."""
+        import sys
+        import time
+
+        log = SpoolLog(tmp_path)
+        body = os.urandom(1000)
+        alone = sys.getrefcount(body)
+        log.commit([Record(PUT, 1, b"{}", body)])
+        end = time.monotonic() + 5
+        while sys.getrefcount(body) > alone and time.monotonic() < end:
+            time.sleep(0.01)
+        assert sys.getrefcount(body) == alone
+        log.close()

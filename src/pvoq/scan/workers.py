@@ -150,7 +150,10 @@ def worker_main() -> None:
         _write_frame(replies, os.getpid())
         while True:
             jobs, generation = _read_batch(requests)
-            _write_frame(replies, scanner.scan_many(jobs, generation))
+            results = scanner.scan_many(jobs, generation)
+            del jobs  # the bodies go before the next batch is read, not after
+            _write_frame(replies, results)
+            del results
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         return  # the gateway is gone (or stopping): so is this worker
 

@@ -238,18 +238,23 @@ class ScanWorkers:
     async def _answers(self, worker: _Worker) -> None:
         try:
             while True:
-                results = await self._read(worker)
-                batch, overdue = worker.pending.popleft()
-                overdue.cancel()
-                for (_, future), outcome in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, Exception):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                self._answered(worker, await self._read(worker))
         except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError) as exc:
             self._lost(worker, exc)
+
+    @staticmethod
+    def _answered(worker: _Worker, results: list[ScanResult | Exception]) -> None:
+        """Settle the oldest batch with *results*. (A function of its own: nothing of the
+        batch, its bodies among them, stays referenced while the next answer is awaited.)"""
+        batch, overdue = worker.pending.popleft()
+        overdue.cancel()
+        for (_, future), outcome in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     def _lost(self, worker: _Worker, exc: BaseException | None) -> None:
         """A worker died: a temporary failure for its scans; a new one starts on demand."""

@@ -237,3 +237,22 @@ class TestBatchFrames:
         frames = workers_module.batch_frames([(b"abcdef", None, None, None, None, ())], 1)
         with pytest.raises(EOFError):
             workers_module._read_batch(io.BytesIO(frames[0] + b"abc"))
+
+    def test_the_gateway_keeps_no_body_once_its_scan_is_answered(self, tmp_path: Path) -> None:
+        """While the workers' answers are awaited, nothing of a scanned batch (its bodies
+        may be tens of MB) stays referenced on the gateway's side."""
+        import sys
+
+        body = with_attachment(os.urandom(5000))
+        alone = sys.getrefcount(body)
+
+        async def main() -> int:
+            workers = ScanWorkers(settings(tmp_path), processes=1)
+            try:
+                await workers.run(body, envelope=ENVELOPE)
+                await asyncio.sleep(0.05)
+                return sys.getrefcount(body)
+            finally:
+                await workers.aclose()
+
+        assert asyncio.run(main()) == alone

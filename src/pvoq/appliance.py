@@ -131,7 +131,8 @@ class Appliance:
                                settings=config.logs.get("mail_logs"), hostname=config.hostname)
         self._log_start_cleanup(tightened, removed)
         self.ids = IdAllocator(config.data_dir / "ids.json")
-        self.context = ServerContext(self.maillog, self.ids, config.hostname)
+        self.context = ServerContext(self.maillog, self.ids, config.hostname,
+                                     spill_dir=make_dir(config.data_dir / "spool"))
         self.server_tls: ssl.SSLContext = tls.server_context(
             config.cpq_certificate, ciphers=config.ssl.inbound_ciphers)
         self.listener_tls = listener_contexts(config)

@@ -368,12 +368,12 @@ class DeliveryQueues:
 
     async def _deliver_one(self, conn: SmtpConnection, destination: Destination, entry: Entry,
                            rcpts: list[Recipient], target: Target, host: _Host) -> None:
-        body = self.spool.read_body(entry.mid)
         started = metrics.now()
-        results = await conn.send(mid=entry.mid, sender=entry.sender,
-                                  recipients=[(r.rid, r.address) for r in rcpts], body=body,
-                                  extra=target.extra, start_note=target.start_note,
-                                  done_note=target.done_note)
+        with self.spool.open_body(entry.mid) as body:  # sent from the spool, piece by piece
+            results = await conn.send(mid=entry.mid, sender=entry.sender,
+                                      recipients=[(r.rid, r.address) for r in rcpts],
+                                      body=body, extra=target.extra,
+                                      start_note=target.start_note, done_note=target.done_note)
         metrics.cpq_transfer(host.stats.name, started)
         if entry.mid not in self.entries:
             return  # deleted by an operator while it was on the wire: nothing left to record

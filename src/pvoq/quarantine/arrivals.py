@@ -264,6 +264,8 @@ class GroupCommit:
                 batch.append(item)
                 size += len(item.arrival.body)
             self._write(batch, size)
+            first = item = None  # no body stays referenced while the next batch is awaited
+            batch = []
 
     def _write(self, batch: list[_Waiting], size: int) -> None:
         with self._lock:

@@ -7,12 +7,14 @@ before it is spooled for release. Plain functions of bytes; no I/O.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 from email.header import Header
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 
 from pvoq.quarantine.settings import EarlyRelease
+from pvoq.scan.mimewalk import NotWalkable, leaves
 
 STRIPPED_NOTE = "The attachment {name} was removed from this message on release.\r\n"
 CONTENT_REMOVED_NOTE = (b"This message could not be read as MIME; its content was removed "
@@ -25,23 +27,41 @@ def _parse(body: bytes) -> EmailMessage:
     return msg
 
 
+WALK_ABOVE = 1024 * 1024  # a larger body is walked part by part (`scan.mimewalk`)
+
+
 def attachments_of(body: bytes) -> list[tuple[str, int]]:
-    """(filename, decoded size) of every attachment; a broken message has none."""
+    """(filename, decoded size) of every attachment; a broken message has none.
+
+    A body over `WALK_ABOVE` is walked part by part, one part decoded at a time,
+    instead of parsed whole (unless the walk does not follow it)."""
     try:
-        msg = _parse(body)
+        if len(body) > WALK_ABOVE:
+            with contextlib.suppress(NotWalkable):
+                return [(name, len(leaf.decode(body)))
+                        for leaf in leaves(body, policy=email.policy.default)
+                        if (name := _attachment_name(leaf.part)) is not None]
         result = []
-        for part in msg.walk():
+        for part in _parse(body).walk():
             if part.is_multipart():
                 continue
-            name = part.get_filename()
-            if not name and part.get_content_disposition() != "attachment":
+            name = _attachment_name(part)
+            if name is None:
                 continue
             payload = part.get_payload(decode=True)
             size = len(payload) if isinstance(payload, bytes) else 0
-            result.append((str(name or "unnamed"), size))
+            result.append((name, size))
         return result
     except Exception:  # a malformed message must still be quarantined
         return []
+
+
+def _attachment_name(part: Message) -> str | None:
+    """The name *part* is listed under as an attachment, or None if it is none."""
+    name = part.get_filename()
+    if not name and part.get_content_disposition() != "attachment":
+        return None
+    return str(name or "unnamed")
 
 
 def apply_early_release(body: bytes, options: EarlyRelease) -> bytes:

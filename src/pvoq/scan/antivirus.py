@@ -21,6 +21,7 @@ This module never decides where mail goes and never logs.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from typing import Any, Final, Protocol
 
 from pvoq.config.filterlang import BuiltinQuarantine
 from pvoq.scan.check import Pvo, Stage, row
-from pvoq.scan.message import ScanMessage, Unscannable
+from pvoq.scan.message import WALK_ABOVE, ScanMessage, Unscannable
+from pvoq.scan.mimewalk import NotWalkable, leaves
 from pvoq.scan.verdict import (
     BOUNCE,
     DROP,
@@ -198,6 +200,11 @@ class EicarEngine:
     def scan(self, data: bytes) -> AvResult:
         if EICAR in data:
             return AvResult(VIRAL, (EICAR_NAME,))
+        if len(data) > WALK_ABOVE:
+            with contextlib.suppress(NotWalkable):  # then parsed whole, below
+                if any(EICAR in leaf.decode(data) for leaf in leaves(data)):
+                    return AvResult(VIRAL, (EICAR_NAME,))
+                return AvResult(CLEAN)
         try:
             parts = list(message_from_bytes(data, policy=compat32).walk())
         except RecursionError:

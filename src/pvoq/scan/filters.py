@@ -72,7 +72,7 @@ def evaluate(condition: Condition, msg: ScanMessage) -> bool:
             found = any(condition.pattern.search(v) for v in _values(condition, msg))
             return found != condition.negate
         case HeaderExists(header):
-            return bool(msg.message.get_all(header))
+            return bool(msg.head.get_all(header))
         case IpMatch(networks, negate):
             try:
                 ip = ipaddress.ip_address(msg.envelope.remote_ip)

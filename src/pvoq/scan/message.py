@@ -19,15 +19,17 @@ too.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
-from functools import cached_property
+from functools import cached_property, partial
 
 from pvoq.errors import PvoqError
+from pvoq.scan.mimewalk import NotWalkable, crlf_only, header_end, leaves, parse_headers
 
 _URL = re.compile(rb"https?://(?:[^\s/?#@\"'<>]*@)?([A-Za-z0-9.\-]+)(?::\d+)?(/[^\s\"'<>]*)?",
                   re.IGNORECASE)
@@ -70,7 +72,7 @@ def check_structure(body: bytes, limits: MimeLimits) -> None:
     open_at: dict[bytes, int] = {}  # delimiter → its place in the stack (the innermost)
     depth, parts, in_headers, headers, ct_index = 0, 1, True, 0, 0
     content_type = b""
-    for raw in body.splitlines():
+    for raw in _lines(body):
         if in_headers:
             if raw.strip() and _HEADER.match(raw):
                 if raw[:1] in (b" ", b"\t"):
@@ -115,6 +117,17 @@ def check_structure(body: bytes, limits: MimeLimits) -> None:
         open_at = {d: k for k, (d, _) in enumerate(stack)}
 
 
+def _lines(body: bytes, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """`body.splitlines()`, a chunk of about *chunk* bytes (cut after an LF) at a time, so
+    that a large message is never a list of all its lines at once."""
+    start, size = 0, len(body)
+    while start < size:
+        cut = body.find(b"\n", min(start + chunk, size) - 1)
+        end = size if cut < 0 else cut + 1
+        yield from body[start:end].splitlines()
+        start = end
+
+
 def _check_depth_parts(depth: int, parts: int, limits: MimeLimits) -> None:
     if depth > limits.max_depth:
         raise Unscannable(f"MIME nesting deeper than {limits.max_depth} levels")
@@ -141,21 +154,44 @@ class Envelope:
     sender_group: str = ""
 
 
-@dataclass(frozen=True)
 class Attachment:
-    filename: str
-    content_type: str
-    payload: bytes = field(repr=False)
+    """An attachment as the checks see it: name, type, decoded size and SHA-256, and its
+    decoded content (`payload`), which a message walked part by part (`ScanMessage`
+    above `WALK_ABOVE`) decodes again when asked instead of keeping it."""
+
+    __slots__ = ("filename", "content_type", "_payload", "_load", "_size", "_sha256")
+
+    def __init__(self, filename: str, content_type: str, payload: bytes | None = None, *,
+                 load: Callable[[], bytes] | None = None, size: int = 0,
+                 sha256: str | None = None) -> None:
+        self.filename = filename
+        self.content_type = content_type
+        self._payload = payload
+        self._load = load
+        self._size = len(payload) if payload is not None else size
+        self._sha256 = sha256
+
+    def __repr__(self) -> str:
+        return (f"Attachment(filename={self.filename!r}, content_type={self.content_type!r}, "
+                f"size={self.size})")
+
+    @property
+    def payload(self) -> bytes:
+        if self._payload is not None:
+            return self._payload
+        return self._load() if self._load is not None else b""
 
     @property
     def size(self) -> int:
-        return len(self.payload)
+        return self._size
 
-    @cached_property
+    @property
     def sha256(self) -> str:
-        import hashlib  # here: OpenSSL's libcrypto (4 MB) only for a rule that asks for a hash
+        if self._sha256 is None:
+            import hashlib  # here: OpenSSL's libcrypto (4 MB) only for a rule that asks for a hash
 
-        return hashlib.sha256(self.payload).hexdigest()
+            self._sha256 = hashlib.sha256(self.payload).hexdigest()
+        return self._sha256
 
     @property
     def extension(self) -> str:
@@ -190,8 +226,28 @@ def _text(payload: bytes, charset: str) -> str:
         return payload.decode("utf-8", "replace")
 
 
+WALK_ABOVE = 1024 * 1024  # a larger message is walked part by part (`mimewalk`)
+
+
+@dataclass
+class _Views:
+    """What the checks read from the leaves, gathered in one pass over them."""
+
+    attachments: list[Attachment] = field(default_factory=list)
+    body_texts: list[str] = field(default_factory=list)
+    urls: list[tuple[str, str]] = field(default_factory=list)
+
+
 class ScanMessage:
-    """One message's bytes and envelope, with the views the checks need."""
+    """One message's bytes and envelope, with the views the checks need.
+
+    A message of up to `WALK_ABOVE` bytes is parsed whole by the email package.
+    A larger one is walked part by part (`mimewalk.leaves`): each leaf is decoded
+    once, read for what the checks need (URLs, text, attachment size and SHA-256),
+    and dropped, so that a scan holds the message and one decoded part, not a parsed
+    copy of the message and a decoded copy of every part. A message the walk does
+    not follow is parsed whole, as a small one is.
+    """
 
     def __init__(self, body: bytes, envelope: Envelope | None = None) -> None:
         self.body = body
@@ -209,9 +265,18 @@ class ScanMessage:
         except RecursionError:
             raise Unscannable("the MIME parser ran out of stack (nesting too deep)") from None
 
+    @cached_property
+    def head(self) -> Message:
+        """The message's header section, parsed (what the header checks read): alone for a
+        message walked part by part, from the whole parse otherwise."""
+        if len(self.body) <= WALK_ABOVE or not crlf_only(self.body):
+            return self.message
+        end, _ = header_end(self.body, 0, len(self.body))
+        return parse_headers(self.body, 0, end)
+
     def headers(self, name: str) -> list[str]:
         """Every value of header *name*, decoded."""
-        return [decoded_header(v) for v in (self.message.get_all(name, []) or [])]
+        return [decoded_header(v) for v in (self.head.get_all(name, []) or [])]
 
     @cached_property
     def subject(self) -> str:
@@ -230,29 +295,92 @@ class ScanMessage:
         return result
 
     @cached_property
-    def attachments(self) -> list[Attachment]:
-        return [Attachment(decoded_header(part_filename(part)),
-                           part.get_content_type().lower(), payload)
-                for part, payload in self._leaves if _is_attachment(part)]
+    def _views(self) -> _Views:
+        if len(self.body) > WALK_ABOVE:
+            try:
+                return self._walked()
+            except NotWalkable:
+                pass
+        views = _Views()
+        for part, payload in self._leaves:
+            _read_leaf(views, part, payload)
+        views.urls = _urls([self.body, *(p for _, p in self._leaves)])
+        return views
 
-    @cached_property
+    def _walked(self) -> _Views:
+        views = _Views()
+        payloads: list[bytes] = [self.body]
+        body = self.body
+        for leaf in leaves(body):
+            payload = leaf.decode(body)
+            _read_leaf(views, leaf.part, payload, load=partial(leaf.decode, body))
+            payloads.append(payload)
+            views.urls = _urls(payloads, views.urls)
+            payloads = []
+        if len(payloads) == 1:  # no leaf at all
+            views.urls = _urls(payloads, views.urls)
+        return views
+
+    @property
+    def attachments(self) -> list[Attachment]:
+        return self._views.attachments
+
+    @property
     def body_texts(self) -> list[str]:
         """The decoded text of the parts that are not attachments."""
-        texts = []
-        for part, payload in self._leaves:
-            if _is_attachment(part) or part.get_content_maintype() != "text":
-                continue
-            texts.append(_text(payload, part.get_content_charset() or "utf-8"))
-        return texts
+        return self._views.body_texts
 
-    @cached_property
+    @property
     def urls(self) -> list[tuple[str, str]]:
         """(host, path) of every http(s) URL in the raw message and its decoded parts."""
-        seen: list[tuple[str, str]] = []
-        for payload in [self.body, *(p for _, p in self._leaves)]:
-            for m in _URL.finditer(payload):
-                host = m.group(1).decode("ascii", "replace").lower().rstrip(".")
-                path = (m.group(2) or b"/").decode("ascii", "replace")
-                if (host, path) not in seen:
-                    seen.append((host, path))
-        return seen
+        return self._views.urls
+
+
+def _read_leaf(views: _Views, part: Message, payload: bytes, *,
+               load: Callable[[], bytes] | None = None) -> Attachment | None:
+    """Add what *part* (decoded: *payload*) gives the views; its attachment if it is one."""
+    if _is_attachment(part):
+        name, ctype = decoded_header(part_filename(part)), part.get_content_type().lower()
+        if load is None:
+            attachment = Attachment(name, ctype, payload)
+        else:  # hashed now: the payload is not kept (libcrypto loads for large mail only)
+            import hashlib
+
+            attachment = Attachment(name, ctype, load=load, size=len(payload),
+                                    sha256=hashlib.sha256(payload).hexdigest())
+        views.attachments.append(attachment)
+        return attachment
+    if part.get_content_maintype() == "text":
+        views.body_texts.append(_text(payload, part.get_content_charset() or "utf-8"))
+    return None
+
+
+def url_matches(payload: bytes) -> Iterator[re.Match[bytes]]:
+    """What `_URL.finditer(payload)` finds, found faster: the pattern (case-insensitive,
+    so without a literal prefix the regex engine can skip to) is tried only where `://`
+    follows `http` or `https`, which a plain byte search finds."""
+    end = 0  # where the last match ended: the next one starts there or later
+    found = payload.find(b"://")
+    while found >= 0:
+        if found >= 5 and payload[found - 5:found].lower() == b"https":
+            start = found - 5
+        elif found >= 4 and payload[found - 4:found].lower() == b"http":
+            start = found - 4
+        else:
+            start = -1
+        if start >= end and (match := _URL.match(payload, start)) is not None:
+            yield match
+            end = match.end()
+        found = payload.find(b"://", max(found + 1, end))
+
+
+def _urls(payloads: list[bytes], seen: list[tuple[str, str]] | None = None
+          ) -> list[tuple[str, str]]:
+    seen = [] if seen is None else seen
+    for payload in payloads:
+        for m in url_matches(payload):
+            host = m.group(1).decode("ascii", "replace").lower().rstrip(".")
+            path = (m.group(2) or b"/").decode("ascii", "replace")
+            if (host, path) not in seen:
+                seen.append((host, path))
+    return seen

@@ -1,8 +1,9 @@
 """The scanner process: the worker side of `scan.workers`, as small as the scans allow.
 
 `python -m pvoq.scan.scanner` reads the `ScanSettings` from stdin, builds its
-pipelines, answers its PID, then serves batches (frames of a 4-byte length
-and a pickle) on stdin and stdout until stdin ends. Each scan gives back the
+pipelines, answers its PID, then serves batches on stdin and stdout until
+stdin ends (a frame of a 4-byte length and a pickle, then the bodies raw:
+`batch_frames`). Each scan gives back the
 `ScanResult` (or the `ScanError`) the pipeline would have given in-process.
 
 A gateway runs one such process per spare CPU, all its life: this module
@@ -80,6 +81,28 @@ def read_frame(stream: BinaryIO) -> Any:
     return pickle.loads(data)  # our own parent, over our own pipe
 
 
+def read_batch(stream: BinaryIO) -> tuple[list[Job], int]:
+    """A batch: a frame of its jobs, each with its body's length where the body goes,
+    then the bodies, raw, one after another (`batch_frames`)."""
+    heads, generation = read_frame(stream)
+    jobs: list[Job] = []
+    for size, *rest in heads:
+        body = stream.read(size) if size else b""
+        if len(body) < size:
+            raise EOFError
+        jobs.append((body, *rest))
+    return jobs, generation
+
+
+def batch_frames(jobs: list[Job], generation: int) -> list[bytes]:
+    """What goes down the pipe for a batch: a frame of the jobs with each body's length
+    in its place, then the bodies themselves, never pickled (a pickle of a batch would
+    be another copy of every body in it)."""
+    heads = [(len(body), *rest) for body, *rest in jobs]
+    data = pickle.dumps((heads, generation), protocol=pickle.HIGHEST_PROTOCOL)
+    return [FRAME.pack(len(data)) + data, *(body for body, *_ in jobs if body)]
+
+
 def write_frame(stream: BinaryIO, obj: object) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(FRAME.pack(len(data)) + data)
@@ -94,8 +117,11 @@ def worker_main() -> None:
         scanner = Scanner(read_frame(requests))
         write_frame(replies, os.getpid())
         while True:
-            jobs, generation = read_frame(requests)
-            write_frame(replies, scanner.scan_many(jobs, generation))
+            jobs, generation = read_batch(requests)
+            results = scanner.scan_many(jobs, generation)
+            del jobs  # the bodies go before the next batch is read, not after
+            write_frame(replies, results)
+            del results
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         return  # the gateway is gone (or stopping): so is this worker
 

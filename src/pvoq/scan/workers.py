@@ -46,7 +46,7 @@ from typing import Any
 
 from pvoq.config.model import ScanSettings
 from pvoq.scan.message import Envelope
-from pvoq.scan.scanner import FRAME, Job, worker_main
+from pvoq.scan.scanner import FRAME, Job, batch_frames, worker_main
 from pvoq.scan.verdict import ScanError, ScanResult
 
 MAX_DEFAULT_PROCESSES = 4
@@ -78,6 +78,7 @@ class _Worker:
         self.pending: collections.deque[tuple[list[Waiter], asyncio.TimerHandle]] = \
             collections.deque()
         self.reader: asyncio.Task[None] | None = None
+        self.writer: asyncio.Task[None] | None = None  # a large batch still being written
         self.alive = True
         self.stopped_because = ""  # set when the gateway stopped it (an overdue batch)
 
@@ -138,18 +139,23 @@ class ScanWorkers:
     async def _answers(self, worker: _Worker) -> None:
         try:
             while True:
-                results = await self._read(worker)
-                batch, overdue = worker.pending.popleft()
-                overdue.cancel()
-                for (_, future), outcome in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, Exception):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                self._answered(worker, await self._read(worker))
         except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError) as exc:
             self._lost(worker, exc)
+
+    @staticmethod
+    def _answered(worker: _Worker, results: list[ScanResult | Exception]) -> None:
+        """Settle the oldest batch with *results*. (A function of its own: nothing of the
+        batch, its bodies among them, stays referenced while the next answer is awaited.)"""
+        batch, overdue = worker.pending.popleft()
+        overdue.cancel()
+        for (_, future), outcome in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     def _lost(self, worker: _Worker, exc: BaseException | None) -> None:
         """A worker died: a temporary failure for its scans; a new one starts on demand."""
@@ -206,15 +212,46 @@ class ScanWorkers:
             batch = waiting[start:start + share]
             stdin = worker.process.stdin
             assert stdin is not None
-            data = pickle.dumps(([job for job, _ in batch], self._generation),
-                                protocol=pickle.HIGHEST_PROTOCOL)
+            frames = batch_frames([job for job, _ in batch], self._generation)
             allowed = len(batch) * self._scan_allowance + OVERDUE_MARGIN_S
             worker.pending.append((batch, asyncio.get_running_loop().call_later(
                 allowed, self._overdue, worker, batch, allowed)))
+            if worker.writer is not None or sum(map(len, frames)) > PIPE_BYTES:
+                self._write_later(worker, frames)
+                continue
             try:
-                stdin.write(FRAME.pack(len(data)) + data)
+                for frame in frames:
+                    stdin.write(frame)
             except (ConnectionError, RuntimeError) as exc:
                 self._lost(worker, exc)
+
+    def _write_later(self, worker: _Worker, frames: list[bytes]) -> None:
+        """Write a large batch a pipe's worth at a time, each piece once the pipe has taken
+        the last (the transport would otherwise copy all of it into its buffer), after
+        the batches written this way before it."""
+        previous = worker.writer
+
+        async def write() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            stdin = worker.process.stdin
+            assert stdin is not None
+            try:
+                for frame in frames:
+                    view = memoryview(frame)
+                    for offset in range(0, len(view), PIPE_BYTES):
+                        if not worker.alive:
+                            return
+                        stdin.write(view[offset:offset + PIPE_BYTES])
+                        await stdin.drain()
+            except (ConnectionError, RuntimeError) as exc:
+                if worker.alive:
+                    self._lost(worker, exc)
+            finally:
+                if worker.writer is task:
+                    worker.writer = None
+
+        task = worker.writer = asyncio.ensure_future(write())
 
     def _overdue(self, worker: _Worker, batch: list[Waiter], allowed: float) -> None:
         """A batch took longer than all its stages' timeouts allow: something in the worker

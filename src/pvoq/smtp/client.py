@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiosmtplib
 
@@ -148,7 +149,7 @@ class SmtpConnection:
         return Reply(response.code, response.message)
 
     async def send(self, *, mid: int, sender: str, recipients: Sequence[tuple[int, str]],
-                   body: bytes, extra: Sequence[str] = (), start_note: str = "",
+                   body: bytes | BodySource, extra: Sequence[str] = (), start_note: str = "",
                    done_note: str = "") -> dict[int, Reply]:
         """One transaction; the answer for each RID. Raises DeliveryError if the link fails."""
         smtp = self._smtp
@@ -180,7 +181,7 @@ class SmtpConnection:
                     await _rset(smtp)
                     return {rid: reply for rid in rids}
             try:
-                response = await smtp.data(body)
+                response = await send_data(smtp, body)
                 final = Reply(response.code, response.message)
             except aiosmtplib.SMTPDataError as exc:
                 final = Reply(exc.code, exc.message)
@@ -208,6 +209,101 @@ class SmtpConnection:
         except (aiosmtplib.SMTPException, OSError):
             smtp.close()
         self.log.info(f"DCID {self.dcid} close")
+
+
+STREAM_ABOVE = 1024 * 1024  # a body larger than this is sent in chunks (`send_data`)
+CHUNK = 256 * 1024
+
+
+class BodySource(Protocol):
+    """A body read a piece at a time (the spool's `BodyFile`): `send` streams it."""
+
+    size: int
+
+    def read(self) -> bytes: ...
+
+    def pieces(self, chunk: int = CHUNK) -> Iterator[bytes]: ...
+
+
+def cut_pieces(body: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
+    """*body* in pieces of about *chunk* bytes, each but the last cut after a CRLF (or, in
+    a line longer than *chunk*, anywhere but between a CR and its LF)."""
+    start, size = 0, len(body)
+    while start < size:
+        end = min(start + chunk, size)
+        if end < size:
+            crlf = body.rfind(b"\r\n", start, end)
+            if crlf >= start:
+                end = crlf + 2
+            elif body[end - 1] == 0x0D:  # never between the CR and the LF of a CRLF
+                end = end - 1 if end - 1 > start else end + 1
+        yield body[start:end]
+        start = end
+
+
+def stuffed(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """*pieces* of a body (CRLF line ends only; cut as `cut_pieces` cuts) dot-stuffed
+    (RFC 5321 4.5.2), then the end of the data (`.` CRLF, after a CRLF if the body does
+    not end with one). Only one piece is a copy at any time."""
+    line_start = True
+    for piece in pieces:
+        if not piece:
+            continue
+        piece = piece.replace(b"\r\n.", b"\r\n..") if b"\r\n." in piece else piece
+        yield b"." + piece if line_start and piece.startswith(b".") else piece
+        line_start = piece.endswith(b"\r\n")
+    yield b".\r\n" if line_start else b"\r\n.\r\n"
+
+
+def stuffed_chunks(body: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
+    """*body* (CRLF line ends only) dot-stuffed in pieces of about *chunk* bytes."""
+    return stuffed(cut_pieces(body, chunk))
+
+
+def _crlf_only(body: bytes) -> bool:
+    pairs = body.count(b"\r\n")
+    return body.count(b"\r") == pairs and body.count(b"\n") == pairs
+
+
+async def send_data(smtp: aiosmtplib.SMTP, body: bytes | BodySource, *,
+                    stream_above: int = STREAM_ABOVE, chunk: int = CHUNK
+                    ) -> aiosmtplib.SMTPResponse:
+    """DATA with *body*: as aiosmtplib sends it, but a large body with CRLF line ends
+    only goes out in dot-stuffed chunks (`stuffed`), each handed to the transport once
+    the previous ones have drained, instead of as three whole copies (line ends,
+    dot-stuffing, end marker) in the transport's buffer. A `BodySource` (a body in the
+    spool) is read a piece at a time and never held whole."""
+    protocol = smtp.protocol
+    if isinstance(body, bytes):
+        streamed = len(body) > stream_above and _crlf_only(body)
+        pieces: Iterable[bytes] = cut_pieces(body, chunk) if streamed else ()
+    else:
+        streamed = body.size > stream_above and all(map(_crlf_only, body.pieces(chunk)))
+        pieces = body.pieces(chunk) if streamed else ()
+    if not streamed or protocol is None:
+        return await smtp.data(body if isinstance(body, bytes) else body.read())
+    lock = protocol._command_lock
+    if lock is None:
+        raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+    timeout = smtp.timeout
+    try:
+        async with lock:
+            protocol._response_pending = True
+            protocol.write(b"DATA\r\n")
+            start = await protocol.read_response(timeout=timeout)
+            if start.code != aiosmtplib.SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            protocol._response_pending = True  # a reply during the data is kept
+            for piece in stuffed(pieces):
+                protocol.write(piece)
+                await protocol._drain_helper()
+            response = await protocol.read_response(timeout=timeout)
+            if response.code != aiosmtplib.SMTPStatus.completed:
+                raise aiosmtplib.SMTPDataError(response.code, response.message)
+            return response
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError):
+        smtp.close()
+        raise
 
 
 async def _rset(smtp: aiosmtplib.SMTP) -> None:

@@ -28,6 +28,7 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, Envelope, Session, TLSSetupException, syntax
@@ -37,7 +38,7 @@ from pvoq.config.model import Listener
 from pvoq.counters import Counters
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp import replies
-from pvoq.smtp.data import NOMINAL, TOO_LONG, read_data
+from pvoq.smtp.data import FAILED, NOMINAL, TOO_LONG, read_data
 from pvoq.smtp.headers import header_text, log_safe
 from pvoq.smtp.limits import MAX_RECIPIENTS, LimitedSMTP, address_fault
 from pvoq.smtp.received import TlsInfo, received_header
@@ -52,6 +53,7 @@ class ServerContext:
     ids: IdAllocator
     hostname: str
     counters: Counters | None = None
+    spill_dir: Path | None = None  # where a large message is gathered as it arrives
 
 
 class ConnectionGate:
@@ -357,15 +359,22 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             size_limit = max(1, size_limit - len(trace))
         await self.push(replies.START_DATA)
         block = await read_data(self._reader, size_limit=size_limit,
-                                line_limit=self.line_length_limit)
+                                line_limit=self.line_length_limit, prefix=trace,
+                                spill_dir=self.context.spill_dir)
         if block is None:
             return  # the connection ended in the middle of the data
         if block.state != NOMINAL:
             self._set_post_data_state()
+            if block.state == FAILED:
+                self.context.maillog.warning(
+                    f"ICID {self.psession().icid} message refused: its temporary file "
+                    f"failed: {block.error}")
+                self.context.maillog.flush()
             await self.push(replies.LINE_TOO_LONG if block.state == TOO_LONG
+                            else replies.LOCAL_ERROR if block.state == FAILED
                             else replies.TOO_MUCH_DATA)
             return
-        content = trace + block.content if trace else block.content
+        content = block.content  # the trace header first
         self.envelope.content = self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()

@@ -74,10 +74,18 @@ class Record:
     body: bytes = b""
 
     def encode(self) -> bytes:
+        return b"".join(self.parts())
+
+    def parts(self) -> tuple[bytes, bytes, bytes]:
+        """The record as written: header, entry, body (not joined: a body may be large)."""
         rest = struct.pack(">qII", self.mid, len(self.entry), len(self.body))
         crc = zlib.crc32(self.body, zlib.crc32(self.entry, zlib.crc32(bytes([self.kind]) + rest)))
-        return HEADER.pack(MAGIC, self.kind, crc, self.mid, len(self.entry),
-                           len(self.body)) + self.entry + self.body
+        return (HEADER.pack(MAGIC, self.kind, crc, self.mid, len(self.entry), len(self.body)),
+                self.entry, self.body)
+
+    @property
+    def size(self) -> int:
+        return HEADER.size + len(self.entry) + len(self.body)
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,21 @@ class _Segment:
     live: Counter[str] = field(default_factory=Counter)  # "refs", "bytes"
 
 
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """Write *parts* in order with as few system calls as the kernel allows, without
+    joining them into one copy (a message body may be tens of megabytes)."""
+    views = [memoryview(p) for p in parts]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
+
+
+_IOV_MAX = 1024
+
+
 def _settle_all(changes: list[_Change]) -> None:
     for change in changes:
         change.settle()
@@ -143,6 +166,58 @@ def decode(data: bytes, offset: int) -> tuple[Record, int, int] | None:
     if zlib.crc32(body, zlib.crc32(entry, zlib.crc32(bytes([kind]) + rest))) != crc:
         return None
     return Record(kind, mid, entry, body), end_header, end
+
+
+class BodyFile:
+    """A message's body in its segment file, read a piece at a time (`pieces`) instead of
+    whole. It has a file descriptor of its own: the segment may be deleted meanwhile
+    (compaction copies the message forward), its bytes stay readable until `close`."""
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self._fd = fd
+        self.offset = offset
+        self.size = length
+
+    def __enter__(self) -> BodyFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def _pread(self, length: int, at: int) -> bytes:
+        data = os.pread(self._fd, length, self.offset + at)
+        if len(data) != length:
+            raise OSError(f"a spool segment is shorter than its index says ({len(data)} "
+                          f"of {length} bytes at {self.offset + at})")
+        return data
+
+    def read(self) -> bytes:
+        return self._pread(self.size, 0)
+
+    def pieces(self, chunk: int = 256 * 1024) -> Iterator[bytes]:
+        """The body in pieces of about *chunk* bytes, each but the last cut after a CRLF
+        (or, in a line longer than *chunk*, anywhere but between a CR and its LF)."""
+        at, carry = 0, b""
+        while at < self.size:
+            data = self._pread(min(chunk, self.size - at), at)
+            at += len(data)
+            data = carry + data if carry else data
+            carry = b""
+            if at < self.size:
+                cut = data.rfind(b"\r\n")
+                if cut >= 0:
+                    data, carry = data[:cut + 2], data[cut + 2:]
+                elif data.endswith(b"\r"):
+                    data, carry = data[:-1], b"\r"
+            if data:
+                yield data
+        if carry:
+            yield carry
 
 
 class SpoolLog:
@@ -185,6 +260,19 @@ class SpoolLog:
             if item is None:
                 raise FileNotFoundError(f"MID {mid} is not in the spool")
             return self._read(item.body)
+
+    def open_body(self, mid: int) -> BodyFile:
+        """*mid*'s body where it lies, to be read a piece at a time (`BodyFile`)."""
+        with self._lock:
+            item = self._items.get(mid)
+            if item is None:
+                raise FileNotFoundError(f"MID {mid} is not in the spool")
+            place = item.body
+            fd = self._readers.get(place.seg)
+            if fd is None:
+                fd = self._readers[place.seg] = os.open(self._segments[place.seg].path,
+                                                        os.O_RDONLY)
+            return BodyFile(os.dup(fd), place.offset, place.length)
 
     def entries(self) -> Iterator[tuple[int, bytes]]:
         for mid in self.mids():
@@ -293,35 +381,39 @@ class SpoolLog:
     def _write_forever(self) -> None:
         while True:
             first = self._queue.get()
-            if first is None:
+            if first is None or self._write_round(first):
                 return
-            batch, stop = [first], False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._write_batch(batch)
-            # One wake-up per event loop for the whole batch: each call_soon_threadsafe
-            # is a system call, after which this thread waits for the interpreter lock
-            # again while the busy event loop holds it.
-            by_loop: dict[asyncio.AbstractEventLoop, list[_Change]] = {}
-            for change in batch:
-                if change.loop is None:
-                    change.settle()
-                else:
-                    by_loop.setdefault(change.loop, []).append(change)
-            for loop, changes in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-                    loop.call_soon_threadsafe(_settle_all, changes)
-            if not stop:
-                self._maintain()
+            del first  # nothing of a batch stays referenced while the next one is awaited
+
+    def _write_round(self, first: _Change) -> bool:
+        """Write *first* and every change waiting behind it; True if told to stop. (Its
+        own frame, so that its records, a body of tens of MB among them, go with it.)"""
+        batch, stop = [first], False
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            batch.append(item)
+        self._write_batch(batch)
+        # One wake-up per event loop for the whole batch: each call_soon_threadsafe
+        # is a system call, after which this thread waits for the interpreter lock
+        # again while the busy event loop holds it.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Change]] = {}
+        for change in batch:
+            if change.loop is None:
+                change.settle()
             else:
-                return
+                by_loop.setdefault(change.loop, []).append(change)
+        for loop, changes in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(_settle_all, changes)
+        if not stop:
+            self._maintain()
+        return stop
 
     def _write_batch(self, batch: list[_Change]) -> None:
         started = metrics.now()
@@ -340,13 +432,9 @@ class SpoolLog:
         if current.size >= self.segment_bytes:
             self._roll()
             current = self._segments[max(self._segments)]
-        encoded = [r.encode() for r in records]
-        data = b"".join(encoded)
         start = current.size
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
+            _write_all(self._fd, [part for r in records for part in r.parts() if part])
             os.fdatasync(self._fd)
         except OSError:
             with contextlib.suppress(OSError):
@@ -354,9 +442,9 @@ class SpoolLog:
             raise
         with self._lock:
             offset = start
-            for record, raw in zip(records, encoded, strict=True):
+            for record in records:
                 self._apply(record, current, offset + HEADER.size)
-                offset += len(raw)
+                offset += record.size
             current.size = offset
 
     def _roll(self) -> None:

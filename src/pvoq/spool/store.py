@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from pvoq.fsutil import atomic_write, make_dir, remove_leftovers
-from pvoq.spool.log import ENTRY, PUT, REMOVE, SEGMENT_BYTES, STATE, Record, SpoolLog
+from pvoq.spool.log import (
+    ENTRY,
+    PUT,
+    REMOVE,
+    SEGMENT_BYTES,
+    STATE,
+    BodyFile,
+    Record,
+    SpoolLog,
+)
 
 
 class RecipientStatus(StrEnum):
@@ -249,6 +258,10 @@ class Spool:
 
     def read_body(self, mid: int) -> bytes:
         return self.log.body(mid)
+
+    def open_body(self, mid: int) -> BodyFile:
+        """*mid*'s body, to be read a piece at a time (`spool.log.BodyFile`; close it)."""
+        return self.log.open_body(mid)
 
     def recover(self) -> list[Entry]:
         """Every message in the spool, oldest first (then by MID)."""

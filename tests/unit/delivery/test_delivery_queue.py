@@ -13,7 +13,7 @@ import pytest
 from pvoq.delivery.backoff import retry_delay
 from pvoq.delivery.queue import DeliveryQueues, Destination, Target
 from pvoq.maillog import MailLog
-from pvoq.smtp.client import DeliveryError, Reply
+from pvoq.smtp.client import BodySource, DeliveryError, Reply
 from pvoq.spool.store import BOUNCED, DELIVERED, PENDING, Entry, Recipient, Spool
 
 HOST = "example.com"
@@ -62,11 +62,13 @@ class FakeConnection:
             raise DeliveryError(self.destination.refuse_connection)
 
     async def send(self, *, mid: int, sender: str, recipients: Sequence[tuple[int, str]],
-                   body: bytes, extra: Sequence[str] = (), start_note: str = "",
+                   body: BodySource, extra: Sequence[str] = (), start_note: str = "",
                    done_note: str = "") -> dict[int, Reply]:
         if self.destination.drop_during_send is not None:
             raise DeliveryError(self.destination.drop_during_send)
-        self.destination.sent.append(Sent(mid, [rid for rid, _ in recipients], body))
+        # the body as the connection streams it: its pieces, read from the spool
+        sent = b"".join(body.pieces(7))
+        self.destination.sent.append(Sent(mid, [rid for rid, _ in recipients], sent))
         return {rid: self.destination.script(mid, rid) for rid, _ in recipients}
 
     async def close(self) -> None:

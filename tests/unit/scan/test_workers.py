@@ -17,6 +17,7 @@ import pytest
 from scanhelpers import message, with_attachment
 
 from pvoq.config.model import AntivirusSettings, MailPolicy, OutbreakSettings, ScanSettings
+from pvoq.scan import scanner as scanner_module
 from pvoq.scan import workers as workers_module
 from pvoq.scan.antivirus import EICAR
 from pvoq.scan.message import Envelope
@@ -61,6 +62,22 @@ class TestResults:
         got = run(ScanWorkers(cfg, processes=2), *bodies)
         assert got == expected
         assert [r.action for r in got] == [PASS, QUARANTINE, QUARANTINE]  # type: ignore[attr-defined]
+
+    def test_large_messages_go_down_the_pipe_in_pieces_and_keep_their_order(
+            self, tmp_path: Path) -> None:
+        """Messages larger than the pipe (written a pipe's worth at a time) between small
+        ones, on one worker: each gets its own verdict, in order."""
+        cfg = settings(tmp_path)
+        big = workers_module.PIPE_BYTES * 3
+        bodies = [with_attachment(os.urandom(big) + EICAR, filename="a.bin"), message(),
+                  with_attachment(os.urandom(big)), PARCEL, message()]
+        here = Pipeline(cfg)
+        expected = [here.run(b, envelope=ENVELOPE) for b in bodies]
+        here.close()
+        got = run(ScanWorkers(cfg, processes=1), *bodies)
+        assert got == expected
+        assert [r.action for r in got] == [  # type: ignore[attr-defined]
+            QUARANTINE, PASS, PASS, QUARANTINE, PASS]
 
     def test_a_policy_is_scanned_with_its_own_settings(self, tmp_path: Path) -> None:
         """A named per-recipient policy without anti-virus lets EICAR through; the default not."""
@@ -196,3 +213,47 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+class TestBatchFrames:
+    def test_bodies_travel_raw_after_a_small_frame_and_come_back_whole(self) -> None:
+        """A batch is a pickle of its jobs without their bodies, then each body as it is:
+        read back, every job has its own body, empty bodies included."""
+        import io
+
+        big = b"x" * 300_000 + b"\r\n"
+        jobs: list[scanner_module.Job] = [
+            (big, ENVELOPE, None, None, None, ()),
+            (b"", None, "policy-a", "antivirus", None, ("outbreak_filters",)),
+            (PARCEL, ENVELOPE, None, None, "antivirus", ()),
+        ]
+        frames = scanner_module.batch_frames(jobs, 7)
+        assert len(frames[0]) < 2000 and frames[1:] == [big, PARCEL]
+        stream = io.BytesIO(b"".join(frames))
+        assert scanner_module.read_batch(stream) == (jobs, 7)
+
+    def test_a_pipe_that_ends_inside_a_body_is_the_end_of_the_gateway(self) -> None:
+        import io
+
+        frames = scanner_module.batch_frames([(b"abcdef", None, None, None, None, ())], 1)
+        with pytest.raises(EOFError):
+            scanner_module.read_batch(io.BytesIO(frames[0] + b"abc"))
+
+    def test_the_gateway_keeps_no_body_once_its_scan_is_answered(self, tmp_path: Path) -> None:
+        """While the workers' answers are awaited, nothing of a scanned batch (its bodies
+        may be tens of MB) stays referenced on the gateway's side."""
+        import sys
+
+        body = with_attachment(os.urandom(5000))
+        alone = sys.getrefcount(body)
+
+        async def main() -> int:
+            workers = ScanWorkers(settings(tmp_path), processes=1)
+            try:
+                await workers.run(body, envelope=ENVELOPE)
+                await asyncio.sleep(0.05)
+                return sys.getrefcount(body)
+            finally:
+                await workers.aclose()
+
+        assert asyncio.run(main()) == alone

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from pvoq.smtp.data import NOMINAL, TOO_LONG, TOO_MUCH, DataBlock, read_data
+import pytest
+
+from pvoq.smtp import data as data_module
+from pvoq.smtp.data import FAILED, NOMINAL, TOO_LONG, TOO_MUCH, DataBlock, read_data
 
 
 def read(chunks: list[bytes], *, eof: bool = False, size_limit: int | None = 10_000,
@@ -87,3 +91,53 @@ class TestLimits:
         ok = b"a" * 999 + b"\r\n"
         assert read([ok + b".\r\n"])[0] == DataBlock(NOMINAL, ok)
         assert read([b"a" * 1000 + b"\r\n.\r\n"])[0] == DataBlock(TOO_LONG, b"")
+
+
+class TestSpill:
+    """A large message is gathered in a temporary file as it arrives (`SPILL_ABOVE`)."""
+
+    def spilled(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, chunks: list[bytes],
+                **options: object) -> tuple[DataBlock | None, bytes]:
+        monkeypatch.setattr(data_module, "SPILL_ABOVE", 10)
+
+        async def main() -> tuple[DataBlock | None, bytes]:
+            reader = asyncio.StreamReader(limit=1001)
+
+            async def feed() -> None:
+                for chunk in chunks:
+                    await asyncio.sleep(0)
+                    reader.feed_data(chunk)
+
+            feeding = asyncio.ensure_future(feed())
+            block = await asyncio.wait_for(read_data(
+                reader, size_limit=None, line_limit=1001, prefix=b"Received: x\r\n",
+                spill_dir=tmp_path, **options), 5)  # type: ignore[arg-type]
+            await feeding
+            return block, bytes(reader._buffer)  # type: ignore[attr-defined]
+
+        return asyncio.run(main())
+
+    def test_a_spilled_message_reads_as_one_held_in_memory(
+            self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """Dots unstuffed across packets, the prefix first, the pipelined rest left: the
+        same as without a file, and no file left behind."""
+        lines = b"".join(b"..line %d\r\n..\r\nplain\r\n" % n for n in range(200))
+        wire = lines + b".\r\nQUIT\r\n"
+        chunks = [wire[i:i + 37] for i in range(0, len(wire), 37)]
+        block, rest = self.spilled(monkeypatch, tmp_path, chunks)
+        expected = b"Received: x\r\n" + lines.replace(b"\r\n.", b"\r\n")[1:]
+        assert block == DataBlock(NOMINAL, expected) and rest == b"QUIT\r\n"
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_file_that_cannot_be_written_fails_the_message_not_the_session(
+            self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """The data is read to its end and discarded, the block says what failed (the
+        client gets a 4xx and retries); what the client pipelined stays for the session."""
+        def full(*args: object, **kwargs: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(data_module.tempfile, "TemporaryFile", full)
+        wire = b"x" * 50 + b"\r\n" + b"y\r\n" * 100 + b".\r\nQUIT\r\n"
+        block, rest = self.spilled(monkeypatch, tmp_path, [wire[:60], wire[60:]])
+        assert block is not None and block.state == FAILED and "No space" in block.error
+        assert rest == b"QUIT\r\n"

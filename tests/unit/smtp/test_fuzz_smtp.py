@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import types
+from pathlib import Path
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -51,8 +52,8 @@ def reference(data: bytes, size_limit: int | None, line_limit: int
     return DataBlock(NOMINAL, b"\r\n".join(lines)), rest
 
 
-def feed_and_read(packets: list[bytes], size_limit: int | None, line_limit: int
-                  ) -> tuple[DataBlock, bytes] | None:
+def feed_and_read(packets: list[bytes], size_limit: int | None, line_limit: int,
+                  spill_dir: Path | None = None) -> tuple[DataBlock, bytes] | None:
     async def main() -> tuple[DataBlock, bytes] | None:
         reader = asyncio.StreamReader(limit=1001)
 
@@ -64,7 +65,8 @@ def feed_and_read(packets: list[bytes], size_limit: int | None, line_limit: int
 
         feeding = asyncio.ensure_future(feed())
         block = await asyncio.wait_for(
-            read_data(reader, size_limit=size_limit, line_limit=line_limit), 10)
+            read_data(reader, size_limit=size_limit, line_limit=line_limit,
+                      spill_dir=spill_dir), 10)
         await feeding
         if block is None:
             return None
@@ -167,3 +169,25 @@ def test_message_info_reads_any_header_block(content: bytes) -> None:
         assert isinstance(text, str)
         shown = log_safe(text)
         assert not any(ord(c) in _CONTROL for c in shown), shown
+
+
+@settings(max_examples=200)
+@given(data_bytes, st.lists(st.integers(min_value=0), max_size=10),
+       st.sampled_from([None, 5, 100]), st.sampled_from([5, 12, 1001]))
+def test_read_data_gathered_in_a_file_is_the_reference(data: bytes, points: list[int],
+                                                       size_limit: int | None,
+                                                       line_limit: int) -> None:
+    """The same with every message gathered in a temporary file from its first bytes."""
+    import tempfile
+
+    from pvoq.smtp import data as data_module
+
+    spill = data_module.SPILL_ABOVE
+    data_module.SPILL_ABOVE = 0
+    try:
+        with tempfile.TemporaryDirectory() as root:
+            got = feed_and_read(cut(data, points), size_limit, line_limit, spill_dir=Path(root))
+            assert not list(Path(root).iterdir())
+    finally:
+        data_module.SPILL_ABOVE = spill
+    assert got == reference(data, size_limit, line_limit)

@@ -1,0 +1,46 @@
+"""The attachments of a large held body, listed part by part: as the whole parse lists them."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from pvoq.quarantine import mime
+from pvoq.quarantine.mime import attachments_of
+
+
+def body_with(*parts: bytes) -> bytes:
+    head = (b"Subject: held\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="zz"\r\n\r\n')
+    return head + b"".join(b"--zz\r\n" + p + b"\r\n" for p in parts) + b"--zz--\r\n"
+
+
+PARTS = [
+    b"Content-Type: text/plain\r\n\r\nhello",
+    b'Content-Type: application/pdf; name="a.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
+    b'Content-Disposition: attachment; filename="a.pdf"\r\n\r\n'
+    + base64.encodebytes(b"%PDF" * 3000).replace(b"\n", b"\r\n").rstrip(b"\r\n"),
+    b"Content-Disposition: attachment\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"caf=C3=A9 =\r\nsoon",
+    b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain\r\n"
+    b"Content-Disposition: attachment; filename*=utf-8''%C3%A9t%C3%A9.txt\r\n\r\ninner",
+    b"Content-Type: application/octet-stream; name==?utf-8?q?r=C3=A9sum=C3=A9.doc?=\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nAAEC",
+]
+
+
+@pytest.mark.parametrize("body", [body_with(*PARTS), body_with(PARTS[0]),
+                                  b"Subject: x\nContent-Type: text/plain\n\nLF only\n"])
+def test_walked_and_parsed_list_the_same_attachments(
+        body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = attachments_of(body)
+    monkeypatch.setattr(mime, "WALK_ABOVE", 0)
+    assert attachments_of(body) == parsed
+
+
+def test_the_walk_lists_names_and_decoded_sizes() -> None:
+    """Decoded sizes: base64 and quoted-printable decoded, a forwarded message's part
+    without the line end before the delimiter; a part with only a name is none."""
+    assert attachments_of(body_with(*PARTS)) == [
+        ("a.pdf", 12000), ("unnamed", len("café soon".encode())), ("été.txt", 5)]

@@ -50,6 +50,11 @@ GATEWAY = "gw1.pvoq.test"
 OUTBREAK_HOST = "outbreak-demo.example"
 
 
+# How long a process may take to be ready: a wait on its ready line, so only a loaded
+# machine (parallel test workers beside other work) comes near it.
+START_TIMEOUT_S = 120.0
+
+
 class DeploymentError(PvoqError):
     """A step of the local deployment did not happen in time."""
 
@@ -201,7 +206,8 @@ class Deployment:
     def start_sink(self) -> None:
         self._spawn("sink", ["sink", "--listen", f"{self.ip}:{self.ports['sink']}",
                              "--dir", str(self.sink_dir)])
-        wait_for("the sink to listen", lambda: self._port_open(self.ports["sink"]))
+        wait_for("the sink to listen", lambda: self._port_open(self.ports["sink"]),
+                 timeout_s=START_TIMEOUT_S)
 
     def start_manager(self, name: str = "manager") -> None:
         config = self.config_of(name)
@@ -213,7 +219,8 @@ class Deployment:
             shutil.copyfile(first, mine)
             mine.chmod(0o600)
         proc = self._spawn(name, ["manager", "run", "-c", str(config)])
-        wait_for(f"{name} to be ready", lambda: self._ready(name, proc, config))
+        wait_for(f"{name} to be ready", lambda: self._ready(name, proc, config),
+                 timeout_s=START_TIMEOUT_S)
         self._first_start(name)
 
     def _first_start(self, name: str) -> None:
@@ -224,7 +231,8 @@ class Deployment:
     def start_gateway(self) -> None:
         proc = self._spawn("gateway", ["gateway", "run", "-c", str(self.gateway_config)])
         wait_for("the gateway to be ready",
-                 lambda: self._ready("gateway", proc, self.gateway_config))
+                 lambda: self._ready("gateway", proc, self.gateway_config),
+                 timeout_s=START_TIMEOUT_S)
         self._first_start("gateway")
 
     def start(self) -> None:

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 
 from pvoq import metrics
 from pvoq.config.model import THE_CPQ_HOST, Config
@@ -88,7 +89,8 @@ class Router:
                                sender=entry.sender,
                                recipients=[r.address for r in entry.recipients],
                                verdicts=result.verdicts,
-                               body=body if body is not None else self.spool.read_body(entry.mid))
+                               body=body if body is not None
+                               else partial(self.spool.read_body, entry.mid))  # if kept
         else:
             for r in entry.recipients:
                 r.host = domain_of(r.address)

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 
 from pvoq import metrics
 from pvoq.config.model import THE_CPQ_HOST, Config
@@ -98,7 +99,6 @@ class Router:
                 if central:
                     log.info(f'MID {mid} enqueued for transfer to centralized quarantine '
                              f'"{v.quarantine}" ({v.reason})')
-            held = body if body is not None else self.spool.read_body(entry.mid)
             transfer = self.quarantine_transfer(
                 entry, result.verdicts, result.trace,
                 transfer_id=None if central else local_transfer_id(
@@ -106,10 +106,13 @@ class Router:
             self.outbreak.keep(mid=entry.mid, transfer_id=transfer.transfer_id,
                                sender=entry.sender,
                                recipients=[r.address for r in entry.recipients],
-                               verdicts=result.verdicts, body=held)
+                               verdicts=result.verdicts,
+                               body=body if body is not None
+                               else partial(self.spool.read_body, entry.mid))  # if kept
             if not central:
                 assert self.local is not None
-                await self.local.hold(entry, transfer, held)
+                await self.local.hold(entry, transfer, body if body is not None
+                                      else self.spool.read_body(entry.mid))
                 return
             for r in entry.recipients:
                 r.host = THE_CPQ_HOST

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pvoq.config.model import ScanSettings
@@ -44,11 +45,14 @@ class OutbreakKeeper:
         self.serial = serial
 
     def keep(self, *, mid: int, transfer_id: str, sender: str, recipients: list[str],
-             verdicts: list[Verdict], body: bytes) -> None:
-        """Keep a copy if one of *verdicts* is an outbreak verdict (durable on return)."""
+             verdicts: list[Verdict], body: bytes | Callable[[], bytes]) -> None:
+        """Keep a copy if one of *verdicts* is an outbreak verdict (durable on return).
+        *body* may be a function that reads it: called only if a copy is kept."""
         outbreak = next((v for v in verdicts if v.stage == OUTBREAK_FILTERS), None)
         if outbreak is None:
             return
+        if callable(body):
+            body = body()
         self.copies.keep(OutbreakCopy(
             mid=mid, transfer_id=transfer_id, sender=sender, recipients=recipients,
             rule=outbreak.reason.removeprefix("VOF rule:"),

@@ -198,3 +198,29 @@ class TestRescan:
         outbox.done(made.transfer_id)
         assert outbox.pending() == []
         assert again.forget(12) and not again.forget(12) and again.all() == []
+
+
+class TestKeeperReadsOnlyWhatItKeeps:
+    def test_the_body_is_read_only_for_an_outbreak_verdict(self, tmp_path: Path) -> None:
+        """A message quarantined for another reason is not read back from the spool just
+        to be offered to the outbreak copies (a body may be tens of MB)."""
+        from pvoq.maillog import MailLog
+        from pvoq.scan.keeper import OutbreakKeeper
+        from pvoq.scan.pipeline import CONTENT_FILTERS, OUTBREAK_FILTERS
+        from pvoq.scan.verdict import Verdict
+
+        reads: list[int] = []
+
+        def read() -> bytes:
+            reads.append(1)
+            return b"Subject: x\r\n\r\nbody\r\n"
+
+        keeper = OutbreakKeeper(tmp_path, MailLog(tmp_path / "logs", appliance="gateway gw",
+                                                  serial="SN"), hostname="gw", serial="SN")
+        common = dict(transfer_id="t1", sender="a@b.c", recipients=["d@e.f"])
+        keeper.keep(mid=1, verdicts=[Verdict(CONTENT_FILTERS, "Policy", "content filter:x")],
+                    body=read, **common)  # type: ignore[arg-type]
+        assert reads == [] and keeper.copies.all() == []
+        keeper.keep(mid=2, verdicts=[Verdict(OUTBREAK_FILTERS, "Outbreak", "VOF rule:R1")],
+                    body=read, **common)  # type: ignore[arg-type]
+        assert reads == [1] and [c.mid for c in keeper.copies.all()] == [2]

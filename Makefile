@@ -5,8 +5,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.stamp-install
 # Test workers (pytest-xdist), one test file per worker at a time: most e2e tests
-# wait on real processes, so more workers than cores pays (docs/operations.md).
-WORKERS ?= 6
+# wait on real processes, so more workers than cores pays; the longest files start
+# first (tests/conftest.py). `make test WORKERS=2` on a smaller or busier machine.
+WORKERS ?= 4
 XDIST   := -n $(WORKERS) --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test unit e2e screenshots lint typecheck bench clean

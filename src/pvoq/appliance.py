@@ -429,6 +429,7 @@ class Appliance:
             await self.metrics.stop()
         await self.admin.stop()
         await self.listeners.close()
+        await self.listeners.close_sessions()
         await self.queues.stop()
         self.spool.close()
         self.maillog.info(f"{self.role} {self.config.hostname} stopped")

@@ -92,6 +92,15 @@ class ListenerSet:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
 
+    async def close_sessions(self, timeout_s: float = 2.0) -> None:
+        """Close every open session (at stop, before the logs close), and give each its
+        `connection_lost` (its `ICID ... close` line) within *timeout_s*."""
+        for gate in self.gates.values():
+            gate.close_all()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.connections_in() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
     # -- what the operator commands ask -----------------------------------------------
     def names(self, which: str) -> list[str]:
         """`all` or one listener's name (the cpq_listener included) → names; unknown raises."""

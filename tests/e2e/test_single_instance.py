@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -66,6 +67,24 @@ def test_ready_and_stopped_lines_say_what_listens_where(dep: Deployment) -> None
         manager_ready[0])
     assert dep.stop("gateway") == 0
     assert output(dep, "gateway")[-1] == f"pvoq gateway {GATEWAY} stopped (pid {pid})"
+
+
+def test_a_session_open_at_stop_is_closed_and_logged_before_the_logs_close(
+        dep: Deployment) -> None:
+    dep.start()
+    with socket.create_connection(("127.0.0.1", dep.ports["gateway_smtp"]), timeout=10) as s:
+        assert s.recv(512).startswith(b"220")
+        wait_for("the session's ICID", lambda: any(
+            "New SMTP ICID" in line for line in dep.mail_logs("gateway")))
+        assert dep.stop("gateway") == 0
+        assert s.recv(512) == b""  # closed by the gateway as it stopped
+    lines = dep.mail_logs("gateway")
+    icid = next(re.search(r"New SMTP ICID (\d+)", x).group(1)  # type: ignore[union-attr]
+                for x in lines if "New SMTP ICID" in x)
+    closed = [i for i, x in enumerate(lines) if x.endswith(f"ICID {icid} close")]
+    stopped = [i for i, x in enumerate(lines) if x.endswith(f"gateway {GATEWAY} stopped")]
+    assert closed and stopped and closed[0] < stopped[0], lines[-5:]
+    assert not [x for x in output(dep, "gateway") if "is closed" in x or "Traceback" in x]
 
 
 def test_a_second_process_on_the_data_directory_is_refused(dep: Deployment) -> None:

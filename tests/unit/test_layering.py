@@ -124,3 +124,14 @@ def test_no_module_imports_another_modules_private_names() -> None:
                 for name in MODULES for target, what, line in _imports(name)
                 if what.startswith("_") and not what.startswith("__")]
     assert offences == []
+
+
+def test_test_files_outside_packages_have_unique_basenames() -> None:
+    """pytest imports a test file outside a package by its basename: two such files of one
+    name cannot run in one process (an 'import file mismatch' at collection)."""
+    tests = Path(__file__).resolve().parents[1]
+    seen: dict[str, list[str]] = {}
+    for path in tests.rglob("test_*.py"):
+        if not (path.parent / "__init__.py").exists():
+            seen.setdefault(path.name, []).append(str(path.relative_to(tests)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}

@@ -43,11 +43,13 @@ from pvoq.cpq.transfer import QuarantineTransfer, RescanAction, RescanNotice
 from pvoq.fsutil import atomic_write
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.quarantine.arrivals import Arrival
+from pvoq.quarantine.expiry import expiry_loop
 from pvoq.quarantine.mime import apply_early_release
 from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.settings import (
     EarlyRelease,
     QuarantineSettings,
+    early_release_options,
     merge_settings,
     quarantine_for,
 )
@@ -177,13 +179,7 @@ class LocalReleases:
 
     def early_release(self, names: Iterable[str]) -> list[EarlyRelease]:
         """The early-release options of the release-by-default quarantines in *names*."""
-        result = []
-        for name in names:
-            settings = self.store.settings.get(name)
-            if settings and settings.default_action == "release" and \
-                    settings.early_release.active:
-                result.append(settings.early_release)
-        return result
+        return early_release_options(self.store.settings, names)
 
     def allocate_mid(self) -> int:
         return self.ids.next("mid")
@@ -402,14 +398,7 @@ class LocalQuarantines:
 
     async def _expiry_loop(self) -> None:
         """Apply default actions at scheduled exits, a batch at a time, between waits."""
-        while True:
-            try:
-                while self.service.expire(batch=200, max_batches=1) > 0:
-                    await asyncio.sleep(0)
-            except Exception as exc:  # a database hiccup must not end expiry for good
-                self.maillog.warning(f"Local quarantine expiry failed, will retry: {exc}")
-            self._expiry_wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    self._expiry_wake.wait(),
-                    self.config().quarantine_store.expiry_interval_seconds)
+        await expiry_loop(lambda: self.service.expire(batch=200, max_batches=1),
+                          self._expiry_wake,
+                          lambda: self.config().quarantine_store.expiry_interval_seconds,
+                          self.maillog.warning, "Local quarantine expiry")

@@ -30,7 +30,7 @@ from pvoq.cpq.transfer import QuarantineTransfer, ReleasePart, ReleaseTransfer, 
 from pvoq.delivery.queue import DeliveryQueues
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.quarantine.mime import apply_early_release
-from pvoq.quarantine.settings import EarlyRelease
+from pvoq.quarantine.settings import EarlyRelease, early_release_options
 from pvoq.quarantine.store import RELEASED, QuarantineStore, unlink_bodies
 from pvoq.spool.store import QUEUED, Entry, Recipient, Spool
 
@@ -161,13 +161,7 @@ class Releases:
 
     def early_release(self, names: tuple[str, ...]) -> list[EarlyRelease]:
         """The early-release options of the release-by-default quarantines in *names*."""
-        result = []
-        for name in names:
-            settings = self.store.settings.get(name)
-            if settings and settings.default_action == "release" and \
-                    settings.early_release.active:
-                result.append(settings.early_release)
-        return result
+        return early_release_options(self.store.settings, names)
 
     def allocate_mid(self) -> int:
         """A new MID (a per-recipient action splits a message in two)."""

@@ -39,6 +39,7 @@ from pvoq.metrics.live import Metric, manager_families
 from pvoq.quarantine.audit import key_path
 from pvoq.quarantine.commands import QuarantineCommands
 from pvoq.quarantine.definitions import QuarantineConfigCommands
+from pvoq.quarantine.expiry import expiry_loop
 from pvoq.quarantine.overview import OverviewCommands
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, merge_settings
@@ -303,16 +304,10 @@ class Manager(Appliance):
 
     async def _expiry_loop(self) -> None:
         """Apply default actions at scheduled exits, a batch at a time, between waits."""
-        while True:
-            try:
-                while self.service.expire(batch=200, max_batches=1) > 0:
-                    await asyncio.sleep(0)
-            except Exception as exc:  # a database hiccup must not end expiry for good
-                self.maillog.warning(f"Quarantine expiry failed, will retry: {exc}")
-            self._expiry_wake.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._expiry_wake.wait(),
-                                       self.config.quarantine_store.expiry_interval_seconds)
+        await expiry_loop(lambda: self.service.expire(batch=200, max_batches=1),
+                          self._expiry_wake,
+                          lambda: self.config.quarantine_store.expiry_interval_seconds,
+                          self.maillog.warning)
 
     def metric_families(self) -> Iterable[Metric]:
         return manager_families(self.store, quarantine_settings(self.config),

@@ -100,6 +100,18 @@ def merge_settings(configured: Iterable[QuarantineSettings]) -> dict[str, Quaran
     return result
 
 
+def early_release_options(settings: dict[str, QuarantineSettings],
+                          names: Iterable[str]) -> list[EarlyRelease]:
+    """The early-release options of the release-by-default quarantines among *names*: what
+    a message released before its scheduled exit gets (subject tag, X-header, ...)."""
+    result = []
+    for name in names:
+        found = settings.get(name)
+        if found and found.default_action == "release" and found.early_release.active:
+            result.append(found.early_release)
+    return result
+
+
 def retention_seconds(amount: float, unit: str) -> float:
     """`retention_seconds(3, "days")` — minutes, hours or days."""
     if unit not in UNITS:

@@ -1,0 +1,51 @@
+"""The shared expiry loop: batches until none is left, survives a failing batch, wakes early."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pvoq.quarantine.expiry import expiry_loop
+from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, early_release_options
+
+
+def test_batches_until_empty_a_failure_is_warned_and_retried_and_a_wake_comes_early() -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        calls: list[str] = []
+        warnings: list[str] = []
+        outcomes: list[int | Exception] = [3, 2, 0, RuntimeError("database is locked"), 1, 0]
+
+        def expire() -> int:
+            outcome = outcomes.pop(0) if outcomes else 0
+            calls.append(repr(outcome))
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        wake = asyncio.Event()
+        task = asyncio.ensure_future(expiry_loop(expire, wake, lambda: 3600.0, warnings.append,
+                                                 "Local quarantine expiry"))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert calls == ["3", "2", "0"]  # until nothing is left, then the long wait
+        wake.set()  # the failing batch: warned, and the loop goes on waiting
+        for _ in range(50):
+            await asyncio.sleep(0)
+        wake.set()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        task.cancel()
+        return calls, warnings
+
+    calls, warnings = asyncio.run(scenario())
+    assert calls == ["3", "2", "0", "RuntimeError('database is locked')", "1", "0"]
+    assert warnings == ["Local quarantine expiry failed, will retry: database is locked"]
+
+
+def test_early_release_options_only_of_release_by_default_quarantines() -> None:
+    tag = EarlyRelease(subject_tag="[early]")
+    settings = {
+        "Policy": QuarantineSettings(name="Policy", default_action="release", early_release=tag),
+        "Virus": QuarantineSettings(name="Virus", default_action="delete", early_release=tag),
+        "Plain": QuarantineSettings(name="Plain", default_action="release"),
+    }
+    assert early_release_options(settings, ["Virus", "Policy", "Plain", "Unknown"]) == [tag]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -146,6 +148,21 @@ def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: 
                    f"{path} user add NAME --role admin)")
 
 
+def _run_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """Run an appliance's event loop: uvloop's when it is installed, unless
+    PVOQ_EVENT_LOOP=asyncio asks for the standard library's."""
+    import os
+    if os.environ.get("PVOQ_EVENT_LOOP", "") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(coro)
+            return
+    asyncio.run(coro)
+
+
 def _run_role(config_path: str, role: str, verbose: bool) -> None:
     cfg = load_or_exit(config_path)
     if cfg.role != role:
@@ -167,7 +184,7 @@ def _run_role(config_path: str, role: str, verbose: bool) -> None:
             else:
                 from pvoq.manager import Manager
                 app = Manager(cfg, echo=sys.stdout if verbose else None)
-            asyncio.run(app.run(announce))
+            _run_loop(app.run(announce))
     except ConfigError as exc:
         click.echo(f"pvoq: configuration error: {exc.located(path=str(cfg.path))}", err=True)
         sys.exit(2)

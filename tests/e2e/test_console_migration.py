@@ -1,5 +1,6 @@
 """The manager's Migration page in a real Chromium against real processes: the plan tree
-of a dry run, a refusal naming the rule, then apply and the progress to completion."""
+of a dry run, a refusal naming the rule, then apply and the progress to completion, and
+a cancel refused once nothing runs."""
 
 from __future__ import annotations
 
@@ -66,6 +67,12 @@ def test_dry_run_refusal_apply_and_progress(tmp_path: Path) -> None:
             wait_for("the page to say completed", completed, timeout_s=90, interval_s=0.5)
             assert page.inner_text("#migration-progress .moved") == "3/3"
             screenshot(page, "manager-migration")
+            # Cancel is offered only while a migration runs; asked for now, it is refused.
+            assert page.locator("#migration-cancel").count() == 0
+            with page.expect_navigation():
+                page.evaluate("() => { const f = document.getElementById('migration-form');"
+                              " f.action = '/migration/cancel'; f.submit(); }")
+            assert "no migration is running" in page.inner_text("#migration-problem")
         assert dep.admin(dep.gateway_config, "quarantine.list")["data"]["total"] == 0
         assert len(dep.quarantined()) == 3
     finally:

@@ -205,3 +205,47 @@ def test_a_cluster_breaking_the_rules_is_refused_naming_each(tmp_path: Path) -> 
         assert any("PVO migration refused: rule" in line for line in dep.mail_logs("manager"))
     finally:
         dep.stop_all()
+
+
+def test_cancel_from_the_cli_stops_the_gateway_and_a_new_plan_moves_the_rest(
+        tmp_path: Path) -> None:
+    dep = _deployment(tmp_path)
+    try:
+        _start(dep)
+        held = _hold_locally(dep, policy=300, legal=0)
+        _set_mode(dep, centralized=True)
+        refused = subprocess.run(
+            [sys.executable, "-m", "pvoq", "cli", "-c", str(dep.manager_config), "pvo",
+             "migrate", "--cancel"], capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "no migration is running" in refused.stderr
+        dep.admin(dep.manager_config, "pvo.migrate", {"mode": "automatic"})
+        wait_for("the first messages to move", lambda: len(_central(dep)) > 0,
+                 timeout_s=60, interval_s=0.02)
+        cancel = subprocess.run(
+            [sys.executable, "-m", "pvoq", "cli", "-c", str(dep.manager_config), "pvo",
+             "migrate", "--cancel"], capture_output=True, text=True, timeout=60)
+        assert cancel.returncode == 0, cancel.stderr
+        assert "cancelled" in cancel.stdout
+        wait_for("the cancellation to end on every gateway",
+                 lambda: dep.admin(dep.manager_config, "pvo.migrate.status")["data"]
+                 .get("state") == "cancelled", timeout_s=90)
+        # Each message is in exactly one place: moved here, or still held on the gateway.
+        moved = sorted(m["origin_mid"] for m in _central(dep))
+        kept = sorted(m["id"] for m in _local(dep)["messages"])
+        assert sorted(moved + kept) == sorted(m["id"] for m in held)
+        gateway_state = dep.admin(dep.gateway_config, "pvo.local")["data"]["migration"]
+        assert gateway_state["state"] == "cancelled"
+        assert any("PVO migration" in line and "cancelled:" in line
+                   and f"{len(kept)} left in their local quarantines" in line
+                   for line in dep.mail_logs("manager"))
+        assert any("PVO migration" in line and "cancelled by" in line
+                   and f"{len(kept)} left in the local quarantines" in line
+                   for line in dep.mail_logs("gateway"))
+
+        # The cancelled plan has ended: a new one may start, and moves what was left.
+        dep.admin(dep.manager_config, "pvo.migrate", {"mode": "automatic"})
+        _migrated(dep)
+        assert sorted(m["origin_mid"] for m in _central(dep)) == sorted(m["id"] for m in held)
+        assert _local(dep)["total"] == 0
+    finally:
+        dep.stop_all()

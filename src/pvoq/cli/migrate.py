@@ -2,7 +2,8 @@
 
 Plans the move of the gateways' local quarantines into the central ones,
 prints the plan as a tree, and unless `--dry-run` applies it; `--status`
-shows the progress of the migration under way (`pvo.migrate.status`).
+shows the progress of the migration under way (`pvo.migrate.status`), and
+`--cancel` stops it (`pvo.migrate.cancel`).
 """
 
 from __future__ import annotations
@@ -21,13 +22,19 @@ from pvoq.cli.render import echo
 @click.option("--dry-run", is_flag=True, help="print the plan and stop")
 @click.option("--notify", metavar="ADDRESS", help="mail this address when it is completed")
 @click.option("--status", "show_status", is_flag=True, help="the progress of the migration")
+@click.option("--cancel", is_flag=True,
+              help="stop the migration under way; what is not moved stays on the gateways")
 @click.option("--json", "as_json", is_flag=True, help="print the data as JSON")
 @click.pass_context
 def pvo_migrate(ctx: click.Context, mode: str | None, maps: tuple[str, ...], dry_run: bool,
-                notify: str | None, show_status: bool, as_json: bool) -> None:
+                notify: str | None, show_status: bool, cancel: bool, as_json: bool) -> None:
     """Move the gateways' local quarantines to this manager (the migration wizard)."""
+    if show_status and cancel:
+        raise click.UsageError("--status and --cancel cannot be used together")
     if show_status:
         result = request(ctx, "pvo.migrate.status")
+    elif cancel:
+        result = request(ctx, "pvo.migrate.cancel")
     else:
         if mode is None:
             raise click.UsageError("--mode automatic|custom is required (or --status)")

@@ -75,6 +75,7 @@ class LocalPlan:
     totals: dict[str, int] = field(default_factory=dict)
     started: float = 0.0
     completed: float | None = None
+    cancelled: float | None = None  # told to stop: what is not moved yet stays here
 
     @classmethod
     def from_json(cls, obj: Any) -> LocalPlan:
@@ -92,14 +93,20 @@ class LocalPlan:
         totals = obj.get("totals") or {}
         if not isinstance(totals, dict) or not all(isinstance(v, int) for v in totals.values()):
             raise PlanError("field totals must map quarantine names to counts")
-        completed = obj.get("completed")
+        completed, cancelled = obj.get("completed"), obj.get("cancelled")
         return cls(plan_id, manager, dict(targets), dict(totals),
                    float(obj.get("started") or 0.0),
-                   float(completed) if isinstance(completed, int | float) else None)
+                   float(completed) if isinstance(completed, int | float) else None,
+                   float(cancelled) if isinstance(cancelled, int | float) else None)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "manager": self.manager, "targets": self.targets,
-                "totals": self.totals, "started": self.started, "completed": self.completed}
+                "totals": self.totals, "started": self.started, "completed": self.completed,
+                "cancelled": self.cancelled}
+
+    @property
+    def ended(self) -> bool:
+        return self.completed is not None or self.cancelled is not None
 
 
 def cluster_facts(config: Config) -> dict[str, Any] | None:
@@ -149,6 +156,7 @@ class Migrator:
         self.plan: LocalPlan | None = self._load()
         self.moved = 0
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # ends a back-off early (a cancellation)
 
     @property
     def path(self) -> Path:
@@ -191,9 +199,15 @@ class Migrator:
             total = max(plan.totals.get(local, 0), left)
             rows.append({"local": local, "target": target, "total": total,
                          "moved": total - left, "left": left})
-        state = "completed" if plan.completed else ("running" if self.running else "waiting")
+        if plan.completed:
+            state = "completed"
+        elif plan.cancelled:
+            state = "cancelling" if self.running else "cancelled"
+        else:
+            state = "running" if self.running else "waiting"
         return {"id": plan.id, "manager": plan.manager, "state": state,
-                "started": plan.started, "completed": plan.completed, "quarantines": rows}
+                "started": plan.started, "completed": plan.completed,
+                "cancelled": plan.cancelled, "quarantines": rows}
 
     @property
     def running(self) -> bool:
@@ -229,10 +243,33 @@ class Migrator:
         return self.status() or {}
 
     def resume(self) -> None:
-        """Run the plan kept in the data directory, unless completed or running."""
-        if self.plan is None or self.plan.completed or self.running:
+        """Run the plan kept in the data directory, unless it ended or is running."""
+        if self.plan is None or self.plan.ended or self.running:
             return
         self._task = asyncio.ensure_future(self._run())
+
+    def cancel(self, plan_id: str) -> dict[str, Any]:
+        """`pvo.migrate.cancel`: stop pushing *plan_id*. The transfer under way on each
+        connection finishes (so no message is both moved and kept); what is left stays
+        in the local quarantines. The plan is saved as cancelled first, so a restart does
+        not resume it. Cancelling a plan that ended, or that never reached this gateway,
+        changes nothing."""
+        plan = self.plan
+        if plan is None or plan.id != plan_id:
+            return {"id": plan_id, "state": "not started"}
+        if not plan.ended:
+            plan.cancelled = time.time()
+            self._save()
+            self._wake.set()
+            if not self.running:
+                self._log_cancelled(plan)
+        return self.status() or {}
+
+    def _log_cancelled(self, plan: LocalPlan) -> None:
+        rows = (self.status() or {}).get("quarantines", [])
+        self.log.info(f"PVO migration {plan.id} cancelled by {plan.manager}: "
+                      f"{sum(r['moved'] for r in rows)} messages moved, "
+                      f"{sum(r['left'] for r in rows)} left in the local quarantines")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -253,6 +290,10 @@ class Migrator:
             return
         delay = RETRY_MIN_S
         while True:
+            if plan.cancelled:
+                self._task = None  # `status` says cancelled from here on
+                self._log_cancelled(plan)
+                return
             mids = await asyncio.to_thread(held_in, store, list(plan.targets))
             if not mids:
                 break
@@ -266,7 +307,9 @@ class Migrator:
             if all(results):
                 delay = RETRY_MIN_S
                 continue  # anything held meanwhile (or left) is looked for again
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
             delay = min(delay * 2, RETRY_MAX_S)
         plan.completed = time.time()
         self._save()
@@ -282,7 +325,7 @@ class Migrator:
         managers = cfg.pvo.all_managers
         conn: SmtpConnection | None = None
         try:
-            while not pending.empty():
+            while not pending.empty() and not plan.cancelled:
                 chunk = pending.get_nowait()
                 if conn is None:
                     conn = self.connect()
@@ -326,6 +369,8 @@ class Migrator:
 
         done: list[int] = []
         for mid, transfer, body in await asyncio.to_thread(export):
+            if plan.cancelled:
+                break  # what was sent stays sent; the rest stays here
             try:
                 replies = await conn.send(
                     mid=mid, sender=transfer.sender,
@@ -366,4 +411,13 @@ class GatewayMigrationCommands(CommandSet):
             status = self.migrator.start(decode_plan_arg(args))
         except (PlanError, ValueError) as exc:
             raise CommandError(str(exc)) from None
+        return {"text": f"Migration {status.get('id')} {status.get('state')}.", "data": status}
+
+    @command("pvo.migrate.cancel")
+    async def cancel(self, args: dict[str, Any]) -> dict[str, Any]:
+        argv = args.get("argv") if "argv" in args else [args.get("id")]
+        if not isinstance(argv, list) or len(argv) != 1 or not isinstance(argv[0], str) \
+                or not 1 <= len(argv[0]) <= 64:
+            raise CommandError("pvo migrate cancel takes one argument: the plan id")
+        status = self.migrator.cancel(argv[0])
         return {"text": f"Migration {status.get('id')} {status.get('state')}.", "data": status}

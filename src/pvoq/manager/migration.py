@@ -29,6 +29,13 @@ console's Migration page) runs these steps:
    `--notify`, spools a mail to that address. A restart of the manager
    resumes the watcher and tells the gateways the plan again (the same plan
    id: a gateway already running it just goes on).
+5. **Cancel** (`pvo migrate --cancel`, `pvo.migrate.cancel`). The plan is
+   marked cancelled here, then each gateway is told (`pvo migrate cancel
+   ID`); it finishes the transfer under way and stops, and what it has not
+   moved stays in its local quarantines. The watcher tells again a gateway it
+   could not reach, and once every gateway has stopped the migration has
+   ended (state `cancelled`, an Info line with what moved and what stayed,
+   the `--notify` mail): a new one may then start.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ from pvoq.spool.store import QUEUED, Entry, Recipient
 
 PLAN_FILE = "plan.json"
 POLL_S = 2.0            # how often the watcher asks the gateways for their progress
+STOPPED = ("cancelled", "completed")  # a gateway's states once a cancelled plan ended there
 NEW = "new"
 
 RULE_MODE = "a gateway is all local or all centralized"
@@ -278,7 +286,7 @@ class MigrationWizard:
         async with self._lock:
             if self.plan is not None and not self.plan.get("completed"):
                 raise MigrationError(f"migration {self.plan['id']} is still running "
-                                     "(pvo migrate --status)")
+                                     "(pvo migrate --status; pvo migrate --cancel stops it)")
             rows, tree = await self.prepare(mode, maps)
             if dry_run or not rows:
                 return {"text": tree + ("\n(dry run: nothing was changed)" if dry_run else ""),
@@ -304,15 +312,41 @@ class MigrationWizard:
                 "targets": {r["local"]: r["target"] for r in self.plan["rows"]
                             if r["gateway"] == gateway}}
 
-    async def _tell_gateways(self) -> None:
+    async def _tell_gateways(self, only: set[str] | None = None) -> None:
+        """Hand each gateway of the plan (or those of *only*) its plan, or once the plan
+        is cancelled, the cancellation."""
         assert self.plan is not None
         for gw in sorted({r["gateway"] for r in self.plan["rows"]}):
-            arg = encode_plan_arg(self.gateway_plan(gw))
+            if only is not None and gw not in only:
+                continue
+            if self.plan.get("cancelled"):
+                line = f"pvo migrate cancel {self.plan['id']}"
+            else:
+                line = f"pvo migrate {encode_plan_arg(self.gateway_plan(gw))}"
             try:
-                await self.ssh.run(gw, f"pvo migrate {arg}")
+                await self.ssh.run(gw, line)
             except SshFault as exc:  # the watcher tells it again
                 self.log.warning(f"PVO migration {self.plan['id']}: gateway {gw} not told "
                                  f"yet: {exc}")
+
+    async def cancel(self, peer: Peer) -> dict[str, Any]:
+        """Stop the migration under way: each gateway of the plan is told (`pvo migrate
+        cancel ID` over SSH) and finishes the transfer under way; what was moved stays
+        here, the rest stays in its local quarantines. The watcher tells the gateways it
+        could not reach again, and the migration has ended once each one has stopped."""
+        async with self._lock:
+            plan = self.plan
+            if plan is None or plan.get("completed"):
+                raise MigrationError("no migration is running (pvo migrate --status)")
+            if not plan.get("cancelled"):
+                plan["cancelled"], plan["cancelled_by"] = time.time(), peer.actor
+                self._save()
+                self.log.info(f"PVO migration {plan['id']} cancelled by {peer.actor}")
+            await self._tell_gateways()
+            self._start_watcher()
+        return {"text": f"Migration {plan['id']} cancelled: each gateway stops after the "
+                        "transfer under way; what is not moved stays in its local quarantines "
+                        "(pvo migrate --status).", "data": self.status()}
 
     # -- progress -----------------------------------------------------------------
     def resume(self) -> None:
@@ -338,17 +372,29 @@ class MigrationWizard:
             done = await self._poll()
             if done:
                 break
-            if not told:  # once per start: a gateway that missed the plan takes it now
+            if plan.get("cancelled"):  # until each one has heard it
+                await self._tell_gateways({gw for gw, p in self.progress.items()
+                                           if p.get("state") not in STOPPED})
+            elif not told:  # once per start: a gateway that missed the plan takes it now
                 await self._tell_gateways()
                 told = True
             await asyncio.sleep(POLL_S)
         plan["completed"] = time.time()
         self._save()
         moved = sum(r["moved"] for g in self.progress.values() for r in g.get("rows", []))
-        self.log.info(f"PVO migration {plan['id']} completed: {moved} messages moved from "
-                      f"{len(self.progress)} gateways to the centralized quarantines")
+        if plan.get("cancelled"):
+            left = sum(r["total"] - r["moved"] for g in self.progress.values()
+                       for r in g.get("rows", []))
+            what = "cancelled"
+            self.log.info(f"PVO migration {plan['id']} cancelled: {moved} messages moved from "
+                          f"{len(self.progress)} gateways to the centralized quarantines, "
+                          f"{left} left in their local quarantines")
+        else:
+            what = "completed"
+            self.log.info(f"PVO migration {plan['id']} completed: {moved} messages moved from "
+                          f"{len(self.progress)} gateways to the centralized quarantines")
         if plan.get("notify"):
-            self.notify(plan["notify"], f"PVO migration {plan['id']} completed",
+            self.notify(plan["notify"], f"PVO migration {plan['id']} {what}",
                         self.status_text())
 
     async def _poll(self) -> bool:
@@ -366,13 +412,15 @@ class MigrationWizard:
                 continue
             if mine.get("id") != plan_id:
                 self.progress[gw] = {"state": "not started", "rows": self._planned(gw)}
-                complete = False
+                # a cancelled plan a gateway never took: nothing of it to stop there
+                complete = complete and bool(self.plan.get("cancelled"))
                 continue
             self.progress[gw] = {"state": mine.get("state"),
                                  "rows": [{"local": q["local"], "target": q["target"],
                                            "moved": q["moved"], "total": q["total"]}
                                           for q in mine.get("quarantines", [])]}
-            complete = complete and mine.get("state") == "completed"
+            complete = complete and mine.get("state") in (
+                STOPPED if self.plan.get("cancelled") else ("completed",))
         return complete
 
     def _planned(self, gw: str) -> list[dict[str, Any]]:
@@ -388,9 +436,13 @@ class MigrationWizard:
         progress = {gw: self.progress.get(gw) or {"state": "unknown",
                                                   "rows": self._planned(gw)}
                     for gw in sorted(gateways)}
-        return {"id": plan["id"], "mode": plan["mode"],
-                "state": "completed" if plan.get("completed") else "running",
+        if plan.get("cancelled"):
+            state = "cancelled" if plan.get("completed") else "cancelling"
+        else:
+            state = "completed" if plan.get("completed") else "running"
+        return {"id": plan["id"], "mode": plan["mode"], "state": state,
                 "started": plan["started"], "completed": plan.get("completed"),
+                "cancelled": plan.get("cancelled"), "cancelled_by": plan.get("cancelled_by"),
                 "gateways": progress}
 
     def status_text(self) -> str:
@@ -423,6 +475,12 @@ class MigrationCommands(CommandSet):
         return await self.wizard.migrate(peer, str(args.get("mode") or ""), maps,
                                          dry_run=bool(args.get("dry_run")),
                                          notify=str(notify) if notify else None)
+
+    @command("pvo.migrate.cancel", peer=True)
+    async def cancel(self, args: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        if peer.role != "admin":
+            raise MigrationError("only an administrator may cancel a migration")
+        return await self.wizard.cancel(peer)
 
     @command("pvo.migrate.status")
     async def status(self, args: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Owns the asyncssh server a gateway runs on `<ssh><interface_name>` and
 interactive, no shell, no pty, no forwarding), and an exec request may run
 only a command of `COMMANDS` (or of `ARG_COMMANDS`, with its arguments),
 each a read-only operator command answered in JSON, but for `pvo migrate`,
-by which the manager's migration wizard hands this gateway its plan. One extra user, `enrol`,
+by which the manager's migration wizard hands this gateway its plan, and
+`pvo migrate cancel`, by which it stops that plan. One extra user, `enrol`,
 may authenticate with any key but run only `enrol TOKEN NAME`: a valid
 one-time token (issued by the gateway admin with `pvoq cli -c GATEWAY ssh
 token`) installs that very key in `authorized_keys`.
@@ -50,6 +51,7 @@ COMMANDS: Mapping[str, str] = {
 ARG_COMMANDS: Mapping[str, str] = {
     "logs chunk": "logs.chunk",   # INODE OFFSET HEAD BYTES LINES: the manager's log subscription
     "pvo migrate": "pvo.migrate.start",  # PLAN (base64url JSON): the migration wizard's plan
+    "pvo migrate cancel": "pvo.migrate.cancel",  # PLAN_ID: stop that plan's push
 }
 
 Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -113,8 +115,9 @@ class CommandService:
     async def _run(self, command: str) -> tuple[int, str]:
         name, args = COMMANDS.get(command), {}
         words = command.split()
-        if name is None and " ".join(words[:2]) in ARG_COMMANDS:
-            name, args = ARG_COMMANDS[" ".join(words[:2])], {"argv": words[2:]}
+        for n in (3, 2):  # the longest command words first: `pvo migrate cancel ID`
+            if name is None and " ".join(words[:n]) in ARG_COMMANDS:
+                name, args = ARG_COMMANDS[" ".join(words[:n])], {"argv": words[n:]}
         if name is None or name not in self.commands:
             return 1, f"command not allowed: {command!r} (allowed: {', '.join(COMMANDS)})"
         result = await self.commands[name](args)

@@ -48,6 +48,7 @@ class FakeManager:
         self.fail_after: int | None = None  # the link drops after this many transactions
         self.refuse: set[int] = set()        # local MIDs answered 451
         self.sent = 0
+        self.after_send: Any = None          # called after each stored transfer
 
     def connection(self) -> FakeConnection:
         return FakeConnection(self)
@@ -75,6 +76,8 @@ class FakeConnection:
         m.next_mid += 1
         stored, _ = m.store.add_many([migration_arrival(transfer, m.next_mid, body,
                                                         "127.0.0.1", "held")])[0]
+        if m.after_send is not None:
+            m.after_send()
         return {r: Reply(250, f"2.0.0 Ok: migrated as MID {stored}") for r, _ in recipients}
 
     async def close(self) -> None:
@@ -185,3 +188,60 @@ def test_pvo_local_says_mode_counts_and_sizes(gateway: Gateway, tmp_path: Path) 
     assert data["quarantines"] == [{"name": "Policy", "count": 3,
                                     "bytes": 3 * len(b"Subject: held\r\n\r\nbody\r\n")}]
     assert data["migration"] is None
+
+
+def test_a_cancel_stops_the_push_and_every_message_is_in_one_place_only(
+        gateway: Gateway, tmp_path: Path) -> None:
+    mids = _fill(gateway.local.store, 200)
+    manager = FakeManager(tmp_path)
+    migrator = _migrator(gateway, manager)
+    told: list[dict[str, Any]] = []
+
+    def cancel_once() -> None:
+        if manager.sent == 40 and not told:
+            told.append(migrator.cancel("plan-c"))
+    manager.after_send = cancel_once
+
+    async def run() -> None:
+        migrator.start({"id": "plan-c", "manager": "mgr.test", "targets": {"Policy": "Legal"}})
+        async with asyncio.timeout(20):
+            while migrator.running:
+                await asyncio.sleep(0.02)
+    asyncio.run(run())
+    assert told and told[0]["state"] in ("cancelling", "cancelled")
+    moved = _origins(manager.store)
+    rows, _ = gateway.local.store.list(limit=1000)
+    kept = sorted(r["id"] for r in rows)
+    assert 40 <= len(moved) < 200  # the transfers under way finished, then nothing more
+    assert sorted(moved + kept) == mids  # each message in exactly one place
+    assert not set(moved) & set(kept)
+    status = migrator.status()
+    assert status is not None and status["state"] == "cancelled"
+    assert status["quarantines"][0]["moved"] == len(moved)
+    assert status["quarantines"][0]["left"] == len(kept)
+    saved = json.loads((gateway.config.data_dir / "migration" / "plan.json").read_text())
+    assert saved["cancelled"] and not saved["completed"]
+    gateway.maillog.flush()
+    logs = gateway.maillog.path.read_text()
+    assert (f"PVO migration plan-c cancelled by mgr.test: {len(moved)} messages moved, "
+            f"{len(kept)} left in the local quarantines") in logs
+
+    async def restart() -> None:  # a new process: the cancelled plan is not resumed
+        again = _migrator(gateway, manager)
+        again.resume()
+        assert not again.running
+        await asyncio.sleep(0.1)
+    asyncio.run(restart())
+    assert gateway.local.store.held_count() == len(kept)
+    manager.store.close()
+
+
+def test_cancel_of_a_plan_this_gateway_never_took_changes_nothing(
+        gateway: Gateway, tmp_path: Path) -> None:
+    _fill(gateway.local.store, 2)
+    commands = GatewayMigrationCommands(_migrator(gateway, FakeManager(tmp_path)))
+    data = asyncio.run(commands.cancel({"argv": ["plan-z"]}))["data"]
+    assert data == {"id": "plan-z", "state": "not started"}
+    assert gateway.local.store.held_count() == 2
+    with pytest.raises(CommandError, match="one argument: the plan id"):
+        asyncio.run(commands.cancel({"argv": []}))

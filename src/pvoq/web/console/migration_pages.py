@@ -5,7 +5,8 @@ moved/total: `pvo.migrate.status`) and the form: mode (automatic or
 custom), the custom mappings (one `LOCAL@GATEWAY=CENTRAL|new` a line), the
 address to notify. `POST /migration` (CSRF) runs `pvo.migrate` with
 `dry_run` for the "Dry run" button, for real for "Apply", and shows the plan
-tree it printed, or the refusal (a rule, a `--map`). Gateway and quarantine
+tree it printed, or the refusal (a rule, a `--map`). `POST /migration/cancel`
+(CSRF, shown while one runs) runs `pvo.migrate.cancel`. Gateway and quarantine
 names came from the gateways: shown as text (autoescaped), never markup.
 """
 
@@ -63,3 +64,16 @@ async def migration_run(request: Request, user: Admin,
                   status=await _status(request, user), tree=tree, problem=problem, mode=mode,
                   maps=maps, notify=notify, applied=not dry_run and not problem,
                   status_code=code)
+
+
+@router.post("/migration/cancel", include_in_schema=False, dependencies=[Depends(verify_csrf)])
+async def migration_cancel(request: Request, user: Admin) -> HTMLResponse:
+    tree, problem, code = None, "", 200
+    try:
+        result = await request.app.state.ctx.call("pvo.migrate.cancel", {}, user)
+        tree = str(result.get("text") or "")
+    except OperatorError as exc:
+        problem, code = str(exc), 400
+    return render(request, "manager/migration.html", user=user,
+                  status=await _status(request, user), tree=tree, problem=problem,
+                  mode="automatic", maps="", notify="", applied=not problem, status_code=code)

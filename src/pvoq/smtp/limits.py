@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import types
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +42,7 @@ from aiosmtpd.smtp import SMTP
 from pvoq.config.model import Listener
 from pvoq.smtp import replies
 from pvoq.smtp.replies import StatusCode
+from pvoq.smtp.setup import BoundCommands, setup_session
 
 MAX_ADDRESS_OCTETS = 254   # an address (a path without its <>), RFC 5321 4.5.3.1.3
 MAX_RECIPIENTS = 1000      # recipients of one message (AsyncOS's default per message)
@@ -78,12 +79,18 @@ class LimitedSMTP(SMTP):
 
     listener: Listener
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, handler: Any, *, hostname: str, ident: str,
+                 data_size_limit: int | None, timeout: float,
+                 tls_context: ssl.SSLContext | None = None,
+                 require_starttls: bool = False) -> None:
         self._junk = 0                  # junk commands since connect or the last message
         self._busy = False              # a command is being answered (DATA stored, ...)
         self._ending: tuple[StatusCode, str] | None = None  # a limit reached while busy
         self._limit_timers: list[asyncio.TimerHandle] = []
-        super().__init__(*args, **kwargs)
+        # aiosmtpd's `SMTP.__init__`, its lookups made once per listener (`smtp.setup`).
+        setup_session(self, handler, hostname=hostname, ident=ident,
+                      data_size_limit=data_size_limit, timeout=timeout,
+                      tls_context=tls_context, require_starttls=require_starttls)
         # Every command goes through `_limited`. (aiosmtpd answers unknown commands
         # itself, counted here by their reply, and closes after five.)
         cls = type(self)
@@ -92,7 +99,7 @@ class LimitedSMTP(SMTP):
             table = _LIMITED[cls] = {name[len("smtp_"):]: _limited(name[len("smtp_"):],
                                                                    getattr(cls, name))
                                      for name in dir(cls) if name.startswith("smtp_")}
-        self._smtp_methods = {name: types.MethodType(run, self) for name, run in table.items()}
+        self._smtp_methods = BoundCommands(table, self)
 
     def log_cut(self, reason: str) -> None:
         raise NotImplementedError

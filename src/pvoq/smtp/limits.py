@@ -99,7 +99,7 @@ class LimitedSMTP(SMTP):
             table = _LIMITED[cls] = {name[len("smtp_"):]: _limited(name[len("smtp_"):],
                                                                    getattr(cls, name))
                                      for name in dir(cls) if name.startswith("smtp_")}
-        self._smtp_methods = BoundCommands(table, self)
+        self._smtp_methods = BoundCommands(table, self)  # type: ignore[assignment]
 
     def log_cut(self, reason: str) -> None:
         raise NotImplementedError

@@ -87,6 +87,7 @@ class LimitedSMTP(SMTP):
         self._busy = False              # a command is being answered (DATA stored, ...)
         self._ending: tuple[StatusCode, str] | None = None  # a limit reached while busy
         self._limit_timers: list[asyncio.TimerHandle] = []
+        self._idle_deadline = 0.0       # when the idle timeout ends (`_reset_timeout`)
         # aiosmtpd's `SMTP.__init__`, its lookups made once per listener (`smtp.setup`).
         setup_session(self, handler, hostname=hostname, ident=ident,
                       data_size_limit=data_size_limit, timeout=timeout,
@@ -119,6 +120,25 @@ class LimitedSMTP(SMTP):
         for timer in self._limit_timers:
             timer.cancel()
         self._limit_timers.clear()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timeout, restarted at every command: instead of a new timer
+        each time (a cancel and a `call_later` per command), the deadline moves and the
+        one timer, when it fires early, waits again until the deadline."""
+        loop = self.loop
+        deadline = loop.time() + (duration or self._timeout_duration)
+        self._idle_deadline = deadline
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = loop.call_at(deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.loop.time() < self._idle_deadline:
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+            return
+        self._timeout_cb()
 
     async def replied(self, line: bytes) -> None:
         """After each reply: an unknown or erroneous command counts as junk."""

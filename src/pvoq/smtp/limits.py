@@ -42,7 +42,7 @@ from aiosmtpd.smtp import SMTP
 from pvoq.config.model import Listener
 from pvoq.smtp import replies
 from pvoq.smtp.replies import StatusCode
-from pvoq.smtp.setup import BoundCommands, setup_session
+from pvoq.smtp.setup import BoundCommands, auth_methods, setup_session
 
 MAX_ADDRESS_OCTETS = 254   # an address (a path without its <>), RFC 5321 4.5.3.1.3
 MAX_RECIPIENTS = 1000      # recipients of one message (AsyncOS's default per message)
@@ -101,6 +101,10 @@ class LimitedSMTP(SMTP):
                                                                    getattr(cls, name))
                                      for name in dir(cls) if name.startswith("smtp_")}
         self._smtp_methods = BoundCommands(table, self)  # type: ignore[assignment]
+
+    @functools.cached_property
+    def _auth_methods(self) -> dict[str, Any]:  # type: ignore[override]
+        return auth_methods(self)
 
     def log_cut(self, reason: str) -> None:
         raise NotImplementedError

@@ -103,6 +103,14 @@ class BoundCommands(Mapping[str, Any]):
         return name in self._table
 
 
+def auth_methods(session: Any) -> dict[str, _AuthMechAttr]:
+    """aiosmtpd's `_auth_methods` of *session* (read by EHLO after STARTTLS and by AUTH
+    only: made then, not for every session)."""
+    return {mechanism: _AuthMechAttr(getattr(session, name) if method is None else method,
+                                     method is None)
+            for mechanism, name, method in session._auth_parts}
+
+
 def setup_session(session: SMTP, handler: Any, *, hostname: str, ident: str,
                   data_size_limit: int | None, timeout: float,
                   tls_context: ssl.SSLContext | None = None,
@@ -147,10 +155,7 @@ def setup_session(session: SMTP, handler: Any, *, hostname: str, ident: str,
     self._authenticator = None
     self._auth_required = False
     parts = _parts(type(session), handler)
-    self._auth_methods = {
-        mechanism: _AuthMechAttr(getattr(session, name) if method is None else method,
-                                 method is None)
-        for mechanism, name, method in parts.auth}
+    self._auth_parts = parts.auth  # `_auth_methods` is made from these when first read
     self._handle_hooks = parts.hooks
     self._ehlo_hook_ver = parts.ehlo_hook_ver
     self._enforce_call_limit = False

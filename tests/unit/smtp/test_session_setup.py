@@ -109,6 +109,8 @@ def test_a_session_gets_what_aiosmtpds_own_setup_gives(tmp_path: Path, cpq: bool
         return ours, theirs
 
     ours, theirs = asyncio.run(both())
+    assert "_auth_methods" not in vars(ours)  # made when first read (AUTH, EHLO after TLS)
+    assert ours._auth_methods is ours._auth_methods
     expected = vars(theirs)
     got = vars(ours)
     assert set(expected) <= set(got)

@@ -12,6 +12,10 @@ of each message a listener other than a CPQ one accepts (`smtp.received`
 builds it; written when DATA starts and counted against the size limit), and
 the `ICID close` line. What happens to an accepted message is the handler's
 `accept()`; this module never writes a spool or a quarantine itself.
+
+What a session carries (`ServerContext`, `PvoqSession`, `PvoqEnvelope`) is
+in `smtp.session`, the headers read from each message in `smtp.message`, a
+session's set-up in `smtp.setup`; their names are re-exported here.
 """
 
 from __future__ import annotations

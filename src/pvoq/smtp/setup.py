@@ -43,12 +43,12 @@ _PARTS: weakref.WeakKeyDictionary[Any, dict[type, _Parts]] = weakref.WeakKeyDict
 
 
 def _parts(cls: type, handler: Any) -> _Parts:
-    by_class = _PARTS.get(handler)
-    if by_class is None:
-        try:
+    try:
+        by_class = _PARTS.get(handler)
+        if by_class is None:
             by_class = _PARTS.setdefault(handler, {})
-        except TypeError:  # a handler that cannot be weakly referenced: computed each time
-            by_class = {}
+    except TypeError:  # a handler that cannot be weakly referenced or hashed: each time
+        by_class = {}
     found = by_class.get(cls)
     if found is None:
         found = by_class[cls] = _compute(cls, handler)

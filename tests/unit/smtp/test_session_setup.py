@@ -131,3 +131,24 @@ def test_a_session_gets_what_aiosmtpds_own_setup_gives(tmp_path: Path, cpq: bool
         assert ours._smtp_methods[name].__wrapped__ is method
         assert ours._smtp_methods[name].__self__ is ours
     assert ours._smtp_methods.get("NOSUCH") is None and "MAIL" in ours._smtp_methods
+
+
+def test_a_handler_that_cannot_be_a_cache_key_still_gets_its_hooks(tmp_path: Path) -> None:
+    """The lookups are kept per handler; an unhashable handler is looked at each time."""
+    maillog = MailLog(tmp_path / "logs", appliance="gateway gw.example.test", serial="SN")
+    context = ServerContext(maillog, IdAllocator(tmp_path / "ids.json"), "gw.example.test")
+    listener = Listener(name="IncomingMail", protocol="SMTP", interface_name="Incoming Mail",
+                        port=0, listen_queue_size=50, type="public", hat=parse_hat(ACCEPT_ALL),
+                        rat=make_rat([("ALL", "ACCEPT", 0)]))
+
+    class Unhashable(BaseHandler):
+        __hash__ = None  # type: ignore[assignment]
+
+    handler = Unhashable(context)
+
+    async def make() -> PvoqSMTP:
+        return PvoqSMTP(handler, listener=listener, interface_ip="127.0.0.1", context=context)
+
+    session = asyncio.run(make())
+    assert session._handle_hooks["MAIL"] == handler.handle_MAIL
+    assert session._ehlo_hook_ver == "new"

@@ -62,7 +62,7 @@ class TlsInfo:
 
 # A listener sees the same few peers, HELO names and TLS parameters again and again: each
 # is cleaned (or its address literal made) once, not for every message.
-_SEEN = 4096
+_SEEN = 1024  # entries: a HELO name is at most a command line (512 octets)
 
 
 @functools.lru_cache(maxsize=_SEEN)

@@ -29,6 +29,7 @@ Last line: `RESULT relay <msgs/s> msgs/s ratio=<pvoq ÷ postfix>`.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -52,6 +53,11 @@ from _mailbench import (
 )
 
 from pvoq.testing.clamd import ClamdProcess
+
+
+def _load() -> str:
+    """The load average (1, 5, 15 min) beside each figure: other work on the cores moves it."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def through(sink: SmtpSink, port: int, sender: str, args: argparse.Namespace) -> float:
@@ -92,7 +98,8 @@ def main() -> None:
               f"{args.rounds} rounds, each Postfix then pvoq (anti-virus: {engine})")
         direct = through(sink, sink.port, "direct@sender.example", args)
         senders.append("direct@sender.example")
-        print(f"direct: smtp-source -> smtp-sink {direct:8.1f} msgs/s")
+        print(f"direct: smtp-source -> smtp-sink {direct:8.1f} msgs/s; load average "
+              f"{_load()}", flush=True)
         for n in range(1, args.rounds + 1):
             postfix = PostfixRelay(root / f"postfix{n}", free_port(), sink.port).start()
             try:
@@ -110,7 +117,8 @@ def main() -> None:
             ours.append(rate)
             ratios.append(rate / reference)
             print(f"round {n}: Postfix relay {reference:8.1f} msgs/s; pvoq gateway (scanning) "
-                  f"{rate:8.1f} msgs/s; ratio {rate / reference:.2f}")
+                  f"{rate:8.1f} msgs/s; ratio {rate / reference:.2f}; load average {_load()}",
+                  flush=True)
         sink.stop()
         delivered = sink.deliveries()
         for sender in senders:

@@ -111,6 +111,8 @@ class MailLog:
         self._scheduled = False
         self._lock = threading.RLock()  # lines may come from other threads too
         self._closed = threading.Event()
+        self._kept: frozenset[str] = frozenset()  # the levels written under `_kept_for`
+        self._kept_for: LogSettings | None = None
         make_dir(self.directory)
         self._file = self._open()
         self._began = self._first_line_time() or time.time()
@@ -178,13 +180,22 @@ class MailLog:
     def log(self, text: str, *, level: str = "Info") -> None:
         if self._closed.is_set():  # not the file's state: a rollover swaps files under the lock
             raise ValueError(f"{self.name} is closed")
+        # `format_line`, inline: a busy gateway logs a dozen lines per message.
+        if level not in LEVELS:
+            raise ValueError(f"unknown log level {level!r}")
         now = time.time()
-        line = format_line(text, level=level, epoch=now)
-        if not self.settings.keeps(level):
+        if "\r" in text or "\n" in text:  # a line must stay one line whatever a peer sent us
+            text = text.replace("\r", "\\r").replace("\n", "\\n")
+        line = f"{_format_second(int(now))} {level}: {text}"
+        settings = self.settings
+        if settings is not self._kept_for:
+            self._kept = frozenset(x for x in LEVELS if settings.keeps(x))
+            self._kept_for = settings
+        if level not in self._kept:
             return
         loop: asyncio.AbstractEventLoop | None = None
         with self._lock:
-            self._pending.append((line, level, line[line.index(": ", 20) + 2:], now))
+            self._pending.append((line, level, text, now))
             if self._scheduled:
                 return
             try:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import types
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +42,7 @@ from aiosmtpd.smtp import SMTP
 from pvoq.config.model import Listener
 from pvoq.smtp import replies
 from pvoq.smtp.replies import StatusCode
+from pvoq.smtp.setup import BoundCommands, auth_methods, setup_session
 
 MAX_ADDRESS_OCTETS = 254   # an address (a path without its <>), RFC 5321 4.5.3.1.3
 MAX_RECIPIENTS = 1000      # recipients of one message (AsyncOS's default per message)
@@ -78,12 +79,19 @@ class LimitedSMTP(SMTP):
 
     listener: Listener
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, handler: Any, *, hostname: str, ident: str,
+                 data_size_limit: int | None, timeout: float,
+                 tls_context: ssl.SSLContext | None = None,
+                 require_starttls: bool = False) -> None:
         self._junk = 0                  # junk commands since connect or the last message
         self._busy = False              # a command is being answered (DATA stored, ...)
         self._ending: tuple[StatusCode, str] | None = None  # a limit reached while busy
         self._limit_timers: list[asyncio.TimerHandle] = []
-        super().__init__(*args, **kwargs)
+        self._idle_deadline = 0.0       # when the idle timeout ends (`_reset_timeout`)
+        # aiosmtpd's `SMTP.__init__`, its lookups made once per listener (`smtp.setup`).
+        setup_session(self, handler, hostname=hostname, ident=ident,
+                      data_size_limit=data_size_limit, timeout=timeout,
+                      tls_context=tls_context, require_starttls=require_starttls)
         # Every command goes through `_limited`. (aiosmtpd answers unknown commands
         # itself, counted here by their reply, and closes after five.)
         cls = type(self)
@@ -92,7 +100,11 @@ class LimitedSMTP(SMTP):
             table = _LIMITED[cls] = {name[len("smtp_"):]: _limited(name[len("smtp_"):],
                                                                    getattr(cls, name))
                                      for name in dir(cls) if name.startswith("smtp_")}
-        self._smtp_methods = {name: types.MethodType(run, self) for name, run in table.items()}
+        self._smtp_methods = BoundCommands(table, self)  # type: ignore[assignment]
+
+    @functools.cached_property
+    def _auth_methods(self) -> dict[str, Any]:  # type: ignore[override]
+        return auth_methods(self)
 
     def log_cut(self, reason: str) -> None:
         raise NotImplementedError
@@ -112,6 +124,25 @@ class LimitedSMTP(SMTP):
         for timer in self._limit_timers:
             timer.cancel()
         self._limit_timers.clear()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timeout, restarted at every command: instead of a new timer
+        each time (a cancel and a `call_later` per command), the deadline moves and the
+        one timer, when it fires early, waits again until the deadline."""
+        loop = self.loop
+        deadline = loop.time() + (duration or self._timeout_duration)
+        self._idle_deadline = deadline
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = loop.call_at(deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.loop.time() < self._idle_deadline:
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+            return
+        self._timeout_cb()
 
     async def replied(self, line: bytes) -> None:
         """After each reply: an unknown or erroneous command counts as junk."""

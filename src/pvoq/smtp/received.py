@@ -30,8 +30,10 @@ line ends, at most `MAX_HEADER` octets.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +60,12 @@ class TlsInfo:
     bits: int | None = None  # the cipher's secret bits
 
 
+# A listener sees the same few peers, HELO names and TLS parameters again and again: each
+# is cleaned (or its address literal made) once, not for every message.
+_SEEN = 1024  # entries: a HELO name is at most a command line (512 octets)
+
+
+@functools.lru_cache(maxsize=_SEEN)
 def clean_name(text: str | None, *, limit: int = MAX_NAME) -> str:
     """A peer-supplied name made safe for a header: controls removed, anything a host
     name or address literal cannot hold turned into `?`, cut to *limit*; `unknown`
@@ -68,6 +76,7 @@ def clean_name(text: str | None, *, limit: int = MAX_NAME) -> str:
     return shown or "unknown"
 
 
+@functools.lru_cache(maxsize=_SEEN)
 def address_literal(ip: str) -> str | None:
     """*ip* as an RFC 5321 address literal (`[192.0.2.1]`, `[IPv6:::1]`); None if not an IP."""
     try:
@@ -128,10 +137,16 @@ def received_header(*, helo: str | None, reverse_name: str | None, client_ip: st
     if rcpt is not None:
         tokens.append(f"for {rcpt}")
     tokens[-1] += ";"
-    moment = when if when is not None else datetime.now().astimezone()
-    if moment.tzinfo is None:
-        moment = moment.astimezone()
-    tokens.append(format_datetime(moment))
+    if when is None:
+        tokens.append(_now_text(int(time.time())))
+    else:
+        tokens.append(format_datetime(when if when.tzinfo is not None else when.astimezone()))
     header = fold("Received", tokens)
     assert len(header) <= MAX_HEADER
     return header
+
+
+@functools.lru_cache(maxsize=2)
+def _now_text(second: int) -> str:
+    """The RFC 5322 date of *second* in local time (to the second: rendered once each)."""
+    return format_datetime(datetime.fromtimestamp(second).astimezone())

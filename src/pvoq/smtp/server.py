@@ -12,48 +12,47 @@ of each message a listener other than a CPQ one accepts (`smtp.received`
 builds it; written when DATA starts and counted against the size limit), and
 the `ICID close` line. What happens to an accepted message is the handler's
 `accept()`; this module never writes a spool or a quarantine itself.
+
+What a session carries (`ServerContext`, `PvoqSession`, `PvoqEnvelope`) is
+in `smtp.session`, the headers read from each message in `smtp.message`, a
+session's set-up in `smtp.setup`; their names are re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import re
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
-from email.parser import BytesHeaderParser
-from email.policy import compat32
-from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, Envelope, Session, TLSSetupException, syntax
 
 from pvoq.config.hat import HatDecision, match_hat, match_rat, names_hosts
 from pvoq.config.model import Listener
-from pvoq.counters import Counters
-from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp import replies
 from pvoq.smtp.data import FAILED, NOMINAL, TOO_LONG, read_data
-from pvoq.smtp.headers import header_text, log_safe
-from pvoq.smtp.limits import MAX_RECIPIENTS, LimitedSMTP, address_fault
-from pvoq.smtp.received import TlsInfo, received_header
+from pvoq.smtp.headers import log_safe
+from pvoq.smtp.limits import JUNK_REPLIES, MAX_RECIPIENTS, LimitedSMTP, address_fault
+from pvoq.smtp.message import MessageInfo, has_bare_newline, message_info
+from pvoq.smtp.received import received_header
 from pvoq.smtp.replies import StatusCode
+from pvoq.smtp.session import (
+    HookNames,
+    PvoqEnvelope,
+    PvoqSession,
+    ServerContext,
+    tls_info,
+)
 
-
-@dataclass
-class ServerContext:
-    """What every session of an appliance shares."""
-
-    maillog: MailLog
-    ids: IdAllocator
-    hostname: str
-    counters: Counters | None = None
-    spill_dir: Path | None = None  # where a large message is gathered as it arrives
+# Re-exported: the names other parts import from here.
+__all__ = ["BaseHandler", "ConnectionGate", "HookNames", "MessageInfo", "PvoqEnvelope",
+           "PvoqSMTP", "PvoqSession", "ServerContext", "message_info", "reverse_dns",
+           "start_listener", "tls_info"]
 
 
 class ConnectionGate:
@@ -75,88 +74,10 @@ class ConnectionGate:
         return len(closing)
 
 
-def _has_bare_newline(content: bytes) -> bool:
-    """RFC 5321 2.3.8: CR and LF only as CRLF.
-
-    A bare one is how SMTP smuggling hides a second message inside the first;
-    the message is refused outright. Counting (C speed) beats a regex here.
-    """
-    pairs = content.count(b"\r\n")
-    return content.count(b"\r") != pairs or content.count(b"\n") != pairs
-
-
-class PvoqSession(Session):
-    icid: int = 0
-    decision: HatDecision | None = None
-    peer_ip: str = ""
-    peer_certificate: dict[str, Any] | None = None
-    tls_failed: str = ""
-    reverse_name: str | None = None  # the client's verified reverse DNS name, if looked up
-
-
-class PvoqEnvelope(Envelope):
-    def __init__(self) -> None:
-        super().__init__()
-        self.mid: int = 0
-        self.cpq_chunks: list[str] = []
-        self.counted = True  # False: not mail (a CPQ receipt or dry rescan), not counted
-
-
-@dataclass
-class MessageInfo:
-    """Headers a handler and the log lines need, parsed once."""
-
-    subject: str = ""
-    message_id: str = ""
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def message_info(content: bytes) -> MessageInfo:
-    # Only the header block: the parser would otherwise walk every body line.
-    end = content.find(b"\r\n\r\n")
-    head = BytesHeaderParser(policy=compat32).parsebytes(
-        content if end < 0 else content[:end + 2])
-    return MessageInfo(subject=header_text(head, "Subject"),
-                       message_id=header_text(head, "Message-ID").strip())
-
-
 # `<dot-atom@domain>` and its parameters: the paths nearly every client sends.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _SIMPLE_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
                           r"(?:[ \t]+(.*?))?[ \t]*\Z", re.S)
-_HOOK_PREFIXES = ("smtp_", "auth_", "handle_")
-_HOOK_NAMES: dict[type, list[str]] = {}
-
-
-class HookNames:
-    """Keeps aiosmtpd's per-session method lookup cheap.
-
-    Every new session, aiosmtpd finds its command methods and the handler's
-    hooks with `dir()` and `inspect.getmembers()` on the session and on the
-    handler, which fetches every attribute of both: on a busy listener that
-    was a tenth of the gateway's CPU. `dir()` of these objects lists only the
-    names that lookup wants (computed once per class), and the EHLO hook
-    carries its signature; attribute access itself is unchanged. A session
-    lists no `smtp_*` method: `LimitedSMTP` makes its command table once per
-    class, and aiosmtpd need not fetch them for every session.
-    """
-
-    dir_prefixes: tuple[str, ...] = _HOOK_PREFIXES
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        # aiosmtpd also reads the EHLO hook's signature at every session:
-        # computed once here, inspect.signature() finds it at once.
-        hook = cls.__dict__.get("handle_EHLO")
-        if hook is not None and "__signature__" not in hook.__dict__:
-            hook.__signature__ = inspect.signature(hook)
-
-    def __dir__(self) -> list[str]:
-        cls = type(self)
-        names = _HOOK_NAMES.get(cls)
-        if names is None:
-            names = _HOOK_NAMES[cls] = [n for n in dir(cls) if n.startswith(cls.dir_prefixes)]
-        return names
 
 
 class PvoqSMTP(HookNames, LimitedSMTP):
@@ -334,8 +255,15 @@ class PvoqSMTP(HookNames, LimitedSMTP):
         if self._reply_lines:
             line = b"\r\n".join([*self._reply_lines, line])
             self._reply_lines.clear()
-        await super().push(line)
-        await self.replied(line)
+        writer = self._writer
+        writer.write(line + b"\r\n")
+        # aiosmtpd awaits `drain()` after every reply; it returns at once (no yield) unless
+        # one of these holds, so it is awaited only then: a coroutine less per reply.
+        paused = self._paused or self._connection_lost  # type: ignore[attr-defined]
+        if paused or writer.transport.is_closing() or self._reader.exception() is not None:
+            await writer.drain()
+        if line[:3] in JUNK_REPLIES:
+            await self.replied(line)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -477,17 +405,6 @@ async def reverse_dns(ip: str, *, timeout_s: float = 2.0) -> tuple[str | None, b
     return name, any(info[4][0] == ip for info in infos)
 
 
-def tls_info(session: Session) -> TlsInfo | None:
-    """What the session's completed STARTTLS negotiated; None without TLS."""
-    ssl_object = (session.ssl or {}).get("ssl_object")
-    if ssl_object is None:
-        return None
-    cipher = ssl_object.cipher()
-    return TlsInfo(protocol=ssl_object.version() or "unknown",
-                   cipher=cipher[0] if cipher else "unknown",
-                   bits=cipher[2] if cipher else None)
-
-
 def _plain_ip(ip: str) -> str:
     return ip[7:] if ip.startswith("::ffff:") else ip
 
@@ -582,7 +499,7 @@ class BaseHandler(HookNames):
         content = envelope.original_content or b""
         log = self.context.maillog
         mid = envelope.mid
-        if _has_bare_newline(content):
+        if has_bare_newline(content):
             log.info(f"MID {mid} ICID {session.icid} refused: bare CR or LF in DATA")
             log.info(f"Message finished MID {mid} aborted")
             return str(replies.BARE_NEWLINE)

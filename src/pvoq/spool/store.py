@@ -124,7 +124,7 @@ class Entry:
         # Built by hand: dataclasses.asdict deep-copies, and this is on every message's path.
         raw = {f: getattr(self, f) for f in _ENTRY_FIELDS}
         raw["recipients"] = [r.__dict__ for r in self.recipients]
-        return json.dumps(raw, separators=(",", ":")).encode()
+        return _ENCODE(raw).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Entry:
@@ -146,6 +146,8 @@ class Entry:
 
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+# `json.dumps` with separators builds a new encoder at every call: one, made once.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class Spool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pvoq import __version__
+from pvoq.maillog.settings import LogSettings
 from pvoq.maillog.writer import MailLog, format_line
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -114,6 +115,24 @@ class TestMailLog:
         log.close()
         assert lines[-2].endswith("Warning: queue is 90% full")
         assert lines[-1].endswith("Critical: spool unwritable")
+
+    def test_a_logged_line_is_format_lines_and_follows_the_level_in_force(
+            self, tmp_path: Path) -> None:
+        """`log` writes what `format_line` makes (CR and LF escaped), and the level set
+        by `configure` decides from the next line on."""
+        log = MailLog(tmp_path, appliance="gw1", serial="SN-1")
+        log.info("Subject a\r\nCritical: forged")
+        log.configure(LogSettings(level="Warning"))
+        log.info("not kept")
+        log.warning("kept")
+        log.configure(LogSettings(level="Info"))
+        log.info("kept again")
+        lines = read_lines(log)
+        log.close()
+        at = next(i for i, x in enumerate(lines) if "Subject a" in x)
+        assert lines[at].split(" Info: ", 1)[1] == "Subject a\\r\\nCritical: forged"
+        assert [x.split(" ", 5)[5] for x in lines[at + 1:]] == ["Warning: kept",
+                                                             "Info: kept again"]
 
     def test_echo_receives_the_same_lines(self, tmp_path: Path) -> None:
         """With an echo stream every line also goes there, identical to the file."""

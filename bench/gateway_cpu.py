@@ -1,0 +1,112 @@
+"""Gateway CPU per message: the same ingest against two source trees, alternating.
+
+An A/B of the gateway's own cost that a loaded machine disturbs less than a
+rate: Postfix's `smtp-source` sends N messages of 10 KB over C sessions (a
+new connection per message) to a fresh `pvoq gateway` (delivery suspended,
+as `bench/ingest.py`), and the gateway process's CPU time (user + system,
+from /proc, its scanner processes not included) is read before and after,
+until the pipeline has routed the last message. Rounds alternate the two
+trees (`--a`, `--b`: directories holding the `pvoq` package; A then B, then B
+then A, ...). Per round it prints msgs/s, CPU seconds per 1,000 messages of
+the whole process and of its event loop's thread, and the load average.
+
+Last line: `RESULT gateway_cpu <B's median CPU s per 1,000 msgs> s ratio=<B ÷ A>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from ingest import run_source
+
+from pvoq.config.model import DEFAULT_MAX_CONN_PER_IP
+from pvoq.testing.localdeploy import Deployment, wait_for
+
+DEADLINE_S = 600
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(path: str) -> float:
+    with open(path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def one_round(root: Path, src: str, messages: int, sessions: int,
+              size: int) -> tuple[float, float, float]:
+    """(msgs/s, CPU s per 1,000 msgs of the process, of its main thread)."""
+    dep = Deployment(root)
+    dep.env["gateway"] = {"PYTHONPATH": src}
+    dep.init()
+    text = dep.gateway_config.read_text()
+    limit = f"max_conn_per_ip = {DEFAULT_MAX_CONN_PER_IP}}}"
+    assert limit in text, "the generated HAT's per-address limit"
+    dep.gateway_config.write_text(text.replace(limit, f"max_conn_per_ip = {max(sessions, 1)}}}", 1))
+    try:
+        dep.start_gateway()
+        dep.admin(dep.gateway_config, "suspenddel")
+        pid = dep.procs["gateway"].pid
+        process, thread = f"/proc/{pid}/stat", f"/proc/{pid}/task/{pid}/stat"
+        before = _cpu(process), _cpu(thread)
+        start = time.perf_counter()
+        run_source(dep.ports["gateway_smtp"], messages, sessions, size)
+
+        def routed() -> bool:
+            status = dep.admin(dep.gateway_config, "status")["data"]
+            return (status["messages_in_work_queue"] == 0
+                    and status["messages_in_queue"] >= messages)
+
+        wait_for("the pipeline to route every message", routed, timeout_s=DEADLINE_S,
+                 interval_s=0.05)
+        elapsed = time.perf_counter() - start
+        per = 1000 / messages
+        return (messages / elapsed, (_cpu(process) - before[0]) * per,
+                (_cpu(thread) - before[1]) * per)
+    finally:
+        dep.stop_all()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--a", required=True, help="source tree A (a directory with pvoq/)")
+    parser.add_argument("--b", default=str(Path(__file__).resolve().parent.parent / "src"),
+                        help="source tree B (default: this checkout's src)")
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument("--size", type=int, default=10_240)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="pvoq-bench-gwcpu-"))
+    results: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
+    try:
+        print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 CPUs); "
+              f"{args.messages} messages of {args.size} bytes, {args.sessions} sessions",
+              flush=True)
+        for n in range(args.rounds):
+            for name in (("A", "B") if n % 2 == 0 else ("B", "A")):
+                rate, cpu, loop = one_round(root / f"{name}{n}", args.a if name == "A"
+                                            else args.b, args.messages, args.sessions,
+                                            args.size)
+                results[name].append((rate, cpu, loop))
+                print(f"round {n + 1} {name}: {rate:7.1f} msgs/s; CPU per 1,000 msgs "
+                      f"{cpu:.3f} s (event loop's thread {loop:.3f} s); load average "
+                      f"{os.getloadavg()[0]:.2f}", flush=True)
+        medians = {name: [statistics.median(r[i] for r in rows) for i in range(3)]
+                   for name, rows in results.items()}
+        for name, (rate, cpu, loop) in medians.items():
+            print(f"{name}: median {rate:.1f} msgs/s, {cpu:.3f} s CPU per 1,000 msgs "
+                  f"(event loop's thread {loop:.3f} s)")
+        print(f"RESULT gateway_cpu {medians['B'][1]:.3f} s "
+              f"ratio={medians['B'][1] / medians['A'][1]:.2f}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -117,13 +117,23 @@ class Intake:
         looked up first (a transfer sent again is rare; a lookup per batch is
         not): a conflict rolls the batch back, the transfer ids already stored
         are answered as duplicates and the rest go in again as one batch (a
-        conflict on something else is retried one arrival at a time).
+        conflict on something else is retried one arrival at a time). Only
+        when a body file of one of the batch's MIDs exists already (the same
+        arrival handed in again) are the transfer ids looked up first, so that
+        a stored body is never written over.
         """
         first: dict[str, Arrival] = {}
         for a in arrivals:
             first.setdefault(a.transfer_id, a)
         done: dict[str, tuple[int, bool]] = {}
         fresh = list(first.values())
+        if not self.bodies_in_db and any(
+                os.path.lexists(self.bodies / f"{a.mid}.eml") for a in fresh):
+            # A body of that MID is there already: the same arrival sent again (its
+            # stored body must not be written over), or a leftover. Look first.
+            stored = self._find_transfers(list(first))
+            done.update((t, (m, True)) for t, m in stored.items())
+            fresh = [a for a in fresh if a.transfer_id not in stored]
         while fresh:  # each round stores the batch or takes at least one arrival out
             try:
                 started = metrics.now()
@@ -134,7 +144,7 @@ class Intake:
             except IntegrityError:
                 stored = self._find_transfers([a.transfer_id for a in fresh])
                 if stored:
-                    done.update((t, (m, m != first[t].mid)) for t, m in stored.items())
+                    done.update((t, (m, True)) for t, m in stored.items())
                     fresh = [a for a in fresh if a.transfer_id not in stored]
                 elif len(fresh) > 1:
                     for a in fresh:

@@ -131,6 +131,17 @@ class TestBatches:
         assert files(first) == ["1.eml", "2.eml", "4.eml"] and rows(first) == 3
         assert first.held_count("Policy") == 3 and second.held_count() == 3
 
+    def test_the_same_arrival_again_leaves_its_stored_body_alone(
+            self, store: QuarantineStore) -> None:
+        """Handed in again with its MID (a migration resent, a local quarantine's retry):
+        a duplicate, and the body already stored is neither written over nor removed."""
+        store.add_many([arrival(1, "t-same")])
+        again = Arrival(1, meta("Policy", transfer_id="t-same"), b"Subject: other\r\n\r\nx",
+                        "10.1.2.1", "other")
+        assert store.add_many([again, arrival(2, "t-two")]) == [(1, True), (2, False)]
+        assert store.read_body(1) == body("intake 1")
+        assert files(store) == ["1.eml", "2.eml"] and rows(store) == 2
+
     def test_a_conflict_on_another_key_is_retried_one_by_one(
             self, store: QuarantineStore) -> None:
         """Not a transfer stored before (here one arrival's recipients clash): one arrival

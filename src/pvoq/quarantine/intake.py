@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -34,15 +34,11 @@ from pvoq.quarantine.arrivals import (
     arrival_rows,
     remove_bodies,
 )
+from pvoq.quarantine.batchsql import BatchSql
 from pvoq.quarantine.schema import (
     ALL_HELD,
     HELD_BYTES,
-    attachments,
     fts,
-    held_counts,
-    message_bodies,
-    message_quarantines,
-    message_recipients,
     messages,
     reasons,
 )
@@ -70,6 +66,8 @@ class Intake:
     settings: dict[str, QuarantineSettings]
     _committer: GroupCommit | None = None
     _pool: ThreadPoolExecutor | None = None
+    _sql: BatchSql | None = None
+    _reason_cache: dict[str, int] | None = None  # reason text → id, committed ones only
     # Called inside each batch's transaction with its new arrivals (the manager writes
     # the audit records of migrated messages there: committed with their rows, or not).
     on_batch: Callable[[Connection, Sequence[Arrival]], None] | None = None
@@ -115,29 +113,45 @@ class Intake:
         once, then their rows go in one transaction. If that fails, nothing of
         the batch stays: bodies whose row is known absent are removed (if even
         that cannot be known, the start-up sweep has them) and the error
-        propagates. A unique-key conflict (another manager storing the same
-        transfer at once) is retried one arrival at a time.
+        propagates. Duplicates are found by the transfer id's unique key, not
+        looked up first (a transfer sent again is rare; a lookup per batch is
+        not): a conflict rolls the batch back, the transfer ids already stored
+        are answered as duplicates and the rest go in again as one batch (a
+        conflict on something else is retried one arrival at a time). Only
+        when a body file of one of the batch's MIDs exists already (the same
+        arrival handed in again) are the transfer ids looked up first, so that
+        a stored body is never written over.
         """
         first: dict[str, Arrival] = {}
         for a in arrivals:
             first.setdefault(a.transfer_id, a)
-        done = {t: (mid, True) for t, mid in self._find_transfers(list(first)).items()}
-        fresh = [a for t, a in first.items() if t not in done]
-        if fresh:
+        done: dict[str, tuple[int, bool]] = {}
+        fresh = list(first.values())
+        if not self.bodies_in_db and any(
+                os.path.lexists(self.bodies / f"{a.mid}.eml") for a in fresh):
+            # A body of that MID is there already: the same arrival sent again (its
+            # stored body must not be written over), or a leftover. Look first.
+            stored = self._find_transfers(list(first))
+            done.update((t, (m, True)) for t, m in stored.items())
+            fresh = [a for a in fresh if a.transfer_id not in stored]
+        while fresh:  # each round stores the batch or takes at least one arrival out
             try:
                 started = metrics.now()
                 self._insert_arrivals(fresh)
                 metrics.store_commit(started)
                 done.update((a.transfer_id, (a.mid, False)) for a in fresh)
+                break
             except IntegrityError:
-                if len(fresh) > 1:
+                stored = self._find_transfers([a.transfer_id for a in fresh])
+                if stored:
+                    done.update((t, (m, True)) for t, m in stored.items())
+                    fresh = [a for a in fresh if a.transfer_id not in stored]
+                elif len(fresh) > 1:
                     for a in fresh:
                         done[a.transfer_id] = self.add_many([a])[0]
+                    break
                 else:
-                    again = self.find_transfer(fresh[0].transfer_id)
-                    if again is None:
-                        raise
-                    done[fresh[0].transfer_id] = (again, True)
+                    raise
         return [done[a.transfer_id] if a is first[a.transfer_id]
                 else (done[a.transfer_id][0], True) for a in arrivals]
 
@@ -154,7 +168,9 @@ class Intake:
         paths = [self.bodies / f"{a.mid}.eml" for a in fresh]
         rows = [arrival_rows(a, now, self.settings, "" if in_db else str(p))
                 for a, p in zip(fresh, paths, strict=True)]
+        sql = self._batch_sql()
         files = BodyFiles(self.bodies, self._sync_pool())
+        learnt: dict[str, int] = {}
         try:
             if not in_db:
                 for a, path in zip(fresh, paths, strict=True):
@@ -162,18 +178,20 @@ class Intake:
                 files.start_sync()
             with self.engine.begin() as conn:
                 # The rows go in while the bodies sync; the commit waits for the syncs.
-                conn.execute(messages.insert(), [r.message for r in rows])
+                # The messages first: on SQLite that takes the write lock (a read first
+                # could not be upgraded once another connection has written).
+                conn.exec_driver_sql(sql.messages, [r.message for r in rows])
                 held = [h for r in rows for h in r.held.values()]
-                ids = self._reason_ids(conn, sorted({h["reason"] for h in held}))
+                ids = self._cached_reason_ids(conn, {h["reason"] for h in held}, learnt)
                 for h in held:
                     h["reason_id"] = ids[h["reason"]]
-                conn.execute(message_quarantines.insert(), held)
-                conn.execute(message_recipients.insert(), [x for r in rows for x in r.recipients])
+                conn.exec_driver_sql(sql.held, held)
+                conn.exec_driver_sql(sql.recipients, [x for r in rows for x in r.recipients])
                 parts = [x for r in rows for x in r.attachments]
                 if parts:
-                    conn.execute(attachments.insert(), parts)
+                    conn.exec_driver_sql(sql.attachments, parts)
                 if in_db:
-                    conn.execute(message_bodies.insert(), [
+                    conn.exec_driver_sql(sql.bodies, [
                         dict(message_id=a.mid, body=a.body) for a in fresh])
                 deltas: dict[str, int] = {ALL_HELD: len(rows),
                                           HELD_BYTES: sum(len(a.body) for a in fresh)}
@@ -195,6 +213,33 @@ class Intake:
                 self._drop_uncommitted(fresh, files.paths)
             raise
         files.close()
+        if learnt:  # committed: the reasons added are there for good
+            self._reasons_known().update(learnt)
+
+    def _batch_sql(self) -> BatchSql:
+        if self._sql is None:
+            self._sql = BatchSql.for_dialect(self.dialect)
+        return self._sql
+
+    def _reasons_known(self) -> dict[str, int]:
+        if self._reason_cache is None:
+            self._reason_cache = {}
+        return self._reason_cache
+
+    def _cached_reason_ids(self, conn: Connection, texts: set[str],
+                           learnt: dict[str, int]) -> dict[str, int]:
+        """The reasons' ids: from memory when known (a reason row is never removed nor
+        renumbered), from the dictionary otherwise; those read or added there go to
+        *learnt*, remembered once the batch has committed (an id added by a batch that
+        rolled back would be handed out again)."""
+        known = self._reasons_known()
+        ids = {t: known[t] for t in texts if t in known}
+        missing = sorted(t for t in texts if t not in ids)
+        if missing:
+            found = self._reason_ids(conn, missing)
+            learnt.update(found)
+            ids.update(found)
+        return ids
 
     def _sync_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -268,11 +313,12 @@ class Intake:
         """SQLite: the messages' searchable texts in the trigram tables."""
         if self.dialect != "sqlite":
             return
-        for name, t in fts.items():
+        sql = self._batch_sql()
+        for name in fts:
             rows = [{"rowid": mid, name: values[name]} for mid, values in texts
                     if values.get(name)]
             if rows:
-                conn.execute(t.insert(), rows)
+                conn.exec_driver_sql(sql.fts[name], rows)
 
     def _reason_ids(self, conn: Connection, texts: list[str]) -> dict[str, int]:
         """The ids of *texts* in the reasons dictionary, adding the new ones."""
@@ -291,11 +337,9 @@ class Intake:
         return sqlite_insert if self.dialect == "sqlite" else pg_insert
 
     def _count(self, conn: Connection, deltas: dict[str, int]) -> None:
-        for name, delta in deltas.items():
-            if delta and conn.execute(update(held_counts).where(
-                    held_counts.c.quarantine == name)
-                    .values(n=held_counts.c.n + delta)).rowcount == 0:
-                conn.execute(self._insert()(held_counts).values(quarantine=name, n=delta)
-                             .on_conflict_do_update(index_elements=["quarantine"],
-                                                    set_={"n": held_counts.c.n + delta}))
-
+        """Add *deltas* to the held counters: one upsert for them all, in name order
+        (two managers on one PostgreSQL database lock the rows in the same order)."""
+        rows = [{"quarantine": name, "n": delta} for name, delta in sorted(deltas.items())
+                if delta]
+        if rows:
+            conn.exec_driver_sql(self._batch_sql().count, rows)

@@ -12,6 +12,7 @@ import email
 import email.policy
 from email.header import Header
 from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
 
 from pvoq.quarantine.settings import EarlyRelease
 from pvoq.scan.mimewalk import NotWalkable, leaves
@@ -33,27 +34,45 @@ WALK_ABOVE = 1024 * 1024  # a larger body is walked part by part (`scan.mimewalk
 def attachments_of(body: bytes) -> list[tuple[str, int]]:
     """(filename, decoded size) of every attachment; a broken message has none.
 
-    A body over `WALK_ABOVE` is walked part by part, one part decoded at a time,
-    instead of parsed whole (unless the walk does not follow it)."""
+    A message of one part (neither multipart nor message/*) that is no
+    attachment itself has none: its header block alone says so, and nothing
+    more is parsed. A body over `WALK_ABOVE` is walked part by part, one part
+    decoded at a time, instead of parsed whole (unless the walk does not follow it)."""
     try:
+        head = _head(body)
+        if head.get_content_maintype() not in ("multipart", "message") and \
+                _attachment_name(head) is None:
+            return []
         if len(body) > WALK_ABOVE:
             with contextlib.suppress(NotWalkable):
                 return [(name, len(leaf.decode(body)))
                         for leaf in leaves(body, policy=email.policy.default)
                         if (name := _attachment_name(leaf.part)) is not None]
-        result = []
-        for part in _parse(body).walk():
-            if part.is_multipart():
-                continue
-            name = _attachment_name(part)
-            if name is None:
-                continue
-            payload = part.get_payload(decode=True)
-            size = len(payload) if isinstance(payload, bytes) else 0
-            result.append((name, size))
-        return result
+        return _parsed_attachments(body)
     except Exception:  # a malformed message must still be quarantined
         return []
+
+
+def _head(body: bytes) -> Message:
+    """The header block of *body*, parsed as the whole parse would (the body not read)."""
+    ends = [i for i in (body.find(b"\n\n"), body.find(b"\n\r\n")) if i >= 0]
+    head = body[:min(ends) + 1] if ends else body
+    return BytesHeaderParser(policy=email.policy.default).parsebytes(head)
+
+
+def _parsed_attachments(body: bytes) -> list[tuple[str, int]]:
+    """`attachments_of` by the whole parse (the reference the shortcuts must agree with)."""
+    result = []
+    for part in _parse(body).walk():
+        if part.is_multipart():
+            continue
+        name = _attachment_name(part)
+        if name is None:
+            continue
+        payload = part.get_payload(decode=True)
+        size = len(payload) if isinstance(payload, bytes) else 0
+        result.append((name, size))
+    return result
 
 
 def _attachment_name(part: Message) -> str | None:

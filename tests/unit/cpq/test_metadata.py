@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
 
+from pvoq.cpq import transfer as transfer_module
 from pvoq.cpq.metadata import (
     CHUNK_CHARS,
     KIND_QUARANTINE,
@@ -16,9 +18,11 @@ from pvoq.cpq.metadata import (
     VERSION,
     MetadataError,
     decode_chunks,
+    decode_transfer,
     encode_chunks,
     validate,
 )
+from pvoq.cpq.transfer import QuarantineTransfer, parse_transfer
 
 
 def quarantine_meta(**changes: Any) -> dict[str, Any]:
@@ -226,3 +230,27 @@ class TestValidate:
     def test_not_an_object(self, value: Any) -> None:
         """Metadata that is not a JSON object is refused."""
         assert "object" in error_of(value)
+
+
+class TestDecodeTransfer:
+    def test_the_metadata_is_checked_once(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The common fields are checked by the class the kind names, not also before."""
+        checked: list[Any] = []
+        real = transfer_module.check_json
+        monkeypatch.setattr(transfer_module, "check_json",
+                            lambda obj: checked.append(obj) or real(obj))
+        got = decode_transfer(encode_chunks(quarantine_meta()))
+        assert isinstance(got, QuarantineTransfer) and got.transfer_id == "gw1-SN-000042-abcdef"
+        assert len(checked) == 1
+
+    @pytest.mark.parametrize("obj", [
+        {"v": 1, "kind": ["quarantine"]}, {"v": 2, "kind": "quarantine"},
+        {"v": 1, "kind": "nope"}, {"kind": "quarantine"}, {"v": 1},
+        quarantine_meta(transfer_id="short"), quarantine_meta(kind=KIND_RELEASE),
+        quarantine_meta(recipients=[]),
+    ])
+    def test_refusals_are_those_of_parse_transfer(self, obj: dict[str, Any]) -> None:
+        with pytest.raises(MetadataError) as expected:
+            parse_transfer(obj)
+        with pytest.raises(MetadataError, match=re.escape(str(expected.value))):
+            decode_transfer(encode_chunks(obj))

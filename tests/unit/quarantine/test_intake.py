@@ -13,22 +13,24 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from qhelpers import body, meta
 from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pvoq.quarantine.arrivals import Arrival
 from pvoq.quarantine.intake import SHARED_SWEEP_AGE_S
-from pvoq.quarantine.schema import messages
+from pvoq.quarantine.schema import message_quarantines, messages, reasons
 from pvoq.quarantine.store import QuarantineStore
 
 
-def arrival(mid: int, transfer_id: str | None = None) -> Arrival:
-    return Arrival(mid, meta("Policy", transfer_id=transfer_id or f"intake-{mid}"),
+def arrival(mid: int, transfer_id: str | None = None, reason: str | None = None) -> Arrival:
+    held = ("Policy", reason) if reason is not None else "Policy"
+    return Arrival(mid, meta(held, transfer_id=transfer_id or f"intake-{mid}"),
                    body(f"intake {mid}"), "10.1.2.1", f"intake {mid}")
 
 
@@ -109,22 +111,58 @@ class TestBatches:
         assert store.used_bytes() == sum(len(body(f"intake {m}")) for m in (1, 2, 5))
         assert store.read_body(2) == body("intake 2")
 
-    def test_a_unique_conflict_is_retried_one_by_one(self, store: QuarantineStore,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-        """Another manager stored one of the transfers after the batch looked: that one is
-        a duplicate, the others are stored."""
-        store.add_many([arrival(1, "t-other")])
-        looked = []
-        real = store._find_transfers
+    def test_a_transfer_another_manager_stored_is_a_duplicate(
+            self, make_store: Callable[..., QuarantineStore], monkeypatch: pytest.MonkeyPatch) -> None:
+        """The transfer id's unique key finds it (nothing is looked up first): that one is
+        a duplicate, its body is removed, and the others go in together."""
+        first, second = make_store(), make_store()
+        first.add_many([arrival(1, "t-other")])
+        batches: list[list[int]] = []
+        real = second._insert_arrivals
 
-        def blind_once(ids: list[str]) -> dict[str, int]:
-            looked.append(ids)
-            return {} if len(looked) == 1 else real(ids)
+        def recorded(fresh: list[Arrival]) -> None:
+            batches.append([a.mid for a in fresh])
+            real(fresh)
 
-        monkeypatch.setattr(store, "_find_transfers", blind_once)
-        assert store.add_many([arrival(2, "t-new"), arrival(3, "t-other")]) == \
-            [(2, False), (1, True)]
+        monkeypatch.setattr(second, "_insert_arrivals", recorded)
+        assert second.add_many([arrival(2, "t-new"), arrival(3, "t-other"),
+                                arrival(4, "t-new2")]) == [(2, False), (1, True), (4, False)]
+        assert batches == [[2, 3, 4], [2, 4]]
+        assert files(first) == ["1.eml", "2.eml", "4.eml"] and rows(first) == 3
+        assert first.held_count("Policy") == 3 and second.held_count() == 3
+
+    def test_the_same_arrival_again_leaves_its_stored_body_alone(
+            self, store: QuarantineStore) -> None:
+        """Handed in again with its MID (a migration resent, a local quarantine's retry):
+        a duplicate, and the body already stored is neither written over nor removed."""
+        store.add_many([arrival(1, "t-same")])
+        again = Arrival(1, meta("Policy", transfer_id="t-same"), b"Subject: other\r\n\r\nx",
+                        "10.1.2.1", "other")
+        assert store.add_many([again, arrival(2, "t-two")]) == [(1, True), (2, False)]
+        assert store.read_body(1) == body("intake 1")
         assert files(store) == ["1.eml", "2.eml"] and rows(store) == 2
+
+    def test_a_conflict_on_another_key_is_retried_one_by_one(
+            self, store: QuarantineStore) -> None:
+        """Not a transfer stored before (here one arrival's recipients clash): one arrival
+        at a time, so those before it are stored and the conflicting one fails."""
+        clash = arrival(2, "t-two")
+        clash.meta["recipients"] = [{"rid": 0, "address": "bob@example.com"},
+                                    {"rid": 0, "address": "eve@example.com"}]
+        with pytest.raises(IntegrityError):
+            store.add_many([arrival(1, "t-one"), clash, arrival(3, "t-three")])
+        assert files(store) == ["1.eml"] and rows(store) == 1
+        assert store.find_transfer("t-one") == 1 and store.find_transfer("t-two") is None
+
+    def test_nothing_is_looked_up_before_a_batch_goes_in(
+            self, store: QuarantineStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        """New transfers cost no query of the transfer ids (the unique key answers)."""
+        looked: list[list[str]] = []
+        real = store._find_transfers
+        monkeypatch.setattr(store, "_find_transfers",
+                            lambda ids: looked.append(ids) or real(ids))
+        assert store.add_many([arrival(1), arrival(2)]) == [(1, False), (2, False)]
+        assert looked == []
 
     def test_what_waits_goes_in_one_batch_and_a_failed_batch_fails_each(
             self, store: QuarantineStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,6 +201,60 @@ class TestBatches:
         assert all(isinstance(r, OperationalError) for r in results[1:])
         assert files(store) == ["1.eml"] and rows(store) == 1
         assert store.pending_bytes == 0
+
+
+class TestReasons:
+    def reason_ids(self, store: QuarantineStore) -> dict[int, tuple[str, str]]:
+        """Per held row: (the reason it carries, the text its reason id points to)."""
+        with store.engine.connect() as conn:
+            return {int(m): (r, t) for m, r, t in conn.execute(
+                select(message_quarantines.c.message_id, message_quarantines.c.reason,
+                       reasons.c.text).join(reasons,
+                                            reasons.c.id == message_quarantines.c.reason_id))}
+
+    def test_a_known_reason_is_not_looked_up_again(
+            self, store: QuarantineStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        store.add_many([arrival(1, reason="virus:A"), arrival(2, reason="virus:B")])
+        looked: list[list[str]] = []
+        real = store._reason_ids
+
+        def recorded(conn: Any, texts: list[str]) -> dict[str, int]:
+            looked.append(texts)
+            return real(conn, texts)
+
+        monkeypatch.setattr(store, "_reason_ids", recorded)
+        store.add_many([arrival(3, reason="virus:A"), arrival(4, reason="virus:B")])
+        assert looked == []
+        store.add_many([arrival(5, reason="virus:A"), arrival(6, reason="virus:C")])
+        assert looked == [["virus:C"]]
+        assert all(r == t for r, t in self.reason_ids(store).values())
+        assert len(self.reason_ids(store)) == 6
+
+    def test_a_reason_added_by_a_failed_batch_is_not_remembered(
+            self, store: QuarantineStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Its id was rolled back and may go to another reason: the next batch with it
+        looks it up again, and every held row names its own reason."""
+        store.add_many([arrival(1, reason="virus:A")])
+        monkeypatch.setattr(store, "_index_many", database_error)
+        with pytest.raises(OperationalError):
+            store.add_many([arrival(2, reason="virus:lost")])
+        monkeypatch.undo()
+        store.add_many([arrival(3, reason="virus:other")])
+        store.add_many([arrival(4, reason="virus:lost"), arrival(5, reason="virus:A")])
+        assert self.reason_ids(store) == {1: ("virus:A", "virus:A"),
+                                          3: ("virus:other", "virus:other"),
+                                          4: ("virus:lost", "virus:lost"),
+                                          5: ("virus:A", "virus:A")}
+
+    def test_a_reason_another_manager_added_is_found(self, make_store: Callable[..., QuarantineStore]) -> None:
+        first, second = make_store(), make_store()
+        first.add_many([arrival(1, reason="virus:A")])
+        second.add_many([arrival(2, reason="virus:B")])
+        first.add_many([arrival(3, reason="virus:B")])
+        second.add_many([arrival(4, reason="virus:A")])
+        assert all(r == t for r, t in self.reason_ids(first).values())
+        with first.engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(reasons)).scalar() == 2
 
 
 class TestSweep:

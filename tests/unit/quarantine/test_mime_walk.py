@@ -44,3 +44,38 @@ def test_the_walk_lists_names_and_decoded_sizes() -> None:
     without the line end before the delimiter; a part with only a name is none."""
     assert attachments_of(body_with(*PARTS)) == [
         ("a.pdf", 12000), ("unnamed", len("café soon".encode())), ("été.txt", 5)]
+
+
+ONE_PART = [
+    b"Subject: x\r\nContent-Type: text/plain\r\n\r\nhello\r\n",
+    b"Subject: x\nContent-Type: text/plain\n\nLF only\n",
+    b"Subject: x\r\n\r\nno content type\r\n",
+    b'Subject: x\r\nContent-Type: application/pdf; name="a.pdf"\r\n'
+    b'Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename="a.pdf"'
+    b"\r\n\r\nJVBERg==\r\n",
+    b"Subject: x\r\nContent-Disposition: attachment\r\n\r\nraw\r\n",
+    b"Subject: x\r\nContent-Disposition: inline; filename*=utf-8''%C3%A9t%C3%A9.txt\r\n\r\nx",
+    b"Subject: x\r\nContent-Type: application/octet-stream; name==?utf-8?q?r=C3=A9sum=C3=A9?=\r\n"
+    b"\r\nAAEC\r\n",
+    b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n"
+    b"Content-Disposition: attachment; filename=in.txt\r\n\r\ninner",
+    b"Subject: x\r\nContent-Type: text/plain\r\nno separator line\r\nbody\r\n",
+    b'Subject: x\r\nContent-Type: multipart/mixed\r\n\r\nno boundary\r\n',
+    b"\x00\xff garbage",
+]
+
+
+@pytest.mark.parametrize("body", ONE_PART)
+def test_one_part_messages_as_the_whole_parse_lists_them(body: bytes) -> None:
+    assert attachments_of(body) == mime._parsed_attachments(body)
+
+
+def test_a_one_part_message_that_is_no_attachment_is_read_no_further_than_its_head(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[bytes] = []
+    real = mime._parse
+    monkeypatch.setattr(mime, "_parse", lambda body: parsed.append(body) or real(body))
+    assert attachments_of(ONE_PART[0]) == [] and attachments_of(ONE_PART[1]) == []
+    assert parsed == []
+    assert attachments_of(ONE_PART[3]) == [("a.pdf", 4)] and parsed == [ONE_PART[3]]
+    assert attachments_of(body_with(*PARTS))[0] == ("a.pdf", 12000) and len(parsed) == 2

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -48,6 +46,7 @@ from pvoq.quarantine.schema import (
 )
 from pvoq.quarantine.settings import QuarantineSettings
 from pvoq.quarantine.states import State
+from pvoq.quarantine.upsert import insert_for
 
 SWEEP_MARGIN_S = 2.0  # file times come from a coarse clock: keep clear of a batch starting
 # On a database several managers share, their bodies directory may be shared too: the
@@ -288,7 +287,7 @@ class Intake:
 
     def _insert(self) -> Callable[..., Any]:
         """This dialect's INSERT (with ON CONFLICT): SQLite's or PostgreSQL's."""
-        return sqlite_insert if self.dialect == "sqlite" else pg_insert
+        return insert_for(self.dialect)
 
     def _count(self, conn: Connection, deltas: dict[str, int]) -> None:
         for name, delta in deltas.items():

@@ -46,6 +46,15 @@ class ApiService:
         self.maillog = maillog
         self.server: ApiServer | None = None
 
+    @property
+    def address(self) -> str | None:
+        """Where the API listens (None when it does not): for the ready line."""
+        return self.server.address if self.server is not None else None
+
+    @property
+    def port(self) -> int | None:
+        return self.server.port if self.server is not None else None
+
     def app(self) -> Any:
         """The REST API v2.0 application over the service, with `<api>`'s tokens."""
         from pvoq.web.api import create_app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from pvoq.admin.lazy import LazyCommands
 from pvoq.admin.protocol import Peer
 from pvoq.admin.registry import CommandMethod, CommandSet, command, wants_peer
 from pvoq.gateway.migration import GatewayMigrationCommands
-from pvoq.gateway.role import MIGRATION_COMMANDS
+from pvoq.gateway.role import MIGRATION_COMMANDS, MIGRATION_PLAN
 
 
 class _Registry:
@@ -66,3 +67,12 @@ def test_the_gateways_lazy_migration_commands_are_the_real_sets() -> None:
     assert sorted(MIGRATION_COMMANDS) == sorted(names)
     assert not any(wants_peer(getattr(GatewayMigrationCommands, attr))
                    for attr in names.values())
+
+
+def test_the_gateway_looks_for_the_plan_where_the_migrator_keeps_it(tmp_path: Path) -> None:
+    from pvoq.gateway.migration import Migrator
+
+    migrator = Migrator(data_dir=tmp_path, config=lambda: None,  # type: ignore[arg-type,return-value]
+                        store=lambda: None, mode=lambda: "local",
+                        connect=lambda: None, maillog=None)  # type: ignore[arg-type,return-value]
+    assert migrator.path == tmp_path / MIGRATION_PLAN

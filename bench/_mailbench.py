@@ -33,14 +33,17 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pvoq.admin.protocol import call
+from pvoq.config.loader import load_config
 from pvoq.config.model import DEFAULT_MAX_CONN_PER_IP
 from pvoq.testing.localdeploy import Deployment, DeploymentError, free_port
 from pvoq.testing.processes import stop_process
@@ -401,6 +404,86 @@ def report_progress(what: str, progress: Callable[[], int]) -> None:
         print(f"{what}: unknown ({exc})", flush=True)
 
 
+def print_load() -> None:
+    """The load average beside the figures: other work on the cores changes them."""
+    print("load average (1, 5, 15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()),
+          flush=True)
+
+
+def bulk_release(dep: Deployment, count: int, *, timeout_s: float) -> dict[str, Any]:
+    """Release every held message in one bulk action (`quarantine.bulk`, as the CLI asks);
+    its answer. `BenchFailure` unless it found exactly *count* messages."""
+    response = call(load_config(dep.manager_config).admin_socket, "quarantine.bulk",
+                    {"action": "release", "query": HELD}, timeout_s=timeout_s)
+    if not response.get("ok"):
+        raise BenchFailure(f"quarantine.bulk release: {response.get('error')}")
+    data: dict[str, Any] = response["data"]
+    if data["count"] != count:
+        raise BenchFailure(f"the bulk release found {data['count']} of {count} messages")
+    return data
+
+
+@contextlib.contextmanager
+def bench_run(root: Path, dep: Deployment, sink: SmtpSink | None = None) -> Iterator[None]:
+    """Run a bench's phases: on a failure, say how far mail got and exit 2; in any case
+    stop the deployment and the sink (if any), and remove *root*."""
+    try:
+        yield
+    except (BenchFailure, DeploymentError) as exc:
+        print(f"FAILED: {exc}", flush=True)
+        if "manager" in dep.procs:
+            report_progress("held now", lambda: held_gauge(dep))
+        if sink is not None:
+            report_progress("taken by smtp-sink", lambda: sink.count)
+        sys.exit(2)
+    finally:
+        dep.stop_all()
+        if sink is not None:
+            sink.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- processes' memory (/proc) ----------------------------------------------------------------
+
+def status_kib(pid: int, field: str) -> int | None:
+    """A kB field of /proc/PID/status (VmRSS, VmHWM); None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(field.encode() + b":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def children(pid: int) -> list[int]:
+    """The PIDs of *pid*'s child processes, in order."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def tree(pid: int) -> list[int]:
+    """*pid* and all its descendants."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children(current)
+    return found
+
+
 def held_count(dep: Deployment, query: dict[str, Any]) -> int:
     """The total the manager's quarantine search finds for *query* (admin socket, as the
     CLI asks)."""
@@ -437,6 +520,8 @@ def _row_recipients(row: dict[str, Any]) -> list[str]:
 
 
 __all__ = ["CAUGHT_SUBJECT", "HELD", "BenchFailure", "DeploymentError", "PhaseTimeout",
-           "PostfixRelay", "SmtpSink", "bench_root", "deployment", "exactly_once", "free_port",
-           "held_count", "held_gauge", "held_recipients", "quarantine_phase", "recipient_numbers",
-           "report_progress", "run_source", "tool", "use_clamd", "wait_until"]
+           "PostfixRelay", "SmtpSink", "bench_root", "bench_run", "bulk_release", "children",
+           "deployment", "exactly_once", "free_port", "held_count", "held_gauge",
+           "held_recipients", "print_load", "quarantine_phase", "recipient_numbers",
+           "report_progress", "run_source", "status_kib", "tool", "tree", "use_clamd",
+           "wait_until"]

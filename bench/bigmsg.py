@@ -32,31 +32,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import smtplib
-import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 
 from _mailbench import (
     CAUGHT_SUBJECT,
-    HELD,
     BenchFailure,
-    DeploymentError,
     SmtpSink,
     bench_root,
+    bench_run,
+    bulk_release,
+    children,
     deployment,
     held_gauge,
-    report_progress,
+    print_load,
+    status_kib,
     use_clamd,
     wait_until,
 )
 
-from pvoq.admin.protocol import call
-from pvoq.config.loader import load_config
 from pvoq.testing.localdeploy import Deployment
 
 TARGET = 3.0
@@ -77,33 +76,6 @@ class Watched:
     @property
     def growth_kib(self) -> int:
         return max(self.peak_kib, self.hwm_kib) - self.idle_kib
-
-
-def status_kib(pid: int, field: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(field.encode() + b":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return sorted(found)
 
 
 def processes(dep: Deployment) -> list[Watched]:
@@ -189,15 +161,6 @@ def send(dep: Deployment, wire: bytes, to: str, timeout_s: float) -> float:
     return time.perf_counter() - start
 
 
-def release_all(dep: Deployment, timeout_s: float) -> None:
-    response = call(load_config(dep.manager_config).admin_socket, "quarantine.bulk",
-                    {"action": "release", "query": HELD}, timeout_s=timeout_s)
-    if not response.get("ok"):
-        raise BenchFailure(f"quarantine.bulk release: {response.get('error')}")
-    if response["data"]["count"] != 1:
-        raise BenchFailure(f"the bulk release found {response['data']['count']} messages")
-
-
 def check_arrived(sink: SmtpSink, body: bytes) -> None:
     """smtp-sink's dump holds one transaction whose message ends with *body*."""
     assert sink.dump is not None
@@ -229,6 +192,11 @@ def report(watched: list[Watched], size: int) -> float:
     return worst
 
 
+def _quietly(stop: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):
+        stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=50 * 1000 * 1000,
@@ -242,9 +210,8 @@ def main() -> None:
     root = bench_root("pvoq-bench-bigmsg-")
     dep = deployment(root / "deploy", 1)
     sink = SmtpSink(root / "sink", dep.ports["sink"], dump=True)
-    clamd = None
     to = "bob@example.com"
-    try:
+    with bench_run(root, dep, sink), contextlib.ExitStack() as stack:
         wire, body = big_message(args.size, to)
         size = len(wire)
         raise_size_limits(dep, size * 2 + MIB)
@@ -252,14 +219,14 @@ def main() -> None:
             from pvoq.testing.clamd import ClamdProcess
             clamd = ClamdProcess(root / "clamd", stream_max_bytes=size * 2 + MIB)
             clamd.start()
+            stack.callback(_quietly, clamd.stop)
             use_clamd(dep, clamd.socket_path)
         sink.start()
         dep.start_manager()
         dep.start_gateway()
         time.sleep(1.0)  # the scanner processes start after the gateway's recovery
         watched = processes(dep)
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
-              f"({os.cpu_count()} CPUs)")
+        print_load()
         print(f"message: {size} bytes on the wire ({size / MIB:.1f} MiB): a text part and "
               f"{args.size} bytes base64-encoded; anti-virus: "
               f"{'clamd' if args.clamd else 'built-in check'}")
@@ -278,7 +245,7 @@ def main() -> None:
         held = time.perf_counter()
         print(f"held on the manager after {held - start:.1f} s")
         sampler.phase = "release"
-        release_all(dep, args.deadline)
+        bulk_release(dep, 1, timeout_s=args.deadline)
         done = wait_until("smtp-sink to take the released message", lambda: sink.count, 1,
                           deadline_s=args.deadline, interval_s=0.05)
         print(f"released and delivered after {done - held:.1f} s "
@@ -288,7 +255,7 @@ def main() -> None:
         sampler.join(5)
         for w in watched:
             w.hwm_kib = status_kib(w.pid, "VmHWM") or 0
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print_load()
         if sampler.timeline is not None:
             with open(args.timeline, "w") as out:
                 for at, phase, name, rss in sampler.timeline:
@@ -298,19 +265,6 @@ def main() -> None:
         print("delivered: the message's body arrived byte for byte")
         worst = report(watched, size)
         print(f"RESULT bigmsg_rss {worst:.2f} x ratio={TARGET / worst if worst else 0:.2f}")
-    except (BenchFailure, DeploymentError) as exc:
-        print(f"FAILED: {exc}", flush=True)
-        if "manager" in dep.procs:
-            report_progress("held now", lambda: held_gauge(dep))
-        report_progress("taken by smtp-sink", lambda: sink.count)
-        sys.exit(2)
-    finally:
-        dep.stop_all()
-        sink.stop()
-        if clamd is not None:
-            with contextlib.suppress(Exception):
-                clamd.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

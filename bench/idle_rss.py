@@ -37,16 +37,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+from _mailbench import status_kib, tree
+
 from pvoq.testing.localdeploy import Deployment, wait_for
 
 TARGET_MB = 80.0
 
 
-def _status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
+def _rss_kb(pid: int) -> int:
+    return status_kib(pid, "VmRSS") or 0
 
 
 def _pss_kb(pid: int) -> int:
@@ -59,30 +58,10 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            kids += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return kids
-
-
-def tree(pid: int) -> list[int]:
-    """*pid* and all its descendants."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += _children(current)
-    return found
-
-
 def sample(pid: int) -> tuple[float, float, int]:
     """(RSS MB, PSS MB, process count) of *pid*'s tree."""
     pids = tree(pid)
-    rss = sum(_status_kb(p, "VmRSS") for p in pids) * 1024 / 1e6
+    rss = sum(_rss_kb(p) for p in pids) * 1024 / 1e6
     pss = sum(_pss_kb(p) for p in pids) * 1024 / 1e6
     return rss, pss, len(pids)
 
@@ -91,7 +70,7 @@ def bare_python_mb() -> float:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         time.sleep(0.5)
-        return _status_kb(proc.pid, "VmRSS") * 1024 / 1e6
+        return _rss_kb(proc.pid) * 1024 / 1e6
     finally:
         proc.kill()
         proc.wait()
@@ -107,7 +86,7 @@ def report(deploy: Deployment, samples: int, when: str) -> float:
         pss = max(r[1] for r in rows)
         count = rows[-1][2]
         worst = max(worst, rss)
-        each = ", ".join(f"{_status_kb(p, 'VmRSS') / 1000:.1f}" for p in tree(pid))
+        each = ", ".join(f"{_rss_kb(p) / 1000:.1f}" for p in tree(pid))
         print(f"{when:14} {name:8} processes={count} rss={rss:.1f} MB pss={pss:.1f} MB "
               f"(each, MB: {each}) target<={TARGET_MB:.0f} MB")
     return worst

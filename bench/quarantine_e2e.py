@@ -26,26 +26,22 @@ Last line: `RESULT quarantine_e2e <msgs/s> msgs/s ratio=<pvoq ÷ smtp-sink>`.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import sys
 from pathlib import Path
 
 from _mailbench import (
     CAUGHT_SUBJECT,
     HELD,
     BenchFailure,
-    DeploymentError,
     SmtpSink,
     bench_root,
+    bench_run,
     deployment,
     exactly_once,
     free_port,
-    held_gauge,
     held_recipients,
     load_parser,
+    print_load,
     quarantine_phase,
-    report_progress,
     run_source,
     wait_until,
 )
@@ -64,19 +60,13 @@ def reference(root: Path, args: argparse.Namespace) -> float:
         sink.stop()
 
 
-def print_load() -> None:
-    """The load average beside the figures: other work on the cores changes them."""
-    print("load average (1, 5, 15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()),
-          flush=True)
-
-
 def main() -> None:
     parser = load_parser(__doc__, messages=5000, deadline_s=600.0)
     args = parser.parse_args()
 
     root = bench_root("pvoq-bench-quarantine-")
     dep = deployment(root / "deploy", args.sessions)
-    try:
+    with bench_run(root, dep):
         print(f"smtp-source: {args.messages} messages of {args.size} bytes, {args.sessions} "
               f"sessions, a new connection per message, subject {CAUGHT_SUBJECT!r}")
         print_load()
@@ -95,14 +85,6 @@ def main() -> None:
         print(f"held: {args.messages} messages in Policy, each recipient exactly once")
         print_load()
         print(f"RESULT quarantine_e2e {rate:.1f} msgs/s ratio={rate / ref:.3f}")
-    except (BenchFailure, DeploymentError) as exc:
-        print(f"FAILED: {exc}", flush=True)
-        if "manager" in dep.procs:
-            report_progress("held so far", lambda: held_gauge(dep))
-        sys.exit(2)
-    finally:
-        dep.stop_all()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

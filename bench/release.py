@@ -23,37 +23,25 @@ Last line: `RESULT release <msgs/s> msgs/s ratio=<release ÷ quarantine transfer
 
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 import time
 
 from _mailbench import (
     HELD,
     BenchFailure,
-    DeploymentError,
     SmtpSink,
     bench_root,
+    bench_run,
+    bulk_release,
     deployment,
     exactly_once,
     held_count,
-    held_gauge,
     held_recipients,
     load_parser,
+    print_load,
     quarantine_phase,
     recipient_numbers,
-    report_progress,
     wait_until,
 )
-
-from pvoq.admin.protocol import call
-from pvoq.config.loader import load_config
-
-
-def print_load() -> None:
-    """The load average beside the figures: other work on the cores changes them."""
-    print("load average (1, 5, 15 min): " + " ".join(f"{x:.2f}" for x in os.getloadavg()),
-          flush=True)
 
 
 def main() -> None:
@@ -64,7 +52,7 @@ def main() -> None:
     dep = deployment(root / "deploy", args.sessions)
     sink = SmtpSink(root / "sink", dep.ports["sink"], dump=True)
     sender = "release@sender.example"
-    try:
+    with bench_run(root, dep, sink):
         sink.start()
         dep.start_manager()
         dep.start_gateway()
@@ -81,14 +69,8 @@ def main() -> None:
             raise BenchFailure(f"the manager's quarantine is wrong: {problem}")
 
         start = time.perf_counter()
-        response = call(load_config(dep.manager_config).admin_socket, "quarantine.bulk",
-                        {"action": "release", "query": HELD}, timeout_s=args.deadline)
-        if not response.get("ok"):
-            raise BenchFailure(f"quarantine.bulk release: {response.get('error')}")
+        data = bulk_release(dep, args.messages, timeout_s=args.deadline)
         decided = time.perf_counter() - start
-        data = response["data"]
-        if data["count"] != args.messages:
-            raise BenchFailure(f"the bulk release found {data['count']} of {args.messages}")
         end = wait_until("smtp-sink to take every released message", lambda: sink.count,
                          args.messages, deadline_s=args.deadline, interval_s=0.05)
         released = args.messages / (end - start)
@@ -106,16 +88,6 @@ def main() -> None:
               "none left held")
         print_load()
         print(f"RESULT release {released:.1f} msgs/s ratio={released / quarantined:.2f}")
-    except (BenchFailure, DeploymentError) as exc:
-        print(f"FAILED: {exc}", flush=True)
-        if "manager" in dep.procs:
-            report_progress("held now", lambda: held_gauge(dep))
-        report_progress("taken by smtp-sink", lambda: sink.count)
-        sys.exit(2)
-    finally:
-        dep.stop_all()
-        sink.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,12 @@ MID, back through the gateway (`MID originally N`) and out with the downstream `
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from consolesetup import READONLY_PW, USERS, browser_page, screenshot
+from logsubsetup import find, subscribed_deployment, tracked
 
 from pvoq.testing.browser import login
 from pvoq.testing.localdeploy import GATEWAY, MANAGER, Deployment, wait_for
@@ -20,32 +19,8 @@ SUBJECT = "Confidential <b>tracked</b> in the console"
 
 @pytest.fixture
 def subscribed(tmp_path: Path) -> Iterator[Deployment]:
-    dep = Deployment(tmp_path / "deploy", retry_min_s=0.5, retry_max_s=2.0, ssh=True,
-                     console=True, users=list(USERS))
-    dep.init()
-    try:
-        dep.start()
-        dep.add_gateway_over_ssh()
+    with subscribed_deployment(tmp_path, console=True, users=list(USERS)) as dep:
         yield dep
-    finally:
-        dep.stop_all()
-
-
-def _find(lines: list[str], pattern: str) -> re.Match[str]:
-    for line in lines:
-        if m := re.search(pattern, line):
-            return m
-    raise AssertionError(f"no line matches {pattern!r}")
-
-
-def _indexed(dep: Deployment) -> list[dict[str, Any]] | None:
-    """The journeys once the released copy's downstream reply is in the tracking index."""
-    dep.admin(dep.manager_config, "logsub.pull")
-    journeys = dep.admin(dep.manager_config, "track", {"subject": "tracked"})["data"]["journeys"]
-    done = journeys and journeys[0]["releases"] and \
-        journeys[0]["releases"][0]["deliveries"] and \
-        journeys[0]["releases"][0]["deliveries"][0]["reply"]
-    return journeys if done else None
 
 
 def test_the_tracking_page_follows_a_released_message(subscribed: Deployment) -> None:
@@ -55,10 +30,10 @@ def test_the_tracking_page_follows_a_released_message(subscribed: Deployment) ->
     dep.admin(dep.manager_config, "quarantine.release", {"mid": record["id"]})
     wait_for("the released message at the sink", lambda: len(dep.delivered()) == 1)
     gw = dep.mail_logs("gateway")
-    mid = int(_find(gw, r"MID (\d+) Subject .*tracked").group(1))
-    new_mid = int(_find(gw, rf"MID (\d+) received from the SMA .*MID originally {mid}\)")
+    mid = int(find(gw, r"MID (\d+) Subject .*tracked").group(1))
+    new_mid = int(find(gw, rf"MID (\d+) received from the SMA .*MID originally {mid}\)")
                   .group(1))
-    wait_for("the whole path in the tracking index", lambda: _indexed(dep), timeout_s=60)
+    wait_for("the whole path in the tracking index", lambda: tracked(dep, "tracked"), timeout_s=60)
 
     url = dep.console_url("manager")
     with browser_page(dep, "manager") as page:

@@ -13,14 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from logsubsetup import subscribed_deployment
 
 from pvoq.testing.localdeploy import GATEWAY, Deployment, wait_for
 
-SUBSCRIPTION = """\
-  <log_subscription>
-    <interval_seconds>0.5</interval_seconds>
-  </log_subscription>
-</config>"""
 LINE = f"log subscription {GATEWAY}"
 
 
@@ -37,16 +33,8 @@ def doctor(config: Path) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def subscribed(tmp_path: Path) -> Iterator[Deployment]:
-    dep = Deployment(tmp_path / "deploy", retry_min_s=0.5, retry_max_s=2.0, ssh=True)
-    dep.init()
-    dep.manager_config.write_text(dep.manager_config.read_text().replace("</config>",
-                                                                         SUBSCRIPTION))
-    try:
-        dep.start()
-        dep.add_gateway_over_ssh()
+    with subscribed_deployment(tmp_path, interval_s=0.5) as dep:
         yield dep
-    finally:
-        dep.stop_all()
 
 
 def _gateway_row(dep: Deployment) -> dict[str, Any]:

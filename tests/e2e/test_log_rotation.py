@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from logsubsetup import SMALL_LOGS, add_to_config
 
 from pvoq import __version__
 from pvoq.maillog.rollover import log_files, rolled_files
@@ -23,15 +24,6 @@ from pvoq.testing.localdeploy import Deployment, wait_for
 
 SENDERS = 4
 PER_SENDER = 30
-LOGS = """\
-  <logs>
-    <log>
-      <name>mail_logs</name>
-      <max_file_size>8K</max_file_size>
-      <max_files>100000</max_files>
-    </log>
-  </logs>
-</config>"""
 MESSAGE_ID = re.compile(rb"^Message-ID: (<[^>\r\n]+>)", re.MULTILINE | re.IGNORECASE)
 ID_LINE = re.compile(r"\b(?:MID|ICID|DCID) \d+")
 
@@ -55,7 +47,7 @@ def every_line(files: list[Path]) -> list[str]:
 
 def small_logs(deployment: Deployment) -> None:
     for config in (deployment.gateway_config, deployment.manager_config):
-        config.write_text(config.read_text().replace("</config>", LOGS))
+        add_to_config(config, SMALL_LOGS)
 
 
 def assert_markers(path: Path, *, rolled: bool) -> None:

@@ -11,42 +11,21 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from logsubsetup import cli, subscribed_deployment
 
 from pvoq.logsub.reader import log_files
 from pvoq.testing.localdeploy import GATEWAY, Deployment, wait_for
-
-SUBSCRIPTION = """\
-  <log_subscription>
-    <interval_seconds>0.3</interval_seconds>
-    <chunk_lines>40</chunk_lines>
-  </log_subscription>
-</config>"""
-
-
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pvoq", "cli", "-c", str(config), *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
 def subscribed(tmp_path: Path) -> Iterator[Deployment]:
     """A manager that pulls its gateway's log every 0.3 s, 40 lines at a time."""
-    dep = Deployment(tmp_path / "deploy", retry_min_s=0.5, retry_max_s=2.0, ssh=True)
-    dep.init()
-    dep.manager_config.write_text(dep.manager_config.read_text().replace("</config>",
-                                                                         SUBSCRIPTION))
-    try:
-        dep.start()
-        dep.add_gateway_over_ssh()
+    with subscribed_deployment(tmp_path, interval_s=0.3, chunk_lines=40) as dep:
         yield dep
-    finally:
-        dep.stop_all()
 
 
 def _gateway_lines(dep: Deployment) -> list[str]:
@@ -108,7 +87,7 @@ def test_restart_and_rollover_keep_every_line_exactly_once(subscribed: Deploymen
     assert os.stat(dep.root / "manager" / "data" / "gateway_logs" / GATEWAY /
                    "mail_logs").st_mode & 0o777 == 0o640
 
-    shown = _cli(dep.manager_config, "logsub", "status")
+    shown = cli(dep.manager_config, "logsub", "status")
     assert shown.returncode == 0
     assert re.search(rf"{re.escape(GATEWAY)} \(127\.0\.0\.1\): \d+ lines, last pull ",
                      shown.stdout)

@@ -14,54 +14,25 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from logsubsetup import SMALL_LOGS, cli, subscribed_deployment
 
 from pvoq.logsub.reader import log_files
 from pvoq.testing.localdeploy import GATEWAY, Deployment, wait_for
 
 MESSAGES = 48
-SUBSCRIPTION = """\
-  <log_subscription>
-    <interval_seconds>0.3</interval_seconds>
-    <chunk_lines>40</chunk_lines>
-  </log_subscription>
-</config>"""
-LOGS = """\
-  <logs>
-    <log>
-      <name>mail_logs</name>
-      <max_file_size>8K</max_file_size>
-      <max_files>100000</max_files>
-    </log>
-  </logs>
-</config>"""
-
-
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pvoq", "cli", "-c", str(config), *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
 def subscribed(tmp_path: Path) -> Iterator[Deployment]:
     """A gateway whose mail_logs rolls at 8K; a manager that pulls it every 0.3 s."""
-    dep = Deployment(tmp_path / "deploy", retry_min_s=0.5, retry_max_s=2.0, ssh=True)
-    dep.init()
-    dep.manager_config.write_text(dep.manager_config.read_text().replace("</config>",
-                                                                         SUBSCRIPTION))
-    dep.gateway_config.write_text(dep.gateway_config.read_text().replace("</config>", LOGS))
-    try:
-        dep.start()
-        dep.add_gateway_over_ssh()
+    with subscribed_deployment(tmp_path, interval_s=0.3, chunk_lines=40,
+                               gateway_logs=SMALL_LOGS) as dep:
         yield dep
-    finally:
-        dep.stop_all()
 
 
 def _gateway_files(dep: Deployment) -> list[Path]:
@@ -114,7 +85,7 @@ def test_every_rolled_line_reaches_the_manager_exactly_once(subscribed: Deployme
     try:
         # 1. on demand, while mail flows (and by size all along)
         reached(MESSAGES // 4)
-        done = _cli(dep.gateway_config, "rollovernow")
+        done = cli(dep.gateway_config, "rollovernow")
         assert done.returncode == 0, done.stderr
 
         # 2. logrotate's way: an outside rename to a name the subscription does not make,

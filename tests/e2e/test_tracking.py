@@ -3,50 +3,20 @@
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from logsubsetup import cli, find, subscribed_deployment, tracked
 
 from pvoq.testing.localdeploy import GATEWAY, MANAGER, Deployment, wait_for
-
-
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pvoq", "cli", "-c", str(config), *args],
-                          capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
 def subscribed(tmp_path: Path) -> Iterator[Deployment]:
     """A deployment whose manager reaches its gateway over SSH (so it subscribes to its log)."""
-    dep = Deployment(tmp_path / "deploy", retry_min_s=0.5, retry_max_s=2.0, ssh=True)
-    dep.init()
-    try:
-        dep.start()
-        dep.add_gateway_over_ssh()
+    with subscribed_deployment(tmp_path) as dep:
         yield dep
-    finally:
-        dep.stop_all()
-
-
-def _find(lines: list[str], pattern: str) -> re.Match[str]:
-    for line in lines:
-        if m := re.search(pattern, line):
-            return m
-    raise AssertionError(f"no line matches {pattern!r}")
-
-
-def _tracked(dep: Deployment, subject: str) -> list[dict[str, Any]] | None:
-    """The journeys of *subject* once the released copy's downstream reply is indexed."""
-    dep.admin(dep.manager_config, "logsub.pull")
-    journeys = dep.admin(dep.manager_config, "track", {"subject": subject})["data"]["journeys"]
-    done = journeys and journeys[0]["releases"] and journeys[0]["releases"][0]["deliveries"] \
-        and journeys[0]["releases"][0]["deliveries"][0]["reply"]
-    return journeys if done else None
 
 
 def test_track_by_subject_shows_every_hop_of_a_released_message(
@@ -60,16 +30,16 @@ def test_track_by_subject_shows_every_hop_of_a_released_message(
 
     # what each appliance's own log says, to compare with what tracking shows
     gw = dep.mail_logs("gateway")
-    mid = int(_find(gw, r'MID (\d+) Subject "Confidential tracking e2e"').group(1))
-    icid = int(_find(gw, rf"Start MID {mid} ICID (\d+)$").group(1))
-    cpq_dcid = int(_find(gw, rf"Delivery start DCID (\d+) MID {mid} .*Centralized").group(1))
-    new_mid = int(_find(gw, rf"MID (\d+) received from the SMA .*MID originally {mid}\)")
+    mid = int(find(gw, r'MID (\d+) Subject "Confidential tracking e2e"').group(1))
+    icid = int(find(gw, rf"Start MID {mid} ICID (\d+)$").group(1))
+    cpq_dcid = int(find(gw, rf"Delivery start DCID (\d+) MID {mid} .*Centralized").group(1))
+    new_mid = int(find(gw, rf"MID (\d+) received from the SMA .*MID originally {mid}\)")
                   .group(1))
-    down_dcid = int(_find(gw, rf"Delivery start DCID (\d+) MID {new_mid} ").group(1))
+    down_dcid = int(find(gw, rf"Delivery start DCID (\d+) MID {new_mid} ").group(1))
     manager_mid = record["id"]
 
     journeys = wait_for("the whole path in the tracking index",
-                        lambda: _tracked(dep, "tracking e2e"), timeout_s=60)
+                        lambda: tracked(dep, "tracking e2e"), timeout_s=60)
     (journey,) = journeys
     g = journey["gateway"]
     assert (g["source"], g["mid"], g["icid"]) == (GATEWAY, mid, icid)
@@ -100,7 +70,7 @@ def test_track_by_subject_shows_every_hop_of_a_released_message(
     assert any(f"(MID originally {mid})" in t for t in texts)
 
     # the same through the command line, in one view, and as JSON
-    shown = _cli(dep.manager_config, "track", "--subject", "tracking e2e")
+    shown = cli(dep.manager_config, "track", "--subject", "tracking e2e")
     assert shown.returncode == 0, shown.stderr
     out = shown.stdout
     for expected in (f"Gateway {GATEWAY}: ICID {icid}, MID {mid}",
@@ -111,10 +81,10 @@ def test_track_by_subject_shows_every_hop_of_a_released_message(
                      f"Release on {GATEWAY}: MID {new_mid} (MID originally {mid})",
                      f"Delivery: DCID {down_dcid} to ", ": 250 2.0.0"):
         assert expected in out, (expected, out)
-    as_json = _cli(dep.manager_config, "track", "--mid", str(mid), "--gateway", GATEWAY,
+    as_json = cli(dep.manager_config, "track", "--mid", str(mid), "--gateway", GATEWAY,
                    "--json")
     assert json.loads(as_json.stdout)[0]["releases"][0]["mid"] == new_mid
-    by_manager = _cli(dep.manager_config, "track", "--manager-mid", str(manager_mid), "--json")
+    by_manager = cli(dep.manager_config, "track", "--manager-mid", str(manager_mid), "--json")
     assert json.loads(by_manager.stdout)[0]["gateway"]["mid"] == mid
-    nothing = _cli(dep.manager_config, "track", "--sender", "nobody@nowhere.example")
+    nothing = cli(dep.manager_config, "track", "--sender", "nobody@nowhere.example")
     assert nothing.returncode == 0 and "No messages found." in nothing.stdout

@@ -19,11 +19,22 @@ from pvoq.quarantine.store import QuarantineStore
 CONSOLE = ("fastapi", "starlette", "uvicorn", "jinja2", "pydantic")
 
 
-def _loaded(code: str) -> set[str]:
+def _modules(code: str) -> set[str]:
     script = code + "\nimport sys\nprint(' '.join(sys.modules))"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, check=True)
-    return {m.split(".")[0] for m in done.stdout.split()}
+    return set(done.stdout.split())
+
+
+def _loaded(code: str) -> set[str]:
+    return {m.split(".")[0] for m in _modules(code)}
+
+
+# Loaded only when used: the operator CLI's commands (`pvoq cli`), a gateway's migration
+# side, the tracking query, uvicorn for `/metrics`, SQLAlchemy's PostgreSQL dialect on SQLite.
+ON_USE = ("pvoq.cli.operator", "pvoq.cli.quarantine", "pvoq.cli.migrate", "pvoq.cli.track",
+          "pvoq.gateway.migration", "pvoq.logsub.tracking", "pvoq.web.api", "uvicorn",
+          "sqlalchemy.dialects.postgresql")
 
 
 def test_a_gateway_process_loads_no_console_store_or_table_library() -> None:
@@ -34,6 +45,24 @@ def test_a_gateway_process_loads_no_console_store_or_table_library() -> None:
 def test_a_manager_process_loads_no_console_migration_or_table_library() -> None:
     loaded = _loaded("import pvoq.cli.main, pvoq.manager.role")
     assert sorted(loaded & {*CONSOLE, "alembic", "rich", "argon2"}) == []
+
+
+def test_an_appliance_process_loads_what_it_seldom_uses_only_on_use(tmp_path: Path) -> None:
+    started = ("import asyncio\n"
+               "from pathlib import Path\n"
+               "import pvoq.cli.main, pvoq.gateway.role, pvoq.manager.role\n"
+               "from pvoq.metrics.server import MetricsServer\n"
+               "from pvoq.quarantine.store import QuarantineStore\n"
+               f"QuarantineStore('sqlite:///{tmp_path / 'q.db'}', Path({str(tmp_path)!r}))\n")
+    assert sorted(_modules(started) & set(ON_USE)) == []
+
+
+def test_the_operator_commands_load_with_pvoq_cli() -> None:
+    listed = ("from click.testing import CliRunner\n"
+              "from pvoq.cli.main import main\n"
+              "result = CliRunner().invoke(main, ['cli', '-c', 'x', '--help'])\n"
+              "assert 'quarantine' in result.output and 'track' in result.output, result.output\n")
+    assert {"pvoq.cli.operator", "pvoq.cli.track", "pvoq.cli.migrate"} <= _modules(listed)
 
 
 def test_a_store_at_the_head_revision_opens_without_alembic(tmp_path: Path) -> None:

@@ -14,21 +14,8 @@ from typing import Any
 
 import click
 
-import pvoq.cli.migrate as migrate
-import pvoq.cli.quarantine_admin as quarantine_admin
 from pvoq import __version__
-from pvoq.cli import (
-    doctor,
-    logs,
-    operator,
-    quarantine,
-    queues,
-    remote,
-    scanning,
-    spool,
-    track,
-    users,
-)
+from pvoq.cli import doctor
 from pvoq.cli.client import ClientContext, load_or_exit
 from pvoq.config.errors import ConfigError
 from pvoq.errors import OperatorError
@@ -313,7 +300,52 @@ def demo(keep: bool, directory: Path | None) -> None:
     sys.exit(run_demo(keep=keep, directory=directory))
 
 
-@main.group("cli")
+class _OperatorCommands(click.Group):
+    """`pvoq cli`: its commands are added by their modules, imported when the group is first
+    looked into, so that `pvoq gateway run` and `pvoq manager run` do not load them."""
+
+    _added = False
+
+    def _add_commands(self) -> None:
+        if self._added:
+            return
+        self._added = True
+        from pvoq.cli import (
+            logs,
+            migrate,
+            operator,
+            quarantine,
+            quarantine_admin,
+            queues,
+            remote,
+            scanning,
+            spool,
+            track,
+            users,
+        )
+        # Each command module adds its commands (and groups) to `pvoq cli`.
+        operator.register(self)     # status, tophosts, hoststatus, reload, pvo check
+        quarantine.register(self)   # quarantine list|show|release|delete|search|bulk|..., audit
+        quarantine_admin.register(self)  # quarantine add|edit|remove (the configuration file)
+        queues.register(self)       # showrecipients, suspend/resume, workqueue, rate, ...
+        remote.register(self)       # listeners, gateway add|list|..., ssh token|authorize|show
+        scanning.register(self)     # pipeline show, outbreak reload|rescan
+        logs.register(self)         # grep, tail (read the log file itself)
+        spool.register(self)        # spool list|show (read the spool log itself)
+        users.register(self)        # user add|passwd|role|delete|list|whoami
+        track.register(self)        # track, logsub status|pull (the manager)
+        migrate.register(operator.pvo)  # pvo migrate (the manager's migration wizard)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._add_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_commands()
+        return super().list_commands(ctx)
+
+
+@main.group("cli", cls=_OperatorCommands)
 @click.option("-c", "--config", "config_path", required=True, type=click.Path())
 @click.pass_context
 def operator_cli(ctx: click.Context, config_path: str) -> None:
@@ -321,19 +353,7 @@ def operator_cli(ctx: click.Context, config_path: str) -> None:
     ctx.obj = ClientContext(config_path)
 
 
-# Each command module adds its commands (and groups) to `pvoq cli`.
-operator.register(operator_cli)     # status, tophosts, hoststatus, reload, pvo check
-quarantine.register(operator_cli)   # quarantine list|show|release|delete|search|bulk|..., audit
-quarantine_admin.register(operator_cli)  # quarantine add|edit|remove (the configuration file)
-queues.register(operator_cli)       # showrecipients, suspend/resume, workqueue, rate, ...
-remote.register(operator_cli)       # listeners, gateway add|list|..., ssh token|authorize|show
-scanning.register(operator_cli)     # pipeline show, outbreak reload|rescan
-logs.register(operator_cli)         # grep, tail (read the log file itself)
-spool.register(operator_cli)        # spool list|show (read the spool log itself)
-users.register(operator_cli)        # user add|passwd|role|delete|list|whoami
 doctor.register(main)               # pvoq doctor -c FILE [--json]
-track.register(operator_cli)        # track, logsub status|pull (the manager)
-migrate.register(operator.pvo)      # pvo migrate (the manager's migration wizard)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

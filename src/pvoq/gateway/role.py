@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
+from pvoq.admin.lazy import LazyCommands
+from pvoq.admin.registry import CommandSet
 from pvoq.appliance import Appliance
 from pvoq.config.model import THE_CPQ_HOST, Config, Listener
 from pvoq.cpq.client import CpqDestination, CpqPeer, PeerBackoff
@@ -41,8 +43,6 @@ from pvoq.gateway.dryrun import DryRescan
 from pvoq.gateway.enable import PvoModeCommands
 from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
 from pvoq.gateway.local import LocalQuarantines
-from pvoq.gateway.local_api import LocalApi
-from pvoq.gateway.migration import GatewayMigrationCommands, Migrator
 from pvoq.gateway.outbreak import OutbreakRules
 from pvoq.gateway.processing import Processor, ScanEngines
 from pvoq.gateway.receipts import Receipts
@@ -60,14 +60,20 @@ from pvoq.smtp.server import (
     PvoqSMTP,
 )
 from pvoq.spool.store import INCOMING, Entry, Spool
+from pvoq.web.apiservice import ApiService
 
 if TYPE_CHECKING:
+    from pvoq.gateway.migration import Migrator
     from pvoq.web.console.context import ConsoleContext
 
 # A received release's id comes again only if its 250 was lost, at the manager's
 # next retry: within its back-off, or when this gateway is back after an outage.
 # A year covers any outage worth waiting out; the markers are empty files.
 MARKER_LIFETIME_S = 365 * 86400.0
+# The migration wizard's commands (`gateway.migration.GatewayMigrationCommands`) and the
+# plan it keeps in the data directory: the module is loaded for either only.
+MIGRATION_COMMANDS = ("pvo.local", "pvo.migrate.start")
+MIGRATION_PLAN = Path("migration") / "plan.json"
 
 
 class RouterFactory(Protocol):
@@ -166,19 +172,35 @@ class Gateway(Appliance):
                                         self.local.held_count, self.maillog)
         self.pvo_mode.register(self.admin)
         self.register_commands(incoming=self.workqueue)
-        self.api = LocalApi(config=self.current_config, service=lambda: self.local.service,
-                            users=self.users, maillog=self.maillog)
+        self.api = ApiService(config=self.current_config, service=lambda: self.local.service,
+                              users=self.users, maillog=self.maillog)
         if self.local.needed():
             self._register_local_commands()
-        # The migration wizard's gateway side: push the local quarantines to the manager
-        # (the local store only when in use: a gateway that never held mail has none).
-        self.migrator = Migrator(
-            data_dir=config.data_dir, config=self.current_config,
-            store=lambda: self.local.store if self.local.needed() else None,
-            mode=self.local.mode, connect=lambda: self.destination(THE_CPQ_HOST).connection(),
-            maillog=self.maillog,
-            record=lambda *args, **kwargs: self.local.service.audit.append(*args, **kwargs))
-        GatewayMigrationCommands(self.migrator).register(self.admin)
+        # The migration wizard's gateway side (`gateway.migration`), loaded when the
+        # manager first asks for it or when a plan is kept in the data directory.
+        self._migrator: Migrator | None = None
+        LazyCommands(MIGRATION_COMMANDS, self._migration_commands).register(self.admin)
+
+    @property
+    def migrator(self) -> Migrator:
+        """The migration wizard's gateway side: push the local quarantines to the manager
+        (the local store only when in use: a gateway that never held mail has none)."""
+        if self._migrator is None:
+            from pvoq.gateway.migration import Migrator
+
+            self._migrator = Migrator(
+                data_dir=self.config.data_dir, config=self.current_config,
+                store=lambda: self.local.store if self.local.needed() else None,
+                mode=self.local.mode,
+                connect=lambda: self.destination(THE_CPQ_HOST).connection(),
+                maillog=self.maillog,
+                record=lambda *args, **kwargs: self.local.service.audit.append(*args, **kwargs))
+        return self._migrator
+
+    def _migration_commands(self) -> CommandSet:
+        from pvoq.gateway.migration import GatewayMigrationCommands
+
+        return GatewayMigrationCommands(self.migrator)
 
     def _register_local_commands(self) -> None:
         """The local quarantines answer the same commands as the manager's; registered once
@@ -300,7 +322,8 @@ class Gateway(Appliance):
                                   f"waits in the spool")
         self.workqueue.start()
         self.local.start()
-        self.migrator.resume()  # a plan a stop or crash interrupted
+        if (self.config.data_dir / MIGRATION_PLAN).exists():
+            self.migrator.resume()  # a plan a stop or crash interrupted
         self._watcher = asyncio.create_task(self.rules.watch(), name="outbreak-rules")
 
     # -- lifecycle ------------------------------------------------------------------
@@ -332,8 +355,7 @@ class Gateway(Appliance):
     async def after_reload(self, old: Config, new: Config) -> None:
         """A changed `<ssh>` section restarts the SSH command service on its new address;
         a changed `<api>` restarts the REST API of the local quarantines."""
-        if old.api != new.api:
-            await self.api.after_reload()
+        await self.api.after_reload(old, new)
         if old.ssh == new.ssh:
             return
         if self.ssh_service is not None:
@@ -351,7 +373,8 @@ class Gateway(Appliance):
         if self._watcher is not None:
             self._watcher.cancel()
         await self.engines.scanners.aclose()
-        await self.migrator.stop()
+        if self._migrator is not None:
+            await self._migrator.stop()
         await self.local.stop()
         await super().stop()
 

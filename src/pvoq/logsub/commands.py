@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from pvoq.admin.protocol import CommandError
 from pvoq.admin.registry import CommandSet, command
 from pvoq.logsub.reader import Position, parse_head, read_chunk
-from pvoq.logsub.tracking import Query, track
 from pvoq.logsub.wire import encode_chunk
 
 if TYPE_CHECKING:
@@ -89,6 +88,8 @@ class LogSubscriptionCommands(CommandSet):
 
     @command("track")
     async def track(self, args: dict[str, Any]) -> dict[str, Any]:
+        from pvoq.logsub.tracking import Query, track  # the manager's: not in a gateway
+
         query = Query.from_args(args)
         journeys = await asyncio.to_thread(track, self.subscription.index, query)
         return {"data": {"journeys": journeys}}

@@ -16,12 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 
 from pvoq.maillog import IdAllocator
 from pvoq.quarantine.schema import held_counts, messages
+from pvoq.quarantine.upsert import insert_for
 
 MID_COUNTER = "*mid"
 """The `held_counts` row holding the first MID of the next free block."""
@@ -59,7 +58,7 @@ class SharedIds(IdAllocator):
                 # what this process handed out from its own counter before.
                 stored = conn.execute(select(func.max(messages.c.id))).scalar() or 0
                 first = max(int(stored) + 1, super().next("mid"))
-                insert = sqlite_insert if self.engine.dialect.name == "sqlite" else pg_insert
+                insert = insert_for(self.engine.dialect.name)
                 conn.execute(insert(held_counts).values(quarantine=MID_COUNTER, n=first)
                              .on_conflict_do_nothing())
                 end = conn.execute(take).scalar()

@@ -49,12 +49,10 @@ from pvoq.remote.commands import ListenerInfoCommands, ManagerLinkCommands
 from pvoq.remote.lookup import GatewayLocator, LookupCpqDestination
 from pvoq.smtp.server import BaseHandler, PvoqSMTP
 from pvoq.spool.store import Entry
+from pvoq.web.apiservice import ApiService
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from pvoq.web.console.context import ConsoleContext
-    from pvoq.web.server import ApiServer
 
 
 def quarantine_settings(config: Config) -> dict[str, QuarantineSettings]:
@@ -104,7 +102,8 @@ class Manager(Appliance):
                                          audit_key_file=key_path(url, config.data_dir))
         self._expiry_task: asyncio.Task[None] | None = None
         self._expiry_wake = asyncio.Event()
-        self.api: ApiServer | None = None
+        self.api = ApiService(config=lambda: self.config, service=lambda: self.service,
+                              users=self.users, maillog=self.maillog)
         self._release_destination: Destination | None = None
         self.ssh = SshClient(config.data_dir, hostname=config.hostname,
                              timeout_s=config.ssh.timeout_seconds)
@@ -226,74 +225,23 @@ class Manager(Appliance):
         self._expiry_task = asyncio.ensure_future(self._expiry_loop())
         self.logsub.start()
         self.migration.resume()  # a migration a stop or crash interrupted
-        await self._start_api()
-
-    def api_app(self) -> FastAPI:
-        """The REST API v2.0 over the service, with `<api>`'s tokens; a token whose user is
-        one of the appliance's users acts with that user's role."""
-        from pvoq.web.api import create_app
-
-        api = self.config.api
-
-        def role_of(name: str) -> tuple[str, tuple[str, ...] | None] | None:
-            account = self.users.get(name)
-            return (account.role, account.quarantines) if account is not None else None
-
-        def token_owner(secret: str) -> tuple[str, str, tuple[str, ...] | None] | None:
-            account = self.users.token_owner(secret)
-            return ((account.name, account.role, account.quarantines)
-                    if account is not None else None)
-
-        return create_app(self.service, api.tokens, max_body_bytes=api.max_body_bytes,
-                          max_mids=api.max_mids, role_of=role_of, token_owner=token_owner)
+        await self.api.start()
 
     def console_context(self) -> ConsoleContext:
         ctx = super().console_context()
-        ctx.service, ctx.api = self.service, self.api_app()
+        ctx.service, ctx.api = self.service, self.api.app()
         return ctx
 
-    async def _start_api(self) -> None:
-        api = self.config.api
-        if api.enabled and api.port:
-            from pvoq.web.server import ApiServer, Deferred
-
-            self.api = ApiServer(Deferred(self.api_app, ("pvoq.web.api", "uvicorn")),
-                                 api.address, api.port)
-            self.api.start()
-            self.maillog.info(f"REST API listening on {api.address} port {api.port}")
-
     async def after_reload(self, old: Config, new: Config) -> None:
-        """`<api>` takes effect at once: its server restarts in place (new tokens, limits,
-        address), starts, or stops."""
+        """`<api>` takes effect at once (`ApiService.after_reload`)."""
         await super().after_reload(old, new)
-        api = new.api
-        if not (api.enabled and api.port):
-            if self.api is not None:
-                await self.api.stop()
-                self.api = None
-                self.maillog.info("REST API stopped: no <api> in the configuration")
-            return
-        if self.api is None:
-            await self._start_api()
-            return
-        try:
-            from pvoq.web.server import Deferred
-
-            await self.api.restart(Deferred(self.api_app, ("pvoq.web.api", "uvicorn")),
-                                   api.address, api.port, None)
-        except OSError as exc:
-            self.maillog.warning(f"REST API kept on {self.api.address} port {self.api.port}: "
-                                 f"cannot listen on {api.address} port {api.port}: "
-                                 f"{exc.strerror}")
-            return
-        self.maillog.info(f"REST API restarted on {api.address} port {self.api.port}")
+        await self.api.after_reload(old, new)
 
     async def stop(self) -> None:
         await self.locator.stop()
         await self.migration.stop()
         await self.logsub.stop()
-        if self.api is not None:
-            await self.api.stop()
+        await self.api.stop()
         if self._expiry_task is not None and not self._expiry_task.done():
             self._expiry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

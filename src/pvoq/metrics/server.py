@@ -2,8 +2,8 @@
 
 One small ASGI application per appliance (plain ASGI: one path does not need
 FastAPI's import set, about 15 MB of an idle appliance), served by
-`web.server.ApiServer` on the appliance's event loop (bound before `start()`
-returns, like the API). A scrape renders the event metrics of this process
+`web.server.PlainServer` on the appliance's event loop (bound before `start()`
+returns, like the API; no uvicorn for it). A scrape renders the event metrics of this process
 (`pvoq.metrics`) and the appliance's live collector (`metrics.live`) in a worker
 thread, so the event loop carries on while the collectors read. Any other path
 is a 404, any other method on `/metrics` a 405.
@@ -20,7 +20,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from pvoq.metrics import EVENTS
-from pvoq.web.server import ApiServer
+from pvoq.web.server import PlainServer
 
 
 class _Events(Collector):
@@ -71,7 +71,7 @@ class MetricsServer:
     """`/metrics` of one appliance on *address*:*port*; `start()` after the bind."""
 
     def __init__(self, live: Collector, address: str, port: int) -> None:
-        self.server = ApiServer(create_app(registry_of(live)), address, port)
+        self.server = PlainServer(create_app(registry_of(live)), address, port)
         self.address, self.port = self.server.address, self.server.port
 
     def start(self) -> None:

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -44,6 +42,7 @@ from pvoq.quarantine.schema import (
 )
 from pvoq.quarantine.settings import QuarantineSettings
 from pvoq.quarantine.states import State
+from pvoq.quarantine.upsert import insert_for
 
 SWEEP_MARGIN_S = 2.0  # file times come from a coarse clock: keep clear of a batch starting
 # On a database several managers share, their bodies directory may be shared too: the
@@ -334,7 +333,7 @@ class Intake:
 
     def _insert(self) -> Callable[..., Any]:
         """This dialect's INSERT (with ON CONFLICT): SQLite's or PostgreSQL's."""
-        return sqlite_insert if self.dialect == "sqlite" else pg_insert
+        return insert_for(self.dialect)
 
     def _count(self, conn: Connection, deltas: dict[str, int]) -> None:
         """Add *deltas* to the held counters: one upsert for them all, in name order

@@ -14,6 +14,9 @@ connection, not at start: the socket is bound and listening at once (a first
 client waits in the backlog), *modules* are imported in a thread and *build*
 then runs on the event loop. An appliance whose console nobody opens never
 loads FastAPI, Starlette, Jinja2 or uvicorn.
+
+`PlainServer` serves a small ASGI application (`/metrics`) without uvicorn:
+one bodiless request per connection, answered whole.
 """
 
 from __future__ import annotations
@@ -220,3 +223,97 @@ class ApiServer(WebServer):
 
     def __init__(self, app: Any, address: str, port: int) -> None:
         super().__init__(app, address, port, None)
+
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error"}
+MAX_REQUEST_HEAD = 8192      # octets of request line and headers a `PlainServer` reads
+REQUEST_TIMEOUT_S = 10.0     # to send them
+
+
+class PlainServer:
+    """A small ASGI application served without uvicorn: one `GET`/`HEAD` per connection,
+    no request body, the response written whole and the connection closed (`/metrics`:
+    a scraper needs no more, and an idle appliance does not load uvicorn for it).
+
+    Bound on construction like `WebServer` (a client connecting before `start()` waits
+    in the backlog). A request line or headers over `MAX_REQUEST_HEAD` octets, not sent
+    within `REQUEST_TIMEOUT_S`, or not HTTP/1.x gets a 400 (or the connection closed).
+    """
+
+    def __init__(self, app: Any, address: str, port: int) -> None:
+        self.app = app
+        self.socket = bind(address, port)
+        self.address, self.port = self.socket.getsockname()[:2]
+        self._server: asyncio.Server | None = None
+        self._starting: asyncio.Task[asyncio.Server] | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._starting = asyncio.ensure_future(asyncio.start_server(
+            self._client, sock=self.socket, limit=MAX_REQUEST_HEAD))
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        try:
+            await self._answer(reader, writer)
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError):
+            pass
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), REQUEST_TIMEOUT_S)
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
+        words = head.split(b"\r\n", 1)[0].split(b" ")
+        if len(words) != 3 or not words[2].startswith(b"HTTP/1.") or not words[1].startswith(b"/"):
+            await self._write(writer, 400, [(b"content-type", b"text/plain; charset=utf-8")],
+                              b"Bad Request\n")
+            return
+        method = words[0].decode("latin-1")
+        path, _, query = words[1].partition(b"?")
+        scope: dict[str, Any] = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+                 "method": method, "scheme": "http", "path": path.decode("latin-1"),
+                 "raw_path": path, "query_string": query, "headers": [],
+                 "server": (self.address, self.port), "client": None}
+        response: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                response["status"], response["headers"] = message["status"], message["headers"]
+            elif message["type"] == "http.response.body":
+                response["body"] += message.get("body", b"")
+
+        await self.app(scope, receive, send)
+        await self._write(writer, response["status"], response["headers"], response["body"])
+
+    async def _write(self, writer: asyncio.StreamWriter, status: int,
+                     headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}".encode()]
+        lines += [name + b": " + value for name, value in headers]
+        if not any(name.lower() == b"content-length" for name, _ in headers):
+            lines.append(b"content-length: " + str(len(body)).encode())
+        lines.append(b"connection: close")
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT_S)
+
+    async def stop(self) -> None:
+        if self._starting is not None:
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                self._server = await self._starting
+            self._starting = None
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        if self._clients:
+            await asyncio.wait(list(self._clients), timeout=5)
+        self.socket.close()

@@ -16,6 +16,7 @@ PIPELINING, one command at a time. The bytes are `smtp.wire`'s.
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,21 +75,15 @@ def _rids(rids: Sequence[int]) -> str:
     return "[" + ", ".join(str(r) for r in rids) + "]"
 
 
+# A mailbox as it may stand between the angle brackets: printable ASCII but for `<`, `>`
+# and `"`, after an optional quoted local part (which may hold spaces and escapes).
+_SENDABLE = re.compile(r'(?:"(?:[ !#-\[\]-~]|\\[ -~])*")?[!#-;=?-~]*')
+
+
 def path(address: str) -> str | None:
     """`<address>` for MAIL FROM or RCPT TO, or None when it cannot go on a command line."""
     address = address.strip()
-    if not address.isascii():
-        return None
-    rest = address
-    if rest.startswith('"'):  # a quoted local part may hold spaces and brackets
-        close = 1
-        while close < len(rest) and rest[close] != '"':
-            close += 2 if rest[close] == "\\" else 1
-        rest = rest[close + 1:]
-    if any(c in '<>"' or c.isspace() or not c.isprintable() for c in rest) or \
-            any(ord(c) < 0x20 or ord(c) == 0x7F for c in address):
-        return None
-    return f"<{address}>"
+    return f"<{address}>" if _SENDABLE.fullmatch(address) else None
 
 
 class SmtpConnection:

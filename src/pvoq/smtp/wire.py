@@ -22,7 +22,7 @@ import ssl
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 MAX_LINE = 8192            # bytes of one reply line, as aiosmtplib allowed
 MAX_REPLY_LINES = 1000     # lines of one multi-line reply (an EHLO has about ten)
@@ -81,8 +81,7 @@ class SmtpWire(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         if self._failure is not None:

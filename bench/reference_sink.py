@@ -1,8 +1,12 @@
 """The reference of the benchmarks: a bare aiosmtpd server that answers 250 and keeps nothing.
 
-Usage: python bench/reference_sink.py PORT [--tls CONFIG]
+Usage: python bench/reference_sink.py PORT [--tls CONFIG] [--no-pipelining]
 With `--tls`, STARTTLS is required and served with the CPQ certificate and
 cipher list of the appliance configuration CONFIG, as a cpq_listener would.
+Its EHLO offers PIPELINING, as pvoq's listeners do (aiosmtpd reads one command
+line at a time, so pipelined commands are answered in order; it just does not
+say so): a client then sends the same exchange to both. `--no-pipelining`
+leaves the keyword out.
 """
 
 from __future__ import annotations
@@ -19,14 +23,23 @@ from pvoq.cpq import tls
 
 
 class Accept:
+    def __init__(self, pipelining: bool) -> None:
+        self.pipelining = pipelining
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_DATA(self, server, session, envelope):
         return "250 2.0.0 Ok"
 
 
-async def main(port: int, context: ssl.SSLContext | None) -> None:
+async def main(port: int, context: ssl.SSLContext | None, pipelining: bool) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(Accept(), hostname="reference.sink", tls_context=context,
+        lambda: SMTP(Accept(pipelining), hostname="reference.sink", tls_context=context,
                      require_starttls=context is not None),
         host="127.0.0.1", port=port, backlog=128)
     stop = asyncio.Event()
@@ -40,9 +53,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("port", type=int)
     parser.add_argument("--tls", metavar="CONFIG", default=None)
+    parser.add_argument("--no-pipelining", action="store_true",
+                        help="leave PIPELINING out of the EHLO reply")
     args = parser.parse_args()
     ctx = None
     if args.tls:
         cfg = load_config(args.tls)
         ctx = tls.server_context(cfg.cpq_certificate, ciphers=cfg.ssl.inbound_ciphers)
-    asyncio.run(main(args.port, ctx))
+    asyncio.run(main(args.port, ctx, not args.no_pipelining))

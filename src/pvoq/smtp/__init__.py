@@ -1,1 +1,1 @@
-"""SMTP sessions on aiosmtpd (with HAT/RAT) and SMTP delivery on aiosmtplib."""
+"""SMTP sessions on aiosmtpd (with HAT/RAT) and SMTP delivery on a pipelining client of our own."""

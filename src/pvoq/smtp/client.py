@@ -1,25 +1,53 @@
-"""One outgoing SMTP connection (a DCID), on aiosmtplib, logged like AsyncOS.
+"""One outgoing SMTP connection (a DCID), logged like AsyncOS, pipelining when it may.
 
 Owns the connection-level lines (`New SMTP DCID`, `TLS success`, `TLS
 failed`, `DCID close`) and the per-transaction ones (`Delivery start`,
 `Response`, `Message done`). It never decides whether to retry: it reports,
 per recipient, what the server answered, and raises `DeliveryError` when the
 connection as a whole failed.
+
+A transaction to a server whose EHLO offers PIPELINING (RFC 2920) goes out as
+one write (MAIL, every RCPT, the `extra` lines such as `XCPQ META`, DATA),
+its replies are read in order, then the body and the final reply follow: two
+round trips instead of four plus one per recipient and extra line. Without
+PIPELINING, one command at a time. The bytes are `smtp.wire`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
-import aiosmtplib
 
 from pvoq import metrics
 from pvoq.errors import TemporaryFailure
 from pvoq.maillog import IdAllocator, MailLog
+from pvoq.smtp.wire import (
+    CHUNK,
+    STREAM_ABOVE,
+    BodySource,
+    Reply,
+    SmtpWire,
+    cut_pieces,
+    stuffed,
+    stuffed_chunks,
+    write_body,
+)
+
+__all__ = ["CHUNK", "STREAM_ABOVE", "BodySource", "DeliveryError", "Reply", "SmtpConnection",
+           "TlsPolicy", "cut_pieces", "send_data", "stuffed", "stuffed_chunks"]
+
+# What the wire raises when the link fails (TimeoutError and ConnectionError are OSErrors).
+LINK_ERRORS = (OSError, ssl.SSLError)
+
+# An address that cannot go on an SMTP command line as it is (a space, an angle bracket,
+# a control character or a non-ASCII one outside a quoted local part) is refused here,
+# for its recipient or, the sender's, for all: nothing of it is sent.
+BAD_SENDER = Reply(553, "5.1.7 the sender address cannot be sent on an SMTP command line")
+BAD_RECIPIENT = Reply(553, "5.1.3 the recipient address cannot be sent on an SMTP command "
+                           "line")
 
 
 class DeliveryError(TemporaryFailure):
@@ -43,22 +71,19 @@ class TlsPolicy:
     required: bool = False
 
 
-@dataclass(frozen=True)
-class Reply:
-    code: int
-    text: str
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def temporary(self) -> bool:
-        return self.code // 100 == 4
-
-
 def _rids(rids: Sequence[int]) -> str:
     return "[" + ", ".join(str(r) for r in rids) + "]"
+
+
+# A mailbox as it may stand between the angle brackets: printable ASCII but for `<`, `>`
+# and `"`, after an optional quoted local part (which may hold spaces and escapes).
+_SENDABLE = re.compile(r'(?:"(?:[ !#-\[\]-~]|\\[ -~])*")?[!#-;=?-~]*')
+
+
+def path(address: str) -> str | None:
+    """`<address>` for MAIL FROM or RCPT TO, or None when it cannot go on a command line."""
+    address = address.strip()
+    return f"<{address}>" if _SENDABLE.fullmatch(address) else None
 
 
 class SmtpConnection:
@@ -75,52 +100,87 @@ class SmtpConnection:
         self.timeout_s = timeout_s
         self.source_ip = source_ip
         self.dcid = 0
-        self._smtp: aiosmtplib.SMTP | None = None
+        self.extensions: dict[str, str] = {}  # the last EHLO's keywords (lower case)
+        self._wire: SmtpWire | None = None
 
     async def open(self, host: str, port: int) -> None:
         self.dcid = self.ids.next("dcid")
-        source = (self.source_ip, 0) if self.source_ip else None
-        smtp = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=self.local_hostname,
-                               timeout=self.timeout_s, start_tls=False, source_address=source,
-                               tls_context=self.tls.context)
+        wire: SmtpWire | None = None
         try:
-            await smtp.connect()
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            try:
+                wire = await SmtpWire.connect(host, port, timeout_s=self.timeout_s,
+                                              source_ip=self.source_ip)
+            except TimeoutError:
+                raise ConnectionError(f"Timed out connecting to {host} on port {port}") from None
+            except OSError as exc:
+                raise ConnectionError(f"Error connecting to {host} on port {port}: {exc}"
+                                      ) from None
+            greeting = await wire.reply()
+            details = None if greeting.code == 220 else f"{greeting.code} {greeting.text}"
+        except LINK_ERRORS as exc:
+            details = _describe(exc)
+        if details is not None:
+            if wire is not None:
+                wire.close()
             self.log.info(f"Connection error: DCID {self.dcid} domain: {self.label} IP: {host} "
-                          f"port: {port} details: {_describe(exc)} interface: "
+                          f"port: {port} details: {details} interface: "
                           f"{self.source_ip or 'default'}")
-            raise DeliveryError(f"connection to {host}:{port} failed: {_describe(exc)}") from exc
-        self._smtp = smtp
-        local = smtp.get_transport_info("sockname") or ("?", 0)
+            raise DeliveryError(f"connection to {host}:{port} failed: {details}")
+        assert wire is not None
+        self._wire = wire
+        local = wire.sockname() or ("?", 0)
         self.log.info(f"New SMTP DCID {self.dcid} interface {local[0]} address {host} port {port}")
         try:
-            await smtp.ehlo()
+            await self._ehlo()
             if self.tls.required:
-                await self._start_tls()
-        except DeliveryError:  # only _start_tls raises it here
-            metrics.tls_failure(self.label)
+                try:
+                    await self._start_tls(host)
+                except DeliveryError:
+                    metrics.tls_failure(self.label)
+                    raise
+                await self._ehlo()
+        except DeliveryError:
             await self.close()
             raise
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        except LINK_ERRORS as exc:
             await self.close()
-            raise DeliveryError(f"{_describe(exc)}") from exc
+            raise DeliveryError(_describe(exc)) from exc
 
-    async def _start_tls(self) -> None:
-        smtp = self._smtp
-        assert smtp is not None
+    async def _ehlo(self) -> None:
+        wire = self._wire
+        assert wire is not None
+        reply = await wire.command(f"EHLO {self.local_hostname}")
+        if reply.code != 250:
+            raise DeliveryError(f"{reply.code} {reply.text}")
+        self.extensions = {}
+        for line in reply.text.split("\n")[1:]:
+            keyword, _, params = line.strip().partition(" ")
+            if keyword:
+                self.extensions[keyword.lower()] = params
+
+    async def _start_tls(self, host: str) -> None:
+        wire = self._wire
+        assert wire is not None
         required = f"DCID {self.dcid} TLS was required but could not be successfully negotiated"
-        if not smtp.supports_extension("starttls"):
+        if not self.supports("starttls"):
             self.log.info(f"DCID {self.dcid} TLS failed: the server does not offer STARTTLS")
             self.log.info(required)
             raise DeliveryError("TLS required: STARTTLS not offered")
         try:
-            await smtp.starttls(tls_context=self.tls.context)
-        except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as exc:
+            reply = await wire.command("STARTTLS")
+            if reply.code != 220:
+                reason = f"{reply.code} {reply.text}"
+            else:
+                context = self.tls.context or ssl.create_default_context()
+                await wire.start_tls(context, server_hostname=host)
+                reason = ""
+        except LINK_ERRORS as exc:
             reason = _describe(exc)
+        if reason:
             self.log.info(f"DCID {self.dcid} TLS failed: {reason}")
             self.log.info(required)
-            raise DeliveryError(f"TLS required: {reason}") from exc
-        ssl_object = smtp.get_transport_info("ssl_object")
+            raise DeliveryError(f"TLS required: {reason}")
+        ssl_object = wire.ssl_object
         cert = ssl_object.getpeercert() if ssl_object is not None else None
         if not cert:
             # An anonymous cipher completes the handshake without any
@@ -128,70 +188,42 @@ class SmtpConnection:
             self.log.info(f"DCID {self.dcid} TLS failed: verify error: no certificate from server")
             self.log.info(required)
             raise DeliveryError("TLS required: no certificate from server")
+        assert ssl_object is not None
         cipher = ssl_object.cipher()
         self.log.info(f"DCID {self.dcid} TLS success protocol {ssl_object.version()} "
                       f"cipher {cipher[0] if cipher else '?'} {self.label}")
-        await smtp.ehlo()
 
     @property
     def peer_certificate(self) -> dict | None:
-        if self._smtp is None:
-            return None
-        ssl_object = self._smtp.get_transport_info("ssl_object")
+        ssl_object = self._wire.ssl_object if self._wire is not None else None
         return ssl_object.getpeercert() if ssl_object is not None else None
 
     def supports(self, keyword: str) -> bool:
-        return self._smtp is not None and self._smtp.supports_extension(keyword)
+        return self._wire is not None and keyword.lower() in self.extensions
 
     async def command(self, line: str) -> Reply:
-        assert self._smtp is not None
-        response = await self._smtp.execute_command(line.encode("ascii"))
-        return Reply(response.code, response.message)
+        """*line* sent alone and its reply; DeliveryError if the link fails."""
+        assert self._wire is not None
+        try:
+            return await self._wire.command(line)
+        except LINK_ERRORS as exc:
+            self._wire.close(exc)
+            raise DeliveryError(f"connection lost: {_describe(exc)}") from exc
 
     async def send(self, *, mid: int, sender: str, recipients: Sequence[tuple[int, str]],
                    body: bytes | BodySource, extra: Sequence[str] = (), start_note: str = "",
                    done_note: str = "") -> dict[int, Reply]:
         """One transaction; the answer for each RID. Raises DeliveryError if the link fails."""
-        smtp = self._smtp
-        assert smtp is not None
+        wire = self._wire
+        assert wire is not None
         rids = [rid for rid, _ in recipients]
         self.log.info(f"Delivery start DCID {self.dcid} MID {mid} to RID {_rids(rids)}"
                       + (f" {start_note}" if start_note else ""))
-        results: dict[int, Reply] = {}
         try:
-            try:
-                await smtp.mail(sender)
-            except aiosmtplib.SMTPResponseException as exc:
-                await _rset(smtp)
-                return {rid: Reply(exc.code, exc.message) for rid in rids}
-            accepted: list[int] = []
-            for rid, address in recipients:
-                try:
-                    r = await smtp.rcpt(address)
-                    accepted.append(rid)
-                    results[rid] = Reply(r.code, r.message)
-                except aiosmtplib.SMTPRecipientRefused as exc:
-                    results[rid] = Reply(exc.code, exc.message)
-            if not accepted:
-                await _rset(smtp)
-                return results
-            for line in extra:
-                reply = await self.command(line)
-                if not reply.ok:
-                    await _rset(smtp)
-                    return {rid: reply for rid in rids}
-            try:
-                response = await send_data(smtp, body)
-                final = Reply(response.code, response.message)
-            except aiosmtplib.SMTPDataError as exc:
-                final = Reply(exc.code, exc.message)
-                await _rset(smtp)  # leave the connection clean for the next message
-            for rid in accepted:
-                results[rid] = final
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+            results = await self._transaction(wire, sender, recipients, body, extra)
+        except LINK_ERRORS as exc:
+            wire.close(exc)
             raise DeliveryError(f"connection lost during delivery: {_describe(exc)}") from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"{exc.code} {exc.message}", code=exc.code) from exc
         ok = [rid for rid in rids if results[rid].ok]
         if ok:
             self.log.info(f"MID {mid} RID {_rids(ok)} Response '{results[ok[0]].text}'")
@@ -199,123 +231,152 @@ class SmtpConnection:
                           + (f" {done_note}" if done_note else ""))
         return results
 
-    async def close(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is None:
-            return
+    async def _transaction(self, wire: SmtpWire, sender: str,
+                           recipients: Sequence[tuple[int, str]], body: bytes | BodySource,
+                           extra: Sequence[str]) -> dict[int, Reply]:
+        rids = [rid for rid, _ in recipients]
+        mail_from = path(sender)
+        if mail_from is None:
+            return {rid: BAD_SENDER for rid in rids}
+        results: dict[int, Reply] = {}
+        to: list[tuple[int, str]] = []
+        for rid, address in recipients:
+            rcpt_to = path(address)
+            if rcpt_to is None:
+                results[rid] = BAD_RECIPIENT
+            else:
+                to.append((rid, rcpt_to))
+        if not to:
+            return results
+        if "pipelining" in self.extensions:
+            return await self._pipelined(wire, mail_from, to, body, extra, rids, results)
+        return await self._one_by_one(wire, mail_from, to, body, extra, rids, results)
+
+    async def _one_by_one(self, wire: SmtpWire, mail_from: str, to: list[tuple[int, str]],
+                          body: bytes | BodySource, extra: Sequence[str], rids: list[int],
+                          results: dict[int, Reply]) -> dict[int, Reply]:
+        mail = await wire.command(f"MAIL FROM:{mail_from}")
+        if mail.code != 250:
+            await _rset(wire)
+            return {rid: mail for rid in rids}
+        accepted: list[int] = []
+        for rid, rcpt_to in to:
+            results[rid] = await wire.command(f"RCPT TO:{rcpt_to}")
+            if results[rid].code in (250, 251):
+                accepted.append(rid)
+        if not accepted:
+            await _rset(wire)
+            return results
+        for line in extra:
+            reply = await wire.command(line)
+            if not reply.ok:
+                await _rset(wire)
+                return {rid: reply for rid in rids}
+        final = await send_data(wire, body)
+        if final.code != 250:
+            await _rset(wire)  # leave the connection clean for the next message
+        for rid in accepted:
+            results[rid] = final
+        return results
+
+    async def _pipelined(self, wire: SmtpWire, mail_from: str, to: list[tuple[int, str]],
+                         body: bytes | BodySource, extra: Sequence[str], rids: list[int],
+                         results: dict[int, Reply]) -> dict[int, Reply]:
+        lines = [f"MAIL FROM:{mail_from}", *(f"RCPT TO:{p}" for _, p in to), *extra, "DATA"]
+        wire.write("".join(line + "\r\n" for line in lines).encode("ascii"))
+        replies: list[Reply] = []
         try:
-            if smtp.is_connected:
-                await smtp.quit()
-        except (aiosmtplib.SMTPException, OSError):
-            smtp.close()
+            for _ in lines:
+                replies.append(await wire.reply())
+        except LINK_ERRORS as exc:
+            # A refusal already read stands (a server may refuse, then hang up); the
+            # next message on this connection finds the link closed.
+            refused = _refusal(replies, to, len(extra), rids, results)
+            if refused is None:
+                raise
+            wire.close(exc)
+            return refused
+        refused = _refusal(replies, to, len(extra), rids, results)
+        if refused is not None:
+            if replies[-1].code == 354:
+                # The server waits for a body that must not be sent: the only way out of
+                # its DATA phase without a message is to hang up.
+                wire.close(ConnectionAbortedError(
+                    "closed after a refused transaction whose DATA the server accepted"))
+            else:
+                await _rset(wire)
+            return refused
+        await write_body(wire, body)
+        final = await wire.reply()
+        if final.code != 250:
+            await _rset(wire)
+        for rid, _ in to:
+            if results[rid].code in (250, 251):
+                results[rid] = final
+        return results
+
+    async def close(self) -> None:
+        wire, self._wire = self._wire, None
+        self.extensions = {}
+        if wire is None:
+            return
+        if wire.usable:
+            with contextlib.suppress(*LINK_ERRORS):
+                await wire.command("QUIT")
+        wire.close()
         self.log.info(f"DCID {self.dcid} close")
 
 
-STREAM_ABOVE = 1024 * 1024  # a body larger than this is sent in chunks (`send_data`)
-CHUNK = 256 * 1024
+def _refusal(replies: list[Reply], to: list[tuple[int, str]], extras: int, rids: list[int],
+             results: dict[int, Reply]) -> dict[int, Reply] | None:
+    """The answers of a pipelined transaction that *replies* (in order: MAIL, each RCPT,
+    each extra line, DATA; maybe not all yet) already refuse, without a body; None if
+    nothing refused it so far. Fills *results* with the RCPT replies read."""
+    if not replies:
+        return None
+    mail = replies[0]
+    if mail.code != 250:
+        return {rid: mail for rid in rids}
+    rcpts = replies[1:1 + len(to)]
+    for (rid, _), reply in zip(to, rcpts, strict=False):
+        results[rid] = reply
+    if len(rcpts) < len(to):
+        return None
+    if not any(r.code in (250, 251) for r in rcpts):
+        return results  # DATA's 503/554 says nothing more
+    for reply in replies[1 + len(to):1 + len(to) + extras]:
+        if not reply.ok:
+            return {rid: reply for rid in rids}
+    if len(replies) < 2 + len(to) + extras:
+        return None
+    data = replies[-1]
+    if data.code == 354:
+        return None
+    for rid, _ in to:
+        if results[rid].code in (250, 251):
+            results[rid] = data
+    return results
 
 
-class BodySource(Protocol):
-    """A body read a piece at a time (the spool's `BodyFile`): `send` streams it."""
-
-    size: int
-
-    def read(self) -> bytes: ...
-
-    def pieces(self, chunk: int = CHUNK) -> Iterator[bytes]: ...
-
-
-def cut_pieces(body: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
-    """*body* in pieces of about *chunk* bytes, each but the last cut after a CRLF (or, in
-    a line longer than *chunk*, anywhere but between a CR and its LF)."""
-    start, size = 0, len(body)
-    while start < size:
-        end = min(start + chunk, size)
-        if end < size:
-            crlf = body.rfind(b"\r\n", start, end)
-            if crlf >= start:
-                end = crlf + 2
-            elif body[end - 1] == 0x0D:  # never between the CR and the LF of a CRLF
-                end = end - 1 if end - 1 > start else end + 1
-        yield body[start:end]
-        start = end
+async def send_data(wire: SmtpWire, body: bytes | BodySource, *,
+                    stream_above: int = STREAM_ABOVE, chunk: int = CHUNK) -> Reply:
+    """DATA alone, then *body* (`write_body`: a large one in pieces, drained one by one)
+    and the final reply; the reply to DATA if it is not 354."""
+    start = await wire.command("DATA")
+    if start.code != 354:
+        return start
+    await write_body(wire, body, stream_above=stream_above, chunk=chunk)
+    return await wire.reply()
 
 
-def stuffed(pieces: Iterable[bytes]) -> Iterator[bytes]:
-    """*pieces* of a body (CRLF line ends only; cut as `cut_pieces` cuts) dot-stuffed
-    (RFC 5321 4.5.2), then the end of the data (`.` CRLF, after a CRLF if the body does
-    not end with one). Only one piece is a copy at any time."""
-    line_start = True
-    for piece in pieces:
-        if not piece:
-            continue
-        piece = piece.replace(b"\r\n.", b"\r\n..") if b"\r\n." in piece else piece
-        yield b"." + piece if line_start and piece.startswith(b".") else piece
-        line_start = piece.endswith(b"\r\n")
-    yield b".\r\n" if line_start else b"\r\n.\r\n"
-
-
-def stuffed_chunks(body: bytes, chunk: int = CHUNK) -> Iterator[bytes]:
-    """*body* (CRLF line ends only) dot-stuffed in pieces of about *chunk* bytes."""
-    return stuffed(cut_pieces(body, chunk))
-
-
-def _crlf_only(body: bytes) -> bool:
-    pairs = body.count(b"\r\n")
-    return body.count(b"\r") == pairs and body.count(b"\n") == pairs
-
-
-async def send_data(smtp: aiosmtplib.SMTP, body: bytes | BodySource, *,
-                    stream_above: int = STREAM_ABOVE, chunk: int = CHUNK
-                    ) -> aiosmtplib.SMTPResponse:
-    """DATA with *body*: as aiosmtplib sends it, but a large body with CRLF line ends
-    only goes out in dot-stuffed chunks (`stuffed`), each handed to the transport once
-    the previous ones have drained, instead of as three whole copies (line ends,
-    dot-stuffing, end marker) in the transport's buffer. A `BodySource` (a body in the
-    spool) is read a piece at a time and never held whole."""
-    protocol = smtp.protocol
-    if isinstance(body, bytes):
-        streamed = len(body) > stream_above and _crlf_only(body)
-        pieces: Iterable[bytes] = cut_pieces(body, chunk) if streamed else ()
-    else:
-        streamed = body.size > stream_above and all(map(_crlf_only, body.pieces(chunk)))
-        pieces = body.pieces(chunk) if streamed else ()
-    if not streamed or protocol is None:
-        return await smtp.data(body if isinstance(body, bytes) else body.read())
-    lock = protocol._command_lock
-    if lock is None:
-        raise aiosmtplib.SMTPServerDisconnected("Server not connected")
-    timeout = smtp.timeout
-    try:
-        async with lock:
-            protocol._response_pending = True
-            protocol.write(b"DATA\r\n")
-            start = await protocol.read_response(timeout=timeout)
-            if start.code != aiosmtplib.SMTPStatus.start_input:
-                raise aiosmtplib.SMTPDataError(start.code, start.message)
-            protocol._response_pending = True  # a reply during the data is kept
-            for piece in stuffed(pieces):
-                protocol.write(piece)
-                await protocol._drain_helper()
-            response = await protocol.read_response(timeout=timeout)
-            if response.code != aiosmtplib.SMTPStatus.completed:
-                raise aiosmtplib.SMTPDataError(response.code, response.message)
-            return response
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError):
-        smtp.close()
-        raise
-
-
-async def _rset(smtp: aiosmtplib.SMTP) -> None:
+async def _rset(wire: SmtpWire) -> None:
     # A server that refused and hung up leaves the replies already received
     # valid; the next message on this connection finds the link closed.
-    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-        await smtp.rset()
+    with contextlib.suppress(*LINK_ERRORS):
+        await wire.command("RSET")
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return f"{exc.code} {exc.message}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"verify error: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):

@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 MARKER_LIFETIME_S = 365 * 86400.0
 # The migration wizard's commands (`gateway.migration.GatewayMigrationCommands`) and the
 # plan it keeps in the data directory: the module is loaded for either only.
-MIGRATION_COMMANDS = ("pvo.local", "pvo.migrate.start")
+MIGRATION_COMMANDS = ("pvo.local", "pvo.migrate.start", "pvo.migrate.cancel")
 MIGRATION_PLAN = Path("migration") / "plan.json"
 
 

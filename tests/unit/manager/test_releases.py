@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -210,6 +211,35 @@ class TestSettle:
             assert rig.store.get(mid)["state"] == RELEASED  # type: ignore[index]
         assert rig.store.get(36)["state"] == DELETED  # type: ignore[index]
         assert sorted(p.name for p in rig.store.bodies.iterdir()) == []
+
+    def test_a_chunk_reads_and_records_in_a_worker_thread_not_on_the_loop(
+            self, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The database reads, the body reads and the settlement's transaction of a chunk
+        run in a worker thread: the event loop keeps serving CPQ sessions meanwhile."""
+        for mid in (50, 51, 52):
+            rig.put(mid, "Policy")
+        where: dict[str, set[str]] = {}
+        for name in ("get_many", "read_body", "finish_many"):
+            real = getattr(rig.store, name)
+
+            def spy(*args: Any, _name: str = name, _real: Any = real, **kw: Any) -> Any:
+                where.setdefault(_name, set()).add(threading.current_thread().name)
+                return _real(*args, **kw)
+            monkeypatch.setattr(rig.store, name, spy)
+
+        async def main() -> None:
+            rig.service.act_many(CALLER, "release", [50, 51, 52])
+            for _ in range(500):
+                if rig.store.unsettled() == [] and "finish_many" in where:
+                    break
+                await asyncio.sleep(0.01)
+            await rig.releases.stop()
+        asyncio.run(main())
+        assert set(where) == {"get_many", "read_body", "finish_many"}
+        assert all(threading.main_thread().name not in names for names in where.values())
+        for mid in (50, 51, 52):
+            assert mid in rig.queues.entries and rig.spool.get(mid) is not None
+            assert logged(rig, f'MID {mid} released from quarantine "Policy" (manual)')
 
     def test_a_message_that_cannot_settle_stays_alone_for_recovery(self, rig: Rig) -> None:
         for mid in (40, 41, 42):

@@ -43,6 +43,8 @@ Rescan = Callable[[RescanRequest, bytes, int, str], Awaitable[str]]
 RECEIVED_RELEASE = "on release from central quarantine"
 RECEIVED_COPY = "as a copy from central quarantine"
 MARKER_MODE = FILE_MODE
+MARKER_ATTEMPTS = 4    # fsyncs tried for a received transfer's marker before giving up
+MARKER_RETRY_S = 2.0   # between them
 
 
 def transfer_marker(directory: Path, transfer_id: str) -> Path:
@@ -62,14 +64,14 @@ class TransferMarkers:
     """Received-transfer markers made durable together (group commit).
 
     A marker says a transfer was received; only its existence counts (its
-    content, the MID, is for whoever looks). `write` creates it in place off
-    the event loop, then waits for a fsync of the directory that began after
-    the file was created: the releases arriving together share one fsync,
-    not a file fsync, a rename and a directory fsync each. A failed fsync
-    fails the writers it was meant to cover, and only those; a crash before
-    it leaves a marker that may vanish, whose release was not acknowledged
-    yet (and whose spool entry, already durable, brings the marker back at
-    the next start).
+    content, the MID, is for whoever looks). `create` makes it in place off
+    the event loop and returns its place in line; `durable` waits for a fsync
+    of the directory that began after the file was created: the releases
+    arriving together share one fsync, not a file fsync, a rename and a
+    directory fsync each (`write` is both). A failed fsync fails the waiters
+    it was meant to cover, and only those; a crash before it leaves a marker
+    that may vanish, whose spool entry, already durable, brings it back at
+    the next start.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -80,10 +82,19 @@ class TransferMarkers:
 
     async def write(self, path: Path, data: bytes) -> None:
         """Create *path* with *data*; return once its directory entry is durable."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, _create_marker, path, data)
+        await self.durable(await self.create(path, data))
+
+    async def create(self, path: Path, data: bytes) -> int:
+        """Create *path* with *data* (it exists once this returns, maybe not durably yet);
+        its place in line, for `durable`."""
+        await asyncio.get_running_loop().run_in_executor(None, _create_marker, path, data)
         self._wanted += 1
-        mine = self._wanted
+        return self._wanted
+
+    async def durable(self, mine: int) -> None:
+        """Return once the marker created *mine*-th is durable (a fsync of the directory
+        begun after it was created has succeeded); raise if the fsync meant for it fails."""
+        loop = asyncio.get_running_loop()
         while self._synced < mine:
             if self._running is None:
                 self._running = (self._wanted, loop.run_in_executor(
@@ -140,6 +151,7 @@ class ReleaseHandler(CpqHandler):
         self.rescan = rescan  # dry rescans of held messages (None: refused as not a release)
         self._receiving: set[str] = set()  # transfer ids being stored right now
         self.markers = TransferMarkers(marker("").parent)
+        self._pending: set[asyncio.Future[None]] = set()  # releases waiting for their marker
 
     async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,
                     content: bytes, info: MessageInfo) -> str:
@@ -193,11 +205,40 @@ class ReleaseHandler(CpqHandler):
         self._receiving.add(tid)
         try:
             await self.spool.put_async(entry, content)
-            await self.markers.write(marker, str(entry.mid).encode())
+            # The 250 waits for the spool entry, not for the marker's fsync: until the
+            # marker is durable the entry is not processed (so not delivered and removed),
+            # and a durable entry brings its marker back at the next start.
+            place = await self.markers.create(marker, str(entry.mid).encode())
         finally:
             self._receiving.discard(tid)
         how = RECEIVED_COPY if release.copy_of is not None else RECEIVED_RELEASE
         log.info(f"MID {entry.mid} received from the SMA {session.peer_ip} "
                  f"(MID originally {origin.mid}) {how}")
-        self.submit(entry, content)
+        task = asyncio.ensure_future(self._submit_when_durable(place, entry, content))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
         return replies.accepted(entry.mid)
+
+    async def drain(self) -> None:
+        """Wait until every release stored so far was handed to the work queue (or given up
+        for the next start)."""
+        while self._pending:
+            await asyncio.gather(*self._pending)
+
+    async def _submit_when_durable(self, place: int, entry: Entry, content: bytes) -> None:
+        """Hand a stored release to the work queue once its marker is durable (a failed
+        fsync is tried again a few times; then the next start takes it over)."""
+        for attempt in range(MARKER_ATTEMPTS):
+            try:
+                await self.markers.durable(place)
+                break
+            except OSError as exc:
+                last = attempt + 1 == MARKER_ATTEMPTS
+                self.context.maillog.critical(
+                    f"MID {entry.mid} CPQ transfer marker could not be made durable ({exc}): "
+                    + ("the message stays in the spool until the next start" if last
+                       else f"trying again in {MARKER_RETRY_S:g} s"))
+                if last:
+                    return
+                await asyncio.sleep(MARKER_RETRY_S)
+        self.submit(entry, content)

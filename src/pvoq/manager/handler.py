@@ -29,9 +29,10 @@ from pvoq.cpq.transfer import (
     Transfer,
 )
 from pvoq.manager.batching import Batcher
+from pvoq.manager.receipts import Checked, check_and_record
 from pvoq.quarantine.arrivals import Arrival
 from pvoq.quarantine.export import migration_arrival
-from pvoq.quarantine.receipts import Recorded, printable
+from pvoq.quarantine.receipts import printable
 from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import quarantine_for
@@ -52,8 +53,8 @@ class QuarantineHandler(CpqHandler):
         self.config = config
         self.service = service
         self.cpq_suspended = cpq_suspended
-        self._receipts: Batcher[tuple[ReleaseReceipt, str], Recorded] = Batcher(
-            lambda items: self.service.record_receipts(items))
+        self._receipts: Batcher[tuple[ReleaseReceipt, str], Checked] = Batcher(
+            lambda items: check_and_record(self.service, items))
 
     def readiness(self, session: PvoqSession) -> list[str]:
         cfg = self.config()
@@ -148,17 +149,17 @@ class QuarantineHandler(CpqHandler):
         recipient (a retried receipt, or a repeated delivery's, adds nothing)."""
         log = self.context.maillog
         mid, tid, origin = receipt.message, receipt.transfer_id, receipt.origin.hostname
-        record = self.service.store.get(mid)
-        if record is None:
+        # Checked and group-committed with the receipts arriving beside it, off the loop.
+        checked = await self._receipts.submit((receipt, session.peer_ip))
+        recorded = checked.recorded
+        if recorded is None and checked.origin is None:
             log.info(f"Release receipt {tid} from {origin} for MID {mid}: no such message "
                      "here, nothing to do")
             return cpq_replies.RECEIPT_NO_SUCH_MESSAGE.format(transfer_id=tid)
-        if str(record["origin_host"]).lower() != origin.lower():
+        if recorded is None:
             log.info(f"ICID {session.icid} CPQ transfer refused: release receipt {tid} from "
-                     f"{origin} for MID {mid}, which came from {record['origin_host']}")
+                     f"{origin} for MID {mid}, which came from {checked.origin}")
             return cpq_replies.RECEIPT_OTHER_GATEWAY.format(mid=mid, origin=origin)
-        # Group-committed with the receipts arriving beside it, off the event loop.
-        recorded = await self._receipts.submit((receipt, session.peer_ip))
         if not recorded.new:
             log.info(f"MID {mid} duplicate release receipt {tid} from {origin}: "
                      "acknowledged, not recorded again")

@@ -34,7 +34,11 @@ from pvoq.quarantine.settings import EarlyRelease, early_release_options
 from pvoq.quarantine.store import RELEASED, QuarantineStore, unlink_bodies
 from pvoq.spool.store import QUEUED, Entry, Recipient, Spool
 
+STOP_WAIT_S = 10.0  # how long stop() lets the chunk under way finish
 SETTLE_BATCH = 64  # settlements drained together: one spool commit, one SQL transaction
+# A message being settled: MID, state, how, quarantine names, when it was received, its
+# release entry (None: deleted) and the body to spool with it (None: already spooled).
+Prepared = tuple[int, str, str, tuple[str, ...], float, "Entry | None", "bytes | None"]
 
 
 class Releases:
@@ -55,6 +59,7 @@ class Releases:
         self._backlog: collections.deque[tuple[int, str, str, tuple[str, ...]]] = \
             collections.deque()
         self._settler_task: asyncio.Task[None] | None = None
+        self._stopping = False  # stop() asked the backlog's drain to end after its chunk
 
     def settle(self, mid: int, state: str, how: str = "manual",
                names: tuple[str, ...] | None = None) -> None:
@@ -98,7 +103,7 @@ class Releases:
             self._settler_task = asyncio.ensure_future(self._drain_backlog())
 
     async def _drain_backlog(self) -> None:
-        while self._backlog:
+        while self._backlog and not self._stopping:
             chunk = [self._backlog.popleft()
                      for _ in range(min(SETTLE_BATCH, len(self._backlog)))]
             try:
@@ -114,50 +119,79 @@ class Releases:
             await asyncio.sleep(0)
 
     async def settle_batch(self, chunk: list[tuple[int, str, str, tuple[str, ...]]]) -> None:
-        """`settle` for claimed messages together: their releases share one spool commit
-        (without blocking the event loop), their settlements one SQL transaction."""
-        done = []
-        puts: list[tuple[Entry, bytes]] = []
+        """`settle` for claimed messages together: their releases share one spool commit,
+        their settlements one SQL transaction. The database and the bodies are read, the
+        release entries built, and the settlements recorded in a worker thread: the event
+        loop only spools, queues and logs."""
+        loop = asyncio.get_running_loop()
+        # Spooled before a crash? That entry stays, with its attempts and back-off.
+        spooled = {mid: found for mid, state, *_ in chunk if state == RELEASED
+                   for found in [self.queues.entries.get(mid) or self.spool.get(mid)]
+                   if found is not None}
+        prepared = await loop.run_in_executor(None, self._prepare, chunk, spooled)
+        # One group commit of the spool for all of them.
+        await asyncio.gather(*(self.spool.put_async(entry, body)
+                               for _, _, _, _, _, entry, body in prepared
+                               if entry is not None and body is not None))
+        for mid, _, _, _, _, entry, _ in prepared:
+            if entry is not None:
+                self.queues.add(entry)
+                self.maillog.info(f"MID {mid} released from all quarantines")
+        # The settlements in one transaction, then the unlinks (on a busy disk one can take
+        # milliseconds); an unlink a crash or a cancellation cuts short is swept at the next
+        # start.
+        await loop.run_in_executor(None, self._finish, [(mid, state) for mid, state, *_ in
+                                                        prepared])
+        now = time.time()
+        for mid, state, how, names, received_at, _, _ in prepared:
+            held_for = now - received_at
+            verb = "released from" if state == RELEASED else "deleted from"
+            for name in names:
+                self.maillog.info(f'MID {mid} {verb} quarantine "{name}" ({how}) '
+                                  f"t={held_for:.0f}")
+
+    def _prepare(self, chunk: list[tuple[int, str, str, tuple[str, ...]]],
+                 spooled: dict[int, Entry]) -> list[Prepared]:
+        """In a worker thread: each message of *chunk* with its release entry (None for a
+        deletion) and the body to spool with it (None when already spooled)."""
         records = self.store.get_many([mid for mid, *_ in chunk])
+        prepared: list[Prepared] = []
         for mid, state, how, names in chunk:
             record = records.get(mid)
             assert record is not None
-            entry = None
+            entry: Entry | None = None
+            body: bytes | None = None
             if state == RELEASED:
-                entry = self.queues.entries.get(mid) or self.spool.get(mid)
+                entry = spooled.get(mid)
                 if entry is None:
                     body = self.store.read_body(mid)
                     if how != "expired":
                         for option in self.early_release(names):
                             body = apply_early_release(body, option)
                     entry = self.release_entry(record, len(body))
-                    puts.append((entry, body))
-            done.append((mid, state, how, names, record, entry))
-        # One group commit of the spool for all of them.
-        await asyncio.gather(*(self.spool.put_async(entry, body) for entry, body in puts))
-        for mid, _, _, _, _, entry in done:
-            if entry is not None:
-                self.queues.add(entry)
-                self.maillog.info(f"MID {mid} released from all quarantines")
-        bodies = self.store.finish_many([(mid, state) for mid, state, *_ in done], unlink=False)
-        now = time.time()
-        for mid, state, how, names, record, _ in done:
-            held_for = now - record["received_at"]
-            verb = "released from" if state == RELEASED else "deleted from"
-            for name in names:
-                self.maillog.info(f'MID {mid} {verb} quarantine "{name}" ({how}) '
-                                  f"t={held_for:.0f}")
-        # The unlinks off the event loop (on a busy disk one can take milliseconds); one
-        # a crash or a cancellation cuts short is swept at the next start.
-        await asyncio.get_running_loop().run_in_executor(None, unlink_bodies, bodies)
+            prepared.append((mid, state, how, names, float(record["received_at"]), entry,
+                             body))
+        return prepared
+
+    def _finish(self, settled: list[tuple[int, str]]) -> None:
+        """In a worker thread: record the settlements, then unlink the bodies."""
+        unlink_bodies(self.store.finish_many(settled, unlink=False))
 
     async def stop(self) -> None:
-        """Stop draining the backlog; the claims left are settled on the next start."""
+        """Stop draining the backlog after the chunk under way (cut short if it takes
+        longer than STOP_WAIT_S); the claims left are settled on the next start."""
         task = self._settler_task
-        if task is not None and not task.done():
+        if task is None or task.done():
+            return
+        self._stopping = True
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STOP_WAIT_S)
+        except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        finally:
+            self._stopping = False
 
     def early_release(self, names: tuple[str, ...]) -> list[EarlyRelease]:
         """The early-release options of the release-by-default quarantines in *names*."""

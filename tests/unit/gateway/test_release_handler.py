@@ -9,11 +9,15 @@ and submitted to the work queue; anything else is refused with its
 from __future__ import annotations
 
 import asyncio
+import threading
+from pathlib import Path
 from typing import Any, cast
+
+import pytest
 
 from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.transfer import QuarantineTransfer, ReleaseTransfer, Transfer
-from pvoq.gateway import Gateway
+from pvoq.gateway import Gateway, handlers
 from pvoq.gateway.handlers import ReleaseHandler
 from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession
 from pvoq.spool.store import Entry
@@ -52,8 +56,13 @@ def store(handler: ReleaseHandler, transfer: Transfer, cert: dict[str, Any] | No
           mid: int = 100) -> str:
     envelope = PvoqEnvelope()
     envelope.mid = mid
-    return asyncio.run(handler.store(cast(PvoqSession, Session(cert)), envelope, transfer,
-                                     b"Subject: x\r\n\r\nbody\r\n", MessageInfo(subject="x")))
+
+    async def main() -> str:
+        reply = await handler.store(cast(PvoqSession, Session(cert)), envelope, transfer,
+                                    b"Subject: x\r\n\r\nbody\r\n", MessageInfo(subject="x"))
+        await handler.drain()  # the work queue gets it once its marker is durable
+        return reply
+    return asyncio.run(main())
 
 
 def handler_of(gateway: Gateway, submitted: list[Entry]) -> ReleaseHandler:
@@ -101,3 +110,45 @@ def test_a_release_and_a_send_copy_are_logged_each_in_its_own_words(gateway: Gat
         "central quarantine",
         "MID 101 received from the SMA 10.0.0.9 (MID originally 12) as a copy from "
         "central quarantine"]
+
+
+def test_the_reply_waits_for_the_spool_and_the_work_queue_for_the_marker(
+        gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 250 follows the durable spool entry without waiting for the marker's directory
+    fsync; the release reaches the work queue (to be delivered, then removed from the spool)
+    only once its marker is durable. A failed fsync is tried again."""
+    synced = threading.Event()
+    calls: list[int] = []
+
+    def fsync_dir(path: Path) -> None:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+        assert synced.wait(10)
+
+    monkeypatch.setattr(handlers, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(handlers, "MARKER_RETRY_S", 0.01)
+    submitted: list[Entry] = []
+    handler = handler_of(gateway, submitted)
+
+    async def main() -> None:
+        envelope = PvoqEnvelope()
+        envelope.mid = 100
+        reply = await asyncio.wait_for(handler.store(
+            cast(PvoqSession, Session(MANAGER_CERT)), envelope, release(),
+            b"Subject: x\r\n\r\nbody\r\n", MessageInfo(subject="x")), 10)
+        assert reply == "250 2.0.0 Ok: Message 100 accepted"
+        assert gateway.spool.get(100) is not None
+        assert gateway.transfer_marker("r-SN-M-31").exists()  # a retry is recognised now
+        for _ in range(100):  # the first fsync failed; the second one is under way
+            if len(calls) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(calls) == 2 and submitted == []
+        synced.set()
+        await asyncio.wait_for(handler.drain(), 10)
+        assert [e.mid for e in submitted] == [100]
+    asyncio.run(main())
+    gateway.maillog.flush()
+    assert "MID 100 CPQ transfer marker could not be made durable" in \
+        gateway.maillog.path.read_text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +22,10 @@ from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config
 from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.transfer import (
     Origin,
+    Outcome,
     QuarantineTransfer,
+    ReceiptOutcome,
+    ReleaseReceipt,
     ReleaseTransfer,
     RescanAction,
     RescanNotice,
@@ -208,6 +212,35 @@ class TestSettle:
         assert rig.store.get(36)["state"] == DELETED  # type: ignore[index]
         assert sorted(p.name for p in rig.store.bodies.iterdir()) == []
 
+    def test_a_chunk_reads_and_records_in_a_worker_thread_not_on_the_loop(
+            self, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The database reads, the body reads and the settlement's transaction of a chunk
+        run in a worker thread: the event loop keeps serving CPQ sessions meanwhile."""
+        for mid in (50, 51, 52):
+            rig.put(mid, "Policy")
+        where: dict[str, set[str]] = {}
+        for name in ("get_many", "read_body", "finish_many"):
+            real = getattr(rig.store, name)
+
+            def spy(*args: Any, _name: str = name, _real: Any = real, **kw: Any) -> Any:
+                where.setdefault(_name, set()).add(threading.current_thread().name)
+                return _real(*args, **kw)
+            monkeypatch.setattr(rig.store, name, spy)
+
+        async def main() -> None:
+            rig.service.act_many(CALLER, "release", [50, 51, 52])
+            for _ in range(500):
+                if rig.store.unsettled() == [] and "finish_many" in where:
+                    break
+                await asyncio.sleep(0.01)
+            await rig.releases.stop()
+        asyncio.run(main())
+        assert set(where) == {"get_many", "read_body", "finish_many"}
+        assert all(threading.main_thread().name not in names for names in where.values())
+        for mid in (50, 51, 52):
+            assert mid in rig.queues.entries and rig.spool.get(mid) is not None
+            assert logged(rig, f'MID {mid} released from quarantine "Policy" (manual)')
+
     def test_a_message_that_cannot_settle_stays_alone_for_recovery(self, rig: Rig) -> None:
         for mid in (40, 41, 42):
             rig.put(mid, "Policy")
@@ -332,3 +365,74 @@ class TestStore:
         assert self.store(handler, quarantine) == str(cpq_replies.SPACE_FULL) == \
             "452 4.3.1 Quarantine space full, try again later"
         assert rig.store.get(50) is None
+
+
+class TestReleaseReceipt:
+    """Release receipts arriving together are checked and recorded in a worker thread: the
+    event loop never reads a message's whole record for them."""
+
+    def receipt(self, mid: int, *, gateway: str = "gw1.example.com",
+                tid: str = "d-GW-SN-7-0001") -> ReleaseReceipt:
+        return ReleaseReceipt(
+            transfer_id=tid, origin=Origin(gateway, "GW-SN", 7),
+            release_id=f"r-{mid}-0123456789abcdef", entry=mid,
+            outcomes=(ReceiptOutcome(0, "bob@example.com", Outcome.DELIVERED, "mx.example.com",
+                                     "250 2.0.0 Ok", 1_800_000_100.0),))
+
+    def store_all(self, rig: Rig, receipts: list[ReleaseReceipt]) -> list[str]:
+        handler = TestStore().handler(rig)
+
+        async def main() -> list[str]:
+            calls = []
+            for n, receipt in enumerate(receipts):
+                session = Session()
+                session.peer_certificate = TestStore.GATEWAY_CERT  # type: ignore[assignment]
+                envelope = PvoqEnvelope()
+                envelope.mid = 900 + n
+                calls.append(handler.store(cast(PvoqSession, session), envelope, receipt,
+                                           b"Subject: receipt\r\n\r\n",
+                                           MessageInfo(subject="receipt")))
+            return list(await asyncio.gather(*calls))
+        return asyncio.run(main())
+
+    def test_checked_and_recorded_together_without_reading_records(
+            self, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        for mid in (60, 61):
+            rig.put(mid, "Policy")
+        rig.store.add(mid=62, meta={**transfer_meta("Policy"),
+                                    "origin": {"hostname": "gw2.example.com",
+                                               "serial": "GW2", "mid": 5}},
+                      body=b"Subject: x\r\n\r\nx\r\n", origin_ip="10.0.0.2", subject="x")
+        assert rig.service.act(CALLER, "release", 60).ok
+        assert rig.service.act(CALLER, "release", 61).ok
+
+        def no_get(mid: int) -> None:
+            raise AssertionError("a receipt read a whole record on the event loop")
+        monkeypatch.setattr(rig.store, "get", no_get)
+        asked: list[list[int]] = []
+        real = rig.store.origin_hosts
+        monkeypatch.setattr(rig.store, "origin_hosts",
+                            lambda mids: (asked.append(sorted(mids)), real(mids))[1])
+        replies = self.store_all(rig, [
+            self.receipt(60, tid="d-1"), self.receipt(61, tid="d-2"),
+            self.receipt(60, tid="d-3"),  # the same recipient again: known, not recorded
+            self.receipt(99, tid="d-4"),  # no such message here
+            self.receipt(62, tid="d-5")])  # came from gw2, reported by gw1
+        assert replies == [
+            cpq_replies.RECEIPT_RECORDED.format(transfer_id="d-1", mid=60),
+            cpq_replies.RECEIPT_RECORDED.format(transfer_id="d-2", mid=61),
+            cpq_replies.RECEIPT_KNOWN.format(transfer_id="d-3", mid=60),
+            cpq_replies.RECEIPT_NO_SUCH_MESSAGE.format(transfer_id="d-4"),
+            cpq_replies.RECEIPT_OTHER_GATEWAY.format(mid=62, origin="gw1.example.com")]
+        assert asked == [[60, 60, 61, 62, 99]]  # one look-up for the receipts arriving together
+        monkeypatch.undo()
+        assert [(r["entry"], r["rid"], r["outcome"])
+                for r in rig.service.receipts.of(60)["receipts"]] == [(60, 0, "delivered")]
+        assert rig.service.receipts.of(62)["receipts"] == []
+        assert logged(rig, "MID 60 release receipt d-1 from gw1.example.com (ESA MID 7): "
+                           "RID 0 delivered to mx.example.com: '250 2.0.0 Ok'")
+        assert logged(rig, "MID 60 duplicate release receipt d-3 from gw1.example.com")
+        assert logged(rig, "Release receipt d-4 from gw1.example.com for MID 99: no such "
+                           "message here")
+        assert logged(rig, "release receipt d-5 from gw1.example.com for MID 62, which came "
+                           "from gw2.example.com")

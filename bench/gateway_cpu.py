@@ -23,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _mailbench import deployment
 from ingest import run_source
 
-from pvoq.config.model import DEFAULT_MAX_CONN_PER_IP
-from pvoq.testing.localdeploy import Deployment, wait_for
+from pvoq.testing.localdeploy import wait_for
 
 DEADLINE_S = 600
 TICK = os.sysconf("SC_CLK_TCK")
@@ -41,13 +41,8 @@ def _cpu(path: str) -> float:
 def one_round(root: Path, src: str, messages: int, sessions: int,
               size: int) -> tuple[float, float, float]:
     """(msgs/s, CPU s per 1,000 msgs of the process, of its main thread)."""
-    dep = Deployment(root)
-    dep.env["gateway"] = {"PYTHONPATH": src}
-    dep.init()
-    text = dep.gateway_config.read_text()
-    limit = f"max_conn_per_ip = {DEFAULT_MAX_CONN_PER_IP}}}"
-    assert limit in text, "the generated HAT's per-address limit"
-    dep.gateway_config.write_text(text.replace(limit, f"max_conn_per_ip = {max(sessions, 1)}}}", 1))
+    dep = deployment(root, sessions)
+    dep.env["gateway"] = {"PYTHONPATH": src}  # read when the gateway starts
     try:
         dep.start_gateway()
         dep.admin(dep.gateway_config, "suspenddel")

@@ -32,8 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from pvoq.config.model import DEFAULT_MAX_CONN_PER_IP
-from pvoq.testing.localdeploy import Deployment, free_port, wait_for
+from _mailbench import deployment
+
+from pvoq.testing.localdeploy import free_port, wait_for
 
 DEADLINE_S = 600
 
@@ -55,14 +56,9 @@ def run_source(port: int, messages: int, sessions: int, size: int) -> float:
 
 def gateway_round(root: Path, messages: int, sessions: int, size: int) -> tuple[float, float]:
     """One fresh gateway: (msgs/s until every message is routed, msgs/s of SMTP alone)."""
-    dep = Deployment(root)
-    dep.init()
-    # Every session comes from 127.0.0.1: let the public listener's $ACCEPTED policy
-    # take them all (a generated HAT allows DEFAULT_MAX_CONN_PER_IP per address).
-    text = dep.gateway_config.read_text()
-    limit = f"max_conn_per_ip = {DEFAULT_MAX_CONN_PER_IP}}}"
-    assert limit in text, "the generated HAT's per-address limit"
-    dep.gateway_config.write_text(text.replace(limit, f"max_conn_per_ip = {max(sessions, 1)}}}", 1))
+    # Every session comes from 127.0.0.1: the public listener's $ACCEPTED policy takes
+    # them all (a generated HAT allows DEFAULT_MAX_CONN_PER_IP per address).
+    dep = deployment(root, sessions)
     try:
         dep.start_gateway()
         dep.admin(dep.gateway_config, "suspenddel")

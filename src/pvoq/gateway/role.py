@@ -348,8 +348,10 @@ class Gateway(Appliance):
     def console_context(self) -> ConsoleContext:
         """The console also searches and acts on the local quarantines, and mounts the API."""
         ctx = super().console_context()
-        if self.local.needed() or self.config.api.enabled:
-            ctx.service, ctx.api = self.local.service, self.api.app()
+        local = self.local
+        ctx.local_service = lambda: local.service if local.needed() else None
+        if local.needed() or self.config.api.enabled:
+            ctx.api = self.api.app()
         return ctx
 
     async def after_reload(self, old: Config, new: Config) -> None:

@@ -50,7 +50,7 @@ def build_app(ctx: ConsoleContext) -> FastAPI:
     app.include_router(doctor_pages.router)
     if ctx.role == "gateway":
         app.include_router(gateway_pages.router)
-        if ctx.service is not None:  # its local quarantines
+        if ctx.has_quarantines:  # its local quarantines
             app.include_router(search_pages.router)
     if ctx.role == "manager":
         app.include_router(search_pages.router)

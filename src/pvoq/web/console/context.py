@@ -38,8 +38,22 @@ class ConsoleContext:
     maillog: MailLog
     users: UserStore
     service: QuarantineService | None = None
+    # A gateway's local quarantines, asked for at each request: None while it keeps none
+    # (centralized mode, never held mail here); a `pvo disable` makes them appear.
+    local_service: Callable[[], QuarantineService | None] | None = None
     call: Call = _no_commands
     sessions: SessionStore = field(default_factory=SessionStore)
     api: Any = None                 # an ASGI application, or None
     https: bool = True              # cookies are `Secure` when served over TLS
     max_body_bytes: int = 1024 * 1024
+
+    @property
+    def has_quarantines(self) -> bool:
+        """Whether the quarantine pages belong on this appliance's console."""
+        return self.service is not None or self.local_service is not None
+
+    def quarantine_service(self) -> QuarantineService | None:
+        """The quarantine service the pages act on now (None: none on this appliance)."""
+        if self.service is not None:
+            return self.service
+        return self.local_service() if self.local_service is not None else None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from sqlalchemy import select
 
 from pvoq.quarantine.roles import Caller
@@ -26,10 +26,15 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u
 
 
 def service_of(request: Request) -> QuarantineService:
-    """The manager's quarantine service (the pages are served by the manager only)."""
-    service = request.app.state.ctx.service
+    """The quarantine service the pages act on: the manager's, or a gateway's local
+    quarantines. A gateway that keeps none (centralized mode) answers 404 saying so."""
+    ctx = request.app.state.ctx
+    service = ctx.quarantine_service()
     if service is None:
-        raise RuntimeError("the quarantine pages need the manager's quarantine service")
+        raise HTTPException(404, f"{ctx.hostname} keeps no local quarantines: it is in "
+                                 "centralized mode, and the mail it catches is held on the "
+                                 "manager (search there). `pvoq cli pvo disable` switches "
+                                 "it to local quarantines.")
     assert isinstance(service, QuarantineService)
     return service
 

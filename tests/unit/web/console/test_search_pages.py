@@ -3,6 +3,7 @@ store (the browser tests are tests/e2e/test_console_search.py and test_console_m
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import sys
@@ -318,3 +319,24 @@ class TestMessage:
     def test_unknown_mid_is_404(self, client: TestClient) -> None:
         log_in(client)
         assert client.get("/quarantine/messages/999").status_code == 404
+
+
+def test_a_gateway_keeping_no_local_quarantines_says_so_and_serves_them_once_it_does(
+        manager: Manager) -> None:
+    """The console is built once; a gateway switched to local mode afterwards (`pvo
+    disable`) serves its quarantine pages without a restart."""
+    local: dict[str, QuarantineService | None] = {"service": None}
+    ctx = dataclasses.replace(manager.ctx, role="gateway", hostname="gw.example.com",
+                              service=None, local_service=lambda: local["service"])
+    with TestClient(build_app(ctx), base_url="http://127.0.0.1") as client:
+        log_in(client)
+        page = client.get("/quarantine/search")
+        assert page.status_code == 404
+        assert "gw.example.com keeps no local quarantines: it is in centralized mode" \
+            in page.text
+        assert client.get("/quarantine/messages/1").status_code == 404
+        local["service"] = manager.ctx.service  # `pvo disable`: the local store is built
+        page = client.get("/quarantine/search")
+        assert page.status_code == 200
+        assert sorted(mids(page.text)) == [1, 2, 3, 4]
+        assert client.get("/quarantine/messages/1").status_code == 200

@@ -24,11 +24,8 @@ import time
 from pathlib import Path
 
 from _mailbench import deployment
-from ingest import run_source
+from ingest import run_source, wait_routed
 
-from pvoq.testing.localdeploy import wait_for
-
-DEADLINE_S = 600
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -51,14 +48,7 @@ def one_round(root: Path, src: str, messages: int, sessions: int,
         before = _cpu(process), _cpu(thread)
         start = time.perf_counter()
         run_source(dep.ports["gateway_smtp"], messages, sessions, size)
-
-        def routed() -> bool:
-            status = dep.admin(dep.gateway_config, "status")["data"]
-            return (status["messages_in_work_queue"] == 0
-                    and status["messages_in_queue"] >= messages)
-
-        wait_for("the pipeline to route every message", routed, timeout_s=DEADLINE_S,
-                 interval_s=0.05)
+        wait_routed(dep, messages)
         elapsed = time.perf_counter() - start
         per = 1000 / messages
         return (messages / elapsed, (_cpu(process) - before[0]) * per,

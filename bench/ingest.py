@@ -34,7 +34,7 @@ from pathlib import Path
 
 from _mailbench import deployment
 
-from pvoq.testing.localdeploy import free_port, wait_for
+from pvoq.testing.localdeploy import Deployment, free_port, wait_for
 
 DEADLINE_S = 600
 
@@ -54,6 +54,17 @@ def run_source(port: int, messages: int, sessions: int, size: int) -> float:
     return time.perf_counter() - start
 
 
+def wait_routed(dep: Deployment, messages: int) -> None:
+    """Until the gateway's pipeline has routed *messages* (delivery is suspended)."""
+    def routed() -> bool:
+        status = dep.admin(dep.gateway_config, "status")["data"]
+        return (status["messages_in_work_queue"] == 0
+                and status["messages_in_queue"] >= messages)
+
+    wait_for("the pipeline to route every message", routed, timeout_s=DEADLINE_S,
+             interval_s=0.05)
+
+
 def gateway_round(root: Path, messages: int, sessions: int, size: int) -> tuple[float, float]:
     """One fresh gateway: (msgs/s until every message is routed, msgs/s of SMTP alone)."""
     # Every session comes from 127.0.0.1: the public listener's $ACCEPTED policy takes
@@ -64,14 +75,7 @@ def gateway_round(root: Path, messages: int, sessions: int, size: int) -> tuple[
         dep.admin(dep.gateway_config, "suspenddel")
         start = time.perf_counter()
         received_s = run_source(dep.ports["gateway_smtp"], messages, sessions, size)
-
-        def routed() -> bool:
-            status = dep.admin(dep.gateway_config, "status")["data"]
-            return (status["messages_in_work_queue"] == 0
-                    and status["messages_in_queue"] >= messages)
-
-        wait_for("the pipeline to route every message", routed, timeout_s=DEADLINE_S,
-                 interval_s=0.05)
+        wait_routed(dep, messages)
         return messages / (time.perf_counter() - start), messages / received_s
     finally:
         dep.stop_all()

@@ -80,6 +80,15 @@ def _start(dep: Deployment) -> None:
     _set_mode(dep, centralized=False)
 
 
+def _held_and_centralized(dep: Deployment, count: int) -> list[dict[str, Any]]:
+    """Started, *count* messages held in the gateway's local Policy quarantine, then the
+    gateway switched to centralized mode: ready to migrate."""
+    _start(dep)
+    held = _hold_locally(dep, policy=count, legal=0)
+    _set_mode(dep, centralized=True)
+    return held
+
+
 def test_custom_mapping_moves_everything_with_its_clocks_and_history(tmp_path: Path) -> None:
     dep = _deployment(tmp_path)
     try:
@@ -155,9 +164,7 @@ def test_sigkill_of_both_sides_mid_migration_ends_with_every_message_once(
         tmp_path: Path) -> None:
     dep = _deployment(tmp_path)
     try:
-        _start(dep)
-        held = _hold_locally(dep, policy=300, legal=0)
-        _set_mode(dep, centralized=True)
+        held = _held_and_centralized(dep, 300)
         dep.admin(dep.manager_config, "pvo.migrate", {"mode": "automatic"})
         wait_for("the first messages to move", lambda: len(_central(dep)) > 0,
                  timeout_s=60, interval_s=0.02)
@@ -211,9 +218,7 @@ def test_cancel_from_the_cli_stops_the_gateway_and_a_new_plan_moves_the_rest(
         tmp_path: Path) -> None:
     dep = _deployment(tmp_path)
     try:
-        _start(dep)
-        held = _hold_locally(dep, policy=300, legal=0)
-        _set_mode(dep, centralized=True)
+        held = _held_and_centralized(dep, 300)
         refused = subprocess.run(
             [sys.executable, "-m", "pvoq", "cli", "-c", str(dep.manager_config), "pvo",
              "migrate", "--cancel"], capture_output=True, text=True, timeout=60)

@@ -48,10 +48,9 @@ from pvoq.quarantine.mime import apply_early_release
 from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.settings import (
     EarlyRelease,
-    QuarantineSettings,
     early_release_options,
-    merge_settings,
     quarantine_for,
+    quarantine_settings,
 )
 from pvoq.quarantine.states import State
 from pvoq.scan.pipeline import Pipeline
@@ -74,15 +73,6 @@ CENTRALIZED = "centralized"
 def centralized(config: Config) -> bool:
     """Whether caught mail goes to a manager: centralized PVO enabled and a manager listed."""
     return bool(config.pvo.enabled and config.pvo.all_managers)
-
-
-def quarantine_settings(config: Config) -> dict[str, QuarantineSettings]:
-    """The effective quarantines: built-ins, overridden or added to by `<quarantines>`."""
-    return merge_settings(
-        QuarantineSettings(
-            d.name, d.retention_seconds, d.default_action, d.free_up_space,
-            EarlyRelease(d.subject_tag, d.subject_position, d.x_header, d.strip_attachments))
-        for d in config.quarantines)
 
 
 def local_transfer_id(serial: str, mid: int) -> str:

@@ -42,7 +42,7 @@ from pvoq.quarantine.definitions import QuarantineConfigCommands
 from pvoq.quarantine.expiry import expiry_loop
 from pvoq.quarantine.overview import OverviewCommands
 from pvoq.quarantine.service import QuarantineService
-from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, merge_settings
+from pvoq.quarantine.settings import quarantine_settings
 from pvoq.quarantine.store import QuarantineStore
 from pvoq.remote.client import SshClient
 from pvoq.remote.commands import ListenerInfoCommands, ManagerLinkCommands
@@ -53,15 +53,6 @@ from pvoq.web.apiservice import ApiService
 
 if TYPE_CHECKING:
     from pvoq.web.console.context import ConsoleContext
-
-
-def quarantine_settings(config: Config) -> dict[str, QuarantineSettings]:
-    """The effective quarantines: built-ins, overridden or added to by `<quarantines>`."""
-    return merge_settings(
-        QuarantineSettings(
-            d.name, d.retention_seconds, d.default_action, d.free_up_space,
-            EarlyRelease(d.subject_tag, d.subject_position, d.x_header, d.strip_attachments))
-        for d in config.quarantines)
 
 
 class Manager(Appliance):

@@ -15,9 +15,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from pvoq.errors import Invalid
 from pvoq.quarantine.states import BUILTINS, Action, BuiltinQuarantine
+
+if TYPE_CHECKING:
+    from pvoq.config.model import Config
 
 RELEASE = Action.RELEASE
 DELETE = Action.DELETE
@@ -98,6 +102,15 @@ def merge_settings(configured: Iterable[QuarantineSettings]) -> dict[str, Quaran
     if not any(q.overflow for q in result.values()):
         raise SettingsError("at least one quarantine must free up space on overflow")
     return result
+
+
+def quarantine_settings(config: Config) -> dict[str, QuarantineSettings]:
+    """The effective quarantines: built-ins, overridden or added to by `<quarantines>`."""
+    return merge_settings(
+        QuarantineSettings(
+            d.name, d.retention_seconds, d.default_action, d.free_up_space,
+            EarlyRelease(d.subject_tag, d.subject_position, d.x_header, d.strip_attachments))
+        for d in config.quarantines)
 
 
 def early_release_options(settings: dict[str, QuarantineSettings],

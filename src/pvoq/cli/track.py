@@ -144,6 +144,11 @@ def _status_lines(data: dict[str, Any]) -> list[str]:
     state = "enabled" if data["enabled"] else "disabled"
     out = [f"Log subscription {state}: every {data['interval_seconds']:g}s, at most "
            f"{data['chunk_lines']} lines / {data['chunk_bytes']} bytes a pull"]
+    if "retention_days" in data:    # a manager of an earlier version does not say
+        kept = (f"{data['retention_days']:g} days" if data["retention_days"] > 0
+                else "forever")
+        out.append(f"  tracking data kept {kept}; copies roll over past "
+                   f"{data['max_file_size']} bytes")
     for g in data["gateways"]:
         pulled = format_time(g["last_pull"]) if g["last_pull"] else "never"
         last = format_time(g["last_line_time"]) if g["last_line_time"] else "none"

@@ -464,6 +464,8 @@ class LogSubscriptionSettings:
     interval_seconds: float = bounded(60.0, (0.1, 86400.0))  # between pulls once caught up
     chunk_bytes: int = bounded(1024 * 1024, (4096, 64 * 1024 * 1024))  # per pull, at most
     chunk_lines: int = bounded(10_000, (1, 1_000_000))  # per pull, at most
+    retention_days: float = bounded(30.0, (0.0, 36500.0))  # tracking data kept; 0: forever
+    max_file_size: int = bounded(10 * 1024 * 1024, (1024, 1024**4))  # a kept copy rolls over
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,14 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Pruned:
+    """What one `prune` removed."""
+
+    messages: int
+    conns: int
+
+
+@dataclass(frozen=True)
 class Added:
     """What one `add` indexed."""
 
@@ -172,6 +180,51 @@ class TrackingIndex:
         """A pull of *source* that brought nothing new finished at *when*."""
         with self.lock:
             self.db.execute("UPDATE sources SET last_pull = ? WHERE id = ?", (when, source.id))
+
+    def restart_copy(self, source: Source) -> None:
+        """The kept copy of *source* was rolled over: the new one starts empty."""
+        with self.lock:
+            self.db.execute("UPDATE sources SET stored = 0 WHERE id = ?", (source.id,))
+
+    # -- retention ------------------------------------------------------------------
+    def prune(self, before: float, *, batch: int = 2000, max_batches: int = 1000) -> Pruned:
+        """Remove what is older than *before* (epoch): each message whose last line is (its
+        recipients, words and lines with it) and each connection line. In transactions of
+        *batch* messages, so that a tracking query waits for one batch at most."""
+        messages = conns = 0
+        for _ in range(max_batches):
+            with self.lock:
+                self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = self.db.execute(
+                        "SELECT src, mid, sender, subject FROM messages "
+                        "WHERE t_first < ? AND t_last < ? LIMIT ?",
+                        (before, before, batch)).fetchall()
+                    old = [(src, mid) for src, mid, _s, _j in rows]
+                    tokens: list[tuple[str, int, int]] = []
+                    for src, mid, sender, subject in rows:
+                        m = _Message()
+                        m.fields.update(sender=sender, subject=subject)
+                        m.recipients.update(r for (r,) in self.db.execute(
+                            "SELECT rcpt FROM recipients WHERE src = ? AND mid = ?", (src, mid)))
+                        tokens.extend((w, src, mid) for w in _words(m))
+                    self.db.executemany(
+                        "DELETE FROM tokens WHERE token = ? AND src = ? AND mid = ?", tokens)
+                    for table in ("recipients", "events", "messages"):
+                        self.db.executemany(f"DELETE FROM {table} WHERE src = ? AND mid = ?",
+                                            old)
+                    gone = self.db.execute(
+                        "DELETE FROM conns WHERE seq IN (SELECT seq FROM conns WHERE t < ? "
+                        "ORDER BY seq LIMIT ?)", (before, batch)).rowcount
+                    self.db.execute("COMMIT")
+                except BaseException:
+                    self.db.execute("ROLLBACK")
+                    raise
+            messages += len(old)
+            conns += gone
+            if len(old) < batch and gone < batch:
+                break
+        return Pruned(messages, conns)
 
     # -- indexing -----------------------------------------------------------------
     def add(self, source: Source, lines: Iterable[str], *, position: Position,

@@ -25,7 +25,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,16 @@ from pvoq.config.model import Config, LogSubscriptionSettings
 from pvoq.fsutil import FILE_MODE, make_dir
 from pvoq.logsub.index import GATEWAY, MANAGER, Source, TrackingIndex
 from pvoq.logsub.reader import Chunk, Position, read_chunk
+from pvoq.logsub.retention import (
+    PRUNE_EVERY_S,
+    cutoff,
+    delete_old_copies,
+    recover_rolled,
+    roll_copy,
+)
 from pvoq.logsub.wire import decode_chunk
 from pvoq.maillog import MailLog
+from pvoq.maillog.writer import format_time
 from pvoq.remote.client import SshClient
 from pvoq.remote.keys import SshFault
 
@@ -87,6 +95,7 @@ class LogSubscription:
         self._wake = asyncio.Event()
         self._round = asyncio.Lock()
         self._rounds = 0
+        self._next_prune = 0.0   # monotonic: the first round prunes
 
     # -- the kept copies ------------------------------------------------------------
     def copy_path(self, name: str) -> Path:
@@ -102,6 +111,12 @@ class LogSubscription:
             if source.kind != GATEWAY:
                 continue
             path = self.copy_path(source.name)
+            rolled = recover_rolled(path, source.stored)
+            if rolled is not None:
+                self.index.restart_copy(source)
+                self.log.info(f"Log subscription of {source.name}: rollover of its kept copy "
+                              f"to {rolled.name} completed")
+                continue
             try:
                 size = path.stat().st_size
             except FileNotFoundError:
@@ -148,6 +163,10 @@ class LogSubscription:
             if settings.enabled:
                 try:
                     more = await self.pull_all()
+                    if time.monotonic() >= self._next_prune:
+                        self._next_prune = time.monotonic() + PRUNE_EVERY_S
+                        async with self._round:
+                            await asyncio.to_thread(self.prune, time.time())
                 except Exception as exc:  # a bug or a full disk must not end the subscription
                     self.log.critical(fault_line("the manager", f"{type(exc).__name__}: {exc}"))
             self._wake.clear()
@@ -195,6 +214,8 @@ class LogSubscription:
         """Append *chunk* to the copy (fsync'd), then index it and move the position."""
         path = self.copy_path(source.name)
         make_dir(path.parent)
+        if source.stored >= self.config().log_subscription.max_file_size:
+            source = self._roll(source, path, now)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
         try:
             if os.fstat(fd).st_size > source.stored:
@@ -211,6 +232,33 @@ class LogSubscription:
             os.close(fd)
         self.index.add(source, _lines(chunk), position=chunk.position, stored=stored,
                        pulled_at=now)
+
+    def _roll(self, source: Source, path: Path, now: float) -> Source:
+        """Roll the kept copy of *source* over (its unindexed tail cut first, so that the
+        rolled file holds exactly what the index covers); the new copy starts empty."""
+        if path.stat().st_size > source.stored:
+            os.truncate(path, source.stored)
+        rolled = roll_copy(path, now)
+        self.index.restart_copy(source)
+        self.log.info(f"Log subscription of {source.name}: kept copy rolled over to "
+                      f"{rolled.name}")
+        return replace(source, stored=0)
+
+    def prune(self, now: float) -> None:
+        """Forget what is older than `retention_days`: the index's messages and connection
+        lines, and the gateways' rolled copies (a worker thread's work)."""
+        before = cutoff(self.config().log_subscription.retention_days, now)
+        if before is None:
+            return
+        pruned = self.index.prune(before)
+        deleted = []
+        for source in self.index.sources():
+            if source.kind == GATEWAY:
+                deleted += delete_old_copies(self.copy_path(source.name), before)
+        if pruned.messages or pruned.conns or deleted:
+            self.log.info(f"Log subscription: tracking data before {format_time(before)} "
+                          f"removed: {pruned.messages} messages, {pruned.conns} connection "
+                          f"lines, {len(deleted)} rolled copies")
 
     async def pull_own(self) -> bool:
         """Index what the manager's own mail_logs holds after its position."""
@@ -268,6 +316,8 @@ class LogSubscription:
         own = sources.get(own_name)
         return {"enabled": settings.enabled, "interval_seconds": settings.interval_seconds,
                 "chunk_bytes": settings.chunk_bytes, "chunk_lines": settings.chunk_lines,
+                "retention_days": settings.retention_days,
+                "max_file_size": settings.max_file_size,
                 "gateways": gateways,
                 "manager": {"name": own_name, "lines": own.lines if own else 0,
                             "last_line_time": own.last_line_time if own else None}}

@@ -43,7 +43,22 @@ def test_settings_are_read(tmp_path: Path) -> None:
     assert cfg.log_subscription == LogSubscriptionSettings(False, 5.0, 65536, 500)
 
 
+def test_retention_and_copy_size_are_read(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, """
+  <log_subscription>
+    <retention_days>7.5</retention_days>
+    <max_file_size>50M</max_file_size>
+  </log_subscription>
+"""))
+    assert cfg.log_subscription.retention_days == 7.5
+    assert cfg.log_subscription.max_file_size == 50 * 1024 * 1024
+    assert load_config(_write(tmp_path, "")).log_subscription.retention_days == 30
+
+
 @pytest.mark.parametrize(("element", "value"), [("chunk_bytes", "100"),
+                                                ("retention_days", "-1"),
+                                                ("max_file_size", "10X"),
+                                                ("max_file_size", "100"),
                                                 ("chunk_lines", "0"),
                                                 ("interval_seconds", "0"),
                                                 ("enabled", "perhaps"),

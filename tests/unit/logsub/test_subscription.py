@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -21,9 +22,11 @@ from pvoq.admin.registry import CommandMethod
 from pvoq.config.model import Config, GatewayRecord, LogSubscriptionSettings
 from pvoq.logsub.commands import LogChunkCommands, LogSubscriptionCommands
 from pvoq.logsub.index import TrackingIndex
+from pvoq.logsub.lines import line_time
 from pvoq.logsub.subscriber import LogSubscription
 from pvoq.logsub.wire import decode_chunk
 from pvoq.maillog import MailLog
+from pvoq.maillog.rollover import log_files
 from pvoq.remote.client import SshClient
 from pvoq.remote.service import CommandService
 from pvoq.testing.localdeploy import free_port
@@ -178,6 +181,83 @@ class TestExactlyOnce:
             assert world.copy() == world.written
             await sub.stop()
         run(tmp_path, body)
+
+
+class TestKeptCopyRollover:
+    """A kept copy past `max_file_size` rolls over, as a log does; no line is lost or kept
+    twice, a crash between the rename and the index's record included."""
+
+    @staticmethod
+    def _all_kept(world: World) -> list[str]:
+        copy = world.manager_data / "gateway_logs" / GW / "mail_logs"
+        lines: list[str] = []
+        for path in log_files(copy.parent, copy.name):
+            lines += path.read_text().splitlines()
+        return lines
+
+    def test_the_copy_rolls_over_past_its_size_and_keeps_every_line_once(
+            self, tmp_path: Path) -> None:
+        async def body(world: World) -> None:
+            world.settings = replace(world.settings, max_file_size=600)
+            world.config = cast(Config, SimpleNamespace(**{
+                **vars(world.config), "log_subscription": world.settings}))
+            world.write(40)
+            sub = world.subscription()
+            await _catch_up(sub)
+            copies = log_files(world.manager_data / "gateway_logs" / GW, "mail_logs")
+            assert len(copies) >= 3                  # 40 lines of ~60 bytes, rolled at 600
+            assert self._all_kept(world) == world.written
+            assert "kept copy rolled over to mail_logs.@" in _own_log(world)
+            await sub.stop()
+        run(tmp_path, body)
+
+    def test_a_crash_between_the_rename_and_the_index_completes_at_start(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        async def body(world: World) -> None:
+            world.settings = replace(world.settings, max_file_size=300)
+            world.config = cast(Config, SimpleNamespace(**{
+                **vars(world.config), "log_subscription": world.settings}))
+            world.write(20)
+            sub = world.subscription()
+            await sub.pull(GW)                       # 7 lines, past 300 bytes
+
+            def crash(*args: Any, **kwargs: Any) -> Any:
+                raise RuntimeError("crash after the rename")
+            monkeypatch.setattr(sub.index, "restart_copy", crash)
+            with pytest.raises(RuntimeError):
+                await sub.pull(GW)
+            assert not (world.manager_data / "gateway_logs" / GW / "mail_logs").exists()
+            sub.index.close()
+            again = world.subscription()
+            again.recover()                          # the start of the next run
+            assert "rollover of its kept copy to mail_logs.@" in _own_log(world)
+            await _catch_up(again)
+            assert self._all_kept(world) == world.written
+            assert again.status()["gateways"][0]["lines"] == 20
+            await again.stop()
+        run(tmp_path, body)
+
+    def test_prune_forgets_old_messages_and_logs_what_it_removed(self, tmp_path: Path) -> None:
+        async def body(world: World) -> None:
+            world.write(5)                            # lines of Nov 30 2026
+            sub = world.subscription()
+            await _catch_up(sub)
+            sub.prune(line_time("Mon Nov 30 12:00:00 2026") + 10 * 86400)  # 10 days later
+            assert "removed: 0 messages" not in _own_log(world)
+            with sub.index.reading() as db:
+                assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 5
+            sub.prune(line_time("Mon Nov 30 12:00:00 2026") + 31 * 86400)  # past 30 days
+            assert "Log subscription: tracking data before " in _own_log(world)
+            assert "removed: 5 messages, 0 connection lines, 0 rolled copies" in _own_log(world)
+            with sub.index.reading() as db:
+                assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+            await sub.stop()
+        run(tmp_path, body)
+
+
+def _own_log(world: World) -> str:
+    world.maillog.flush()
+    return (world.manager_logs / "mail_logs").read_text()
 
 
 class TestIndexing:

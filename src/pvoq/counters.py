@@ -1,13 +1,16 @@
 """Counters with AsyncOS's three columns: since reset, since start (uptime), lifetime.
 
 `status` and `hoststatus` show them. Lifetime and reset baselines survive a
-restart (`counters.json`, written by write-fsync-rename every few seconds and
-at stop); a crash can lose the last few seconds of counting, never mail.
+restart (`counters.json`, written by write-fsync-rename every few seconds by a
+thread of its own, so that the event loop never waits for the disk, and at
+stop); a crash can lose the last few seconds of counting, never mail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +28,9 @@ class Counters:
         self.at_reset: defaultdict[str, int] = defaultdict(int)  # lifetime value at reset
         self.reset_time = time.time()
         self._saved = 0.0
+        self._write_lock = threading.Lock()
+        self._due = threading.Event()
+        self._saver: threading.Thread | None = None
         if path is not None and path.exists():
             stored = json.loads(path.read_text())
             self.lifetime.update(stored.get("lifetime", {}))
@@ -35,7 +41,8 @@ class Counters:
         self.uptime[name] += n
         self.lifetime[name] += n
         if self.path is not None and time.monotonic() - self._saved > SAVE_EVERY_S:
-            self.save()
+            self._saved = time.monotonic()
+            self._save_soon()
 
     def row(self, name: str) -> tuple[int, int, int]:
         """(since reset, uptime, lifetime)."""
@@ -48,8 +55,27 @@ class Counters:
         self.save()
 
     def save(self) -> None:
+        """Write the counters now (at stop and reset; `inc` has them written in the
+        background)."""
         self._saved = time.monotonic()
         if self.path is None:
             return
-        atomic_write(self.path, json.dumps({"lifetime": self.lifetime, "at_reset": self.at_reset,
-                                            "reset_time": self.reset_time}).encode())
+        data = json.dumps({"lifetime": dict(self.lifetime), "at_reset": dict(self.at_reset),
+                           "reset_time": self.reset_time}).encode()
+        with self._write_lock:
+            atomic_write(self.path, data)
+
+    def _save_soon(self) -> None:
+        if self._saver is None:
+            self._saver = threading.Thread(target=self._save_loop, name="counters",
+                                           daemon=True)
+            self._saver.start()
+        self._due.set()
+
+    def _save_loop(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            # a full disk: the next save tries again; the counts are in memory
+            with contextlib.suppress(OSError):
+                self.save()

@@ -146,7 +146,8 @@ class Appliance:
         self.users = UserStore(config.data_dir / "users.json",
                                max_failures=web.lockout_failures,
                                lockout_seconds=web.lockout_seconds, on_lockout=self._lockout)
-        self.sessions = SessionStore(idle_seconds=web.session_idle_seconds,
+        self.sessions = SessionStore(config.data_dir / "sessions.json",
+                                     idle_seconds=web.session_idle_seconds,
                                      absolute_seconds=web.session_max_seconds)
         self.admin.identify = lambda peer: identify(peer, self.users)
         self.admin.authorize = authorize
@@ -423,6 +424,8 @@ class Appliance:
 
     async def stop(self) -> None:
         self.counters.save()
+        with contextlib.suppress(OSError):   # a full disk: the sessions end sooner, that is all
+            self.sessions.save()
         if self.web is not None:
             await self.web.stop()
         if self.metrics is not None:

@@ -84,3 +84,26 @@ def test_wrong_passwords_lock_the_account(running: Deployment) -> None:
     assert not any("not the password" in line or ADMIN_PW in line for line in logs)
     listed = running.admin(running.manager_config, "user.list")["data"]["users"]
     assert next(u for u in listed if u["name"] == "alice")["locked_until"]
+
+
+def test_a_session_outlives_a_restart_of_the_appliance(running: Deployment) -> None:
+    url = running.console_url("gateway")
+    with browser_page(running, "gateway") as page:
+        login(page, url, "alice", ADMIN_PW)
+        assert page.locator("#current-user").inner_text() == "alice"
+        cookie = next(c for c in page.context.cookies() if c["name"] == "pvoq_session")
+        running.stop("gateway")                        # SIGTERM: a clean stop
+        running.start_gateway()
+        page.goto(url + "/monitor/delivery")
+        assert "/login" not in page.url                # still logged in, no new login
+        assert page.locator("#current-user").inner_text() == "alice"
+        stored = (running.root / "gateway" / "data" / "sessions.json").read_text()
+        assert cookie["value"] not in stored           # the file never holds the id
+        with page.expect_navigation():
+            page.click("#logout")
+    running.stop("gateway")
+    running.start_gateway()
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(running.ca_file))) as c:
+        c.cookies.set("pvoq_session", cookie["value"])
+        reply = c.get(url + "/monitor/delivery")
+    assert reply.status_code in (302, 303, 307) and "/login" in reply.headers["location"]

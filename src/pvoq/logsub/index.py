@@ -187,7 +187,7 @@ class TrackingIndex:
             self.db.execute("UPDATE sources SET stored = 0 WHERE id = ?", (source.id,))
 
     # -- retention ------------------------------------------------------------------
-    def prune(self, before: float, *, batch: int = 2000, max_batches: int = 1000) -> Pruned:
+    def prune(self, before: float, *, batch: int = 500, max_batches: int = 4000) -> Pruned:
         """Remove what is older than *before* (epoch): each message whose last line is (its
         recipients, words and lines with it) and each connection line. In transactions of
         *batch* messages, so that a tracking query waits for one batch at most."""

@@ -14,6 +14,12 @@ delivers it to Postfix's `smtp-sink` downstream. The clock starts with the
 bulk action and stops when smtp-sink has taken the last message; every
 numbered recipient must arrive exactly once and the quarantine must be empty.
 
+It also reads the CPU time (utime + stime, `/proc/<pid>/task/*/stat`) of the
+manager and of the gateway with its scanner processes over the release phase
+and over the release phase plus its settling (until the gateway's spool is
+empty: every release receipt acknowledged by the manager), and prints it per
+released message: the steadier figure when the machine is shared.
+
 Bounded: N messages, a deadline per phase (on timeout it says how far it got
 and exits 2). Loopback only; every process it starts it stops by PID; its
 temporary directory is removed.
@@ -23,6 +29,7 @@ Last line: `RESULT release <msgs/s> msgs/s ratio=<release ÷ quarantine transfer
 
 from __future__ import annotations
 
+import os
 import time
 
 from _mailbench import (
@@ -40,8 +47,43 @@ from _mailbench import (
     print_load,
     quarantine_phase,
     recipient_numbers,
+    tree,
     wait_until,
 )
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """(main threads, all threads) CPU seconds of the processes *pids*, so far."""
+    main = every = 0.0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2:].split()
+            used = (int(fields[11]) + int(fields[12])) / TICK
+            every += used
+            if int(task) == pid:
+                main += used
+    return main, every
+
+
+def cpu_line(what: str, before: dict[str, tuple[float, float]],
+             after: dict[str, tuple[float, float]], count: int) -> str:
+    parts = []
+    for name in before:
+        main = (after[name][0] - before[name][0]) / count * 1000
+        every = (after[name][1] - before[name][1]) / count * 1000
+        parts.append(f"{name} main thread {main:.2f} ms, all {every:.2f} ms")
+    return f"cpu per released message, {what}: " + "; ".join(parts)
 
 
 def main() -> None:
@@ -68,15 +110,24 @@ def main() -> None:
         if problem:
             raise BenchFailure(f"the manager's quarantine is wrong: {problem}")
 
+        pids = {"manager": [dep.procs["manager"].pid],
+                "gateway": tree(dep.procs["gateway"].pid)}
+        cpu_start = {name: cpu_seconds(p) for name, p in pids.items()}
         start = time.perf_counter()
         data = bulk_release(dep, args.messages, timeout_s=args.deadline)
         decided = time.perf_counter() - start
         end = wait_until("smtp-sink to take every released message", lambda: sink.count,
                          args.messages, deadline_s=args.deadline, interval_s=0.05)
+        cpu_end = {name: cpu_seconds(p) for name, p in pids.items()}
         released = args.messages / (end - start)
         print(f"release: one bulk action ({data['done']} done in {decided:.1f} s) -> CPQ -> "
               f"gateway -> smtp-sink: {released:8.1f} msgs/s")
 
+        wait_until("the gateway's release receipts acknowledged",
+                   lambda: 0 if dep.spooled() else 1, 1, deadline_s=args.deadline,
+                   interval_s=0.5)
+        cpu_settled = {name: cpu_seconds(p) for name, p in pids.items()}
+        settled = time.perf_counter() - start
         sink.stop()
         problem = exactly_once(recipient_numbers(sink.deliveries(), sender), args.messages)
         if problem:
@@ -86,6 +137,9 @@ def main() -> None:
             raise BenchFailure(f"{left} messages still held after the release")
         print(f"delivered: {args.messages} messages at smtp-sink, each exactly once; "
               "none left held")
+        print(cpu_line("release phase", cpu_start, cpu_end, args.messages))
+        print(cpu_line(f"until settled ({settled:.1f} s)", cpu_start, cpu_settled,
+                       args.messages))
         print_load()
         print(f"RESULT release {released:.1f} msgs/s ratio={released / quarantined:.2f}")
 

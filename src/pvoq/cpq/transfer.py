@@ -16,6 +16,8 @@ encodes it for the wire. This module owns its meaning:
 - `ReleaseReceipt` (kind `release_receipt`): what became of a released
   message on its gateway (`ReceiptOutcome` per recipient: delivered, bounced
   or expired, the downstream host and its reply).
+- `ReleaseReceipts` (kind `release_receipts`): several release receipts of
+  one gateway in one transfer, to a manager offering `XCPQ-RECEIPTS`.
 - `MigrationTransfer` (kind `migration`): a message held in a gateway's local
   quarantines moves to the manager's (`MigrationPart`: per local quarantine
   its target, reason and retention clock (`MigratedHold`), and the local audit

@@ -51,6 +51,8 @@ from _mailbench import (
     wait_until,
 )
 
+from pvoq.testing.localdeploy import Deployment
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -74,6 +76,14 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
             if int(task) == pid:
                 main += used
     return main, every
+
+
+def spool_empty(dep: Deployment) -> int:
+    """1 once the gateway's spool holds nothing (its receipts acknowledged), else 0."""
+    try:
+        return 0 if dep.spooled() else 1
+    except OSError:  # a segment removed while it was read: look again
+        return 0
 
 
 def cpu_line(what: str, before: dict[str, tuple[float, float]],
@@ -123,9 +133,8 @@ def main() -> None:
         print(f"release: one bulk action ({data['done']} done in {decided:.1f} s) -> CPQ -> "
               f"gateway -> smtp-sink: {released:8.1f} msgs/s")
 
-        wait_until("the gateway's release receipts acknowledged",
-                   lambda: 0 if dep.spooled() else 1, 1, deadline_s=args.deadline,
-                   interval_s=0.5)
+        wait_until("the gateway's release receipts acknowledged", lambda: spool_empty(dep),
+                   1, deadline_s=args.deadline, interval_s=0.5)
         cpu_settled = {name: cpu_seconds(p) for name, p in pids.items()}
         settled = time.perf_counter() - start
         sink.stop()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 
 from _mailbench import (
     HELD,
@@ -56,9 +57,10 @@ from pvoq.testing.localdeploy import Deployment
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pids: list[int]) -> tuple[float, float]:
-    """(main threads, all threads) CPU seconds of the processes *pids*, so far."""
-    main = every = 0.0
+def cpu_seconds(pids: list[int]) -> Counter[str]:
+    """CPU seconds of the processes *pids* so far, by thread (`main`, or its name with
+    any number dropped: the threads of one pool together), and in all (`all`)."""
+    used: Counter[str] = Counter()
     for pid in pids:
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
@@ -70,12 +72,14 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
                     stat = f.read()
             except OSError:
                 continue
+            name = stat[stat.find(b"(") + 1:stat.rfind(b")")].decode(errors="replace")
             fields = stat[stat.rfind(b")") + 2:].split()
-            used = (int(fields[11]) + int(fields[12])) / TICK
-            every += used
+            seconds = (int(fields[11]) + int(fields[12])) / TICK
+            used["all"] += seconds
             if int(task) == pid:
-                main += used
-    return main, every
+                name = "main" if pid == pids[0] else "children"
+            used[name.rstrip("0123456789_-") or name] += seconds
+    return used
 
 
 def spool_empty(dep: Deployment) -> int:
@@ -86,13 +90,16 @@ def spool_empty(dep: Deployment) -> int:
         return 0
 
 
-def cpu_line(what: str, before: dict[str, tuple[float, float]],
-             after: dict[str, tuple[float, float]], count: int) -> str:
+def cpu_line(what: str, before: dict[str, Counter[str]], after: dict[str, Counter[str]],
+             count: int) -> str:
     parts = []
     for name in before:
-        main = (after[name][0] - before[name][0]) / count * 1000
-        every = (after[name][1] - before[name][1]) / count * 1000
-        parts.append(f"{name} main thread {main:.2f} ms, all {every:.2f} ms")
+        spent = after[name] - before[name]
+        per = {k: v / count * 1000 for k, v in spent.items()}
+        top = ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1])
+                        if k not in ("all", "main") and v >= 0.05)
+        parts.append(f"{name} main thread {per.get('main', 0.0):.2f} ms, all "
+                     f"{per.get('all', 0.0):.2f} ms ({top})")
     return f"cpu per released message, {what}: " + "; ".join(parts)
 
 

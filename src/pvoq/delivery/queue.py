@@ -399,6 +399,8 @@ class DeliveryQueues:
                         await self._deliver_bundle(conn, destination, bundle, host)
                         continue
                     for position, (entry, rcpts, target) in enumerate(live):
+                        if self.suspended:
+                            break
                         try:
                             await self._deliver_one(conn, destination, entry, rcpts, target,
                                                     host)
@@ -409,8 +411,9 @@ class DeliveryQueues:
                     host.stats.down = True
                     rest = live + [item for later in groups[index + 1:] for item in later]
                     for e, r, _ in rest:
-                        self._defer(e, [x for x in r if x.pending], conn.dcid, exc.reason,
-                                    host.stats)
+                        pending = [x for x in r if x.pending]
+                        if pending:
+                            self._defer(e, pending, conn.dcid, exc.reason, host.stats)
                     break
         except DeliveryError as exc:
             host.stats.down = True

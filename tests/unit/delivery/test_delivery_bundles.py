@@ -166,3 +166,43 @@ def test_a_link_lost_during_the_bundle_defers_each_entry(
         kept = queues.spool.get(mid)
         assert kept is not None and kept.recipients[0].status == PENDING
         assert f"Delayed: DCID 70 MID {mid} to RID [0] - connection lost" in log_text(maillog)
+
+
+def test_a_lone_entry_goes_at_once_those_due_meanwhile_together_in_the_next_pass(
+        queues: DeliveryQueues, dest: Dest) -> None:
+    """Group commit: nothing waits for a timer; what becomes due while a transaction is on
+    the wire waits for its reply and goes in one transaction after it."""
+    answered = asyncio.Event()
+    sending = Conn.send
+
+    async def slow_send(self: Conn, **kwargs: Any) -> dict[int, Reply]:
+        if not dest.sent:  # the first transaction stays on the wire until told
+            dest.sent.append((kwargs["mid"], list(kwargs["extra"])))
+            await answered.wait()
+            return {rid: dest.reply for rid, _ in kwargs["recipients"]}
+        return await sending(self, **kwargs)
+
+    async def scenario() -> None:
+        Conn.send = slow_send  # type: ignore[method-assign]
+        try:
+            queues.start()
+            queue(queues, 11)
+            for _ in range(200):
+                if dest.sent:
+                    break
+                await asyncio.sleep(0.01)
+            assert dest.sent == [(11, ["XCPQ META 11"])]  # at once, alone
+            queue(queues, 12, 13, 14)
+            await asyncio.sleep(0.05)
+            assert len(dest.sent) == 1  # waiting for the reply in flight
+            answered.set()
+            for _ in range(200):
+                if not queues.entries:
+                    break
+                await asyncio.sleep(0.01)
+            await queues.stop()
+        finally:
+            Conn.send = sending  # type: ignore[method-assign]
+
+    asyncio.run(scenario())
+    assert dest.sent == [(11, ["XCPQ META 11"]), (12, ["XCPQ META 12,13,14"])]

@@ -78,6 +78,10 @@ def cpu_seconds(pids: list[int]) -> Counter[str]:
             used["all"] += seconds
             if int(task) == pid:
                 name = "main" if pid == pids[0] else "children"
+            elif pid != pids[0]:
+                name = "children"  # a scanner process's threads count with it
+            elif name == "python":
+                name = "other threads"  # unnamed at the OS level: the pools, the writers
             used[name.rstrip("0123456789_-") or name] += seconds
     return used
 

@@ -22,6 +22,7 @@ from pvoq.cpq.transfer import (
     MigrationTransfer,
     QuarantineTransfer,
     ReleaseReceipt,
+    ReleaseReceipts,
     ReleaseTransfer,
     RescanAction,
     RescanNotice,
@@ -32,7 +33,7 @@ from pvoq.cpq.transfer import (
 
 __all__ = [
     "CHUNK_CHARS", "KIND_MIGRATION", "KIND_OUTBREAK_RESCAN", "KIND_QUARANTINE", "KIND_RELEASE",
-    "KIND_RELEASE_RECEIPT", "MAX_CHUNKS",
+    "KIND_RELEASE_RECEIPT", "KIND_RELEASE_RECEIPTS", "MAX_CHUNKS",
     "RESCAN_ACTIONS", "VERSION", "MetadataError", "decode_chunks", "decode_transfer",
     "encode_chunks", "validate",
 ]
@@ -42,6 +43,7 @@ KIND_RELEASE = Kind.RELEASE
 KIND_OUTBREAK_RESCAN = Kind.OUTBREAK_RESCAN  # a gateway's rescan decision on an Outbreak message
 KIND_RELEASE_RECEIPT = Kind.RELEASE_RECEIPT  # a released message's outcome on its gateway
 KIND_MIGRATION = Kind.MIGRATION  # a message held locally on a gateway, moved to the manager
+KIND_RELEASE_RECEIPTS = Kind.RELEASE_RECEIPTS  # several release receipts in one transfer
 RESCAN_ACTIONS = tuple(RescanAction)
 CHUNK_CHARS = 900          # an SMTP command line stays under 1,000 octets
 MAX_CHUNKS = 1024          # ~690 KB of JSON (921,600 base64 characters) at most
@@ -82,9 +84,10 @@ def decode_chunks(chunks: list[str]) -> dict[str, Any]:
 
 
 _CLASSES: dict[str, type[QuarantineTransfer] | type[ReleaseTransfer] | type[RescanNotice]
-               | type[ReleaseReceipt] | type[RescanRequest] | type[MigrationTransfer]] = {
+               | type[ReleaseReceipt] | type[RescanRequest] | type[MigrationTransfer]
+               | type[ReleaseReceipts]] = {
     c.kind.value: c for c in (QuarantineTransfer, ReleaseTransfer, RescanNotice, ReleaseReceipt,
-                              RescanRequest, MigrationTransfer)}
+                              RescanRequest, MigrationTransfer, ReleaseReceipts)}
 
 
 def decode_transfer(chunks: list[str]) -> Transfer:

@@ -9,10 +9,13 @@ gateway's handlers answer a transfer (docs/cpq.md).
 from __future__ import annotations
 
 from pvoq.cpq.metadata import VERSION
+from pvoq.cpq.transfer import MAX_RECEIPTS
 from pvoq.smtp.replies import StatusCode
 
 # -- the XCPQ command ---------------------------------------------------------------------
 XCPQ_KEYWORD = StatusCode(250, f"XCPQ {VERSION}")   # EHLO, offered after STARTTLS only
+# EHLO on a manager that takes kind `release_receipts` (at most that many receipts in one).
+XCPQ_RECEIPTS_KEYWORD = StatusCode(250, f"XCPQ-RECEIPTS {MAX_RECEIPTS}")
 META_NEEDS_MAIL = StatusCode(503, "5.5.1 Error: XCPQ META needs MAIL first")
 META_SYNTAX = StatusCode(501, "5.5.4 Syntax: XCPQ META <base64-chunk>")
 XCPQ_SYNTAX = StatusCode(501, "5.5.4 Syntax: XCPQ META <base64-chunk> | XCPQ CHECK")
@@ -44,6 +47,10 @@ RECEIPT_NO_SUCH_MESSAGE = StatusCode(250,
                                      "2.0.0 Ok: receipt {transfer_id} noted, no such message")
 RECEIPT_OTHER_GATEWAY = StatusCode(
     554, "5.7.1 MID {mid} did not come from gateway {origin}")
+RECEIPTS_DONE = StatusCode(
+    250, "2.0.0 Ok: receipts {transfer_id}: {recorded} recorded, {known} already recorded, "
+         "{unknown} about no such message, {refused} refused")
+RECEIPTS_FAILED = StatusCode(451, "4.3.0 Receipts {transfer_id} not recorded, try again later")
 
 # -- the gateway's cpq_listener: releases from the manager --------------------------------
 RELEASES_ONLY = StatusCode(554, "5.7.0 This gateway accepts only releases over CPQ")

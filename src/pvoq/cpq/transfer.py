@@ -16,6 +16,8 @@ encodes it for the wire. This module owns its meaning:
 - `ReleaseReceipt` (kind `release_receipt`): what became of a released
   message on its gateway (`ReceiptOutcome` per recipient: delivered, bounced
   or expired, the downstream host and its reply).
+- `ReleaseReceipts` (kind `release_receipts`): several release receipts of
+  one gateway in one transfer, to a manager offering `XCPQ-RECEIPTS`.
 - `MigrationTransfer` (kind `migration`): a message held in a gateway's local
   quarantines moves to the manager's (`MigrationPart`: per local quarantine
   its target, reason and retention clock (`MigratedHold`), and the local audit
@@ -81,6 +83,7 @@ class Kind(StrEnum):
     RELEASE = "release"
     OUTBREAK_RESCAN = "outbreak_rescan"  # a gateway's rescan decision on an Outbreak message
     RELEASE_RECEIPT = "release_receipt"  # a released message's final outcome, to the manager
+    RELEASE_RECEIPTS = "release_receipts"  # several release receipts in one transfer
     RESCAN_REQUEST = "rescan_request"    # the manager asks a gateway to scan a held copy, dry
     MIGRATION = "migration"              # a locally held message moves to the manager
 
@@ -508,6 +511,42 @@ class ReleaseReceipt:
         return with_extra(known, self.extra)
 
 
+MAX_RECEIPTS = 1000  # release receipts one `release_receipts` transfer carries at most
+
+
+@dataclass(frozen=True)
+class ReleaseReceipts:
+    """Several release receipts of one gateway in one transfer (kind `release_receipts`).
+
+    Each of `receipts` is a whole `release_receipt` object, recorded on its own
+    terms (idempotent per entry); all of them come from `origin.hostname`.
+    """
+
+    kind: ClassVar[Kind] = Kind.RELEASE_RECEIPTS
+    transfer_id: str
+    origin: Origin
+    receipts: tuple[ReleaseReceipt, ...]
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Self:
+        f, _, transfer_id, origin = _header(obj, cls.kind)
+        raw = f.items("receipts", MAX_RECEIPTS)
+        if not raw:
+            raise MetadataError("receipts is empty")
+        receipts = tuple(ReleaseReceipt.from_json(r) for r in raw)
+        for receipt in receipts:
+            if receipt.origin.hostname.lower() != origin.hostname.lower():
+                raise MetadataError(f"receipts[].origin.hostname {receipt.origin.hostname!r} "
+                                    f"is not origin.hostname {origin.hostname!r}")
+        return cls(transfer_id=transfer_id, origin=origin, receipts=receipts, extra=f.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        known = {**_head_json(self.kind, self.transfer_id, self.origin),
+                 "receipts": [r.to_json() for r in self.receipts]}
+        return with_extra(known, self.extra)
+
+
 @dataclass(frozen=True)
 class RescanRequest:
     """The manager asks the origin gateway to scan a held message, storing nothing (kind
@@ -630,10 +669,12 @@ class MigrationTransfer(_Message):
 
 
 Transfer = (QuarantineTransfer | ReleaseTransfer | RescanNotice | ReleaseReceipt | RescanRequest
-            | MigrationTransfer)
+            | MigrationTransfer | ReleaseReceipts)
 
 _BY_KIND: dict[Kind, type[QuarantineTransfer] | type[ReleaseTransfer] | type[RescanNotice]
-               | type[ReleaseReceipt] | type[RescanRequest] | type[MigrationTransfer]] = {
+               | type[ReleaseReceipt] | type[RescanRequest] | type[MigrationTransfer]
+               | type[ReleaseReceipts]] = {
+    Kind.RELEASE_RECEIPTS: ReleaseReceipts,
     Kind.QUARANTINE: QuarantineTransfer, Kind.RELEASE: ReleaseTransfer,
     Kind.OUTBREAK_RESCAN: RescanNotice, Kind.RELEASE_RECEIPT: ReleaseReceipt,
     Kind.RESCAN_REQUEST: RescanRequest, Kind.MIGRATION: MigrationTransfer,

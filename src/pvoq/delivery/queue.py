@@ -14,6 +14,13 @@ host: bounced (hard). A CPQ destination never bounces quarantined or released ma
 a 5xx there is a misconfiguration, so the message is held and retried at the
 maximum interval (nothing is lost, the log says why).
 
+Several entries may share one transaction where a `Bundler` says so (a
+gateway's release receipts: `gateway.receipts`): `groups` cuts the due
+entries of a pass into groups before they are spread over connections, and
+`bundle` makes a group one transaction once the connection is open (or
+declines, when the peer does not take it: the entries then go one by one).
+Every entry of a bundle gets the bundle's reply, recorded as its own.
+
 Wake-ups are events, not polling: `add()` sets the host's event; a worker
 otherwise sleeps until its earliest retry time. The clock is injectable so
 tests control time.
@@ -48,6 +55,14 @@ class Target:
     extra: Sequence[str] = ()      # extra commands inside the transaction (XCPQ META)
     start_note: str = ""
     done_note: str = ""
+
+
+def _rids(rcpts: Sequence[Recipient]) -> str:
+    return "[" + ", ".join(str(r.rid) for r in rcpts) + "]"
+
+
+def _note(note: str) -> str:
+    return f" {note}" if note else ""
 
 
 class Destination:
@@ -94,6 +109,30 @@ class _Host:
 
 
 BounceHook = Callable[[Entry, list[Recipient], str], None]
+Item = tuple[Entry, list[Recipient], Target]  # an entry, its due recipients, where they go
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """One transaction carrying several entries (each with one recipient, the same)."""
+
+    items: list[Item]
+    sender: str
+    recipient: str
+    body: bytes
+    target: Target  # its extra lines (the bundle's metadata) and notes
+
+
+class Bundler:
+    """Which due entries of a host may share a transaction, and how (none by default)."""
+
+    def groups(self, items: list[Item]) -> list[list[Item]]:
+        """*items* cut into groups that may each travel as one transaction (in order)."""
+        return [[item] for item in items]
+
+    def bundle(self, conn: SmtpConnection, group: list[Item]) -> Bundle | None:
+        """*group* as one transaction on *conn*; None: one transaction per entry."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -135,7 +174,8 @@ class DeliveryQueues:
                  on_finished: Callable[[Entry], None] | None = None,
                  on_bounce: BounceHook | None = None,
                  counters: Counters | None = None,
-                 on_final: FinalHook | None = None) -> None:
+                 on_final: FinalHook | None = None,
+                 bundler: Bundler | None = None) -> None:
         self.spool = spool
         self.log = maillog
         self.destination_for = destination_for
@@ -147,6 +187,7 @@ class DeliveryQueues:
         self.on_finished = on_finished
         self.on_bounce = on_bounce
         self.on_final = on_final
+        self.bundler = bundler or Bundler()
         self.counters = counters or Counters()
         self.entries: dict[int, Entry] = {}
         self.hosts: dict[str, _Host] = {}
@@ -317,7 +358,7 @@ class DeliveryQueues:
         destination = self.destination_for(name)
         host = self._host(name)
         host.destination = destination
-        by_target: dict[tuple[str, int], list[tuple[Entry, list[Recipient], Target]]] = {}
+        by_target: dict[tuple[str, int], list[Item]] = {}
         for entry, rcpts in due:
             target = destination.target(entry)
             if target is None:
@@ -326,45 +367,86 @@ class DeliveryQueues:
             by_target.setdefault((target.host, target.port), []).append((entry, rcpts, target))
         batches = []
         for (addr, port), items in by_target.items():
-            # One connection per MESSAGES_PER_CONNECTION due messages, up to
+            # One connection per MESSAGES_PER_CONNECTION due transactions, up to
             # max_connections_per_host: a handshake is dear, a backlog is dearer.
-            wanted = -(-len(items) // MESSAGES_PER_CONNECTION)
+            groups = self.bundler.groups(items)
+            wanted = -(-len(groups) // MESSAGES_PER_CONNECTION)
             width = max(1, min(self.max_connections_per_host, wanted))
-            batches += [(addr, port, items[k::width]) for k in range(width)]
+            batches += [(addr, port, groups[k::width]) for k in range(width)]
         await asyncio.gather(*(self._deliver_batch(destination, host, addr, port, items)
                                for addr, port, items in batches))
 
     async def _deliver_batch(self, destination: Destination, host: _Host, addr: str, port: int,
-                             items: list[tuple[Entry, list[Recipient], Target]]) -> None:
-        """One connection carrying *items* in turn; a broken link defers the rest."""
+                             groups: list[list[Item]]) -> None:
+        """One connection carrying *groups* in turn; a broken link defers the rest."""
         conn = destination.connection()
         host.stats.conn_out += 1
         host.stats.connections += 1
         try:
             await conn.open(addr, port)
             host.stats.down = False
-            for index, (entry, rcpts, target) in enumerate(items):
+            for index, group in enumerate(groups):
                 if self.suspended:  # suspenddel: stop between messages, keep the rest queued
                     break
                 # Deleted (deleterecipients) or finished since the pass began?
-                rcpts = [r for r in rcpts if r.pending]
-                if entry.mid not in self.entries or not rcpts:
+                live = [(e, [r for r in rcpts if r.pending], t) for e, rcpts, t in group]
+                live = [(e, rcpts, t) for e, rcpts, t in live if e.mid in self.entries and rcpts]
+                if not live:
                     continue
+                bundle = self.bundler.bundle(conn, live) if len(live) > 1 else None
                 try:
-                    await self._deliver_one(conn, destination, entry, rcpts, target, host)
+                    if bundle is not None:
+                        await self._deliver_bundle(conn, destination, bundle, host)
+                        continue
+                    for position, (entry, rcpts, target) in enumerate(live):
+                        if self.suspended:
+                            break
+                        try:
+                            await self._deliver_one(conn, destination, entry, rcpts, target,
+                                                    host)
+                        except DeliveryError:
+                            live = live[position:]
+                            raise
                 except DeliveryError as exc:
                     host.stats.down = True
-                    for e, r, _ in items[index:]:
-                        self._defer(e, r, conn.dcid, exc.reason, host.stats)
+                    rest = live + [item for later in groups[index + 1:] for item in later]
+                    for e, r, _ in rest:
+                        pending = [x for x in r if x.pending]
+                        if pending:
+                            self._defer(e, pending, conn.dcid, exc.reason, host.stats)
                     break
         except DeliveryError as exc:
             host.stats.down = True
-            for entry, rcpts, _ in items:
-                self._defer(entry, rcpts, conn.dcid or None, exc.reason, host.stats)
+            for group in groups:
+                for entry, rcpts, _ in group:
+                    self._defer(entry, rcpts, conn.dcid or None, exc.reason, host.stats)
         finally:
             host.stats.conn_out -= 1
             await conn.close()
             host.stats.last_activity = self.clock()
+
+    async def _deliver_bundle(self, conn: SmtpConnection, destination: Destination,
+                              bundle: Bundle, host: _Host) -> None:
+        """One transaction for the entries of *bundle*; its reply is each one's."""
+        target = bundle.target
+        first = bundle.items[0][0]
+        started = metrics.now()
+        for entry, rcpts, _ in bundle.items[1:]:  # what `send` says of the first, of each
+            self.log.info(f"Delivery start DCID {conn.dcid} MID {entry.mid} to RID "
+                          f"{_rids(rcpts)}{_note(target.start_note)} (with MID {first.mid})")
+        results = await conn.send(mid=first.mid, sender=bundle.sender,
+                                  recipients=[(0, bundle.recipient)], body=bundle.body,
+                                  extra=target.extra, start_note=target.start_note,
+                                  done_note=target.done_note)
+        metrics.cpq_transfer(host.stats.name, started)
+        reply = results[0]
+        for entry, rcpts, _ in bundle.items:
+            if reply.ok and entry is not first and entry.mid in self.entries:
+                self.log.info(f"MID {entry.mid} RID {_rids(rcpts)} Response '{reply.text}'")
+                self.log.info(f"Message done DCID {conn.dcid} MID {entry.mid} to RID "
+                              f"{_rids(rcpts)}{_note(target.done_note)}")
+            self._settle(entry, rcpts, {r.rid: reply for r in rcpts}, conn.dcid,
+                         destination, host, target)
 
     async def _deliver_one(self, conn: SmtpConnection, destination: Destination, entry: Entry,
                            rcpts: list[Recipient], target: Target, host: _Host) -> None:
@@ -375,6 +457,11 @@ class DeliveryQueues:
                                       body=body, extra=target.extra,
                                       start_note=target.start_note, done_note=target.done_note)
         metrics.cpq_transfer(host.stats.name, started)
+        self._settle(entry, rcpts, results, conn.dcid, destination, host, target)
+
+    def _settle(self, entry: Entry, rcpts: list[Recipient], results: dict[int, Reply],
+                dcid: int, destination: Destination, host: _Host, target: Target) -> None:
+        """Record what the server answered for *rcpts* of *entry*, then commit it."""
         if entry.mid not in self.entries:
             return  # deleted by an operator while it was on the wire: nothing left to record
         finals: list[Final] = []
@@ -382,7 +469,7 @@ class DeliveryQueues:
         for r in rcpts:
             if r.pending:  # deleterecipients may have taken it meanwhile
                 reply = results[r.rid]
-                self._record(entry, r, reply, conn.dcid, destination, host.stats)
+                self._record(entry, r, reply, dcid, destination, host.stats)
                 if not r.pending:
                     finals.append(Final(r, "delivered" if reply.ok else "bounced", where,
                                         f"{reply.code} {reply.text}"))

@@ -45,7 +45,7 @@ from pvoq.gateway.handlers import PublicHandler, ReleaseHandler, transfer_marker
 from pvoq.gateway.local import LocalQuarantines
 from pvoq.gateway.outbreak import OutbreakRules
 from pvoq.gateway.processing import Processor, ScanEngines
-from pvoq.gateway.receipts import Receipts
+from pvoq.gateway.receipts import ReceiptBundler, Receipts
 from pvoq.gateway.router import Router
 from pvoq.gateway.workqueue import Dispose, GiveUp, WorkQueue
 from pvoq.logsub.commands import LogChunkCommands
@@ -151,6 +151,7 @@ class Gateway(Appliance):
         self.receipts = Receipts(config=self.current_config, spool=self.spool, ids=self.ids,
                                  queues=self.queues, maillog=self.maillog)
         self.queues.on_final = self.receipts.final
+        self.queues.bundler = ReceiptBundler(self.current_config)  # receipts several to one
         self.processor = Processor(config=self.current_config, engines=self.engines,
                                    router=self.router, outbreak=self.outbreak,
                                    maillog=self.maillog)

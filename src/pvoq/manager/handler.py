@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.smtp import Session
 
 from pvoq.config.model import Config
 from pvoq.cpq import replies as cpq_replies
@@ -24,12 +27,13 @@ from pvoq.cpq.transfer import (
     MigrationTransfer,
     QuarantineTransfer,
     ReleaseReceipt,
+    ReleaseReceipts,
     RescanAction,
     RescanNotice,
     Transfer,
 )
 from pvoq.manager.batching import Batcher
-from pvoq.manager.receipts import Checked, check_and_record
+from pvoq.manager.receipts import Checked, answer, answer_many, check_and_record
 from pvoq.quarantine.arrivals import Arrival
 from pvoq.quarantine.export import migration_arrival
 from pvoq.quarantine.receipts import printable
@@ -37,7 +41,7 @@ from pvoq.quarantine.roles import SYSTEM
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import quarantine_for
 from pvoq.smtp import replies
-from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession, ServerContext
+from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP, ServerContext
 
 
 class QuarantineHandler(CpqHandler):
@@ -55,6 +59,13 @@ class QuarantineHandler(CpqHandler):
         self.cpq_suspended = cpq_suspended
         self._receipts: Batcher[tuple[ReleaseReceipt, str], Checked] = Batcher(
             lambda items: check_and_record(self.service, items))
+
+    async def handle_EHLO(self, server: PvoqSMTP, session: Session, envelope: Any,
+                          hostname: str, responses: list[str]) -> list[str]:
+        responses = await super().handle_EHLO(server, session, envelope, hostname, responses)
+        if session.ssl is not None:  # receipts several to a transfer (docs/cpq.md 5.3b)
+            responses.insert(len(responses) - 1, cpq_replies.XCPQ_RECEIPTS_KEYWORD.more())
+        return responses
 
     def readiness(self, session: PvoqSession) -> list[str]:
         cfg = self.config()
@@ -78,7 +89,7 @@ class QuarantineHandler(CpqHandler):
                     content: bytes, info: MessageInfo) -> str:
         log = self.context.maillog
         if not isinstance(transfer, QuarantineTransfer | RescanNotice | ReleaseReceipt
-                          | MigrationTransfer):
+                          | MigrationTransfer | ReleaseReceipts):
             return str(cpq_replies.QUARANTINE_TRANSFERS_ONLY)
         origin = transfer.origin.hostname
         cert = session.peer_certificate
@@ -95,6 +106,10 @@ class QuarantineHandler(CpqHandler):
         if isinstance(transfer, ReleaseReceipt):
             envelope.counted = False  # not mail
             return await self.release_receipt(session, transfer)
+        if isinstance(transfer, ReleaseReceipts):  # several in one (docs/cpq.md 5.3b)
+            envelope.counted = False
+            return await answer_many(self._receipts.submit, log, session.icid,
+                                     session.peer_ip, transfer)
         store = self.service.store
         tid = transfer.transfer_id
         if isinstance(transfer, MigrationTransfer):
@@ -147,32 +162,9 @@ class QuarantineHandler(CpqHandler):
     async def release_receipt(self, session: PvoqSession, receipt: ReleaseReceipt) -> str:
         """A gateway reports what became of a message released to it: recorded once per
         recipient (a retried receipt, or a repeated delivery's, adds nothing)."""
-        log = self.context.maillog
-        mid, tid, origin = receipt.message, receipt.transfer_id, receipt.origin.hostname
         # Checked and group-committed with the receipts arriving beside it, off the loop.
         checked = await self._receipts.submit((receipt, session.peer_ip))
-        recorded = checked.recorded
-        if recorded is None and checked.origin is None:
-            log.info(f"Release receipt {tid} from {origin} for MID {mid}: no such message "
-                     "here, nothing to do")
-            return cpq_replies.RECEIPT_NO_SUCH_MESSAGE.format(transfer_id=tid)
-        if recorded is None:
-            log.info(f"ICID {session.icid} CPQ transfer refused: release receipt {tid} from "
-                     f"{origin} for MID {mid}, which came from {checked.origin}")
-            return cpq_replies.RECEIPT_OTHER_GATEWAY.format(mid=mid, origin=origin)
-        if not recorded.new:
-            log.info(f"MID {mid} duplicate release receipt {tid} from {origin}: "
-                     "acknowledged, not recorded again")
-            return cpq_replies.RECEIPT_KNOWN.format(transfer_id=tid, mid=mid)
-        copy = f" (copy MID {receipt.entry})" if receipt.copy_of is not None else ""
-        for o in receipt.outcomes:
-            if o.rid not in recorded.new:
-                continue
-            where = "" if o.outcome == "expired" else f" to {printable(o.host)}"
-            log.info(f"MID {mid}{copy} release receipt {tid} from {origin} (ESA MID "
-                     f"{receipt.origin.mid}): RID {o.rid} {o.outcome}{where}: "
-                     f"'{printable(o.reply)}'")
-        return cpq_replies.RECEIPT_RECORDED.format(transfer_id=tid, mid=mid)
+        return answer(self.context.maillog, session.icid, receipt, checked)
 
     def rescan_notice(self, session: PvoqSession, notice: RescanNotice) -> str:
         """A gateway rescanned a message it sent to "Outbreak": release, extend or delete it.

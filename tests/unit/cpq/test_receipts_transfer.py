@@ -16,11 +16,13 @@ from pvoq.cpq.rescan import (
     verdict_object,
 )
 from pvoq.cpq.transfer import (
+    MAX_RECEIPTS,
     MetadataError,
     Origin,
     Outcome,
     ReceiptOutcome,
     ReleaseReceipt,
+    ReleaseReceipts,
     RescanRequest,
     TransferRecipient,
     parse_transfer,
@@ -134,3 +136,42 @@ class TestVerdict:
         bad = base64.b64encode(b'{"verdicts": 3}').decode()
         with pytest.raises(MetadataError, match="not an object"):
             read_verdict(f"VERDICT {bad}")
+
+
+class TestReleaseReceipts:
+    def bundle(self, *receipts: ReleaseReceipt) -> ReleaseReceipts:
+        return ReleaseReceipts(transfer_id="b-GW-SN-0123456789ab",
+                               origin=Origin("gw1.example.com", "GW-SN", 23502),
+                               receipts=receipts or (receipt(),))
+
+    def test_round_trip_through_the_wire(self) -> None:
+        sent = self.bundle(receipt(), receipt(outcome=Outcome.BOUNCED, reply="550 no"))
+        got = decode_transfer(encode_chunks(sent.to_json()))
+        assert got == sent
+        assert sent.to_json()["kind"] == "release_receipts"
+        assert [r["kind"] for r in sent.to_json()["receipts"]] == ["release_receipt"] * 2
+
+    def test_an_empty_list_is_refused(self) -> None:
+        obj = self.bundle().to_json()
+        obj["receipts"] = []
+        with pytest.raises(MetadataError, match="receipts is empty"):
+            parse_transfer(wire(obj))
+
+    def test_too_many_receipts_are_refused(self) -> None:
+        obj = self.bundle().to_json()
+        obj["receipts"] = obj["receipts"] * (MAX_RECEIPTS + 1)
+        with pytest.raises(MetadataError, match=f"receipts has more than {MAX_RECEIPTS}"):
+            parse_transfer(wire(obj))
+
+    def test_an_entry_of_another_gateway_refuses_the_transfer(self) -> None:
+        """Every entry speaks for the gateway whose certificate sent the transfer."""
+        obj = self.bundle().to_json()
+        obj["receipts"][0]["origin"]["hostname"] = "gw2.example.com"
+        with pytest.raises(MetadataError, match="receipts\\[\\].origin.hostname 'gw2"):
+            parse_transfer(wire(obj))
+
+    def test_a_malformed_entry_names_its_field(self) -> None:
+        obj = self.bundle().to_json()
+        del obj["receipts"][0]["outcomes"][0]["reply"]
+        with pytest.raises(MetadataError, match="outcomes\\[\\].reply"):
+            parse_transfer(wire(obj))

@@ -290,7 +290,8 @@ class TestDispatch:
     def test_enums(self) -> None:
         """The kinds and actions are string enums, equal to their wire strings."""
         assert [str(k) for k in Kind] == ["quarantine", "release", "outbreak_rescan",
-                                       "release_receipt", "rescan_request", "migration"]
+                                       "release_receipt", "release_receipts", "rescan_request",
+                                       "migration"]
         assert tuple(Kind)[:4] == (KIND_QUARANTINE, KIND_RELEASE, KIND_OUTBREAK_RESCAN,
                                    KIND_RELEASE_RECEIPT)
         assert KIND_RELEASE == "release" and json.dumps(KIND_RELEASE) == '"release"'

@@ -26,6 +26,7 @@ from pvoq.cpq.transfer import (
     QuarantineTransfer,
     ReceiptOutcome,
     ReleaseReceipt,
+    ReleaseReceipts,
     ReleaseTransfer,
     RescanAction,
     RescanNotice,
@@ -436,3 +437,81 @@ class TestReleaseReceipt:
                            "message here")
         assert logged(rig, "release receipt d-5 from gw1.example.com for MID 62, which came "
                            "from gw2.example.com")
+
+
+class TestReleaseReceipts:
+    """Kind `release_receipts`: several receipts in one transfer, each checked, recorded
+    and logged as if it came alone, in one batch; one reply counting them."""
+
+    def bundle(self, *receipts: ReleaseReceipt) -> ReleaseReceipts:
+        return ReleaseReceipts(transfer_id="b-GW-SN-0123456789ab",
+                               origin=Origin("gw1.example.com", "GW-SN", 7),
+                               receipts=receipts)
+
+    def test_each_entry_recorded_once_the_bad_one_refused_the_rest_kept(
+            self, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        for mid in (60, 61):
+            rig.put(mid, "Policy")
+        rig.store.add(mid=62, meta={**transfer_meta("Policy"),
+                                    "origin": {"hostname": "gw2.example.com",
+                                               "serial": "GW2", "mid": 5}},
+                      body=b"Subject: x\r\n\r\nx\r\n", origin_ip="10.0.0.2", subject="x")
+        assert rig.service.act(CALLER, "release", 60).ok
+        assert rig.service.act(CALLER, "release", 61).ok
+        batches: list[int] = []
+        real = rig.service.record_receipts
+        monkeypatch.setattr(rig.service, "record_receipts",
+                            lambda items: (batches.append(len(items)), real(items))[1])
+        make = TestReleaseReceipt().receipt
+        bundle = self.bundle(make(60, tid="d-1"), make(61, tid="d-2"),
+                             make(60, tid="d-3"),  # the same recipient again: known
+                             make(99, tid="d-4"),  # no such message here
+                             make(62, tid="d-5"))  # came from gw2, reported by gw1
+        reply = TestStore().store(TestStore().handler(rig), bundle)
+        assert reply == cpq_replies.RECEIPTS_DONE.format(
+            transfer_id="b-GW-SN-0123456789ab", recorded=2, known=1, unknown=1, refused=1)
+        assert batches == [3]  # one transaction for the three about gw1's messages
+        assert [(r["entry"], r["rid"]) for r in rig.service.receipts.of(60)["receipts"]] == [
+            (60, 0)]
+        assert [(r["entry"], r["rid"]) for r in rig.service.receipts.of(61)["receipts"]] == [
+            (61, 0)]
+        assert rig.service.receipts.of(62)["receipts"] == []
+        assert logged(rig, "MID 60 release receipt d-1 from gw1.example.com (ESA MID 7): "
+                           "RID 0 delivered to mx.example.com: '250 2.0.0 Ok'")
+        assert logged(rig, "MID 61 release receipt d-2 from gw1.example.com (ESA MID 7)")
+        assert logged(rig, "MID 60 duplicate release receipt d-3 from gw1.example.com")
+        assert logged(rig, "Release receipt d-4 from gw1.example.com for MID 99: no such "
+                           "message here")
+        assert logged(rig, "release receipt d-5 from gw1.example.com for MID 62, which came "
+                           "from gw2.example.com")
+        # Sent again (no 250 reached the gateway): nothing recorded twice.
+        again = TestStore().store(TestStore().handler(rig), bundle)
+        assert again == cpq_replies.RECEIPTS_DONE.format(
+            transfer_id="b-GW-SN-0123456789ab", recorded=0, known=3, unknown=1, refused=1)
+        assert len(rig.service.receipts.of(60)["receipts"]) == 1
+
+    def test_a_failed_recording_is_temporary_for_the_whole_transfer(
+            self, rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        rig.put(60, "Policy")
+        assert rig.service.act(CALLER, "release", 60).ok
+
+        def broken(items: list[Any]) -> list[Any]:
+            raise OSError("disk I/O error")
+        monkeypatch.setattr(rig.service, "record_receipts", broken)
+        make = TestReleaseReceipt().receipt
+        reply = TestStore().store(TestStore().handler(rig),
+                                  self.bundle(make(60, tid="d-1"), make(60, tid="d-2")))
+        assert reply == cpq_replies.RECEIPTS_FAILED.format(transfer_id="b-GW-SN-0123456789ab")
+        assert logged(rig, "not all recorded (OSError: disk I/O error)")
+
+    def test_the_manager_offers_the_ehlo_keyword_after_starttls_only(self, rig: Rig) -> None:
+        handler = TestStore().handler(rig)
+        base = ["250-m.test", "250-PIPELINING", "250 HELP"]
+
+        async def ehlo(tls: bool) -> list[str]:
+            session = SimpleNamespace(ssl={"x": 1} if tls else None, peer_certificate=None,
+                                      icid=1, peer_ip="10.0.0.1", host_name=None)
+            return await handler.handle_EHLO(cast(Any, None), cast(Any, session), None,
+                                             "gw1.example.com", list(base))
+        assert "250-XCPQ-RECEIPTS 1000" in asyncio.run(ehlo(True))
+        assert not any("RECEIPTS" in line for line in asyncio.run(ehlo(False)))

@@ -60,6 +60,7 @@ WIRE: dict[str, tuple[StatusCode, dict[str, object], str]] = {
     "SINK_STORED": (smtp.SINK_STORED, {"n": 3}, "250 2.0.0 Ok: stored as 3"),
     # CPQ
     "XCPQ_KEYWORD": (cpq.XCPQ_KEYWORD, {}, "250 XCPQ 1"),
+    "XCPQ_RECEIPTS_KEYWORD": (cpq.XCPQ_RECEIPTS_KEYWORD, {}, "250 XCPQ-RECEIPTS 1000"),
     "META_NEEDS_MAIL": (cpq.META_NEEDS_MAIL, {}, "503 5.5.1 Error: XCPQ META needs MAIL first"),
     "META_SYNTAX": (cpq.META_SYNTAX, {}, "501 5.5.4 Syntax: XCPQ META <base64-chunk>"),
     "XCPQ_SYNTAX": (cpq.XCPQ_SYNTAX, {},
@@ -109,6 +110,12 @@ WIRE: dict[str, tuple[StatusCode, dict[str, object], str]] = {
                                 "250 2.0.0 Ok: receipt d-1 noted, no such message"),
     "RECEIPT_OTHER_GATEWAY": (cpq.RECEIPT_OTHER_GATEWAY, {"mid": 7, "origin": "gw2"},
                               "554 5.7.1 MID 7 did not come from gateway gw2"),
+    "RECEIPTS_DONE": (cpq.RECEIPTS_DONE, {"transfer_id": "b-1", "recorded": 3, "known": 1,
+                                          "unknown": 0, "refused": 1},
+                      "250 2.0.0 Ok: receipts b-1: 3 recorded, 1 already recorded, 0 about no "
+                      "such message, 1 refused"),
+    "RECEIPTS_FAILED": (cpq.RECEIPTS_FAILED, {"transfer_id": "b-1"},
+                        "451 4.3.0 Receipts b-1 not recorded, try again later"),
     "RESCAN_VERDICT": (cpq.RESCAN_VERDICT, {"mid": 7, "action": "PASS"},
                        "250 2.0.0 Dry rescan of MID 7: PASS"),
     "RESCAN_DONE": (cpq.RESCAN_DONE, {}, "250 2.0.0 Ok: dry run, nothing kept"),

@@ -240,7 +240,8 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             self.context.maillog.info(f"ICID {session.icid} close")
 
     async def push(self, status: str | bytes | StatusCode) -> None:
-        """Send a reply; the lines of a multi-line reply (`250-…`) leave in one write.
+        """Send a reply; the lines of a multi-line reply (`250-…`) leave in one write,
+        and so do the replies to a pipelined group (`LimitedSMTP.hold_reply`).
 
         aiosmtpd writes each line on its own, and on a busy listener every
         write is a system call that wakes the client: EHLO alone was seven.
@@ -255,8 +256,12 @@ class PvoqSMTP(HookNames, LimitedSMTP):
         if self._reply_lines:
             line = b"\r\n".join([*self._reply_lines, line])
             self._reply_lines.clear()
+        if self.hold_reply(line):  # a pipelined group's replies leave together
+            if line[:3] in JUNK_REPLIES:
+                await self.replied(line)
+            return
         writer = self._writer
-        writer.write(line + b"\r\n")
+        writer.write(self.with_held(line) + b"\r\n")
         # aiosmtpd awaits `drain()` after every reply; it returns at once (no yield) unless
         # one of these holds, so it is awaited only then: a coroutine less per reply.
         paused = self._paused or self._connection_lost  # type: ignore[attr-defined]

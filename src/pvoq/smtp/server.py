@@ -34,7 +34,7 @@ from aiosmtpd.smtp import MISSING, Envelope, Session, TLSSetupException, syntax
 
 from pvoq.config.hat import HatDecision, match_hat, match_rat, names_hosts
 from pvoq.config.model import Listener
-from pvoq.smtp import replies
+from pvoq.smtp import replies, starttls
 from pvoq.smtp.data import FAILED, NOMINAL, TOO_LONG, read_data
 from pvoq.smtp.headers import log_safe
 from pvoq.smtp.limits import JUNK_REPLIES, MAX_RECIPIENTS, LimitedSMTP, address_fault
@@ -269,6 +269,18 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             await writer.drain()
         if line[:3] in JUNK_REPLIES:
             await self.replied(line)
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """aiosmtpd's STARTTLS, the handshake by the event loop's TLS (`smtp.starttls`)."""
+        if arg:
+            await self.push("501 Syntax: STARTTLS")
+            return
+        if not self.tls_context:
+            await self.push("454 TLS not available")
+            return
+        await self.push("220 Ready to start TLS")
+        await starttls.start_tls(self)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:

@@ -20,7 +20,8 @@ enclosing part does; `message/rfc822` content is a message of its own. What
 it does not follow raises `NotWalkable`, and the caller parses with the email
 package as before: a line end other than CRLF, a multipart without its
 boundary or whose first or close delimiter is missing, two delimiter lines in
-a row, `message/*` other than rfc822, nesting deeper than the limit. Uuencoded content
+a row, a boundary that is not ASCII, `message/*` other than rfc822, nesting deeper
+than the limit. Uuencoded content
 and base64 that the plain decoder refuses are decoded by the email package,
 one part.
 """
@@ -136,7 +137,10 @@ def _entity(body: bytes, start: int, end: int, depth: int, max_depth: int,
     boundary = part.get_boundary()
     if not boundary:
         raise NotWalkable("a multipart without a boundary")
-    marker = b"--" + boundary.encode("ascii", "surrogateescape")
+    try:
+        marker = b"--" + boundary.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:  # the header's bytes read as something else: parsed whole
+        raise NotWalkable("a boundary that is not ASCII") from None
     delimiter = re.compile(re.escape(marker) + rb"(--)?[ \t]*(?:\r\n|\Z)")
     found = _delimiter(body, marker, delimiter, content, end)
     if found is None:

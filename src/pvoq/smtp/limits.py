@@ -12,6 +12,12 @@ Owns, for every listener's sessions (`LimitedSMTP`, the base of
   NOOPs keep a session from idling but not from ending;
 - on a CPQ listener, the time from connect to a completed STARTTLS
   (`starttls_deadline_seconds`);
+- replies to pipelined commands (RFC 2920): the reply to a MAIL, RCPT, RSET or
+  `XCPQ` is held while the client's next command line is already read in, and
+  leaves with the next reply that is not held (when the input runs dry, at
+  DATA's 354 at the latest), so a pipelined group is answered in one write, as
+  Postfix does; every direct write here (a limit's 421) sends what is held
+  first, in order;
 - commands pipelined straight after the end of DATA, where the listener
   refuses them (`Listener.refuses_pipelining_after_data`): the message keeps
   its reply, then 554 and close (Postfix's `smtpd_forbid_unauth_pipelining`);
@@ -67,6 +73,10 @@ def address_fault(address: str) -> str | None:
 JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "ETRN", "HELP"})
 JUNK_REPLIES = frozenset({b"500", b"501", b"502", b"503", b"504", b"530"})
 PIPELINED_SHOWN = 100  # bytes of what was pipelined after DATA, in the log line
+# Commands whose reply may wait for the next one (RFC 2920 3.1: those that may stand
+# anywhere in a group; `XCPQ` is CPQ's metadata, sent in the group before DATA).
+HELD_COMMANDS = frozenset({"MAIL", "RCPT", "RSET", "XCPQ"})
+MAX_HELD = 100  # replies held at most: the next one goes out with them
 
 # Each session class's `smtp_*` methods under the limits, wrapped once per class: wrapping
 # them for every session (functools.wraps, fifteen times) cost 4 % of a busy listener.
@@ -88,6 +98,8 @@ class LimitedSMTP(SMTP):
         self._ending: tuple[StatusCode, str] | None = None  # a limit reached while busy
         self._limit_timers: list[asyncio.TimerHandle] = []
         self._idle_deadline = 0.0       # when the idle timeout ends (`_reset_timeout`)
+        self._may_hold = False          # the command under way is one of HELD_COMMANDS
+        self._held: list[bytes] = []    # replies held for the next write (`hold_reply`)
         # aiosmtpd's `SMTP.__init__`, its lookups made once per listener (`smtp.setup`).
         setup_session(self, handler, hostname=hostname, ident=ident,
                       data_size_limit=data_size_limit, timeout=timeout,
@@ -108,6 +120,31 @@ class LimitedSMTP(SMTP):
 
     def log_cut(self, reason: str) -> None:
         raise NotImplementedError
+
+    # -- replies to pipelined commands --------------------------------------------------
+    def hold_reply(self, line: bytes) -> bool:
+        """Keep *line* (a whole reply, no CRLF) for the next write if the command under
+        way may be answered late and the client's next command is already here."""
+        held = self._held
+        if self._may_hold and len(held) < MAX_HELD and \
+                b"\n" in self._reader._buffer:  # type: ignore[attr-defined]
+            held.append(line)
+            return True
+        return False
+
+    def with_held(self, line: bytes) -> bytes:
+        """*line* (a whole reply, no CRLF) after the replies held so far, which it takes."""
+        held = self._held
+        if not held:
+            return line
+        held.append(line)
+        line = b"\r\n".join(held)
+        held.clear()
+        return line
+
+    async def _push_now(self, reply: StatusCode) -> None:
+        """*reply* written at once, after whatever is held (aiosmtpd's push)."""
+        await SMTP.push(self, self.with_held(str(reply).encode("ascii")))
 
     # -- what the session calls ----------------------------------------------------------
     def start_limit_timers(self) -> None:
@@ -162,7 +199,7 @@ class LimitedSMTP(SMTP):
     async def refuse_pipelined(self) -> None:
         """Once the message has its reply: the early commands refused, the connection closed."""
         self._reader._buffer.clear()  # type: ignore[attr-defined]
-        await SMTP.push(self, str(replies.PIPELINING_AFTER_DATA))
+        await self._push_now(replies.PIPELINING_AFTER_DATA)
         if self.transport is not None:
             self.transport.close()
 
@@ -182,7 +219,7 @@ class LimitedSMTP(SMTP):
         self.log_cut(reason)
         if self.transport is None or self.transport.is_closing():
             return
-        await SMTP.push(self, str(reply))
+        await self._push_now(reply)
         if self.transport is not None:
             self.transport.close()
 
@@ -195,7 +232,7 @@ class LimitedSMTP(SMTP):
             self._ending = (reply, reason)
             return
         self.log_cut(reason)
-        self._writer.write(str(reply).encode("ascii") + b"\r\n")
+        self._writer.write(self.with_held(str(reply).encode("ascii")) + b"\r\n")
         self.transport.close()
 
     def _starttls_deadline(self) -> None:
@@ -217,6 +254,7 @@ class LimitedSMTP(SMTP):
 def _limited(command: str, method: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
     """*method* (aiosmtpd's `smtp_<command>`, unbound) under the session limits."""
     junk = command in JUNK_COMMANDS
+    holds = command in HELD_COMMANDS
 
     @functools.wraps(method)  # keeps aiosmtpd's syntax marks (EHLO, HELP)
     async def run(self: LimitedSMTP, arg: str) -> None:
@@ -224,10 +262,12 @@ def _limited(command: str, method: Callable[[Any, str], Any]) -> Callable[[Any, 
             await self._end(replies.TOO_MANY_JUNK_COMMANDS, self._junk_reason())
             return
         self._busy = True
+        self._may_hold = holds
         try:
             await method(self, arg)
         finally:
             self._busy = False
+            self._may_hold = False
         if self._ending is not None and self.transport is not None:
             await self._end(*self._ending)
     return run

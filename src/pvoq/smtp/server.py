@@ -34,7 +34,7 @@ from aiosmtpd.smtp import MISSING, Envelope, Session, TLSSetupException, syntax
 
 from pvoq.config.hat import HatDecision, match_hat, match_rat, names_hosts
 from pvoq.config.model import Listener
-from pvoq.smtp import replies
+from pvoq.smtp import replies, starttls
 from pvoq.smtp.data import FAILED, NOMINAL, TOO_LONG, read_data
 from pvoq.smtp.headers import log_safe
 from pvoq.smtp.limits import JUNK_REPLIES, MAX_RECIPIENTS, LimitedSMTP, address_fault
@@ -240,7 +240,8 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             self.context.maillog.info(f"ICID {session.icid} close")
 
     async def push(self, status: str | bytes | StatusCode) -> None:
-        """Send a reply; the lines of a multi-line reply (`250-…`) leave in one write.
+        """Send a reply; the lines of a multi-line reply (`250-…`) leave in one write,
+        and so do the replies to a pipelined group (`LimitedSMTP.hold_reply`).
 
         aiosmtpd writes each line on its own, and on a busy listener every
         write is a system call that wakes the client: EHLO alone was seven.
@@ -255,8 +256,12 @@ class PvoqSMTP(HookNames, LimitedSMTP):
         if self._reply_lines:
             line = b"\r\n".join([*self._reply_lines, line])
             self._reply_lines.clear()
+        if self.hold_reply(line):  # a pipelined group's replies leave together
+            if line[:3] in JUNK_REPLIES:
+                await self.replied(line)
+            return
         writer = self._writer
-        writer.write(line + b"\r\n")
+        writer.write(self.with_held(line) + b"\r\n")
         # aiosmtpd awaits `drain()` after every reply; it returns at once (no yield) unless
         # one of these holds, so it is awaited only then: a coroutine less per reply.
         paused = self._paused or self._connection_lost  # type: ignore[attr-defined]
@@ -264,6 +269,18 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             await writer.drain()
         if line[:3] in JUNK_REPLIES:
             await self.replied(line)
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """aiosmtpd's STARTTLS, the handshake by the event loop's TLS (`smtp.starttls`)."""
+        if arg:
+            await self.push("501 Syntax: STARTTLS")
+            return
+        if not self.tls_context:
+            await self.push("454 TLS not available")
+            return
+        await self.push("220 Ready to start TLS")
+        await starttls.start_tls(self)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:

@@ -143,20 +143,24 @@ class SmtpWire(asyncio.Protocol):
 
     async def reply(self) -> Reply:
         """The server's next reply, waited for at most the timeout."""
-        while not self._replies:
+        replies = self._replies
+        while not replies:
             if self._failure is not None:
                 raise self._failure
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            # A timer that closes the wire (whose failure is then raised here), not an
+            # `asyncio.timeout` context: a tenth of the CPQ client's time went to those.
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(self.timeout_s, self._no_reply)
             try:
-                async with asyncio.timeout(self.timeout_s):
-                    await waiter
-            except TimeoutError:
-                failure = TimeoutError(f"no reply from the server within {self.timeout_s:g}s")
-                self.close(failure)
-                raise failure from None
+                await waiter
             finally:
+                timer.cancel()
                 self._waiter = None
-        return self._replies.popleft()
+        return replies.popleft()
+
+    def _no_reply(self) -> None:
+        self.close(TimeoutError(f"no reply from the server within {self.timeout_s:g}s"))
 
     async def command(self, line: str) -> Reply:
         """*line* sent, its reply read (one round trip)."""

@@ -184,3 +184,16 @@ def test_lines_in_chunks_are_splitlines(body: bytes, chunk: int) -> None:
     """The structure check reads a message's lines a chunk at a time: the same lines as
     `splitlines`, whatever the line ends and wherever a chunk would cut."""
     assert list(message_module._lines(body, chunk)) == body.splitlines()
+
+
+@pytest.mark.parametrize("body", [
+    b"ContenT-type:multipart/;boundary=\xc3\r\n",
+    b"Content-Type: multipart/mixed; boundary=\"\xc3\xa9\"\r\n\r\n--\xc3\xa9\r\n\r\nx\r\n"
+    b"--\xc3\xa9--\r\n",
+])
+def test_a_boundary_that_is_not_ascii_is_parsed_whole(body: bytes,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(NotWalkable, match="not ASCII"):
+        list(leaves(body))
+    parsed, walked = parsed_and_walked(body, monkeypatch)
+    assert walked == parsed

@@ -1,0 +1,114 @@
+"""A CPQ transfer's pipelined group (MAIL, RCPT, every `XCPQ META`, DATA) is answered in
+one write over TLS, on both event loops: the listener holds the replies while the next
+command is already read in (`smtp.limits`). Real sockets on 127.0.0.1, mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+from cpqhelpers import GATEWAY, MANAGER, RELAY_LOCALHOST, issue_pair
+
+from pvoq.config.hat import make_rat, parse_hat
+from pvoq.config.model import DEFAULT_CIPHERS, Listener
+from pvoq.cpq.client import CpqConnection
+from pvoq.cpq.metadata import KIND_QUARANTINE, VERSION, encode_chunks
+from pvoq.cpq.server import CpqHandler, CpqSMTP
+from pvoq.cpq.tls import client_context, server_context
+from pvoq.maillog import IdAllocator, MailLog
+from pvoq.smtp.client import TlsPolicy
+from pvoq.smtp.server import ServerContext, start_listener
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+BODY = b"Subject: held\r\n\r\nhi\r\n"
+
+
+class Taker(CpqHandler):
+    commits_whole = True
+
+    async def store(self, *args: Any) -> str:
+        return "250 2.0.0 Ok: quarantined"
+
+
+class Recorded(CpqSMTP):
+    """A CPQ session whose replies are recorded, one entry per write."""
+
+    writes: list[bytes]
+
+    async def push(self, status: Any) -> None:
+        writer = self._writer
+        if "write" not in writer.__dict__:
+            write = writer.write
+
+            def recorded(data: bytes) -> None:
+                self.writes.append(bytes(data))
+                write(data)
+
+            writer.write = recorded  # type: ignore[method-assign]
+        await super().push(status)
+
+
+def metadata(size: int) -> dict[str, Any]:
+    # A long reason: the metadata takes several XCPQ META lines.
+    return {"v": VERSION, "kind": KIND_QUARANTINE, "transfer_id": "gw1-SN-1",
+            "origin": {"hostname": GATEWAY, "serial": "GW1-SN", "mid": 1},
+            "sender": "alice@example.org", "recipients": [{"rid": 0, "address": "b@example.com"}],
+            "quarantines": [{"name": "Policy", "reason": "content filter:" + "x" * 1500,
+                             "stage": "content_filters"}],
+            "received": 1700000000.5, "size": size}
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_a_transfer_group_is_answered_in_one_write(tmp_path: Path, loop: str) -> None:
+    certs = issue_pair(tmp_path / "pki")
+    writes: list[bytes] = []
+    chunks = encode_chunks(metadata(len(BODY)))
+    assert len(chunks) > 1
+
+    async def main() -> dict[int, Any]:
+        context = ServerContext(MailLog(tmp_path / "server-logs", appliance="m", serial="M"),
+                                IdAllocator(tmp_path / "server-ids.json"), MANAGER)
+        listener = Listener(name="cpq_listener", protocol="CPQ", interface_name="Management",
+                            port=0, listen_queue_size=50, type="private",
+                            hat=parse_hat(RELAY_LOCALHOST), rat=make_rat([("ALL", "ACCEPT", 0)]))
+        tls = server_context(certs["manager"], ciphers=DEFAULT_CIPHERS)
+
+        def session() -> Recorded:
+            smtp = Recorded(Taker(context), listener=listener, interface_ip="127.0.0.1",
+                            context=context, tls_context=tls)
+            smtp.writes = writes
+            return smtp
+
+        server = await start_listener(listener, "127.0.0.1", session)
+        log = MailLog(tmp_path / "gw-logs", appliance="gw", serial="GW1")
+        conn = CpqConnection(expect_role="manager", expect_name=MANAGER, maillog=log,
+                             ids=IdAllocator(tmp_path / "gw-ids.json"), local_hostname=GATEWAY,
+                             label="the.cpq.host", timeout_s=20,
+                             tls=TlsPolicy(client_context(certs["gateway"],
+                                                          ciphers=DEFAULT_CIPHERS), required=True))
+        try:
+            await conn.open("127.0.0.1", server.sockets[0].getsockname()[1])
+            writes.clear()
+            return await conn.send(mid=1, sender="alice@example.org",
+                                   recipients=[(0, "b@example.com")], body=BODY,
+                                   extra=[f"XCPQ META {c}" for c in chunks])
+        finally:
+            await conn.close()
+            server.close()
+            await server.wait_closed()
+            log.close()
+            context.maillog.close()
+
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        results = runner.run(asyncio.wait_for(main(), 60))
+    assert results[0].code == 250, results
+    group = [w for w in writes if b"354" in w]
+    assert len(group) == 1, writes
+    codes = [line[:3] for line in group[0].split(b"\r\n") if line]
+    assert codes == [b"250", b"250", *[b"250"] * len(chunks), b"354"]
+    assert writes.index(group[0]) == 0 and writes[1].startswith(b"250 ")  # then the 250

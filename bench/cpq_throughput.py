@@ -15,7 +15,10 @@ connections into:
   as the number of connections.
 
 Both run in the same invocation on the same machine; the ratio is what
-counts. Bounded: N messages, a deadline per phase. Loopback only.
+counts. Also printed for the manager's phase: its CPU a transfer (utime +
+stime of its event-loop thread and of its other threads, from /proc, over
+the phase), which says more than a rate when other work shares the cores,
+and the client's latency percentiles (a transfer's send to its reply). Bounded: N messages, a deadline per phase. Loopback only.
 
 Last line: `RESULT cpq_throughput <msgs/s> msgs/s ratio=<pvoq ÷ reference>`.
 """

@@ -21,10 +21,10 @@ mid-batch leaves bodies without rows, which the manager's start-up sweep
 removes (`QuarantineStore.sweep_bodies`), never a row without its body.
 
 An arrival handed in by `add_async` has its body staged at once
-(`stage_body`, on the store's sync threads: written, fdatasync'd, the
-directory fsync'd, its attachments listed) while it waits for its batch, so
-a batch mostly finds its bodies durable already and waits only for the
-inserts and the commit.
+(`stage_body`, on the store's sync threads: written, fdatasync'd, its
+attachments listed) while it waits for its batch, so a batch mostly finds its
+bodies synced already and waits only for the directory's one fsync (issued
+as it starts, beside the inserts) and the commit.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 from pvoq.errors import TemporaryFailure
-from pvoq.fsutil import fsync_dir
 from pvoq.quarantine.mime import attachments_of
 from pvoq.quarantine.settings import QuarantineSettings, quarantine_for
 from pvoq.quarantine.states import State
@@ -78,13 +77,13 @@ def write_all(fd: int, body: bytes) -> None:
 
 
 def stage_body(path: Path, body: bytes) -> list[tuple[str, int]]:
-    """Write *body* to the new file *path* and make it durable (its fdatasync, then the
-    directory's fsync); its attachments (name, size). On failure the file is removed."""
+    """Write *body* to the new file *path* and fdatasync it (its name is made durable by
+    the batch's one directory fsync); its attachments (name, size). On failure the file
+    is removed."""
     fd = create_body(path)
     try:
         write_all(fd, body)
         os.fdatasync(fd)
-        fsync_dir(path.parent)
     except BaseException:
         os.close(fd)
         remove_bodies([path])
@@ -193,7 +192,9 @@ class BodyFiles:
         self.paths.append(path)
 
     def start_sync(self) -> None:
-        if not self._fds:
+        """Every written file's fdatasync and the directory's fsync (which an adopted
+        body needs too), at once."""
+        if not self.paths:
             return
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         self._fds.append(fd)

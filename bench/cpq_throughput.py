@@ -15,7 +15,10 @@ connections into:
   as the number of connections.
 
 Both run in the same invocation on the same machine; the ratio is what
-counts. Bounded: N messages, a deadline per phase. Loopback only.
+counts. Also printed for the manager's phase: its CPU a transfer (utime +
+stime of its event-loop thread and of its other threads, from /proc, over
+the phase), which says more than a rate when other work shares the cores,
+and the client's latency percentiles (a transfer's send to its reply). Bounded: N messages, a deadline per phase. Loopback only.
 
 Last line: `RESULT cpq_throughput <msgs/s> msgs/s ratio=<pvoq ÷ reference>`.
 """
@@ -60,7 +63,9 @@ def meta(i: int, size: int) -> dict:
             "received": time.time(), "size": size}
 
 
-async def drive(make_conn, port: int, total: int, conns: int, size: int, cpq: bool) -> float:
+async def drive(make_conn, port: int, total: int, conns: int, size: int, cpq: bool,
+                latencies: list[float] | None = None) -> float:
+    """Transfers a second; each transfer's time from its send to its reply in *latencies*."""
     bodies = [message(i, size) for i in range(total)]
 
     async def worker(indices: list[int]) -> None:
@@ -69,11 +74,14 @@ async def drive(make_conn, port: int, total: int, conns: int, size: int, cpq: bo
         try:
             for i in indices:
                 extra = [f"XCPQ META {c}" for c in encode_chunks(meta(i, size))] if cpq else []
+                sent = time.perf_counter()
                 result = await conn.send(mid=i, sender="alice@sender.example",
                                          recipients=[(0, "bob@example.com")], body=bodies[i],
                                          extra=extra)
                 if not result[0].ok:
                     raise RuntimeError(f"message {i} refused: {result[0]}")
+                if latencies is not None:
+                    latencies.append(time.perf_counter() - sent)
         finally:
             await conn.close()
 
@@ -81,6 +89,27 @@ async def drive(make_conn, port: int, total: int, conns: int, size: int, cpq: bo
     await asyncio.wait_for(asyncio.gather(*(worker(list(range(k, total, conns)))
                                             for k in range(conns))), DEADLINE_S)
     return total / (time.perf_counter() - start)
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (utime + stime) of *pid*'s main thread (its event loop) and of its
+    other threads (the writer, the sync threads) together."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = "event loop" if task.name == str(pid) else "other threads"
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def print_load() -> None:
@@ -139,13 +168,24 @@ def main() -> None:
                                             args.size, cpq=False))
             print(f"reference without PIPELINING offered (not used in the ratio): "
                   f"{unpipelined:8.1f} msgs/s")
+        manager_pid = dep.procs["manager"].pid
+        before = thread_cpu(manager_pid)
+        latencies: list[float] = []
         ours = asyncio.run(drive(cpq, dep.ports["manager_cpq"], args.messages,
-                                 args.connections, args.size, cpq=True))
+                                 args.connections, args.size, cpq=True, latencies=latencies))
+        after = thread_cpu(manager_pid)
         stored = wait_for("the count", lambda: dep.admin(dep.manager_config, "quarantine.list",
                                                          {"limit": 1})["data"]["total"])
         print(f"pvoq manager cpq_listener, XCPQ META, group-committed fsyncs + SQLite commit "
               f"before 250: "
               f"{ours:8.1f} msgs/s ({stored} stored)")
+        used = {name: after[name] - before.get(name, 0.0) for name in after}
+        per = 1000 / args.messages
+        print(f"manager CPU a transfer: {sum(used.values()) * per:.2f} ms ("
+              + ", ".join(f"{name} {cpu * per:.2f}" for name, cpu in
+                          sorted(used.items(), key=lambda kv: -kv[1]) if cpu > 0) + ")")
+        print("transfer latency (send to reply), ms: "
+              + ", ".join(f"p{p} {percentile(latencies, p) * 1000:.1f}" for p in (50, 90, 99)))
         if stored != args.messages:
             raise SystemExit(f"expected {args.messages} stored, found {stored}")
         print_load()

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import random
 import signal
+import sqlite3
 import ssl
 import threading
 import time
@@ -178,3 +179,47 @@ def test_sigkill_while_transfers_flow_loses_and_duplicates_nothing(
         # Managers sharing PostgreSQL may share the directory: a young body without a row
         # may be another manager's batch in progress, and is swept only once an hour old.
         assert all(p.endswith(".eml") and p[:-4].isdigit() for p in names - kept)
+
+
+def test_sigkill_between_the_bodies_sync_and_the_commit(deployment: Deployment,
+                                                        tmp_path: Path) -> None:
+    """The crash point between a batch's bodies made durable (staged as the transfers
+    came in) and its commit: the test holds SQLite's write lock, so the batch waits with
+    its bodies synced and no rows, and SIGKILLs the manager there. Nothing acknowledged
+    is lost, nothing is stored twice, and the bodies without rows are swept at start."""
+    dep = deployment
+    data = load_config(dep.manager_config).data_dir
+    bodies = data / "quarantine" / "bodies"
+    dep.start_manager()
+    sender = Sender(dep, tmp_path)
+    sender.start()
+    deadline = time.monotonic() + DEADLINE_S
+    while sum(sender.acknowledged.values()) < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lock = sqlite3.connect(data / "quarantine.db", timeout=30, isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # the batch's INSERTs now wait for this lock
+        acknowledged = sum(sender.acknowledged.values())
+        waiting: list[str] = []
+        for _ in range(200):  # bounded: 10 s
+            stored = {f"{m}.eml" for (m,) in lock.execute("SELECT id FROM messages")}
+            waiting = sorted({p.name for p in bodies.iterdir()} - stored)
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting, "no batch was caught between its bodies' sync and its commit"
+        assert sum(sender.acknowledged.values()) == acknowledged  # none of them answered
+        dep.stop("manager", sig=signal.SIGKILL)
+    finally:
+        lock.rollback()
+        lock.close()
+    dep.start_manager()
+    sender.join(DEADLINE_S)
+    assert not sender.is_alive(), "the sender did not finish in time"
+    assert sender.error is None, sender.error
+    assert set(sender.acknowledged) == set(range(TRANSFERS))
+    messages = held(dep)
+    subjects = Counter(str(m["subject"]) for m in messages)
+    assert set(subjects) == {f"commit-{i:04d}" for i in range(TRANSFERS)}
+    assert [s for s, n in subjects.items() if n > 1] == []
+    assert {p.name for p in bodies.iterdir()} == {f"{m['id']}.eml" for m in messages}

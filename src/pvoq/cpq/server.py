@@ -20,6 +20,7 @@ from pvoq.cpq import replies
 from pvoq.cpq.ca import peer_common_name
 from pvoq.cpq.metadata import MAX_CHUNKS, MetadataError, decode_transfer
 from pvoq.cpq.transfer import Transfer
+from pvoq.smtp.replies import StatusCode
 from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
 
 REASON_CHARS = 200  # of a metadata refusal's reason, in the 554 line and the log
@@ -35,6 +36,31 @@ class CpqSMTP(PvoqSMTP):
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, require_starttls=True, **kwargs)
         self.decoded: tuple[PvoqEnvelope, Transfer] | None = None  # checked at DATA
+        self._in_data = False  # DATA's own replies are never held (see `push`)
+
+    async def push(self, status: str | bytes | StatusCode) -> None:
+        """Send a reply; a `250` with more commands already read waits for their replies.
+
+        A gateway pipelines MAIL, RCPT, the `XCPQ META` lines and DATA in one
+        write: their replies (`250` … `354`) then leave in one write too, not
+        one TLS record and one system call each. Only `250`s wait (never a
+        `220` before TLS, an error or a `421` before a close), and only while a
+        whole command line is buffered: its own reply follows at once. DATA's
+        replies never wait: its final reply is the message's, and what follows it
+        is the next transaction or a pipelining error.
+        """
+        if isinstance(status, StatusCode):
+            status = str(status)
+        line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") \
+            if isinstance(status, str) else status
+        if line[:4] == b"250 " and not self._in_data and self._commands_waiting():
+            self._reply_lines.append(line)  # written with the next reply, in order
+            return
+        await super().push(line)
+
+    def _commands_waiting(self) -> bool:
+        buffered: bytearray | None = getattr(self._reader, "_buffer", None)  # asyncio's
+        return buffered is not None and b"\n" in buffered
 
     @syntax("XCPQ META <base64-chunk> | XCPQ CHECK")
     async def smtp_XCPQ(self, arg: str | None) -> None:  # aiosmtpd naming
@@ -75,7 +101,11 @@ class CpqSMTP(PvoqSMTP):
                 self._set_post_data_state()  # the transaction is over, as after any DATA
                 await self.push(replies.METADATA_REFUSED.format(reason=reason))
                 return
-        await super().smtp_DATA(arg)
+        self._in_data = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._in_data = False
 
 
 class CpqHandler(BaseHandler):

@@ -14,10 +14,17 @@ gets the error (the CPQ listener answers 451 and the gateway keeps the mail)
 and the store has left no body and no row of it behind.
 
 Body files are written in place (`<mid>.eml`, no temporary file and no
-rename): a body counts only once the row naming it is committed, which
-happens after its fsync and the directory's, so a crash mid-batch leaves
-bodies without rows, which the manager's start-up sweep removes
-(`QuarantineStore.sweep_bodies`), never a row without its body.
+rename) and created exclusively: a file of that name already there is never
+written over (`BodyCollision`). A body counts only once the row naming it is
+committed, which happens after its fsync and the directory's, so a crash
+mid-batch leaves bodies without rows, which the manager's start-up sweep
+removes (`QuarantineStore.sweep_bodies`), never a row without its body.
+
+An arrival handed in by `add_async` has its body staged at once
+(`stage_body`, on the store's sync threads: written, fdatasync'd, its
+attachments listed) while it waits for its batch, so a batch mostly finds its
+bodies synced already and waits only for the directory's one fsync (issued
+as it starts, beside the inserts) and the commit.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pvoq.errors import TemporaryFailure
 from pvoq.quarantine.mime import attachments_of
 from pvoq.quarantine.settings import QuarantineSettings, quarantine_for
 from pvoq.quarantine.states import State
@@ -43,6 +51,45 @@ MAX_BATCH = 256
 MAX_BATCH_BYTES = 64 * 2**20
 SYNC_THREADS = 16  # fsyncs of one batch in flight at once
 BODY_MODE = 0o640
+
+
+class BodyCollision(TemporaryFailure):
+    """A body file of that MID exists already: never written over (the transfer fails)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"quarantine body {path} exists already and belongs to no "
+                         "transfer of this batch: not written over")
+        self.path = path
+
+
+def create_body(path: Path) -> int:
+    """Open a new body file for writing; `BodyCollision` if the name is taken."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, BODY_MODE)
+    except FileExistsError:
+        raise BodyCollision(path) from None
+
+
+def write_all(fd: int, body: bytes) -> None:
+    view = memoryview(body)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def stage_body(path: Path, body: bytes) -> list[tuple[str, int]]:
+    """Write *body* to the new file *path* and fdatasync it (its name is made durable by
+    the batch's one directory fsync); its attachments (name, size). On failure the file
+    is removed."""
+    fd = create_body(path)
+    try:
+        write_all(fd, body)
+        os.fdatasync(fd)
+    except BaseException:
+        os.close(fd)
+        remove_bodies([path])
+        raise
+    os.close(fd)
+    return attachments_of(body)
 
 
 @dataclass(frozen=True)
@@ -78,12 +125,14 @@ class ArrivalRows:
 
 
 def arrival_rows(arrival: Arrival, now: float, settings: dict[str, QuarantineSettings],
-                 body_path: str) -> ArrivalRows:
-    """Every row of *arrival* but the reasons' ids (which need the database)."""
+                 body_path: str, files: list[tuple[str, int]] | None = None) -> ArrivalRows:
+    """Every row of *arrival* but the reasons' ids (which need the database); *files*:
+    its attachments when already listed."""
     meta = arrival.meta
     mid = arrival.mid
     origin = meta["origin"]
-    files = attachments_of(arrival.body)
+    if files is None:
+        files = attachments_of(arrival.body)
     held: dict[str, dict[str, Any]] = {}
     for q in meta["quarantines"]:
         name = quarantine_for(q["name"], settings)
@@ -133,15 +182,19 @@ class BodyFiles:
         self._syncs: list[Future[None]] = []
 
     def write(self, path: Path, body: bytes) -> None:
+        fd = create_body(path)  # never over another file: BodyCollision
         self.paths.append(path)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, BODY_MODE)
         self._fds.append(fd)
-        view = memoryview(body)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, body)
+
+    def adopt(self, path: Path) -> None:
+        """A body of the batch already durable (`stage_body`): removed if the batch fails."""
+        self.paths.append(path)
 
     def start_sync(self) -> None:
-        if not self._fds:
+        """Every written file's fdatasync and the directory's fsync (which an adopted
+        body needs too), at once."""
+        if not self.paths:
             return
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         self._fds.append(fd)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +27,15 @@ from pvoq.fsutil import TMP_SUFFIX, fsync_dir
 from pvoq.quarantine.arrivals import (
     SYNC_THREADS,
     Arrival,
+    BodyCollision,
     BodyFiles,
     GroupCommit,
     arrival_rows,
     remove_bodies,
+    stage_body,
 )
 from pvoq.quarantine.batchsql import BatchSql
+from pvoq.quarantine.checkpoint import WalCheckpointer
 from pvoq.quarantine.schema import (
     ALL_HELD,
     HELD_BYTES,
@@ -64,9 +67,13 @@ class Intake:
     clock: Callable[[], float]
     settings: dict[str, QuarantineSettings]
     _committer: GroupCommit | None = None
+    _checkpointer: WalCheckpointer | None = None
     _pool: ThreadPoolExecutor | None = None
     _sql: BatchSql | None = None
     _reason_cache: dict[str, int] | None = None  # reason text → id, committed ones only
+    # Bodies staged by `add_async` before their batch: id(arrival) → (arrival, its
+    # staging (the attachments once durable), when it started).
+    _staged: dict[int, tuple[Arrival, Future[list[tuple[str, int]]], float]] | None = None
     # Called inside each batch's transaction with its new arrivals (the manager writes
     # the audit records of migrated messages there: committed with their rows, or not).
     on_batch: Callable[[Connection, Sequence[Arrival]], None] | None = None
@@ -79,6 +86,9 @@ class Intake:
         """Commit the arrivals handed in, then stop the writer and the sync threads."""
         if self._committer is not None:
             self._committer.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -94,10 +104,35 @@ class Intake:
         return self.add_many([Arrival(mid, meta, body, origin_ip, subject, retention_s)])[0]
 
     async def add_async(self, arrival: Arrival) -> tuple[int, bool]:
-        """`add`, group-committed with the arrivals waiting beside it, off the event loop."""
+        """`add`, group-committed with the arrivals waiting beside it, off the event loop.
+
+        The body is staged at once (written and made durable on a sync thread while
+        the arrival waits for its batch); the batch takes it from there."""
         if self._committer is None:
             self._committer = GroupCommit(self.add_many)
+            database = self.engine.url.database
+            if self.dialect == "sqlite" and database and database != ":memory:":
+                self._checkpointer = WalCheckpointer(database)
+        if not self.bodies_in_db:
+            if self._staged is None:
+                self._staged = {}
+            staging = self._sync_pool().submit(
+                stage_body, self.bodies / f"{arrival.mid}.eml", arrival.body)
+            self._staged[id(arrival)] = (arrival, staging, time.time())
         return await self._committer.add(arrival)
+
+    def _take_staged(self, arrivals: Sequence[Arrival]
+                     ) -> dict[int, Future[list[tuple[str, int]]]]:
+        """The stagings of *arrivals* (by id), no longer tracked by the store."""
+        taken: dict[int, Future[list[tuple[str, int]]]] = {}
+        if not self._staged:
+            return taken
+        for a in arrivals:
+            entry = self._staged.get(id(a))
+            if entry is not None and entry[0] is a:
+                del self._staged[id(a)]
+                taken[id(a)] = entry[1]
+        return taken
 
     @property
     def pending_bytes(self) -> int:
@@ -126,21 +161,35 @@ class Intake:
             first.setdefault(a.transfer_id, a)
         done: dict[str, tuple[int, bool]] = {}
         fresh = list(first.values())
+        staged = self._staged_bodies(arrivals, fresh)
         if not self.bodies_in_db and any(
-                os.path.lexists(self.bodies / f"{a.mid}.eml") for a in fresh):
+                a.mid not in staged and os.path.lexists(self.bodies / f"{a.mid}.eml")
+                for a in fresh):
             # A body of that MID is there already: the same arrival sent again (its
-            # stored body must not be written over), or a leftover. Look first.
+            # stored body must not be written over), or a leftover (never written
+            # over either: `BodyCollision`). Look first.
             stored = self._find_transfers(list(first))
             done.update((t, (m, True)) for t, m in stored.items())
             fresh = [a for a in fresh if a.transfer_id not in stored]
+            # Stored under another MID (another manager's): the body staged for this
+            # one is nobody's.
+            strays = [first[t].mid for t, m in stored.items()
+                      if first[t].mid in staged and first[t].mid != m]
+            remove_bodies([self.bodies / f"{m}.eml" for m in strays])
+            for m in strays:
+                del staged[m]
         while fresh:  # each round stores the batch or takes at least one arrival out
             try:
                 started = metrics.now()
-                self._insert_arrivals(fresh)
+                if staged:
+                    self._insert_arrivals(fresh, staged)
+                else:
+                    self._insert_arrivals(fresh)
                 metrics.store_commit(started)
                 done.update((a.transfer_id, (a.mid, False)) for a in fresh)
                 break
             except IntegrityError:
+                staged = {}  # the failed round removed them: the next writes its own
                 stored = self._find_transfers([a.transfer_id for a in fresh])
                 if stored:
                     done.update((t, (m, True)) for t, m in stored.items())
@@ -154,18 +203,58 @@ class Intake:
         return [done[a.transfer_id] if a is first[a.transfer_id]
                 else (done[a.transfer_id][0], True) for a in arrivals]
 
+    def _staged_bodies(self, arrivals: Sequence[Arrival], fresh: list[Arrival]
+                       ) -> dict[int, list[tuple[str, int]]]:
+        """Wait for the batch's staged bodies: `{mid: attachments}` of those durable
+        now (a MID whose file was there already is not among them). A staged body of
+        an arrival that is not stored (a duplicate in the batch) is removed; if a
+        staging failed, every staged body of the batch is removed and the error
+        raised (the batch fails)."""
+        stagings = self._take_staged(arrivals)
+        if not stagings:
+            return {}
+        keep = {a.mid for a in fresh}
+        staged: dict[int, list[tuple[str, int]]] = {}
+        written: list[Path] = []
+        error: BaseException | None = None
+        for a in arrivals:
+            staging = stagings.get(id(a))
+            if staging is None:
+                continue
+            try:
+                files = staging.result()
+            except BodyCollision:  # looked up by `add_many`, never written over
+                continue
+            except BaseException as exc:  # raised below, once the batch is cleaned up
+                error = error or exc
+                continue
+            path = self.bodies / f"{a.mid}.eml"
+            written.append(path)
+            if a.mid in keep:
+                staged[a.mid] = files
+            else:
+                remove_bodies([path])
+        if error is not None:
+            remove_bodies(written)
+            raise error
+        return staged
+
     def _find_transfers(self, transfer_ids: list[str]) -> dict[str, int]:
         with self.engine.connect() as conn:
             return {t: int(i) for t, i in conn.execute(
                 select(messages.c.transfer_id, messages.c.id)
                 .where(messages.c.transfer_id.in_(transfer_ids)))}
 
-    def _insert_arrivals(self, fresh: list[Arrival]) -> None:
+    def _insert_arrivals(self, fresh: list[Arrival],
+                         staged: dict[int, list[tuple[str, int]]] | None = None) -> None:
+        """One round of a batch: the bodies not *staged* (MID → attachments, durable
+        already) written and synced, every row inserted, one commit."""
+        staged = staged or {}
         started = time.time()
         now = self.clock()
         in_db = self.bodies_in_db
         paths = [self.bodies / f"{a.mid}.eml" for a in fresh]
-        rows = [arrival_rows(a, now, self.settings, "" if in_db else str(p))
+        rows = [arrival_rows(a, now, self.settings, "" if in_db else str(p), staged.get(a.mid))
                 for a, p in zip(fresh, paths, strict=True)]
         sql = self._batch_sql()
         files = BodyFiles(self.bodies, self._sync_pool())
@@ -173,7 +262,10 @@ class Intake:
         try:
             if not in_db:
                 for a, path in zip(fresh, paths, strict=True):
-                    files.write(path, a.body)
+                    if a.mid in staged:
+                        files.adopt(path)
+                    else:
+                        files.write(path, a.body)
                 files.start_sync()
             with self.engine.begin() as conn:
                 # The rows go in while the bodies sync; the commit waits for the syncs.
@@ -212,6 +304,8 @@ class Intake:
                 self._drop_uncommitted(fresh, files.paths)
             raise
         files.close()
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
         if learnt:  # committed: the reasons added are there for good
             self._reasons_known().update(learnt)
 
@@ -259,7 +353,7 @@ class Intake:
         """Remove bodies no held message has, and temporary files; `(bodies, temps)`.
 
         Only files in this manager's bodies directory, and only those older
-        than the oldest batch in progress in this process (the sweep's start,
+        than the oldest batch (or staged body) in progress in this process (the sweep's start,
         when none is): a body being written has no row yet. On PostgreSQL,
         where managers share the database and may share the directory, only
         bodies older than `SHARED_SWEEP_AGE_S` (another manager's batch in
@@ -271,6 +365,9 @@ class Intake:
         if self.bodies_in_db or not self.bodies.is_dir():
             return 0, 0
         oldest = self._committer.oldest_in_flight() if self._committer is not None else None
+        staging = [t for _, _, t in list((self._staged or {}).values())]
+        if staging:
+            oldest = min([*staging, *([] if oldest is None else [oldest])])
         cutoff = time.time() if oldest is None else oldest - SWEEP_MARGIN_S
         if self.dialect != "sqlite":
             cutoff = min(cutoff, time.time() - SHARED_SWEEP_AGE_S)

@@ -452,3 +452,79 @@ def test_a_listener_takes_at_most_1000_recipients_per_message(run: Any) -> None:
         await smtp.quit()
         assert "1000 recipients per message reached" in s.log()
     run(scenario)
+
+
+class WriteCountingSMTP(CpqSMTP):
+    """A `CpqSMTP` that records each write of its transport (one list for the listener)."""
+
+    writes: list[bytes] = []
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # again after STARTTLS: wrap the writer once
+        writer = self._writer
+        if getattr(writer, "counted", False):
+            return
+        writer.counted = True  # type: ignore[attr-defined]
+        real = writer.write
+
+        def write(data: bytes) -> None:
+            self.writes.append(bytes(data))
+            real(data)
+
+        writer.write = write  # type: ignore[method-assign]
+
+
+def test_the_replies_of_a_pipelined_transfer_leave_in_one_write(
+        tmp_path: Path, certs: Certificates) -> None:
+    """pvoq's CPQ sender pipelines MAIL, RCPT, the XCPQ META lines and DATA in one write;
+    their replies (250s then 354) leave in one write too, in order, and the transfer's
+    final 250 after its own."""
+    from pvoq.cpq.client import CpqConnection
+    from pvoq.smtp.client import TlsPolicy
+
+    meta = quarantine_meta(reason="y" * (2 * CHUNK_CHARS))  # several chunks
+    lines = [f"XCPQ META {c}" for c in encode_chunks(meta)]
+    writes: list[bytes] = []
+    WriteCountingSMTP.writes = writes
+
+    async def scenario() -> None:
+        maillog = MailLog(tmp_path / "logs", appliance=f"manager {MANAGER}", serial="MGR-SN")
+        context = ServerContext(maillog, IdAllocator(tmp_path / "ids.json"), MANAGER)
+        handler = RecordingHandler(context)
+        listener = Listener(name="cpq_listener", protocol="CPQ", interface_name="Management",
+                            port=0, listen_queue_size=50, type="private",
+                            hat=parse_hat(RELAY_LOCALHOST), rat=make_rat([("ALL", "ACCEPT", 0)]))
+        tls = server_context(certs.manager, ciphers=DEFAULT_CIPHERS)
+        server = await start_listener(listener, "127.0.0.1", lambda: WriteCountingSMTP(
+            handler, listener=listener, interface_ip="127.0.0.1", context=context,
+            tls_context=tls))
+        port = server.sockets[0].getsockname()[1]
+        client_log = MailLog(tmp_path / "client-logs", appliance="gateway", serial="GW-SN")
+        conn = CpqConnection(expect_role="manager", maillog=client_log,
+                             ids=IdAllocator(tmp_path / "client-ids.json"),
+                             local_hostname=GATEWAY, label="the.cpq.host",
+                             tls=TlsPolicy(client_context(certs.gateway,
+                                                          ciphers=DEFAULT_CIPHERS),
+                                           required=True), timeout_s=10)
+        try:
+            await conn.open("127.0.0.1", port)
+            writes.clear()  # the greeting, EHLO and STARTTLS are not the point
+            result = await conn.send(mid=1, sender="alice@example.org",
+                                     recipients=[(0, "bob@example.com")], body=MESSAGE,
+                                     extra=lines)
+            assert result[0].ok, result
+            await conn.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+            maillog.flush()
+            client_log.close()
+        assert len(handler.stored) == 1 and handler.stored[0].meta == meta
+
+    asyncio.run(scenario())
+    group = [w for w in writes if b"354 " in w]
+    assert len(group) == 1, writes
+    replies = group[0].split(b"\r\n")[:-1]
+    assert [r[:4] for r in replies] == [b"250 "] * (2 + len(lines)) + [b"354 "], replies
+    assert replies[2].startswith(b"250 2.0.0 Metadata chunk 1 accepted")
+    assert writes[writes.index(group[0]) + 1].startswith(b"250 2.0.0 Ok: quarantined as 1")

@@ -22,7 +22,8 @@ from qhelpers import body, meta
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from pvoq.quarantine.arrivals import Arrival
+from pvoq.quarantine import arrivals as arrivals_module
+from pvoq.quarantine.arrivals import Arrival, BodyCollision
 from pvoq.quarantine.intake import SHARED_SWEEP_AGE_S
 from pvoq.quarantine.schema import message_quarantines, messages, reasons
 from pvoq.quarantine.store import QuarantineStore
@@ -99,6 +100,91 @@ class TestFailures:
             store.add_many([arrival(1), arrival(2)])
         monkeypatch.undo()
         assert files(store) == [] and rows(store) == 0
+
+
+class TestBodyFiles:
+    """A body file is created, never written over; `add_async` stages it before its batch."""
+
+    @pytest.mark.parametrize("how", ["add_many", "add_async"])
+    def test_a_file_of_that_mid_is_never_written_over(self, store: QuarantineStore,
+                                                      how: str) -> None:
+        """A MID collision (a file of that name that no stored transfer explains) fails
+        the transfer loudly and leaves the file as it was."""
+        store.bodies.mkdir(parents=True, exist_ok=True)
+        (store.bodies / "5.eml").write_bytes(b"another message")
+        with pytest.raises(BodyCollision, match=r"5\.eml exists already"):
+            if how == "add_many":
+                store.add_many([arrival(5)])
+            else:
+                asyncio.run(store.add_async(arrival(5)))
+        assert (store.bodies / "5.eml").read_bytes() == b"another message"
+        assert rows(store) == 0 and files(store) == ["5.eml"]
+
+    def test_a_staged_body_is_not_written_again_by_its_batch(
+            self, store: QuarantineStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        """`add_async` writes and syncs the body as it hands the arrival in; the batch
+        only inserts the rows and commits."""
+        def no_write(*args: Any) -> None:
+            raise AssertionError("the batch wrote a body again")
+
+        monkeypatch.setattr(arrivals_module.BodyFiles, "write", no_write)
+
+        async def two() -> list[tuple[int, bool]]:
+            return list(await asyncio.gather(store.add_async(arrival(1)),
+                                             store.add_async(arrival(2))))
+
+        assert asyncio.run(two()) == [(1, False), (2, False)]
+        assert files(store) == ["1.eml", "2.eml"] and rows(store) == 2
+        assert store.read_body(2) == body("intake 2")
+
+    def test_a_failed_staging_fails_its_arrival_and_leaves_nothing(
+            self, store: QuarantineStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A body whose staging fails (a full disk at its fdatasync): its caller hears
+        the error (and so does the rest of its batch), no body and no row of them stay;
+        an arrival of another batch is stored."""
+        real = os.fdatasync
+        calls: list[int] = []
+
+        def full_disk(fd: int) -> None:
+            calls.append(fd)
+            if len(calls) == 1:
+                raise OSError(28, "No space left on device")
+            real(fd)
+
+        monkeypatch.setattr(os, "fdatasync", full_disk)
+
+        async def two() -> list[Any]:
+            return list(await asyncio.gather(*(store.add_async(arrival(m)) for m in (1, 2)),
+                                             return_exceptions=True))
+
+        outcomes = asyncio.run(two())
+        failed = [o for o in outcomes if isinstance(o, OSError)]
+        stored = [o[0] for o in outcomes if not isinstance(o, BaseException)]
+        assert failed and len(failed) + len(stored) == 2, outcomes
+        assert files(store) == [f"{m}.eml" for m in stored] and rows(store) == len(stored)
+
+    def test_a_duplicate_in_the_batch_leaves_no_staged_body(
+            self, store: QuarantineStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The same transfer handed in twice at once under two MIDs: stored once, and
+        the body staged for the second MID is removed."""
+        release = threading.Event()
+        real_many = store.add_many
+
+        def gated(batch: list[Arrival]) -> list[tuple[int, bool]]:
+            assert release.wait(10)
+            return real_many(batch)
+
+        monkeypatch.setattr(store, "add_many", gated)
+
+        async def both() -> list[tuple[int, bool]]:
+            tasks = [asyncio.ensure_future(store.add_async(arrival(m, "t-twice")))
+                     for m in (1, 2)]
+            await asyncio.sleep(0.2)
+            release.set()
+            return list(await asyncio.gather(*tasks))
+
+        assert sorted(asyncio.run(both())) == [(1, False), (1, True)]
+        assert files(store) == ["1.eml"] and rows(store) == 1
 
 
 class TestBatches:
@@ -297,13 +383,13 @@ class TestSweep:
         writing, release = threading.Event(), threading.Event()
         swept: list[tuple[int, int]] = []
 
-        def slow(fresh: list[Arrival]) -> None:
-            # The bodies are on disk before the rows: hold the batch there.
-            for a in fresh:
-                (store.bodies / f"{a.mid}.eml").write_bytes(a.body)
+        def slow(fresh: list[Arrival], staged: Any = None) -> None:
+            # The bodies are on disk (staged by `add_async`) before the rows: hold the
+            # batch there.
+            assert all((store.bodies / f"{a.mid}.eml").exists() for a in fresh)
             writing.set()
             assert release.wait(10)
-            real(fresh)
+            real(fresh, staged)
 
         monkeypatch.setattr(store, "_insert_arrivals", slow)
         old = store.bodies / "99.eml"

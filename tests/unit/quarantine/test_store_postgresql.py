@@ -102,10 +102,11 @@ class TestManagersStartedAtOnce:
             def start(n: int, url: str = url, ready: threading.Barrier = ready,
                       synced: threading.Barrier = synced,
                       opened: list[QuarantineStore] = opened,
-                      errors: list[BaseException] = errors) -> None:
+                      errors: list[BaseException] = errors, attempt: int = attempt) -> None:
                 ready.wait(timeout=30)
                 try:
-                    store = QuarantineStore(url, tmp_path / f"bodies{n}", node=f"manager-{n}")
+                    store = QuarantineStore(url, tmp_path / f"bodies{attempt}-{n}",
+                                           node=f"manager-{n}")
                     opened.append(store)
                     synced.wait(timeout=60)
                     assert store.sync_quarantines(SETTINGS) == []   # as a manager starts

@@ -10,6 +10,12 @@ Only held messages are found. Text matches ignore case: `LIKE` on SQLite
 (case-insensitive for ASCII), `lower(col) LIKE lower(pattern)` on PostgreSQL
 where trigram indexes on `lower(col)` serve them.
 
+Totals are bounded: a search counts its matches up to `TOTAL_CAP` (10,000)
+and above it says "more than 10,000" (`SearchResult.exact` false), so a
+common word among ten million messages is not counted match by match. The
+totals answered by the maintained counters (everything held, one quarantine)
+stay exact.
+
 `compile_query` is a pure function of the query and the dialect name.
 """
 
@@ -18,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Select, and_, func, intersect, literal_column, not_, select
 
@@ -41,6 +47,23 @@ ALL_OPS = (*TEXT_OPS, *NEGATED)
 MAX_INTEGER = 2**63 - 1                        # the database's integers are 64-bit signed
 ORDER_BY = ("received", "sender", "subject", "scheduled_exit", "size")
 PAGE_SIZES = (20, 50, 100, 250)
+TOTAL_CAP = 10_000      # a filtered search counts its matches up to here ("more than")
+
+
+class SearchResult(NamedTuple):
+    """A page of held messages and how many match: exactly, or at least `total`.
+
+    `exact` false means more than `total` match (the count stopped at the cap).
+    """
+
+    rows: list[dict[str, Any]]
+    total: int
+    exact: bool = True
+
+
+def describe_total(total: int, exact: bool) -> str:
+    """"1,234" or "more than 10,000": a total as the console and the CLI show it."""
+    return f"{total:,}" if exact else f"more than {total:,}"
 
 
 class SearchError(Invalid, ValueError):
@@ -345,18 +368,26 @@ def _matching_ids(p: Plan) -> Any:
 WALK_INDEX_ABOVE = 2000
 
 
-def compile_query(q: SearchQuery, dialect: str, total: int | None = None
-                  ) -> tuple[Select[Any], Select[Any]]:
+def _count(matches: Select[Any], cap: int | None) -> Select[Any]:
+    """count(*) of *matches*, reading at most cap + 1 of them when *cap* is given."""
+    if cap is not None:
+        matches = matches.limit(cap + 1)
+    return select(func.count()).select_from(matches.subquery())
+
+
+def compile_query(q: SearchQuery, dialect: str, total: int | None = None,
+                  cap: int | None = None) -> tuple[Select[Any], Select[Any]]:
     """(the page of MIDs in order, the total count) for *q*.
 
     *total*, when known, chooses the page plan on PostgreSQL: many matches are
     found fastest by walking the received-time index, few by sorting them.
+    With *cap* the count stops after cap + 1 matches (more than *cap*: inexact).
     """
     p = plan(q, dialect)
     direction = (lambda c: c.desc()) if q.order_dir == "desc" else (lambda c: c.asc())
     if p.sets and not p.rows:
         ids = _matching_ids(p)
-        count = select(func.count()).select_from(ids)
+        count = _count(select(ids.c.id), cap)
         if q.order_by == "received" and dialect == "sqlite":
             page = (select(ids.c.id).order_by(direction(ids.c.id))
                     .limit(q.limit).offset(q.offset))
@@ -371,7 +402,7 @@ def compile_query(q: SearchQuery, dialect: str, total: int | None = None
                     .limit(q.limit).offset(q.offset))
             return page, count
     else:
-        count = select(func.count()).select_from(messages).where(*where_clause(q, dialect))
+        count = _count(select(messages.c.id).where(*where_clause(q, dialect)), cap)
     conds = where_clause(q, dialect)
     if dialect != "sqlite" and p.sets and (total is None or total > WALK_INDEX_ABOVE):
         # Redundant with the sets, but it lets PostgreSQL walk the (state, received_at)
@@ -401,5 +432,5 @@ def compile_all_ids(q: SearchQuery, dialect: str) -> Select[Any]:
             .order_by(messages.c.received_at, messages.c.id))
 
 
-__all__ = ["ALL_OPS", "ORDER_BY", "PAGE_SIZES", "SearchError", "SearchQuery", "TextFilter",
-           "compile_all_ids", "compile_query", "like_pattern", "text_condition", "where_clause"]
+__all__ = ["ALL_OPS", "ORDER_BY", "PAGE_SIZES", "TOTAL_CAP", "SearchError", "SearchQuery",
+           "SearchResult", "TextFilter", "compile_all_ids", "describe_total", "compile_query", "like_pattern", "text_condition", "where_clause"]

@@ -222,8 +222,9 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
     @router.get("/quarantine/messages", summary="Search quarantined messages")
     async def search(request: Request, who: Who) -> dict[str, Any]:
         query = query_from_params(request.query_params.multi_items())
-        rows, total = service.search(who, query)
-        return {"meta": {"totalCount": total}, "data": [_entry(m) for m in rows]}
+        rows, total, exact = service.search_counted(who, query)
+        return {"meta": {"totalCount": total, "totalExact": exact},
+                "data": [_entry(m) for m in rows]}
 
     @router.get("/quarantine/messages/details", summary="One message with its body")
     async def details(request: Request, mid: Annotated[int, Query(ge=1, le=MAX_MID)],

@@ -6,10 +6,12 @@ import pytest
 from qhelpers import put
 
 from pvoq.quarantine.search import (
+    TOTAL_CAP,
     SearchError,
     SearchQuery,
     TextFilter,
     compile_query,
+    describe_total,
     like_pattern,
 )
 from pvoq.quarantine.store import DELETED, RELEASED, QuarantineStore
@@ -165,6 +167,37 @@ class TestSortAndPage:
         assert row["id"] == 2 and row["origin_host"] == "gw1.example.com"
         assert row["quarantines"][0]["reason"] == "a/v verdict:VIRAL Eicar-Test-Signature"
         assert row["recipients"] == [{"rid": 0, "address": "bob@example.com"}]
+
+
+class TestBoundedTotals:
+    def test_count_stops_at_the_cap(self, filled: QuarantineStore) -> None:
+        """Above the cap a filtered total is the cap, inexact; the page is whole."""
+        query = SearchQuery(subject=TextFilter("contains", "report"))
+        rows, total, exact = filled.search_counted(query, cap=2)
+        assert (total, exact) == (2, False) and [r["id"] for r in rows] == [6, 4, 1]
+        assert filled.search_counted(query, cap=3)[1:] == (3, True)
+        assert filled.search_counted(query)[1:] == (3, True)   # the default cap, 10,000
+        assert filled.search(query)[1] == 3                    # search() counts exactly
+
+    def test_counter_totals_stay_exact(self, filled: QuarantineStore) -> None:
+        """Everything and one quarantine are counted by the counters: never capped."""
+        assert filled.search_counted(SearchQuery(), cap=2)[1:] == (6, True)
+        assert filled.search_counted(SearchQuery(quarantines=("Policy",)), cap=1)[1:] == (3, True)
+        two = SearchQuery(quarantines=("Policy", "HR"))
+        assert filled.search_counted(two, cap=1)[1:] == (1, False)
+
+    def test_sets_and_rows_both_capped(self, filled: QuarantineStore) -> None:
+        """A count over intersected sets and one over message rows both stop at the cap."""
+        sets = SearchQuery(quarantines=("Policy", "Virus"), attachment_min_size=100)
+        rows = SearchQuery(sender=TextFilter("ends_with", ".org"))
+        assert filled.search_counted(sets, cap=1)[1:] == (1, False)
+        assert filled.search_counted(rows, cap=1)[1:] == (1, False)
+        assert filled.search_counted(rows, cap=None)[1:] == (3, True)
+
+    def test_described(self) -> None:
+        """The console's words for a total."""
+        assert describe_total(1234, True) == "1,234"
+        assert describe_total(TOTAL_CAP, False) == "more than 10,000"
 
 
 class TestQueryValues:

@@ -26,7 +26,17 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, and_, func, intersect, literal_column, not_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    func,
+    intersect,
+    literal_column,
+    not_,
+    select,
+    true,
+)
 
 from pvoq.errors import Invalid
 from pvoq.quarantine.schema import (
@@ -414,6 +424,34 @@ def compile_query(q: SearchQuery, dialect: str, total: int | None = None,
     return page, count
 
 
+def compile_counted_page(q: SearchQuery, dialect: str, cap: int) -> Select[Any]:
+    """Rows `(n, id)`: the matches counted up to cap + 1 (`n`) and, when `n` <= *cap*,
+    the page of MIDs in order (`id`, NULL on a row when the page is empty), in one
+    statement that finds the matches once (PostgreSQL).
+
+    When `n` > *cap* the page rows are an arbitrary subset: ask `compile_query`
+    for the page (which then walks a received-time index to it).
+    """
+    p = plan(q, dialect)
+    direction = (lambda c: c.desc()) if q.order_dir == "desc" else (lambda c: c.asc())
+    mq = message_quarantines.c
+    if (p.sets and not p.rows and p.held_rows is not None
+            and q.order_by in ("received", "scheduled_exit")):
+        key = mq.received_at if q.order_by == "received" else mq.scheduled_exit
+        others = [mq.message_id.in_(s) for i, s in enumerate(p.sets) if i != p.held_set]
+        found = select(mq.message_id.label("id"), key.label("k")).where(*p.held_rows, *others)
+    else:
+        found = select(messages.c.id.label("id"), _sort_key(q, dialect).label("k")).where(
+            *where_clause(q, dialect))
+    matches = found.limit(cap + 1).cte("matches")
+    n = select(func.count().label("n")).select_from(matches).subquery("counted")
+    order = (direction(matches.c.k), direction(matches.c.id))
+    page = (select(matches.c.id, func.row_number().over(order_by=order).label("r"))
+            .order_by(*order).limit(q.limit).offset(q.offset).subquery("page"))
+    return (select(n.c.n, page.c.id).select_from(n.outerjoin(page, true()))
+            .order_by(page.c.r))
+
+
 def counter_for(q: SearchQuery) -> str | None:
     """The maintained counter that answers *q*'s total, if one does (pure).
 
@@ -433,4 +471,5 @@ def compile_all_ids(q: SearchQuery, dialect: str) -> Select[Any]:
 
 
 __all__ = ["ALL_OPS", "ORDER_BY", "PAGE_SIZES", "TOTAL_CAP", "SearchError", "SearchQuery",
-           "SearchResult", "TextFilter", "compile_all_ids", "describe_total", "compile_query", "like_pattern", "text_condition", "where_clause"]
+           "SearchResult", "TextFilter", "compile_all_ids", "compile_counted_page",
+           "describe_total", "compile_query", "like_pattern", "text_condition", "where_clause"]

@@ -202,7 +202,19 @@ class QuarantineStore(Intake):
             count_stmt = select(held_counts.c.n).where(held_counts.c.quarantine == counter)
         exact = True
         with self.engine.connect() as conn:
-            total = int(conn.execute(count_stmt).scalar() or 0) if query.with_total else -1
+            if (self.dialect == "postgresql" and counter is None and cap is not None
+                    and query.with_total):
+                # The matches found once: counted and, up to the cap, paged from there.
+                found = conn.execute(qsearch.compile_counted_page(query, self.dialect,
+                                                                  cap)).all()
+                total = int(found[0].n)
+                if total <= cap:
+                    ids = [int(r.id) for r in found if r.id is not None]
+                    return qsearch.SearchResult(self._rows(conn, ids), total, True)
+            elif query.with_total:
+                total = int(conn.execute(count_stmt).scalar() or 0)
+            else:
+                total = -1
             if counter is None and cap is not None and total > cap:
                 total, exact = cap, False
             ids_stmt, _ = qsearch.compile_query(query, self.dialect,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from qhelpers import put
 
+from pvoq.quarantine import search as qsearch
 from pvoq.quarantine.search import (
     TOTAL_CAP,
     SearchError,
@@ -18,8 +19,16 @@ from pvoq.quarantine.store import DELETED, RELEASED, QuarantineStore
 
 
 def mids(store: QuarantineStore, **kwargs: object) -> list[int]:
-    rows, _ = store.search(SearchQuery(**kwargs))  # type: ignore[arg-type]
-    return [r["id"] for r in rows]
+    """The page's MIDs; the exact count and the bounded one (each cap) find the same."""
+    query = SearchQuery(**kwargs)  # type: ignore[arg-type]
+    rows, total = store.search(query)
+    found = [r["id"] for r in rows]
+    for cap in (0, 1, 10_000):
+        page, counted, exact = store.search_counted(query, cap)
+        assert [r["id"] for r in page] == found, (cap, query)
+        assert (counted, exact) == ((total, True) if total <= cap or cap == 10_000
+                                    or qsearch.counter_for(query) else (cap, False))
+    return found
 
 
 @pytest.fixture

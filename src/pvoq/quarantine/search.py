@@ -30,6 +30,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    any_,
     func,
     intersect,
     literal_column,
@@ -244,6 +245,18 @@ class Plan:
 
     held_rows: list[ColumnElement[bool]] | None = None  # one quarantine's held rows, if any
     held_set: int | None = None                        # ... and which set they are
+    held_reasons: Select[Any] | None = None            # ... of these reasons only
+
+    def held(self, walk: bool) -> list[ColumnElement[bool]]:
+        """The held rows' conditions; *walk*: the reasons as a filter (PostgreSQL), so
+        the received-time index is walked to a page instead of sorting every match."""
+        assert self.held_rows is not None
+        if self.held_reasons is None:
+            return self.held_rows
+        rid = message_quarantines.c.reason_id
+        reason = (rid == any_(func.array(self.held_reasons.scalar_subquery())) if walk
+                  else rid.in_(self.held_reasons))
+        return [reason, *self.held_rows]
 
     def add(self, ids: Select[Any], unique: bool) -> None:
         self.sets.append(ids)
@@ -313,8 +326,8 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
         else:
             p.add(why, one_quarantine)
             if one_quarantine:
-                p.held_rows = [mq.reason_id.in_(ids), mq.state == HELD,
-                               mq.quarantine == q.quarantines[0]]
+                p.held_rows = [mq.state == HELD, mq.quarantine == q.quarantines[0]]
+                p.held_reasons = ids
                 p.held_set = len(p.sets) - 1
     if (q.attachment_name is not None or q.attachment_min_size is not None
             or q.attachment_max_size is not None):
@@ -407,7 +420,8 @@ def compile_query(q: SearchQuery, dialect: str, total: int | None = None,
             mq = message_quarantines.c
             key = mq.received_at if q.order_by == "received" else mq.scheduled_exit
             others = [mq.message_id.in_(s) for i, s in enumerate(p.sets) if i != p.held_set]
-            page = (select(mq.message_id).where(*p.held_rows, *others)
+            walk = dialect != "sqlite" and (total is None or total > WALK_INDEX_ABOVE)
+            page = (select(mq.message_id).where(*p.held(walk), *others)
                     .order_by(direction(key), direction(mq.message_id))
                     .limit(q.limit).offset(q.offset))
             return page, count
@@ -439,7 +453,8 @@ def compile_counted_page(q: SearchQuery, dialect: str, cap: int) -> Select[Any]:
             and q.order_by in ("received", "scheduled_exit")):
         key = mq.received_at if q.order_by == "received" else mq.scheduled_exit
         others = [mq.message_id.in_(s) for i, s in enumerate(p.sets) if i != p.held_set]
-        found = select(mq.message_id.label("id"), key.label("k")).where(*p.held_rows, *others)
+        found = select(mq.message_id.label("id"), key.label("k")).where(*p.held(False),
+                                                                        *others)
     else:
         found = select(messages.c.id.label("id"), _sort_key(q, dialect).label("k")).where(
             *where_clause(q, dialect))

@@ -391,19 +391,32 @@ def explain(store: QuarantineStore) -> None:
     from sqlalchemy import select, text
 
     from pvoq.quarantine.schema import held_counts
-    from pvoq.quarantine.search import TOTAL_CAP, compile_query, counter_for
+    from pvoq.quarantine.search import (
+        TOTAL_CAP,
+        compile_counted_page,
+        compile_query,
+        counted_in_one,
+        counter_for,
+    )
 
     rnd = random.Random(11)
     with store.engine.connect() as conn:
         for name, make in searches(rnd):
             q = make()
-            _, count = compile_query(q, store.dialect, cap=TOTAL_CAP)
-            counter = counter_for(q)
+            counter = counter_for(q)    # what QuarantineStore.search_counted runs:
+            one = counter is None and counted_in_one(q, store.dialect)
             if counter is not None:
                 count = select(held_counts.c.n).where(held_counts.c.quarantine == counter)
-            total = min(int(conn.execute(count).scalar() or 0), TOTAL_CAP + 1)
-            page, _ = compile_query(q, store.dialect, total)
-            for what, stmt in (("count", count), ("page", page)):
+            elif one:
+                count = compile_counted_page(q, store.dialect, TOTAL_CAP)
+            else:
+                count = compile_query(q, store.dialect, cap=TOTAL_CAP)[1]
+            total = int(conn.execute(count).scalars().first() or 0)
+            statements = [("count and page" if one else "count", count)]
+            if not one or total > TOTAL_CAP:
+                statements.append(("page", compile_query(q, store.dialect,
+                                                         min(total, TOTAL_CAP))[0]))
+            for what, stmt in statements:
                 sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": True}))
                 plan = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql)).fetchall()
                 print(f"\n=== {name}: {what}\n{sql}")

@@ -438,6 +438,13 @@ def compile_query(q: SearchQuery, dialect: str, total: int | None = None,
     return page, count
 
 
+def counted_in_one(q: SearchQuery, dialect: str) -> bool:
+    """Whether *q* is counted and paged in one statement (`compile_counted_page`): when
+    it tests the messages' rows themselves. Sets of MIDs alone are counted without
+    reading `messages`, then paged."""
+    return bool(plan(q, dialect).rows)
+
+
 def compile_counted_page(q: SearchQuery, dialect: str, cap: int) -> Select[Any]:
     """Rows `(n, id)`: the matches counted up to cap + 1 (`n`) and, when `n` <= *cap*,
     the page of MIDs in order (`id`, NULL on a row when the page is empty), in one
@@ -487,4 +494,4 @@ def compile_all_ids(q: SearchQuery, dialect: str) -> Select[Any]:
 
 __all__ = ["ALL_OPS", "ORDER_BY", "PAGE_SIZES", "TOTAL_CAP", "SearchError", "SearchQuery",
            "SearchResult", "TextFilter", "compile_all_ids", "compile_counted_page",
-           "describe_total", "compile_query", "like_pattern", "text_condition", "where_clause"]
+           "counted_in_one", "describe_total", "compile_query", "like_pattern", "text_condition", "where_clause"]

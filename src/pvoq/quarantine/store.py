@@ -203,7 +203,7 @@ class QuarantineStore(Intake):
         exact = True
         with self.engine.connect() as conn:
             if (self.dialect == "postgresql" and counter is None and cap is not None
-                    and query.with_total):
+                    and query.with_total and qsearch.counted_in_one(query, self.dialect)):
                 # The matches found once: counted and, up to the cap, paged from there.
                 found = conn.execute(qsearch.compile_counted_page(query, self.dialect,
                                                                   cap)).all()

@@ -217,8 +217,14 @@ class QuarantineStore(Intake):
                 total = -1
             if counter is None and cap is not None and total > cap:
                 total, exact = cap, False
+            walk_from = qsearch.WALK_INDEX_ABOVE
+            if self.dialect == "postgresql" and exact and total > walk_from:
+                held = conn.execute(select(held_counts.c.n).where(
+                    held_counts.c.quarantine == ALL_HELD)).scalar()
+                walk_from = qsearch.walk_above(query, int(held or 0))
             ids_stmt, _ = qsearch.compile_query(query, self.dialect,
-                                                total if query.with_total else None)
+                                                total if query.with_total else None,
+                                                walk_from=walk_from)
             ids = [int(i) for (i,) in conn.execute(ids_stmt)]
             rows = self._rows(conn, ids)
         return qsearch.SearchResult(rows, total, exact)

@@ -209,6 +209,30 @@ class TestBoundedTotals:
         assert describe_total(TOTAL_CAP, False) == "more than 10,000"
 
 
+class TestPagePlans:
+    def test_walk_threshold_grows_with_the_held_messages(self) -> None:
+        """Sorting the matches beats walking the index below √((offset + limit) × held)."""
+        page = SearchQuery(limit=20)
+        assert qsearch.walk_above(page, 1_000_000) == 4472
+        assert qsearch.walk_above(page, 10_000_000) == 14142
+        assert qsearch.walk_above(page, 1000) == qsearch.WALK_INDEX_ABOVE
+        assert qsearch.walk_above(SearchQuery(limit=20, offset=980), 1_000_000) == 31622
+
+    def test_postgresql_walks_only_above_the_threshold(self) -> None:
+        """Matches under the threshold are sorted; over it the held index is walked."""
+        q = SearchQuery(recipient=TextFilter("is", "bob@example.com"), limit=20)
+        sort, _ = compile_query(q, "postgresql", total=5000, walk_from=14142)
+        walk, _ = compile_query(q, "postgresql", total=5000, walk_from=4472)
+        assert "messages.state" not in str(sort) and "messages.state" in str(walk)
+
+    def test_a_reason_walk_filters_by_any_of_the_reasons(self) -> None:
+        """One quarantine's reason search walks with the reason ids as a filter."""
+        q = SearchQuery(quarantines=("Virus",), reason=TextFilter("contains", "eicar"))
+        walk, _ = compile_query(q, "postgresql", total=50_000)
+        sort, _ = compile_query(q, "postgresql", total=50)
+        assert "ANY (array(" in str(walk) and "ANY" not in str(sort)
+
+
 class TestQueryValues:
     def test_bad_operator_sort_and_page(self) -> None:
         """Unknown operators, sort keys, directions and negative pages are refused."""

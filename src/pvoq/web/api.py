@@ -5,7 +5,8 @@
   `envelopeRecipientFilterBy/Value`, `subjectFilterBy/Value`, plus
   `reasonFilterBy/Value`, `attachmentNameFilterBy/Value`,
   `attachmentSizeMin/Max`, `originatingEsaIp`, `orderBy`, `orderDir`,
-  `offset`, `limit`); `meta.totalCount` and one entry per message.
+  `offset`, `limit`); `meta.totalCount` (counted up to 10,000 when filtered:
+  `meta.totalExact` false means more than that) and one entry per message.
 - `GET  /api/v2.0/quarantine/messages/details?mid=` — one message and its body.
 - `POST /api/v2.0/quarantine/messages` — `{"action": "release"|"delay"|"move"|
   "sendcopy", "quarantineName", "mids", ...}`.

@@ -424,6 +424,7 @@ def explain(store: QuarantineStore) -> None:
         compile_query,
         counted_in_one,
         counter_for,
+        walk_above,
     )
 
     rnd = random.Random(11)
@@ -441,8 +442,12 @@ def explain(store: QuarantineStore) -> None:
             total = int(conn.execute(count).scalars().first() or 0)
             statements = [("count and page" if one else "count", count)]
             if not one or total > TOTAL_CAP:
+                held = int(conn.execute(select(held_counts.c.n).where(
+                    held_counts.c.quarantine == "*")).scalar() or 0)
+                walk_from = walk_above(q, held) if total <= TOTAL_CAP else TOTAL_CAP - 1
                 statements.append(("page", compile_query(q, store.dialect,
-                                                         min(total, TOTAL_CAP))[0]))
+                                                         min(total, TOTAL_CAP),
+                                                         walk_from=walk_from)[0]))
             for what, stmt in statements:
                 sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": True}))
                 plan = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql)).fetchall()

@@ -38,6 +38,11 @@ def quarantine() -> None:
     """The manager's Policy, Virus and Outbreak quarantines."""
 
 
+def _total(data: dict[str, Any]) -> str:
+    """The total as counted: exact, or "more than 10,000" when the count stopped at its cap."""
+    return str(data["total"]) if data.get("total_exact", True) else f"more than {data['total']:,}"
+
+
 @quarantine.command("list")
 @click.option("-q", "--quarantine", "name", default=None, help="Only this quarantine.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
@@ -54,7 +59,8 @@ def quarantine_list(ctx: click.Context, name: str | None, limit: int, offset: in
     from rich.console import Console  # here: an appliance process never loads rich
     from rich.table import Table
 
-    table = Table(title=rich_text(f"PVO quarantines: {data['total']} messages"
+    held = _total(data)
+    table = Table(title=rich_text(f"PVO quarantines: {held} messages"
                                   + (f" in {name}" if name else "")), title_justify="left")
     for col in ("MID", "Received", "Gateway (MID)", "Sender", "Subject", "Size",
                 "Quarantines (reason)"):
@@ -239,7 +245,8 @@ def quarantine_search(ctx: click.Context, sort: str, order: str, page_size: str,
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=rich_text(f"{data['total']} messages found, showing {first}-{last}"),
+    found = _total(data)
+    table = Table(title=rich_text(f"{found} messages found, showing {first}-{last}"),
                   title_justify="left")
     for col in ("MID", "Received", "Scheduled Exit", "Sender", "Subject", "Size",
                 "Gateway", "In quarantines (reason)"):

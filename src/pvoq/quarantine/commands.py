@@ -69,8 +69,8 @@ class QuarantineCommands(CommandSet):
         name = args.get("quarantine")
         query = SearchQuery(quarantines=(name,) if name else (),
                             limit=int(args.get("limit", 100)), offset=int(args.get("offset", 0)))
-        rows, total = self.service.search(_caller(peer), query)
-        return {"data": {"messages": rows, "total": total,
+        rows, total, exact = self.service.search_counted(_caller(peer), query)
+        return {"data": {"messages": rows, "total": total, "total_exact": exact,
                          "counts": self.service.store.counts()}}
 
     @command("quarantine.show", peer=True)
@@ -134,9 +134,9 @@ class QuarantineCommands(CommandSet):
                                               int(args.get("offset", 0)))
         else:
             query = _query(args)
-        rows, total = self.service.search(caller, query)
-        return {"data": {"messages": rows, "total": total, "limit": query.limit,
-                         "offset": query.offset}}
+        rows, total, exact = self.service.search_counted(caller, query)
+        return {"data": {"messages": rows, "total": total, "total_exact": exact,
+                         "limit": query.limit, "offset": query.offset}}
 
     @command("quarantine.bulk", peer=True)
     @_guard

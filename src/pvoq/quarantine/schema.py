@@ -251,6 +251,8 @@ PG_DDL = [
     "ON messages (sender_rev text_pattern_ops)",
     "CREATE INDEX IF NOT EXISTS ix_attachments_name_rev_pattern "
     "ON attachments (name_rev text_pattern_ops)",
+    # A few thousand MIDs found elsewhere sorted newest first without their rows.
+    "CREATE INDEX IF NOT EXISTS ix_messages_id_covering ON messages (id) INCLUDE (received_at)",
 ]
 
 

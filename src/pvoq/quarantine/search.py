@@ -10,6 +10,12 @@ Only held messages are found. Text matches ignore case: `LIKE` on SQLite
 (case-insensitive for ASCII), `lower(col) LIKE lower(pattern)` on PostgreSQL
 where trigram indexes on `lower(col)` serve them.
 
+Totals are bounded: a search counts its matches up to `TOTAL_CAP` (10,000)
+and above it says "more than 10,000" (`SearchResult.exact` false), so a
+common word among ten million messages is not counted match by match. The
+totals answered by the maintained counters (everything held, one quarantine)
+stay exact.
+
 `compile_query` is a pure function of the query and the dialect name.
 """
 
@@ -18,9 +24,20 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, and_, func, intersect, literal_column, not_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    any_,
+    func,
+    intersect,
+    literal_column,
+    not_,
+    select,
+    true,
+)
 
 from pvoq.errors import Invalid
 from pvoq.quarantine.schema import (
@@ -41,6 +58,23 @@ ALL_OPS = (*TEXT_OPS, *NEGATED)
 MAX_INTEGER = 2**63 - 1                        # the database's integers are 64-bit signed
 ORDER_BY = ("received", "sender", "subject", "scheduled_exit", "size")
 PAGE_SIZES = (20, 50, 100, 250)
+TOTAL_CAP = 10_000      # a filtered search counts its matches up to here ("more than")
+
+
+class SearchResult(NamedTuple):
+    """A page of held messages and how many match: exactly, or at least `total`.
+
+    `exact` false means more than `total` match (the count stopped at the cap).
+    """
+
+    rows: list[dict[str, Any]]
+    total: int
+    exact: bool = True
+
+
+def describe_total(total: int, exact: bool) -> str:
+    """"1,234" or "more than 10,000": a total as the console and the CLI show it."""
+    return f"{total:,}" if exact else f"more than {total:,}"
 
 
 class SearchError(Invalid, ValueError):
@@ -211,6 +245,18 @@ class Plan:
 
     held_rows: list[ColumnElement[bool]] | None = None  # one quarantine's held rows, if any
     held_set: int | None = None                        # ... and which set they are
+    held_reasons: Select[Any] | None = None            # ... of these reasons only
+
+    def held(self, walk: bool) -> list[ColumnElement[bool]]:
+        """The held rows' conditions; *walk*: the reasons as a filter (PostgreSQL), so
+        the received-time index is walked to a page instead of sorting every match."""
+        assert self.held_rows is not None
+        if self.held_reasons is None:
+            return self.held_rows
+        rid = message_quarantines.c.reason_id
+        reason = (rid == any_(func.array(self.held_reasons.scalar_subquery())) if walk
+                  else rid.in_(self.held_reasons))
+        return [reason, *self.held_rows]
 
     def add(self, ids: Select[Any], unique: bool) -> None:
         self.sets.append(ids)
@@ -280,8 +326,8 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
         else:
             p.add(why, one_quarantine)
             if one_quarantine:
-                p.held_rows = [mq.reason_id.in_(ids), mq.state == HELD,
-                               mq.quarantine == q.quarantines[0]]
+                p.held_rows = [mq.state == HELD, mq.quarantine == q.quarantines[0]]
+                p.held_reasons = ids
                 p.held_set = len(p.sets) - 1
     if (q.attachment_name is not None or q.attachment_min_size is not None
             or q.attachment_max_size is not None):
@@ -345,18 +391,39 @@ def _matching_ids(p: Plan) -> Any:
 WALK_INDEX_ABOVE = 2000
 
 
-def compile_query(q: SearchQuery, dialect: str, total: int | None = None
+def walk_above(q: SearchQuery, held: int) -> int:
+    """How many matches make walking the received-time index to a page cheaper than
+    sorting the matches, among *held* messages (PostgreSQL).
+
+    A walk reads about (offset + limit) × held ÷ matches rows, a sort reads every
+    match: they cost the same at √((offset + limit) × held) matches (4,500 of a
+    million for a page of 20, 14,000 of ten million).
+    """
+    return max(WALK_INDEX_ABOVE, math.isqrt(max(0, (q.offset + q.limit) * held)))
+
+
+def _count(matches: Select[Any], cap: int | None) -> Select[Any]:
+    """count(*) of *matches*, reading at most cap + 1 of them when *cap* is given."""
+    if cap is not None:
+        matches = matches.limit(cap + 1)
+    return select(func.count()).select_from(matches.subquery())
+
+
+def compile_query(q: SearchQuery, dialect: str, total: int | None = None,
+                  cap: int | None = None, walk_from: int = WALK_INDEX_ABOVE
                   ) -> tuple[Select[Any], Select[Any]]:
     """(the page of MIDs in order, the total count) for *q*.
 
-    *total*, when known, chooses the page plan on PostgreSQL: many matches are
-    found fastest by walking the received-time index, few by sorting them.
+    *total*, when known, chooses the page plan on PostgreSQL: more than
+    *walk_from* matches (`walk_above`) are found fastest by walking the
+    received-time index, fewer by sorting them. With *cap* the count stops
+    after cap + 1 matches (more than *cap*: inexact).
     """
     p = plan(q, dialect)
     direction = (lambda c: c.desc()) if q.order_dir == "desc" else (lambda c: c.asc())
     if p.sets and not p.rows:
         ids = _matching_ids(p)
-        count = select(func.count()).select_from(ids)
+        count = _count(select(ids.c.id), cap)
         if q.order_by == "received" and dialect == "sqlite":
             page = (select(ids.c.id).order_by(direction(ids.c.id))
                     .limit(q.limit).offset(q.offset))
@@ -366,14 +433,15 @@ def compile_query(q: SearchQuery, dialect: str, total: int | None = None
             mq = message_quarantines.c
             key = mq.received_at if q.order_by == "received" else mq.scheduled_exit
             others = [mq.message_id.in_(s) for i, s in enumerate(p.sets) if i != p.held_set]
-            page = (select(mq.message_id).where(*p.held_rows, *others)
+            walk = dialect != "sqlite" and (total is None or total > walk_from)
+            page = (select(mq.message_id).where(*p.held(walk), *others)
                     .order_by(direction(key), direction(mq.message_id))
                     .limit(q.limit).offset(q.offset))
             return page, count
     else:
-        count = select(func.count()).select_from(messages).where(*where_clause(q, dialect))
+        count = _count(select(messages.c.id).where(*where_clause(q, dialect)), cap)
     conds = where_clause(q, dialect)
-    if dialect != "sqlite" and p.sets and (total is None or total > WALK_INDEX_ABOVE):
+    if dialect != "sqlite" and p.sets and (total is None or total > walk_from):
         # Redundant with the sets, but it lets PostgreSQL walk the (state, received_at)
         # index newest first and stop at a page instead of hashing every match.
         conds.append(messages.c.state == HELD)
@@ -381,6 +449,42 @@ def compile_query(q: SearchQuery, dialect: str, total: int | None = None
             .order_by(direction(_sort_key(q, dialect)), direction(messages.c.id))
             .limit(q.limit).offset(q.offset))
     return page, count
+
+
+def counted_in_one(q: SearchQuery, dialect: str) -> bool:
+    """Whether *q* is counted and paged in one statement (`compile_counted_page`): when
+    it tests the messages' rows themselves. Sets of MIDs alone are counted without
+    reading `messages`, then paged."""
+    return bool(plan(q, dialect).rows)
+
+
+def compile_counted_page(q: SearchQuery, dialect: str, cap: int) -> Select[Any]:
+    """Rows `(n, id)`: the matches counted up to cap + 1 (`n`) and, when `n` <= *cap*,
+    the page of MIDs in order (`id`, NULL on a row when the page is empty), in one
+    statement that finds the matches once (PostgreSQL).
+
+    When `n` > *cap* the page rows are an arbitrary subset: ask `compile_query`
+    for the page (which then walks a received-time index to it).
+    """
+    p = plan(q, dialect)
+    direction = (lambda c: c.desc()) if q.order_dir == "desc" else (lambda c: c.asc())
+    mq = message_quarantines.c
+    if (p.sets and not p.rows and p.held_rows is not None
+            and q.order_by in ("received", "scheduled_exit")):
+        key = mq.received_at if q.order_by == "received" else mq.scheduled_exit
+        others = [mq.message_id.in_(s) for i, s in enumerate(p.sets) if i != p.held_set]
+        found = select(mq.message_id.label("id"), key.label("k")).where(*p.held(False),
+                                                                        *others)
+    else:
+        found = select(messages.c.id.label("id"), _sort_key(q, dialect).label("k")).where(
+            *where_clause(q, dialect))
+    matches = found.limit(cap + 1).cte("matches")
+    n = select(func.count().label("n")).select_from(matches).subquery("counted")
+    order = (direction(matches.c.k), direction(matches.c.id))
+    page = (select(matches.c.id, func.row_number().over(order_by=order).label("r"))
+            .order_by(*order).limit(q.limit).offset(q.offset).subquery("page"))
+    return (select(n.c.n, page.c.id).select_from(n.outerjoin(page, true()))
+            .order_by(page.c.r))
 
 
 def counter_for(q: SearchQuery) -> str | None:
@@ -401,5 +505,6 @@ def compile_all_ids(q: SearchQuery, dialect: str) -> Select[Any]:
             .order_by(messages.c.received_at, messages.c.id))
 
 
-__all__ = ["ALL_OPS", "ORDER_BY", "PAGE_SIZES", "SearchError", "SearchQuery", "TextFilter",
-           "compile_all_ids", "compile_query", "like_pattern", "text_condition", "where_clause"]
+__all__ = ["ALL_OPS", "ORDER_BY", "PAGE_SIZES", "TOTAL_CAP", "SearchError", "SearchQuery",
+           "SearchResult", "TextFilter", "compile_all_ids", "compile_counted_page",
+           "counted_in_one", "describe_total", "compile_query", "like_pattern", "text_condition", "where_clause"]

@@ -29,7 +29,7 @@ from pvoq.quarantine.receipts import ReceiptBook, Recorded, printable
 from pvoq.quarantine.recipients import split
 from pvoq.quarantine.roles import SYSTEM, Caller, PermissionDenied
 from pvoq.quarantine.schema import saved_searches
-from pvoq.quarantine.search import SearchQuery
+from pvoq.quarantine.search import TOTAL_CAP, SearchQuery, SearchResult
 from pvoq.quarantine.settings import (
     RELEASE,
     choose_overflow,
@@ -123,6 +123,7 @@ class QuarantineService:
     quota_bytes: int = 0
     audit_key_file: Path | None = None
     rescanner: Rescanner | None = None
+    total_cap: int = TOTAL_CAP       # a filtered search counts its matches up to here
     audit: AuditTrail = field(init=False)
     receipts: ReceiptBook = field(init=False)
 
@@ -134,13 +135,25 @@ class QuarantineService:
 
     # -- views ---------------------------------------------------------------
     def search(self, caller: Caller, query: SearchQuery) -> tuple[list[dict[str, Any]], int]:
+        """A page and the exact total (counted to the last match)."""
+        rows, total, _ = self.search_counted(caller, query, exact=True)
+        return rows, total
+
+    def search_counted(self, caller: Caller, query: SearchQuery, *,
+                       exact: bool = False) -> SearchResult:
+        """A page and the total counted up to `total_cap` (`exact` false: more than that).
+
+        *exact* counts every match (slow when a search matches millions).
+        """
         self._authorize(caller, "search")
         query = SearchQuery.from_dict({**json.loads(query.to_json()),
                                        "quarantines": roles.visible(caller, query.quarantines)})
-        rows, total = self.store.search(query)
-        self.audit.append(caller.actor, caller.origin, "search",
-                          {"query": json.loads(query.to_json()), "total": total})
-        return rows, total
+        result = self.store.search_counted(query, None if exact else self.total_cap)
+        details: dict[str, Any] = {"query": json.loads(query.to_json()), "total": result.total}
+        if not result.exact:
+            details["total_exact"] = False
+        self.audit.append(caller.actor, caller.origin, "search", details)
+        return result
 
     def details(self, caller: Caller, mid: int, *, with_body: bool = True) -> dict[str, Any]:
         self._authorize(caller, "view")

@@ -185,18 +185,49 @@ class QuarantineStore(Intake):
         return result
 
     def search(self, query: qsearch.SearchQuery) -> tuple[builtins.list[dict[str, Any]], int]:
-        """The page of held messages matching *query*, and how many match in all."""
-        _, count_stmt = qsearch.compile_query(query, self.dialect)
+        """The page of held messages matching *query*, and how many match in all (exact)."""
+        rows, total, _ = self.search_counted(query, cap=None)
+        return rows, total
+
+    def search_counted(self, query: qsearch.SearchQuery, cap: int | None = qsearch.TOTAL_CAP
+                       ) -> qsearch.SearchResult:
+        """The page matching *query* and its total, counted up to *cap* (None: exact).
+
+        A total from the maintained counters (everything, one quarantine) is
+        always exact; a filtered one above *cap* is reported as *cap*, inexact.
+        """
+        _, count_stmt = qsearch.compile_query(query, self.dialect, cap=cap)
         counter = qsearch.counter_for(query)
         if counter is not None:
             count_stmt = select(held_counts.c.n).where(held_counts.c.quarantine == counter)
+        exact = True
         with self.engine.connect() as conn:
-            total = int(conn.execute(count_stmt).scalar() or 0) if query.with_total else -1
+            if (self.dialect == "postgresql" and counter is None and cap is not None
+                    and query.with_total and qsearch.counted_in_one(query, self.dialect)):
+                # The matches found once: counted and, up to the cap, paged from there.
+                found = conn.execute(qsearch.compile_counted_page(query, self.dialect,
+                                                                  cap)).all()
+                total = int(found[0].n)
+                if total <= cap:
+                    ids = [int(r.id) for r in found if r.id is not None]
+                    return qsearch.SearchResult(self._rows(conn, ids), total, True)
+            elif query.with_total:
+                total = int(conn.execute(count_stmt).scalar() or 0)
+            else:
+                total = -1
+            if counter is None and cap is not None and total > cap:
+                total, exact = cap, False
+            walk_from = qsearch.WALK_INDEX_ABOVE
+            if self.dialect == "postgresql" and exact and total > walk_from:
+                held = conn.execute(select(held_counts.c.n).where(
+                    held_counts.c.quarantine == ALL_HELD)).scalar()
+                walk_from = qsearch.walk_above(query, int(held or 0))
             ids_stmt, _ = qsearch.compile_query(query, self.dialect,
-                                                total if query.with_total else None)
+                                                total if query.with_total else None,
+                                                walk_from=walk_from)
             ids = [int(i) for (i,) in conn.execute(ids_stmt)]
             rows = self._rows(conn, ids)
-        return rows, total
+        return qsearch.SearchResult(rows, total, exact)
 
     def search_ids(self, query: qsearch.SearchQuery) -> builtins.list[int]:
         """Every MID matching *query* (no paging): what a bulk action acts on."""

@@ -5,7 +5,8 @@
   `envelopeRecipientFilterBy/Value`, `subjectFilterBy/Value`, plus
   `reasonFilterBy/Value`, `attachmentNameFilterBy/Value`,
   `attachmentSizeMin/Max`, `originatingEsaIp`, `orderBy`, `orderDir`,
-  `offset`, `limit`); `meta.totalCount` and one entry per message.
+  `offset`, `limit`); `meta.totalCount` (counted up to 10,000 when filtered:
+  `meta.totalExact` false means more than that) and one entry per message.
 - `GET  /api/v2.0/quarantine/messages/details?mid=` — one message and its body.
 - `POST /api/v2.0/quarantine/messages` — `{"action": "release"|"delay"|"move"|
   "sendcopy", "quarantineName", "mids", ...}`.
@@ -222,8 +223,9 @@ def create_app(service: QuarantineService, tokens: tuple[ApiToken, ...], *,
     @router.get("/quarantine/messages", summary="Search quarantined messages")
     async def search(request: Request, who: Who) -> dict[str, Any]:
         query = query_from_params(request.query_params.multi_items())
-        rows, total = service.search(who, query)
-        return {"meta": {"totalCount": total}, "data": [_entry(m) for m in rows]}
+        rows, total, exact = service.search_counted(who, query)
+        return {"meta": {"totalCount": total, "totalExact": exact},
+                "data": [_entry(m) for m in rows]}
 
     @router.get("/quarantine/messages/details", summary="One message with its body")
     async def details(request: Request, mid: Annotated[int, Query(ge=1, le=MAX_MID)],

@@ -28,6 +28,8 @@ QUARANTINES = {
                                 "early_release": {}},
 }
 SEARCH = {"total": 0, "offset": 0, "messages": []}
+SEARCH_REPLY: dict[str, Any] = {"data": SEARCH}   # what quarantine.search answers (a test may
+                                                  # swap the data for its own)
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def appliance(short_dir: Path) -> Iterator[Appliance]:  # noqa: F811
     app = Appliance(short_dir / "admin.sock")
     app.command("quarantine.config", {"data": {"quarantines": QUARANTINES, "quota_bytes": 0}})
     app.command("quarantine.saved", {"text": "Saved search 'mine'."})
-    app.command("quarantine.search", {"data": SEARCH})
+    app.command("quarantine.search", SEARCH_REPLY)
     app.command("listeners", {"data": {"listeners": [], "not_shown": 1}})
     app.command("tophosts", {"data": {"status_as_of": 0, "hosts": [
         {"host": "a-very-long-recipient-host.example.com", "down": False, "active_rcpts": 12,
@@ -127,3 +129,17 @@ def test_a_command_no_role_has_is_still_unknown(appliance: Appliance,
                                                loads: list[str]) -> None:  # noqa: F811
     result = run("reload")
     assert (result.exit_code, result.stderr) == (2, "Unknown command: reload\n")
+
+
+def test_a_total_over_the_cap_says_more_than(appliance: Appliance,
+                                             loads: list[str]) -> None:  # noqa: F811
+    """A total the manager stopped counting at its cap reads "more than"; an exact one not."""
+    try:
+        SEARCH_REPLY["data"] = {**SEARCH, "total": 10000, "total_exact": False}
+        over = run("quarantine", "search")
+        assert over.exit_code == 0, over.output
+        assert "more than 10,000 messages found" in over.stdout
+        SEARCH_REPLY["data"] = {**SEARCH, "total": 3, "total_exact": True}
+        assert "3 messages found" in run("quarantine", "search").stdout
+    finally:
+        SEARCH_REPLY["data"] = SEARCH

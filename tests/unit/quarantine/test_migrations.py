@@ -17,7 +17,7 @@ from pvoq.quarantine.schema import make_engine, metadata
 from pvoq.quarantine.search import SearchQuery, TextFilter
 from pvoq.quarantine.store import RELEASED, QuarantineStore
 
-EXTRA = ("_trgm", "_nocase", "_lower", "_pattern")
+EXTRA = ("_trgm", "_nocase", "_lower", "_pattern", "_covering")
 
 
 def schema_differences(url: str) -> list[Any]:
@@ -28,7 +28,7 @@ def schema_differences(url: str) -> list[Any]:
             diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     finally:
         engine.dispose()
-    # Trigram (PostgreSQL) and NOCASE (SQLite) expression indexes are outside the metadata.
+    # Trigram and covering (PostgreSQL), NOCASE (SQLite) indexes are outside the metadata.
     return [d for d in diffs if not (d[0] == "remove_index" and d[1].name.endswith(EXTRA))
             and d[0] != "remove_table"]
 
@@ -63,7 +63,7 @@ class TestMigrations:
         """A new database gets the current schema and the head revision."""
         store = QuarantineStore(database_url, tmp_path / "bodies")
         try:
-            assert current(store.engine) == head() == "0005"
+            assert current(store.engine) == head() == "0006"
         finally:
             store.close()
         assert schema_differences(database_url) == []
@@ -74,17 +74,38 @@ class TestMigrations:
         foundation_database(database_url)
         assert schema_differences(database_url) != []
         store = make_store()
-        assert current(store.engine) == "0005"
+        assert current(store.engine) == "0006"
         assert schema_differences(database_url) == []
         rows, total = store.search(SearchQuery(recipient=TextFilter("is", "bob@example.com")))
         assert total == 1 and rows[0]["subject"] == "Old one"
         assert rows[0]["quarantines"][0]["received_at"] == 1000.0
         assert store.act(1, RELEASED).settled == RELEASED
 
+    def test_0006_adds_the_covering_index_on_postgresql(self, database_url: str) -> None:
+        """A database at 0005 gets the MID/received index on PostgreSQL, nothing on SQLite."""
+        engine = make_engine(database_url)
+        try:
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0005")
+            assert migrate(engine) == "0006"
+            with engine.connect() as conn:
+                if engine.dialect.name == "postgresql":
+                    found = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE "
+                                              "indexname = 'ix_messages_id_covering'")).all()
+                    assert [d for (d,) in found] == [
+                        "CREATE INDEX ix_messages_id_covering ON public.messages "
+                        "USING btree (id) INCLUDE (received_at)"]
+                else:
+                    names = conn.execute(text("SELECT name FROM sqlite_master "
+                                              "WHERE type = 'index'")).scalars().all()
+                    assert "ix_messages_id_covering" not in names
+        finally:
+            engine.dispose()
+
     def test_upgrade_is_idempotent(self, database_url: str) -> None:
         """Running the migration again changes nothing."""
         engine = make_engine(database_url)
         try:
-            assert migrate(engine) == migrate(engine) == "0005"
+            assert migrate(engine) == migrate(engine) == "0006"
         finally:
             engine.dispose()

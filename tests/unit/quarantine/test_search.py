@@ -5,19 +5,30 @@ from __future__ import annotations
 import pytest
 from qhelpers import put
 
+from pvoq.quarantine import search as qsearch
 from pvoq.quarantine.search import (
+    TOTAL_CAP,
     SearchError,
     SearchQuery,
     TextFilter,
     compile_query,
+    describe_total,
     like_pattern,
 )
 from pvoq.quarantine.store import DELETED, RELEASED, QuarantineStore
 
 
 def mids(store: QuarantineStore, **kwargs: object) -> list[int]:
-    rows, _ = store.search(SearchQuery(**kwargs))  # type: ignore[arg-type]
-    return [r["id"] for r in rows]
+    """The page's MIDs; the exact count and the bounded one (each cap) find the same."""
+    query = SearchQuery(**kwargs)  # type: ignore[arg-type]
+    rows, total = store.search(query)
+    found = [r["id"] for r in rows]
+    for cap in (0, 1, 10_000):
+        page, counted, exact = store.search_counted(query, cap)
+        assert [r["id"] for r in page] == found, (cap, query)
+        assert (counted, exact) == ((total, True) if total <= cap or cap == 10_000
+                                    or qsearch.counter_for(query) else (cap, False))
+    return found
 
 
 @pytest.fixture
@@ -165,6 +176,61 @@ class TestSortAndPage:
         assert row["id"] == 2 and row["origin_host"] == "gw1.example.com"
         assert row["quarantines"][0]["reason"] == "a/v verdict:VIRAL Eicar-Test-Signature"
         assert row["recipients"] == [{"rid": 0, "address": "bob@example.com"}]
+
+
+class TestBoundedTotals:
+    def test_count_stops_at_the_cap(self, filled: QuarantineStore) -> None:
+        """Above the cap a filtered total is the cap, inexact; the page is whole."""
+        query = SearchQuery(subject=TextFilter("contains", "report"))
+        rows, total, exact = filled.search_counted(query, cap=2)
+        assert (total, exact) == (2, False) and [r["id"] for r in rows] == [6, 4, 1]
+        assert filled.search_counted(query, cap=3)[1:] == (3, True)
+        assert filled.search_counted(query)[1:] == (3, True)   # the default cap, 10,000
+        assert filled.search(query)[1] == 3                    # search() counts exactly
+
+    def test_counter_totals_stay_exact(self, filled: QuarantineStore) -> None:
+        """Everything and one quarantine are counted by the counters: never capped."""
+        assert filled.search_counted(SearchQuery(), cap=2)[1:] == (6, True)
+        assert filled.search_counted(SearchQuery(quarantines=("Policy",)), cap=1)[1:] == (3, True)
+        two = SearchQuery(quarantines=("Policy", "HR"))
+        assert filled.search_counted(two, cap=1)[1:] == (1, False)
+
+    def test_sets_and_rows_both_capped(self, filled: QuarantineStore) -> None:
+        """A count over intersected sets and one over message rows both stop at the cap."""
+        sets = SearchQuery(quarantines=("Policy", "Virus"), attachment_min_size=100)
+        rows = SearchQuery(sender=TextFilter("ends_with", ".org"))
+        assert filled.search_counted(sets, cap=1)[1:] == (1, False)
+        assert filled.search_counted(rows, cap=1)[1:] == (1, False)
+        assert filled.search_counted(rows, cap=None)[1:] == (3, True)
+
+    def test_described(self) -> None:
+        """The console's words for a total."""
+        assert describe_total(1234, True) == "1,234"
+        assert describe_total(TOTAL_CAP, False) == "more than 10,000"
+
+
+class TestPagePlans:
+    def test_walk_threshold_grows_with_the_held_messages(self) -> None:
+        """Sorting the matches beats walking the index below √((offset + limit) × held)."""
+        page = SearchQuery(limit=20)
+        assert qsearch.walk_above(page, 1_000_000) == 4472
+        assert qsearch.walk_above(page, 10_000_000) == 14142
+        assert qsearch.walk_above(page, 1000) == qsearch.WALK_INDEX_ABOVE
+        assert qsearch.walk_above(SearchQuery(limit=20, offset=980), 1_000_000) == 31622
+
+    def test_postgresql_walks_only_above_the_threshold(self) -> None:
+        """Matches under the threshold are sorted; over it the held index is walked."""
+        q = SearchQuery(recipient=TextFilter("is", "bob@example.com"), limit=20)
+        sort, _ = compile_query(q, "postgresql", total=5000, walk_from=14142)
+        walk, _ = compile_query(q, "postgresql", total=5000, walk_from=4472)
+        assert "messages.state" not in str(sort) and "messages.state" in str(walk)
+
+    def test_a_reason_walk_filters_by_any_of_the_reasons(self) -> None:
+        """One quarantine's reason search walks with the reason ids as a filter."""
+        q = SearchQuery(quarantines=("Virus",), reason=TextFilter("contains", "eicar"))
+        walk, _ = compile_query(q, "postgresql", total=50_000)
+        sort, _ = compile_query(q, "postgresql", total=50)
+        assert "ANY (array(" in str(walk) and "ANY" not in str(sort)
 
 
 class TestQueryValues:

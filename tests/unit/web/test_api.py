@@ -41,6 +41,7 @@ class Api:
         self.base = base
         self.store = store
         self.settler = settler
+        self.service: QuarantineService | None = None
 
     def client(self, token: str | None = "t-admin") -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -59,7 +60,9 @@ def api(tmp_path: Path) -> Iterator[Api]:
                               args=(server.server.serve(sockets=[server.socket]),))
     thread.start()
     try:
-        yield Api(f"http://127.0.0.1:{server.port}", store, settler)
+        running = Api(f"http://127.0.0.1:{server.port}", store, settler)
+        running.service = service
+        yield running
     finally:
         server.server.should_exit = True
         thread.join(timeout=30)
@@ -94,6 +97,18 @@ class TestAuthentication:
 
 
 class TestSearch:
+    def test_a_total_over_the_cap_says_more_than(self, api: Api) -> None:
+        """Over the count's cap totalCount is the cap, totalExact false; counters stay exact."""
+        fill(api.store)
+        assert api.service is not None
+        api.service.total_cap = 1
+        with api.client() as c:
+            over = c.get(API, params={"envelopeSenderFilterBy": "contains",
+                                      "envelopeSenderFilterValue": "example"}).json()
+            assert over["meta"] == {"totalCount": 1, "totalExact": False}
+            assert sorted(d["mid"] for d in over["data"]) == [1, 2, 3]
+            assert c.get(API).json()["meta"] == {"totalCount": 3, "totalExact": True}
+
     def test_search_with_filters_and_total(self, api: Api) -> None:
         """AsyncOS parameter names filter, and meta.totalCount counts every match."""
         fill(api.store)
@@ -110,6 +125,7 @@ class TestSearch:
             page = c.get(API, params={"limit": 2, "offset": 0, "orderBy": "received",
                                       "orderDir": "asc"}).json()
             assert page["meta"]["totalCount"] == 3 and [d["mid"] for d in page["data"]] == [1, 2]
+            assert page["meta"]["totalExact"] is True
             why = c.get(API, params={"reasonFilterBy": "contains",
                                      "reasonFilterValue": "eicar"}).json()
             assert [d["mid"] for d in why["data"]] == [2]

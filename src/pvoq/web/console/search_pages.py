@@ -27,7 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from pvoq.errors import Invalid, NotFound
 from pvoq.quarantine import roles
-from pvoq.quarantine.search import SearchError
+from pvoq.quarantine.search import SearchError, describe_total
 from pvoq.quarantine.service import copy_address_fault
 from pvoq.quarantine.settings import delay_seconds
 from pvoq.web.console import message_pages
@@ -112,14 +112,14 @@ async def search_page(request: Request, user: User_) -> Response:
     except SearchError as exc:
         return _render_search(request, user, saved, {k: str(v) for k, v in items},
                               error=str(exc), status_code=400)
-    rows, total = service.search(caller, parsed.query)
+    rows, total, exact = service.search_counted(caller, parsed.query)
     return _render_search(request, user, saved, parsed.given, parsed=parsed,
-                          rows=[row(m) for m in rows], total=total)
+                          rows=[row(m) for m in rows], total=total, exact=exact)
 
 
 def _render_search(request: Request, user: User, saved: dict[str, Any], given: dict[str, str],
                    *, parsed: SearchParams | None = None, rows: list[Any] | None = None,
-                   total: int | None = None, error: str | None = None,
+                   total: int | None = None, exact: bool = True, error: str | None = None,
                    status_code: int = 200) -> HTMLResponse:
     service = service_of(request)
     q = parsed.query if parsed is not None else None
@@ -128,7 +128,8 @@ def _render_search(request: Request, user: User, saved: dict[str, Any], given: d
         if q.offset > 0:
             pages["previous"] = _page_link(given, offset=max(0, q.offset - q.limit))
             pages["first"] = _page_link(given, offset=0)
-        if q.offset + q.limit < total and q.offset + q.limit <= MAX_OFFSET:
+        more = q.offset + q.limit < total or (not exact and len(rows or []) == q.limit)
+        if more and q.offset + q.limit <= MAX_OFFSET:
             pages["next"] = _page_link(given, offset=q.offset + q.limit)
     sort_links = {}
     for key in SORTS:
@@ -138,6 +139,8 @@ def _render_search(request: Request, user: User, saved: dict[str, Any], given: d
     chosen = set((given.get("quarantines") or "").split(","))
     return render(request, "manager/search.html", status_code=status_code, user=user,
                   given=given, query=q, rows=rows or [], total=total, error=error,
+                  total_text=describe_total(total, exact) if total is not None else "",
+                  exact=exact,
                   saved=sorted(saved), pages=pages, sort_links=sort_links,
                   quarantines=quarantine_names(service, user.caller), chosen=chosen,
                   operators=OPERATORS, sorts=SORTS, limits=(20, 50, 100, MAX_LIMIT),

@@ -115,6 +115,23 @@ class TestSearch:
                                                      "orderDir": "asc"})
         assert mids(r.text) == [4, 2, 1, 3]
 
+    SENDER_HAS_E = {"limit": 20, "envelopeSenderFilterBy": "contains",
+                    "envelopeSenderFilterValue": "e"}
+
+    def test_a_total_over_the_cap_says_more_than(self, client: TestClient) -> None:
+        """Over the count's cap the page says "more than"; the next page is still offered."""
+        log_in(client)
+        client.app.state.ctx.service.total_cap = 2  # type: ignore[attr-defined]
+        r = client.get("/quarantine/search", params=self.SENDER_HAS_E)
+        assert 'id="total">more than 2 messages<' in r.text and mids(r.text) == [4, 3, 2, 1]
+        assert "Act on all more than 2 results" in r.text
+        assert 'id="total">4 messages<' in client.get("/quarantine/search").text
+        for mid in range(10, 30):
+            put(client.app.state.ctx.service.store, mid, "Policy",  # type: ignore[attr-defined]
+                sender="e@example.com")
+        r = client.get("/quarantine/search", params=self.SENDER_HAS_E)
+        assert 'id="next-page"' in r.text
+
     def test_paging_links(self, client: TestClient) -> None:
         log_in(client)
         page = client.get("/quarantine/search", params={"limit": 20})

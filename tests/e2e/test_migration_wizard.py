@@ -218,7 +218,9 @@ def test_cancel_from_the_cli_stops_the_gateway_and_a_new_plan_moves_the_rest(
         tmp_path: Path) -> None:
     dep = _deployment(tmp_path)
     try:
-        held = _held_and_centralized(dep, 300)
+        # Enough that the push is still under way when the cancel (a new CLI process)
+        # reaches the gateway, even on a loaded machine: 300 could all be moved first.
+        held = _held_and_centralized(dep, 1000)   # the local listing gives 1,000 at most
         refused = subprocess.run(
             [sys.executable, "-m", "pvoq", "cli", "-c", str(dep.manager_config), "pvo",
              "migrate", "--cancel"], capture_output=True, text=True, timeout=60)

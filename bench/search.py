@@ -33,7 +33,6 @@ import random
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import DAY, RELEASE, QuarantineSettings, merge_settings
 from pvoq.quarantine.store import QuarantineStore
 from pvoq.spool.store import QUEUED, Entry, Recipient, Spool
-from pvoq.testing.pgserver import PostgresServer, PostgresUnavailable
+from pvoq.testing.pgserver import PostgresServer
 
 NOW = 1_800_000_000.0
 SETTINGS = merge_settings([QuarantineSettings("HR", 14 * DAY, RELEASE, False),
@@ -277,56 +276,12 @@ BENCH_PG_SETTINGS = {
 
 
 class BenchPostgres(PostgresServer):
-    """The bench's server: in a directory that can be kept (`keep`) and started again."""
+    """The bench's server: sized for the data, in a directory that can be kept (`keep`)
+    and started again."""
 
     def __init__(self, root: Path | None = None, *, keep: bool = False) -> None:
-        super().__init__(fsync=True)
-        if root is not None:
-            shutil.rmtree(self.root, ignore_errors=True)
-            self.root = root.resolve()
-            self.root.mkdir(parents=True, exist_ok=True)
-            self.datadir = self.root / "data"
-        self.keep = keep
-
-    def start(self) -> BenchPostgres:
-        if self.user:
-            import pwd
-
-            pw = pwd.getpwnam(self.user)
-            os.chown(self.root, pw.pw_uid, pw.pw_gid)
-        os.chmod(self.root, 0o700)
-        try:
-            if not (self.datadir / "PG_VERSION").exists():
-                subprocess.run(self._cmd(str(self.bindir / "initdb"), "-D", str(self.datadir),
-                                         "-A", "trust", "-U", "pvoq", "-E", "UTF8",
-                                         "--locale=C.UTF-8" if self._has_c_utf8()
-                                         else "--locale=C"),
-                               check=True, capture_output=True, timeout=120)
-            opts = (f"-c port={self.port} -c listen_addresses=127.0.0.1 "
-                    f"-c unix_socket_directories={self.root} -c max_connections=20 "
-                    "-c fsync=on -c synchronous_commit=on -c full_page_writes=off "
-                    + " ".join(f"-c {k}={v}" for k, v in BENCH_PG_SETTINGS.items()))
-            subprocess.run(self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir),
-                                     "-o", opts, "-l", str(self.root / "server.log"),
-                                     "-w", "-t", "600", "start"),
-                           check=True, capture_output=True, timeout=700)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            log = self.root / "server.log"
-            detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            self.stop()
-            raise PostgresUnavailable(f"PostgreSQL did not start: {exc} {detail}") from exc
-        self._started = True
-        return self
-
-    def stop(self) -> None:
-        if not self.keep:
-            super().stop()
-            return
-        if self._started:
-            subprocess.run(self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir),
-                                     "-m", "fast", "-w", "-t", "600", "stop"),
-                           capture_output=True, timeout=700)
-            self._started = False
+        super().__init__(fsync=True, root=root, keep=keep, settings=BENCH_PG_SETTINGS,
+                         max_connections=20, start_timeout_s=600)
 
 
 def searches(rnd: random.Random) -> list[tuple[str, Callable[[], SearchQuery]]]:

@@ -7,7 +7,9 @@ user (or `nobody`) through `runuser`. Missing binaries are an error
 (`PostgresUnavailable`), never a reason to skip.
 
 This module never touches a system cluster or any state outside its
-temporary directory.
+temporary directory, or the directory it is given (*root*, which a benchmark
+keeps: `keep=True` stops the server there without removing its data, and a
+later server on the same *root* starts on it without `initdb`).
 """
 
 from __future__ import annotations
@@ -59,13 +61,23 @@ def _run_as() -> str | None:
 class PostgresServer:
     """One private PostgreSQL server; `url(db)` gives a SQLAlchemy URL to a database."""
 
-    def __init__(self, *, fsync: bool = False) -> None:
+    def __init__(self, *, fsync: bool = False, root: Path | None = None, keep: bool = False,
+                 settings: dict[str, str] | None = None, max_connections: int = 100,
+                 start_timeout_s: int = 60) -> None:
         self.bindir = find_bindir()
         self.user = _run_as()
-        self.root = Path(tempfile.mkdtemp(prefix="pvoq-pg-"))
+        if root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="pvoq-pg-"))
+        else:
+            self.root = root.resolve()
+            self.root.mkdir(parents=True, exist_ok=True)
         self.datadir = self.root / "data"
         self.port = free_port()
         self.fsync = fsync
+        self.keep = keep
+        self.settings = settings if settings is not None else {"shared_buffers": "256MB"}
+        self.max_connections = max_connections
+        self.start_timeout_s = start_timeout_s
         self._started = False
 
     def _cmd(self, *argv: str) -> list[str]:
@@ -78,19 +90,23 @@ class PostgresServer:
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         os.chmod(self.root, 0o700)
         try:
-            subprocess.run(self._cmd(str(self.bindir / "initdb"), "-D", str(self.datadir),
-                                     "-A", "trust", "-U", "pvoq", "-E", "UTF8",
-                                     "--locale=C.UTF-8" if self._has_c_utf8() else "--locale=C"),
-                           check=True, capture_output=True, timeout=120)
+            if not (self.datadir / "PG_VERSION").exists():   # a kept cluster is reused
+                subprocess.run(self._cmd(str(self.bindir / "initdb"), "-D", str(self.datadir),
+                                         "-A", "trust", "-U", "pvoq", "-E", "UTF8",
+                                         "--locale=C.UTF-8" if self._has_c_utf8()
+                                         else "--locale=C"),
+                               check=True, capture_output=True, timeout=120)
             opts = (f"-c port={self.port} -c listen_addresses=127.0.0.1 "
-                    f"-c unix_socket_directories={self.root} -c max_connections=100 "
+                    f"-c unix_socket_directories={self.root} "
+                    f"-c max_connections={self.max_connections} "
                     f"-c fsync={'on' if self.fsync else 'off'} "
                     f"-c synchronous_commit={'on' if self.fsync else 'off'} "
-                    "-c full_page_writes=off -c shared_buffers=256MB")
+                    "-c full_page_writes=off "
+                    + " ".join(f"-c {k}={v}" for k, v in self.settings.items()))
             subprocess.run(self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir),
                                      "-o", opts, "-l", str(self.root / "server.log"),
-                                     "-w", "-t", "60", "start"),
-                           check=True, capture_output=True, timeout=90)
+                                     "-w", "-t", str(self.start_timeout_s), "start"),
+                           check=True, capture_output=True, timeout=self.start_timeout_s + 30)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             log = self.root / "server.log"
             detail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
@@ -125,9 +141,13 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
+        """Stop the server and remove its directory; with `keep`, stop it cleanly (a
+        fast shutdown, so that the next start needs no recovery) and leave the data."""
         if self._started:
+            mode, timeout = ("fast", self.start_timeout_s) if self.keep else ("immediate", 60)
             subprocess.run(self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir),
-                                     "-m", "immediate", "-w", "stop"),
-                           capture_output=True, timeout=60)
+                                     "-m", mode, "-w", "-t", str(timeout), "stop"),
+                           capture_output=True, timeout=timeout + 30)
             self._started = False
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)

@@ -25,19 +25,11 @@ from typing import Any
 
 import uvloop
 
-from pvoq.config.hat import make_rat, parse_hat
-from pvoq.config.model import DEFAULT_CIPHERS, CpqCertificate, Listener
-from pvoq.cpq.ca import CA_CERT_FILE, create_ca, issue_certificate
-from pvoq.cpq.client import CpqConnection
 from pvoq.cpq.metadata import KIND_QUARANTINE, VERSION, encode_chunks
 from pvoq.cpq.server import CpqHandler, CpqSMTP
-from pvoq.cpq.tls import client_context, server_context
-from pvoq.maillog import IdAllocator, MailLog
-from pvoq.smtp.client import TlsPolicy
-from pvoq.smtp.server import ServerContext, start_listener
+from pvoq.smtp.server import ServerContext
+from pvoq.testing.cpqlink import GATEWAY, cpq_link, issue_pair
 
-GATEWAY, MANAGER = "gw1.example.com", "mgr.example.com"
-RELAY_LOCALHOST = "$RELAYED\n  RELAY {}\nRELAYLIST:\n  127.0.0.1\n    $RELAYED (the gateway)\n"
 WARM_UP = 100
 
 
@@ -62,50 +54,28 @@ def metadata(n: int, size: int) -> dict[str, Any]:
 
 async def measure(tmp: Path, transfers: int, size: int) -> float:
     """CPU seconds of *transfers* transfers (after the warm-up)."""
-    create_ca(tmp / "pki" / "ca")
-    certs = {}
-    for hostname, role in ((GATEWAY, "gateway"), (MANAGER, "manager")):
-        issued = issue_certificate(tmp / "pki" / "ca", tmp / "pki" / role, hostname=hostname,
-                                   role=role, addresses=["127.0.0.1"])
-        certs[role] = CpqCertificate(tmp / "pki" / "ca" / CA_CERT_FILE, issued.certificate,
-                                     issued.private_key)
-    context = ServerContext(MailLog(tmp / "server-logs", appliance="m", serial="M"),
-                            IdAllocator(tmp / "server-ids.json"), MANAGER)
-    handler = Taker(context)
-    listener = Listener(name="cpq_listener", protocol="CPQ", interface_name="Management",
-                        port=0, listen_queue_size=50, type="private",
-                        hat=parse_hat(RELAY_LOCALHOST), rat=make_rat([("ALL", "ACCEPT", 0)]))
-    tls = server_context(certs["manager"], ciphers=DEFAULT_CIPHERS)
-    server = await start_listener(listener, "127.0.0.1", lambda: CpqSMTP(
-        handler, listener=listener, interface_ip="127.0.0.1", context=context,
-        tls_context=tls))
-    log = MailLog(tmp / "client-logs", appliance="gw", serial="GW1")
-    conn = CpqConnection(expect_role="manager", expect_name=MANAGER, maillog=log,
-                         ids=IdAllocator(tmp / "client-ids.json"), local_hostname=GATEWAY,
-                         label="the.cpq.host", timeout_s=20,
-                         tls=TlsPolicy(client_context(certs["gateway"], ciphers=DEFAULT_CIPHERS),
-                                       required=True))
+    certs = issue_pair(tmp / "pki")
     body = b"Subject: confidential report\r\n\r\n" + b"La de da de da 1.\r\n" * (size // 19)
     extras = [[f"XCPQ META {c}" for c in encode_chunks(metadata(n, len(body)))]
               for n in range(WARM_UP + transfers)]
-    try:
-        await conn.open("127.0.0.1", server.sockets[0].getsockname()[1])
+
+    def session(context: ServerContext, listener: Any, tls: Any) -> CpqSMTP:
+        return CpqSMTP(Taker(context), listener=listener, interface_ip="127.0.0.1",
+                       context=context, tls_context=tls)
+
+    async with cpq_link(tmp, session, server_certs=certs["manager"],
+                        client_certs=certs["gateway"]) as link:
+        await link.open()
         started = 0.0
         for n in range(WARM_UP + transfers):
             if n == WARM_UP:
                 started = time.process_time()
-            replies = await conn.send(mid=n, sender="alice@example.org",
-                                      recipients=[(0, "b@example.com")], body=body,
-                                      extra=extras[n])
+            replies = await link.conn.send(mid=n, sender="alice@example.org",
+                                           recipients=[(0, "b@example.com")], body=body,
+                                           extra=extras[n])
             if replies[0].code != 250:
                 raise SystemExit(f"transfer {n} refused: {replies[0]}")
         return time.process_time() - started
-    finally:
-        await conn.close()
-        server.close()
-        await server.wait_closed()
-        log.close()
-        context.maillog.close()
 
 
 def main() -> None:

@@ -11,24 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
-from cpqhelpers import GATEWAY, MANAGER, RELAY_LOCALHOST, issue_pair
 
-from pvoq.config.hat import make_rat, parse_hat
-from pvoq.config.model import DEFAULT_CIPHERS, CpqCertificate, Listener
+from pvoq.config.model import CpqCertificate
 from pvoq.cpq.client import CpqConnection
 from pvoq.cpq.metadata import KIND_QUARANTINE, VERSION, encode_chunks
 from pvoq.cpq.server import CpqHandler, CpqSMTP
-from pvoq.cpq.tls import client_context, server_context
 from pvoq.cpq.transfer import Transfer
-from pvoq.maillog import IdAllocator, MailLog
-from pvoq.smtp.client import DeliveryError, TlsPolicy
-from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession, ServerContext, start_listener
+from pvoq.maillog import MailLog
+from pvoq.smtp.client import DeliveryError
+from pvoq.smtp.server import MessageInfo, PvoqEnvelope, PvoqSession, ServerContext
+from pvoq.testing.cpqlink import GATEWAY, LOOPS, cpq_link, issue_pair
 
 BIG = b"Subject: big\r\n\r\n" + b"".join(b".%07d a line of the body\r\n" % n
                                        for n in range(60_000))
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 class Keep(CpqHandler):
@@ -59,33 +54,21 @@ def run(tmp_path: Path, loop: str, scenario: Scenario, *, client_certs: str = "s
     certs = issue_pair(tmp_path / "pki")
     mine: dict[str, CpqCertificate] = certs if client_certs == "same" \
         else issue_pair(tmp_path / "other-pki")
+    kept: list[Keep] = []   # one handler for every session, on the listener's context
+
+    def handler(context: ServerContext) -> Keep:
+        if not kept:
+            kept.append(Keep(context))
+        return kept[0]
+
+    def session(context: ServerContext, listener: Any, tls: Any) -> CpqSMTP:
+        return CpqSMTP(handler(context), listener=listener, interface_ip="127.0.0.1",
+                       context=context, tls_context=tls)
 
     async def main() -> None:
-        context = ServerContext(MailLog(tmp_path / "server-logs", appliance="m", serial="M"),
-                                IdAllocator(tmp_path / "server-ids.json"), MANAGER)
-        handler = Keep(context)
-        listener = Listener(name="cpq_listener", protocol="CPQ", interface_name="Management",
-                            port=0, listen_queue_size=50, type="private",
-                            hat=parse_hat(RELAY_LOCALHOST), rat=make_rat([("ALL", "ACCEPT", 0)]))
-        tls = server_context(certs["manager"], ciphers=DEFAULT_CIPHERS)
-        server = await start_listener(listener, "127.0.0.1", lambda: CpqSMTP(
-            handler, listener=listener, interface_ip="127.0.0.1", context=context,
-            tls_context=tls))
-        port = server.sockets[0].getsockname()[1]
-        log = MailLog(tmp_path / "gw-logs", appliance="gw", serial="GW1")
-        conn = CpqConnection(expect_role="manager", expect_name=MANAGER, maillog=log,
-                             ids=IdAllocator(tmp_path / "gw-ids.json"), local_hostname=GATEWAY,
-                             label="the.cpq.host", timeout_s=20,
-                             tls=TlsPolicy(client_context(mine["gateway"],
-                                                          ciphers=DEFAULT_CIPHERS), required=True))
-        try:
-            await scenario(conn, port, handler, log)
-        finally:
-            await conn.close()
-            server.close()
-            await server.wait_closed()
-            log.close()
-            context.maillog.flush()
+        async with cpq_link(tmp_path, session, server_certs=certs["manager"],
+                            client_certs=mine["gateway"]) as link:
+            await scenario(link.conn, link.port, handler(link.context), link.log)
 
     with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
         runner.run(asyncio.wait_for(main(), 60))

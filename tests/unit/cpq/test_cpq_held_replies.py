@@ -5,26 +5,16 @@ command is already read in (`smtp.limits`). Real sockets on 127.0.0.1, mutual TL
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
-from cpqhelpers import GATEWAY, MANAGER, RELAY_LOCALHOST, issue_pair
 
-from pvoq.config.hat import make_rat, parse_hat
-from pvoq.config.model import DEFAULT_CIPHERS, Listener
-from pvoq.cpq.client import CpqConnection
 from pvoq.cpq.metadata import KIND_QUARANTINE, VERSION, encode_chunks
 from pvoq.cpq.server import CpqHandler, CpqSMTP
-from pvoq.cpq.tls import client_context, server_context
-from pvoq.maillog import IdAllocator, MailLog
-from pvoq.smtp.client import TlsPolicy
-from pvoq.smtp.server import ServerContext, start_listener
+from pvoq.smtp.server import ServerContext
+from pvoq.testing.cpqlink import GATEWAY, LOOPS, cpq_link, issue_pair
 
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 BODY = b"Subject: held\r\n\r\nhi\r\n"
 
 
@@ -70,39 +60,20 @@ def test_a_transfer_group_is_answered_in_one_write(tmp_path: Path, loop: str) ->
     chunks = encode_chunks(metadata(len(BODY)))
     assert len(chunks) > 1
 
+    def session(context: ServerContext, listener: Any, tls: Any) -> Recorded:
+        smtp = Recorded(Taker(context), listener=listener, interface_ip="127.0.0.1",
+                        context=context, tls_context=tls)
+        smtp.writes = writes
+        return smtp
+
     async def main() -> dict[int, Any]:
-        context = ServerContext(MailLog(tmp_path / "server-logs", appliance="m", serial="M"),
-                                IdAllocator(tmp_path / "server-ids.json"), MANAGER)
-        listener = Listener(name="cpq_listener", protocol="CPQ", interface_name="Management",
-                            port=0, listen_queue_size=50, type="private",
-                            hat=parse_hat(RELAY_LOCALHOST), rat=make_rat([("ALL", "ACCEPT", 0)]))
-        tls = server_context(certs["manager"], ciphers=DEFAULT_CIPHERS)
-
-        def session() -> Recorded:
-            smtp = Recorded(Taker(context), listener=listener, interface_ip="127.0.0.1",
-                            context=context, tls_context=tls)
-            smtp.writes = writes
-            return smtp
-
-        server = await start_listener(listener, "127.0.0.1", session)
-        log = MailLog(tmp_path / "gw-logs", appliance="gw", serial="GW1")
-        conn = CpqConnection(expect_role="manager", expect_name=MANAGER, maillog=log,
-                             ids=IdAllocator(tmp_path / "gw-ids.json"), local_hostname=GATEWAY,
-                             label="the.cpq.host", timeout_s=20,
-                             tls=TlsPolicy(client_context(certs["gateway"],
-                                                          ciphers=DEFAULT_CIPHERS), required=True))
-        try:
-            await conn.open("127.0.0.1", server.sockets[0].getsockname()[1])
+        async with cpq_link(tmp_path, session, server_certs=certs["manager"],
+                            client_certs=certs["gateway"]) as link:
+            await link.open()
             writes.clear()
-            return await conn.send(mid=1, sender="alice@example.org",
-                                   recipients=[(0, "b@example.com")], body=BODY,
-                                   extra=[f"XCPQ META {c}" for c in chunks])
-        finally:
-            await conn.close()
-            server.close()
-            await server.wait_closed()
-            log.close()
-            context.maillog.close()
+            return await link.conn.send(mid=1, sender="alice@example.org",
+                                        recipients=[(0, "b@example.com")], body=BODY,
+                                        extra=[f"XCPQ META {c}" for c in chunks])
 
     with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
         results = runner.run(asyncio.wait_for(main(), 60))

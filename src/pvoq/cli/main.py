@@ -135,10 +135,20 @@ def init(directory: Path, role: str, hostname: str, serial: str | None, ca_dir: 
                    f"{path} user add NAME --role admin)")
 
 
+# How long a thread may hold the GIL while another waits for it (CPython's default is 5
+# ms). An appliance's event loop shares the interpreter with its writer and worker
+# threads: when one of those runs Python code, a loop woken by a socket would wait up to
+# the whole interval before it answers; a tenth of it keeps replies prompt (measured in
+# docs/benchmarks.md, "CPQ throughput").
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
 def _run_loop(coro: Coroutine[Any, Any, None]) -> None:
     """Run an appliance's event loop: uvloop's when it is installed, unless
-    PVOQ_EVENT_LOOP=asyncio asks for the standard library's."""
+    PVOQ_EVENT_LOOP=asyncio asks for the standard library's; threads hand the GIL
+    over every `GIL_SWITCH_INTERVAL_S`."""
     import os
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     if os.environ.get("PVOQ_EVENT_LOOP", "") != "asyncio":
         try:
             import uvloop
@@ -150,16 +160,7 @@ def _run_loop(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
 
 
-# How long a thread may hold the GIL while another waits for it (CPython's default is 5
-# ms). An appliance's event loop shares the interpreter with its writer and worker
-# threads: when one of those runs Python code, a loop woken by a socket would wait up to
-# the whole interval before it answers; a tenth of it keeps replies prompt (measured in
-# docs/benchmarks.md, "CPQ throughput").
-GIL_SWITCH_INTERVAL_S = 0.0005
-
-
 def _run_role(config_path: str, role: str, verbose: bool) -> None:
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     cfg = load_or_exit(config_path)
     if cfg.role != role:
         click.echo(f"pvoq: {config_path}: system.role: this is a {cfg.role} configuration, "

@@ -1,13 +1,24 @@
 """Which event loop an appliance runs on: uvloop's by default, the standard
-library's when PVOQ_EVENT_LOOP=asyncio asks for it."""
+library's when PVOQ_EVENT_LOOP=asyncio asks for it; and how often its threads
+hand the GIL over."""
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Iterator
 
 import pytest
 import uvloop
 
-from pvoq.cli.main import _run_loop
+from pvoq.cli.main import GIL_SWITCH_INTERVAL_S, _run_loop
+
+
+@pytest.fixture(autouse=True)
+def _switch_interval() -> Iterator[None]:
+    """`_run_loop` sets the interpreter's switch interval: put the test process's back."""
+    before = sys.getswitchinterval()
+    yield
+    sys.setswitchinterval(before)
 
 
 def _loop_seen() -> asyncio.AbstractEventLoop:
@@ -30,3 +41,17 @@ def test_standard_loop_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     loop = _loop_seen()
     assert not isinstance(loop, uvloop.Loop)
     assert isinstance(loop, asyncio.BaseEventLoop)
+
+
+def test_the_loop_runs_with_the_short_gil_switch_interval() -> None:
+    """The event loop's thread gets the GIL back within half a millisecond of asking
+    (CPython's default interval is ten times that)."""
+    seen: list[float] = []
+
+    async def probe() -> None:
+        seen.append(sys.getswitchinterval())
+
+    sys.setswitchinterval(0.005)
+    _run_loop(probe())
+    assert seen == [pytest.approx(GIL_SWITCH_INTERVAL_S)]
+    assert GIL_SWITCH_INTERVAL_S < 0.005

@@ -110,7 +110,7 @@ class QueueCommands(CommandSet):
         if host is None:
             raise CommandError(f"No record of host: {name}")
         s = host.stats
-        pending = [r for e in self.queues.entries.values() for r in e.pending_for(name)]
+        pending = [r for e in self.queues.queued_for(name) for r in e.pending_for(name)]
         return {"data": {
             "host": name, "status_as_of": time.time(), "down": s.down,
             "delivered_recipients": s.delivered, "soft_bounced": s.soft_bounced,

@@ -190,6 +190,11 @@ class DeliveryQueues:
         self.bundler = bundler or Bundler()
         self.counters = counters or Counters()
         self.entries: dict[int, Entry] = {}
+        # Per destination host, the entries added with recipients pending for it (MID →
+        # entry): a host's pass reads its own entries, not the whole queue, so a backlog
+        # for one destination costs the others nothing. An entry leaves when it is
+        # finished, or when a pass finds nothing pending there any more.
+        self._by_host: dict[str, dict[int, Entry]] = {}
         self.hosts: dict[str, _Host] = {}
         self._running = False
         self._open = asyncio.Event()  # cleared by suspenddel
@@ -211,7 +216,22 @@ class DeliveryQueues:
         """Take a routed, durable entry and wake the workers of its hosts."""
         self.entries[entry.mid] = entry
         for host in {r.host for r in entry.recipients if r.pending and r.host}:
+            self._by_host.setdefault(host, {})[entry.mid] = entry
             self._host(host).event.set()
+
+    def queued_for(self, host: str) -> list[Entry]:
+        """The queued entries with recipients pending for *host*, in the order added."""
+        index = self._by_host.get(host)
+        if not index:
+            return []
+        found = []
+        for mid, entry in list(index.items()):
+            if self.entries.get(mid) is entry and any(
+                    r.pending and r.host == host for r in entry.recipients):
+                found.append(entry)
+            else:
+                del index[mid]
+        return found
 
     def _host(self, name: str) -> _Host:
         host = self.hosts.get(name)
@@ -225,7 +245,7 @@ class DeliveryQueues:
         """Deliver now: clear the back-off of *host* (or of every host)."""
         for name, h in self.hosts.items():
             if host is None or name == host:
-                for entry in self.entries.values():
+                for entry in self.queued_for(name):
                     for r in entry.pending_for(name):
                         r.next_attempt = 0.0
                 h.event.set()
@@ -238,7 +258,7 @@ class DeliveryQueues:
         return destination.peer_status() if destination is not None else []
 
     def active_recipients(self, host: str) -> int:
-        return sum(len(e.pending_for(host)) for e in self.entries.values())
+        return sum(len(e.pending_for(host)) for e in self.queued_for(host))
 
     def matching(self, select: Selector) -> list[tuple[Entry, list[Recipient]]]:
         """Queued messages and their pending recipients chosen by *select*, oldest first."""
@@ -265,8 +285,8 @@ class DeliveryQueues:
         return touched
 
     def oldest(self, host: str | None = None) -> float | None:
-        times = [e.received for e in self.entries.values()
-                 if (e.pending_for(host) if host else any(r.pending for r in e.recipients))]
+        times = [e.received for e in self.queued_for(host)] if host else [
+            e.received for e in self.entries.values() if any(r.pending for r in e.recipients)]
         return min(times) if times else None
 
     def start(self) -> None:
@@ -290,9 +310,10 @@ class DeliveryQueues:
         now = self.clock()
         due: list[tuple[Entry, list[Recipient]]] = []
         earliest: float | None = None
-        for entry in sorted(self.entries.values(), key=lambda e: (e.received, e.mid)):
-            ready = [r for r in entry.pending_for(name) if r.next_attempt <= now]
-            waiting = [r.next_attempt for r in entry.pending_for(name) if r.next_attempt > now]
+        for entry in sorted(self.queued_for(name), key=lambda e: (e.received, e.mid)):
+            pending = entry.pending_for(name)
+            ready = [r for r in pending if r.next_attempt <= now]
+            waiting = [r.next_attempt for r in pending if r.next_attempt > now]
             if ready:
                 due.append((entry, ready))
             if waiting:
@@ -305,7 +326,7 @@ class DeliveryQueues:
         if lifetime is None or not self.destination_for(name).expires:
             return
         limit = self.clock() - lifetime
-        for entry in [e for e in self.entries.values() if e.received < limit]:
+        for entry in [e for e in self.queued_for(name) if e.received < limit]:
             rcpts = entry.pending_for(name)
             if not rcpts:
                 continue
@@ -528,6 +549,10 @@ class DeliveryQueues:
             # removal is durable delivers it again, as it would after a lost reply.
             self.spool.remove_soon(entry.mid, self._commit_failed)
             self.entries.pop(entry.mid, None)
+            for host in {r.host for r in entry.recipients if r.host}:
+                index = self._by_host.get(host)
+                if index is not None and index.get(entry.mid) is entry:
+                    del index[entry.mid]
             self.counters.inc("completed_recipients",
                               sum(1 for r in entry.recipients if r.status != DELETED))
             self.log.info(f"Message finished MID {entry.mid} {outcome}")

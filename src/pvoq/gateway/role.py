@@ -385,7 +385,7 @@ class Gateway(Appliance):
         return gateway_families(self.workqueue.depth)
 
     def status_gauges(self) -> dict[str, int]:
-        cpq = [e for e in self.queues.entries.values() if e.pending_for(THE_CPQ_HOST)]
+        cpq = self.queues.queued_for(THE_CPQ_HOST)
         gauges = {"messages_in_work_queue": self.workqueue.depth,
                   "messages_in_cpq_host": len(cpq),
                   "kilobytes_in_cpq_host": sum(e.size for e in cpq) // 1024}

@@ -559,3 +559,48 @@ class TestRobustness:
         assert asyncio.run(main()) == [1, 1]  # the failed pass, then the delivery
         assert 1 not in spool
         assert "application fault: RuntimeError: boom" in log_text(maillog)
+
+
+class TestPerHostIndex:
+    """A host's pass, its counts and its expiry read that host's entries only."""
+
+    def test_a_backlog_for_one_host_is_not_read_by_another(
+            self, queues: DeliveryQueues, destination: FakeDestination,
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        for mid in range(1, 301):
+            queue_entry(queues, mid, 0, host="down.example")
+        queue_entry(queues, 900, 0)
+        read: list[int] = []
+        real = Entry.pending_for
+
+        def counted(entry: Entry, host: str) -> list[Recipient]:
+            read.append(entry.mid)
+            return real(entry, host)
+
+        monkeypatch.setattr(Entry, "pending_for", counted)
+        due, _ = queues._due(HOST)
+        assert [(e.mid, [r.rid for r in rcpts]) for e, rcpts in due] == [(900, [0])]
+        assert set(read) == {900}
+        assert queues.active_recipients("down.example") == 300
+        assert queues.oldest(HOST) == START - 100 + 900
+
+    def test_a_finished_entry_leaves_every_host_it_was_queued_for(
+            self, queues: DeliveryQueues, destination: FakeDestination) -> None:
+        entry = Entry(mid=1, sender="alice@example.org", received=START, size=len(BODY),
+                      recipients=[Recipient(0, "a@example.com", host=HOST),
+                                  Recipient(1, "b@other.example", host="other.example")])
+        queues.spool.put(entry, BODY)
+        queues.add(entry)
+        deliver(queues, HOST)
+        assert queues.queued_for(HOST) == [] and queues.queued_for("other.example") == [entry]
+        deliver(queues, "other.example")
+        assert queues.queued_for("other.example") == []
+        assert queues._by_host == {HOST: {}, "other.example": {}}
+        assert queues.entries == {}
+
+    def test_the_order_is_oldest_first_whatever_the_order_added(
+            self, queues: DeliveryQueues, destination: FakeDestination) -> None:
+        for mid in (5, 2, 9, 1):
+            queue_entry(queues, mid, 0)
+        deliver(queues)
+        assert [s.mid for s in destination.sent] == [1, 2, 5, 9]

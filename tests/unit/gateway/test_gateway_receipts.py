@@ -120,7 +120,7 @@ class TestDurability:
             queues.on_final = receipts.final
             entry = released(23502, "bob@example.com", "reject@example.com")
             spool.put(entry, BODY)
-            queues.entries[entry.mid] = entry
+            queues.add(entry)
             await queues.deliver_host("example.com", [(entry, list(entry.recipients))])
             spool.flush()
             await asyncio.sleep(0.05)  # the durable-callback runs on the loop
@@ -161,7 +161,7 @@ class TestDurability:
             entry = released()
             entry.recipients[0].last_error = "451 4.3.0 try later"
             spool.put(entry, BODY)
-            queues.entries[entry.mid] = entry
+            queues.add(entry)
             queues.expire("example.com")
             spool.flush()
             for _ in range(100):

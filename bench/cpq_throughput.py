@@ -18,10 +18,12 @@ Both run in the same invocation on the same machine, in alternating rounds
 (the reference, then the manager; five rounds by default) because this
 shared machine's speed drifts within a minute and the reference alone has
 run anywhere from 650 to 1,330 msgs/s on a quiet machine; the ratio of each
-round is the manager's rate over the reference's of the same round. Also printed for the manager's phase: its CPU a transfer (utime +
-stime of its event-loop thread and of its other threads, from /proc, over
-the phase), which says more than a rate when other work shares the cores,
-and the client's latency percentiles (a transfer's send to its reply). Bounded: N messages, a deadline per phase. Loopback only.
+round is the manager's rate over the reference's of the same round. Also
+printed: the manager's CPU a transfer over its rounds (utime + stime of its
+event-loop thread and of its other threads, from /proc), which says more
+than a rate when other work shares the cores, the reference sink's CPU a
+transfer, and the client's latency percentiles (a transfer's send to its
+reply). Bounded: N messages a round, a deadline per phase. Loopback only.
 
 Last line, medians over the rounds:
 `RESULT cpq_throughput <msgs/s> msgs/s ratio=<pvoq ÷ reference of the same round>`.

@@ -147,6 +147,16 @@ def queue_entry(queues: DeliveryQueues, mid: int, *rids: int, host: str = HOST) 
     return entry
 
 
+def two_hosts(queues: DeliveryQueues) -> Entry:
+    """Spool and queue MID 1 with one recipient at HOST and one at other.example."""
+    entry = Entry(mid=1, sender="alice@example.org", received=START, size=len(BODY),
+                  recipients=[Recipient(0, "a@example.com", host=HOST),
+                              Recipient(1, "b@other.example", host="other.example")])
+    queues.spool.put(entry, BODY)
+    queues.add(entry)
+    return entry
+
+
 def deliver(queues: DeliveryQueues, host: str = HOST) -> None:
     """Run one delivery pass over the due recipients of *host*."""
     due, _ = queues._due(host)
@@ -395,11 +405,7 @@ class TestPartialResults:
     def test_other_hosts_are_untouched(self, queues: DeliveryQueues,
                                        destination: FakeDestination) -> None:
         """A pass over one host leaves recipients of other hosts pending."""
-        entry = Entry(mid=1, sender="alice@example.org", received=START, size=len(BODY),
-                      recipients=[Recipient(0, "a@example.com", host=HOST),
-                                  Recipient(1, "b@other.example", host="other.example")])
-        queues.spool.put(entry, BODY)
-        queues.add(entry)
+        entry = two_hosts(queues)
         deliver(queues, HOST)
         assert [r.status for r in entry.recipients] == [DELIVERED, PENDING]
         assert queues.active_recipients("other.example") == 1
@@ -586,11 +592,7 @@ class TestPerHostIndex:
 
     def test_a_finished_entry_leaves_every_host_it_was_queued_for(
             self, queues: DeliveryQueues, destination: FakeDestination) -> None:
-        entry = Entry(mid=1, sender="alice@example.org", received=START, size=len(BODY),
-                      recipients=[Recipient(0, "a@example.com", host=HOST),
-                                  Recipient(1, "b@other.example", host="other.example")])
-        queues.spool.put(entry, BODY)
-        queues.add(entry)
+        entry = two_hosts(queues)
         deliver(queues, HOST)
         assert queues.queued_for(HOST) == [] and queues.queued_for("other.example") == [entry]
         deliver(queues, "other.example")

@@ -123,7 +123,8 @@ class Listening:
 Scenario = Callable[[Listening], Awaitable[None]]
 
 
-async def serve(tmp_path: Path, certs: Certificates, scenario: Scenario) -> None:
+async def serve(tmp_path: Path, certs: Certificates, scenario: Scenario,
+                session: type[CpqSMTP] = CpqSMTP) -> None:
     maillog = MailLog(tmp_path / "logs", appliance=f"manager {MANAGER}", serial="MGR-SN")
     context = ServerContext(maillog, IdAllocator(tmp_path / "ids.json"), MANAGER)
     handler = RecordingHandler(context)
@@ -131,7 +132,7 @@ async def serve(tmp_path: Path, certs: Certificates, scenario: Scenario) -> None
                         port=0, listen_queue_size=50, type="private",
                         hat=parse_hat(RELAY_LOCALHOST), rat=make_rat([("ALL", "ACCEPT", 0)]))
     tls = server_context(certs.manager, ciphers=DEFAULT_CIPHERS)
-    server = await start_listener(listener, "127.0.0.1", lambda: CpqSMTP(
+    server = await start_listener(listener, "127.0.0.1", lambda: session(
         handler, listener=listener, interface_ip="127.0.0.1", context=context,
         tls_context=tls))
     port = server.sockets[0].getsockname()[1]
@@ -487,18 +488,7 @@ def test_the_replies_of_a_pipelined_transfer_leave_in_one_write(
     writes: list[bytes] = []
     WriteCountingSMTP.writes = writes
 
-    async def scenario() -> None:
-        maillog = MailLog(tmp_path / "logs", appliance=f"manager {MANAGER}", serial="MGR-SN")
-        context = ServerContext(maillog, IdAllocator(tmp_path / "ids.json"), MANAGER)
-        handler = RecordingHandler(context)
-        listener = Listener(name="cpq_listener", protocol="CPQ", interface_name="Management",
-                            port=0, listen_queue_size=50, type="private",
-                            hat=parse_hat(RELAY_LOCALHOST), rat=make_rat([("ALL", "ACCEPT", 0)]))
-        tls = server_context(certs.manager, ciphers=DEFAULT_CIPHERS)
-        server = await start_listener(listener, "127.0.0.1", lambda: WriteCountingSMTP(
-            handler, listener=listener, interface_ip="127.0.0.1", context=context,
-            tls_context=tls))
-        port = server.sockets[0].getsockname()[1]
+    async def scenario(at: Listening) -> None:
         client_log = MailLog(tmp_path / "client-logs", appliance="gateway", serial="GW-SN")
         conn = CpqConnection(expect_role="manager", maillog=client_log,
                              ids=IdAllocator(tmp_path / "client-ids.json"),
@@ -507,7 +497,7 @@ def test_the_replies_of_a_pipelined_transfer_leave_in_one_write(
                                                           ciphers=DEFAULT_CIPHERS),
                                            required=True), timeout_s=10)
         try:
-            await conn.open("127.0.0.1", port)
+            await conn.open("127.0.0.1", at.port)
             writes.clear()  # the greeting, EHLO and STARTTLS are not the point
             result = await conn.send(mid=1, sender="alice@example.org",
                                      recipients=[(0, "bob@example.com")], body=MESSAGE,
@@ -515,13 +505,10 @@ def test_the_replies_of_a_pipelined_transfer_leave_in_one_write(
             assert result[0].ok, result
             await conn.close()
         finally:
-            server.close()
-            await server.wait_closed()
-            maillog.flush()
             client_log.close()
-        assert len(handler.stored) == 1 and handler.stored[0].meta == meta
+        assert len(at.handler.stored) == 1 and at.handler.stored[0].meta == meta
 
-    asyncio.run(scenario())
+    asyncio.run(serve(tmp_path, certs, scenario, WriteCountingSMTP))
     group = [w for w in writes if b"354 " in w]
     assert len(group) == 1, writes
     replies = group[0].split(b"\r\n")[:-1]

@@ -18,40 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
 
 from pvoq.config.hat import make_rat, parse_hat
-from pvoq.config.model import DEFAULT_CIPHERS, CpqCertificate, Listener
-from pvoq.cpq.ca import CA_CERT_FILE, create_ca, issue_certificate
+from pvoq.config.model import DEFAULT_CIPHERS, Listener
 from pvoq.cpq.tls import client_context, server_context
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.server import BaseHandler, PvoqSMTP, ServerContext, start_listener
+from pvoq.testing.cpqlink import LOOPS, issue_pair
+from pvoq.testing.cpqlink import MANAGER as SERVER
 
 ACCEPT_ALL = "$ACCEPTED\n  ACCEPT {}\nALL\n  $ACCEPTED (everyone)\n"
-SERVER = "mx.example.test"
 WAIT_S = 20.0
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 Talk = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Any, list[PvoqSMTP]],
                 Awaitable[Any]]
 
 
-def certificates(base: Path) -> dict[str, CpqCertificate]:
-    create_ca(base / "ca")
-    made = {}
-    for hostname, role in ((SERVER, "manager"), ("client.example.test", "gateway")):
-        issued = issue_certificate(base / "ca", base / role, hostname=hostname, role=role,
-                                   addresses=["127.0.0.1"])
-        made[role] = CpqCertificate(base / "ca" / CA_CERT_FILE, issued.certificate,
-                                    issued.private_key)
-    return made
-
-
 def run(tmp_path: Path, loop: str, talk: Talk) -> tuple[Any, list[PvoqSMTP], str]:
     """*talk(reader, writer, client TLS context, sessions)* against a listener offering STARTTLS;
     its result, the sessions and the server's mail_logs."""
-    certs = certificates(tmp_path / "pki")
+    certs = issue_pair(tmp_path / "pki")  # the server's is "manager", for SERVER
     maillog = MailLog(tmp_path / "logs", appliance="gateway gw.example.test", serial="SN")
     context = ServerContext(maillog, IdAllocator(tmp_path / "ids.json"), SERVER)
     listener = Listener(

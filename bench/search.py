@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pvoq.quarantine import words
 from pvoq.quarantine.roles import ADMIN, Caller
 from pvoq.quarantine.search import SearchQuery, TextFilter
 from pvoq.quarantine.service import QuarantineService
@@ -154,7 +155,8 @@ INSERT INTO reasons (id, text) SELECT reason_id, min(reason) FROM message_quaran
 SECONDARY_INDEXES = """
 SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x
     JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
-    WHERE t.relname IN ('messages', 'message_quarantines', 'message_recipients', 'attachments')
+    WHERE t.relname IN ('messages', 'message_quarantines', 'message_recipients', 'attachments',
+                        'search_words', 'search_vocabulary')
       AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.oid)
     ORDER BY i.relname
 """
@@ -245,6 +247,8 @@ def load_postgres(url: str, n: int, batch: int = 50_000) -> float:
                 flush()
         flush()
     with psycopg.connect(dsn, autocommit=True) as conn:
+        for statement in words.FILL_ALL:  # the search words, as revision 0007 fills them
+            conn.execute(statement)
         for _name, definition in indexes:
             conn.execute(definition)
         for statement in (COUNTS + REASONS
@@ -379,6 +383,7 @@ def explain(store: QuarantineStore) -> None:
         compile_query,
         counted_in_one,
         counter_for,
+        sole_words,
         walk_above,
     )
 
@@ -386,14 +391,25 @@ def explain(store: QuarantineStore) -> None:
     with store.engine.connect() as conn:
         for name, make in searches(rnd):
             q = make()
-            counter = counter_for(q)    # what QuarantineStore.search_counted runs:
-            one = counter is None and counted_in_one(q, store.dialect)
+            found = store._words(conn, q)   # what QuarantineStore.search_counted runs:
+            sole = sole_words(q, found)
+            if sole is not None:
+                for what, stmt, args in words.statements(sole, q.order_dir, q.limit, q.offset,
+                                                         TOTAL_CAP):
+                    plan = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + stmt.text),
+                                        args).fetchall()
+                    print(f"\n=== {name}: {what} (search words: {len(sole.words)} of "
+                          f"field {sole.field})\n{stmt.text}")
+                    print("\n".join(row[0] for row in plan))
+                continue
+            counter = counter_for(q)
+            one = counter is None and counted_in_one(q, store.dialect, found)
             if counter is not None:
                 count = select(held_counts.c.n).where(held_counts.c.quarantine == counter)
             elif one:
-                count = compile_counted_page(q, store.dialect, TOTAL_CAP)
+                count = compile_counted_page(q, store.dialect, TOTAL_CAP, found)
             else:
-                count = compile_query(q, store.dialect, cap=TOTAL_CAP)[1]
+                count = compile_query(q, store.dialect, cap=TOTAL_CAP, words=found)[1]
             total = int(conn.execute(count).scalars().first() or 0)
             statements = [("count and page" if one else "count", count)]
             if not one or total > TOTAL_CAP:
@@ -402,7 +418,7 @@ def explain(store: QuarantineStore) -> None:
                 walk_from = walk_above(q, held) if total <= TOTAL_CAP else TOTAL_CAP - 1
                 statements.append(("page", compile_query(q, store.dialect,
                                                          min(total, TOTAL_CAP),
-                                                         walk_from=walk_from)[0]))
+                                                         walk_from=walk_from, words=found)[0]))
             for what, stmt in statements:
                 sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": True}))
                 plan = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + sql)).fetchall()

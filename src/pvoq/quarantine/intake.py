@@ -46,6 +46,7 @@ from pvoq.quarantine.schema import (
 from pvoq.quarantine.settings import QuarantineSettings
 from pvoq.quarantine.states import State
 from pvoq.quarantine.upsert import insert_for
+from pvoq.quarantine.words import index_words
 
 SWEEP_MARGIN_S = 2.0  # file times come from a coarse clock: keep clear of a batch starting
 # On a database several managers share, their bodies directory may be shared too: the
@@ -406,8 +407,10 @@ class Intake:
 
     def _index_many(self, conn: Connection, texts: list[tuple[int, dict[str, str]]]
                     ) -> None:
-        """SQLite: the messages' searchable texts in the trigram tables."""
+        """The messages' searchable texts: SQLite's trigram tables, PostgreSQL's words
+        (from the rows written already)."""
         if self.dialect != "sqlite":
+            index_words(conn, [mid for mid, _ in texts])
             return
         sql = self._batch_sql()
         for name in fts:

@@ -26,6 +26,7 @@ from pvoq.quarantine.schema import (
     messages,
 )
 from pvoq.quarantine.store import HELD, QuarantineError, QuarantineStore
+from pvoq.quarantine.words import index_words, reindex_words
 
 
 def split(store: QuarantineStore, mid: int, addresses: Iterable[str], new_mid: int) -> int:
@@ -80,9 +81,12 @@ def split(store: QuarantineStore, mid: int, addresses: Iterable[str], new_mid: i
             conn.execute(attachments.insert(), [{**f, "message_id": new_mid} for f in files])
         held = [r["quarantine"] for r in rows if r["state"] == HELD]
         store._count(conn, {**dict.fromkeys(held, 1), ALL_HELD: 1, HELD_BYTES: row["size"]})
-        if store.dialect == "sqlite":
-            t = fts["recipients"]
-            conn.execute(delete(t).where(t.c.rowid == mid))
+        if store.dialect != "sqlite":  # the words of both, from their rows as they are now
+            reindex_words(conn, [mid])
+            index_words(conn, [new_mid])
+            return new_mid
+        t = fts["recipients"]
+        conn.execute(delete(t).where(t.c.rowid == mid))
         store._index(conn, mid, recipients=" ".join(r["address"] for r in staying))
         store._index(conn, new_mid, subject=row["subject"], sender=row["sender"],
                     recipients=" ".join(r["address"] for r in moving),

@@ -13,6 +13,8 @@ PostgreSQL (psycopg 3; trigram indexes for text search). Tables:
 - `message_bodies`: bodies when they live in the database (`bodies=database`).
 - `audit`, `audit_head`: the audit trail, HMAC-chained under the audit key.
 - `saved_searches`.
+- `search_words`, `search_vocabulary` (PostgreSQL): the held messages' words in
+  order, and the distinct words (`quarantine.words`).
 - `release_receipts`, `message_releases`: who released a message and what
   became of it on its gateway (`quarantine.receipts`).
 
@@ -44,6 +46,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Engine
+
+from pvoq.quarantine import words
 
 metadata = MetaData()
 
@@ -284,7 +288,7 @@ def create_schema(engine: Engine) -> None:
             for name, table, column in _PG_TRGM:
                 conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {table} "
                                   f"USING gin (lower({column}) gin_trgm_ops)"))
-            for ddl in PG_DDL:
+            for ddl in PG_DDL + words.DDL + words.INDEXES:
                 conn.execute(text(ddl))
         if engine.dialect.name == "sqlite":
             for ddl in SQLITE_DDL:

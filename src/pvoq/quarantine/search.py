@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -49,6 +50,7 @@ from pvoq.quarantine.schema import (
     reasons,
 )
 from pvoq.quarantine.states import State
+from pvoq.quarantine.words import WordSet
 
 HELD = State.HELD
 TEXT_OPS = ("contains", "starts_with", "ends_with", "is")
@@ -263,8 +265,12 @@ class Plan:
         self.unique.append(unique)
 
 
-def plan(q: SearchQuery, dialect: str) -> Plan:
-    """How to find what *q* asks for on *dialect* (a pure function)."""
+Words = Mapping[str, WordSet]  # filter name (sender, recipient, subject) → its words
+
+
+def plan(q: SearchQuery, dialect: str, words: Words | None = None) -> Plan:
+    """How to find what *q* asks for on *dialect* (a pure function); *words*: the
+    distinct words (PostgreSQL's `search_words`) that answer some of its text filters."""
     m, mq = messages.c, message_quarantines.c
     r, a = message_recipients.c, attachments.c
     lite = dialect == "sqlite"
@@ -284,6 +290,9 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
     for name, column, flt in (("sender", m.sender, q.sender), ("subject", m.subject, q.subject)):
         if flt is None:
             continue
+        if words and name in words and not _negated(flt):
+            p.add(words[name].ids(), words[name].unique)
+            continue
         op = NEGATED.get(flt.op, flt.op)
         phrase = fts_phrase(flt.value, op) if lite else None
         if phrase is not None and not _negated(flt):
@@ -298,7 +307,10 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
             p.rows.append(_maybe_not(_reversed_suffix(m.sender_rev, flt.value, dialect), flt))
         else:
             p.rows.append(_maybe_not(text_condition(column, flt, dialect), flt))
-    if q.recipient is not None:
+    if q.recipient is not None and words and "recipient" in words \
+            and not _negated(q.recipient):
+        p.add(words["recipient"].ids(), words["recipient"].unique)
+    elif q.recipient is not None:
         op = NEGATED.get(q.recipient.op, q.recipient.op)
         if lite and op == "is":
             match: ColumnElement[bool] = r.address.collate("NOCASE") == q.recipient.value
@@ -356,9 +368,10 @@ def plan(q: SearchQuery, dialect: str) -> Plan:
     return p
 
 
-def where_clause(q: SearchQuery, dialect: str) -> list[ColumnElement[bool]]:
+def where_clause(q: SearchQuery, dialect: str, words: Words | None = None
+                 ) -> list[ColumnElement[bool]]:
     """The conditions on `messages` that select the held messages *q* asks for."""
-    p = plan(q, dialect)
+    p = plan(q, dialect, words)
     conds = list(p.rows) + [messages.c.id.in_(s) for s in p.sets]
     if not p.sets:
         conds.insert(0, messages.c.state == HELD)
@@ -410,8 +423,8 @@ def _count(matches: Select[Any], cap: int | None) -> Select[Any]:
 
 
 def compile_query(q: SearchQuery, dialect: str, total: int | None = None,
-                  cap: int | None = None, walk_from: int = WALK_INDEX_ABOVE
-                  ) -> tuple[Select[Any], Select[Any]]:
+                  cap: int | None = None, walk_from: int = WALK_INDEX_ABOVE,
+                  words: Words | None = None) -> tuple[Select[Any], Select[Any]]:
     """(the page of MIDs in order, the total count) for *q*.
 
     *total*, when known, chooses the page plan on PostgreSQL: more than
@@ -419,7 +432,7 @@ def compile_query(q: SearchQuery, dialect: str, total: int | None = None,
     received-time index, fewer by sorting them. With *cap* the count stops
     after cap + 1 matches (more than *cap*: inexact).
     """
-    p = plan(q, dialect)
+    p = plan(q, dialect, words)
     direction = (lambda c: c.desc()) if q.order_dir == "desc" else (lambda c: c.asc())
     if p.sets and not p.rows:
         ids = _matching_ids(p)
@@ -439,8 +452,8 @@ def compile_query(q: SearchQuery, dialect: str, total: int | None = None,
                     .limit(q.limit).offset(q.offset))
             return page, count
     else:
-        count = _count(select(messages.c.id).where(*where_clause(q, dialect)), cap)
-    conds = where_clause(q, dialect)
+        count = _count(select(messages.c.id).where(*where_clause(q, dialect, words)), cap)
+    conds = where_clause(q, dialect, words)
     if dialect != "sqlite" and p.sets and (total is None or total > walk_from):
         # Redundant with the sets, but it lets PostgreSQL walk the (state, received_at)
         # index newest first and stop at a page instead of hashing every match.
@@ -451,14 +464,15 @@ def compile_query(q: SearchQuery, dialect: str, total: int | None = None,
     return page, count
 
 
-def counted_in_one(q: SearchQuery, dialect: str) -> bool:
+def counted_in_one(q: SearchQuery, dialect: str, words: Words | None = None) -> bool:
     """Whether *q* is counted and paged in one statement (`compile_counted_page`): when
     it tests the messages' rows themselves. Sets of MIDs alone are counted without
     reading `messages`, then paged."""
-    return bool(plan(q, dialect).rows)
+    return bool(plan(q, dialect, words).rows)
 
 
-def compile_counted_page(q: SearchQuery, dialect: str, cap: int) -> Select[Any]:
+def compile_counted_page(q: SearchQuery, dialect: str, cap: int,
+                         words: Words | None = None) -> Select[Any]:
     """Rows `(n, id)`: the matches counted up to cap + 1 (`n`) and, when `n` <= *cap*,
     the page of MIDs in order (`id`, NULL on a row when the page is empty), in one
     statement that finds the matches once (PostgreSQL).
@@ -466,7 +480,7 @@ def compile_counted_page(q: SearchQuery, dialect: str, cap: int) -> Select[Any]:
     When `n` > *cap* the page rows are an arbitrary subset: ask `compile_query`
     for the page (which then walks a received-time index to it).
     """
-    p = plan(q, dialect)
+    p = plan(q, dialect, words)
     direction = (lambda c: c.desc()) if q.order_dir == "desc" else (lambda c: c.asc())
     mq = message_quarantines.c
     if (p.sets and not p.rows and p.held_rows is not None
@@ -477,7 +491,7 @@ def compile_counted_page(q: SearchQuery, dialect: str, cap: int) -> Select[Any]:
                                                                         *others)
     else:
         found = select(messages.c.id.label("id"), _sort_key(q, dialect).label("k")).where(
-            *where_clause(q, dialect))
+            *where_clause(q, dialect, words))
     matches = found.limit(cap + 1).cte("matches")
     n = select(func.count().label("n")).select_from(matches).subquery("counted")
     order = (direction(matches.c.k), direction(matches.c.id))
@@ -485,6 +499,21 @@ def compile_counted_page(q: SearchQuery, dialect: str, cap: int) -> Select[Any]:
             .order_by(*order).limit(q.limit).offset(q.offset).subquery("page"))
     return (select(n.c.n, page.c.id).select_from(n.outerjoin(page, true()))
             .order_by(page.c.r))
+
+
+def sole_words(q: SearchQuery, words: Words | None) -> WordSet | None:
+    """The words that alone answer *q*, paged by received time (`words.page`,
+    `words.count`): one text filter they answer and no other filter."""
+    if not words or len(words) != 1 or q.order_by != "received":
+        return None
+    (name, found), = words.items()
+    others = (q.quarantines, q.received_from, q.received_to, q.reason, q.attachment_name,
+              q.attachment_min_size, q.attachment_max_size, q.gateway,
+              *(getattr(q, n) for n in ("sender", "recipient", "subject") if n != name))
+    if any(v is not None and v != () and v != "" for v in others):
+        return None
+    flt = getattr(q, name)
+    return found if flt is not None and not _negated(flt) else None
 
 
 def counter_for(q: SearchQuery) -> str | None:
@@ -499,9 +528,10 @@ def counter_for(q: SearchQuery) -> str | None:
     return q.quarantines[0] if q.quarantines else "*"
 
 
-def compile_all_ids(q: SearchQuery, dialect: str) -> Select[Any]:
+def compile_all_ids(q: SearchQuery, dialect: str, words: Words | None = None
+                    ) -> Select[Any]:
     """Every matching MID, oldest first (bulk actions)."""
-    return (select(messages.c.id).where(and_(*where_clause(q, dialect)))
+    return (select(messages.c.id).where(and_(*where_clause(q, dialect, words)))
             .order_by(messages.c.received_at, messages.c.id))
 
 

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from pvoq.errors import NotFound
 from pvoq.fsutil import remove_durably
 from pvoq.quarantine import search as qsearch
+from pvoq.quarantine import words
 from pvoq.quarantine.intake import Intake
 from pvoq.quarantine.migrate import migrate
 from pvoq.quarantine.schema import (
@@ -58,6 +59,7 @@ from pvoq.quarantine.settings import (
 )
 from pvoq.quarantine.states import ACTION_STATE as ACTION_STATE
 from pvoq.quarantine.states import BUILTINS, BuiltinQuarantine, State
+from pvoq.quarantine.words import unindex_words
 
 HELD = State.HELD
 SETTLING = State.SETTLING
@@ -163,6 +165,8 @@ class QuarantineStore(Intake):
         if self.dialect == "sqlite":
             for t in fts.values():
                 conn.execute(delete(t).where(t.c.rowid.in_(mids)))
+        else:
+            unindex_words(conn, mids)
 
     def held_count(self, quarantine: str | None = None) -> int:
         """Messages held in *quarantine* (None: in any), from the maintained counters."""
@@ -196,20 +200,29 @@ class QuarantineStore(Intake):
         A total from the maintained counters (everything, one quarantine) is
         always exact; a filtered one above *cap* is reported as *cap*, inexact.
         """
-        _, count_stmt = qsearch.compile_query(query, self.dialect, cap=cap)
         counter = qsearch.counter_for(query)
-        if counter is not None:
-            count_stmt = select(held_counts.c.n).where(held_counts.c.quarantine == counter)
         exact = True
         with self.engine.connect() as conn:
+            found = self._words(conn, query)
+            sole = qsearch.sole_words(query, found)
+            if sole is not None:  # one text filter the words answer: no look at `messages`
+                total = words.count(conn, sole, cap) if query.with_total else -1
+                if cap is not None and total > cap:
+                    total, exact = cap, False
+                ids = words.page(conn, sole, query.order_dir, query.limit, query.offset)
+                return qsearch.SearchResult(self._rows(conn, ids), total, exact)
+            _, count_stmt = qsearch.compile_query(query, self.dialect, cap=cap, words=found)
+            if counter is not None:
+                count_stmt = select(held_counts.c.n).where(held_counts.c.quarantine == counter)
             if (self.dialect == "postgresql" and counter is None and cap is not None
-                    and query.with_total and qsearch.counted_in_one(query, self.dialect)):
+                    and query.with_total and qsearch.counted_in_one(query, self.dialect,
+                                                                     found)):
                 # The matches found once: counted and, up to the cap, paged from there.
-                found = conn.execute(qsearch.compile_counted_page(query, self.dialect,
-                                                                  cap)).all()
-                total = int(found[0].n)
+                page = conn.execute(qsearch.compile_counted_page(query, self.dialect, cap,
+                                                                 found)).all()
+                total = int(page[0].n)
                 if total <= cap:
-                    ids = [int(r.id) for r in found if r.id is not None]
+                    ids = [int(r.id) for r in page if r.id is not None]
                     return qsearch.SearchResult(self._rows(conn, ids), total, True)
             elif query.with_total:
                 total = int(conn.execute(count_stmt).scalar() or 0)
@@ -224,10 +237,26 @@ class QuarantineStore(Intake):
                 walk_from = qsearch.walk_above(query, int(held or 0))
             ids_stmt, _ = qsearch.compile_query(query, self.dialect,
                                                 total if query.with_total else None,
-                                                walk_from=walk_from)
+                                                walk_from=walk_from, words=found)
             ids = [int(i) for (i,) in conn.execute(ids_stmt)]
             rows = self._rows(conn, ids)
         return qsearch.SearchResult(rows, total, exact)
+
+    def _words(self, conn: Connection, query: qsearch.SearchQuery
+               ) -> dict[str, words.WordSet]:
+        """PostgreSQL: the distinct words that answer *query*'s text filters, by filter."""
+        found: dict[str, words.WordSet] = {}
+        if self.dialect != "postgresql":
+            return found
+        for name in words.FIELDS:
+            flt = getattr(query, name)
+            if flt is None or flt.op in qsearch.NEGATED:
+                continue
+            ws = words.lookup(conn, name, flt.op, flt.value,
+                              qsearch.like_pattern(flt.op, flt.value))
+            if ws is not None:
+                found[name] = ws
+        return found
 
     def search_ids(self, query: qsearch.SearchQuery) -> builtins.list[int]:
         """Every MID matching *query* (no paging): what a bulk action acts on."""

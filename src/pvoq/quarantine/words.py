@@ -1,0 +1,255 @@
+"""Search words (PostgreSQL): an ordered inverted index of the held messages' senders,
+recipients and subject words, and the dictionary of the words it holds.
+
+At ten million held messages a trigram "contains" on `messages` builds the
+bitmap of every match before it can count ten thousand of them or page the
+newest twenty: a common subject word is hundreds of thousands of posting
+entries, a common name in senders tens of thousands, about a second of CPU.
+Here each held message has one row per word in `search_words`, ordered by
+(field, word, received time, MID), and `search_vocabulary` holds each distinct
+word once with a trigram index. A text filter then looks its pattern up among
+the distinct words (a few hundred thousand, not ten million messages) and
+follows the few words that match in order: the newest page reads a page per
+word, a capped count reads at most the cap.
+
+The words of a field:
+
+- sender (`s`) and each recipient (`r`): the whole address, lowercased;
+- subject (`j`): the lowercased subject split at ASCII white space, each
+  piece kept whole when it has at most `PIECE` characters, else as pieces of
+  `PIECE` characters every `PIECE // 2`, so any run of `PIECE // 2` or
+  fewer characters inside it lies whole in one piece.
+
+So a case-insensitive "contains" of a value without ASCII white space holds
+for a subject exactly when one of its words contains the value; sender and
+recipient filters (contains, starts with, ends with, is) hold when the
+address word matches. What the words cannot answer exactly (a subject's
+start, end or whole value, a value with white space or longer than
+`MAX_VALUE`, a negated filter, or a pattern matching more than `MAX_WORDS`
+distinct words) keeps the trigram plan of `quarantine.search`.
+
+Rows enter in the transaction that stores a message (`index_words`, one
+statement for a batch) and leave in the one that claims its settlement
+(`unindex_words`), as SQLite's trigram tables do, so the words hold held mail
+only. The lowercasing and the split are PostgreSQL's own, one SQL definition
+for the store, the migration that fills the words of a database
+(revision `0007`) and the bench's bulk load. The dictionary only grows: a
+word whose messages have all left matches nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ARRAY, Text, any_, bindparam, column, select, table, text
+from sqlalchemy.engine import Connection
+
+SENDER, RECIPIENT, SUBJECT = "s", "r", "j"
+FIELDS = {"sender": SENDER, "recipient": RECIPIENT, "subject": SUBJECT}
+SEPARATORS = " \t\n\r\f\v"
+PIECE = 200               # a subject word's longest piece (characters)
+MAX_VALUE = PIECE // 2    # the longest value the words answer
+MAX_WORDS = 1000          # more distinct words matching: the trigram plan instead
+
+search_words = table("search_words", column("field"), column("word"),
+                     column("received_at"), column("message_id"))
+
+DDL = [
+    "CREATE TABLE IF NOT EXISTS search_words (field char(1) NOT NULL, word text NOT NULL, "
+    "received_at double precision NOT NULL, message_id bigint NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS search_vocabulary (field char(1) NOT NULL, "
+    "word text NOT NULL, PRIMARY KEY (field, word))",
+]
+INDEXES = [
+    "CREATE INDEX IF NOT EXISTS ix_search_words_word "
+    "ON search_words (field, word, received_at, message_id)",
+    "CREATE INDEX IF NOT EXISTS ix_search_words_mid ON search_words (message_id)",
+    "CREATE INDEX IF NOT EXISTS ix_search_vocabulary_trgm "
+    "ON search_vocabulary USING gin (word gin_trgm_ops)",
+]
+
+
+def words_of(where: str) -> str:
+    """The SQL of the word rows (field, word, received_at, message_id) of the messages
+    `m` that *where* selects (a condition on `m`)."""
+    return f"""
+SELECT 's' AS field, lower(m.sender) AS word, m.received_at, m.id AS message_id
+  FROM messages m WHERE {where}
+UNION ALL
+SELECT 'r', x.word, m.received_at, m.id FROM messages m
+  CROSS JOIN LATERAL (SELECT DISTINCT lower(r.address) AS word FROM message_recipients r
+                      WHERE r.message_id = m.id) AS x
+  WHERE {where}
+UNION ALL
+SELECT 'j', x.word, m.received_at, m.id FROM messages m
+  CROSS JOIN LATERAL (
+    SELECT DISTINCT substr(t, g, {PIECE}) AS word
+      FROM regexp_split_to_table(lower(m.subject), E'[ \\t\\n\\r\\f\\x0b]+') AS t
+      CROSS JOIN LATERAL generate_series(1, greatest(length(t) - {PIECE // 2}, 1),
+                                         {PIECE // 2}) AS g
+     WHERE t <> '') AS x
+  WHERE {where}
+"""
+
+
+def fill_sql(where: str) -> str:
+    """One statement: the word rows of the messages *where* selects, and their new words
+    in the dictionary (taken in word order: two writers never wait on each other's)."""
+    return f"""
+WITH w AS ({words_of(where)}),
+v AS (INSERT INTO search_vocabulary (field, word)
+      SELECT DISTINCT field, word FROM w ORDER BY field, word ON CONFLICT DO NOTHING)
+INSERT INTO search_words (field, word, received_at, message_id)
+SELECT field, word, received_at, message_id FROM w
+"""
+
+
+# Every held message's words at once (a database that had none: revision `0007`, the
+# bench's bulk load), run before `INDEXES` are built.
+FILL_ALL = [
+    "INSERT INTO search_words (field, word, received_at, message_id) "
+    + words_of("m.state = 'held'"),
+    "INSERT INTO search_vocabulary (field, word) SELECT DISTINCT field, word "
+    "FROM search_words ON CONFLICT DO NOTHING",
+]
+
+_FILL = text(fill_sql("m.id = ANY(:mids)"))
+_EMPTY = text("DELETE FROM search_words WHERE message_id = ANY(:mids)")
+
+
+def index_words(conn: Connection, mids: list[int]) -> None:
+    """The words of the messages *mids* (their rows and recipients written already)."""
+    if mids:
+        conn.execute(_FILL, {"mids": mids})
+
+
+def unindex_words(conn: Connection, mids: list[int]) -> None:
+    """The messages *mids* leave the words (their settlement is claimed)."""
+    if mids:
+        conn.execute(_EMPTY, {"mids": mids})
+
+
+def reindex_words(conn: Connection, mids: list[int]) -> None:
+    """The words of *mids* again, from their rows as they are now."""
+    unindex_words(conn, mids)
+    index_words(conn, mids)
+
+
+@dataclass(frozen=True)
+class WordSet:
+    """The distinct words of *field* a text filter matches."""
+
+    field: str
+    words: tuple[str, ...]
+
+    @property
+    def unique(self) -> bool:
+        """Whether a message appears at most once among the rows of these words."""
+        return self.field == SENDER or len(self.words) <= 1
+
+    def ids(self) -> Any:
+        """The MIDs holding these words (a select of one column)."""
+        sw = search_words.c
+        return select(sw.message_id).where(
+            sw.field == self.field,
+            sw.word == any_(bindparam(None, list(self.words), type_=ARRAY(Text))))
+
+
+def answerable(name: str, op: str, value: str) -> bool:
+    """Whether the words answer filter *name* with the positive operator *op* exactly."""
+    if name not in FIELDS or not value or len(value) > MAX_VALUE:
+        return False
+    if name == "subject":
+        return op == "contains" and not any(c in SEPARATORS for c in value)
+    return op in ("contains", "starts_with", "ends_with", "is")
+
+
+_LOOKUP = text("SELECT word FROM search_vocabulary WHERE field = :field "
+               "AND word LIKE lower(:pattern) ESCAPE '\\' LIMIT :limit")
+
+
+def lookup(conn: Connection, name: str, op: str, value: str, pattern: str) -> WordSet | None:
+    """The words filter *name* (`op` *value*, LIKE *pattern*) matches; None when the
+    words cannot answer it (`answerable`) or too many match."""
+    if not answerable(name, op, value):
+        return None
+    field = FIELDS[name]
+    if op == "is":
+        return WordSet(field, (value.lower(),))
+    found = [w for (w,) in conn.execute(_LOOKUP, {"field": field, "pattern": pattern,
+                                                  "limit": MAX_WORDS + 1})]
+    if len(found) > MAX_WORDS:
+        return None
+    return WordSet(field, tuple(sorted(found)))
+
+
+_PAGE = """
+SELECT t.message_id FROM unnest(CAST(:words AS text[])) AS u(word)
+CROSS JOIN LATERAL (
+  SELECT s.message_id, s.received_at FROM search_words s
+  WHERE s.field = :field AND s.word = u.word
+  ORDER BY s.received_at {dir}, s.message_id {dir} LIMIT :depth) AS t
+GROUP BY t.message_id, t.received_at
+ORDER BY t.received_at {dir}, t.message_id {dir} LIMIT :limit OFFSET :offset
+"""
+_PAGES = {d: text(_PAGE.format(dir=d.upper())) for d in ("asc", "desc")}
+
+
+def _page_args(ws: WordSet, limit: int, offset: int) -> dict[str, Any]:
+    return {"words": list(ws.words), "field": ws.field, "depth": offset + limit,
+            "limit": limit, "offset": offset}
+
+
+def page(conn: Connection, ws: WordSet, direction: str, limit: int, offset: int) -> list[int]:
+    """The MIDs of a page of *ws*'s messages by received time: per word at most a page's
+    depth of its rows (each message of the page is within that depth of one of its
+    words), merged."""
+    if not ws.words:
+        return []
+    return [int(m) for (m,) in conn.execute(_PAGES[direction],
+                                             _page_args(ws, limit, offset))]
+
+
+_COUNT_ROWS = text("SELECT count(*) FROM (SELECT 1 FROM search_words WHERE field = :field "
+                   "AND word = ANY(CAST(:words AS text[])) LIMIT :most) AS x")
+_MOST_OF_ONE = text("""
+SELECT coalesce(max(c), 0) FROM unnest(CAST(:words AS text[])) AS u(word)
+CROSS JOIN LATERAL (SELECT count(*) AS c FROM (SELECT 1 FROM search_words s
+  WHERE s.field = :field AND s.word = u.word LIMIT :most) AS x) AS n
+""")
+_COUNT_DISTINCT = text("SELECT count(DISTINCT message_id) FROM search_words "
+                       "WHERE field = :field AND word = ANY(CAST(:words AS text[]))")
+
+
+def count(conn: Connection, ws: WordSet, cap: int | None) -> int:
+    """How many messages hold one of *ws*'s words, counted up to cap + 1 (None: all).
+
+    Where a message may hold two of the words, a word with more than *cap*
+    messages settles it; else the rows (at most cap per word) are counted
+    distinct.
+    """
+    if not ws.words:
+        return 0
+    args: dict[str, Any] = {"field": ws.field, "words": list(ws.words)}
+    if cap is None:
+        return int(conn.execute(_COUNT_DISTINCT, args).scalar() or 0)
+    args["most"] = cap + 1
+    if ws.unique:
+        return int(conn.execute(_COUNT_ROWS, args).scalar() or 0)
+    if int(conn.execute(_MOST_OF_ONE, args).scalar() or 0) > cap:
+        return cap + 1
+    return min(cap + 1, int(conn.execute(_COUNT_DISTINCT, args).scalar() or 0))
+
+
+def statements(ws: WordSet, direction: str, limit: int, offset: int, cap: int
+               ) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(what, statement, parameters) of each statement `page` and `count` may run for
+    *ws* (to print their plans)."""
+    args = {"field": ws.field, "words": list(ws.words), "most": cap + 1}
+    found: list[tuple[str, Any, dict[str, Any]]] = [
+        ("page", _PAGES[direction], _page_args(ws, limit, offset))]
+    if ws.unique:
+        return [*found, ("count", _COUNT_ROWS, args)]
+    return [*found, ("count: most of one word", _MOST_OF_ONE, args),
+            ("count: distinct", _COUNT_DISTINCT, args)]

@@ -260,8 +260,8 @@ class QuarantineStore(Intake):
 
     def search_ids(self, query: qsearch.SearchQuery) -> builtins.list[int]:
         """Every MID matching *query* (no paging): what a bulk action acts on."""
-        stmt = qsearch.compile_all_ids(query, self.dialect)
         with self.engine.connect() as conn:
+            stmt = qsearch.compile_all_ids(query, self.dialect, self._words(conn, query))
             return [int(i) for (i,) in conn.execute(stmt)]
 
     def _rows(self, conn: Connection, ids: builtins.list[int]) -> builtins.list[dict[str, Any]]:

@@ -51,23 +51,26 @@ def fill(store: QuarantineStore, n: int = 40) -> list[int]:
 
 
 def without_words(store: QuarantineStore, query: SearchQuery, cap: int | None
-                  ) -> tuple[list[int], int, bool]:
-    """What the trigram plan alone answers."""
+                  ) -> tuple[list[int], int, bool, list[int]]:
+    """What the trigram plan alone answers: the page, the total, whether exact, and
+    every match (a bulk action's)."""
     real = store._words
     store._words = lambda conn, q: {}  # type: ignore[method-assign]
     try:
         rows, total, exact = store.search_counted(query, cap)
+        every = store.search_ids(query)
     finally:
         store._words = real  # type: ignore[method-assign]
-    return [r["id"] for r in rows], total, exact
+    return [r["id"] for r in rows], total, exact, every
 
 
 def same_as_trigrams(store: QuarantineStore, query: SearchQuery) -> list[int]:
-    """The query answered with and without the words: same page, same total, any cap."""
+    """The query answered with and without the words: same page, same total, any cap,
+    and the same matches for a bulk action."""
     for cap in (None, 0, 2, 7, TOTAL_CAP):
         rows, total, exact = store.search_counted(query, cap)
-        assert ([r["id"] for r in rows], total, exact) == without_words(store, query, cap), \
-            (query, cap)
+        assert ([r["id"] for r in rows], total, exact, store.search_ids(query)) == \
+            without_words(store, query, cap), (query, cap)
     return [r["id"] for r in store.search_counted(query, None).rows]
 
 

@@ -166,18 +166,19 @@ def answerable(name: str, op: str, value: str) -> bool:
 
 
 _LOOKUP = text("SELECT word FROM search_vocabulary WHERE field = :field "
-               "AND word LIKE lower(:pattern) ESCAPE '\\' LIMIT :limit")
+               "AND word LIKE :pattern ESCAPE '\\' LIMIT :limit")
 
 
 def lookup(conn: Connection, name: str, op: str, value: str, pattern: str) -> WordSet | None:
     """The words filter *name* (`op` *value*, LIKE *pattern*) matches; None when the
-    words cannot answer it (`answerable`) or too many match."""
+    words cannot answer it (`answerable`) or too many match. The value is lowercased as
+    the trigram plan lowercases it (`search.text_condition`), the words by the database."""
     if not answerable(name, op, value):
         return None
     field = FIELDS[name]
     if op == "is":
         return WordSet(field, (value.lower(),))
-    found = [w for (w,) in conn.execute(_LOOKUP, {"field": field, "pattern": pattern,
+    found = [w for (w,) in conn.execute(_LOOKUP, {"field": field, "pattern": pattern.lower(),
                                                   "limit": MAX_WORDS + 1})]
     if len(found) > MAX_WORDS:
         return None

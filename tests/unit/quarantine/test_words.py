@@ -24,6 +24,7 @@ SUBJECTS = [
     "RE: Claim: action required", "claims\tpending", "Reclaim your PRIZE", "claim",
     "Invoice 100%_paid", "FW: invoice for Tara", LONG, "café CLAIM #42", "  padded  ",
     "[External] invoice (12345)", "", "claim claim claim", "winner\nnotice", "vertical\vtab",
+    "Résumé CAFÉ",
 ]
 SENDERS = ["tara.ivanova12@mail1.example", "TARA.IVANOVA7@gmail.example", "ben.chen@corp2.example",
            "noreply@gmail.example", "odd%_name@x.example"]
@@ -79,6 +80,7 @@ FILTERS = [
     ("subject", "contains", "invoice"), ("subject", "contains", "vertical"),
     ("subject", "contains", "needle"), ("subject", "contains", "y" * 100),
     ("subject", "contains", "100%_"), ("subject", "contains", "café"),
+    ("subject", "contains", "CAFÉ"), ("subject", "contains", "é"),
     ("subject", "contains", "nothing-like-it"), ("subject", "contains", "ai"),
     ("subject", "contains", "claim claim"), ("subject", "starts_with", "re:"),
     ("subject", "is", "claim"), ("subject", "does_not_contain", "claim"),

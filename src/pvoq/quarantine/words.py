@@ -84,10 +84,11 @@ SELECT 'r', x.word, m.received_at, m.id FROM messages m
 UNION ALL
 SELECT 'j', x.word, m.received_at, m.id FROM messages m
   CROSS JOIN LATERAL (
-    SELECT DISTINCT substr(t, g, {PIECE}) AS word
+    SELECT DISTINCT w AS word
       FROM regexp_split_to_table(lower(m.subject), E'[ \\t\\n\\r\\f\\x0b]+') AS t
-      CROSS JOIN LATERAL generate_series(1, greatest(length(t) - {PIECE // 2}, 1),
-                                         {PIECE // 2}) AS g
+      CROSS JOIN LATERAL unnest(CASE WHEN length(t) <= {PIECE} THEN ARRAY[t] ELSE ARRAY(
+          SELECT substr(t, g, {PIECE})
+            FROM generate_series(1, length(t) - {PIECE // 2}, {PIECE // 2}) AS g) END) AS w
      WHERE t <> '') AS x
   WHERE {where}
 """

@@ -544,7 +544,23 @@ def run(args: argparse.Namespace, backends: list[str], work: Path) -> int:
                         {"rows": args.rows, "load_s": load_s,
                          "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "loadavg": os.getloadavg()}))
+            from pvoq.quarantine.migrate import current, head_revision
+            from pvoq.quarantine.schema import make_engine
+
+            engine = make_engine(url)
+            before = current(engine)
+            engine.dispose()
+            opened = time.perf_counter()
             store = QuarantineStore(url, work / "pg" / "bodies", settings=SETTINGS)
+            if before != head_revision():  # a kept cluster of an older schema: migrated
+                migrated = time.perf_counter() - opened
+                print(f"schema upgraded from revision {before} to {head_revision()} in "
+                      f"{migrated:.0f} s")
+                vacuumed = time.perf_counter()
+                with store.engine.connect().execution_options(
+                        isolation_level="AUTOCOMMIT") as conn:
+                    conn.exec_driver_sql("VACUUM ANALYZE")
+                print(f"VACUUM ANALYZE after it: {time.perf_counter() - vacuumed:.0f} s")
             if args.explain:
                 explain(store)
             results, everything = measure(store, args.reps, server.datadir)

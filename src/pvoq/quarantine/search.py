@@ -360,7 +360,9 @@ def plan(q: SearchQuery, dialect: str, words: Words | None = None) -> Plan:
         if flt is not None and _negated(flt):
             p.rows.append(m.id.not_in(select(a.message_id).where(
                 text_condition(a.name, flt, dialect))))
-    if q.gateway and lite:
+    if q.gateway and words and any(w.gateway is not None for w in words.values()):
+        pass  # the words of a set hold the gateway: tested there (`words.WordSet`)
+    elif q.gateway and lite:
         p.rows.append((m.origin_host.collate("NOCASE") == q.gateway) | (m.origin_ip == q.gateway))
     elif q.gateway:
         p.rows.append((func.lower(m.origin_host) == q.gateway.lower())
@@ -503,12 +505,14 @@ def compile_counted_page(q: SearchQuery, dialect: str, cap: int,
 
 def sole_words(q: SearchQuery, words: Words | None) -> WordSet | None:
     """The words that alone answer *q*, paged by received time (`words.page`,
-    `words.count`): one text filter they answer and no other filter."""
+    `words.count`): one text filter they answer and no other filter but the gateway
+    the words hold."""
     if not words or len(words) != 1 or q.order_by != "received":
         return None
     (name, found), = words.items()
+    gateway = None if found.gateway is not None else q.gateway
     others = (q.quarantines, q.received_from, q.received_to, q.reason, q.attachment_name,
-              q.attachment_min_size, q.attachment_max_size, q.gateway,
+              q.attachment_min_size, q.attachment_max_size, gateway,
               *(getattr(q, n) for n in ("sender", "recipient", "subject") if n != name))
     if any(v is not None and v != () and v != "" for v in others):
         return None

@@ -25,7 +25,7 @@ import builtins
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -254,8 +254,9 @@ class QuarantineStore(Intake):
                 continue
             ws = words.lookup(conn, name, flt.op, flt.value,
                               qsearch.like_pattern(flt.op, flt.value))
-            if ws is not None:
-                found[name] = ws
+            if ws is not None:  # the first set holds the gateway filter too
+                found[name] = ws if found or not query.gateway else \
+                    replace(ws, gateway=query.gateway)
         return found
 
     def search_ids(self, query: qsearch.SearchQuery) -> builtins.list[int]:

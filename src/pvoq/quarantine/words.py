@@ -26,7 +26,10 @@ recipient filters (contains, starts with, ends with, is) hold when the
 address word matches. What the words cannot answer exactly (a subject's
 start, end or whole value, a value with white space or longer than
 `MAX_VALUE`, a negated filter, or a pattern matching more than `MAX_WORDS`
-distinct words) keeps the trigram plan of `quarantine.search`.
+distinct senders or `MAX_SHARED_WORDS` distinct recipients or subject words)
+keeps the trigram plan of `quarantine.search`. A gateway filter beside a
+text filter is tested on the words' index entries, which carry their
+message's gateway.
 
 Rows enter in the transaction that stores a message (`index_words`, one
 statement for a batch) and leave in the one that claims its settlement
@@ -52,6 +55,9 @@ SEPARATORS = " \t\n\r\f\v"
 PIECE = 200               # a subject word's longest piece (characters)
 MAX_VALUE = PIECE // 2    # the longest value the words answer
 MAX_WORDS = 1000          # more distinct words matching: the trigram plan instead
+# ... of a field where a message holds several words (recipients, subject): a count below
+# the cap is a distinct count over at most this many words' capped rows.
+MAX_SHARED_WORDS = 64
 
 search_words = table("search_words", column("field"), column("word"), column("received_at"),
                      column("message_id"), column("origin"), column("origin_ip"))
@@ -197,9 +203,10 @@ def lookup(conn: Connection, name: str, op: str, value: str, pattern: str) -> Wo
     field = FIELDS[name]
     if op == "is":
         return WordSet(field, (value.lower(),))
+    most = MAX_WORDS if field == SENDER else MAX_SHARED_WORDS
     found = [w for (w,) in conn.execute(_LOOKUP, {"field": field, "pattern": pattern.lower(),
-                                                  "limit": MAX_WORDS + 1})]
-    if len(found) > MAX_WORDS:
+                                                  "limit": most + 1})]
+    if len(found) > most:
         return None
     return WordSet(field, tuple(sorted(found)))
 

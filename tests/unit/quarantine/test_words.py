@@ -150,6 +150,22 @@ class TestSameAnswers:
             and "claim" in SUBJECTS[(i - 1) % len(SUBJECTS)].lower()]
 
 
+    def test_too_many_words_keep_the_trigram_plan(self, store: QuarantineStore,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+        """A pattern matching more distinct words than the limit is not sent to the words."""
+        fill(store)
+        claim = SearchQuery(subject=TextFilter("contains", "claim"))
+        with store.engine.connect() as conn:
+            assert len(store._words(conn, claim)["subject"].words) == 4
+            monkeypatch.setattr(words, "MAX_SHARED_WORDS", 3)
+            assert store._words(conn, claim) == {}
+            tara = SearchQuery(sender=TextFilter("contains", "tara"))
+            assert len(store._words(conn, tara)["sender"].words) == 2  # senders: MAX_WORDS
+            monkeypatch.setattr(words, "MAX_WORDS", 1)
+            assert store._words(conn, tara) == {}
+        assert same_as_trigrams(store, claim)
+
+
 class TestFollowTheMessages:
     def test_rows_per_message(self, store: QuarantineStore) -> None:
         """Sender whole, recipients once each, subject words once each; long ones in pieces."""

@@ -59,7 +59,6 @@ from pvoq.quarantine.settings import (
 )
 from pvoq.quarantine.states import ACTION_STATE as ACTION_STATE
 from pvoq.quarantine.states import BUILTINS, BuiltinQuarantine, State
-from pvoq.quarantine.words import unindex_words
 
 HELD = State.HELD
 SETTLING = State.SETTLING
@@ -166,7 +165,7 @@ class QuarantineStore(Intake):
             for t in fts.values():
                 conn.execute(delete(t).where(t.c.rowid.in_(mids)))
         else:
-            unindex_words(conn, mids)
+            words.unindex_words(conn, mids)
 
     def held_count(self, quarantine: str | None = None) -> int:
         """Messages held in *quarantine* (None: in any), from the maintained counters."""

@@ -108,7 +108,7 @@ SELECT 'j', x.word, m.received_at, m.id, lower(m.origin_host), m.origin_ip FROM 
 
 def fill_sql(where: str) -> str:
     """One statement: the word rows of the messages *where* selects, and their new words
-    in the dictionary (taken in word order: two writers never wait on each other's)."""
+    in the dictionary (taken in word order, so two writers never deadlock on them)."""
     return f"""
 WITH w AS ({words_of(where)}),
 v AS (INSERT INTO search_vocabulary (field, word)

@@ -8,9 +8,9 @@ Create Date: 2026-12-01
 in order, `search_vocabulary` each distinct word once with a trigram index
 (`quarantine.words`): a text filter looks its pattern up among the distinct
 words and follows the few that match, instead of a trigram bitmap over every
-message. The upgrade fills both from the held messages (about a quarter of an
-hour at ten million on two cores; docs/benchmarks.md). SQLite needs none: its
-trigram tables answer the same searches.
+message. The upgrade fills both from the held messages (502 s at ten million
+on two cores; docs/benchmarks.md). SQLite needs none: its trigram tables
+answer the same searches.
 """
 
 from __future__ import annotations

@@ -44,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from pvoq.quarantine import words
+from pvoq.quarantine.migrate import current, head_revision
 from pvoq.quarantine.roles import ADMIN, Caller
+from pvoq.quarantine.schema import make_engine
 from pvoq.quarantine.search import SearchQuery, TextFilter
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import DAY, RELEASE, QuarantineSettings, merge_settings
@@ -547,9 +549,6 @@ def run(args: argparse.Namespace, backends: list[str], work: Path) -> int:
                         {"rows": args.rows, "load_s": load_s,
                          "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                          "loadavg": os.getloadavg()}))
-            from pvoq.quarantine.migrate import current, head_revision
-            from pvoq.quarantine.schema import make_engine
-
             engine = make_engine(url)
             before = current(engine)
             engine.dispose()

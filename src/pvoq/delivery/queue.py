@@ -226,8 +226,7 @@ class DeliveryQueues:
             return []
         found = []
         for mid, entry in list(index.items()):
-            if self.entries.get(mid) is entry and any(
-                    r.pending and r.host == host for r in entry.recipients):
+            if self.entries.get(mid) is entry and entry.pending_for(host):
                 found.append(entry)
             else:
                 del index[mid]

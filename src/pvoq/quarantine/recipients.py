@@ -26,7 +26,7 @@ from pvoq.quarantine.schema import (
     messages,
 )
 from pvoq.quarantine.store import HELD, QuarantineError, QuarantineStore
-from pvoq.quarantine.words import index_words, reindex_words
+from pvoq.quarantine.words import reindex_words
 
 
 def split(store: QuarantineStore, mid: int, addresses: Iterable[str], new_mid: int) -> int:
@@ -82,8 +82,7 @@ def split(store: QuarantineStore, mid: int, addresses: Iterable[str], new_mid: i
         held = [r["quarantine"] for r in rows if r["state"] == HELD]
         store._count(conn, {**dict.fromkeys(held, 1), ALL_HELD: 1, HELD_BYTES: row["size"]})
         if store.dialect != "sqlite":  # the words of both, from their rows as they are now
-            reindex_words(conn, [mid])
-            index_words(conn, [new_mid])
+            reindex_words(conn, [mid, new_mid])
             return new_mid
         t = fts["recipients"]
         conn.execute(delete(t).where(t.c.rowid == mid))

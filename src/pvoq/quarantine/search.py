@@ -503,21 +503,26 @@ def compile_counted_page(q: SearchQuery, dialect: str, cap: int,
             .order_by(page.c.r))
 
 
+FILTERS = ("received_from", "received_to", "sender", "recipient", "subject", "reason",
+           "attachment_name", "attachment_min_size", "attachment_max_size", "gateway")
+
+
+def filtered_by(q: SearchQuery) -> set[str]:
+    """The filters *q* sets (`FILTERS`; the quarantines apart)."""
+    return {name for name in FILTERS if getattr(q, name) not in (None, "")}
+
+
 def sole_words(q: SearchQuery, words: Words | None) -> WordSet | None:
     """The words that alone answer *q*, paged by received time (`words.page`,
     `words.count`): one text filter they answer and no other filter but the gateway
     the words hold."""
-    if not words or len(words) != 1 or q.order_by != "received":
+    if not words or len(words) != 1 or q.order_by != "received" or q.quarantines:
         return None
     (name, found), = words.items()
-    gateway = None if found.gateway is not None else q.gateway
-    others = (q.quarantines, q.received_from, q.received_to, q.reason, q.attachment_name,
-              q.attachment_min_size, q.attachment_max_size, gateway,
-              *(getattr(q, n) for n in ("sender", "recipient", "subject") if n != name))
-    if any(v is not None and v != () and v != "" for v in others):
+    carried = {name, "gateway"} if found.gateway is not None else {name}
+    if filtered_by(q) - carried or _negated(getattr(q, name)):
         return None
-    flt = getattr(q, name)
-    return found if flt is not None and not _negated(flt) else None
+    return found
 
 
 def counter_for(q: SearchQuery) -> str | None:
@@ -525,9 +530,7 @@ def counter_for(q: SearchQuery) -> str | None:
 
     `*` when nothing is filtered, a quarantine's name when only that one is.
     """
-    filtered = (q.received_from, q.received_to, q.sender, q.recipient, q.subject, q.reason,
-                q.attachment_name, q.attachment_min_size, q.attachment_max_size, q.gateway)
-    if any(f is not None and f != "" for f in filtered) or len(q.quarantines) > 1:
+    if filtered_by(q) or len(q.quarantines) > 1:
         return None
     return q.quarantines[0] if q.quarantines else "*"
 

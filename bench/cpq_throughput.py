@@ -1,18 +1,21 @@
 """CPQ throughput: quarantine transfers per second into a real manager.
 
 The client is pvoq's own CPQ sender (mutual TLS, connections reused,
-`XCPQ META` + DATA per message), driving N messages of 10 KB over C
-connections into:
+`XCPQ META` + `BDAT <size> LAST` per message, driven as a gateway drives it:
+each connection carries as many transactions at once as its `in_flight`
+says, 8 where the peer offers CHUNKING and PIPELINING), driving N messages of
+10 KB over C connections into:
 
 - the reference: a bare aiosmtpd server with the same TLS context that answers
   250 and stores nothing (`bench/reference_sink.py --tls`, its own process);
-  its EHLO offers PIPELINING as the manager's does, so the client sends both
-  the same exchange (`--unpipelined-reference` also measures it without);
+  its EHLO offers PIPELINING and CHUNKING as the manager's does, and it takes
+  BDAT, so the client sends both the same exchange (`--unpipelined-reference`
+  also measures it without either: one DATA transaction at a time);
 - a real `pvoq manager` process whose cpq_listener stores each message
   durably (body fdatasync'd, directory fsync'd, SQLite commit) before its
   250; the transfers in flight together are group-committed (one batch: their
   bodies synced together, one transaction), so the batch is at most as large
-  as the number of connections.
+  as the transactions in flight (connections × in_flight).
 
 Both run in the same invocation on the same machine, in alternating rounds
 (the reference, then the manager; five rounds by default) because this
@@ -71,15 +74,20 @@ def meta(i: int, size: int) -> dict:
 
 
 async def drive(make_conn, port: int, total: int, conns: int, size: int, cpq: bool,
-                latencies: list[float] | None = None) -> float:
-    """Transfers a second; each transfer's time from its send to its reply in *latencies*."""
+                latencies: list[float] | None = None, in_flight: list[int] | None = None
+                ) -> float:
+    """Transfers a second; each transfer's time from its send to its reply in *latencies*,
+    each connection's transactions under way at once (as a gateway's) in *in_flight*."""
+    in_flight = [] if in_flight is None else in_flight
     bodies = [message(i, size) for i in range(total)]
 
     async def worker(indices: list[int]) -> None:
         conn = make_conn()
         await conn.open("127.0.0.1", port)
-        try:
-            for i in indices:
+        todo = iter(indices)
+
+        async def lane() -> None:  # one of the transactions under way on the connection
+            for i in todo:
                 extra = [f"XCPQ META {c}" for c in encode_chunks(meta(i, size))] if cpq else []
                 sent = time.perf_counter()
                 result = await conn.send(mid=i, sender="alice@sender.example",
@@ -89,6 +97,10 @@ async def drive(make_conn, port: int, total: int, conns: int, size: int, cpq: bo
                     raise RuntimeError(f"message {i} refused: {result[0]}")
                 if latencies is not None:
                     latencies.append(time.perf_counter() - sent)
+
+        try:
+            in_flight.append(conn.in_flight)
+            await asyncio.gather(*(lane() for _ in range(conn.in_flight)))
         finally:
             await conn.close()
 
@@ -163,7 +175,8 @@ def main() -> None:
 
         def plain() -> SmtpConnection:
             return SmtpConnection(maillog=log, ids=ids, local_hostname=GATEWAY, label="bench",
-                                  tls=TlsPolicy(client_tls, required=True), timeout_s=60)
+                                  tls=TlsPolicy(client_tls, required=True), timeout_s=60,
+                                  pipeline_transactions=True)
 
         def cpq() -> CpqConnection:
             return CpqConnection(expect_role="manager", maillog=log, ids=ids,
@@ -182,18 +195,21 @@ def main() -> None:
         ratios: list[float] = []
         for n in range(1, args.rounds + 1):
             sink_before = sum(thread_cpu(sinks[0].pid).values())
+            windows: list[int] = []
             reference = asyncio.run(drive(plain, sink_port, args.messages, args.connections,
-                                          args.size, cpq=False))
+                                          args.size, cpq=False, in_flight=windows))
             sink_cpu += sum(thread_cpu(sinks[0].pid).values()) - sink_before
             rate = asyncio.run(drive(cpq, dep.ports["manager_cpq"], args.messages,
                                      args.connections, args.size, cpq=True,
-                                     latencies=latencies))
+                                     latencies=latencies, in_flight=windows))
             ours.append(rate)
             ratios.append(rate / reference)
             print(f"round {n}: reference (bare aiosmtpd, same TLS, stores nothing) "
                   f"{reference:7.1f} msgs/s; pvoq manager cpq_listener (XCPQ META, "
                   f"group-committed fsyncs + SQLite commit before 250) {rate:7.1f} msgs/s; "
-                  f"ratio {rate / reference:.2f}; load average {os.getloadavg()[0]:.2f}")
+                  f"ratio {rate / reference:.2f}; transactions in flight a connection "
+                  f"(reference, manager) {windows[0]}, {windows[-1]}; "
+                  f"load average {os.getloadavg()[0]:.2f}")
         after = thread_cpu(manager_pid)
         if len(sinks) > 1:
             port = int(sinks[1].args[2])

@@ -136,6 +136,7 @@ class CpqConnection(SmtpConnection):
     def __init__(self, *, expect_role: str, expect_name: str | None = None,
                  peers: Sequence[CpqPeer] = (), backoff: PeerBackoff | None = None,
                  **kwargs: Any) -> None:
+        kwargs.setdefault("pipeline_transactions", True)  # the peer is pvoq: BDAT in flight
         super().__init__(**kwargs)
         self.expect_role = expect_role
         self.expect_name = expect_name

@@ -4,7 +4,11 @@ A subclass of our SMTP session, the way aiosmtpd's LMTP is a subclass of its
 SMTP: STARTTLS is required before anything else (`530` otherwise), the peer
 must present a certificate of the CPQ CA (`554` otherwise), and one extra
 command, `XCPQ`, carries the metadata (`XCPQ META`) or asks a question
-(`XCPQ CHECK`). The `XCPQ` EHLO keyword is offered only after STARTTLS.
+(`XCPQ CHECK`). The `XCPQ` EHLO keyword is offered only after STARTTLS, and so
+is `CHUNKING`: a message may come by BDAT, and then the gateway may send its
+next transfers without waiting for the reply to the one before
+(`smtp.chunking`), so that the manager stores the transfers of one connection
+together.
 
 What an accepted transfer becomes (a quarantined message on the manager, a
 released one on a gateway) is the handler's business (`CpqHandler.store`).
@@ -21,13 +25,15 @@ from pvoq.cpq.ca import peer_common_name
 from pvoq.cpq.metadata import MAX_CHUNKS, MetadataError, decode_transfer
 from pvoq.cpq.transfer import Transfer
 from pvoq.smtp.replies import StatusCode
+from pvoq.smtp import replies as smtp_replies
+from pvoq.smtp.chunking import ChunkingSMTP
 from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
 
 REASON_CHARS = 200  # of a metadata refusal's reason, in the 554 line and the log
 
 
-class CpqSMTP(PvoqSMTP):
-    """SMTP + STARTTLS required + `XCPQ`."""
+class CpqSMTP(ChunkingSMTP):
+    """SMTP + STARTTLS required + `XCPQ` (+ BDAT)."""
 
     # "XCPQ META " + a chunk + CRLF stays within an SMTP text line (1,000 octets).
     extra_command_size_limits = {"XCPQ": 1000}
@@ -35,7 +41,6 @@ class CpqSMTP(PvoqSMTP):
 
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, require_starttls=True, **kwargs)
-        self.decoded: tuple[PvoqEnvelope, Transfer] | None = None  # checked at DATA
         self._in_data = False  # DATA's own replies are never held (see `push`)
 
     async def push(self, status: str | bytes | StatusCode) -> None:
@@ -84,22 +89,31 @@ class CpqSMTP(PvoqSMTP):
         else:
             await self.push(replies.XCPQ_SYNTAX)
 
+    def check_message(self, envelope: PvoqEnvelope) -> str | None:
+        """The transfer's metadata decoded (kept on the envelope for the handler), or the
+        refusal of what can never succeed: before DATA's 354, so that no body is read,
+        stored or left behind; after a BDAT message, before it is stored."""
+        if not envelope.mail_from or not envelope.rcpt_tos:
+            return None  # DATA or BDAT answers that itself
+        try:
+            envelope.cpq_transfer = decode_transfer(envelope.cpq_chunks)
+        except MetadataError as exc:
+            # The reason quotes the peer: bounded and ASCII on the wire and in the log.
+            reason = str(exc).encode("ascii", "backslashreplace").decode("ascii")
+            reason = reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS] + "..."
+            self.context.maillog.info(f"MID {envelope.mid} CPQ metadata refused: {reason}")
+            self.context.maillog.info(f"Message finished MID {envelope.mid} aborted")
+            return replies.METADATA_REFUSED.format(reason=reason)
+        return None
+
     async def smtp_DATA(self, arg: str) -> None:
         envelope = self.envelope
         assert isinstance(envelope, PvoqEnvelope)
-        if envelope.mail_from and envelope.rcpt_tos:
-            try:
-                self.decoded = (envelope, decode_transfer(envelope.cpq_chunks))
-            except MetadataError as exc:
-                # What the gateway sent can never succeed: 554 before 354, so no body
-                # is read, stored or left behind. The reason quotes the peer: bounded
-                # and ASCII on the wire and in the log.
-                reason = str(exc).encode("ascii", "backslashreplace").decode("ascii")
-                reason = reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS] + "..."
-                self.context.maillog.info(f"MID {envelope.mid} CPQ metadata refused: {reason}")
-                self.context.maillog.info(f"Message finished MID {envelope.mid} aborted")
+        if envelope.chunks is None and not envelope.chunks_refused:
+            refused = self.check_message(envelope)
+            if refused is not None:
                 self._set_post_data_state()  # the transaction is over, as after any DATA
-                await self.push(replies.METADATA_REFUSED.format(reason=reason))
+                await self.push(refused)
                 return
         self._in_data = True
         try:
@@ -116,6 +130,8 @@ class CpqHandler(BaseHandler):
         responses = await super().handle_EHLO(server, session, envelope, hostname, responses)
         if session.ssl is not None:
             responses.insert(len(responses) - 1, replies.XCPQ_KEYWORD.more())
+            if isinstance(server, ChunkingSMTP):
+                responses.insert(len(responses) - 1, smtp_replies.CHUNKING.more())
         return responses
 
     def handle_STARTTLS(self, server: PvoqSMTP, session: PvoqSession,
@@ -154,9 +170,7 @@ class CpqHandler(BaseHandler):
 
     async def accept(self, server: PvoqSMTP, session: PvoqSession, envelope: PvoqEnvelope,
                      content: bytes, info: MessageInfo) -> str:
-        decoded = server.decoded if isinstance(server, CpqSMTP) else None
-        transfer = decoded[1] if decoded is not None and decoded[0] is envelope \
-            else decode_transfer(envelope.cpq_chunks)
+        transfer = envelope.cpq_transfer or decode_transfer(envelope.cpq_chunks)
         return await self.store(session, envelope, transfer, content, info)
 
     async def store(self, session: PvoqSession, envelope: PvoqEnvelope, transfer: Transfer,

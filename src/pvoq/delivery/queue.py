@@ -398,14 +398,24 @@ class DeliveryQueues:
 
     async def _deliver_batch(self, destination: Destination, host: _Host, addr: str, port: int,
                              groups: list[list[Item]]) -> None:
-        """One connection carrying *groups* in turn; a broken link defers the rest."""
+        """One connection carrying *groups*: one at a time, or up to `conn.in_flight` under
+        way at once where the peer takes pipelined transactions (CPQ); a broken link
+        defers the rest."""
         conn = destination.connection()
         host.stats.conn_out += 1
         host.stats.connections += 1
         try:
             await conn.open(addr, port)
             host.stats.down = False
+            broken: list[DeliveryError] = []
+            running: set[asyncio.Future[None]] = set()
+            rest: list[list[Item]] = []
             for index, group in enumerate(groups):
+                if running and len(running) >= conn.in_flight:
+                    _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                if broken:
+                    rest = groups[index:]
+                    break
                 if self.suspended:  # suspenddel: stop between messages, keep the rest queued
                     break
                 # Deleted (deleterecipients) or finished since the pass began?
@@ -413,28 +423,18 @@ class DeliveryQueues:
                 live = [(e, rcpts, t) for e, rcpts, t in live if e.mid in self.entries and rcpts]
                 if not live:
                     continue
-                bundle = self.bundler.bundle(conn, live) if len(live) > 1 else None
-                try:
-                    if bundle is not None:
-                        await self._deliver_bundle(conn, destination, bundle, host)
-                        continue
-                    for position, (entry, rcpts, target) in enumerate(live):
-                        if self.suspended:
-                            break
-                        try:
-                            await self._deliver_one(conn, destination, entry, rcpts, target,
-                                                    host)
-                        except DeliveryError:
-                            live = live[position:]
-                            raise
-                except DeliveryError as exc:
-                    host.stats.down = True
-                    rest = live + [item for later in groups[index + 1:] for item in later]
-                    for e, r, _ in rest:
-                        pending = [x for x in r if x.pending]
-                        if pending:
-                            self._defer(e, pending, conn.dcid, exc.reason, host.stats)
-                    break
+                if conn.in_flight == 1:
+                    await self._deliver_group(conn, destination, host, live, broken)
+                else:
+                    running.add(asyncio.ensure_future(
+                        self._deliver_group(conn, destination, host, live, broken)))
+            if running:
+                await asyncio.gather(*running)
+            for group in rest:
+                for e, r, _ in group:
+                    pending = [x for x in r if x.pending]
+                    if pending:
+                        self._defer(e, pending, conn.dcid, broken[0].reason, host.stats)
         except DeliveryError as exc:
             host.stats.down = True
             for group in groups:
@@ -444,6 +444,35 @@ class DeliveryQueues:
             host.stats.conn_out -= 1
             await conn.close()
             host.stats.last_activity = self.clock()
+
+    async def _deliver_group(self, conn: SmtpConnection, destination: Destination,
+                             host: _Host, live: list[Item], broken: list[DeliveryError]) -> None:
+        """The entries of one group (a bundle, or one by one); a broken link defers those
+        left and is added to *broken*."""
+        bundle = self.bundler.bundle(conn, live) if len(live) > 1 else None
+        try:
+            if bundle is not None:
+                await self._deliver_bundle(conn, destination, bundle, host)
+                return
+            for position, (entry, rcpts, target) in enumerate(live):
+                if self.suspended or broken:
+                    live = live[position:]
+                    if broken:
+                        raise broken[0]
+                    break
+                try:
+                    await self._deliver_one(conn, destination, entry, rcpts, target, host)
+                except DeliveryError:
+                    live = live[position:]
+                    raise
+        except DeliveryError as exc:
+            host.stats.down = True
+            if not broken:
+                broken.append(exc)
+            for e, r, _ in live:
+                pending = [x for x in r if x.pending]
+                if pending:
+                    self._defer(e, pending, conn.dcid, exc.reason, host.stats)
 
     async def _deliver_bundle(self, conn: SmtpConnection, destination: Destination,
                               bundle: Bundle, host: _Host) -> None:

@@ -11,10 +11,23 @@ one write (MAIL, every RCPT, the `extra` lines such as `XCPQ META`, DATA),
 its replies are read in order, then the body and the final reply follow: two
 round trips instead of four plus one per recipient and extra line. Without
 PIPELINING, one command at a time. The bytes are `smtp.wire`'s.
+
+A connection made with `pipeline_transactions` (a CPQ one), to a server that
+offers both PIPELINING and CHUNKING, sends a message of up to `STREAM_ABOVE`
+bytes as one write: MAIL, every RCPT, the extra lines, `BDAT <size> LAST` and
+the message, with no wait at all. Up to `TRANSACTIONS_IN_FLIGHT` such
+transactions may then be under way on the connection at once (`in_flight`):
+each `send` writes its own the moment it is called and reads its replies after
+those of the transactions written before it (the server answers in order).
+Such a server ends the transaction at `BDAT ... LAST` whatever it answers, so
+a refused one needs no RSET. A larger message, or one to another server, goes
+by DATA as above, alone on the connection: it waits for the transactions in
+flight and holds later ones back until its reply.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import ssl
@@ -30,6 +43,7 @@ from pvoq.smtp.wire import (
     BodySource,
     Reply,
     SmtpWire,
+    crlf,
     cut_pieces,
     stuffed,
     stuffed_chunks,
@@ -38,6 +52,9 @@ from pvoq.smtp.wire import (
 
 __all__ = ["CHUNK", "STREAM_ABOVE", "BodySource", "DeliveryError", "Reply", "SmtpConnection",
            "TlsPolicy", "cut_pieces", "send_data", "stuffed", "stuffed_chunks"]
+
+# Transactions one connection may have under way at once, when it may (`in_flight`).
+TRANSACTIONS_IN_FLIGHT = 8
 
 # What the wire raises when the link fails (TimeoutError and ConnectionError are OSErrors).
 LINK_ERRORS = (OSError, ssl.SSLError)
@@ -91,7 +108,7 @@ class SmtpConnection:
 
     def __init__(self, *, maillog: MailLog, ids: IdAllocator, local_hostname: str,
                  label: str, tls: TlsPolicy, timeout_s: float,
-                 source_ip: str | None = None) -> None:
+                 source_ip: str | None = None, pipeline_transactions: bool = False) -> None:
         self.log = maillog
         self.ids = ids
         self.local_hostname = local_hostname
@@ -101,7 +118,13 @@ class SmtpConnection:
         self.source_ip = source_ip
         self.dcid = 0
         self.extensions: dict[str, str] = {}  # the last EHLO's keywords (lower case)
+        self.pipeline_transactions = pipeline_transactions
         self._wire: SmtpWire | None = None
+        # Transactions in flight: a DATA one holds `_alone` from its start to its reply
+        # (a BDAT one only while it writes); `_last_read` is done once the transaction
+        # written last has read its replies.
+        self._alone = asyncio.Lock()
+        self._last_read: asyncio.Future[None] | None = None
 
     async def open(self, host: str, port: int) -> None:
         self.dcid = self.ids.next("dcid")
@@ -201,6 +224,18 @@ class SmtpConnection:
     def supports(self, keyword: str) -> bool:
         return self._wire is not None and keyword.lower() in self.extensions
 
+    @property
+    def chunks_pipelined(self) -> bool:
+        """Whether a small message goes by BDAT with the next transactions behind it."""
+        return self.pipeline_transactions and "chunking" in self.extensions \
+            and "pipelining" in self.extensions
+
+    @property
+    def in_flight(self) -> int:
+        """How many `send`s may be under way on this connection at once."""
+        return TRANSACTIONS_IN_FLIGHT if self._wire is not None and self.chunks_pipelined \
+            else 1
+
     async def command(self, line: str) -> Reply:
         """*line* sent alone and its reply; DeliveryError if the link fails."""
         assert self._wire is not None
@@ -248,9 +283,51 @@ class SmtpConnection:
                 to.append((rid, rcpt_to))
         if not to:
             return results
-        if "pipelining" in self.extensions:
-            return await self._pipelined(wire, mail_from, to, body, extra, rids, results)
-        return await self._one_by_one(wire, mail_from, to, body, extra, rids, results)
+        size = len(body) if isinstance(body, bytes) else body.size
+        if size <= STREAM_ABOVE and self.chunks_pipelined:
+            return await self._chunked(wire, mail_from, to, body, extra, rids, results)
+        async with self._alone:  # after the transactions in flight, before any later one
+            if self._last_read is not None:
+                await self._last_read
+            if "pipelining" in self.extensions:
+                return await self._pipelined(wire, mail_from, to, body, extra, rids, results)
+            return await self._one_by_one(wire, mail_from, to, body, extra, rids, results)
+
+    async def _chunked(self, wire: SmtpWire, mail_from: str, to: list[tuple[int, str]],
+                       body: bytes | BodySource, extra: Sequence[str], rids: list[int],
+                       results: dict[int, Reply]) -> dict[int, Reply]:
+        """The whole transaction in one write, its replies read after those of the
+        transactions written before it."""
+        data = crlf(body if isinstance(body, bytes) else body.read())
+        lines = [f"MAIL FROM:{mail_from}", *(f"RCPT TO:{p}" for _, p in to), *extra,
+                 f"BDAT {len(data)} LAST"]
+        head = "".join(line + "\r\n" for line in lines).encode("ascii")
+        async with self._alone:  # not in the middle of a DATA transaction's exchange
+            before = self._last_read
+            mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._last_read = mine
+            wire.write(head + data)
+        replies: list[Reply] = []
+        try:
+            await wire.drain()
+            if before is not None:
+                await before
+            for _ in lines:
+                replies.append(await wire.reply())
+        except BaseException as exc:
+            if len(replies) < len(lines):  # the replies of the later ones cannot be told
+                wire.close(exc if isinstance(exc, Exception) else None)
+            raise
+        finally:
+            mine.set_result(None)
+            if self._last_read is mine:
+                self._last_read = None
+        refused = _refusal(replies, to, len(extra), rids, results)
+        if refused is None:  # a 354 to BDAT: not a server this exchange can go on with
+            failure = ConnectionError(f"the server answered BDAT with {replies[-1].code}")
+            wire.close(failure)
+            raise failure
+        return refused
 
     async def _one_by_one(self, wire: SmtpWire, mail_from: str, to: list[tuple[int, str]],
                           body: bytes | BodySource, extra: Sequence[str], rids: list[int],

@@ -62,7 +62,7 @@ async def read_data(reader: asyncio.StreamReader, *, size_limit: int | None,
         reader._limit = limit  # type: ignore[attr-defined]
 
 
-class _Content:
+class DataContent:
     """The message as it is taken from the reader's buffer: whole lines at a time,
     dot-stuffing removed and line lengths checked on each piece, so that neither the
     reader's buffer nor a list of lines ever holds the whole message. Past
@@ -135,7 +135,7 @@ async def _read_data(reader: asyncio.StreamReader, *, size_limit: int | None,
                      line_limit: int, prefix: bytes, spill_dir: Path | None
                      ) -> DataBlock | None:
     buf: bytearray = reader._buffer  # type: ignore[attr-defined]
-    content = _Content(prefix, line_limit, spill_dir)
+    content = DataContent(prefix, line_limit, spill_dir)
     try:
         return await _read_into(reader, buf, content, size_limit=size_limit,
                                 line_limit=line_limit)
@@ -143,7 +143,7 @@ async def _read_data(reader: asyncio.StreamReader, *, size_limit: int | None,
         content.drop()
 
 
-async def _read_into(reader: asyncio.StreamReader, buf: bytearray, content: _Content, *,
+async def _read_into(reader: asyncio.StreamReader, buf: bytearray, content: DataContent, *,
                      size_limit: int | None, line_limit: int) -> DataBlock | None:
     state = NOMINAL
     discarded = 0    # bytes dropped while too much (only the end is looked for then)

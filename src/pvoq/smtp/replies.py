@@ -63,6 +63,7 @@ PIPELINING_AFTER_DATA = StatusCode(554, "5.5.0 Error: SMTP protocol synchronizat
 # -- EHLO keywords ---------------------------------------------------------------------
 PIPELINING = StatusCode(250, "PIPELINING")   # RFC 2920
 AUTH = StatusCode(250, "AUTH")               # aiosmtpd's, never offered
+CHUNKING = StatusCode(250, "CHUNKING")       # RFC 3030: BDAT (`smtp.chunking`)
 
 # -- the transaction -------------------------------------------------------------------
 SENDER_OK = StatusCode(250, "2.1.0 Sender ok")
@@ -78,6 +79,13 @@ TOO_MUCH_DATA = StatusCode(552, "Error: Too much mail data")
 DATA_OK = StatusCode(250, "OK")  # a handler without a DATA hook
 BARE_NEWLINE = StatusCode(554, "5.6.11 Message refused: bare CR or LF in DATA (RFC 5321 2.3.8)")
 ACCEPTED = StatusCode(250, "2.0.0 Ok: Message {mid} accepted")
+# BDAT (RFC 3030, `smtp.chunking`).
+BDAT_SYNTAX = StatusCode(501, "5.5.4 Syntax: BDAT <size> [LAST]")
+CHUNK_OK = StatusCode(250, "2.0.0 {size} octets received")
+NEED_MAIL = StatusCode(503, "5.5.1 Error: need MAIL command")
+CHUNK_AFTER_FAILURE = StatusCode(
+    503, "5.5.1 Error: a chunk of this transaction was refused; chunk thrown away")
+DATA_AFTER_BDAT = StatusCode(503, "5.5.1 Error: DATA in a transaction that sent BDAT")
 LOCAL_ERROR = StatusCode(451, "4.3.0 Local error in processing, try again later")
 
 # -- the sink (`pvoq sink`): a next hop that refuses and defers on request ---------------

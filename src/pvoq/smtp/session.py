@@ -49,6 +49,12 @@ class PvoqEnvelope(Envelope):
         self.mid: int = 0
         self.cpq_chunks: list[str] = []
         self.counted = True  # False: not mail (a CPQ receipt or dry rescan), not counted
+        self.cpq_transfer: Any = None  # the CPQ metadata decoded before the message is stored
+        # BDAT (`smtp.chunking`): the message gathered so far (a `DataContent`), its
+        # octets (the trace header's too), and whether a chunk of it was refused.
+        self.chunks: Any = None
+        self.chunked = 0
+        self.chunks_refused = False
 
 
 def tls_info(session: Session) -> TlsInfo | None:

@@ -1,6 +1,8 @@
 """A CPQ transfer's pipelined group (MAIL, RCPT, every `XCPQ META`, DATA) is answered in
 one write over TLS, on both event loops: the listener holds the replies while the next
-command is already read in (`smtp.limits`). Real sockets on 127.0.0.1, mutual TLS."""
+command is already read in (`smtp.limits`). By BDAT (the gateway's way), the whole
+transaction, message included, is one write and so are all its replies. Real sockets on
+127.0.0.1, mutual TLS."""
 
 from __future__ import annotations
 
@@ -53,8 +55,10 @@ def metadata(size: int) -> dict[str, Any]:
             "received": 1700000000.5, "size": size}
 
 
+@pytest.mark.parametrize("chunked", [True, False], ids=["bdat", "data"])
 @pytest.mark.parametrize("loop", list(LOOPS))
-def test_a_transfer_group_is_answered_in_one_write(tmp_path: Path, loop: str) -> None:
+def test_a_transfer_group_is_answered_in_one_write(tmp_path: Path, loop: str,
+                                                   chunked: bool) -> None:
     certs = issue_pair(tmp_path / "pki")
     writes: list[bytes] = []
     chunks = encode_chunks(metadata(len(BODY)))
@@ -69,7 +73,9 @@ def test_a_transfer_group_is_answered_in_one_write(tmp_path: Path, loop: str) ->
     async def main() -> dict[int, Any]:
         async with cpq_link(tmp_path, session, server_certs=certs["manager"],
                             client_certs=certs["gateway"]) as link:
+            link.conn.pipeline_transactions = chunked
             await link.open()
+            assert link.conn.in_flight == (8 if chunked else 1)
             writes.clear()
             return await link.conn.send(mid=1, sender="alice@example.org",
                                         recipients=[(0, "b@example.com")], body=BODY,
@@ -78,6 +84,12 @@ def test_a_transfer_group_is_answered_in_one_write(tmp_path: Path, loop: str) ->
     with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
         results = runner.run(asyncio.wait_for(main(), 60))
     assert results[0].code == 250, results
+    if chunked:  # MAIL, RCPT, each META, and the message's own reply: one write
+        codes = [line[:4] for line in writes[0].split(b"\r\n") if line]
+        assert codes == [b"250 "] * (3 + len(chunks)), writes
+        assert writes[0].split(b"\r\n")[-2] == b"250 2.0.0 Ok: quarantined"
+        assert writes[1:] == [b"221 Bye\r\n"], writes
+        return
     group = [w for w in writes if b"354" in w]
     assert len(group) == 1, writes
     codes = [line[:3] for line in group[0].split(b"\r\n") if line]

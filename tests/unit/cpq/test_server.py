@@ -477,9 +477,10 @@ class WriteCountingSMTP(CpqSMTP):
 
 def test_the_replies_of_a_pipelined_transfer_leave_in_one_write(
         tmp_path: Path, certs: Certificates) -> None:
-    """pvoq's CPQ sender pipelines MAIL, RCPT, the XCPQ META lines and DATA in one write;
-    their replies (250s then 354) leave in one write too, in order, and the transfer's
-    final 250 after its own."""
+    """pvoq's CPQ sender, sending by DATA (a message too large for one BDAT write, or a
+    peer without CHUNKING), pipelines MAIL, RCPT, the XCPQ META lines and DATA in one
+    write; their replies (250s then 354) leave in one write too, in order, and the
+    transfer's final 250 after its own."""
     from pvoq.cpq.client import CpqConnection
     from pvoq.smtp.client import TlsPolicy
 
@@ -495,7 +496,8 @@ def test_the_replies_of_a_pipelined_transfer_leave_in_one_write(
                              local_hostname=GATEWAY, label="the.cpq.host",
                              tls=TlsPolicy(client_context(certs.gateway,
                                                           ciphers=DEFAULT_CIPHERS),
-                                           required=True), timeout_s=10)
+                                           required=True), timeout_s=10,
+                             pipeline_transactions=False)
         try:
             await conn.open("127.0.0.1", at.port)
             writes.clear()  # the greeting, EHLO and STARTTLS are not the point

@@ -24,6 +24,7 @@ class Conn:
     def __init__(self, dest: Dest) -> None:
         self.dest = dest
         self.dcid = 70
+        self.in_flight = 1  # one transaction at a time
         self.bundles = dest.bundles
 
     async def open(self, host: str, port: int) -> None:

@@ -54,6 +54,8 @@ class FakeConnection:
     def __init__(self, destination: FakeDestination) -> None:
         self.destination = destination
         self.dcid = 0
+        self.in_flight = destination.in_flight
+        self.under_way = 0
 
     async def open(self, host: str, port: int) -> None:
         self.destination.opened.append((host, port))
@@ -66,6 +68,15 @@ class FakeConnection:
                    done_note: str = "") -> dict[int, Reply]:
         if self.destination.drop_during_send is not None:
             raise DeliveryError(self.destination.drop_during_send)
+        self.under_way += 1
+        self.destination.most_under_way = max(self.destination.most_under_way, self.under_way)
+        try:
+            await asyncio.sleep(0)  # the others on the connection go meanwhile
+        finally:
+            self.under_way -= 1
+        if self.destination.drop_after is not None and \
+                len(self.destination.sent) >= self.destination.drop_after:
+            raise DeliveryError("connection lost")
         # the body as the connection streams it: its pieces, read from the spool
         sent = b"".join(body.pieces(7))
         self.destination.sent.append(Sent(mid, [rid for rid, _ in recipients], sent))
@@ -85,6 +96,9 @@ class FakeDestination(Destination):
     route: Target | None = field(default_factory=lambda: Target("192.0.2.25", 25))
     refuse_connection: str | None = None
     drop_during_send: str | None = None
+    in_flight: int = 1  # the connection's `in_flight`
+    drop_after: int | None = None  # the link breaks once this many were sent
+    most_under_way: int = 0
     opened: list[tuple[str, int]] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
     closed: int = 0
@@ -328,6 +342,49 @@ class TestConnectionFailure:
         assert destination.opened == []
         assert entry.recipients[0].status == PENDING
         assert HOST in entry.recipients[0].last_error
+
+
+class TestTransactionsInFlight:
+    """A connection that takes pipelined transactions (CPQ) carries several at once."""
+
+    def test_up_to_in_flight_at_once_all_delivered(self, queues: DeliveryQueues,
+                                                   destination: FakeDestination,
+                                                   finished: list[int]) -> None:
+        destination.in_flight = 4
+        for mid in range(1, 11):
+            queue_entry(queues, mid, 0)
+        deliver(queues)
+        assert destination.most_under_way == 4
+        assert len(destination.opened) == 1
+        assert sorted(s.mid for s in destination.sent) == list(range(1, 11))
+        assert sorted(finished) == list(range(1, 11))
+
+    def test_one_at_a_time_otherwise(self, queues: DeliveryQueues,
+                                     destination: FakeDestination) -> None:
+        for mid in range(1, 6):
+            queue_entry(queues, mid, 0)
+        deliver(queues)
+        assert destination.most_under_way == 1
+        assert len(destination.sent) == 5
+
+    def test_a_broken_link_defers_every_entry_not_delivered(self, queues: DeliveryQueues,
+                                                            spool: Spool,
+                                                            destination: FakeDestination,
+                                                            finished: list[int]) -> None:
+        destination.in_flight = 4
+        destination.drop_after = 3
+        entries = [queue_entry(queues, mid, 0) for mid in range(1, 11)]
+        deliver(queues)
+        delivered = {s.mid for s in destination.sent}
+        assert len(delivered) == 3 and sorted(finished) == sorted(delivered)
+        assert queues.hosts[HOST].stats.down
+        for entry in entries:
+            if entry.mid in delivered:
+                continue
+            assert entry.recipients[0].status == PENDING
+            assert entry.recipients[0].last_error == "connection lost"
+            assert entry.recipients[0].attempts == 1
+            assert on_disk(spool, entry.mid) == entry
 
 
 class TestPermanentFailure:

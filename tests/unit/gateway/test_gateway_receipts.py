@@ -47,6 +47,7 @@ class Answering(Destination):
         return self
 
     dcid = 9
+    in_flight = 1  # one transaction at a time
 
     async def open(self, host: str, port: int) -> None:
         pass

@@ -36,6 +36,7 @@ WIRE: dict[str, tuple[StatusCode, dict[str, object], str]] = {
     "PIPELINING_AFTER_DATA": (smtp.PIPELINING_AFTER_DATA, {},
                               "554 5.5.0 Error: SMTP protocol synchronization"),
     "PIPELINING": (smtp.PIPELINING, {}, "250 PIPELINING"),
+    "CHUNKING": (smtp.CHUNKING, {}, "250 CHUNKING"),
     "AUTH": (smtp.AUTH, {}, "250 AUTH"),
     "SENDER_OK": (smtp.SENDER_OK, {}, "250 2.1.0 Sender ok"),
     "RCPT_OK": (smtp.RCPT_OK, {}, "250 2.1.5 Recipient ok"),
@@ -50,6 +51,13 @@ WIRE: dict[str, tuple[StatusCode, dict[str, object], str]] = {
     "BARE_NEWLINE": (smtp.BARE_NEWLINE, {},
                      "554 5.6.11 Message refused: bare CR or LF in DATA (RFC 5321 2.3.8)"),
     "ACCEPTED": (smtp.ACCEPTED, {"mid": 12}, "250 2.0.0 Ok: Message 12 accepted"),
+    "BDAT_SYNTAX": (smtp.BDAT_SYNTAX, {}, "501 5.5.4 Syntax: BDAT <size> [LAST]"),
+    "CHUNK_OK": (smtp.CHUNK_OK, {"size": 4096}, "250 2.0.0 4096 octets received"),
+    "NEED_MAIL": (smtp.NEED_MAIL, {}, "503 5.5.1 Error: need MAIL command"),
+    "CHUNK_AFTER_FAILURE": (smtp.CHUNK_AFTER_FAILURE, {}, "503 5.5.1 Error: a chunk of this "
+                            "transaction was refused; chunk thrown away"),
+    "DATA_AFTER_BDAT": (smtp.DATA_AFTER_BDAT, {},
+                        "503 5.5.1 Error: DATA in a transaction that sent BDAT"),
     "LOCAL_ERROR": (smtp.LOCAL_ERROR, {}, "451 4.3.0 Local error in processing, try again later"),
     "SINK_USER_UNKNOWN": (smtp.SINK_USER_UNKNOWN, {"address": "reject@x.example"},
                           "550 5.1.1 <reject@x.example>: Recipient address rejected: "

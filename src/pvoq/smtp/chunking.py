@@ -86,7 +86,13 @@ class ChunkingSMTP(PvoqSMTP):
 
     async def push(self, status: str | bytes | StatusCode) -> None:
         if self._unanswered:
-            line = status if isinstance(status, bytes) else str(status).encode("utf-8")
+            line = status if isinstance(status, bytes) else \
+                str(status).encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+            if line[:4] == b"250 " and self._may_hold:
+                # A MAIL, RCPT, RSET or XCPQ accepted: its reply goes with the next one
+                # written, or once the messages before are answered (`_finish`).
+                self._reply_lines.append(line)
+                return
             if line[3:4] != b"-":  # a multi-line reply's lines are gathered, not written
                 await self._replies_before()
         await super().push(status)
@@ -232,7 +238,13 @@ class ChunkingSMTP(PvoqSMTP):
             if before is not None:
                 await before
             self.context.maillog.flush()  # the client hears of its message after the log does
-            line = b"\r\n".join([*held, reply.encode("ascii", "backslashreplace")])
+            lines = [*held, reply.encode("ascii", "backslashreplace")]
+            if self._unanswered == 1 and not self._busy:
+                # The last answer owed, and no command under way: the replies held for the
+                # commands read since leave with it (a client may be waiting for them).
+                lines += self._held + self._reply_lines
+                self._held, self._reply_lines = [], []
+            line = b"\r\n".join(lines)
             if self.transport is None or self.transport.is_closing():
                 if reply.startswith("2"):
                     self.context.maillog.info(f"MID {envelope.mid} stored, but the client "

@@ -2,7 +2,8 @@
 
 A real manager process (SQLite, or a real PostgreSQL server) receives CPQ
 quarantine transfers from pvoq's own CPQ sender over four mutual-TLS
-connections, as a gateway ships them, while the test SIGKILLs the manager
+connections, as a gateway ships them (up to 8 transfers in flight on each,
+pipelined by BDAT), while the test SIGKILLs the manager
 at random moments and starts it again. The sender retries every transfer
 (same transfer id) until it gets a 250, as a gateway does. At the end every
 transfer that got a 250 is held exactly once, no transfer is held twice, and
@@ -30,11 +31,12 @@ from pvoq.cpq import tls
 from pvoq.cpq.client import CpqConnection
 from pvoq.cpq.metadata import encode_chunks
 from pvoq.maillog import IdAllocator, MailLog
-from pvoq.smtp.client import DeliveryError, TlsPolicy
+from pvoq.smtp.client import TRANSACTIONS_IN_FLIGHT as IN_FLIGHT
+from pvoq.smtp.client import DeliveryError, Reply, TlsPolicy
 from pvoq.testing.localdeploy import GATEWAY, Deployment
 from pvoq.testing.pgserver import PostgresServer
 
-TRANSFERS = 900
+TRANSFERS = 4000  # enough that the kills come while they flow, 8 in flight a connection
 CONNECTIONS = 4
 KILLS = 3
 SEED = 20261130
@@ -88,10 +90,10 @@ class Sender(threading.Thread):
 
     async def worker(self, todo: list[int], context: ssl.SSLContext, log: MailLog,
                      ids: IdAllocator, deadline: float) -> None:
+        """As a gateway's connection does: up to `in_flight` transfers under way at once
+        (BDAT, pipelined), each retried until it gets its own 250."""
         conn: CpqConnection | None = None
         while todo and time.monotonic() < deadline:
-            i = todo[0]
-            body = wire(i)
             try:
                 if conn is None:
                     conn = CpqConnection(expect_role="manager", maillog=log, ids=ids,
@@ -99,19 +101,28 @@ class Sender(threading.Thread):
                                          tls=TlsPolicy(context, required=True),
                                          timeout_s=20)
                     await conn.open("127.0.0.1", self.dep.ports["manager_cpq"])
-                reply = (await conn.send(
-                    mid=i, sender="alice@sender.example", recipients=[(0, "bob@example.com")],
-                    body=body, extra=[f"XCPQ META {c}" for c in encode_chunks(meta(i, len(body)))]
-                ))[0]
-                if reply.ok:
-                    self.acknowledged[i] += 1
-                    todo.pop(0)
+                    assert conn.in_flight == IN_FLIGHT
+                batch = todo[:conn.in_flight]
+                outcomes = await asyncio.gather(*(self.send(conn, i) for i in batch),
+                                                return_exceptions=True)
+                broken = False
+                for i, outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, TimeoutError | DeliveryError | OSError):
+                        broken = True
+                    elif isinstance(outcome, BaseException):
+                        raise outcome
+                    elif outcome.ok:
+                        self.acknowledged[i] += 1
+                        todo.remove(i)
+                    elif outcome.code >= 500:
+                        raise AssertionError(f"transfer {i} refused for good: {outcome}")
+                    else:
+                        broken = True
+                if not broken:
                     continue
-                if reply.code >= 500:
-                    raise AssertionError(f"transfer {i} refused for good: {reply}")
             except (TimeoutError, DeliveryError, OSError):
                 pass
-            if conn is not None:  # refused, cut or down: a new connection, the same transfer
+            if conn is not None:  # refused, cut or down: a new connection, the same transfers
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 5)
                 conn = None
@@ -120,6 +131,13 @@ class Sender(threading.Thread):
             await conn.close()
         if todo:
             raise AssertionError(f"{len(todo)} transfers never acknowledged before the deadline")
+
+    @staticmethod
+    async def send(conn: CpqConnection, i: int) -> Reply:
+        body = wire(i)
+        return (await conn.send(
+            mid=i, sender="alice@sender.example", recipients=[(0, "bob@example.com")],
+            body=body, extra=[f"XCPQ META {c}" for c in encode_chunks(meta(i, len(body)))]))[0]
 
 
 def held(dep: Deployment) -> list[dict[str, object]]:

@@ -57,6 +57,13 @@ class Target:
     done_note: str = ""
 
 
+async def _all_of(tasks: set[asyncio.Future[None]]) -> None:
+    """Wait for every one of *tasks*, then raise the first error among them, if any."""
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
 def _rids(rcpts: Sequence[Recipient]) -> str:
     return "[" + ", ".join(str(r.rid) for r in rcpts) + "]"
 
@@ -412,7 +419,10 @@ class DeliveryQueues:
             rest: list[list[Item]] = []
             for index, group in enumerate(groups):
                 if running and len(running) >= conn.in_flight:
-                    _, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    done, running = await asyncio.wait(running,
+                                                       return_when=asyncio.FIRST_COMPLETED)
+                    if any(task.exception() is not None for task in done):
+                        await _all_of(done | running)  # an application fault goes up
                 if broken:
                     rest = groups[index:]
                     break
@@ -428,8 +438,7 @@ class DeliveryQueues:
                 else:
                     running.add(asyncio.ensure_future(
                         self._deliver_group(conn, destination, host, live, broken)))
-            if running:
-                await asyncio.gather(*running)
+            await _all_of(running)
             for group in rest:
                 for e, r, _ in group:
                     pending = [x for x in r if x.pending]

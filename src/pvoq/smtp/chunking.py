@@ -110,7 +110,8 @@ class ChunkingSMTP(PvoqSMTP):
     # -- BDAT ---------------------------------------------------------------------------
     @syntax("BDAT <size> [LAST]")
     async def smtp_BDAT(self, arg: str) -> None:
-        match = _BDAT_ARG.match(arg or "")
+        arg = arg or ""
+        match = _BDAT_ARG.match(arg)
         if match is None:  # the chunk's end is unknown: it cannot be skipped
             self.log_cut(f"BDAT without a size: {arg[:40]!r}")
             await self.push(replies.BDAT_SYNTAX)

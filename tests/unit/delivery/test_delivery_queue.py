@@ -387,6 +387,25 @@ class TestTransactionsInFlight:
             assert on_disk(spool, entry.mid) == entry
 
 
+    def test_an_application_fault_among_them_goes_up_once_the_others_ended(
+            self, queues: DeliveryQueues, destination: FakeDestination,
+            finished: list[int]) -> None:
+        """As it would one at a time: the host's worker logs it and retries what is due."""
+        destination.in_flight = 4
+
+        def script(mid: int, rid: int) -> Reply:
+            if mid == 2:
+                raise RuntimeError("boom")
+            return OK
+
+        destination.script = script
+        for mid in range(1, 9):
+            queue_entry(queues, mid, 0)
+        with pytest.raises(RuntimeError, match="boom"):
+            deliver(queues)
+        assert 2 not in finished and 1 in finished
+
+
 class TestPermanentFailure:
     def test_5xx_bounces_downstream(self, queues: DeliveryQueues, spool: Spool,
                                     destination: FakeDestination, maillog: MailLog,

@@ -241,10 +241,13 @@ def test_over_the_size_limit_552_and_the_next_transaction_is_fresh(tmp_path: Pat
     assert harness.handler.stored == [message("small")]
 
 
-def test_a_size_that_is_not_a_number_closes_the_connection(harness: Harness) -> None:
+@pytest.mark.parametrize("line", [b"BDAT lots LAST", b"BDAT", b"BDAT -5 LAST",
+                                  b"BDAT 5 FIRST"])
+def test_a_size_that_is_not_a_number_closes_the_connection(harness: Harness,
+                                                           line: bytes) -> None:
     async def talk(reader: Any, writer: Any) -> tuple[str, bytes]:
         writer.write(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n"
-                     b"BDAT lots LAST\r\nQUIT\r\n")
+                     + line + b"\r\nQUIT\r\n")
         answers = await replies_of(reader, 3)
         return answers[2], await asyncio.wait_for(reader.read(), WAIT_S)
 

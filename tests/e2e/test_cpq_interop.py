@@ -1,12 +1,14 @@
-"""Clients nobody here wrote, against a cpq_listener: swaks and openssl s_client."""
+"""Clients nobody here wrote, against a cpq_listener: swaks and openssl s_client (BDAT too)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
 from pvoq.cpq import replies as cpq_replies
-from pvoq.testing.localdeploy import Deployment
+from pvoq.cpq.metadata import encode_chunks
+from pvoq.testing.localdeploy import GATEWAY, Deployment
 
 
 def _tool(name: str) -> str:
@@ -63,3 +65,40 @@ class TestOpensslClient:
         assert "CN = manager.pvoq.test" in out or "CN=manager.pvoq.test" in out
         assert "Verify return code: 0 (ok)" in out
         assert "pvoq CPQ CA" in out
+
+    def test_s_client_pipelines_two_bdat_transfers_with_a_gateway_certificate(
+            self, running: Deployment) -> None:
+        """A client nobody here wrote sends two whole transfers by BDAT (RFC 3030) in one
+        go, the second without waiting for the first's reply: both are stored, and the
+        replies come back in order, each transfer's final 250 after its own commands."""
+        certs = running.root / "gateway" / "certs"
+        port = running.ports["manager_cpq"]
+        script = b"EHLO gw.openssl.example\r\n"
+        for n in (1, 2):
+            body = (f"From: alice@sender.example\r\nTo: bob@example.com\r\n"
+                    f"Subject: bdat interop {n}\r\n\r\nsent by openssl\r\n").encode()
+            meta = {"v": 1, "kind": "quarantine", "transfer_id": f"interop-bdat-{n:04d}",
+                    "origin": {"hostname": GATEWAY, "serial": "PVOQ-G-0001", "mid": n},
+                    "sender": "alice@sender.example",
+                    "recipients": [{"rid": 0, "address": "bob@example.com"}],
+                    "quarantines": [{"name": "Policy", "reason": "content filter:interop",
+                                     "stage": "content_filters"}],
+                    "received": 1700000000.0, "size": len(body)}
+            script += b"MAIL FROM:<alice@sender.example>\r\nRCPT TO:<bob@example.com>\r\n"
+            script += b"".join(f"XCPQ META {c}\r\n".encode() for c in encode_chunks(meta))
+            script += f"BDAT {len(body)} LAST\r\n".encode() + body
+        script += b"QUIT\r\n"
+        result = subprocess.run(
+            [_tool("openssl"), "s_client", "-starttls", "smtp", "-connect", f"127.0.0.1:{port}",
+             "-cert", str(certs / "cpq.pem"), "-key", str(certs / "cpq.key"),
+             "-CAfile", str(certs / "cpq-ca.pem"), "-quiet", "-ign_eof"],
+            input=script, capture_output=True, timeout=60)
+        out = result.stdout.decode("ascii", "replace")
+        assert "250-CHUNKING" in out, out
+        finals = list(re.finditer(r"250 2\.0\.0 Ok: Message \d+ accepted", out))
+        assert len(finals) == 2, out
+        # the second transfer's MAIL is answered after the first one's final reply
+        assert out.find("250 2.1.0 Sender ok", finals[0].end()) < finals[1].start()
+        assert out.rstrip().endswith("221 Bye"), out
+        subjects = sorted(m["subject"] for m in running.quarantined())
+        assert subjects == ["bdat interop 1", "bdat interop 2"]

@@ -98,7 +98,8 @@ class TestOpensslClient:
         finals = list(re.finditer(r"250 2\.0\.0 Ok: Message \d+ accepted", out))
         assert len(finals) == 2, out
         # the second transfer's MAIL is answered after the first one's final reply
-        assert out.find("250 2.1.0 Sender ok", finals[0].end()) < finals[1].start()
+        assert finals[0].end() < out.find("250 2.1.0 Sender ok", finals[0].end()) \
+            < finals[1].start()
         assert out.rstrip().endswith("221 Bye"), out
         subjects = sorted(m["subject"] for m in running.quarantined())
         assert subjects == ["bdat interop 1", "bdat interop 2"]

@@ -24,9 +24,9 @@ from pvoq.cpq import replies
 from pvoq.cpq.ca import peer_common_name
 from pvoq.cpq.metadata import MAX_CHUNKS, MetadataError, decode_transfer
 from pvoq.cpq.transfer import Transfer
-from pvoq.smtp.replies import StatusCode
 from pvoq.smtp import replies as smtp_replies
 from pvoq.smtp.chunking import ChunkingSMTP
+from pvoq.smtp.replies import StatusCode
 from pvoq.smtp.server import BaseHandler, MessageInfo, PvoqEnvelope, PvoqSession, PvoqSMTP
 
 REASON_CHARS = 200  # of a metadata refusal's reason, in the 554 line and the log

@@ -464,10 +464,10 @@ class DeliveryQueues:
                 await self._deliver_bundle(conn, destination, bundle, host)
                 return
             for position, (entry, rcpts, target) in enumerate(live):
-                if self.suspended or broken:
+                if broken:  # the link broke under another transfer of this connection
                     live = live[position:]
-                    if broken:
-                        raise broken[0]
+                    raise broken[0]
+                if self.suspended:
                     break
                 try:
                     await self._deliver_one(conn, destination, entry, rcpts, target, host)

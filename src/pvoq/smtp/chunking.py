@@ -182,7 +182,7 @@ class ChunkingSMTP(PvoqSMTP):
 
     def _chunk_refusal(self, envelope: PvoqEnvelope, size: int) -> StatusCode | None:
         """Why the chunk of *size* octets must be read and thrown away, or None."""
-        if not self.session.host_name or not envelope.mail_from:
+        if not self.psession().host_name or not envelope.mail_from:
             return replies.NEED_MAIL
         if not envelope.rcpt_tos:
             return replies.NEED_RCPT

@@ -397,7 +397,9 @@ class SmtpConnection:
         self.extensions = {}
         if wire is None:
             return
-        if wire.usable:
+        under_way = self._alone.locked() or (self._last_read is not None
+                                              and not self._last_read.done())
+        if wire.usable and not under_way:  # a QUIT's reply could not be told from theirs
             with contextlib.suppress(*LINK_ERRORS):
                 await wire.command("QUIT")
         wire.close()

@@ -166,3 +166,18 @@ def test_a_send_abandoned_half_read_closes_the_connection(tmp_path: Path) -> Non
     first, second = run(tmp_path, scenario)
     assert isinstance(first, asyncio.CancelledError)
     assert isinstance(second, DeliveryError)
+
+
+def test_closing_with_transactions_under_way_hangs_up_without_quit(tmp_path: Path) -> None:
+    """Their replies would be read as the QUIT's: the connection is closed instead, and
+    they fail (to be sent again), none answered with another's reply."""
+
+    async def scenario(conn: SmtpConnection, handler: Keeper) -> list[Any]:
+        sends = [asyncio.ensure_future(send(conn, n, message(f"slow{n}"))) for n in (1, 2)]
+        await asyncio.sleep(0.05)
+        await conn.close()
+        assert handler.stored == []  # closed at once: no QUIT waiting behind their stores
+        return await asyncio.gather(*sends, return_exceptions=True)
+
+    outcomes = run(tmp_path, scenario)
+    assert all(isinstance(o, DeliveryError) for o in outcomes), outcomes

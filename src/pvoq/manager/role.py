@@ -242,11 +242,12 @@ class Manager(Appliance):
         self.store.close()
 
     async def _expiry_loop(self) -> None:
-        """Apply default actions at scheduled exits, a batch at a time, between waits."""
+        """Apply default actions at scheduled exits, a batch at a time, between waits; a
+        chunk of the search dictionary pruned at each pass (`QuarantineStore.prune_vocabulary`)."""
         await expiry_loop(lambda: self.service.expire(batch=200, max_batches=1),
                           self._expiry_wake,
                           lambda: self.config.quarantine_store.expiry_interval_seconds,
-                          self.maillog.warning)
+                          self.maillog.warning, after=self.store.prune_vocabulary)
 
     def metric_families(self) -> Iterable[Metric]:
         return manager_families(self.store, quarantine_settings(self.config),

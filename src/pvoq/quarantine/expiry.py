@@ -14,13 +14,17 @@ from collections.abc import Callable
 
 async def expiry_loop(expire: Callable[[], int], wake: asyncio.Event,
                       interval_s: Callable[[], float], warn: Callable[[str], None],
-                      what: str = "Quarantine expiry") -> None:
-    """Run *expire* (one batch; how many it settled) until it finds nothing, then wait
-    *interval_s()* seconds or for *wake*; a failure is logged through *warn* and retried."""
+                      what: str = "Quarantine expiry",
+                      after: Callable[[], object] | None = None) -> None:
+    """Run *expire* (one batch; how many it settled) until it finds nothing, then *after*
+    (upkeep, once a pass), then wait *interval_s()* seconds or for *wake*; a failure is
+    logged through *warn* and retried."""
     while True:
         try:
             while expire() > 0:
                 await asyncio.sleep(0)
+            if after is not None:
+                after()
         except Exception as exc:  # a database hiccup must not end expiry for good
             warn(f"{what} failed, will retry: {exc}")
         wake.clear()

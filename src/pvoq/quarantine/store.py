@@ -108,6 +108,7 @@ class QuarantineStore(Views):
         self.settings: dict[str, QuarantineSettings] = settings or builtin_defaults()
         self._committer = None
         self._pool = None
+        self._prune_after: tuple[str, str] = ("", "")  # where the dictionary's pruning is
 
     def close(self) -> None:
         """Commit the arrivals handed in, stop the writer, close the database."""
@@ -187,6 +188,17 @@ class QuarantineStore(Views):
         with self.engine.connect() as conn:
             return int(conn.execute(select(held_counts.c.n).where(
                 held_counts.c.quarantine == HELD_BYTES)).scalar() or 0)
+
+    def prune_vocabulary(self) -> int:
+        """One chunk of the search dictionary pruned (PostgreSQL, `words.prune_vocabulary`):
+        the words dropped that no held message has any more. Each call goes on where the
+        last stopped; after the dictionary's end, from its start again."""
+        if self.dialect == "sqlite":
+            return 0  # the trigram tables hold held mail only: nothing to prune
+        with self.engine.begin() as conn:
+            dropped, after = words.prune_vocabulary(conn, self._prune_after)
+        self._prune_after = after or ("", "")
+        return dropped
 
     # -- actions -----------------------------------------------------------
     def act(self, mid: int, action: str, quarantine: str | None = None, *,

@@ -36,8 +36,16 @@ statement for a batch) and leave in the one that claims its settlement
 (`unindex_words`), as SQLite's trigram tables do, so the words hold held mail
 only. The lowercasing and the split are PostgreSQL's own, one SQL definition
 for the store, the migration that fills the words of a database
-(revision `0007`) and the bench's bulk load. The dictionary only grows: a
-word whose messages have all left matches nothing.
+(revision `0007`) and the bench's bulk load.
+
+A word whose messages have all left stays in the dictionary until
+`prune_vocabulary` takes it out: a chunk of the dictionary at a time, in word
+order, each word without a row dropped, a pass over the whole dictionary
+after another (the manager runs a chunk with each expiry pass). A batch
+that adds words holds `VOCABULARY_LOCK` shared for its transaction and a
+chunk holds it alone, so a word is never dropped between a batch finding it
+in the dictionary and that batch's rows being committed (the lock is the
+database's: managers sharing one take turns too).
 """
 
 from __future__ import annotations
@@ -129,12 +137,45 @@ FILL_ALL = [
 
 _FILL = text(fill_sql("m.id = ANY(:mids)"))
 _EMPTY = text("DELETE FROM search_words WHERE message_id = ANY(:mids)")
+VOCABULARY_LOCK = 0x70766F71766F6361  # "pvoqvoca": PostgreSQL advisory lock key
+_SHARED = text(f"SELECT pg_advisory_xact_lock_shared({VOCABULARY_LOCK})")
+_ALONE = text(f"SELECT pg_advisory_xact_lock({VOCABULARY_LOCK})")
+# One chunk of the dictionary after (:field, :word), in word order: its words without a
+# row dropped; how many, and the chunk's last word (NULL: the dictionary's end).
+_PRUNE = text("""
+WITH chunk AS (SELECT field, word FROM search_vocabulary
+                WHERE (field, word) > (:field, :word) ORDER BY field, word LIMIT :n),
+gone AS (DELETE FROM search_vocabulary v USING chunk c
+          WHERE v.field = c.field AND v.word = c.word
+            AND NOT EXISTS (SELECT 1 FROM search_words w
+                             WHERE w.field = c.field AND w.word = c.word)
+          RETURNING 1),
+last AS (SELECT field, word FROM chunk ORDER BY field DESC, word DESC LIMIT 1)
+SELECT (SELECT count(*) FROM gone), (SELECT field FROM last), (SELECT word FROM last),
+       (SELECT count(*) FROM chunk)
+""")
+PRUNE_CHUNK = 2000  # dictionary words looked at in one transaction
 
 
 def index_words(conn: Connection, mids: list[int]) -> None:
     """The words of the messages *mids* (their rows and recipients written already)."""
     if mids:
+        conn.execute(_SHARED)  # no chunk of `prune_vocabulary` until this commits
         conn.execute(_FILL, {"mids": mids})
+
+
+def prune_vocabulary(conn: Connection, after: tuple[str, str],
+                     limit: int = PRUNE_CHUNK) -> tuple[int, tuple[str, str] | None]:
+    """Drop the words of one chunk of the dictionary (the *limit* words after *after*, a
+    (field, word) key; ("", "") from the start) that no held message has any more: how
+    many, and the key to go on after (None: the end of the dictionary was reached).
+    Holds `VOCABULARY_LOCK` alone until the caller's transaction ends."""
+    conn.execute(_ALONE)
+    dropped, field, word, seen = conn.execute(
+        _PRUNE, {"field": after[0], "word": after[1], "n": limit}).one()
+    if field is None or int(seen) < limit:
+        return int(dropped), None
+    return int(dropped), (str(field), str(word))
 
 
 def unindex_words(conn: Connection, mids: list[int]) -> None:

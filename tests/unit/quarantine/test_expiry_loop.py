@@ -41,6 +41,30 @@ def test_batches_until_empty_a_failure_is_warned_and_retried_and_a_wake_comes_ea
     assert warnings == ["Local quarantine expiry failed, will retry: database is locked"]
 
 
+def test_the_upkeep_runs_once_a_pass_after_the_batches() -> None:
+    """The manager's search dictionary pruning: one chunk after each pass's batches."""
+    async def scenario() -> list[str]:
+        calls: list[str] = []
+        outcomes = [2, 0, 0]
+
+        def expire() -> int:
+            calls.append(f"expire {outcomes[0]}")
+            return outcomes.pop(0) if len(outcomes) > 1 else 0
+
+        wake = asyncio.Event()
+        task = asyncio.ensure_future(expiry_loop(expire, wake, lambda: 3600.0, lambda w: None,
+                                                 after=lambda: calls.append("upkeep")))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        wake.set()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        task.cancel()
+        return calls
+
+    assert asyncio.run(scenario()) == ["expire 2", "expire 0", "upkeep", "expire 0", "upkeep"]
+
+
 def test_early_release_options_only_of_release_by_default_quarantines() -> None:
     tag = EarlyRelease(subject_tag="[early]")
     settings = {

@@ -184,7 +184,8 @@ class TestFollowTheMessages:
                                      "WHERE message_id = 11 AND field = 'j'")).scalar() == 0
 
     def test_settled_messages_leave(self, store: QuarantineStore) -> None:
-        """A released message's words go with its settlement; its dictionary word stays."""
+        """A released message's words go with its settlement; its dictionary word stays
+        (until a pruning pass: `TestPruning`)."""
         fill(store, 4)
         assert store.act(4, RELEASED).settled == RELEASED
         query = SearchQuery(subject=TextFilter("is", "claim"))
@@ -207,6 +208,75 @@ class TestFollowTheMessages:
         reclaim = SearchQuery(subject=TextFilter("contains", "reclaim"))
         assert [r["id"] for r in store.search(reclaim)[0]] == [99, 3]
         assert same_as_trigrams(store, dave) == [99]
+
+
+class TestPruning:
+    """Words no held message has any more leave the dictionary, a chunk at a time."""
+
+    @staticmethod
+    def vocabulary(store: QuarantineStore) -> set[tuple[str, str]]:
+        with store.engine.connect() as conn:
+            return {(f, w) for f, w in conn.execute(
+                text("SELECT field, word FROM search_vocabulary"))}
+
+    @staticmethod
+    def used(store: QuarantineStore) -> set[tuple[str, str]]:
+        with store.engine.connect() as conn:
+            return {(f, w) for f, w in conn.execute(
+                text("SELECT DISTINCT field, word FROM search_words"))}
+
+    def test_a_pass_drops_exactly_the_words_without_rows(self, store: QuarantineStore,
+                                                         monkeypatch: Any) -> None:
+        monkeypatch.setattr(words, "PRUNE_CHUNK", 3)  # many chunks over 40 messages' words
+        mids = fill(store, 40)
+        for mid in mids[::3]:
+            assert store.act(mid, RELEASED).settled == RELEASED
+        before = self.vocabulary(store)
+        assert self.used(store) < before  # some words left with the released messages
+        dropped = 0
+        for _ in range(len(before)):  # bounded: a chunk drops at least nothing
+            dropped += store.prune_vocabulary()
+            if store._prune_after == ("", ""):
+                break
+        assert self.vocabulary(store) == self.used(store)
+        assert dropped == len(before) - len(self.used(store))
+        # The answers are the trigram plan's still, and a word comes back with new mail.
+        assert same_as_trigrams(store, SearchQuery(subject=TextFilter("contains", "claim")))
+        gone = sorted(before - self.used(store))[0]
+        store.add(mid=500, meta=meta("Policy", sender="new@x.example"), body=body(),
+                  origin_ip="10.1.2.9", subject=gone[1] if gone[0] == "j" else "fresh")
+        assert (("j", gone[1]) if gone[0] == "j" else ("s", "new@x.example")) \
+            in self.vocabulary(store)
+
+    def test_a_batch_adding_words_and_a_chunk_exclude_each_other(
+            self, store: QuarantineStore) -> None:
+        """A batch that found a word in the dictionary holds the lock until it commits, so
+        no chunk drops that word under it; a chunk holds it alone until it commits."""
+        fill(store, 4)
+        lock = words.VOCABULARY_LOCK
+        with store.engine.connect() as batch, store.engine.connect() as other:
+            words.index_words(batch, [1])  # in the batch's transaction, not committed
+            assert other.execute(text(f"SELECT pg_try_advisory_xact_lock({lock})")
+                                 ).scalar() is False
+            assert other.execute(text(f"SELECT pg_try_advisory_xact_lock_shared({lock})")
+                                 ).scalar() is True  # batches do not wait for each other
+            batch.rollback()
+            other.rollback()
+            words.prune_vocabulary(batch, ("", ""))  # a chunk, not committed
+            assert other.execute(text(f"SELECT pg_try_advisory_xact_lock_shared({lock})")
+                                 ).scalar() is False
+            batch.rollback()
+            other.rollback()
+
+    def test_sqlite_has_nothing_to_prune(self, tmp_path: Path) -> None:
+        lite = QuarantineStore(f"sqlite:///{tmp_path / 'q.db'}", tmp_path / "bodies")
+        try:
+            lite.add(mid=1, meta=meta("Policy"), body=body(), origin_ip="10.0.0.1",
+                     subject="anything")
+            assert lite.act(1, RELEASED).settled == RELEASED
+            assert lite.prune_vocabulary() == 0
+        finally:
+            lite.close()
 
 
 class TestAnswerable:

@@ -269,9 +269,9 @@ def _longest_line_over(content: bytes, limit: int) -> bool:
         end = min(start + LINES_PIECE, size)
         if end < size:
             cut = content.rfind(b"\r\n", start, end)
-            if cut < start:
-                return True  # no line end in a megabyte
-            end = cut + 2
+            if cut < start:  # a line longer than the piece: up to its end, whole
+                cut = content.find(b"\r\n", end - 1)
+            end = size if cut < 0 else cut + 2
         if max(map(len, content[start:end].split(b"\r\n"))) + 2 > limit:
             return True
         start = end

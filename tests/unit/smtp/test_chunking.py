@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from pvoq.config.hat import make_rat, parse_hat
 from pvoq.config.model import Listener
 from pvoq.maillog import IdAllocator, MailLog
-from pvoq.smtp import replies
+from pvoq.smtp import chunking, replies
 from pvoq.smtp.chunking import ChunkingSMTP
 from pvoq.smtp.server import (
     BaseHandler,
@@ -329,3 +331,21 @@ def test_a_client_waiting_for_each_reply_gets_it_once_the_message_before_is_answ
     answers = harness.run(talk)
     assert answers[2:] == ["250 2.0.0 Ok: kept m1", "250 2.1.0 Sender ok",
                            "250 2.1.5 Recipient ok"]
+
+
+@given(content=st.binary(max_size=400), piece=st.integers(min_value=2, max_value=64),
+       limit=st.integers(min_value=3, max_value=40))
+@example(content=b"ab\r\ncd", piece=3, limit=4)
+@example(content=b"x" * 64, piece=8, limit=1000)
+def test_the_line_check_is_the_data_rule_whatever_the_pieces(content: bytes, piece: int,
+                                                            limit: int) -> None:
+    """Measured a piece at a time (cut after a CRLF, a line longer than a piece taken
+    whole), the answer is DATA's rule on the whole message: a line longer than *limit*
+    octets with its CRLF."""
+    expected = max(len(line) for line in content.split(b"\r\n")) + 2 > limit
+    original = chunking.LINES_PIECE
+    chunking.LINES_PIECE = piece
+    try:
+        assert chunking._longest_line_over(content, limit) == expected
+    finally:
+        chunking.LINES_PIECE = original

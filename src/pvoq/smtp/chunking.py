@@ -30,6 +30,12 @@ size) is read all the same and thrown away, and so are the later chunks of
 that transaction, each answered `503`. A size that is not a number cannot be
 skipped: `501`, and the connection is closed.
 
+At most `MAX_UNANSWERED` messages of a session wait for their reply at once,
+and replies written wait for the client to read them: past either, the
+session stops reading until a store returns or the client reads (TCP holds
+the client back), so a client that pipelines without reading its replies
+gets neither memory nor tasks without end.
+
 A timed limit reached (session lifetime) while messages are handed over and
 unanswered waits for their replies, as it waits for a command under way. A
 client that leaves before a reply loses only the reply: the message is stored
@@ -50,6 +56,10 @@ from pvoq.smtp.replies import StatusCode
 from pvoq.smtp.server import PvoqEnvelope, PvoqSMTP
 
 READ_PIECE = 256 * 1024  # bytes of a chunk taken from the reader at a time
+# Messages a session holds handed over and unanswered before it reads on (a pvoq sender
+# has at most `smtp.client.TRANSACTIONS_IN_FLIGHT`, 8): a client that pipelines without
+# reading its replies is held back by TCP, not given memory and tasks without end.
+MAX_UNANSWERED = 32
 LINES_PIECE = 1024 * 1024  # bytes of a message whose line lengths are measured at a time
 _BDAT_ARG = re.compile(r"([0-9]{1,15})(?:[ \t]+(LAST))?[ \t]*\Z", re.I)
 
@@ -66,6 +76,7 @@ class ChunkingSMTP(PvoqSMTP):
         super().__init__(handler, **kwargs)
         self._reply_tail: asyncio.Future[None] | None = None  # the last reply handed over
         self._unanswered = 0  # messages handed over whose reply is not written yet
+        self._answered = asyncio.Event()  # set as each of them is answered
         self._finishing: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -171,6 +182,16 @@ class ChunkingSMTP(PvoqSMTP):
             await self.push(refused)
             return
         self._hand_over(envelope)
+        await self._room()
+
+    async def _room(self) -> None:
+        """Back once fewer than MAX_UNANSWERED messages wait for their reply and the
+        client reads the replies written (the transport's buffer is drained)."""
+        while self._unanswered >= MAX_UNANSWERED and self.transport is not None:
+            self._answered.clear()
+            await self._answered.wait()
+        if self._paused and self.transport is not None:  # type: ignore[attr-defined]
+            await self._writer.drain()
 
     async def smtp_DATA(self, arg: str) -> None:
         envelope = self.envelope
@@ -256,6 +277,7 @@ class ChunkingSMTP(PvoqSMTP):
                 self.message_accepted()
         finally:
             self._unanswered -= 1
+            self._answered.set()
             written.set_result(None)
             if not self._unanswered and self._ending is not None and not self._busy:
                 await self._end(*self._ending)

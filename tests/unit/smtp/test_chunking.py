@@ -191,6 +191,30 @@ def test_pipelined_transactions_are_stored_together_and_answered_in_order(
     assert answers[2::3] == [f"250 2.0.0 Ok: kept m{n}" for n in (1, 2, 3)]
 
 
+def test_no_more_than_max_unanswered_messages_are_taken_before_their_replies(
+        harness: Harness) -> None:
+    """A client pipelining 40 transfers while the stores are held back: the session takes
+    32, then reads no more until replies go out; all 40 are stored and answered."""
+    gate = asyncio.Event()
+    for n in range(40):
+        harness.handler.held[f"m{n}"] = gate
+
+    async def talk(reader: Any, writer: Any) -> tuple[int, list[str]]:
+        writer.write(b"".join(transaction(message(f"m{n}")) for n in range(40)))
+        for _ in range(300):
+            if len(harness.handler.started) >= chunking.MAX_UNANSWERED:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        taken = len(harness.handler.started)
+        gate.set()
+        return taken, await replies_of(reader, 120)
+
+    taken, answers = harness.run(talk)
+    assert taken == chunking.MAX_UNANSWERED == 32
+    assert answers[2::3] == [f"250 2.0.0 Ok: kept m{n}" for n in range(40)]
+
+
 def test_a_reply_that_must_be_written_waits_for_the_message_before(harness: Harness) -> None:
     gate = asyncio.Event()
     harness.handler.held["m1"] = gate

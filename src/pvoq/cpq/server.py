@@ -107,14 +107,6 @@ class CpqSMTP(ChunkingSMTP):
         return None
 
     async def smtp_DATA(self, arg: str) -> None:
-        envelope = self.envelope
-        assert isinstance(envelope, PvoqEnvelope)
-        if envelope.chunks is None and not envelope.chunks_refused:
-            refused = self.check_message(envelope)
-            if refused is not None:
-                self._set_post_data_state()  # the transaction is over, as after any DATA
-                await self.push(refused)
-                return
         self._in_data = True
         try:
             await super().smtp_DATA(arg)

@@ -360,13 +360,12 @@ def plan(q: SearchQuery, dialect: str, words: Words | None = None) -> Plan:
         if flt is not None and _negated(flt):
             p.rows.append(m.id.not_in(select(a.message_id).where(
                 text_condition(a.name, flt, dialect))))
-    if q.gateway and words and any(w.gateway is not None for w in words.values()):
-        pass  # the words of a set hold the gateway: tested there (`words.WordSet`)
-    elif q.gateway and lite:
-        p.rows.append((m.origin_host.collate("NOCASE") == q.gateway) | (m.origin_ip == q.gateway))
-    elif q.gateway:
-        p.rows.append((func.lower(m.origin_host) == q.gateway.lower())
-                      | (m.origin_ip == q.gateway))
+    # A word set that holds the gateway tests it on its own rows (`words.WordSet`).
+    gated = words is not None and any(w.gateway is not None for w in words.values())
+    if q.gateway and not gated:
+        host = m.origin_host.collate("NOCASE") == q.gateway if lite else \
+            func.lower(m.origin_host) == q.gateway.lower()
+        p.rows.append(host | (m.origin_ip == q.gateway))
     return p
 
 

@@ -64,11 +64,6 @@ LINES_PIECE = 1024 * 1024  # bytes of a message whose line lengths are measured 
 _BDAT_ARG = re.compile(r"([0-9]{1,15})(?:[ \t]+(LAST))?[ \t]*\Z", re.I)
 
 
-def chunk_octets(size: int) -> str:
-    """The reply to a chunk that is not the last."""
-    return str(replies.CHUNK_OK.format(size=size))
-
-
 class ChunkingSMTP(PvoqSMTP):
     """A session that takes BDAT, and reads on while the messages handed over are stored."""
 
@@ -158,7 +153,7 @@ class ChunkingSMTP(PvoqSMTP):
         envelope.chunks = content
         envelope.chunked += size
         if not last:
-            await self.push(chunk_octets(size))
+            await self.push(replies.CHUNK_OK.format(size=size))
             return
         self._set_post_data_state()  # the transaction ends here, whatever its reply
         if content.failed:
@@ -195,9 +190,14 @@ class ChunkingSMTP(PvoqSMTP):
 
     async def smtp_DATA(self, arg: str) -> None:
         envelope = self.envelope
-        if isinstance(envelope, PvoqEnvelope) and (envelope.chunks is not None
-                                                   or envelope.chunks_refused):
+        assert isinstance(envelope, PvoqEnvelope)
+        if envelope.chunks is not None or envelope.chunks_refused:
             await self.push(replies.DATA_AFTER_BDAT)  # RFC 3030 2: one or the other
+            return
+        refused = self.check_message(envelope)  # before 354: no body is read for nothing
+        if refused is not None:
+            self._set_post_data_state()  # the transaction is over, as after any DATA
+            await self.push(refused)
             return
         await super().smtp_DATA(arg)
 
@@ -231,7 +231,7 @@ class ChunkingSMTP(PvoqSMTP):
 
     def check_message(self, envelope: PvoqEnvelope) -> str | StatusCode | None:
         """A refusal of the whole message before its handler sees it (a subclass's: the
-        CPQ metadata), or None."""
+        CPQ metadata), or None: at DATA before its 354, at BDAT after the last chunk."""
         return None
 
     # -- the message handed over --------------------------------------------------------

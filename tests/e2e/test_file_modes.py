@@ -50,7 +50,9 @@ def test_nothing_is_open_to_other_users(deployment: Deployment, inherited: int) 
     with umask(inherited):
         dep.init()
         dep.start()
-    dep.send(subject="confidential report", body="quarantined by policy")
+    # Large enough to be kept as a file (a smaller body is kept in the database).
+    dep.send(subject="confidential report",
+             body="quarantined by policy\n" + "figures for the board, page after page\n" * 2000)
     dep.send(subject="hello", body="clean")
     wait_for("a quarantined message", dep.quarantined, timeout_s=60)
     wait_for("the clean message at the sink", dep.delivered, timeout_s=60)

@@ -429,6 +429,9 @@ class QuarantineStoreSettings:
 
     database_url: str | None = None         # default: SQLite in the data directory
     bodies: str = "disk"                    # disk | database
+    # With bodies on disk, a body up to this size is kept in the database all the same
+    # (committed with its row: no file, no fdatasync of its own); 0: every body a file.
+    inline_body_max_kb: float = bounded(64.0, (0.0, 1024.0))
     max_size_mb: float = bounded(0.0, (0.0, 1e9))  # 0: no quota
     expiry_interval_seconds: float = bounded(60.0)
     node_name: str | None = None            # several managers on one database: unique names

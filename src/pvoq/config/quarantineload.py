@@ -71,6 +71,7 @@ def parse_quarantines(root: Node) -> dict[str, Any]:
     store_settings = QuarantineStoreSettings(
         database_url=store("database_url", str),
         bodies=store("bodies", convert.choice("disk", "database")),
+        inline_body_max_kb=store("inline_body_max_kb", convert.non_negative),
         max_size_mb=store("max_size_mb", convert.non_negative),
         expiry_interval_seconds=store("expiry_interval_seconds", convert.seconds),
         node_name=store("node_name", str),

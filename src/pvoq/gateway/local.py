@@ -251,6 +251,7 @@ class LocalQuarantines:
         cfg = self.config()
         url = f"sqlite:///{self.database}"
         store = QuarantineStore(url, cfg.data_dir / "quarantine" / "bodies",
+                                inline_max=int(cfg.quarantine_store.inline_body_max_kb * 1024),
                                 node=cfg.hostname, settings=quarantine_settings(cfg))
         releases = LocalReleases(store=store, spool=self.spool, ids=self.ids,
                                  maillog=self.maillog, marker=self.marker,

@@ -76,6 +76,7 @@ class Manager(Appliance):
                or f"sqlite:///{config.data_dir / 'quarantine.db'}")
         self.store = QuarantineStore(url, config.data_dir / "quarantine" / "bodies",
                                      bodies=qs.bodies, node=qs.node_name or config.hostname,
+                                     inline_max=int(qs.inline_body_max_kb * 1024),
                                      settings=quarantine_settings(config))
         # MIDs are the stored rows' ids: unique across every manager on this database.
         self.ids = SharedIds(config.data_dir / "ids.json", self.store.engine)

@@ -65,6 +65,7 @@ class Intake:
     engine: Engine
     bodies: Path
     bodies_in_db: bool
+    inline_max: int  # bodies up to this many bytes go in the database even on disk stores
     clock: Callable[[], float]
     settings: dict[str, QuarantineSettings]
     _committer: GroupCommit | None = None
@@ -82,6 +83,12 @@ class Intake:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def inline(self, arrival: Arrival) -> bool:
+        """Whether *arrival*'s body goes in the database, committed with its row (every
+        body of a `database` store; a small one of a `disk` store), rather than in a file
+        of the bodies directory."""
+        return self.bodies_in_db or len(arrival.body) <= self.inline_max
 
     def close_intake(self) -> None:
         """Commit the arrivals handed in, then stop the writer and the sync threads."""
@@ -114,7 +121,7 @@ class Intake:
             database = self.engine.url.database
             if self.dialect == "sqlite" and database and database != ":memory:":
                 self._checkpointer = WalCheckpointer(database)
-        if not self.bodies_in_db:
+        if not self.inline(arrival):
             if self._staged is None:
                 self._staged = {}
             staging = self._sync_pool().submit(
@@ -163,9 +170,8 @@ class Intake:
         done: dict[str, tuple[int, bool]] = {}
         fresh = list(first.values())
         staged = self._staged_bodies(arrivals, fresh)
-        if not self.bodies_in_db and any(
-                a.mid not in staged and os.path.lexists(self.bodies / f"{a.mid}.eml")
-                for a in fresh):
+        if any(a.mid not in staged and not self.inline(a)
+               and os.path.lexists(self.bodies / f"{a.mid}.eml") for a in fresh):
             # A body of that MID is there already: the same arrival sent again (its
             # stored body must not be written over), or a leftover (never written
             # over either: `BodyCollision`). Look first.
@@ -253,21 +259,23 @@ class Intake:
         staged = staged or {}
         started = time.time()
         now = self.clock()
-        in_db = self.bodies_in_db
-        paths = [self.bodies / f"{a.mid}.eml" for a in fresh]
-        rows = [arrival_rows(a, now, self.settings, "" if in_db else str(p), staged.get(a.mid))
-                for a, p in zip(fresh, paths, strict=True)]
+        inline = [a for a in fresh if self.inline(a)]
+        on_disk = {a.mid: self.bodies / f"{a.mid}.eml" for a in fresh if not self.inline(a)}
+        rows = [arrival_rows(a, now, self.settings, str(on_disk.get(a.mid, "")),
+                             staged.get(a.mid)) for a in fresh]
         sql = self._batch_sql()
         files = BodyFiles(self.bodies, self._sync_pool())
         learnt: dict[str, int] = {}
         try:
-            if not in_db:
-                for a, path in zip(fresh, paths, strict=True):
-                    if a.mid in staged:
-                        files.adopt(path)
-                    else:
-                        files.write(path, a.body)
-                files.start_sync()
+            for a in fresh:
+                path = on_disk.get(a.mid)
+                if path is None:
+                    continue
+                if a.mid in staged:
+                    files.adopt(path)
+                else:
+                    files.write(path, a.body)
+            files.start_sync()
             with self.engine.begin() as conn:
                 # The rows go in while the bodies sync; the commit waits for the syncs.
                 # The messages first: on SQLite that takes the write lock (a read first
@@ -282,9 +290,9 @@ class Intake:
                 parts = [x for r in rows for x in r.attachments]
                 if parts:
                     conn.exec_driver_sql(sql.attachments, parts)
-                if in_db:
+                if inline:
                     conn.exec_driver_sql(sql.bodies, [
-                        dict(message_id=a.mid, body=a.body) for a in fresh])
+                        dict(message_id=a.mid, body=a.body) for a in inline])
                 deltas: dict[str, int] = {ALL_HELD: len(rows),
                                           HELD_BYTES: sum(len(a.body) for a in fresh)}
                 for h in held:
@@ -302,7 +310,8 @@ class Intake:
         except BaseException:
             files.close()
             if files.paths:
-                self._drop_uncommitted(fresh, files.paths)
+                self._drop_uncommitted([(a, on_disk[a.mid]) for a in fresh
+                                        if a.mid in on_disk])
             raise
         files.close()
         if self._checkpointer is not None:
@@ -340,15 +349,13 @@ class Intake:
             self._pool = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="quarantine-sync")
         return self._pool
 
-    def _drop_uncommitted(self, fresh: list[Arrival], paths: list[Path]
-                          ) -> None:
-        """After a failed batch: remove the bodies whose rows are certainly absent."""
+    def _drop_uncommitted(self, written: list[tuple[Arrival, Path]]) -> None:
+        """After a failed batch: remove the body files whose rows are certainly absent."""
         try:
-            stored = self._find_transfers([a.transfer_id for a in fresh])
+            stored = self._find_transfers([a.transfer_id for a, _ in written])
         except Exception:
             return  # the database cannot say: the start-up sweep decides
-        remove_bodies([p for a, p in zip(fresh, paths, strict=False)
-                       if stored.get(a.transfer_id) != a.mid])
+        remove_bodies([p for a, p in written if stored.get(a.transfer_id) != a.mid])
 
     def sweep_bodies(self) -> tuple[int, int]:
         """Remove bodies no held message has, and temporary files; `(bodies, temps)`.

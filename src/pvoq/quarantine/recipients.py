@@ -55,7 +55,7 @@ def split(store: QuarantineStore, mid: int, addresses: Iterable[str], new_mid: i
         child.update(id=new_mid, transfer_id=f"{row['transfer_id']}/{new_mid}",
                      recipients=json.dumps(moving),
                      meta=json.dumps({**meta, "recipients": moving}))
-        if store.bodies_in_db:
+        if not row["body_path"]:  # the body is in the database
             conn.execute(message_bodies.insert().from_select(
                 ["message_id", "body"],
                 select(literal(new_mid), message_bodies.c.body)

@@ -3,9 +3,13 @@
 A message arrives once per transfer id (`messages.transfer_id` is unique: a
 retry after a lost `250` finds the row and stores nothing). Its body is
 written and fsync'd (or inserted in the same transaction) before the row is
-committed, and the row is committed before CPQ answers `250`; the arrivals
-in flight together share that work (group commit: `intake`, `arrivals`).
-The reads (search, get) are `views`.
+committed. A body goes in the database (`message_bodies`, its row's
+`body_path` empty) when the store keeps its bodies there, and on a disk store
+when it is small (up to `inline_max` bytes, `INLINE_BODY_MAX` by default):
+a 10 KB message then costs no file, no fdatasync of its own and no unlink;
+larger bodies are files of the bodies directory. The row is committed
+before CPQ answers `250`; the arrivals in flight together share that work
+(group commit: `intake`, `arrivals`). The reads (search, get) are `views`.
 
 A message sits in one or more quarantines (`message_quarantines`). AsyncOS
 semantics: it is delivered only once released from all of them, and never
@@ -34,6 +38,7 @@ from sqlalchemy.engine import Connection, Engine
 from pvoq.errors import NotFound
 from pvoq.fsutil import remove_durably
 from pvoq.quarantine import words
+from pvoq.quarantine.arrivals import INLINE_BODY_MAX
 from pvoq.quarantine.migrate import migrate
 from pvoq.quarantine.schema import (
     ALL_HELD,
@@ -93,7 +98,7 @@ class QuarantineStore(Views):
     """
 
     def __init__(self, url: str, bodies_dir: Path, *, bodies: str = "disk",
-                 node: str = "manager", clock: Callable[[], float] = time.time,
+                 inline_max: int = INLINE_BODY_MAX, node: str = "manager", clock: Callable[[], float] = time.time,
                  settings: dict[str, QuarantineSettings] | None = None,
                  create: bool = True) -> None:
         self.engine: Engine = make_engine(url)
@@ -101,6 +106,7 @@ class QuarantineStore(Views):
             migrate(self.engine)
         self.bodies = Path(bodies_dir)
         self.bodies_in_db = bodies == "database"
+        self.inline_max = inline_max
         if not self.bodies_in_db:
             self.bodies.mkdir(parents=True, exist_ok=True)
         self.node = node
@@ -346,7 +352,7 @@ class QuarantineStore(Views):
             path = conn.execute(select(messages.c.body_path).where(messages.c.id == mid)).scalar()
             conn.execute(messages.update().where(messages.c.id == mid).values(
                 state=state, settled_at=self.clock()))
-            if self.bodies_in_db:
+            if not path:  # the body is in the database
                 conn.execute(delete(message_bodies).where(message_bodies.c.message_id == mid))
         if path:
             # No directory fsync: a body an unlink lost to a crash is swept at start-up.
@@ -361,27 +367,33 @@ class QuarantineStore(Views):
             return []
         mids = [mid for mid, _ in settled]
         with self.engine.begin() as conn:
-            paths = [p for (p,) in conn.execute(select(messages.c.body_path).where(
-                messages.c.id.in_(mids))) if p]
+            found = conn.execute(select(messages.c.id, messages.c.body_path).where(
+                messages.c.id.in_(mids))).all()
             for state in {state for _, state in settled}:
                 conn.execute(messages.update().where(messages.c.id.in_(
                     [mid for mid, s in settled if s == state])).values(
                     state=state, settled_at=self.clock()))
-            if self.bodies_in_db:
-                conn.execute(delete(message_bodies).where(message_bodies.c.message_id.in_(mids)))
-        files = [Path(p) for p in paths]
+            inline = [mid for mid, path in found if not path]
+            if inline:
+                conn.execute(delete(message_bodies).where(
+                    message_bodies.c.message_id.in_(inline)))
+        files = [Path(path) for _, path in found if path]
         if unlink:
             unlink_bodies(files)
         return files
 
     def read_body(self, mid: int) -> bytes:
-        if self.bodies_in_db:
-            with self.engine.connect() as conn:
-                body = conn.execute(select(message_bodies.c.body).where(
-                    message_bodies.c.message_id == mid)).scalar()
-            if body is None:
-                raise FileNotFoundError(f"no body for MID {mid}")
-            return bytes(body)
+        """*mid*'s body, from the database or from its file (each row says which)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(messages.c.body_path, message_bodies.c.body)
+                .select_from(messages.outerjoin(
+                    message_bodies, message_bodies.c.message_id == messages.c.id))
+                .where(messages.c.id == mid)).first()
+        if found is not None and found.body is not None:
+            return bytes(found.body)
+        if found is not None and not found.body_path:
+            raise FileNotFoundError(f"no body for MID {mid}")
         return (self.bodies / f"{mid}.eml").read_bytes()
 
     def delay(self, mid: int, seconds: float, quarantine: str | None = None

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import aiosmtplib
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.exc import OperationalError
 from test_releases import Rig, transfer_meta
 
@@ -26,7 +26,8 @@ from pvoq.cpq.metadata import encode_chunks
 from pvoq.cpq.server import CpqSMTP
 from pvoq.cpq.tls import client_context, server_context
 from pvoq.manager.handler import QuarantineHandler
-from pvoq.quarantine.schema import messages
+from pvoq.quarantine.arrivals import INLINE_BODY_MAX
+from pvoq.quarantine.schema import message_bodies, messages
 from pvoq.smtp.server import ServerContext, start_listener
 
 GATEWAY = "gw1.example.com"
@@ -75,9 +76,12 @@ def database_error(*args: Any, **kwargs: Any) -> None:
     raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
 
+@pytest.mark.parametrize("inline_max", [0, INLINE_BODY_MAX], ids=["files", "inline"])
 def test_a_failed_batch_answers_451_to_each_and_keeps_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rig = Rig(tmp_path)
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline_max: int) -> None:
+    """With the bodies as files (each fdatasync'd) and in the database (committed with
+    their rows): a failed batch keeps neither."""
+    rig = Rig(tmp_path, inline_max=inline_max)
     certs = certificates(tmp_path / "certs")
     context = ServerContext(rig.maillog, rig.ids, "mgr.example.com")
     pvo = SimpleNamespace(gateway=lambda name: object() if name == GATEWAY else None)
@@ -88,9 +92,9 @@ def test_a_failed_batch_answers_451_to_each_and_keeps_nothing(
                         hat=parse_hat(HAT), rat=make_rat([("ALL", "ACCEPT", 0)]))
     metas = [transfer_meta("Policy") for _ in range(SENDERS)]
 
-    def rows() -> int:
+    def rows(table: Table = messages) -> int:
         with rig.store.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(messages)).scalar() or 0)
+            return int(conn.execute(select(func.count()).select_from(table)).scalar() or 0)
 
     async def scenario() -> tuple[list[int], list[int], list[int]]:
         tls = server_context(certs["manager"], ciphers=DEFAULT_CIPHERS)
@@ -102,7 +106,8 @@ def test_a_failed_batch_answers_451_to_each_and_keeps_nothing(
             monkeypatch.setattr(rig.store, "_index_many", database_error)
             failed = await asyncio.gather(*(ship(port, certs["gateway"], m, i)
                                             for i, m in enumerate(metas)))
-            assert rows() == 0 and list(rig.store.bodies.iterdir()) == []
+            assert rows() == rows(message_bodies) == 0
+            assert list(rig.store.bodies.iterdir()) == []
             monkeypatch.undo()
             stored = await asyncio.gather(*(ship(port, certs["gateway"], m, i)
                                             for i, m in enumerate(metas)))
@@ -117,7 +122,10 @@ def test_a_failed_batch_answers_451_to_each_and_keeps_nothing(
         failed, stored, again = asyncio.run(scenario())
         assert failed == [451] * SENDERS
         assert stored == [250] * SENDERS and again == [250] * SENDERS
-        assert rows() == SENDERS and len(list(rig.store.bodies.iterdir())) == SENDERS
+        files = len(list(rig.store.bodies.iterdir()))
+        assert rows() == SENDERS
+        assert (files, rows(message_bodies)) == ((SENDERS, 0) if inline_max == 0
+                                                 else (0, SENDERS))
         lines = rig.lines()
         assert sum("application fault: OperationalError" in line for line in lines) == SENDERS
         assert sum("not stored again" in line for line in lines) == SENDERS

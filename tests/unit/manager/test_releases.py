@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from sqlalchemy import delete
 
 from pvoq.config.model import THE_CPQ_RELEASE_HOST, Config
 from pvoq.cpq import replies as cpq_replies
@@ -36,7 +37,9 @@ from pvoq.delivery.queue import DeliveryQueues, Destination
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.manager.handler import QuarantineHandler
 from pvoq.manager.releases import Releases, release_transfer_id
+from pvoq.quarantine.arrivals import INLINE_BODY_MAX
 from pvoq.quarantine.roles import ADMIN, Caller
+from pvoq.quarantine.schema import message_bodies
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, merge_settings
 from pvoq.quarantine.store import DELETED, RELEASED, QuarantineStore
@@ -63,13 +66,13 @@ def transfer_meta(*quarantines: str,
 
 
 class Rig:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, inline_max: int = INLINE_BODY_MAX) -> None:
         settings = merge_settings([
             QuarantineSettings("Policy", default_action="release",
                                early_release=EarlyRelease(subject_tag="[EARLY]")),
             QuarantineSettings("Hold", default_action="delete")])
         self.store = QuarantineStore(f"sqlite:///{root / 'q.db'}", root / "bodies",
-                                     settings=settings)
+                                     settings=settings, inline_max=inline_max)
         self.maillog = MailLog(root / "logs", appliance="manager m.test", serial=SERIAL)
         self.spool = Spool(root / "spool")
         self.ids = IdAllocator(root / "ids.json")
@@ -245,7 +248,9 @@ class TestSettle:
     def test_a_message_that_cannot_settle_stays_alone_for_recovery(self, rig: Rig) -> None:
         for mid in (40, 41, 42):
             rig.put(mid, "Policy")
-        (rig.store.bodies / "41.eml").unlink()  # its body is gone: it cannot be released
+        with rig.store.engine.begin() as conn:  # its body is gone: it cannot be released
+            assert conn.execute(delete(message_bodies).where(
+                message_bodies.c.message_id == 41)).rowcount == 1
 
         async def main() -> None:
             rig.service.act_many(CALLER, "release", [40, 41, 42])

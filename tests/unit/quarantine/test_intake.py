@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from pvoq.quarantine import arrivals as arrivals_module
 from pvoq.quarantine.arrivals import Arrival, BodyCollision
 from pvoq.quarantine.intake import SHARED_SWEEP_AGE_S
-from pvoq.quarantine.schema import message_quarantines, messages, reasons
+from pvoq.quarantine.schema import message_bodies, message_quarantines, messages, reasons
 from pvoq.quarantine.store import QuarantineStore
 
 
@@ -46,6 +46,69 @@ def files(store: QuarantineStore) -> list[str]:
 
 def database_error(*args: Any, **kwargs: Any) -> None:
     raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+
+@pytest.fixture
+def make_store(make_store: Callable[..., QuarantineStore]) -> Callable[..., QuarantineStore]:
+    """Stores whose every body is a file (what most of this module is about), unless a
+    test asks for small bodies in the database (`TestInlineBodies`)."""
+    def make(**kwargs: Any) -> QuarantineStore:
+        kwargs.setdefault("inline_max", 0)
+        return make_store(**kwargs)
+    return make
+
+
+def body_rows(store: QuarantineStore) -> list[int]:
+    with store.engine.connect() as conn:
+        return sorted(m for (m,) in conn.execute(select(message_bodies.c.message_id)))
+
+
+class TestInlineBodies:
+    """Small bodies in the database, larger ones as files, in one batch."""
+
+    def arrivals(self, inline_max: int) -> list[Arrival]:
+        found = [arrival(m) for m in range(1, 7)]
+        # MIDs 2, 4 and 6 over the threshold: files; 1, 3 and 5 in the database.
+        return [a if a.mid % 2 else Arrival(a.mid, a.meta, a.body.ljust(inline_max + 1, b"x"),
+                                            a.origin_ip, a.subject) for a in found]
+
+    def test_a_batch_of_both_kinds_goes_in_whole_or_not_at_all(
+            self, make_store: Callable[..., QuarantineStore],
+            monkeypatch: pytest.MonkeyPatch) -> None:
+        store = make_store(inline_max=2000)
+        batch = self.arrivals(2000)
+        monkeypatch.setattr(store, "_index_many", database_error)
+        with pytest.raises(OperationalError):
+            store.add_many(batch)
+        assert (files(store), body_rows(store), rows(store)) == ([], [], 0)
+        monkeypatch.undo()
+        assert store.add_many(batch) == [(m, False) for m in range(1, 7)]
+        assert files(store) == ["2.eml", "4.eml", "6.eml"] and body_rows(store) == [1, 3, 5]
+        assert [store.read_body(a.mid) for a in batch] == [a.body for a in batch]
+
+    def test_handed_in_together_only_the_large_are_staged(
+            self, make_store: Callable[..., QuarantineStore]) -> None:
+        """`add_async` writes and syncs a large body ahead of its batch; a small one waits
+        for the batch's commit. Sent again, each is a duplicate and stays as it was."""
+        store = make_store(inline_max=2000)
+        batch = self.arrivals(2000)
+        staged: list[Path] = []
+        real = arrivals_module.stage_body
+
+        def stage(path: Path, content: bytes) -> list[tuple[str, int]]:
+            staged.append(path)
+            return real(path, content)
+
+        async def scenario() -> list[tuple[int, bool]]:
+            return list(await asyncio.gather(*(store.add_async(a) for a in batch)))
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("pvoq.quarantine.intake.stage_body", stage)
+            assert asyncio.run(scenario()) == [(m, False) for m in range(1, 7)]
+            assert sorted(p.name for p in staged) == ["2.eml", "4.eml", "6.eml"]
+            assert asyncio.run(scenario()) == [(m, True) for m in range(1, 7)]
+        assert files(store) == ["2.eml", "4.eml", "6.eml"] and body_rows(store) == [1, 3, 5]
+        assert [store.read_body(a.mid) for a in batch] == [a.body for a in batch]
 
 
 class TestFailures:

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from pvoq.quarantine.schema import message_bodies
 from pvoq.quarantine.store import (
     DELETED,
     HELD,
@@ -190,8 +192,9 @@ class TestSettlement:
         store.act(3, DELETED)
         assert sorted(store.unsettled()) == [1, 3]
 
-    def test_finish_removes_body_and_unsettled(self, store: QuarantineStore) -> None:
+    def test_finish_removes_body_and_unsettled(self, make_store: StoreFactory) -> None:
         """finish() records the settlement, removes the body and leaves unsettled()."""
+        store = make_store(inline_max=0)  # every body a file
         add(store, 1, "Policy")
         body_path = Path(store.get(1)["body_path"])
         assert body_path.exists()
@@ -203,9 +206,10 @@ class TestSettlement:
         assert row["state"] == DELETED and row["settled_at"] is not None
 
     def test_finish_many_can_leave_the_unlinks_to_the_caller(
-            self, store: QuarantineStore) -> None:
+            self, make_store: StoreFactory) -> None:
         """finish_many(unlink=False) settles in one transaction and returns the bodies,
         which stay until the caller unlinks them (off the event loop)."""
+        store = make_store(inline_max=0)
         add(store, 1, "Policy")
         add(store, 2, "Policy")
         store.act(1, DELETED)
@@ -217,6 +221,58 @@ class TestSettlement:
         unlink_bodies(bodies)
         unlink_bodies(bodies)  # already gone: nothing to do
         assert not any(p.exists() for p in bodies)
+
+
+class TestInlineBodies:
+    """A store with bodies on disk keeps a small body in the database all the same."""
+
+    def bodies_rows(self, store: QuarantineStore) -> list[int]:
+        with store.engine.connect() as conn:
+            return sorted(m for (m,) in conn.execute(select(message_bodies.c.message_id)))
+
+    def test_up_to_inline_max_in_the_database_larger_as_files(
+            self, make_store: StoreFactory, tmp_path: Path) -> None:
+        small, edge, large = BODY, BODY.ljust(100, b"x"), BODY.ljust(101, b"x")
+        s = make_store(inline_max=100)
+        add(s, 1, "Policy", body=small)
+        add(s, 2, "Policy", body=edge)
+        add(s, 3, "Policy", body=large)
+        assert self.bodies_rows(s) == [1, 2]
+        assert sorted(p.name for p in (tmp_path / "bodies").iterdir()) == ["3.eml"]
+        assert [s.get(m)["body_path"] for m in (1, 2)] == ["", ""]
+        assert s.get(3)["body_path"] == str(tmp_path / "bodies" / "3.eml")
+        assert [s.read_body(m) for m in (1, 2, 3)] == [small, edge, large]
+
+    def test_settling_drops_each_body_where_it_is(self, make_store: StoreFactory,
+                                                  tmp_path: Path) -> None:
+        s = make_store(inline_max=100)
+        for mid, size in [(1, 50), (2, 500), (3, 60), (4, 600)]:
+            add(s, mid, "Policy", body=BODY.ljust(size, b"x"))
+        for mid in (1, 2, 3, 4):
+            s.act(mid, DELETED)
+        s.finish(1, DELETED)
+        s.finish(2, DELETED)
+        assert self.bodies_rows(s) == [3]
+        assert [p.name for p in (tmp_path / "bodies").iterdir()] == ["4.eml"]
+        assert s.finish_many([(3, DELETED), (4, DELETED)]) == [tmp_path / "bodies" / "4.eml"]
+        assert self.bodies_rows(s) == [] and list((tmp_path / "bodies").iterdir()) == []
+        for mid in (1, 2, 3, 4):
+            with pytest.raises(FileNotFoundError):
+                s.read_body(mid)
+
+    def test_a_store_that_kept_files_reads_them_after_the_change(
+            self, make_store: StoreFactory) -> None:
+        """Each row says where its body is: bodies written as files before inline bodies
+        (or before the threshold changed) are read and dropped as files."""
+        before = make_store(inline_max=0)
+        add(before, 1, "Policy")
+        after = make_store()
+        add(after, 2, "Policy")
+        assert (self.bodies_rows(after), after.read_body(1), after.read_body(2)) == \
+            ([2], BODY, BODY)
+        after.act(1, DELETED)
+        after.finish(1, DELETED)
+        assert not Path(before.get(1)["body_path"]).exists()
 
 
 class TestBodiesInDatabase:

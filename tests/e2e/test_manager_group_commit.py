@@ -2,7 +2,7 @@
 
 A real manager process (SQLite, or a real PostgreSQL server) receives CPQ
 quarantine transfers from pvoq's own CPQ sender over four mutual-TLS
-connections, as a gateway ships them (up to 8 transfers in flight on each,
+connections, as a gateway ships them (up to 16 transfers in flight on each,
 pipelined by BDAT), while the test SIGKILLs the manager
 at random moments and starts it again. The sender retries every transfer
 (same transfer id) until it gets a 250, as a gateway does. At the end every
@@ -39,7 +39,7 @@ from pvoq.smtp.client import DeliveryError, Reply, TlsPolicy
 from pvoq.testing.localdeploy import GATEWAY, Deployment
 from pvoq.testing.pgserver import PostgresServer
 
-TRANSFERS = 4000  # enough that the kills come while they flow, 8 in flight a connection
+TRANSFERS = 4000  # enough that the kills come while they flow, 16 in flight a connection
 CONNECTIONS = 4
 KILLS = 3
 SEED = 20261130

@@ -57,7 +57,7 @@ from pvoq.smtp.server import PvoqEnvelope, PvoqSMTP
 
 READ_PIECE = 256 * 1024  # bytes of a chunk taken from the reader at a time
 # Messages a session holds handed over and unanswered before it reads on (a pvoq sender
-# has at most `smtp.client.TRANSACTIONS_IN_FLIGHT`, 8): a client that pipelines without
+# has at most `smtp.client.TRANSACTIONS_IN_FLIGHT`, 16): a client that pipelines without
 # reading its replies is held back by TCP, not given memory and tasks without end.
 MAX_UNANSWERED = 32
 LINES_PIECE = 1024 * 1024  # bytes of a message whose line lengths are measured at a time

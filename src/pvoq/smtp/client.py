@@ -53,8 +53,11 @@ from pvoq.smtp.wire import (
 __all__ = ["CHUNK", "STREAM_ABOVE", "BodySource", "DeliveryError", "Reply", "SmtpConnection",
            "TlsPolicy", "cut_pieces", "send_data", "stuffed", "stuffed_chunks"]
 
-# Transactions one connection may have under way at once, when it may (`in_flight`).
-TRANSACTIONS_IN_FLIGHT = 8
+# Transactions one connection may have under way at once, when it may (`in_flight`): 16
+# keeps a manager's event loop busy while the batch before is committed (8 left it idle
+# about half the time, waiting for the commit; docs/benchmarks.md, "Transfers in flight").
+# Each holds a message of at most `STREAM_ABOVE` (1 MiB): 16 MiB a connection at most.
+TRANSACTIONS_IN_FLIGHT = 16
 
 # What the wire raises when the link fails (TimeoutError and ConnectionError are OSErrors).
 LINK_ERRORS = (OSError, ssl.SSLError)

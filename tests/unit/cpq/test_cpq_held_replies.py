@@ -14,6 +14,7 @@ import pytest
 
 from pvoq.cpq.metadata import KIND_QUARANTINE, VERSION, encode_chunks
 from pvoq.cpq.server import CpqHandler, CpqSMTP
+from pvoq.smtp.client import TRANSACTIONS_IN_FLIGHT
 from pvoq.smtp.server import ServerContext
 from pvoq.testing.cpqlink import GATEWAY, LOOPS, cpq_link, issue_pair
 
@@ -75,7 +76,7 @@ def test_a_transfer_group_is_answered_in_one_write(tmp_path: Path, loop: str,
                             client_certs=certs["gateway"]) as link:
             link.conn.pipeline_transactions = chunked
             await link.open()
-            assert link.conn.in_flight == (8 if chunked else 1)
+            assert link.conn.in_flight == (TRANSACTIONS_IN_FLIGHT if chunked else 1)
             writes.clear()
             return await link.conn.send(mid=1, sender="alice@example.org",
                                         recipients=[(0, "b@example.com")], body=BODY,

@@ -106,7 +106,7 @@ def test_each_send_gets_its_own_answer_with_eight_in_flight(tmp_path: Path) -> N
     subjects = [("slow" if n % 3 == 0 else "m") + str(n) for n in range(20)]
 
     async def scenario(conn: SmtpConnection, handler: Keeper) -> list[Any]:
-        assert conn.in_flight == smtp_client.TRANSACTIONS_IN_FLIGHT == 8
+        assert conn.in_flight == smtp_client.TRANSACTIONS_IN_FLIGHT == 16
         return await asyncio.gather(*(send(conn, n, message(s)) for n, s in enumerate(subjects)))
 
     results = run(tmp_path, scenario)

@@ -59,6 +59,10 @@ def _no_constant(name: str) -> Any:
     raise MetadataError(f"metadata holds {name}, which is not JSON")
 
 
+# One decoder for every transfer (`json.loads` with an argument builds a new one each call).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def _decode(chunks: list[str]) -> Any:
     """The JSON value the chunks carry: at most MAX_CHUNKS of them (the listener stops
     taking more), NaN and Infinity refused, any nesting refused without a fault (the
@@ -66,13 +70,16 @@ def _decode(chunks: list[str]) -> Any:
     if not chunks:
         raise MetadataError("no XCPQ META was sent in this transaction")
     try:
-        return json.loads(base64.b64decode("".join(chunks), validate=True),
-                          parse_constant=_no_constant)
+        # strict: only the base64 alphabet, padded as it must be (what `validate=True`
+        # refuses), without its regular expression pass first.
+        raw = binascii.a2b_base64("".join(chunks), strict_mode=True)
+        # As `json.loads` reads bytes (its encoding detection), with one decoder.
+        return _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except MetadataError:
         raise
     except RecursionError:
         raise MetadataError(f"metadata is nested deeper than {MAX_DEPTH} levels") from None
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise MetadataError(f"undecodable metadata ({exc})") from None
 
 

@@ -13,8 +13,11 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_transfer import edited, error_of, gateway_notice, gateway_quarantine, manager_release
 
+from pvoq.cpq import bounds
 from pvoq.cpq.metadata import CHUNK_CHARS, MAX_CHUNKS, decode_transfer
 from pvoq.cpq.transfer import (
     MAX_ADDRESS,
@@ -27,6 +30,7 @@ from pvoq.cpq.transfer import (
     MetadataError,
     QuarantineRef,
     QuarantineTransfer,
+    check_json,
     parse_transfer,
 )
 
@@ -229,3 +233,34 @@ def test_any_hostile_field_is_a_metadata_error_or_storable(build: Any) -> None:
         text = json.dumps(transfer.to_json(), allow_nan=False)
         assert parse_transfer(json.loads(text)).to_json() == transfer.to_json()
     assert time.monotonic() - started < 30
+
+
+# Any JSON value, ASCII or not, numbers of any size, nested past MAX_DEPTH now and then.
+_SCALARS = (st.none() | st.booleans() | st.integers(min_value=-2**64, max_value=2**64)
+            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8))
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=40)
+
+
+def _nested(value: Any, depth: int) -> Any:
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON, st.sampled_from([0, 0, MAX_DEPTH - 2, MAX_DEPTH]))
+def test_the_quick_pass_never_passes_what_the_whole_rule_refuses(value: Any, depth: int
+                                                                   ) -> None:
+    """`check_json` takes a first pass that names no field: whatever it lets through,
+    the field-by-field rule lets through too, so the shortcut changes no verdict."""
+    value = _nested(value, depth)
+    if bounds._plainly_bounded(value):
+        bounds._check_field_by_field(value)  # raises if the shortcut were wrong
+    try:
+        bounds._check_field_by_field(value)
+    except MetadataError:
+        with pytest.raises(MetadataError):
+            check_json(value)
+    else:
+        check_json(value)

@@ -3,8 +3,8 @@
 `pvoq gateway` and `pvoq manager` load the CLI and their role module; the
 console (FastAPI, Starlette, Jinja2, uvicorn, pydantic) is built on its
 first connection, rich only for a CLI table, argon2 only when a password is set
-or checked, SQLAlchemy only on the manager
-and Alembic only when a migration is due. Each test runs a fresh interpreter.
+or checked, SQLAlchemy only on the manager, asyncssh on a gateway only when its
+SSH service is enabled, and Alembic only when a migration is due. Each test runs a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -39,7 +39,18 @@ ON_USE = ("pvoq.cli.operator", "pvoq.cli.quarantine", "pvoq.cli.migrate", "pvoq.
 
 def test_a_gateway_process_loads_no_console_store_or_table_library() -> None:
     loaded = _loaded("import pvoq.cli.main, pvoq.gateway.role")
-    assert sorted(loaded & {*CONSOLE, "sqlalchemy", "alembic", "rich", "argon2"}) == []
+    assert sorted(loaded & {*CONSOLE, "sqlalchemy", "alembic", "rich", "argon2",
+                            "asyncssh"}) == []
+
+
+def test_a_gateway_loads_asyncssh_only_for_its_ssh_service(tmp_path: Path) -> None:
+    """The gateway's SSH command service is built only when `<ssh>` enables it; the keys
+    module it shares with the gateway's commands imports asyncssh where it is used."""
+    made = ("from pvoq.remote.service import CommandService\n"
+            "from pvoq.remote.keys import AuthorizedKeys\n"
+            f"AuthorizedKeys(__import__('pathlib').Path({str(tmp_path / 'ak')!r})).entries()\n")
+    assert "asyncssh" in _loaded(made)
+    assert "asyncssh" not in _loaded("from pvoq.remote.keys import AuthorizedKeys, SshFault")
 
 
 def test_a_manager_process_loads_no_console_migration_or_table_library() -> None:

@@ -52,7 +52,6 @@ from pvoq.logsub.commands import LogChunkCommands
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.metrics.live import Metric, gateway_families
 from pvoq.remote.commands import GatewayLinkCommands, ListenerInfoCommands
-from pvoq.remote.service import CommandService
 from pvoq.scan.keeper import OutbreakKeeper
 from pvoq.scan.verdict import ScanError
 from pvoq.smtp.server import (
@@ -64,6 +63,7 @@ from pvoq.web.apiservice import ApiService
 
 if TYPE_CHECKING:
     from pvoq.gateway.migration import Migrator
+    from pvoq.remote.service import CommandService
     from pvoq.web.console.context import ConsoleContext
 
 # A received release's id comes again only if its 250 was lost, at the manager's
@@ -331,6 +331,7 @@ class Gateway(Appliance):
     def _make_ssh_service(self, cfg: Config) -> CommandService | None:
         if not cfg.ssh.enabled:
             return None
+        from pvoq.remote.service import CommandService  # asyncssh: loaded only if enabled
         return CommandService(
             data_dir=cfg.data_dir, hostname=cfg.hostname,
             host=self.interface_ip(cfg.ssh.interface_name or cfg.pvo.interface_name),

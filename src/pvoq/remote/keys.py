@@ -19,12 +19,13 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import asyncssh
+from typing import TYPE_CHECKING, Any
 
 from pvoq.errors import OperatorError
 from pvoq.fsutil import atomic_write
+
+if TYPE_CHECKING:  # asyncssh is imported where it is used: a gateway without the SSH
+    import asyncssh  # service never loads it (about 2 MB of its idle memory)
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
 CLIENT_KEY_FILE = "id_ed25519"
@@ -57,6 +58,7 @@ def public_line(key: asyncssh.SSHKey, comment: str = "") -> str:
 
 def load_or_create_key(path: Path, *, comment: str = "") -> asyncssh.SSHKey:
     """The key pair at *path*; a new Ed25519 one (and `path.pub`) if there is none."""
+    import asyncssh
     if path.exists():
         return asyncssh.read_private_key(str(path))
     key = asyncssh.generate_private_key("ssh-ed25519", comment=comment or None)
@@ -68,6 +70,7 @@ def load_or_create_key(path: Path, *, comment: str = "") -> asyncssh.SSHKey:
 
 def parse_public_key(text: str) -> asyncssh.SSHKey:
     """One OpenSSH public key line; `ValueError` if it is not one."""
+    import asyncssh
     try:
         return asyncssh.import_public_key(text.strip())
     except (asyncssh.KeyImportError, ValueError) as exc:
@@ -81,6 +84,7 @@ class AuthorizedKeys:
         self.path = path
 
     def entries(self) -> list[tuple[asyncssh.SSHKey, str]]:
+        import asyncssh
         if not self.path.exists():
             return []
         result = []
@@ -161,6 +165,7 @@ class Pin:
     added_at: float
 
     def key(self) -> asyncssh.SSHKey:
+        import asyncssh
         return asyncssh.import_public_key(self.host_key)
 
 

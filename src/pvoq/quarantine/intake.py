@@ -368,7 +368,8 @@ class Intake:
         progress is younger: see `SlowBatch`); a row of another manager's
         keeps a file of the same name. A body whose message was
         settled (a crash between the settlement's commit and its unlink) goes
-        too. The manager runs it at start-up, before its listeners open.
+        too, and so does a file of a message whose body is in the database (a
+        leftover of a failed batch whose transfer came again as a small body). The manager runs it at start-up, before its listeners open.
         """
         if self.bodies_in_db or not self.bodies.is_dir():
             return 0, 0
@@ -400,7 +401,7 @@ class Intake:
         with self.engine.connect() as conn:
             for i in range(0, len(mids), 500):
                 live.update(int(m) for (m,) in conn.execute(select(messages.c.id).where(
-                    messages.c.id.in_(mids[i:i + 500]),
+                    messages.c.id.in_(mids[i:i + 500]), messages.c.body_path != "",
                     messages.c.state.in_([State.HELD, State.SETTLING]))))
         orphans = [p for m, p in candidates.items() if m not in live]
         remove_bodies(orphans)

@@ -98,7 +98,8 @@ class QuarantineStore(Views):
     """
 
     def __init__(self, url: str, bodies_dir: Path, *, bodies: str = "disk",
-                 inline_max: int = INLINE_BODY_MAX, node: str = "manager", clock: Callable[[], float] = time.time,
+                 inline_max: int = INLINE_BODY_MAX, node: str = "manager",
+                 clock: Callable[[], float] = time.time,
                  settings: dict[str, QuarantineSettings] | None = None,
                  create: bool = True) -> None:
         self.engine: Engine = make_engine(url)

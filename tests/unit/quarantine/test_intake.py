@@ -429,6 +429,18 @@ class TestSweep:
         assert store.read_body(1) == body("intake 1")
         assert store.sweep_bodies() == (0, 0)
 
+    def test_a_file_beside_a_body_in_the_database_goes(
+            self, make_store: Callable[..., QuarantineStore]) -> None:
+        """A held message whose body is in the database owns no file: one of its MID (a
+        failed batch's leftover, its transfer stored again as a small body) is swept."""
+        store = make_store(inline_max=64 * 1024)
+        store.add_many([arrival(1)])
+        leftover = store.bodies / "1.eml"
+        leftover.write_bytes(b"a failed batch's body")
+        self.age(leftover)
+        assert store.sweep_bodies() == (1, 0)
+        assert files(store) == [] and store.read_body(1) == body("intake 1")
+
     def test_young_bodies_stay_where_managers_share_the_database(
             self, store: QuarantineStore) -> None:
         """A body written a minute ago may be another manager's batch in progress (on

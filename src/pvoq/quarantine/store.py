@@ -384,16 +384,14 @@ class QuarantineStore(Views):
         return files
 
     def read_body(self, mid: int) -> bytes:
-        """*mid*'s body, from the database or from its file (each row says which)."""
+        """*mid*'s body: its row in `message_bodies` if it has one (a small body, or every
+        body of a `database` store), its file `<mid>.eml` otherwise."""
         with self.engine.connect() as conn:
-            found = conn.execute(
-                select(messages.c.body_path, message_bodies.c.body)
-                .select_from(messages.outerjoin(
-                    message_bodies, message_bodies.c.message_id == messages.c.id))
-                .where(messages.c.id == mid)).first()
-        if found is not None and found.body is not None:
-            return bytes(found.body)
-        if found is not None and not found.body_path:
+            body = conn.execute(select(message_bodies.c.body).where(
+                message_bodies.c.message_id == mid)).scalar()
+        if body is not None:
+            return bytes(body)
+        if self.bodies_in_db:
             raise FileNotFoundError(f"no body for MID {mid}")
         return (self.bodies / f"{mid}.eml").read_bytes()
 

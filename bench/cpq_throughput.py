@@ -51,7 +51,7 @@ from pvoq.cpq.client import CpqConnection
 from pvoq.cpq.metadata import encode_chunks
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.client import SmtpConnection, TlsPolicy
-from pvoq.testing.localdeploy import GATEWAY, Deployment, free_port, wait_for
+from pvoq.testing.localdeploy import GATEWAY, Deployment, free_port, quarantine_metadata, wait_for
 
 DEADLINE_S = 300.0
 
@@ -64,13 +64,8 @@ def message(i: int, size: int) -> bytes:
 
 
 def meta(i: int, size: int) -> dict:
-    return {"v": 1, "kind": "quarantine", "transfer_id": f"bench-{uuid.uuid4().hex}",
-            "origin": {"hostname": GATEWAY, "serial": "PVOQ-G-0001", "mid": i},
-            "sender": "alice@sender.example",
-            "recipients": [{"rid": 0, "address": "bob@example.com"}],
-            "quarantines": [{"name": "Policy", "reason": "content filter:bench",
-                             "stage": "content_filters"}],
-            "received": time.time(), "size": size}
+    return quarantine_metadata(f"bench-{uuid.uuid4().hex}", i, size,
+                               reason="content filter:bench", received=time.time())
 
 
 async def drive(make_conn, port: int, total: int, conns: int, size: int, cpq: bool,

@@ -42,7 +42,7 @@ from pvoq.maillog import IdAllocator, MailLog
 from pvoq.quarantine.arrivals import Arrival
 from pvoq.quarantine.store import QuarantineStore
 from pvoq.smtp.client import TlsPolicy
-from pvoq.testing.localdeploy import GATEWAY, Deployment, wait_for
+from pvoq.testing.localdeploy import GATEWAY, Deployment, quarantine_metadata, wait_for
 
 DEADLINE_S = 600.0
 FILL_BATCH = 500
@@ -57,13 +57,8 @@ def fill(data_dir: Path, total: int, size: int) -> None:
             batch = []
             for i in range(start, min(total, start + FILL_BATCH)):
                 mid = 1_000_000 + i
-                meta = {"v": 1, "kind": "quarantine", "transfer_id": f"l-PVOQ-G-0001-{mid}",
-                        "origin": {"hostname": GATEWAY, "serial": "PVOQ-G-0001", "mid": mid},
-                        "sender": "alice@sender.example",
-                        "recipients": [{"rid": 0, "address": "bob@example.com"}],
-                        "quarantines": [{"name": "Policy", "reason": "content filter:bench",
-                                         "stage": "content_filters"}],
-                        "received": time.time(), "size": size}
+                meta = quarantine_metadata(f"l-PVOQ-G-0001-{mid}", mid, size,
+                                           reason="content filter:bench", received=time.time())
                 batch.append(Arrival(mid, meta, message(i, size), "127.0.0.1",
                                      f"benchmark {i}"))
             store.add_many(batch)

@@ -8,7 +8,7 @@ import subprocess
 
 from pvoq.cpq import replies as cpq_replies
 from pvoq.cpq.metadata import encode_chunks
-from pvoq.testing.localdeploy import GATEWAY, Deployment
+from pvoq.testing.localdeploy import Deployment, quarantine_metadata
 
 
 def _tool(name: str) -> str:
@@ -77,13 +77,8 @@ class TestOpensslClient:
         for n in (1, 2):
             body = (f"From: alice@sender.example\r\nTo: bob@example.com\r\n"
                     f"Subject: bdat interop {n}\r\n\r\nsent by openssl\r\n").encode()
-            meta = {"v": 1, "kind": "quarantine", "transfer_id": f"interop-bdat-{n:04d}",
-                    "origin": {"hostname": GATEWAY, "serial": "PVOQ-G-0001", "mid": n},
-                    "sender": "alice@sender.example",
-                    "recipients": [{"rid": 0, "address": "bob@example.com"}],
-                    "quarantines": [{"name": "Policy", "reason": "content filter:interop",
-                                     "stage": "content_filters"}],
-                    "received": 1700000000.0, "size": len(body)}
+            meta = quarantine_metadata(f"interop-bdat-{n:04d}", n, len(body),
+                                       reason="content filter:interop", received=1700000000.0)
             script += b"MAIL FROM:<alice@sender.example>\r\nRCPT TO:<bob@example.com>\r\n"
             script += b"".join(f"XCPQ META {c}\r\n".encode() for c in encode_chunks(meta))
             script += f"BDAT {len(body)} LAST\r\n".encode() + body

@@ -36,7 +36,7 @@ from pvoq.cpq.metadata import encode_chunks
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.client import TRANSACTIONS_IN_FLIGHT as IN_FLIGHT
 from pvoq.smtp.client import DeliveryError, Reply, TlsPolicy
-from pvoq.testing.localdeploy import GATEWAY, Deployment
+from pvoq.testing.localdeploy import GATEWAY, Deployment, quarantine_metadata
 from pvoq.testing.pgserver import PostgresServer
 
 TRANSFERS = 4000  # enough that the kills come while they flow, 16 in flight a connection
@@ -58,13 +58,8 @@ def wire(i: int) -> bytes:
 
 
 def meta(i: int, size: int) -> dict[str, object]:
-    return {"v": 1, "kind": "quarantine", "transfer_id": f"commit-transfer-{i:04d}",
-            "origin": {"hostname": GATEWAY, "serial": "PVOQ-G-0001", "mid": i},
-            "sender": "alice@sender.example",
-            "recipients": [{"rid": 0, "address": "bob@example.com"}],
-            "quarantines": [{"name": "Policy", "reason": "content filter:commit",
-                             "stage": "content_filters"}],
-            "received": 1700000000.0, "size": size}
+    return quarantine_metadata(f"commit-transfer-{i:04d}", i, size,
+                               reason="content filter:commit", received=1700000000.0)
 
 
 class Sender(threading.Thread):

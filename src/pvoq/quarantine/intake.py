@@ -259,8 +259,8 @@ class Intake:
         staged = staged or {}
         started = time.time()
         now = self.clock()
-        inline = [a for a in fresh if self.inline(a)]
         on_disk = {a.mid: self.bodies / f"{a.mid}.eml" for a in fresh if not self.inline(a)}
+        inline = [a for a in fresh if a.mid not in on_disk]
         rows = [arrival_rows(a, now, self.settings, str(on_disk.get(a.mid, "")),
                              staged.get(a.mid)) for a in fresh]
         sql = self._batch_sql()

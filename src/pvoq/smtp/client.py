@@ -55,7 +55,7 @@ __all__ = ["CHUNK", "STREAM_ABOVE", "BodySource", "DeliveryError", "Reply", "Smt
 
 # Transactions one connection may have under way at once, when it may (`in_flight`): 16
 # keeps a manager's event loop busy while the batch before is committed (8 left it idle
-# about half the time, waiting for the commit; docs/benchmarks.md, "Transfers in flight").
+# about half the time, waiting for the commit; docs/benchmarks.md, "16 in flight").
 # Each holds a message of at most `STREAM_ABOVE` (1 MiB): 16 MiB a connection at most.
 TRANSACTIONS_IN_FLIGHT = 16
 

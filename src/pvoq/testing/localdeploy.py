@@ -40,6 +40,7 @@ from pvoq.admin.protocol import AdminUnavailable, call
 from pvoq.config.loader import load_config
 from pvoq.config.template import ApplianceSpec
 from pvoq.cpq.ca import CA_CERT_FILE
+from pvoq.cpq.transfer import Origin, QuarantineRef, QuarantineTransfer, TransferRecipient
 from pvoq.deploy import init_appliance
 from pvoq.errors import PvoqError
 from pvoq.spool.store import Entry, Spool
@@ -47,7 +48,19 @@ from pvoq.testing.ports import free_port
 
 MANAGER = "manager.pvoq.test"
 GATEWAY = "gw1.pvoq.test"
+GATEWAY_SERIAL = "PVOQ-G-0001"
 OUTBREAK_HOST = "outbreak-demo.example"
+
+
+def quarantine_metadata(transfer_id: str, mid: int, size: int, *, reason: str,
+                        received: float) -> dict[str, Any]:
+    """The CPQ metadata of a quarantine transfer from the deployment's gateway (its MID
+    *mid*): alice@sender.example to bob@example.com, to "Policy" for *reason*."""
+    return QuarantineTransfer(
+        transfer_id=transfer_id, origin=Origin(GATEWAY, GATEWAY_SERIAL, mid),
+        sender="alice@sender.example", recipients=(TransferRecipient(0, "bob@example.com"),),
+        quarantines=(QuarantineRef("Policy", reason, "content_filters"),),
+        received=received, size=size).to_json()
 
 
 # How long a process may take to be ready: a wait on its ready line, so only a loaded
@@ -134,7 +147,7 @@ class Deployment:
         listed = [(self.ip, self.ports[f"{m}_cpq"], self.hostname_of(m))
                   for m in self.manager_names]
         init_appliance(self.root / "gateway", ApplianceSpec(
-            role="gateway", hostname=GATEWAY, serial="PVOQ-G-0001", ip=self.ip,
+            role="gateway", hostname=GATEWAY, serial=GATEWAY_SERIAL, ip=self.ip,
             cpq_port=self.ports["gateway_cpq"], smtp_port=self.ports["gateway_smtp"],
             domains=["example.com"], routes=[("ALL", f"{self.ip}:{self.ports['sink']}")],
             manager_address=self.ip, manager_port=self.ports["manager_cpq"],

@@ -8,6 +8,12 @@ from pvoq.quarantine.expiry import expiry_loop
 from pvoq.quarantine.settings import EarlyRelease, QuarantineSettings, early_release_options
 
 
+async def turns(n: int = 50) -> None:
+    """Let the loop under test run *n* turns of the event loop."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
 def test_batches_until_empty_a_failure_is_warned_and_retried_and_a_wake_comes_early() -> None:
     async def scenario() -> tuple[list[str], list[str]]:
         calls: list[str] = []
@@ -24,15 +30,12 @@ def test_batches_until_empty_a_failure_is_warned_and_retried_and_a_wake_comes_ea
         wake = asyncio.Event()
         task = asyncio.ensure_future(expiry_loop(expire, wake, lambda: 3600.0, warnings.append,
                                                  "Local quarantine expiry"))
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await turns()
         assert calls == ["3", "2", "0"]  # until nothing is left, then the long wait
         wake.set()  # the failing batch: warned, and the loop goes on waiting
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await turns()
         wake.set()
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await turns()
         task.cancel()
         return calls, warnings
 
@@ -54,11 +57,9 @@ def test_the_upkeep_runs_once_a_pass_after_the_batches() -> None:
         wake = asyncio.Event()
         task = asyncio.ensure_future(expiry_loop(expire, wake, lambda: 3600.0, lambda w: None,
                                                  after=lambda: calls.append("upkeep")))
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await turns()
         wake.set()
-        for _ in range(50):
-            await asyncio.sleep(0)
+        await turns()
         task.cancel()
         return calls
 

@@ -146,7 +146,10 @@ def test_custom_mapping_moves_everything_with_its_clocks_and_history(tmp_path: P
         assert sorted(m["origin_mid"] for m in moved) == sorted(by_mid)
         delayed = next(m for m in moved if m["origin_mid"] == one)
         assert "delay" in [h["action"] for h in delayed["history"]]
-        assert dep.admin(dep.manager_config, "audit.verify")["data"]["records"] >= len(moved)
+        # The chain verifies over every record, the migration's among them (one a batch: the
+        # transfers of a connection are pipelined, so a batch may carry several).
+        records = [r for r in trail if r["action"] == "migrate-in"]
+        assert dep.admin(dep.manager_config, "audit.verify")["data"]["records"] >= len(records)
 
         logs = dep.mail_logs("manager")
         assert any(f'migrated from local quarantine "Legal" on {GATEWAY}' in line

@@ -8,7 +8,9 @@ to which central one). The gateway keeps the plan in
 `<data_dir>/migration/plan.json` (written atomically before it answers), so
 a restart resumes it, and pushes every message held in the planned local
 quarantines over CPQ as a `migration` transfer (`quarantine.export`) on
-`CONNECTIONS` connections at once, a chunk of messages at a time. A local
+`CONNECTIONS` connections at once, a chunk of messages at a time, each
+connection carrying as many transfers under way as it takes (`in_flight`:
+BDAT, pipelined, to a manager offering CHUNKING). A local
 copy is removed only after the manager's `250` (`remove_moved`, one
 transaction per chunk); a crash in between sends it again, and the manager,
 which knows the transfer id, acknowledges it without a second copy. Any
@@ -367,28 +369,38 @@ class Migrator:
             return export_messages(store, chunk, targets=plan.targets, hostname=cfg.hostname,
                                    serial=cfg.serial_number, plan=plan.id, history=history)
 
+        exported = iter(await asyncio.to_thread(export))
         done: list[int] = []
-        for mid, transfer, body in await asyncio.to_thread(export):
-            if plan.cancelled:
-                break  # what was sent stays sent; the rest stays here
-            try:
-                replies = await conn.send(
-                    mid=mid, sender=transfer.sender,
-                    recipients=[(r.rid, r.address) for r in transfer.recipients], body=body,
-                    extra=[f"XCPQ META {c}" for c in encode_chunks(transfer.to_json())],
-                    start_note=START_NOTE, done_note=DONE_NOTE)
-            except DeliveryError as exc:
-                self.log.info(f"MID {mid} migration {transfer.transfer_id} interrupted: "
-                              f"{exc.reason}; kept here, sent again")
-                return done, False
-            reply = next(iter(replies.values()))
-            if reply.ok:
+        stopped: list[bool] = []  # a refusal or a broken link: the lanes stop
+
+        async def lane() -> None:  # one of the transfers under way on the connection
+            for mid, transfer, body in exported:
+                if plan.cancelled or stopped:
+                    return  # what was sent stays sent; the rest stays here
+                try:
+                    replies = await conn.send(
+                        mid=mid, sender=transfer.sender,
+                        recipients=[(r.rid, r.address) for r in transfer.recipients],
+                        body=body,
+                        extra=[f"XCPQ META {c}" for c in encode_chunks(transfer.to_json())],
+                        start_note=START_NOTE, done_note=DONE_NOTE)
+                except DeliveryError as exc:
+                    self.log.info(f"MID {mid} migration {transfer.transfer_id} interrupted: "
+                                  f"{exc.reason}; kept here, sent again")
+                    stopped.append(True)
+                    return
+                reply = next(iter(replies.values()))
+                if not reply.ok:
+                    self.log.info(f"MID {mid} migration {transfer.transfer_id} not taken by "
+                                  f"the manager: {reply.code} {reply.text}; kept here, sent "
+                                  "again")
+                    stopped.append(True)
+                    return
                 done.append(mid)
-            else:
-                self.log.info(f"MID {mid} migration {transfer.transfer_id} not taken by the "
-                              f"manager: {reply.code} {reply.text}; kept here, sent again")
-                return done, False
-        return done, True
+
+        # As many transfers under way at once as the connection takes (BDAT, pipelined).
+        await asyncio.gather(*(lane() for _ in range(conn.in_flight)))
+        return done, not stopped
 
 
 class GatewayMigrationCommands(CommandSet):

@@ -49,6 +49,7 @@ class FakeManager:
         self.refuse: set[int] = set()        # local MIDs answered 451
         self.sent = 0
         self.after_send: Any = None          # called after each stored transfer
+        self.in_flight = 1                   # as to a manager without CHUNKING
 
     def connection(self) -> FakeConnection:
         return FakeConnection(self)
@@ -57,6 +58,7 @@ class FakeManager:
 class FakeConnection:
     def __init__(self, manager: FakeManager) -> None:
         self.manager = manager
+        self.in_flight = manager.in_flight  # transfers under way at once on the connection
 
     async def open(self, host: str, port: int) -> None:
         pass
@@ -65,6 +67,7 @@ class FakeConnection:
                    body: bytes, extra: list[str], start_note: str = "",
                    done_note: str = "") -> dict[int, Reply]:
         m = self.manager
+        await asyncio.sleep(0)  # the transfers under way interleave
         if m.fail_after is not None and m.sent >= m.fail_after:
             m.fail_after = None
             raise DeliveryError("connection lost during delivery: reset")
@@ -103,12 +106,14 @@ def _origins(store: QuarantineStore) -> list[int]:
     return sorted(r["origin_mid"] for r in rows)
 
 
+@pytest.mark.parametrize("in_flight", [1, 8], ids=["one-at-a-time", "pipelined"])
 def test_every_held_message_moves_once_despite_a_dropped_link_and_a_refusal(
-        gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        gateway: Gateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        in_flight: int) -> None:
     monkeypatch.setattr("pvoq.gateway.migration.RETRY_MIN_S", 0.01)
     mids = _fill(gateway.local.store, 70)
     manager = FakeManager(tmp_path)
-    manager.fail_after, manager.refuse = 40, {5}
+    manager.fail_after, manager.refuse, manager.in_flight = 40, {5}, in_flight
     migrator = _migrator(gateway, manager)
 
     async def run() -> None:

@@ -10,11 +10,21 @@ the tables' columns in the driver's parameter style (`:name` for sqlite3,
 still SQLAlchemy's: a unique-key conflict is an `IntegrityError`). The held
 counters take one upsert (`ON CONFLICT … DO UPDATE`, both dialects) for all
 the names of a batch.
+
+On SQLite each of those statements but the bodies' takes its batch's rows as
+one JSON array (`INSERT … SELECT … FROM json_each(:rows)`): one step of the
+statement for the batch, where `executemany` steps once a row. The driver
+lets go of the GIL around each step and the writer must take it back, while
+the event loop holds it most of the time (docs/benchmarks.md, "CPQ
+throughput"). Bodies are bytes, which JSON does not carry: they stay a row
+each.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Table
 
@@ -45,6 +55,12 @@ def insert_sql(table: str, columns: tuple[str, ...] | list[str], dialect: str) -
             f"VALUES ({', '.join(_param(c, dialect) for c in columns)})")
 
 
+def json_insert_sql(table: str, columns: tuple[str, ...] | list[str]) -> str:
+    """SQLite: `INSERT INTO table (columns)` of every row of one JSON array parameter."""
+    return (f"INSERT INTO {table} ({', '.join(columns)}) SELECT "
+            f"{', '.join(f'value ->> {c!r}' for c in columns)} FROM json_each(:rows)")
+
+
 def _all(table: Table) -> tuple[str, ...]:
     return tuple(c.name for c in table.columns)
 
@@ -60,6 +76,14 @@ class BatchSql:
     bodies: str
     count: str            # rows {quarantine, n}: n added to the counter, created if missing
     fts: dict[str, str]   # SQLite: name → INSERT into its trigram table (rows {rowid, name})
+    json_rows: bool = False  # SQLite: the rows of every statement but bodies and count
+
+    def rows(self, rows: list[dict[str, Any]]) -> Any:
+        """The parameters of a statement over *rows* (all but bodies and count): one JSON
+        array on SQLite, the rows themselves (one execution each) on PostgreSQL. Without
+        `ensure_ascii` a text with no UTF-8 form is refused by the driver, as it would be
+        bound as a row."""
+        return {"rows": json.dumps(rows, ensure_ascii=False)} if self.json_rows else rows
 
     @classmethod
     def for_dialect(cls, dialect: str) -> BatchSql:
@@ -67,6 +91,17 @@ class BatchSql:
             set(HELD_COLUMNS) - set(_all(message_quarantines))
         if unknown:  # the schema moved on without this module
             raise RuntimeError(f"intake columns not in the schema: {sorted(unknown)}")
+        if dialect == "sqlite":
+            return cls(
+                messages=json_insert_sql(messages.name, MESSAGE_COLUMNS),
+                held=json_insert_sql(message_quarantines.name, HELD_COLUMNS),
+                recipients=json_insert_sql(message_recipients.name, _all(message_recipients)),
+                attachments=json_insert_sql(attachments.name, _all(attachments)),
+                bodies=insert_sql(message_bodies.name, _all(message_bodies), dialect),
+                count=insert_sql("held_counts", ("quarantine", "n"), dialect)
+                + " ON CONFLICT (quarantine) DO UPDATE SET n = held_counts.n + excluded.n",
+                fts={name: json_insert_sql(f"fts_{name}", ("rowid", name))
+                     for name in FTS_COLUMNS}, json_rows=True)
         return cls(
             messages=insert_sql(messages.name, MESSAGE_COLUMNS, dialect),
             held=insert_sql(message_quarantines.name, HELD_COLUMNS, dialect),

@@ -280,16 +280,17 @@ class Intake:
                 # The rows go in while the bodies sync; the commit waits for the syncs.
                 # The messages first: on SQLite that takes the write lock (a read first
                 # could not be upgraded once another connection has written).
-                conn.exec_driver_sql(sql.messages, [r.message for r in rows])
+                conn.exec_driver_sql(sql.messages, sql.rows([r.message for r in rows]))
                 held = [h for r in rows for h in r.held.values()]
                 ids = self._cached_reason_ids(conn, {h["reason"] for h in held}, learnt)
                 for h in held:
                     h["reason_id"] = ids[h["reason"]]
-                conn.exec_driver_sql(sql.held, held)
-                conn.exec_driver_sql(sql.recipients, [x for r in rows for x in r.recipients])
+                conn.exec_driver_sql(sql.held, sql.rows(held))
+                conn.exec_driver_sql(sql.recipients,
+                                     sql.rows([x for r in rows for x in r.recipients]))
                 parts = [x for r in rows for x in r.attachments]
                 if parts:
-                    conn.exec_driver_sql(sql.attachments, parts)
+                    conn.exec_driver_sql(sql.attachments, sql.rows(parts))
                 if inline:
                     conn.exec_driver_sql(sql.bodies, [
                         dict(message_id=a.mid, body=a.body) for a in inline])
@@ -425,7 +426,7 @@ class Intake:
             rows = [{"rowid": mid, name: values[name]} for mid, values in texts
                     if values.get(name)]
             if rows:
-                conn.exec_driver_sql(sql.fts[name], rows)
+                conn.exec_driver_sql(sql.fts[name], sql.rows(rows))
 
     def _reason_ids(self, conn: Connection, texts: list[str]) -> dict[str, int]:
         """The ids of *texts* in the reasons dictionary, adding the new ones."""

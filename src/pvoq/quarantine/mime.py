@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import re
 from email.header import Header
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
@@ -39,7 +40,10 @@ def attachments_of(body: bytes) -> list[tuple[str, int]]:
     more is parsed. A body over `WALK_ABOVE` is walked part by part, one part
     decoded at a time, instead of parsed whole (unless the walk does not follow it)."""
     try:
-        head = _head(body)
+        block = _head_block(body)
+        if _plainly_no_attachment(block):
+            return []
+        head = BytesHeaderParser(policy=email.policy.default).parsebytes(block)
         if head.get_content_maintype() not in ("multipart", "message") and \
                 _attachment_name(head) is None:
             return []
@@ -53,11 +57,38 @@ def attachments_of(body: bytes) -> list[tuple[str, int]]:
         return []
 
 
-def _head(body: bytes) -> Message:
-    """The header block of *body*, parsed as the whole parse would (the body not read)."""
+def _head_block(body: bytes) -> bytes:
+    """The header block of *body*, as the whole parse would take it (the body not read)."""
     ends = [i for i in (body.find(b"\n\n"), body.find(b"\n\r\n")) if i >= 0]
-    head = body[:min(ends) + 1] if ends else body
-    return BytesHeaderParser(policy=email.policy.default).parsebytes(head)
+    return body[:min(ends) + 1] if ends else body
+
+
+# A Content-Type of one line that the parser reads as text with at most a charset.
+_PLAIN_TEXT_TYPE = re.compile(rb"[ \t]*text/[a-z0-9.+-]+[ \t]*(?:;[ \t]*charset[ \t]*=[ \t]*"
+                              rb'(?:"[a-z0-9_.:+-]*"|[a-z0-9_.:+-]+)[ \t]*)?;?[ \t]*\r?',
+                              re.IGNORECASE)
+
+
+def _plainly_no_attachment(block: bytes) -> bool:
+    """Whether header block *block* plainly makes a one-part message that is no
+    attachment: it names no disposition, and either no content type or one
+    Content-Type line of text with at most a charset. Most held mail is; the
+    header parser then has nothing to add. Anything else (a second mention, a
+    folded value, another parameter) is left to the parser: True only when it
+    would agree."""
+    low = block.lower()
+    if b"content-disposition" in low:
+        return False
+    at = low.find(b"content-type")
+    if at < 0:
+        return True  # text/plain by default, and no name anywhere
+    if low.find(b"content-type", at + 1) >= 0 or (at and low[at - 1] != 0x0A) or \
+            low[at + 12:at + 13] != b":":
+        return False
+    end = low.find(b"\n", at)
+    if end < 0 or low[end + 1:end + 2] in (b" ", b"\t"):  # the last line, or folded
+        return False
+    return _PLAIN_TEXT_TYPE.fullmatch(block, at + 13, end) is not None
 
 
 def _parsed_attachments(body: bytes) -> list[tuple[str, int]]:

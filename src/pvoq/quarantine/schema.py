@@ -267,13 +267,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA cache_size=-65536")
+    # The statement journal of an INSERT … SELECT (the intake's batches) in memory, not
+    # in a temporary file written for every batch.
+    cur.execute("PRAGMA temp_store=MEMORY")
     cur.close()
 
 
 def make_engine(url: str) -> Engine:
     """An engine for *url* with this project's per-dialect settings."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # The last connection given back is the next handed out: the writer thread gets
+        # its own again, whose page cache the other connections' writes did not void
+        # (a rotation of pooled connections read a hundred pages again a batch).
+        engine = create_engine(url, connect_args={"timeout": 30}, pool_use_lifo=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_size=5, max_overflow=10, pool_pre_ping=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pvoq.quarantine import mime
 from pvoq.quarantine.mime import attachments_of
@@ -79,3 +81,42 @@ def test_a_one_part_message_that_is_no_attachment_is_read_no_further_than_its_he
     assert parsed == []
     assert attachments_of(ONE_PART[3]) == [("a.pdf", 4)] and parsed == [ONE_PART[3]]
     assert attachments_of(body_with(*PARTS))[0] == ("a.pdf", 12000) and len(parsed) == 2
+
+
+HEADER_LINES = [
+    b"Subject: x", b"From: a@example.com", b"MIME-Version: 1.0",
+    b"Content-Type: text/plain", b"Content-Type: text/plain; charset=utf-8",
+    b'content-type:TEXT/html; charset="iso-8859-1";', b"Content-Type: text/plain; name=a.txt",
+    b"Content-Type: multipart/mixed; boundary=zz", b"Content-Type: message/rfc822",
+    b"Content-Type: application/pdf", b"Content-Type : text/plain",
+    b"Content-Type: text/plain;\r\n charset=utf-8", b"Content-Type: text/plain;\r\n\tname=b.txt",
+    b"X-Content-Type: multipart/mixed", b"Content-Type-Options: nosniff",
+    b"Content-Disposition: attachment", b"Content-Disposition: inline; filename=c.txt",
+    b"Content-Type: text/plain; charset*=utf-8''x", b"  folded on the line before",
+    b"no header here", b"From someone Mon Jan  1 00:00:00 2026",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines=st.lists(st.sampled_from(HEADER_LINES), max_size=6),
+       eol=st.sampled_from([b"\r\n", b"\n"]))
+def test_the_header_shortcut_says_no_attachment_only_where_the_parse_agrees(
+        lines: list[bytes], eol: bytes) -> None:
+    """The shortcut that skips the header parser answers only where the parser's own
+    answer is "one part, no attachment", and the whole parse lists none."""
+    body = eol.join(line.replace(b"\r\n", eol) for line in lines) + eol + eol + b"body" + eol
+    if mime._plainly_no_attachment(mime._head_block(body)):
+        assert mime._parsed_attachments(body) == []
+        head = mime._parse(body)
+        assert head.get_content_maintype() == "text" and mime._attachment_name(head) is None
+
+
+@pytest.mark.parametrize("head", [
+    b"Subject: x\r\n\r\n", b"Subject: x\r\nContent-Type: text/plain\r\n\r\n",
+    b'MIME-Version: 1.0\r\ncontent-type: Text/HTML; charset="utf-8"\r\nSubject: y\r\n\r\n'])
+def test_plain_text_messages_are_not_parsed_at_all(
+        head: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the header block was parsed")
+    monkeypatch.setattr(mime.BytesHeaderParser, "parsebytes", refuse)
+    assert attachments_of(head + b"hello\r\n") == []

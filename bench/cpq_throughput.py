@@ -49,9 +49,17 @@ from pvoq.config.loader import load_config
 from pvoq.cpq import tls
 from pvoq.cpq.client import CpqConnection
 from pvoq.cpq.metadata import encode_chunks
+from pvoq.gateway.router import quarantine_transfer_id
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp.client import SmtpConnection, TlsPolicy
-from pvoq.testing.localdeploy import GATEWAY, Deployment, free_port, quarantine_metadata, wait_for
+from pvoq.testing.localdeploy import (
+    GATEWAY,
+    GATEWAY_SERIAL,
+    Deployment,
+    free_port,
+    quarantine_metadata,
+    wait_for,
+)
 
 DEADLINE_S = 300.0
 
@@ -64,7 +72,8 @@ def message(i: int, size: int) -> bytes:
 
 
 def meta(i: int, size: int) -> dict:
-    return quarantine_metadata(f"bench-{uuid.uuid4().hex}", i, size,
+    # The transfer id a gateway gives a message it catches.
+    return quarantine_metadata(quarantine_transfer_id(GATEWAY_SERIAL, i), i, size,
                                reason="content filter:bench", received=time.time())
 
 

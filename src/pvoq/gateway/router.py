@@ -42,6 +42,13 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower() or "localhost"
 
 
+
+def quarantine_transfer_id(serial: str, mid: int) -> str:
+    """A new transfer id for message *mid* of the gateway of *serial*, caught for the
+    managers' quarantines: ordered by MID within a gateway (the manager's unique index
+    grows at its end), unique across routings by its random tail."""
+    return f"q-{serial}-{mid}-{uuid.uuid4().hex[:12]}"
+
 class Router:
     """Routes scanned messages: delivery queues, `the.cpq.host`, splits, copies, bounces.
 
@@ -262,8 +269,7 @@ class Router:
         a new transfer id unless *transfer_id* is given (a locally held message's)."""
         config = self.config()
         return QuarantineTransfer(
-            transfer_id=transfer_id or
-            f"q-{config.serial_number}-{entry.mid}-{uuid.uuid4().hex[:12]}",
+            transfer_id=transfer_id or quarantine_transfer_id(config.serial_number, entry.mid),
             origin=Origin(hostname=config.hostname, serial=config.serial_number,
                           mid=entry.mid, icid=entry.icid, peer=entry.peer),
             sender=entry.sender,

@@ -168,7 +168,8 @@ class ChunkingSMTP(PvoqSMTP):
                                          f"temporary file failed: {block.error}")
             await self.push(replies.LOCAL_ERROR)
             return
-        if _longest_line_over(block.content, self.line_length_limit):
+        too_long, envelope.bare_newline = _line_check(block.content, self.line_length_limit)
+        if too_long:
             await self.push(replies.LINE_TOO_LONG)
             return
         envelope.content = envelope.original_content = block.content
@@ -283,10 +284,13 @@ class ChunkingSMTP(PvoqSMTP):
                 await self._end(*self._ending)
 
 
-def _longest_line_over(content: bytes, limit: int) -> bool:
-    """Whether a line of *content* is longer than *limit* octets with its CRLF, counted
-    as `smtp.data` counts for DATA; a megabyte at a time, cut after a CRLF."""
-    start, size = 0, len(content)
+def _line_check(content: bytes, limit: int) -> tuple[bool, bool]:
+    """`(too_long, bare)`: whether a line of *content* is longer than *limit* octets with
+    its CRLF, counted as `smtp.data` counts for DATA, and whether it holds a CR or LF
+    that is not part of a CRLF (`message.has_bare_newline`, answered from the same
+    split); a megabyte at a time, cut after a CRLF. *bare* is only known when no line
+    is too long."""
+    start, size, bare = 0, len(content), False
     while start < size:
         end = min(start + LINES_PIECE, size)
         if end < size:
@@ -294,7 +298,11 @@ def _longest_line_over(content: bytes, limit: int) -> bool:
             if cut < start:  # a line longer than the piece: up to its end, whole
                 cut = content.find(b"\r\n", end - 1)
             end = size if cut < 0 else cut + 2
-        if max(map(len, content[start:end].split(b"\r\n"))) + 2 > limit:
-            return True
+        piece = content[start:end]
+        lines = piece.split(b"\r\n")
+        if max(map(len, lines)) + 2 > limit:
+            return True, False
+        pairs = len(lines) - 1
+        bare = bare or piece.count(b"\r") != pairs or piece.count(b"\n") != pairs
         start = end
-    return False
+    return False, bare

@@ -516,7 +516,8 @@ class BaseHandler(HookNames):
         content = envelope.original_content or b""
         log = self.context.maillog
         mid = envelope.mid
-        if has_bare_newline(content):
+        bare = envelope.bare_newline
+        if bare if bare is not None else has_bare_newline(content):
             log.info(f"MID {mid} ICID {session.icid} refused: bare CR or LF in DATA")
             log.info(f"Message finished MID {mid} aborted")
             return str(replies.BARE_NEWLINE)

@@ -55,6 +55,9 @@ class PvoqEnvelope(Envelope):
         self.chunks: Any = None
         self.chunked = 0
         self.chunks_refused = False
+        # BDAT: whether the message holds a bare CR or LF, found as its lines were measured
+        # (None: not yet known, as after DATA).
+        self.bare_newline: bool | None = None
 
 
 def tls_info(session: Session) -> TlsInfo | None:

@@ -22,6 +22,7 @@ from pvoq.config.model import Listener
 from pvoq.maillog import IdAllocator, MailLog
 from pvoq.smtp import chunking, replies
 from pvoq.smtp.chunking import ChunkingSMTP
+from pvoq.smtp.message import has_bare_newline
 from pvoq.smtp.server import (
     BaseHandler,
     MessageInfo,
@@ -361,15 +362,19 @@ def test_a_client_waiting_for_each_reply_gets_it_once_the_message_before_is_answ
        limit=st.integers(min_value=3, max_value=40))
 @example(content=b"ab\r\ncd", piece=3, limit=4)
 @example(content=b"x" * 64, piece=8, limit=1000)
+@example(content=b"ab\rcd\r\n", piece=3, limit=1000)
+@example(content=b"ab\r\ncd\n", piece=4, limit=1000)
 def test_the_line_check_is_the_data_rule_whatever_the_pieces(content: bytes, piece: int,
                                                             limit: int) -> None:
     """Measured a piece at a time (cut after a CRLF, a line longer than a piece taken
     whole), the answer is DATA's rule on the whole message: a line longer than *limit*
-    octets with its CRLF."""
-    expected = max(len(line) for line in content.split(b"\r\n")) + 2 > limit
+    octets with its CRLF; and, when none is, whether a CR or LF stands alone is the
+    handler's own check on the whole message."""
+    too_long = max(len(line) for line in content.split(b"\r\n")) + 2 > limit
     original = chunking.LINES_PIECE
     chunking.LINES_PIECE = piece
     try:
-        assert chunking._longest_line_over(content, limit) == expected
+        assert chunking._line_check(content, limit) == \
+            (too_long, not too_long and has_bare_newline(content))
     finally:
         chunking.LINES_PIECE = original

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+from pvoq.smtp.message import has_bare_newline
 
 END = b"\r\n.\r\n"
 EMPTY_END = b".\r\n"
@@ -40,6 +42,9 @@ class DataBlock:
     state: str          # NOMINAL, TOO_LONG, TOO_MUCH or FAILED
     content: bytes      # the message, dot-stuffing removed (empty unless NOMINAL)
     error: str = ""     # FAILED: what failed
+    # NOMINAL: whether the content holds a CR or LF that is not part of a CRLF
+    # (`message.has_bare_newline`), found as its lines were measured.
+    bare: bool | None = field(default=None, compare=False)
 
 
 async def read_data(reader: asyncio.StreamReader, *, size_limit: int | None,
@@ -78,6 +83,7 @@ class DataContent:
         self.spill_dir = spill_dir
         self.file: BinaryIO | None = None
         self.failed = ""      # why the temporary file failed, if it did
+        self.bare = has_bare_newline(prefix)  # a CR or LF outside a CRLF, so far
 
     def take(self, piece: bytes | bytearray) -> None:
         """Take *piece*: whole lines, each but the first starting after a CRLF that the
@@ -86,10 +92,16 @@ class DataContent:
         self.raw += len(piece)
         if self.too_long or self.failed:
             return
-        if piece and max(map(len, piece.split(b"\r\n"))) + 2 > self.line_limit:
+        lines = piece.split(b"\r\n")
+        if piece and max(map(len, lines)) + 2 > self.line_limit:
             self.too_long = True
             self.drop()
             return
+        # The piece's CRLFs are its lines' ends: any other CR or LF stands alone (a
+        # piece starts at a line's start, so no CRLF is cut between two pieces).
+        pairs = len(lines) - 1
+        if not self.bare and (piece.count(b"\r") != pairs or piece.count(b"\n") != pairs):
+            self.bare = True
         if first and piece.startswith(b"."):
             piece = piece[1:]
         self.add(piece.replace(b"\r\n.", b"\r\n") if b"\r\n." in piece else piece)
@@ -113,12 +125,12 @@ class DataContent:
         """The whole message, once (or why the temporary file failed)."""
         out, self.out = self.out, bytearray()
         if self.file is None:
-            return DataBlock(NOMINAL, bytes(out))
+            return DataBlock(NOMINAL, bytes(out), bare=self.bare)
         try:
             self.file.write(out)
             del out
             self.file.seek(0)
-            return DataBlock(NOMINAL, self.file.read())
+            return DataBlock(NOMINAL, self.file.read(), bare=self.bare)
         except OSError as exc:
             return DataBlock(FAILED, b"", f"{type(exc).__name__}: {exc}")
         finally:

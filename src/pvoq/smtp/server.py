@@ -321,6 +321,8 @@ class PvoqSMTP(HookNames, LimitedSMTP):
             return
         content = block.content  # the trace header first
         self.envelope.content = self.envelope.original_content = content
+        if isinstance(self.envelope, PvoqEnvelope):
+            self.envelope.bare_newline = block.bare
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         reply = replies.DATA_OK if status is MISSING else status

@@ -55,8 +55,8 @@ class PvoqEnvelope(Envelope):
         self.chunks: Any = None
         self.chunked = 0
         self.chunks_refused = False
-        # BDAT: whether the message holds a bare CR or LF, found as its lines were measured
-        # (None: not yet known, as after DATA).
+        # Whether the message holds a bare CR or LF, found as its lines were measured
+        # (`smtp.data`, `smtp.chunking`); None: not known, the handler looks.
         self.bare_newline: bool | None = None
 
 

@@ -6,13 +6,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from pvoq.smtp import data as data_module
 from pvoq.smtp.data import FAILED, NOMINAL, TOO_LONG, TOO_MUCH, DataBlock, read_data
+from pvoq.smtp.message import has_bare_newline
 
 
 def read(chunks: list[bytes], *, eof: bool = False, size_limit: int | None = 10_000,
-         line_limit: int = 1001) -> tuple[DataBlock | None, bytes]:
+         line_limit: int = 1001, prefix: bytes = b"") -> tuple[DataBlock | None, bytes]:
     """Feed *chunks* one by one (as the network would) and read; also what stays unread."""
     async def main() -> tuple[DataBlock | None, bytes]:
         reader = asyncio.StreamReader(limit=1001)
@@ -26,7 +29,7 @@ def read(chunks: list[bytes], *, eof: bool = False, size_limit: int | None = 10_
 
         feeding = asyncio.ensure_future(feed())
         block = await asyncio.wait_for(read_data(reader, size_limit=size_limit,
-                                                 line_limit=line_limit), 5)
+                                                 line_limit=line_limit, prefix=prefix), 5)
         await feeding
         rest = bytes(reader._buffer)  # type: ignore[attr-defined]
         return block, rest
@@ -141,3 +144,21 @@ class TestSpill:
         block, rest = self.spilled(monkeypatch, tmp_path, [wire[:60], wire[60:]])
         assert block is not None and block.state == FAILED and "No space" in block.error
         assert rest == b"QUIT\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"\r\n."]),
+                     max_size=40).map(b"".join),
+       cut=st.integers(min_value=1, max_value=9),
+       prefix=st.sampled_from([b"", b"Received: x\r\n", b"Received: x\ry\r\n"]))
+@example(text=b"a\nb", cut=1, prefix=b"")
+@example(text=b"a\r", cut=2, prefix=b"")
+def test_the_bare_cr_or_lf_found_while_reading_is_the_handlers_check(
+        text: bytes, cut: int, prefix: bytes) -> None:
+    """Whatever the packets, the block says there is a bare CR or LF exactly when the
+    handler's own check on the whole content (the prefix first) would."""
+    wire = text + b"\r\n.\r\n"
+    block, _ = read([wire[i:i + cut] for i in range(0, len(wire), cut)], eof=True,
+                    prefix=prefix)
+    if block is not None and block.state == NOMINAL:
+        assert block.bare == has_bare_newline(block.content)

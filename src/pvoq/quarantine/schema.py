@@ -89,7 +89,6 @@ messages = Table(
     Index("ix_messages_held", "state", "received_at", "size"),
     Index("ix_messages_sender_rev", "sender_rev"),
     Index("ix_messages_held_size", "state", "size"),
-    Index("ix_messages_origin", "origin_host"),
     Index("ix_messages_sender", "sender"),
 )
 
@@ -117,7 +116,6 @@ message_recipients = Table(
     Column("message_id", BigInt, ForeignKey("messages.id"), primary_key=True),
     Column("rid", BigInt, primary_key=True),
     Column("address", String(512), nullable=False),
-    Index("ix_recipients_address", "address"),
 )
 
 attachments = Table(

@@ -10,7 +10,7 @@ from typing import Any
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from pvoq.quarantine.migrate import alembic_config, current, head, migrate
 from pvoq.quarantine.schema import make_engine, metadata
@@ -65,7 +65,7 @@ class TestMigrations:
         """A new database gets the current schema and the head revision."""
         store = QuarantineStore(database_url, tmp_path / "bodies")
         try:
-            assert current(store.engine) == head() == "0007"
+            assert current(store.engine) == head() == "0008"
         finally:
             store.close()
         assert schema_differences(database_url) == []
@@ -76,7 +76,7 @@ class TestMigrations:
         foundation_database(database_url)
         assert schema_differences(database_url) != []
         store = make_store()
-        assert current(store.engine) == "0007"
+        assert current(store.engine) == "0008"
         assert schema_differences(database_url) == []
         rows, total = store.search(SearchQuery(recipient=TextFilter("is", "bob@example.com")))
         assert total == 1 and rows[0]["subject"] == "Old one"
@@ -89,7 +89,7 @@ class TestMigrations:
         try:
             with engine.begin() as conn:
                 command.upgrade(alembic_config(conn), "0005")
-            assert migrate(engine) == "0007"
+            assert migrate(engine) == "0008"
             with engine.connect() as conn:
                 if engine.dialect.name == "postgresql":
                     found = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE "
@@ -104,10 +104,44 @@ class TestMigrations:
         finally:
             engine.dispose()
 
+    def test_0008_drops_the_two_indexes_no_query_uses(self, database_url: str) -> None:
+        """A database at 0007 loses the case-sensitive indexes of the gateway's host and
+        the recipient's address; on SQLite the searches by gateway and by recipient use
+        the case-insensitive ones, as before."""
+        engine = make_engine(database_url)
+        unused = {"ix_messages_origin", "ix_recipients_address"}
+        try:
+            with engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0007")
+            assert unused <= _index_names(engine)
+            assert migrate(engine) == "0008"
+            assert not unused & _index_names(engine)
+            if engine.dialect.name == "sqlite":
+                with engine.connect() as conn:
+                    for sql, wanted in (
+                            ("SELECT id FROM messages WHERE origin_host = 'gw' "
+                             "COLLATE NOCASE", "ix_messages_origin_nocase"),
+                            ("SELECT message_id FROM message_recipients WHERE address = "
+                             "'b@example.com' COLLATE NOCASE", "ix_recipients_address_nocase")):
+                        plan = " ".join(str(row[-1]) for row in conn.execute(
+                            text("EXPLAIN QUERY PLAN " + sql)))
+                        assert wanted in plan
+        finally:
+            engine.dispose()
+
     def test_upgrade_is_idempotent(self, database_url: str) -> None:
         """Running the migration again changes nothing."""
         engine = make_engine(database_url)
         try:
-            assert migrate(engine) == migrate(engine) == "0007"
+            assert migrate(engine) == migrate(engine) == "0008"
         finally:
             engine.dispose()
+
+
+def _index_names(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            return set(conn.execute(text("SELECT indexname FROM pg_indexes WHERE "
+                                         "schemaname = 'public'")).scalars())
+        return set(conn.execute(text("SELECT name FROM sqlite_master "
+                                     "WHERE type = 'index'")).scalars())

@@ -46,7 +46,7 @@ from typing import Any
 from pvoq.quarantine import words
 from pvoq.quarantine.migrate import current, head_revision
 from pvoq.quarantine.roles import ADMIN, Caller
-from pvoq.quarantine.schema import make_engine
+from pvoq.quarantine.schema import FTS_COLUMNS, make_engine
 from pvoq.quarantine.search import SearchQuery, TextFilter
 from pvoq.quarantine.service import QuarantineService
 from pvoq.quarantine.settings import DAY, RELEASE, QuarantineSettings, merge_settings
@@ -187,6 +187,8 @@ def load_sqlite(path: Path, n: int, batch: int = 20_000) -> float:
                          "VALUES (?,?,?,?,?)", rows[3])
         for i, name in enumerate(("subject", "sender", "recipients", "reasons",
                                   "attachments"), start=1):
+            if name not in FTS_COLUMNS:  # searched in their own tables (revision 0009)
+                continue
             conn.executemany(f"INSERT INTO fts_{name} (rowid, {name}) VALUES (?, ?)",
                              [(r[0], r[i]) for r in rows[4] if r[i]])
         conn.commit()

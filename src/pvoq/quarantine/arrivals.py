@@ -162,9 +162,7 @@ def arrival_rows(arrival: Arrival, now: float, settings: dict[str, QuarantineSet
         attachments=[dict(message_id=mid, n=i, name=n, size=s, name_rev=n.lower()[::-1])
                      for i, (n, s) in enumerate(files)],
         texts=dict(subject=arrival.subject, sender=meta["sender"],
-                   recipients=" ".join(r["address"] for r in meta["recipients"]),
-                   reasons=" ".join(h["reason"] for h in held.values()),
-                   attachments=" ".join(n for n, _ in files)))
+                   recipients=" ".join(r["address"] for r in meta["recipients"])))
 
 
 class BodyFiles:

@@ -10,6 +10,7 @@ from typing import Any
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from qhelpers import put
 from sqlalchemy import Engine, text
 
 from pvoq.quarantine.migrate import alembic_config, current, head, migrate
@@ -65,7 +66,7 @@ class TestMigrations:
         """A new database gets the current schema and the head revision."""
         store = QuarantineStore(database_url, tmp_path / "bodies")
         try:
-            assert current(store.engine) == head() == "0008"
+            assert current(store.engine) == head() == "0009"
         finally:
             store.close()
         assert schema_differences(database_url) == []
@@ -76,7 +77,7 @@ class TestMigrations:
         foundation_database(database_url)
         assert schema_differences(database_url) != []
         store = make_store()
-        assert current(store.engine) == "0008"
+        assert current(store.engine) == "0009"
         assert schema_differences(database_url) == []
         rows, total = store.search(SearchQuery(recipient=TextFilter("is", "bob@example.com")))
         assert total == 1 and rows[0]["subject"] == "Old one"
@@ -89,7 +90,7 @@ class TestMigrations:
         try:
             with engine.begin() as conn:
                 command.upgrade(alembic_config(conn), "0005")
-            assert migrate(engine) == "0008"
+            assert migrate(engine) == "0009"
             with engine.connect() as conn:
                 if engine.dialect.name == "postgresql":
                     found = conn.execute(text("SELECT indexdef FROM pg_indexes WHERE "
@@ -114,7 +115,7 @@ class TestMigrations:
             with engine.begin() as conn:
                 command.upgrade(alembic_config(conn), "0007")
             assert unused <= _index_names(engine)
-            assert migrate(engine) == "0008"
+            assert migrate(engine) == "0009"
             assert not unused & _index_names(engine)
             if engine.dialect.name == "sqlite":
                 with engine.connect() as conn:
@@ -129,11 +130,50 @@ class TestMigrations:
         finally:
             engine.dispose()
 
+    def test_0009_drops_the_trigram_tables_no_search_reads(
+            self, database_url: str, make_store: Callable[..., QuarantineStore]) -> None:
+        """On SQLite the reasons' and attachment names' trigram tables go (a downgrade
+        builds them again from the held messages); the searches by reason and by
+        attachment name answer as before. PostgreSQL never had them."""
+        store = make_store()
+        put(store, 1, ("Policy", "content filter:payroll_rule"), attachment=("pay.xlsx", 10))
+        put(store, 2, ("Policy", "content filter:other_rule"))
+        lite = store.engine.dialect.name == "sqlite"
+
+        def tables() -> set[str]:
+            with store.engine.connect() as conn:
+                return set(conn.execute(text(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'" if lite else
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).scalars())
+
+        def found() -> tuple[list[int], list[int]]:
+            by_reason, _ = store.search(SearchQuery(reason=TextFilter("contains", "payroll")))
+            by_file, _ = store.search(SearchQuery(
+                attachment_name=TextFilter("contains", "pay.x")))
+            return [r["id"] for r in by_reason], [r["id"] for r in by_file]
+
+        assert not {"fts_reasons", "fts_attachments"} & tables()
+        assert found() == ([1], [1])
+        with store.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0008")
+        if lite:
+            with store.engine.connect() as conn:
+                assert conn.execute(text("SELECT rowid, reasons FROM fts_reasons "
+                                         "ORDER BY rowid")).all() == [
+                    (1, "content filter:payroll_rule"), (2, "content filter:other_rule")]
+                assert conn.execute(text("SELECT rowid, attachments FROM "
+                                         "fts_attachments")).all() == [(1, "pay.xlsx")]
+        else:
+            assert not {"fts_reasons", "fts_attachments"} & tables()
+        assert migrate(store.engine) == "0009"
+        assert not {"fts_reasons", "fts_attachments"} & tables()
+        assert found() == ([1], [1])
+
     def test_upgrade_is_idempotent(self, database_url: str) -> None:
         """Running the migration again changes nothing."""
         engine = make_engine(database_url)
         try:
-            assert migrate(engine) == migrate(engine) == "0008"
+            assert migrate(engine) == migrate(engine) == "0009"
         finally:
             engine.dispose()
 

@@ -302,7 +302,7 @@ class TestRevision0007:
                                        "ORDER BY 1, 2, 3")).all()
             conn.execute(text("DROP TABLE search_words, search_vocabulary"))
             conn.execute(text("UPDATE alembic_version SET version_num = '0006'"))
-        assert migrate(store.engine) == "0008"
+        assert migrate(store.engine) == "0009"
         with store.engine.connect() as conn:
             after = conn.execute(text("SELECT field, word, message_id FROM search_words "
                                       "ORDER BY 1, 2, 3")).all()

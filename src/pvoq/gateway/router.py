@@ -42,12 +42,12 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower() or "localhost"
 
 
-
 def quarantine_transfer_id(serial: str, mid: int) -> str:
     """A new transfer id for message *mid* of the gateway of *serial*, caught for the
     managers' quarantines: ordered by MID within a gateway (the manager's unique index
     grows at its end), unique across routings by its random tail."""
     return f"q-{serial}-{mid}-{uuid.uuid4().hex[:12]}"
+
 
 class Router:
     """Routes scanned messages: delivery queues, `the.cpq.host`, splits, copies, bounces.

@@ -44,8 +44,9 @@ def domain_of(address: str) -> str:
 
 def quarantine_transfer_id(serial: str, mid: int) -> str:
     """A new transfer id for message *mid* of the gateway of *serial*, caught for the
-    managers' quarantines: ordered by MID within a gateway (the manager's unique index
-    grows at its end), unique across routings by its random tail."""
+    managers' quarantines: a gateway's ids sort in MID order while its MIDs keep their
+    number of digits (the manager's unique index grows at its end), and the random tail
+    keeps each routing's unique."""
     return f"q-{serial}-{mid}-{uuid.uuid4().hex[:12]}"
 
 

@@ -91,24 +91,20 @@ class BatchSql:
             set(HELD_COLUMNS) - set(_all(message_quarantines))
         if unknown:  # the schema moved on without this module
             raise RuntimeError(f"intake columns not in the schema: {sorted(unknown)}")
-        if dialect == "sqlite":
-            return cls(
-                messages=json_insert_sql(messages.name, MESSAGE_COLUMNS),
-                held=json_insert_sql(message_quarantines.name, HELD_COLUMNS),
-                recipients=json_insert_sql(message_recipients.name, _all(message_recipients)),
-                attachments=json_insert_sql(attachments.name, _all(attachments)),
-                bodies=insert_sql(message_bodies.name, _all(message_bodies), dialect),
-                count=insert_sql("held_counts", ("quarantine", "n"), dialect)
-                + " ON CONFLICT (quarantine) DO UPDATE SET n = held_counts.n + excluded.n",
-                fts={name: json_insert_sql(f"fts_{name}", ("rowid", name))
-                     for name in FTS_COLUMNS}, json_rows=True)
+        lite = dialect == "sqlite"
+
+        def rows_sql(table: str, columns: tuple[str, ...] | list[str]) -> str:
+            return json_insert_sql(table, columns) if lite else insert_sql(table, columns,
+                                                                            dialect)
+
         return cls(
-            messages=insert_sql(messages.name, MESSAGE_COLUMNS, dialect),
-            held=insert_sql(message_quarantines.name, HELD_COLUMNS, dialect),
-            recipients=insert_sql(message_recipients.name, _all(message_recipients), dialect),
-            attachments=insert_sql(attachments.name, _all(attachments), dialect),
+            messages=rows_sql(messages.name, MESSAGE_COLUMNS),
+            held=rows_sql(message_quarantines.name, HELD_COLUMNS),
+            recipients=rows_sql(message_recipients.name, _all(message_recipients)),
+            attachments=rows_sql(attachments.name, _all(attachments)),
             bodies=insert_sql(message_bodies.name, _all(message_bodies), dialect),
             count=insert_sql("held_counts", ("quarantine", "n"), dialect)
             + " ON CONFLICT (quarantine) DO UPDATE SET n = held_counts.n + excluded.n",
-            fts={name: insert_sql(f"fts_{name}", ("rowid", name), dialect)
-                 for name in FTS_COLUMNS} if dialect == "sqlite" else {})
+            fts={name: rows_sql(f"fts_{name}", ("rowid", name))
+                 for name in FTS_COLUMNS} if lite else {},
+            json_rows=lite)

@@ -52,6 +52,7 @@ from aiosmtpd.smtp import MISSING, syntax
 
 from pvoq.smtp import replies
 from pvoq.smtp.data import DATA_READ_LIMIT, DataContent
+from pvoq.smtp.message import line_facts
 from pvoq.smtp.replies import StatusCode
 from pvoq.smtp.server import PvoqEnvelope, PvoqSMTP
 
@@ -287,8 +288,7 @@ class ChunkingSMTP(PvoqSMTP):
 def _line_check(content: bytes, limit: int) -> tuple[bool, bool]:
     """`(too_long, bare)`: whether a line of *content* is longer than *limit* octets with
     its CRLF, counted as `smtp.data` counts for DATA, and whether it holds a CR or LF
-    that is not part of a CRLF (`message.has_bare_newline`, answered from the same
-    split); a megabyte at a time, cut after a CRLF. *bare* is only known when no line
+    that is not part of a CRLF (`message.line_facts`); a megabyte at a time, cut after a CRLF. *bare* is only known when no line
     is too long."""
     start, size, bare = 0, len(content), False
     while start < size:
@@ -298,11 +298,9 @@ def _line_check(content: bytes, limit: int) -> tuple[bool, bool]:
             if cut < start:  # a line longer than the piece: up to its end, whole
                 cut = content.find(b"\r\n", end - 1)
             end = size if cut < 0 else cut + 2
-        piece = content[start:end]
-        lines = piece.split(b"\r\n")
-        if max(map(len, lines)) + 2 > limit:
+        longest, piece_bare = line_facts(content[start:end])
+        if longest + 2 > limit:
             return True, False
-        pairs = len(lines) - 1
-        bare = bare or piece.count(b"\r") != pairs or piece.count(b"\n") != pairs
+        bare = bare or piece_bare
         start = end
     return False, bare

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from pvoq.smtp.message import has_bare_newline
+from pvoq.smtp.message import has_bare_newline, line_facts
 
 END = b"\r\n.\r\n"
 EMPTY_END = b".\r\n"
@@ -92,16 +92,13 @@ class DataContent:
         self.raw += len(piece)
         if self.too_long or self.failed:
             return
-        lines = piece.split(b"\r\n")
-        if piece and max(map(len, lines)) + 2 > self.line_limit:
+        # A piece starts at a line's start, so no CRLF is cut between two pieces.
+        longest, bare = line_facts(piece)
+        if piece and longest + 2 > self.line_limit:
             self.too_long = True
             self.drop()
             return
-        # The piece's CRLFs are its lines' ends: any other CR or LF stands alone (a
-        # piece starts at a line's start, so no CRLF is cut between two pieces).
-        pairs = len(lines) - 1
-        if not self.bare and (piece.count(b"\r") != pairs or piece.count(b"\n") != pairs):
-            self.bare = True
+        self.bare = self.bare or bare
         if first and piece.startswith(b"."):
             piece = piece[1:]
         self.add(piece.replace(b"\r\n.", b"\r\n") if b"\r\n." in piece else piece)

@@ -29,6 +29,15 @@ def has_bare_newline(content: bytes) -> bool:
     return content.count(b"\r") != pairs or content.count(b"\n") != pairs
 
 
+def line_facts(piece: bytes | bytearray) -> tuple[int, bool]:
+    """`(longest, bare)` of *piece*, whole lines joined by CRLF: the octets of its
+    longest line without the CRLF, and whether it holds a CR or LF outside a CRLF
+    (`has_bare_newline`, answered from the same split)."""
+    lines = piece.split(b"\r\n")
+    pairs = len(lines) - 1
+    return max(map(len, lines)), piece.count(b"\r") != pairs or piece.count(b"\n") != pairs
+
+
 @dataclass
 class MessageInfo:
     """Headers a handler and the log lines need, parsed once."""

@@ -348,13 +348,13 @@ class RatEntry:
 
     def matches(self, recipient: str) -> bool:
         """True if this rule covers *recipient* (case-insensitive)."""
+        return self.covers(*recipient_parts(recipient))
+
+    def covers(self, local: str, domain: str) -> bool:
+        """`matches`, for a recipient already cut by `recipient_parts`."""
         rule = self.address.lower()
         if rule == "all":
             return True
-        local, at, domain = recipient.strip().strip("<>").lower().rpartition("@")
-        if not at:
-            local, domain = domain, ""
-        domain = domain.rstrip(".")
         if rule.endswith("@"):
             return local == rule[:-1]
         if "@" in rule:
@@ -383,9 +383,20 @@ def make_rat(entries: Iterable[tuple[str, str, int]]) -> Rat:
     return Rat(tuple(built))
 
 
+def recipient_parts(recipient: str) -> tuple[str, str]:
+    """*recipient*'s local part and domain, lower case, as the rules compare them (no
+    trailing dot on the domain; an address without `@` is all local part)."""
+    local, at, domain = recipient.strip().strip("<>").lower().rpartition("@")
+    if not at:
+        local, domain = domain, ""
+    return local, domain.rstrip(".")
+
+
 def match_rat(rat: Rat, recipient: str) -> RatEntry | None:
-    """Return the first entry covering *recipient*, or None (the caller rejects)."""
-    return next((e for e in rat.entries if e.matches(recipient)), None)
+    """Return the first entry covering *recipient*, or None (the caller rejects).
+    The recipient is cut once for every entry."""
+    local, domain = recipient_parts(recipient)
+    return next((e for e in rat.entries if e.covers(local, domain)), None)
 
 
 def names_hosts(hat: Hat) -> bool:

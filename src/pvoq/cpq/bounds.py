@@ -56,6 +56,9 @@ class Fields:
         """The value of *key*; MetadataError when it is missing, of another type or
         out of its bounds (`check_bounds`)."""
         value = self.obj.get(key, _MISSING)
+        if type(value) is kind and kind is not float and (kind is not int or 0 <= value <= MAX_INT):
+            self.taken.add(key)  # the common case, without the general checks below
+            return value
         if value is _MISSING:
             raise MetadataError(f"missing field {self.where}{key}")
         if not is_json_type(value, kind):
@@ -162,34 +165,39 @@ def _check_field_by_field(obj: Any) -> None:
 
 def _plainly_bounded(obj: Any) -> bool:
     """Whether *obj* is within `check_json`'s bounds with every string (keys too) ASCII:
-    True only when certain (False sends it to the field-by-field pass)."""
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
-        value, depth = stack.pop()
-        kind = type(value)
-        if kind is dict:
-            try:
-                keys = "".join(value)  # TypeError: a key that is no string
-            except TypeError:
+    True only when certain (False sends it to the field-by-field pass). Walked a level
+    of nesting at a time."""
+    level: list[Any] = [obj]
+    depth = 1
+    while level:
+        below: list[Any] = []
+        for value in level:
+            kind = type(value)
+            if kind is dict:
+                try:
+                    keys = "".join(value)  # TypeError: a key that is no string
+                except TypeError:
+                    return False
+                if depth > MAX_DEPTH or not keys.isascii():
+                    return False
+                below.extend(value.values())
+            elif kind is list:
+                if depth > MAX_DEPTH:
+                    return False
+                below.extend(value)
+            elif kind is str:
+                if not value.isascii():
+                    return False
+            elif kind is float:
+                if not math.isfinite(value):
+                    return False
+            elif kind is int:
+                if not -MAX_INT - 1 <= value <= MAX_INT:
+                    return False
+            elif value is not None and kind is not bool:
                 return False
-            if depth > MAX_DEPTH or not keys.isascii():
-                return False
-            stack.extend((v, depth + 1) for v in value.values())
-        elif kind is list:
-            if depth > MAX_DEPTH:
-                return False
-            stack.extend((v, depth + 1) for v in value)
-        elif kind is str:
-            if not value.isascii():
-                return False
-        elif kind is float:
-            if not math.isfinite(value):
-                return False
-        elif kind is int:
-            if not -MAX_INT - 1 <= value <= MAX_INT:
-                return False
-        elif value is not None and kind is not bool:
-            return False
+        level = below
+        depth += 1
     return True
 
 

@@ -59,7 +59,11 @@ def attachments_of(body: bytes) -> list[tuple[str, int]]:
 
 def _head_block(body: bytes) -> bytes:
     """The header block of *body*, as the whole parse would take it (the body not read)."""
-    ends = [i for i in (body.find(b"\n\n"), body.find(b"\n\r\n")) if i >= 0]
+    # The first blank line, CRLF or LF; an LF one is looked for only before the CRLF one
+    # (a CRLF message has none at all: it would be searched for to its end).
+    crlf = body.find(b"\n\r\n")
+    lf = body.find(b"\n\n", 0, crlf + 2 if crlf >= 0 else len(body))
+    ends = [i for i in (lf, crlf) if i >= 0]
     return body[:min(ends) + 1] if ends else body
 
 

@@ -74,6 +74,7 @@ class ChunkingSMTP(PvoqSMTP):
         self._unanswered = 0  # messages handed over whose reply is not written yet
         self._answered = asyncio.Event()  # set as each of them is answered
         self._finishing: set[asyncio.Task[None]] = set()
+        self._answers: list[bytes] | None = None  # replies of this loop turn, not yet written
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # again after STARTTLS, with a new reader
@@ -91,6 +92,22 @@ class ChunkingSMTP(PvoqSMTP):
         if tail is not None and not tail.done():
             await asyncio.shield(tail)
 
+    def _answer(self, data: bytes) -> None:
+        """*data* (a message's reply) written at the end of this turn of the event loop,
+        in one write with the others of the turn: a group commit wakes the handlers of
+        several messages of a connection at once, and each write is a TLS record and a
+        system call that wakes the client. Any other reply writes these first."""
+        if self._answers is None:
+            self._answers = [data]
+            self.loop.call_soon(self._write_answers)
+        else:
+            self._answers.append(data)
+
+    def _write_answers(self) -> None:
+        answers, self._answers = self._answers, None
+        if answers and self.transport is not None and not self.transport.is_closing():
+            self._writer.write(b"".join(answers))
+
     async def push(self, status: str | bytes | StatusCode) -> None:
         if self._unanswered:
             line = status if isinstance(status, bytes) else \
@@ -102,16 +119,19 @@ class ChunkingSMTP(PvoqSMTP):
                 return
             if line[3:4] != b"-":  # a multi-line reply's lines are gathered, not written
                 await self._replies_before()
+        self._write_answers()  # the replies of messages answered in this turn go first
         await super().push(status)
 
     async def _push_now(self, reply: StatusCode) -> None:
         await self._replies_before()  # a limit's 421 comes after the stored messages' replies
+        self._write_answers()
         await super()._push_now(reply)
 
     def _limit_reached(self, reply: StatusCode, reason: str) -> None:
         if self._unanswered:  # said once the messages handed over have their replies
             self._ending = (reply, reason)
             return
+        self._write_answers()
         super()._limit_reached(reply, reason)
 
     # -- BDAT ---------------------------------------------------------------------------
@@ -274,7 +294,7 @@ class ChunkingSMTP(PvoqSMTP):
                     self.context.maillog.info(f"MID {envelope.mid} stored, but the client "
                                               f"left before the reply ('{reply}')")
                 return
-            self._writer.write(line + b"\r\n")
+            self._answer(line + b"\r\n")
             if reply.startswith("2"):
                 self.message_accepted()
         finally:

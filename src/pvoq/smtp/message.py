@@ -34,8 +34,9 @@ def line_facts(piece: bytes | bytearray) -> tuple[int, bool]:
     longest line without the CRLF, and whether it holds a CR or LF outside a CRLF
     (`has_bare_newline`, answered from the same split)."""
     lines = piece.split(b"\r\n")
-    pairs = len(lines) - 1
-    return max(map(len, lines)), piece.count(b"\r") != pairs or piece.count(b"\n") != pairs
+    # What is left once the CRLFs are cut out; `in` (memchr) is faster than a count.
+    rest = b"".join(lines)
+    return max(map(len, lines)), b"\r" in rest or b"\n" in rest
 
 
 @dataclass

@@ -120,3 +120,13 @@ def test_plain_text_messages_are_not_parsed_at_all(
         raise AssertionError("the header block was parsed")
     monkeypatch.setattr(mime.BytesHeaderParser, "parsebytes", refuse)
     assert attachments_of(head + b"hello\r\n") == []
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b"a", b": ", b"\n\n", b"\n\r\n"]),
+                     max_size=12).map(b"".join))
+def test_the_header_block_ends_at_the_first_blank_line_crlf_or_lf(body: bytes) -> None:
+    """`_head_block` cuts where the first blank line (an LF or CRLF one) begins, as a
+    search for either of them through the whole body would; all of it when there is none."""
+    ends = [i for i in (body.find(b"\n\n"), body.find(b"\n\r\n")) if i >= 0]
+    assert mime._head_block(body) == (body[:min(ends) + 1] if ends else body)

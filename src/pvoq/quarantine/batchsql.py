@@ -16,13 +16,16 @@ one JSON array (`INSERT … SELECT … FROM json_each(:rows)`): one step of the
 statement for the batch, where `executemany` steps once a row. The driver
 lets go of the GIL around each step and the writer must take it back, while
 the event loop holds it most of the time (docs/benchmarks.md, "CPQ
-throughput"). Bodies are bytes, which JSON does not carry: they stay a row
-each.
+throughput"). Bodies are bytes, which JSON does not carry: on SQLite a batch's
+bodies go in one multi-row `VALUES` instead (`bodies_of`), at most
+`BODIES_A_STATEMENT` a statement, so that they too take one step.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +64,16 @@ def json_insert_sql(table: str, columns: tuple[str, ...] | list[str]) -> str:
             f"{', '.join(f'value ->> {c!r}' for c in columns)} FROM json_each(:rows)")
 
 
+BODIES_A_STATEMENT = 256  # SQLite: rows of one multi-row bodies INSERT (two variables each)
+
+
+@functools.lru_cache(maxsize=64)
+def bodies_values_sql(n: int) -> str:
+    """SQLite: the INSERT of *n* bodies in one statement (qmark parameters, in pairs)."""
+    return (f"INSERT INTO {message_bodies.name} (message_id, body) VALUES "
+            + ", ".join(["(?, ?)"] * n))
+
+
 def _all(table: Table) -> tuple[str, ...]:
     return tuple(c.name for c in table.columns)
 
@@ -75,15 +88,28 @@ class BatchSql:
     attachments: str
     bodies: str
     count: str            # rows {quarantine, n}: n added to the counter, created if missing
+                          # (SQLite: one JSON array, as `rows`)
     fts: dict[str, str]   # SQLite: name → INSERT into its trigram table (rows {rowid, name})
-    json_rows: bool = False  # SQLite: the rows of every statement but bodies and count
+    json_rows: bool = False  # SQLite: the rows of every statement but bodies as one array
 
     def rows(self, rows: list[dict[str, Any]]) -> Any:
-        """The parameters of a statement over *rows* (all but bodies and count): one JSON
+        """The parameters of a statement over *rows* (all but bodies): one JSON
         array on SQLite, the rows themselves (one execution each) on PostgreSQL. Without
         `ensure_ascii` a text with no UTF-8 form is refused by the driver, as it would be
         bound as a row."""
         return {"rows": json.dumps(rows, ensure_ascii=False)} if self.json_rows else rows
+
+    def bodies_of(self, bodies: Sequence[tuple[int, bytes]]) -> list[tuple[str, Any]]:
+        """The statements and parameters that insert *bodies* (MID, body): on SQLite one
+        multi-row INSERT a `BODIES_A_STATEMENT` of them, elsewhere one INSERT run once a
+        row."""
+        if not bodies:
+            return []
+        if not self.json_rows:
+            return [(self.bodies, [dict(message_id=m, body=b) for m, b in bodies])]
+        return [(bodies_values_sql(len(part)), tuple(x for pair in part for x in pair))
+                for part in (bodies[i:i + BODIES_A_STATEMENT]
+                             for i in range(0, len(bodies), BODIES_A_STATEMENT))]
 
     @classmethod
     def for_dialect(cls, dialect: str) -> BatchSql:
@@ -103,7 +129,9 @@ class BatchSql:
             recipients=rows_sql(message_recipients.name, _all(message_recipients)),
             attachments=rows_sql(attachments.name, _all(attachments)),
             bodies=insert_sql(message_bodies.name, _all(message_bodies), dialect),
-            count=insert_sql("held_counts", ("quarantine", "n"), dialect)
+            # (`WHERE true`: SQLite's upsert after a SELECT, as its grammar requires)
+            count=(json_insert_sql("held_counts", ("quarantine", "n")) + " WHERE true"
+                   if lite else insert_sql("held_counts", ("quarantine", "n"), dialect))
             + " ON CONFLICT (quarantine) DO UPDATE SET n = held_counts.n + excluded.n",
             fts={name: rows_sql(f"fts_{name}", ("rowid", name))
                  for name in FTS_COLUMNS} if lite else {},

@@ -291,9 +291,8 @@ class Intake:
                 parts = [x for r in rows for x in r.attachments]
                 if parts:
                     conn.exec_driver_sql(sql.attachments, sql.rows(parts))
-                if inline:
-                    conn.exec_driver_sql(sql.bodies, [
-                        dict(message_id=a.mid, body=a.body) for a in inline])
+                for statement, params in sql.bodies_of([(a.mid, a.body) for a in inline]):
+                    conn.exec_driver_sql(statement, params)
                 deltas: dict[str, int] = {ALL_HELD: len(rows),
                                           HELD_BYTES: sum(len(a.body) for a in fresh)}
                 for h in held:
@@ -450,4 +449,5 @@ class Intake:
         rows = [{"quarantine": name, "n": delta} for name, delta in sorted(deltas.items())
                 if delta]
         if rows:
-            conn.exec_driver_sql(self._batch_sql().count, rows)
+            sql = self._batch_sql()
+            conn.exec_driver_sql(sql.count, sql.rows(rows))

@@ -106,6 +106,7 @@ class ChunkingSMTP(PvoqSMTP):
     def _write_answers(self) -> None:
         answers, self._answers = self._answers, None
         if answers and self.transport is not None and not self.transport.is_closing():
+            self.context.maillog.flush()  # the client hears of its messages after the log
             self._writer.write(b"".join(answers))
 
     async def push(self, status: str | bytes | StatusCode) -> None:
@@ -281,7 +282,6 @@ class ChunkingSMTP(PvoqSMTP):
             reply = str(replies.DATA_OK if status is MISSING else status)
             if before is not None:
                 await before
-            self.context.maillog.flush()  # the client hears of its message after the log does
             lines = [*held, reply.encode("ascii", "backslashreplace")]
             if self._unanswered == 1 and not self._busy:
                 # The last answer owed, and no command under way: the replies held for the

@@ -45,6 +45,8 @@ ROLL_RETRY_S = 60.0
 """After a failed rollover (the rename refused), the next attempt by size or time waits this."""
 TICK_S = 1.0
 """How often the rollover by time is checked when nothing is logged."""
+SIZE_CHECK_S = 1.0
+"""The file's size is asked of the system at least this often (otherwise counted)."""
 _STAMP = re.compile(r"([A-Z][a-z]{2} [A-Z][a-z]{2} +\d{1,2} \d\d:\d\d:\d\d \d{4}) ")
 
 
@@ -133,6 +135,7 @@ class MailLog:
         if stat.st_mode & UMASK:
             os.fchmod(fd, stat.st_mode & FILE_MODE)
         self._inode = (stat.st_dev, stat.st_ino)
+        self._sized, self._counted, self._sized_at = 0, 0, 0.0  # asked at the next check
         handle = open(  # noqa: SIM115 (held open until the next rollover or close())
             fd, "a", encoding="utf-8", errors="backslashreplace")
         if stat.st_size == 0:
@@ -155,8 +158,10 @@ class MailLog:
             return None
 
     def _write(self, lines: list[tuple[str, str, str, float]]) -> None:
-        self._file.write("".join(line + "\n" for line, _, _, _ in lines))
+        text = "".join(line + "\n" for line, _, _, _ in lines)
+        self._file.write(text)
         self._file.flush()
+        self._counted += len(text)  # characters: at most the octets written
         if self._echo is not None:
             print("\n".join(line for line, _, _, _ in lines), file=self._echo, flush=True)
         if self._syslog is not None:
@@ -232,7 +237,7 @@ class MailLog:
         settings, now = self.settings, time.time()
         if now < self._retry_at:
             return
-        if not (os.fstat(self._file.fileno()).st_size >= settings.max_file_size
+        if not (self._reached(settings.max_file_size, now)
                 or (settings.rollover_interval_seconds
                     and now - self._began >= settings.rollover_interval_seconds)):
             return
@@ -242,6 +247,17 @@ class MailLog:
             self._retry_at = now + ROLL_RETRY_S
             self._write([self._line(f"Logfile rollover failed: {exc}; retried in "
                                     f"{ROLL_RETRY_S:g} seconds", "Warning")])
+
+    def _reached(self, limit: int, now: float) -> bool:
+        """Whether the held file has *limit* octets. Counted from what was written since
+        the system was last asked (a busy appliance flushes many times a second), and
+        asked once the count says so, or at least every `SIZE_CHECK_S` (the file may
+        have been written to or cut from outside)."""
+        if self._sized + self._counted < limit and now - self._sized_at < SIZE_CHECK_S:
+            return False
+        self._sized, self._counted = os.fstat(self._file.fileno()).st_size, 0
+        self._sized_at = now
+        return self._sized >= limit
 
     def _roll(self) -> str | None:
         """Rename the current file to its rolled name and begin a new one (lock held).

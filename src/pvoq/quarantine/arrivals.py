@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import queue
 import threading
@@ -121,7 +120,7 @@ class Arrival:
 class ArrivalRows:
     """The rows one arrival adds (built outside the transaction)."""
 
-    message: dict[str, Any]
+    message: dict[str, Any]  # `recipients` and `meta` as values (`batchsql.MESSAGE_JSON`)
     held: dict[str, dict[str, Any]]  # quarantine name → message_quarantines row
     recipients: list[dict[str, Any]]
     attachments: list[dict[str, Any]]
@@ -152,9 +151,9 @@ def arrival_rows(arrival: Arrival, now: float, settings: dict[str, QuarantineSet
         id=mid, transfer_id=meta["transfer_id"], origin_host=origin["hostname"],
         origin_serial=origin["serial"], origin_mid=origin["mid"],
         origin_ip=arrival.origin_ip, sender=meta["sender"],
-        recipients=json.dumps(meta["recipients"]), subject=arrival.subject,
+        recipients=meta["recipients"], subject=arrival.subject,
         received_at=now if arrival.received_at is None else arrival.received_at, size=len(arrival.body), body_path=body_path, state=State.HELD,
-        meta=json.dumps(meta), sender_rev=meta["sender"].lower()[::-1])
+        meta=meta, sender_rev=meta["sender"].lower()[::-1])
     return ArrivalRows(
         message=message, held=held,
         recipients=[dict(message_id=mid, rid=r["rid"], address=r["address"])

@@ -41,9 +41,13 @@ from pvoq.quarantine.schema import (
 )
 
 # The columns an arrival fills (`arrivals.arrival_rows`); the others keep their defaults.
+# Those of MESSAGE_JSON hold JSON text, and come in a row as the value itself: on SQLite
+# the batch's array carries them as they are (no JSON text inside JSON text, escaped
+# twice), elsewhere they are serialized a row at a time (`message_rows`).
 MESSAGE_COLUMNS = ("id", "transfer_id", "origin_host", "origin_serial", "origin_mid",
                    "origin_ip", "sender", "recipients", "subject", "received_at", "size",
                    "body_path", "state", "meta", "sender_rev")
+MESSAGE_JSON = ("recipients", "meta")
 HELD_COLUMNS = ("message_id", "quarantine", "reason", "reason_id", "stage", "state",
                 "received_at", "scheduled_exit", "acted_at", "how")
 
@@ -58,10 +62,12 @@ def insert_sql(table: str, columns: tuple[str, ...] | list[str], dialect: str) -
             f"VALUES ({', '.join(_param(c, dialect) for c in columns)})")
 
 
-def json_insert_sql(table: str, columns: tuple[str, ...] | list[str]) -> str:
-    """SQLite: `INSERT INTO table (columns)` of every row of one JSON array parameter."""
-    return (f"INSERT INTO {table} ({', '.join(columns)}) SELECT "
-            f"{', '.join(f'value ->> {c!r}' for c in columns)} FROM json_each(:rows)")
+def json_insert_sql(table: str, columns: tuple[str, ...] | list[str],
+                    as_json: tuple[str, ...] = ()) -> str:
+    """SQLite: `INSERT INTO table (columns)` of every row of one JSON array parameter;
+    the columns *as_json* take their value's JSON text (an object or array in the row)."""
+    values = ", ".join(f"value {'->' if c in as_json else '->>'} '{c}'" for c in columns)
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {values} FROM json_each(:rows)"
 
 
 BODIES_A_STATEMENT = 256  # SQLite: rows of one multi-row bodies INSERT (two variables each)
@@ -99,6 +105,12 @@ class BatchSql:
         bound as a row."""
         return {"rows": json.dumps(rows, ensure_ascii=False)} if self.json_rows else rows
 
+    def message_rows(self, rows: list[dict[str, Any]]) -> Any:
+        """`rows` of the messages' statement, whose MESSAGE_JSON columns hold values."""
+        if self.json_rows:
+            return self.rows(rows)
+        return [{**r, **{c: json.dumps(r[c]) for c in MESSAGE_JSON}} for r in rows]
+
     def bodies_of(self, bodies: Sequence[tuple[int, bytes]]) -> list[tuple[str, Any]]:
         """The statements and parameters that insert *bodies* (MID, body): on SQLite one
         multi-row INSERT a `BODIES_A_STATEMENT` of them, elsewhere one INSERT run once a
@@ -119,12 +131,13 @@ class BatchSql:
             raise RuntimeError(f"intake columns not in the schema: {sorted(unknown)}")
         lite = dialect == "sqlite"
 
-        def rows_sql(table: str, columns: tuple[str, ...] | list[str]) -> str:
-            return json_insert_sql(table, columns) if lite else insert_sql(table, columns,
-                                                                            dialect)
+        def rows_sql(table: str, columns: tuple[str, ...] | list[str],
+                     as_json: tuple[str, ...] = ()) -> str:
+            return json_insert_sql(table, columns, as_json) if lite else \
+                insert_sql(table, columns, dialect)
 
         return cls(
-            messages=rows_sql(messages.name, MESSAGE_COLUMNS),
+            messages=rows_sql(messages.name, MESSAGE_COLUMNS, MESSAGE_JSON),
             held=rows_sql(message_quarantines.name, HELD_COLUMNS),
             recipients=rows_sql(message_recipients.name, _all(message_recipients)),
             attachments=rows_sql(attachments.name, _all(attachments)),

@@ -280,7 +280,7 @@ class Intake:
                 # The rows go in while the bodies sync; the commit waits for the syncs.
                 # The messages first: on SQLite that takes the write lock (a read first
                 # could not be upgraded once another connection has written).
-                conn.exec_driver_sql(sql.messages, sql.rows([r.message for r in rows]))
+                conn.exec_driver_sql(sql.messages, sql.message_rows([r.message for r in rows]))
                 held = [h for r in rows for h in r.held.values()]
                 ids = self._cached_reason_ids(conn, {h["reason"] for h in held}, learnt)
                 for h in held:

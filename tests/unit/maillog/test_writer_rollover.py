@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pvoq.maillog import writer
 from pvoq.maillog.rollover import log_files, rolled_files
 from pvoq.maillog.settings import LogSettings
 from pvoq.maillog.writer import BEGIN, ROLLED_OVER, MailLog
@@ -66,6 +67,27 @@ class TestRolloverBySize:
             assert path.stat().st_size < 2048 + 200  # rolls as soon as a write crosses it
         assert texts(log.path)[0] == BEGIN
         assert payload_lines(log.directory) == [f"line {n} " + "x" * 40 for n in range(200)]
+
+    def test_a_file_grown_from_outside_is_rolled_within_a_size_check(
+            self, make_log: type[MailLog], monkeypatch: pytest.MonkeyPatch) -> None:
+        """The writer counts what it writes, and asks the system for the size at least
+        every SIZE_CHECK_S: octets appended by another writer count too."""
+        log = make_log(LogSettings(max_file_size=4096, max_files=100))
+        log.info("line 0")
+        log.flush()
+        with open(log.path, "ab") as other:
+            other.write(b"x" * 5000 + b"\n")
+        log.info("line 1")
+        log.flush()
+        later = time.time() + writer.SIZE_CHECK_S + 1
+        monkeypatch.setattr(writer.time, "time", lambda: later)
+        log.info("line 2")
+        log.flush()
+        rolled = rolled_files(log.directory, "mail_logs")
+        assert len(rolled) == 1
+        assert [x.rsplit(": ", 1)[1] for x in lines_of(rolled[0]) if "Info: line " in x] == [
+            "line 0", "line 1", "line 2"]
+        assert not any("Info: line " in x for x in lines_of(log.path))
 
     def test_rollover_is_a_rename_the_inode_moves(self, make_log: type[MailLog]) -> None:
         """The subscription's contract: the rolled file is the same inode as the old current."""

@@ -55,11 +55,11 @@ class Fields:
     def require(self, key: str, kind: type | tuple[type, ...]) -> Any:
         """The value of *key*; MetadataError when it is missing, of another type or
         out of its bounds (`check_bounds`)."""
-        value: Any = self.obj.get(key, _MISSING)
+        value = self.obj.get(key, _MISSING)
         # The common case first: exactly the type asked for (a bool is no int here), and
         # within its bounds when it has any.
-        if type(value) is kind and kind is not float and (kind is not int
-                                                          or 0 <= value <= MAX_INT):
+        exact = type(value)
+        if exact is kind and kind is not float and (kind is not int or 0 <= value <= MAX_INT):
             self.taken.add(key)
             return value
         if value is _MISSING:

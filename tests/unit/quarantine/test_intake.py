@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pvoq.quarantine import arrivals as arrivals_module
 from pvoq.quarantine.arrivals import Arrival, BodyCollision
+from pvoq.quarantine.batchsql import BODIES_A_STATEMENT
 from pvoq.quarantine.intake import SHARED_SWEEP_AGE_S
 from pvoq.quarantine.schema import message_bodies, message_quarantines, messages, reasons
 from pvoq.quarantine.store import QuarantineStore
@@ -85,6 +86,18 @@ class TestInlineBodies:
         assert store.add_many(batch) == [(m, False) for m in range(1, 7)]
         assert files(store) == ["2.eml", "4.eml", "6.eml"] and body_rows(store) == [1, 3, 5]
         assert [store.read_body(a.mid) for a in batch] == [a.body for a in batch]
+
+    def test_a_batch_larger_than_one_bodies_statement_keeps_every_body(
+            self, make_store: Callable[..., QuarantineStore]) -> None:
+        """On SQLite a batch's bodies go in `BODIES_A_STATEMENT` at a time: a batch of
+        more than that stores each body once, under its own MID (and the held counter
+        counts their bytes)."""
+        store = make_store(inline_max=2000)
+        batch = [arrival(m) for m in range(1, BODIES_A_STATEMENT + 2 * 13 + 1)]
+        assert store.add_many(batch) == [(a.mid, False) for a in batch]
+        assert body_rows(store) == [a.mid for a in batch] and files(store) == []
+        assert [store.read_body(a.mid) for a in batch] == [a.body for a in batch]
+        assert store.used_bytes() == sum(len(a.body) for a in batch)
 
     def test_handed_in_together_only_the_large_are_staged(
             self, make_store: Callable[..., QuarantineStore]) -> None:

@@ -261,6 +261,7 @@ class ChunkingSMTP(PvoqSMTP):
     def _hand_over(self, envelope: PvoqEnvelope) -> None:
         """The message of *envelope* to the handler, as a task; its reply written in turn
         with the replies held for its transaction's commands."""
+        envelope.handed_over = True
         held = self._held + self._reply_lines  # the older first (see `PvoqSMTP.push`)
         self._held, self._reply_lines = [], []
         before = self._reply_tail

@@ -544,6 +544,8 @@ class BaseHandler(HookNames):
         """`accept`, so that a client dropping the connection now cannot leave a
         message half-handled (stored but never queued) until the next restart."""
         mid = envelope.mid
+        if envelope.handed_over:  # a task of its own, never cancelled by the session
+            return await self.accept(server, session, envelope, content, info)
         if self.commits_whole:
             try:
                 return await self.accept(server, session, envelope, content, info)

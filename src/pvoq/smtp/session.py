@@ -55,6 +55,9 @@ class PvoqEnvelope(Envelope):
         self.chunks: Any = None
         self.chunked = 0
         self.chunks_refused = False
+        # Handed to the handler as a task of its own, which nothing cancels when the
+        # client leaves (`ChunkingSMTP._hand_over`): its store needs no shield.
+        self.handed_over = False
         # Whether the message holds a bare CR or LF, found as its lines were measured
         # (`smtp.data`, `smtp.chunking`); None: not known, the handler looks.
         self.bare_newline: bool | None = None

@@ -116,6 +116,8 @@ class Fields:
 
     def extra(self) -> dict[str, Any]:
         """The keys not taken, as received."""
+        if len(self.taken) == len(self.obj):  # every key taken (each is one of obj's)
+            return {}
         return {k: v for k, v in self.obj.items() if k not in self.taken}
 
 

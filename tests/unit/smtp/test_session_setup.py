@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import ssl
 from pathlib import Path
 
+import aiosmtpd.smtp
 import pytest
 from aiosmtpd.smtp import SMTP
 
@@ -21,6 +23,7 @@ from pvoq.config.hat import make_rat, parse_hat
 from pvoq.config.model import Listener
 from pvoq.cpq.server import CpqHandler, CpqSMTP
 from pvoq.maillog import IdAllocator, MailLog
+from pvoq.smtp import setup
 from pvoq.smtp.server import BaseHandler, PvoqSMTP, ServerContext
 
 ACCEPT_ALL = "$ACCEPTED\n  ACCEPT {}\nALL\n  $ACCEPTED (everyone)\n"
@@ -152,3 +155,34 @@ def test_a_handler_that_cannot_be_a_cache_key_still_gets_its_hooks(tmp_path: Pat
     session = asyncio.run(make())
     assert session._handle_hooks["MAIL"] == handler.handle_MAIL
     assert session._ehlo_hook_ver == "new"
+
+
+class TestCommandLineLog:
+    """aiosmtpd logs every command line through `sanitized_log`; pvoq's stand-in masks
+    a line only when the logger writes its level, and masks it as aiosmtpd does then."""
+
+    AUTH_LINE = b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n"
+
+    def test_the_command_loop_uses_the_quiet_one(self) -> None:
+        assert aiosmtpd.smtp.sanitized_log is setup.quiet_sanitized_log
+
+    def test_a_line_the_logger_would_not_write_is_not_masked(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        calls: list[object] = []
+        monkeypatch.setattr(setup, "_sanitized_log", lambda *a, **k: calls.append(a))
+        log = logging.getLogger("mail.log")
+        monkeypatch.setattr(log, "level", logging.WARNING)
+        setup.quiet_sanitized_log(log.info, "%r >> %r", ("127.0.0.1", 1), self.AUTH_LINE)
+        setup.quiet_sanitized_log(log.debug, "readline: %r", self.AUTH_LINE)
+        assert calls == []
+        setup.quiet_sanitized_log(log.warning, "%r", self.AUTH_LINE)
+        assert len(calls) == 1
+
+    def test_a_line_written_is_masked_as_aiosmtpd_masks_it(
+            self, caplog: pytest.LogCaptureFixture) -> None:
+        log = logging.getLogger("mail.log")
+        with caplog.at_level(logging.INFO, logger="mail.log"):
+            setup.quiet_sanitized_log(log.info, "%r >> %r", ("127.0.0.1", 1), self.AUTH_LINE)
+        (record,) = [r for r in caplog.records if r.name == "mail.log"]
+        assert b"AGFsaWNl" not in record.getMessage().encode()
+        assert "AUTH PLAIN ********" in record.getMessage()

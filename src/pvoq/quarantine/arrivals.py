@@ -127,15 +127,25 @@ class ArrivalRows:
     texts: dict[str, str]  # the searchable texts (SQLite's trigram tables)
 
 
+def without_nul(text: str) -> str:
+    """*text* with each NUL made U+FFFD: what the message says (its Subject, its
+    attachments' names) may hold one, which PostgreSQL's text refuses (the whole batch
+    would fail, and again at every retry)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def arrival_rows(arrival: Arrival, now: float, settings: dict[str, QuarantineSettings],
                  body_path: str, files: list[tuple[str, int]] | None = None) -> ArrivalRows:
     """Every row of *arrival* but the reasons' ids (which need the database); *files*:
-    its attachments when already listed."""
+    its attachments when already listed. The texts taken from the message itself are
+    stored `without_nul`, on every database alike."""
     meta = arrival.meta
     mid = arrival.mid
     origin = meta["origin"]
     if files is None:
         files = attachments_of(arrival.body)
+    files = [(without_nul(n), size) for n, size in files]
+    subject = without_nul(arrival.subject)
     held: dict[str, dict[str, Any]] = {}
     for q in meta["quarantines"]:
         name = quarantine_for(q["name"], settings)
@@ -151,7 +161,7 @@ def arrival_rows(arrival: Arrival, now: float, settings: dict[str, QuarantineSet
         id=mid, transfer_id=meta["transfer_id"], origin_host=origin["hostname"],
         origin_serial=origin["serial"], origin_mid=origin["mid"],
         origin_ip=arrival.origin_ip, sender=meta["sender"],
-        recipients=meta["recipients"], subject=arrival.subject,
+        recipients=meta["recipients"], subject=subject,
         received_at=now if arrival.received_at is None else arrival.received_at, size=len(arrival.body), body_path=body_path, state=State.HELD,
         meta=meta, sender_rev=meta["sender"].lower()[::-1])
     return ArrivalRows(
@@ -160,7 +170,7 @@ def arrival_rows(arrival: Arrival, now: float, settings: dict[str, QuarantineSet
                     for r in meta["recipients"]],
         attachments=[dict(message_id=mid, n=i, name=n, size=s, name_rev=n.lower()[::-1])
                      for i, (n, s) in enumerate(files)],
-        texts=dict(subject=arrival.subject, sender=meta["sender"],
+        texts=dict(subject=subject, sender=meta["sender"],
                    recipients=" ".join(r["address"] for r in meta["recipients"])))
 
 

@@ -10,6 +10,7 @@ write in progress still needs.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -26,7 +27,13 @@ from pvoq.quarantine import arrivals as arrivals_module
 from pvoq.quarantine.arrivals import Arrival, BodyCollision
 from pvoq.quarantine.batchsql import BODIES_A_STATEMENT
 from pvoq.quarantine.intake import SHARED_SWEEP_AGE_S
-from pvoq.quarantine.schema import message_bodies, message_quarantines, messages, reasons
+from pvoq.quarantine.schema import (
+    attachments,
+    message_bodies,
+    message_quarantines,
+    messages,
+    reasons,
+)
 from pvoq.quarantine.store import QuarantineStore
 
 
@@ -62,6 +69,39 @@ def make_store(make_store: Callable[..., QuarantineStore]) -> Callable[..., Quar
 def body_rows(store: QuarantineStore) -> list[int]:
     with store.engine.connect() as conn:
         return sorted(m for (m,) in conn.execute(select(message_bodies.c.message_id)))
+
+
+def test_metadata_and_recipients_read_back_as_sent(
+        make_store: Callable[..., QuarantineStore]) -> None:
+    """On SQLite they ride in the batch's JSON array as values and are stored as their
+    JSON text (`batchsql.MESSAGE_JSON`), elsewhere serialized a row at a time: either
+    way they read back as sent, quotes, backslashes, controls and non-ASCII included."""
+    store = make_store()
+    sent = meta(("Policy", 'a "quote", a back\\slash, \u00e9t\u00e9 \U0001f600, '
+                           '\u2028 \t \u0001 end'), transfer_id="intake-weird-1")
+    sent["recipients"][0]["address"] = "b\u00f6b@ex\u00e4mple.com"
+    sent["unmodelled"] = {"nested": [1, 2.5, None, True, 'x"y']}
+    store.add_many([Arrival(1, sent, body("weird"), "10.1.2.1", "weird")])
+    with store.engine.connect() as conn:
+        row = conn.execute(select(messages.c.meta, messages.c.recipients)).one()
+    assert json.loads(row.meta) == sent
+    assert json.loads(row.recipients) == sent["recipients"]
+
+
+def test_a_nul_in_the_subject_or_an_attachment_name_fails_no_batch(
+        make_store: Callable[..., QuarantineStore]) -> None:
+    """A message may carry a NUL in its Subject or an attachment's name; PostgreSQL's
+    text refuses it, which failed the whole batch (every transfer in it, at every
+    retry). Both databases store it as U+FFFD, and the batch goes in."""
+    store = make_store()
+    hostile = Arrival(1, meta("Policy", transfer_id="intake-nul-1"),
+                      body("sub", attachment=("a\x00b.pdf", 10)), "10.1.2.1", "sub\x00ject")
+    assert store.add_many([hostile, arrival(2)]) == [(1, False), (2, False)]
+    with store.engine.connect() as conn:
+        assert conn.execute(select(messages.c.subject).where(messages.c.id == 1)
+                            ).scalar() == "sub\ufffdject"
+        assert [n for (n,) in conn.execute(select(attachments.c.name).where(
+            attachments.c.message_id == 1))] == ["a\ufffdb.pdf"]
 
 
 class TestInlineBodies:

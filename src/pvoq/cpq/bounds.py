@@ -72,18 +72,28 @@ class Fields:
         return value
 
     def text(self, key: str, limit: int, *, optional: bool = False) -> Any:
-        """A string field of at most *limit* characters (None when optional and absent)."""
+        """A string field of at most *limit* characters, without NUL (None when optional
+        and absent)."""
         value = self.optional(key, str) if optional else self.require(key, str)
         if value is not None and len(value) > limit:
             raise MetadataError(f"field {self.where}{key} is longer than {limit} characters")
-        return value
+        return self.no_nul(key, value)
 
     def prose(self, key: str, *, optional: bool = False) -> Any:
-        """A free text field of at most MAX_TEXT octets of UTF-8 (see `fit_text`)."""
+        """A free text field of at most MAX_TEXT octets of UTF-8 (see `fit_text`), without
+        NUL."""
         value = self.optional(key, str) if optional else self.require(key, str)
         if value is not None and len(value) > MAX_TEXT // 4 and len(
                 value.encode("utf-8", "surrogatepass")) > MAX_TEXT:
             raise MetadataError(f"field {self.where}{key} is longer than {MAX_TEXT} octets")
+        return self.no_nul(key, value)
+
+    def no_nul(self, key: str, value: Any) -> Any:
+        """*value*, unless it is a string holding a NUL: a text the manager stores in a
+        column of its own, which PostgreSQL's text refuses (its whole batch would fail,
+        and again at every retry)."""
+        if isinstance(value, str) and "\x00" in value:
+            raise MetadataError(f"field {self.where}{key} holds a NUL character")
         return value
 
     def address(self, key: str, *, empty: bool = False) -> str:
@@ -219,12 +229,16 @@ def check_unicode(name: str, text: str, what: str) -> None:
 
 
 def fit_text(text: str, limit: int = MAX_TEXT) -> str:
-    """*text* cut to at most *limit* octets of UTF-8 (on a character boundary, with "...").
+    """*text* cut to at most *limit* octets of UTF-8 (on a character boundary, with "..."),
+    each NUL made U+FFFD.
 
     What a gateway builds (`QuarantineRef`, `RescanNotice`) goes through this, so that an
     anti-virus verdict naming hundreds of viruses or a long filter source still makes a
-    transfer the manager accepts: the manager refuses what is longer, never cuts it.
+    transfer the manager accepts: the manager refuses what is longer, or holds a NUL,
+    never cuts or mends it.
     """
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
     if len(text) <= limit // 4:
         return text
     octets = text.encode("utf-8", "surrogatepass")

@@ -229,7 +229,7 @@ def _header(obj: Any, kind: Kind | None) -> tuple[Fields, Kind, str, Origin]:
         raise MetadataError(f"unknown kind {name!r}")
     if kind is not None and name != kind:
         raise MetadataError(f"a {kind} transfer was expected, not {name!r}")
-    transfer_id = f.require("transfer_id", str)
+    transfer_id = f.no_nul("transfer_id", f.require("transfer_id", str))
     if not 8 <= len(transfer_id) <= 128:
         raise MetadataError("transfer_id must be 8 to 128 characters")
     origin = Origin.from_json(f.require("origin", dict))

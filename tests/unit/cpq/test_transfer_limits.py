@@ -112,6 +112,17 @@ class TestNumbers:
 
 
 class TestStrings:
+    @pytest.mark.parametrize(("dotted", "name"), [
+        ("transfer_id", "transfer_id"), ("origin.hostname", "origin.hostname"),
+        ("quarantines.0.reason", "quarantines[].reason"),
+        ("quarantines.0.stage", "quarantines[].stage")])
+    def test_a_nul_in_a_stored_text_is_refused_naming_the_field(self, dotted: str,
+                                                                 name: str) -> None:
+        """Those texts go to columns of their own, which PostgreSQL's text refuses with a
+        NUL in them: refused here (554, never retried), not failing a whole batch."""
+        assert error_of(edited(gateway_quarantine(), dotted, "gw1\x00-longer-text")) == (
+            f"field {name} holds a NUL character")
+
     def test_long_sender(self) -> None:
         sender = "a" * 60 + "@" + "b" * 5000 + ".example"
         assert error_of(edited(gateway_quarantine(), "sender", sender)) == (
@@ -173,6 +184,13 @@ class TestStrings:
         assert QuarantineRef.from_json(ref.to_json()) == ref
         short = QuarantineRef(name="Policy", reason="content filter:x", stage="content_filters")
         assert short.reason == "content filter:x"
+
+    def test_what_a_gateway_builds_holds_no_nul(self) -> None:
+        """A NUL in a verdict's words becomes U+FFFD: the manager would refuse it."""
+        ref = QuarantineRef(name="Virus", reason="a/v verdict:VIRAL Eicar\x00",
+                            stage="antivirus", detail="\x00found")
+        assert (ref.reason, ref.detail) == ("a/v verdict:VIRAL Eicar\ufffd", "\ufffdfound")
+        assert QuarantineRef.from_json(ref.to_json()) == ref
 
 
 class TestLists:

@@ -228,6 +228,13 @@ def check_unicode(name: str, text: str, what: str) -> None:
                             ) from None
 
 
+def without_nul(text: str) -> str:
+    """*text* with each NUL made U+FFFD. PostgreSQL's text takes no NUL: what a gateway
+    builds (`fit_text`) and what a held message brings itself (its Subject, its
+    attachments' names, `quarantine.arrivals`) are stored without one."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def fit_text(text: str, limit: int = MAX_TEXT) -> str:
     """*text* cut to at most *limit* octets of UTF-8 (on a character boundary, with "..."),
     each NUL made U+FFFD.
@@ -237,8 +244,7 @@ def fit_text(text: str, limit: int = MAX_TEXT) -> str:
     transfer the manager accepts: the manager refuses what is longer, or holds a NUL,
     never cuts or mends it.
     """
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
+    text = without_nul(text)
     if len(text) <= limit // 4:
         return text
     octets = text.encode("utf-8", "surrogatepass")

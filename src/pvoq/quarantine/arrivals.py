@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pvoq.cpq.bounds import without_nul
 from pvoq.errors import TemporaryFailure
 from pvoq.quarantine.mime import attachments_of
 from pvoq.quarantine.settings import QuarantineSettings, quarantine_for
@@ -127,18 +128,12 @@ class ArrivalRows:
     texts: dict[str, str]  # the searchable texts (SQLite's trigram tables)
 
 
-def without_nul(text: str) -> str:
-    """*text* with each NUL made U+FFFD: what the message says (its Subject, its
-    attachments' names) may hold one, which PostgreSQL's text refuses (the whole batch
-    would fail, and again at every retry)."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
-
-
 def arrival_rows(arrival: Arrival, now: float, settings: dict[str, QuarantineSettings],
                  body_path: str, files: list[tuple[str, int]] | None = None) -> ArrivalRows:
     """Every row of *arrival* but the reasons' ids (which need the database); *files*:
     its attachments when already listed. The texts taken from the message itself are
-    stored `without_nul`, on every database alike."""
+    stored `without_nul` (a NUL failed a PostgreSQL batch at every retry), on every
+    database alike."""
     meta = arrival.meta
     mid = arrival.mid
     origin = meta["origin"]
@@ -162,7 +157,8 @@ def arrival_rows(arrival: Arrival, now: float, settings: dict[str, QuarantineSet
         origin_serial=origin["serial"], origin_mid=origin["mid"],
         origin_ip=arrival.origin_ip, sender=meta["sender"],
         recipients=meta["recipients"], subject=subject,
-        received_at=now if arrival.received_at is None else arrival.received_at, size=len(arrival.body), body_path=body_path, state=State.HELD,
+        received_at=now if arrival.received_at is None else arrival.received_at,
+        size=len(arrival.body), body_path=body_path, state=State.HELD,
         meta=meta, sender_rev=meta["sender"].lower()[::-1])
     return ArrivalRows(
         message=message, held=held,

@@ -309,8 +309,8 @@ class ChunkingSMTP(PvoqSMTP):
 def _line_check(content: bytes, limit: int) -> tuple[bool, bool]:
     """`(too_long, bare)`: whether a line of *content* is longer than *limit* octets with
     its CRLF, counted as `smtp.data` counts for DATA, and whether it holds a CR or LF
-    that is not part of a CRLF (`message.line_facts`); a megabyte at a time, cut after a CRLF. *bare* is only known when no line
-    is too long."""
+    that is not part of a CRLF (`message.line_facts`); a megabyte at a time, cut after a
+    CRLF. *bare* is only known when no line is too long."""
     start, size, bare = 0, len(content), False
     while start < size:
         end = min(start + LINES_PIECE, size)
